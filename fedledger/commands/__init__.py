@@ -1,0 +1,1 @@
+"""Subcommands of ``fedledger``: one module each, each with ``register(app: typer.Typer)``."""

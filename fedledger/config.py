@@ -1,0 +1,160 @@
+"""The one settings class of fedledger.
+
+Every process (middleware, workers, dashboard, CLI, client SDK) reads its configuration here, from
+environment variables with the prefix ``FEDLEDGER_`` (and an optional ``.env`` file). Each field is
+documented line by line in ``.env.template``; a setting added here is added there too.
+
+Embedded defaults (what ``make run`` uses) need no server: SQLite, a Celery broker on SQLite through
+kombu's SQLAlchemy transport, blobs on the filesystem, a local Hardhat chain. Production sets
+``FEDLEDGER_ENV=production`` and must then give real secrets: :meth:`Settings.check_production` refuses
+defaults and the chain's well-known development keys.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fedledger.devkeys import is_dev_private_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Placeholder secret for development only; production refuses to start with it.
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class InsecureConfiguration(RuntimeError):
+    """A production process was configured with a development secret or key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FEDLEDGER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- deployment ---------------------------------------------------------------------------
+    env: Environment = Environment.development
+    data_dir: Path = PROJECT_ROOT / "var"
+    log_level: str = "INFO"
+
+    # --- storage ------------------------------------------------------------------------------
+    # Empty means SQLite under data_dir.
+    database_url: str = ""
+    # Empty means <data_dir>/blobs (content-addressed, SHA-256).
+    blob_dir: Path | None = None
+
+    # --- queue --------------------------------------------------------------------------------
+    # Empty means kombu's SQLAlchemy transport on SQLite under data_dir (no server needed).
+    broker_url: str = ""
+    # Redis for rate limits and round locks; empty means in-process fallbacks (single process only).
+    redis_url: str = ""
+
+    # --- HTTP API -----------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Public base URL of the API, used in the EIP-4361 message's URI.
+    public_url: str = "http://127.0.0.1:8000"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8501", "http://localhost:8501"]
+    )
+    max_update_bytes: int = 64 * 1024 * 1024
+    rate_limit_per_minute_address: int = 600
+    rate_limit_per_minute_ip: int = 1200
+
+    # --- auth (Sign-In with Ethereum + JWT) ---------------------------------------------------
+    siwe_domain: str = "127.0.0.1:8000"
+    siwe_statement: str = "Sign in to fedledger to take part in federated training rounds."
+    nonce_ttl_seconds: int = 300
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_issuer: str = "fedledger"
+    jwt_audience: str = "fedledger-api"
+    jwt_ttl_seconds: int = 900
+    # Checksummed addresses that receive the operator role at login.
+    operator_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- chain --------------------------------------------------------------------------------
+    chain_rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int = 31337
+    # Empty means blockchain/deployments/<network>.json for the dev chain.
+    deployments_file: Path | None = None
+    # Key of the aggregator account (recordRound, slash). Empty on the dev chain means Hardhat account #1.
+    aggregator_private_key: SecretStr = SecretStr("")
+    # Key with which the server signs model hashes. Empty on the dev chain means Hardhat account #2.
+    model_signer_private_key: SecretStr = SecretStr("")
+
+    # --- rounds -------------------------------------------------------------------------------
+    round_duration_seconds: int = 300
+    round_quorum: int = 3
+
+    # --- dashboard ----------------------------------------------------------------------------
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8501
+    # Where the dashboard reaches the API (server side).
+    api_url: str = "http://127.0.0.1:8000"
+
+    @field_validator("cors_origins", "operator_addresses", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def is_dev_chain(self) -> bool:
+        return self.chain_id in (31337, 1337)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'fedledger.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_deployments_file(self) -> Path:
+        if self.deployments_file is not None:
+            return self.deployments_file
+        return PROJECT_ROOT / "blockchain" / "deployments" / "localhost.json"
+
+    def check_production(self) -> None:
+        """Refuse development secrets outside development.
+
+        Raises :class:`InsecureConfiguration` naming the setting to change.
+        """
+        problems: list[str] = []
+        non_dev = self.env == Environment.production
+        if non_dev and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            problems.append("FEDLEDGER_JWT_SECRET is the development default; set a random secret")
+        if non_dev and len(self.jwt_secret.get_secret_value()) < 32:
+            problems.append("FEDLEDGER_JWT_SECRET is shorter than 32 characters")
+        for name in ("aggregator_private_key", "model_signer_private_key"):
+            key = getattr(self, name).get_secret_value()
+            env_name = f"FEDLEDGER_{name.upper()}"
+            if (non_dev or not self.is_dev_chain) and not key:
+                problems.append(f"{env_name} is empty; it must be set outside the dev chain")
+            if key and is_dev_private_key(key) and (non_dev or not self.is_dev_chain):
+                problems.append(f"{env_name} is a well-known development key; use a private key of your own")
+        if problems:
+            raise InsecureConfiguration("refusing to start: " + "; ".join(problems))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
