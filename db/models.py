@@ -1,0 +1,232 @@
+"""The tables of fedledger (see docs/architecture.md, "Data").
+
+Hashes are lowercase hex without 0x (SHA-256 of blob bytes) unless a column says otherwise; addresses are
+EIP-55 checksummed; token amounts are decimal strings of wei (exact on every database).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, utcnow
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as their string values, with a CHECK constraint rather than a native PG enum type, so a
+    # migration that adds a state is a plain ALTER on both databases.
+    return Enum(cls, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e],
+                validate_strings=True)
+
+
+class ParticipantStatus(enum.StrEnum):
+    active = "active"
+    suspended = "suspended"
+    slashed = "slashed"
+    exited = "exited"
+
+
+class RoundStatus(enum.StrEnum):
+    open = "OPEN"
+    closing = "CLOSING"
+    aggregated = "AGGREGATED"
+    posted = "POSTED"
+    failed = "FAILED"
+
+
+class UpdateStatus(enum.StrEnum):
+    received = "received"      # stored, waiting for the round to close
+    aggregated = "aggregated"  # decrypted, valid, kept by the robust aggregator
+    excluded = "excluded"      # decrypted, valid, excluded by the robust aggregator
+    rejected = "rejected"      # failed validation (reason in rejection_reason)
+
+
+class ModelStatus(enum.StrEnum):
+    active = "active"          # the current global model
+    superseded = "superseded"  # was active, a newer version replaced it
+    rejected = "rejected"      # candidate that degraded the holdout loss; never activated
+    rolled_back = "rolled_back"  # was active, an operator rolled back past it
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), unique=True, index=True)
+    org_name: Mapped[str] = mapped_column(String(200))
+    # Identifier of the organization's own public encryption key (for results sent back to it).
+    encryption_key_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    reputation: Mapped[float] = mapped_column(Float, default=50.0)
+    trust: Mapped[float] = mapped_column(Float, default=1.0)
+    status: Mapped[ParticipantStatus] = mapped_column(_enum(ParticipantStatus), default=ParticipantStatus.active)
+    byzantine_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class AuthNonce(Base):
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Set once, atomically, when a login consumes the nonce: a second use finds it set.
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    used_by: Mapped[str | None] = mapped_column(String(42), default=None)
+
+
+class ServerKey(Base):
+    """A server encryption key. Organizations encrypt updates for the current one; retired keys still
+    decrypt updates of rounds that were open when they were current."""
+
+    __tablename__ = "server_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(32))  # "rsa-oaep-sha256" | "x25519"
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the version number
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    weights_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # The model signer's EIP-191 signature over the weights hash (0x hex).
+    signature: Mapped[str] = mapped_column(String(132))
+    # Tensor names and shapes ({"name": [dims]}), so updates can be checked without loading weights.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus), default=ModelStatus.active, index=True)
+    produced_by_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", use_alter=True), default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # holdout loss, accuracy
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # also the on-chain roundId
+    status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus), default=RoundStatus.open, index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    quorum: Mapped[int] = mapped_column(Integer)
+    min_participants: Mapped[int] = mapped_column(Integer, default=1)
+    strategy: Mapped[str] = mapped_column(String(32))
+    # The governed parameters in force when the round opened (what the close will use).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+    model_version: Mapped[ModelVersion] = relationship(foreign_keys=[model_version_id])
+
+
+class Update(Base):
+    __tablename__ = "updates"
+    __table_args__ = (UniqueConstraint("round_id", "participant_id", name="uq_updates_round_participant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    ciphertext_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the envelope bytes (blob key)
+    payload_hash: Mapped[str] = mapped_column(String(66))  # the EIP-712 payloadHash (0x hex)
+    key_id: Mapped[str] = mapped_column(ForeignKey("server_keys.kid"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    num_samples: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # self-reported
+    signature: Mapped[str] = mapped_column(String(132))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    receipt_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[UpdateStatus] = mapped_column(_enum(UpdateStatus), default=UpdateStatus.received)
+    rejection_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    participant: Mapped[Participant] = relationship()
+    round: Mapped[Round] = relationship()
+
+
+class Aggregation(Base):
+    """What a round's close did: one row per round, written in the close's transaction."""
+
+    __tablename__ = "aggregations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), unique=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    kept: Mapped[list[str]] = mapped_column(JSON, default=list)  # participant addresses
+    excluded: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rejected: Mapped[list[str]] = mapped_column(JSON, default=list)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    rolled_back: Mapped[bool] = mapped_column(Boolean, default=False)
+    holdout_loss_before: Mapped[float | None] = mapped_column(Float, default=None)
+    holdout_loss_after: Mapped[float | None] = mapped_column(Float, default=None)
+    holdout_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
+    dp_noise_std: Mapped[float | None] = mapped_column(Float, default=None)
+    epsilon_spent: Mapped[float | None] = mapped_column(Float, default=None)  # cumulative after this round
+    rewards_root: Mapped[str | None] = mapped_column(String(66), default=None)
+    total_reward_wei: Mapped[str] = mapped_column(String(80), default="0")
+    tx_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    durations_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Contribution(Base):
+    """One participant's scored contribution to one round, and its reward claim (Merkle proof)."""
+
+    __tablename__ = "contributions"
+    __table_args__ = (UniqueConstraint("round_id", "participant_id", name="uq_contributions_round_participant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    update_id: Mapped[int] = mapped_column(ForeignKey("updates.id"))
+    quality: Mapped[float] = mapped_column(Float)
+    timeliness: Mapped[float] = mapped_column(Float)
+    honesty: Mapped[float] = mapped_column(Float)
+    fitness: Mapped[float] = mapped_column(Float)
+    kept: Mapped[bool] = mapped_column(Boolean)
+    byzantine: Mapped[bool] = mapped_column(Boolean, default=False)
+    reward_wei: Mapped[str] = mapped_column(String(80), default="0")
+    merkle_proof: Mapped[list[str]] = mapped_column(JSON, default=list)  # 0x hex sibling hashes
+    reputation_after: Mapped[float] = mapped_column(Float)
+
+    participant: Mapped[Participant] = relationship()
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained: each entry's hash covers its content and the previous entry's hash."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))  # address, "system", or "worker"
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
