@@ -1,0 +1,137 @@
+// Deploys and wires the fedledger contracts. Used by scripts/deploy.js (against a node) and by the tests
+// (in-process network), so both exercise the same wiring.
+const fs = require("fs");
+const path = require("path");
+
+const DEV_CHAIN_IDS = new Set([31337n, 1337n]);
+
+function envInt(name, fallback) {
+  const v = process.env[name];
+  return v === undefined || v === "" ? fallback : BigInt(v);
+}
+
+/**
+ * @param hre Hardhat runtime environment.
+ * @param opts.deployer, opts.aggregator signers/addresses (defaults: dev accounts #0 and #1 on the dev chain).
+ * @returns {contracts, addresses, config}
+ */
+async function deployAll(hre, opts = {}) {
+  const { ethers } = hre;
+  const signers = await ethers.getSigners();
+  const chainId = (await ethers.provider.getNetwork()).chainId;
+  const isDev = DEV_CHAIN_IDS.has(chainId);
+  const deployer = opts.deployer || signers[0];
+  const aggregatorAddress = opts.aggregator || process.env.FEDLEDGER_AGGREGATOR_ADDRESS || (isDev ? signers[1].address : undefined);
+  if (!aggregatorAddress) throw new Error("FEDLEDGER_AGGREGATOR_ADDRESS must be set outside the dev chain");
+
+  const WAD = 10n ** 18n;
+  const config = {
+    tokenName: process.env.FEDLEDGER_TOKEN_NAME || "Federated Learning Reward",
+    tokenSymbol: process.env.FEDLEDGER_TOKEN_SYMBOL || "DALLA",
+    genesisSupply: envInt("FEDLEDGER_GENESIS_SUPPLY", 1_000_000n * WAD),
+    devGrant: envInt("FEDLEDGER_DEV_GRANT", 10_000n * WAD),
+    // Blocks. The dev defaults keep a whole proposal lifecycle to a few dozen blocks.
+    votingDelay: envInt("FEDLEDGER_GOV_VOTING_DELAY", isDev ? 1n : 7200n),
+    votingPeriod: envInt("FEDLEDGER_GOV_VOTING_PERIOD", isDev ? 20n : 50400n),
+    proposalThreshold: envInt("FEDLEDGER_GOV_PROPOSAL_THRESHOLD", 0n),
+    quorumPercent: envInt("FEDLEDGER_GOV_QUORUM_PERCENT", 4n),
+    // Seconds.
+    timelockDelay: envInt("FEDLEDGER_TIMELOCK_DELAY", isDev ? 10n : 2n * 24n * 3600n),
+  };
+
+  const d = deployer;
+  const deployBlock = await ethers.provider.getBlockNumber();
+  const Timelock = await ethers.getContractFactory("Timelock", d);
+  // The deployer is the timelock's temporary admin while wiring, and renounces at the end.
+  const timelock = await Timelock.deploy(config.timelockDelay, [], [ethers.ZeroAddress], d.address);
+  await timelock.waitForDeployment();
+
+  const Token = await ethers.getContractFactory("RewardToken", d);
+  const token = await Token.deploy(config.tokenName, config.tokenSymbol, d.address, d.address, config.genesisSupply);
+  await token.waitForDeployment();
+
+  const Params = await ethers.getContractFactory("ProtocolParameters", d);
+  const params = await Params.deploy(d.address);
+  await params.waitForDeployment();
+
+  const Registry = await ethers.getContractFactory("ParticipantRegistry", d);
+  const registry = await Registry.deploy(await token.getAddress(), await params.getAddress(), d.address, await timelock.getAddress());
+  await registry.waitForDeployment();
+
+  const Distributor = await ethers.getContractFactory("RewardDistributor", d);
+  const distributor = await Distributor.deploy(await token.getAddress(), await params.getAddress(), d.address);
+  await distributor.waitForDeployment();
+
+  const Ledger = await ethers.getContractFactory("ContributionLedger", d);
+  const ledger = await Ledger.deploy(await distributor.getAddress(), d.address);
+  await ledger.waitForDeployment();
+
+  const Governor = await ethers.getContractFactory("FLGovernor", d);
+  const governor = await Governor.deploy(
+    await token.getAddress(), await timelock.getAddress(),
+    config.votingDelay, config.votingPeriod, config.proposalThreshold, config.quorumPercent,
+  );
+  await governor.waitForDeployment();
+
+  const tl = await timelock.getAddress();
+  const send = async (p) => (await p).wait();
+
+  // Operational roles.
+  await send(token.grantRole(await token.MINTER_ROLE(), await distributor.getAddress()));
+  await send(distributor.grantRole(await distributor.LEDGER_ROLE(), await ledger.getAddress()));
+  await send(ledger.grantRole(await ledger.AGGREGATOR_ROLE(), aggregatorAddress));
+  await send(registry.grantRole(await registry.AGGREGATOR_ROLE(), aggregatorAddress));
+  await send(registry.grantRole(await registry.SLASHER_ROLE(), aggregatorAddress));
+  await send(params.grantRole(await params.GOVERNOR_ROLE(), tl));
+  await send(timelock.grantRole(await timelock.PROPOSER_ROLE(), await governor.getAddress()));
+  await send(timelock.grantRole(await timelock.CANCELLER_ROLE(), await governor.getAddress()));
+
+  // Dev chain only: fund the organizations' dev accounts (#3..) so they can stake and vote.
+  const devFunded = [];
+  if (isDev && config.devGrant > 0n) {
+    for (const s of signers.slice(3)) {
+      await send(token.transfer(s.address, config.devGrant));
+      await send(token.connect(s).delegate(s.address));
+      devFunded.push(s.address);
+    }
+  }
+  // The rest of the genesis allocation is the treasury's.
+  const rest = await token.balanceOf(d.address);
+  if (rest > 0n) await send(token.transfer(tl, rest));
+
+  // Every admin role to the timelock; the deployer keeps nothing.
+  for (const c of [token, params, registry, distributor, ledger]) {
+    const admin = await c.DEFAULT_ADMIN_ROLE();
+    await send(c.grantRole(admin, tl));
+    await send(c.renounceRole(admin, d.address));
+  }
+  await send(params.renounceRole(await params.GOVERNOR_ROLE(), d.address));
+  await send(timelock.renounceRole(await timelock.DEFAULT_ADMIN_ROLE(), d.address));
+
+  const contracts = { RewardToken: token, ProtocolParameters: params, ParticipantRegistry: registry,
+    RewardDistributor: distributor, ContributionLedger: ledger, FLGovernor: governor, Timelock: timelock };
+  const addresses = {};
+  for (const [name, c] of Object.entries(contracts)) addresses[name] = await c.getAddress();
+  return { contracts, addresses, config, chainId, deployBlock, deployer: d.address, aggregator: aggregatorAddress, devFunded };
+}
+
+/** Writes the deployments file the Python side reads (atomically: temp file then rename). */
+async function writeDeployments(hre, result, outPath) {
+  const out = { network: hre.network.name, chainId: Number(result.chainId), deployBlock: result.deployBlock,
+    deployer: result.deployer, aggregator: result.aggregator, devFunded: result.devFunded,
+    governance: Object.fromEntries(["votingDelay", "votingPeriod", "quorumPercent", "timelockDelay", "proposalThreshold"]
+      .map((k) => [k, Number(result.config[k])])),
+    token: { name: result.config.tokenName, symbol: result.config.tokenSymbol },
+    contracts: {} };
+  for (const [name, address] of Object.entries(result.addresses)) {
+    const artifact = await hre.artifacts.readArtifact(name);
+    out.contracts[name] = { address, abi: artifact.abi };
+  }
+  fs.mkdirSync(path.dirname(outPath), { recursive: true });
+  const tmp = `${outPath}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(out, null, 2));
+  fs.renameSync(tmp, outPath);
+  return out;
+}
+
+module.exports = { deployAll, writeDeployments };

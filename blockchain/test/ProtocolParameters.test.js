@@ -1,0 +1,77 @@
+const { expect } = require("chai");
+const { ethers } = require("hardhat");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+const { WAD } = require("./fixtures");
+
+const P = { BaseReward: 0, Strategy: 12, Weighting: 13, TrimFraction: 14, DpEnabled: 17, DpDelta: 21, WeightQuality: 8,
+  WeightTimeliness: 9, WeightHonesty: 10, SlashFraction: 3, MinReputation: 2, Quorum: 23, RoundDuration: 22 };
+
+async function standalone() {
+  const [governor, stranger] = await ethers.getSigners();
+  const params = await (await ethers.getContractFactory("ProtocolParameters")).deploy(governor.address);
+  return { params, governor, stranger };
+}
+
+describe("ProtocolParameters", function () {
+  it("starts with the architecture's defaults and names every entry", async function () {
+    const { params } = await loadFixture(standalone);
+    const all = await params.getAll();
+    const names = await params.names();
+    expect(all.length).to.equal(Number(await params.PARAM_COUNT()));
+    expect(names.length).to.equal(all.length);
+    expect(new Set(names).size).to.equal(names.length);
+    const v = Object.fromEntries(names.map((n, i) => [n, all[i]]));
+    expect(v.weight_quality + v.weight_timeliness + v.weight_honesty).to.equal(WAD);
+    expect(v.weight_quality).to.equal(4n * WAD / 10n);
+    expect(v.reputation_influence_cap).to.equal(8n * WAD / 10n);
+    expect(v.byzantine_threshold).to.equal(3n);
+    expect(v.tier1_min_fitness).to.equal(90n * WAD);
+    expect(v.tier1_multiplier).to.equal(2n * WAD);
+    expect(v.tier4_multiplier).to.equal(WAD / 2n);
+    expect(v.slash_fitness_below).to.equal(50n * WAD);
+    expect(await params.get(P.Strategy)).to.equal(v.strategy);
+  });
+
+  it("lets only the governor change a parameter, with an event", async function () {
+    const { params, governor, stranger } = await loadFixture(standalone);
+    await expect(params.connect(stranger).setParameter(P.BaseReward, 1n))
+      .to.be.revertedWithCustomError(params, "AccessControlUnauthorizedAccount");
+    await expect(params.connect(governor).setParameter(P.Strategy, 5))
+      .to.emit(params, "ParameterChanged").withArgs(P.Strategy, 1n, 5n);
+    expect(await params.get(P.Strategy)).to.equal(5n);
+  });
+
+  const invalid = [
+    ["an unknown strategy", P.Strategy, 7n],
+    ["an unknown weighting", P.Weighting, 3n],
+    ["a trim fraction of one half", P.TrimFraction, WAD / 2n],
+    ["dp_enabled other than 0/1", P.DpEnabled, 2n],
+    ["a zero delta", P.DpDelta, 0n],
+    ["a delta of one", P.DpDelta, WAD],
+    ["a slash fraction above 1", P.SlashFraction, WAD + 1n],
+    ["a score above 100", P.MinReputation, 100n * WAD + 1n],
+    ["a zero quorum", P.Quorum, 0n],
+    ["a zero round duration", P.RoundDuration, 0n],
+  ];
+  for (const [what, param, value] of invalid) {
+    it(`refuses ${what}`, async function () {
+      const { params, governor } = await loadFixture(standalone);
+      await expect(params.connect(governor).setParameter(param, value))
+        .to.be.revertedWithCustomError(params, "InvalidParameter");
+    });
+  }
+
+  it("changes fitness weights only together and only summing to one", async function () {
+    const { params, governor, stranger } = await loadFixture(standalone);
+    for (const p of [P.WeightQuality, P.WeightTimeliness, P.WeightHonesty]) {
+      await expect(params.connect(governor).setParameter(p, WAD)).to.be.revertedWithCustomError(params, "UseSetFitnessWeights");
+    }
+    await expect(params.connect(governor).setFitnessWeights(WAD / 2n, WAD / 4n, WAD / 2n))
+      .to.be.revertedWithCustomError(params, "WeightsMustSumToOne");
+    await expect(params.connect(stranger).setFitnessWeights(WAD / 2n, WAD / 4n, WAD / 4n))
+      .to.be.revertedWithCustomError(params, "AccessControlUnauthorizedAccount");
+    await expect(params.connect(governor).setFitnessWeights(WAD / 2n, WAD / 4n, WAD / 4n))
+      .to.emit(params, "ParameterChanged").withArgs(P.WeightQuality, 4n * WAD / 10n, WAD / 2n);
+    expect(await params.get(P.WeightHonesty)).to.equal(WAD / 4n);
+  });
+});
