@@ -1,0 +1,85 @@
+"""The deployments file written by ``blockchain/scripts/deploy.js``: chain id, deploy block, addresses, ABIs.
+
+It is the only thing the Python side needs to talk to the contracts; nothing here hard-codes an address.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+from web3.contract import Contract
+
+CONTRACT_NAMES = (
+    "RewardToken",
+    "ProtocolParameters",
+    "ParticipantRegistry",
+    "RewardDistributor",
+    "ContributionLedger",
+    "FLGovernor",
+    "Timelock",
+)
+
+
+class DeploymentsError(RuntimeError):
+    """The deployments file is missing, malformed, or for another chain."""
+
+
+@dataclass(frozen=True)
+class Deployments:
+    chain_id: int
+    deploy_block: int
+    addresses: dict[str, str]
+    abis: dict[str, list[dict[str, Any]]]
+    network: str = "unknown"
+    governance: dict[str, int] = field(default_factory=dict)
+    token: dict[str, str] = field(default_factory=dict)
+    aggregator: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Deployments:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise DeploymentsError(
+                f"no deployments file at {path}: deploy the contracts first "
+                "(`fedledger chain` on the dev chain, or `npx hardhat run scripts/deploy.js --network <net>`)"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise DeploymentsError(f"deployments file {path} is not valid JSON: {exc}") from exc
+        try:
+            contracts = raw["contracts"]
+            missing = [name for name in CONTRACT_NAMES if name not in contracts]
+            if missing:
+                raise DeploymentsError(f"deployments file {path} lacks contracts {missing}; redeploy")
+            return cls(
+                chain_id=int(raw["chainId"]),
+                deploy_block=int(raw["deployBlock"]),
+                addresses={n: Web3.to_checksum_address(c["address"]) for n, c in contracts.items()},
+                abis={n: c["abi"] for n, c in contracts.items()},
+                network=raw.get("network", "unknown"),
+                governance={k: int(v) for k, v in raw.get("governance", {}).items()},
+                token=dict(raw.get("token", {})),
+                aggregator=raw.get("aggregator"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeploymentsError(f"deployments file {path} is malformed: {exc!r}") from exc
+
+    def contract(self, w3: Web3, name: str) -> Contract:
+        if name not in self.addresses:
+            raise DeploymentsError(f"unknown contract {name!r}; known: {sorted(self.addresses)}")
+        return w3.eth.contract(address=self.addresses[name], abi=self.abis[name])
+
+    def check_chain(self, w3: Web3) -> None:
+        """Refuse to use addresses of one chain on another (a redeployed dev node, a wrong RPC URL)."""
+        actual = w3.eth.chain_id
+        if actual != self.chain_id:
+            raise DeploymentsError(f"deployments are for chain {self.chain_id} but the RPC serves chain {actual}")
+        token = self.addresses["RewardToken"]
+        if not w3.eth.get_code(token):
+            raise DeploymentsError(
+                f"no contract code at RewardToken {token}: the chain was reset since the deploy; redeploy"
+            )
