@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from fedledger.chain.deployments import CONTRACT_NAMES, Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ParameterMismatch, from_raw, read_params
 from fedledger.devkeys import AGGREGATOR_INDEX, DEPLOYER_INDEX, dev_private_key
-from eth_account import Account
 
 pytestmark = pytest.mark.chain
 

@@ -1,0 +1,122 @@
+"""Differential privacy for the aggregate: per-client clipping, Gaussian noise, and an RDP accountant.
+
+Mechanism (DP-FedAvg, McMahan et al. 2018): clip each client's update to L2 norm C, average, add
+N(0, (z C / n)^2) to every coordinate, z being the noise multiplier. With each client sampled with
+probability q per round, T rounds are the T-fold composition of the Poisson-subsampled Gaussian mechanism.
+
+Accountant: Google's ``dp-accounting`` RDP accountant (Mironov et al.'s subsampled-Gaussian RDP at
+fractional and integer orders, with the improved RDP-to-(epsilon, delta) conversion). We use the package
+rather than re-deriving it: its numerics for small sampling rates and orders near 1 are the hard part,
+and an independent implementation at integer orders only differed from it by up to 85 % at q = 0.1.
+The tests check our use of it against the closed form alpha / (2 z^2) at q = 1 (full participation, the
+usual cross-silo case), within 1 %.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import dp_accounting
+import numpy as np
+from dp_accounting.rdp import rdp_privacy_accountant as rdp_accountant
+
+from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
+
+
+def clip_rows(X: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``X`` scaled down to L2 norm at most ``clip_norm``; returns (clipped copy, original norms)."""
+    if not clip_norm > 0:
+        raise InvalidParameter(f"clip norm must be > 0, got {clip_norm}")
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    scale = np.minimum(1.0, clip_norm / np.maximum(norms, 1e-30)).astype(np.float32)
+    return X * scale[:, None], norms
+
+
+def gaussian_noise_std(clip_norm: float, noise_multiplier: float, n_clients: int) -> float:
+    """Standard deviation of the noise on the mean of n clipped updates (sensitivity C / n)."""
+    if n_clients < 1 or noise_multiplier < 0:
+        raise InvalidParameter("need n_clients >= 1 and noise_multiplier >= 0")
+    return noise_multiplier * clip_norm / n_clients
+
+
+def add_gaussian_noise(aggregate: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    return aggregate + rng.normal(0.0, std, size=aggregate.shape).astype(np.float32)
+
+
+def gaussian_rdp(noise_multiplier: float, orders: np.ndarray) -> np.ndarray:
+    """RDP of one full-participation round (the Gaussian mechanism): alpha / (2 z^2), exact."""
+    return orders / (2 * noise_multiplier * noise_multiplier)
+
+
+def rdp_to_epsilon(orders: np.ndarray, rdp: np.ndarray, delta: float) -> float:
+    """Smallest epsilon over orders: rdp + log(1 - 1/a) - log(delta a) / (a - 1) (Canonne et al. 2020)."""
+    eps = rdp + np.log1p(-1.0 / orders) - np.log(delta * orders) / (orders - 1)
+    return float(max(0.0, np.min(eps)))
+
+
+def epsilon_after(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float) -> float:
+    """(epsilon, delta)-DP epsilon after ``rounds`` rounds. Zero rounds spend nothing; zero noise is
+    infinitely expensive."""
+    if not 0 < sampling_rate <= 1:
+        raise InvalidParameter(f"sampling rate must be in (0, 1], got {sampling_rate}")
+    if not 0 < delta < 1:
+        raise InvalidParameter(f"delta must be in (0, 1), got {delta}")
+    if rounds < 0:
+        raise InvalidParameter(f"rounds must be >= 0, got {rounds}")
+    if rounds == 0:
+        return 0.0
+    if noise_multiplier <= 0:
+        return math.inf
+    event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if sampling_rate < 1.0:
+        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+    accountant = rdp_accountant.RdpAccountant()
+    accountant.compose(event, rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+@dataclass(frozen=True)
+class PrivacyAccountant:
+    """The privacy spent by one training run; ``charge`` refuses a round that would exceed the budget."""
+
+    noise_multiplier: float
+    sampling_rate: float
+    delta: float
+    epsilon_budget: float
+    rounds_spent: int = 0
+
+    @property
+    def epsilon_spent(self) -> float:
+        return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent, self.delta)
+
+    def epsilon_if_charged(self) -> float:
+        return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent + 1, self.delta)
+
+    def charge(self) -> PrivacyAccountant:
+        """The accountant after one more round, or :class:`PrivacyBudgetExceeded` (nothing is spent)."""
+        after = self.epsilon_if_charged()
+        if after > self.epsilon_budget:
+            raise PrivacyBudgetExceeded(
+                f"round {self.rounds_spent + 1} would bring epsilon to {after:.4f}, over the governed budget "
+                f"{self.epsilon_budget:.4f} (noise multiplier {self.noise_multiplier}, delta {self.delta}); "
+                "raise the noise multiplier or the budget through governance, or stop training"
+            )
+        return replace(self, rounds_spent=self.rounds_spent + 1)
+
+
+@dataclass(frozen=True)
+class DpResult:
+    aggregate: np.ndarray
+    noise_std: float
+    clipped: int
+
+
+def private_mean(
+    X: np.ndarray, clip_norm: float, noise_multiplier: float, rng: np.random.Generator
+) -> DpResult:
+    """Clip every row, average, add calibrated Gaussian noise."""
+    clipped, norms = clip_rows(X, clip_norm)
+    std = gaussian_noise_std(clip_norm, noise_multiplier, X.shape[0])
+    mean = clipped.mean(axis=0, dtype=np.float32)
+    return DpResult(add_gaussian_noise(mean, std, rng), std, int((norms > clip_norm).sum()))

@@ -1,0 +1,106 @@
+"""Krum and Multi-Krum (Blanchard et al., NeurIPS 2017), with distances by the Gram identity.
+
+The pure pieces are separate so the service and Bulyan reuse them: :func:`pairwise_sq_distances`,
+:func:`krum_scores`, :func:`select_krum`, :func:`select_multikrum`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aggregator.errors import InvalidParameter
+from aggregator.fedavg import normalized
+from aggregator.validation import as_client_vector, as_update_matrix, check_f
+
+# Columns per Gram block: the float64 copy of one block stays small (n x 16K x 8 bytes).
+GRAM_BLOCK = 16384
+
+
+def pairwise_sq_distances(X: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``X``: ||a||^2 + ||b||^2 - 2 a.b.
+
+    The rows are centred first (distances are translation invariant) so the identity does not cancel
+    catastrophically when updates are close together but far from the origin; each block of columns is
+    a float32 BLAS product accumulated in float64. Returns a symmetric (n, n) float64 matrix with a zero
+    diagonal. Cost: one pass over ``X`` for the mean and one for the Gram matrix, no loop over pairs.
+    """
+    X = as_update_matrix(X)
+    n, d = X.shape
+    # Rounded to float32 so the centre, hence every distance, is the same bits whatever the client order
+    # (a float64 mean differs in its last bits between orders and would flip near-ties).
+    center = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    gram = np.zeros((n, n), dtype=np.float64)
+    block = np.empty((n, min(d, GRAM_BLOCK)), dtype=np.float64)
+    for start in range(0, d, GRAM_BLOCK):
+        stop = min(d, start + GRAM_BLOCK)
+        B = block[:, : stop - start]
+        np.subtract(X[:, start:stop], center[start:stop], out=B, dtype=np.float64)
+        gram += B @ B.T
+    sq = np.diag(gram).copy()
+    D = sq[:, None] + sq[None, :] - 2.0 * gram
+    np.maximum(D, 0.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def krum_scores(D: np.ndarray, f: int) -> np.ndarray:
+    """Krum score of each client: the sum of its n - f - 2 smallest distances to the other clients."""
+    n = D.shape[0]
+    closest = max(1, n - f - 2)
+    off = D.copy()
+    np.fill_diagonal(off, np.inf)
+    if closest >= n - 1:
+        return np.where(np.isinf(off), 0.0, off).sum(axis=1)
+    return np.partition(off, closest - 1, axis=1)[:, :closest].sum(axis=1)
+
+
+def krum_ranking(D: np.ndarray, f: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """Client indices from best to worst Krum score.
+
+    Exact ties are structural, not rare: when only one neighbour counts (small n), two mutual nearest
+    neighbours always tie. They are broken by the sum of all distances (the more central client first),
+    not by index, so the choice does not depend on the order in which clients were listed. ``tiebreak``
+    overrides that key (Bulyan passes the sums over all clients, so its rounds agree with each other).
+    """
+    return np.lexsort((D.sum(axis=1) if tiebreak is None else tiebreak, krum_scores(D, f)))
+
+
+def select_krum(D: np.ndarray, f: int, tiebreak: np.ndarray | None = None) -> int:
+    """Index of the client with the lowest Krum score."""
+    return int(krum_ranking(D, f, tiebreak)[0])
+
+
+def select_multikrum(D: np.ndarray, f: int, m: int) -> np.ndarray:
+    """Indices of the m clients with the lowest Krum scores, best first (scores computed once)."""
+    return krum_ranking(D, f)[:m]
+
+
+def krum(X: np.ndarray, f: int) -> np.ndarray:
+    """The update of the client with the lowest Krum score.
+
+    Contract: ``X`` is (n, d) finite floating point; f >= 0 is the assumed number of Byzantine clients and
+    n >= 2f + 3 (refused otherwise, with the largest valid f). Returns a float32 copy of one row.
+    """
+    X = as_update_matrix(X)
+    check_f(f, X.shape[0], 2, "krum")
+    return X[select_krum(pairwise_sq_distances(X), f)].copy()
+
+
+def multi_krum(
+    X: np.ndarray, f: int, m: int | None = None, weights: np.ndarray | list[float] | None = None
+) -> np.ndarray:
+    """Mean of the m clients with the lowest Krum scores (m = None or 0 means n - f).
+
+    Contract: as :func:`krum`, plus 1 <= m <= n - f (more than n - f would have to admit an attacker when
+    f are present). ``weights`` (e.g. sample counts) weight the selected clients' mean; None means equal.
+    """
+    X = as_update_matrix(X)
+    n = X.shape[0]
+    check_f(f, n, 2, "multi_krum")
+    m = m or n - f
+    if not (isinstance(m, (int, np.integer)) and 1 <= m <= n - f):
+        raise InvalidParameter(f"multi_krum: m must be in [1, n - f] = [1, {n - f}], got {m!r}")
+    chosen = np.sort(select_multikrum(pairwise_sq_distances(X), f, m))
+    w = np.ones(n) if weights is None else as_client_vector(weights, n, "weights")
+    w_chosen = normalized(w[chosen], "weights of the selected clients")
+    return w_chosen.astype(np.float32) @ X[chosen]

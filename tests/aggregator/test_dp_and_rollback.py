@@ -1,0 +1,84 @@
+"""Differential privacy (clipping, noise, accountant, budget refusal) and the rollback decision."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from aggregator.dp import (
+    PrivacyAccountant,
+    clip_rows,
+    epsilon_after,
+    gaussian_noise_std,
+    gaussian_rdp,
+    private_mean,
+    rdp_to_epsilon,
+)
+from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
+from aggregator.rollback import activation_decision
+
+ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240), [128, 256, 512, 1024]])
+
+
+@pytest.mark.parametrize("z", [0.5, 1.0, 2.0, 5.0])
+@pytest.mark.parametrize("rounds", [1, 10, 100, 1000])
+@pytest.mark.parametrize("delta", [1e-5, 1e-8])
+def test_full_participation_epsilon_matches_the_gaussian_closed_form(z: float, rounds: int, delta: float) -> None:
+    closed_form = rdp_to_epsilon(ORDERS, rounds * gaussian_rdp(z, ORDERS), delta)
+    assert epsilon_after(z, 1.0, rounds, delta) == pytest.approx(closed_form, rel=0.01)
+
+
+def test_epsilon_grows_with_rounds_and_sampling_and_shrinks_with_noise() -> None:
+    base = epsilon_after(1.0, 0.1, 100, 1e-5)
+    assert epsilon_after(1.0, 0.1, 200, 1e-5) > base
+    assert epsilon_after(1.0, 0.5, 100, 1e-5) > base
+    assert epsilon_after(2.0, 0.1, 100, 1e-5) < base
+    assert epsilon_after(1.0, 0.1, 0, 1e-5) == 0.0
+    assert math.isinf(epsilon_after(0.0, 0.1, 1, 1e-5))
+    with pytest.raises(InvalidParameter, match="delta"):
+        epsilon_after(1.0, 0.1, 1, 1.0)
+
+
+def test_accountant_refuses_the_round_that_would_exceed_the_budget() -> None:
+    accountant = PrivacyAccountant(noise_multiplier=1.0, sampling_rate=1.0, delta=1e-5, epsilon_budget=10.0)
+    charged = 0
+    while True:
+        try:
+            accountant = accountant.charge()
+            charged += 1
+        except PrivacyBudgetExceeded as refused:
+            assert "over the governed budget 10.0000" in str(refused)
+            break
+    assert accountant.rounds_spent == charged
+    assert accountant.epsilon_spent <= 10.0 < accountant.epsilon_if_charged()
+    # z = 1, q = 1, delta = 1e-5: by hand, min over alpha of T alpha / 2 + log(1 - 1/alpha) - log(delta alpha)
+    # / (alpha - 1) is about 9.0 for T = 3 and 10.7 for T = 4.
+    assert charged == 3
+
+
+def test_clipping_bounds_every_norm_and_leaves_small_updates_alone() -> None:
+    X = np.array([[3.0, 4.0], [0.3, 0.4]], dtype=np.float32)
+    clipped, norms = clip_rows(X, 1.0)
+    np.testing.assert_allclose(norms, [5.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(clipped, [[0.6, 0.8], [0.3, 0.4]], rtol=1e-6)
+
+
+def test_private_mean_adds_noise_of_the_calibrated_size() -> None:
+    rng = np.random.default_rng(0)
+    X = np.zeros((10, 200_000), dtype=np.float32)
+    result = private_mean(X, clip_norm=2.0, noise_multiplier=1.5, rng=rng)
+    assert result.noise_std == gaussian_noise_std(2.0, 1.5, 10) == pytest.approx(0.3)
+    assert result.aggregate.std() == pytest.approx(0.3, rel=0.01)
+    assert result.clipped == 0
+
+
+def test_rollback_refuses_a_degrading_or_broken_model() -> None:
+    assert activation_decision(1.0, 1.04, 0.05).activate
+    assert activation_decision(1.0, 0.5, 0.05).activate
+    refused = activation_decision(1.0, 1.06, 0.05)
+    assert not refused.activate and "beyond the 5.00% rollback threshold" in refused.reason
+    assert not activation_decision(1.0, float("nan"), 0.05).activate
+    with pytest.raises(InvalidParameter):
+        activation_decision(0.0, 1.0, 0.05)

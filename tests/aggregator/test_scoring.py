@@ -1,0 +1,136 @@
+"""Proof of Useful Work scores, rewards, reputation and slashing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregator.errors import InvalidParameter
+from aggregator.reputation import (
+    ReputationConfig,
+    SlashReason,
+    detect_byzantine,
+    eligible,
+    slashing_decisions,
+    update_reputation,
+)
+from aggregator.robust import trimmed_mean
+from aggregator.scoring import (
+    ScoringConfig,
+    consensus_distances,
+    fitness_scores,
+    honesty_scores,
+    quality_scores,
+    reward_amounts,
+    timeliness_scores,
+)
+
+WAD = 10**18
+
+
+def test_quality_is_relative_to_the_rounds_best_improvement() -> None:
+    # previous loss 2.0; client losses: best improves 10 %, one changes nothing, one degrades 10 %, one NaN
+    q = quality_scores(2.0, [1.8, 2.0, 2.2, float("nan"), 1.9])
+    np.testing.assert_allclose(q, [100.0, 50.0, 0.0, 0.0, 75.0])
+    with pytest.raises(InvalidParameter, match="finite and positive"):
+        quality_scores(0.0, [1.0])
+
+
+def test_timeliness_falls_linearly_to_the_floor_at_the_deadline() -> None:
+    np.testing.assert_allclose(timeliness_scores([0, 50, 100, 150], 0, 100), [100, 75, 50, 50])
+    np.testing.assert_allclose(timeliness_scores([25], 0, 100, at_deadline=0), [75])
+    with pytest.raises(InvalidParameter, match="after the opening"):
+        timeliness_scores([1], 10, 10)
+
+
+def test_honesty_is_scale_aware_and_zero_for_invalid_updates() -> None:
+    d = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 4.0, 100.0])  # typical (median) distance 1
+    expected = [100, 100, 100, 100, 50, 0, 0]
+    np.testing.assert_allclose(honesty_scores(d), expected)
+    # The same round at a million times the scale scores the same.
+    np.testing.assert_allclose(honesty_scores(d * 1e6), expected)
+    np.testing.assert_allclose(honesty_scores(d, valid=[True] * 6 + [False]), expected)
+    np.testing.assert_allclose(honesty_scores([0.0, 0.0, 5.0]), [100, 100, 0])
+
+
+def test_fitness_is_the_weighted_sum_and_weights_must_sum_to_one() -> None:
+    np.testing.assert_allclose(fitness_scores([100, 50], [50, 100], [100, 0]), [0.4 * 100 + 0.3 * 50 + 0.3 * 100, 0.4 * 50 + 0.3 * 100])
+    with pytest.raises(InvalidParameter, match="sum to 1"):
+        ScoringConfig(weight_quality=0.5)
+
+
+def test_rewards_follow_the_tiers_and_reputation_exactly() -> None:
+    base = 100 * WAD
+    amounts = reward_amounts([95, 85, 75, 65, 55], [100, 50, 0, 100, 100], base, 10**30)
+    assert amounts == [
+        base * 2 * 3 // 2,  # tier 2.0 x (0.5 + 1.0)
+        base * 3 // 2,  # 1.5 x 1.0
+        base // 2,  # 1.0 x 0.5
+        base * 3 // 4,  # 0.5 x 1.5
+        0,
+    ]
+
+
+def test_rewards_over_the_round_budget_are_scaled_down_not_refused() -> None:
+    amounts = reward_amounts([95, 95], [100, 50], 100 * WAD, 300 * WAD)
+    # 300 and 200 requested, 300 allowed: 3/5 each, and the sum fits the contract's cap.
+    assert amounts == [180 * WAD, 120 * WAD]
+    assert sum(amounts) <= 300 * WAD
+
+
+def test_reputation_moves_toward_fitness_and_detections_cost_extra() -> None:
+    new = update_reputation(np.array([50.0, 50.0, 10.0]), np.array([100.0, 0.0, 0.0]), np.array([False, False, True]))
+    np.testing.assert_allclose(new, [60.0, 40.0, 0.0])
+    assert eligible(new).tolist() == [True, True, False]
+
+
+def test_slashing_gives_one_reason_per_client_and_a_fraction_of_stake() -> None:
+    decisions = slashing_decisions(
+        fitness=np.array([90, 40, 90, 90, 90]),
+        honesty=np.array([100, 100, 30, 100, 100]),
+        byzantine_counts=np.array([0, 0, 0, 3, 0]),
+        stakes=[1000 * WAD] * 5,
+        seconds_since_active=np.array([0, 0, 0, 0, 8 * 24 * 3600]),
+    )
+    assert [(d.index, d.reason) for d in decisions] == [
+        (1, SlashReason.low_fitness),
+        (2, SlashReason.low_honesty),
+        (3, SlashReason.byzantine),
+        (4, SlashReason.inactive),
+    ]
+    assert all(d.amount == 100 * WAD for d in decisions)
+
+
+@pytest.mark.slow
+def test_honest_clients_of_a_large_model_are_never_flagged_over_fifty_rounds() -> None:
+    """10 honest clients, 1M parameters, small natural spread: no detection, no slashing, no ban.
+
+    One extra client scales its update 100x from round 1: it must be detected every round and slashed
+    once its detections reach the threshold, so the rule is not merely lenient.
+    """
+    rng = np.random.default_rng(2026)
+    n_honest, d, rounds = 10, 1_000_000, 50
+    config = ReputationConfig()
+    reputation = np.full(n_honest + 1, 50.0)
+    counts = np.zeros(n_honest + 1, dtype=int)
+    first_slash_of_attacker = None
+    for r in range(rounds):
+        direction = rng.standard_normal(d, dtype=np.float32) * 1e-3
+        X = np.empty((n_honest + 1, d), dtype=np.float32)
+        X[:n_honest] = direction + rng.standard_normal((n_honest, d), dtype=np.float32) * 2e-4
+        X[n_honest] = X[0] * 100
+        consensus = trimmed_mean(X, 0.2)
+        honesty = honesty_scores(consensus_distances(X, consensus))
+        byzantine = detect_byzantine(honesty, config)
+        counts += byzantine
+        fitness = fitness_scores(np.full(n_honest + 1, 60.0), np.full(n_honest + 1, 80.0), honesty)
+        reputation = update_reputation(reputation, fitness, byzantine, config)
+        decisions = slashing_decisions(fitness, honesty, counts, [100] * (n_honest + 1), config=config)
+        assert not byzantine[:n_honest].any(), f"round {r}: honest client flagged"
+        assert all(dec.index == n_honest for dec in decisions), f"round {r}: honest client slashed"
+        assert eligible(reputation[:n_honest], config).all()
+        assert byzantine[n_honest], f"round {r}: the 100x attacker went undetected"
+        if first_slash_of_attacker is None and any(dec.reason == SlashReason.byzantine for dec in decisions):
+            first_slash_of_attacker = r
+    assert first_slash_of_attacker == config.byzantine_threshold - 1
+    assert not eligible(reputation[n_honest:], config).any()
