@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from aggregator.errors import InvalidParameter
-from aggregator.validation import as_client_vector, as_update_matrix
+from aggregator.errors import InvalidParameter, InvalidUpdates
+from aggregator.validation import as_client_vector, as_update_matrix, raise_on_non_finite_rows
 
 WEIGHTINGS = ("samples", "fitness", "hybrid")
 # Share of sample-count weighting in the hybrid rule (the rest is fitness).
@@ -26,10 +26,16 @@ def fedavg(X: np.ndarray, weights: np.ndarray | list[float] | None = None) -> np
     zero (None means equal weights). They are normalized here, so any positive scale gives the same result.
     Returns a float32 vector of length d. One BLAS matrix-vector product: a single pass over ``X``.
     """
-    X = as_update_matrix(X)
+    X = as_update_matrix(X, check_finite=False)
     n = X.shape[0]
     w = np.full(n, 1.0 / n) if weights is None else normalized(as_client_vector(weights, n, "weights"), "weights")
-    return w.astype(np.float32) @ X
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = w.astype(np.float32) @ X
+    # NaN/Inf in any row (even one of weight 0: 0 * inf is NaN) makes the sum non-finite: check once, here.
+    if not np.isfinite(result).all():
+        raise_on_non_finite_rows(X)
+        raise InvalidUpdates("the weighted mean overflows float32; updates of this magnitude are invalid")
+    return result
 
 
 def _client_values(values: np.ndarray | list[float], what: str) -> np.ndarray:

@@ -20,22 +20,24 @@ def pairwise_sq_distances(X: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between the rows of ``X``: ||a||^2 + ||b||^2 - 2 a.b.
 
     The rows are centred first (distances are translation invariant) so the identity does not cancel
-    catastrophically when updates are close together but far from the origin; each block of columns is
-    a float32 BLAS product accumulated in float64. Returns a symmetric (n, n) float64 matrix with a zero
+    catastrophically when updates are close together but far from the origin, and each block of columns
+    is widened to float64 before its BLAS product (in float32 the identity loses ~1e-4 relative accuracy,
+    enough to flip a Krum choice between near-equal candidates). Returns a symmetric (n, n) float64 matrix with a zero
     diagonal. Cost: one pass over ``X`` for the mean and one for the Gram matrix, no loop over pairs.
     """
     X = as_update_matrix(X)
     n, d = X.shape
-    # Rounded to float32 so the centre, hence every distance, is the same bits whatever the client order
-    # (a float64 mean differs in its last bits between orders and would flip near-ties).
-    center = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    center = X.mean(axis=0)
     gram = np.zeros((n, n), dtype=np.float64)
-    block = np.empty((n, min(d, GRAM_BLOCK)), dtype=np.float64)
+    width = min(d, GRAM_BLOCK)
+    block32 = np.empty((n, width), dtype=np.float32)
+    block64 = np.empty((n, width), dtype=np.float64)
     for start in range(0, d, GRAM_BLOCK):
         stop = min(d, start + GRAM_BLOCK)
-        B = block[:, : stop - start]
-        np.subtract(X[:, start:stop], center[start:stop], out=B, dtype=np.float64)
-        gram += B @ B.T
+        b32, b64 = block32[:, : stop - start], block64[:, : stop - start]
+        np.subtract(X[:, start:stop], center[start:stop], out=b32)
+        b64[...] = b32
+        gram += b64 @ b64.T
     sq = np.diag(gram).copy()
     D = sq[:, None] + sq[None, :] - 2.0 * gram
     np.maximum(D, 0.0, out=D)
