@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Enum,
     Float,
     ForeignKey,
@@ -24,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from db.base import Base, utcnow
+from db.base import Base, UTCDateTime, utcnow
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -75,19 +74,19 @@ class Participant(Base):
     trust: Mapped[float] = mapped_column(Float, default=1.0)
     status: Mapped[ParticipantStatus] = mapped_column(_enum(ParticipantStatus), default=ParticipantStatus.active)
     byzantine_count: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class AuthNonce(Base):
     __tablename__ = "auth_nonces"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set once, atomically, when a login consumes the nonce: a second use finds it set.
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     used_by: Mapped[str | None] = mapped_column(String(42), default=None)
 
 
@@ -98,11 +97,11 @@ class ServerKey(Base):
     __tablename__ = "server_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    algorithm: Mapped[str] = mapped_column(String(32))  # "rsa-oaep-sha256" | "x25519"
+    algorithm: Mapped[str] = mapped_column(String(32))  # "RSA-OAEP-256" | "X25519"
     public_key_pem: Mapped[str] = mapped_column(Text)
     is_current: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class ModelVersion(Base):
@@ -111,14 +110,14 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the version number
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
     weights_hash: Mapped[str] = mapped_column(String(64), index=True)
-    # The model signer's EIP-191 signature over the weights hash (0x hex).
+    # The model signer's EIP-712 ``Model(version, modelHash)`` signature (0x hex).
     signature: Mapped[str] = mapped_column(String(132))
     # Tensor names and shapes ({"name": [dims]}), so updates can be checked without loading weights.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus), default=ModelStatus.active, index=True)
     produced_by_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", use_alter=True), default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # holdout loss, accuracy
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
 
@@ -129,15 +128,20 @@ class Round(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # also the on-chain roundId
     status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus), default=RoundStatus.open, index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     quorum: Mapped[int] = mapped_column(Integer)
     min_participants: Mapped[int] = mapped_column(Integer, default=1)
     strategy: Mapped[str] = mapped_column(String(32))
     # The governed parameters in force when the round opened (what the close will use).
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     extensions: Mapped[int] = mapped_column(Integer, default=0)
+    # A close holds the round by a lease, not a lock held by a process: a worker killed mid-close leaves
+    # a lease that expires, and the next tick closes the round again (the close writes nothing until its
+    # final transaction, so a second attempt starts from a clean state).
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     model_version: Mapped[ModelVersion] = relationship(foreign_keys=[model_version_id])
@@ -150,8 +154,8 @@ class Update(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
-    ciphertext_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the envelope bytes (blob key)
-    payload_hash: Mapped[str] = mapped_column(String(66))  # the EIP-712 payloadHash (0x hex)
+    # SHA-256 of the envelope bytes: the blob key and the EIP-712 payloadHash the participant signed.
+    ciphertext_hash: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(ForeignKey("server_keys.kid"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     num_samples: Mapped[int] = mapped_column(Integer)
@@ -161,7 +165,7 @@ class Update(Base):
     receipt_id: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[UpdateStatus] = mapped_column(_enum(UpdateStatus), default=UpdateStatus.received)
     rejection_reason: Mapped[str | None] = mapped_column(Text, default=None)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     participant: Mapped[Participant] = relationship()
     round: Mapped[Round] = relationship()
@@ -190,8 +194,8 @@ class Aggregation(Base):
     total_reward_wei: Mapped[str] = mapped_column(String(80), default="0")
     tx_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     durations_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Contribution(Base):
@@ -223,10 +227,39 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str] = mapped_column(String(64))  # address, "system", or "worker"
     action: Mapped[str] = mapped_column(String(64), index=True)
     subject: Mapped[str] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    # Unique: two appends that raced for the same predecessor cannot both commit (no fork in the chain).
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class TxStatus(enum.StrEnum):
+    signed = "signed"  # persisted before broadcast; may or may not have reached the chain
+    mined = "mined"
+    failed = "failed"  # reverted, or superseded (its nonce went to another transaction)
+
+
+class ChainTransaction(Base):
+    """Every transaction the aggregator sends, persisted signed *before* it is broadcast.
+
+    ``purpose`` is unique (e.g. ``round:7:record``, ``round:7:slash:0xabc``): a task retried after a crash
+    rebroadcasts the same signed bytes (same nonce, so it can execute at most once) instead of signing a
+    second transaction.
+    """
+
+    __tablename__ = "chain_transactions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(128), unique=True)
+    sender: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    raw: Mapped[str] = mapped_column(Text)
+    status: Mapped[TxStatus] = mapped_column(_enum(TxStatus), default=TxStatus.signed)
+    block_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

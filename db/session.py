@@ -22,6 +22,15 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # Let SQLAlchemy, not the driver, open transactions (see _begin_immediate).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+            # A deferred SQLite transaction that reads, then writes after another writer committed, fails
+            # with SQLITE_BUSY_SNAPSHOT instead of waiting. Taking the write lock up front makes writers
+            # queue (busy_timeout) and read-then-write sequences (the audit chain, idempotency checks) safe.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

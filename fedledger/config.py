@@ -20,7 +20,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fedledger.devkeys import is_dev_private_key
+from fedledger.devkeys import AGGREGATOR_INDEX, MODEL_SIGNER_INDEX, dev_private_key, is_dev_private_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,12 +53,18 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty means <data_dir>/blobs (content-addressed, SHA-256).
     blob_dir: Path | None = None
+    # Private halves of the server's encryption keys (files, mode 0600). Empty means <data_dir>/keys.
+    key_dir: Path | None = None
+    # Run database migrations when the API starts (off when a deploy step runs `fedledger db upgrade`).
+    auto_migrate: bool = True
 
     # --- queue --------------------------------------------------------------------------------
     # Empty means kombu's SQLAlchemy transport on SQLite under data_dir (no server needed).
     broker_url: str = ""
-    # Redis for rate limits and round locks; empty means in-process fallbacks (single process only).
+    # Redis for rate limits; empty means an in-process limiter (single API process only).
     redis_url: str = ""
+    # Prefix of every Redis key this deployment writes, so deployments can share one Redis.
+    redis_namespace: str = "fedledger"
 
     # --- HTTP API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -132,6 +138,26 @@ class Settings(BaseSettings):
         if self.deployments_file is not None:
             return self.deployments_file
         return PROJECT_ROOT / "blockchain" / "deployments" / "localhost.json"
+
+    def _key_or_dev(self, secret: SecretStr, dev_index: int, name: str) -> str:
+        key = secret.get_secret_value()
+        if key:
+            return key
+        if self.is_dev_chain and self.env != Environment.production:
+            return dev_private_key(dev_index)
+        raise InsecureConfiguration(f"FEDLEDGER_{name.upper()} must be set outside the dev chain")
+
+    @property
+    def resolved_aggregator_key(self) -> str:
+        return self._key_or_dev(self.aggregator_private_key, AGGREGATOR_INDEX, "aggregator_private_key")
+
+    @property
+    def resolved_model_signer_key(self) -> str:
+        return self._key_or_dev(self.model_signer_private_key, MODEL_SIGNER_INDEX, "model_signer_private_key")
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return self.key_dir or self.data_dir / "keys"
 
     def check_production(self) -> None:
         """Refuse development secrets outside development.

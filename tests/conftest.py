@@ -1,4 +1,4 @@
-"""One real Hardhat node for the chain tests, deployed with the project's own deploy script."""
+"""Shared fixtures: one real Hardhat node per test session, deployed with the project's own deploy script."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def w3(dev_chain: tuple[DevChain, Deployments]) -> Web3:
 @pytest.fixture(scope="session")
 def deployments(dev_chain: tuple[DevChain, Deployments]) -> Deployments:
     return dev_chain[1]
+
+
+@pytest.fixture(scope="session")
+def deployments_file(dev_chain: tuple[DevChain, Deployments]) -> Path:
+    """Where the session's deploy wrote its deployments file (next to the node's log)."""
+    return dev_chain[0].log_path.parent / "deployments.json"

@@ -1,0 +1,1 @@
+"""The HTTP API organizations, operators and the dashboard talk to (FastAPI)."""

@@ -1,0 +1,56 @@
+"""Content-addressed blob store on the filesystem: the key of a blob is the SHA-256 of its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+class BlobStore:
+    """Writes are atomic (temporary file, fsync, rename) and idempotent (same bytes, same key, one file),
+    so a crash never leaves a partial blob under a valid key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not _HASH.match(digest):
+            raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).exists()

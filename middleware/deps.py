@@ -1,0 +1,91 @@
+"""FastAPI dependencies, as ``Annotated`` aliases routes declare in their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from fedledger.config import Settings
+from middleware.auth import Principal, decode_token
+from middleware.errors import ApiError, unauthorized
+from middleware.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.fl
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    session = state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from POST /v1/auth/login")
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _limit(state: AppState, key: str, limit: int) -> None:
+    allowed, reset = state.rate_limiter.hit(key, limit)
+    if not allowed:
+        raise ApiError(429, "rate_limited", f"too many requests from {key}; retry in {reset} s", {"Retry-After": str(reset)})
+
+
+def ip_rate_limit(request: Request, state: StateDep) -> None:
+    _limit(state, f"ip:{_client_ip(request)}", state.settings.rate_limit_per_minute_ip)
+
+
+def get_principal(
+    request: Request,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorized("missing_token", "send Authorization: Bearer <token> from POST /v1/auth/login")
+    principal = decode_token(state.settings, credentials.credentials)
+    # The per-address limit needs the verified subject, so it runs here rather than in a middleware.
+    _limit(state, f"addr:{principal.address}", state.settings.rate_limit_per_minute_address)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_operator(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_operator:
+        raise ApiError(403, "operator_only", "this action needs the operator role")
+    return principal
+
+
+OperatorPrincipal = Annotated[Principal, Depends(get_operator)]
+RateLimited = Depends(ip_rate_limit)
+
+# Row ids are 32-bit on every database; bigger numbers are refused as 422 before they reach a query.
+MAX_ID = 2_147_483_647
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -1,0 +1,26 @@
+"""The one call the API makes into the aggregator: "an update arrived for round N".
+
+Behind a small interface so the API never imports worker code; the Celery implementation sends the task
+by name to the broker the settings name.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from celery import Celery
+
+UPDATE_RECEIVED_TASK = "fedledger.rounds.update_received"
+
+
+class TaskQueue(Protocol):
+    def update_received(self, round_id: int) -> None: ...
+
+
+class CeleryTaskQueue:
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery("fedledger-api", broker=broker_url)
+        self.app.conf.broker_connection_retry_on_startup = True
+
+    def update_received(self, round_id: int) -> None:
+        self.app.send_task(UPDATE_RECEIVED_TASK, args=[round_id], retry=True)

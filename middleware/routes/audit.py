@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from db.models import AuditEntry
+from middleware.audit import verify_chain
+from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep
+from middleware.errors import responses
+from middleware.schemas import AuditEntryOut, AuditVerification
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[RateLimited])
+
+
+@router.get("", response_model=list[AuditEntryOut], responses=responses(401, 403, 429))
+def entries(
+    _: OperatorPrincipal,
+    session: SessionDep,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntryOut]:
+    """Audit entries in order (operator)."""
+    rows = session.scalars(select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit))
+    return [AuditEntryOut(id=r.id, created_at=r.created_at, actor=r.actor, action=r.action, subject=r.subject,
+                          details=r.details, prev_hash=r.prev_hash, entry_hash=r.entry_hash) for r in rows]
+
+
+@router.get("/verify", response_model=AuditVerification, responses=responses(401, 403, 429))
+def verify(_: OperatorPrincipal, session: SessionDep) -> AuditVerification:
+    """Recompute the whole hash chain (operator)."""
+    result = verify_chain(session)
+    return AuditVerification(ok=result.ok, entries=result.entries, first_bad_id=result.first_bad_id, reason=result.reason)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from db.models import Participant, ParticipantStatus
+from fedledger.chain.reader import RegistryStatus
+from middleware import audit
+from middleware.deps import CurrentPrincipal, SessionDep, StateDep
+from middleware.errors import ApiError, responses
+from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest
+
+router = APIRouter(prefix="/v1/participants", tags=["participants"])
+
+
+def to_out(p: Participant) -> dict:
+    return {
+        "address": p.address, "org_name": p.org_name, "encryption_key_id": p.encryption_key_id,
+        "status": p.status.value, "reputation": p.reputation, "byzantine_count": p.byzantine_count,
+        "created_at": p.created_at, "last_seen_at": p.last_seen_at,
+    }
+
+
+@router.post("", response_model=ParticipantOut, responses=responses(401, 409, 429))
+def register(body: RegisterRequest, principal: CurrentPrincipal, session: SessionDep) -> ParticipantOut:
+    """Register (or update) the signed-in wallet's organization. Idempotent."""
+    participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
+    if participant is None:
+        participant = Participant(address=principal.address, org_name=body.org_name, encryption_key_id=body.encryption_key_id)
+        session.add(participant)
+        session.flush()
+        audit.append(session, principal.address, "participant.register", principal.address, body.model_dump())
+    elif (participant.org_name, participant.encryption_key_id) != (body.org_name, body.encryption_key_id):
+        if participant.status != ParticipantStatus.active:
+            raise ApiError(409, f"participant_{participant.status.value}", "a suspended, slashed or exited participant cannot change its registration")
+        participant.org_name, participant.encryption_key_id = body.org_name, body.encryption_key_id
+        audit.append(session, principal.address, "participant.update", principal.address, body.model_dump())
+    return ParticipantOut(**to_out(participant))
+
+
+@router.get("/me", response_model=ParticipantStatusOut, responses=responses(401, 404, 429, 503))
+def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> ParticipantStatusOut:
+    """The signed-in organization: registration, reputation, on-chain enrollment, and whether it may submit."""
+    participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
+    if participant is None:
+        raise ApiError(404, "not_registered", "register first: POST /v1/participants")
+    enrollment = state.chain().enrollment(principal.address)
+    reason = None
+    if enrollment.status == RegistryStatus.none:
+        reason = "not enrolled on-chain: stake with ParticipantRegistry.enroll"
+    elif enrollment.status != RegistryStatus.active:
+        reason = f"{enrollment.status.name} on-chain"
+    elif participant.status != ParticipantStatus.active:
+        reason = participant.status.value
+    return ParticipantStatusOut(
+        **to_out(participant), chain_status=enrollment.status.name, stake_wei=str(enrollment.stake),
+        may_submit=reason is None, reason=reason,
+    )

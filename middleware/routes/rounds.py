@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.status import HTTP_202_ACCEPTED
+
+from db.models import Round
+from middleware.deps import CurrentPrincipal, OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
+from middleware.errors import ApiError, responses
+from middleware.schemas import OpenRoundRequest, ReceiptOut, RoundOut
+from middleware.services import rounds, submissions
+
+router = APIRouter(prefix="/v1/rounds", tags=["rounds"], dependencies=[RateLimited])
+
+ENVELOPE_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def to_out(session, r: Round) -> RoundOut:  # type: ignore[no-untyped-def]
+    return RoundOut(
+        id=r.id, status=r.status.value, model_version=r.model_version_id, opened_at=r.opened_at, deadline=r.deadline,
+        quorum=r.quorum, min_participants=r.min_participants, strategy=r.strategy,
+        submissions=rounds.submission_count(session, r.id), extensions=r.extensions, closed_at=r.closed_at,
+        failure_reason=r.failure_reason, params=r.params,
+    )
+
+
+@router.post("", response_model=RoundOut, status_code=201, responses=responses(401, 403, 409, 422, 429, 503))
+def open_round(body: OpenRoundRequest, principal: OperatorPrincipal, session: SessionDep, state: StateDep) -> RoundOut:
+    """Open a round on the active model (operator), with the governed parameters read from the chain now."""
+    params = state.chain().params()
+    return to_out(session, rounds.open_round(session, params, principal.address, body.duration_seconds, body.quorum))
+
+
+@router.get("/current", response_model=RoundOut, responses=responses(404, 429))
+def current(session: SessionDep) -> RoundOut:
+    """The round in progress, or else the most recent one."""
+    r = rounds.in_progress(session) or rounds.latest(session)
+    if r is None:
+        raise ApiError(404, "no_round", "no round has been opened yet")
+    return to_out(session, r)
+
+
+@router.get("/{round_id}", response_model=RoundOut, responses=responses(404, 429))
+def get(round_id: PathId, session: SessionDep) -> RoundOut:
+    return to_out(session, rounds.get(session, round_id))
+
+
+@router.post(
+    "/{round_id}/updates",
+    response_model=ReceiptOut,
+    status_code=HTTP_202_ACCEPTED,
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    openapi_extra=ENVELOPE_BODY,
+)
+async def submit_update(
+    round_id: int,
+    request: Request,
+    principal: CurrentPrincipal,
+    state: StateDep,
+    x_update_signature: Annotated[str, Header(max_length=200, description="EIP-712 Update signature (0x hex)")],
+) -> ReceiptOut:
+    """Submit an encrypted update (the envelope bytes) with the wallet's EIP-712 signature.
+
+    The same bytes again return the same receipt; a different payload for the same round is refused (409).
+    """
+    limit = state.settings.max_update_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        state.metrics.rejections.labels("too_large").inc()
+        raise ApiError(413, "too_large", f"update of {declared} bytes exceeds the limit of {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            state.metrics.rejections.labels("too_large").inc()
+            raise ApiError(413, "too_large", f"update exceeds the limit of {limit} bytes")
+    chain = state.chain()
+    try:
+        with state.sessions.begin() as session:
+            receipt = submissions.submit(
+                session, chain=chain, blobs=state.blobs, key_directory=state.settings.resolved_key_dir,
+                subject=principal.address, round_id=round_id, envelope=bytes(body), signature=x_update_signature,
+            )
+    except submissions.Rejected as exc:
+        state.metrics.rejections.labels(exc.reason).inc()
+        raise
+    state.metrics.submissions.labels("replayed" if receipt.replayed else "accepted").inc()
+    if not receipt.replayed:
+        # After the commit: the worker must find the row. If the broker is down the update is still safe;
+        # the round's deadline check picks it up.
+        try:
+            state.queue.update_received(round_id)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the submission is durable; the notification is best effort
+            state.metrics.rejections.labels("queue_unavailable").inc()
+    return ReceiptOut(**receipt.__dict__)

@@ -1,0 +1,68 @@
+"""Server encryption keys: the private halves live in files under the key directory (mode 0600, never in
+the database), the public halves and their lifecycle in ``server_keys``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.models import ServerKey
+from fedledger.crypto.keys import KeyAlgorithm, generate_server_key
+from middleware import audit
+from middleware.errors import ApiError
+
+
+def ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _write_private(directory: Path, key_id: str, pem: bytes) -> None:
+    target = directory / f"{key_id}.pem"
+    tmp = directory / f".{key_id}.pem.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
+
+def rotate(session: Session, directory: Path, actor: str, algorithm: KeyAlgorithm = KeyAlgorithm.x25519) -> ServerKey:
+    """Make a fresh key current; the previous current key is retired but still decrypts."""
+    pair = generate_server_key(algorithm)
+    # The private key reaches the disk before the row that announces it commits: a crash in between
+    # leaves an unused file, never a published key the server cannot open.
+    _write_private(directory, pair.key_id, pair.private_pem)
+    now = utcnow()
+    session.execute(update(ServerKey).where(ServerKey.is_current.is_(True)).values(is_current=False, retired_at=now))
+    key = ServerKey(kid=pair.key_id, algorithm=pair.algorithm.value, public_key_pem=pair.public_pem.decode(), is_current=True)
+    session.add(key)
+    audit.append(session, actor, "key.rotate", pair.key_id, {"algorithm": pair.algorithm.value})
+    session.flush()
+    return key
+
+
+def current(session: Session) -> ServerKey | None:
+    return session.scalars(select(ServerKey).where(ServerKey.is_current.is_(True))).first()
+
+
+def require_current(session: Session) -> ServerKey:
+    key = current(session)
+    if key is None:
+        raise ApiError(503, "no_server_key", "the server has no encryption key yet; an operator must rotate one in")
+    return key
+
+
+def private_keys(session: Session, directory: Path) -> dict[str, bytes]:
+    """Every key id the server can open, with its private PEM."""
+    keys: dict[str, bytes] = {}
+    for kid in session.scalars(select(ServerKey.kid)):
+        path = directory / f"{kid}.pem"
+        if path.exists():
+            keys[kid] = path.read_bytes()
+    return keys

@@ -1,0 +1,100 @@
+"""Model versions: genesis upload, signing, lookup, activation and rollback."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ModelStatus, ModelVersion, Round, RoundStatus
+from fedledger.crypto.eip712 import sign_model
+from fedledger.payload import UpdateFormatError, decode_weights, model_shapes
+from middleware import audit
+from middleware.blobstore import BlobStore
+from middleware.errors import ApiError
+
+
+def active(session: Session) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.active)).first()
+
+
+def require_active(session: Session) -> ModelVersion:
+    model = active(session)
+    if model is None:
+        raise ApiError(409, "no_model", "there is no active model yet; an operator must upload the genesis model")
+    return model
+
+
+def get(session: Session, version: int) -> ModelVersion:
+    model = session.get(ModelVersion, version)
+    if model is None:
+        raise ApiError(404, "unknown_model", f"model version {version} does not exist")
+    return model
+
+
+def store_version(
+    session: Session,
+    blobs: BlobStore,
+    weights: bytes,
+    *,
+    signer_key: str,
+    chain_id: int,
+    verifying_contract: str,
+    parent: ModelVersion | None,
+    metrics: dict | None = None,
+    produced_by_round_id: int | None = None,
+    activate: bool = True,
+) -> ModelVersion:
+    """Validate, store, sign and record a model version (weights as safetensors float32)."""
+    try:
+        tensors = decode_weights(weights)
+    except UpdateFormatError as exc:
+        raise ApiError(422, "invalid_weights", str(exc)) from exc
+    if not tensors:
+        raise ApiError(422, "invalid_weights", "a model needs at least one tensor")
+    spec = {name: list(shape) for name, shape in model_shapes(tensors).items()}
+    if parent is not None and spec != parent.spec:
+        raise ApiError(422, "spec_mismatch", "the new version's tensors differ from its parent's")
+    digest = blobs.put(weights)
+    version = ModelVersion(
+        parent_id=parent.id if parent else None,
+        weights_hash=digest,
+        signature="",
+        spec=spec,
+        status=ModelStatus.active if activate else ModelStatus.rejected,
+        produced_by_round_id=produced_by_round_id,
+        metrics=metrics or {},
+    )
+    session.add(version)
+    session.flush()
+    version.signature = sign_model(
+        signer_key, chain_id=chain_id, verifying_contract=verifying_contract, version=version.id,
+        model_hash=bytes.fromhex(digest),
+    )
+    if activate and parent is not None and parent.status == ModelStatus.active:
+        parent.status = ModelStatus.superseded
+    session.flush()
+    return version
+
+
+def rollback_to(session: Session, version: int, actor: str) -> ModelVersion:
+    """Make an earlier version active again. Refused while a round trains on the current model."""
+    target = get(session, version)
+    current = require_active(session)
+    if target.id == current.id:
+        raise ApiError(409, "already_active", f"model version {version} is already active")
+    if target.status == ModelStatus.rejected:
+        raise ApiError(409, "rejected_model", f"model version {version} was rejected by validation; it cannot be activated")
+    open_round = session.scalars(select(Round).where(Round.status.in_([RoundStatus.open, RoundStatus.closing]))).first()
+    if open_round is not None:
+        raise ApiError(409, "round_in_progress", f"round {open_round.id} is {open_round.status.value}; roll back between rounds")
+    current.status = ModelStatus.rolled_back
+    target.status = ModelStatus.active
+    audit.append(session, actor, "model.rollback", str(version), {"from": current.id, "to": target.id})
+    session.flush()
+    return target
+
+
+def weights_hash_bytes(weights: bytes) -> bytes:
+    return hashlib.sha256(weights).digest()

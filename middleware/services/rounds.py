@@ -1,0 +1,76 @@
+"""Opening rounds with a snapshot of the governed parameters, and reading them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.models import Round, RoundStatus, Update
+from fedledger.chain.params import ProtocolParams
+from middleware import audit
+from middleware.errors import ApiError
+from middleware.services import models
+
+IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
+
+
+def in_progress(session: Session) -> Round | None:
+    return session.scalars(select(Round).where(Round.status.in_(IN_PROGRESS)).order_by(Round.id.desc())).first()
+
+
+def open_round(
+    session: Session,
+    params: ProtocolParams,
+    actor: str,
+    duration_seconds: int | None = None,
+    quorum: int | None = None,
+) -> Round:
+    """Open a round on the active model. The governed parameters in force now are what its close uses,
+    so a governance change mid-round never alters a round already under way."""
+    busy = in_progress(session)
+    if busy is not None:
+        raise ApiError(409, "round_in_progress", f"round {busy.id} is {busy.status.value}; close it first")
+    model = models.require_active(session)
+    duration = duration_seconds or params.round_duration
+    if duration <= 0:
+        raise ApiError(422, "invalid_duration", "duration must be positive")
+    now = utcnow()
+    snapshot = {k: v for k, v in asdict(params).items()}
+    snapshot["reward_tiers"] = [list(t) for t in params.reward_tiers]
+    round_ = Round(
+        status=RoundStatus.open,
+        model_version_id=model.id,
+        opened_at=now,
+        deadline=now + timedelta(seconds=duration),
+        quorum=quorum or params.quorum,
+        min_participants=params.min_participants,
+        strategy=params.strategy,
+        # Token amounts exceed JSON's safe integers in some readers: keep them as strings.
+        params={k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v > 2**53 else v) for k, v in snapshot.items()},
+    )
+    session.add(round_)
+    session.flush()
+    audit.append(session, actor, "round.open", str(round_.id), {
+        "model_version": model.id, "deadline": round_.deadline.isoformat(), "quorum": round_.quorum,
+        "strategy": round_.strategy,
+    })
+    return round_
+
+
+def get(session: Session, round_id: int) -> Round:
+    round_ = session.get(Round, round_id)
+    if round_ is None:
+        raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+    return round_
+
+
+def latest(session: Session) -> Round | None:
+    return session.scalars(select(Round).order_by(Round.id.desc())).first()
+
+
+def submission_count(session: Session, round_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(Update).where(Update.round_id == round_id)) or 0)

@@ -1,0 +1,57 @@
+"""What one API process holds: settings, database sessions, stores, the chain view, the queue, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.session import session_factory
+from fedledger.chain.deployments import Deployments
+from fedledger.chain.reader import ChainReader
+from fedledger.config import Settings
+from middleware.blobstore import BlobStore
+from middleware.errors import ApiError
+from middleware.metrics import Metrics
+from middleware.queue import CeleryTaskQueue, TaskQueue
+from middleware.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    queue: TaskQueue | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        if self.queue is None:
+            self.queue = CeleryTaskQueue(self.settings.resolved_broker_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.settings.resolved_database_url)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.resolved_blob_dir)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        if self.settings.redis_url:
+            return RedisRateLimiter(self.settings.redis_url, prefix=f"{self.settings.redis_namespace}:rl:")
+        return MemoryRateLimiter()
+
+    _chain: ChainReader | None = None
+
+    def chain(self) -> ChainReader:
+        """The chain view, built on first use (the node may start after the API)."""
+        if self._chain is None:
+            try:
+                deployments = Deployments.load(self.settings.resolved_deployments_file)
+                reader = ChainReader(self.settings.chain_rpc_url, deployments)
+                reader.check()
+            except Exception as exc:
+                raise ApiError(503, "chain_unavailable", f"the chain is not reachable or not deployed: {exc}") from exc
+            self._chain = reader
+        return self._chain
