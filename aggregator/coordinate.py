@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from aggregator.errors import InvalidParameter
+from aggregator.errors import InvalidParameter, InvalidUpdates
 from aggregator.sorting_network import reduce_sorted_columns
 from aggregator.validation import as_update_matrix
 
@@ -25,7 +25,7 @@ def median(X: np.ndarray) -> np.ndarray:
     ``np.median(X, axis=0)`` for float32 input. Tolerates up to ceil(n/2) - 1 arbitrary rows per coordinate.
     """
     X = as_update_matrix(X)
-    return reduce_sorted_columns(X, median_of_sorted)
+    return finite_or_raise(reduce_sorted_columns(X, median_of_sorted), "median")
 
 
 def trim_count(n: int, beta: float) -> int:
@@ -45,19 +45,27 @@ def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
     (n - 2 floor(beta n) >= 1). Returns float32 (d,).
     """
     X = as_update_matrix(X)
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 0.5):
+    if not (isinstance(beta, (int, float, np.floating)) and 0.0 <= beta < 0.5):
         raise InvalidParameter(f"trimmed_mean: beta must be in [0, 0.5), got {beta!r}")
     n = X.shape[0]
     k = trim_count(n, beta)
     if k == 0:
-        return X.mean(axis=0, dtype=np.float32)
+        return finite_or_raise(X.mean(axis=0, dtype=np.float32), "trimmed_mean")
     kept = n - 2 * k
     scale = np.float32(1.0 / kept)
 
     def mean_of_middle(rows: list[np.ndarray]) -> np.ndarray:
         total = rows[k].copy()
-        for row in rows[k + 1 : n - k]:
-            total += row
-        return total * scale
+        with np.errstate(over="ignore"):  # an overflow is reported by finite_or_raise
+            for row in rows[k + 1 : n - k]:
+                total += row
+            return total * scale
 
-    return reduce_sorted_columns(X, mean_of_middle)
+    return finite_or_raise(reduce_sorted_columns(X, mean_of_middle), "trimmed_mean")
+
+
+def finite_or_raise(result: np.ndarray, strategy: str) -> np.ndarray:
+    """Finite inputs near float32's limit can sum to inf; say so rather than return it."""
+    if not np.isfinite(result).all():
+        raise InvalidUpdates(f"{strategy}: the aggregate overflows float32; updates of this magnitude are invalid")
+    return result

@@ -38,7 +38,7 @@ def fedavg(X: np.ndarray, weights: np.ndarray | list[float] | None = None) -> np
     return result
 
 
-def _client_values(values: np.ndarray | list[float], what: str) -> np.ndarray:
+def _client_values(values: np.ndarray | list[float] | list[int], what: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:
         raise InvalidParameter(f"{what} must be a non-empty 1-D sequence, got shape {v.shape}")

@@ -27,20 +27,21 @@ def pairwise_sq_distances(X: np.ndarray) -> np.ndarray:
     """
     X = as_update_matrix(X)
     n, d = X.shape
-    center = X.mean(axis=0)
+    # float64 throughout: a float32 mean or difference overflows on large finite updates (an attacker's
+    # 1e38 entries), and the NaN distances that follow would let the attacker win the selection.
+    center = X.mean(axis=0, dtype=np.float64)
     gram = np.zeros((n, n), dtype=np.float64)
-    width = min(d, GRAM_BLOCK)
-    block32 = np.empty((n, width), dtype=np.float32)
-    block64 = np.empty((n, width), dtype=np.float64)
+    block = np.empty((n, min(d, GRAM_BLOCK)), dtype=np.float64)
     for start in range(0, d, GRAM_BLOCK):
         stop = min(d, start + GRAM_BLOCK)
-        b32, b64 = block32[:, : stop - start], block64[:, : stop - start]
-        np.subtract(X[:, start:stop], center[start:stop], out=b32)
-        b64[...] = b32
-        gram += b64 @ b64.T
+        b = block[:, : stop - start]
+        np.subtract(X[:, start:stop], center[start:stop], out=b, dtype=np.float64)
+        gram += b @ b.T
     sq = np.diag(gram).copy()
     D = sq[:, None] + sq[None, :] - 2.0 * gram
     np.maximum(D, 0.0, out=D)
+    # Differences beyond float64 range (|x| ~ 1e154) make inf - inf = NaN: such a client is infinitely far.
+    D[np.isnan(D)] = np.inf
     np.fill_diagonal(D, 0.0)
     return D
 
@@ -102,7 +103,9 @@ def multi_krum(
     m = m or n - f
     if not (isinstance(m, (int, np.integer)) and 1 <= m <= n - f):
         raise InvalidParameter(f"multi_krum: m must be in [1, n - f] = [1, {n - f}], got {m!r}")
-    chosen = np.sort(select_multikrum(pairwise_sq_distances(X), f, m))
+    chosen = select_multikrum(pairwise_sq_distances(X), f, m)
     w = np.ones(n) if weights is None else as_client_vector(weights, n, "weights")
-    w_chosen = normalized(w[chosen], "weights of the selected clients")
-    return w_chosen.astype(np.float32) @ X[chosen]
+    # Zero weights for the others instead of copying the chosen rows: one pass over X, no (m, d) copy.
+    w_chosen = np.zeros(n)
+    w_chosen[chosen] = w[chosen]
+    return normalized(w_chosen, "weights of the selected clients").astype(np.float32) @ X

@@ -252,6 +252,8 @@ class ChainTransaction(Base):
     """
 
     __tablename__ = "chain_transactions"
+    # Two tasks that picked the same nonce cannot both persist it: the loser re-reads and picks the next.
+    __table_args__ = (UniqueConstraint("sender", "nonce", name="uq_chain_transactions_sender_nonce"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     purpose: Mapped[str] = mapped_column(String(128), unique=True)

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     # Key with which the server signs model hashes. Empty on the dev chain means Hardhat account #2.
     model_signer_private_key: SecretStr = SecretStr("")
 
+    # --- aggregation ------------------------------------------------------------------------------
+    # The server's holdout data for quality scores and rollback: "digits" (bundled) or a CSV path.
+    holdout: str = "digits"
+    # How long a worker may hold a round it is closing before another worker may take it over.
+    close_lease_seconds: int = 300
+    # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.
+    tick_seconds: float = 5.0
+
     # --- rounds -------------------------------------------------------------------------------
     round_duration_seconds: int = 300
     round_quorum: int = 3

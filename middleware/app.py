@@ -15,7 +15,7 @@ from fedledger.config import Settings, get_settings
 from middleware.errors import install_error_handlers
 from middleware.metrics import MetricsMiddleware
 from middleware.queue import TaskQueue
-from middleware.routes import audit, auth, chain, health, keys, models, participants, rounds, stats
+from middleware.routes import audit, auth, chain, health, keys, models, participants, rewards, rounds, stats
 from middleware.services import keys as key_service
 from middleware.state import AppState
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         expose_headers=["X-Model-Hash", "X-Model-Signature", "X-Model-Version", "Retry-After"],
     )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    for module in (health, auth, participants, keys, models, rounds, audit, stats, chain):
+    for module in (health, auth, participants, keys, models, rounds, rewards, audit, stats, chain):
         app.include_router(module.router)
     return app
 

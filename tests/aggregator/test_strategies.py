@@ -176,3 +176,27 @@ def test_many_clients_fall_back_to_a_column_sort() -> None:
     from scipy.stats import trim_mean
 
     np.testing.assert_allclose(trimmed_mean(X, 0.1), trim_mean(X, 0.1, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_huge_finite_attackers_cannot_capture_the_krum_family() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((10, 1000)).astype(np.float32)
+    for attackers in ([0, 1], [7, 8, 9]):
+        poisoned = X.copy()
+        poisoned[attackers, :1] = 3e38
+        honest = [i for i in range(10) if i not in attackers]
+        assert np.isfinite(pairwise_sq_distances(poisoned)).sum() >= 90 - 2 * len(attackers) * 9
+        chosen = krum(poisoned, 3)
+        assert any(np.array_equal(chosen, X[i]) for i in honest)
+        assert np.abs(multi_krum(poisoned, 3)).max() < 10
+    poisoned = X[:7].copy()
+    poisoned[0, :1] = 3e38  # bulyan with n = 7 tolerates f = 1
+    assert np.abs(bulyan(poisoned, 1)).max() < 10
+
+
+def test_coordinate_rules_refuse_a_float32_overflow_instead_of_returning_inf() -> None:
+    X = np.full((10, 4), 1e38, dtype=np.float32)
+    with pytest.raises(InvalidUpdates, match="overflows float32"):
+        trimmed_mean(X, 0.2)
+    # numpy scalars are valid parameters (they come out of arrays of governed values).
+    np.testing.assert_allclose(trimmed_mean(col(1, 2, 3, 100), np.float32(0.25)), [2.5])

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("created_at", db.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_chain_transactions")),
         sa.UniqueConstraint("purpose", name=op.f("uq_chain_transactions_purpose")),
+        sa.UniqueConstraint("sender", "nonce", name="uq_chain_transactions_sender_nonce"),
         sa.UniqueConstraint("tx_hash", name=op.f("uq_chain_transactions_tx_hash")),
     )
     with op.batch_alter_table("rounds", schema=None) as batch_op:

@@ -1,0 +1,215 @@
+"""A whole platform for the worker tests: its own Hardhat node, PostgreSQL, Redis, the API in-process
+and a real Celery worker process (with its beat), all on one set of settings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import sqlalchemy as sa
+from eth_account import Account
+from fastapi.testclient import TestClient
+from web3 import Web3
+
+from fedledger.chain.deployments import Deployments
+from fedledger.chain.devnode import DevChain, free_port
+from fedledger.chain.params import WAD
+from fedledger.chain.tx import send_transaction
+from fedledger.config import Settings
+from fedledger.crypto.eip712 import sign_update
+from fedledger.crypto.envelope import seal
+from fedledger.datasets import digits_split
+from fedledger.devkeys import dev_private_key
+from fedledger.models import init_softmax, train_softmax
+from fedledger.payload import decode_weights, encode_update, encode_weights
+from middleware.app import create_app
+from middleware.queue import CeleryTaskQueue
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BROKER = "redis://127.0.0.1:6379/13"
+OPERATOR = 2  # the model signer's account doubles as operator here; on-chain it only signs
+ORGS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+
+
+def address_of(index: int) -> str:
+    return Account.from_key(dev_private_key(index)).address
+
+
+@pytest.fixture
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevChain, Deployments, Path]]:
+    workdir = tmp_path_factory.mktemp("worker-chain")
+    node = DevChain(port=free_port(), log_path=workdir / "node.log")
+    node.start()
+    try:
+        yield node, node.deploy(workdir / "deployments.json"), workdir / "deployments.json"
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    schema = f"w_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield f"{PG}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, chain) -> Settings:  # type: ignore[no-untyped-def]
+    redis.Redis.from_url(BROKER).flushdb()
+    return Settings(
+        data_dir=tmp_path / "var", database_url=database_url, broker_url=BROKER, redis_url="redis://127.0.0.1:6379/12",
+        redis_namespace=f"w-{uuid.uuid4().hex[:8]}", chain_rpc_url=chain[0].rpc_url, deployments_file=chain[2],
+        siwe_domain="testserver", public_url="http://testserver", operator_addresses=[address_of(OPERATOR)],
+        tick_seconds=1.0, close_lease_seconds=4, rate_limit_per_minute_ip=10**6, rate_limit_per_minute_address=10**6,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"FEDLEDGER_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """``fedledger worker`` as its own process group, so a SIGKILL takes the whole worker down."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log = settings, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fedledger.cli", "worker", "--loglevel", "INFO"],
+                env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def login(client: TestClient, index: int) -> dict[str, str]:
+    from eth_account.messages import encode_defunct
+
+    key = dev_private_key(index)
+    challenge = client.post("/v1/auth/nonce", json={"address": address_of(index)}).json()
+    signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
+    token = client.post("/v1/auth/login", json={"message": challenge["message"], "signature": signature}).json()
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def ensure_enrolled(w3: Web3, deployments: Deployments, index: int) -> None:
+    key = dev_private_key(index)
+    registry = deployments.contract(w3, "ParticipantRegistry")
+    if registry.functions.participantOf(address_of(index)).call()[-1] != 0:
+        return
+    token = deployments.contract(w3, "RewardToken")
+    send_transaction(w3, token.functions.approve(registry.address, 100 * WAD), key)
+    send_transaction(w3, registry.functions.enroll(100 * WAD), key)
+
+
+@dataclass
+class Platform:
+    client: TestClient
+    settings: Settings
+    w3: Web3
+    deployments: Deployments
+    operator: dict[str, str]
+    partitions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def open_round(self, duration: int = 120, quorum: int = 5) -> dict:
+        response = self.client.post("/v1/rounds", json={"duration_seconds": duration, "quorum": quorum}, headers=self.operator)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def global_weights(self) -> dict[str, np.ndarray]:
+        version = self.client.get("/v1/models/current").json()["version"]
+        return decode_weights(self.client.get(f"/v1/models/{version}/weights").content)
+
+    def submit(self, index: int, round_: dict, attack: str | None = None, seed: int = 0) -> dict:
+        weights = self.global_weights()
+        X, y = self.partitions[index]
+        local = train_softmax(weights, X, y, epochs=3, lr=0.5, batch=32, rng=np.random.default_rng(seed + index))
+        delta = {k: local[k] - weights[k] for k in weights}
+        if attack == "scaling":
+            delta = {k: v * 100 for k, v in delta.items()}
+        key = self.client.get("/v1/keys/current").json()
+        envelope = seal(encode_update(delta), key["public_key_pem"].encode(), round_id=round_["id"],
+                        model_version=round_["model_version"], participant=address_of(index), num_samples=len(y))
+        signature = sign_update(dev_private_key(index), chain_id=self.deployments.chain_id,
+                                verifying_contract=self.deployments.addresses["ContributionLedger"], round_id=round_["id"],
+                                model_version=round_["model_version"], payload_hash=hashlib.sha256(envelope).digest(),
+                                num_samples=len(y))
+        response = self.client.post(f"/v1/rounds/{round_['id']}/updates", content=envelope,
+                                    headers={**login(self.client, index), "X-Update-Signature": signature})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def wait_for(self, round_id: int, statuses: set[str], timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            round_ = self.client.get(f"/v1/rounds/{round_id}").json()
+            if round_["status"] in statuses:
+                return round_
+            time.sleep(0.3)
+        raise AssertionError(f"round {round_id} stayed {round_['status']} (wanted {statuses}); see the worker log")
+
+
+@pytest.fixture
+def platform(settings: Settings, chain) -> Iterator[Platform]:  # type: ignore[no-untyped-def]
+    node, deployments, _ = chain
+    w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+    with TestClient(create_app(settings, queue=CeleryTaskQueue(settings.resolved_broker_url))) as client:
+        operator = login(client, OPERATOR)
+        X_train, y_train, _, _ = digits_split()
+        features, classes = X_train.shape[1], 10
+        assert client.post("/v1/models", content=encode_weights(init_softmax(features, classes)), headers=operator).status_code == 201
+        shards = np.array_split(np.random.default_rng(0).permutation(len(y_train)), len(ORGS))
+        platform = Platform(client, settings, w3, deployments, operator,
+                            {i: (X_train[s], y_train[s]) for i, s in zip(ORGS, shards, strict=True)})
+        for index in ORGS:
+            assert client.post("/v1/participants", json={"org_name": f"org {index}"}, headers=login(client, index)).status_code == 200
+            ensure_enrolled(w3, deployments, index)
+        yield platform

@@ -1,0 +1,124 @@
+"""Whole rounds through the real API, a real Celery worker, PostgreSQL, Redis and a Hardhat node."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.models import ChainTransaction, Contribution
+from db.session import session_factory
+from fedledger.chain.tx import send_transaction
+from fedledger.datasets import digits_split
+from fedledger.devkeys import dev_private_key
+from fedledger.models import evaluate
+from tests.worker.conftest import ORGS, Platform, address_of, login
+
+pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
+
+
+def holdout_accuracy(weights) -> float:  # type: ignore[no-untyped-def]
+    _, _, X, y = digits_split()
+    return evaluate(weights, X, y)[1]
+
+
+def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+    before = holdout_accuracy(platform.global_weights())
+    round_ = platform.open_round(quorum=5)
+    honest, attacker = ORGS[:4], ORGS[4]
+    for index in honest:
+        platform.submit(index, round_)
+    platform.submit(attacker, round_, attack="scaling")
+    posted = platform.wait_for(round_["id"], {"POSTED", "FAILED"})
+    assert posted["status"] == "POSTED", posted
+
+    model = platform.client.get("/v1/models/current").json()
+    assert model["produced_by_round"] == round_["id"]
+    ledger = platform.deployments.contract(platform.w3, "ContributionLedger")
+    assert ledger.functions.modelHashOf(round_["id"]).call().hex() == model["weights_hash"]
+    assert holdout_accuracy(platform.global_weights()) > before + 0.3
+
+    scores = {c["participant"]: c for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()}
+    assert scores[address_of(attacker)]["honesty"] < 50 and scores[address_of(attacker)]["byzantine"]
+    assert all(scores[address_of(i)]["honesty"] == 100 and not scores[address_of(i)]["byzantine"] for i in honest)
+
+    token = platform.deployments.contract(platform.w3, "RewardToken")
+    distributor = platform.deployments.contract(platform.w3, "RewardDistributor")
+    for index in honest:
+        rewards = platform.client.get(f"/v1/rewards/{address_of(index)}").json()
+        assert [r["round_id"] for r in rewards] == [round_["id"]] and rewards[0]["claimed"] is False
+        balance = token.functions.balanceOf(address_of(index)).call()
+        amount = int(rewards[0]["amount_wei"])
+        send_transaction(platform.w3, distributor.functions.claim(round_["id"], address_of(index), amount,
+                                                                 [bytes.fromhex(p[2:]) for p in rewards[0]["proof"]]),
+                         dev_private_key(index))
+        assert token.functions.balanceOf(address_of(index)).call() == balance + amount
+    assert platform.client.get(f"/v1/rewards/{address_of(attacker)}").json() == []
+
+
+def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(platform: Platform, worker, settings) -> None:  # type: ignore[no-untyped-def]
+    """A worker that took the round and died (its lease is left behind) does not block it; and the chain
+    writes of a post killed before its transaction was mined are completed, not repeated."""
+    worker.kill()
+    round_ = platform.open_round(quorum=5)
+    for index in ORGS[:5]:
+        platform.submit(index, round_)
+    from aggregator.round_close import acquire
+
+    sessions = session_factory(settings.resolved_database_url)
+    assert acquire(sessions, round_["id"], "a-worker-that-died", lease_seconds=3)
+    # Stop mining: the restarted worker will close the round, sign and broadcast recordRound, and hang
+    # waiting for its receipt; then it is killed too.
+    platform.w3.provider.make_request("evm_setAutomine", [False])
+    worker.start()
+    deadline = __import__("time").monotonic() + 60
+    while __import__("time").monotonic() < deadline:
+        with sessions() as session:
+            if session.scalars(select(ChainTransaction).where(ChainTransaction.purpose == f"round:{round_['id']}:record")).first():
+                break
+        __import__("time").sleep(0.2)
+    else:
+        raise AssertionError("the worker never signed recordRound")
+    worker.kill()
+    platform.w3.provider.make_request("evm_setAutomine", [True])
+    platform.w3.provider.make_request("evm_mine", [])
+    worker.start()
+    assert platform.wait_for(round_["id"], {"POSTED", "FAILED"})["status"] == "POSTED"
+    ledger = platform.deployments.contract(platform.w3, "ContributionLedger")
+    assert ledger.functions.roundsRecorded().call() == 1
+    events = ledger.events.RoundRecorded.get_logs(from_block=0)
+    assert [e["args"]["roundId"] for e in events] == [round_["id"]]
+    with sessions() as session:
+        assert session.scalar(select(Contribution).where(Contribution.round_id == round_["id"]).limit(1)) is not None
+        assert len(session.scalars(select(Contribution).where(Contribution.round_id == round_["id"])).all()) == 5
+
+
+def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+    registry = platform.deployments.contract(platform.w3, "ParticipantRegistry")
+    attacker = ORGS[5]
+    honest = ORGS[6:10]
+    stake_before = registry.functions.stakeOf(address_of(attacker)).call()
+    threshold = 3  # the governed byzantine_threshold on a fresh deployment
+    slashed_after = None
+    for r in range(threshold):
+        round_ = platform.open_round(quorum=5)
+        for index in honest:
+            platform.submit(index, round_, seed=r)
+        platform.submit(attacker, round_, attack="scaling", seed=r)
+        assert platform.wait_for(round_["id"], {"POSTED", "FAILED"})["status"] == "POSTED"
+        if registry.functions.participantOf(address_of(attacker)).call()[-1] == 3:  # Status.Slashed
+            slashed_after = r + 1
+            break
+    # Honesty 0 is below the governed slash_honesty_below (50), so the first detection already slashes;
+    # the Byzantine-count threshold (3) is the backstop for subtler attackers.
+    assert slashed_after is not None and slashed_after <= threshold
+    assert registry.functions.stakeOf(address_of(attacker)).call() < stake_before
+    assert registry.functions.participantOf(address_of(attacker)).call()[3] >= 1  # byzantineCount on-chain
+    for index in honest:
+        assert registry.functions.isActive(address_of(index)).call()
+    slashed = [e["args"]["participant"] for e in registry.events.Slashed.get_logs(from_block=0)]
+    assert set(slashed) == {address_of(attacker)}
+    # A slashed participant can no longer submit.
+    round_ = platform.open_round(quorum=4)
+    refused = platform.client.post(f"/v1/rounds/{round_['id']}/updates", content=b"x",
+                                   headers={**login(platform.client, attacker), "X-Update-Signature": "0x00"})
+    assert refused.status_code == 403 and refused.json()["error"] == "participant_slashed"
