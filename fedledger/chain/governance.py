@@ -1,0 +1,90 @@
+"""Governance from Python: propose a parameter change, vote, queue and execute through the timelock.
+
+The same four steps any OpenZeppelin Governor tool performs; used by operators' scripts, tests and the
+dashboard's server side (which encodes calldata for the user's wallet to send).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from web3 import Web3
+
+from fedledger.chain.deployments import Deployments
+from fedledger.chain.tx import send_transaction
+
+
+class ProposalState(IntEnum):
+    pending = 0
+    active = 1
+    canceled = 2
+    defeated = 3
+    succeeded = 4
+    queued = 5
+    expired = 6
+    executed = 7
+
+
+class VoteType(IntEnum):
+    against = 0
+    for_ = 1
+    abstain = 2
+
+
+@dataclass(frozen=True)
+class ParameterProposal:
+    targets: list[str]
+    values: list[int]
+    calldatas: list[bytes]
+    description: str
+
+    @property
+    def description_hash(self) -> bytes:
+        return Web3.keccak(text=self.description)
+
+
+def parameter_index(w3: Web3, deployments: Deployments, name: str) -> int:
+    names = list(deployments.contract(w3, "ProtocolParameters").functions.names().call())
+    if name not in names:
+        raise ValueError(f"unknown governed parameter {name!r}; known: {', '.join(names)}")
+    return names.index(name)
+
+
+def parameter_change(w3: Web3, deployments: Deployments, name: str, value: int, description: str) -> ParameterProposal:
+    params = deployments.contract(w3, "ProtocolParameters")
+    calldata = params.encode_abi("setParameter", args=[parameter_index(w3, deployments, name), value])
+    return ParameterProposal([params.address], [0], [bytes.fromhex(calldata[2:])], description)
+
+
+def proposal_id(w3: Web3, deployments: Deployments, proposal: ParameterProposal) -> int:
+    governor = deployments.contract(w3, "FLGovernor")
+    return int(governor.functions.hashProposal(proposal.targets, proposal.values, proposal.calldatas,
+                                               proposal.description_hash).call())
+
+
+def propose(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> int:
+    governor = deployments.contract(w3, "FLGovernor")
+    send_transaction(w3, governor.functions.propose(proposal.targets, proposal.values, proposal.calldatas,
+                                                    proposal.description), key)
+    return proposal_id(w3, deployments, proposal)
+
+
+def vote(w3: Web3, deployments: Deployments, key: str, pid: int, support: VoteType) -> None:
+    send_transaction(w3, deployments.contract(w3, "FLGovernor").functions.castVote(pid, int(support)), key)
+
+
+def state(w3: Web3, deployments: Deployments, pid: int) -> ProposalState:
+    return ProposalState(deployments.contract(w3, "FLGovernor").functions.state(pid).call())
+
+
+def queue(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> None:
+    governor = deployments.contract(w3, "FLGovernor")
+    send_transaction(w3, governor.functions.queue(proposal.targets, proposal.values, proposal.calldatas,
+                                                  proposal.description_hash), key)
+
+
+def execute(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> None:
+    governor = deployments.contract(w3, "FLGovernor")
+    send_transaction(w3, governor.functions.execute(proposal.targets, proposal.values, proposal.calldatas,
+                                                    proposal.description_hash), key)
