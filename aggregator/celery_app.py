@@ -22,11 +22,13 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": max(60, settings.close_lease_seconds * 2)},
         beat_schedule={"tick": {"task": "fedledger.rounds.tick", "schedule": settings.tick_seconds}},
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
     )
+    if app.conf.broker_url.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacknowledged task after this long; it must outlast the longest close.
+        app.conf.broker_transport_options = {"visibility_timeout": max(60, settings.close_lease_seconds * 2)}
     return app
 
 

@@ -110,10 +110,10 @@ class ChainGateway:
                 )
             chain_next = self.w3.eth.get_transaction_count(self.account.address, "pending")
             nonce = max(chain_next, (persisted_max + 1) if persisted_max is not None else 0)
-            tx = call.build_transaction({"from": self.account.address, "nonce": nonce, "chainId": self.deployments.chain_id}
-                                        | ({"gas": gas} if gas else {}))
-            if not gas:
-                tx["gas"] = int(tx["gas"] * 1.3)  # see fedledger.chain.tx: exact estimates can run out of gas
+            # Estimated on the pending block with headroom (see fedledger.chain.tx.send_transaction).
+            limit = gas or int(call.estimate_gas({"from": self.account.address}, block_identifier="pending") * 1.2)
+            tx = call.build_transaction({"from": self.account.address, "nonce": nonce,
+                                         "chainId": self.deployments.chain_id, "gas": limit})
             signed = Account.sign_transaction(tx, self._key)
             record = ChainTransaction(purpose=purpose, sender=self.account.address, nonce=nonce,
                                       tx_hash=signed.hash.to_0x_hex(), raw=signed.raw_transaction.to_0x_hex())

@@ -62,9 +62,12 @@ def send_transaction(
     sender = Account.from_key(private_key).address
     abi = call.contract_abi
     try:
+        # Estimated against the pending block: gas can depend on the block number (ERC20Votes writes a new
+        # checkpoint per block, overwriting within one), and the transaction will run in the next block.
+        estimate = gas or int(call.estimate_gas({"from": sender}, block_identifier="pending") * 1.2)
         tx = call.build_transaction(
-            {"from": sender, "nonce": w3.eth.get_transaction_count(sender, "pending"), "chainId": w3.eth.chain_id}
-            | ({"gas": gas} if gas else {})
+            {"from": sender, "nonce": w3.eth.get_transaction_count(sender, "pending"), "chainId": w3.eth.chain_id,
+             "gas": estimate}
         )
     except ContractLogicError as exc:
         # Nodes differ in where the revert data sits (Hardhat also adds a text message); the selector decides.
@@ -74,10 +77,6 @@ def send_transaction(
             name, args = decoded
             raise TransactionReverted(f"{call.fn_name} reverted with {name}{args}", name, args) from exc
         raise TransactionReverted(f"{call.fn_name} reverted: {exc.message or exc.data!r}") from exc
-    if gas is None:
-        # Estimates are tight by construction; storage refunds and the 63/64 rule on nested calls (claim ->
-        # mint -> vote checkpoints) can make the exact estimate run out of gas. Unused gas is not charged.
-        tx["gas"] = int(tx["gas"] * 1.3)
     signed = Account.sign_transaction(tx, private_key)
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)

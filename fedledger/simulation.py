@@ -1,0 +1,178 @@
+"""A many-organization simulation through the real API, workers and chain (``fedledger simulate``).
+
+Each simulated organization is a dev wallet (Hardhat accounts #3.., funded on the dev chain) with its own
+partition of the digits training split (IID or Dirichlet non-IID), driving the same SDK a real
+organization uses. Byzantine organizations train honestly and then corrupt what they send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account import Account
+from scipy.stats import norm
+
+from client.api import FedLedgerApi
+from client.data import Dataset, load_digits_dataset, partition_dirichlet, partition_iid
+from client.errors import ConflictError
+from client.sdk import Organization
+from client.wallet import Wallet
+from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, MODEL_SIGNER_INDEX, dev_private_key
+from fedledger.models import init_softmax
+from fedledger.payload import encode_weights
+
+ATTACKS = ("scaling", "signflip", "noise", "labelflip", "alie")
+
+
+class SimulationError(RuntimeError):
+    pass
+
+
+@dataclass
+class RoundReport:
+    round_id: int
+    status: str
+    strategy: str
+    accuracy: float | None
+    loss: float | None
+    kept: list[str]
+    excluded: list[str]
+    rewards_wei: dict[str, str]
+    slashed: list[str]
+    seconds: float
+
+
+@dataclass
+class SimulationReport:
+    organizations: list[dict[str, Any]]
+    rounds: list[RoundReport] = field(default_factory=list)
+    claimed_wei: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"organizations": self.organizations, "rounds": [r.__dict__ for r in self.rounds],
+                           "claimed_wei": self.claimed_wei}, indent=2)
+
+
+def _alie_z(n: int, f: int) -> float:
+    # Baruch et al. 2019: the largest z for which enough honest clients sit on the attackers' side.
+    s = n // 2 + 1 - f
+    return float(norm.ppf((n - s) / n))
+
+
+def corrupt(attack: str, delta: dict[str, np.ndarray], honest: list[dict[str, np.ndarray]], rng: np.random.Generator,
+            n: int, f: int) -> dict[str, np.ndarray]:
+    if attack == "scaling":
+        return {k: v * 100 for k, v in delta.items()}
+    if attack == "signflip":
+        return {k: -4 * v for k, v in delta.items()}
+    if attack == "noise":
+        return {k: (rng.standard_normal(v.shape) * 10 * (np.sqrt(np.mean(v**2)) + 1e-8)).astype(np.float32) for k, v in delta.items()}
+    if attack == "alie":
+        z = _alie_z(n, f)
+        return {k: (np.mean([h[k] for h in honest], axis=0) - z * np.std([h[k] for h in honest], axis=0)).astype(np.float32)
+                for k in delta}
+    return delta  # labelflip corrupts the data, not the delta
+
+
+def simulate(
+    api_url: str,
+    rpc_url: str,
+    *,
+    orgs: int = 8,
+    byzantine: int = 2,
+    attack: str = "scaling",
+    rounds: int = 5,
+    partition: str = "iid",
+    operator_key: str | None = None,
+    round_seconds: int = 120,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    report_path: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SimulationReport:
+    """Run ``rounds`` rounds; ``sleep`` is what waiting calls (``fedledger run`` checks its processes there)."""
+    if attack not in ATTACKS:
+        raise SimulationError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+    if not 0 <= byzantine < orgs or FIRST_ORGANIZATION_INDEX + orgs > 20:
+        raise SimulationError(f"need 0 <= byzantine < orgs <= {20 - FIRST_ORGANIZATION_INDEX} (dev accounts)")
+    rng = np.random.default_rng(seed)
+    operator = FedLedgerApi(api_url, wallet=Wallet(operator_key or dev_private_key(0)))
+    operator.login()
+    # A genesis softmax model for the digits task, unless the platform already has one (409).
+    with contextlib.suppress(ConflictError):
+        operator.request("POST", "/v1/models", body=encode_weights(init_softmax(64, 10)),
+                         headers={"Content-Type": "application/octet-stream"})
+    train = load_digits_dataset("train")
+    parts = partition_iid(train, orgs, seed) if partition == "iid" else partition_dirichlet(train, orgs, 0.5, seed)
+    signer = Account.from_key(dev_private_key(MODEL_SIGNER_INDEX)).address
+    members: list[tuple[Organization, Dataset, bool]] = []
+    for i in range(orgs):
+        wallet = Wallet(dev_private_key(FIRST_ORGANIZATION_INDEX + i))
+        bad = i >= orgs - byzantine
+        org = Organization(wallet, api_url, rpc_url=rpc_url, trusted_model_signer=signer, org_name=f"sim-org-{i}{' (byzantine)' if bad else ''}",
+                           poll_interval=0.5, sleep=sleep)
+        org.setup()
+        data = parts[i]
+        if bad and attack == "labelflip":
+            data = Dataset(data.x, (9 - data.y).astype(np.int64), data.feature_names)
+        members.append((org, data, bad))
+    report = SimulationReport([{"address": o.address, "byzantine": bad, "samples": len(d)} for o, d, bad in members])
+    log(f"{orgs} organizations ({byzantine} Byzantine, attack {attack}, {partition}) enrolled")
+    for _ in range(rounds):
+        started = time.monotonic()
+        eligible = []
+        for org, data, bad in members:
+            me = org.api.me()
+            if me.get("may_submit", False):
+                eligible.append((org, data, bad))
+            else:
+                log(f"  {org.address} sits this round out: {me.get('reason')}")
+        if not eligible:
+            raise SimulationError("no organization may submit any more")
+        # Quorum = everyone still eligible, so the round closes as soon as the last of them submits.
+        round_ = operator.request("POST", "/v1/rounds", json={"duration_seconds": round_seconds, "quorum": len(eligible)}).json()
+        honest_deltas: list[dict[str, np.ndarray]] = []
+        pending: list[tuple[Organization, Any]] = []
+        for org, data, bad in eligible:
+            model = org.pull_model(int(round_["model_version"]))
+            training = org.train(model, data, seed=int(rng.integers(2**31)))
+            delta = training.delta
+            if bad:
+                delta = corrupt(attack, dict(delta), honest_deltas, rng, orgs, byzantine)
+            else:
+                honest_deltas.append(dict(delta))
+            pending.append((org, org.prepare_update(int(round_["id"]), int(round_["model_version"]), delta, training.num_samples)))
+        for org, prepared in pending:
+            org.submit(prepared)
+        final = members[0][0].wait_for_round(int(round_["id"]), timeout=round_seconds + 300)
+        stats = next(s for s in operator.get_json("/v1/stats/rounds") if s["id"] == round_["id"])
+        contributions = operator.get_json(f"/v1/stats/contributions?round_id={round_['id']}")
+        aggregation = stats.get("aggregation") or {}
+        slashed = [k.split(":", 1)[1] for k in (aggregation.get("tx_hashes") or {}) if k.startswith("slash:")]
+        entry = RoundReport(
+            round_id=int(round_["id"]), status=final["status"], strategy=stats["strategy"],
+            accuracy=aggregation.get("holdout_accuracy"), loss=aggregation.get("holdout_loss_after"),
+            kept=[c["participant"] for c in contributions if c["kept"]],
+            excluded=[c["participant"] for c in contributions if not c["kept"]],
+            rewards_wei={c["participant"]: c["reward_wei"] for c in contributions}, slashed=slashed,
+            seconds=time.monotonic() - started,
+        )
+        report.rounds.append(entry)
+        accuracy = f"{entry.accuracy:.3f}" if entry.accuracy is not None else "n/a"
+        log(f"round {entry.round_id}: {entry.status}, {entry.strategy}, holdout accuracy {accuracy}, kept {len(entry.kept)}, "
+            f"excluded {len(entry.excluded)}, slashed {len(entry.slashed)}, {entry.seconds:.1f} s")
+    for org, _, _ in members:
+        for result in org.claim_rewards():
+            if result.status == "claimed":
+                report.claimed_wei[org.address] = str(int(report.claimed_wei.get(org.address, "0")) + result.amount_wei)
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(report.to_json())
+    return report
