@@ -7,9 +7,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 
-.PHONY: run test install install-python install-node test-python test-contracts lint clean
+.PHONY: run test install install-python install-node install-browser test-python test-contracts bench lint clean
 
 install: install-python install-node
+
+# Debian's Chromium for the dashboard's browser test (apt; nothing is downloaded by a test tool).
+install-browser: $(STAMPS)/browser
+$(STAMPS)/browser: scripts/install_browser.sh $(STAMPS)/python
+	@mkdir -p $(STAMPS)
+	bash scripts/install_browser.sh $(PY)
+	@touch $@
 
 install-python: $(STAMPS)/python
 $(STAMPS)/python: pyproject.toml
@@ -29,13 +36,20 @@ $(STAMPS)/node: blockchain/package.json blockchain/package-lock.json
 test-contracts: install-node
 	cd blockchain && npx hardhat test
 
-test-python: install
+test-python: install install-browser
 	$(PY) -m pytest
 
 test: test-contracts test-python
 
 run: install
 	$(VENV)/bin/fedledger run
+
+# Benchmarks print figures (docs/benchmarks.md); they are not tests.
+bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) scripts/bench_aggregation.py
+	$(PY) scripts/attack_eval.py
+	$(PY) scripts/bench_submissions.py
 
 lint: install-python
 	$(VENV)/bin/ruff check .

@@ -173,7 +173,20 @@ class ChainGateway:
         self, round_id: int, model_hash: bytes, rewards_root: bytes, total_reward: int, contributions: list[tuple]
     ) -> SentTransaction | None:
         call = self.ledger.functions.recordRound(round_id, model_hash, rewards_root, total_reward, contributions)
-        return self.send_once(f"round:{round_id}:record", call, already_done=lambda: self.is_recorded(round_id))
+
+        def recorded() -> bool:
+            if not self.is_recorded(round_id):
+                return False
+            onchain = bytes(self.ledger.functions.modelHashOf(round_id).call())
+            if onchain != model_hash:
+                # Not our round: e.g. a database recreated against a chain that already has this round id.
+                raise ChainWriteError(
+                    f"round {round_id} is recorded on-chain with model sha256:{onchain.hex()}, not ours "
+                    f"(sha256:{model_hash.hex()}); the database and the chain disagree: refusing to mark it posted"
+                )
+            return True
+
+        return self.send_once(f"round:{round_id}:record", call, already_done=recorded)
 
     def slash(self, round_id: int, address: str, amount: int, reason: str) -> SentTransaction | None:
         reason_bytes = Web3.keccak(text=f"fedledger:round:{round_id}:{reason}")

@@ -10,7 +10,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregator.gateway import ChainGateway
 from aggregator.reputation import ReputationConfig, slashing_decisions
 from db.base import utcnow
-from db.models import Aggregation, Contribution, ModelVersion, Participant, Round, RoundStatus, Update
+from db.models import (
+    Aggregation,
+    Contribution,
+    ModelVersion,
+    Participant,
+    ParticipantStatus,
+    Round,
+    RoundStatus,
+    Update,
+)
 from middleware import audit
 
 SCORE_SCALE = 100  # the ledger stores scores x100 as uint16 (0..10000)
@@ -71,6 +80,11 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
         aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_id)).one()
         aggregation.tx_hashes = tx_hashes
         aggregation.posted_at = utcnow()
+        # The API refuses slashed participants from the database at once (its chain reads are cached briefly).
+        for decision in decisions:
+            participant = session.scalars(select(Participant).where(Participant.address == rows[decision.index][1].address)).one()
+            if not gateway.is_active(participant.address):
+                participant.status = ParticipantStatus.slashed
         round_.status = RoundStatus.posted
         audit.append(session, "worker", "round.post", str(round_id), {"tx_hashes": tx_hashes,
                      "slashed": [rows[d.index][1].address for d in decisions]})

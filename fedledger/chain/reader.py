@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -38,7 +39,13 @@ class TokenFigures:
 
 
 class ChainReader:
-    def __init__(self, rpc_url: str, deployments: Deployments, timeout: float = 10.0) -> None:
+    """``enrollment_ttl``: seconds an enrollment read is reused. Submissions read it on every request, and
+    an RPC round trip is most of a submission's cost; a slash is then seen by the API within this delay
+    (the worker marks the participant slashed in the database at once, which the API also checks)."""
+
+    def __init__(self, rpc_url: str, deployments: Deployments, timeout: float = 10.0, enrollment_ttl: float = 30.0) -> None:
+        self.enrollment_ttl = enrollment_ttl
+        self._enrollments: dict[str, tuple[float, Enrollment]] = {}
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
         self.deployments = deployments
         self.registry = deployments.contract(self.w3, "ParticipantRegistry")
@@ -51,7 +58,21 @@ class ChainReader:
         self.deployments.check_chain(self.w3)
 
     def enrollment(self, address: str) -> Enrollment:
-        record = self.registry.functions.participantOf(to_checksum_address(address)).call()
+        address = to_checksum_address(address)
+        cached = self._enrollments.get(address)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.enrollment_ttl:
+            return cached[1]
+        result = self._read_enrollment(address)
+        # Only "active" is cached: an organization that just staked must be admitted at once.
+        if result.status == RegistryStatus.active:
+            self._enrollments[address] = (now, result)
+        else:
+            self._enrollments.pop(address, None)
+        return result
+
+    def _read_enrollment(self, address: str) -> Enrollment:
+        record = self.registry.functions.participantOf(address).call()
         # Participant struct: (status, stake, ..., byzantineCount ...) — read by ABI field names.
         fields = {item["name"]: value for item, value in zip(self._participant_abi(), record, strict=True)}
         return Enrollment(

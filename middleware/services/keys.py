@@ -58,11 +58,18 @@ def require_current(session: Session) -> ServerKey:
     return key
 
 
+_PEM_CACHE: dict[Path, bytes] = {}
+
+
 def private_keys(session: Session, directory: Path) -> dict[str, bytes]:
-    """Every key id the server can open, with its private PEM."""
+    """Every key id the server can open, with its private PEM (files are immutable once written, so
+    each is read from disk once per process)."""
     keys: dict[str, bytes] = {}
     for kid in session.scalars(select(ServerKey.kid)):
         path = directory / f"{kid}.pem"
-        if path.exists():
-            keys[kid] = path.read_bytes()
+        pem = _PEM_CACHE.get(path)
+        if pem is None and path.exists():
+            pem = _PEM_CACHE[path] = path.read_bytes()
+        if pem is not None:
+            keys[kid] = pem
     return keys

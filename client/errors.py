@@ -1,0 +1,212 @@
+"""Typed errors of the organization client. Each one is something a user can act on, and says what to do.
+
+Everything the client raises on purpose derives from :class:`ClientError`, so a program (or the CLI) can
+catch one class, print the message, and exit without a traceback; bugs stay ordinary exceptions.
+
+API errors keep the server's machine-readable ``code`` (``{"error": code, "detail": message}``) and map
+onto subclasses by status and code:
+
+============================  ======================================================================
+class                         when
+============================  ======================================================================
+:class:`AuthenticationError`  401 (bad signature, expired nonce, invalid token...)
+:class:`NotRegisteredError`   404/403 ``not_registered``: ``POST /v1/participants`` first
+:class:`NotEnrolledError`     403 ``not_enrolled``: stake with ``ParticipantRegistry.enroll``
+:class:`ParticipantBlockedError`  403 ``participant_suspended|slashed|exited``
+:class:`ForbiddenError`       other 403 (e.g. ``operator_only``)
+:class:`RoundClosedError`     409 ``round_not_open`` / ``round_deadline_passed``
+:class:`ConflictError`        other 409 (``conflicting_update``, ``no_model``...)
+:class:`NotFoundError`        other 404
+:class:`InvalidRequestError`  400, 413, 422 (malformed envelope, wrong model version, too large...)
+:class:`RateLimitedError`     429 after the retries ran out
+:class:`ServerError`          5xx after the retries ran out
+:class:`ApiUnreachableError`  network failure after the retries ran out (``status == 0``)
+============================  ======================================================================
+"""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """Base class: an expected failure, with a message that says what to do about it."""
+
+    code: str = "client_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigurationError(ClientError):
+    """A setting is missing or inconsistent (no trusted model signer, dev key on a real chain...)."""
+
+    code = "configuration"
+
+
+class WalletError(ClientError):
+    """The wallet cannot be loaded: no key configured, unreadable file, bad key, wrong keystore password."""
+
+    code = "wallet"
+
+
+class DataError(ClientError):
+    """A local data set cannot be used (unreadable CSV, non-numeric cells, labels that are not integers)."""
+
+    code = "data"
+
+
+class TrainingError(ClientError):
+    """Local training cannot run: the data does not fit the model, or the trainer produced bad weights."""
+
+    code = "training"
+
+
+class ModelVerificationError(ClientError):
+    """A pulled model failed verification: hash, server signature, deployment, or the on-chain record.
+
+    Never train on such a model: the server (or someone between it and you) sent weights the trusted
+    signer did not sign, or that the chain does not record.
+    """
+
+    code = "model_verification"
+
+
+class ChainError(ClientError):
+    """The chain cannot be used: RPC unreachable, wrong chain id, deployments that do not match it."""
+
+    code = "chain"
+
+
+class TransactionFailedError(ChainError):
+    """A transaction reverted; ``error`` names the contract's custom error when it is known."""
+
+    code = "transaction_failed"
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class InsufficientFundsError(ChainError):
+    """The wallet lacks the tokens for the stake (or the ether for gas)."""
+
+    code = "insufficient_funds"
+
+
+class RewardProofError(ChainError):
+    """A reward's Merkle proof does not verify against the root posted on-chain: the claim would revert."""
+
+    code = "invalid_reward_proof"
+
+
+class RoundTimeoutError(ClientError):
+    """A round did not reach POSTED or FAILED before the wait's timeout."""
+
+    code = "round_timeout"
+
+
+class NoOpenRoundError(ClientError):
+    """There is no round accepting updates right now."""
+
+    code = "no_open_round"
+
+
+class ApiError(ClientError):
+    """The API refused a request (or could not be reached). ``status`` is 0 for network failures."""
+
+    def __init__(self, status: int, code: str, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{detail} (HTTP {status} {code})" if status else detail, code=code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class AuthenticationError(ApiError):
+    """401: the wallet could not sign in, or the token was refused."""
+
+
+class ForbiddenError(ApiError):
+    """403: signed in, but not allowed to do this."""
+
+
+class NotRegisteredError(ForbiddenError):
+    """The wallet has no organization registration: call ``register`` first."""
+
+
+class NotEnrolledError(ForbiddenError):
+    """The wallet is not enrolled on-chain: stake with ``ensure_enrolled`` (``fedledger client enroll``)."""
+
+
+class ParticipantBlockedError(ForbiddenError):
+    """The participant is suspended, slashed or exited and may not submit."""
+
+
+class NotFoundError(ApiError):
+    """404: no such round, model, or resource."""
+
+
+class ConflictError(ApiError):
+    """409: the request conflicts with the server's state (e.g. a different update was already accepted)."""
+
+
+class RoundClosedError(ConflictError):
+    """409: the round no longer accepts updates (closed, or its deadline passed)."""
+
+
+class InvalidRequestError(ApiError):
+    """400/413/422: the server refused the request's content (wrong model version, too large...)."""
+
+
+class RateLimitedError(ApiError):
+    """429 after every retry: slow down."""
+
+
+class ServerError(ApiError):
+    """5xx after every retry: the server or one of its dependencies is down."""
+
+
+class ApiUnreachableError(ApiError):
+    """The API could not be reached at all (connection refused, DNS, timeouts) after every retry."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "unreachable", detail)
+
+
+_ROUND_CLOSED = frozenset({"round_not_open", "round_deadline_passed"})
+_BLOCKED = frozenset({"participant_suspended", "participant_slashed", "participant_exited"})
+
+
+def api_error(status: int, code: str, detail: str, *, retry_after: float | None = None) -> ApiError:
+    """The typed :class:`ApiError` for a status and the server's error code."""
+    cls: type[ApiError]
+    if code == "not_registered":
+        cls = NotRegisteredError
+    elif code == "not_enrolled":
+        cls = NotEnrolledError
+    elif code in _BLOCKED:
+        cls = ParticipantBlockedError
+    elif status == 401:
+        cls = AuthenticationError
+    elif status == 403:
+        cls = ForbiddenError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 409 and code in _ROUND_CLOSED:
+        cls = RoundClosedError
+    elif status == 409:
+        cls = ConflictError
+    elif status in (400, 413, 422):
+        cls = InvalidRequestError
+    elif status == 429:
+        cls = RateLimitedError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = ApiError
+    return cls(status, code, detail, retry_after=retry_after)

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Verified encrypted update submissions per second through the real API.
+
+    .venv/bin/python scripts/bench_submissions.py [--params 100000] [--rounds 20] [--workers 2] [--db sqlite|postgres]
+
+Starts a Hardhat node (contracts deployed), the API under uvicorn (``--workers`` processes) on SQLite or the
+local PostgreSQL, enrolls the 17 funded dev organizations on-chain, and then, round after round, has all
+of them submit at once a 100K-parameter update sealed with X25519 + AES-256-GCM and signed with EIP-712.
+Every submission takes the full path: JWT, registration and on-chain enrollment check, envelope header,
+round state, signature recovery, decryption, shape validation, blob write, database row, audit entry,
+broker notification. Envelopes are built before the clock starts (that is client work); the figure is
+accepted submissions divided by the wall time of the submission bursts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_defunct  # noqa: E402
+from web3 import Web3  # noqa: E402
+
+from fedledger.chain.devnode import DevChain, free_port  # noqa: E402
+from fedledger.chain.params import WAD  # noqa: E402
+from fedledger.chain.tx import send_transaction  # noqa: E402
+from fedledger.crypto.eip712 import sign_update  # noqa: E402
+from fedledger.crypto.envelope import seal  # noqa: E402
+from fedledger.devkeys import dev_private_key  # noqa: E402
+from fedledger.payload import encode_update, encode_weights  # noqa: E402
+
+ORGS = list(range(3, 20))
+OPERATOR = 0
+
+
+def login(http: httpx.Client, index: int) -> dict[str, str]:
+    key = dev_private_key(index)
+    address = Account.from_key(key).address
+    challenge = http.post("/v1/auth/nonce", json={"address": address}).json()
+    signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
+    response = http.post("/v1/auth/login", json={"message": challenge["message"], "signature": signature})
+    if response.status_code != 200:
+        raise SystemExit(f"login of dev account {index} failed: {response.text}")
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fedledger-bench-"))
+    node = DevChain(port=free_port(), log_path=work / "chain.log")
+    node.start()
+    server = None
+    schema = None
+    try:
+        deployments = node.deploy(work / "deployments.json")
+        if args.db == "postgres":
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            with sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test").begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        else:
+            db_url = f"sqlite:///{work / 'api.db'}"
+        port = free_port()
+        env = dict(os.environ, FEDLEDGER_DATA_DIR=str(work / "var"), FEDLEDGER_DATABASE_URL=db_url,
+                   FEDLEDGER_DEPLOYMENTS_FILE=str(work / "deployments.json"), FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
+                   FEDLEDGER_BROKER_URL="redis://127.0.0.1:6379/11", FEDLEDGER_REDIS_URL="redis://127.0.0.1:6379/11",
+                   FEDLEDGER_REDIS_NAMESPACE=f"bench-{uuid.uuid4().hex[:6]}", FEDLEDGER_SIWE_DOMAIN=f"127.0.0.1:{port}",
+                   FEDLEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}", FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP="100000000",
+                   FEDLEDGER_RATE_LIMIT_PER_MINUTE_ADDRESS="100000000",
+                   FEDLEDGER_OPERATOR_ADDRESSES=Account.from_key(dev_private_key(OPERATOR)).address,
+                   FEDLEDGER_MAX_UPDATE_BYTES=str(64 * 1024 * 1024))
+        # Migrate and create the server key once, before several workers race to.
+        subprocess.run([sys.executable, "-m", "fedledger.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+        with (work / "api.log").open("wb") as api_log:
+            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "middleware.app:app", "--port", str(port),
+                                       "--workers", str(args.workers), "--log-level", "warning"], env=env,
+                                      stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True)
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        for _ in range(200):
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        d = args.params
+        model = {"w": np.zeros(d, np.float32)}
+        operator = login(http, OPERATOR)
+        assert http.post("/v1/models", content=encode_weights(model), headers=operator).status_code == 201
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        registry, token = deployments.contract(w3, "ParticipantRegistry"), deployments.contract(w3, "RewardToken")
+        tokens = {}
+        for index in ORGS:
+            key = dev_private_key(index)
+            send_transaction(w3, token.functions.approve(registry.address, 100 * WAD), key)
+            send_transaction(w3, registry.functions.enroll(100 * WAD), key)
+            tokens[index] = login(http, index)
+            http.post("/v1/participants", json={"org_name": f"bench {index}"}, headers=tokens[index]).raise_for_status()
+        key_pem = http.get("/v1/keys/current").json()["public_key_pem"].encode()
+        ledger = deployments.addresses["ContributionLedger"]
+        rng = np.random.default_rng(0)
+        burst_seconds = 0.0
+        accepted = 0
+        pool = ThreadPoolExecutor(len(ORGS))
+        payload_bytes = 0
+        for r in range(args.rounds):
+            round_ = http.post("/v1/rounds", json={"duration_seconds": 3600, "quorum": 10**5}, headers=operator).json()
+            jobs = []
+            for index in ORGS:
+                address = Account.from_key(dev_private_key(index)).address
+                envelope = seal(encode_update({"w": rng.standard_normal(d, dtype=np.float32)}), key_pem,
+                                round_id=round_["id"], model_version=round_["model_version"], participant=address,
+                                num_samples=100)
+                signature = sign_update(dev_private_key(index), chain_id=deployments.chain_id, verifying_contract=ledger,
+                                        round_id=round_["id"], model_version=round_["model_version"],
+                                        payload_hash=hashlib.sha256(envelope).digest(), num_samples=100)
+                payload_bytes = len(envelope)
+                jobs.append((envelope, {**tokens[index], "X-Update-Signature": signature,
+                                        "Content-Type": "application/octet-stream"}))
+            url = f"/v1/rounds/{round_['id']}/updates"
+            start = time.perf_counter()
+            statuses = list(pool.map(lambda job, url=url: http.post(url, content=job[0], headers=job[1]).status_code, jobs))
+            burst_seconds += time.perf_counter() - start
+            accepted += statuses.count(202)
+            if statuses.count(202) != len(jobs):
+                raise SystemExit(f"round {r}: statuses {statuses}; see {work / 'api.log'}")
+            # Between bursts the round is marked done directly, standing in for the worker's close.
+            with sa.create_engine(db_url).begin() as conn:
+                conn.exec_driver_sql(f"UPDATE rounds SET status = 'POSTED' WHERE id = {round_['id']}")
+        print(f"{accepted} verified encrypted submissions of {d:,} parameters ({payload_bytes / 1e6:.2f} MB each) "
+              f"in {burst_seconds:.2f} s of bursts: {accepted / burst_seconds:,.0f} per second "
+              f"({args.workers} uvicorn workers, {args.db}, {len(ORGS)} concurrent clients, {os.cpu_count()} cores)")
+    finally:
+        if server is not None:
+            import signal
+
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        node.stop()
+        if schema:
+            with sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test").begin() as conn:
+                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+if __name__ == "__main__":
+    main()

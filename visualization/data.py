@@ -1,0 +1,345 @@
+"""Live data for the dashboard: the fedledger API over HTTP and the contracts over JSON-RPC.
+
+Nothing here renders anything and nothing here invents data: every figure comes from the API or from the
+chain, and an empty answer stays empty (the views show an empty state). The views call these classes once
+per script run; the API and the node are local and fast, so nothing is cached beyond one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound
+
+from fedledger.chain.deployments import CONTRACT_NAMES, Deployments, DeploymentsError
+from fedledger.chain.params import WAD, ProtocolParams, read_params
+from fedledger.chain.reader import ChainReader, RegistryStatus, TokenFigures
+from fedledger.chain.tx import decode_custom_error
+from fedledger.config import Settings
+
+
+class DashboardError(RuntimeError):
+    """Something the dashboard needs is unreachable or answered unexpectedly; the message says what."""
+
+
+class ApiUnavailable(DashboardError):
+    """The API did not answer (connection refused, timeout)."""
+
+
+class ApiError(DashboardError):
+    """The API answered with an error status; ``code`` is its machine-readable error code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class ChainUnavailable(DashboardError):
+    """The chain's RPC endpoint did not answer, or serves another chain than the deployments'."""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Where the dashboard reads from: the settings' ``api_url`` and ``chain_rpc_url``."""
+
+    api_url: str
+    chain_rpc_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> DashboardConfig:
+        # A fresh Settings per script run (not the cached one): the environment is read each time.
+        settings = settings or Settings()
+        return cls(api_url=settings.api_url.rstrip("/"), chain_rpc_url=settings.chain_rpc_url)
+
+
+# --------------------------------------------------------------------------------------------- API
+
+
+class Api:
+    """The fedledger API, as the dashboard uses it (server side: the browser never talks to the API)."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = self._client.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiUnavailable(f"the API at {self.base_url} is not reachable: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            if not isinstance(body, dict):
+                body = {}
+            # The API's own errors carry ``error``; a bare ``detail`` is the framework's (e.g. no such route).
+            code = str(body.get("error") or ("no_route" if response.status_code == 404 else "http_error"))
+            raise ApiError(response.status_code, code, str(body.get("detail") or response.reason_phrase))
+        return response.json()
+
+    # --- public reads ------------------------------------------------------------------------------
+    def overview(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/stats/overview")
+
+    def rounds(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/stats/rounds", params={"limit": limit})
+
+    def contributions(self, round_id: int | None = None, address: str | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if round_id is not None:
+            params["round_id"] = round_id
+        if address is not None:
+            params["address"] = address
+        return self._request("GET", "/v1/stats/contributions", params=params)
+
+    def participants(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/stats/participants")
+
+    def token(self) -> dict[str, Any] | None:
+        """Token figures, or None while the API cannot reach the chain."""
+        try:
+            return self._request("GET", "/v1/stats/token")
+        except ApiError as exc:
+            if exc.status == 503:
+                return None
+            raise
+
+    def current_round(self) -> dict[str, Any] | None:
+        """The round in progress (or the latest one); None before the first round."""
+        try:
+            return self._request("GET", "/v1/rounds/current")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def current_model(self) -> dict[str, Any] | None:
+        """The active model's metadata; None before the genesis model is uploaded."""
+        try:
+            return self._request("GET", "/v1/models/current")
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+
+    def deployments(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/chain/deployments")
+
+    # --- sign-in ----------------------------------------------------------------------------------
+    def nonce(self, address: str) -> dict[str, Any]:
+        """The server's EIP-4361 challenge (``message`` is what the wallet signs with personal_sign)."""
+        return self._request("POST", "/v1/auth/nonce", json={"address": address})
+
+    def login(self, message: str, signature: str) -> dict[str, Any]:
+        """Exchange the signed message for a JWT (``access_token``, ``expires_at``, ``address``, ``roles``)."""
+        return self._request("POST", "/v1/auth/login", json={"message": message, "signature": signature})
+
+    # --- signed-in reads --------------------------------------------------------------------------
+    def me(self, token: str) -> dict[str, Any] | None:
+        """The signed-in organization, or None when its wallet has not registered an organization."""
+        try:
+            return self._request("GET", "/v1/participants/me", token=token)
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "not_registered":
+                return None
+            raise
+
+    def rewards(self, address: str, token: str | None = None) -> list[dict[str, Any]] | None:
+        """``[{round_id, amount_wei, proof, claimed}]`` for ``address``; None when the API has no such route."""
+        try:
+            return self._request("GET", f"/v1/rewards/{address}", token=token)
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "no_route":
+                return None
+            if exc.status == 404:
+                return []
+            raise
+
+
+# ------------------------------------------------------------------------------------------- chain
+
+
+def deployments_from_json(raw: dict[str, Any]) -> Deployments:
+    """The deployments the API serves at ``/v1/chain/deployments`` (the same shape as the deployments file)."""
+    try:
+        contracts = raw["contracts"]
+        missing = [name for name in CONTRACT_NAMES if name not in contracts]
+        if missing:
+            raise DeploymentsError(f"the API's deployments lack contracts {missing}")
+        return Deployments(
+            chain_id=int(raw["chainId"]),
+            deploy_block=int(raw["deployBlock"]),
+            addresses={n: Web3.to_checksum_address(c["address"]) for n, c in contracts.items()},
+            abis={n: c["abi"] for n, c in contracts.items()},
+            network=raw.get("network", "unknown"),
+            governance={k: int(v) for k, v in raw.get("governance", {}).items()},
+            token=dict(raw.get("token", {})),
+            aggregator=raw.get("aggregator"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DeploymentsError(f"the API's deployments are malformed: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """One wallet's standing on the chain."""
+
+    address: str
+    balance: int  # token wei
+    votes: int  # current voting power (ERC-5805)
+    delegate: str | None  # None when the account has not delegated (its tokens then carry no votes)
+    registry_status: RegistryStatus
+    stake: int  # token wei
+    byzantine_count: int
+
+
+class Chain:
+    """Reads and transaction building against the deployed contracts, over the settings' RPC URL."""
+
+    def __init__(self, rpc_url: str, deployments: Deployments, timeout: float = 10.0) -> None:
+        self.reader = ChainReader(rpc_url, deployments, timeout=timeout)
+        self.w3 = self.reader.w3
+        self.deployments = deployments
+        self.governor = deployments.contract(self.w3, "FLGovernor")
+        self.timelock = deployments.contract(self.w3, "Timelock")
+
+    @classmethod
+    def connect(cls, rpc_url: str, deployments: Deployments) -> Chain:
+        chain = cls(rpc_url, deployments)
+        try:
+            chain.reader.check()
+        except DeploymentsError as exc:
+            raise ChainUnavailable(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+            raise ChainUnavailable(f"the chain at {rpc_url} is not reachable: {type(exc).__name__}: {exc}") from exc
+        return chain
+
+    @property
+    def chain_id(self) -> int:
+        return self.deployments.chain_id
+
+    @property
+    def symbol(self) -> str:
+        return self.deployments.token.get("symbol") or str(self.reader.token.functions.symbol().call())
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def params(self) -> ProtocolParams:
+        return read_params(self.reader.parameters)
+
+    def token_figures(self) -> TokenFigures:
+        return self.reader.token_figures()
+
+    def account(self, address: str) -> AccountView:
+        address = to_checksum_address(address)
+        token = self.reader.token
+        delegate = token.functions.delegates(address).call()
+        enrollment = self.reader.enrollment(address)
+        return AccountView(
+            address=address,
+            balance=int(token.functions.balanceOf(address).call()),
+            votes=int(token.functions.getVotes(address).call()),
+            delegate=None if int(delegate, 16) == 0 else to_checksum_address(delegate),
+            registry_status=enrollment.status,
+            stake=enrollment.stake,
+            byzantine_count=enrollment.byzantine_count,
+        )
+
+    def claimed(self, round_id: int, address: str) -> bool:
+        return bool(self.reader.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call())
+
+    # --- transactions the wallet sends ------------------------------------------------------------
+    def claim_calldata(self, round_id: int, account: str, amount: int, proof: list[str]) -> str:
+        return self.reader.distributor.encode_abi(
+            "claim", args=[int(round_id), to_checksum_address(account), int(amount), [bytes.fromhex(p.removeprefix("0x")) for p in proof]]
+        )
+
+    def delegate_calldata(self, delegatee: str) -> str:
+        return self.reader.token.encode_abi("delegate", args=[to_checksum_address(delegatee)])
+
+    def tx_request(self, sender: str, to: str, data: str) -> dict[str, str]:
+        """The ``eth_sendTransaction`` parameter object; the wallet fills in gas, fees and nonce."""
+        return {"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data, "value": "0x0",
+                "chainId": hex(self.chain_id)}
+
+    def simulate(self, sender: str, to: str, data: str) -> str | None:
+        """None when the call would succeed now, else why it would revert (the contract's custom error)."""
+        try:
+            self.w3.eth.call({"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data})  # type: ignore[typeddict-item]
+        except ContractLogicError as exc:
+            raw = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
+            if isinstance(raw, str):
+                for abi in self.deployments.abis.values():
+                    decoded = decode_custom_error(abi, raw)
+                    if decoded:
+                        name, args = decoded
+                        return f"{name}{tuple(_plain(a) for a in args)}" if args else name
+            return str(exc.message or exc)
+        return None
+
+    def receipt(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The receipt of a transaction the wallet sent, waiting up to ``timeout`` seconds; None if still pending."""
+        try:
+            return dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.2))  # type: ignore[arg-type]
+        except (TransactionNotFound, TimeoutError):
+            return None
+        except Exception as exc:  # noqa: BLE001 - web3 raises its own TimeExhausted
+            if type(exc).__name__ == "TimeExhausted":
+                return None
+            raise
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value
+
+
+# ---------------------------------------------------------------------------------------- formatting
+
+
+def tokens(wei: int | str | None) -> float:
+    """Token wei (int or decimal string) as a float number of tokens, for charts."""
+    if wei in (None, ""):
+        return 0.0
+    return float(Decimal(int(wei)) / Decimal(WAD))
+
+
+def fmt_tokens(wei: int | str | None, symbol: str = "", digits: int = 2) -> str:
+    """Token wei as ``1,234.56 SYM`` (exact decimal arithmetic, thousands separators)."""
+    value = Decimal(int(wei or 0)) / Decimal(WAD)
+    text = f"{value:,.{digits}f}"
+    return f"{text} {symbol}".strip()
+
+
+def fmt_amount(wei: int | str | None) -> str:
+    """Token wei for a headline figure: whole tokens from 1,000 up (``1,000,000``), else two decimals (``42.50``).
+    The label carries the symbol; :func:`fmt_tokens` gives the exact figure where space allows."""
+    value = Decimal(int(wei or 0)) / Decimal(WAD)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
+
+
+def short_address(address: str | None) -> str:
+    if not address:
+        return "—"
+    return f"{address[:6]}…{address[-4:]}"

@@ -1,0 +1,96 @@
+"""Overview: organizations, the current round and its progress, contributions, the model version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from visualization import tables
+from visualization.data import fmt_amount, fmt_tokens, short_address
+from visualization.session import Context
+
+
+def render(ctx: Context) -> None:
+    st.title("Overview")
+    overview = ctx.api.overview()
+    model = ctx.api.current_model()
+    current = ctx.api.current_round()
+    token = overview.get("token") or {}
+
+    cols = st.columns(5)
+    cols[0].metric("Active organizations", overview["active_participants"],
+                   help=f"{overview['participants']} registered with the API; active ones may take part in rounds")
+    cols[1].metric("Enrolled on-chain", token.get("active_participants", "—"),
+                   help="Organizations with an active stake in ParticipantRegistry")
+    cols[2].metric("Rounds completed", overview["rounds_completed"], help="Rounds aggregated and recorded on-chain")
+    cols[3].metric("Total contributions", overview["contributions"], help="Scored updates over all rounds")
+    cols[4].metric("Model version", f"v{model['version']}" if model else "—")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Current round")
+        if current is None:
+            st.info("No round has been opened yet. An operator opens one once the genesis model is uploaded.")
+        else:
+            _round(current)
+    with right:
+        st.subheader("Global model")
+        if model is None:
+            st.info("No model yet: the operator uploads the genesis model first.")
+        else:
+            _model(model)
+
+    if token:
+        st.subheader("Token")
+        cols = st.columns(3)
+        symbol = token.get("symbol", "")
+        unit = f" ({symbol})" if symbol else ""
+        cols[0].metric(f"Total supply{unit}", fmt_amount(token["total_supply"]), help=fmt_tokens(token["total_supply"], symbol, digits=18))
+        cols[1].metric(f"Stake locked{unit}", fmt_amount(token["total_staked"]))
+        cols[2].metric(f"Treasury{unit}", fmt_amount(token["treasury_balance"]))
+
+    st.subheader("Organizations")
+    participants = tables.participants_frame(ctx.api.participants())
+    if participants.empty:
+        st.info("No organization has registered yet.")
+    else:
+        st.dataframe(participants, hide_index=True, width="stretch",
+                     column_config={"reputation": st.column_config.ProgressColumn("reputation", min_value=0, max_value=100, format="%.1f")})
+
+
+def _round(current: dict) -> None:
+    st.markdown(f"**Round {current['id']}** · `{current['status']}` · strategy **{current['strategy']}** "
+                f"· model v{current['model_version']}")
+    quorum = max(int(current["quorum"]), 1)
+    submissions = int(current["submissions"])
+    st.progress(min(submissions / quorum, 1.0), text=f"Updates received: {submissions} of quorum {quorum}")
+    opened = datetime.fromisoformat(str(current["opened_at"]).replace("Z", "+00:00"))
+    deadline = datetime.fromisoformat(str(current["deadline"]).replace("Z", "+00:00"))
+    opened = opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+    deadline = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+    if current["status"] == "OPEN":
+        total = max((deadline - opened).total_seconds(), 1.0)
+        elapsed = (datetime.now(UTC) - opened).total_seconds()
+        left = max((deadline - datetime.now(UTC)).total_seconds(), 0)
+        st.progress(min(max(elapsed / total, 0.0), 1.0),
+                    text=f"Time: {int(left // 60)} min {int(left % 60)} s left (deadline {deadline:%Y-%m-%d %H:%M:%S} UTC)")
+    else:
+        closed = current.get("closed_at")
+        st.caption(f"Deadline {deadline:%Y-%m-%d %H:%M:%S} UTC" + (f" · closed {closed}" if closed else ""))
+    st.caption(f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)")
+    if current.get("failure_reason"):
+        st.error(f"Round failed: {current['failure_reason']}")
+
+
+def _model(model: dict) -> None:
+    st.markdown(f"**Version {model['version']}** · `{model['status']}`"
+                + (f" · produced by round {model['produced_by_round']}" if model.get("produced_by_round") else " · genesis"))
+    st.caption(f"SHA-256 `{model['weights_hash']}` · signed by {short_address(model['signer'])}")
+    metrics = model.get("metrics") or {}
+    if metrics:
+        cols = st.columns(min(len(metrics), 4))
+        for col, (name, value) in zip(cols, sorted(metrics.items())[:4], strict=False):
+            col.metric(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else value)
+    shapes = ", ".join(f"{name} {tuple(dims)}" for name, dims in sorted(model.get("spec", {}).items()))
+    st.caption(f"Tensors: {shapes}")
