@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -95,6 +93,3 @@ def rollback_to(session: Session, version: int, actor: str) -> ModelVersion:
     session.flush()
     return target
 
-
-def weights_hash_bytes(weights: bytes) -> bytes:
-    return hashlib.sha256(weights).digest()

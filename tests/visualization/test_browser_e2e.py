@@ -3,7 +3,8 @@
 Processes: the session's Hardhat node, the API under uvicorn (free port), the dashboard as ``fedledger
 dashboard`` (``streamlit run``, free port). The flow is a person's: connect the wallet, sign in (SIWE), read
 the balance, create a parameter proposal and vote on it, each transaction sent by the wallet; the vote is
-then checked on-chain. Screenshots of every page go to docs/screenshots/.
+then checked on-chain. Screenshots of every page go to var/screenshots/ (docs/screenshots/ when
+FEDLEDGER_SCREENSHOTS=docs/screenshots).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed on purpose (FEDLEDGER_SCREENSHOTS=docs/screenshots make test);
+# ordinary runs write them under var/ so a test run never changes tracked files.
+SCREENSHOTS = ROOT / os.environ.get("FEDLEDGER_SCREENSHOTS", "var/screenshots")
 WALLET_INDEX = 12
 TIMEOUT_MS = 60_000
 
