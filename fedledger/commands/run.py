@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,10 @@ from urllib.parse import urlparse
 import typer
 
 from fedledger.config import get_settings
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(
@@ -30,6 +35,10 @@ def run(
     from fedledger.launcher import LaunchError, Supervisor
     from fedledger.simulation import simulate
 
+    # Ctrl-C and a plain `kill` both stop everything cleanly, also when started in the background (where a
+    # shell hands SIGINT over ignored) or by a supervisor that sends SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = get_settings()
     # The dev chain lives in memory: every run starts a new one, so its database, keys and blobs start anew.
     run_dir = settings.data_dir / "run"
