@@ -42,7 +42,9 @@ def get_session(state: StateDep) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent. With the default ("request") the commit would run
+# after the client already has its 200, and its next request could miss what it just wrote.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /v1/auth/login")
 
