@@ -57,10 +57,7 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
     sent = gateway.record_byzantine(round_id, flagged)
     if sent:
         tx_hashes["byzantine"] = sent.tx_hash
-    config = ReputationConfig(
-        slash_fitness_below=float(params["slash_fitness_below"]), slash_honesty_below=float(params["slash_honesty_below"]),
-        byzantine_threshold=int(params["byzantine_threshold"]), slash_fraction=float(params["slash_fraction"]),
-    )
+    config = ReputationConfig.from_params(params)
     stakes = [gateway.stake_of(p.address) for _, p, _ in rows]
     decisions = slashing_decisions(
         fitness=[c.fitness for c, _, _ in rows], honesty=[c.honesty for c, _, _ in rows],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,17 @@ class ReputationConfig:
     activity_timeout: float = 7 * 24 * 3600.0
     slash_fraction: float = 0.1
     min_reputation: float = 10.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ReputationConfig:
+        """The governed values of a round's parameter snapshot (``rounds.params``)."""
+        return cls(
+            slash_fitness_below=float(params["slash_fitness_below"]),
+            slash_honesty_below=float(params["slash_honesty_below"]),
+            byzantine_threshold=int(params["byzantine_threshold"]),
+            slash_fraction=float(params["slash_fraction"]),
+            min_reputation=float(params["min_reputation"]),
+        )
 
     def __post_init__(self) -> None:
         if not 0 < self.learning_rate <= 1:

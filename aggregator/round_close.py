@@ -264,11 +264,7 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
                                    round_.deadline.timestamp(), config.timeliness_at_deadline)
     honesty = honesty_scores(consensus_distances(X, consensus), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff)
     fitness = fitness_scores(quality, timeliness, honesty, config)
-    rep_config = ReputationConfig(slash_fitness_below=float(params["slash_fitness_below"]),
-                                  slash_honesty_below=float(params["slash_honesty_below"]),
-                                  byzantine_threshold=int(params["byzantine_threshold"]),
-                                  slash_fraction=float(params["slash_fraction"]),
-                                  min_reputation=float(params["min_reputation"]))
+    rep_config = ReputationConfig.from_params(params)
     byzantine = detect_byzantine(honesty, rep_config)
     rep_after = update_reputation(rep_before, fitness, byzantine, rep_config)
     rewards = reward_amounts(fitness, rep_after, int(_param(params, "base_reward")), int(_param(params, "round_reward_budget")), config)

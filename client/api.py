@@ -121,16 +121,20 @@ def error_from_response(response: httpx.Response) -> ApiError:
     return api_error(status, code, detail, retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
 
-def _parse_time(value: Any) -> float | None:
+def parse_utc(value: Any) -> datetime | None:
+    """An ISO-8601 time from the API as an aware datetime (naive means UTC); None if it is not one."""
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _parse_time(value: Any) -> float | None:
+    moment = parse_utc(value)
+    return None if moment is None else moment.timestamp()
 
 
 def _siwe_fields(message: str) -> tuple[str, str, dict[str, str]]:

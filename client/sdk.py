@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,7 +47,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TimeExhausted, Web3Exception
 
-from client.api import FedLedgerApi, ProgressCallback
+from client.api import FedLedgerApi, ProgressCallback, parse_utc
 from client.errors import (
     ApiError,
     ApiUnreachableError,
@@ -221,13 +220,10 @@ class ClaimResult:
 # ------------------------------------------------------------------------------------------ helpers
 def deployments_from_dict(raw: Mapping[str, Any]) -> Deployments:
     """A :class:`Deployments` from the JSON document (e.g. ``GET /v1/chain/deployments``)."""
-    with tempfile.TemporaryDirectory(prefix="fedledger-deployments-") as tmp:
-        path = Path(tmp) / "deployments.json"
-        path.write_text(json.dumps(raw))
-        try:
-            return Deployments.load(path)
-        except DeploymentsError as exc:
-            raise ChainError(str(exc).replace(str(path), "the API's deployments")) from None
+    try:
+        return Deployments.from_dict(raw, source="the API's deployments")
+    except DeploymentsError as exc:
+        raise ChainError(str(exc)) from None
 
 
 def dev_model_signer() -> str:
@@ -255,16 +251,6 @@ def chain_errors(what: str) -> Iterator[None]:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _parse_deadline(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------------------ the SDK
@@ -674,7 +660,7 @@ class Organization:
             round_ = self.api.current_round()
         except NotFoundError as exc:
             raise NoOpenRoundError("no round has been opened yet; wait for the operator to open one") from exc
-        deadline = _parse_deadline(round_.get("deadline"))
+        deadline = parse_utc(round_.get("deadline"))
         if str(round_.get("status", "")).upper() != "OPEN":
             raise NoOpenRoundError(f"round {round_.get('id')} is {round_.get('status')}; no round accepts updates now")
         if deadline is not None and deadline <= _utcnow():

@@ -136,14 +136,10 @@ def clip_by_global_norm(delta: Mapping[str, np.ndarray], clip_norm: float) -> tu
 
 def dp_epsilon(noise_multiplier: float, rounds: int, delta: float = 1e-5) -> float:
     """ε of ``rounds`` Gaussian mechanisms with this noise multiplier at ``delta`` (RDP accountant)."""
-    if noise_multiplier <= 0:
-        return float("inf")
-    import dp_accounting
-    from dp_accounting.rdp import RdpAccountant
+    # The server's accountant, at full participation (an organization's own update is in every round).
+    from aggregator.dp import epsilon_after
 
-    accountant = RdpAccountant()
-    accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier), int(rounds))
-    return float(accountant.get_epsilon(delta))
+    return epsilon_after(noise_multiplier, 1.0, int(rounds), delta)
 
 
 # --------------------------------------------------------------------------------------------- models

@@ -46,9 +46,9 @@ def session_factory(url: str) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A transaction: commits on success, rolls back on any exception."""
-    session = session_factory(url)()
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session in one transaction: commits on success, rolls back on any exception, always closes."""
+    session = sessions()
     try:
         yield session
         session.commit()

@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from db.session import transaction
 from fedledger.config import Settings
 from middleware.auth import Principal, decode_token
 from middleware.errors import ApiError, unauthorized
@@ -31,15 +32,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 def get_session(state: StateDep) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back if it raises."""
-    session = state.sessions()
-    try:
+    with transaction(state.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit before the response is sent. With the default ("request") the commit would run

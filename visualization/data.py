@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 from eth_utils import to_checksum_address
-from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
-from fedledger.chain.deployments import CONTRACT_NAMES, Deployments, DeploymentsError
+from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ProtocolParams, read_params
 from fedledger.chain.reader import ChainReader, RegistryStatus, TokenFigures
 from fedledger.chain.tx import decode_custom_error
@@ -180,23 +179,7 @@ class Api:
 
 def deployments_from_json(raw: dict[str, Any]) -> Deployments:
     """The deployments the API serves at ``/v1/chain/deployments`` (the same shape as the deployments file)."""
-    try:
-        contracts = raw["contracts"]
-        missing = [name for name in CONTRACT_NAMES if name not in contracts]
-        if missing:
-            raise DeploymentsError(f"the API's deployments lack contracts {missing}")
-        return Deployments(
-            chain_id=int(raw["chainId"]),
-            deploy_block=int(raw["deployBlock"]),
-            addresses={n: Web3.to_checksum_address(c["address"]) for n, c in contracts.items()},
-            abis={n: c["abi"] for n, c in contracts.items()},
-            network=raw.get("network", "unknown"),
-            governance={k: int(v) for k, v in raw.get("governance", {}).items()},
-            token=dict(raw.get("token", {})),
-            aggregator=raw.get("aggregator"),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DeploymentsError(f"the API's deployments are malformed: {exc!r}") from exc
+    return Deployments.from_dict(raw, source="the API's deployments")
 
 
 @dataclass(frozen=True)

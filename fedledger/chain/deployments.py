@@ -50,11 +50,16 @@ class Deployments:
             ) from exc
         except json.JSONDecodeError as exc:
             raise DeploymentsError(f"deployments file {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(raw, source=f"deployments file {path}")
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "deployments") -> Deployments:
+        """Parse the deployments document (the file, or what ``GET /v1/chain/deployments`` serves)."""
         try:
             contracts = raw["contracts"]
             missing = [name for name in CONTRACT_NAMES if name not in contracts]
             if missing:
-                raise DeploymentsError(f"deployments file {path} lacks contracts {missing}; redeploy")
+                raise DeploymentsError(f"{source} lacks contracts {missing}; redeploy")
             return cls(
                 chain_id=int(raw["chainId"]),
                 deploy_block=int(raw["deployBlock"]),
@@ -66,7 +71,7 @@ class Deployments:
                 aggregator=raw.get("aggregator"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DeploymentsError(f"deployments file {path} is malformed: {exc!r}") from exc
+            raise DeploymentsError(f"{source} is malformed: {exc!r}") from exc
 
     def contract(self, w3: Web3, name: str) -> Contract:
         if name not in self.addresses:
