@@ -67,5 +67,7 @@ def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
 def finite_or_raise(result: np.ndarray, strategy: str) -> np.ndarray:
     """Finite inputs near float32's limit can sum to inf; say so rather than return it."""
     if not np.isfinite(result).all():
-        raise InvalidUpdates(f"{strategy}: the aggregate overflows float32; updates of this magnitude are invalid")
+        raise InvalidUpdates(
+            f"{strategy}: the aggregate overflows float32; updates of this magnitude are invalid"
+        )
     return result

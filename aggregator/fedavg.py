@@ -28,7 +28,11 @@ def fedavg(X: np.ndarray, weights: np.ndarray | list[float] | None = None) -> np
     """
     X = as_update_matrix(X, check_finite=False)
     n = X.shape[0]
-    w = np.full(n, 1.0 / n) if weights is None else normalized(as_client_vector(weights, n, "weights"), "weights")
+    w = (
+        np.full(n, 1.0 / n)
+        if weights is None
+        else normalized(as_client_vector(weights, n, "weights"), "weights")
+    )
     with np.errstate(over="ignore", invalid="ignore"):
         result = w.astype(np.float32) @ X
     # NaN/Inf in any row (even one of weight 0: 0 * inf is NaN) makes the sum non-finite: check once, here.

@@ -45,7 +45,9 @@ class SentTransaction:
 
 
 class ChainGateway:
-    def __init__(self, rpc_url: str, deployments: Deployments, private_key: str, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, rpc_url: str, deployments: Deployments, private_key: str, sessions: sessionmaker[Session]
+    ) -> None:
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
         self.deployments = deployments
         self.account = Account.from_key(private_key)
@@ -71,11 +73,17 @@ class ChainGateway:
 
     # --- writes ---------------------------------------------------------------------------------
     def send_once(
-        self, purpose: str, call: ContractFunction, already_done: Callable[[], bool] | None = None, gas: int | None = None
+        self,
+        purpose: str,
+        call: ContractFunction,
+        already_done: Callable[[], bool] | None = None,
+        gas: int | None = None,
     ) -> SentTransaction | None:
         """Send ``call`` at most once for ``purpose``; None when ``already_done()`` says the chain has it."""
         with self.sessions() as session:
-            existing = session.scalars(select(ChainTransaction).where(ChainTransaction.purpose == purpose)).first()
+            existing = session.scalars(
+                select(ChainTransaction).where(ChainTransaction.purpose == purpose)
+            ).first()
         if existing is not None and existing.status == TxStatus.mined:
             return SentTransaction(purpose, existing.tx_hash, existing.block_number, reused=True)
         if existing is not None and existing.status == TxStatus.signed:
@@ -95,7 +103,9 @@ class ChainGateway:
             data = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
             decoded = decode_custom_error(call.contract_abi, data) if isinstance(data, str) else None
             name = decoded[0] if decoded else str(exc)
-            raise TransactionReverted(f"{purpose}: {call.fn_name} would revert with {name}", decoded[0] if decoded else None) from exc
+            raise TransactionReverted(
+                f"{purpose}: {call.fn_name} would revert with {name}", decoded[0] if decoded else None
+            ) from exc
         record = self._sign_and_persist(purpose, call, gas)
         sent = self._broadcast_and_wait(record)
         if sent is None:
@@ -106,17 +116,32 @@ class ChainGateway:
         for _ in range(10):
             with self.sessions() as session:
                 persisted_max = session.scalar(
-                    select(func.max(ChainTransaction.nonce)).where(ChainTransaction.sender == self.account.address)
+                    select(func.max(ChainTransaction.nonce)).where(
+                        ChainTransaction.sender == self.account.address
+                    )
                 )
             chain_next = self.w3.eth.get_transaction_count(self.account.address, "pending")
             nonce = max(chain_next, (persisted_max + 1) if persisted_max is not None else 0)
             # Estimated on the pending block with headroom (see fedledger.chain.tx.send_transaction).
-            limit = gas or int(call.estimate_gas({"from": self.account.address}, block_identifier="pending") * 1.2)
-            tx = call.build_transaction({"from": self.account.address, "nonce": nonce,
-                                         "chainId": self.deployments.chain_id, "gas": limit})
+            limit = gas or int(
+                call.estimate_gas({"from": self.account.address}, block_identifier="pending") * 1.2
+            )
+            tx = call.build_transaction(
+                {
+                    "from": self.account.address,
+                    "nonce": nonce,
+                    "chainId": self.deployments.chain_id,
+                    "gas": limit,
+                }
+            )
             signed = Account.sign_transaction(tx, self._key)
-            record = ChainTransaction(purpose=purpose, sender=self.account.address, nonce=nonce,
-                                      tx_hash=signed.hash.to_0x_hex(), raw=signed.raw_transaction.to_0x_hex())
+            record = ChainTransaction(
+                purpose=purpose,
+                sender=self.account.address,
+                nonce=nonce,
+                tx_hash=signed.hash.to_0x_hex(),
+                raw=signed.raw_transaction.to_0x_hex(),
+            )
             try:
                 with self.sessions.begin() as session:
                     session.add(record)
@@ -141,7 +166,9 @@ class ChainGateway:
             if state == "superseded":
                 return None
             time.sleep(0.25)
-        raise ChainWriteError(f"{record.purpose}: transaction {record.tx_hash} not mined within {timeout:.0f} s")
+        raise ChainWriteError(
+            f"{record.purpose}: transaction {record.tx_hash} not mined within {timeout:.0f} s"
+        )
 
     def _settle(self, record: ChainTransaction) -> tuple[str, SentTransaction | None]:
         """("mined", tx), ("pending", None) or ("superseded", None); raises if it reverted on chain."""
@@ -160,7 +187,9 @@ class ChainGateway:
             self._mark(record.id, TxStatus.failed, receipt["blockNumber"], "reverted on chain")
             raise ChainWriteError(f"{record.purpose}: transaction {record.tx_hash} reverted on chain")
         self._mark(record.id, TxStatus.mined, receipt["blockNumber"], None)
-        return "mined", SentTransaction(record.purpose, record.tx_hash, int(receipt["blockNumber"]), reused=False)
+        return "mined", SentTransaction(
+            record.purpose, record.tx_hash, int(receipt["blockNumber"]), reused=False
+        )
 
     def _mark(self, record_id: int, status: TxStatus, block: int | None, error: str | None) -> None:
         with self.sessions.begin() as session:
@@ -170,9 +199,16 @@ class ChainGateway:
 
     # --- the platform's writes ------------------------------------------------------------------
     def record_round(
-        self, round_id: int, model_hash: bytes, rewards_root: bytes, total_reward: int, contributions: list[tuple]
+        self,
+        round_id: int,
+        model_hash: bytes,
+        rewards_root: bytes,
+        total_reward: int,
+        contributions: list[tuple],
     ) -> SentTransaction | None:
-        call = self.ledger.functions.recordRound(round_id, model_hash, rewards_root, total_reward, contributions)
+        call = self.ledger.functions.recordRound(
+            round_id, model_hash, rewards_root, total_reward, contributions
+        )
 
         def recorded() -> bool:
             if not self.is_recorded(round_id):
@@ -192,9 +228,13 @@ class ChainGateway:
         reason_bytes = Web3.keccak(text=f"fedledger:round:{round_id}:{reason}")
         call = self.registry.functions.slash(address, amount, reason_bytes)
         # A participant already slashed to zero, or exited, has nothing left to take.
-        return self.send_once(f"round:{round_id}:slash:{address}", call, already_done=lambda: self.stake_of(address) == 0)
+        return self.send_once(
+            f"round:{round_id}:slash:{address}", call, already_done=lambda: self.stake_of(address) == 0
+        )
 
     def record_byzantine(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
         if not addresses:
             return None
-        return self.send_once(f"round:{round_id}:byzantine", self.registry.functions.recordByzantine(addresses))
+        return self.send_once(
+            f"round:{round_id}:byzantine", self.registry.functions.recordByzantine(addresses)
+        )

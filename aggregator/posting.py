@@ -40,17 +40,31 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
             select(Contribution, Participant, Update)
             .join(Participant, Participant.id == Contribution.participant_id)
             .join(Update, Update.id == Contribution.update_id)
-            .where(Contribution.round_id == round_id).order_by(Contribution.id)
+            .where(Contribution.round_id == round_id)
+            .order_by(Contribution.id)
         ).all()
         params = round_.params
     contributions = [
-        (p.address, bytes.fromhex(u.ciphertext_hash), _score(c.quality), _score(c.timeliness), _score(c.honesty),
-         _score(c.fitness), int(c.reward_wei))
+        (
+            p.address,
+            bytes.fromhex(u.ciphertext_hash),
+            _score(c.quality),
+            _score(c.timeliness),
+            _score(c.honesty),
+            _score(c.fitness),
+            int(c.reward_wei),
+        )
         for c, p, u in rows
     ]
     total = sum(int(c.reward_wei) for c, _, _ in rows)
     tx_hashes: dict[str, str] = {}
-    sent = gateway.record_round(round_id, bytes.fromhex(model.weights_hash), bytes.fromhex(aggregation.rewards_root[2:]), total, contributions)
+    sent = gateway.record_round(
+        round_id,
+        bytes.fromhex(model.weights_hash),
+        bytes.fromhex(aggregation.rewards_root[2:]),
+        total,
+        contributions,
+    )
     tx_hashes["record"] = sent.tx_hash if sent else "already-recorded"
 
     flagged = [p.address for c, p, _ in rows if c.byzantine]
@@ -60,8 +74,11 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
     config = ReputationConfig.from_params(params)
     stakes = [gateway.stake_of(p.address) for _, p, _ in rows]
     decisions = slashing_decisions(
-        fitness=[c.fitness for c, _, _ in rows], honesty=[c.honesty for c, _, _ in rows],
-        byzantine_counts=[p.byzantine_count for _, p, _ in rows], stakes=stakes, config=config,
+        fitness=[c.fitness for c, _, _ in rows],
+        honesty=[c.honesty for c, _, _ in rows],
+        byzantine_counts=[p.byzantine_count for _, p, _ in rows],
+        stakes=stakes,
+        config=config,
     )
     for decision in decisions:
         address = rows[decision.index][1].address
@@ -79,10 +96,17 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
         aggregation.posted_at = utcnow()
         # The API refuses slashed participants from the database at once (its chain reads are cached briefly).
         for decision in decisions:
-            participant = session.scalars(select(Participant).where(Participant.address == rows[decision.index][1].address)).one()
+            participant = session.scalars(
+                select(Participant).where(Participant.address == rows[decision.index][1].address)
+            ).one()
             if not gateway.is_active(participant.address):
                 participant.status = ParticipantStatus.slashed
         round_.status = RoundStatus.posted
-        audit.append(session, "worker", "round.post", str(round_id), {"tx_hashes": tx_hashes,
-                     "slashed": [rows[d.index][1].address for d in decisions]})
+        audit.append(
+            session,
+            "worker",
+            "round.post",
+            str(round_id),
+            {"tx_hashes": tx_hashes, "slashed": [rows[d.index][1].address for d in decisions]},
+        )
     return "posted"

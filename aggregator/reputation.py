@@ -59,7 +59,10 @@ def detect_byzantine(honesty: np.ndarray, config: ReputationConfig = ReputationC
 
 
 def update_reputation(
-    reputation: np.ndarray, fitness: np.ndarray, byzantine: np.ndarray, config: ReputationConfig = ReputationConfig()
+    reputation: np.ndarray,
+    fitness: np.ndarray,
+    byzantine: np.ndarray,
+    config: ReputationConfig = ReputationConfig(),
 ) -> np.ndarray:
     """New reputations (0..100): EMA toward the round's fitness, minus the penalty for a detection."""
     rep = np.asarray(reputation, dtype=np.float64)

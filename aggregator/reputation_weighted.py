@@ -11,7 +11,9 @@ from aggregator.validation import as_client_vector, as_update_matrix
 DEFAULT_INFLUENCE_CAP = 0.8
 
 
-def reputation_influence(reputation: np.ndarray | list[float], cap: float = DEFAULT_INFLUENCE_CAP) -> np.ndarray:
+def reputation_influence(
+    reputation: np.ndarray | list[float], cap: float = DEFAULT_INFLUENCE_CAP
+) -> np.ndarray:
     """Influence of clients with reputations on the 0..100 scale: the cube favours the trusted strongly;
     the cap keeps any single client from dominating."""
     rep = np.asarray(reputation, dtype=np.float64)

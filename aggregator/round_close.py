@@ -101,9 +101,16 @@ def acquire(sessions: sessionmaker[Session], round_id: int, owner: str, lease_se
             .where(
                 Round.id == round_id,
                 (Round.status == RoundStatus.open)
-                | ((Round.status == RoundStatus.closing) & ((Round.lease_until.is_(None)) | (Round.lease_until < now))),
+                | (
+                    (Round.status == RoundStatus.closing)
+                    & ((Round.lease_until.is_(None)) | (Round.lease_until < now))
+                ),
             )
-            .values(status=RoundStatus.closing, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            .values(
+                status=RoundStatus.closing,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+            )
             .execution_options(synchronize_session=False)
         )
         return taken.rowcount == 1
@@ -114,7 +121,12 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
         round_ = session.get(Round, round_id)
         assert round_ is not None
         updates = list(session.scalars(select(Update).where(Update.round_id == round_id).order_by(Update.id)))
-        participants = {p.id: p for p in session.scalars(select(Participant).where(Participant.id.in_([u.participant_id for u in updates])))}
+        participants = {
+            p.id: p
+            for p in session.scalars(
+                select(Participant).where(Participant.id.in_([u.participant_id for u in updates]))
+            )
+        }
         model = session.get(ModelVersion, round_.model_version_id)
         assert model is not None
         dp_rounds = session.scalar(
@@ -152,7 +164,10 @@ def decrypt_all(inputs: Inputs, blobs: BlobStore) -> list[ClientResult]:
     for u in inputs.updates:
         try:
             header, plaintext = open_envelope(blobs.get(u.ciphertext_hash), inputs.private_keys)
-            if header.participant != inputs.participants[u.participant_id].address or header.round_id != u.round_id:
+            if (
+                header.participant != inputs.participants[u.participant_id].address
+                or header.round_id != u.round_id
+            ):
                 raise UpdateFormatError("envelope header does not match the recorded submission")
             results.append(ClientResult(u, True, delta=_flatten(decode_update(plaintext, shapes), spec)))
         except (CryptoError, UpdateFormatError, KeyError) as exc:
@@ -169,7 +184,9 @@ def required_clients(strategy: str, params: dict[str, Any], min_participants: in
     return max(min_participants, by_strategy)
 
 
-def strategy_kwargs(strategy: str, params: dict[str, Any], samples: np.ndarray, reputation: np.ndarray) -> dict[str, Any]:
+def strategy_kwargs(
+    strategy: str, params: dict[str, Any], samples: np.ndarray, reputation: np.ndarray
+) -> dict[str, Any]:
     """The strategy's parameters from the round's snapshot of the governed parameters."""
     if strategy == "fedavg":
         weighting = params["weighting"]
@@ -199,7 +216,13 @@ def selected_clients(strategy: str, X: np.ndarray, kwargs: dict[str, Any]) -> np
     return np.arange(n)
 
 
-def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, now: datetime) -> Outcome:
+def compute(
+    inputs: Inputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+) -> Outcome:
     round_ = inputs.round
     params = round_.params
     timings: dict[str, float] = {}
@@ -213,10 +236,17 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
     needed = required_clients(round_.strategy, params, round_.min_participants)
     if len(valid) < needed:
         if round_.extensions < int(params.get("max_round_extensions", 0)):
-            return Outcome(RoundStatus.open, extend_to=now + timedelta(seconds=int(params["round_duration"])),
-                           failure_reason=f"only {len(valid)} valid updates of the {needed} needed; deadline extended")
-        return Outcome(RoundStatus.failed, failure_reason=f"only {len(valid)} valid updates of the {needed} needed, "
-                       f"after {round_.extensions} extensions", rejected=outcome.rejected)
+            return Outcome(
+                RoundStatus.open,
+                extend_to=now + timedelta(seconds=int(params["round_duration"])),
+                failure_reason=f"only {len(valid)} valid updates of the {needed} needed; deadline extended",
+            )
+        return Outcome(
+            RoundStatus.failed,
+            failure_reason=f"only {len(valid)} valid updates of the {needed} needed, "
+            f"after {round_.extensions} extensions",
+            rejected=outcome.rejected,
+        )
 
     X = np.stack([r.delta for r in valid])
     samples = np.array([r.update.num_samples for r in valid], dtype=np.float64)
@@ -224,8 +254,13 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
     dp_noise = None
     accountant = None
     if params.get("dp_enabled"):
-        accountant = PrivacyAccountant(float(params["dp_noise_multiplier"]), 1.0, float(params["dp_delta"]),
-                                       float(params["dp_epsilon_budget"]), inputs.dp_rounds_spent)
+        accountant = PrivacyAccountant(
+            float(params["dp_noise_multiplier"]),
+            1.0,
+            float(params["dp_delta"]),
+            float(params["dp_epsilon_budget"]),
+            inputs.dp_rounds_spent,
+        )
         try:
             accountant = accountant.charge()
         except PrivacyBudgetExceeded as exc:
@@ -243,7 +278,9 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
         return Outcome(RoundStatus.failed, failure_reason=f"{strategy}: {exc}", rejected=outcome.rejected)
     consensus = aggregate.copy()
     if accountant is not None:
-        dp_noise = gaussian_noise_std(float(params["dp_clip_norm"]), float(params["dp_noise_multiplier"]), X.shape[0])
+        dp_noise = gaussian_noise_std(
+            float(params["dp_clip_norm"]), float(params["dp_noise_multiplier"]), X.shape[0]
+        )
         aggregate = aggregate + rng.normal(0.0, dp_noise, size=aggregate.shape).astype(np.float32)
 
     spec = inputs.model.spec
@@ -254,20 +291,33 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
     client_losses = [evaluate(_unflatten(base + r.delta, spec), X_eval, y_eval)[0] for r in valid]
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
     config = ScoringConfig(
-        weight_quality=float(params["weight_quality"]), weight_timeliness=float(params["weight_timeliness"]),
+        weight_quality=float(params["weight_quality"]),
+        weight_timeliness=float(params["weight_timeliness"]),
         weight_honesty=float(params["weight_honesty"]),
         reward_tiers=tuple((float(a), float(b)) for a, b in params["reward_tiers"]),
         reputation_multiplier_base=float(params["reputation_multiplier_base"]),
     )
     quality = quality_scores(loss_before, client_losses)
-    timeliness = timeliness_scores([r.update.submitted_at.timestamp() for r in valid], round_.opened_at.timestamp(),
-                                   round_.deadline.timestamp(), config.timeliness_at_deadline)
-    honesty = honesty_scores(consensus_distances(X, consensus), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff)
+    timeliness = timeliness_scores(
+        [r.update.submitted_at.timestamp() for r in valid],
+        round_.opened_at.timestamp(),
+        round_.deadline.timestamp(),
+        config.timeliness_at_deadline,
+    )
+    honesty = honesty_scores(
+        consensus_distances(X, consensus), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff
+    )
     fitness = fitness_scores(quality, timeliness, honesty, config)
     rep_config = ReputationConfig.from_params(params)
     byzantine = detect_byzantine(honesty, rep_config)
     rep_after = update_reputation(rep_before, fitness, byzantine, rep_config)
-    rewards = reward_amounts(fitness, rep_after, int(_param(params, "base_reward")), int(_param(params, "round_reward_budget")), config)
+    rewards = reward_amounts(
+        fitness,
+        rep_after,
+        int(_param(params, "base_reward")),
+        int(_param(params, "round_reward_budget")),
+        config,
+    )
     rewards = [0 if b else a for a, b in zip(rewards, byzantine.tolist(), strict=True)]
 
     new_vector = base + aggregate
@@ -288,31 +338,61 @@ def compute(inputs: Inputs, blobs: BlobStore, holdout: tuple[np.ndarray, np.ndar
         if byzantine[i]:
             outcome.byzantine_ids.add(r.update.participant_id)
         outcome.reputations[r.update.participant_id] = float(rep_after[i])
-        outcome.contributions.append({
-            "update_id": r.update.id, "participant_id": r.update.participant_id, "quality": float(quality[i]),
-            "timeliness": float(timeliness[i]), "honesty": float(honesty[i]), "fitness": float(fitness[i]),
-            "kept": kept, "byzantine": bool(byzantine[i]), "reward_wei": str(rewards[i]),
-            "merkle_proof": ["0x" + p.hex() for p in tree.proof(addresses[i])] if tree and rewards[i] > 0 else [],
-            "reputation_after": float(rep_after[i]),
-        })
+        outcome.contributions.append(
+            {
+                "update_id": r.update.id,
+                "participant_id": r.update.participant_id,
+                "quality": float(quality[i]),
+                "timeliness": float(timeliness[i]),
+                "honesty": float(honesty[i]),
+                "fitness": float(fitness[i]),
+                "kept": kept,
+                "byzantine": bool(byzantine[i]),
+                "reward_wei": str(rewards[i]),
+                "merkle_proof": ["0x" + p.hex() for p in tree.proof(addresses[i])]
+                if tree and rewards[i] > 0
+                else [],
+                "reputation_after": float(rep_after[i]),
+            }
+        )
     for r in results:
         if not r.valid:
             participant = inputs.participants[r.update.participant_id]
             outcome.byzantine_ids.add(participant.id)
-            new_rep = float(update_reputation(np.array([participant.reputation]), np.array([0.0]), np.array([True]), rep_config)[0])
+            new_rep = float(
+                update_reputation(
+                    np.array([participant.reputation]), np.array([0.0]), np.array([True]), rep_config
+                )[0]
+            )
             outcome.reputations[participant.id] = new_rep
-            outcome.contributions.append({
-                "update_id": r.update.id, "participant_id": participant.id, "quality": 0.0, "timeliness": 0.0,
-                "honesty": 0.0, "fitness": 0.0, "kept": False, "byzantine": True, "reward_wei": "0",
-                "merkle_proof": [], "reputation_after": new_rep,
-            })
+            outcome.contributions.append(
+                {
+                    "update_id": r.update.id,
+                    "participant_id": participant.id,
+                    "quality": 0.0,
+                    "timeliness": 0.0,
+                    "honesty": 0.0,
+                    "fitness": 0.0,
+                    "kept": False,
+                    "byzantine": True,
+                    "reward_wei": "0",
+                    "merkle_proof": [],
+                    "reputation_after": new_rep,
+                }
+            )
     outcome.aggregation = {
-        "strategy": strategy, "params": {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)},
-        "holdout_loss_before": loss_before, "holdout_loss_after": loss_after, "holdout_accuracy": accuracy,
-        "rolled_back": not decision.activate, "dp_noise_std": dp_noise,
+        "strategy": strategy,
+        "params": {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)},
+        "holdout_loss_before": loss_before,
+        "holdout_loss_after": loss_after,
+        "holdout_accuracy": accuracy,
+        "rolled_back": not decision.activate,
+        "dp_noise_std": dp_noise,
         "epsilon_spent": accountant.epsilon_spent if accountant else None,
         "rewards_root": "0x" + tree.root.hex() if tree else "0x" + "00" * 32,
-        "total_reward_wei": str(sum(rewards)), "durations_ms": timings, "decision": decision.reason,
+        "total_reward_wei": str(sum(rewards)),
+        "durations_ms": timings,
+        "decision": decision.reason,
     }
     return outcome
 
@@ -324,13 +404,22 @@ class Signing:
     verifying_contract: str
 
 
-def commit(sessions: sessionmaker[Session], blobs: BlobStore, round_id: int, owner: str, outcome: Outcome, signing: Signing) -> bool:
+def commit(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    round_id: int,
+    owner: str,
+    outcome: Outcome,
+    signing: Signing,
+) -> bool:
     """Write the outcome in one transaction, if this worker still holds the round. False if it lost it."""
     now = utcnow()
     with sessions.begin() as session:
         held = session.execute(
-            update(Round).where(Round.id == round_id, Round.status == RoundStatus.closing, Round.lease_owner == owner)
-            .values(lease_until=now + timedelta(seconds=60)).execution_options(synchronize_session=False)
+            update(Round)
+            .where(Round.id == round_id, Round.status == RoundStatus.closing, Round.lease_owner == owner)
+            .values(lease_until=now + timedelta(seconds=60))
+            .execution_options(synchronize_session=False)
         )
         if held.rowcount != 1:
             return False
@@ -341,22 +430,41 @@ def commit(sessions: sessionmaker[Session], blobs: BlobStore, round_id: int, own
             round_.status, round_.deadline = RoundStatus.open, outcome.extend_to
             round_.extensions += 1
             round_.failure_reason = outcome.failure_reason
-            audit.append(session, "worker", "round.extend", str(round_id), {"deadline": round_.deadline.isoformat(), "reason": outcome.failure_reason})
+            audit.append(
+                session,
+                "worker",
+                "round.extend",
+                str(round_id),
+                {"deadline": round_.deadline.isoformat(), "reason": outcome.failure_reason},
+            )
             return True
         for update_id, reason in outcome.rejected:
             u = session.get(Update, update_id)
             u.status, u.rejection_reason = UpdateStatus.rejected, reason
         if outcome.status == RoundStatus.failed:
-            round_.status, round_.failure_reason, round_.closed_at = RoundStatus.failed, outcome.failure_reason, now
+            round_.status, round_.failure_reason, round_.closed_at = (
+                RoundStatus.failed,
+                outcome.failure_reason,
+                now,
+            )
             audit.append(session, "worker", "round.fail", str(round_id), {"reason": outcome.failure_reason})
             return True
 
         parent = session.get(ModelVersion, round_.model_version_id)
         version = model_service.store_version(
-            session, blobs, outcome.new_weights or b"", signer_key=signing.key, chain_id=signing.chain_id,
-            verifying_contract=signing.verifying_contract, parent=parent,
-            metrics={"holdout_loss": outcome.aggregation["holdout_loss_after"], "holdout_accuracy": outcome.aggregation["holdout_accuracy"]},
-            produced_by_round_id=round_id, activate=outcome.activate,
+            session,
+            blobs,
+            outcome.new_weights or b"",
+            signer_key=signing.key,
+            chain_id=signing.chain_id,
+            verifying_contract=signing.verifying_contract,
+            parent=parent,
+            metrics={
+                "holdout_loss": outcome.aggregation["holdout_loss_after"],
+                "holdout_accuracy": outcome.aggregation["holdout_accuracy"],
+            },
+            produced_by_round_id=round_id,
+            activate=outcome.activate,
         )
         for c in outcome.contributions:
             u = session.get(Update, c["update_id"])
@@ -371,26 +479,53 @@ def commit(sessions: sessionmaker[Session], blobs: BlobStore, round_id: int, own
             if participant_id in outcome.byzantine_ids:
                 p.byzantine_count += 1
         a = outcome.aggregation
-        session.add(Aggregation(
-            round_id=round_id, strategy=a["strategy"], params=a["params"],
-            kept=[addresses[c["participant_id"]] for c in outcome.contributions if c["kept"]],
-            excluded=[addresses[c["participant_id"]] for c in outcome.contributions if not c["kept"]],
-            rejected=[str(uid) for uid, _ in outcome.rejected], model_version_id=version.id, rolled_back=a["rolled_back"],
-            holdout_loss_before=a["holdout_loss_before"], holdout_loss_after=a["holdout_loss_after"],
-            holdout_accuracy=a["holdout_accuracy"], dp_noise_std=a["dp_noise_std"], epsilon_spent=a["epsilon_spent"],
-            rewards_root=a["rewards_root"], total_reward_wei=a["total_reward_wei"], durations_ms=a["durations_ms"],
-        ))
+        session.add(
+            Aggregation(
+                round_id=round_id,
+                strategy=a["strategy"],
+                params=a["params"],
+                kept=[addresses[c["participant_id"]] for c in outcome.contributions if c["kept"]],
+                excluded=[addresses[c["participant_id"]] for c in outcome.contributions if not c["kept"]],
+                rejected=[str(uid) for uid, _ in outcome.rejected],
+                model_version_id=version.id,
+                rolled_back=a["rolled_back"],
+                holdout_loss_before=a["holdout_loss_before"],
+                holdout_loss_after=a["holdout_loss_after"],
+                holdout_accuracy=a["holdout_accuracy"],
+                dp_noise_std=a["dp_noise_std"],
+                epsilon_spent=a["epsilon_spent"],
+                rewards_root=a["rewards_root"],
+                total_reward_wei=a["total_reward_wei"],
+                durations_ms=a["durations_ms"],
+            )
+        )
         round_.status, round_.closed_at = RoundStatus.aggregated, now
-        audit.append(session, "worker", "round.aggregate", str(round_id), {
-            "model_version": version.id, "activated": outcome.activate, "decision": a["decision"],
-            "kept": len([c for c in outcome.contributions if c["kept"]]), "total_reward_wei": a["total_reward_wei"],
-        })
+        audit.append(
+            session,
+            "worker",
+            "round.aggregate",
+            str(round_id),
+            {
+                "model_version": version.id,
+                "activated": outcome.activate,
+                "decision": a["decision"],
+                "kept": len([c for c in outcome.contributions if c["kept"]]),
+                "total_reward_wei": a["total_reward_wei"],
+            },
+        )
     return True
 
 
 def close_round(
-    sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round_id: int, owner: str, lease_seconds: int,
-    holdout: tuple[np.ndarray, np.ndarray], signing: Signing, now: datetime | None = None,
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    key_dir: Path,
+    round_id: int,
+    owner: str,
+    lease_seconds: int,
+    holdout: tuple[np.ndarray, np.ndarray],
+    signing: Signing,
+    now: datetime | None = None,
 ) -> str:
     """Close ``round_id`` if this worker can take it. Returns what happened (for logs and tests)."""
     if not acquire(sessions, round_id, owner, lease_seconds):

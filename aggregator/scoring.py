@@ -150,7 +150,9 @@ def reward_amounts(
     for fit, r in zip(f.tolist(), rep.tolist(), strict=True):
         multiplier = Decimal(repr(fitness_multiplier(fit, config.reward_tiers)))
         rep_multiplier = Decimal(repr(config.reputation_multiplier_base)) + Decimal(repr(r)) / 100
-        amounts.append(int((Decimal(base_reward) * multiplier * rep_multiplier).to_integral_value(ROUND_FLOOR)))
+        amounts.append(
+            int((Decimal(base_reward) * multiplier * rep_multiplier).to_integral_value(ROUND_FLOOR))
+        )
     total = sum(amounts)
     if total > round_budget:
         amounts = [a * round_budget // total for a in amounts]

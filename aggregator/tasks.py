@@ -33,8 +33,17 @@ def services():  # type: ignore[no-untyped-def]
     sessions = session_factory(settings.resolved_database_url)
     deployments = Deployments.load(settings.resolved_deployments_file)
     gateway = ChainGateway(settings.chain_rpc_url, deployments, settings.resolved_aggregator_key, sessions)
-    signing = Signing(settings.resolved_model_signer_key, deployments.chain_id, deployments.addresses["ContributionLedger"])
-    return settings, sessions, BlobStore(settings.resolved_blob_dir), gateway, signing, load_holdout(settings.holdout)
+    signing = Signing(
+        settings.resolved_model_signer_key, deployments.chain_id, deployments.addresses["ContributionLedger"]
+    )
+    return (
+        settings,
+        sessions,
+        BlobStore(settings.resolved_blob_dir),
+        gateway,
+        signing,
+        load_holdout(settings.holdout),
+    )
 
 
 @app.task(name=UPDATE_RECEIVED_TASK, bind=True, max_retries=5, default_retry_delay=2)
@@ -53,7 +62,16 @@ def update_received(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
 @app.task(name="fedledger.rounds.close", bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
 def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
     settings, sessions, blobs, gateway, signing, holdout = services()
-    result = close_round(sessions, blobs, settings.resolved_key_dir, round_id, OWNER, settings.close_lease_seconds, holdout, signing)
+    result = close_round(
+        sessions,
+        blobs,
+        settings.resolved_key_dir,
+        round_id,
+        OWNER,
+        settings.close_lease_seconds,
+        holdout,
+        signing,
+    )
     log.info("close round %s: %s", round_id, result)
     if result == RoundStatus.aggregated.value:
         post.delay(round_id)
@@ -77,8 +95,14 @@ def tick() -> dict[str, list[int]]:
     _, sessions, *_ = services()
     now = utcnow()
     with sessions() as session:
-        due = list(session.scalars(select(Round.id).where(Round.status == RoundStatus.open, Round.deadline <= now)))
-        stuck = list(session.scalars(select(Round.id).where(Round.status == RoundStatus.closing, Round.lease_until < now)))
+        due = list(
+            session.scalars(select(Round.id).where(Round.status == RoundStatus.open, Round.deadline <= now))
+        )
+        stuck = list(
+            session.scalars(
+                select(Round.id).where(Round.status == RoundStatus.closing, Round.lease_until < now)
+            )
+        )
         unposted = list(session.scalars(select(Round.id).where(Round.status == RoundStatus.aggregated)))
     for round_id in due + stuck:
         close.delay(round_id)

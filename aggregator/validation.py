@@ -58,5 +58,9 @@ def check_f(f: int, n: int, factor: int, strategy: str) -> None:
     needed = factor * f + 3
     if n < needed:
         largest = (n - 3) // factor
-        hint = f"with n={n} the largest valid f is {largest}" if largest >= 0 else f"n={n} is below 3, too few for {strategy}"
+        hint = (
+            f"with n={n} the largest valid f is {largest}"
+            if largest >= 0
+            else f"n={n} is below 3, too few for {strategy}"
+        )
         raise TooFewClients(f"{strategy} needs n >= {factor}f+3 = {needed} for f={f}, got n={n}; {hint}")

@@ -142,7 +142,9 @@ def _siwe_fields(message: str) -> tuple[str, str, dict[str, str]]:
     lines = message.split("\n")
     suffix = " wants you to sign in with your Ethereum account:"
     if len(lines) < 2 or not lines[0].endswith(suffix):
-        raise AuthenticationError(0, "malformed_challenge", "the server's sign-in message is not an EIP-4361 message")
+        raise AuthenticationError(
+            0, "malformed_challenge", "the server's sign-in message is not an EIP-4361 message"
+        )
     fields = {}
     for line in lines[2:]:
         name, sep, value = line.partition(": ")
@@ -241,7 +243,11 @@ class FedLedgerApi:
             if not self.retry.retryable_status(response.status_code) or attempt >= self.retry.max_attempts:
                 return response
             delay = parse_retry_after(response.headers.get("Retry-After"))
-            delay = self.retry.backoff(attempt, self._rng) if delay is None else min(delay, self.retry.max_retry_after)
+            delay = (
+                self.retry.backoff(attempt, self._rng)
+                if delay is None
+                else min(delay, self.retry.max_retry_after)
+            )
             response.close()
             self._sleep(delay)
 
@@ -255,7 +261,9 @@ class FedLedgerApi:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiError(response.status_code, "malformed_response", f"the API answered non-JSON: {exc}") from exc
+            raise ApiError(
+                response.status_code, "malformed_response", f"the API answered non-JSON: {exc}"
+            ) from exc
 
     def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
         """A checked request (raises the typed error for any non-2xx), signed in when ``auth``."""
@@ -287,7 +295,9 @@ class FedLedgerApi:
     def login(self) -> dict[str, Any]:
         """Sign in with the wallet (SIWE) and keep the token; returns ``{access_token, expires_at, address, roles}``."""
         if self.wallet is None:
-            raise ConfigurationError("signing in needs a wallet: pass wallet= (or --key-file / FEDLEDGER_CLIENT_PRIVATE_KEY)")
+            raise ConfigurationError(
+                "signing in needs a wallet: pass wallet= (or --key-file / FEDLEDGER_CLIENT_PRIVATE_KEY)"
+            )
         last: AuthenticationError | None = None
         for _ in range(3):
             challenge = self._json(self.send("POST", "/v1/auth/nonce", json={"address": self.wallet.address}))
@@ -296,7 +306,9 @@ class FedLedgerApi:
                 raise ApiError(200, "malformed_response", "the nonce response has no message to sign")
             self._check_challenge(message)
             response = self.send(
-                "POST", "/v1/auth/login", json={"message": message, "signature": self.wallet.sign_message(message)}
+                "POST",
+                "/v1/auth/login",
+                json={"message": message, "signature": self.wallet.sign_message(message)},
             )
             try:
                 session = self._json(response)
@@ -321,15 +333,20 @@ class FedLedgerApi:
         domain, address, fields = _siwe_fields(message)
         if domain != self.siwe_domain:
             raise AuthenticationError(
-                0, "wrong_domain",
+                0,
+                "wrong_domain",
                 f"the server asked to sign in to {domain!r}, but this client talks to {self.siwe_domain!r}; "
                 "refusing to sign (set the expected SIWE domain if the API sits behind a proxy with another name)",
             )
         if address.lower() != self.wallet.address.lower():
-            raise AuthenticationError(0, "wrong_address", f"the sign-in message is for {address}, not {self.wallet.address}")
+            raise AuthenticationError(
+                0, "wrong_address", f"the sign-in message is for {address}, not {self.wallet.address}"
+            )
         if self.expected_chain_id is not None and fields.get("Chain ID") != str(self.expected_chain_id):
             raise AuthenticationError(
-                0, "wrong_chain", f"the sign-in message is for chain {fields.get('Chain ID')}, expected {self.expected_chain_id}"
+                0,
+                "wrong_chain",
+                f"the sign-in message is for chain {fields.get('Chain ID')}, expected {self.expected_chain_id}",
             )
 
     def logout(self) -> None:
@@ -373,7 +390,13 @@ class FedLedgerApi:
         """POST the sealed envelope; retried with the same bytes, so a lost answer yields the same receipt."""
         headers = {"X-Update-Signature": signature, "Content-Type": "application/octet-stream"}
         return self._json(
-            self.request("POST", f"/v1/rounds/{int(round_id)}/updates", body=bytes(envelope), headers=headers, progress=progress)
+            self.request(
+                "POST",
+                f"/v1/rounds/{int(round_id)}/updates",
+                body=bytes(envelope),
+                headers=headers,
+                progress=progress,
+            )
         )
 
     def rewards(self, address: str) -> list[dict[str, Any]]:

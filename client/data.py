@@ -86,7 +86,9 @@ class Dataset:
         index = np.asarray(index, dtype=np.int64)
         return Dataset(self.x[index], self.y[index], self.feature_names, self.standardizer)
 
-    def split(self, test_fraction: float = 0.2, seed: int | np.random.Generator = 0) -> tuple[Dataset, Dataset]:
+    def split(
+        self, test_fraction: float = 0.2, seed: int | np.random.Generator = 0
+    ) -> tuple[Dataset, Dataset]:
         """A shuffled (train, test) split, stratified by class."""
         if not 0.0 < test_fraction < 1.0:
             raise DataError("test_fraction must be in (0, 1)")
@@ -98,8 +100,10 @@ class Dataset:
             n_test = int(round(len(idx) * test_fraction))
             test_idx.append(idx[:n_test])
             train_idx.append(idx[n_test:])
-        return (self.subset(rng.permutation(np.concatenate(train_idx))),
-                self.subset(rng.permutation(np.concatenate(test_idx))))
+        return (
+            self.subset(rng.permutation(np.concatenate(train_idx))),
+            self.subset(rng.permutation(np.concatenate(test_idx))),
+        )
 
 
 def _is_number(cell: str) -> bool:
@@ -127,7 +131,9 @@ def load_csv(
     path = Path(path).expanduser()
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(c.strip() for c in row)]
+            rows = [
+                row for row in csv.reader(handle, delimiter=delimiter) if row and any(c.strip() for c in row)
+            ]
     except FileNotFoundError:
         raise DataError(f"data file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -154,7 +160,9 @@ def load_csv(
         if not 0 <= label_at < width:
             raise DataError(f"label column index {label_at} is outside the {width} columns of {path}")
     elif header is None:
-        raise DataError(f"{path} has no header row, so the label column cannot be named {label_column!r}; give its index")
+        raise DataError(
+            f"{path} has no header row, so the label column cannot be named {label_column!r}; give its index"
+        )
     else:
         raise DataError(f"{path} has no column {label_column!r}; columns: {', '.join(header)}")
     features = np.empty((len(rows), width - 1), dtype=np.float64)
@@ -168,7 +176,9 @@ def load_csv(
         try:
             value = float(label)
         except ValueError:
-            raise DataError(f"{path}:{line}: label {label!r} is not a number; labels are integer class ids") from None
+            raise DataError(
+                f"{path}:{line}: label {label!r} is not a number; labels are integer class ids"
+            ) from None
         if not math.isfinite(value) or value != int(value) or value < 0:
             raise DataError(f"{path}:{line}: label {label!r} is not a non-negative integer class id")
         labels[i] = int(value)
@@ -241,7 +251,12 @@ def partition_iid(dataset: Dataset, n_parts: int, seed: int | np.random.Generato
 
 
 def partition_dirichlet(
-    dataset: Dataset, n_parts: int, alpha: float = 0.5, seed: int | np.random.Generator = 0, *, min_size: int = 10
+    dataset: Dataset,
+    n_parts: int,
+    alpha: float = 0.5,
+    seed: int | np.random.Generator = 0,
+    *,
+    min_size: int = 10,
 ) -> list[Dataset]:
     """Non-IID split: for every class, its samples are divided among the parts in proportions drawn from
     ``Dirichlet(alpha)``. Draws are repeated (up to 100 times) until every part has ``min_size`` samples."""
@@ -260,4 +275,6 @@ def partition_dirichlet(
                 part.extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             return [dataset.subset(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
-    raise DataError(f"no Dirichlet(alpha={alpha}) split gave every part {min_size} samples; raise alpha or lower min_size")
+    raise DataError(
+        f"no Dirichlet(alpha={alpha}) split gave every part {min_size} samples; raise alpha or lower min_size"
+    )

@@ -169,10 +169,14 @@ class Submission:
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (what the CLI prints with --json)."""
         out: dict[str, Any] = {
-            "round_id": self.round_id, "receipt_id": self.receipt.get("receipt_id"),
-            "replayed": self.receipt.get("replayed"), "payload_hash": self.prepared.payload_hash,
-            "model_version": self.prepared.model_version, "num_samples": self.prepared.num_samples,
-            "envelope_bytes": self.prepared.size, "plaintext_bytes": self.prepared.plaintext_bytes,
+            "round_id": self.round_id,
+            "receipt_id": self.receipt.get("receipt_id"),
+            "replayed": self.receipt.get("replayed"),
+            "payload_hash": self.prepared.payload_hash,
+            "model_version": self.prepared.model_version,
+            "num_samples": self.prepared.num_samples,
+            "envelope_bytes": self.prepared.size,
+            "plaintext_bytes": self.prepared.plaintext_bytes,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
         if self.training is not None:
@@ -203,8 +207,12 @@ class Reward:
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Reward:
         try:
-            return cls(int(raw["round_id"]), int(raw["amount_wei"]), tuple(str(p) for p in raw.get("proof", [])),
-                       bool(raw.get("claimed", False)))
+            return cls(
+                int(raw["round_id"]),
+                int(raw["amount_wei"]),
+                tuple(str(p) for p in raw.get("proof", [])),
+                bool(raw.get("claimed", False)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(200, "malformed_response", f"a reward entry is malformed: {exc!r}") from exc
 
@@ -286,8 +294,12 @@ class Organization:
         else:
             self.api = FedLedgerApi(api, wallet=wallet, http=http)
         if trusted_model_signer is not None and not is_valid_address(trusted_model_signer):
-            raise ConfigurationError(f"the trusted model signer must be a 0x address, got {trusted_model_signer!r}")
-        self._trusted_signer = Web3.to_checksum_address(trusted_model_signer) if trusted_model_signer else None
+            raise ConfigurationError(
+                f"the trusted model signer must be a 0x address, got {trusted_model_signer!r}"
+            )
+        self._trusted_signer = (
+            Web3.to_checksum_address(trusted_model_signer) if trusted_model_signer else None
+        )
         self.rpc_url = rpc_url or os.environ.get(ENV_RPC_URL) or DEFAULT_RPC_URL
         self._w3 = w3
         self._deployments_source = deployments
@@ -404,10 +416,16 @@ class Organization:
         status = self.chain_status()
         if status["active"]:
             return EnrollmentResult(self.address, True, status["stake_wei"])
-        if status["status"] not in ("none", "exited") or (status["status"] == "exited" and status["stake_wei"]):
+        if status["status"] not in ("none", "exited") or (
+            status["status"] == "exited" and status["stake_wei"]
+        ):
             raise ChainError(
                 f"{self.address} is {status['status']} in the ParticipantRegistry and cannot enroll again"
-                + (" until its stake is withdrawn" if status["status"] == "exited" else "; ask the federation's governance")
+                + (
+                    " until its stake is withdrawn"
+                    if status["status"] == "exited"
+                    else "; ask the federation's governance"
+                )
             )
         minimum = status["min_stake_wei"]
         amount = minimum if stake_wei is None else int(stake_wei)
@@ -421,7 +439,9 @@ class Organization:
         with chain_errors("reading the allowance"):
             allowance = int(token.functions.allowance(self.address, registry.address).call())
         if allowance < amount:
-            hashes.append(self._send(token.functions.approve(registry.address, amount), "approving the stake"))
+            hashes.append(
+                self._send(token.functions.approve(registry.address, amount), "approving the stake")
+            )
         hashes.append(self._send(registry.functions.enroll(amount), "enrolling in the ParticipantRegistry"))
         return EnrollmentResult(self.address, False, amount, tuple(hashes))
 
@@ -444,7 +464,9 @@ class Organization:
             self.register(org_name)
             return self.api.me()
 
-    def setup(self, org_name: str | None = None, stake_wei: int | None = None, *, enroll: bool = True) -> dict[str, Any]:
+    def setup(
+        self, org_name: str | None = None, stake_wei: int | None = None, *, enroll: bool = True
+    ) -> dict[str, Any]:
         """Sign in, stake on-chain if needed, register; returns ``GET /v1/participants/me``.
 
         The stake comes first: the API may cache an enrollment read for a while, so asking it about this
@@ -477,7 +499,9 @@ class Organization:
             out["round"] = None
         try:
             model = self.api.current_model()
-            out["model"] = {k: model.get(k) for k in ("version", "weights_hash", "produced_by_round", "status")}
+            out["model"] = {
+                k: model.get(k) for k in ("version", "weights_hash", "produced_by_round", "status")
+            }
         except (ConflictError, NotFoundError):
             out["model"] = None
         return out
@@ -494,7 +518,9 @@ class Organization:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelVerificationError(f"the model metadata is malformed: {exc!r}") from exc
         if version is not None and number != version:
-            raise ModelVerificationError(f"asked for model version {version}, the server described version {number}")
+            raise ModelVerificationError(
+                f"asked for model version {version}, the server described version {number}"
+            )
         raw = self.api.model_weights(number)
         digest = hashlib.sha256(raw).hexdigest()
         if digest != advertised:
@@ -504,15 +530,23 @@ class Organization:
             )
         deployments = self.deployments
         ledger = deployments.addresses["ContributionLedger"]
-        if meta.get("chain_id") != deployments.chain_id or str(meta.get("verifying_contract", "")).lower() != ledger.lower():
+        if (
+            meta.get("chain_id") != deployments.chain_id
+            or str(meta.get("verifying_contract", "")).lower() != ledger.lower()
+        ):
             raise ModelVerificationError(
                 f"model v{number} is signed for chain {meta.get('chain_id')} / ledger {meta.get('verifying_contract')}, "
                 f"not this deployment (chain {deployments.chain_id}, ledger {ledger})"
             )
         trusted = self.trusted_model_signer
         try:
-            signer = recover_model_signer(signature, chain_id=deployments.chain_id, verifying_contract=ledger,
-                                          version=number, model_hash=bytes.fromhex(digest))
+            signer = recover_model_signer(
+                signature,
+                chain_id=deployments.chain_id,
+                verifying_contract=ledger,
+                version=number,
+                model_hash=bytes.fromhex(digest),
+            )
         except CryptoError as exc:
             raise ModelVerificationError(f"model v{number}: the signature is invalid: {exc}") from exc
         if signer != trusted:
@@ -529,7 +563,9 @@ class Organization:
         onchain = False
         if produced_by is not None:
             with chain_errors(f"reading round {produced_by}'s model hash from the ContributionLedger"):
-                recorded = bytes(self.contract("ContributionLedger").functions.modelHashOf(int(produced_by)).call())
+                recorded = bytes(
+                    self.contract("ContributionLedger").functions.modelHashOf(int(produced_by)).call()
+                )
             if recorded == _ZERO_HASH:
                 raise ModelVerificationError(
                     f"model v{number} claims to come from round {produced_by}, which is not recorded on-chain (yet)"
@@ -540,8 +576,15 @@ class Organization:
                     f"the weights hash to sha256:{digest}: not training on them"
                 )
             onchain = True
-        return VerifiedModel(number, weights, digest, signer, int(produced_by) if produced_by is not None else None,
-                             onchain, dict(meta))
+        return VerifiedModel(
+            number,
+            weights,
+            digest,
+            signer,
+            int(produced_by) if produced_by is not None else None,
+            onchain,
+            dict(meta),
+        )
 
     # -------------------------------------------------------------------------------------- training
     def trainer_for(self, model: VerifiedModel, progress: EpochCallback | None = None) -> NumpyTrainer:
@@ -578,11 +621,21 @@ class Organization:
                 raise TrainingError("pass num_samples= for data without a length") from None
         if num_samples < 1:
             raise TrainingError("an update needs at least one training sample")
-        return LocalTraining(local, delta, int(num_samples), global_norm(delta), before, after, report,
-                             time.perf_counter() - started)
+        return LocalTraining(
+            local,
+            delta,
+            int(num_samples),
+            global_norm(delta),
+            before,
+            after,
+            report,
+            time.perf_counter() - started,
+        )
 
     # -------------------------------------------------------------------------------------- updates
-    def prepare_update(self, round_id: int, model_version: int, delta: Mapping[str, np.ndarray], num_samples: int) -> PreparedUpdate:
+    def prepare_update(
+        self, round_id: int, model_version: int, delta: Mapping[str, np.ndarray], num_samples: int
+    ) -> PreparedUpdate:
         """Compress, seal for the server's current key, and sign with EIP-712."""
         try:
             payload = encode_update(delta, self.compression)
@@ -595,35 +648,74 @@ class Organization:
         except (KeyError, CryptoError) as exc:
             raise ApiError(200, "malformed_response", f"the server's public key is unusable: {exc}") from exc
         if key.get("key_id") != key_id:
-            raise ApiError(200, "malformed_response", f"the server's key id {key.get('key_id')} does not match its key ({key_id})")
+            raise ApiError(
+                200,
+                "malformed_response",
+                f"the server's key id {key.get('key_id')} does not match its key ({key_id})",
+            )
         try:
-            envelope = seal(payload, pem, round_id=round_id, model_version=model_version, participant=self.address,
-                            num_samples=num_samples)
+            envelope = seal(
+                payload,
+                pem,
+                round_id=round_id,
+                model_version=model_version,
+                participant=self.address,
+                num_samples=num_samples,
+            )
         except CryptoError as exc:
             raise ClientError(f"the update cannot be sealed: {exc}") from exc
         digest = hashlib.sha256(envelope).digest()
         deployments = self.deployments
         signature = self.wallet.sign_update(
-            chain_id=deployments.chain_id, verifying_contract=deployments.addresses["ContributionLedger"],
-            round_id=round_id, model_version=model_version, payload_hash=digest, num_samples=num_samples,
+            chain_id=deployments.chain_id,
+            verifying_contract=deployments.addresses["ContributionLedger"],
+            round_id=round_id,
+            model_version=model_version,
+            payload_hash=digest,
+            num_samples=num_samples,
         )
-        return PreparedUpdate(round_id, model_version, num_samples, envelope, signature, "0x" + digest.hex(), key_id, len(payload))
+        return PreparedUpdate(
+            round_id,
+            model_version,
+            num_samples,
+            envelope,
+            signature,
+            "0x" + digest.hex(),
+            key_id,
+            len(payload),
+        )
 
     def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Submit (retrying with the same bytes) and check that the receipt is for this envelope."""
-        receipt = self.api.submit_update(prepared.round_id, prepared.envelope, prepared.signature, progress=progress)
-        if str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash or receipt.get("round_id") != prepared.round_id:
-            raise ApiError(202, "receipt_mismatch",
-                           f"the receipt {receipt.get('receipt_id')} is for {receipt.get('payload_hash')} in round "
-                           f"{receipt.get('round_id')}, not this update ({prepared.payload_hash}, round {prepared.round_id})")
+        receipt = self.api.submit_update(
+            prepared.round_id, prepared.envelope, prepared.signature, progress=progress
+        )
+        if (
+            str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash
+            or receipt.get("round_id") != prepared.round_id
+        ):
+            raise ApiError(
+                202,
+                "receipt_mismatch",
+                f"the receipt {receipt.get('receipt_id')} is for {receipt.get('payload_hash')} in round "
+                f"{receipt.get('round_id')}, not this update ({prepared.payload_hash}, round {prepared.round_id})",
+            )
         return receipt
 
     # spool: a sealed envelope survives a crash until its receipt arrives
     def _spool_paths(self, round_id: int) -> tuple[Path, Path, Path] | None:
         if self.spool_dir is None:
             return None
-        base = self.spool_dir / self.address / self.api.base_url.replace("://", "_").replace("/", "_").replace(":", "_")
-        return base / f"round-{round_id}.envelope", base / f"round-{round_id}.json", base / f"round-{round_id}.receipt.json"
+        base = (
+            self.spool_dir
+            / self.address
+            / self.api.base_url.replace("://", "_").replace("/", "_").replace(":", "_")
+        )
+        return (
+            base / f"round-{round_id}.envelope",
+            base / f"round-{round_id}.json",
+            base / f"round-{round_id}.receipt.json",
+        )
 
     def _spool_save(self, prepared: PreparedUpdate) -> None:
         paths = self._spool_paths(prepared.round_id)
@@ -662,7 +754,9 @@ class Organization:
             raise NoOpenRoundError("no round has been opened yet; wait for the operator to open one") from exc
         deadline = parse_utc(round_.get("deadline"))
         if str(round_.get("status", "")).upper() != "OPEN":
-            raise NoOpenRoundError(f"round {round_.get('id')} is {round_.get('status')}; no round accepts updates now")
+            raise NoOpenRoundError(
+                f"round {round_.get('id')} is {round_.get('status')}; no round accepts updates now"
+            )
         if deadline is not None and deadline <= _utcnow():
             raise NoOpenRoundError(f"round {round_.get('id')}'s deadline {round_.get('deadline')} has passed")
         return round_
@@ -682,7 +776,9 @@ class Organization:
             chain_status = me.get("chain_status")
         reason = me.get("reason") or "the server says this participant may not submit"
         if chain_status in (None, "none"):
-            raise NotEnrolledError(403, "not_enrolled", f"{reason}; run `fedledger client enroll` (or auto_enroll=True)")
+            raise NotEnrolledError(
+                403, "not_enrolled", f"{reason}; run `fedledger client enroll` (or auto_enroll=True)"
+            )
         code = f"participant_{chain_status if chain_status != 'active' else me.get('status')}"
         raise ParticipantBlockedError(403, code, reason)
 
@@ -721,15 +817,24 @@ class Organization:
         training: LocalTraining | None = None
         if spooled is not None and spooled_receipt is not None:
             self.submitted_rounds.add(round_id)
-            return Submission(round_id, spooled_receipt, spooled, None, {"total": time.perf_counter() - started})
+            return Submission(
+                round_id, spooled_receipt, spooled, None, {"total": time.perf_counter() - started}
+            )
         if spooled is not None:
             prepared = spooled
         else:
             mark = time.perf_counter()
             model = self.pull_model(model_version)
             timings["pull_and_verify"] = time.perf_counter() - mark
-            training = self.train(model, data, trainer, seed=seed, num_samples=num_samples, eval_data=eval_data,
-                                  progress=train_progress)
+            training = self.train(
+                model,
+                data,
+                trainer,
+                seed=seed,
+                num_samples=num_samples,
+                eval_data=eval_data,
+                progress=train_progress,
+            )
             timings["train"] = training.seconds
             mark = time.perf_counter()
             prepared = self.prepare_update(round_id, model_version, training.delta, training.num_samples)
@@ -755,7 +860,9 @@ class Organization:
             timings["wait"] = time.perf_counter() - started - timings["total"]
         return Submission(round_id, receipt, prepared, training, timings, final)
 
-    def wait_for_round(self, round_id: int, *, timeout: float = 900.0, poll_interval: float | None = None) -> dict[str, Any]:
+    def wait_for_round(
+        self, round_id: int, *, timeout: float = 900.0, poll_interval: float | None = None
+    ) -> dict[str, Any]:
         """Poll the round until it is POSTED or FAILED; :class:`RoundTimeoutError` after ``timeout`` seconds.
         Transient API failures while waiting are tolerated until the timeout."""
         interval = self.poll_interval if poll_interval is None else poll_interval
@@ -795,8 +902,10 @@ class Organization:
                 f"round {reward.round_id}: the proof for {reward.amount_wei} wei does not verify against the "
                 f"on-chain root 0x{root.hex()}; the claim would revert"
             )
-        tx = self._send(distributor.functions.claim(reward.round_id, self.address, reward.amount_wei, proof),
-                        f"claiming round {reward.round_id}'s reward")
+        tx = self._send(
+            distributor.functions.claim(reward.round_id, self.address, reward.amount_wei, proof),
+            f"claiming round {reward.round_id}'s reward",
+        )
         return ClaimResult(reward.round_id, reward.amount_wei, "claimed", tx)
 
     def claim_rewards(self, round_ids: set[int] | None = None) -> list[ClaimResult]:
@@ -846,9 +955,12 @@ class Organization:
                     emit("round_open", {"round_id": round_id, "deadline": round_.get("deadline")})
                     try:
                         submission = self.participate(
-                            data, trainer=trainer, auto_enroll=auto_enroll,
+                            data,
+                            trainer=trainer,
+                            auto_enroll=auto_enroll,
                             seed=None if seed is None else seed + round_id,
-                            train_progress=train_progress, upload_progress=upload_progress,
+                            train_progress=train_progress,
+                            upload_progress=upload_progress,
                         )
                     except (RoundClosedError, NoOpenRoundError) as exc:
                         emit("round_missed", {"round_id": round_id, "reason": str(exc)})

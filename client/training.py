@@ -55,34 +55,48 @@ def as_float32(weights: Mapping[str, np.ndarray]) -> Weights:
     return {name: np.array(value, dtype=np.float32, copy=True, order="C") for name, value in weights.items()}
 
 
-def check_compatible(reference: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], what: str = "weights") -> None:
+def check_compatible(
+    reference: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], what: str = "weights"
+) -> None:
     """Same tensor names and shapes as ``reference``, all finite; else :class:`TrainingError`."""
     missing, extra = sorted(set(reference) - set(weights)), sorted(set(weights) - set(reference))
     if missing or extra:
         raise TrainingError(f"{what} do not match the model: missing {missing}, unexpected {extra}")
     for name, value in weights.items():
         if np.shape(value) != np.shape(reference[name]):
-            raise TrainingError(f"{what}: tensor {name!r} has shape {np.shape(value)}, the model has {np.shape(reference[name])}")
+            raise TrainingError(
+                f"{what}: tensor {name!r} has shape {np.shape(value)}, the model has {np.shape(reference[name])}"
+            )
         if not np.isfinite(value).all():
-            raise TrainingError(f"{what}: tensor {name!r} holds NaN or Inf (training diverged: lower the learning rate)")
+            raise TrainingError(
+                f"{what}: tensor {name!r} holds NaN or Inf (training diverged: lower the learning rate)"
+            )
 
 
 def compute_delta(local: Mapping[str, np.ndarray], global_: Mapping[str, np.ndarray]) -> Weights:
     """``local - global``, per tensor, float32."""
     check_compatible(global_, local, "local weights")
-    return {name: (np.asarray(local[name], np.float32) - np.asarray(global_[name], np.float32)) for name in global_}
+    return {
+        name: (np.asarray(local[name], np.float32) - np.asarray(global_[name], np.float32))
+        for name in global_
+    }
 
 
 def apply_delta(global_: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> Weights:
     check_compatible(global_, delta, "delta")
-    return {name: (np.asarray(global_[name], np.float32) + np.asarray(delta[name], np.float32)) for name in global_}
+    return {
+        name: (np.asarray(global_[name], np.float32) + np.asarray(delta[name], np.float32))
+        for name in global_
+    }
 
 
 def global_norm(tensors: Mapping[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in tensors.values())))
 
 
-def train_locally(global_weights: Mapping[str, np.ndarray], data: Any, train: TrainFn, rng: np.random.Generator | int = 0) -> Weights:
+def train_locally(
+    global_weights: Mapping[str, np.ndarray], data: Any, train: TrainFn, rng: np.random.Generator | int = 0
+) -> Weights:
     """Run any trainer on a copy of the global weights and check its result."""
     rng = np.random.default_rng(rng)
     reference = as_float32(global_weights)
@@ -119,11 +133,15 @@ class LocalDP:
         if not (self.noise_multiplier >= 0 and np.isfinite(self.noise_multiplier)):
             raise TrainingError("the DP noise multiplier must be >= 0")
 
-    def privatize(self, delta: Mapping[str, np.ndarray], rng: np.random.Generator) -> tuple[Weights, DPReport]:
+    def privatize(
+        self, delta: Mapping[str, np.ndarray], rng: np.random.Generator
+    ) -> tuple[Weights, DPReport]:
         clipped, norm = clip_by_global_norm(delta, self.clip_norm)
         std = self.noise_multiplier * self.clip_norm
         if std > 0:
-            clipped = {n: (t + rng.normal(0.0, std, size=t.shape)).astype(np.float32) for n, t in clipped.items()}
+            clipped = {
+                n: (t + rng.normal(0.0, std, size=t.shape)).astype(np.float32) for n, t in clipped.items()
+            }
         return clipped, DPReport(norm, norm > self.clip_norm, std)
 
 
@@ -131,7 +149,9 @@ def clip_by_global_norm(delta: Mapping[str, np.ndarray], clip_norm: float) -> tu
     """Scale all tensors by ``min(1, clip_norm / ||delta||)``; returns the clipped delta and the norm before."""
     norm = global_norm(delta)
     scale = 1.0 if norm <= clip_norm or norm == 0 else clip_norm / norm
-    return {n: (np.asarray(t, np.float32) * np.float32(scale)).astype(np.float32) for n, t in delta.items()}, norm
+    return {
+        n: (np.asarray(t, np.float32) * np.float32(scale)).astype(np.float32) for n, t in delta.items()
+    }, norm
 
 
 def dp_epsilon(noise_multiplier: float, rounds: int, delta: float = 1e-5) -> float:
@@ -185,7 +205,9 @@ class NumpyTrainer:
         if self.n_features < 1 or self.n_classes < 2:
             raise TrainingError("a classifier needs at least one feature and two classes")
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.momentum < 1:
-            raise TrainingError("epochs >= 0, batch_size >= 1, learning_rate > 0 and momentum in [0, 1) are required")
+            raise TrainingError(
+                "epochs >= 0, batch_size >= 1, learning_rate > 0 and momentum in [0, 1) are required"
+            )
 
     # subclasses
     def spec(self) -> dict[str, tuple[int, ...]]:
@@ -197,7 +219,9 @@ class NumpyTrainer:
     def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def loss_and_gradients(self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    def loss_and_gradients(
+        self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, Weights]:
         raise NotImplementedError
 
     # shared
@@ -206,13 +230,19 @@ class NumpyTrainer:
 
     def check_data(self, data: Any) -> Dataset:
         if not isinstance(data, Dataset):
-            raise TrainingError(f"{type(self).__name__} trains on a client.data.Dataset, got {type(data).__name__}")
+            raise TrainingError(
+                f"{type(self).__name__} trains on a client.data.Dataset, got {type(data).__name__}"
+            )
         if data.n_features != self.n_features:
-            raise TrainingError(f"the data has {data.n_features} features, the model expects {self.n_features}")
+            raise TrainingError(
+                f"the data has {data.n_features} features, the model expects {self.n_features}"
+            )
         if len(data) == 0:
             raise TrainingError("the data set is empty")
         if data.y.min() < 0 or data.y.max() >= self.n_classes:
-            raise TrainingError(f"labels must be in 0..{self.n_classes - 1}, the data has {data.y.min()}..{data.y.max()}")
+            raise TrainingError(
+                f"labels must be in 0..{self.n_classes - 1}, the data has {data.y.min()}..{data.y.max()}"
+            )
         return data
 
     def train(self, weights: Mapping[str, np.ndarray], data: Any, rng: np.random.Generator) -> Weights:
@@ -273,7 +303,9 @@ class SoftmaxRegression(NumpyTrainer):
     def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         return x @ weights["dense.weight"] + weights["dense.bias"]
 
-    def loss_and_gradients(self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    def loss_and_gradients(
+        self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, Weights]:
         loss, d = _softmax_cross_entropy(self.logits(weights, x), y)
         return loss, {"dense.weight": x.T @ d, "dense.bias": d.sum(axis=0)}
 
@@ -288,17 +320,23 @@ class MLPClassifier(NumpyTrainer):
 
     def spec(self) -> dict[str, tuple[int, ...]]:
         return {
-            "hidden.weight": (self.n_features, self.hidden), "hidden.bias": (self.hidden,),
-            "output.weight": (self.hidden, self.n_classes), "output.bias": (self.n_classes,),
+            "hidden.weight": (self.n_features, self.hidden),
+            "hidden.bias": (self.hidden,),
+            "output.weight": (self.hidden, self.n_classes),
+            "output.bias": (self.n_classes,),
         }
 
     def init_weights(self, rng: np.random.Generator | int = 0) -> Weights:
         """He initialisation of the hidden layer, Glorot of the output; zero biases. Seeded."""
         rng = np.random.default_rng(rng)
         return {
-            "hidden.weight": rng.normal(0, np.sqrt(2.0 / self.n_features), (self.n_features, self.hidden)).astype(np.float32),
+            "hidden.weight": rng.normal(
+                0, np.sqrt(2.0 / self.n_features), (self.n_features, self.hidden)
+            ).astype(np.float32),
             "hidden.bias": np.zeros(self.hidden, np.float32),
-            "output.weight": rng.normal(0, np.sqrt(2.0 / (self.hidden + self.n_classes)), (self.hidden, self.n_classes)).astype(np.float32),
+            "output.weight": rng.normal(
+                0, np.sqrt(2.0 / (self.hidden + self.n_classes)), (self.hidden, self.n_classes)
+            ).astype(np.float32),
             "output.bias": np.zeros(self.n_classes, np.float32),
         }
 
@@ -306,14 +344,18 @@ class MLPClassifier(NumpyTrainer):
         hidden = np.maximum(x @ weights["hidden.weight"] + weights["hidden.bias"], 0)
         return hidden @ weights["output.weight"] + weights["output.bias"]
 
-    def loss_and_gradients(self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    def loss_and_gradients(
+        self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, Weights]:
         pre = x @ weights["hidden.weight"] + weights["hidden.bias"]
         hidden = np.maximum(pre, 0)
         loss, d = _softmax_cross_entropy(hidden @ weights["output.weight"] + weights["output.bias"], y)
         d_hidden = (d @ weights["output.weight"].T) * (pre > 0)
         return loss, {
-            "output.weight": hidden.T @ d, "output.bias": d.sum(axis=0),
-            "hidden.weight": x.T @ d_hidden, "hidden.bias": d_hidden.sum(axis=0),
+            "output.weight": hidden.T @ d,
+            "output.bias": d.sum(axis=0),
+            "hidden.weight": x.T @ d_hidden,
+            "hidden.bias": d_hidden.sum(axis=0),
         }
 
 
@@ -327,7 +369,10 @@ def trainer_for_spec(spec: Mapping[str, Any], **hyperparameters: Any) -> NumpyTr
     if set(shapes) == {"dense.weight", "dense.bias"} and len(shapes["dense.weight"]) == 2:
         features, classes = shapes["dense.weight"]
         trainer: NumpyTrainer = SoftmaxRegression(features, classes, **hyper)
-    elif set(shapes) == {"hidden.weight", "hidden.bias", "output.weight", "output.bias"} and len(shapes["hidden.weight"]) == 2:
+    elif (
+        set(shapes) == {"hidden.weight", "hidden.bias", "output.weight", "output.bias"}
+        and len(shapes["hidden.weight"]) == 2
+    ):
         features, width = shapes["hidden.weight"]
         classes = shapes["output.weight"][-1]
         trainer = MLPClassifier(features, classes, hidden=width, **hyper)
@@ -337,5 +382,7 @@ def trainer_for_spec(spec: Mapping[str, Any], **hyperparameters: Any) -> NumpyTr
             "regression (dense.weight, dense.bias) and the MLP (hidden.*, output.*): pass your own train function"
         )
     if trainer.spec() != shapes:
-        raise TrainingError(f"the model's tensor shapes {shapes} are inconsistent for {type(trainer).__name__}")
+        raise TrainingError(
+            f"the model's tensor shapes {shapes} are inconsistent for {type(trainer).__name__}"
+        )
     return trainer

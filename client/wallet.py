@@ -43,12 +43,16 @@ class Wallet:
     def __init__(self, private_key: str) -> None:
         key = private_key.strip() if isinstance(private_key, str) else ""
         if not _HEX_KEY.fullmatch(key):
-            raise WalletError("the private key must be 32 bytes of hex (64 hex digits, optionally 0x-prefixed)")
+            raise WalletError(
+                "the private key must be 32 bytes of hex (64 hex digits, optionally 0x-prefixed)"
+            )
         key = key if key.startswith("0x") else "0x" + key
         try:
             self.address: str = Account.from_key(key).address
         except (ValueError, TypeError):
-            raise WalletError("the private key is not a valid secp256k1 key (zero or above the curve order)") from None
+            raise WalletError(
+                "the private key is not a valid secp256k1 key (zero or above the curve order)"
+            ) from None
         self._key = key
 
     def __repr__(self) -> str:
@@ -70,13 +74,24 @@ class Wallet:
         return Account.sign_message(encode_defunct(text=text), self._key).signature.to_0x_hex()
 
     def sign_update(
-        self, *, chain_id: int, verifying_contract: str, round_id: int, model_version: int,
-        payload_hash: bytes, num_samples: int,
+        self,
+        *,
+        chain_id: int,
+        verifying_contract: str,
+        round_id: int,
+        model_version: int,
+        payload_hash: bytes,
+        num_samples: int,
     ) -> str:
         """The EIP-712 ``Update`` signature the server checks against the signed-in wallet."""
         return sign_update(
-            self._key, chain_id=chain_id, verifying_contract=verifying_contract, round_id=round_id,
-            model_version=model_version, payload_hash=payload_hash, num_samples=num_samples,
+            self._key,
+            chain_id=chain_id,
+            verifying_contract=verifying_contract,
+            round_id=round_id,
+            model_version=model_version,
+            payload_hash=payload_hash,
+            num_samples=num_samples,
         )
 
     # ------------------------------------------------------------------------------------------- loading
@@ -101,7 +116,9 @@ class Wallet:
         )
 
     @classmethod
-    def from_file(cls, path: Path | str, *, password: str | None = None, env: Mapping[str, str] | None = None) -> Wallet:
+    def from_file(
+        cls, path: Path | str, *, password: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Wallet:
         """A file holding a 0x-hex key, or an encrypted keystore JSON (needs a password)."""
         path = Path(path).expanduser()
         try:
@@ -121,8 +138,12 @@ class Wallet:
 
     @classmethod
     def from_keystore(
-        cls, keystore: str | bytes | Mapping[str, Any], *, password: str | None = None,
-        env: Mapping[str, str] | None = None, source: str = "keystore",
+        cls,
+        keystore: str | bytes | Mapping[str, Any],
+        *,
+        password: str | None = None,
+        env: Mapping[str, str] | None = None,
+        source: str = "keystore",
     ) -> Wallet:
         """Decrypt an Ethereum V3 keystore (``eth_account.Account.decrypt``)."""
         env = os.environ if env is None else env
@@ -148,7 +169,11 @@ class Wallet:
 
     @classmethod
     def load(
-        cls, key_file: Path | str | None = None, *, password: str | None = None, env: Mapping[str, str] | None = None
+        cls,
+        key_file: Path | str | None = None,
+        *,
+        password: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Wallet:
         """The wallet from ``key_file`` if given, else from the environment (see the module docstring)."""
         if key_file is not None:

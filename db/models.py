@@ -29,8 +29,13 @@ from db.base import Base, UTCDateTime, utcnow
 def _enum(cls: type[enum.Enum]) -> Enum:
     # Stored as their string values, with a CHECK constraint rather than a native PG enum type, so a
     # migration that adds a state is a plain ALTER on both databases.
-    return Enum(cls, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e],
-                validate_strings=True)
+    return Enum(
+        cls,
+        native_enum=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
 
 
 class ParticipantStatus(enum.StrEnum):
@@ -49,16 +54,16 @@ class RoundStatus(enum.StrEnum):
 
 
 class UpdateStatus(enum.StrEnum):
-    received = "received"      # stored, waiting for the round to close
+    received = "received"  # stored, waiting for the round to close
     aggregated = "aggregated"  # decrypted, valid, kept by the robust aggregator
-    excluded = "excluded"      # decrypted, valid, excluded by the robust aggregator
-    rejected = "rejected"      # failed validation (reason in rejection_reason)
+    excluded = "excluded"  # decrypted, valid, excluded by the robust aggregator
+    rejected = "rejected"  # failed validation (reason in rejection_reason)
 
 
 class ModelStatus(enum.StrEnum):
-    active = "active"          # the current global model
+    active = "active"  # the current global model
     superseded = "superseded"  # was active, a newer version replaced it
-    rejected = "rejected"      # candidate that degraded the holdout loss; never activated
+    rejected = "rejected"  # candidate that degraded the holdout loss; never activated
     rolled_back = "rolled_back"  # was active, an operator rolled back past it
 
 
@@ -72,7 +77,9 @@ class Participant(Base):
     encryption_key_id: Mapped[str | None] = mapped_column(String(128), default=None)
     reputation: Mapped[float] = mapped_column(Float, default=50.0)
     trust: Mapped[float] = mapped_column(Float, default=1.0)
-    status: Mapped[ParticipantStatus] = mapped_column(_enum(ParticipantStatus), default=ParticipantStatus.active)
+    status: Mapped[ParticipantStatus] = mapped_column(
+        _enum(ParticipantStatus), default=ParticipantStatus.active
+    )
     byzantine_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -115,7 +122,9 @@ class ModelVersion(Base):
     # Tensor names and shapes ({"name": [dims]}), so updates can be checked without loading weights.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus), default=ModelStatus.active, index=True)
-    produced_by_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", use_alter=True), default=None)
+    produced_by_round_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rounds.id", use_alter=True), default=None
+    )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # holdout loss, accuracy
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -202,7 +211,9 @@ class Contribution(Base):
     """One participant's scored contribution to one round, and its reward claim (Merkle proof)."""
 
     __tablename__ = "contributions"
-    __table_args__ = (UniqueConstraint("round_id", "participant_id", name="uq_contributions_round_participant"),)
+    __table_args__ = (
+        UniqueConstraint("round_id", "participant_id", name="uq_contributions_round_participant"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)

@@ -40,8 +40,13 @@ class Supervisor:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "fedledger.cli", *args], env=self.env, cwd=cwd, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "fedledger.cli", *args],
+                env=self.env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         child = Child(name, process, log)
         self.children.append(child)
@@ -51,7 +56,9 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
-                raise LaunchError(f"{child.name} exited with code {child.process.returncode}; see {child.log}")
+                raise LaunchError(
+                    f"{child.name} exited with code {child.process.returncode}; see {child.log}"
+                )
             try:
                 if httpx.get(url, timeout=2).status_code < 500:
                     return
@@ -63,7 +70,9 @@ class Supervisor:
     def check(self) -> None:
         for child in self.children:
             if child.process.poll() is not None:
-                raise LaunchError(f"{child.name} exited with code {child.process.returncode}; see {child.log}")
+                raise LaunchError(
+                    f"{child.name} exited with code {child.process.returncode}; see {child.log}"
+                )
 
     def stop_all(self) -> None:
         for child in reversed(self.children):

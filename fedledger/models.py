@@ -34,7 +34,10 @@ def family_of(weights: Weights) -> str:
 
 
 def init_softmax(features: int, classes: int) -> dict[str, np.ndarray]:
-    return {"dense.weight": np.zeros((features, classes), np.float32), "dense.bias": np.zeros(classes, np.float32)}
+    return {
+        "dense.weight": np.zeros((features, classes), np.float32),
+        "dense.bias": np.zeros(classes, np.float32),
+    }
 
 
 def init_mlp(features: int, hidden: int, classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -72,7 +75,14 @@ def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
 
 def train_softmax(
-    weights: Weights, X: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch: int, rng: np.random.Generator,
+    weights: Weights,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch: int,
+    rng: np.random.Generator,
     l2: float = 1e-4,
 ) -> dict[str, np.ndarray]:
     """Mini-batch SGD on the softmax model's cross-entropy; returns new weights (inputs untouched)."""

@@ -131,7 +131,9 @@ def decode_update(data: bytes, expected_shapes: Shapes | None = None) -> dict[st
     return out
 
 
-def _decode_dense(tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def _decode_dense(
+    tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
     if set(tensors) != set(shapes):
         raise UpdateFormatError("dense payload tensors do not match its declared shapes")
     out: dict[str, np.ndarray] = {}
@@ -171,10 +173,14 @@ def _check_against_model(shapes: Mapping[str, tuple[int, ...]], expected: Shapes
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
     if missing or extra:
-        raise UpdateFormatError(f"update tensors do not match the model: missing {missing}, unexpected {extra}")
+        raise UpdateFormatError(
+            f"update tensors do not match the model: missing {missing}, unexpected {extra}"
+        )
     for name, shape in expected.items():
         if tuple(shapes[name]) != tuple(shape):
-            raise UpdateFormatError(f"tensor {name!r} has shape {tuple(shapes[name])}, the model has {tuple(shape)}")
+            raise UpdateFormatError(
+                f"tensor {name!r} has shape {tuple(shapes[name])}, the model has {tuple(shape)}"
+            )
 
 
 def _check_name(name: str) -> None:
@@ -201,7 +207,10 @@ def model_shapes(weights: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]
 
 def encode_weights(weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialize full model weights (float32, dense). Model versions are stored in this form."""
-    return st_save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}, metadata=dict(metadata or {}))
+    return st_save(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()},
+        metadata=dict(metadata or {}),
+    )
 
 
 def decode_weights(data: bytes) -> dict[str, np.ndarray]:

@@ -56,8 +56,14 @@ class SimulationReport:
     claimed_wei: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"organizations": self.organizations, "rounds": [r.__dict__ for r in self.rounds],
-                           "claimed_wei": self.claimed_wei}, indent=2)
+        return json.dumps(
+            {
+                "organizations": self.organizations,
+                "rounds": [r.__dict__ for r in self.rounds],
+                "claimed_wei": self.claimed_wei,
+            },
+            indent=2,
+        )
 
 
 def _alie_z(n: int, f: int) -> float:
@@ -66,18 +72,31 @@ def _alie_z(n: int, f: int) -> float:
     return float(norm.ppf((n - s) / n))
 
 
-def corrupt(attack: str, delta: dict[str, np.ndarray], honest: list[dict[str, np.ndarray]], rng: np.random.Generator,
-            n: int, f: int) -> dict[str, np.ndarray]:
+def corrupt(
+    attack: str,
+    delta: dict[str, np.ndarray],
+    honest: list[dict[str, np.ndarray]],
+    rng: np.random.Generator,
+    n: int,
+    f: int,
+) -> dict[str, np.ndarray]:
     if attack == "scaling":
         return {k: v * 100 for k, v in delta.items()}
     if attack == "signflip":
         return {k: -4 * v for k, v in delta.items()}
     if attack == "noise":
-        return {k: (rng.standard_normal(v.shape) * 10 * (np.sqrt(np.mean(v**2)) + 1e-8)).astype(np.float32) for k, v in delta.items()}
+        return {
+            k: (rng.standard_normal(v.shape) * 10 * (np.sqrt(np.mean(v**2)) + 1e-8)).astype(np.float32)
+            for k, v in delta.items()
+        }
     if attack == "alie":
         z = _alie_z(n, f)
-        return {k: (np.mean([h[k] for h in honest], axis=0) - z * np.std([h[k] for h in honest], axis=0)).astype(np.float32)
-                for k in delta}
+        return {
+            k: (np.mean([h[k] for h in honest], axis=0) - z * np.std([h[k] for h in honest], axis=0)).astype(
+                np.float32
+            )
+            for k in delta
+        }
     return delta  # labelflip corrupts the data, not the delta
 
 
@@ -107,23 +126,40 @@ def simulate(
     operator.login()
     # A genesis softmax model for the digits task, unless the platform already has one (409).
     with contextlib.suppress(ConflictError):
-        operator.request("POST", "/v1/models", body=encode_weights(init_softmax(64, 10)),
-                         headers={"Content-Type": "application/octet-stream"})
+        operator.request(
+            "POST",
+            "/v1/models",
+            body=encode_weights(init_softmax(64, 10)),
+            headers={"Content-Type": "application/octet-stream"},
+        )
     train = load_digits_dataset("train")
-    parts = partition_iid(train, orgs, seed) if partition == "iid" else partition_dirichlet(train, orgs, 0.5, seed)
+    parts = (
+        partition_iid(train, orgs, seed)
+        if partition == "iid"
+        else partition_dirichlet(train, orgs, 0.5, seed)
+    )
     signer = Account.from_key(dev_private_key(MODEL_SIGNER_INDEX)).address
     members: list[tuple[Organization, Dataset, bool]] = []
     for i in range(orgs):
         wallet = Wallet(dev_private_key(FIRST_ORGANIZATION_INDEX + i))
         bad = i >= orgs - byzantine
-        org = Organization(wallet, api_url, rpc_url=rpc_url, trusted_model_signer=signer, org_name=f"sim-org-{i}{' (byzantine)' if bad else ''}",
-                           poll_interval=0.5, sleep=sleep)
+        org = Organization(
+            wallet,
+            api_url,
+            rpc_url=rpc_url,
+            trusted_model_signer=signer,
+            org_name=f"sim-org-{i}{' (byzantine)' if bad else ''}",
+            poll_interval=0.5,
+            sleep=sleep,
+        )
         org.setup()
         data = parts[i]
         if bad and attack == "labelflip":
             data = Dataset(data.x, (9 - data.y).astype(np.int64), data.feature_names)
         members.append((org, data, bad))
-    report = SimulationReport([{"address": o.address, "byzantine": bad, "samples": len(d)} for o, d, bad in members])
+    report = SimulationReport(
+        [{"address": o.address, "byzantine": bad, "samples": len(d)} for o, d, bad in members]
+    )
     log(f"{orgs} organizations ({byzantine} Byzantine, attack {attack}, {partition}) enrolled")
     for _ in range(rounds):
         started = time.monotonic()
@@ -137,7 +173,9 @@ def simulate(
         if not eligible:
             raise SimulationError("no organization may submit any more")
         # Quorum = everyone still eligible, so the round closes as soon as the last of them submits.
-        round_ = operator.request("POST", "/v1/rounds", json={"duration_seconds": round_seconds, "quorum": len(eligible)}).json()
+        round_ = operator.request(
+            "POST", "/v1/rounds", json={"duration_seconds": round_seconds, "quorum": len(eligible)}
+        ).json()
         honest_deltas: list[dict[str, np.ndarray]] = []
         pending: list[tuple[Organization, Any]] = []
         for org, data, bad in eligible:
@@ -148,7 +186,14 @@ def simulate(
                 delta = corrupt(attack, dict(delta), honest_deltas, rng, orgs, byzantine)
             else:
                 honest_deltas.append(dict(delta))
-            pending.append((org, org.prepare_update(int(round_["id"]), int(round_["model_version"]), delta, training.num_samples)))
+            pending.append(
+                (
+                    org,
+                    org.prepare_update(
+                        int(round_["id"]), int(round_["model_version"]), delta, training.num_samples
+                    ),
+                )
+            )
         for org, prepared in pending:
             org.submit(prepared)
         final = members[0][0].wait_for_round(int(round_["id"]), timeout=round_seconds + 300)
@@ -157,21 +202,29 @@ def simulate(
         aggregation = stats.get("aggregation") or {}
         slashed = [k.split(":", 1)[1] for k in (aggregation.get("tx_hashes") or {}) if k.startswith("slash:")]
         entry = RoundReport(
-            round_id=int(round_["id"]), status=final["status"], strategy=stats["strategy"],
-            accuracy=aggregation.get("holdout_accuracy"), loss=aggregation.get("holdout_loss_after"),
+            round_id=int(round_["id"]),
+            status=final["status"],
+            strategy=stats["strategy"],
+            accuracy=aggregation.get("holdout_accuracy"),
+            loss=aggregation.get("holdout_loss_after"),
             kept=[c["participant"] for c in contributions if c["kept"]],
             excluded=[c["participant"] for c in contributions if not c["kept"]],
-            rewards_wei={c["participant"]: c["reward_wei"] for c in contributions}, slashed=slashed,
+            rewards_wei={c["participant"]: c["reward_wei"] for c in contributions},
+            slashed=slashed,
             seconds=time.monotonic() - started,
         )
         report.rounds.append(entry)
         accuracy = f"{entry.accuracy:.3f}" if entry.accuracy is not None else "n/a"
-        log(f"round {entry.round_id}: {entry.status}, {entry.strategy}, holdout accuracy {accuracy}, kept {len(entry.kept)}, "
-            f"excluded {len(entry.excluded)}, slashed {len(entry.slashed)}, {entry.seconds:.1f} s")
+        log(
+            f"round {entry.round_id}: {entry.status}, {entry.strategy}, holdout accuracy {accuracy}, kept {len(entry.kept)}, "
+            f"excluded {len(entry.excluded)}, slashed {len(entry.slashed)}, {entry.seconds:.1f} s"
+        )
     for org, _, _ in members:
         for result in org.claim_rewards():
             if result.status == "claimed":
-                report.claimed_wei[org.address] = str(int(report.claimed_wei.get(org.address, "0")) + result.amount_wei)
+                report.claimed_wei[org.address] = str(
+                    int(report.claimed_wei.get(org.address, "0")) + result.amount_wei
+                )
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(report.to_json())

@@ -23,7 +23,9 @@ GENESIS_HASH = "0" * 64
 _ADVISORY_LOCK_KEY = 0x66656461756474  # "fedaudt"
 
 
-def entry_hash(prev_hash: str, created_at: datetime, actor: str, action: str, subject: str, details: dict[str, Any]) -> str:
+def entry_hash(
+    prev_hash: str, created_at: datetime, actor: str, action: str, subject: str, details: dict[str, Any]
+) -> str:
     body = json.dumps(
         {
             "prev": prev_hash,
@@ -40,7 +42,9 @@ def entry_hash(prev_hash: str, created_at: datetime, actor: str, action: str, su
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def append(session: Session, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> AuditEntry:
+def append(
+    session: Session, actor: str, action: str, subject: str, details: dict[str, Any] | None = None
+) -> AuditEntry:
     """Append an entry in the caller's transaction (it commits or rolls back with the change it records)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
@@ -84,7 +88,9 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainVerification:
         for row in rows:
             if row.prev_hash != prev:
                 return ChainVerification(False, count, row.id, "link to the previous entry is broken")
-            expected = entry_hash(row.prev_hash, row.created_at, row.actor, row.action, row.subject, row.details)
+            expected = entry_hash(
+                row.prev_hash, row.created_at, row.actor, row.action, row.subject, row.details
+            )
             if expected != row.entry_hash:
                 return ChainVerification(False, count, row.id, "entry content does not match its hash")
             prev = row.entry_hash

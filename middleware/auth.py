@@ -73,11 +73,19 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
     except Exception as exc:  # siwe raises several parser exception types
         raise unauthorized("malformed_message", f"not an EIP-4361 message: {exc}") from exc
     if parsed.domain != settings.siwe_domain:
-        raise unauthorized("wrong_domain", f"message is for domain {parsed.domain!r}, this server is {settings.siwe_domain!r}")
+        raise unauthorized(
+            "wrong_domain",
+            f"message is for domain {parsed.domain!r}, this server is {settings.siwe_domain!r}",
+        )
     if str(parsed.uri).rstrip("/") != settings.public_url.rstrip("/"):
-        raise unauthorized("wrong_uri", f"message URI {parsed.uri!r} is not this server's {settings.public_url!r}")
+        raise unauthorized(
+            "wrong_uri", f"message URI {parsed.uri!r} is not this server's {settings.public_url!r}"
+        )
     if parsed.chain_id != settings.chain_id:
-        raise unauthorized("wrong_chain", f"message is for chain {parsed.chain_id}, this server uses chain {settings.chain_id}")
+        raise unauthorized(
+            "wrong_chain",
+            f"message is for chain {parsed.chain_id}, this server uses chain {settings.chain_id}",
+        )
     now = utcnow()
     record = session.get(AuthNonce, parsed.nonce)
     if record is None:
@@ -95,7 +103,9 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
     except siwe.InvalidSignature as exc:
         raise unauthorized("invalid_signature", "signature does not match the message and address") from exc
     except siwe.VerificationError as exc:
-        raise unauthorized("verification_failed", f"message verification failed: {type(exc).__name__}") from exc
+        raise unauthorized(
+            "verification_failed", f"message verification failed: {type(exc).__name__}"
+        ) from exc
     except ValueError as exc:  # malformed hex signature
         raise unauthorized("invalid_signature", f"signature is malformed: {exc}") from exc
     address = to_checksum_address(parsed.address)

@@ -50,7 +50,12 @@ def _client_ip(request: Request) -> str:
 def _limit(state: AppState, key: str, limit: int) -> None:
     allowed, reset = state.rate_limiter.hit(key, limit)
     if not allowed:
-        raise ApiError(429, "rate_limited", f"too many requests from {key}; retry in {reset} s", {"Retry-After": str(reset)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests from {key}; retry in {reset} s",
+            {"Retry-After": str(reset)},
+        )
 
 
 def ip_rate_limit(request: Request, state: StateDep) -> None:

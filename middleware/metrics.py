@@ -12,7 +12,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "fedledger_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+            "fedledger_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "fedledger_http_request_seconds",
@@ -22,12 +25,20 @@ class Metrics:
             registry=self.registry,
         )
         self.submissions = Counter(
-            "fedledger_update_submissions_total", "Accepted update submissions", ["outcome"], registry=self.registry
+            "fedledger_update_submissions_total",
+            "Accepted update submissions",
+            ["outcome"],
+            registry=self.registry,
         )
         self.rejections = Counter(
-            "fedledger_update_rejections_total", "Refused update submissions by reason", ["reason"], registry=self.registry
+            "fedledger_update_rejections_total",
+            "Refused update submissions by reason",
+            ["reason"],
+            registry=self.registry,
         )
-        self.logins = Counter("fedledger_logins_total", "Logins by outcome", ["outcome"], registry=self.registry)
+        self.logins = Counter(
+            "fedledger_logins_total", "Logins by outcome", ["outcome"], registry=self.registry
+        )
 
 
 class MetricsMiddleware:

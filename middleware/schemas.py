@@ -9,7 +9,10 @@ from pydantic import BaseModel, Field
 
 
 class NonceRequest(BaseModel):
-    address: str = Field(description="The wallet that will sign in (0x address)", examples=["0x90F79bf6EB2c4f870365E785982E1f101E93b906"])
+    address: str = Field(
+        description="The wallet that will sign in (0x address)",
+        examples=["0x90F79bf6EB2c4f870365E785982E1f101E93b906"],
+    )
 
 
 class NonceResponse(BaseModel):
@@ -49,7 +52,9 @@ class ParticipantOut(BaseModel):
 
 
 class ParticipantStatusOut(ParticipantOut):
-    chain_status: str | None = Field(description="Status in ParticipantRegistry (none/active/suspended/slashed/exited)")
+    chain_status: str | None = Field(
+        description="Status in ParticipantRegistry (none/active/suspended/slashed/exited)"
+    )
     stake_wei: str | None
     may_submit: bool
     reason: str | None = Field(description="Why the participant may not submit, if it may not")

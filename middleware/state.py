@@ -52,6 +52,8 @@ class AppState:
                 reader = ChainReader(self.settings.chain_rpc_url, deployments)
                 reader.check()
             except Exception as exc:
-                raise ApiError(503, "chain_unavailable", f"the chain is not reachable or not deployed: {exc}") from exc
+                raise ApiError(
+                    503, "chain_unavailable", f"the chain is not reachable or not deployed: {exc}"
+                ) from exc
             self._chain = reader
         return self._chain

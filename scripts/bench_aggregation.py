@@ -95,7 +95,9 @@ def qora_call(name: str, X: np.ndarray) -> Callable[[], object] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="n in {10, 50}, d = 100K only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peer-budget", type=float, default=3.0, help="seconds; see the module docstring")
@@ -104,10 +106,14 @@ def main() -> None:
     ns = [10, 50] if args.quick else [10, 50, 100]
     ds = [100_000] if args.quick else [100_000, 1_000_000]
     bandwidth = read_bandwidth()
-    print(f"# numpy {np.__version__}; flwr {'absent' if flower is None else __import__('flwr').__version__}; "
-          f"qora-fl {'absent' if qora is None else 'present'}; streaming read {bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"# numpy {np.__version__}; flwr {'absent' if flower is None else __import__('flwr').__version__}; "
+        f"qora-fl {'absent' if qora is None else 'present'}; streaming read {bandwidth / 1e9:.1f} GB/s"
+    )
     print()
-    print("| strategy | n | d | fedledger ms | Flower ms | qora-fl ms | faster peer / ours | bandwidth floor ms |")
+    print(
+        "| strategy | n | d | fedledger ms | Flower ms | qora-fl ms | faster peer / ours | bandwidth floor ms |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     slow_peers: dict[tuple[str, str, int], float] = {}
     rng = np.random.default_rng(0)
@@ -137,8 +143,10 @@ def main() -> None:
                     peer_ms.append(ms)
                 ratio = f"{min(peer_ms) / ours_ms:,.1f}x" if peer_ms else "n/a"
                 floor = f"{floor_ms:.1f}" if name in COORDINATE_WISE else ""
-                print(f"| {name} | {n} | {d:,} | {ours_ms:,.1f} | {peers['flower']} | {peers['qora']} | {ratio} | {floor} |",
-                      flush=True)
+                print(
+                    f"| {name} | {n} | {d:,} | {ours_ms:,.1f} | {peers['flower']} | {peers['qora']} | {ratio} | {floor} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

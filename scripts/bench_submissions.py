@@ -59,7 +59,9 @@ def login(http: httpx.Client, index: int) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
@@ -81,20 +83,45 @@ def main() -> None:
         else:
             db_url = f"sqlite:///{work / 'api.db'}"
         port = free_port()
-        env = dict(os.environ, FEDLEDGER_DATA_DIR=str(work / "var"), FEDLEDGER_DATABASE_URL=db_url,
-                   FEDLEDGER_DEPLOYMENTS_FILE=str(work / "deployments.json"), FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
-                   FEDLEDGER_BROKER_URL="redis://127.0.0.1:6379/11", FEDLEDGER_REDIS_URL="redis://127.0.0.1:6379/11",
-                   FEDLEDGER_REDIS_NAMESPACE=f"bench-{uuid.uuid4().hex[:6]}", FEDLEDGER_SIWE_DOMAIN=f"127.0.0.1:{port}",
-                   FEDLEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}", FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP="100000000",
-                   FEDLEDGER_RATE_LIMIT_PER_MINUTE_ADDRESS="100000000",
-                   FEDLEDGER_OPERATOR_ADDRESSES=Account.from_key(dev_private_key(OPERATOR)).address,
-                   FEDLEDGER_MAX_UPDATE_BYTES=str(64 * 1024 * 1024))
+        env = dict(
+            os.environ,
+            FEDLEDGER_DATA_DIR=str(work / "var"),
+            FEDLEDGER_DATABASE_URL=db_url,
+            FEDLEDGER_DEPLOYMENTS_FILE=str(work / "deployments.json"),
+            FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
+            FEDLEDGER_BROKER_URL="redis://127.0.0.1:6379/11",
+            FEDLEDGER_REDIS_URL="redis://127.0.0.1:6379/11",
+            FEDLEDGER_REDIS_NAMESPACE=f"bench-{uuid.uuid4().hex[:6]}",
+            FEDLEDGER_SIWE_DOMAIN=f"127.0.0.1:{port}",
+            FEDLEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP="100000000",
+            FEDLEDGER_RATE_LIMIT_PER_MINUTE_ADDRESS="100000000",
+            FEDLEDGER_OPERATOR_ADDRESSES=Account.from_key(dev_private_key(OPERATOR)).address,
+            FEDLEDGER_MAX_UPDATE_BYTES=str(64 * 1024 * 1024),
+        )
         # Migrate and create the server key once, before several workers race to.
-        subprocess.run([sys.executable, "-m", "fedledger.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "fedledger.cli", "db", "upgrade"], env=env, check=True, capture_output=True
+        )
         with (work / "api.log").open("wb") as api_log:
-            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "middleware.app:app", "--port", str(port),
-                                       "--workers", str(args.workers), "--log-level", "warning"], env=env,
-                                      stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True)
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "middleware.app:app",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(args.workers),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=api_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         for _ in range(200):
             try:
@@ -107,14 +134,19 @@ def main() -> None:
         operator = login(http, OPERATOR)
         assert http.post("/v1/models", content=encode_weights(model), headers=operator).status_code == 201
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
-        registry, token = deployments.contract(w3, "ParticipantRegistry"), deployments.contract(w3, "RewardToken")
+        registry, token = (
+            deployments.contract(w3, "ParticipantRegistry"),
+            deployments.contract(w3, "RewardToken"),
+        )
         tokens = {}
         for index in ORGS:
             key = dev_private_key(index)
             send_transaction(w3, token.functions.approve(registry.address, 100 * WAD), key)
             send_transaction(w3, registry.functions.enroll(100 * WAD), key)
             tokens[index] = login(http, index)
-            http.post("/v1/participants", json={"org_name": f"bench {index}"}, headers=tokens[index]).raise_for_status()
+            http.post(
+                "/v1/participants", json={"org_name": f"bench {index}"}, headers=tokens[index]
+            ).raise_for_status()
         key_pem = http.get("/v1/keys/current").json()["public_key_pem"].encode()
         ledger = deployments.addresses["ContributionLedger"]
         rng = np.random.default_rng(0)
@@ -123,22 +155,47 @@ def main() -> None:
         pool = ThreadPoolExecutor(len(ORGS))
         payload_bytes = 0
         for r in range(args.rounds):
-            round_ = http.post("/v1/rounds", json={"duration_seconds": 3600, "quorum": 10**5}, headers=operator).json()
+            round_ = http.post(
+                "/v1/rounds", json={"duration_seconds": 3600, "quorum": 10**5}, headers=operator
+            ).json()
             jobs = []
             for index in ORGS:
                 address = Account.from_key(dev_private_key(index)).address
-                envelope = seal(encode_update({"w": rng.standard_normal(d, dtype=np.float32)}), key_pem,
-                                round_id=round_["id"], model_version=round_["model_version"], participant=address,
-                                num_samples=100)
-                signature = sign_update(dev_private_key(index), chain_id=deployments.chain_id, verifying_contract=ledger,
-                                        round_id=round_["id"], model_version=round_["model_version"],
-                                        payload_hash=hashlib.sha256(envelope).digest(), num_samples=100)
+                envelope = seal(
+                    encode_update({"w": rng.standard_normal(d, dtype=np.float32)}),
+                    key_pem,
+                    round_id=round_["id"],
+                    model_version=round_["model_version"],
+                    participant=address,
+                    num_samples=100,
+                )
+                signature = sign_update(
+                    dev_private_key(index),
+                    chain_id=deployments.chain_id,
+                    verifying_contract=ledger,
+                    round_id=round_["id"],
+                    model_version=round_["model_version"],
+                    payload_hash=hashlib.sha256(envelope).digest(),
+                    num_samples=100,
+                )
                 payload_bytes = len(envelope)
-                jobs.append((envelope, {**tokens[index], "X-Update-Signature": signature,
-                                        "Content-Type": "application/octet-stream"}))
+                jobs.append(
+                    (
+                        envelope,
+                        {
+                            **tokens[index],
+                            "X-Update-Signature": signature,
+                            "Content-Type": "application/octet-stream",
+                        },
+                    )
+                )
             url = f"/v1/rounds/{round_['id']}/updates"
             start = time.perf_counter()
-            statuses = list(pool.map(lambda job, url=url: http.post(url, content=job[0], headers=job[1]).status_code, jobs))
+            statuses = list(
+                pool.map(
+                    lambda job, url=url: http.post(url, content=job[0], headers=job[1]).status_code, jobs
+                )
+            )
             burst_seconds += time.perf_counter() - start
             accepted += statuses.count(202)
             if statuses.count(202) != len(jobs):
@@ -146,9 +203,11 @@ def main() -> None:
             # Between bursts the round is marked done directly, standing in for the worker's close.
             with sa.create_engine(db_url).begin() as conn:
                 conn.exec_driver_sql(f"UPDATE rounds SET status = 'POSTED' WHERE id = {round_['id']}")
-        print(f"{accepted} verified encrypted submissions of {d:,} parameters ({payload_bytes / 1e6:.2f} MB each) "
-              f"in {burst_seconds:.2f} s of bursts: {accepted / burst_seconds:,.0f} per second "
-              f"({args.workers} uvicorn workers, {args.db}, {len(ORGS)} concurrent clients, {os.cpu_count()} cores)")
+        print(
+            f"{accepted} verified encrypted submissions of {d:,} parameters ({payload_bytes / 1e6:.2f} MB each) "
+            f"in {burst_seconds:.2f} s of bursts: {accepted / burst_seconds:,.0f} per second "
+            f"({args.workers} uvicorn workers, {args.db}, {len(ORGS)} concurrent clients, {os.cpu_count()} cores)"
+        )
     finally:
         if server is not None:
             import signal

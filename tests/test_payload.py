@@ -22,7 +22,10 @@ from fedledger.payload import (
 )
 
 RNG = np.random.default_rng(7)
-DELTA = {"dense.weight": RNG.normal(size=(8, 4)).astype(np.float32), "dense.bias": RNG.normal(size=4).astype(np.float32)}
+DELTA = {
+    "dense.weight": RNG.normal(size=(8, 4)).astype(np.float32),
+    "dense.bias": RNG.normal(size=4).astype(np.float32),
+}
 SHAPES = model_shapes(DELTA)
 
 
@@ -65,7 +68,9 @@ def test_topk_half_shrinks_a_large_update_about_as_promised() -> None:
     st.floats(0.01, 1.0),
     st.booleans(),
 )
-def test_topk_decompression_is_exact_for_what_was_kept(values: np.ndarray, fraction: float, half: bool) -> None:
+def test_topk_decompression_is_exact_for_what_was_kept(
+    values: np.ndarray, fraction: float, half: bool
+) -> None:
     out = decode_update(encode_update({"w": values}, Compression(topk_fraction=fraction, half=half)))["w"]
     expected = values.astype(np.float16).astype(np.float32) if half else values
     # Every entry is either the (possibly half-precision) original or an exact zero.

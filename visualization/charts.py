@@ -6,7 +6,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "legend": {"orientation": "h", "y": -0.2}, "height": 340}
+LAYOUT = {
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "legend": {"orientation": "h", "y": -0.2},
+    "height": 340,
+}
 KEPT, EXCLUDED, REJECTED = "#2e9e5b", "#e39b2d", "#d3453b"
 
 
@@ -14,10 +18,24 @@ def accuracy_loss(rounds: pd.DataFrame) -> go.Figure:
     """Holdout accuracy (left axis) and holdout loss before/after (right axis) per aggregated round."""
     data = rounds[rounds["aggregated"]]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=data["round"], y=data["accuracy"], name="accuracy", mode="lines+markers"), secondary_y=False)
-    figure.add_trace(go.Scatter(x=data["round"], y=data["loss_after"], name="loss after", mode="lines+markers"), secondary_y=True)
-    figure.add_trace(go.Scatter(x=data["round"], y=data["loss_before"], name="loss before", mode="lines+markers",
-                                line={"dash": "dot"}), secondary_y=True)
+    figure.add_trace(
+        go.Scatter(x=data["round"], y=data["accuracy"], name="accuracy", mode="lines+markers"),
+        secondary_y=False,
+    )
+    figure.add_trace(
+        go.Scatter(x=data["round"], y=data["loss_after"], name="loss after", mode="lines+markers"),
+        secondary_y=True,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=data["round"],
+            y=data["loss_before"],
+            name="loss before",
+            mode="lines+markers",
+            line={"dash": "dot"},
+        ),
+        secondary_y=True,
+    )
     figure.update_layout(title="Holdout accuracy and loss per round", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", secondary_y=False)
@@ -27,11 +45,13 @@ def accuracy_loss(rounds: pd.DataFrame) -> go.Figure:
 
 def kept_excluded(rounds: pd.DataFrame) -> go.Figure:
     data = rounds[rounds["aggregated"]]
-    figure = go.Figure([
-        go.Bar(x=data["round"], y=data["kept"], name="kept", marker_color=KEPT),
-        go.Bar(x=data["round"], y=data["excluded"], name="excluded", marker_color=EXCLUDED),
-        go.Bar(x=data["round"], y=data["rejected"], name="rejected", marker_color=REJECTED),
-    ])
+    figure = go.Figure(
+        [
+            go.Bar(x=data["round"], y=data["kept"], name="kept", marker_color=KEPT),
+            go.Bar(x=data["round"], y=data["excluded"], name="excluded", marker_color=EXCLUDED),
+            go.Bar(x=data["round"], y=data["rejected"], name="rejected", marker_color=REJECTED),
+        ]
+    )
     figure.update_layout(barmode="stack", title="Updates kept, excluded and rejected per round", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="updates")
@@ -52,9 +72,15 @@ def fitness_distribution(contributions: pd.DataFrame) -> go.Figure:
 def privacy_budget(rounds: pd.DataFrame, budget: float | None) -> go.Figure:
     """Cumulative ε spent after each round against the governed budget."""
     data = rounds[rounds["epsilon_spent"].notna()]
-    figure = go.Figure(go.Scatter(x=data["round"], y=data["epsilon_spent"], name="ε spent", mode="lines+markers", fill="tozeroy"))
+    figure = go.Figure(
+        go.Scatter(
+            x=data["round"], y=data["epsilon_spent"], name="ε spent", mode="lines+markers", fill="tozeroy"
+        )
+    )
     if budget is not None:
-        figure.add_hline(y=budget, line_dash="dash", line_color=REJECTED, annotation_text=f"budget ε = {budget:g}")
+        figure.add_hline(
+            y=budget, line_dash="dash", line_color=REJECTED, annotation_text=f"budget ε = {budget:g}"
+        )
     figure.update_layout(title="Privacy budget spent", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="ε (cumulative)", rangemode="tozero")
@@ -74,11 +100,23 @@ def organization_history(history: pd.DataFrame, symbol: str) -> go.Figure:
     """One organization's scores per round (lines) and rewards (bars, right axis)."""
     data = history.sort_values("round")
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Bar(x=data["round"], y=data["reward"], name=f"reward ({symbol})", marker_color="#c9d6ea", opacity=0.8),
-                     secondary_y=True)
+    figure.add_trace(
+        go.Bar(
+            x=data["round"], y=data["reward"], name=f"reward ({symbol})", marker_color="#c9d6ea", opacity=0.8
+        ),
+        secondary_y=True,
+    )
     for column in ("fitness", "quality", "timeliness", "honesty"):
-        figure.add_trace(go.Scatter(x=data["round"], y=data[column], name=column, mode="lines+markers",
-                                    line={"width": 3 if column == "fitness" else 1.5}), secondary_y=False)
+        figure.add_trace(
+            go.Scatter(
+                x=data["round"],
+                y=data[column],
+                name=column,
+                mode="lines+markers",
+                line={"width": 3 if column == "fitness" else 1.5},
+            ),
+            secondary_y=False,
+        )
     figure.update_layout(title="Scores and rewards per round", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="score (0–100)", range=[0, 100], secondary_y=False)
@@ -89,8 +127,14 @@ def organization_history(history: pd.DataFrame, symbol: str) -> go.Figure:
 def token_allocation(supply: float, staked: float, treasury: float, symbol: str) -> go.Figure:
     """Where the supply is: staked in the registry, in the treasury (timelock), and held elsewhere."""
     held = max(supply - staked - treasury, 0.0)
-    figure = go.Figure(go.Pie(labels=["treasury", "staked", "held by accounts"], values=[treasury, staked, held], hole=0.5,
-                              sort=False))
+    figure = go.Figure(
+        go.Pie(
+            labels=["treasury", "staked", "held by accounts"],
+            values=[treasury, staked, held],
+            hole=0.5,
+            sort=False,
+        )
+    )
     figure.update_layout(title=f"Supply allocation ({symbol})", **LAYOUT)
     return figure
 
@@ -100,12 +144,19 @@ MODEBAR_OFF = {"displayModeBar": False}
 
 
 def vote_tally(for_votes: float, against: float, abstain: float, quorum: float) -> go.Figure:
-    figure = go.Figure([
-        go.Bar(y=["votes"], x=[for_votes], name="for", orientation="h", marker_color=KEPT),
-        go.Bar(y=["votes"], x=[abstain], name="abstain", orientation="h", marker_color="#9aa5b1"),
-        go.Bar(y=["votes"], x=[against], name="against", orientation="h", marker_color=REJECTED),
-    ])
+    figure = go.Figure(
+        [
+            go.Bar(y=["votes"], x=[for_votes], name="for", orientation="h", marker_color=KEPT),
+            go.Bar(y=["votes"], x=[abstain], name="abstain", orientation="h", marker_color="#9aa5b1"),
+            go.Bar(y=["votes"], x=[against], name="against", orientation="h", marker_color=REJECTED),
+        ]
+    )
     figure.add_vline(x=quorum, line_dash="dash", annotation_text="quorum (for + abstain)")
-    figure.update_layout(barmode="stack", height=150, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=True,
-                         legend={"orientation": "h", "y": -0.5})
+    figure.update_layout(
+        barmode="stack",
+        height=150,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        showlegend=True,
+        legend={"orientation": "h", "y": -0.5},
+    )
     return figure

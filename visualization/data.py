@@ -64,7 +64,9 @@ class DashboardConfig:
 class Api:
     """The fedledger API, as the dashboard uses it (server side: the browser never talks to the API)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -82,7 +84,9 @@ class Api:
         try:
             response = self._client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiUnavailable(f"the API at {self.base_url} is not reachable: {type(exc).__name__}: {exc}") from exc
+            raise ApiUnavailable(
+                f"the API at {self.base_url} is not reachable: {type(exc).__name__}: {exc}"
+            ) from exc
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -102,7 +106,9 @@ class Api:
     def rounds(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/stats/rounds", params={"limit": limit})
 
-    def contributions(self, round_id: int | None = None, address: str | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+    def contributions(
+        self, round_id: int | None = None, address: str | None = None, limit: int = 5000
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if round_id is not None:
             params["round_id"] = round_id
@@ -213,7 +219,9 @@ class Chain:
         except DeploymentsError as exc:
             raise ChainUnavailable(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-            raise ChainUnavailable(f"the chain at {rpc_url} is not reachable: {type(exc).__name__}: {exc}") from exc
+            raise ChainUnavailable(
+                f"the chain at {rpc_url} is not reachable: {type(exc).__name__}: {exc}"
+            ) from exc
         return chain
 
     @property
@@ -249,12 +257,20 @@ class Chain:
         )
 
     def claimed(self, round_id: int, address: str) -> bool:
-        return bool(self.reader.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call())
+        return bool(
+            self.reader.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call()
+        )
 
     # --- transactions the wallet sends ------------------------------------------------------------
     def claim_calldata(self, round_id: int, account: str, amount: int, proof: list[str]) -> str:
         return self.reader.distributor.encode_abi(
-            "claim", args=[int(round_id), to_checksum_address(account), int(amount), [bytes.fromhex(p.removeprefix("0x")) for p in proof]]
+            "claim",
+            args=[
+                int(round_id),
+                to_checksum_address(account),
+                int(amount),
+                [bytes.fromhex(p.removeprefix("0x")) for p in proof],
+            ],
         )
 
     def delegate_calldata(self, delegatee: str) -> str:
@@ -262,13 +278,20 @@ class Chain:
 
     def tx_request(self, sender: str, to: str, data: str) -> dict[str, str]:
         """The ``eth_sendTransaction`` parameter object; the wallet fills in gas, fees and nonce."""
-        return {"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data, "value": "0x0",
-                "chainId": hex(self.chain_id)}
+        return {
+            "from": to_checksum_address(sender),
+            "to": to_checksum_address(to),
+            "data": data,
+            "value": "0x0",
+            "chainId": hex(self.chain_id),
+        }
 
     def simulate(self, sender: str, to: str, data: str) -> str | None:
         """None when the call would succeed now, else why it would revert (the contract's custom error)."""
         try:
-            self.w3.eth.call({"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data})  # type: ignore[typeddict-item]
+            self.w3.eth.call(
+                {"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data}
+            )  # type: ignore[typeddict-item]
         except ContractLogicError as exc:
             raw = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
             if isinstance(raw, str):

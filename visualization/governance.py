@@ -46,9 +46,15 @@ FITNESS_WEIGHTS = ("weight_quality", "weight_timeliness", "weight_honesty")
 # Integer parameters that are token amounts (entered and shown in tokens, stored in token wei).
 TOKEN_AMOUNTS = ("base_reward", "min_stake", "round_reward_budget")
 UNITS = {
-    "activity_timeout": "seconds", "round_duration": "seconds", "unbonding_period": "seconds",
-    "min_reputation": "score 0–100", "slash_fitness_below": "score 0–100", "slash_honesty_below": "score 0–100",
-    "tier1_min_fitness": "score 0–100", "tier2_min_fitness": "score 0–100", "tier3_min_fitness": "score 0–100",
+    "activity_timeout": "seconds",
+    "round_duration": "seconds",
+    "unbonding_period": "seconds",
+    "min_reputation": "score 0–100",
+    "slash_fitness_below": "score 0–100",
+    "slash_honesty_below": "score 0–100",
+    "tier1_min_fitness": "score 0–100",
+    "tier2_min_fitness": "score 0–100",
+    "tier3_min_fitness": "score 0–100",
     "tier4_min_fitness": "score 0–100",
 }
 
@@ -244,14 +250,25 @@ class Governance:
             power = None
             if voter is not None and snapshot < now:
                 power = int(f.getVotes(voter, snapshot).call())
-            out.append(Proposal(
-                id=pid, proposer=to_checksum_address(args["proposer"]), description=str(args["description"]),
-                actions=actions, created_block=int(event["blockNumber"]), state=ProposalState(int(f.state(pid).call())),
-                for_votes=int(for_), against_votes=int(against), abstain_votes=int(abstain),
-                quorum=int(f.quorum(timepoint).call()), snapshot=snapshot, deadline=int(f.proposalDeadline(pid).call()),
-                eta=int(f.proposalEta(pid).call()),
-                has_voted=None if voter is None else bool(f.hasVoted(pid, voter).call()), voting_power=power,
-            ))
+            out.append(
+                Proposal(
+                    id=pid,
+                    proposer=to_checksum_address(args["proposer"]),
+                    description=str(args["description"]),
+                    actions=actions,
+                    created_block=int(event["blockNumber"]),
+                    state=ProposalState(int(f.state(pid).call())),
+                    for_votes=int(for_),
+                    against_votes=int(against),
+                    abstain_votes=int(abstain),
+                    quorum=int(f.quorum(timepoint).call()),
+                    snapshot=snapshot,
+                    deadline=int(f.proposalDeadline(pid).call()),
+                    eta=int(f.proposalEta(pid).call()),
+                    has_voted=None if voter is None else bool(f.hasVoted(pid, voter).call()),
+                    voting_power=power,
+                )
+            )
         out.sort(key=lambda p: p.created_block, reverse=True)
         return out
 
@@ -271,7 +288,9 @@ class Governance:
             index, raw = int(args["param"]), int(args["value"])
             if 0 <= index < len(specs):
                 spec = specs[index]
-                return f"ProtocolParameters.setParameter({spec.name} → {spec.from_raw(raw, self.chain.symbol)})"
+                return (
+                    f"ProtocolParameters.setParameter({spec.name} → {spec.from_raw(raw, self.chain.symbol)})"
+                )
         rendered = ", ".join(f"{k}={_short(v)}" for k, v in args.items())
         return f"{name}.{function.fn_name}({rendered})"
 
@@ -282,21 +301,43 @@ class Governance:
     def set_parameter_calldata(self, spec: ParamSpec, raw_value: int) -> str:
         return self.parameters.encode_abi("setParameter", args=[spec.index, int(raw_value)])
 
-    def propose_calldata(self, targets: list[str], values: list[int], calldatas: list[str], description: str) -> str:
-        return self.governor.encode_abi("propose", args=[
-            [to_checksum_address(t) for t in targets], [int(v) for v in values], [_bytes(c) for c in calldatas], description,
-        ])
+    def propose_calldata(
+        self, targets: list[str], values: list[int], calldatas: list[str], description: str
+    ) -> str:
+        return self.governor.encode_abi(
+            "propose",
+            args=[
+                [to_checksum_address(t) for t in targets],
+                [int(v) for v in values],
+                [_bytes(c) for c in calldatas],
+                description,
+            ],
+        )
 
     def cast_vote_calldata(self, proposal_id: int, support: Support) -> str:
         return self.governor.encode_abi("castVote", args=[int(proposal_id), int(support)])
 
     def queue_calldata(self, proposal: Proposal) -> str:
-        return self.governor.encode_abi("queue", args=[proposal.targets, proposal.values,
-                                                       [_bytes(c) for c in proposal.calldatas], proposal.description_hash])
+        return self.governor.encode_abi(
+            "queue",
+            args=[
+                proposal.targets,
+                proposal.values,
+                [_bytes(c) for c in proposal.calldatas],
+                proposal.description_hash,
+            ],
+        )
 
     def execute_calldata(self, proposal: Proposal) -> str:
-        return self.governor.encode_abi("execute", args=[proposal.targets, proposal.values,
-                                                         [_bytes(c) for c in proposal.calldatas], proposal.description_hash])
+        return self.governor.encode_abi(
+            "execute",
+            args=[
+                proposal.targets,
+                proposal.values,
+                [_bytes(c) for c in proposal.calldatas],
+                proposal.description_hash,
+            ],
+        )
 
     @property
     def address(self) -> str:
@@ -307,8 +348,12 @@ def proposal_id(targets: list[str], values: list[int], calldatas: list[str], des
     """What ``FLGovernor.hashProposal`` returns (OpenZeppelin 5: keccak256 of the ABI-encoded proposal)."""
     encoded = encode(
         ["address[]", "uint256[]", "bytes[]", "bytes32"],
-        [[to_checksum_address(t) for t in targets], [int(v) for v in values], [_bytes(c) for c in calldatas],
-         keccak(text=description)],
+        [
+            [to_checksum_address(t) for t in targets],
+            [int(v) for v in values],
+            [_bytes(c) for c in calldatas],
+            keccak(text=description),
+        ],
     )
     return int.from_bytes(keccak(encoded), "big")
 

@@ -124,8 +124,13 @@ def wallet_sidebar(ctx: Context) -> None:
     challenge = st.session_state.get(CHALLENGE)
     if challenge is None:
         st.caption("Organizations sign in with their wallet (Sign-In with Ethereum).")
-        response = wallet_request(key="wallet-connect", label="Connect wallet", request_id="connect",
-                                  method="fedledger_connect", pending="Approve the connection in your wallet…")
+        response = wallet_request(
+            key="wallet-connect",
+            label="Connect wallet",
+            request_id="connect",
+            method="fedledger_connect",
+            pending="Approve the connection in your wallet…",
+        )
         if response is None:
             return
         if not response.ok:
@@ -144,13 +149,23 @@ def wallet_sidebar(ctx: Context) -> None:
         except DashboardError as exc:
             st.error(f"Could not start sign-in: {exc}")
             return
-        st.session_state[CHALLENGE] = {"id": f"siwe-{uuid.uuid4().hex}", "address": address, "message": issued["message"]}
+        st.session_state[CHALLENGE] = {
+            "id": f"siwe-{uuid.uuid4().hex}",
+            "address": address,
+            "message": issued["message"],
+        }
         st.rerun()
     # Step 3: the wallet signs the server's message.
-    st.caption(f"Connected {short_address(challenge['address'])}. Sign the message in your wallet to sign in.")
+    st.caption(
+        f"Connected {short_address(challenge['address'])}. Sign the message in your wallet to sign in."
+    )
     response = wallet_request(
-        key="wallet-sign", label="Sign in with Ethereum", request_id=challenge["id"], method="personal_sign",
-        params=[_hex_message(challenge["message"]), challenge["address"]], auto=True,
+        key="wallet-sign",
+        label="Sign in with Ethereum",
+        request_id=challenge["id"],
+        method="personal_sign",
+        params=[_hex_message(challenge["message"]), challenge["address"]],
+        auto=True,
         pending="Sign the sign-in message in your wallet…",
     )
     if st.button("Cancel", key="wallet-cancel"):
@@ -159,7 +174,9 @@ def wallet_sidebar(ctx: Context) -> None:
     if response is None:
         return
     if not response.ok:
-        st.error("Signature refused in the wallet." if response.rejected else f"Wallet: {response.error_message}")
+        st.error(
+            "Signature refused in the wallet." if response.rejected else f"Wallet: {response.error_message}"
+        )
         return
     try:
         token = ctx.api.login(challenge["message"], str(response.result))
@@ -167,8 +184,12 @@ def wallet_sidebar(ctx: Context) -> None:
         st.session_state.pop(CHALLENGE, None)
         st.error(f"Sign-in refused: {exc}")
         return
-    st.session_state[AUTH] = {"token": token["access_token"], "address": token["address"],
-                              "expires_at": token["expires_at"], "roles": token.get("roles", [])}
+    st.session_state[AUTH] = {
+        "token": token["access_token"],
+        "address": token["address"],
+        "expires_at": token["expires_at"],
+        "roles": token.get("roles", []),
+    }
     st.session_state.pop(CHALLENGE, None)
     flash("success", f"Signed in as {token['address']}.")
     st.rerun()
@@ -190,10 +211,17 @@ def _signed_in_panel(ctx: Context, auth: dict[str, Any]) -> None:
         st.caption(f"Roles: {roles}")
     wallet = st.session_state.get(WALLET) or {}
     if ctx.chain is not None and wallet.get("chain_id") not in (None, ctx.chain.chain_id):
-        st.warning(f"Your wallet is on chain {wallet['chain_id']}, fedledger runs on chain {ctx.chain.chain_id}.")
-        response = wallet_request(key="wallet-switch", label="Switch network", request_id=f"switch-{ctx.chain.chain_id}",
-                                  method="wallet_switchEthereumChain", params=[{"chainId": hex(ctx.chain.chain_id)}],
-                                  kind="secondary")
+        st.warning(
+            f"Your wallet is on chain {wallet['chain_id']}, fedledger runs on chain {ctx.chain.chain_id}."
+        )
+        response = wallet_request(
+            key="wallet-switch",
+            label="Switch network",
+            request_id=f"switch-{ctx.chain.chain_id}",
+            method="wallet_switchEthereumChain",
+            params=[{"chainId": hex(ctx.chain.chain_id)}],
+            kind="secondary",
+        )
         if response is not None:
             if response.ok:
                 wallet["chain_id"] = ctx.chain.chain_id
@@ -228,14 +256,22 @@ def transaction_button(
     if reason:
         st.caption(f"Not possible now: `{reason}`")
     request_id = "tx-" + hashlib.sha256(f"{sender}|{to}|{data}".encode()).hexdigest()[:24]
-    response = wallet_request(key=key, label=label, request_id=request_id, method="eth_sendTransaction",
-                              params=[ctx.chain.tx_request(sender, to, data)], disabled=disabled or bool(reason),
-                              pending="Confirm the transaction in your wallet…")
+    response = wallet_request(
+        key=key,
+        label=label,
+        request_id=request_id,
+        method="eth_sendTransaction",
+        params=[ctx.chain.tx_request(sender, to, data)],
+        disabled=disabled or bool(reason),
+        pending="Confirm the transaction in your wallet…",
+    )
     if response is None:
         return None
     if not response.ok:
         _log(describe, None, "rejected" if response.rejected else "failed", response.error_message)
-        st.error("Transaction refused in the wallet." if response.rejected else f"Wallet: {response.error_message}")
+        st.error(
+            "Transaction refused in the wallet." if response.rejected else f"Wallet: {response.error_message}"
+        )
         return None
     tx_hash = str(response.result)
     with st.spinner("Waiting for the transaction to be mined…"):

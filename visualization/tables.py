@@ -9,14 +9,39 @@ import pandas as pd
 from visualization.data import tokens
 
 ROUND_COLUMNS = [
-    "round", "status", "strategy", "opened_at", "deadline", "model_version", "aggregated", "kept", "excluded",
-    "rejected", "rolled_back", "loss_before", "loss_after", "accuracy", "epsilon_spent", "reward", "reward_wei",
+    "round",
+    "status",
+    "strategy",
+    "opened_at",
+    "deadline",
+    "model_version",
+    "aggregated",
+    "kept",
+    "excluded",
+    "rejected",
+    "rolled_back",
+    "loss_before",
+    "loss_after",
+    "accuracy",
+    "epsilon_spent",
+    "reward",
+    "reward_wei",
     "failure_reason",
 ]
 
 CONTRIBUTION_COLUMNS = [
-    "round", "organization", "participant", "quality", "timeliness", "honesty", "fitness", "kept", "byzantine",
-    "reward", "reward_wei", "reputation_after",
+    "round",
+    "organization",
+    "participant",
+    "quality",
+    "timeliness",
+    "honesty",
+    "fitness",
+    "kept",
+    "byzantine",
+    "reward",
+    "reward_wei",
+    "reputation_after",
 ]
 
 
@@ -25,16 +50,28 @@ def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in rounds:
         a = r.get("aggregation") or {}
-        rows.append({
-            "round": int(r["id"]), "status": r.get("status"), "strategy": r.get("strategy"),
-            "opened_at": pd.to_datetime(r.get("opened_at"), utc=True), "deadline": pd.to_datetime(r.get("deadline"), utc=True),
-            "model_version": r.get("model_version"), "aggregated": bool(a),
-            "kept": a.get("kept"), "excluded": a.get("excluded"), "rejected": a.get("rejected"),
-            "rolled_back": a.get("rolled_back"), "loss_before": a.get("holdout_loss_before"),
-            "loss_after": a.get("holdout_loss_after"), "accuracy": a.get("holdout_accuracy"),
-            "epsilon_spent": a.get("epsilon_spent"), "reward": tokens(a.get("total_reward_wei")) if a else None,
-            "reward_wei": a.get("total_reward_wei"), "failure_reason": r.get("failure_reason"),
-        })
+        rows.append(
+            {
+                "round": int(r["id"]),
+                "status": r.get("status"),
+                "strategy": r.get("strategy"),
+                "opened_at": pd.to_datetime(r.get("opened_at"), utc=True),
+                "deadline": pd.to_datetime(r.get("deadline"), utc=True),
+                "model_version": r.get("model_version"),
+                "aggregated": bool(a),
+                "kept": a.get("kept"),
+                "excluded": a.get("excluded"),
+                "rejected": a.get("rejected"),
+                "rolled_back": a.get("rolled_back"),
+                "loss_before": a.get("holdout_loss_before"),
+                "loss_after": a.get("holdout_loss_after"),
+                "accuracy": a.get("holdout_accuracy"),
+                "epsilon_spent": a.get("epsilon_spent"),
+                "reward": tokens(a.get("total_reward_wei")) if a else None,
+                "reward_wei": a.get("total_reward_wei"),
+                "failure_reason": r.get("failure_reason"),
+            }
+        )
     frame = pd.DataFrame(rows, columns=ROUND_COLUMNS)
     for column in ("loss_before", "loss_after", "accuracy", "epsilon_spent", "reward"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -46,15 +83,27 @@ def organizations(participants: list[dict[str, Any]]) -> dict[str, str]:
     return {p["address"].lower(): p["org_name"] for p in participants}
 
 
-def contributions_frame(contributions: list[dict[str, Any]], participants: list[dict[str, Any]]) -> pd.DataFrame:
+def contributions_frame(
+    contributions: list[dict[str, Any]], participants: list[dict[str, Any]]
+) -> pd.DataFrame:
     names = organizations(participants)
-    rows = [{
-        "round": int(c["round_id"]), "organization": names.get(c["participant"].lower(), c["participant"]),
-        "participant": c["participant"], "quality": c["quality"], "timeliness": c["timeliness"],
-        "honesty": c["honesty"], "fitness": c["fitness"], "kept": bool(c["kept"]), "byzantine": bool(c["byzantine"]),
-        "reward": tokens(c.get("reward_wei")), "reward_wei": str(c.get("reward_wei") or "0"),
-        "reputation_after": c.get("reputation_after"),
-    } for c in contributions]
+    rows = [
+        {
+            "round": int(c["round_id"]),
+            "organization": names.get(c["participant"].lower(), c["participant"]),
+            "participant": c["participant"],
+            "quality": c["quality"],
+            "timeliness": c["timeliness"],
+            "honesty": c["honesty"],
+            "fitness": c["fitness"],
+            "kept": bool(c["kept"]),
+            "byzantine": bool(c["byzantine"]),
+            "reward": tokens(c.get("reward_wei")),
+            "reward_wei": str(c.get("reward_wei") or "0"),
+            "reputation_after": c.get("reputation_after"),
+        }
+        for c in contributions
+    ]
     frame = pd.DataFrame(rows, columns=CONTRIBUTION_COLUMNS)
     return frame.sort_values(["round", "organization"], ascending=[False, True]).reset_index(drop=True)
 
@@ -78,10 +127,25 @@ def filter_contributions(
 
 
 def participants_frame(participants: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["organization", "address", "status", "reputation", "byzantine_count", "created_at", "last_seen_at"]
-    rows = [{
-        "organization": p["org_name"], "address": p["address"], "status": p["status"], "reputation": p["reputation"],
-        "byzantine_count": p["byzantine_count"], "created_at": pd.to_datetime(p.get("created_at"), utc=True),
-        "last_seen_at": pd.to_datetime(p.get("last_seen_at"), utc=True),
-    } for p in participants]
+    columns = [
+        "organization",
+        "address",
+        "status",
+        "reputation",
+        "byzantine_count",
+        "created_at",
+        "last_seen_at",
+    ]
+    rows = [
+        {
+            "organization": p["org_name"],
+            "address": p["address"],
+            "status": p["status"],
+            "reputation": p["reputation"],
+            "byzantine_count": p["byzantine_count"],
+            "created_at": pd.to_datetime(p.get("created_at"), utc=True),
+            "last_seen_at": pd.to_datetime(p.get("last_seen_at"), utc=True),
+        }
+        for p in participants
+    ]
     return pd.DataFrame(rows, columns=columns)

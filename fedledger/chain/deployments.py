@@ -82,7 +82,9 @@ class Deployments:
         """Refuse to use addresses of one chain on another (a redeployed dev node, a wrong RPC URL)."""
         actual = w3.eth.chain_id
         if actual != self.chain_id:
-            raise DeploymentsError(f"deployments are for chain {self.chain_id} but the RPC serves chain {actual}")
+            raise DeploymentsError(
+                f"deployments are for chain {self.chain_id} but the RPC serves chain {actual}"
+            )
         token = self.addresses["RewardToken"]
         if not w3.eth.get_code(token):
             raise DeploymentsError(

@@ -51,7 +51,9 @@ def parameter_index(w3: Web3, deployments: Deployments, name: str) -> int:
     return names.index(name)
 
 
-def parameter_change(w3: Web3, deployments: Deployments, name: str, value: int, description: str) -> ParameterProposal:
+def parameter_change(
+    w3: Web3, deployments: Deployments, name: str, value: int, description: str
+) -> ParameterProposal:
     params = deployments.contract(w3, "ProtocolParameters")
     calldata = params.encode_abi("setParameter", args=[parameter_index(w3, deployments, name), value])
     return ParameterProposal([params.address], [0], [bytes.fromhex(calldata[2:])], description)
@@ -59,14 +61,22 @@ def parameter_change(w3: Web3, deployments: Deployments, name: str, value: int, 
 
 def proposal_id(w3: Web3, deployments: Deployments, proposal: ParameterProposal) -> int:
     governor = deployments.contract(w3, "FLGovernor")
-    return int(governor.functions.hashProposal(proposal.targets, proposal.values, proposal.calldatas,
-                                               proposal.description_hash).call())
+    return int(
+        governor.functions.hashProposal(
+            proposal.targets, proposal.values, proposal.calldatas, proposal.description_hash
+        ).call()
+    )
 
 
 def propose(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> int:
     governor = deployments.contract(w3, "FLGovernor")
-    send_transaction(w3, governor.functions.propose(proposal.targets, proposal.values, proposal.calldatas,
-                                                    proposal.description), key)
+    send_transaction(
+        w3,
+        governor.functions.propose(
+            proposal.targets, proposal.values, proposal.calldatas, proposal.description
+        ),
+        key,
+    )
     return proposal_id(w3, deployments, proposal)
 
 
@@ -80,11 +90,21 @@ def state(w3: Web3, deployments: Deployments, pid: int) -> ProposalState:
 
 def queue(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> None:
     governor = deployments.contract(w3, "FLGovernor")
-    send_transaction(w3, governor.functions.queue(proposal.targets, proposal.values, proposal.calldatas,
-                                                  proposal.description_hash), key)
+    send_transaction(
+        w3,
+        governor.functions.queue(
+            proposal.targets, proposal.values, proposal.calldatas, proposal.description_hash
+        ),
+        key,
+    )
 
 
 def execute(w3: Web3, deployments: Deployments, key: str, proposal: ParameterProposal) -> None:
     governor = deployments.contract(w3, "FLGovernor")
-    send_transaction(w3, governor.functions.execute(proposal.targets, proposal.values, proposal.calldatas,
-                                                    proposal.description_hash), key)
+    send_transaction(
+        w3,
+        governor.functions.execute(
+            proposal.targets, proposal.values, proposal.calldatas, proposal.description_hash
+        ),
+        key,
+    )

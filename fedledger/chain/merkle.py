@@ -48,7 +48,9 @@ class RewardTree:
             if amount <= 0:
                 raise MerkleError(f"reward of {checksummed} must be positive, got {amount}")
             normalised[checksummed] = int(amount)
-        hashed = sorted(((leaf_hash(round_id, a, v), a, v) for a, v in normalised.items()), key=lambda t: t[0])
+        hashed = sorted(
+            ((leaf_hash(round_id, a, v), a, v) for a, v in normalised.items()), key=lambda t: t[0]
+        )
         size = 2 * len(hashed) - 1
         tree: list[bytes] = [b""] * size
         index: dict[str, tuple[int, int]] = {}

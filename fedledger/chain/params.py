@@ -75,8 +75,17 @@ class ProtocolParams:
 
 _FIELD_NAMES = tuple(f.name for f in fields(ProtocolParams))
 _INT_FIELDS = {
-    "base_reward", "min_stake", "byzantine_threshold", "activity_timeout", "krum_f", "multi_krum_m",
-    "round_duration", "quorum", "min_participants", "round_reward_budget", "unbonding_period",
+    "base_reward",
+    "min_stake",
+    "byzantine_threshold",
+    "activity_timeout",
+    "krum_f",
+    "multi_krum_m",
+    "round_duration",
+    "quorum",
+    "min_participants",
+    "round_reward_budget",
+    "unbonding_period",
     "max_round_extensions",
 }
 

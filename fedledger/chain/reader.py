@@ -43,7 +43,9 @@ class ChainReader:
     an RPC round trip is most of a submission's cost; a slash is then seen by the API within this delay
     (the worker marks the participant slashed in the database at once, which the API also checks)."""
 
-    def __init__(self, rpc_url: str, deployments: Deployments, timeout: float = 10.0, enrollment_ttl: float = 30.0) -> None:
+    def __init__(
+        self, rpc_url: str, deployments: Deployments, timeout: float = 10.0, enrollment_ttl: float = 30.0
+    ) -> None:
         self.enrollment_ttl = enrollment_ttl
         self._enrollments: dict[str, tuple[float, Enrollment]] = {}
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))

@@ -51,9 +51,7 @@ def decode_custom_error(abi: list[dict[str, Any]], data: str) -> tuple[str, tupl
     return None
 
 
-def send_transaction(
-    w3: Web3, call: ContractFunction, private_key: str, gas: int | None = None
-) -> TxReceipt:
+def send_transaction(w3: Web3, call: ContractFunction, private_key: str, gas: int | None = None) -> TxReceipt:
     """Simulate, sign and send ``call`` from ``private_key``'s account and wait for its receipt.
 
     Simulation first means a revert surfaces as :class:`TransactionReverted` naming the contract's custom
@@ -66,8 +64,12 @@ def send_transaction(
         # checkpoint per block, overwriting within one), and the transaction will run in the next block.
         estimate = gas or int(call.estimate_gas({"from": sender}, block_identifier="pending") * 1.2)
         tx = call.build_transaction(
-            {"from": sender, "nonce": w3.eth.get_transaction_count(sender, "pending"), "chainId": w3.eth.chain_id,
-             "gas": estimate}
+            {
+                "from": sender,
+                "nonce": w3.eth.get_transaction_count(sender, "pending"),
+                "chainId": w3.eth.chain_id,
+                "gas": estimate,
+            }
         )
     except ContractLogicError as exc:
         # Nodes differ in where the revert data sits (Hardhat also adds a text message); the selector decides.

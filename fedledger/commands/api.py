@@ -17,8 +17,12 @@ def api(
     from fedledger.config import get_settings
 
     settings = get_settings()
-    uvicorn.run("middleware.app:app", host=host or settings.api_host, port=port or settings.api_port,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        "middleware.app:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def register(app: typer.Typer) -> None:

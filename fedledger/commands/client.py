@@ -49,25 +49,86 @@ class Common:
 
 
 _COMMON = [
-    inspect.Parameter("api", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_API, annotation=Annotated[
-        str, typer.Option("--api", envvar="FEDLEDGER_API_URL", help="Base URL of the fedledger API.")]),
-    inspect.Parameter("rpc", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_RPC, annotation=Annotated[
-        str, typer.Option("--rpc", envvar="FEDLEDGER_CHAIN_RPC_URL", help="Ethereum JSON-RPC endpoint of the chain.")]),
-    inspect.Parameter("key_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Path | None, typer.Option("--key-file", envvar="FEDLEDGER_CLIENT_KEY_FILE",
-                                  help="Wallet: a file with a 0x-hex private key, or an encrypted keystore JSON. "
-                                       "Default: FEDLEDGER_CLIENT_PRIVATE_KEY.")]),
-    inspect.Parameter("password_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Path | None, typer.Option("--password-file", help="File holding the keystore's password "
-                                  "(else FEDLEDGER_CLIENT_KEYSTORE_PASSWORD, else a prompt).")]),
-    inspect.Parameter("model_signer", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        str | None, typer.Option("--model-signer", envvar="FEDLEDGER_CLIENT_MODEL_SIGNER",
-                                 help="Address that must have signed every model (required off the dev chain).")]),
-    inspect.Parameter("deployments", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Path | None, typer.Option("--deployments", envvar="FEDLEDGER_CLIENT_DEPLOYMENTS",
-                                  help="Trusted deployments file (contract addresses). Default: ask the API.")]),
-    inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
-        bool, typer.Option("--json", help="Machine-readable JSON on stdout; no progress bars.")]),
+    inspect.Parameter(
+        "api",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=DEFAULT_API,
+        annotation=Annotated[
+            str, typer.Option("--api", envvar="FEDLEDGER_API_URL", help="Base URL of the fedledger API.")
+        ],
+    ),
+    inspect.Parameter(
+        "rpc",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=DEFAULT_RPC,
+        annotation=Annotated[
+            str,
+            typer.Option(
+                "--rpc", envvar="FEDLEDGER_CHAIN_RPC_URL", help="Ethereum JSON-RPC endpoint of the chain."
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "key_file",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--key-file",
+                envvar="FEDLEDGER_CLIENT_KEY_FILE",
+                help="Wallet: a file with a 0x-hex private key, or an encrypted keystore JSON. "
+                "Default: FEDLEDGER_CLIENT_PRIVATE_KEY.",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "password_file",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--password-file",
+                help="File holding the keystore's password "
+                "(else FEDLEDGER_CLIENT_KEYSTORE_PASSWORD, else a prompt).",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "model_signer",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option(
+                "--model-signer",
+                envvar="FEDLEDGER_CLIENT_MODEL_SIGNER",
+                help="Address that must have signed every model (required off the dev chain).",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "deployments",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--deployments",
+                envvar="FEDLEDGER_CLIENT_DEPLOYMENTS",
+                help="Trusted deployments file (contract addresses). Default: ask the API.",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "json_out",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[
+            bool, typer.Option("--json", help="Machine-readable JSON on stdout; no progress bars.")
+        ],
+    ),
 ]
 _COMMON_NAMES = [p.name for p in _COMMON]
 
@@ -90,7 +151,10 @@ def _guard(opts: Common, action: Callable[[], None]) -> None:
     try:
         from client.errors import ClientError
     except ImportError:
-        typer.echo("error: the fedledger client package is not importable; install the project (pip install -e .)", err=True)
+        typer.echo(
+            "error: the fedledger client package is not importable; install the project (pip install -e .)",
+            err=True,
+        )
         raise typer.Exit(1) from None
 
     try:
@@ -129,8 +193,12 @@ def _organization(opts: Common, **kwargs: Any) -> Any:
     from client.sdk import Organization
 
     return Organization(
-        _wallet(opts), opts.api.rstrip("/"), rpc_url=opts.rpc, trusted_model_signer=opts.model_signer,
-        deployments=opts.deployments, **kwargs,
+        _wallet(opts),
+        opts.api.rstrip("/"),
+        rpc_url=opts.rpc,
+        trusted_model_signer=opts.model_signer,
+        deployments=opts.deployments,
+        **kwargs,
     )
 
 
@@ -160,7 +228,9 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
 
 
-def _progress_bars(opts: Common) -> tuple[Callable[[int, int], None] | None, Callable[[int, int], None] | None, Callable[[], None]]:
+def _progress_bars(
+    opts: Common,
+) -> tuple[Callable[[int, int], None] | None, Callable[[int, int], None] | None, Callable[[], None]]:
     """(epoch callback, upload callback, close) for tqdm bars on stderr; none with --json."""
     if opts.json_out:
         return None, None, lambda: None
@@ -178,7 +248,9 @@ def _progress_bars(opts: Common) -> tuple[Callable[[int, int], None] | None, Cal
     def upload(sent: int, total: int) -> None:
         bar = bars.get("upload")
         if bar is None:
-            bar = bars["upload"] = tqdm(total=total, desc="uploading", unit="B", unit_scale=True, leave=True, disable=None)
+            bar = bars["upload"] = tqdm(
+                total=total, desc="uploading", unit="B", unit_scale=True, leave=True, disable=None
+            )
         bar.n = sent
         bar.refresh()
 
@@ -191,8 +263,15 @@ def _progress_bars(opts: Common) -> tuple[Callable[[int, int], None] | None, Cal
 
 
 def _training_kwargs(
-    topk: float | None, half: bool, dp_clip: float | None, dp_noise: float, epochs: int | None,
-    batch_size: int | None, learning_rate: float | None, spool_dir: Path | None, no_spool: bool,
+    topk: float | None,
+    half: bool,
+    dp_clip: float | None,
+    dp_noise: float,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    spool_dir: Path | None,
+    no_spool: bool,
 ) -> dict[str, Any]:
     from client.errors import ConfigurationError
     from client.training import LocalDP
@@ -220,28 +299,54 @@ def _load_data(data: Path, label_column: str | None, standardizer: Path | None, 
 
 
 # Options shared by train-and-submit and run.
-DataOpt = Annotated[Path, typer.Option("--data", help="CSV of numeric features; the label is the last column.")]
-LabelOpt = Annotated[str | None, typer.Option("--label-column", help="Name (or 0-based index) of the label column.")]
-ScalerOpt = Annotated[Path | None, typer.Option("--standardizer", help="Shared standardizer JSON {mean, std} to apply.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="CSV of numeric features; the label is the last column.")
+]
+LabelOpt = Annotated[
+    str | None, typer.Option("--label-column", help="Name (or 0-based index) of the label column.")
+]
+ScalerOpt = Annotated[
+    Path | None, typer.Option("--standardizer", help="Shared standardizer JSON {mean, std} to apply.")
+]
 NoStdOpt = Annotated[bool, typer.Option("--no-standardize", help="Use the features as they are.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=0, help="Local epochs per round.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1)]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="SGD learning rate.")]
-TopkOpt = Annotated[float | None, typer.Option("--topk", help="Send only this fraction of the largest delta entries.")]
+TopkOpt = Annotated[
+    float | None, typer.Option("--topk", help="Send only this fraction of the largest delta entries.")
+]
 HalfOpt = Annotated[bool, typer.Option("--half", help="Send float16 values.")]
-ClipOpt = Annotated[float | None, typer.Option("--dp-clip", help="Local DP: clip the delta's L2 norm to this.")]
-NoiseOpt = Annotated[float, typer.Option("--dp-noise", min=0.0, help="Local DP: Gaussian noise multiplier (std = noise x clip).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of the local training (shuffles, DP noise).")]
-EnrollOpt = Annotated[bool, typer.Option("--auto-enroll", help="Stake the minimum on-chain if not enrolled yet.")]
-SpoolOpt = Annotated[Path | None, typer.Option("--spool-dir", envvar="FEDLEDGER_CLIENT_SPOOL_DIR",
-                                               help=f"Where sealed updates wait for their receipt (default {DEFAULT_SPOOL}).")]
+ClipOpt = Annotated[
+    float | None, typer.Option("--dp-clip", help="Local DP: clip the delta's L2 norm to this.")
+]
+NoiseOpt = Annotated[
+    float,
+    typer.Option("--dp-noise", min=0.0, help="Local DP: Gaussian noise multiplier (std = noise x clip)."),
+]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed of the local training (shuffles, DP noise).")
+]
+EnrollOpt = Annotated[
+    bool, typer.Option("--auto-enroll", help="Stake the minimum on-chain if not enrolled yet.")
+]
+SpoolOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--spool-dir",
+        envvar="FEDLEDGER_CLIENT_SPOOL_DIR",
+        help=f"Where sealed updates wait for their receipt (default {DEFAULT_SPOOL}).",
+    ),
+]
 NoSpoolOpt = Annotated[bool, typer.Option("--no-spool", help="Keep sealed updates in memory only.")]
 
 
 # ------------------------------------------------------------------------------------------ commands
 @client_app.command("login")
 @_with_common
-def login(opts: Common, show_token: Annotated[bool, typer.Option("--show-token", help="Print the access token.")] = False) -> None:
+def login(
+    opts: Common,
+    show_token: Annotated[bool, typer.Option("--show-token", help="Print the access token.")] = False,
+) -> None:
     """Sign in with the wallet (Sign-In with Ethereum) and show the session."""
     org = _organization(opts)
     with org:
@@ -251,8 +356,10 @@ def login(opts: Common, show_token: Annotated[bool, typer.Option("--show-token",
     if opts.json_out:
         _print_json(session)
         return
-    typer.echo(f"signed in as {session.get('address')} (roles: {', '.join(session.get('roles') or []) or 'none'}), "
-               f"token valid until {session.get('expires_at')}")
+    typer.echo(
+        f"signed in as {session.get('address')} (roles: {', '.join(session.get('roles') or []) or 'none'}), "
+        f"token valid until {session.get('expires_at')}"
+    )
     if show_token:
         typer.echo(session.get("access_token", ""))
 
@@ -271,25 +378,35 @@ def status(opts: Common) -> None:
     if participant is None:
         typer.echo("  registration: not registered (run `fedledger client enroll`)")
     else:
-        typer.echo(f"  registration: {participant.get('org_name')!r}, {participant.get('status')}, "
-                   f"reputation {participant.get('reputation')}")
+        typer.echo(
+            f"  registration: {participant.get('org_name')!r}, {participant.get('status')}, "
+            f"reputation {participant.get('reputation')}"
+        )
         may = "yes" if participant.get("may_submit") else f"no ({participant.get('reason')})"
         typer.echo(f"  may submit:   {may}")
     chain = info["chain"]
     if "error" in chain:
         typer.echo(f"  chain:        unavailable ({chain['error']})")
     else:
-        typer.echo(f"  chain {chain['chain_id']}: {chain['status']}, stake {_tokens(chain['stake_wei'])} "
-                   f"(minimum {_tokens(chain['min_stake_wei'])}), balance {_tokens(chain['token_balance_wei'])} tokens, "
-                   f"{_tokens(chain['eth_balance_wei'])} ETH")
+        typer.echo(
+            f"  chain {chain['chain_id']}: {chain['status']}, stake {_tokens(chain['stake_wei'])} "
+            f"(minimum {_tokens(chain['min_stake_wei'])}), balance {_tokens(chain['token_balance_wei'])} tokens, "
+            f"{_tokens(chain['eth_balance_wei'])} ETH"
+        )
     round_ = info.get("round")
     if round_ is None:
         typer.echo("  round:        none opened yet")
     else:
-        typer.echo(f"  round:        {round_['id']} {round_['status']} on model v{round_['model_version']}, "
-                   f"deadline {round_['deadline']}, {round_.get('submissions')} submissions")
+        typer.echo(
+            f"  round:        {round_['id']} {round_['status']} on model v{round_['model_version']}, "
+            f"deadline {round_['deadline']}, {round_.get('submissions')} submissions"
+        )
     model = info.get("model")
-    typer.echo(f"  model:        v{model['version']} sha256:{model['weights_hash']}" if model else "  model:        none yet")
+    typer.echo(
+        f"  model:        v{model['version']} sha256:{model['weights_hash']}"
+        if model
+        else "  model:        none yet"
+    )
 
 
 @client_app.command("enroll")
@@ -297,7 +414,9 @@ def status(opts: Common) -> None:
 def enroll(
     opts: Common,
     org_name: Annotated[str | None, typer.Option("--org-name", help="Organization name to register.")] = None,
-    stake: Annotated[str | None, typer.Option("--stake", help="Tokens to stake (default: the governed minimum).")] = None,
+    stake: Annotated[
+        str | None, typer.Option("--stake", help="Tokens to stake (default: the governed minimum).")
+    ] = None,
 ) -> None:
     """Register the organization and stake on-chain (approve + enroll) unless already enrolled."""
     amount = _wei(stake)
@@ -315,8 +434,10 @@ def enroll(
     if result.already_active:
         typer.echo(f"already enrolled on-chain with a stake of {_tokens(result.stake_wei)} tokens")
     else:
-        typer.echo(f"enrolled on-chain with a stake of {_tokens(result.stake_wei)} tokens "
-                   f"(transactions {', '.join(result.tx_hashes)})")
+        typer.echo(
+            f"enrolled on-chain with a stake of {_tokens(result.stake_wei)} tokens "
+            f"(transactions {', '.join(result.tx_hashes)})"
+        )
 
 
 @client_app.command("train-and-submit")
@@ -347,8 +468,15 @@ def train_and_submit(
     epochs_cb, upload_cb, close = _progress_bars(opts)
     try:
         with _organization(opts, **kwargs) as org:
-            submission = org.participate(dataset, seed=seed, wait=wait, timeout=timeout, auto_enroll=auto_enroll,
-                                         train_progress=epochs_cb, upload_progress=upload_cb)
+            submission = org.participate(
+                dataset,
+                seed=seed,
+                wait=wait,
+                timeout=timeout,
+                auto_enroll=auto_enroll,
+                train_progress=epochs_cb,
+                upload_progress=upload_cb,
+            )
     finally:
         close()
     summary = submission.summary()
@@ -363,10 +491,14 @@ def _print_submission(summary: dict[str, Any]) -> None:
     typer.echo(f"round {summary['round_id']}: update accepted, receipt {summary['receipt_id']}{replay}")
     before, after = summary.get("metrics_before"), summary.get("metrics_after")
     if before and after:
-        typer.echo(f"  local accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
-                   f"loss {before['loss']:.4f} -> {after['loss']:.4f} on {summary['num_samples']} samples")
-    typer.echo(f"  {summary['envelope_bytes']} bytes sealed; timings "
-               + ", ".join(f"{k} {v:.2f}s" for k, v in summary["timings"].items()))
+        typer.echo(
+            f"  local accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
+            f"loss {before['loss']:.4f} -> {after['loss']:.4f} on {summary['num_samples']} samples"
+        )
+    typer.echo(
+        f"  {summary['envelope_bytes']} bytes sealed; timings "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in summary["timings"].items())
+    )
     if summary.get("round_status"):
         typer.echo(f"  round {summary['round_id']} ended {summary['round_status']}")
 
@@ -375,7 +507,9 @@ def _print_submission(summary: dict[str, Any]) -> None:
 @_with_common
 def claim(
     opts: Common,
-    round_ids: Annotated[list[int] | None, typer.Option("--round", help="Only this round (repeatable).")] = None,
+    round_ids: Annotated[
+        list[int] | None, typer.Option("--round", help="Only this round (repeatable).")
+    ] = None,
 ) -> None:
     """Claim every unclaimed reward on-chain (Merkle proofs from the API, checked locally first)."""
     with _organization(opts) as org:
@@ -411,9 +545,15 @@ def run(
     auto_enroll: EnrollOpt = False,
     spool_dir: SpoolOpt = None,
     no_spool: NoSpoolOpt = False,
-    claim_rewards: Annotated[bool, typer.Option("--claim/--no-claim", help="Claim rewards after posted rounds.")] = True,
-    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Seconds between round checks.")] = 5.0,
-    max_rounds: Annotated[int | None, typer.Option("--max-rounds", min=1, help="Stop after this many submissions.")] = None,
+    claim_rewards: Annotated[
+        bool, typer.Option("--claim/--no-claim", help="Claim rewards after posted rounds.")
+    ] = True,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="Seconds between round checks.")
+    ] = 5.0,
+    max_rounds: Annotated[
+        int | None, typer.Option("--max-rounds", min=1, help="Stop after this many submissions.")
+    ] = None,
 ) -> None:
     """Take part in every round until Ctrl-C: train and submit when a round opens, claim when it is posted."""
     dataset = _load_data(data, label_column, standardizer, no_standardize)
@@ -438,8 +578,16 @@ def run(
         if not opts.json_out:
             typer.echo(f"participating as {org.address}; Ctrl-C to stop")
         try:
-            org.run(dataset, max_rounds=max_rounds, claim=claim_rewards, auto_enroll=auto_enroll, seed=seed,
-                    on_event=on_event, train_progress=epochs_cb, upload_progress=upload_cb)
+            org.run(
+                dataset,
+                max_rounds=max_rounds,
+                claim=claim_rewards,
+                auto_enroll=auto_enroll,
+                seed=seed,
+                on_event=on_event,
+                train_progress=epochs_cb,
+                upload_progress=upload_cb,
+            )
         except KeyboardInterrupt:
             typer.echo("stopped", err=True)
         finally:

@@ -31,7 +31,10 @@ def verify() -> None:
     if result.ok:
         typer.echo(f"audit log intact: {result.entries} entries")
         return
-    typer.echo(f"audit log BROKEN at entry {result.first_bad_id} ({result.reason}); {result.entries} entries verified before it", err=True)
+    typer.echo(
+        f"audit log BROKEN at entry {result.first_bad_id} ({result.reason}); {result.entries} entries verified before it",
+        err=True,
+    )
     raise typer.Exit(1)
 
 

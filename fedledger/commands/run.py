@@ -52,8 +52,14 @@ def run(
         typer.echo(f"starting the dev chain on {node.rpc_url} ...")
         node.start()
         deployments = node.deploy(run_dir / "deployments.json")
-        env = dict(os.environ, FEDLEDGER_DATA_DIR=str(run_dir), FEDLEDGER_DEPLOYMENTS_FILE=str(run_dir / "deployments.json"),
-                   FEDLEDGER_CHAIN_RPC_URL=node.rpc_url, FEDLEDGER_OPERATOR_ADDRESSES=operator, FEDLEDGER_TICK_SECONDS="2")
+        env = dict(
+            os.environ,
+            FEDLEDGER_DATA_DIR=str(run_dir),
+            FEDLEDGER_DEPLOYMENTS_FILE=str(run_dir / "deployments.json"),
+            FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
+            FEDLEDGER_OPERATOR_ADDRESSES=operator,
+            FEDLEDGER_TICK_SECONDS="2",
+        )
         supervisor = Supervisor(logs, env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         api = supervisor.start("api", "api")
@@ -62,19 +68,34 @@ def run(
         dashboard_url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
         if dashboard:
             supervisor.start("dashboard", "dashboard")
-        typer.echo(f"API {api_url}/docs · chain {node.rpc_url} (chain id {deployments.chain_id}) · logs {logs}")
+        typer.echo(
+            f"API {api_url}/docs · chain {node.rpc_url} (chain id {deployments.chain_id}) · logs {logs}"
+        )
         if rounds > 0:
             typer.echo(f"simulating {orgs} organizations ({byzantine} {attack}) for {rounds} rounds ...")
-            simulate(api_url, node.rpc_url, orgs=orgs, byzantine=byzantine, attack=attack, rounds=rounds,
-                     operator_key=dev_private_key(0), log=typer.echo, report_path=run_dir / "simulation-report.json",
-                     sleep=lambda seconds: (supervisor.check(), time.sleep(seconds)))
+            simulate(
+                api_url,
+                node.rpc_url,
+                orgs=orgs,
+                byzantine=byzantine,
+                attack=attack,
+                rounds=rounds,
+                operator_key=dev_private_key(0),
+                log=typer.echo,
+                report_path=run_dir / "simulation-report.json",
+                sleep=lambda seconds: (supervisor.check(), time.sleep(seconds)),
+            )
         wallet_index = FIRST_ORGANIZATION_INDEX
         typer.echo("")
         typer.echo(f"dashboard  {dashboard_url}" if dashboard else "dashboard  (not started)")
         typer.echo(f"API        {api_url}/docs")
         typer.echo(f"chain      {node.rpc_url}  chain id {deployments.chain_id}")
-        typer.echo("MetaMask: add the network above and import the dev organization key (dev chain only, public):")
-        typer.echo(f"  {Account.from_key(dev_private_key(wallet_index)).address}  {dev_private_key(wallet_index)}")
+        typer.echo(
+            "MetaMask: add the network above and import the dev organization key (dev chain only, public):"
+        )
+        typer.echo(
+            f"  {Account.from_key(dev_private_key(wallet_index)).address}  {dev_private_key(wallet_index)}"
+        )
         typer.echo("Ctrl-C stops everything.")
         while True:
             supervisor.check()
@@ -98,15 +119,27 @@ def simulate_command(
     attack: Annotated[str, typer.Option(help="scaling, signflip, noise, labelflip or alie.")] = "scaling",
     rounds: Annotated[int, typer.Option(help="Rounds.")] = 5,
     partition: Annotated[str, typer.Option(help="iid or dirichlet.")] = "iid",
-    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("var/simulation-report.json"),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
+        "var/simulation-report.json"
+    ),
 ) -> None:
     """Run simulated organizations through a running stack (API, worker, dev chain)."""
     from fedledger.devkeys import dev_private_key
     from fedledger.simulation import SimulationError, simulate
 
     try:
-        simulate(api_url, rpc_url, orgs=orgs, byzantine=byzantine, attack=attack, rounds=rounds, partition=partition,
-                 operator_key=dev_private_key(0), log=typer.echo, report_path=report)
+        simulate(
+            api_url,
+            rpc_url,
+            orgs=orgs,
+            byzantine=byzantine,
+            attack=attack,
+            rounds=rounds,
+            partition=partition,
+            operator_key=dev_private_key(0),
+            log=typer.echo,
+            report_path=report,
+        )
     except SimulationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

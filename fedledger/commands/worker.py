@@ -9,13 +9,21 @@ import typer
 
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    beat: Annotated[bool, typer.Option(help="Run the beat (deadline ticks) in this worker; one per deployment.")] = True,
+    beat: Annotated[
+        bool, typer.Option(help="Run the beat (deadline ticks) in this worker; one per deployment.")
+    ] = True,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run an aggregator worker (deadlines, closes, on-chain posts)."""
     from aggregator.celery_app import app
 
-    args = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    args = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if beat:
         args.append("--beat")
     app.worker_main(args)

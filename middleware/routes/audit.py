@@ -22,13 +22,28 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     """Audit entries in order (operator)."""
-    rows = session.scalars(select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit))
-    return [AuditEntryOut(id=r.id, created_at=r.created_at, actor=r.actor, action=r.action, subject=r.subject,
-                          details=r.details, prev_hash=r.prev_hash, entry_hash=r.entry_hash) for r in rows]
+    rows = session.scalars(
+        select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)
+    )
+    return [
+        AuditEntryOut(
+            id=r.id,
+            created_at=r.created_at,
+            actor=r.actor,
+            action=r.action,
+            subject=r.subject,
+            details=r.details,
+            prev_hash=r.prev_hash,
+            entry_hash=r.entry_hash,
+        )
+        for r in rows
+    ]
 
 
 @router.get("/verify", response_model=AuditVerification, responses=responses(401, 403, 429))
 def verify(_: OperatorPrincipal, session: SessionDep) -> AuditVerification:
     """Recompute the whole hash chain (operator)."""
     result = verify_chain(session)
-    return AuditVerification(ok=result.ok, entries=result.entries, first_bad_id=result.first_bad_id, reason=result.reason)
+    return AuditVerification(
+        ok=result.ok, entries=result.entries, first_bad_id=result.first_bad_id, reason=result.reason
+    )

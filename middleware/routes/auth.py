@@ -14,7 +14,12 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[RateLimited])
 def nonce(body: NonceRequest, session: SessionDep, settings: SettingsDep) -> NonceResponse:
     """Issue a single-use, expiring nonce and the EIP-4361 message to sign."""
     challenge = auth.issue_challenge(session, settings, body.address)
-    return NonceResponse(nonce=challenge.nonce, message=challenge.message, issued_at=challenge.issued_at, expires_at=challenge.expires_at)
+    return NonceResponse(
+        nonce=challenge.nonce,
+        message=challenge.message,
+        issued_at=challenge.issued_at,
+        expires_at=challenge.expires_at,
+    )
 
 
 @router.post("/login", response_model=TokenResponse, responses=responses(401, 429))
@@ -30,4 +35,6 @@ def login(body: LoginRequest, state: StateDep, settings: SettingsDep) -> TokenRe
             raise
     token, expires = auth.issue_token(settings, address)
     state.metrics.logins.labels("ok").inc()
-    return TokenResponse(access_token=token, expires_at=expires, address=address, roles=auth.roles_for(settings, address))
+    return TokenResponse(
+        access_token=token, expires_at=expires, address=address, roles=auth.roles_for(settings, address)
+    )

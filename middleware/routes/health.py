@@ -18,7 +18,11 @@ def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "A dependency is down"}})
+@router.get(
+    "/readyz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "A dependency is down"}},
+)
 def readyz(state: StateDep) -> JSONResponse:
     """Database, broker and chain are all reachable."""
     checks: dict[str, str] = {}

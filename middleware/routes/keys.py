@@ -14,8 +14,14 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[RateLimited])
 
 
 def to_out(k: ServerKey) -> ServerKeyOut:
-    return ServerKeyOut(key_id=k.kid, algorithm=k.algorithm, public_key_pem=k.public_key_pem, is_current=k.is_current,
-                        created_at=k.created_at, retired_at=k.retired_at)
+    return ServerKeyOut(
+        key_id=k.kid,
+        algorithm=k.algorithm,
+        public_key_pem=k.public_key_pem,
+        is_current=k.is_current,
+        created_at=k.created_at,
+        retired_at=k.retired_at,
+    )
 
 
 @router.get("/current", response_model=ServerKeyOut, responses=responses(429, 503))
@@ -31,6 +37,13 @@ def all_keys(session: SessionDep) -> list[ServerKeyOut]:
 
 
 @router.post("/rotate", response_model=ServerKeyOut, responses=responses(401, 403, 429))
-def rotate(principal: OperatorPrincipal, session: SessionDep, settings: SettingsDep, algorithm: KeyAlgorithm = KeyAlgorithm.x25519) -> ServerKeyOut:
+def rotate(
+    principal: OperatorPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    algorithm: KeyAlgorithm = KeyAlgorithm.x25519,
+) -> ServerKeyOut:
     """Make a new key current (operator). The previous key is retired but still opens updates already sealed to it."""
-    return to_out(keys.rotate(session, keys.ensure_dir(settings.resolved_key_dir), principal.address, algorithm))
+    return to_out(
+        keys.rotate(session, keys.ensure_dir(settings.resolved_key_dir), principal.address, algorithm)
+    )

@@ -20,10 +20,18 @@ OCTET = {"content": {"application/octet-stream": {"schema": {"type": "string", "
 def to_out(state: StateDep, m: ModelVersion) -> ModelOut:
     deployments = state.chain().deployments
     return ModelOut(
-        version=m.id, parent=m.parent_id, weights_hash=m.weights_hash, signature=m.signature,
-        signer=Account.from_key(state.settings.resolved_model_signer_key).address, chain_id=deployments.chain_id,
-        verifying_contract=deployments.addresses["ContributionLedger"], spec=m.spec, status=m.status.value,
-        metrics=m.metrics, produced_by_round=m.produced_by_round_id, created_at=m.created_at,
+        version=m.id,
+        parent=m.parent_id,
+        weights_hash=m.weights_hash,
+        signature=m.signature,
+        signer=Account.from_key(state.settings.resolved_model_signer_key).address,
+        chain_id=deployments.chain_id,
+        verifying_contract=deployments.addresses["ContributionLedger"],
+        spec=m.spec,
+        status=m.status.value,
+        metrics=m.metrics,
+        produced_by_round=m.produced_by_round_id,
+        created_at=m.created_at,
     )
 
 
@@ -42,23 +50,48 @@ def get(version: PathId, session: SessionDep, state: StateDep) -> ModelOut:
 def weights(version: PathId, session: SessionDep, state: StateDep) -> Response:
     """The safetensors weights; ``X-Model-Hash`` and ``X-Model-Signature`` let the client verify them."""
     m = models.get(session, version)
-    return Response(state.blobs.get(m.weights_hash), media_type="application/octet-stream",
-                    headers={"X-Model-Hash": m.weights_hash, "X-Model-Signature": m.signature, "X-Model-Version": str(m.id)})
+    return Response(
+        state.blobs.get(m.weights_hash),
+        media_type="application/octet-stream",
+        headers={
+            "X-Model-Hash": m.weights_hash,
+            "X-Model-Signature": m.signature,
+            "X-Model-Version": str(m.id),
+        },
+    )
 
 
-@router.get("/{version}/package", response_class=Response, responses={200: {"content": {"application/zip": {}}}, **responses(404, 429, 503)})
+@router.get(
+    "/{version}/package",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, **responses(404, 429, 503)},
+)
 def package(version: PathId, session: SessionDep, state: StateDep) -> Response:
     """A signed package (weights + manifest) for offline verification with scripts/verify_model_package.py."""
     m = models.get(session, version)
     deployments = state.chain().deployments
-    data = export_package(state.blobs.get(m.weights_hash), {"spec": m.spec, "metrics": m.metrics, "parent": m.parent_id},
-                          m.signature, chain_id=deployments.chain_id,
-                          verifying_contract=deployments.addresses["ContributionLedger"], version=m.id)
-    return Response(data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="fedledger-model-v{m.id}.zip"'})
+    data = export_package(
+        state.blobs.get(m.weights_hash),
+        {"spec": m.spec, "metrics": m.metrics, "parent": m.parent_id},
+        m.signature,
+        chain_id=deployments.chain_id,
+        verifying_contract=deployments.addresses["ContributionLedger"],
+        version=m.id,
+    )
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="fedledger-model-v{m.id}.zip"'},
+    )
 
 
-@router.post("", response_model=ModelOut, status_code=201, responses=responses(401, 403, 409, 413, 422, 429, 503),
-             openapi_extra={"requestBody": {"required": True, **OCTET}})
+@router.post(
+    "",
+    response_model=ModelOut,
+    status_code=201,
+    responses=responses(401, 403, 409, 413, 422, 429, 503),
+    openapi_extra={"requestBody": {"required": True, **OCTET}},
+)
 async def upload_genesis(request: Request, principal: OperatorPrincipal, state: StateDep) -> ModelOut:
     """Upload the genesis model (operator; safetensors float32). Later versions come from rounds."""
     body = await request.body()
@@ -67,15 +100,28 @@ async def upload_genesis(request: Request, principal: OperatorPrincipal, state: 
     deployments = state.chain().deployments
     with state.sessions.begin() as session:
         if session.query(ModelVersion).count():
-            raise ApiError(409, "genesis_exists", "a genesis model exists; new versions come from rounds (or roll back)")
-        m = models.store_version(session, state.blobs, body, signer_key=state.settings.resolved_model_signer_key,
-                                 chain_id=deployments.chain_id, verifying_contract=deployments.addresses["ContributionLedger"],
-                                 parent=None, metrics={})
-        audit.append(session, principal.address, "model.genesis", str(m.id), {"hash": m.weights_hash, "spec": m.spec})
+            raise ApiError(
+                409, "genesis_exists", "a genesis model exists; new versions come from rounds (or roll back)"
+            )
+        m = models.store_version(
+            session,
+            state.blobs,
+            body,
+            signer_key=state.settings.resolved_model_signer_key,
+            chain_id=deployments.chain_id,
+            verifying_contract=deployments.addresses["ContributionLedger"],
+            parent=None,
+            metrics={},
+        )
+        audit.append(
+            session, principal.address, "model.genesis", str(m.id), {"hash": m.weights_hash, "spec": m.spec}
+        )
         return to_out(state, m)
 
 
-@router.post("/{version}/rollback", response_model=ModelOut, responses=responses(401, 403, 404, 409, 429, 503))
+@router.post(
+    "/{version}/rollback", response_model=ModelOut, responses=responses(401, 403, 404, 409, 429, 503)
+)
 def rollback(version: PathId, principal: OperatorPrincipal, session: SessionDep, state: StateDep) -> ModelOut:
     """Make an earlier model version active again (operator), recorded in the audit log."""
     return to_out(state, models.rollback_to(session, version, principal.address))

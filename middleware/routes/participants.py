@@ -15,9 +15,14 @@ router = APIRouter(prefix="/v1/participants", tags=["participants"])
 
 def to_out(p: Participant) -> dict:
     return {
-        "address": p.address, "org_name": p.org_name, "encryption_key_id": p.encryption_key_id,
-        "status": p.status.value, "reputation": p.reputation, "byzantine_count": p.byzantine_count,
-        "created_at": p.created_at, "last_seen_at": p.last_seen_at,
+        "address": p.address,
+        "org_name": p.org_name,
+        "encryption_key_id": p.encryption_key_id,
+        "status": p.status.value,
+        "reputation": p.reputation,
+        "byzantine_count": p.byzantine_count,
+        "created_at": p.created_at,
+        "last_seen_at": p.last_seen_at,
     }
 
 
@@ -26,13 +31,19 @@ def register(body: RegisterRequest, principal: CurrentPrincipal, session: Sessio
     """Register (or update) the signed-in wallet's organization. Idempotent."""
     participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
     if participant is None:
-        participant = Participant(address=principal.address, org_name=body.org_name, encryption_key_id=body.encryption_key_id)
+        participant = Participant(
+            address=principal.address, org_name=body.org_name, encryption_key_id=body.encryption_key_id
+        )
         session.add(participant)
         session.flush()
         audit.append(session, principal.address, "participant.register", principal.address, body.model_dump())
     elif (participant.org_name, participant.encryption_key_id) != (body.org_name, body.encryption_key_id):
         if participant.status != ParticipantStatus.active:
-            raise ApiError(409, f"participant_{participant.status.value}", "a suspended, slashed or exited participant cannot change its registration")
+            raise ApiError(
+                409,
+                f"participant_{participant.status.value}",
+                "a suspended, slashed or exited participant cannot change its registration",
+            )
         participant.org_name, participant.encryption_key_id = body.org_name, body.encryption_key_id
         audit.append(session, principal.address, "participant.update", principal.address, body.model_dump())
     return ParticipantOut(**to_out(participant))
@@ -53,6 +64,9 @@ def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> Par
     elif participant.status != ParticipantStatus.active:
         reason = participant.status.value
     return ParticipantStatusOut(
-        **to_out(participant), chain_status=enrollment.status.name, stake_wei=str(enrollment.stake),
-        may_submit=reason is None, reason=reason,
+        **to_out(participant),
+        chain_status=enrollment.status.name,
+        stake_wei=str(enrollment.stake),
+        may_submit=reason is None,
+        reason=reason,
     )

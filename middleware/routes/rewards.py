@@ -22,7 +22,9 @@ class RewardOut(BaseModel):
 
 
 @router.get("/{address}", response_model=list[RewardOut], responses=responses(422, 429))
-def rewards(address: Annotated[str, Path(max_length=42)], session: SessionDep, state: StateDep) -> list[RewardOut]:
+def rewards(
+    address: Annotated[str, Path(max_length=42)], session: SessionDep, state: StateDep
+) -> list[RewardOut]:
     """Rewards of ``address`` in rounds posted on-chain, with the Merkle proof to claim each
     (``RewardDistributor.claim(roundId, account, amount, proof)``; anyone may relay it)."""
     if not is_address(address):
@@ -43,6 +45,8 @@ def rewards(address: Annotated[str, Path(max_length=42)], session: SessionDep, s
     for round_id, amount, proof in rows:
         if int(amount) <= 0:
             continue
-        claimed = bool(distributor.functions.claimed(round_id, account).call()) if distributor is not None else None
+        claimed = (
+            bool(distributor.functions.claimed(round_id, account).call()) if distributor is not None else None
+        )
         out.append(RewardOut(round_id=round_id, amount_wei=amount, proof=proof, claimed=claimed))
     return out

@@ -13,23 +13,41 @@ from middleware.services import rounds, submissions
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"], dependencies=[RateLimited])
 
-ENVELOPE_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+ENVELOPE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def to_out(session, r: Round) -> RoundOut:  # type: ignore[no-untyped-def]
     return RoundOut(
-        id=r.id, status=r.status.value, model_version=r.model_version_id, opened_at=r.opened_at, deadline=r.deadline,
-        quorum=r.quorum, min_participants=r.min_participants, strategy=r.strategy,
-        submissions=rounds.submission_count(session, r.id), extensions=r.extensions, closed_at=r.closed_at,
-        failure_reason=r.failure_reason, params=r.params,
+        id=r.id,
+        status=r.status.value,
+        model_version=r.model_version_id,
+        opened_at=r.opened_at,
+        deadline=r.deadline,
+        quorum=r.quorum,
+        min_participants=r.min_participants,
+        strategy=r.strategy,
+        submissions=rounds.submission_count(session, r.id),
+        extensions=r.extensions,
+        closed_at=r.closed_at,
+        failure_reason=r.failure_reason,
+        params=r.params,
     )
 
 
 @router.post("", response_model=RoundOut, status_code=201, responses=responses(401, 403, 409, 422, 429, 503))
-def open_round(body: OpenRoundRequest, principal: OperatorPrincipal, session: SessionDep, state: StateDep) -> RoundOut:
+def open_round(
+    body: OpenRoundRequest, principal: OperatorPrincipal, session: SessionDep, state: StateDep
+) -> RoundOut:
     """Open a round on the active model (operator), with the governed parameters read from the chain now."""
     params = state.chain().params()
-    return to_out(session, rounds.open_round(session, params, principal.address, body.duration_seconds, body.quorum))
+    return to_out(
+        session, rounds.open_round(session, params, principal.address, body.duration_seconds, body.quorum)
+    )
 
 
 @router.get("/current", response_model=RoundOut, responses=responses(404, 429))
@@ -58,7 +76,9 @@ async def submit_update(
     request: Request,
     principal: CurrentPrincipal,
     state: StateDep,
-    x_update_signature: Annotated[str, Header(max_length=200, description="EIP-712 Update signature (0x hex)")],
+    x_update_signature: Annotated[
+        str, Header(max_length=200, description="EIP-712 Update signature (0x hex)")
+    ],
 ) -> ReceiptOut:
     """Submit an encrypted update (the envelope bytes) with the wallet's EIP-712 signature.
 
@@ -79,8 +99,14 @@ async def submit_update(
     try:
         with state.sessions.begin() as session:
             receipt = submissions.submit(
-                session, chain=chain, blobs=state.blobs, key_directory=state.settings.resolved_key_dir,
-                subject=principal.address, round_id=round_id, envelope=bytes(body), signature=x_update_signature,
+                session,
+                chain=chain,
+                blobs=state.blobs,
+                key_directory=state.settings.resolved_key_dir,
+                subject=principal.address,
+                round_id=round_id,
+                envelope=bytes(body),
+                signature=x_update_signature,
             )
     except submissions.Rejected as exc:
         state.metrics.rejections.labels(exc.reason).inc()

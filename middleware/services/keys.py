@@ -32,15 +32,24 @@ def _write_private(directory: Path, key_id: str, pem: bytes) -> None:
     os.replace(tmp, target)
 
 
-def rotate(session: Session, directory: Path, actor: str, algorithm: KeyAlgorithm = KeyAlgorithm.x25519) -> ServerKey:
+def rotate(
+    session: Session, directory: Path, actor: str, algorithm: KeyAlgorithm = KeyAlgorithm.x25519
+) -> ServerKey:
     """Make a fresh key current; the previous current key is retired but still decrypts."""
     pair = generate_server_key(algorithm)
     # The private key reaches the disk before the row that announces it commits: a crash in between
     # leaves an unused file, never a published key the server cannot open.
     _write_private(directory, pair.key_id, pair.private_pem)
     now = utcnow()
-    session.execute(update(ServerKey).where(ServerKey.is_current.is_(True)).values(is_current=False, retired_at=now))
-    key = ServerKey(kid=pair.key_id, algorithm=pair.algorithm.value, public_key_pem=pair.public_pem.decode(), is_current=True)
+    session.execute(
+        update(ServerKey).where(ServerKey.is_current.is_(True)).values(is_current=False, retired_at=now)
+    )
+    key = ServerKey(
+        kid=pair.key_id,
+        algorithm=pair.algorithm.value,
+        public_key_pem=pair.public_pem.decode(),
+        is_current=True,
+    )
     session.add(key)
     audit.append(session, actor, "key.rotate", pair.key_id, {"algorithm": pair.algorithm.value})
     session.flush()
@@ -54,7 +63,9 @@ def current(session: Session) -> ServerKey | None:
 def require_current(session: Session) -> ServerKey:
     key = current(session)
     if key is None:
-        raise ApiError(503, "no_server_key", "the server has no encryption key yet; an operator must rotate one in")
+        raise ApiError(
+            503, "no_server_key", "the server has no encryption key yet; an operator must rotate one in"
+        )
     return key
 
 

@@ -20,7 +20,9 @@ def active(session: Session) -> ModelVersion | None:
 def require_active(session: Session) -> ModelVersion:
     model = active(session)
     if model is None:
-        raise ApiError(409, "no_model", "there is no active model yet; an operator must upload the genesis model")
+        raise ApiError(
+            409, "no_model", "there is no active model yet; an operator must upload the genesis model"
+        )
     return model
 
 
@@ -67,7 +69,10 @@ def store_version(
     session.add(version)
     session.flush()
     version.signature = sign_model(
-        signer_key, chain_id=chain_id, verifying_contract=verifying_contract, version=version.id,
+        signer_key,
+        chain_id=chain_id,
+        verifying_contract=verifying_contract,
+        version=version.id,
         model_hash=bytes.fromhex(digest),
     )
     if activate and parent is not None and parent.status == ModelStatus.active:
@@ -83,13 +88,22 @@ def rollback_to(session: Session, version: int, actor: str) -> ModelVersion:
     if target.id == current.id:
         raise ApiError(409, "already_active", f"model version {version} is already active")
     if target.status == ModelStatus.rejected:
-        raise ApiError(409, "rejected_model", f"model version {version} was rejected by validation; it cannot be activated")
-    open_round = session.scalars(select(Round).where(Round.status.in_([RoundStatus.open, RoundStatus.closing]))).first()
+        raise ApiError(
+            409,
+            "rejected_model",
+            f"model version {version} was rejected by validation; it cannot be activated",
+        )
+    open_round = session.scalars(
+        select(Round).where(Round.status.in_([RoundStatus.open, RoundStatus.closing]))
+    ).first()
     if open_round is not None:
-        raise ApiError(409, "round_in_progress", f"round {open_round.id} is {open_round.status.value}; roll back between rounds")
+        raise ApiError(
+            409,
+            "round_in_progress",
+            f"round {open_round.id} is {open_round.status.value}; roll back between rounds",
+        )
     current.status = ModelStatus.rolled_back
     target.status = ModelStatus.active
     audit.append(session, actor, "model.rollback", str(version), {"from": current.id, "to": target.id})
     session.flush()
     return target
-

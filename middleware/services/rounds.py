@@ -19,7 +19,9 @@ IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
 
 
 def in_progress(session: Session) -> Round | None:
-    return session.scalars(select(Round).where(Round.status.in_(IN_PROGRESS)).order_by(Round.id.desc())).first()
+    return session.scalars(
+        select(Round).where(Round.status.in_(IN_PROGRESS)).order_by(Round.id.desc())
+    ).first()
 
 
 def open_round(
@@ -50,14 +52,25 @@ def open_round(
         min_participants=params.min_participants,
         strategy=params.strategy,
         # Token amounts exceed JSON's safe integers in some readers: keep them as strings.
-        params={k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v > 2**53 else v) for k, v in snapshot.items()},
+        params={
+            k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v > 2**53 else v)
+            for k, v in snapshot.items()
+        },
     )
     session.add(round_)
     session.flush()
-    audit.append(session, actor, "round.open", str(round_.id), {
-        "model_version": model.id, "deadline": round_.deadline.isoformat(), "quorum": round_.quorum,
-        "strategy": round_.strategy,
-    })
+    audit.append(
+        session,
+        actor,
+        "round.open",
+        str(round_.id),
+        {
+            "model_version": model.id,
+            "deadline": round_.deadline.isoformat(),
+            "quorum": round_.quorum,
+            "strategy": round_.strategy,
+        },
+    )
     return round_
 
 
@@ -73,4 +86,6 @@ def latest(session: Session) -> Round | None:
 
 
 def submission_count(session: Session, round_id: int) -> int:
-    return int(session.scalar(select(func.count()).select_from(Update).where(Update.round_id == round_id)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(Update).where(Update.round_id == round_id)) or 0
+    )

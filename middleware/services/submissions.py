@@ -63,21 +63,41 @@ def _participant(session: Session, chain: ChainReader, address: str) -> Particip
         raise Rejected(403, "not_registered", "register first: POST /v1/participants")
     enrollment = chain.enrollment(address)
     if enrollment.status == RegistryStatus.none:
-        raise Rejected(403, "not_enrolled", "not enrolled on-chain: stake with ParticipantRegistry.enroll first")
+        raise Rejected(
+            403, "not_enrolled", "not enrolled on-chain: stake with ParticipantRegistry.enroll first"
+        )
     if enrollment.status != RegistryStatus.active:
-        raise Rejected(403, f"participant_{enrollment.status.name}", f"participant is {enrollment.status.name} on-chain and may not submit")
+        raise Rejected(
+            403,
+            f"participant_{enrollment.status.name}",
+            f"participant is {enrollment.status.name} on-chain and may not submit",
+        )
     if participant.status != ParticipantStatus.active:
-        raise Rejected(403, f"participant_{participant.status.value}", f"participant is {participant.status.value} and may not submit")
+        raise Rejected(
+            403,
+            f"participant_{participant.status.value}",
+            f"participant is {participant.status.value} and may not submit",
+        )
     return participant
 
 
 def _check_round(round_: Round, header: EnvelopeHeader, now: datetime) -> None:
     if round_.status != RoundStatus.open:
-        raise Rejected(409, "round_not_open", f"round {round_.id} is {round_.status.value}; submissions are closed")
+        raise Rejected(
+            409, "round_not_open", f"round {round_.id} is {round_.status.value}; submissions are closed"
+        )
     if now >= round_.deadline:
-        raise Rejected(409, "round_deadline_passed", f"round {round_.id} deadline {round_.deadline.isoformat()} has passed; it is closing")
+        raise Rejected(
+            409,
+            "round_deadline_passed",
+            f"round {round_.id} deadline {round_.deadline.isoformat()} has passed; it is closing",
+        )
     if header.model_version != round_.model_version_id:
-        raise Rejected(422, "wrong_model_version", f"round {round_.id} trains model version {round_.model_version_id}, the update is for {header.model_version}")
+        raise Rejected(
+            422,
+            "wrong_model_version",
+            f"round {round_.id} trains model version {round_.model_version_id}, the update is for {header.model_version}",
+        )
     if not 1 <= header.num_samples <= MAX_SAMPLES:
         raise Rejected(422, "invalid_num_samples", f"num_samples must be in [1, {MAX_SAMPLES}]")
 
@@ -99,9 +119,13 @@ def submit(
     except CryptoError as exc:
         raise Rejected(400, "malformed_envelope", str(exc)) from exc
     if header.round_id != round_id:
-        raise Rejected(422, "wrong_round", f"the envelope is for round {header.round_id}, posted to round {round_id}")
+        raise Rejected(
+            422, "wrong_round", f"the envelope is for round {header.round_id}, posted to round {round_id}"
+        )
     if header.participant != subject:
-        raise Rejected(403, "wrong_participant", f"the envelope names {header.participant}, the token is {subject}")
+        raise Rejected(
+            403, "wrong_participant", f"the envelope names {header.participant}, the token is {subject}"
+        )
     round_ = session.get(Round, round_id)
     if round_ is None:
         raise Rejected(404, "unknown_round", f"round {round_id} does not exist")
@@ -116,39 +140,65 @@ def submit(
 
     try:
         signer = recover_update_signer(
-            signature, chain_id=chain.deployments.chain_id, verifying_contract=chain.deployments.addresses["ContributionLedger"],
-            round_id=header.round_id, model_version=header.model_version, payload_hash=bytes.fromhex(digest),
+            signature,
+            chain_id=chain.deployments.chain_id,
+            verifying_contract=chain.deployments.addresses["ContributionLedger"],
+            round_id=header.round_id,
+            model_version=header.model_version,
+            payload_hash=bytes.fromhex(digest),
             num_samples=header.num_samples,
         )
     except CryptoError as exc:
         raise Rejected(401, "bad_signature", f"update signature is malformed: {exc}") from exc
     if signer != subject:
-        raise Rejected(401, "bad_signature", "the update signature is not the signed-in wallet's (or covers other fields)")
+        raise Rejected(
+            401,
+            "bad_signature",
+            "the update signature is not the signed-in wallet's (or covers other fields)",
+        )
 
     key = session.get(ServerKey, header.key_id)
     if key is None:
-        raise Rejected(422, "unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current")
+        raise Rejected(
+            422, "unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current"
+        )
     if key.retired_at is not None and key.retired_at < round_.opened_at:
-        raise Rejected(422, "retired_key", f"key {header.key_id} was retired before round {round_id} opened; use the current key")
+        raise Rejected(
+            422,
+            "retired_key",
+            f"key {header.key_id} was retired before round {round_id} opened; use the current key",
+        )
     try:
         _, plaintext = open_envelope(envelope, keys.private_keys(session, key_directory))
     except UnknownKey as exc:
         raise Rejected(422, "unknown_key", str(exc)) from exc
     except (DecryptionFailed, CryptoError) as exc:
-        raise Rejected(422, "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}") from exc
+        raise Rejected(
+            422, "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}"
+        ) from exc
     shapes = {name: tuple(dims) for name, dims in round_.model_version.spec.items()}
     try:
         decode_update(plaintext, shapes)
     except UpdateFormatError as exc:
-        raise Rejected(422, "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}") from exc
+        raise Rejected(
+            422, "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"
+        ) from exc
 
     blobs.put(envelope)
     now = utcnow()
     rid = receipt_id(round_id, subject, digest)
     update = Update(
-        round_id=round_id, participant_id=participant.id, ciphertext_hash=digest, key_id=header.key_id,
-        model_version_id=header.model_version, num_samples=header.num_samples, signature=signature,
-        size_bytes=len(envelope), receipt_id=rid, status=UpdateStatus.received, submitted_at=now,
+        round_id=round_id,
+        participant_id=participant.id,
+        ciphertext_hash=digest,
+        key_id=header.key_id,
+        model_version_id=header.model_version,
+        num_samples=header.num_samples,
+        signature=signature,
+        size_bytes=len(envelope),
+        receipt_id=rid,
+        status=UpdateStatus.received,
+        submitted_at=now,
     )
     try:
         with session.begin_nested():
@@ -161,13 +211,34 @@ def submit(
         ).one()
         return _replay(winner, subject, digest)
     participant.last_seen_at = now
-    audit.append(session, subject, "update.submit", f"round:{round_id}", {
-        "receipt": rid, "hash": digest, "num_samples": header.num_samples, "bytes": len(envelope),
-    })
+    audit.append(
+        session,
+        subject,
+        "update.submit",
+        f"round:{round_id}",
+        {
+            "receipt": rid,
+            "hash": digest,
+            "num_samples": header.num_samples,
+            "bytes": len(envelope),
+        },
+    )
     return Receipt(rid, round_id, subject, "0x" + digest, header.num_samples, now, replayed=False)
 
 
 def _replay(existing: Update, subject: str, digest: str) -> Receipt:
     if existing.ciphertext_hash != digest:
-        raise Rejected(409, "conflicting_update", f"a different update was already accepted for round {existing.round_id} (receipt {existing.receipt_id})")
-    return Receipt(existing.receipt_id, existing.round_id, subject, "0x" + digest, existing.num_samples, existing.submitted_at, replayed=True)
+        raise Rejected(
+            409,
+            "conflicting_update",
+            f"a different update was already accepted for round {existing.round_id} (receipt {existing.receipt_id})",
+        )
+    return Receipt(
+        existing.receipt_id,
+        existing.round_id,
+        subject,
+        "0x" + digest,
+        existing.num_samples,
+        existing.submitted_at,
+        replayed=True,
+    )

@@ -41,12 +41,16 @@ def test_median_equals_flower(X, samples) -> None:
 @pytest.mark.parametrize("beta", [0.0, 0.1, 0.2, 0.3, 0.45])
 def test_trimmed_mean_equals_flower(X, samples, beta) -> None:
     ours = trimmed_mean(X, beta)
-    np.testing.assert_allclose(ours, flat(flower.aggregate_trimmed_avg(as_results(X, samples), beta)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours, flat(flower.aggregate_trimmed_avg(as_results(X, samples), beta)), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("X, samples", list(cases()))
 def test_fedavg_equals_flower(X, samples) -> None:
-    np.testing.assert_allclose(fedavg(X, samples), flat(flower.aggregate(as_results(X, samples))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        fedavg(X, samples), flat(flower.aggregate(as_results(X, samples))), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("X, samples", list(cases()))

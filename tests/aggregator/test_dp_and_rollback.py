@@ -25,7 +25,9 @@ ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240)
 @pytest.mark.parametrize("z", [0.5, 1.0, 2.0, 5.0])
 @pytest.mark.parametrize("rounds", [1, 10, 100, 1000])
 @pytest.mark.parametrize("delta", [1e-5, 1e-8])
-def test_full_participation_epsilon_matches_the_gaussian_closed_form(z: float, rounds: int, delta: float) -> None:
+def test_full_participation_epsilon_matches_the_gaussian_closed_form(
+    z: float, rounds: int, delta: float
+) -> None:
     closed_form = rdp_to_epsilon(ORDERS, rounds * gaussian_rdp(z, ORDERS), delta)
     assert epsilon_after(z, 1.0, rounds, delta) == pytest.approx(closed_form, rel=0.01)
 

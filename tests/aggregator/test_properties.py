@@ -25,7 +25,9 @@ def updates(draw: st.DrawFn, min_n: int = 1, max_n: int = 24) -> np.ndarray:
 def test_coordinate_wise_results_do_not_depend_on_client_order(X: np.ndarray, seed: int) -> None:
     perm = np.random.default_rng(seed).permutation(X.shape[0])
     np.testing.assert_array_equal(median(X[perm]), median(X))
-    np.testing.assert_allclose(trimmed_mean(X[perm], 0.2), trimmed_mean(X, 0.2), rtol=1e-5, atol=1e-5 * np.abs(X).max())
+    np.testing.assert_allclose(
+        trimmed_mean(X[perm], 0.2), trimmed_mean(X, 0.2), rtol=1e-5, atol=1e-5 * np.abs(X).max()
+    )
 
 
 @SETTINGS
@@ -34,7 +36,9 @@ def test_krum_family_does_not_depend_on_client_order(X: np.ndarray, seed: int) -
     perm = np.random.default_rng(seed).permutation(X.shape[0])
     f = (X.shape[0] - 3) // 2
     np.testing.assert_array_equal(krum(X[perm], f), krum(X, f))
-    np.testing.assert_allclose(multi_krum(X[perm], f), multi_krum(X, f), rtol=1e-5, atol=1e-5 * np.abs(X).max())
+    np.testing.assert_allclose(
+        multi_krum(X[perm], f), multi_krum(X, f), rtol=1e-5, atol=1e-5 * np.abs(X).max()
+    )
     if X.shape[0] >= 7:
         fb = (X.shape[0] - 3) // 4
         np.testing.assert_allclose(bulyan(X[perm], fb), bulyan(X, fb), rtol=1e-5, atol=1e-5 * np.abs(X).max())
@@ -83,7 +87,9 @@ def test_krum_selects_an_honest_update_against_a_far_attack(X: np.ndarray, seed:
 
 @SETTINGS
 @given(updates(), st.integers(0, 2**32 - 1))
-def test_fedavg_is_invariant_to_weight_scale_and_equals_the_mean_with_equal_weights(X: np.ndarray, seed: int) -> None:
+def test_fedavg_is_invariant_to_weight_scale_and_equals_the_mean_with_equal_weights(
+    X: np.ndarray, seed: int
+) -> None:
     w = np.random.default_rng(seed).random(X.shape[0]) + 0.01
     tol = 1e-5 * (np.abs(X).max() + 1)
     np.testing.assert_allclose(fedavg(X, w * 1000), fedavg(X, w), rtol=1e-5, atol=tol)

@@ -54,7 +54,10 @@ def test_honesty_is_scale_aware_and_zero_for_invalid_updates() -> None:
 
 
 def test_fitness_is_the_weighted_sum_and_weights_must_sum_to_one() -> None:
-    np.testing.assert_allclose(fitness_scores([100, 50], [50, 100], [100, 0]), [0.4 * 100 + 0.3 * 50 + 0.3 * 100, 0.4 * 50 + 0.3 * 100])
+    np.testing.assert_allclose(
+        fitness_scores([100, 50], [50, 100], [100, 0]),
+        [0.4 * 100 + 0.3 * 50 + 0.3 * 100, 0.4 * 50 + 0.3 * 100],
+    )
     with pytest.raises(InvalidParameter, match="sum to 1"):
         ScoringConfig(weight_quality=0.5)
 
@@ -79,7 +82,9 @@ def test_rewards_over_the_round_budget_are_scaled_down_not_refused() -> None:
 
 
 def test_reputation_moves_toward_fitness_and_detections_cost_extra() -> None:
-    new = update_reputation(np.array([50.0, 50.0, 10.0]), np.array([100.0, 0.0, 0.0]), np.array([False, False, True]))
+    new = update_reputation(
+        np.array([50.0, 50.0, 10.0]), np.array([100.0, 0.0, 0.0]), np.array([False, False, True])
+    )
     np.testing.assert_allclose(new, [60.0, 40.0, 0.0])
     assert eligible(new).tolist() == [True, True, False]
 

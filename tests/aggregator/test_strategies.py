@@ -42,7 +42,9 @@ def test_weighting_rules() -> None:
     np.testing.assert_allclose(client_weights("samples", [100, 300]), [0.25, 0.75])
     np.testing.assert_allclose(client_weights("fitness", [100, 300], [80, 20]), [0.8, 0.2])
     # 0.7 * samples + 0.3 * fitness
-    np.testing.assert_allclose(hybrid_weights([100, 300], [80, 20]), [0.7 * 0.25 + 0.3 * 0.8, 0.7 * 0.75 + 0.3 * 0.2])
+    np.testing.assert_allclose(
+        hybrid_weights([100, 300], [80, 20]), [0.7 * 0.25 + 0.3 * 0.8, 0.7 * 0.75 + 0.3 * 0.2]
+    )
     with pytest.raises(InvalidParameter, match="needs the clients' fitness"):
         client_weights("hybrid", [1, 2])
     with pytest.raises(InvalidParameter, match="unknown weighting 'size'"):
@@ -89,7 +91,9 @@ def test_bulyan_excludes_outliers_then_averages_around_the_median() -> None:
 def test_reputation_weighting_cubes_and_caps() -> None:
     np.testing.assert_allclose(reputation_influence([100, 50, 0]), [0.8, 0.125, 0.0])
     X = col(1, 9, 1000)
-    np.testing.assert_allclose(reputation_weighted_mean(X, [100, 50, 0]), [(0.8 * 1 + 0.125 * 9) / 0.925], rtol=1e-6)
+    np.testing.assert_allclose(
+        reputation_weighted_mean(X, [100, 50, 0]), [(0.8 * 1 + 0.125 * 9) / 0.925], rtol=1e-6
+    )
     with pytest.raises(InvalidParameter, match="zero reputation"):
         reputation_weighted_mean(X, [0, 0, 0])
     with pytest.raises(InvalidParameter, match=r"in \[0, 100\]"):
@@ -100,7 +104,12 @@ def test_reputation_weighting_cubes_and_caps() -> None:
     "strategy, n, f, message",
     [
         (krum, 4, 1, r"krum needs n >= 2f\+3 = 5 for f=1, got n=4; with n=4 the largest valid f is 0"),
-        (bulyan, 10, 2, r"bulyan needs n >= 4f\+3 = 11 for f=2, got n=10; with n=10 the largest valid f is 1"),
+        (
+            bulyan,
+            10,
+            2,
+            r"bulyan needs n >= 4f\+3 = 11 for f=2, got n=10; with n=10 the largest valid f is 1",
+        ),
         (bulyan, 2, 0, r"n=2 is below 3"),
     ],
 )
@@ -148,7 +157,9 @@ def test_selection_by_name_uses_the_chain_names() -> None:
     X = col(0, 1, 2, 100, 101)
     np.testing.assert_array_equal(aggregate("krum", X, f=1), [1.0])
     np.testing.assert_allclose(aggregate("trimmed_mean", X, beta=0.2), [(1 + 2 + 100) / 3])
-    with pytest.raises(UnknownStrategy, match="valid: fedavg, trimmed_mean, median, krum, multi_krum, bulyan, reputation"):
+    with pytest.raises(
+        UnknownStrategy, match="valid: fedavg, trimmed_mean, median, krum, multi_krum, bulyan, reputation"
+    ):
         aggregate("geomed", X)
     with pytest.raises(InvalidParameter, match="krum: missing a required argument: 'f'"):
         aggregate("krum", X)

@@ -30,7 +30,13 @@ def test_roles_sit_where_the_architecture_says(w3: Web3, deployments: Deployment
     timelock = deployments.addresses["Timelock"]
     deployer = Account.from_key(dev_private_key(DEPLOYER_INDEX)).address
     aggregator = Account.from_key(dev_private_key(AGGREGATOR_INDEX)).address
-    for name in ("RewardToken", "ProtocolParameters", "ParticipantRegistry", "RewardDistributor", "ContributionLedger"):
+    for name in (
+        "RewardToken",
+        "ProtocolParameters",
+        "ParticipantRegistry",
+        "RewardDistributor",
+        "ContributionLedger",
+    ):
         contract = deployments.contract(w3, name)
         admin = contract.functions.DEFAULT_ADMIN_ROLE().call()
         assert contract.functions.hasRole(admin, timelock).call(), name
@@ -47,8 +53,12 @@ def test_governed_parameters_read_in_python_units(w3: Web3, deployments: Deploym
     assert params.strategy == "trimmed_mean"
     assert params.weighting == "samples"
     assert params.trim_fraction == pytest.approx(0.2)
-    assert (params.weight_quality, params.weight_timeliness, params.weight_honesty) == pytest.approx((0.4, 0.3, 0.3))
-    assert [tier for pair in params.reward_tiers for tier in pair] == pytest.approx([90, 2.0, 80, 1.5, 70, 1.0, 60, 0.5])
+    assert (params.weight_quality, params.weight_timeliness, params.weight_honesty) == pytest.approx(
+        (0.4, 0.3, 0.3)
+    )
+    assert [tier for pair in params.reward_tiers for tier in pair] == pytest.approx(
+        [90, 2.0, 80, 1.5, 70, 1.0, 60, 0.5]
+    )
     assert params.base_reward == 100 * WAD
     assert params.dp_delta == pytest.approx(1e-5)
     assert params.dp_enabled is False

@@ -34,7 +34,9 @@ def test_python_tree_equals_openzeppelin_js_tree() -> None:
         f"const t=StandardMerkleTree.of({json.dumps(values)},['uint256','address','uint256']);"
         "console.log(t.root);"
     )
-    js_root = subprocess.run(["node", "-e", script], cwd=BLOCKCHAIN_DIR, capture_output=True, text=True, check=True)
+    js_root = subprocess.run(
+        ["node", "-e", script], cwd=BLOCKCHAIN_DIR, capture_output=True, text=True, check=True
+    )
     assert js_root.stdout.strip() == "0x" + ours.root.hex()
     for account in rewards:
         assert verify(ours.root, leaf_hash(42, account, rewards[account]), ours.proof(account))
@@ -67,29 +69,43 @@ def test_record_round_then_claim_with_a_python_proof(w3: Web3, deployments: Depl
         for address, _ in orgs
     ]
     total = sum(rewards.values())
-    send_transaction(w3, ledger.functions.recordRound(round_id, model_hash, tree.root, total, contributions), aggregator_key)
+    send_transaction(
+        w3,
+        ledger.functions.recordRound(round_id, model_hash, tree.root, total, contributions),
+        aggregator_key,
+    )
     assert ledger.functions.isRecorded(round_id).call()
     assert ledger.functions.modelHashOf(round_id).call() == model_hash
 
     with pytest.raises(TransactionReverted) as again:
-        send_transaction(w3, ledger.functions.recordRound(round_id, model_hash, tree.root, total, contributions), aggregator_key)
+        send_transaction(
+            w3,
+            ledger.functions.recordRound(round_id, model_hash, tree.root, total, contributions),
+            aggregator_key,
+        )
     assert again.value.error == "RoundAlreadyRecorded"
 
     address, key = orgs[1]
     before = token.functions.balanceOf(address).call()
     # Anyone may relay a claim; the tokens go to the leaf's account.
     relayer_key = orgs[0][1]
-    send_transaction(w3, distributor.functions.claim(round_id, address, rewards[address], tree.proof(address)), relayer_key)
+    send_transaction(
+        w3, distributor.functions.claim(round_id, address, rewards[address], tree.proof(address)), relayer_key
+    )
     assert token.functions.balanceOf(address).call() - before == rewards[address]
     assert distributor.functions.claimed(round_id, address).call()
 
     with pytest.raises(TransactionReverted) as double:
-        send_transaction(w3, distributor.functions.claim(round_id, address, rewards[address], tree.proof(address)), key)
+        send_transaction(
+            w3, distributor.functions.claim(round_id, address, rewards[address], tree.proof(address)), key
+        )
     assert double.value.error == "AlreadyClaimed"
 
     other, other_key = orgs[2]
     with pytest.raises(TransactionReverted) as inflated:
-        send_transaction(w3, distributor.functions.claim(round_id, other, rewards[other] + 1, tree.proof(other)), other_key)
+        send_transaction(
+            w3, distributor.functions.claim(round_id, other, rewards[other] + 1, tree.proof(other)), other_key
+        )
     assert inflated.value.error == "InvalidProof"
 
 
@@ -98,5 +114,7 @@ def test_only_the_aggregator_records(w3: Web3, deployments: Deployments) -> None
     address, key = _org(5)
     contribution = [(address, b"\x01" * 32, 0, 0, 0, 0, 0)]
     with pytest.raises(TransactionReverted) as denied:
-        send_transaction(w3, ledger.functions.recordRound(99, b"\x02" * 32, b"\x00" * 32, 0, contribution), key)
+        send_transaction(
+            w3, ledger.functions.recordRound(99, b"\x02" * 32, b"\x00" * 32, 0, contribution), key
+        )
     assert denied.value.error == "AccessControlUnauthorizedAccount"

@@ -41,7 +41,9 @@ def scripted(*steps: httpx.Response | Exception) -> tuple[Handler, list[httpx.Re
 def api_for(handler: Handler, policy: RetryPolicy | None = None) -> tuple[FedLedgerApi, list[float]]:
     sleeps: list[float] = []
     http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://api.test")
-    return FedLedgerApi(http=http, retry=policy or RetryPolicy(), sleep=sleeps.append, rng=random.Random(0)), sleeps
+    return FedLedgerApi(
+        http=http, retry=policy or RetryPolicy(), sleep=sleeps.append, rng=random.Random(0)
+    ), sleeps
 
 
 def error(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -52,7 +54,9 @@ OK = httpx.Response(200, json={"id": 1, "status": "OPEN"})
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter() -> None:
-    handler, seen = scripted(error(503, "chain_unavailable"), error(502, "bad_gateway"), error(500, "boom"), OK)
+    handler, seen = scripted(
+        error(503, "chain_unavailable"), error(502, "bad_gateway"), error(500, "boom"), OK
+    )
     policy = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=3.0, jitter=0.5)
     api, sleeps = api_for(handler, policy)
     assert api.round(1) == {"id": 1, "status": "OPEN"}
@@ -80,7 +84,12 @@ def test_retries_run_out_into_typed_errors() -> None:
     api, sleeps = api_for(handler, RetryPolicy(max_attempts=3))
     with pytest.raises(ServerError) as server:
         api.round(1)
-    assert (server.value.status, server.value.code, len(seen), len(sleeps)) == (503, "chain_unavailable", 3, 2)
+    assert (server.value.status, server.value.code, len(seen), len(sleeps)) == (
+        503,
+        "chain_unavailable",
+        3,
+        2,
+    )
     handler, _ = scripted(error(429, "rate_limited", {"Retry-After": "1"}))
     api, _ = api_for(handler, RetryPolicy(max_attempts=2))
     with pytest.raises(RateLimitedError) as limited:
@@ -109,7 +118,10 @@ def test_network_errors_are_retried_then_reported() -> None:
         (error(409, "round_not_open"), RoundClosedError),
         (error(409, "conflicting_update"), ConflictError),
         (error(413, "too_large"), InvalidRequestError),
-        (httpx.Response(422, json={"detail": [{"loc": ["body"], "msg": "field required"}]}), InvalidRequestError),
+        (
+            httpx.Response(422, json={"detail": [{"loc": ["body"], "msg": "field required"}]}),
+            InvalidRequestError,
+        ),
     ],
 )
 def test_other_4xx_are_final_and_typed(response: httpx.Response, expected: type) -> None:
@@ -122,17 +134,25 @@ def test_other_4xx_are_final_and_typed(response: httpx.Response, expected: type)
 
 
 def test_an_update_post_is_retried_with_the_same_bytes() -> None:
-    handler, seen = scripted(httpx.RemoteProtocolError("connection reset"), error(503, "x"),
-                             httpx.Response(202, json={"receipt_id": "r1", "payload_hash": "0xab", "round_id": 3}))
+    handler, seen = scripted(
+        httpx.RemoteProtocolError("connection reset"),
+        error(503, "x"),
+        httpx.Response(202, json={"receipt_id": "r1", "payload_hash": "0xab", "round_id": 3}),
+    )
     api, _ = api_for(handler)
     api._token, api._token_expires = "t", float("inf")  # signed in (sign-in itself is tested on the real API)
     progress: list[tuple[int, int]] = []
     envelope = bytes(range(256)) * 1000
-    receipt = api.submit_update(3, envelope, "0xsig", progress=lambda sent, total: progress.append((sent, total)))
+    receipt = api.submit_update(
+        3, envelope, "0xsig", progress=lambda sent, total: progress.append((sent, total))
+    )
     assert receipt["receipt_id"] == "r1"
     bodies = [request.read() for request in seen]
     assert len(bodies) == 3 and all(body == envelope for body in bodies)
-    assert all(r.headers["X-Update-Signature"] == "0xsig" and r.headers["Content-Length"] == str(len(envelope)) for r in seen)
+    assert all(
+        r.headers["X-Update-Signature"] == "0xsig" and r.headers["Content-Length"] == str(len(envelope))
+        for r in seen
+    )
     assert progress[-1] == (len(envelope), len(envelope))
 
 

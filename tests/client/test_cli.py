@@ -28,9 +28,15 @@ from tests.client.conftest import CLIENT_ORGS, FEATURES, NEVER_ENROLLED, OPERATO
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
 runner = CliRunner()
-CLEAN_ENV = {"FEDLEDGER_CLIENT_PRIVATE_KEY": None, "FEDLEDGER_CLIENT_KEY_FILE": None, "FEDLEDGER_API_URL": None,
-             "FEDLEDGER_CLIENT_MODEL_SIGNER": None, "FEDLEDGER_CLIENT_DEPLOYMENTS": None, "FEDLEDGER_CHAIN_RPC_URL": None,
-             "FEDLEDGER_CLIENT_SPOOL_DIR": None}
+CLEAN_ENV = {
+    "FEDLEDGER_CLIENT_PRIVATE_KEY": None,
+    "FEDLEDGER_CLIENT_KEY_FILE": None,
+    "FEDLEDGER_API_URL": None,
+    "FEDLEDGER_CLIENT_MODEL_SIGNER": None,
+    "FEDLEDGER_CLIENT_DEPLOYMENTS": None,
+    "FEDLEDGER_CHAIN_RPC_URL": None,
+    "FEDLEDGER_CLIENT_SPOOL_DIR": None,
+}
 
 
 @pytest.fixture
@@ -39,9 +45,16 @@ def live_api(settings: Settings) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     live = settings.model_copy(update={"siwe_domain": f"127.0.0.1:{port}", "public_url": url})
-    server = uvicorn.Server(uvicorn.Config(create_app(live, queue=CeleryTaskQueue(live.resolved_broker_url)),
-                                           host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                           ws="none"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(live, queue=CeleryTaskQueue(live.resolved_broker_url)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            ws="none",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -56,7 +69,11 @@ def live_api(settings: Settings) -> Iterator[str]:
 
 
 def cli(*args: str, index: int = CLIENT_ORGS[0], **env: str | None):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["client", *args], env={**CLEAN_ENV, "FEDLEDGER_CLIENT_PRIVATE_KEY": dev_private_key(index), **env})
+    return runner.invoke(
+        app,
+        ["client", *args],
+        env={**CLEAN_ENV, "FEDLEDGER_CLIENT_PRIVATE_KEY": dev_private_key(index), **env},
+    )
 
 
 def test_status_json_and_human(live_api: str, dev_chain) -> None:  # type: ignore[no-untyped-def]
@@ -89,22 +106,48 @@ def test_enroll_train_and_submit_then_claim(live_api: str, dev_chain, tmp_path: 
 
     data = tmp_path / "local.csv"
     save_csv(digits_parts[1], data)
-    args = ("train-and-submit", "--api", live_api, "--rpc", rpc, "--data", str(data), "--label-column", "label",
-            "--no-standardize", "--epochs", "5", "--topk", "0.5", "--spool-dir", str(tmp_path / "spool"), "--json")
+    args = (
+        "train-and-submit",
+        "--api",
+        live_api,
+        "--rpc",
+        rpc,
+        "--data",
+        str(data),
+        "--label-column",
+        "label",
+        "--no-standardize",
+        "--epochs",
+        "5",
+        "--topk",
+        "0.5",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--json",
+    )
     start = time.perf_counter()
     result = cli(*args, index=index)
     elapsed = time.perf_counter() - start
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["round_id"] == round_["id"] and summary["receipt_id"] and summary["num_samples"] == len(digits_parts[1])
+    assert (
+        summary["round_id"] == round_["id"]
+        and summary["receipt_id"]
+        and summary["num_samples"] == len(digits_parts[1])
+    )
     assert summary["metrics_after"]["accuracy"] > summary["metrics_before"]["accuracy"]
-    print(f"\ntrain-and-submit over HTTP: {elapsed:.2f} s in the CLI; phases {summary['timings']}; "
-          f"{summary['envelope_bytes']} bytes sealed")
+    print(
+        f"\ntrain-and-submit over HTTP: {elapsed:.2f} s in the CLI; phases {summary['timings']}; "
+        f"{summary['envelope_bytes']} bytes sealed"
+    )
     again = cli(*args, index=index)  # the receipt is spooled: nothing is trained or sent twice
     assert again.exit_code == 0 and json.loads(again.stdout)["receipt_id"] == summary["receipt_id"]
 
     human = cli(*args[:-1], index=index)
-    assert human.exit_code == 0 and f"round {round_['id']}: update accepted, receipt {summary['receipt_id']}" in human.stdout
+    assert (
+        human.exit_code == 0
+        and f"round {round_['id']}: update accepted, receipt {summary['receipt_id']}" in human.stdout
+    )
 
     claimed = cli("claim", "--api", live_api, "--rpc", rpc, "--json", index=index)
     assert claimed.exit_code == 0, claimed.output
@@ -113,28 +156,69 @@ def test_enroll_train_and_submit_then_claim(live_api: str, dev_chain, tmp_path: 
     # `run` takes part in the open round as another organization (stopping after one submission here).
     other = CLIENT_ORGS[2]
     assert cli("enroll", "--api", live_api, "--rpc", rpc, index=other).exit_code == 0
-    ran = cli("run", "--api", live_api, "--rpc", rpc, "--data", str(data), "--no-standardize", "--no-spool",
-              "--poll-interval", "0.05", "--max-rounds", "1", "--json", index=other)
+    ran = cli(
+        "run",
+        "--api",
+        live_api,
+        "--rpc",
+        rpc,
+        "--data",
+        str(data),
+        "--no-standardize",
+        "--no-spool",
+        "--poll-interval",
+        "0.05",
+        "--max-rounds",
+        "1",
+        "--json",
+        index=other,
+    )
     assert ran.exit_code == 0, ran.output
     events = [json.loads(line) for line in ran.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["round_open", "submitted"] and events[1]["round_id"] == round_["id"]
+    assert [e["event"] for e in events] == ["round_open", "submitted"] and events[1]["round_id"] == round_[
+        "id"
+    ]
 
 
-def test_expected_failures_exit_1_with_one_line_and_no_traceback(live_api: str, dev_chain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_expected_failures_exit_1_with_one_line_and_no_traceback(
+    live_api: str, dev_chain, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     rpc = dev_chain[0].rpc_url
     result = cli("status", "--api", live_api, "--rpc", rpc, FEDLEDGER_CLIENT_PRIVATE_KEY=None)
-    assert result.exit_code == 1 and "error: no wallet configured" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 1
+        and "error: no wallet configured" in result.output
+        and "Traceback" not in result.output
+    )
     result = cli("status", "--api", live_api, "--rpc", rpc, "--json", FEDLEDGER_CLIENT_PRIVATE_KEY="0x1234")
     assert result.exit_code == 1 and json.loads(result.stdout)["error"] == "wallet"
     result = cli("train-and-submit", "--api", live_api, "--rpc", rpc, "--data", str(tmp_path / "missing.csv"))
     assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
-    result = cli("train-and-submit", "--api", live_api, "--rpc", rpc, "--data", str(tmp_path / "missing.csv"),
-                 "--dp-noise", "1.0")
+    result = cli(
+        "train-and-submit",
+        "--api",
+        live_api,
+        "--rpc",
+        rpc,
+        "--data",
+        str(tmp_path / "missing.csv"),
+        "--dp-noise",
+        "1.0",
+    )
     assert result.exit_code == 1
     (tmp_path / "d.csv").write_text("a,label\n1,0\n2,1\n")
     # Account 17 is never enrolled on-chain (other suites rely on that; nothing here enrolls it).
-    result = cli("train-and-submit", "--api", live_api, "--rpc", rpc, "--data", str(tmp_path / "d.csv"), "--json",
-                 index=NEVER_ENROLLED)
+    result = cli(
+        "train-and-submit",
+        "--api",
+        live_api,
+        "--rpc",
+        rpc,
+        "--data",
+        str(tmp_path / "d.csv"),
+        "--json",
+        index=NEVER_ENROLLED,
+    )
     assert result.exit_code == 1
     refusal = json.loads(result.stdout)
     assert refusal["error"] == "not_enrolled" and "fedledger client enroll" in refusal["detail"]

@@ -71,7 +71,9 @@ def test_csv_label_column_by_name_or_index_and_shared_standardizer(tmp_path: Pat
         ("a,label\nnan,1\n", None, ":2: NaN"),
     ],
 )
-def test_bad_csv_files_say_what_and_where(tmp_path: Path, content: str, label: str | None, message: str) -> None:
+def test_bad_csv_files_say_what_and_where(
+    tmp_path: Path, content: str, label: str | None, message: str
+) -> None:
     with pytest.raises(DataError, match=message):
         load_csv(write(tmp_path / "bad.csv", content), label)
 
@@ -85,7 +87,11 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     data = load_digits_dataset("train").subset(range(50))
     save_csv(data, tmp_path / "digits.csv")
     back = load_csv(tmp_path / "digits.csv", "label", standardize=False)
-    assert np.allclose(back.x, data.x) and np.array_equal(back.y, data.y) and back.feature_names == data.feature_names
+    assert (
+        np.allclose(back.x, data.x)
+        and np.array_equal(back.y, data.y)
+        and back.feature_names == data.feature_names
+    )
 
 
 def test_iid_partition_covers_everything_once() -> None:

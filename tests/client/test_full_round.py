@@ -37,8 +37,14 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_full_round_through_the_aggregator(
-    make_org, client: TestClient, settings: Settings, operator: dict[str, str], w3: Web3, deployments: Deployments,  # type: ignore[no-untyped-def]
-    genesis: dict[str, Any], digits_parts: list[Dataset],
+    make_org,
+    client: TestClient,
+    settings: Settings,
+    operator: dict[str, str],
+    w3: Web3,
+    deployments: Deployments,  # type: ignore[no-untyped-def]
+    genesis: dict[str, Any],
+    digits_parts: list[Dataset],
 ) -> None:
     response = client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator)
     assert response.status_code == 201, response.text
@@ -54,18 +60,32 @@ def test_a_full_round_through_the_aggregator(
         submissions.append(org.participate(digits_parts[2 + i], seed=i))
     assert {s.round_id for s in submissions} == {round_id}
 
-    result = close_round(state.sessions, state.blobs, settings.resolved_key_dir, round_id, "client-tests", 60,
-                         load_holdout("digits"),
-                         Signing(settings.resolved_model_signer_key, deployments.chain_id,
-                                 deployments.addresses["ContributionLedger"]))
+    result = close_round(
+        state.sessions,
+        state.blobs,
+        settings.resolved_key_dir,
+        round_id,
+        "client-tests",
+        60,
+        load_holdout("digits"),
+        Signing(
+            settings.resolved_model_signer_key,
+            deployments.chain_id,
+            deployments.addresses["ContributionLedger"],
+        ),
+    )
     assert result == RoundStatus.aggregated.value, result
-    gateway = ChainGateway(settings.chain_rpc_url, deployments, settings.resolved_aggregator_key, state.sessions)
+    gateway = ChainGateway(
+        settings.chain_rpc_url, deployments, settings.resolved_aggregator_key, state.sessions
+    )
     assert post_round(state.sessions, gateway, round_id) == "posted"
 
     final = orgs[0].wait_for_round(round_id, timeout=5)
     assert final["status"] == "POSTED"
     model = orgs[0].pull_model()
-    assert model.produced_by_round == round_id and model.onchain_verified and model.version > genesis["version"]
+    assert (
+        model.produced_by_round == round_id and model.onchain_verified and model.version > genesis["version"]
+    )
     registry = deployments.contract(w3, "ParticipantRegistry")
     token = deployments.contract(w3, "RewardToken")
     paid_total = 0

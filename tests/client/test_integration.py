@@ -52,7 +52,9 @@ def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Dep
     before = token.functions.balanceOf(org.address).call()
     result = org.ensure_enrolled()
     status = org.chain_status()
-    assert registry.functions.isActive(org.address).call() and status["active"] and status["status"] == "active"
+    assert (
+        registry.functions.isActive(org.address).call() and status["active"] and status["status"] == "active"
+    )
     if result.already_active:  # enrolled by an earlier run of this test in the session
         assert result.tx_hashes == ()
     else:
@@ -67,10 +69,16 @@ def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Dep
 
 
 def test_verified_model_update_receipt_and_idempotent_resubmission(
-    make_org, open_round: dict[str, Any], digits_parts: list[Dataset]  # type: ignore[no-untyped-def]
+    make_org,
+    open_round: dict[str, Any],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
 ) -> None:
-    org: Organization = make_org(CLIENT_ORGS[1], compression=Compression(topk_fraction=0.5, half=True),
-                                 dp=LocalDP(clip_norm=5.0, noise_multiplier=0.01), trainer_options={"epochs": 3})
+    org: Organization = make_org(
+        CLIENT_ORGS[1],
+        compression=Compression(topk_fraction=0.5, half=True),
+        dp=LocalDP(clip_norm=5.0, noise_multiplier=0.01),
+        trainer_options={"epochs": 3},
+    )
     org.setup()
     model = org.pull_model(open_round["model_version"])
     assert model.signer == dev_model_signer() and model.version == open_round["model_version"]
@@ -80,7 +88,11 @@ def test_verified_model_update_receipt_and_idempotent_resubmission(
     assert training.delta_norm <= 5.0 + 0.5  # clipped (plus a little noise)
     prepared = org.prepare_update(open_round["id"], model.version, training.delta, training.num_samples)
     receipt = org.submit(prepared)
-    assert receipt["payload_hash"] == "0x" + hashlib.sha256(prepared.envelope).hexdigest() == prepared.payload_hash
+    assert (
+        receipt["payload_hash"]
+        == "0x" + hashlib.sha256(prepared.envelope).hexdigest()
+        == prepared.payload_hash
+    )
     assert not receipt["replayed"] and receipt["num_samples"] == len(digits_parts[1])
     # A lost answer: the same bytes again give the same receipt.
     again = org.submit(prepared)
@@ -95,14 +107,21 @@ def test_verified_model_update_receipt_and_idempotent_resubmission(
 
 
 def test_participate_spools_the_envelope_and_resends_it_after_a_crash(
-    make_org, open_round: dict[str, Any], digits_parts: list[Dataset], tmp_path: Path  # type: ignore[no-untyped-def]
+    make_org,
+    open_round: dict[str, Any],
+    digits_parts: list[Dataset],
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[2], spool_dir=tmp_path / "spool")
     org.setup()
     epochs: list[tuple[int, int]] = []
     uploads: list[tuple[int, int]] = []
-    first = org.participate(digits_parts[2], seed=3, train_progress=lambda d, t: epochs.append((d, t)),
-                            upload_progress=lambda s, t: uploads.append((s, t)))
+    first = org.participate(
+        digits_parts[2],
+        seed=3,
+        train_progress=lambda d, t: epochs.append((d, t)),
+        upload_progress=lambda s, t: uploads.append((s, t)),
+    )
     assert first.round_id == open_round["id"] and not first.receipt["replayed"]
     assert epochs[-1] == (10, 10) and uploads[-1] == (first.prepared.size, first.prepared.size)
     assert set(first.timings) == {"pull_and_verify", "train", "seal_and_sign", "submit", "total"}
@@ -130,7 +149,10 @@ def _tamper_weights(client: TestClient, version: int) -> None:
 
 
 def test_a_model_with_the_wrong_hash_is_refused_and_never_trained_on(
-    make_org, client: TestClient, open_round: dict[str, Any], digits_parts: list[Dataset]  # type: ignore[no-untyped-def]
+    make_org,
+    client: TestClient,
+    open_round: dict[str, Any],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[3])
     org.setup()
@@ -143,7 +165,11 @@ def test_a_model_with_the_wrong_hash_is_refused_and_never_trained_on(
 
 
 def test_a_model_signed_by_anyone_but_the_trusted_signer_is_refused(
-    make_org, client: TestClient, settings: Settings, genesis: dict[str, Any], deployments: Deployments  # type: ignore[no-untyped-def]
+    make_org,
+    client: TestClient,
+    settings: Settings,
+    genesis: dict[str, Any],
+    deployments: Deployments,  # type: ignore[no-untyped-def]
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[3])
     assert org.pull_model().signer == dev_model_signer()
@@ -152,26 +178,42 @@ def test_a_model_signed_by_anyone_but_the_trusted_signer_is_refused(
     with pytest.raises(ModelVerificationError, match="not by the trusted model signer"):
         other.pull_model()
     # The server (or its database) serves a signature made with another key.
-    forged = sign_model(dev_private_key(5), chain_id=deployments.chain_id,
-                        verifying_contract=deployments.addresses["ContributionLedger"], version=genesis["version"],
-                        model_hash=bytes.fromhex(genesis["weights_hash"]))
+    forged = sign_model(
+        dev_private_key(5),
+        chain_id=deployments.chain_id,
+        verifying_contract=deployments.addresses["ContributionLedger"],
+        version=genesis["version"],
+        model_hash=bytes.fromhex(genesis["weights_hash"]),
+    )
     state = client.app.state.fl
     with state.sessions.begin() as session:
-        session.execute(update(ModelVersion).where(ModelVersion.id == genesis["version"]).values(signature=forged))
+        session.execute(
+            update(ModelVersion).where(ModelVersion.id == genesis["version"]).values(signature=forged)
+        )
     with pytest.raises(ModelVerificationError, match=f"signed by {Wallet(dev_private_key(5)).address}"):
         org.pull_model()
     # A signature for another version (replayed from elsewhere) recovers to an unrelated address.
-    replayed = sign_model(settings.resolved_model_signer_key, chain_id=deployments.chain_id,
-                          verifying_contract=deployments.addresses["ContributionLedger"], version=genesis["version"] + 1,
-                          model_hash=bytes.fromhex(genesis["weights_hash"]))
+    replayed = sign_model(
+        settings.resolved_model_signer_key,
+        chain_id=deployments.chain_id,
+        verifying_contract=deployments.addresses["ContributionLedger"],
+        version=genesis["version"] + 1,
+        model_hash=bytes.fromhex(genesis["weights_hash"]),
+    )
     with state.sessions.begin() as session:
-        session.execute(update(ModelVersion).where(ModelVersion.id == genesis["version"]).values(signature=replayed))
+        session.execute(
+            update(ModelVersion).where(ModelVersion.id == genesis["version"]).values(signature=replayed)
+        )
     with pytest.raises(ModelVerificationError, match="not by the trusted model signer"):
         org.pull_model()
 
 
 def test_typed_refusals_for_unenrolled_closed_and_unknown(
-    make_org, client: TestClient, operator: dict[str, str], genesis: dict[str, Any], digits_parts: list[Dataset]  # type: ignore[no-untyped-def]
+    make_org,
+    client: TestClient,
+    operator: dict[str, str],
+    genesis: dict[str, Any],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
 ) -> None:
     with pytest.raises(NoOpenRoundError, match="no round has been opened"):
         make_org(CLIENT_ORGS[4]).open_round()
@@ -227,24 +269,32 @@ def test_an_expired_token_is_renewed_once_and_the_request_repeated(settings: Set
 
 
 def test_the_client_refuses_to_sign_a_challenge_for_another_domain(client: TestClient) -> None:
-    api = FedLedgerApi(http=client, wallet=Wallet(dev_private_key(CLIENT_ORGS[0])), siwe_domain="fl.example.org")
+    api = FedLedgerApi(
+        http=client, wallet=Wallet(dev_private_key(CLIENT_ORGS[0])), siwe_domain="fl.example.org"
+    )
     with pytest.raises(AuthenticationError, match="refusing to sign") as refused:
         api.login()
     assert refused.value.code == "wrong_domain"
     # A wrong signature is the server's refusal, typed.
     challenge = client.post("/v1/auth/nonce", json={"address": api.wallet.address}).json()
-    response = client.post("/v1/auth/login", json={"message": challenge["message"], "signature": "0x" + "11" * 65})
+    response = client.post(
+        "/v1/auth/login", json={"message": challenge["message"], "signature": "0x" + "11" * 65}
+    )
     assert response.status_code == 401
     assert login(client, CLIENT_ORGS[0])["Authorization"].startswith("Bearer ")
 
 
 def test_run_takes_part_in_the_open_round_and_stops_on_request(
-    make_org, open_round: dict[str, Any], digits_parts: list[Dataset]  # type: ignore[no-untyped-def]
+    make_org,
+    open_round: dict[str, Any],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[4])
     org.setup()
     events: list[str] = []
-    submissions = org.run(digits_parts[4], max_rounds=1, seed=0, on_event=lambda kind, payload: events.append(kind))
+    submissions = org.run(
+        digits_parts[4], max_rounds=1, seed=0, on_event=lambda kind, payload: events.append(kind)
+    )
     assert [s.round_id for s in submissions] == [open_round["id"]] and events == ["round_open", "submitted"]
     # Nothing new to do: the loop polls until it is told to stop.
     stop = threading.Event()
@@ -254,21 +304,34 @@ def test_run_takes_part_in_the_open_round_and_stops_on_request(
 
 
 def test_any_model_with_a_custom_train_function(
-    make_org, client: TestClient, operator: dict[str, str], digits_parts: list[Dataset]  # type: ignore[no-untyped-def]
+    make_org,
+    client: TestClient,
+    operator: dict[str, str],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
 ) -> None:
-    genesis = {"linear.kernel": np.zeros((64, 10), np.float32), "linear.offset": np.zeros((1, 10), np.float32)}
+    genesis = {
+        "linear.kernel": np.zeros((64, 10), np.float32),
+        "linear.offset": np.zeros((1, 10), np.float32),
+    }
     assert client.post("/v1/models", content=encode_weights(genesis), headers=operator).status_code == 201
     round_ = client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator).json()
 
-    def train(weights: dict[str, np.ndarray], data: Dataset, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def train(
+        weights: dict[str, np.ndarray], data: Dataset, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         # one step of least squares towards one-hot targets: any framework could sit here
         target = np.eye(10, dtype=np.float32)[data.y]
         grad = data.x.T @ (data.x @ weights["linear.kernel"] + weights["linear.offset"] - target) / len(data)
-        return {"linear.kernel": weights["linear.kernel"] - 0.1 * grad, "linear.offset": weights["linear.offset"]}
+        return {
+            "linear.kernel": weights["linear.kernel"] - 0.1 * grad,
+            "linear.offset": weights["linear.offset"],
+        }
 
     org: Organization = make_org(CLIENT_ORGS[0])
     org.setup()
     submission = org.participate(digits_parts[0], trainer=train)
-    assert submission.round_id == round_["id"] and submission.training.before is None  # no evaluate(): no metrics
+    assert (
+        submission.round_id == round_["id"] and submission.training.before is None
+    )  # no evaluate(): no metrics
     assert submission.training.delta["linear.offset"].shape == (1, 10) and submission.training.delta_norm > 0
     assert client.get(f"/v1/rounds/{round_['id']}").json()["submissions"] == 1

@@ -30,8 +30,11 @@ def digits():  # type: ignore[no-untyped-def]
     return load_digits_dataset("all", preprocessing="standardize").split(0.2, seed=0)
 
 
-@pytest.mark.parametrize("trainer", [SoftmaxRegression(64, 10, epochs=10), MLPClassifier(64, 10, epochs=10)],
-                         ids=["softmax", "mlp"])
+@pytest.mark.parametrize(
+    "trainer",
+    [SoftmaxRegression(64, 10, epochs=10), MLPClassifier(64, 10, epochs=10)],
+    ids=["softmax", "mlp"],
+)
 def test_builtin_trainers_learn_digits(digits, trainer) -> None:  # type: ignore[no-untyped-def]
     train, test = digits
     start = time.perf_counter()
@@ -65,7 +68,9 @@ def test_trainer_for_spec_picks_the_architecture() -> None:
     with pytest.raises(TrainingError, match="no built-in trainer"):
         trainer_for_spec({"conv.weight": [3, 3, 1, 8]})
     with pytest.raises(TrainingError, match="inconsistent"):
-        trainer_for_spec({"hidden.weight": [5, 7], "hidden.bias": [7], "output.weight": [8, 3], "output.bias": [3]})
+        trainer_for_spec(
+            {"hidden.weight": [5, 7], "hidden.bias": [7], "output.weight": [8, 3], "output.bias": [3]}
+        )
 
 
 def test_any_train_function_is_accepted_and_checked(digits) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +117,9 @@ def test_delta_and_compression_round_trip(digits) -> None:  # type: ignore[no-un
         threshold = np.sort(np.abs(value.reshape(-1)))[-k]
         assert np.all(np.abs(value.reshape(-1)[kept]) >= threshold)
         assert np.array_equal(sparse[name].reshape(-1)[kept], value.reshape(-1)[kept])
-    assert len(encode_update(delta, Compression(topk_fraction=0.1, half=True))) < len(encode_update(delta)) / 3
+    assert (
+        len(encode_update(delta, Compression(topk_fraction=0.1, half=True))) < len(encode_update(delta)) / 3
+    )
 
 
 def test_local_dp_clips_and_adds_calibrated_noise() -> None:

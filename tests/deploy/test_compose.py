@@ -18,8 +18,11 @@ from fedledger.config import PROJECT_ROOT, Settings
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SETTING_NAMES = {f"FEDLEDGER_{name.upper()}" for name in Settings.model_fields}
-DEPLOY_JS = (PROJECT_ROOT / "blockchain/scripts/deployLib.js").read_text() + (PROJECT_ROOT / "blockchain/scripts/deploy.js").read_text() \
+DEPLOY_JS = (
+    (PROJECT_ROOT / "blockchain/scripts/deployLib.js").read_text()
+    + (PROJECT_ROOT / "blockchain/scripts/deploy.js").read_text()
     + (PROJECT_ROOT / "blockchain/hardhat.config.js").read_text()
+)
 
 
 def test_the_expected_services_exist() -> None:

@@ -20,15 +20,34 @@ pytestmark = [pytest.mark.slow, pytest.mark.chain]
 def test_run_simulates_then_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
     api_port, chain_port, dashboard_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")} | {
-        "FEDLEDGER_DATA_DIR": str(tmp_path / "var"), "FEDLEDGER_API_PORT": str(api_port),
-        "FEDLEDGER_PUBLIC_URL": f"http://127.0.0.1:{api_port}", "FEDLEDGER_SIWE_DOMAIN": f"127.0.0.1:{api_port}",
-        "FEDLEDGER_CHAIN_RPC_URL": f"http://127.0.0.1:{chain_port}", "FEDLEDGER_DASHBOARD_PORT": str(dashboard_port),
+        "FEDLEDGER_DATA_DIR": str(tmp_path / "var"),
+        "FEDLEDGER_API_PORT": str(api_port),
+        "FEDLEDGER_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+        "FEDLEDGER_SIWE_DOMAIN": f"127.0.0.1:{api_port}",
+        "FEDLEDGER_CHAIN_RPC_URL": f"http://127.0.0.1:{chain_port}",
+        "FEDLEDGER_DASHBOARD_PORT": str(dashboard_port),
         "FEDLEDGER_API_URL": f"http://127.0.0.1:{api_port}",
     }
     log = tmp_path / "run.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "fedledger.cli", "run", "--orgs", "4", "--byzantine", "1",
-                                    "--rounds", "2"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fedledger.cli",
+                "run",
+                "--orgs",
+                "4",
+                "--byzantine",
+                "1",
+                "--rounds",
+                "2",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 420
         while "Ctrl-C stops everything" not in log.read_text():
@@ -57,7 +76,9 @@ def processes_with(marker: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if any(item.startswith(marker.encode()) for item in (entry / "environ").read_bytes().split(b"\0")):
+                if any(
+                    item.startswith(marker.encode()) for item in (entry / "environ").read_bytes().split(b"\0")
+                ):
                     found.append(int(entry.name))
             except OSError:
                 continue

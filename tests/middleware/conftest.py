@@ -107,7 +107,10 @@ def ensure_enrolled(w3: Web3, deployments: Deployments, index: int) -> None:
     key = dev_private_key(index)
     address = Account.from_key(key).address
     registry = deployments.contract(w3, "ParticipantRegistry")
-    if registry.functions.isActive(address).call() or registry.functions.participantOf(address).call()[-1] != 0:
+    if (
+        registry.functions.isActive(address).call()
+        or registry.functions.participantOf(address).call()[-1] != 0
+    ):
         return
     token = deployments.contract(w3, "RewardToken")
     stake = 100 * WAD
@@ -131,7 +134,10 @@ def world(client: TestClient, w3: Web3, deployments: Deployments) -> World:
     assert response.status_code == 201, response.text
     for index in ORGS + (SLASHED, NEVER_ENROLLED):
         headers = login(client, index)
-        assert client.post("/v1/participants", json={"org_name": f"org {index}"}, headers=headers).status_code == 200
+        assert (
+            client.post("/v1/participants", json={"org_name": f"org {index}"}, headers=headers).status_code
+            == 200
+        )
         if index != NEVER_ENROLLED:
             ensure_enrolled(w3, deployments, index)
     response = client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator)
@@ -156,12 +162,22 @@ def make_update(
     model_version = world.round["model_version"] if model_version is None else model_version
     rng = np.random.default_rng(seed)
     delta = delta or {name: rng.normal(size=a.shape).astype(np.float32) for name, a in MODEL.items()}
-    envelope = seal(encode_update(delta), key_info["public_key_pem"].encode(), round_id=round_id,
-                    model_version=model_version, participant=address_of(index), num_samples=num_samples)
+    envelope = seal(
+        encode_update(delta),
+        key_info["public_key_pem"].encode(),
+        round_id=round_id,
+        model_version=model_version,
+        participant=address_of(index),
+        num_samples=num_samples,
+    )
     signature = sign_update(
-        dev_private_key(index if signer_index is None else signer_index), chain_id=world.deployments.chain_id,
-        verifying_contract=world.deployments.addresses["ContributionLedger"], round_id=round_id,
-        model_version=model_version, payload_hash=hashlib.sha256(envelope).digest(), num_samples=num_samples,
+        dev_private_key(index if signer_index is None else signer_index),
+        chain_id=world.deployments.chain_id,
+        verifying_contract=world.deployments.addresses["ContributionLedger"],
+        round_id=round_id,
+        model_version=model_version,
+        payload_hash=hashlib.sha256(envelope).digest(),
+        num_samples=num_samples,
     )
     return envelope, signature
 
@@ -170,5 +186,9 @@ def post_update(world: World, index: int, envelope: bytes, signature: str, round
     return world.client.post(
         f"/v1/rounds/{world.round['id'] if round_id is None else round_id}/updates",
         content=envelope,
-        headers={**login(world.client, index), "X-Update-Signature": signature, "Content-Type": "application/octet-stream"},
+        headers={
+            **login(world.client, index),
+            "X-Update-Signature": signature,
+            "Content-Type": "application/octet-stream",
+        },
     )

@@ -45,15 +45,22 @@ def assert_refused(response, code: str) -> None:  # type: ignore[no-untyped-def]
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_login_issues_a_token_with_subject_audience_issuer_and_roles(client: TestClient, settings: Settings) -> None:
+def test_login_issues_a_token_with_subject_audience_issuer_and_roles(
+    client: TestClient, settings: Settings
+) -> None:
     c = challenge(client)
     assert f"Nonce: {c['nonce']}" in c["message"] and "Chain ID: 31337" in c["message"]
     assert c["message"].startswith("testserver wants you to sign in with your Ethereum account:")
     response = attempt(client, c["message"], sign(c["message"]))
     assert response.status_code == 200
     body = response.json()
-    claims = jwt.decode(body["access_token"], settings.jwt_secret.get_secret_value(), algorithms=["HS256"],
-                        audience="fedledger-api", issuer="fedledger")
+    claims = jwt.decode(
+        body["access_token"],
+        settings.jwt_secret.get_secret_value(),
+        algorithms=["HS256"],
+        audience="fedledger-api",
+        issuer="fedledger",
+    )
     assert claims["sub"] == address_of(ORG) == body["address"]
     assert claims["roles"] == ["participant"]
     assert 0 < claims["exp"] - claims["iat"] <= settings.jwt_ttl_seconds
@@ -115,7 +122,9 @@ def test_expired_nonce_is_refused(settings: Settings) -> None:
         ({"uri": "https://evil.example/"}, "wrong_uri"),
     ],
 )
-def test_messages_for_another_server_or_chain_are_refused(client: TestClient, changes: dict, code: str) -> None:
+def test_messages_for_another_server_or_chain_are_refused(
+    client: TestClient, changes: dict, code: str
+) -> None:
     c = challenge(client)
     forged = reissued(c["message"], **changes)
     assert_refused(attempt(client, forged, sign(forged)), code)
@@ -130,8 +139,14 @@ def test_garbage_is_refused(client: TestClient) -> None:
 
 def _token(settings: Settings, secret: str | None = None, **claims: object) -> str:
     now = int(time.time())
-    body = {"sub": address_of(ORG), "iss": "fedledger", "aud": "fedledger-api", "iat": now, "exp": now + 60,
-            "roles": ["participant"]} | claims
+    body = {
+        "sub": address_of(ORG),
+        "iss": "fedledger",
+        "aud": "fedledger-api",
+        "iat": now,
+        "exp": now + 60,
+        "roles": ["participant"],
+    } | claims
     return jwt.encode(body, secret or settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
@@ -146,7 +161,9 @@ def _token(settings: Settings, secret: str | None = None, **claims: object) -> s
         (lambda s: "not.a.jwt", "invalid_token"),
     ],
 )
-def test_expired_or_forged_tokens_are_refused(client: TestClient, settings: Settings, make, code: str) -> None:  # type: ignore[no-untyped-def]
+def test_expired_or_forged_tokens_are_refused(
+    client: TestClient, settings: Settings, make, code: str
+) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/v1/participants/me", headers={"Authorization": f"Bearer {make(settings)}"})
     assert_refused(response, code)
 

@@ -25,15 +25,25 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, dev_chain, deployments_file: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+def live(
+    tmp_path_factory: pytest.TempPathFactory, dev_chain, deployments_file: Path
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
     redis.Redis.from_url(REDIS_RATE_DB).flushdb()
     redis.Redis.from_url(REDIS_BROKER_DB).flushdb()
     root = tmp_path_factory.mktemp("fuzz")
     config = Settings(
-        data_dir=root / "var", database_url=f"sqlite:///{root / 'api.db'}", redis_url=REDIS_RATE_DB,
-        broker_url=REDIS_BROKER_DB, chain_rpc_url=dev_chain[0].rpc_url, deployments_file=deployments_file,
-        siwe_domain="testserver", public_url="http://testserver", operator_addresses=[address_of(OPERATOR)],
-        rate_limit_per_minute_ip=10**9, rate_limit_per_minute_address=10**9, max_update_bytes=64 * 1024,
+        data_dir=root / "var",
+        database_url=f"sqlite:///{root / 'api.db'}",
+        redis_url=REDIS_RATE_DB,
+        broker_url=REDIS_BROKER_DB,
+        chain_rpc_url=dev_chain[0].rpc_url,
+        deployments_file=deployments_file,
+        siwe_domain="testserver",
+        public_url="http://testserver",
+        operator_addresses=[address_of(OPERATOR)],
+        rate_limit_per_minute_ip=10**9,
+        rate_limit_per_minute_address=10**9,
+        max_update_bytes=64 * 1024,
     )
     app = create_app(config, queue=CeleryTaskQueue(config.resolved_broker_url))
     with TestClient(app) as client:

@@ -50,10 +50,19 @@ def test_models_download_with_a_signature_that_verifies(world: World) -> None:
     meta = client.get("/v1/models/current").json()
     weights = client.get(f"/v1/models/{meta['version']}/weights")
     assert weights.status_code == 200
-    assert hashlib.sha256(weights.content).hexdigest() == meta["weights_hash"] == weights.headers["X-Model-Hash"]
-    assert {k: v.shape for k, v in decode_weights(weights.content).items()} == {k: v.shape for k, v in MODEL.items()}
-    signer = recover_model_signer(meta["signature"], chain_id=meta["chain_id"], verifying_contract=meta["verifying_contract"],
-                                  version=meta["version"], model_hash=bytes.fromhex(meta["weights_hash"]))
+    assert (
+        hashlib.sha256(weights.content).hexdigest() == meta["weights_hash"] == weights.headers["X-Model-Hash"]
+    )
+    assert {k: v.shape for k, v in decode_weights(weights.content).items()} == {
+        k: v.shape for k, v in MODEL.items()
+    }
+    signer = recover_model_signer(
+        meta["signature"],
+        chain_id=meta["chain_id"],
+        verifying_contract=meta["verifying_contract"],
+        version=meta["version"],
+        model_hash=bytes.fromhex(meta["weights_hash"]),
+    )
     assert signer == meta["signer"] == address_of(MODEL_SIGNER_INDEX)
     assert client.get("/v1/models/999").json()["error"] == "unknown_model"
     assert client.post("/v1/models", content=b"x", headers=world.operator).json()["error"] == "genesis_exists"
@@ -65,12 +74,18 @@ def test_signed_package_verifies_offline_with_only_the_servers_address(world: Wo
     assert package.status_code == 200
     path = tmp_path / "model.zip"
     path.write_bytes(package.content)
-    ok = subprocess.run([sys.executable, "scripts/verify_model_package.py", str(path), "--signer", meta["signer"]],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "scripts/verify_model_package.py", str(path), "--signer", meta["signer"]],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert meta["weights_hash"] in ok.stdout
-    wrong = subprocess.run([sys.executable, "scripts/verify_model_package.py", str(path), "--signer", address_of(ORGS[0])],
-                           capture_output=True, text=True)
+    wrong = subprocess.run(
+        [sys.executable, "scripts/verify_model_package.py", str(path), "--signer", address_of(ORGS[0])],
+        capture_output=True,
+        text=True,
+    )
     assert wrong.returncode == 1
 
 
@@ -83,8 +98,15 @@ def test_rollback_by_an_operator_between_rounds_only(world: World) -> None:
     with state.sessions.begin() as session:
         parent = models.require_active(session)
         deployments = state.chain().deployments
-        models.store_version(session, state.blobs, state.blobs.get(parent.weights_hash), signer_key=state.settings.resolved_model_signer_key,
-                             chain_id=deployments.chain_id, verifying_contract=deployments.addresses["ContributionLedger"], parent=parent)
+        models.store_version(
+            session,
+            state.blobs,
+            state.blobs.get(parent.weights_hash),
+            signer_key=state.settings.resolved_model_signer_key,
+            chain_id=deployments.chain_id,
+            verifying_contract=deployments.addresses["ContributionLedger"],
+            parent=parent,
+        )
     assert client.get("/v1/models/current").json()["version"] == 2
     refused = client.post("/v1/models/1/rollback", headers=world.operator)
     assert refused.status_code == 409 and refused.json()["error"] == "round_in_progress"
@@ -104,7 +126,12 @@ def test_audit_chain_verifies_and_detects_tampering(world: World) -> None:
     with client.app.state.fl.sessions.begin() as session:
         session.execute(update(AuditEntry).where(AuditEntry.id == 3).values(subject="rewritten history"))
     broken = client.get("/v1/audit/verify", headers=world.operator).json()
-    assert broken == {"ok": False, "entries": 2, "first_bad_id": 3, "reason": "entry content does not match its hash"}
+    assert broken == {
+        "ok": False,
+        "entries": 2,
+        "first_bad_id": 3,
+        "reason": "entry content does not match its hash",
+    }
     assert client.get("/v1/audit/verify", headers=login(client, ORGS[0])).status_code == 403
 
 
@@ -129,12 +156,18 @@ def test_health_readiness_and_metrics(world: World, settings: Settings) -> None:
     assert 'fedledger_http_requests_total{method="GET",route="/readyz",status="200"} 1.0' in metrics
     assert "fedledger_http_request_seconds_bucket" in metrics
     # The same API with its chain and broker pointed at nothing reports each failure.
-    broken = settings.model_copy(update={"chain_rpc_url": "http://127.0.0.1:9", "broker_url": "redis://127.0.0.1:9/0"})
+    broken = settings.model_copy(
+        update={"chain_rpc_url": "http://127.0.0.1:9", "broker_url": "redis://127.0.0.1:9/0"}
+    )
     with TestClient(create_app(broken, queue=CeleryTaskQueue(broken.resolved_broker_url))) as down:
         response = down.get("/readyz")
         assert response.status_code == 503
         checks = response.json()["checks"]
-        assert checks["database"] == "ok" and checks["broker"].startswith("error") and checks["chain"].startswith("error")
+        assert (
+            checks["database"] == "ok"
+            and checks["broker"].startswith("error")
+            and checks["chain"].startswith("error")
+        )
 
 
 def test_rate_limits_per_ip_and_per_address_answer_429(settings: Settings) -> None:
@@ -144,8 +177,12 @@ def test_rate_limits_per_ip_and_per_address_answer_429(settings: Settings) -> No
         assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
         limited = client.get("/v1/keys/current")
         assert limited.json()["error"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
-    per_address = settings.model_copy(update={"rate_limit_per_minute_ip": 1000, "rate_limit_per_minute_address": 2})
-    with TestClient(create_app(per_address, queue=CeleryTaskQueue(per_address.resolved_broker_url))) as client:
+    per_address = settings.model_copy(
+        update={"rate_limit_per_minute_ip": 1000, "rate_limit_per_minute_address": 2}
+    )
+    with TestClient(
+        create_app(per_address, queue=CeleryTaskQueue(per_address.resolved_broker_url))
+    ) as client:
         headers = login(client, ORGS[0])
         codes = [client.get("/v1/participants/me", headers=headers).status_code for _ in range(3)]
         assert codes[2] == 429
@@ -154,9 +191,14 @@ def test_rate_limits_per_ip_and_per_address_answer_429(settings: Settings) -> No
 
 
 def test_cors_allows_only_configured_origins(client: TestClient) -> None:
-    allowed = client.options("/v1/keys/current", headers={"Origin": "http://127.0.0.1:8501", "Access-Control-Request-Method": "GET"})
+    allowed = client.options(
+        "/v1/keys/current",
+        headers={"Origin": "http://127.0.0.1:8501", "Access-Control-Request-Method": "GET"},
+    )
     assert allowed.headers.get("access-control-allow-origin") == "http://127.0.0.1:8501"
-    denied = client.options("/v1/keys/current", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    denied = client.options(
+        "/v1/keys/current", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert "access-control-allow-origin" not in denied.headers
 
 
@@ -191,7 +233,14 @@ def test_openapi_documents_every_route_with_its_errors(client: TestClient) -> No
 
 def test_operator_only_routes_refuse_participants(world: World) -> None:
     headers = login(world.client, ORGS[0])
-    for method, path in (("post", "/v1/rounds"), ("post", "/v1/keys/rotate"), ("get", "/v1/audit"), ("post", "/v1/models/1/rollback")):
-        response = getattr(world.client, method)(path, headers=headers, **({"json": {}} if method == "post" else {}))
+    for method, path in (
+        ("post", "/v1/rounds"),
+        ("post", "/v1/keys/rotate"),
+        ("get", "/v1/audit"),
+        ("post", "/v1/models/1/rollback"),
+    ):
+        response = getattr(world.client, method)(
+            path, headers=headers, **({"json": {}} if method == "post" else {})
+        )
         assert response.status_code == 403, (path, response.text)
     assert login(world.client, OPERATOR)

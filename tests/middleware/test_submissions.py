@@ -78,7 +78,11 @@ def test_unregistered_and_never_enrolled_participants_are_refused(world: World) 
 def test_a_slashed_participant_is_refused(world: World, w3: Web3) -> None:
     registry = world.deployments.contract(w3, "ParticipantRegistry")
     if registry.functions.isActive(address_of(SLASHED)).call():
-        send_transaction(w3, registry.functions.slash(address_of(SLASHED), 10**18, b"\x01" * 32), dev_private_key(AGGREGATOR_INDEX))
+        send_transaction(
+            w3,
+            registry.functions.slash(address_of(SLASHED), 10**18, b"\x01" * 32),
+            dev_private_key(AGGREGATOR_INDEX),
+        )
     envelope, signature = make_update(world, SLASHED)
     refused(post_update(world, SLASHED, envelope, signature), 403, "participant_slashed")
 
@@ -86,7 +90,9 @@ def test_a_slashed_participant_is_refused(world: World, w3: Web3) -> None:
 def test_wrong_round_and_wrong_model_version_are_refused(world: World) -> None:
     envelope, signature = make_update(world, ORGS[3], round_id=world.round["id"] + 1)
     refused(post_update(world, ORGS[3], envelope, signature), 422, "wrong_round")
-    refused(post_update(world, ORGS[3], envelope, signature, round_id=world.round["id"] + 1), 404, "unknown_round")
+    refused(
+        post_update(world, ORGS[3], envelope, signature, round_id=world.round["id"] + 1), 404, "unknown_round"
+    )
     envelope, signature = make_update(world, ORGS[3], model_version=world.round["model_version"] + 5)
     refused(post_update(world, ORGS[3], envelope, signature), 422, "wrong_model_version")
 
@@ -99,7 +105,8 @@ def test_an_envelope_naming_another_participant_is_refused(world: World) -> None
 def test_oversized_updates_are_refused_before_reading_them(world: World) -> None:
     limit = world.client.app.state.fl.settings.max_update_bytes
     response = world.client.post(
-        f"/v1/rounds/{world.round['id']}/updates", content=b"\0" * (limit + 1),
+        f"/v1/rounds/{world.round['id']}/updates",
+        content=b"\0" * (limit + 1),
         headers={**login(world.client, ORGS[0]), "X-Update-Signature": "0x00"},
     )
     refused(response, 413, "too_large")
@@ -110,17 +117,29 @@ def test_bad_signatures_are_refused(world: World) -> None:
     refused(post_update(world, ORGS[0], envelope, signature), 401, "bad_signature")
     # A valid signature over different fields (the claimed sample count) recovers another address.
     envelope, _ = make_update(world, ORGS[0], num_samples=100)
-    forged = sign_update(dev_private_key(ORGS[0]), chain_id=31337, verifying_contract=world.deployments.addresses["ContributionLedger"],
-                         round_id=world.round["id"], model_version=world.round["model_version"],
-                         payload_hash=hashlib.sha256(envelope).digest(), num_samples=5000)
+    forged = sign_update(
+        dev_private_key(ORGS[0]),
+        chain_id=31337,
+        verifying_contract=world.deployments.addresses["ContributionLedger"],
+        round_id=world.round["id"],
+        model_version=world.round["model_version"],
+        payload_hash=hashlib.sha256(envelope).digest(),
+        num_samples=5000,
+    )
     refused(post_update(world, ORGS[0], envelope, forged), 401, "bad_signature")
     refused(post_update(world, ORGS[0], envelope, "0xdeadbeef"), 401, "bad_signature")
 
 
 def test_undecryptable_and_malformed_envelopes_are_refused(world: World) -> None:
     stranger = generate_server_key()
-    envelope = seal(encode_update({k: v + 1 for k, v in MODEL.items()}), stranger.public_pem, round_id=world.round["id"],
-                    model_version=world.round["model_version"], participant=address_of(ORGS[0]), num_samples=10)
+    envelope = seal(
+        encode_update({k: v + 1 for k, v in MODEL.items()}),
+        stranger.public_pem,
+        round_id=world.round["id"],
+        model_version=world.round["model_version"],
+        participant=address_of(ORGS[0]),
+        num_samples=10,
+    )
     signature = _sign(world, ORGS[0], envelope, 10)
     refused(post_update(world, ORGS[0], envelope, signature), 422, "unknown_key")
     good, _ = make_update(world, ORGS[0], num_samples=10)
@@ -130,7 +149,11 @@ def test_undecryptable_and_malformed_envelopes_are_refused(world: World) -> None
 
 
 def test_shape_mismatch_is_refused(world: World) -> None:
-    envelope, signature = make_update(world, ORGS[0], delta={"dense.weight": np.ones((4, 16), np.float32), "dense.bias": np.ones(4, np.float32)})
+    envelope, signature = make_update(
+        world,
+        ORGS[0],
+        delta={"dense.weight": np.ones((4, 16), np.float32), "dense.bias": np.ones(4, np.float32)},
+    )
     detail = refused(post_update(world, ORGS[0], envelope, signature), 422, "shape_mismatch")
     assert "dense.weight" in detail
 
@@ -163,7 +186,12 @@ def test_rejections_are_counted_by_reason(world: World) -> None:
 
 
 def _sign(world: World, index: int, envelope: bytes, num_samples: int) -> str:
-    return sign_update(dev_private_key(index), chain_id=31337, verifying_contract=world.deployments.addresses["ContributionLedger"],
-                       round_id=world.round["id"], model_version=world.round["model_version"],
-                       payload_hash=hashlib.sha256(envelope).digest(), num_samples=num_samples)
-
+    return sign_update(
+        dev_private_key(index),
+        chain_id=31337,
+        verifying_contract=world.deployments.addresses["ContributionLedger"],
+        round_id=world.round["id"],
+        model_version=world.round["model_version"],
+        payload_hash=hashlib.sha256(envelope).digest(),
+        num_samples=num_samples,
+    )

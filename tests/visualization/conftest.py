@@ -68,8 +68,11 @@ class ApiServer:
 def serve(settings: Settings) -> Iterator[ApiServer]:
     """The real API app (``create_app``) under uvicorn on a free port, in a background thread."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -137,35 +140,74 @@ def close_round_as_the_worker_would(world: World, settings: Settings) -> ClosedR
         parent = model_service.active(session)
         assert round_ is not None and parent is not None
         new_model = model_service.store_version(
-            session, BlobStore(settings.resolved_blob_dir), encode_weights({k: v + 0.5 for k, v in MODEL.items()}),
-            signer_key=settings.resolved_model_signer_key, chain_id=deployments.chain_id,
-            verifying_contract=deployments.addresses["ContributionLedger"], parent=parent,
-            metrics={"holdout_loss": 0.41, "holdout_accuracy": 0.87}, produced_by_round_id=round_.id,
+            session,
+            BlobStore(settings.resolved_blob_dir),
+            encode_weights({k: v + 0.5 for k, v in MODEL.items()}),
+            signer_key=settings.resolved_model_signer_key,
+            chain_id=deployments.chain_id,
+            verifying_contract=deployments.addresses["ContributionLedger"],
+            parent=parent,
+            metrics={"holdout_loss": 0.41, "holdout_accuracy": 0.87},
+            produced_by_round_id=round_.id,
         )
-        session.add(Aggregation(
-            round_id=round_.id, strategy=round_.strategy, params={}, kept=kept, excluded=excluded, rejected=[],
-            model_version_id=new_model.id, rolled_back=False, holdout_loss_before=0.69, holdout_loss_after=0.41,
-            holdout_accuracy=0.87, dp_noise_std=0.01, epsilon_spent=1.25,
-            total_reward_wei=str(sum(rewards.values())), posted_at=utcnow(),
-        ))
+        session.add(
+            Aggregation(
+                round_id=round_.id,
+                strategy=round_.strategy,
+                params={},
+                kept=kept,
+                excluded=excluded,
+                rejected=[],
+                model_version_id=new_model.id,
+                rolled_back=False,
+                holdout_loss_before=0.69,
+                holdout_loss_after=0.41,
+                holdout_accuracy=0.87,
+                dp_noise_std=0.01,
+                epsilon_spent=1.25,
+                total_reward_wei=str(sum(rewards.values())),
+                posted_at=utcnow(),
+            )
+        )
         for address in addresses:
             participant = session.scalars(select(Participant).where(Participant.address == address)).one()
-            update = session.scalars(select(Update).where(Update.round_id == round_.id,
-                                                          Update.participant_id == participant.id)).one()
+            update = session.scalars(
+                select(Update).where(Update.round_id == round_.id, Update.participant_id == participant.id)
+            ).one()
             update.status = UpdateStatus.aggregated if address in kept else UpdateStatus.excluded
             q, t, h = scores[address]
             participant.reputation = 60.0 if address in kept else 40.0
-            session.add(Contribution(
-                round_id=round_.id, participant_id=participant.id, update_id=update.id, quality=q, timeliness=t,
-                honesty=h, fitness=fitness[address], kept=address in kept, byzantine=address in excluded,
-                reward_wei=str(rewards[address]), merkle_proof=[], reputation_after=participant.reputation,
-            ))
+            session.add(
+                Contribution(
+                    round_id=round_.id,
+                    participant_id=participant.id,
+                    update_id=update.id,
+                    quality=q,
+                    timeliness=t,
+                    honesty=h,
+                    fitness=fitness[address],
+                    kept=address in kept,
+                    byzantine=address in excluded,
+                    reward_wei=str(rewards[address]),
+                    merkle_proof=[],
+                    reputation_after=participant.reputation,
+                )
+            )
         round_.status = RoundStatus.posted
         round_.closed_at = utcnow()
         version = new_model.id
         assert parent.status == ModelStatus.superseded
-    return ClosedRound(world.round["id"], version, kept, excluded, fitness,
-                       {a: v for a, v in rewards.items()}, 0.87, 0.41, 1.25)
+    return ClosedRound(
+        world.round["id"],
+        version,
+        kept,
+        excluded,
+        fitness,
+        {a: v for a, v in rewards.items()},
+        0.87,
+        0.41,
+        1.25,
+    )
 
 
 def posted_reward_round(world: World, settings: Settings, w3: Web3, rewards: dict[int, int]) -> int:
@@ -184,32 +226,76 @@ def posted_reward_round(world: World, settings: Settings, w3: Web3, rewards: dic
         key = session.scalars(select(ServerKey).where(ServerKey.is_current)).one()
         assert model is not None
         now = utcnow()
-        session.add(Round(id=round_id, status=RoundStatus.posted, model_version_id=model.id, opened_at=now, deadline=now,
-                          quorum=1, min_participants=1, strategy="fedavg", params={}, closed_at=now))
+        session.add(
+            Round(
+                id=round_id,
+                status=RoundStatus.posted,
+                model_version_id=model.id,
+                opened_at=now,
+                deadline=now,
+                quorum=1,
+                min_participants=1,
+                strategy="fedavg",
+                params={},
+                closed_at=now,
+            )
+        )
         session.flush()
         for index, amount in rewards.items():
-            participant = session.scalars(select(Participant).where(Participant.address == addresses[index])).one()
+            participant = session.scalars(
+                select(Participant).where(Participant.address == addresses[index])
+            ).one()
             digest = hashlib.sha256(f"update {round_id} {index}".encode()).hexdigest()
             update_hashes[index] = bytes.fromhex(digest)
-            update = Update(round_id=round_id, participant_id=participant.id, ciphertext_hash=digest, key_id=key.kid,
-                            model_version_id=model.id, num_samples=100, metrics={}, signature="0x", size_bytes=0,
-                            receipt_id=digest, status=UpdateStatus.aggregated, submitted_at=now)
+            update = Update(
+                round_id=round_id,
+                participant_id=participant.id,
+                ciphertext_hash=digest,
+                key_id=key.kid,
+                model_version_id=model.id,
+                num_samples=100,
+                metrics={},
+                signature="0x",
+                size_bytes=0,
+                receipt_id=digest,
+                status=UpdateStatus.aggregated,
+                submitted_at=now,
+            )
             session.add(update)
             session.flush()
-            session.add(Contribution(round_id=round_id, participant_id=participant.id, update_id=update.id, quality=80.0,
-                                     timeliness=90.0, honesty=95.0, fitness=87.5, kept=True, reward_wei=str(amount),
-                                     merkle_proof=["0x" + p.hex() for p in tree.proof(addresses[index])],
-                                     reputation_after=participant.reputation))
+            session.add(
+                Contribution(
+                    round_id=round_id,
+                    participant_id=participant.id,
+                    update_id=update.id,
+                    quality=80.0,
+                    timeliness=90.0,
+                    honesty=95.0,
+                    fitness=87.5,
+                    kept=True,
+                    reward_wei=str(amount),
+                    merkle_proof=["0x" + p.hex() for p in tree.proof(addresses[index])],
+                    reputation_after=participant.reputation,
+                )
+            )
     ledger = world.deployments.contract(w3, "ContributionLedger")
-    contributions = [(addresses[i], update_hashes[i], 8000, 9000, 9500, 8750, amount) for i, amount in rewards.items()]
-    send_transaction(w3, ledger.functions.recordRound(round_id, hashlib.sha256(b"model").digest(), tree.root,
-                                                      sum(rewards.values()), contributions),
-                     dev_private_key(AGGREGATOR_INDEX))
+    contributions = [
+        (addresses[i], update_hashes[i], 8000, 9000, 9500, 8750, amount) for i, amount in rewards.items()
+    ]
+    send_transaction(
+        w3,
+        ledger.functions.recordRound(
+            round_id, hashlib.sha256(b"model").digest(), tree.root, sum(rewards.values()), contributions
+        ),
+        dev_private_key(AGGREGATOR_INDEX),
+    )
     return round_id
 
 
 def open_next_round(world: World) -> dict:
-    response = world.client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=world.operator)
+    response = world.client.post(
+        "/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=world.operator
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -232,4 +318,3 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2) -> None:
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
-

@@ -86,7 +86,9 @@ class TestWallet:
         if method == "personal_sign":
             data, address = params[0], params[1]
             self._require_self(address)
-            message = encode_defunct(hexstr=data) if str(data).startswith("0x") else encode_defunct(text=str(data))
+            message = (
+                encode_defunct(hexstr=data) if str(data).startswith("0x") else encode_defunct(text=str(data))
+            )
             return Account.sign_message(message, self.private_key).signature.to_0x_hex()
         if method == "eth_sendTransaction":
             return self._send(params[0])
@@ -96,15 +98,26 @@ class TestWallet:
         self._require_self(tx["from"])
         if "chainId" in tx and int(tx["chainId"], 16) != self.w3.eth.chain_id:
             raise WalletError(4901, "the transaction is for another chain")
-        call = {"from": self.address, "to": to_checksum_address(tx["to"]), "data": tx.get("data", "0x"),
-                "value": int(tx.get("value", "0x0"), 16)}
+        call = {
+            "from": self.address,
+            "to": to_checksum_address(tx["to"]),
+            "data": tx.get("data", "0x"),
+            "value": int(tx.get("value", "0x0"), 16),
+        }
         gas = self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
         fees = self.w3.eth.fee_history(1, "latest")
         base = int(fees["baseFeePerGas"][-1])
-        signed = Account.sign_transaction({
-            **call, "gas": int(gas * 1.2), "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
-            "chainId": self.w3.eth.chain_id, "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9,
-        }, self.private_key)
+        signed = Account.sign_transaction(
+            {
+                **call,
+                "gas": int(gas * 1.2),
+                "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
+                "chainId": self.w3.eth.chain_id,
+                "maxFeePerGas": 2 * base + 10**9,
+                "maxPriorityFeePerGas": 10**9,
+            },
+            self.private_key,
+        )
         tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
         self.sent.append(tx_hash)
         return tx_hash

@@ -42,8 +42,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # The README's screenshots are refreshed on purpose (FEDLEDGER_SCREENSHOTS=docs/screenshots make test);
 # ordinary runs write them under var/ so a test run never changes tracked files.
 SCREENSHOTS = ROOT / os.environ.get("FEDLEDGER_SCREENSHOTS", "var/screenshots")
@@ -61,12 +69,24 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 def dashboard(world: World, api_server: ApiServer, dev_chain, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """``fedledger dashboard`` on a free port, reading the test API and chain."""
     port = free_port()
-    env = dict(os.environ, FEDLEDGER_API_URL=api_server.url, FEDLEDGER_CHAIN_RPC_URL=dev_chain[0].rpc_url,
-               FEDLEDGER_DASHBOARD_HOST="127.0.0.1", FEDLEDGER_DASHBOARD_PORT=str(port))
+    env = dict(
+        os.environ,
+        FEDLEDGER_API_URL=api_server.url,
+        FEDLEDGER_CHAIN_RPC_URL=dev_chain[0].rpc_url,
+        FEDLEDGER_DASHBOARD_HOST="127.0.0.1",
+        FEDLEDGER_DASHBOARD_PORT=str(port),
+    )
     log_path = tmp_path / "dashboard.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "fedledger.cli", "dashboard"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fedledger.cli", "dashboard"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -96,9 +116,13 @@ def dashboard(world: World, api_server: ApiServer, dev_chain, tmp_path: Path) ->
 def browser() -> Iterator:  # type: ignore[type-arg]
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: run scripts/install_browser.sh")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser is Debian's)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (the browser is Debian's)"
+    )
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield instance
         finally:
@@ -130,12 +154,19 @@ def shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def metric_value(page, label: str) -> str:  # type: ignore[no-untyped-def]
-    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    metric = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
     return metric.get_by_test_id("stMetricValue").inner_text().strip()
 
 
 def test_connect_sign_in_read_balance_propose_and_vote(
-    world: World, api_server: ApiServer, dashboard: str, browser, w3: Web3, deployments: Deployments,  # type: ignore[no-untyped-def]
+    world: World,
+    api_server: ApiServer,
+    dashboard: str,
+    browser,
+    w3: Web3,
+    deployments: Deployments,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
     # Live data to show: a closed round, a new one open; the wallet's organization registered and enrolled.
@@ -143,12 +174,22 @@ def test_connect_sign_in_read_balance_propose_and_vote(
     open_next_round(world)
     address, key = dashboard_account(WALLET_INDEX)
     headers = login(world.client, WALLET_INDEX)
-    assert world.client.post("/v1/participants", json={"org_name": "Dashboard Clinic"}, headers=headers).status_code == 200
+    assert (
+        world.client.post(
+            "/v1/participants", json={"org_name": "Dashboard Clinic"}, headers=headers
+        ).status_code
+        == 200
+    )
     ensure_enrolled(w3, deployments, WALLET_INDEX)
     headers = login(world.client, WALLET_INDEX + 1)
-    assert world.client.post("/v1/participants", json={"org_name": "Other Lab"}, headers=headers).status_code == 200
+    assert (
+        world.client.post("/v1/participants", json={"org_name": "Other Lab"}, headers=headers).status_code
+        == 200
+    )
     reward = 42 * WAD
-    reward_round = posted_reward_round(world, api_server.settings, w3, {WALLET_INDEX: reward, WALLET_INDEX + 1: 8 * WAD})
+    reward_round = posted_reward_round(
+        world, api_server.settings, w3, {WALLET_INDEX: reward, WALLET_INDEX + 1: 8 * WAD}
+    )
 
     wallet = TestWallet(w3, key)
     context = browser.new_context(viewport={"width": 1440, "height": 1400})
@@ -172,7 +213,10 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         methods = [c["method"] for c in wallet.calls]
         assert methods[:3] == ["eth_requestAccounts", "eth_chainId", "personal_sign"], methods
         signed = bytes.fromhex(wallet.calls[2]["params"][0][2:]).decode()
-        assert signed.startswith("testserver wants you to sign in with your Ethereum account:") and address in signed
+        assert (
+            signed.startswith("testserver wants you to sign in with your Ethereum account:")
+            and address in signed
+        )
         assert page.get_by_test_id("stSidebar").get_by_text("Dashboard Clinic").is_visible()
 
         # The balance the chain reports for this wallet.
@@ -237,7 +281,9 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         against, for_votes, abstain = governor.functions.proposalVotes(pid).call()
         weight = governor.functions.getVotes(address, governor.functions.proposalSnapshot(pid).call()).call()
         assert weight > 0 and for_votes == weight and against == 0 and abstain == 0
-        page.get_by_test_id("stExpander").filter(has_text=description).get_by_text("You have voted on this proposal.").wait_for()
+        page.get_by_test_id("stExpander").filter(has_text=description).get_by_text(
+            "You have voted on this proposal."
+        ).wait_for()
         shoot(page, "governance")
         sent = {h.removeprefix("0x") for h in wallet.sent}
         assert len(sent) == 3  # claim, propose, vote

@@ -34,9 +34,16 @@ def send(w3: Web3, key: str, tx: dict[str, str]) -> dict:
     """What a wallet does with an eth_sendTransaction request: fill gas and nonce, sign, send."""
     sender = Account.from_key(key).address
     call = {"from": sender, "to": tx["to"], "data": tx["data"], "value": 0}
-    signed = Account.sign_transaction({**call, "gas": w3.eth.estimate_gas(call) * 2,  # type: ignore[arg-type]
-                                       "nonce": w3.eth.get_transaction_count(sender, "pending"),
-                                       "chainId": int(tx["chainId"], 16), "gasPrice": w3.eth.gas_price}, key)
+    signed = Account.sign_transaction(
+        {
+            **call,
+            "gas": w3.eth.estimate_gas(call) * 2,  # type: ignore[arg-type]
+            "nonce": w3.eth.get_transaction_count(sender, "pending"),
+            "chainId": int(tx["chainId"], 16),
+            "gasPrice": w3.eth.gas_price,
+        },
+        key,
+    )
     receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
     assert receipt["status"] == 1
     return dict(receipt)
@@ -45,7 +52,9 @@ def send(w3: Web3, key: str, tx: dict[str, str]) -> dict:
 def test_parameter_specs_follow_the_contracts_names(gov: Governance) -> None:
     names = gov.parameters.functions.names().call()
     assert [s.name for s in parameter_specs()] == list(names)
-    assert {"weight_quality", "weight_timeliness", "weight_honesty"}.isdisjoint(s.name for s in settable_specs())
+    assert {"weight_quality", "weight_timeliness", "weight_honesty"}.isdisjoint(
+        s.name for s in settable_specs()
+    )
     for spec in parameter_specs():
         # Every stored value reads back into a human value that converts to the same uint256.
         raw = gov.current_value(spec)
@@ -61,15 +70,22 @@ def test_human_values_convert_exactly() -> None:
     assert spec_by_name("strategy").to_raw("krum") == 3
     assert spec_by_name("dp_enabled").to_raw(True) == 1
     assert spec_by_name("quorum").to_raw(7) == 7
-    for bad, spec in (("-1", "trim_fraction"), ("1.5", "quorum"), ("x", "dp_clip_norm"), ("nope", "strategy"),
-                      ("0." + "0" * 18 + "1", "dp_delta")):
+    for bad, spec in (
+        ("-1", "trim_fraction"),
+        ("1.5", "quorum"),
+        ("x", "dp_clip_norm"),
+        ("nope", "strategy"),
+        ("0." + "0" * 18 + "1", "dp_delta"),
+    ):
         with pytest.raises(ValueError):
             spec_by_name(spec).to_raw(bad)
     assert fmt_tokens(1234567 * WAD // 100, "DALLA") == "12,345.67 DALLA"
     assert fmt_amount(1_000_000 * WAD) == "1,000,000" and fmt_amount(42 * WAD) == "42.00"
 
 
-def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(gov: Governance, w3: Web3, deployments: Deployments) -> None:
+def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(
+    gov: Governance, w3: Web3, deployments: Deployments
+) -> None:
     proposer, key = dashboard_account(15)
     spec = spec_by_name("max_round_extensions")
     raw = gov.current_value(spec) + 1
@@ -77,8 +93,12 @@ def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(gov: Governance
     calldata = gov.set_parameter_calldata(spec, raw)
     target = deployments.addresses["ProtocolParameters"]
     pid = proposal_id([target], [0], [calldata], description)
-    assert pid == gov.governor.functions.hashProposal([target], [0], [bytes.fromhex(calldata[2:])],
-                                                      Web3.keccak(text=description)).call()
+    assert (
+        pid
+        == gov.governor.functions.hashProposal(
+            [target], [0], [bytes.fromhex(calldata[2:])], Web3.keccak(text=description)
+        ).call()
+    )
 
     data = gov.propose_calldata([target], [0], [calldata], description)
     assert gov.chain.simulate(proposer, gov.address, data) is None

@@ -54,7 +54,17 @@ def metrics(at: AppTest) -> dict[str, str]:
 def texts(at: AppTest) -> str:
     """Every piece of rendered text (markdown, captions, alerts, progress labels), joined."""
     parts: list[str] = []
-    for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader", "header"):
+    for kind in (
+        "markdown",
+        "caption",
+        "info",
+        "warning",
+        "error",
+        "success",
+        "title",
+        "subheader",
+        "header",
+    ):
         parts.extend(str(e.value) for e in at.get(kind))
     for progress in at.get("progress"):
         parts.append(str(progress.proto.text))
@@ -84,8 +94,15 @@ def http_login(api: ApiServer, index: int) -> dict[str, Any]:
     address = Account.from_key(key).address
     challenge = httpx.post(f"{api.url}/v1/auth/nonce", json={"address": address}).json()
     signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
-    token = httpx.post(f"{api.url}/v1/auth/login", json={"message": challenge["message"], "signature": signature}).json()
-    return {"token": token["access_token"], "address": token["address"], "expires_at": token["expires_at"], "roles": token["roles"]}
+    token = httpx.post(
+        f"{api.url}/v1/auth/login", json={"message": challenge["message"], "signature": signature}
+    ).json()
+    return {
+        "token": token["access_token"],
+        "address": token["address"],
+        "expires_at": token["expires_at"],
+        "roles": token["roles"],
+    }
 
 
 # ------------------------------------------------------------------------------------------ overview
@@ -103,8 +120,9 @@ def test_overview_before_anything_exists(dashboard_env: ApiServer) -> None:
     assert "No organization has registered yet" in text
 
 
-def test_overview_shows_the_live_round_model_and_organizations(world: World, dashboard_env: ApiServer, w3: Web3,
-                                                               deployments: Deployments) -> None:
+def test_overview_shows_the_live_round_model_and_organizations(
+    world: World, dashboard_env: ApiServer, w3: Web3, deployments: Deployments
+) -> None:
     at = run_page("Overview")
     shown = metrics(at)
     assert shown["Active organizations"] == str(REGISTERED)
@@ -137,7 +155,9 @@ def test_overview_shows_the_live_round_model_and_organizations(world: World, das
 # ------------------------------------------------------------------------------------------ training
 
 
-def test_training_waits_for_a_first_aggregation_then_charts_it(world: World, dashboard_env: ApiServer) -> None:
+def test_training_waits_for_a_first_aggregation_then_charts_it(
+    world: World, dashboard_env: ApiServer
+) -> None:
     at = run_page("Training")
     assert "none aggregated yet" in texts(at)
     assert not at.get("plotly_chart")
@@ -197,20 +217,25 @@ def test_contributions_table_filters_and_history(world: World, dashboard_env: Ap
 # ------------------------------------------------------------------------------------ token economics
 
 
-def test_token_page_signed_out_shows_the_chain_figures(dashboard_env: ApiServer, w3: Web3, deployments: Deployments) -> None:
+def test_token_page_signed_out_shows_the_chain_figures(
+    dashboard_env: ApiServer, w3: Web3, deployments: Deployments
+) -> None:
     at = run_page("Token economics")
     token = deployments.contract(w3, "RewardToken")
     registry = deployments.contract(w3, "ParticipantRegistry")
     shown = metrics(at)
     assert shown["Total supply (DALLA)"] == fmt_amount(token.functions.totalSupply().call())
     assert shown["Stake locked (DALLA)"] == fmt_amount(registry.functions.totalStaked().call())
-    assert shown["Treasury (DALLA)"] == fmt_amount(token.functions.balanceOf(deployments.addresses["Timelock"]).call())
+    assert shown["Treasury (DALLA)"] == fmt_amount(
+        token.functions.balanceOf(deployments.addresses["Timelock"]).call()
+    )
     assert "Connect your wallet and sign in" in texts(at)
     assert "Balance (DALLA)" not in shown
 
 
-def test_token_page_signed_in_shows_the_organizations_account(world: World, dashboard_env: ApiServer, w3: Web3,
-                                                              deployments: Deployments) -> None:
+def test_token_page_signed_in_shows_the_organizations_account(
+    world: World, dashboard_env: ApiServer, w3: Web3, deployments: Deployments
+) -> None:
     closed = close_round_as_the_worker_would(world, dashboard_env.settings)
     index = ORGS[0]
     auth = http_login(dashboard_env, index)
@@ -226,9 +251,13 @@ def test_token_page_signed_in_shows_the_organizations_account(world: World, dash
     text = texts(at)
     assert f"org {index}" in text
     figures = {f["layout"]["title"]["text"]: f for f in charts(at)}
-    assert figures["Rewards assigned per round (DALLA)"]["data"][0]["y"] == [sum(closed.reward_wei.values()) / WAD]
+    assert figures["Rewards assigned per round (DALLA)"]["data"][0]["y"] == [
+        sum(closed.reward_wei.values()) / WAD
+    ]
     # Claims: the API's reward proofs (GET /v1/rewards/{address}) drive the Claim buttons.
-    route = httpx.get(f"{dashboard_env.url}/v1/rewards/{address}", headers={"Authorization": f"Bearer {auth['token']}"})
+    route = httpx.get(
+        f"{dashboard_env.url}/v1/rewards/{address}", headers={"Authorization": f"Bearer {auth['token']}"}
+    )
     if route.status_code == 404 and "error" not in route.json():
         assert "does not serve reward proofs yet" in text
     else:
@@ -238,8 +267,9 @@ def test_token_page_signed_in_shows_the_organizations_account(world: World, dash
 # ---------------------------------------------------------------------------------------- governance
 
 
-def test_governance_lists_a_proposal_with_its_state_and_tally(dashboard_env: ApiServer, w3: Web3,
-                                                               deployments: Deployments) -> None:
+def test_governance_lists_a_proposal_with_its_state_and_tally(
+    dashboard_env: ApiServer, w3: Web3, deployments: Deployments
+) -> None:
     proposer, key = dashboard_account(13)
     from visualization.data import Chain
 
@@ -249,7 +279,9 @@ def test_governance_lists_a_proposal_with_its_state_and_tally(dashboard_env: Api
     calldata = gov.set_parameter_calldata(spec, spec.to_raw("0.1"))
     target = deployments.addresses["ProtocolParameters"]
     governor = deployments.contract(w3, "FLGovernor")
-    send_transaction(w3, governor.functions.propose([target], [0], [bytes.fromhex(calldata[2:])], description), key)
+    send_transaction(
+        w3, governor.functions.propose([target], [0], [bytes.fromhex(calldata[2:])], description), key
+    )
     pid = proposal_id([target], [0], [calldata], description)
     assert governor.functions.state(pid).call() == 0  # Pending
 
@@ -277,6 +309,8 @@ def test_governance_lists_a_proposal_with_its_state_and_tally(dashboard_env: Api
     assert "You have voted on this proposal." in texts(at)
     # The signed-in organization may propose: the form shows the parameter's current value.
     strategy = spec_by_name("strategy")
-    current = strategy.from_raw(deployments.contract(w3, "ProtocolParameters").functions.get(strategy.index).call())
+    current = strategy.from_raw(
+        deployments.contract(w3, "ProtocolParameters").functions.get(strategy.index).call()
+    )
     assert at.selectbox(key="gov-param").value.name == "strategy"
     assert f"Current value: **{current}**" in texts(at)

@@ -73,10 +73,20 @@ def database_url() -> Iterator[str]:
 def settings(tmp_path: Path, database_url: str, chain) -> Settings:  # type: ignore[no-untyped-def]
     redis.Redis.from_url(BROKER).flushdb()
     return Settings(
-        data_dir=tmp_path / "var", database_url=database_url, broker_url=BROKER, redis_url="redis://127.0.0.1:6379/12",
-        redis_namespace=f"w-{uuid.uuid4().hex[:8]}", chain_rpc_url=chain[0].rpc_url, deployments_file=chain[2],
-        siwe_domain="testserver", public_url="http://testserver", operator_addresses=[address_of(OPERATOR)],
-        tick_seconds=1.0, close_lease_seconds=4, rate_limit_per_minute_ip=10**6, rate_limit_per_minute_address=10**6,
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        broker_url=BROKER,
+        redis_url="redis://127.0.0.1:6379/12",
+        redis_namespace=f"w-{uuid.uuid4().hex[:8]}",
+        chain_rpc_url=chain[0].rpc_url,
+        deployments_file=chain[2],
+        siwe_domain="testserver",
+        public_url="http://testserver",
+        operator_addresses=[address_of(OPERATOR)],
+        tick_seconds=1.0,
+        close_lease_seconds=4,
+        rate_limit_per_minute_ip=10**6,
+        rate_limit_per_minute_address=10**6,
     )
 
 
@@ -105,7 +115,10 @@ class WorkerProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fedledger.cli", "worker", "--loglevel", "INFO"],
-                env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=settings_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def kill(self) -> None:
@@ -136,7 +149,9 @@ def login(client: TestClient, index: int) -> dict[str, str]:
     key = dev_private_key(index)
     challenge = client.post("/v1/auth/nonce", json={"address": address_of(index)}).json()
     signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
-    token = client.post("/v1/auth/login", json={"message": challenge["message"], "signature": signature}).json()
+    token = client.post(
+        "/v1/auth/login", json={"message": challenge["message"], "signature": signature}
+    ).json()
     return {"Authorization": f"Bearer {token['access_token']}"}
 
 
@@ -160,7 +175,9 @@ class Platform:
     partitions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def open_round(self, duration: int = 120, quorum: int = 5) -> dict:
-        response = self.client.post("/v1/rounds", json={"duration_seconds": duration, "quorum": quorum}, headers=self.operator)
+        response = self.client.post(
+            "/v1/rounds", json={"duration_seconds": duration, "quorum": quorum}, headers=self.operator
+        )
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -171,19 +188,35 @@ class Platform:
     def submit(self, index: int, round_: dict, attack: str | None = None, seed: int = 0) -> dict:
         weights = self.global_weights()
         X, y = self.partitions[index]
-        local = train_softmax(weights, X, y, epochs=3, lr=0.5, batch=32, rng=np.random.default_rng(seed + index))
+        local = train_softmax(
+            weights, X, y, epochs=3, lr=0.5, batch=32, rng=np.random.default_rng(seed + index)
+        )
         delta = {k: local[k] - weights[k] for k in weights}
         if attack == "scaling":
             delta = {k: v * 100 for k, v in delta.items()}
         key = self.client.get("/v1/keys/current").json()
-        envelope = seal(encode_update(delta), key["public_key_pem"].encode(), round_id=round_["id"],
-                        model_version=round_["model_version"], participant=address_of(index), num_samples=len(y))
-        signature = sign_update(dev_private_key(index), chain_id=self.deployments.chain_id,
-                                verifying_contract=self.deployments.addresses["ContributionLedger"], round_id=round_["id"],
-                                model_version=round_["model_version"], payload_hash=hashlib.sha256(envelope).digest(),
-                                num_samples=len(y))
-        response = self.client.post(f"/v1/rounds/{round_['id']}/updates", content=envelope,
-                                    headers={**login(self.client, index), "X-Update-Signature": signature})
+        envelope = seal(
+            encode_update(delta),
+            key["public_key_pem"].encode(),
+            round_id=round_["id"],
+            model_version=round_["model_version"],
+            participant=address_of(index),
+            num_samples=len(y),
+        )
+        signature = sign_update(
+            dev_private_key(index),
+            chain_id=self.deployments.chain_id,
+            verifying_contract=self.deployments.addresses["ContributionLedger"],
+            round_id=round_["id"],
+            model_version=round_["model_version"],
+            payload_hash=hashlib.sha256(envelope).digest(),
+            num_samples=len(y),
+        )
+        response = self.client.post(
+            f"/v1/rounds/{round_['id']}/updates",
+            content=envelope,
+            headers={**login(self.client, index), "X-Update-Signature": signature},
+        )
         assert response.status_code == 202, response.text
         return response.json()
 
@@ -194,7 +227,9 @@ class Platform:
             if round_["status"] in statuses:
                 return round_
             time.sleep(0.3)
-        raise AssertionError(f"round {round_id} stayed {round_['status']} (wanted {statuses}); see the worker log")
+        raise AssertionError(
+            f"round {round_id} stayed {round_['status']} (wanted {statuses}); see the worker log"
+        )
 
 
 @pytest.fixture
@@ -205,11 +240,27 @@ def platform(settings: Settings, chain) -> Iterator[Platform]:  # type: ignore[n
         operator = login(client, OPERATOR)
         X_train, y_train, _, _ = digits_split()
         features, classes = X_train.shape[1], 10
-        assert client.post("/v1/models", content=encode_weights(init_softmax(features, classes)), headers=operator).status_code == 201
+        assert (
+            client.post(
+                "/v1/models", content=encode_weights(init_softmax(features, classes)), headers=operator
+            ).status_code
+            == 201
+        )
         shards = np.array_split(np.random.default_rng(0).permutation(len(y_train)), len(ORGS))
-        platform = Platform(client, settings, w3, deployments, operator,
-                            {i: (X_train[s], y_train[s]) for i, s in zip(ORGS, shards, strict=True)})
+        platform = Platform(
+            client,
+            settings,
+            w3,
+            deployments,
+            operator,
+            {i: (X_train[s], y_train[s]) for i, s in zip(ORGS, shards, strict=True)},
+        )
         for index in ORGS:
-            assert client.post("/v1/participants", json={"org_name": f"org {index}"}, headers=login(client, index)).status_code == 200
+            assert (
+                client.post(
+                    "/v1/participants", json={"org_name": f"org {index}"}, headers=login(client, index)
+                ).status_code
+                == 200
+            )
             ensure_enrolled(w3, deployments, index)
         yield platform

@@ -28,7 +28,9 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
     assert platform.wait_for(first["id"], {"POSTED", "FAILED"})["status"] == "POSTED"
 
     w3, deployments = platform.w3, platform.deployments
-    proposal = governance.parameter_change(w3, deployments, "strategy", 2, "Aggregate with the coordinate-wise median")
+    proposal = governance.parameter_change(
+        w3, deployments, "strategy", 2, "Aggregate with the coordinate-wise median"
+    )
     proposer = dev_private_key(ORGS[0])
     pid = governance.propose(w3, deployments, proposer, proposal)
     mine(platform, 2)  # voting delay: 1 block
@@ -58,8 +60,24 @@ def test_a_round_completes_across_a_redis_restart(platform: Platform, worker) ->
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     client.shutdown(nosave=True)
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-         "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
         check=True,
     )
     deadline = time.monotonic() + 30

@@ -21,7 +21,9 @@ def holdout_accuracy(weights) -> float:  # type: ignore[no-untyped-def]
     return evaluate(weights, X, y)[1]
 
 
-def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
+    platform: Platform, worker
+) -> None:  # type: ignore[no-untyped-def]
     before = holdout_accuracy(platform.global_weights())
     round_ = platform.open_round(quorum=5)
     honest, attacker = ORGS[:4], ORGS[4]
@@ -37,9 +39,14 @@ def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
     assert ledger.functions.modelHashOf(round_["id"]).call().hex() == model["weights_hash"]
     assert holdout_accuracy(platform.global_weights()) > before + 0.3
 
-    scores = {c["participant"]: c for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()}
+    scores = {
+        c["participant"]: c
+        for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()
+    }
     assert scores[address_of(attacker)]["honesty"] < 50 and scores[address_of(attacker)]["byzantine"]
-    assert all(scores[address_of(i)]["honesty"] == 100 and not scores[address_of(i)]["byzantine"] for i in honest)
+    assert all(
+        scores[address_of(i)]["honesty"] == 100 and not scores[address_of(i)]["byzantine"] for i in honest
+    )
 
     token = platform.deployments.contract(platform.w3, "RewardToken")
     distributor = platform.deployments.contract(platform.w3, "RewardDistributor")
@@ -48,14 +55,20 @@ def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
         assert [r["round_id"] for r in rewards] == [round_["id"]] and rewards[0]["claimed"] is False
         balance = token.functions.balanceOf(address_of(index)).call()
         amount = int(rewards[0]["amount_wei"])
-        send_transaction(platform.w3, distributor.functions.claim(round_["id"], address_of(index), amount,
-                                                                 [bytes.fromhex(p[2:]) for p in rewards[0]["proof"]]),
-                         dev_private_key(index))
+        send_transaction(
+            platform.w3,
+            distributor.functions.claim(
+                round_["id"], address_of(index), amount, [bytes.fromhex(p[2:]) for p in rewards[0]["proof"]]
+            ),
+            dev_private_key(index),
+        )
         assert token.functions.balanceOf(address_of(index)).call() == balance + amount
     assert platform.client.get(f"/v1/rewards/{address_of(attacker)}").json() == []
 
 
-def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(platform: Platform, worker, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(
+    platform: Platform, worker, settings
+) -> None:  # type: ignore[no-untyped-def]
     """A worker that took the round and died (its lease is left behind) does not block it; and the chain
     writes of a post killed before its transaction was mined are completed, not repeated."""
     worker.kill()
@@ -73,7 +86,9 @@ def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(platform: Platf
     deadline = __import__("time").monotonic() + 60
     while __import__("time").monotonic() < deadline:
         with sessions() as session:
-            if session.scalars(select(ChainTransaction).where(ChainTransaction.purpose == f"round:{round_['id']}:record")).first():
+            if session.scalars(
+                select(ChainTransaction).where(ChainTransaction.purpose == f"round:{round_['id']}:record")
+            ).first():
                 break
         __import__("time").sleep(0.2)
     else:
@@ -88,11 +103,18 @@ def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(platform: Platf
     events = ledger.events.RoundRecorded.get_logs(from_block=0)
     assert [e["args"]["roundId"] for e in events] == [round_["id"]]
     with sessions() as session:
-        assert session.scalar(select(Contribution).where(Contribution.round_id == round_["id"]).limit(1)) is not None
-        assert len(session.scalars(select(Contribution).where(Contribution.round_id == round_["id"])).all()) == 5
+        assert (
+            session.scalar(select(Contribution).where(Contribution.round_id == round_["id"]).limit(1))
+            is not None
+        )
+        assert (
+            len(session.scalars(select(Contribution).where(Contribution.round_id == round_["id"])).all()) == 5
+        )
 
 
-def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(
+    platform: Platform, worker
+) -> None:  # type: ignore[no-untyped-def]
     registry = platform.deployments.contract(platform.w3, "ParticipantRegistry")
     attacker = ORGS[5]
     honest = ORGS[6:10]
@@ -119,6 +141,9 @@ def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(pla
     assert set(slashed) == {address_of(attacker)}
     # A slashed participant can no longer submit.
     round_ = platform.open_round(quorum=4)
-    refused = platform.client.post(f"/v1/rounds/{round_['id']}/updates", content=b"x",
-                                   headers={**login(platform.client, attacker), "X-Update-Signature": "0x00"})
+    refused = platform.client.post(
+        f"/v1/rounds/{round_['id']}/updates",
+        content=b"x",
+        headers={**login(platform.client, attacker), "X-Update-Signature": "0x00"},
+    )
     assert refused.status_code == 403 and refused.json()["error"] == "participant_slashed"

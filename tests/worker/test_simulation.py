@@ -19,18 +19,34 @@ from fedledger.simulation import simulate
 from middleware.app import create_app
 from middleware.queue import CeleryTaskQueue
 
-pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.chain,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture
 def api_url(settings: Settings) -> Iterator[str]:
     port = free_port()
-    served = settings.model_copy(update={
-        "siwe_domain": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
-        "operator_addresses": [Account.from_key(dev_private_key(0)).address],
-    })
-    server = uvicorn.Server(uvicorn.Config(create_app(served, queue=CeleryTaskQueue(served.resolved_broker_url)),
-                                           host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    served = settings.model_copy(
+        update={
+            "siwe_domain": f"127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "operator_addresses": [Account.from_key(dev_private_key(0)).address],
+        }
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(served, queue=CeleryTaskQueue(served.resolved_broker_url)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -49,8 +65,17 @@ def test_six_organizations_two_byzantine_three_rounds(api_url: str, chain, worke
     addresses = [Account.from_key(dev_private_key(FIRST_ORGANIZATION_INDEX + i)).address for i in range(6)]
     before = {a: token.functions.balanceOf(a).call() for a in addresses}
 
-    report = simulate(api_url, node.rpc_url, orgs=6, byzantine=2, attack="scaling", rounds=3,
-                      operator_key=dev_private_key(0), round_seconds=120, log=lambda _: None)
+    report = simulate(
+        api_url,
+        node.rpc_url,
+        orgs=6,
+        byzantine=2,
+        attack="scaling",
+        rounds=3,
+        operator_key=dev_private_key(0),
+        round_seconds=120,
+        log=lambda _: None,
+    )
 
     assert [r.status for r in report.rounds] == ["POSTED"] * 3
     accuracies = [r.accuracy for r in report.rounds]

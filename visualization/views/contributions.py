@@ -19,7 +19,9 @@ def render(ctx: Context) -> None:
     symbol = ctx.symbol
 
     cols = st.columns([2, 3, 3, 1])
-    rounds = cols[0].multiselect("Rounds", sorted(frame["round"].unique(), reverse=True), key="contrib-rounds")
+    rounds = cols[0].multiselect(
+        "Rounds", sorted(frame["round"].unique(), reverse=True), key="contrib-rounds"
+    )
     orgs = cols[1].multiselect("Organizations", sorted(frame["organization"].unique()), key="contrib-orgs")
     fitness = cols[2].slider("Fitness", 0.0, 100.0, (0.0, 100.0), step=1.0, key="contrib-fitness")
     kept_only = cols[3].toggle("Kept only", key="contrib-kept")
@@ -32,15 +34,32 @@ def render(ctx: Context) -> None:
     cols[3].metric(f"Rewards ({symbol})" if symbol else "Rewards", f"{shown['reward'].sum():,.2f}")
 
     st.dataframe(
-        shown[["round", "organization", "participant", "quality", "timeliness", "honesty", "fitness", "kept", "byzantine",
-               "reward", "reputation_after"]],
-        hide_index=True, width="stretch", key="contrib-table",
+        shown[
+            [
+                "round",
+                "organization",
+                "participant",
+                "quality",
+                "timeliness",
+                "honesty",
+                "fitness",
+                "kept",
+                "byzantine",
+                "reward",
+                "reputation_after",
+            ]
+        ],
+        hide_index=True,
+        width="stretch",
+        key="contrib-table",
         column_config={
             "quality": st.column_config.ProgressColumn("quality", **SCORE),
             "timeliness": st.column_config.ProgressColumn("timeliness", **SCORE),
             "honesty": st.column_config.ProgressColumn("honesty", **SCORE),
             "fitness": st.column_config.ProgressColumn("fitness", **SCORE),
-            "reward": st.column_config.NumberColumn(f"reward ({symbol})" if symbol else "reward", format="%.4f"),
+            "reward": st.column_config.NumberColumn(
+                f"reward ({symbol})" if symbol else "reward", format="%.4f"
+            ),
             "reputation_after": st.column_config.NumberColumn("reputation after", format="%.1f"),
         },
     )
@@ -48,13 +67,28 @@ def render(ctx: Context) -> None:
     st.subheader("Organization history")
     names = sorted(frame["organization"].unique())
     auth = ctx.auth
-    mine = next((n for n in names if auth and frame.loc[frame["organization"] == n, "participant"].str.lower().eq(auth["address"].lower()).any()), None)
-    org = st.selectbox("Organization", names, index=names.index(mine) if mine else 0, key="contrib-history-org")
+    mine = next(
+        (
+            n
+            for n in names
+            if auth
+            and frame.loc[frame["organization"] == n, "participant"]
+            .str.lower()
+            .eq(auth["address"].lower())
+            .any()
+        ),
+        None,
+    )
+    org = st.selectbox(
+        "Organization", names, index=names.index(mine) if mine else 0, key="contrib-history-org"
+    )
     history = frame[frame["organization"] == org]
     cols = st.columns(4)
     cols[0].metric("Rounds contributed", history["round"].nunique())
     cols[1].metric("Mean fitness", f"{history['fitness'].mean():.1f}")
-    cols[2].metric(f"Total rewards ({symbol})" if symbol else "Total rewards", f"{history['reward'].sum():,.2f}")
+    cols[2].metric(
+        f"Total rewards ({symbol})" if symbol else "Total rewards", f"{history['reward'].sum():,.2f}"
+    )
     latest = history.sort_values("round").iloc[-1]
     cols[3].metric("Reputation", f"{latest['reputation_after']:.1f}")
     st.plotly_chart(charts.organization_history(history, symbol), width="stretch", key="chart-org-history")

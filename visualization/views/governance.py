@@ -32,8 +32,10 @@ def render(ctx: Context) -> None:
     cols[4].metric("Timelock delay", f"{int(ctx.chain.timelock.functions.getMinDelay().call())} s")
     if voter:
         account = ctx.chain.account(voter)
-        st.caption(f"Your voting power: **{fmt_tokens(account.votes, symbol)}**"
-                   + ("" if account.delegate else " (delegate your tokens on the Token economics page to vote)"))
+        st.caption(
+            f"Your voting power: **{fmt_tokens(account.votes, symbol)}**"
+            + ("" if account.delegate else " (delegate your tokens on the Token economics page to vote)")
+        )
 
     proposals = gov.proposals(voter)
     st.subheader("Proposals")
@@ -41,10 +43,22 @@ def render(ctx: Context) -> None:
         st.info("No proposal yet. Create the first one below.")
     else:
         st.dataframe(
-            [{"proposal": short_id(p.id), "title": p.title, "state": p.state.name, "for": tokens(p.for_votes),
-              "against": tokens(p.against_votes), "abstain": tokens(p.abstain_votes), "quorum": tokens(p.quorum),
-              "deadline block": p.deadline} for p in proposals],
-            hide_index=True, width="stretch", key="gov-proposals",
+            [
+                {
+                    "proposal": short_id(p.id),
+                    "title": p.title,
+                    "state": p.state.name,
+                    "for": tokens(p.for_votes),
+                    "against": tokens(p.against_votes),
+                    "abstain": tokens(p.abstain_votes),
+                    "quorum": tokens(p.quorum),
+                    "deadline block": p.deadline,
+                }
+                for p in proposals
+            ],
+            hide_index=True,
+            width="stretch",
+            key="gov-proposals",
         )
         for proposal in proposals:
             _proposal(ctx, gov, proposal, voter, block)
@@ -61,7 +75,9 @@ def short_id(pid: int) -> str:
 def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, block: int) -> None:
     symbol = ctx.symbol
     title = f"{p.title} — {p.state.name}"
-    with st.expander(title, expanded=p.state in (ProposalState.Active, ProposalState.Succeeded, ProposalState.Queued)):
+    with st.expander(
+        title, expanded=p.state in (ProposalState.Active, ProposalState.Succeeded, ProposalState.Queued)
+    ):
         st.caption(f"Proposal id `{p.id}` · proposed by `{p.proposer}` in block {p.created_block}")
         for action in p.actions:
             st.markdown(f"- {action.summary}")
@@ -70,20 +86,36 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
         unit = f" ({symbol})" if symbol else ""
         cols = st.columns(5)
         cols[0].metric(f"For{unit}", fmt_amount(p.for_votes), help=fmt_tokens(p.for_votes, symbol, digits=18))
-        cols[1].metric(f"Against{unit}", fmt_amount(p.against_votes), help=fmt_tokens(p.against_votes, symbol, digits=18))
-        cols[2].metric(f"Abstain{unit}", fmt_amount(p.abstain_votes), help=fmt_tokens(p.abstain_votes, symbol, digits=18))
+        cols[1].metric(
+            f"Against{unit}", fmt_amount(p.against_votes), help=fmt_tokens(p.against_votes, symbol, digits=18)
+        )
+        cols[2].metric(
+            f"Abstain{unit}", fmt_amount(p.abstain_votes), help=fmt_tokens(p.abstain_votes, symbol, digits=18)
+        )
         cols[3].metric(f"Quorum{unit}", fmt_amount(p.quorum), help="For + Abstain must reach it")
         if p.state == ProposalState.Pending:
-            cols[4].metric("Voting starts", f"block {p.snapshot + 1}", help=f"{max(p.snapshot + 1 - block, 0)} block(s) to go")
+            cols[4].metric(
+                "Voting starts",
+                f"block {p.snapshot + 1}",
+                help=f"{max(p.snapshot + 1 - block, 0)} block(s) to go",
+            )
         elif block <= p.deadline:
             cols[4].metric("Deadline", f"block {p.deadline}", help=f"{p.deadline - block} block(s) left")
         else:
             cols[4].metric("Deadline", f"block {p.deadline}", help="voting has ended")
         if p.for_votes or p.against_votes or p.abstain_votes:
-            st.plotly_chart(charts.vote_tally(tokens(p.for_votes), tokens(p.against_votes), tokens(p.abstain_votes), tokens(p.quorum)),
-                            width="stretch", key=f"tally-{p.id}", config=charts.MODEBAR_OFF)
-        st.progress(min(p.quorum_votes / p.quorum, 1.0) if p.quorum else 0.0,
-                    text=f"Quorum: {fmt_tokens(p.quorum_votes, symbol)} of {fmt_tokens(p.quorum, symbol)}")
+            st.plotly_chart(
+                charts.vote_tally(
+                    tokens(p.for_votes), tokens(p.against_votes), tokens(p.abstain_votes), tokens(p.quorum)
+                ),
+                width="stretch",
+                key=f"tally-{p.id}",
+                config=charts.MODEBAR_OFF,
+            )
+        st.progress(
+            min(p.quorum_votes / p.quorum, 1.0) if p.quorum else 0.0,
+            text=f"Quorum: {fmt_tokens(p.quorum_votes, symbol)} of {fmt_tokens(p.quorum, symbol)}",
+        )
 
         if p.state == ProposalState.Active:
             if voter is None:
@@ -92,43 +124,80 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
                 if p.has_voted:
                     st.success("You have voted on this proposal.")
                 if keep_showing(f"vote-{p.id}", not p.has_voted):
-                    choice = st.radio("Your vote", [s.name for s in Support], index=1, horizontal=True, key=f"support-{p.id}",
-                                      disabled=bool(p.has_voted))
+                    choice = st.radio(
+                        "Your vote",
+                        [s.name for s in Support],
+                        index=1,
+                        horizontal=True,
+                        key=f"support-{p.id}",
+                        disabled=bool(p.has_voted),
+                    )
                     st.caption(f"Your votes at the snapshot: {fmt_tokens(p.voting_power or 0, symbol)}")
-                    transaction_button(ctx, key=f"tx-vote-{p.id}", label=f"Vote {choice}", to=gov.address,
-                                       data=gov.cast_vote_calldata(p.id, Support[choice]), sender=voter,
-                                       describe=f"Vote {choice} on “{p.title}”", disabled=bool(p.has_voted),
-                                       simulate=not p.has_voted)
+                    transaction_button(
+                        ctx,
+                        key=f"tx-vote-{p.id}",
+                        label=f"Vote {choice}",
+                        to=gov.address,
+                        data=gov.cast_vote_calldata(p.id, Support[choice]),
+                        sender=voter,
+                        describe=f"Vote {choice} on “{p.title}”",
+                        disabled=bool(p.has_voted),
+                        simulate=not p.has_voted,
+                    )
         elif p.state == ProposalState.Succeeded and voter:
             st.caption("The proposal passed: queue it in the timelock (anyone may).")
-            transaction_button(ctx, key=f"tx-queue-{p.id}", label="Queue", to=gov.address, data=gov.queue_calldata(p),
-                               sender=voter, describe=f"Queue “{p.title}”")
+            transaction_button(
+                ctx,
+                key=f"tx-queue-{p.id}",
+                label="Queue",
+                to=gov.address,
+                data=gov.queue_calldata(p),
+                sender=voter,
+                describe=f"Queue “{p.title}”",
+            )
         elif p.state == ProposalState.Queued:
             wait = p.eta - int(time.time())
             if wait > 0:
                 st.caption(f"Queued: executable in {wait} s (timelock).")
             elif voter:
-                transaction_button(ctx, key=f"tx-execute-{p.id}", label="Execute", to=gov.address, data=gov.execute_calldata(p),
-                                   sender=voter, describe=f"Execute “{p.title}”")
+                transaction_button(
+                    ctx,
+                    key=f"tx-execute-{p.id}",
+                    label="Execute",
+                    to=gov.address,
+                    data=gov.execute_calldata(p),
+                    sender=voter,
+                    describe=f"Execute “{p.title}”",
+                )
 
 
 def _create(ctx: Context, gov: Governance, voter: str | None) -> None:
     symbol = ctx.symbol
     specs = settable_specs()
-    spec = st.selectbox("Parameter", specs, format_func=lambda s: s.label, key="gov-param",
-                        index=next(i for i, s in enumerate(specs) if s.name == "strategy"))
+    spec = st.selectbox(
+        "Parameter",
+        specs,
+        format_func=lambda s: s.label,
+        key="gov-param",
+        index=next(i for i, s in enumerate(specs) if s.name == "strategy"),
+    )
     current = gov.current_value(spec)
     st.caption(f"Current value: **{spec.from_raw(current, symbol)}**")
     key = f"gov-value-{spec.name}"
     if spec.kind == "choice":
-        value: object = st.selectbox("New value", spec.choices, index=min(current, len(spec.choices) - 1), key=key)
+        value: object = st.selectbox(
+            "New value", spec.choices, index=min(current, len(spec.choices) - 1), key=key
+        )
     elif spec.kind == "bool":
         value = st.toggle("Enabled", value=bool(current), key=key)
     elif spec.kind == "int":
         value = st.number_input("New value", min_value=0, value=current, step=1, key=key)
     else:
-        value = st.text_input(f"New value ({'tokens' if spec.kind == 'token' else 'decimal'})",
-                              value=spec.from_raw(current).split(" ")[0].replace(",", ""), key=key)
+        value = st.text_input(
+            f"New value ({'tokens' if spec.kind == 'token' else 'decimal'})",
+            value=spec.from_raw(current).split(" ")[0].replace(",", ""),
+            key=key,
+        )
     try:
         raw = spec.to_raw(value)
     except ValueError as exc:
@@ -145,7 +214,14 @@ def _create(ctx: Context, gov: Governance, voter: str | None) -> None:
         return
     if raw == current:
         st.caption("The new value equals the current one.")
-    transaction_button(ctx, key="tx-propose", label="Submit proposal", to=gov.address,
-                       data=gov.propose_calldata([target], [0], [calldata], description), sender=voter,
-                       describe=f"Propose “{description}”", disabled=raw == current)
+    transaction_button(
+        ctx,
+        key="tx-propose",
+        label="Submit proposal",
+        to=gov.address,
+        data=gov.propose_calldata([target], [0], [calldata], description),
+        sender=voter,
+        describe=f"Propose “{description}”",
+        disabled=raw == current,
+    )
     st.caption(f"Proposer {short_address(voter)} · threshold {fmt_tokens(gov.proposal_threshold(), symbol)}")

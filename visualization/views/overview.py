@@ -19,11 +19,19 @@ def render(ctx: Context) -> None:
     token = overview.get("token") or {}
 
     cols = st.columns(5)
-    cols[0].metric("Active organizations", overview["active_participants"],
-                   help=f"{overview['participants']} registered with the API; active ones may take part in rounds")
-    cols[1].metric("Enrolled on-chain", token.get("active_participants", "—"),
-                   help="Organizations with an active stake in ParticipantRegistry")
-    cols[2].metric("Rounds completed", overview["rounds_completed"], help="Rounds aggregated and recorded on-chain")
+    cols[0].metric(
+        "Active organizations",
+        overview["active_participants"],
+        help=f"{overview['participants']} registered with the API; active ones may take part in rounds",
+    )
+    cols[1].metric(
+        "Enrolled on-chain",
+        token.get("active_participants", "—"),
+        help="Organizations with an active stake in ParticipantRegistry",
+    )
+    cols[2].metric(
+        "Rounds completed", overview["rounds_completed"], help="Rounds aggregated and recorded on-chain"
+    )
     cols[3].metric("Total contributions", overview["contributions"], help="Scored updates over all rounds")
     cols[4].metric("Model version", f"v{model['version']}" if model else "—")
 
@@ -46,7 +54,11 @@ def render(ctx: Context) -> None:
         cols = st.columns(3)
         symbol = token.get("symbol", "")
         unit = f" ({symbol})" if symbol else ""
-        cols[0].metric(f"Total supply{unit}", fmt_amount(token["total_supply"]), help=fmt_tokens(token["total_supply"], symbol, digits=18))
+        cols[0].metric(
+            f"Total supply{unit}",
+            fmt_amount(token["total_supply"]),
+            help=fmt_tokens(token["total_supply"], symbol, digits=18),
+        )
         cols[1].metric(f"Stake locked{unit}", fmt_amount(token["total_staked"]))
         cols[2].metric(f"Treasury{unit}", fmt_amount(token["treasury_balance"]))
 
@@ -55,13 +67,23 @@ def render(ctx: Context) -> None:
     if participants.empty:
         st.info("No organization has registered yet.")
     else:
-        st.dataframe(participants, hide_index=True, width="stretch",
-                     column_config={"reputation": st.column_config.ProgressColumn("reputation", min_value=0, max_value=100, format="%.1f")})
+        st.dataframe(
+            participants,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "reputation": st.column_config.ProgressColumn(
+                    "reputation", min_value=0, max_value=100, format="%.1f"
+                )
+            },
+        )
 
 
 def _round(current: dict) -> None:
-    st.markdown(f"**Round {current['id']}** · `{current['status']}` · strategy **{current['strategy']}** "
-                f"· model v{current['model_version']}")
+    st.markdown(
+        f"**Round {current['id']}** · `{current['status']}` · strategy **{current['strategy']}** "
+        f"· model v{current['model_version']}"
+    )
     quorum = max(int(current["quorum"]), 1)
     submissions = int(current["submissions"])
     st.progress(min(submissions / quorum, 1.0), text=f"Updates received: {submissions} of quorum {quorum}")
@@ -73,19 +95,29 @@ def _round(current: dict) -> None:
         total = max((deadline - opened).total_seconds(), 1.0)
         elapsed = (datetime.now(UTC) - opened).total_seconds()
         left = max((deadline - datetime.now(UTC)).total_seconds(), 0)
-        st.progress(min(max(elapsed / total, 0.0), 1.0),
-                    text=f"Time: {int(left // 60)} min {int(left % 60)} s left (deadline {deadline:%Y-%m-%d %H:%M:%S} UTC)")
+        st.progress(
+            min(max(elapsed / total, 0.0), 1.0),
+            text=f"Time: {int(left // 60)} min {int(left % 60)} s left (deadline {deadline:%Y-%m-%d %H:%M:%S} UTC)",
+        )
     else:
         closed = current.get("closed_at")
         st.caption(f"Deadline {deadline:%Y-%m-%d %H:%M:%S} UTC" + (f" · closed {closed}" if closed else ""))
-    st.caption(f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)")
+    st.caption(
+        f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)"
+    )
     if current.get("failure_reason"):
         st.error(f"Round failed: {current['failure_reason']}")
 
 
 def _model(model: dict) -> None:
-    st.markdown(f"**Version {model['version']}** · `{model['status']}`"
-                + (f" · produced by round {model['produced_by_round']}" if model.get("produced_by_round") else " · genesis"))
+    st.markdown(
+        f"**Version {model['version']}** · `{model['status']}`"
+        + (
+            f" · produced by round {model['produced_by_round']}"
+            if model.get("produced_by_round")
+            else " · genesis"
+        )
+    )
     st.caption(f"SHA-256 `{model['weights_hash']}` · signed by {short_address(model['signer'])}")
     metrics = model.get("metrics") or {}
     if metrics:

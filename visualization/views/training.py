@@ -16,17 +16,27 @@ def render(ctx: Context) -> None:
         if rounds.empty:
             st.info("No round has been opened yet: training charts appear once rounds are aggregated.")
         else:
-            st.info(f"{len(rounds)} round(s) so far, none aggregated yet: charts appear after the first round closes.")
+            st.info(
+                f"{len(rounds)} round(s) so far, none aggregated yet: charts appear after the first round closes."
+            )
         _round_table(rounds)
         return
 
     latest = aggregated.iloc[-1]
     cols = st.columns(4)
     cols[0].metric("Aggregated rounds", len(aggregated))
-    cols[1].metric("Latest accuracy", "—" if latest["accuracy"] != latest["accuracy"] else f"{latest['accuracy']:.2%}")
-    cols[2].metric("Latest holdout loss", "—" if latest["loss_after"] != latest["loss_after"] else f"{latest['loss_after']:.4f}")
-    cols[3].metric("Rolled back", int(aggregated["rolled_back"].fillna(False).astype(bool).sum()),
-                   help="Rounds whose new model degraded the holdout loss and was not activated")
+    cols[1].metric(
+        "Latest accuracy", "—" if latest["accuracy"] != latest["accuracy"] else f"{latest['accuracy']:.2%}"
+    )
+    cols[2].metric(
+        "Latest holdout loss",
+        "—" if latest["loss_after"] != latest["loss_after"] else f"{latest['loss_after']:.4f}",
+    )
+    cols[3].metric(
+        "Rolled back",
+        int(aggregated["rolled_back"].fillna(False).astype(bool).sum()),
+        help="Rounds whose new model degraded the holdout loss and was not activated",
+    )
 
     left, right = st.columns(2)
     left.plotly_chart(charts.accuracy_loss(rounds), width="stretch", key="chart-accuracy-loss")
@@ -51,12 +61,17 @@ def _privacy(ctx: Context, rounds) -> None:  # type: ignore[no-untyped-def]
     spent = rounds["epsilon_spent"].dropna()
     if spent.empty:
         state = "off" if enabled is False else "on" if enabled else "unknown (chain unreachable)"
-        st.info(f"No privacy budget spent yet. Differential privacy is {state}"
-                + (f"; the governed budget is ε = {budget:g}." if budget is not None else "."))
+        st.info(
+            f"No privacy budget spent yet. Differential privacy is {state}"
+            + (f"; the governed budget is ε = {budget:g}." if budget is not None else ".")
+        )
         return
     st.plotly_chart(charts.privacy_budget(rounds, budget), width="stretch", key="chart-privacy")
     if budget:
-        st.progress(min(float(spent.iloc[-1]) / budget, 1.0), text=f"ε spent {spent.iloc[-1]:.3g} of budget {budget:g}")
+        st.progress(
+            min(float(spent.iloc[-1]) / budget, 1.0),
+            text=f"ε spent {spent.iloc[-1]:.3g} of budget {budget:g}",
+        )
 
 
 def _round_table(rounds) -> None:  # type: ignore[no-untyped-def]
@@ -64,6 +79,18 @@ def _round_table(rounds) -> None:  # type: ignore[no-untyped-def]
         return
     st.subheader("Rounds")
     view = rounds.sort_values("round", ascending=False)[
-        ["round", "status", "strategy", "kept", "excluded", "rejected", "accuracy", "loss_after", "epsilon_spent",
-         "rolled_back", "failure_reason"]]
+        [
+            "round",
+            "status",
+            "strategy",
+            "kept",
+            "excluded",
+            "rejected",
+            "accuracy",
+            "loss_after",
+            "epsilon_spent",
+            "rolled_back",
+            "failure_reason",
+        ]
+    ]
     st.dataframe(view, hide_index=True, width="stretch")
