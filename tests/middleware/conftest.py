@@ -26,10 +26,11 @@ from fedledger.devkeys import dev_private_key
 from fedledger.payload import encode_update, encode_weights
 from middleware.app import create_app
 from middleware.queue import CeleryTaskQueue
+from tests.services import redis_url
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS_RATE_DB = "redis://127.0.0.1:6379/15"
-REDIS_BROKER_DB = "redis://127.0.0.1:6379/14"
+REDIS_RATE_DB = redis_url(15)
+REDIS_BROKER_DB = redis_url(14)
 
 # Dev accounts with fixed jobs in these tests (chain state lives for the whole session).
 OPERATOR = 16

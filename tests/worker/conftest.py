@@ -35,9 +35,10 @@ from fedledger.models import init_softmax, train_softmax
 from fedledger.payload import decode_weights, encode_update, encode_weights
 from middleware.app import create_app
 from middleware.queue import CeleryTaskQueue
+from tests.services import redis_url
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-BROKER = "redis://127.0.0.1:6379/13"
+BROKER = redis_url(13)
 OPERATOR = 2  # the model signer's account doubles as operator here; on-chain it only signs
 ORGS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
@@ -76,7 +77,7 @@ def settings(tmp_path: Path, database_url: str, chain) -> Settings:  # type: ign
         data_dir=tmp_path / "var",
         database_url=database_url,
         broker_url=BROKER,
-        redis_url="redis://127.0.0.1:6379/12",
+        redis_url=redis_url(12),
         redis_namespace=f"w-{uuid.uuid4().hex[:8]}",
         chain_rpc_url=chain[0].rpc_url,
         deployments_file=chain[2],

@@ -10,6 +10,7 @@ import redis
 
 from fedledger.chain import governance
 from fedledger.devkeys import dev_private_key
+from tests.services import REDIS_PORT, redis_url
 from tests.worker.conftest import ORGS, Platform
 
 pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
@@ -53,11 +54,11 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
     assert rounds[second["id"]]["strategy"] == "median" and rounds[first["id"]]["strategy"] == "trimmed_mean"
 
 
-def test_a_round_completes_across_a_redis_restart(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+def test_a_round_completes_across_a_redis_restart(platform: Platform, worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
     round_ = platform.open_round(quorum=5)
     for index in ORGS[:2]:
         platform.submit(index, round_)
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(redis_url(0))
     client.shutdown(nosave=True)
     subprocess.run(
         [
@@ -68,15 +69,15 @@ def test_a_round_completes_across_a_redis_restart(platform: Platform, worker) ->
             "127.0.0.1",
             "-::1",
             "--port",
-            "6379",
+            str(REDIS_PORT),
             "--save",
             "",
             "--appendonly",
             "no",
             "--dir",
-            "/var/lib/redis",
+            str(tmp_path),
             "--logfile",
-            "/var/log/redis/ci.log",
+            str(tmp_path / "redis.log"),
         ],
         check=True,
     )
