@@ -1,0 +1,124 @@
+"""Centered clipping (Karimireddy, He, Jaggi, ICML 2021) with bucketing for non-IID clients (Karimireddy,
+He, Jaggi, ICLR 2022), and server momentum (Hsu et al. 2019, Flower's FedAvgM).
+
+Centered clipping moves a centre v towards the updates, each update's pull clipped to radius tau:
+v <- v + mean_i clip_tau(x_i - v). An attacker moves v by at most tau / n per iteration however far it
+sends its update. tau = 0 means adaptive: the median distance to the current centre, so the rule needs
+no scale knowledge and at most half the clients are ever clipped.
+
+Bucketing averages random groups of ``bucket_size`` updates first: with heterogeneous honest clients the
+bucket means are closer together than the updates, which makes the clipping radius reflect honest spread
+instead of data heterogeneity. Attackers can contaminate up to ``bucket_size`` times their share of
+buckets, so bucket_size * byzantine_fraction must stay below 1/2 (refused otherwise by the caller's
+parameter check).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aggregator.coordinate import median
+from aggregator.errors import InvalidParameter
+from aggregator.fltrust import row_norms
+from aggregator.validation import as_update_matrix
+
+
+def _check(tau: float, iterations: int) -> None:
+    if not (np.isfinite(tau) and tau >= 0.0):
+        raise InvalidParameter(f"centered_clip: tau must be finite and >= 0 (0 = adaptive), got {tau}")
+    if not (
+        isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and iterations >= 1
+    ):
+        raise InvalidParameter(f"centered_clip: iterations must be an integer >= 1, got {iterations!r}")
+
+
+def clip_weights(distances: np.ndarray, tau: float) -> np.ndarray:
+    """min(1, tau / ||x_i - v||): the factor each client's pull towards itself is scaled by."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where(distances > tau, tau / np.maximum(distances, np.finfo(np.float64).tiny), 1.0)
+
+
+def centered_clip(
+    X: np.ndarray, center: np.ndarray | None = None, tau: float = 0.0, iterations: int = 3
+) -> np.ndarray:
+    """Centered clipping of the rows of ``X`` around ``center``.
+
+    Contract: ``X`` is (n, d) finite floating point; ``center`` a finite (d,) vector (None: the coordinate
+    median of ``X``, a robust start when the round has no momentum to start from); tau >= 0 (0 = the
+    median distance to the centre, recomputed each iteration); iterations >= 1. Returns float32 (d,).
+    Each iteration is two passes over ``X`` (distances, then the clipped mean as one matrix-vector product).
+    """
+    X = as_update_matrix(X)
+    n, d = X.shape
+    _check(tau, iterations)
+    if center is None:
+        v = median(X).astype(np.float64)
+    else:
+        v = np.asarray(center, dtype=np.float64)
+        if v.shape != (d,) or not np.isfinite(v).all():
+            raise InvalidParameter(f"centered_clip: the centre must be a finite vector of shape ({d},)")
+    for _ in range(iterations):
+        # A far attacker's row minus v can overflow float32: then (only then) redo it in float64.
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff: np.ndarray = X - v[None, :].astype(np.float32)
+            distances = row_norms(diff)
+        if not np.isfinite(distances).all():
+            diff = X.astype(np.float64) - v[None, :]
+            distances = row_norms(diff)
+        radius = float(np.median(distances)) if tau == 0.0 else tau
+        w = clip_weights(distances, radius) / n
+        v = v + (w.astype(diff.dtype) @ diff).astype(np.float64)
+    return v.astype(np.float32)
+
+
+def bucket_means(X: np.ndarray, bucket_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of random groups of ``bucket_size`` rows (the last group may be smaller).
+
+    ``rng`` draws the permutation; the caller seeds it from data the attackers cannot choose before they
+    submit (round id and submission hashes), so buckets are reproducible by an auditor. bucket_size = 1
+    returns the rows in permuted order (no averaging).
+    """
+    X = as_update_matrix(X)
+    if not (
+        isinstance(bucket_size, (int, np.integer)) and not isinstance(bucket_size, bool) and bucket_size >= 1
+    ):
+        raise InvalidParameter(f"bucket_size must be an integer >= 1, got {bucket_size!r}")
+    n = X.shape[0]
+    order = rng.permutation(n)
+    buckets = -(-n // bucket_size)
+    # One (buckets, n) averaging matrix: a single BLAS product over X instead of a loop of copies.
+    A = np.zeros((buckets, n), dtype=np.float32)
+    for b in range(buckets):
+        members = order[b * bucket_size : (b + 1) * bucket_size]
+        A[b, members] = 1.0 / len(members)
+    means: np.ndarray = A @ X
+    return means
+
+
+def bucketed_centered_clip(
+    X: np.ndarray,
+    rng: np.random.Generator,
+    center: np.ndarray | None = None,
+    tau: float = 0.0,
+    iterations: int = 3,
+    bucket_size: int = 1,
+) -> np.ndarray:
+    """Centered clipping of bucket means (ICLR 2022's "bucketing" wrapper around ICML 2021's rule)."""
+    _check(tau, iterations)
+    return centered_clip(bucket_means(X, bucket_size, rng), center, tau, iterations)
+
+
+def server_momentum(previous: np.ndarray | None, aggregate: np.ndarray, beta: float) -> np.ndarray:
+    """FedAvgM's buffer: v_t = beta v_{t-1} + aggregate (server learning rate 1); v_t is the applied update.
+
+    ``previous`` None (first round) is zero. beta = 0 returns the aggregate unchanged.
+    """
+    if not (np.isfinite(beta) and 0.0 <= beta < 1.0):
+        raise InvalidParameter(f"server momentum must be in [0, 1), got {beta}")
+    agg = np.asarray(aggregate, dtype=np.float32)
+    if previous is None or beta == 0.0:
+        return agg.copy()
+    prev = np.asarray(previous, dtype=np.float32)
+    if prev.shape != agg.shape:
+        raise InvalidParameter(f"momentum buffer shape {prev.shape} differs from the update's {agg.shape}")
+    return (np.float32(beta) * prev + agg).astype(np.float32)
