@@ -4,6 +4,7 @@ WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md ./
 COPY fedledger ./fedledger
+COPY app ./app
 COPY db ./db
 COPY middleware ./middleware
 COPY aggregator ./aggregator

@@ -20,7 +20,7 @@ from db.models import (
     RoundStatus,
     Update,
 )
-from middleware import audit
+from fedledger.domain import audit
 
 SCORE_SCALE = 100  # the ledger stores scores x100 as uint16 (0..10000)
 

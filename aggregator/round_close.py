@@ -51,12 +51,12 @@ from db.models import (
 from fedledger.chain.merkle import RewardTree
 from fedledger.crypto.envelope import open_envelope
 from fedledger.crypto.errors import CryptoError
+from fedledger.domain import audit
+from fedledger.domain import keys as key_service
+from fedledger.domain import model_versions as model_service
+from fedledger.domain.blobstore import BlobStore
 from fedledger.models import evaluate
 from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights
-from middleware import audit
-from middleware.blobstore import BlobStore
-from middleware.services import keys as key_service
-from middleware.services import models as model_service
 
 
 @dataclass

@@ -19,9 +19,9 @@ from db.session import session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.config import get_settings
 from fedledger.datasets import load_holdout
-from middleware.blobstore import BlobStore
-from middleware.queue import UPDATE_RECEIVED_TASK
-from middleware.services import rounds as round_service
+from fedledger.domain import rounds as round_service
+from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.tasks import UPDATE_RECEIVED_TASK
 
 log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"

@@ -7,7 +7,7 @@
 - trainers and local DP (``client.training``), data loading and partitioning (``client.data``);
 - every expected failure is a :class:`~client.errors.ClientError` (``client.errors``).
 
-The command line is ``fedledger client ...`` (``fedledger/commands/client.py``).
+The command line is ``fedledger client ...`` (``app/commands/client.py``).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ import numpy as np
 
 from client.data import Dataset
 from client.errors import TrainingError
+from fedledger.privacy import epsilon_after
 
 Weights = dict[str, np.ndarray]
 TrainFn = Callable[[Weights, Any, np.random.Generator], Weights]
@@ -157,8 +158,6 @@ def clip_by_global_norm(delta: Mapping[str, np.ndarray], clip_norm: float) -> tu
 def dp_epsilon(noise_multiplier: float, rounds: int, delta: float = 1e-5) -> float:
     """ε of ``rounds`` Gaussian mechanisms with this noise multiplier at ``delta`` (RDP accountant)."""
     # The server's accountant, at full participation (an organization's own update is in every round).
-    from aggregator.dp import epsilon_after
-
     return epsilon_after(noise_multiplier, 1.0, int(rounds), delta)
 
 

@@ -12,11 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from db.migrate import upgrade
 from fedledger import __version__
 from fedledger.config import Settings, get_settings
+from fedledger.domain import keys as key_service
+from fedledger.domain.tasks import TaskQueue
 from middleware.errors import install_error_handlers
 from middleware.metrics import MetricsMiddleware
-from middleware.queue import TaskQueue
 from middleware.routes import audit, auth, chain, health, keys, models, participants, rewards, rounds, stats
-from middleware.services import keys as key_service
 from middleware.state import AppState
 
 

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from fedledger.domain import errors as domain
+
 
 class ErrorBody(BaseModel):
     error: str
@@ -48,6 +50,28 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
+# The HTTP status of each kind of domain refusal (fedledger.domain.errors).
+DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.Malformed: 400,
+    domain.Unauthenticated: 401,
+    domain.Forbidden: 403,
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Gone: 410,
+    domain.TooLarge: 413,
+    domain.Invalid: 422,
+    domain.Unavailable: 503,
+}
+
+
+def http_error(exc: domain.DomainError) -> ApiError:
+    """The API error for a domain refusal (an unmapped kind is a programming error: 500)."""
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return ApiError(DOMAIN_STATUS[kind], exc.code, exc.detail)  # type: ignore[index]
+    return ApiError(500, exc.code, exc.detail)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -55,3 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=exc.status, content={"error": exc.code, "detail": exc.detail}, headers=exc.headers
         )
+
+    @app.exception_handler(domain.DomainError)
+    async def _domain_error(request: Request, exc: domain.DomainError) -> JSONResponse:
+        return await _api_error(request, http_error(exc))

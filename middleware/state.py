@@ -11,10 +11,10 @@ from db.session import session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.reader import ChainReader
 from fedledger.config import Settings
-from middleware.blobstore import BlobStore
+from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.tasks import CeleryTaskQueue, TaskQueue
 from middleware.errors import ApiError
 from middleware.metrics import Metrics
-from middleware.queue import CeleryTaskQueue, TaskQueue
 from middleware.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 

@@ -101,7 +101,7 @@ def main() -> None:
         )
         # Migrate and create the server key once, before several workers race to.
         subprocess.run(
-            [sys.executable, "-m", "fedledger.cli", "db", "upgrade"], env=env, check=True, capture_output=True
+            [sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, check=True, capture_output=True
         )
         with (work / "api.log").open("wb") as api_log:
             server = subprocess.Popen(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from db.models import AuditEntry
-from middleware.audit import verify_chain
+from fedledger.domain.audit import verify_chain
 from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep
 from middleware.errors import responses
 from middleware.schemas import AuditEntryOut, AuditVerification

@@ -5,10 +5,10 @@ from sqlalchemy import select
 
 from db.models import ServerKey
 from fedledger.crypto.keys import KeyAlgorithm
+from fedledger.domain import keys
 from middleware.deps import OperatorPrincipal, RateLimited, SessionDep, SettingsDep
 from middleware.errors import responses
 from middleware.schemas import ServerKeyOut
-from middleware.services import keys
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[RateLimited])
 

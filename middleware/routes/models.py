@@ -6,11 +6,11 @@ from fastapi.responses import Response
 
 from db.models import ModelVersion
 from fedledger.crypto.package import export_package
-from middleware import audit
+from fedledger.domain import audit
+from fedledger.domain import model_versions as models
 from middleware.deps import OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import ModelOut
-from middleware.services import models
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[RateLimited])
 

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from db.models import Participant, ParticipantStatus
 from fedledger.chain.reader import RegistryStatus
-from middleware import audit
+from fedledger.domain import audit
 from middleware.deps import CurrentPrincipal, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest

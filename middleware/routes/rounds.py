@@ -6,10 +6,11 @@ from fastapi import APIRouter, Header, Request
 from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
+from fedledger.domain import rounds, submissions
+from fedledger.domain.errors import DomainError
 from middleware.deps import CurrentPrincipal, OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import OpenRoundRequest, ReceiptOut, RoundOut
-from middleware.services import rounds, submissions
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"], dependencies=[RateLimited])
 
@@ -108,8 +109,8 @@ async def submit_update(
                 envelope=bytes(body),
                 signature=x_update_signature,
             )
-    except submissions.Rejected as exc:
-        state.metrics.rejections.labels(exc.reason).inc()
+    except DomainError as exc:
+        state.metrics.rejections.labels(exc.code).inc()
         raise
     state.metrics.submissions.labels("replayed" if receipt.replayed else "accepted").inc()
     if not receipt.replayed:

@@ -10,14 +10,12 @@ import pytest
 from aggregator.dp import (
     PrivacyAccountant,
     clip_rows,
-    epsilon_after,
     gaussian_noise_std,
-    gaussian_rdp,
     private_mean,
-    rdp_to_epsilon,
 )
 from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
 from aggregator.rollback import activation_decision
+from fedledger.privacy import InvalidPrivacyParameter, epsilon_after, gaussian_rdp, rdp_to_epsilon
 
 ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240), [128, 256, 512, 1024]])
 
@@ -39,7 +37,7 @@ def test_epsilon_grows_with_rounds_and_sampling_and_shrinks_with_noise() -> None
     assert epsilon_after(2.0, 0.1, 100, 1e-5) < base
     assert epsilon_after(1.0, 0.1, 0, 1e-5) == 0.0
     assert math.isinf(epsilon_after(0.0, 0.1, 1, 1e-5))
-    with pytest.raises(InvalidParameter, match="delta"):
+    with pytest.raises(InvalidPrivacyParameter, match="delta"):
         epsilon_after(1.0, 0.1, 1, 1.0)
 
 

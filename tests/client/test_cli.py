@@ -14,15 +14,15 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from app.cli import app
 from client.data import save_csv
 from client.training import SoftmaxRegression
 from fedledger.chain.devnode import free_port
-from fedledger.cli import app
 from fedledger.config import Settings
 from fedledger.devkeys import dev_private_key
+from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import encode_weights
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 from tests.client.conftest import CLIENT_ORGS, FEATURES, NEVER_ENROLLED, OPERATOR, address_of, login
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]

@@ -20,8 +20,8 @@ from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
 from fedledger.devkeys import AGGREGATOR_INDEX, dev_private_key
+from fedledger.domain import model_versions as model_service
 from fedledger.payload import decode_weights, encode_weights
-from middleware.services import models as model_service
 from tests.client.conftest import CLIENT_ORGS, unique_round_id
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]

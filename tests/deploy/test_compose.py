@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from typer.main import get_command
 
-from fedledger.cli import app
+from app.cli import app
 from fedledger.config import PROJECT_ROOT, Settings
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())

@@ -34,7 +34,7 @@ def test_run_simulates_then_stops_every_process_on_ctrl_c(tmp_path: Path) -> Non
             [
                 sys.executable,
                 "-m",
-                "fedledger.cli",
+                "app.cli",
                 "run",
                 "--orgs",
                 "4",

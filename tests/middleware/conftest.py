@@ -23,9 +23,9 @@ from fedledger.config import Settings
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.devkeys import dev_private_key
+from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import encode_update, encode_weights
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 from tests.services import redis_url
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

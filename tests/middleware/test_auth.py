@@ -102,8 +102,8 @@ def test_expired_message_is_refused(client: TestClient) -> None:
 
 
 def test_expired_nonce_is_refused(settings: Settings) -> None:
+    from fedledger.domain.tasks import CeleryTaskQueue
     from middleware.app import create_app
-    from middleware.queue import CeleryTaskQueue
 
     short = settings.model_copy(update={"nonce_ttl_seconds": 1})
     with TestClient(create_app(short, queue=CeleryTaskQueue(short.resolved_broker_url))) as client:

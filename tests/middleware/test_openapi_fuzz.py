@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 from fedledger.config import Settings
+from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import encode_weights
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 from tests.middleware.conftest import MODEL, OPERATOR, REDIS_BROKER_DB, REDIS_RATE_DB, address_of, login
 
 pytestmark = pytest.mark.slow

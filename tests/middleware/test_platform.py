@@ -13,9 +13,9 @@ from db.models import AuditEntry
 from fedledger.config import Settings
 from fedledger.crypto.eip712 import recover_model_signer
 from fedledger.devkeys import MODEL_SIGNER_INDEX
+from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import decode_weights
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 from tests.middleware.conftest import (
     MODEL,
     OPERATOR,
@@ -93,7 +93,7 @@ def test_rollback_by_an_operator_between_rounds_only(world: World) -> None:
     client = world.client
     state = client.app.state.fl
     from db.models import Round, RoundStatus
-    from middleware.services import models
+    from fedledger.domain import model_versions as models
 
     with state.sessions.begin() as session:
         parent = models.require_active(session)

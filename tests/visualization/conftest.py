@@ -35,10 +35,10 @@ from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
 from fedledger.devkeys import AGGREGATOR_INDEX, dev_private_key
+from fedledger.domain import model_versions as model_service
+from fedledger.domain.blobstore import BlobStore
 from fedledger.payload import encode_weights
 from middleware.app import create_app
-from middleware.blobstore import BlobStore
-from middleware.services import models as model_service
 from tests.middleware.conftest import (  # noqa: F401 - fixtures reused by this package's tests
     MODEL,
     ORGS,

@@ -79,7 +79,7 @@ def dashboard(world: World, api_server: ApiServer, dev_chain, tmp_path: Path) ->
     log_path = tmp_path / "dashboard.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fedledger.cli", "dashboard"],
+            [sys.executable, "-m", "app.cli", "dashboard"],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -31,10 +31,10 @@ from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.datasets import digits_split
 from fedledger.devkeys import dev_private_key
+from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.models import init_softmax, train_softmax
 from fedledger.payload import decode_weights, encode_update, encode_weights
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 from tests.services import redis_url
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -115,7 +115,7 @@ class WorkerProcess:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "fedledger.cli", "worker", "--loglevel", "INFO"],
+                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "INFO"],
                 env=settings_env(self.settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,

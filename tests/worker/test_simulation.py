@@ -12,12 +12,12 @@ import uvicorn
 from eth_account import Account
 from web3 import Web3
 
+from app.simulation import simulate
 from fedledger.chain.devnode import free_port
 from fedledger.config import Settings
 from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
-from fedledger.simulation import simulate
+from fedledger.domain.tasks import CeleryTaskQueue
 from middleware.app import create_app
-from middleware.queue import CeleryTaskQueue
 
 pytestmark = [
     pytest.mark.celery,

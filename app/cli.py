@@ -1,6 +1,6 @@
 """The ``fedledger`` command.
 
-Each subcommand lives in its own module under :mod:`fedledger.commands` and exposes
+Each subcommand lives in its own module under :mod:`app.commands` and exposes
 ``register(app)``; this file only gathers them, so parts of the platform add commands without
 touching each other's code.
 """
@@ -12,7 +12,7 @@ import pkgutil
 
 import typer
 
-import fedledger.commands
+from app import commands as command_modules
 
 app = typer.Typer(
     name="fedledger",
@@ -23,8 +23,8 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    for module_info in sorted(pkgutil.iter_modules(fedledger.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"fedledger.commands.{module_info.name}")
+    for module_info in sorted(pkgutil.iter_modules(command_modules.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"app.commands.{module_info.name}")
         module.register(app)
 
 

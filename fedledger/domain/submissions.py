@@ -25,21 +25,12 @@ from fedledger.chain.reader import ChainReader, RegistryStatus
 from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import EnvelopeHeader, open_envelope, parse_header
 from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
+from fedledger.domain import audit, keys
+from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.errors import Conflict, Forbidden, Invalid, Malformed, NotFound, Unauthenticated
 from fedledger.payload import UpdateFormatError, decode_update
-from middleware import audit
-from middleware.blobstore import BlobStore
-from middleware.errors import ApiError
-from middleware.services import keys
 
 MAX_SAMPLES = 10**9
-
-
-class Rejected(ApiError):
-    """A refused submission; ``reason`` labels the rejection metric."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(status, reason, detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -60,21 +51,17 @@ def receipt_id(round_id: int, participant: str, digest: str) -> str:
 def _participant(session: Session, chain: ChainReader, address: str) -> Participant:
     participant = session.scalars(select(Participant).where(Participant.address == address)).first()
     if participant is None:
-        raise Rejected(403, "not_registered", "register first: POST /v1/participants")
+        raise Forbidden("not_registered", "register first: POST /v1/participants")
     enrollment = chain.enrollment(address)
     if enrollment.status == RegistryStatus.none:
-        raise Rejected(
-            403, "not_enrolled", "not enrolled on-chain: stake with ParticipantRegistry.enroll first"
-        )
+        raise Forbidden("not_enrolled", "not enrolled on-chain: stake with ParticipantRegistry.enroll first")
     if enrollment.status != RegistryStatus.active:
-        raise Rejected(
-            403,
+        raise Forbidden(
             f"participant_{enrollment.status.name}",
             f"participant is {enrollment.status.name} on-chain and may not submit",
         )
     if participant.status != ParticipantStatus.active:
-        raise Rejected(
-            403,
+        raise Forbidden(
             f"participant_{participant.status.value}",
             f"participant is {participant.status.value} and may not submit",
         )
@@ -83,23 +70,21 @@ def _participant(session: Session, chain: ChainReader, address: str) -> Particip
 
 def _check_round(round_: Round, header: EnvelopeHeader, now: datetime) -> None:
     if round_.status != RoundStatus.open:
-        raise Rejected(
-            409, "round_not_open", f"round {round_.id} is {round_.status.value}; submissions are closed"
+        raise Conflict(
+            "round_not_open", f"round {round_.id} is {round_.status.value}; submissions are closed"
         )
     if now >= round_.deadline:
-        raise Rejected(
-            409,
+        raise Conflict(
             "round_deadline_passed",
             f"round {round_.id} deadline {round_.deadline.isoformat()} has passed; it is closing",
         )
     if header.model_version != round_.model_version_id:
-        raise Rejected(
-            422,
+        raise Invalid(
             "wrong_model_version",
             f"round {round_.id} trains model version {round_.model_version_id}, the update is for {header.model_version}",
         )
     if not 1 <= header.num_samples <= MAX_SAMPLES:
-        raise Rejected(422, "invalid_num_samples", f"num_samples must be in [1, {MAX_SAMPLES}]")
+        raise Invalid("invalid_num_samples", f"num_samples must be in [1, {MAX_SAMPLES}]")
 
 
 def submit(
@@ -117,18 +102,18 @@ def submit(
     try:
         header = parse_header(envelope)
     except CryptoError as exc:
-        raise Rejected(400, "malformed_envelope", str(exc)) from exc
+        raise Malformed("malformed_envelope", str(exc)) from exc
     if header.round_id != round_id:
-        raise Rejected(
-            422, "wrong_round", f"the envelope is for round {header.round_id}, posted to round {round_id}"
+        raise Invalid(
+            "wrong_round", f"the envelope is for round {header.round_id}, posted to round {round_id}"
         )
     if header.participant != subject:
-        raise Rejected(
-            403, "wrong_participant", f"the envelope names {header.participant}, the token is {subject}"
+        raise Forbidden(
+            "wrong_participant", f"the envelope names {header.participant}, the token is {subject}"
         )
     round_ = session.get(Round, round_id)
     if round_ is None:
-        raise Rejected(404, "unknown_round", f"round {round_id} does not exist")
+        raise NotFound("unknown_round", f"round {round_id} does not exist")
     digest = hashlib.sha256(envelope).hexdigest()
 
     existing = session.scalars(
@@ -149,39 +134,35 @@ def submit(
             num_samples=header.num_samples,
         )
     except CryptoError as exc:
-        raise Rejected(401, "bad_signature", f"update signature is malformed: {exc}") from exc
+        raise Unauthenticated("bad_signature", f"update signature is malformed: {exc}") from exc
     if signer != subject:
-        raise Rejected(
-            401,
+        raise Unauthenticated(
             "bad_signature",
             "the update signature is not the signed-in wallet's (or covers other fields)",
         )
 
     key = session.get(ServerKey, header.key_id)
     if key is None:
-        raise Rejected(
-            422, "unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current"
-        )
+        raise Invalid("unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current")
     if key.retired_at is not None and key.retired_at < round_.opened_at:
-        raise Rejected(
-            422,
+        raise Invalid(
             "retired_key",
             f"key {header.key_id} was retired before round {round_id} opened; use the current key",
         )
     try:
         _, plaintext = open_envelope(envelope, keys.private_keys(session, key_directory))
     except UnknownKey as exc:
-        raise Rejected(422, "unknown_key", str(exc)) from exc
+        raise Invalid("unknown_key", str(exc)) from exc
     except (DecryptionFailed, CryptoError) as exc:
-        raise Rejected(
-            422, "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}"
+        raise Invalid(
+            "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}"
         ) from exc
     shapes = {name: tuple(dims) for name, dims in round_.model_version.spec.items()}
     try:
         decode_update(plaintext, shapes)
     except UpdateFormatError as exc:
-        raise Rejected(
-            422, "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"
+        raise Invalid(
+            "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"
         ) from exc
 
     blobs.put(envelope)
@@ -228,8 +209,7 @@ def submit(
 
 def _replay(existing: Update, subject: str, digest: str) -> Receipt:
     if existing.ciphertext_hash != digest:
-        raise Rejected(
-            409,
+        raise Conflict(
             "conflicting_update",
             f"a different update was already accepted for round {existing.round_id} (receipt {existing.receipt_id})",
         )

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from db.base import utcnow
 from db.models import Round, RoundStatus, Update
 from fedledger.chain.params import ProtocolParams
-from middleware import audit
-from middleware.errors import ApiError
-from middleware.services import models
+from fedledger.domain import audit
+from fedledger.domain import model_versions as models
+from fedledger.domain.errors import Conflict, Invalid, NotFound
 
 IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
 
@@ -35,11 +35,11 @@ def open_round(
     so a governance change mid-round never alters a round already under way."""
     busy = in_progress(session)
     if busy is not None:
-        raise ApiError(409, "round_in_progress", f"round {busy.id} is {busy.status.value}; close it first")
+        raise Conflict("round_in_progress", f"round {busy.id} is {busy.status.value}; close it first")
     model = models.require_active(session)
     duration = duration_seconds or params.round_duration
     if duration <= 0:
-        raise ApiError(422, "invalid_duration", "duration must be positive")
+        raise Invalid("invalid_duration", "duration must be positive")
     now = utcnow()
     snapshot = {k: v for k, v in asdict(params).items()}
     snapshot["reward_tiers"] = [list(t) for t in params.reward_tiers]
@@ -77,7 +77,7 @@ def open_round(
 def get(session: Session, round_id: int) -> Round:
     round_ = session.get(Round, round_id)
     if round_ is None:
-        raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+        raise NotFound("unknown_round", f"round {round_id} does not exist")
     return round_
 
 

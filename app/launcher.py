@@ -40,7 +40,7 @@ class Supervisor:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "fedledger.cli", *args],
+                [sys.executable, "-m", "app.cli", *args],
                 env=self.env,
                 cwd=cwd,
                 stdout=out,

@@ -24,7 +24,7 @@ def verify() -> None:
     """Recompute the audit chain; exit 1 if any entry was altered, inserted or removed."""
     from db.session import session_factory
     from fedledger.config import get_settings
-    from middleware.audit import verify_chain
+    from fedledger.domain.audit import verify_chain
 
     with session_factory(get_settings().resolved_database_url)() as session:
         result = verify_chain(session)

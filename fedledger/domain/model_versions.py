@@ -7,10 +7,10 @@ from sqlalchemy.orm import Session
 
 from db.models import ModelStatus, ModelVersion, Round, RoundStatus
 from fedledger.crypto.eip712 import sign_model
+from fedledger.domain import audit
+from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.errors import Conflict, Invalid, NotFound
 from fedledger.payload import UpdateFormatError, decode_weights, model_shapes
-from middleware import audit
-from middleware.blobstore import BlobStore
-from middleware.errors import ApiError
 
 
 def active(session: Session) -> ModelVersion | None:
@@ -20,16 +20,14 @@ def active(session: Session) -> ModelVersion | None:
 def require_active(session: Session) -> ModelVersion:
     model = active(session)
     if model is None:
-        raise ApiError(
-            409, "no_model", "there is no active model yet; an operator must upload the genesis model"
-        )
+        raise Conflict("no_model", "there is no active model yet; an operator must upload the genesis model")
     return model
 
 
 def get(session: Session, version: int) -> ModelVersion:
     model = session.get(ModelVersion, version)
     if model is None:
-        raise ApiError(404, "unknown_model", f"model version {version} does not exist")
+        raise NotFound("unknown_model", f"model version {version} does not exist")
     return model
 
 
@@ -50,12 +48,12 @@ def store_version(
     try:
         tensors = decode_weights(weights)
     except UpdateFormatError as exc:
-        raise ApiError(422, "invalid_weights", str(exc)) from exc
+        raise Invalid("invalid_weights", str(exc)) from exc
     if not tensors:
-        raise ApiError(422, "invalid_weights", "a model needs at least one tensor")
+        raise Invalid("invalid_weights", "a model needs at least one tensor")
     spec = {name: list(shape) for name, shape in model_shapes(tensors).items()}
     if parent is not None and spec != parent.spec:
-        raise ApiError(422, "spec_mismatch", "the new version's tensors differ from its parent's")
+        raise Invalid("spec_mismatch", "the new version's tensors differ from its parent's")
     digest = blobs.put(weights)
     version = ModelVersion(
         parent_id=parent.id if parent else None,
@@ -86,10 +84,9 @@ def rollback_to(session: Session, version: int, actor: str) -> ModelVersion:
     target = get(session, version)
     current = require_active(session)
     if target.id == current.id:
-        raise ApiError(409, "already_active", f"model version {version} is already active")
+        raise Conflict("already_active", f"model version {version} is already active")
     if target.status == ModelStatus.rejected:
-        raise ApiError(
-            409,
+        raise Conflict(
             "rejected_model",
             f"model version {version} was rejected by validation; it cannot be activated",
         )
@@ -97,8 +94,7 @@ def rollback_to(session: Session, version: int, actor: str) -> ModelVersion:
         select(Round).where(Round.status.in_([RoundStatus.open, RoundStatus.closing]))
     ).first()
     if open_round is not None:
-        raise ApiError(
-            409,
+        raise Conflict(
             "round_in_progress",
             f"round {open_round.id} is {open_round.status.value}; roll back between rounds",
         )

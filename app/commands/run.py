@@ -30,10 +30,10 @@ def run(
     dashboard; run a short simulation so there is data; stop everything on Ctrl-C."""
     from eth_account import Account
 
+    from app.launcher import LaunchError, Supervisor
+    from app.simulation import simulate
     from fedledger.chain.devnode import DevChain
     from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
-    from fedledger.launcher import LaunchError, Supervisor
-    from fedledger.simulation import simulate
 
     # Ctrl-C and a plain `kill` both stop everything cleanly, also when started in the background (where a
     # shell hands SIGINT over ignored) or by a supervisor that sends SIGTERM.
@@ -124,8 +124,8 @@ def simulate_command(
     ),
 ) -> None:
     """Run simulated organizations through a running stack (API, worker, dev chain)."""
+    from app.simulation import SimulationError, simulate
     from fedledger.devkeys import dev_private_key
-    from fedledger.simulation import SimulationError, simulate
 
     try:
         simulate(

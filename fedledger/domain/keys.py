@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from db.base import utcnow
 from db.models import ServerKey
 from fedledger.crypto.keys import KeyAlgorithm, generate_server_key
-from middleware import audit
-from middleware.errors import ApiError
+from fedledger.domain import audit
+from fedledger.domain.errors import Unavailable
 
 
 def ensure_dir(path: Path) -> Path:
@@ -63,8 +63,8 @@ def current(session: Session) -> ServerKey | None:
 def require_current(session: Session) -> ServerKey:
     key = current(session)
     if key is None:
-        raise ApiError(
-            503, "no_server_key", "the server has no encryption key yet; an operator must rotate one in"
+        raise Unavailable(
+            "no_server_key", "the server has no encryption key yet; an operator must rotate one in"
         )
     return key
 
