@@ -1,0 +1,91 @@
+"""The packages import each other in one direction only (docs/architecture.md, "Layers").
+
+Read from the source with ``ast`` (every ``import`` and absolute ``from ... import``, also those inside
+functions), so a lazy import cannot hide an upward dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("db", "fedledger", "aggregator", "middleware", "client", "visualization", "app")
+
+# What each package may NOT import (its own layer and below are allowed).
+FORBIDDEN: dict[str, set[str]] = {
+    "fedledger": {"aggregator", "middleware", "client", "visualization", "app"},
+    "aggregator": {"middleware", "client", "visualization", "app"},
+    "middleware": {"aggregator", "client", "visualization", "app"},
+    "client": {"db", "aggregator", "middleware", "visualization", "app"},
+    "visualization": {"db", "aggregator", "middleware", "app"},
+    "app": set(),
+}
+
+
+def imports_of(package: str) -> list[tuple[str, int, str]]:
+    """(file, line, imported module) for every absolute import in ``package``."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            found += [(str(path.relative_to(ROOT)), node.lineno, name) for name in names]
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_package_imports_a_layer_above_it(package: str) -> None:
+    upward = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of(package)
+        if name.split(".")[0] in FORBIDDEN[package]
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_middleware_is_imported_only_by_itself_and_the_app() -> None:
+    outside = [
+        f"{file}:{line} imports {name}"
+        for package in PACKAGES
+        if package not in ("middleware", "app")
+        for file, line, name in imports_of(package)
+        if name.split(".")[0] == "middleware"
+    ]
+    assert not outside, "\n".join(outside)
+
+
+def test_db_needs_only_the_settings() -> None:
+    # Alembic's env.py reads the database URL from the one settings class; nothing else of the core.
+    wider = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("db")
+        if name.split(".")[0] in PACKAGES and name.split(".")[0] != "db" and name != "fedledger.config"
+    ]
+    assert not wider, "\n".join(wider)
+
+
+def test_the_domain_builds_only_on_db_and_the_core() -> None:
+    allowed = {"db", "fedledger"}
+    wider = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("fedledger")
+        if file.startswith("fedledger/domain/")
+        and name.split(".")[0] in PACKAGES
+        and name.split(".")[0] not in allowed
+    ]
+    assert not wider, "\n".join(wider)
+    # ...and the rest of the core does not lean on the domain (it sits above crypto, payload, chain).
+    leaning = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("fedledger")
+        if not file.startswith("fedledger/domain/") and name.startswith("fedledger.domain")
+    ]
+    assert not leaning, "\n".join(leaning)
