@@ -1,4 +1,8 @@
-"""Alembic environment: the URL comes from the caller (db.migrate) or the settings, never from a file."""
+"""Alembic environment: the URL always comes from the caller (``db.migrate``), never from a file.
+
+``db`` sits below the core's settings, so it does not read them: ``fedledger db upgrade`` resolves the URL
+from the settings and hands it to :func:`db.migrate.upgrade`.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ config = context.config
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    from fedledger.config import get_settings
-
-    return get_settings().resolved_database_url
+    if not url:
+        raise RuntimeError(
+            "no database URL: run migrations with `fedledger db upgrade` or db.migrate.upgrade(url), "
+            "which pass it to Alembic"
+        )
+    return url
 
 
 def run_migrations_offline() -> None:
