@@ -27,7 +27,8 @@ contract ProtocolParameters is AccessControl {
         WeightTimeliness, // 9  WAD
         WeightHonesty, // 10 WAD
         ReputationInfluenceCap, // 11 WAD
-        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation
+        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation 7 fltrust
+        // 8 centered_clip
         Weighting, // 13 0 samples 1 fitness 2 hybrid
         TrimFraction, // 14 WAD, < 0.5
         KrumF, // 15 assumed Byzantine count f
@@ -52,12 +53,22 @@ contract ProtocolParameters is AccessControl {
         Tier4MinFitness, // 34
         Tier4Multiplier, // 35
         ReputationMultiplierBase, // 36 WAD: reward × (base + reputation/100)
-        MaxRoundExtensions // 37 deadline extensions before a short round fails
+        MaxRoundExtensions, // 37 deadline extensions before a short round fails
+        ByzantineFraction, // 38 WAD, < 0.5: expected Byzantine share; Krum f and trimming derive from it
+        SampleWeightCap, // 39 WAD, >= 1.0: a sample weight is capped at this multiple of the round's median
+        CenteredClipTau, // 40 WAD clipping radius of centered clipping (0 = adaptive)
+        CenteredClipIterations, // 41 clipping iterations, 1..10
+        BucketSize, // 42 updates averaged per bucket before robust aggregation, 1..10
+        ServerMomentum, // 43 WAD, < 1.0: server-side momentum of centered clipping
+        EmissionCapPerPeriod, // 44 token wei: rewards roots posted in one emission period sum to at most this
+        EmissionPeriod, // 45 seconds, > 0: length of an emission period
+        DisputeWindow // 46 seconds a rewards root waits before it can be claimed (and can be cancelled)
     }
 
     /// @dev Equals uint256(type(Param).max) + 1; a literal because array lengths need one (checked in tests).
-    uint256 public constant PARAM_COUNT = 38;
-    uint256 public constant STRATEGY_COUNT = 7;
+    uint256 public constant PARAM_COUNT = 47;
+    /// @notice Number of aggregation strategies (codes 0..STRATEGY_COUNT-1, see {Param.Strategy}).
+    uint256 public constant STRATEGY_COUNT = 9;
     uint256 public constant WEIGHTING_COUNT = 3;
 
     uint256[PARAM_COUNT] private _values;
@@ -112,6 +123,15 @@ contract ProtocolParameters is AccessControl {
         _init(Param.Tier4Multiplier, WAD / 2);
         _init(Param.ReputationMultiplierBase, WAD / 2);
         _init(Param.MaxRoundExtensions, 2);
+        _init(Param.ByzantineFraction, (3 * WAD) / 10);
+        _init(Param.SampleWeightCap, 3 * WAD);
+        _init(Param.CenteredClipTau, 0);
+        _init(Param.CenteredClipIterations, 3);
+        _init(Param.BucketSize, 2);
+        _init(Param.ServerMomentum, 0);
+        _init(Param.EmissionCapPerPeriod, 100_000 * WAD);
+        _init(Param.EmissionPeriod, 1 days);
+        _init(Param.DisputeWindow, 1 days);
     }
 
     /// @notice Change one parameter. Fitness weights change together through {setFitnessWeights}.
@@ -157,7 +177,9 @@ contract ProtocolParameters is AccessControl {
             "rollback_threshold", "round_reward_budget", "unbonding_period", "tier1_min_fitness",
             "tier1_multiplier", "tier2_min_fitness", "tier2_multiplier", "tier3_min_fitness",
             "tier3_multiplier", "tier4_min_fitness", "tier4_multiplier", "reputation_multiplier_base",
-            "max_round_extensions"
+            "max_round_extensions", "byzantine_fraction", "sample_weight_cap", "centered_clip_tau",
+            "centered_clip_iterations", "bucket_size", "server_momentum", "emission_cap_per_period",
+            "emission_period", "dispute_window"
         ];
     }
 
@@ -173,11 +195,19 @@ contract ProtocolParameters is AccessControl {
 
     function _validate(Param param, uint256 value) private pure {
         if (param == Param.Strategy) {
-            if (value >= STRATEGY_COUNT) revert InvalidParameter(param, value, "unknown strategy (0..6)");
+            if (value >= STRATEGY_COUNT) revert InvalidParameter(param, value, "unknown strategy (0..8)");
         } else if (param == Param.Weighting) {
             if (value >= WEIGHTING_COUNT) revert InvalidParameter(param, value, "unknown weighting (0..2)");
         } else if (param == Param.TrimFraction) {
             if (value >= WAD / 2) revert InvalidParameter(param, value, "trim fraction must be < 0.5");
+        } else if (param == Param.ByzantineFraction) {
+            if (value >= WAD / 2) revert InvalidParameter(param, value, "byzantine fraction must be < 0.5");
+        } else if (param == Param.SampleWeightCap) {
+            if (value < WAD) revert InvalidParameter(param, value, "sample weight cap must be >= 1.0");
+        } else if (param == Param.CenteredClipIterations || param == Param.BucketSize) {
+            if (value == 0 || value > 10) revert InvalidParameter(param, value, "must be in 1..10");
+        } else if (param == Param.ServerMomentum) {
+            if (value >= WAD) revert InvalidParameter(param, value, "momentum must be < 1.0");
         } else if (param == Param.DpEnabled) {
             if (value > 1) revert InvalidParameter(param, value, "0 or 1");
         } else if (param == Param.DpDelta) {
@@ -195,7 +225,7 @@ contract ProtocolParameters is AccessControl {
         } else if (
             param == Param.RoundDuration || param == Param.Quorum || param == Param.MinParticipants
                 || param == Param.DpClipNorm || param == Param.DpNoiseMultiplier || param == Param.DpEpsilonBudget
-                || param == Param.ByzantineThreshold
+                || param == Param.ByzantineThreshold || param == Param.EmissionPeriod
         ) {
             if (value == 0) revert InvalidParameter(param, value, "must be > 0");
         }

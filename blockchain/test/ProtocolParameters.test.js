@@ -4,7 +4,9 @@ const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { WAD } = require("./fixtures");
 
 const P = { BaseReward: 0, Strategy: 12, Weighting: 13, TrimFraction: 14, DpEnabled: 17, DpDelta: 21, WeightQuality: 8,
-  WeightTimeliness: 9, WeightHonesty: 10, SlashFraction: 3, MinReputation: 2, Quorum: 23, RoundDuration: 22 };
+  WeightTimeliness: 9, WeightHonesty: 10, SlashFraction: 3, MinReputation: 2, Quorum: 23, RoundDuration: 22, ByzantineFraction: 38,
+  SampleWeightCap: 39, CenteredClipTau: 40, CenteredClipIterations: 41, BucketSize: 42, ServerMomentum: 43,
+  EmissionCapPerPeriod: 44, EmissionPeriod: 45, DisputeWindow: 46 };
 
 async function standalone() {
   const [governor, stranger] = await ethers.getSigners();
@@ -30,6 +32,31 @@ describe("ProtocolParameters", function () {
     expect(v.tier4_multiplier).to.equal(WAD / 2n);
     expect(v.slash_fitness_below).to.equal(50n * WAD);
     expect(await params.get(P.Strategy)).to.equal(v.strategy);
+    expect(v.byzantine_fraction).to.equal(3n * WAD / 10n);
+    expect(v.sample_weight_cap).to.equal(3n * WAD);
+    expect(v.centered_clip_tau).to.equal(0n);
+    expect(v.centered_clip_iterations).to.equal(3n);
+    expect(v.bucket_size).to.equal(2n);
+    expect(v.server_momentum).to.equal(0n);
+    expect(v.emission_cap_per_period).to.equal(100_000n * WAD);
+    expect(v.emission_period).to.equal(86_400n);
+    expect(v.dispute_window).to.equal(86_400n);
+    // Every Param index is named in order (the enum and names() cannot drift apart silently).
+    expect(names[P.ByzantineFraction]).to.equal("byzantine_fraction");
+    expect(names[P.DisputeWindow]).to.equal("dispute_window");
+    await expect(params.get(Number(await params.PARAM_COUNT()))).to.be.reverted;
+  });
+
+  it("accepts the new strategies and the boundary values of the robust-aggregation parameters", async function () {
+    const { params, governor } = await loadFixture(standalone);
+    const ok = [[P.Strategy, 7n], [P.Strategy, 8n], [P.ByzantineFraction, WAD / 2n - 1n], [P.ByzantineFraction, 0n],
+      [P.SampleWeightCap, WAD], [P.CenteredClipIterations, 1n], [P.CenteredClipIterations, 10n], [P.BucketSize, 1n],
+      [P.BucketSize, 10n], [P.ServerMomentum, WAD - 1n], [P.CenteredClipTau, 5n * WAD], [P.EmissionCapPerPeriod, 0n],
+      [P.DisputeWindow, 0n], [P.EmissionPeriod, 1n]];
+    for (const [param, value] of ok) {
+      await expect(params.connect(governor).setParameter(param, value)).to.emit(params, "ParameterChanged");
+      expect(await params.get(param)).to.equal(value);
+    }
   });
 
   it("lets only the governor change a parameter, with an event", async function () {
@@ -42,7 +69,15 @@ describe("ProtocolParameters", function () {
   });
 
   const invalid = [
-    ["an unknown strategy", P.Strategy, 7n],
+    ["an unknown strategy", P.Strategy, 9n],
+    ["a Byzantine fraction of one half", P.ByzantineFraction, WAD / 2n],
+    ["a sample weight cap below 1", P.SampleWeightCap, WAD - 1n],
+    ["zero centered-clipping iterations", P.CenteredClipIterations, 0n],
+    ["11 centered-clipping iterations", P.CenteredClipIterations, 11n],
+    ["a zero bucket size", P.BucketSize, 0n],
+    ["a bucket size of 11", P.BucketSize, 11n],
+    ["a server momentum of 1", P.ServerMomentum, WAD],
+    ["a zero emission period", P.EmissionPeriod, 0n],
     ["an unknown weighting", P.Weighting, 3n],
     ["a trim fraction of one half", P.TrimFraction, WAD / 2n],
     ["dp_enabled other than 0/1", P.DpEnabled, 2n],

@@ -13,7 +13,19 @@ from web3.contract import Contract
 
 WAD = 10**18
 
-STRATEGY_NAMES = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum", "bulyan", "reputation")
+# The chain's strategy and weighting codes (ProtocolParameters.Param.Strategy / Weighting), in code order. This
+# is the one mapping between codes and names; the aggregator's registry is keyed by these names.
+STRATEGY_NAMES = (
+    "fedavg",
+    "trimmed_mean",
+    "median",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "reputation",
+    "fltrust",
+    "centered_clip",
+)
 WEIGHTING_NAMES = ("samples", "fitness", "hybrid")
 
 
@@ -61,6 +73,15 @@ class ProtocolParams:
     tier4_multiplier: float
     reputation_multiplier_base: float
     max_round_extensions: int
+    byzantine_fraction: float  # expected Byzantine share (< 0.5); Krum f and trimming derive from it
+    sample_weight_cap: float  # a sample weight is capped at this multiple of the round's median claim
+    centered_clip_tau: float  # clipping radius of centered clipping, 0 = adaptive
+    centered_clip_iterations: int
+    bucket_size: int  # updates averaged per bucket before robust aggregation
+    server_momentum: float  # < 1.0
+    emission_cap_per_period: int  # token wei posted in rewards roots per emission period
+    emission_period: int  # seconds
+    dispute_window: int  # seconds between a rewards root's posting and its first claim
 
     @property
     def reward_tiers(self) -> tuple[tuple[float, float], ...]:
@@ -87,7 +108,14 @@ _INT_FIELDS = {
     "round_reward_budget",
     "unbonding_period",
     "max_round_extensions",
+    "centered_clip_iterations",
+    "bucket_size",
+    "emission_cap_per_period",
+    "emission_period",
+    "dispute_window",
 }
+# Parameters that are token amounts in token wei (shown with the token's symbol).
+TOKEN_FIELDS = ("base_reward", "min_stake", "round_reward_budget", "emission_cap_per_period")
 
 
 def from_raw(names: list[str], values: list[int]) -> ProtocolParams:
