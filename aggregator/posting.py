@@ -74,8 +74,6 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
     config = ReputationConfig.from_params(params)
     stakes = [gateway.stake_of(p.address) for _, p, _ in rows]
     decisions = slashing_decisions(
-        fitness=[c.fitness for c, _, _ in rows],
-        honesty=[c.honesty for c, _, _ in rows],
         byzantine_counts=[p.byzantine_count for _, p, _ in rows],
         stakes=stakes,
         config=config,

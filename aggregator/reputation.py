@@ -1,4 +1,11 @@
-"""Reputation, Byzantine detection counts and slashing decisions after a scored round."""
+"""Reputation, Byzantine detection counts and slashing decisions after a scored round.
+
+Detection does not punish honest diversity: a round's Byzantine *evidence* against a client needs its
+update to point away from the server's trusted reference direction AND to make the validation loss worse
+on its own (two independent signals from data the server holds), or to have failed validation. A low
+fitness or a low honesty score alone is never evidence: a client with unusual data scores low on them
+without doing harm. Slashing needs *repeated* evidence: ``byzantine_threshold`` counted detections.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,6 @@ from aggregator.errors import InvalidParameter
 
 
 class SlashReason(StrEnum):
-    low_fitness = "low_fitness"
-    low_honesty = "low_honesty"
     byzantine = "byzantine"
     inactive = "inactive"
 
@@ -25,8 +30,10 @@ class ReputationConfig:
     learning_rate: float = 0.2
     # A detected Byzantine update costs this many reputation points on top of the average.
     byzantine_penalty: float = 20.0
-    # Honesty below this marks the update as a Byzantine detection.
+    # Honesty below this marks the update as a Byzantine detection (the consensus-based rule).
     byzantine_honesty_below: float = 1e-9
+    # Reference-based evidence: cosine to the server's reference below this, with a harmful solo update.
+    evidence_cosine_below: float = 0.0
     slash_fitness_below: float = 50.0
     slash_honesty_below: float = 50.0
     byzantine_threshold: int = 3
@@ -58,6 +65,21 @@ def detect_byzantine(honesty: np.ndarray, config: ReputationConfig = ReputationC
     return np.asarray(honesty, dtype=np.float64) < config.byzantine_honesty_below
 
 
+def reference_evidence(
+    cosine: np.ndarray | list[float],
+    solo_gain: np.ndarray | list[float],
+    config: ReputationConfig = ReputationConfig(),
+) -> np.ndarray:
+    """This round's Byzantine evidence: the update points away from the reference (cosine below
+    ``evidence_cosine_below``) and, applied alone at the reference's step size, raises the validation loss
+    (``solo_gain`` < 0, see ``aggregator.contribution.solo_gains``). Both must hold."""
+    cos = np.asarray(cosine, dtype=np.float64)
+    gain = np.asarray(solo_gain, dtype=np.float64)
+    if cos.shape != gain.shape:
+        raise InvalidParameter("one solo gain per cosine is needed")
+    return (cos < config.evidence_cosine_below) & (gain < 0.0)
+
+
 def update_reputation(
     reputation: np.ndarray,
     fitness: np.ndarray,
@@ -79,30 +101,28 @@ class SlashDecision:
 
 
 def slashing_decisions(
-    fitness: np.ndarray,
-    honesty: np.ndarray,
-    byzantine_counts: np.ndarray,
+    byzantine_counts: np.ndarray | list[int],
     stakes: list[int],
     seconds_since_active: np.ndarray | None = None,
     config: ReputationConfig = ReputationConfig(),
 ) -> list[SlashDecision]:
     """One decision per client to slash, with the first reason that applies (a client is slashed once per
-    round) and ``slash_fraction`` of its stake, floored to token wei."""
-    fitness = np.asarray(fitness, dtype=np.float64)
-    n = fitness.shape[0]
+    round) and ``slash_fraction`` of its stake, floored to token wei.
+
+    Reasons: ``byzantine_threshold`` or more counted detections (repeated evidence, never one round's
+    scores), or inactivity beyond ``activity_timeout``.
+    """
+    counts = np.asarray(byzantine_counts)
+    n = counts.shape[0]
     idle = np.zeros(n) if seconds_since_active is None else np.asarray(seconds_since_active, dtype=np.float64)
-    if not (len(honesty) == len(byzantine_counts) == len(stakes) == idle.shape[0] == n):
+    if not (len(stakes) == idle.shape[0] == n):
         raise InvalidParameter("every per-client input needs one entry per client")
     fraction_ppm = round(config.slash_fraction * 1_000_000)
     decisions: list[SlashDecision] = []
     for i in range(n):
         reason = None
-        if byzantine_counts[i] >= config.byzantine_threshold:
+        if counts[i] >= config.byzantine_threshold:
             reason = SlashReason.byzantine
-        elif honesty[i] < config.slash_honesty_below:
-            reason = SlashReason.low_honesty
-        elif fitness[i] < config.slash_fitness_below:
-            reason = SlashReason.low_fitness
         elif idle[i] > config.activity_timeout:
             reason = SlashReason.inactive
         if reason is not None:

@@ -2,6 +2,17 @@
 
 All scores are on 0..100. Every constant is a field of :class:`ScoringConfig`, built from the chain's
 governed parameters by the service; nothing here reads the chain.
+
+The scores measure useful work against what the server trusts, not closeness to the crowd:
+
+- quality (:func:`contribution_quality`): the client's marginal contribution to the validation loss
+  (``aggregator.contribution.leave_one_out``), relative to the round's median contribution;
+- honesty (:func:`reference_honesty`): agreement of the update's direction with the server's reference
+  update, relative to the round's median agreement, and a plausible norm;
+- timeliness (:func:`window_timeliness`): full inside the submission window, whenever in it; arriving
+  first earns nothing, so not training cannot win it.
+Relative to the round's median (which fewer than half the clients cannot move) so that late rounds with
+small absolute gains, and heterogeneous data, are not punished.
 """
 
 from __future__ import annotations
@@ -28,6 +39,16 @@ class ScoringConfig:
     # (minimum fitness, reward multiplier), highest first.
     reward_tiers: tuple[tuple[float, float], ...] = ((90, 2.0), (80, 1.5), (70, 1.0), (60, 0.5))
     reputation_multiplier_base: float = 0.5
+    # Quality: a marginal contribution of ``quality_share`` x the round's median contribution earns 100.
+    # ``quality_floor`` (relative to the validation loss) is the contribution size below which differences
+    # are noise: when the whole round contributes less (a converged model), nobody is ranked by noise.
+    quality_share: float = 1.0
+    quality_floor: float = 1e-4
+    # Honesty: a cosine to the reference of ``honesty_share`` x the round's median cosine earns 100; a norm
+    # up to ``norm_tolerance`` x the round's median norm is plausible, ``norm_cutoff`` x or more earns 0.
+    honesty_share: float = 0.5
+    norm_tolerance: float = 3.0
+    norm_cutoff: float = 10.0
 
     def __post_init__(self) -> None:
         total = self.weight_quality + self.weight_timeliness + self.weight_honesty
@@ -37,6 +58,10 @@ class ScoringConfig:
             raise InvalidParameter("need 0 < honesty_tolerance < honesty_cutoff")
         if not 0 <= self.timeliness_at_deadline <= 100:
             raise InvalidParameter("timeliness_at_deadline must be in [0, 100]")
+        if not (self.quality_share > 0 and self.quality_floor >= 0 and 0 < self.honesty_share <= 1):
+            raise InvalidParameter("need quality_share > 0, quality_floor >= 0, honesty_share in (0, 1]")
+        if not 1 <= self.norm_tolerance < self.norm_cutoff:
+            raise InvalidParameter("need 1 <= norm_tolerance < norm_cutoff")
         minimums = [m for m, _ in self.reward_tiers]
         if minimums != sorted(minimums, reverse=True):
             raise InvalidParameter("reward tiers must be ordered from the highest minimum fitness down")
@@ -74,7 +99,8 @@ def timeliness_scores(
 def consensus_distances(X: np.ndarray, consensus: np.ndarray) -> np.ndarray:
     """Euclidean distance of each row of ``X`` to the consensus vector (one pass, float64 accumulation)."""
     diff = X - consensus[None, :]
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+    distances: np.ndarray = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+    return distances
 
 
 def honesty_scores(
@@ -109,6 +135,86 @@ def honesty_scores(
     return h
 
 
+def contribution_quality(
+    marginal: np.ndarray | list[float], loss: float, share: float = 1.0, floor: float = 1e-4
+) -> np.ndarray:
+    """Quality from marginal contributions m_i (validation-loss units, positive = useful).
+
+    q_i = 100 * clip((m_i + e) / (share * M + e), 0, 1) with M = max(median m, 0) and e = floor * loss.
+    A contribution of ``share`` x the round's median scores 100, nothing useful scores ~0 while the round
+    learns, a harmful one (m_i <= -e) scores 0. When every contribution is below the noise level e (a
+    converged model) the scores tend to 100 for everyone not harmful instead of ranking noise.
+    """
+    m = np.asarray(marginal, dtype=np.float64)
+    if not (np.isfinite(loss) and loss > 0):
+        raise InvalidParameter(f"the validation loss must be finite and positive, got {loss}")
+    if m.size == 0:
+        return m
+    if np.isnan(m).any():
+        raise InvalidParameter("marginal contributions must not be NaN")
+    finite = m[np.isfinite(m)]
+    typical = max(float(np.median(finite)) if finite.size else 0.0, 0.0)
+    e = floor * loss
+    if share * typical + e <= 0:
+        return np.where(m >= 0, 100.0, 0.0)
+    with np.errstate(invalid="ignore"):
+        ratio = (m + e) / (share * typical + e)
+    return 100.0 * np.clip(np.nan_to_num(ratio, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def reference_honesty(
+    cosine: np.ndarray | list[float],
+    norms: np.ndarray | list[float],
+    share: float = 0.5,
+    norm_tolerance: float = 3.0,
+    norm_cutoff: float = 10.0,
+) -> np.ndarray:
+    """Honesty: agreement with the server's reference direction, scale-aware.
+
+    Direction: 100 * clip(cos_i / (share * median cos), 0, 1); an update pointing away from the reference
+    (cos <= 0) scores 0. If the round's median cosine is not positive, any positive cosine earns full
+    direction credit (the reference itself is then the outlier, not the clients). Scale: the norm relative
+    to the round's median norm; up to ``norm_tolerance`` x is full credit, ``norm_cutoff`` x or more none
+    (log-linear between), so a 100x boosted update scores 0 whatever its direction. Honesty is the product.
+    """
+    cos = np.asarray(cosine, dtype=np.float64)
+    nrm = np.asarray(norms, dtype=np.float64)
+    if cos.shape != nrm.shape:
+        raise InvalidParameter("one norm per cosine is needed")
+    if cos.size == 0:
+        return cos
+    if not np.isfinite(cos).all() or (np.abs(cos) > 1 + 1e-9).any():
+        raise InvalidParameter("cosines must be finite and in [-1, 1]")
+    if np.isnan(nrm).any() or (nrm < 0).any():
+        raise InvalidParameter("norms must be non-negative")
+    typical = float(np.median(cos))
+    direction = np.clip(cos / (share * typical), 0.0, 1.0) if typical > 0 else (cos > 0).astype(np.float64)
+    median_norm = float(np.median(nrm))
+    if median_norm > 0 and np.isfinite(median_norm):
+        with np.errstate(divide="ignore"):
+            log_ratio = np.log(np.maximum(nrm, 1e-300) / median_norm)
+        span = np.log(norm_cutoff) - np.log(norm_tolerance)
+        scale = np.clip((np.log(norm_cutoff) - log_ratio) / span, 0.0, 1.0)
+    else:
+        scale = np.ones_like(nrm)
+    honesty: np.ndarray = 100.0 * direction * scale
+    return honesty
+
+
+def window_timeliness(
+    submitted_at: np.ndarray | list[float], deadline: float, late_score: float = 50.0
+) -> np.ndarray:
+    """100 for an update inside the submission window (however early), ``late_score`` after the deadline.
+
+    No bonus for arriving first: an attacker who skips training would always win it, and an honest
+    organization with more data would always lose it.
+    """
+    if not 0 <= late_score <= 100:
+        raise InvalidParameter(f"late_score must be in [0, 100], got {late_score}")
+    t = np.asarray(submitted_at, dtype=np.float64)
+    return np.where(t <= deadline, 100.0, late_score)
+
+
 def fitness_scores(
     quality: np.ndarray, timeliness: np.ndarray, honesty: np.ndarray, config: ScoringConfig = ScoringConfig()
 ) -> np.ndarray:
@@ -121,10 +227,22 @@ def fitness_scores(
 
 
 def fitness_multiplier(fitness: float, tiers: tuple[tuple[float, float], ...]) -> float:
-    for minimum, multiplier in tiers:
-        if fitness >= minimum:
-            return multiplier
-    return 0.0
+    """Reward multiplier: the top tier's at or above its minimum, linear between adjacent tiers' minimums,
+    the lowest tier's at its minimum and 0 below it.
+
+    Linear between tiers, not a step: with steps two organizations doing the same work at fitness 89.9
+    and 90.0 would be paid 1.5 and 2.0, a 33 % difference from score noise.
+    """
+    if not tiers or fitness < tiers[-1][0]:
+        return 0.0
+    if fitness >= tiers[0][0]:
+        return tiers[0][1]
+    for (hi_min, hi_mult), (lo_min, lo_mult) in zip(tiers, tiers[1:], strict=False):
+        if fitness >= lo_min:
+            if hi_min == lo_min:
+                return hi_mult
+            return lo_mult + (hi_mult - lo_mult) * (fitness - lo_min) / (hi_min - lo_min)
+    return tiers[-1][1]
 
 
 def reward_amounts(
@@ -135,6 +253,8 @@ def reward_amounts(
     config: ScoringConfig = ScoringConfig(),
 ) -> list[int]:
     """Token wei per client: base x fitness multiplier x (base multiplier + reputation / 100).
+
+    The fitness multiplier is :func:`fitness_multiplier` (linear between the governed tiers).
 
     Integer arithmetic (Decimal, floored) so amounts are exact on-chain values. If the total would exceed
     the governed round budget, every reward is scaled down by the same factor (floored), because the

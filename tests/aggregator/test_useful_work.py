@@ -1,0 +1,162 @@
+"""Reference-anchored scores: holdout split, marginal contributions, quality, honesty, timeliness, evidence,
+and the continuous reward multiplier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.contribution import leave_one_out, solo_gains, split_holdout
+from aggregator.errors import InvalidParameter
+from aggregator.reputation import ReputationConfig, reference_evidence
+from aggregator.scoring import (
+    ScoringConfig,
+    contribution_quality,
+    fitness_multiplier,
+    reference_honesty,
+    window_timeliness,
+)
+
+TIERS = ScoringConfig().reward_tiers
+
+
+def quadratic_loss(target: np.ndarray):
+    """Loss of the model 'delta' as its squared distance to a target step, plus 1 (always positive)."""
+    return lambda delta: 1.0 + float(np.sum((delta.astype(np.float64) - target) ** 2))
+
+
+def test_split_is_stratified_disjoint_and_deterministic() -> None:
+    y = np.repeat(np.arange(10), 36)
+    X = np.arange(len(y), dtype=np.float32)[:, None]
+    (Xr, yr), (Xv, yv) = split_holdout(X, y, 0.5, seed=3)
+    assert len(Xr) + len(Xv) == len(y)
+    assert not set(Xr[:, 0].tolist()) & set(Xv[:, 0].tolist())
+    assert np.bincount(yr).tolist() == [18] * 10 and np.bincount(yv).tolist() == [18] * 10
+    (Xr2, _), _ = split_holdout(X, y, 0.5, seed=3)
+    np.testing.assert_array_equal(Xr, Xr2)
+    # A class with two examples has one on each side even at an extreme fraction.
+    (_, yr3), (_, yv3) = split_holdout(np.zeros((4, 1)), np.array([0, 0, 1, 1]), 0.9, seed=0)
+    assert sorted(yr3.tolist()) == [0, 1] and sorted(yv3.tolist()) == [0, 1]
+    with pytest.raises(InvalidParameter, match="root_fraction"):
+        split_holdout(X, y, 1.0, 0)
+
+
+def test_leave_one_out_credits_useful_shares_and_blames_harmful_ones() -> None:
+    target = np.ones(4)
+    shares = np.array([[0.25] * 4, [0.25] * 4, [0.0] * 4, [-0.25] * 4], np.float32)
+    full, m = leave_one_out(quadratic_loss(target), shares)
+    # Aggregate 0.25 per coordinate: loss 1 + 4 * 0.75^2.
+    assert full == pytest.approx(1 + 4 * 0.75**2)
+    assert m[0] == pytest.approx(m[1]) and m[0] > 0
+    assert m[2] == 0.0 and m[3] < 0
+    # Exactly: without share 0 the aggregate is 0 (loss 5); without share 3 it is 0.5 (loss 2).
+    assert m[0] == pytest.approx(5 - full) and m[3] == pytest.approx(2 - full)
+
+
+def test_leave_one_out_marks_a_share_that_makes_the_model_diverge() -> None:
+    def loss(delta: np.ndarray) -> float:
+        return float("inf") if np.abs(delta).max() > 10 else 1.0
+
+    _, m = leave_one_out(loss, np.array([[0.1, 0.1], [100.0, 0.0]], np.float32))
+    assert m[1] == -np.inf and m[0] == 0.0
+
+
+def test_solo_gains_rescale_to_the_reference_norm() -> None:
+    target = np.array([1.0, 0.0])
+    loss = quadratic_loss(target)
+    X = np.array([[1000.0, 0.0], [-1.0, 0.0], [0.0, 0.0], [0.0, 3.0]], np.float32)
+    gains = solo_gains(loss, loss(np.zeros(2, np.float32)), X, scale_to=1.0)
+    np.testing.assert_allclose(gains, [1.0, -3.0, 0.0, -1.0])
+    with pytest.raises(InvalidParameter, match="positive norm"):
+        solo_gains(loss, 2.0, X, 0.0)
+
+
+def test_quality_is_relative_to_the_median_contribution_not_a_rank() -> None:
+    q = contribution_quality([0.02, 0.01, 0.01, 0.0, -0.01], loss=1.0, share=1.0, floor=0.0)
+    np.testing.assert_allclose(q, [100, 100, 100, 0, 0])
+    # Clients doing the same work score the same however many there are.
+    assert set(contribution_quality([0.01] * 30, 1.0).tolist()) == {100.0}
+    half = contribution_quality([0.02, 0.01, 0.005], 1.0, share=1.0, floor=0.0)
+    np.testing.assert_allclose(half, [100, 100, 50])
+
+
+def test_quality_of_a_converged_round_does_not_rank_noise() -> None:
+    noise = np.array([3e-7, -2e-7, 1e-7, 0.0, -4e-7])
+    q = contribution_quality(noise, loss=0.2, floor=1e-4)
+    assert q.min() > 95
+    # A clearly harmful client in that round still scores 0.
+    assert contribution_quality(np.append(noise, -0.01), 0.2)[-1] == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=1, max_size=40),
+    st.floats(0.01, 10.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_quality_is_bounded_monotone_and_order_free(m: list[float], loss: float, seed: int) -> None:
+    q = contribution_quality(m, loss)
+    assert ((q >= 0) & (q <= 100)).all()
+    order = np.argsort(m, kind="stable")
+    assert (np.diff(q[order]) >= -1e-9).all()
+    perm = np.random.default_rng(seed).permutation(len(m))
+    np.testing.assert_allclose(contribution_quality(np.asarray(m)[perm], loss), q[perm])
+
+
+def test_honesty_follows_the_reference_direction_and_a_plausible_norm() -> None:
+    cos = np.array([0.8, 0.6, 0.4, 0.1, -0.5, 0.7])
+    norms = np.array([1.0, 1.2, 0.9, 1.0, 1.0, 100.0])
+    h = reference_honesty(cos, norms)
+    # median cosine 0.5 -> 0.25 earns full credit; 0.1 earns 40; pointing away earns 0; 100x norm earns 0.
+    np.testing.assert_allclose(h[:5], [100, 100, 100, 40, 0])
+    assert h[5] == 0.0
+    # Scale of the whole round does not matter.
+    np.testing.assert_allclose(reference_honesty(cos, norms * 1e6), h)
+    # A norm between the tolerance and the cutoff gets partial credit.
+    partial = reference_honesty([0.5, 0.5, 0.5], [1.0, 1.0, np.sqrt(30.0)])[2]
+    assert 0 < partial < 100
+    with pytest.raises(InvalidParameter, match="cosines"):
+        reference_honesty([1.5], [1.0])
+
+
+def test_honesty_when_the_round_disagrees_with_the_reference() -> None:
+    np.testing.assert_allclose(reference_honesty([-0.2, -0.1, 0.05], [1, 1, 1]), [0, 0, 100])
+
+
+def test_timeliness_has_no_bonus_for_arriving_first() -> None:
+    np.testing.assert_allclose(window_timeliness([0, 50, 100, 101], deadline=100), [100, 100, 100, 50])
+    with pytest.raises(InvalidParameter):
+        window_timeliness([0], 1, late_score=120)
+
+
+def test_evidence_needs_both_reference_signals() -> None:
+    cos = [0.5, -0.3, -0.3, 0.2]
+    gain = [0.1, 0.05, -0.02, -0.2]
+    # Only the client that points away from the reference AND harms the validation loss alone.
+    assert reference_evidence(cos, gain).tolist() == [False, False, True, False]
+    assert reference_evidence(cos, gain, ReputationConfig(evidence_cosine_below=0.3)).tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    with pytest.raises(InvalidParameter):
+        reference_evidence([0.1], [0.1, 0.2])
+
+
+def test_reward_multiplier_is_linear_between_tiers() -> None:
+    assert fitness_multiplier(100, TIERS) == 2.0
+    assert fitness_multiplier(90, TIERS) == 2.0
+    assert fitness_multiplier(85, TIERS) == pytest.approx(1.75)
+    assert fitness_multiplier(60, TIERS) == 0.5
+    assert fitness_multiplier(59.99, TIERS) == 0.0
+    assert fitness_multiplier(50, ()) == 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(60.0, 100.0), st.floats(0.0, 0.5))
+def test_reward_multiplier_is_monotone_and_continuous_above_the_lowest_tier(f: float, step: float) -> None:
+    lo, hi = fitness_multiplier(f, TIERS), fitness_multiplier(min(f + step, 100.0), TIERS)
+    assert lo <= hi <= lo + step * 0.05 + 1e-12  # slope at most 0.5 / 10 points
