@@ -14,6 +14,7 @@ from fedledger import __version__
 from fedledger.config import Settings, get_settings
 from fedledger.domain import keys as key_service
 from fedledger.domain.tasks import TaskQueue
+from middleware.docs import install_docs
 from middleware.errors import install_error_handlers
 from middleware.metrics import MetricsMiddleware
 from middleware.routes import audit, auth, chain, health, keys, models, participants, rewards, rounds, stats
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         version=__version__,
         description="Federated learning rounds, encrypted signed updates, models and audit for fedledger.",
         lifespan=lifespan,
+        # Served by install_docs from local assets instead of FastAPI's CDN pages (blank offline).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.fl = state
     install_error_handlers(app)
@@ -54,6 +58,7 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     for module in (health, auth, participants, keys, models, rounds, rewards, audit, stats, chain):
         app.include_router(module.router)
+    install_docs(app)
     return app
 
 
