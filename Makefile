@@ -39,7 +39,7 @@ test-contracts: install-node
 test-python: install install-browser
 	$(PY) -m pytest
 
-test: test-contracts test-python
+test: lint test-contracts test-python
 
 run: install
 	$(VENV)/bin/fedledger run
@@ -51,8 +51,11 @@ bench: install
 	$(PY) scripts/attack_eval.py
 	$(PY) scripts/bench_submissions.py
 
+# Lint, formatting and strict typing; the files under strict mypy are listed in pyproject.toml ([tool.mypy]).
 lint: install-python
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(STAMPS) var

@@ -12,10 +12,12 @@ from aggregator.validation import as_update_matrix
 
 
 def median_of_sorted(rows: list[np.ndarray]) -> np.ndarray:
+    """Median of already sorted rows (the mean of the two middle rows when their number is even)."""
     n = len(rows)
     if n % 2:
         return rows[n // 2]
-    return (rows[n // 2 - 1] + rows[n // 2]) * np.float32(0.5)
+    mid: np.ndarray = (rows[n // 2 - 1] + rows[n // 2]) * np.float32(0.5)
+    return mid
 
 
 def median(X: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ def gaussian_noise_std(clip_norm: float, noise_multiplier: float, n_clients: int
 
 
 def add_gaussian_noise(aggregate: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """``aggregate`` plus independent N(0, std²) float32 noise on every entry (a new array)."""
     return aggregate + rng.normal(0.0, std, size=aggregate.shape).astype(np.float32)
 
 
@@ -54,9 +55,11 @@ class PrivacyAccountant:
 
     @property
     def epsilon_spent(self) -> float:
+        """ε spent by the rounds charged so far, at this accountant's δ."""
         return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent, self.delta)
 
     def epsilon_if_charged(self) -> float:
+        """ε that one more round would bring the total to."""
         return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent + 1, self.delta)
 
     def charge(self) -> PrivacyAccountant:
@@ -73,6 +76,8 @@ class PrivacyAccountant:
 
 @dataclass(frozen=True)
 class DpResult:
+    """A differentially private mean: the noised aggregate, the noise's std and how many rows were clipped."""
+
     aggregate: np.ndarray
     noise_std: float
     clipped: int

@@ -13,6 +13,7 @@ HYBRID_SAMPLE_SHARE = 0.7
 
 
 def normalized(weights: np.ndarray, what: str) -> np.ndarray:
+    """``weights`` scaled to sum to one; :class:`InvalidParameter` (naming ``what``) when they sum to zero."""
     total = float(weights.sum())
     if total <= 0.0:
         raise InvalidParameter(f"{what} sum to zero; at least one client needs a positive weight")
@@ -34,7 +35,7 @@ def fedavg(X: np.ndarray, weights: np.ndarray | list[float] | None = None) -> np
         else normalized(as_client_vector(weights, n, "weights"), "weights")
     )
     with np.errstate(over="ignore", invalid="ignore"):
-        result = w.astype(np.float32) @ X
+        result: np.ndarray = w.astype(np.float32) @ X
     # NaN/Inf in any row (even one of weight 0: 0 * inf is NaN) makes the sum non-finite: check once, here.
     if not np.isfinite(result).all():
         raise_on_non_finite_rows(X)

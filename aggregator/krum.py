@@ -52,9 +52,12 @@ def krum_scores(D: np.ndarray, f: int) -> np.ndarray:
     closest = max(1, n - f - 2)
     off = D.copy()
     np.fill_diagonal(off, np.inf)
+    scores: np.ndarray
     if closest >= n - 1:
-        return np.where(np.isinf(off), 0.0, off).sum(axis=1)
-    return np.partition(off, closest - 1, axis=1)[:, :closest].sum(axis=1)
+        scores = np.where(np.isinf(off), 0.0, off).sum(axis=1)
+    else:
+        scores = np.partition(off, closest - 1, axis=1)[:, :closest].sum(axis=1)
+    return scores
 
 
 def krum_ranking(D: np.ndarray, f: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
@@ -86,7 +89,8 @@ def krum(X: np.ndarray, f: int) -> np.ndarray:
     """
     X = as_update_matrix(X)
     check_f(f, X.shape[0], 2, "krum")
-    return X[select_krum(pairwise_sq_distances(X), f)].copy()
+    chosen: np.ndarray = X[select_krum(pairwise_sq_distances(X), f)].copy()
+    return chosen
 
 
 def multi_krum(
@@ -108,4 +112,5 @@ def multi_krum(
     # Zero weights for the others instead of copying the chosen rows: one pass over X, no (m, d) copy.
     w_chosen = np.zeros(n)
     w_chosen[chosen] = w[chosen]
-    return normalized(w_chosen, "weights of the selected clients").astype(np.float32) @ X
+    mean: np.ndarray = normalized(w_chosen, "weights of the selected clients").astype(np.float32) @ X
+    return mean

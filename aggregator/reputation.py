@@ -20,12 +20,16 @@ from aggregator.errors import InvalidParameter
 
 
 class SlashReason(StrEnum):
+    """Why a participant is slashed (hashed into the on-chain slash reason with the round id)."""
+
     byzantine = "byzantine"
     inactive = "inactive"
 
 
 @dataclass(frozen=True)
 class ReputationConfig:
+    """How reputation moves with each round's fitness, and the thresholds that slash or exclude."""
+
     # Exponential moving average: reputation moves this far toward the round's fitness.
     learning_rate: float = 0.2
     # A detected Byzantine update costs this many reputation points on top of the average.
@@ -95,6 +99,8 @@ def update_reputation(
 
 @dataclass(frozen=True)
 class SlashDecision:
+    """Slash the participant at row ``index`` of the round by ``amount`` token wei, for ``reason``."""
+
     index: int
     reason: SlashReason
     amount: int

@@ -10,6 +10,8 @@ from aggregator.errors import InvalidParameter
 
 @dataclass(frozen=True)
 class ActivationDecision:
+    """Whether a round's model becomes the active one, its relative holdout-loss change, and why."""
+
     activate: bool
     relative_change: float
     reason: str

@@ -27,6 +27,8 @@ from aggregator.errors import InvalidParameter
 
 @dataclass(frozen=True)
 class ScoringConfig:
+    """Weights and shapes of the contribution scores (quality, timeliness, honesty) and of the rewards."""
+
     weight_quality: float = 0.4
     weight_timeliness: float = 0.3
     weight_honesty: float = 0.3

@@ -48,11 +48,13 @@ def batcher_comparators(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def block_columns(n: int) -> int:
+    """Columns per block for ``n`` rows: a power of two near ``BLOCK_BYTES`` of float32, in [2048, 65536]."""
     columns = BLOCK_BYTES // (4 * max(n, 1))
     return int(min(65536, max(2048, 1 << (columns.bit_length() - 1))))
 
 
 def column_blocks(d: int, n: int) -> Iterator[slice]:
+    """Slices covering ``d`` columns in blocks of :func:`block_columns` (the last one shorter)."""
     step = block_columns(n)
     for start in range(0, d, step):
         yield slice(start, min(d, start + step))

@@ -81,6 +81,7 @@ def key_id_of(public_pem: bytes) -> str:
 
 
 def public_key_id(key: PublicKey) -> str:
+    """The key id of a public key: the first ``KEY_ID_BYTES`` of the SHA-256 of its DER encoding, in hex."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).digest()[:KEY_ID_BYTES].hex()
 

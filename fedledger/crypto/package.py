@@ -66,7 +66,7 @@ class VerifiedPackage:
 
 def export_package(
     weights: bytes,
-    metadata: dict,
+    metadata: dict[str, Any],
     signature: str,
     *,
     chain_id: int,
@@ -136,7 +136,7 @@ def verify_package(
     *,
     expected_chain_id: int | None = None,
     expected_contract: str | None = None,
-) -> tuple[bytes, dict]:
+) -> tuple[bytes, dict[str, Any]]:
     """Check a package and return ``(weights, metadata)``; raises :class:`PackageError` with the reason.
 
     ``expected_chain_id`` / ``expected_contract`` optionally pin the deployment, for a signer key that
