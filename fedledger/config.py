@@ -80,6 +80,11 @@ class Settings(BaseSettings):
 
     # --- auth (Sign-In with Ethereum + JWT) ---------------------------------------------------
     siwe_domain: str = "127.0.0.1:8000"
+    # Other domains a login message may name: the dashboards' host[:port]. A wallet compares the message's
+    # domain with the page that asks for the signature, so the dashboard asks for its own origin.
+    siwe_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:8501", "localhost:8501"]
+    )
     siwe_statement: str = "Sign in to fedledger to take part in federated training rounds."
     nonce_ttl_seconds: int = 300
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
@@ -117,7 +122,7 @@ class Settings(BaseSettings):
     # Where the dashboard reaches the API (server side).
     api_url: str = "http://127.0.0.1:8000"
 
-    @field_validator("cors_origins", "operator_addresses", mode="before")
+    @field_validator("cors_origins", "operator_addresses", "siwe_allowed_domains", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -45,15 +45,30 @@ class Challenge:
     expires_at: datetime
 
 
-def issue_challenge(session: Session, settings: Settings, address: str) -> Challenge:
+def accepted_domains(settings: Settings) -> tuple[str, ...]:
+    """Domains a login message may name: the API's own, then the dashboards' (the page asking to sign)."""
+    return (settings.siwe_domain, *settings.siwe_allowed_domains)
+
+
+def issue_challenge(
+    session: Session, settings: Settings, address: str, domain: str | None = None
+) -> Challenge:
     if not is_address(address):
         raise ApiError(422, "invalid_address", f"{address!r} is not an Ethereum address")
+    domain = domain or settings.siwe_domain
+    if domain not in accepted_domains(settings):
+        raise ApiError(
+            422,
+            "domain_not_accepted",
+            f"domain {domain!r} is not one this server signs in for ({', '.join(accepted_domains(settings))}); "
+            "an operator adds a dashboard's host:port to FEDLEDGER_SIWE_ALLOWED_DOMAINS",
+        )
     now = utcnow()
     expires = now + timedelta(seconds=settings.nonce_ttl_seconds)
     nonce = secrets.token_hex(16)
     session.add(AuthNonce(nonce=nonce, issued_at=now, expires_at=expires))
     message = siwe.SiweMessage(
-        domain=settings.siwe_domain,
+        domain=domain,
         address=to_checksum_address(address),
         statement=settings.siwe_statement,
         uri=settings.public_url,
@@ -72,10 +87,10 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
         parsed = siwe.SiweMessage.from_message(message)
     except Exception as exc:  # siwe raises several parser exception types
         raise unauthorized("malformed_message", f"not an EIP-4361 message: {exc}") from exc
-    if parsed.domain != settings.siwe_domain:
+    if parsed.domain not in accepted_domains(settings):
         raise unauthorized(
             "wrong_domain",
-            f"message is for domain {parsed.domain!r}, this server is {settings.siwe_domain!r}",
+            f"message is for domain {parsed.domain!r}, this server accepts {', '.join(accepted_domains(settings))}",
         )
     if str(parsed.uri).rstrip("/") != settings.public_url.rstrip("/"):
         raise unauthorized(
@@ -95,7 +110,7 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
     if record.expires_at <= now:
         raise unauthorized("nonce_expired", "nonce expired; request a new one")
     try:
-        parsed.verify(signature, domain=settings.siwe_domain, nonce=record.nonce, timestamp=now)
+        parsed.verify(signature, domain=parsed.domain, nonce=record.nonce, timestamp=now)
     except siwe.ExpiredMessage as exc:
         raise unauthorized("message_expired", "the signed message has expired; sign in again") from exc
     except siwe.NotYetValidMessage as exc:

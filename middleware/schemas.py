@@ -13,6 +13,15 @@ class NonceRequest(BaseModel):
         description="The wallet that will sign in (0x address)",
         examples=["0x90F79bf6EB2c4f870365E785982E1f101E93b906"],
     )
+    domain: str | None = Field(
+        default=None,
+        max_length=255,
+        description=(
+            "host[:port] of the page that asks the wallet to sign (a dashboard's origin): FEDLEDGER_SIWE_DOMAIN "
+            "or one of FEDLEDGER_SIWE_ALLOWED_DOMAINS. Omitted: FEDLEDGER_SIWE_DOMAIN (SDK and CLI logins)."
+        ),
+        examples=["127.0.0.1:8501"],
+    )
 
 
 class NonceResponse(BaseModel):

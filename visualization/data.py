@@ -150,9 +150,13 @@ class Api:
         return self._request("GET", "/v1/chain/deployments")
 
     # --- sign-in ----------------------------------------------------------------------------------
-    def nonce(self, address: str) -> dict[str, Any]:
-        """The server's EIP-4361 challenge (``message`` is what the wallet signs with personal_sign)."""
-        return self._request("POST", "/v1/auth/nonce", json={"address": address})
+    def nonce(self, address: str, domain: str | None = None) -> dict[str, Any]:
+        """The server's EIP-4361 challenge (``message`` is what the wallet signs with personal_sign).
+
+        ``domain`` is the host[:port] of the page asking the wallet (the dashboard as the person opened it).
+        """
+        body = {"address": address} | ({"domain": domain} if domain else {})
+        return self._request("POST", "/v1/auth/nonce", json=body)
 
     def login(self, message: str, signature: str) -> dict[str, Any]:
         """Exchange the signed message for a JWT (``access_token``, ``expires_at``, ``address``, ``roles``)."""

@@ -3,7 +3,8 @@
 Sign-in is Sign-In with Ethereum through the wallet component, never a pasted token:
 
 1. "Connect wallet": the wallet answers ``eth_requestAccounts`` (and ``eth_chainId``);
-2. Python asks the API for the EIP-4361 challenge of that address (``POST /v1/auth/nonce``);
+2. Python asks the API for the EIP-4361 challenge of that address (``POST /v1/auth/nonce``), naming the
+   dashboard's own host as the message's domain (wallets warn when it is not the page asking);
 3. the wallet signs the challenge's exact message with ``personal_sign`` (asked at once, no second click);
 4. Python exchanges message and signature for a JWT (``POST /v1/auth/login``) kept in ``st.session_state``.
 
@@ -110,6 +111,17 @@ def show_flash() -> None:
         getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(text)
 
 
+def _page_host(connect_result: Any) -> str | None:
+    """The dashboard's host[:port] as the person opened it: the message's domain must be the page's origin.
+
+    The wallet component reports the page's host; the request's Host header stands in for it otherwise.
+    """
+    if isinstance(connect_result, dict) and connect_result.get("host"):
+        return str(connect_result["host"])
+    host = st.context.headers.get("Host")
+    return str(host) if host else None
+
+
 def _hex_message(message: str) -> str:
     return "0x" + message.encode("utf-8").hex()
 
@@ -145,7 +157,7 @@ def wallet_sidebar(ctx: Context) -> None:
         chain_id = int(str(result.get("chainId", "0x0")), 16) if isinstance(result, dict) else None
         st.session_state[WALLET] = {"address": address, "chain_id": chain_id}
         try:
-            issued = ctx.api.nonce(address)
+            issued = ctx.api.nonce(address, domain=_page_host(result))
         except DashboardError as exc:
             st.error(f"Could not start sign-in: {exc}")
             return

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[RateLimited])
 @router.post("/nonce", response_model=NonceResponse, responses=responses(422, 429))
 def nonce(body: NonceRequest, session: SessionDep, settings: SettingsDep) -> NonceResponse:
     """Issue a single-use, expiring nonce and the EIP-4361 message to sign."""
-    challenge = auth.issue_challenge(session, settings, body.address)
+    challenge = auth.issue_challenge(session, settings, body.address, domain=body.domain)
     return NonceResponse(
         nonce=challenge.nonce,
         message=challenge.message,

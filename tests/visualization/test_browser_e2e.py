@@ -69,6 +69,8 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 def dashboard(world: World, api_server: ApiServer, dev_chain, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """``fedledger dashboard`` on a free port, reading the test API and chain."""
     port = free_port()
+    # The dashboard asks for sign-in messages naming its own origin; the API accepts it as configured.
+    api_server.settings.siwe_allowed_domains = [f"127.0.0.1:{port}"]
     env = dict(
         os.environ,
         FEDLEDGER_API_URL=api_server.url,
@@ -213,10 +215,10 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         methods = [c["method"] for c in wallet.calls]
         assert methods[:3] == ["eth_requestAccounts", "eth_chainId", "personal_sign"], methods
         signed = bytes.fromhex(wallet.calls[2]["params"][0][2:]).decode()
-        assert (
-            signed.startswith("testserver wants you to sign in with your Ethereum account:")
-            and address in signed
-        )
+        # EIP-4361: the domain is the page that asks the wallet (the dashboard), not the API's host.
+        host = dashboard.removeprefix("http://")
+        assert signed.startswith(f"{host} wants you to sign in with your Ethereum account:"), signed
+        assert address in signed and "URI: http://testserver" in signed
         assert page.get_by_test_id("stSidebar").get_by_text("Dashboard Clinic").is_visible()
 
         # The balance the chain reports for this wallet.

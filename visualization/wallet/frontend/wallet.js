@@ -46,6 +46,12 @@
     return null;
   }
 
+  function pageHost() {
+    try { return window.top.location.host; } catch (e) { /* cross-origin top */ }
+    try { return window.parent.location.host; } catch (e) { /* cross-origin parent */ }
+    return window.location.host;
+  }
+
   function autoRan() {
     try { return JSON.parse(window.sessionStorage.getItem(AUTO_KEY) || "[]"); } catch (e) { return []; }
   }
@@ -84,9 +90,11 @@
       let result;
       if (request.method === "fedledger_connect") {
         // Connect = accounts (the wallet asks the person) + the chain it is on, in one answer.
+        // Plus the host the person opened (the page the wallet sees): the sign-in message names it, as
+        // EIP-4361 wallets expect the message's domain to be the requesting origin.
         const accounts = await eth.request({ method: "eth_requestAccounts" });
         const chainId = await eth.request({ method: "eth_chainId" });
-        result = { accounts: accounts, chainId: chainId };
+        result = { accounts: accounts, chainId: chainId, host: pageHost() };
       } else {
         result = await eth.request({ method: request.method, params: request.params || [] });
       }
