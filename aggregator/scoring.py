@@ -44,11 +44,11 @@ class ScoringConfig:
     # Quality: a marginal contribution of ``quality_share`` x the round's median contribution earns 100.
     # ``quality_floor`` (relative to the validation loss) is the contribution size below which differences
     # are noise: when the whole round contributes less (a converged model), nobody is ranked by noise.
-    quality_share: float = 1.0
+    quality_share: float = 0.25
     quality_floor: float = 1e-4
     # Honesty: a cosine to the reference of ``honesty_share`` x the round's median cosine earns 100; a norm
     # up to ``norm_tolerance`` x the round's median norm is plausible, ``norm_cutoff`` x or more earns 0.
-    honesty_share: float = 0.5
+    honesty_share: float = 0.25
     norm_tolerance: float = 3.0
     norm_cutoff: float = 10.0
 
@@ -138,7 +138,7 @@ def honesty_scores(
 
 
 def contribution_quality(
-    marginal: np.ndarray | list[float], loss: float, share: float = 1.0, floor: float = 1e-4
+    marginal: np.ndarray | list[float], loss: float, share: float = 0.25, floor: float = 1e-4
 ) -> np.ndarray:
     """Quality from marginal contributions m_i (validation-loss units, positive = useful).
 
@@ -167,7 +167,7 @@ def contribution_quality(
 def reference_honesty(
     cosine: np.ndarray | list[float],
     norms: np.ndarray | list[float],
-    share: float = 0.5,
+    share: float = 0.25,
     norm_tolerance: float = 3.0,
     norm_cutoff: float = 10.0,
 ) -> np.ndarray:

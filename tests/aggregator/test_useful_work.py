@@ -108,12 +108,12 @@ def test_quality_is_bounded_monotone_and_order_free(m: list[float], loss: float,
 def test_honesty_follows_the_reference_direction_and_a_plausible_norm() -> None:
     cos = np.array([0.8, 0.6, 0.4, 0.1, -0.5, 0.7])
     norms = np.array([1.0, 1.2, 0.9, 1.0, 1.0, 100.0])
-    h = reference_honesty(cos, norms)
+    h = reference_honesty(cos, norms, share=0.5)
     # median cosine 0.5 -> 0.25 earns full credit; 0.1 earns 40; pointing away earns 0; 100x norm earns 0.
     np.testing.assert_allclose(h[:5], [100, 100, 100, 40, 0])
     assert h[5] == 0.0
     # Scale of the whole round does not matter.
-    np.testing.assert_allclose(reference_honesty(cos, norms * 1e6), h)
+    np.testing.assert_allclose(reference_honesty(cos, norms * 1e6, share=0.5), h)
     # A norm between the tolerance and the cutoff gets partial credit.
     partial = reference_honesty([0.5, 0.5, 0.5], [1.0, 1.0, np.sqrt(30.0)])[2]
     assert 0 < partial < 100
@@ -160,3 +160,34 @@ def test_reward_multiplier_is_linear_between_tiers() -> None:
 def test_reward_multiplier_is_monotone_and_continuous_above_the_lowest_tier(f: float, step: float) -> None:
     lo, hi = fitness_multiplier(f, TIERS), fitness_multiplier(min(f + step, 100.0), TIERS)
     assert lo <= hi <= lo + step * 0.05 + 1e-12  # slope at most 0.5 / 10 points
+
+
+def test_score_round_credits_useful_updates_and_finds_evidence_against_the_reference() -> None:
+    from aggregator.fltrust import fltrust_coefficients
+    from aggregator.round_scores import score_round
+
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal(50)
+    loss = quadratic_loss(target)
+    reference = (0.3 * target).astype(np.float32)
+    honest = (0.3 * target + 0.05 * rng.standard_normal((6, 50))).astype(np.float32)
+    X = np.vstack([honest, -honest[:2] * 5]).astype(np.float32)
+    s = score_round(
+        loss,
+        X,
+        reference,
+        fltrust_coefficients(X, reference),
+        np.arange(8),
+        np.array([10.0] * 7 + [400.0]),
+        deadline=300.0,
+    )
+    assert s.evidence.tolist() == [False] * 6 + [True, True]
+    assert (s.quality[:6] == 100).all() and (s.honesty[:6] == 100).all()
+    assert (s.honesty[6:] == 0).all() and (s.quality[6:] < 50).all()
+    assert s.timeliness.tolist() == [100.0] * 7 + [50.0]
+    assert (s.marginal[:6] > 0).all() and (s.marginal[6:] == 0).all()  # FLTrust gave them no weight
+    # Without coefficients (a coordinate-wise rule) the selected clients share the mean.
+    s2 = score_round(loss, X, reference, None, np.arange(6), np.zeros(8), 300.0)
+    assert (s2.marginal[6:] == 0).all() and (s2.quality[:6] == 100).all()
+    # Without a reference the coordinate median stands in.
+    assert score_round(loss, X, None, None, np.arange(6), np.zeros(8), 300.0).evidence[6:].all()
