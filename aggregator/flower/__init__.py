@@ -1,0 +1,36 @@
+"""Flower interoperability, server side: :class:`FedLedgerStrategy` (needs ``pip install 'fedledger[flower]'``).
+
+The client side (an organization's Flower ``NumPyClient`` taking part in fedledger rounds, and the
+platform a strategy points at) is ``client.flower``.
+"""
+
+from __future__ import annotations
+
+try:
+    import flwr  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only without the extra
+    raise ImportError(
+        "aggregator.flower needs Flower: pip install 'fedledger[flower]' (flwr is an optional extra)"
+    ) from exc
+
+from aggregator.flower.compute import RoundResult, check_strategy, compute_round
+from aggregator.flower.strategy import (
+    FedLedgerStrategy,
+    NodeReport,
+    OpenedRound,
+    PlatformOutcome,
+    RoundPlatform,
+    RoundReport,
+)
+
+__all__ = [
+    "FedLedgerStrategy",
+    "NodeReport",
+    "OpenedRound",
+    "PlatformOutcome",
+    "RoundPlatform",
+    "RoundReport",
+    "RoundResult",
+    "check_strategy",
+    "compute_round",
+]

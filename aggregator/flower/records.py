@@ -1,0 +1,68 @@
+"""Flower ``ArrayRecord`` <-> fedledger named float32 tensors, and checks on what a client sent back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message
+
+Weights = dict[str, np.ndarray]
+
+
+class InvalidReply(ValueError):
+    """A client's reply cannot be used as an update (the reason says why); the client scores 0 honesty."""
+
+
+def to_weights(record: ArrayRecord) -> Weights:
+    """Named float32 tensors, in the record's order."""
+    return {name: np.asarray(array.numpy(), dtype=np.float32) for name, array in record.items()}
+
+
+def to_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in weights.items()})
+
+
+def flatten(weights: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    return np.concatenate([np.asarray(weights[n], dtype=np.float32).reshape(-1) for n in names])
+
+
+def unflatten(vector: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> Weights:
+    out: Weights = {}
+    offset = 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[name] = vector[offset : offset + size].reshape(shape).astype(np.float32, copy=False)
+        offset += size
+    return out
+
+
+def reply_update(
+    message: Message, shapes: Mapping[str, tuple[int, ...]], arrays_key: str | None, weight_key: str
+) -> tuple[Weights, float]:
+    """The local weights and sample count a train reply carries, or :class:`InvalidReply`.
+
+    A reply must hold one ArrayRecord (under ``arrays_key`` if given) with exactly the global model's tensor
+    names and shapes, all finite, and a positive ``weight_key`` in one of its MetricRecords.
+    """
+    content = message.content
+    records = content.array_records
+    if arrays_key is not None and arrays_key in records:
+        record = records[arrays_key]
+    elif len(records) == 1:
+        record = next(iter(records.values()))
+    else:
+        raise InvalidReply(f"expected one ArrayRecord, got {len(records)}")
+    weights = to_weights(record)
+    if list(weights) != list(shapes):
+        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+        raise InvalidReply(f"tensors differ from the model's: missing {missing}, unexpected {extra}")
+    for name, value in weights.items():
+        if value.shape != shapes[name]:
+            raise InvalidReply(f"tensor {name!r} has shape {value.shape}, the model's is {shapes[name]}")
+        if not np.isfinite(value).all():
+            raise InvalidReply(f"tensor {name!r} holds NaN or Inf")
+    samples = [metrics[weight_key] for metrics in content.metric_records.values() if weight_key in metrics]
+    if len(samples) != 1 or isinstance(samples[0], list) or not float(samples[0]) > 0:
+        raise InvalidReply(f"expected one positive {weight_key!r} metric, got {samples}")
+    return weights, float(samples[0])

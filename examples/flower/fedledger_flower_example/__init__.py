@@ -1,0 +1,1 @@
+"""A Flower app on the digits task whose ServerApp runs fedledger's FedLedgerStrategy."""

@@ -1,0 +1,113 @@
+"""Flower clients in a live fedledger round: a real Flower deployment (SuperLink, SuperNodes, `flwr run`)
+whose ServerApp runs FedLedgerStrategy pointed at a fedledger platform (Hardhat node, API over HTTP,
+PostgreSQL, Redis, a Celery worker). Each ClientApp is the organization's NumPyClient behind the bridge:
+it signs in with its wallet, stakes, verifies the platform's model, trains, seals, signs and submits. The
+round is recorded on-chain and the honest organizations claim their rewards with their own wallets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from client.sdk import Organization
+from client.wallet import Wallet
+from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
+from tests.worker.conftest import chain, database_url, settings, worker  # noqa: F401 - fixtures
+from tests.worker.test_simulation import api_url  # noqa: F401 - fixture: the API served over HTTP
+
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.chain,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.slow,
+]
+
+CLIENTS, BYZANTINE = 5, 2
+
+
+def test_flower_clients_take_part_in_a_fedledger_round_and_claim_their_rewards(
+    launcher: ModuleType,
+    api_url: str,  # noqa: F811
+    chain,  # noqa: F811
+    worker,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    node, deployments, deployments_file = chain
+    w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+    keys = [dev_private_key(FIRST_ORGANIZATION_INDEX + i) for i in range(CLIENTS)]
+    key_files = []
+    for i, key in enumerate(keys):
+        path = tmp_path / f"org-{i}.key"
+        path.write_text(key)
+        key_files.append(str(path))
+    operator_key = tmp_path / "operator.key"
+    operator_key.write_text(dev_private_key(0))  # the API fixture's operator
+    token = deployments.contract(w3, "RewardToken")
+    addresses = [Account.from_key(k).address for k in keys]
+    before = {a: token.functions.balanceOf(a).call() for a in addresses}
+
+    started = time.monotonic()
+    report, seconds = launcher.run_federation(
+        clients=CLIENTS,
+        byzantine=BYZANTINE,
+        attack="scaling",
+        rounds=1,
+        run_config={
+            "api-url": api_url,
+            "rpc-url": node.rpc_url,
+            "deployments": str(deployments_file),
+            "operator-key-file": str(operator_key),
+            "round-seconds": 300,
+        },
+        workdir=tmp_path / "flower",
+        key_files=key_files,
+        node_extra={
+            "fedledger-api-url": api_url,
+            "fedledger-rpc-url": node.rpc_url,
+            "fedledger-deployments": str(deployments_file),
+        },
+    )
+    [entry] = report
+    assert entry["status"] == "POSTED", entry
+    round_id = entry["platform_round"]
+    ledger = deployments.contract(w3, "ContributionLedger")
+    assert ledger.functions.isRecorded(round_id).call()
+    assert entry["holdout_accuracy"] > 0.8
+
+    by_partition = {int(n["metrics"]["partition-id"]): n for n in entry["nodes"]}
+    assert set(by_partition) == set(range(CLIENTS))
+    honest, attackers = range(CLIENTS - BYZANTINE), range(CLIENTS - BYZANTINE, CLIENTS)
+    for p in range(CLIENTS):
+        assert by_partition[p]["address"] == addresses[p]
+    for p in attackers:
+        assert not by_partition[p]["kept"] and by_partition[p]["byzantine"]
+        assert by_partition[p]["reward_wei"] == "0"
+    for p in honest:
+        assert by_partition[p]["kept"] and int(by_partition[p]["reward_wei"]) > 0
+
+    stake = 100 * 10**18  # each organization staked the governed minimum when its ClientApp enrolled it
+    for p in range(CLIENTS):
+        with Organization(
+            Wallet(keys[p]), api_url, rpc_url=node.rpc_url, deployments=deployments_file
+        ) as org:
+            claims = org.claim_rewards()
+        if p in honest:
+            assert [(c.round_id, c.status) for c in claims] == [(round_id, "claimed")]
+            assert claims[0].amount_wei == int(by_partition[p]["reward_wei"])
+            assert (
+                token.functions.balanceOf(addresses[p]).call()
+                == before[addresses[p]] - stake + claims[0].amount_wei
+            )
+        else:
+            assert claims == []
+            assert token.functions.balanceOf(addresses[p]).call() == before[addresses[p]] - stake
+    print(
+        f"\nFlower platform round {round_id}: holdout accuracy {entry['holdout_accuracy']:.3f}, "
+        f"flwr run {seconds:.1f} s, total {time.monotonic() - started:.1f} s"
+    )

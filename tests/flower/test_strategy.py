@@ -1,0 +1,156 @@
+"""FedLedgerStrategy's round logic on real Flower Message objects (no processes): parameters by name with the
+aggregator's typed refusals, robust aggregation, scores, reputation, and malformed replies rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from aggregator.errors import InvalidParameter, TooFewClients, UnknownStrategy
+from aggregator.flower import FedLedgerStrategy, OpenedRound, PlatformOutcome
+from aggregator.flower.records import to_record, to_weights
+from fedledger.datasets import digits_split
+from fedledger.models import init_softmax, train_softmax
+
+
+class StaticGrid:
+    """The few Grid calls a strategy makes when it configures a round (node ids only)."""
+
+    def __init__(self, node_ids: Iterable[int]) -> None:
+        self.nodes = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+
+def reply(to: Message, arrays: ArrayRecord | None, samples: int, **metrics: float) -> Message:
+    content = RecordDict({"metrics": MetricRecord({"num-examples": samples, **metrics})})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content, reply_to=to)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"strategy": "sgd"}, UnknownStrategy),
+        ({"strategy": "median", "f": 1}, InvalidParameter),
+        ({"strategy": "trimmed_mean", "beta": 0.5}, InvalidParameter),
+        ({"strategy": "multi_krum", "f": -1}, InvalidParameter),
+        ({"strategy": "multi_krum", "f": 1, "m": -1}, InvalidParameter),
+        ({"strategy": "krum", "f": 1.5}, InvalidParameter),
+        ({"strategy": "reputation", "cap": 1.5}, InvalidParameter),
+        ({"strategy": "fedavg", "initial_reputation": 120.0}, InvalidParameter),
+    ],
+)
+def test_parameters_are_refused_like_the_aggregator_refuses_them(kwargs: dict, error: type) -> None:
+    with pytest.raises(error):
+        FedLedgerStrategy(**kwargs)
+
+
+def test_platform_mode_refuses_a_local_rule() -> None:
+    class Platform:
+        def open_round(self, initial, quorum):  # type: ignore[no-untyped-def]
+            return OpenedRound(1, 1)
+
+        def finish_round(self, round_id):  # type: ignore[no-untyped-def]
+            return PlatformOutcome(round_id, "FAILED", None)
+
+    with pytest.raises(InvalidParameter, match="governed on-chain"):
+        FedLedgerStrategy("multi_krum", f=1, platform=Platform())
+
+
+def test_a_round_that_samples_fewer_clients_than_the_rule_needs_is_refused() -> None:
+    strategy = FedLedgerStrategy("bulyan", f=1, min_train_nodes=5, min_available_nodes=5)
+    with pytest.raises(TooFewClients, match="needs at least 7"):
+        strategy.configure_train(1, to_record(init_softmax(64, 10)), ConfigRecord(), StaticGrid(range(5)))
+
+
+def test_multi_krum_round_excludes_attackers_scores_and_keeps_reputation() -> None:
+    X, y, X_hold, y_hold = digits_split()
+    weights = init_softmax(64, 10)
+    strategy = FedLedgerStrategy(
+        "multi_krum", f=2, holdout=(X_hold, y_hold), min_train_nodes=7, min_available_nodes=7
+    )
+    nodes = [101, 102, 103, 104, 105, 106, 107]
+    attackers = {106, 107}
+    parts = np.array_split(np.random.default_rng(0).permutation(len(y)), len(nodes))
+    accuracies = []
+    for server_round in (1, 2):
+        messages = list(
+            strategy.configure_train(server_round, to_record(weights), ConfigRecord(), StaticGrid(nodes))
+        )
+        assert sorted(m.metadata.dst_node_id for m in messages) == nodes
+        replies = []
+        for message, part in zip(sorted(messages, key=lambda m: m.metadata.dst_node_id), parts, strict=True):
+            node = message.metadata.dst_node_id
+            sent = to_weights(message.content["arrays"])
+            local = train_softmax(
+                sent, X[part], y[part], epochs=2, lr=0.5, batch=32, rng=np.random.default_rng(node)
+            )
+            if node in attackers:
+                local = {k: sent[k] - 4 * (local[k] - sent[k]) for k in sent}
+            replies.append(reply(message, to_record(local), len(part), **{"train-loss": float(node)}))
+        arrays, metrics = strategy.aggregate_train(server_round, replies)
+        assert arrays is not None and metrics is not None
+        weights = to_weights(arrays)
+        report = strategy.history[-1]
+        assert set(report.excluded) == attackers
+        assert metrics["fedledger-kept"] == 5 and metrics["fedledger-excluded"] == 2
+        # Flower's sample-weighted mean of the clients' own metrics, over the kept replies only.
+        assert 101 <= metrics["train-loss"] <= 105
+        by_node = {n.node_id: n for n in report.nodes}
+        honest_fitness = min(by_node[n].fitness for n in nodes if n not in attackers)
+        assert all(by_node[a].fitness < honest_fitness for a in attackers)
+        accuracies.append(metrics["fedledger-holdout-accuracy"])
+    assert accuracies[0] > 0.7 and accuracies[1] > accuracies[0]
+    assert max(strategy.reputation[a] for a in attackers) < min(
+        strategy.reputation[n] for n in nodes if n not in attackers
+    )
+
+
+def test_malformed_replies_are_rejected_not_fatal() -> None:
+    weights = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
+    strategy = FedLedgerStrategy("median", min_train_nodes=4, min_available_nodes=4)
+    messages = list(strategy.configure_train(1, to_record(weights), ConfigRecord(), StaticGrid([1, 2, 3, 4])))
+    by_node = {m.metadata.dst_node_id: m for m in messages}
+    good = {"w": np.full((3, 2), 0.1, np.float32), "b": np.full(2, 0.1, np.float32)}
+    replies = [
+        reply(by_node[1], to_record(good), 10),
+        reply(by_node[2], to_record({k: v * 1.1 for k, v in good.items()}), 10),
+        reply(by_node[3], to_record({"w": good["w"]}), 10),  # a tensor missing
+        reply(by_node[4], to_record({"w": np.full((3, 2), np.nan, np.float32), "b": good["b"]}), 10),
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    report = strategy.history[-1]
+    rejected = {n.node_id: n.rejected for n in report.nodes if n.rejected}
+    assert set(rejected) == {3, 4} and "missing ['b']" in rejected[3] and "NaN" in rejected[4]
+    assert metrics["fedledger-rejected"] == 2
+    assert strategy.reputation[3] < 50 and strategy.reputation[4] < 50
+    np.testing.assert_allclose(to_weights(arrays)["w"], 0.105, rtol=1e-5)
+
+
+def test_a_round_without_enough_valid_updates_keeps_the_model() -> None:
+    weights = {"w": np.zeros(4, np.float32)}
+    strategy = FedLedgerStrategy("krum", f=1, min_train_nodes=5, min_available_nodes=5)
+    messages = list(strategy.configure_train(1, to_record(weights), ConfigRecord(), StaticGrid(range(1, 6))))
+    replies = [reply(m, to_record({"w": np.ones(4, np.float32)}), 5) for m in messages[:4]]
+    replies.append(reply(messages[4], None, 5))  # no arrays at all
+    assert strategy.aggregate_train(1, replies) == (None, None)
+    report = strategy.history[-1]
+    assert report.status == "failed" and "TooFewClients" in (report.failure_reason or "")
+
+
+def test_message_type_is_flowers_train() -> None:
+    strategy = FedLedgerStrategy("fedavg")
+    messages = list(
+        strategy.configure_train(
+            3, to_record({"w": np.zeros(2, np.float32)}), ConfigRecord(), StaticGrid([7, 8])
+        )
+    )
+    assert {m.metadata.message_type for m in messages} == {MessageType.TRAIN}
+    assert all(m.content["config"]["server-round"] == 3 for m in messages)
