@@ -39,16 +39,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from aggregator.flower.records import to_record, to_weights
-from aggregator.flower.strategy import (
-    ADDRESS_KEY,
-    MODEL_VERSION_KEY,
-    RECEIPT_KEY,
-    REPLY_RECORD,
-    ROUND_KEY,
-    OpenedRound,
-    PlatformOutcome,
-)
 from client.api import FedLedgerApi
 from client.errors import (
     ConfigurationError,
@@ -59,9 +49,21 @@ from client.errors import (
 )
 from client.sdk import Organization, Submission
 from client.wallet import Wallet
+from fedledger.flower import (
+    ADDRESS_KEY,
+    MODEL_VERSION_KEY,
+    PAYLOAD_HASH_KEY,
+    RECEIPT_KEY,
+    REPLY_RECORD,
+    ROUND_KEY,
+    OpenedRound,
+    PlatformOutcome,
+    Weights,
+    to_record,
+    to_weights,
+)
 from fedledger.payload import encode_weights
 
-Weights = dict[str, np.ndarray]
 ClientFn = Callable[[Context], NumPyClient]
 OrganizationFn = Callable[[Context], Organization]
 _METRIC_TYPES = (int, float)
@@ -202,7 +204,7 @@ def fedledger_client_app(
                     MODEL_VERSION_KEY: submission.prepared.model_version,
                     ADDRESS_KEY: organization.address,
                     RECEIPT_KEY: str(submission.receipt.get("receipt_id", "")),
-                    "fedledger-payload-hash": submission.prepared.payload_hash,
+                    PAYLOAD_HASH_KEY: submission.prepared.payload_hash,
                 }
             )
             metrics = {
@@ -265,7 +267,7 @@ def organization_from_context(context: Context) -> Organization:
 
 # ------------------------------------------------------------------------------------------ platform
 class FedLedgerPlatform:
-    """A fedledger deployment as ``FedLedgerStrategy``'s :class:`~aggregator.flower.RoundPlatform`.
+    """A fedledger deployment as ``FedLedgerStrategy``'s :class:`~fedledger.flower.RoundPlatform`.
 
     ``operator`` must be one of the API's operator addresses (``FEDLEDGER_OPERATOR_ADDRESSES``): it opens
     rounds and uploads the genesis model. Models are read back through an :class:`Organization` on the

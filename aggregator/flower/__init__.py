@@ -1,7 +1,7 @@
 """Flower interoperability, server side: :class:`FedLedgerStrategy` (needs ``pip install 'fedledger[flower]'``).
 
 The client side (an organization's Flower ``NumPyClient`` taking part in fedledger rounds, and the
-platform a strategy points at) is ``client.flower``.
+platform a strategy points at) is ``client.flower``; what both sides agree on is ``fedledger.flower``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ except ImportError as exc:  # pragma: no cover - only without the extra
     ) from exc
 
 from aggregator.flower.compute import RoundResult, check_strategy, compute_round
-from aggregator.flower.strategy import (
-    FedLedgerStrategy,
-    NodeReport,
-    OpenedRound,
-    PlatformOutcome,
-    RoundPlatform,
-    RoundReport,
-)
+from aggregator.flower.strategy import FedLedgerStrategy, NodeReport, RoundReport
+from fedledger.flower import OpenedRound, PlatformOutcome, RoundPlatform
 
 __all__ = [
     "FedLedgerStrategy",

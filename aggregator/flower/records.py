@@ -1,26 +1,17 @@
-"""Flower ``ArrayRecord`` <-> fedledger named float32 tensors, and checks on what a client sent back."""
+"""Checks on what a Flower client sent back, and flat vectors <-> named tensors."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Message
 
-Weights = dict[str, np.ndarray]
+from fedledger.flower import Weights, to_weights
 
 
 class InvalidReply(ValueError):
     """A client's reply cannot be used as an update (the reason says why); the client scores 0 honesty."""
-
-
-def to_weights(record: ArrayRecord) -> Weights:
-    """Named float32 tensors, in the record's order."""
-    return {name: np.asarray(array.numpy(), dtype=np.float32) for name, array in record.items()}
-
-
-def to_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in weights.items()})
 
 
 def flatten(weights: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:

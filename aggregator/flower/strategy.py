@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -41,58 +41,21 @@ from flwr.serverapp.strategy import FedAvg
 
 from aggregator.errors import AggregationError, InvalidParameter, TooFewClients
 from aggregator.flower.compute import check_strategy, compute_round, required_clients
-from aggregator.flower.records import (
-    InvalidReply,
-    Weights,
-    flatten,
-    reply_update,
-    to_record,
-    to_weights,
-    unflatten,
-)
+from aggregator.flower.records import InvalidReply, flatten, reply_update, unflatten
 from aggregator.reputation import ReputationConfig, update_reputation
 from aggregator.scoring import ScoringConfig
+from fedledger.flower import (
+    ADDRESS_KEY,
+    MODEL_VERSION_KEY,
+    REPLY_RECORD,
+    ROUND_KEY,
+    OpenedRound,
+    RoundPlatform,
+    Weights,
+    to_record,
+    to_weights,
+)
 from fedledger.models import evaluate
-
-# Keys of the config the strategy sends and of the ConfigRecord the bridge replies with (platform mode).
-ROUND_KEY = "fedledger-round"
-MODEL_VERSION_KEY = "fedledger-model-version"
-ADDRESS_KEY = "fedledger-address"
-RECEIPT_KEY = "fedledger-receipt"
-REPLY_RECORD = "fedledger"
-
-
-# ------------------------------------------------------------------------------------------ platform
-@dataclass(frozen=True)
-class OpenedRound:
-    round_id: int
-    model_version: int
-
-
-@dataclass(frozen=True)
-class PlatformOutcome:
-    """A fedledger round after its close: the verified model it produced (None if it failed) and what the
-    platform recorded for each participant (``GET /v1/stats/contributions``)."""
-
-    round_id: int
-    status: str  # POSTED | FAILED
-    weights: Weights | None
-    holdout_accuracy: float | None = None
-    holdout_loss: float | None = None
-    failure_reason: str | None = None
-    contributions: list[dict[str, Any]] = field(default_factory=list)
-
-
-class RoundPlatform(Protocol):
-    """What the strategy needs from a fedledger deployment (``client.flower.FedLedgerPlatform``)."""
-
-    def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
-        """Open a round on the platform's active model; ``initial`` becomes the genesis model if there is none."""
-        ...
-
-    def finish_round(self, round_id: int) -> PlatformOutcome:
-        """Wait until the round is recorded on-chain (or failed) and return its verified outcome."""
-        ...
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -369,7 +332,7 @@ class FedLedgerStrategy(FedAvg):
             if reply is None or reply.get(ROUND_KEY) != opened.round_id or not reply.get(ADDRESS_KEY):
                 node.rejected = "the reply carries no fedledger receipt for this round (not a bridge client?)"
                 continue
-            node.address = str(reply[ADDRESS_KEY])
+            node.address, node.samples = str(reply[ADDRESS_KEY]), node.metrics.get(self.weighted_by_key)
             addresses[node.address.lower()] = node
         outcome = self.platform.finish_round(opened.round_id)
         report.status, report.failure_reason = outcome.status, outcome.failure_reason

@@ -11,8 +11,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from aggregator.errors import InvalidParameter, TooFewClients, UnknownStrategy
 from aggregator.flower import FedLedgerStrategy, OpenedRound, PlatformOutcome
-from aggregator.flower.records import to_record, to_weights
 from fedledger.datasets import digits_split
+from fedledger.flower import to_record, to_weights
 from fedledger.models import init_softmax, train_softmax
 
 

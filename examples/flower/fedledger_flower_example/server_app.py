@@ -14,8 +14,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from aggregator.flower import FedLedgerStrategy
-from aggregator.flower.records import to_record
 from fedledger.datasets import digits_split
+from fedledger.flower import to_record
 from fedledger_flower_example.task import PARAM_NAMES, initial_parameters
 
 app = ServerApp()

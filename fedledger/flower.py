@@ -1,0 +1,69 @@
+"""What fedledger's Flower server side (``aggregator.flower``) and organization side (``client.flower``) agree
+on: the keys of the messages between them, the platform a strategy points at, and Flower ``ArrayRecord`` <->
+named float32 tensors. Needs the ``flower`` extra (``pip install 'fedledger[flower]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+try:
+    from flwr.app import Array, ArrayRecord
+except ImportError as exc:  # pragma: no cover - only without the extra
+    raise ImportError("fedledger's Flower support needs Flower: pip install 'fedledger[flower]'") from exc
+
+Weights = dict[str, np.ndarray]
+
+# The config a platform-mode strategy sends with each train message.
+ROUND_KEY = "fedledger-round"
+MODEL_VERSION_KEY = "fedledger-model-version"
+# The ConfigRecord a bridge client replies with (its receipt from the platform).
+REPLY_RECORD = "fedledger"
+ADDRESS_KEY = "fedledger-address"
+RECEIPT_KEY = "fedledger-receipt"
+PAYLOAD_HASH_KEY = "fedledger-payload-hash"
+
+
+def to_weights(record: ArrayRecord) -> Weights:
+    """Named float32 tensors, in the record's order."""
+    return {name: np.asarray(array.numpy(), dtype=np.float32) for name, array in record.items()}
+
+
+def to_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in weights.items()})
+
+
+@dataclass(frozen=True)
+class OpenedRound:
+    round_id: int
+    model_version: int
+
+
+@dataclass(frozen=True)
+class PlatformOutcome:
+    """A fedledger round after its close: the verified model it produced (None if it failed) and what the
+    platform recorded for each participant (``GET /v1/stats/contributions``)."""
+
+    round_id: int
+    status: str  # POSTED | FAILED
+    weights: Weights | None
+    holdout_accuracy: float | None = None
+    holdout_loss: float | None = None
+    failure_reason: str | None = None
+    contributions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RoundPlatform(Protocol):
+    """A fedledger deployment as a Flower strategy sees it (``client.flower.FedLedgerPlatform``)."""
+
+    def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
+        """Open a round on the platform's active model; ``initial`` becomes the genesis model if there is none."""
+        ...
+
+    def finish_round(self, round_id: int) -> PlatformOutcome:
+        """Wait until the round is recorded on-chain (or failed) and return its verified outcome."""
+        ...
