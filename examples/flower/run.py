@@ -275,9 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for node_id in entry["excluded"]:
             node = partitions[node_id]
+            partition = node["metrics"].get("partition-id")
             print(
-                f"    excluded node {node_id} (partition {node['metrics'].get('partition-id', '?')}): "
-                f"honesty {node['honesty']}, reputation {node['reputation']}"
+                f"    excluded node {node_id} (partition {'?' if partition is None else int(partition)}): "
+                f"honesty {node['honesty']:.1f}, fitness {node['fitness']:.1f}, reputation {node['reputation']:.1f}"
             )
     print(f"{seconds:.1f} s from flwr run to the end of the run")
     if args.workdir is None:
