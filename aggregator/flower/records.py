@@ -15,10 +15,12 @@ class InvalidReply(ValueError):
 
 
 def flatten(weights: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """One float32 vector of the tensors ``names``, in that order."""
     return np.concatenate([np.asarray(weights[n], dtype=np.float32).reshape(-1) for n in names])
 
 
 def unflatten(vector: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> Weights:
+    """Named float32 tensors of ``shapes`` from one vector (the inverse of :func:`flatten`)."""
     out: Weights = {}
     offset = 0
     for name, shape in shapes.items():

@@ -61,6 +61,8 @@ from fedledger.models import evaluate
 # ------------------------------------------------------------------------------------------ reports
 @dataclass
 class NodeReport:
+    """What one Flower node's reply became in a round: its scores, reputation and (platform) reward."""
+
     node_id: int
     samples: float | None = None
     address: str | None = None
@@ -78,6 +80,8 @@ class NodeReport:
 
 @dataclass
 class RoundReport:
+    """One round of the strategy: its status, holdout figures and a :class:`NodeReport` per reply."""
+
     server_round: int
     status: str  # aggregated | failed | POSTED | FAILED
     nodes: list[NodeReport] = field(default_factory=list)
@@ -89,10 +93,12 @@ class RoundReport:
 
     @property
     def kept(self) -> list[int]:
+        """Node ids whose update went into the aggregate."""
         return [n.node_id for n in self.nodes if n.kept]
 
     @property
     def excluded(self) -> list[int]:
+        """Node ids that replied but were left out (selection, Byzantine detection or a rejected reply)."""
         return [n.node_id for n in self.nodes if not n.kept]
 
 
@@ -169,6 +175,7 @@ class FedLedgerStrategy(FedAvg):
 
     # -------------------------------------------------------------------------------------- Flower API
     def summary(self) -> None:
+        """Log the configuration (Flower calls it when the strategy starts)."""
         if self.platform is not None:
             log(INFO, "\t├──> fedledger platform: governed rule, on-chain rounds and rewards")
         else:
@@ -203,13 +210,16 @@ class FedLedgerStrategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The new global arrays and the round's metrics; (None, None) keeps the model when a round fails."""
         valid, _errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
         if self.platform is not None:
             return self._aggregate_platform(server_round, valid)
         return self._aggregate_local(server_round, valid)
 
     # -------------------------------------------------------------------------------------- local mode
-    def _loss_fn(self, base: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> Callable | None:
+    def _loss_fn(
+        self, base: np.ndarray, shapes: Mapping[str, tuple[int, ...]]
+    ) -> Callable[[np.ndarray], float] | None:
         if self.holdout is not None:
             X, y = self.holdout
             return lambda delta: evaluate(unflatten(base + delta, shapes), X, y)[0]
@@ -297,10 +307,10 @@ class FedLedgerStrategy(FedAvg):
                 self.reputation[node.node_id] = node.reputation
 
     def _metrics(self, report: RoundReport, kept_contents: list[RecordDict]) -> MetricRecord:
-        metrics: dict[str, float | int] = {}
+        metrics: dict[str, int | float | list[int] | list[float]] = {}
         if kept_contents:
             try:
-                metrics.update(dict(self.train_metrics_aggr_fn(kept_contents, self.weighted_by_key)))
+                metrics.update(self.train_metrics_aggr_fn(kept_contents, self.weighted_by_key).items())
             except (ValueError, TypeError, KeyError) as exc:  # a client's metrics are its own business
                 log(WARNING, "train metrics not aggregated: %s", exc)
         metrics.update(
@@ -338,9 +348,10 @@ class FedLedgerStrategy(FedAvg):
         report.status, report.failure_reason = outcome.status, outcome.failure_reason
         report.holdout_accuracy, report.holdout_loss = outcome.holdout_accuracy, outcome.holdout_loss
         for c in outcome.contributions:
-            node = addresses.get(str(c["participant"]).lower())
-            if node is None:
+            member = addresses.get(str(c["participant"]).lower())
+            if member is None:
                 continue  # a platform participant outside this Flower federation
+            node = member
             node.kept, node.byzantine = bool(c["kept"]), bool(c["byzantine"])
             node.quality, node.timeliness = c.get("quality"), c.get("timeliness")
             node.honesty, node.fitness = c.get("honesty"), c.get("fitness")
