@@ -27,7 +27,9 @@ def median(X: np.ndarray) -> np.ndarray:
     ``np.median(X, axis=0)`` for float32 input. Tolerates up to ceil(n/2) - 1 arbitrary rows per coordinate.
     """
     X = as_update_matrix(X)
-    return finite_or_raise(reduce_sorted_columns(X, median_of_sorted), "median")
+    n = X.shape[0]
+    middle = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
+    return finite_or_raise(reduce_sorted_columns(X, median_of_sorted, middle), "median")
 
 
 def trim_count(n: int, beta: float) -> int:
@@ -63,7 +65,7 @@ def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
                 total += row
             return total * scale
 
-    return finite_or_raise(reduce_sorted_columns(X, mean_of_middle), "trimmed_mean")
+    return finite_or_raise(reduce_sorted_columns(X, mean_of_middle, tuple(range(k, n - k))), "trimmed_mean")
 
 
 def finite_or_raise(result: np.ndarray, strategy: str) -> np.ndarray:

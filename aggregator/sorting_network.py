@@ -47,6 +47,26 @@ def batcher_comparators(n: int) -> tuple[tuple[int, int], ...]:
     return tuple(comparators)
 
 
+@lru_cache(maxsize=256)
+def pruned_comparators(n: int, needed: tuple[int, ...] | None) -> tuple[tuple[int, int], ...]:
+    """The comparators of :func:`batcher_comparators` that can change the values at the ``needed``
+    output positions (None: all of them).
+
+    Walking the network backwards, a comparator matters if it writes a position that is still needed,
+    and then both its inputs are needed. The median of 100 clients needs 898 of the 1,104 comparators.
+    """
+    comparators = batcher_comparators(n)
+    if needed is None:
+        return comparators
+    wanted = set(needed)
+    kept: list[tuple[int, int]] = []
+    for a, b in reversed(comparators):
+        if a in wanted or b in wanted:
+            kept.append((a, b))
+            wanted.update((a, b))
+    return tuple(reversed(kept))
+
+
 def block_columns(n: int) -> int:
     """Columns per block for ``n`` rows: a power of two near ``BLOCK_BYTES`` of float32, in [2048, 65536]."""
     columns = BLOCK_BYTES // (4 * max(n, 1))
@@ -60,16 +80,17 @@ def column_blocks(d: int, n: int) -> Iterator[slice]:
         yield slice(start, min(d, start + step))
 
 
-def sorted_rows(block: np.ndarray) -> list[np.ndarray]:
+def sorted_rows(block: np.ndarray, needed: tuple[int, ...] | None = None) -> list[np.ndarray]:
     """Sort the columns of a (n, w) float32 block; returns the n sorted rows (row 0 = column minima).
 
-    The block is overwritten. Rows are swapped by reference rather than copied, so each comparator costs
-    exactly two ufunc passes.
+    With ``needed``, only the rows at those positions are guaranteed sorted (the others are left
+    unspecified) and only the comparators they depend on run. The block is overwritten. Rows are swapped
+    by reference rather than copied, so each comparator costs exactly two ufunc passes.
     """
     n = block.shape[0]
     rows = list(block)
     spare = np.empty(block.shape[1], dtype=block.dtype)
-    for a, b in batcher_comparators(n):
+    for a, b in pruned_comparators(n, needed):
         ra, rb = rows[a], rows[b]
         np.minimum(ra, rb, out=spare)
         np.maximum(ra, rb, out=rb)
@@ -77,11 +98,16 @@ def sorted_rows(block: np.ndarray) -> list[np.ndarray]:
     return rows
 
 
-def reduce_sorted_columns(X: np.ndarray, reducer: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
+def reduce_sorted_columns(
+    X: np.ndarray,
+    reducer: Callable[[list[np.ndarray]], np.ndarray],
+    needed: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Apply ``reducer`` to the sorted rows of every block of columns of ``X``; concatenate the results.
 
     ``reducer`` receives the n sorted rows of a block (each a float32 vector of the block's width) and
-    returns that block's output vector.
+    returns that block's output vector. ``needed`` names the sorted positions the reducer reads (None:
+    all); the network then skips the comparators that cannot affect them.
     """
     n, d = X.shape
     out = np.empty(d, dtype=np.float32)
@@ -94,5 +120,5 @@ def reduce_sorted_columns(X: np.ndarray, reducer: Callable[[list[np.ndarray]], n
     for cols in column_blocks(d, n):
         block = buffer[:, : cols.stop - cols.start]
         np.copyto(block, X[:, cols])
-        out[cols] = reducer(sorted_rows(block))
+        out[cols] = reducer(sorted_rows(block, needed))
     return out

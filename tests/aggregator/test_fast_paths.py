@@ -1,0 +1,52 @@
+"""The float32 Krum selection and the pruned sorting network give the exact paths' answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregator.krum import choose, fast_distances, krum_ranking, multi_krum, pairwise_sq_distances
+from aggregator.sorting_network import pruned_comparators, reduce_sorted_columns
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_float32_selection_equals_the_float64_selection(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    f = (n - 3) // 2
+    X = rng.standard_normal((n, int(rng.integers(10, 20_000))), dtype=np.float32)
+    # Near ties: clients that differ from another by a tiny nudge, and exact duplicates.
+    X[1] = X[0] + np.float32(1e-6)
+    X[3] = X[2]
+    X += np.float32(rng.uniform(-1e3, 1e3))  # far from the origin: the centring must handle it
+    exact = krum_ranking(pairwise_sq_distances(X), f)
+    for m in (1, max(1, n - 2 * f - 2), n - f):
+        assert sorted(choose(X, f, m).tolist()) == sorted(exact[:m].tolist())
+    assert choose(X, f, 1)[0] == exact[0]
+
+
+def test_float32_distances_are_within_their_bound() -> None:
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((30, 50_000), dtype=np.float32) * np.float32(100) + np.float32(5e3)
+    fast = fast_distances(X)
+    assert fast is not None
+    D, err = fast
+    assert (np.abs(D - pairwise_sq_distances(X)) <= err).all()
+
+
+def test_updates_that_overflow_float32_products_take_the_float64_path() -> None:
+    X = np.ones((7, 10), np.float32)
+    X[6] = 1e30  # squares overflow float32, not float64
+    assert fast_distances(X) is None
+    np.testing.assert_allclose(multi_krum(X, 1, 6), np.ones(10, np.float32))
+
+
+def test_pruned_network_keeps_only_what_the_needed_positions_depend_on() -> None:
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 10, 33, 64, 100):
+        X = rng.standard_normal((n, 5000), dtype=np.float32)
+        middle = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
+        got = reduce_sorted_columns(X, lambda rows, middle=middle: sum(rows[i] for i in middle), middle)
+        expected = np.sort(X, axis=0)[list(middle)].sum(axis=0)
+        np.testing.assert_array_equal(got, expected)
+        assert len(pruned_comparators(n, middle)) <= len(pruned_comparators(n, None))
