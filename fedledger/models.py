@@ -101,3 +101,52 @@ def train_softmax(
             W -= lr * (X[idx].T @ g + l2 * W)
             b -= lr * g.sum(axis=0)
     return {"dense.weight": W, "dense.bias": b}
+
+
+def train_mlp(
+    weights: Weights,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch: int,
+    rng: np.random.Generator,
+    l2: float = 1e-4,
+) -> dict[str, np.ndarray]:
+    """Mini-batch SGD on the MLP's cross-entropy (ReLU hidden layer); returns new weights."""
+    w = {name: np.array(weights[name], dtype=np.float32) for name in MLP_TENSORS}
+    classes = w["output.bias"].shape[0]
+    onehot = np.eye(classes, dtype=np.float32)[y]
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), batch):
+            idx = order[start : start + batch]
+            pre = X[idx] @ w["hidden.weight"] + w["hidden.bias"]
+            hidden = np.maximum(pre, 0.0)
+            z = hidden @ w["output.weight"] + w["output.bias"]
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - onehot[idx]) / len(idx)
+            g_hidden = (g @ w["output.weight"].T) * (pre > 0)
+            w["output.weight"] -= lr * (hidden.T @ g + l2 * w["output.weight"])
+            w["output.bias"] -= lr * g.sum(axis=0)
+            w["hidden.weight"] -= lr * (X[idx].T @ g_hidden + l2 * w["hidden.weight"])
+            w["hidden.bias"] -= lr * g_hidden.sum(axis=0)
+    return w
+
+
+def train(
+    weights: Weights,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Mini-batch SGD for either built-in family (the server's own training, e.g. FLTrust's reference)."""
+    if family_of(weights) == "softmax":
+        return train_softmax(weights, X, y, epochs=epochs, lr=lr, batch=batch, rng=rng)
+    return train_mlp(weights, X, y, epochs=epochs, lr=lr, batch=batch, rng=rng)
