@@ -39,7 +39,16 @@ def accuracy_loss(rounds: pd.DataFrame) -> go.Figure:
     figure.update_layout(title="Holdout accuracy and loss per round", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", secondary_y=False)
-    figure.update_yaxes(title_text="loss", secondary_y=True)
+    # Its own ticks (not synced to the accuracy grid, which puts them at values like 0.879 and 1.258).
+    figure.update_yaxes(
+        title_text="loss",
+        secondary_y=True,
+        tickmode="auto",
+        nticks=6,
+        tickformat=".2f",
+        rangemode="tozero",
+        showgrid=False,
+    )
     return figure
 
 
@@ -59,12 +68,28 @@ def kept_excluded(rounds: pd.DataFrame) -> go.Figure:
 
 
 def fitness_distribution(contributions: pd.DataFrame) -> go.Figure:
-    """Fitness of every scored update, one box per round (points shown)."""
+    """Fitness of every scored update per round, kept and excluded updates side by side (colour = fate)."""
     figure = go.Figure()
-    for round_id in sorted(contributions["round"].unique()):
-        values = contributions.loc[contributions["round"] == round_id, "fitness"]
-        figure.add_trace(go.Box(y=values, name=f"round {round_id}", boxpoints="all", jitter=0.3, pointpos=0))
-    figure.update_layout(title="Fitness distribution per round", showlegend=False, **LAYOUT)
+    data = contributions.sort_values("round")
+    for kept, name, colour in ((True, "kept", KEPT), (False, "excluded", EXCLUDED)):
+        part = data[data["kept"] == kept]
+        if part.empty:
+            continue
+        figure.add_trace(
+            go.Box(
+                x=part["round"].astype(str),
+                y=part["fitness"],
+                name=name,
+                marker_color=colour,
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                hovertext=part["organization"],
+            )
+        )
+    figure.update_layout(title="Fitness per round: kept and excluded updates", boxmode="group", **LAYOUT)
+    order = [str(r) for r in sorted(data["round"].unique())]
+    figure.update_xaxes(title_text="round", type="category", categoryorder="array", categoryarray=order)
     figure.update_yaxes(title_text="fitness (0–100)", range=[0, 100])
     return figure
 

@@ -30,6 +30,7 @@ from visualization.data import (
     deployments_from_json,
     short_address,
 )
+from visualization.reverts import explain
 from visualization.wallet import wallet_request
 
 AUTH = "auth"  # {"token", "address", "expires_at", "roles"}
@@ -266,7 +267,8 @@ def transaction_button(
     assert ctx.chain is not None
     reason = ctx.chain.simulate(sender, to, data) if simulate and not disabled else None
     if reason:
-        st.caption(f"Not possible now: `{reason}`")
+        st.warning(explain(reason), icon="ℹ️")
+        st.caption(f"Contract error: `{reason}`")
     request_id = "tx-" + hashlib.sha256(f"{sender}|{to}|{data}".encode()).hexdigest()[:24]
     response = wallet_request(
         key=key,

@@ -149,3 +149,84 @@ def participants_frame(participants: list[dict[str, Any]]) -> pd.DataFrame:
         for p in participants
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+# ------------------------------------------------------------------------------ tables as people read them
+
+MISSING = "—"
+
+
+def _count(value: Any) -> str:
+    return MISSING if pd.isna(value) else f"{int(value):,}"
+
+
+def _number(value: Any, spec: str) -> str:
+    return MISSING if pd.isna(value) else format(float(value), spec)
+
+
+def _time(series: pd.Series) -> pd.Series:
+    return series.dt.strftime("%Y-%m-%d %H:%M:%S").fillna(MISSING)
+
+
+def _yes_no(value: Any) -> str:
+    return MISSING if value is None or pd.isna(value) else ("yes" if value else "no")
+
+
+def rounds_table(rounds: pd.DataFrame) -> pd.DataFrame:
+    """The rounds as a table: newest first, human headers, figures formatted, a dash where a round has none."""
+    view = rounds.sort_values("round", ascending=False)
+    return pd.DataFrame(
+        {
+            "Round": view["round"],
+            "Status": view["status"].fillna(MISSING),
+            "Strategy": view["strategy"].fillna(MISSING),
+            "Opened (UTC)": _time(view["opened_at"]),
+            "Kept": view["kept"].map(_count),
+            "Excluded": view["excluded"].map(_count),
+            "Rejected": view["rejected"].map(_count),
+            "Accuracy": view["accuracy"].map(lambda v: _number(v, ".1%")),
+            "Holdout loss": view["loss_after"].map(lambda v: _number(v, ".4f")),
+            "ε spent": view["epsilon_spent"].map(lambda v: _number(v, ".3g")),
+            "Rolled back": view["rolled_back"].map(_yes_no),
+            "Why it failed": view["failure_reason"].fillna(""),
+        }
+    ).reset_index(drop=True)
+
+
+def short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if address else MISSING
+
+
+def participants_table(participants: pd.DataFrame) -> pd.DataFrame:
+    """Organizations as a table that fits a laptop screen: short wallet, minutes-precision times."""
+    return pd.DataFrame(
+        {
+            "Organization": participants["organization"],
+            "Wallet": participants["address"].map(short),
+            "Status": participants["status"],
+            "Reputation": participants["reputation"].astype(float),
+            "Times excluded": participants["byzantine_count"].fillna(0).astype(int),
+            "Registered (UTC)": participants["created_at"].dt.strftime("%Y-%m-%d %H:%M").fillna(MISSING),
+            "Last seen (UTC)": participants["last_seen_at"].dt.strftime("%Y-%m-%d %H:%M").fillna(MISSING),
+        }
+    )
+
+
+def contributions_table(contributions: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """Scored updates as a table: human headers, short wallets, no empty cells."""
+    unit = f" ({symbol})" if symbol else ""
+    return pd.DataFrame(
+        {
+            "Round": contributions["round"],
+            "Organization": contributions["organization"],
+            "Wallet": contributions["participant"].map(short),
+            "Quality": contributions["quality"],
+            "Timeliness": contributions["timeliness"],
+            "Honesty": contributions["honesty"],
+            "Fitness": contributions["fitness"],
+            "Kept": contributions["kept"],
+            "Flagged Byzantine": contributions["byzantine"],
+            f"Reward{unit}": contributions["reward"],
+            "Reputation after": contributions["reputation_after"].map(lambda v: _number(v, ".1f")),
+        }
+    )

@@ -364,6 +364,11 @@ def login(
         typer.echo(session.get("access_token", ""))
 
 
+def score_text(value: object) -> str:
+    """A 0-100 score as people read it (59.5, not 59.458436036958275); the JSON output keeps it exact."""
+    return f"{value:.1f}" if isinstance(value, int | float) else "unknown"
+
+
 @client_app.command("status")
 @_with_common
 def status(opts: Common) -> None:
@@ -380,7 +385,7 @@ def status(opts: Common) -> None:
     else:
         typer.echo(
             f"  registration: {participant.get('org_name')!r}, {participant.get('status')}, "
-            f"reputation {participant.get('reputation')}"
+            f"reputation {score_text(participant.get('reputation'))}"
         )
         may = "yes" if participant.get("may_submit") else f"no ({participant.get('reason')})"
         typer.echo(f"  may submit:   {may}")

@@ -206,6 +206,13 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         page.get_by_role("heading", name="Overview").first.wait_for()
         settle(page)
         assert metric_value(page, "Model version") == "v2"
+        # The Organizations table fits a 1440 px window: no column is cut off behind a scrollbar.
+        grid = page.get_by_test_id("stDataFrame").first
+        grid.wait_for()
+        widths = grid.evaluate(
+            "(e) => { const s = e.querySelector('.dvn-scroller') || e; return [s.scrollWidth, s.clientWidth]; }"
+        )
+        assert widths[0] <= widths[1] + 1, f"Organizations table cut: {widths}"
         shoot(page, "overview")
 
         # Connect: the component (an iframe) reaches the top document's provider; the SIWE signature follows.
@@ -266,6 +273,10 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         settle(page)
         governor = deployments.contract(w3, "FLGovernor")
         assert governor.functions.state(pid).call() == ProposalState.Pending
+        # The same proposal again would revert: the page says what that means instead of the raw error.
+        page.get_by_text(
+            "A proposal with exactly these actions and this description already exists"
+        ).wait_for()
         assert governor.functions.proposalProposer(pid).call() == address
 
         # The voting delay (1 block) passes; back on the page the proposal is active and the wallet votes For.

@@ -21,6 +21,7 @@ from visualization.governance import (
     settable_specs,
     spec_by_name,
 )
+from visualization.reverts import explain
 
 pytestmark = pytest.mark.chain
 
@@ -104,7 +105,12 @@ def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(
     assert gov.chain.simulate(proposer, gov.address, data) is None
     send(w3, key, gov.chain.tx_request(proposer, gov.address, data))
     # The same proposal again would revert: the dashboard says why before the wallet is asked.
-    assert gov.chain.simulate(proposer, gov.address, data).startswith("GovernorUnexpectedProposalState")
+    again = gov.chain.simulate(proposer, gov.address, data)
+    assert again.startswith("GovernorUnexpectedProposalState")
+    assert explain(again).startswith(
+        "A proposal with exactly these actions and this description already exists"
+    )
+    assert "(it is Pending)" in explain(again)
 
     listed = {p.id: p for p in gov.proposals(proposer)}[pid]
     assert listed.state == ProposalState.Pending and listed.description == description
@@ -112,7 +118,12 @@ def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(
     assert listed.has_voted is False and listed.voting_power is None  # before the snapshot
 
     vote = gov.cast_vote_calldata(pid, Support.For)
-    assert gov.chain.simulate(proposer, gov.address, vote).startswith("GovernorUnexpectedProposalState")
+    early = gov.chain.simulate(proposer, gov.address, vote)
+    assert early.startswith("GovernorUnexpectedProposalState")
+    assert explain(early) == (
+        "The proposal is Pending; this needs it Active: voting opens once the voting delay has passed: "
+        "come back in a few blocks."
+    )
     mine(w3, 2)
     send(w3, key, gov.chain.tx_request(proposer, gov.address, vote))
     listed = {p.id: p for p in gov.proposals(proposer)}[pid]
@@ -123,4 +134,6 @@ def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(
     supply = gov.chain.reader.token.functions.getPastTotalSupply(listed.snapshot).call()
     assert listed.quorum == supply * 4 // 100
     assert listed.deadline == listed.snapshot + gov.voting_period()
-    assert gov.chain.simulate(proposer, gov.address, vote).startswith("GovernorAlreadyCastVote")
+    twice = gov.chain.simulate(proposer, gov.address, vote)
+    assert twice.startswith("GovernorAlreadyCastVote")
+    assert explain(twice) == "This wallet has already voted on this proposal."

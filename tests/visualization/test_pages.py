@@ -28,6 +28,7 @@ from tests.visualization.conftest import (
 )
 from visualization.data import fmt_amount
 from visualization.governance import Governance, proposal_id, spec_by_name
+from visualization.tables import short
 
 pytestmark = pytest.mark.chain
 
@@ -45,6 +46,18 @@ def run_page(page: str, auth: dict[str, Any] | None = None, **state: Any) -> App
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def assert_readable(table: Any) -> None:
+    """No empty cell and no "None"/"nan" text: a missing figure reads as a dash."""
+    assert not table.isna().any().any(), table
+    text = table.astype(str)
+    assert not text.isin(["None", "nan", "NaT", "<NA>"]).any().any(), table
+
+
+def _order(table: Any) -> list[int]:
+    names = {f"org {i}": i for i in (*ORGS, 17, 18)}
+    return [names[n] for n in table["Organization"]]
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -137,9 +150,12 @@ def test_overview_shows_the_live_round_model_and_organizations(
     assert "Updates received: 0 of quorum 3" in text
     model = world.client.get("/v1/models/current").json()
     assert model["weights_hash"] in text
-    # The organizations table lists every registered organization by name.
+    # The organizations table lists every registered organization by name, with no empty cell.
     table = at.dataframe[0].value
-    assert sorted(table["organization"]) == sorted(f"org {i}" for i in (*ORGS, 17, 18))
+    assert sorted(table["Organization"]) == sorted(f"org {i}" for i in (*ORGS, 17, 18))
+    assert_readable(table)
+    assert table["Registered (UTC)"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d").all()
+    assert (table["Wallet"] == [short(address_of(i)) for i in _order(table)]).all()
 
     # An update arrives: the round's progress follows.
     close_round_as_the_worker_would(world, dashboard_env.settings)
@@ -173,13 +189,26 @@ def test_training_waits_for_a_first_aggregation_then_charts_it(
     assert accuracy[0]["y"] == [closed.accuracy] and accuracy[1]["y"] == [closed.loss_after]
     kept = figures["Updates kept, excluded and rejected per round"]["data"]
     assert [trace["y"] for trace in kept] == [[2], [1], [0]]
-    fitness = figures["Fitness distribution per round"]["data"]
-    assert sorted(fitness[0]["y"]) == sorted(closed.fitness.values())
+    # Box colours mean something: kept updates in one colour, excluded ones in another, with a legend.
+    fitness = {
+        trace["name"]: trace for trace in figures["Fitness per round: kept and excluded updates"]["data"]
+    }
+    assert sorted(fitness["kept"]["y"]) == sorted(closed.fitness[a] for a in closed.kept)
+    assert sorted(fitness["excluded"]["y"]) == sorted(closed.fitness[a] for a in closed.excluded)
+    assert fitness["kept"]["marker"]["color"] != fitness["excluded"]["marker"]["color"]
+    # The loss axis has its own round ticks (not synced to the accuracy grid).
+    loss_axis = figures["Holdout accuracy and loss per round"]["layout"]["yaxis2"]
+    assert loss_axis["tickmode"] == "auto" and loss_axis["tickformat"] == ".2f"
     privacy = figures["Privacy budget spent"]
     assert privacy["data"][0]["y"] == [closed.epsilon_spent]
     # The governed budget (ProtocolParameters.dp_epsilon_budget, 10 at deploy) is the reference line.
     assert privacy["layout"]["shapes"][0]["y0"] == 10.0
     assert "ε spent 1.25 of budget 10" in texts(at)
+    rounds = at.dataframe[0].value
+    assert list(rounds.columns[:3]) == ["Round", "Status", "Strategy"]
+    assert_readable(rounds)
+    row = rounds[rounds["Round"] == closed.round_id].iloc[0]
+    assert (row["Kept"], row["Excluded"], row["Accuracy"], row["Rolled back"]) == ("2", "1", "87.0%", "no")
 
 
 # ------------------------------------------------------------------------------------- contributions
@@ -193,18 +222,21 @@ def test_contributions_table_filters_and_history(world: World, dashboard_env: Ap
     at = run_page("Contributions")
     table = at.dataframe[0].value
     assert len(table) == 3
-    by_address = table.set_index("participant")
+    assert_readable(table)
+    by_wallet = table.set_index("Wallet")
     for address, fitness in closed.fitness.items():
-        assert by_address.loc[address, "fitness"] == pytest.approx(fitness)
-        assert by_address.loc[address, "reward"] == pytest.approx(closed.reward_wei[address] / WAD)
-    assert set(table["organization"]) == {f"org {i}" for i in ORGS[:3]}
+        assert by_wallet.loc[short(address), "Fitness"] == pytest.approx(fitness)
+        assert by_wallet.loc[short(address), "Reward (DALLA)"] == pytest.approx(
+            closed.reward_wei[address] / WAD
+        )
+    assert set(table["Organization"]) == {f"org {i}" for i in ORGS[:3]}
     assert metrics(at)["Kept"] == "2 / 3"
 
     at.toggle(key="contrib-kept").set_value(True).run()
-    assert sorted(at.dataframe[0].value["participant"]) == sorted(closed.kept)
+    assert sorted(at.dataframe[0].value["Wallet"]) == sorted(short(a) for a in closed.kept)
     at.toggle(key="contrib-kept").set_value(False)
     at.slider(key="contrib-fitness").set_value((80.0, 100.0)).run()
-    assert list(at.dataframe[0].value["participant"]) == [closed.kept[0]]
+    assert list(at.dataframe[0].value["Wallet"]) == [short(closed.kept[0])]
 
     at.selectbox(key="contrib-history-org").set_value(f"org {ORGS[1]}").run()
     shown = metrics(at)
@@ -290,9 +322,14 @@ def test_governance_lists_a_proposal_with_its_state_and_tally(
     assert description in text and "Pending" in text
     assert "ProtocolParameters.setParameter(trim_fraction → 0.1)" in text
     rows = at.dataframe[0].value
-    row = rows[rows["title"] == description].iloc[0]
-    assert row["state"] == "Pending"
-    assert row["deadline block"] == governor.functions.proposalDeadline(pid).call()
+    row = rows[rows["Title"] == description].iloc[0]
+    assert row["State"] == "Pending"
+    assert row["Voting ends (block)"] == governor.functions.proposalDeadline(pid).call()
+    # The quorum reads the same in the table, the proposal's figures and its progress bar.
+    quorum = fmt_amount(governor.functions.quorum(w3.eth.block_number - 1).call())
+    assert row["Quorum (DALLA)"] == quorum
+    assert metrics(at)["Quorum (DALLA)"] == quorum
+    assert f"of {quorum} DALLA" in text
     assert "Sign in with your wallet to submit a proposal." in text
 
     # Voting opens after the voting delay; a vote cast on-chain shows in the tally.
@@ -303,9 +340,9 @@ def test_governance_lists_a_proposal_with_its_state_and_tally(
     weight = governor.functions.getVotes(voter, governor.functions.proposalSnapshot(pid).call()).call()
     at = run_page("Governance", auth=http_login(dashboard_env, 14))
     rows = at.dataframe[0].value
-    row = rows[rows["title"] == description].iloc[0]
-    assert row["state"] == "Active"
-    assert row["against"] == pytest.approx(weight / WAD)
+    row = rows[rows["Title"] == description].iloc[0]
+    assert row["State"] == "Active"
+    assert row["Against (DALLA)"] == fmt_amount(weight)
     assert "You have voted on this proposal." in texts(at)
     # The signed-in organization may propose: the form shows the parameter's current value.
     strategy = spec_by_name("strategy")

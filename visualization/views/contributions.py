@@ -33,34 +33,18 @@ def render(ctx: Context) -> None:
     cols[2].metric("Kept", f"{int(shown['kept'].sum())} / {len(shown)}")
     cols[3].metric(f"Rewards ({symbol})" if symbol else "Rewards", f"{shown['reward'].sum():,.2f}")
 
+    unit = f" ({symbol})" if symbol else ""
     st.dataframe(
-        shown[
-            [
-                "round",
-                "organization",
-                "participant",
-                "quality",
-                "timeliness",
-                "honesty",
-                "fitness",
-                "kept",
-                "byzantine",
-                "reward",
-                "reputation_after",
-            ]
-        ],
+        tables.contributions_table(shown, symbol),
         hide_index=True,
         width="stretch",
         key="contrib-table",
         column_config={
-            "quality": st.column_config.ProgressColumn("quality", **SCORE),
-            "timeliness": st.column_config.ProgressColumn("timeliness", **SCORE),
-            "honesty": st.column_config.ProgressColumn("honesty", **SCORE),
-            "fitness": st.column_config.ProgressColumn("fitness", **SCORE),
-            "reward": st.column_config.NumberColumn(
-                f"reward ({symbol})" if symbol else "reward", format="%.4f"
-            ),
-            "reputation_after": st.column_config.NumberColumn("reputation after", format="%.1f"),
+            "Quality": st.column_config.ProgressColumn("Quality", **SCORE),
+            "Timeliness": st.column_config.ProgressColumn("Timeliness", **SCORE),
+            "Honesty": st.column_config.ProgressColumn("Honesty", **SCORE),
+            "Fitness": st.column_config.ProgressColumn("Fitness", **SCORE),
+            f"Reward{unit}": st.column_config.NumberColumn(f"Reward{unit}", format="%.2f"),
         },
     )
 

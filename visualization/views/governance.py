@@ -26,9 +26,13 @@ def render(ctx: Context) -> None:
     denominator = int(gov.governor.functions.quorumDenominator().call())
     cols = st.columns(5)
     cols[0].metric("Current block", block)
-    cols[1].metric("Voting delay", f"{gov.voting_delay()} blocks")
-    cols[2].metric("Voting period", f"{gov.voting_period()} blocks")
-    cols[3].metric("Quorum (of supply)", f"{100 * numerator / denominator:g}%")
+    cols[1].metric("Voting delay", _blocks(gov.voting_delay()))
+    cols[2].metric("Voting period", _blocks(gov.voting_period()))
+    cols[3].metric(
+        "Quorum (of supply)",
+        f"{100 * numerator / denominator:g}%",
+        help="For + Abstain votes a proposal needs, as a share of the token supply at its snapshot",
+    )
     cols[4].metric("Timelock delay", f"{int(ctx.chain.timelock.functions.getMinDelay().call())} s")
     if voter:
         account = ctx.chain.account(voter)
@@ -38,6 +42,7 @@ def render(ctx: Context) -> None:
         )
 
     proposals = gov.proposals(voter)
+    unit = f" ({symbol})" if symbol else ""
     st.subheader("Proposals")
     if not proposals:
         st.info("No proposal yet. Create the first one below.")
@@ -45,14 +50,14 @@ def render(ctx: Context) -> None:
         st.dataframe(
             [
                 {
-                    "proposal": short_id(p.id),
-                    "title": p.title,
-                    "state": p.state.name,
-                    "for": tokens(p.for_votes),
-                    "against": tokens(p.against_votes),
-                    "abstain": tokens(p.abstain_votes),
-                    "quorum": tokens(p.quorum),
-                    "deadline block": p.deadline,
+                    "Proposal": short_id(p.id),
+                    "Title": p.title,
+                    "State": p.state.name,
+                    f"For{unit}": fmt_amount(p.for_votes),
+                    f"Against{unit}": fmt_amount(p.against_votes),
+                    f"Abstain{unit}": fmt_amount(p.abstain_votes),
+                    f"Quorum{unit}": fmt_amount(p.quorum),
+                    "Voting ends (block)": p.deadline,
                 }
                 for p in proposals
             ],
@@ -65,6 +70,10 @@ def render(ctx: Context) -> None:
 
     st.subheader("Propose a parameter change")
     _create(ctx, gov, voter)
+
+
+def _blocks(count: int) -> str:
+    return f"{count} block" if count == 1 else f"{count} blocks"
 
 
 def short_id(pid: int) -> str:
@@ -114,7 +123,7 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
             )
         st.progress(
             min(p.quorum_votes / p.quorum, 1.0) if p.quorum else 0.0,
-            text=f"Quorum: {fmt_tokens(p.quorum_votes, symbol)} of {fmt_tokens(p.quorum, symbol)}",
+            text=f"Quorum: {fmt_amount(p.quorum_votes)} of {fmt_amount(p.quorum)} {symbol}".rstrip(),
         )
 
         if p.state == ProposalState.Active:

@@ -68,13 +68,17 @@ def render(ctx: Context) -> None:
         st.info("No organization has registered yet.")
     else:
         st.dataframe(
-            participants,
+            tables.participants_table(participants),
             hide_index=True,
             width="stretch",
             column_config={
-                "reputation": st.column_config.ProgressColumn(
-                    "reputation", min_value=0, max_value=100, format="%.1f"
-                )
+                "Reputation": st.column_config.ProgressColumn(
+                    "Reputation", min_value=0, max_value=100, format="%.1f"
+                ),
+                "Times excluded": st.column_config.NumberColumn(
+                    "Times excluded",
+                    help="Rounds in which the aggregator excluded this organization's update",
+                ),
             },
         )
 
@@ -87,10 +91,8 @@ def _round(current: dict) -> None:
     quorum = max(int(current["quorum"]), 1)
     submissions = int(current["submissions"])
     st.progress(min(submissions / quorum, 1.0), text=f"Updates received: {submissions} of quorum {quorum}")
-    opened = datetime.fromisoformat(str(current["opened_at"]).replace("Z", "+00:00"))
-    deadline = datetime.fromisoformat(str(current["deadline"]).replace("Z", "+00:00"))
-    opened = opened if opened.tzinfo else opened.replace(tzinfo=UTC)
-    deadline = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+    opened = _utc(current["opened_at"])
+    deadline = _utc(current["deadline"])
     if current["status"] == "OPEN":
         total = max((deadline - opened).total_seconds(), 1.0)
         elapsed = (datetime.now(UTC) - opened).total_seconds()
@@ -101,12 +103,21 @@ def _round(current: dict) -> None:
         )
     else:
         closed = current.get("closed_at")
-        st.caption(f"Deadline {deadline:%Y-%m-%d %H:%M:%S} UTC" + (f" · closed {closed}" if closed else ""))
+        closed_at = _utc(closed) if closed else None
+        st.caption(
+            f"Deadline {deadline:%Y-%m-%d %H:%M:%S} UTC"
+            + (f" · closed {closed_at:%Y-%m-%d %H:%M:%S} UTC" if closed_at else "")
+        )
     st.caption(
         f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)"
     )
     if current.get("failure_reason"):
         st.error(f"Round failed: {current['failure_reason']}")
+
+
+def _utc(value: object) -> datetime:
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _model(model: dict) -> None:

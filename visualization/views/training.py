@@ -78,19 +78,4 @@ def _round_table(rounds) -> None:  # type: ignore[no-untyped-def]
     if rounds.empty:
         return
     st.subheader("Rounds")
-    view = rounds.sort_values("round", ascending=False)[
-        [
-            "round",
-            "status",
-            "strategy",
-            "kept",
-            "excluded",
-            "rejected",
-            "accuracy",
-            "loss_after",
-            "epsilon_spent",
-            "rolled_back",
-            "failure_reason",
-        ]
-    ]
-    st.dataframe(view, hide_index=True, width="stretch")
+    st.dataframe(tables.rounds_table(rounds), hide_index=True, width="stretch")
