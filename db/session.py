@@ -9,6 +9,9 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+# Execution option marking sessions that only read (see read_session_factory).
+READ_ONLY = "fedledger_read_only"
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -30,7 +33,12 @@ def make_engine(url: str) -> Engine:
             # A deferred SQLite transaction that reads, then writes after another writer committed, fails
             # with SQLITE_BUSY_SNAPSHOT instead of waiting. Taking the write lock up front makes writers
             # queue (busy_timeout) and read-then-write sequences (the audit chain, idempotency checks) safe.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Sessions from read_session_factory never write, so they read a WAL snapshot without the lock
+            # and do not queue behind (or hold up) the writers.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -42,7 +50,14 @@ def engine_for(url: str) -> Engine:
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
+    """Sessions for work that writes (on SQLite each transaction takes the write lock at BEGIN)."""
     return sessionmaker(bind=engine_for(url), expire_on_commit=False)
+
+
+def read_session_factory(url: str) -> sessionmaker[Session]:
+    """Sessions for work that only reads: on SQLite they never take the write lock, so request paths can
+    do their checks concurrently and hold the lock only for their short write transaction. Same pool."""
+    return sessionmaker(bind=engine_for(url).execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

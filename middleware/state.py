@@ -7,7 +7,7 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import session_factory
+from db.session import read_session_factory, session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.reader import ChainReader
 from fedledger.config import Settings
@@ -31,6 +31,11 @@ class AppState:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.settings.resolved_database_url)
+
+    @cached_property
+    def read_sessions(self) -> sessionmaker[Session]:
+        """Sessions that only read (no SQLite write lock): request paths do their checks with these."""
+        return read_session_factory(self.settings.resolved_database_url)
 
     @cached_property
     def blobs(self) -> BlobStore:

@@ -54,3 +54,7 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob (idempotent): only for one that nothing references, e.g. a submission that lost."""
+        self.path(digest).unlink(missing_ok=True)

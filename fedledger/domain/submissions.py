@@ -4,8 +4,9 @@ Order of checks (cheapest first, and nothing is decrypted for an unauthenticated
 request): participant registered and active (database and chain) -> envelope header -> round, model
 version and sample count -> round open and before its deadline -> EIP-712 signature by the JWT subject
 over the envelope's hash -> decryption with the key the header names -> payload shapes against the model.
-Then: idempotent replay (same bytes, same receipt) or 409 for a different payload; blob, row and audit
-entry in one transaction; the aggregator is told after the commit.
+Then: idempotent replay (same bytes, same receipt) or 409 for a different payload. The checks read only
+(:func:`verify`); the blob is fsynced, then row and audit entry are written in one short transaction
+(:func:`record`); the aggregator is told after the commit.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
 from db.models import Participant, ParticipantStatus, Round, RoundStatus, ServerKey, Update, UpdateStatus
@@ -87,17 +89,32 @@ def _check_round(round_: Round, header: EnvelopeHeader, now: datetime) -> None:
         raise Invalid("invalid_num_samples", f"num_samples must be in [1, {MAX_SAMPLES}]")
 
 
-def submit(
+@dataclass(frozen=True)
+class Verified:
+    """A submission that passed every check and may be recorded (see :func:`record`)."""
+
+    round_id: int
+    participant_id: int
+    subject: str
+    digest: str
+    header: EnvelopeHeader
+    signature: str
+    size_bytes: int
+
+
+def verify(
     session: Session,
     *,
     chain: ChainReader,
-    blobs: BlobStore,
     key_directory: Path,
     subject: str,
     round_id: int,
     envelope: bytes,
     signature: str,
-) -> Receipt:
+) -> Verified | Receipt:
+    """Every check of a submission, reading only: the caller may use a read-only session (on SQLite it takes
+    no write lock, so checks of concurrent submissions run in parallel). Returns the receipt of an
+    idempotent replay, or what :func:`record` needs; raises a domain error for anything refused."""
     participant = _participant(session, chain, subject)
     try:
         header = parse_header(envelope)
@@ -116,9 +133,7 @@ def submit(
         raise NotFound("unknown_round", f"round {round_id} does not exist")
     digest = hashlib.sha256(envelope).hexdigest()
 
-    existing = session.scalars(
-        select(Update).where(Update.round_id == round_id, Update.participant_id == participant.id)
-    ).first()
+    existing = _existing(session, round_id, participant.id)
     if existing is not None:
         return _replay(existing, subject, digest)
     _check_round(round_, header, utcnow())
@@ -164,19 +179,63 @@ def submit(
         raise Invalid(
             "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"
         ) from exc
+    return Verified(round_id, participant.id, subject, digest, header, signature, len(envelope))
 
+
+def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified, envelope: bytes) -> Receipt:
+    """Store a verified submission durably: the ciphertext (fsynced) before the row that names it, then the
+    row, the participant's activity and the audit entry in one short transaction. Returns only after the
+    commit, so an acknowledged submission survives a crash of the API.
+
+    The blob is written outside the transaction so that the fsyncs of concurrent submissions overlap instead
+    of queueing behind the database's write lock. A blob whose row then loses the (round, participant) race
+    to a different payload, or whose round closed in between, is removed again: nothing is left orphaned.
+    """
     blobs.put(envelope)
+    try:
+        with sessions.begin() as session:
+            return _insert(session, checked)
+    except _Lost as lost:
+        if isinstance(lost.outcome, Receipt):
+            return lost.outcome  # the winner sent the same bytes: its blob is this one
+        blobs.delete(checked.digest)
+        raise lost.outcome from None
+    except BaseException:
+        with sessions() as session:
+            referenced = _referenced(session, checked.digest)
+        if not referenced:
+            blobs.delete(checked.digest)
+        raise
+
+
+class _Lost(Exception):
+    """A concurrent request of the same participant won the unique (round, participant) race: the replay
+    receipt (same bytes) or the conflict (different bytes), decided while the winner's row was at hand."""
+
+    def __init__(self, outcome: Receipt | Conflict) -> None:
+        super().__init__(str(outcome))
+        self.outcome = outcome
+
+
+def _insert(session: Session, checked: Verified) -> Receipt:
+    # Lock the round row against the close (PostgreSQL: FOR SHARE blocks the close's UPDATE until this commits;
+    # SQLite: the transaction already holds the write lock), then re-check it is still open: the close loads
+    # the updates only after taking the round, so no accepted row can be missed by it.
+    round_ = session.scalars(
+        select(Round).where(Round.id == checked.round_id).with_for_update(read=True)
+    ).one()
+    _check_round(round_, checked.header, utcnow())
     now = utcnow()
-    rid = receipt_id(round_id, subject, digest)
+    rid = receipt_id(checked.round_id, checked.subject, checked.digest)
     update = Update(
-        round_id=round_id,
-        participant_id=participant.id,
-        ciphertext_hash=digest,
-        key_id=header.key_id,
-        model_version_id=header.model_version,
-        num_samples=header.num_samples,
-        signature=signature,
-        size_bytes=len(envelope),
+        round_id=checked.round_id,
+        participant_id=checked.participant_id,
+        ciphertext_hash=checked.digest,
+        key_id=checked.header.key_id,
+        model_version_id=checked.header.model_version,
+        num_samples=checked.header.num_samples,
+        signature=checked.signature,
+        size_bytes=checked.size_bytes,
         receipt_id=rid,
         status=UpdateStatus.received,
         submitted_at=now,
@@ -186,25 +245,70 @@ def submit(
             session.add(update)
             session.flush()
     except IntegrityError:
-        # A concurrent request of the same participant won the unique (round, participant) race.
-        winner = session.scalars(
-            select(Update).where(Update.round_id == round_id, Update.participant_id == participant.id)
-        ).one()
-        return _replay(winner, subject, digest)
-    participant.last_seen_at = now
+        winner = _existing(session, checked.round_id, checked.participant_id)
+        if winner is None:
+            raise
+        try:
+            outcome: Receipt | Conflict = _replay(winner, checked.subject, checked.digest)
+        except Conflict as conflict:
+            outcome = conflict
+        raise _Lost(outcome) from None
+    session.execute(
+        sa_update(Participant).where(Participant.id == checked.participant_id).values(last_seen_at=now)
+    )
     audit.append(
         session,
-        subject,
+        checked.subject,
         "update.submit",
-        f"round:{round_id}",
+        f"round:{checked.round_id}",
         {
             "receipt": rid,
-            "hash": digest,
-            "num_samples": header.num_samples,
-            "bytes": len(envelope),
+            "hash": checked.digest,
+            "num_samples": checked.header.num_samples,
+            "bytes": checked.size_bytes,
         },
     )
-    return Receipt(rid, round_id, subject, "0x" + digest, header.num_samples, now, replayed=False)
+    return Receipt(
+        rid, checked.round_id, checked.subject, "0x" + checked.digest, checked.header.num_samples, now, False
+    )
+
+
+def _existing(session: Session, round_id: int, participant_id: int) -> Update | None:
+    return session.scalars(
+        select(Update).where(Update.round_id == round_id, Update.participant_id == participant_id)
+    ).first()
+
+
+def _referenced(session: Session, digest: str) -> bool:
+    return session.scalar(select(Update.id).where(Update.ciphertext_hash == digest).limit(1)) is not None
+
+
+def submit(
+    read_sessions: sessionmaker[Session],
+    write_sessions: sessionmaker[Session],
+    *,
+    chain: ChainReader,
+    blobs: BlobStore,
+    key_directory: Path,
+    subject: str,
+    round_id: int,
+    envelope: bytes,
+    signature: str,
+) -> Receipt:
+    """Verify then record a submission (:func:`verify`, :func:`record`); idempotent for the same bytes."""
+    with read_sessions() as session:
+        checked = verify(
+            session,
+            chain=chain,
+            key_directory=key_directory,
+            subject=subject,
+            round_id=round_id,
+            envelope=envelope,
+            signature=signature,
+        )
+    if isinstance(checked, Receipt):
+        return checked
+    return record(write_sessions, blobs, checked, envelope)
 
 
 def _replay(existing: Update, subject: str, digest: str) -> Receipt:

@@ -13,8 +13,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz() -> HealthOut:
-    """The process is up."""
+async def healthz() -> HealthOut:
+    """The process is up (answered on the event loop: never queued behind work in the thread pool)."""
     return HealthOut(status="ok")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
@@ -97,18 +98,21 @@ async def submit_update(
             state.metrics.rejections.labels("too_large").inc()
             raise ApiError(413, "too_large", f"update exceeds the limit of {limit} bytes")
     chain = state.chain()
+    # The checks and the durable write are blocking (signature recovery, decryption, fsync, commit): they run
+    # in the thread pool so the event loop keeps answering other requests (health checks) during a burst.
     try:
-        with state.sessions.begin() as session:
-            receipt = submissions.submit(
-                session,
-                chain=chain,
-                blobs=state.blobs,
-                key_directory=state.settings.resolved_key_dir,
-                subject=principal.address,
-                round_id=round_id,
-                envelope=bytes(body),
-                signature=x_update_signature,
-            )
+        receipt = await run_in_threadpool(
+            submissions.submit,
+            state.read_sessions,
+            state.sessions,
+            chain=chain,
+            blobs=state.blobs,
+            key_directory=state.settings.resolved_key_dir,
+            subject=principal.address,
+            round_id=round_id,
+            envelope=bytes(body),
+            signature=x_update_signature,
+        )
     except DomainError as exc:
         state.metrics.rejections.labels(exc.code).inc()
         raise
@@ -117,7 +121,7 @@ async def submit_update(
         # After the commit: the worker must find the row. If the broker is down the update is still safe;
         # the round's deadline check picks it up.
         try:
-            state.queue.update_received(round_id)  # type: ignore[union-attr]
+            await run_in_threadpool(state.queue.update_received, round_id)  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - the submission is durable; the notification is best effort
             state.metrics.rejections.labels("queue_unavailable").inc()
     return ReceiptOut(**receipt.__dict__)
