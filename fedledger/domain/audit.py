@@ -26,6 +26,7 @@ _ADVISORY_LOCK_KEY = 0x66656461756474  # "fedaudt"
 def entry_hash(
     prev_hash: str, created_at: datetime, actor: str, action: str, subject: str, details: dict[str, Any]
 ) -> str:
+    """SHA-256 of an entry's canonical JSON, which includes its predecessor's hash (the chain link)."""
     body = json.dumps(
         {
             "prev": prev_hash,
@@ -68,6 +69,8 @@ def append(
 
 @dataclass(frozen=True)
 class ChainVerification:
+    """Outcome of :func:`verify_chain`: ok, entries checked, and where and why it broke."""
+
     ok: bool
     entries: int
     first_bad_id: int | None = None

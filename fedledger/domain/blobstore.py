@@ -12,6 +12,8 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobNotFound(KeyError):
+    """No blob is stored under that digest."""
+
     pass
 
 
@@ -24,11 +26,13 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
+        """Where the blob of ``digest`` lives (refuses anything but a SHA-256 hex digest: no path tricks)."""
         if not _HASH.match(digest):
             raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
         return self.root / digest[:2] / digest
 
     def put(self, data: bytes) -> str:
+        """Store ``data`` durably (fsynced before it appears under its key); returns its SHA-256 hex digest."""
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if target.exists():
@@ -47,12 +51,14 @@ class BlobStore:
         return digest
 
     def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; :class:`BlobNotFound` if there are none."""
         try:
             return self.path(digest).read_bytes()
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 
     def exists(self, digest: str) -> bool:
+        """Whether a blob is stored under ``digest``."""
         return self.path(digest).exists()
 
     def delete(self, digest: str) -> None:

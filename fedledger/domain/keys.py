@@ -17,6 +17,7 @@ from fedledger.domain.errors import Unavailable
 
 
 def ensure_dir(path: Path) -> Path:
+    """Create the key directory readable by this user only (0700) if missing; returns it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -57,10 +58,12 @@ def rotate(
 
 
 def current(session: Session) -> ServerKey | None:
+    """The key clients should encrypt to now, if any."""
     return session.scalars(select(ServerKey).where(ServerKey.is_current.is_(True))).first()
 
 
 def require_current(session: Session) -> ServerKey:
+    """The current key; :class:`Unavailable` until an operator (or the API's start-up) rotates one in."""
     key = current(session)
     if key is None:
         raise Unavailable(

@@ -14,10 +14,12 @@ from fedledger.payload import UpdateFormatError, decode_weights, model_shapes
 
 
 def active(session: Session) -> ModelVersion | None:
+    """The model version rounds train now, if any."""
     return session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.active)).first()
 
 
 def require_active(session: Session) -> ModelVersion:
+    """The active model version; :class:`Conflict` before the genesis model is uploaded."""
     model = active(session)
     if model is None:
         raise Conflict("no_model", "there is no active model yet; an operator must upload the genesis model")
@@ -25,6 +27,7 @@ def require_active(session: Session) -> ModelVersion:
 
 
 def get(session: Session, version: int) -> ModelVersion:
+    """Model version ``version``; :class:`NotFound` if it does not exist."""
     model = session.get(ModelVersion, version)
     if model is None:
         raise NotFound("unknown_model", f"model version {version} does not exist")
@@ -40,7 +43,7 @@ def store_version(
     chain_id: int,
     verifying_contract: str,
     parent: ModelVersion | None,
-    metrics: dict | None = None,
+    metrics: dict[str, float] | None = None,
     produced_by_round_id: int | None = None,
     activate: bool = True,
 ) -> ModelVersion:

@@ -19,6 +19,7 @@ IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
 
 
 def in_progress(session: Session) -> Round | None:
+    """The round that is open, closing or aggregated-but-unposted, if any (one at a time)."""
     return session.scalars(
         select(Round).where(Round.status.in_(IN_PROGRESS)).order_by(Round.id.desc())
     ).first()
@@ -75,6 +76,7 @@ def open_round(
 
 
 def get(session: Session, round_id: int) -> Round:
+    """Round ``round_id``; :class:`NotFound` if it does not exist."""
     round_ = session.get(Round, round_id)
     if round_ is None:
         raise NotFound("unknown_round", f"round {round_id} does not exist")
@@ -82,10 +84,12 @@ def get(session: Session, round_id: int) -> Round:
 
 
 def latest(session: Session) -> Round | None:
+    """The most recently opened round, if any."""
     return session.scalars(select(Round).order_by(Round.id.desc())).first()
 
 
 def submission_count(session: Session, round_id: int) -> int:
+    """How many updates round ``round_id`` has accepted so far."""
     return int(
         session.scalar(select(func.count()).select_from(Update).where(Update.round_id == round_id)) or 0
     )

@@ -37,6 +37,8 @@ MAX_SAMPLES = 10**9
 
 @dataclass(frozen=True)
 class Receipt:
+    """What the API acknowledges for an accepted (or replayed) submission."""
+
     receipt_id: str
     round_id: int
     participant: str
@@ -47,6 +49,7 @@ class Receipt:
 
 
 def receipt_id(round_id: int, participant: str, digest: str) -> str:
+    """Deterministic receipt id: the same bytes from the same participant for the same round, the same id."""
     return hashlib.sha256(f"{round_id}|{participant}|{digest}".encode()).hexdigest()[:32]
 
 
