@@ -90,6 +90,9 @@ class AuthNonce(Base):
     __tablename__ = "auth_nonces"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The checksummed address the nonce was issued for: a login for any other address is refused. Null
+    # only for nonces issued before the column existed (refused too).
+    address: Mapped[str | None] = mapped_column(String(42), default=None)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set once, atomically, when a login consumes the nonce: a second use finds it set.

@@ -7,11 +7,12 @@ documented line by line in ``.env.template``; a setting added here is added ther
 Embedded defaults (what ``make run`` uses) need no server: SQLite, a Celery broker on SQLite through
 kombu's SQLAlchemy transport, blobs on the filesystem, a local Hardhat chain. Production sets
 ``FEDLEDGER_ENV=production`` and must then give real secrets: :meth:`Settings.check_production` refuses
-defaults and the chain's well-known development keys.
+defaults and the chain's well-known development keys, in production and on any chain but a local dev chain.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Placeholder secret for development only; production refuses to start with it.
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"
+# HS256 keys shorter than the hash output weaken it; RFC 7518 section 3.2 asks for at least 256 bits.
+MIN_JWT_SECRET_BYTES = 32
+_SECRET_HINT = (
+    f"a random secret of at least {MIN_JWT_SECRET_BYTES} bytes, "
+    'e.g. python -c "import secrets; print(secrets.token_urlsafe(48))"'
+)
+# Chain ids of local development nodes (Hardhat, Ganache): the only chains where development secrets and
+# keys are accepted.
+DEV_CHAIN_IDS = (31337, 1337)
 
 
 class Environment(StrEnum):
@@ -77,6 +87,13 @@ class Settings(BaseSettings):
     max_update_bytes: int = 64 * 1024 * 1024
     rate_limit_per_minute_address: int = 600
     rate_limit_per_minute_ip: int = 1200
+    # Tighter per-IP limit on login nonces: each is a stored row until it expires, so at most this many
+    # times the nonce TTL in minutes stay stored per IP.
+    rate_limit_per_minute_ip_nonce: int = 60
+    # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are
+    # believed (the client IP of rate limits comes from them). Empty: no proxy is trusted and the peer's
+    # address is the client's.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- auth (Sign-In with Ethereum + JWT) ---------------------------------------------------
     siwe_domain: str = "127.0.0.1:8000"
@@ -122,17 +139,32 @@ class Settings(BaseSettings):
     # Where the dashboard reaches the API (server side).
     api_url: str = "http://127.0.0.1:8000"
 
-    @field_validator("cors_origins", "operator_addresses", "siwe_allowed_domains", mode="before")
+    @field_validator(
+        "cors_origins", "operator_addresses", "siwe_allowed_domains", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"FEDLEDGER_TRUSTED_PROXIES entry {entry!r} is not an IP address or CIDR network "
+                    "(a hostname or * would trust whoever resolves to it or everyone)"
+                ) from exc
+        return value
+
     # --- derived ------------------------------------------------------------------------------
     @property
     def is_dev_chain(self) -> bool:
-        return self.chain_id in (31337, 1337)
+        return self.chain_id in DEV_CHAIN_IDS
 
     @property
     def resolved_database_url(self) -> str:
@@ -173,22 +205,32 @@ class Settings(BaseSettings):
         return self.key_dir or self.data_dir / "keys"
 
     def check_production(self) -> None:
-        """Refuse development secrets outside development.
+        """Refuse development secrets wherever they would protect something real.
 
-        Raises :class:`InsecureConfiguration` naming the setting to change.
+        The JWT secret signs every token, operator tokens included: the public development default (or any
+        secret short enough to guess) is accepted only on the dev chain outside production. Raises
+        :class:`InsecureConfiguration` naming each setting to change and how.
         """
         problems: list[str] = []
-        non_dev = self.env == Environment.production
-        if non_dev and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
-            problems.append("FEDLEDGER_JWT_SECRET is the development default; set a random secret")
-        if non_dev and len(self.jwt_secret.get_secret_value()) < 32:
-            problems.append("FEDLEDGER_JWT_SECRET is shorter than 32 characters")
+        strict = self.env == Environment.production or not self.is_dev_chain
+        where = f"FEDLEDGER_ENV={self.env.value}, FEDLEDGER_CHAIN_ID={self.chain_id}"
+        secret = self.jwt_secret.get_secret_value()
+        if strict and secret == DEV_JWT_SECRET:
+            problems.append(
+                f"FEDLEDGER_JWT_SECRET is the public development default ({where}); anyone can forge an "
+                f"operator token with it: set FEDLEDGER_JWT_SECRET to {_SECRET_HINT}"
+            )
+        elif strict and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            problems.append(
+                f"FEDLEDGER_JWT_SECRET is {len(secret.encode())} bytes ({where}); it must be at least "
+                f"{MIN_JWT_SECRET_BYTES}: set it to {_SECRET_HINT}"
+            )
         for name in ("aggregator_private_key", "model_signer_private_key"):
             key = getattr(self, name).get_secret_value()
             env_name = f"FEDLEDGER_{name.upper()}"
-            if (non_dev or not self.is_dev_chain) and not key:
+            if strict and not key:
                 problems.append(f"{env_name} is empty; it must be set outside the dev chain")
-            if key and is_dev_private_key(key) and (non_dev or not self.is_dev_chain):
+            if key and is_dev_private_key(key) and strict:
                 problems.append(f"{env_name} is a well-known development key; use a private key of your own")
         if problems:
             raise InsecureConfiguration("refusing to start: " + "; ".join(problems))

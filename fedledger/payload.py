@@ -29,6 +29,9 @@ _META_VERSION = "fedledger.format"
 _META_ENCODING = "fedledger.encoding"
 _META_SHAPES = "fedledger.shapes"
 _IDX = "::idx"
+# safetensors dtype names an update may use; which tensor may use which is checked after loading.
+_UPDATE_DTYPES = frozenset({"F16", "F32", "I32"})
+_WEIGHT_DTYPES = frozenset({"F16", "F32", "F64"})
 _VAL = "::val"
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -103,9 +106,16 @@ def decode_update(data: bytes, expected_shapes: Shapes | None = None) -> dict[st
     tensors with exactly those shapes.
     """
     try:
+        header = _read_header(data)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise UpdateFormatError(f"not a safetensors update payload: {exc}") from exc
+    # Before loading: safetensors' NumPy loader fails with a bare KeyError on dtypes NumPy lacks (bfloat16,
+    # float8), and no other dtype belongs in an update anyway.
+    _check_dtypes(header, _UPDATE_DTYPES, "updates carry float16 or float32 values (and int32 top-k indices)")
+    try:
         tensors = st_load(data)
-        metadata = _read_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        metadata = _metadata_of(header)
+    except (SafetensorError, ValueError) as exc:
         raise UpdateFormatError(f"not a safetensors update payload: {exc}") from exc
     if metadata.get(_META_VERSION) != FORMAT_VERSION:
         raise UpdateFormatError(f"unsupported payload format {metadata.get(_META_VERSION)!r}")
@@ -188,13 +198,32 @@ def _check_name(name: str) -> None:
         raise UpdateFormatError(f"invalid tensor name {name!r}")
 
 
-def _read_metadata(data: bytes) -> dict[str, str]:
+def _read_header(data: bytes) -> dict[str, object]:
     if len(data) < 8:
         raise ValueError("payload too short")
     header_len = int.from_bytes(data[:8], "little")
     if header_len > len(data) - 8:
         raise ValueError("header length exceeds payload")
     header = json.loads(data[8 : 8 + header_len])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a mapping")
+    return header
+
+
+def _check_dtypes(header: Mapping[str, object], accepted: frozenset[str], rule: str) -> None:
+    """Refuse any tensor whose declared safetensors dtype is not ``accepted`` (malformed entries are left
+    to the safetensors parser, which refuses them)."""
+    for name, info in header.items():
+        if name == "__metadata__" or not isinstance(info, dict):
+            continue
+        dtype = info.get("dtype")
+        if isinstance(dtype, str) and dtype not in accepted:
+            raise UpdateFormatError(
+                f"tensor {name!r} has dtype {dtype}; {rule}: convert it (e.g. bfloat16 to float32) first"
+            )
+
+
+def _metadata_of(header: Mapping[str, object]) -> dict[str, str]:
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict):
         raise ValueError("metadata is not a mapping")
@@ -214,6 +243,11 @@ def encode_weights(weights: Mapping[str, np.ndarray], metadata: Mapping[str, str
 
 
 def decode_weights(data: bytes) -> dict[str, np.ndarray]:
+    try:
+        header = _read_header(data)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise UpdateFormatError(f"not a safetensors weights file: {exc}") from exc
+    _check_dtypes(header, _WEIGHT_DTYPES, "model weights are floating point (float32, float16 or float64)")
     try:
         return dict(st_load(data))
     except (SafetensorError, ValueError) as exc:

@@ -1,4 +1,10 @@
-"""The FastAPI application: ``uvicorn middleware.app:app`` or ``create_app(settings)`` in tests."""
+"""The FastAPI application: ``fedledger api`` (uvicorn with :func:`server_options`) or ``create_app(settings)``
+in tests.
+
+Forwarded headers (``X-Forwarded-For``/``-Proto``) are believed only from ``FEDLEDGER_TRUSTED_PROXIES``,
+by this app, not by uvicorn: uvicorn's own default trusts them from any local peer, which let a client
+choose its own IP and escape the per-IP rate limit. Run uvicorn yourself only with ``--no-proxy-headers``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from db.migrate import upgrade
 from fedledger import __version__
@@ -56,10 +63,23 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         expose_headers=["X-Model-Hash", "X-Model-Signature", "X-Model-Version", "Retry-After"],
     )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    if settings.trusted_proxies:
+        # Added last, so it runs first: every later layer (rate limits included) sees the real client.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     for module in (health, auth, participants, keys, models, rounds, rewards, audit, stats, chain):
         app.include_router(module.router)
     install_docs(app)
     return app
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options for serving this app: forwarded headers are the app's business (see above)."""
+    return {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": False,
+    }
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,10 @@
 """Sign-In with Ethereum (EIP-4361) and the API's JWTs.
 
-The server issues a single-use nonce, stored with an expiry, and the exact message to sign. Login checks
-the message's domain, URI, chain id, nonce and time window against the server's own values (never the
-client's), verifies the signature, and consumes the nonce with one conditional UPDATE, so two concurrent
-logins with one nonce cannot both succeed.
+The server issues a single-use nonce, stored with an expiry and the address it was issued for, and the
+exact message to sign. Login checks the message's domain, URI, chain id, nonce, address and time window
+against the server's own values (never the client's), verifies the signature, and consumes the nonce with
+one conditional UPDATE, so two concurrent logins with one nonce cannot both succeed. Expired nonces are
+deleted whenever a new one is issued: the table holds at most the nonces of the last TTL.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from eth_keys.exceptions import BadSignature
+from eth_keys.exceptions import ValidationError as EthKeysValidationError
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.models import AuthNonce
 from fedledger.config import Settings
+from fedledger.crypto.eip712 import normalize_signature
+from fedledger.crypto.errors import SignatureError
 from middleware.errors import ApiError, unauthorized
 
 with warnings.catch_warnings():
@@ -63,13 +68,15 @@ def issue_challenge(
             f"domain {domain!r} is not one this server signs in for ({', '.join(accepted_domains(settings))}); "
             "an operator adds a dashboard's host:port to FEDLEDGER_SIWE_ALLOWED_DOMAINS",
         )
+    address = to_checksum_address(address)
     now = utcnow()
+    purge_expired_nonces(session, now)
     expires = now + timedelta(seconds=settings.nonce_ttl_seconds)
     nonce = secrets.token_hex(16)
-    session.add(AuthNonce(nonce=nonce, issued_at=now, expires_at=expires))
+    session.add(AuthNonce(nonce=nonce, address=address, issued_at=now, expires_at=expires))
     message = siwe.SiweMessage(
         domain=domain,
-        address=to_checksum_address(address),
+        address=address,
         statement=settings.siwe_statement,
         uri=settings.public_url,
         version="1",
@@ -79,6 +86,15 @@ def issue_challenge(
         expiration_time=_iso(expires),
     ).prepare_message()
     return Challenge(nonce, message, now, expires)
+
+
+def purge_expired_nonces(session: Session, now: datetime) -> int:
+    """Delete nonces past their expiry (used or not): an expired nonce is refused anyway, and keeping it
+    would let anyone grow the table without bound. Returns how many were deleted."""
+    result = session.execute(
+        delete(AuthNonce).where(AuthNonce.expires_at <= now).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
 
 
 def verify_login(session: Session, settings: Settings, message: str, signature: str) -> str:
@@ -101,6 +117,11 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
             "wrong_chain",
             f"message is for chain {parsed.chain_id}, this server uses chain {settings.chain_id}",
         )
+    try:
+        signature = normalize_signature(signature)
+    except SignatureError as exc:
+        raise unauthorized("invalid_signature", f"signature is malformed: {exc}") from exc
+    address = to_checksum_address(parsed.address)
     now = utcnow()
     record = session.get(AuthNonce, parsed.nonce)
     if record is None:
@@ -109,6 +130,11 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
         raise unauthorized("nonce_replayed", "nonce was already used; request a new one")
     if record.expires_at <= now:
         raise unauthorized("nonce_expired", "nonce expired; request a new one")
+    if record.address != address:
+        raise unauthorized(
+            "nonce_address_mismatch",
+            f"nonce was issued for another address; request a nonce for {address}",
+        )
     try:
         parsed.verify(signature, domain=parsed.domain, nonce=record.nonce, timestamp=now)
     except siwe.ExpiredMessage as exc:
@@ -121,12 +147,17 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
         raise unauthorized(
             "verification_failed", f"message verification failed: {type(exc).__name__}"
         ) from exc
-    except ValueError as exc:  # malformed hex signature
-        raise unauthorized("invalid_signature", f"signature is malformed: {exc}") from exc
-    address = to_checksum_address(parsed.address)
+    except (ValueError, BadSignature, EthKeysValidationError) as exc:
+        # A well-formed signature no key can have produced (r or s zero or past the curve order).
+        raise unauthorized("invalid_signature", f"no signer can be recovered: {exc}") from exc
     consumed = session.execute(
         update(AuthNonce)
-        .where(AuthNonce.nonce == record.nonce, AuthNonce.used_at.is_(None), AuthNonce.expires_at > now)
+        .where(
+            AuthNonce.nonce == record.nonce,
+            AuthNonce.address == address,
+            AuthNonce.used_at.is_(None),
+            AuthNonce.expires_at > now,
+        )
         .values(used_at=now, used_by=address)
         .execution_options(synchronize_session=False)
     )

@@ -44,6 +44,8 @@ _bearer = HTTPBearer(auto_error=False, description="JWT from POST /v1/auth/login
 
 
 def _client_ip(request: Request) -> str:
+    # The TCP peer, or the client a trusted proxy names (FEDLEDGER_TRUSTED_PROXIES, see middleware.app);
+    # never a header an untrusted peer sent.
     return request.client.host if request.client else "unknown"
 
 
@@ -60,6 +62,11 @@ def _limit(state: AppState, key: str, limit: int) -> None:
 
 def ip_rate_limit(request: Request, state: StateDep) -> None:
     _limit(state, f"ip:{_client_ip(request)}", state.settings.rate_limit_per_minute_ip)
+
+
+def nonce_rate_limit(request: Request, state: StateDep) -> None:
+    """Each nonce is a stored row until it expires: this bounds what one IP can keep stored."""
+    _limit(state, f"ip-nonce:{_client_ip(request)}", state.settings.rate_limit_per_minute_ip_nonce)
 
 
 def get_principal(
@@ -86,6 +93,7 @@ def get_operator(principal: CurrentPrincipal) -> Principal:
 
 OperatorPrincipal = Annotated[Principal, Depends(get_operator)]
 RateLimited = Depends(ip_rate_limit)
+NonceRateLimited = Depends(nonce_rate_limit)
 
 # Row ids are 32-bit on every database; bigger numbers are refused as 422 before they reach a query.
 MAX_ID = 2_147_483_647

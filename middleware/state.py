@@ -54,6 +54,13 @@ class AppState:
         if self._chain is None:
             try:
                 deployments = Deployments.load(self.settings.resolved_deployments_file)
+                # The dev-secret checks trust FEDLEDGER_CHAIN_ID: a server left on the dev chain's id must
+                # not talk to another chain.
+                if deployments.chain_id != self.settings.chain_id:
+                    raise ValueError(
+                        f"the deployments are for chain {deployments.chain_id} but FEDLEDGER_CHAIN_ID is "
+                        f"{self.settings.chain_id}; set FEDLEDGER_CHAIN_ID to the chain you deploy on"
+                    )
                 reader = ChainReader(self.settings.chain_rpc_url, deployments)
                 reader.check()
             except Exception as exc:

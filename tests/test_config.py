@@ -30,7 +30,7 @@ def test_production_refuses_the_default_jwt_secret_and_dev_keys() -> None:
     with pytest.raises(InsecureConfiguration) as refused:
         settings.check_production()
     message = str(refused.value)
-    assert "FEDLEDGER_JWT_SECRET is the development default" in message
+    assert "FEDLEDGER_JWT_SECRET is the public development default" in message
     assert "FEDLEDGER_AGGREGATOR_PRIVATE_KEY is a well-known development key" in message
     assert "MODEL_SIGNER" not in message
 

@@ -14,15 +14,18 @@ def api(
     """Run the middleware API."""
     import uvicorn
 
-    from fedledger.config import get_settings
+    from fedledger.config import InsecureConfiguration, get_settings
+    from middleware.app import server_options
 
     settings = get_settings()
-    uvicorn.run(
-        "middleware.app:app",
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level=settings.log_level.lower(),
-    )
+    try:
+        settings.check_production()
+    except InsecureConfiguration as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    options = server_options(settings)
+    options.update({k: v for k, v in {"host": host, "port": port}.items() if v})
+    uvicorn.run("middleware.app:app", **options)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,16 +3,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from middleware import auth
-from middleware.deps import RateLimited, SessionDep, SettingsDep, StateDep
+from middleware.deps import NonceRateLimited, RateLimited, SessionDep, SettingsDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import LoginRequest, NonceRequest, NonceResponse, TokenResponse
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[RateLimited])
 
 
-@router.post("/nonce", response_model=NonceResponse, responses=responses(422, 429))
+@router.post(
+    "/nonce", response_model=NonceResponse, responses=responses(422, 429), dependencies=[NonceRateLimited]
+)
 def nonce(body: NonceRequest, session: SessionDep, settings: SettingsDep) -> NonceResponse:
-    """Issue a single-use, expiring nonce and the EIP-4361 message to sign."""
+    """Issue a single-use, expiring nonce for this address and the EIP-4361 message to sign."""
     challenge = auth.issue_challenge(session, settings, body.address, domain=body.domain)
     return NonceResponse(
         nonce=challenge.nonce,

@@ -156,15 +156,17 @@ def make_update(
     delta: dict[str, np.ndarray] | None = None,
     signer_index: int | None = None,
     seed: int = 0,
+    plaintext: bytes | None = None,
 ) -> tuple[bytes, str]:
-    """An envelope and its EIP-712 signature, built exactly as the SDK builds them."""
+    """An envelope and its EIP-712 signature, built exactly as the SDK builds them (around ``plaintext``
+    instead of the encoded ``delta`` when given)."""
     key_info = world.client.get("/v1/keys/current").json()
     round_id = world.round["id"] if round_id is None else round_id
     model_version = world.round["model_version"] if model_version is None else model_version
     rng = np.random.default_rng(seed)
     delta = delta or {name: rng.normal(size=a.shape).astype(np.float32) for name, a in MODEL.items()}
     envelope = seal(
-        encode_update(delta),
+        encode_update(delta) if plaintext is None else plaintext,
         key_info["public_key_pem"].encode(),
         round_id=round_id,
         model_version=model_version,

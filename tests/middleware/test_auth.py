@@ -176,3 +176,19 @@ def test_a_token_claiming_operator_gets_no_operator_rights(client: TestClient, s
     token = _token(settings, roles=["participant", "operator"])
     response = client.post("/v1/keys/rotate", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403 and response.json()["error"] == "operator_only"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "0x" + "00" * 65,  # r = s = 0: no public key can be recovered
+        "0x" + "ff" * 65,  # r, s past the curve order, v = 255
+        "0x" + "00" * 64 + "1b",  # zeros with a valid-looking v = 27
+        "0x" + "ff" * 64 + "1c",  # r, s past the curve order with v = 28
+    ],
+)
+def test_an_all_zero_or_all_ff_signature_is_a_401_not_a_500(client: TestClient, signature: str) -> None:
+    c = challenge(client)
+    assert_refused(attempt(client, c["message"], signature), "invalid_signature")
+    # The nonce was not consumed by the refusal: the real signature still signs in.
+    assert attempt(client, c["message"], sign(c["message"])).status_code == 200

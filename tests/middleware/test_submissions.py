@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 import time
 
 import numpy as np
+import pytest
 import redis
 from web3 import Web3
 
@@ -195,3 +198,38 @@ def _sign(world: World, index: int, envelope: bytes, num_samples: int) -> str:
         payload_hash=hashlib.sha256(envelope).digest(),
         num_samples=num_samples,
     )
+
+
+def _safetensors_with_dtype(dtype: str, item_bytes: int) -> bytes:
+    """A dense update of the test model whose tensors declare ``dtype``: what a PyTorch client that forgot
+    ``.float()`` sends for bfloat16 (NumPy cannot even represent it)."""
+    header: dict = {}
+    offset = 0
+    for name, array in MODEL.items():
+        size = array.size * item_bytes
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    shapes = {name: list(array.shape) for name, array in MODEL.items()}
+    header["__metadata__"] = {
+        "fedledger.format": "1",
+        "fedledger.encoding": "dense",
+        "fedledger.shapes": json.dumps(shapes, separators=(",", ":"), sort_keys=True),
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + bytes(range(256)) * (offset // 256) + b"\x01" * (offset % 256)
+
+
+@pytest.mark.parametrize("dtype, item_bytes", [("BF16", 2), ("F8_E4M3", 1), ("F64", 8), ("I16", 2)])
+def test_an_update_with_a_tensor_neither_float32_nor_float16_is_refused_with_its_dtype(
+    world: World, dtype: str, item_bytes: int
+) -> None:
+    envelope, signature = make_update(world, ORGS[0], plaintext=_safetensors_with_dtype(dtype, item_bytes))
+    response = post_update(world, ORGS[0], envelope, signature)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert f"has dtype {dtype}" in detail and "float32" in detail
+    assert world.client.get(f"/v1/rounds/{world.round['id']}").json()["submissions"] == 0
+    # The refusal stored nothing: the same organization's proper update is still accepted.
+    envelope, signature = make_update(world, ORGS[0])
+    assert post_update(world, ORGS[0], envelope, signature).status_code == 202
