@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from db.models import AuthNonce
 from fedledger.config import Settings
 from fedledger.devkeys import dev_private_key
+from fedledger.domain.tasks import CeleryTaskQueue
 from middleware.app import create_app
 from middleware.auth import siwe
-from middleware.queue import CeleryTaskQueue
 from tests.middleware.conftest import ORGS, address_of
 
 A, B = ORGS[0], ORGS[1]
