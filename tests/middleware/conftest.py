@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,6 +87,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings, queue=CeleryTaskQueue(settings.resolved_broker_url))
     with TestClient(app) as test_client:
         yield test_client
+
+
+def room_in_rate_window(seconds: float, window_seconds: int = 60) -> None:
+    """Wait for the next fixed rate-limit window if fewer than ``seconds`` are left in this one, so that the
+    requests a test counts all fall in one window (counts restart when it turns)."""
+    left = window_seconds - time.time() % window_seconds
+    if left < seconds:
+        time.sleep(left + 0.05)
 
 
 def login(client: TestClient, index: int) -> dict[str, str]:
