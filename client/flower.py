@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
@@ -66,75 +66,125 @@ from fedledger.payload import encode_weights
 
 ClientFn = Callable[[Context], NumPyClient]
 OrganizationFn = Callable[[Context], Organization]
+# One local training: (global weights, config) -> (local weights, num_examples, metrics).
+FitFn = Callable[[Weights, dict[str, Any]], tuple[Weights, int, dict[str, Any]]]
 _METRIC_TYPES = (int, float)
 
 
-# ------------------------------------------------------------------------------------------ bridge
-class _Fit:
-    """One ``NumPyClient.fit`` as a fedledger trainer (``TrainFn``): named tensors in, named tensors out.
+# ------------------------------------------------------------------------------------------ adapters
+def _ordered(weights: Mapping[str, np.ndarray], names: Sequence[str] | None) -> list[str]:
+    order = list(names) if names is not None else list(weights)
+    if sorted(order) != sorted(weights):
+        raise TrainingError(
+            f"param_names {order} do not name the model's tensors {sorted(weights)}; pass the order your "
+            "client's parameter lists use"
+        )
+    return order
 
-    It is also the "data" handed to the SDK: its length is the ``num_examples`` the fit reported, so the
-    update is signed with the sample count the organization's own code gives.
-    """
 
-    def __init__(self, client: NumPyClient, names: Sequence[str] | None, config: Mapping[str, Any]) -> None:
-        self.client, self.names, self.config = client, names, dict(config)
-        self.num_examples: int | None = None
-        self.metrics: dict[str, Any] = {}
+def numpy_client_fit(client: NumPyClient, param_names: Sequence[str] | None = None) -> FitFn:
+    """``NumPyClient.fit`` as a :data:`FitFn`; ``param_names`` is the order of its parameter lists."""
 
-    def __call__(self, weights: Weights, data: Any, rng: np.random.Generator) -> Weights:
-        names = list(self.names) if self.names is not None else list(weights)
-        if sorted(names) != sorted(weights):
-            raise TrainingError(
-                f"param_names {names} do not name the model's tensors {sorted(weights)}; pass the order your "
-                "NumPyClient's parameter lists use"
-            )
-        result = self.client.fit([weights[n] for n in names], dict(self.config))
+    def fit(weights: Weights, config: dict[str, Any]) -> tuple[Weights, int, dict[str, Any]]:
+        names = _ordered(weights, param_names)
+        result = client.fit([weights[n] for n in names], dict(config))
         try:
             parameters, num_examples, metrics = result
         except (TypeError, ValueError):
             raise TrainingError("NumPyClient.fit must return (parameters, num_examples, metrics)") from None
         if len(parameters) != len(names):
             raise TrainingError(f"fit returned {len(parameters)} arrays, the model has {len(names)} tensors")
-        self.num_examples, self.metrics = int(num_examples), dict(metrics or {})
-        return {n: np.asarray(p, dtype=np.float32) for n, p in zip(names, parameters, strict=True)}
+        local = {n: np.asarray(p, dtype=np.float32) for n, p in zip(names, parameters, strict=True)}
+        return local, int(num_examples), dict(metrics or {})
+
+    return fit
+
+
+def client_app_fit(
+    app: ClientApp,
+    context: Context,
+    *,
+    arrays_key: str = "arrays",
+    config_key: str = "config",
+    weighted_by_key: str = "num-examples",
+) -> FitFn:
+    """An existing Message-API ``ClientApp``'s train handler as a :data:`FitFn`: it receives the verified
+    model as the ``ArrayRecord`` of a train message, exactly as from a Flower server, and its reply's arrays
+    are the local weights."""
+
+    def fit(weights: Weights, config: dict[str, Any]) -> tuple[Weights, int, dict[str, Any]]:
+        content = RecordDict({arrays_key: to_record(weights), config_key: ConfigRecord(dict(config))})
+        message = Message(content, dst_node_id=context.node_id, message_type=MessageType.TRAIN)
+        reply = app(message, context)
+        if reply.has_error():
+            raise TrainingError(f"the ClientApp's train handler failed: {reply.error.reason}")
+        records = reply.content.array_records
+        if len(records) != 1 and arrays_key not in records:
+            raise TrainingError(f"the ClientApp replied with {len(records)} ArrayRecords; expected one")
+        local = to_weights(records[arrays_key] if arrays_key in records else next(iter(records.values())))
+        metrics: dict[str, Any] = {}
+        for record in reply.content.metric_records.values():
+            metrics.update(record)
+        if weighted_by_key not in metrics:
+            raise TrainingError(f"the ClientApp's reply has no {weighted_by_key!r} metric")
+        return local, int(metrics.pop(weighted_by_key)), metrics
+
+    return fit
+
+
+class _Fit:
+    """One local training as a fedledger trainer (``TrainFn``): named tensors in, named tensors out.
+
+    It is also the "data" handed to the SDK: its length is the ``num_examples`` the fit reported, so the
+    update is signed with the sample count the organization's own code gives.
+    """
+
+    def __init__(self, fit: FitFn, config: Mapping[str, Any]) -> None:
+        self.fit, self.config = fit, dict(config)
+        self.num_examples: int | None = None
+        self.metrics: dict[str, Any] = {}
+
+    def __call__(self, weights: Weights, data: Any, rng: np.random.Generator) -> Weights:
+        local, self.num_examples, self.metrics = self.fit(weights, dict(self.config))
+        return local
 
     def __len__(self) -> int:
         if self.num_examples is None:
-            raise TrainingError("the sample count is known only after NumPyClient.fit has run")
+            raise TrainingError("the sample count is known only after the client's fit has run")
         return self.num_examples
 
 
 class FlowerBridge:
-    """A Flower ``NumPyClient`` taking part in fedledger rounds through an :class:`Organization`.
+    """A Flower client's training code taking part in fedledger rounds through an :class:`Organization`.
 
-    ``param_names`` is the order of the tensors in the client's parameter lists (the model's tensor names);
-    by default the order the platform's model lists them in.
+    ``client`` is a ``NumPyClient`` (``param_names``: the order of the tensors in its parameter lists, by
+    default the order the platform's model lists them in) or any :data:`FitFn`, e.g. an existing
+    ``ClientApp`` through :func:`client_app_fit`.
     """
 
     def __init__(
         self,
-        client: NumPyClient,
+        client: NumPyClient | FitFn,
         organization: Organization,
         *,
         param_names: Sequence[str] | None = None,
         config: Mapping[str, Any] | None = None,
         auto_enroll: bool = False,
     ) -> None:
-        self.client, self.organization = client, organization
-        self.param_names = list(param_names) if param_names is not None else None
+        self.fit: FitFn = numpy_client_fit(client, param_names) if isinstance(client, NumPyClient) else client
+        self.organization = organization
         self.config = dict(config or {})
         self.auto_enroll = auto_enroll
         self.last_fit: _Fit | None = None
 
     def _fit(self, extra: Mapping[str, Any] | None = None) -> _Fit:
-        self.last_fit = _Fit(self.client, self.param_names, {**self.config, **(extra or {})})
+        self.last_fit = _Fit(self.fit, {**self.config, **(extra or {})})
         return self.last_fit
 
     def participate(
         self, round_id: int | None = None, *, config: Mapping[str, Any] | None = None, wait: bool = False
     ) -> Submission:
-        """Train with ``fit`` on the verified model of the open round and submit; ``round_id`` pins the round
+        """Train on the verified model of the open round and submit; ``round_id`` pins the round
         (:class:`NoOpenRoundError` if another one is open)."""
         org = self.organization
         if round_id is not None:
@@ -157,8 +207,39 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, int | float]:
     return {k: v for k, v in metrics.items() if isinstance(v, _METRIC_TYPES) and not isinstance(v, bool)}
 
 
+def _fedledger_round(
+    message: Message,
+    context: Context,
+    fit: FitFn,
+    organization_fn: OrganizationFn | None,
+    auto_enroll: bool,
+    config: dict[str, Any],
+) -> Message:
+    """Answer a train message that names a fedledger round: submit through the SDK, reply with the receipt."""
+    if organization_fn is None:
+        raise ConfigurationError("a fedledger round asked for this node, but no organization_fn is set")
+    organization = organization_fn(context)
+    try:
+        bridge = FlowerBridge(fit, organization, config=config, auto_enroll=auto_enroll)
+        submission = bridge.participate(int(config[ROUND_KEY]))
+    finally:
+        organization.close()
+    reply = ConfigRecord(
+        {
+            ROUND_KEY: submission.round_id,
+            MODEL_VERSION_KEY: submission.prepared.model_version,
+            ADDRESS_KEY: organization.address,
+            RECEIPT_KEY: str(submission.receipt.get("receipt_id", "")),
+            PAYLOAD_HASH_KEY: submission.prepared.payload_hash,
+        }
+    )
+    reported = bridge.last_fit.metrics if bridge.last_fit else {}
+    metrics = {**_numeric(reported), "num-examples": submission.prepared.num_samples}
+    return Message(RecordDict({REPLY_RECORD: reply, "metrics": MetricRecord(metrics)}), reply_to=message)
+
+
 def fedledger_client_app(
-    client_fn: ClientFn,
+    client: ClientFn | ClientApp,
     organization_fn: OrganizationFn | None = None,
     *,
     param_names: Sequence[str] | None = None,
@@ -166,69 +247,61 @@ def fedledger_client_app(
     arrays_key: str = "arrays",
     config_key: str = "config",
 ) -> ClientApp:
-    """A Flower ``ClientApp`` around the organization's ``NumPyClient`` (see the module docstring).
+    """A Flower ``ClientApp`` around the organization's training code (see the module docstring).
 
+    ``client`` is either a ``client_fn(context) -> NumPyClient`` or an existing Message-API ``ClientApp``
+    (its train handler then trains in fedledger rounds, and every other message goes to it unchanged).
     ``organization_fn(context)`` builds the organization (wallet, API, chain) when a fedledger round asks
     for it; :func:`organization_from_context` reads it from the SuperNode's node config.
     """
     app = ClientApp()
 
-    def ordered(record: ArrayRecord) -> tuple[list[str], list[np.ndarray]]:
-        weights = to_weights(record)
-        names = list(param_names) if param_names is not None else list(weights)
-        if sorted(names) != sorted(weights):
-            raise TrainingError(f"param_names {names} do not name the arrays sent {sorted(weights)}")
-        return names, [weights[n] for n in names]
+    def config_of(message: Message) -> dict[str, Any]:
+        return dict(message.content.config_records.get(config_key, ConfigRecord()))
+
+    if isinstance(client, ClientApp):
+        inner = client
+
+        @app.train()
+        def train_app(message: Message, context: Context) -> Message:
+            config = config_of(message)
+            if ROUND_KEY not in config:
+                return inner(message, context)
+            fit = client_app_fit(inner, context, arrays_key=arrays_key, config_key=config_key)
+            return _fedledger_round(message, context, fit, organization_fn, auto_enroll, config)
+
+        @app.evaluate()
+        def evaluate_app(message: Message, context: Context) -> Message:
+            return inner(message, context)
+
+        @app.query()
+        def query_app(message: Message, context: Context) -> Message:
+            return inner(message, context)
+
+        return app
+
+    client_fn = client
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
-        config = dict(message.content.config_records.get(config_key, ConfigRecord()))
-        client = client_fn(context)
+        config = config_of(message)
+        fit = numpy_client_fit(client_fn(context), param_names)
         if ROUND_KEY in config:
-            if organization_fn is None:
-                raise ConfigurationError(
-                    "a fedledger round asked for this node, but no organization_fn is set"
-                )
-            organization = organization_fn(context)
-            try:
-                bridge = FlowerBridge(
-                    client, organization, param_names=param_names, config=config, auto_enroll=auto_enroll
-                )
-                submission = bridge.participate(int(config[ROUND_KEY]))
-            finally:
-                organization.close()
-            fit = bridge.last_fit
-            reply = ConfigRecord(
-                {
-                    ROUND_KEY: submission.round_id,
-                    MODEL_VERSION_KEY: submission.prepared.model_version,
-                    ADDRESS_KEY: organization.address,
-                    RECEIPT_KEY: str(submission.receipt.get("receipt_id", "")),
-                    PAYLOAD_HASH_KEY: submission.prepared.payload_hash,
-                }
-            )
-            metrics = {
-                **_numeric(fit.metrics if fit else {}),
-                "num-examples": submission.prepared.num_samples,
-            }
-            content = RecordDict({REPLY_RECORD: reply, "metrics": MetricRecord(metrics)})
-            return Message(content, reply_to=message)
-        names, parameters = ordered(message.content.array_records[arrays_key])
-        new, num_examples, metrics = client.fit(parameters, config)
-        arrays = to_record({n: np.asarray(p) for n, p in zip(names, new, strict=True)})
+            return _fedledger_round(message, context, fit, organization_fn, auto_enroll, config)
+        local, num_examples, metrics = fit(to_weights(message.content.array_records[arrays_key]), config)
         content = RecordDict(
             {
-                arrays_key: arrays,
-                "metrics": MetricRecord({**_numeric(metrics), "num-examples": int(num_examples)}),
+                arrays_key: to_record(local),
+                "metrics": MetricRecord({**_numeric(metrics), "num-examples": num_examples}),
             }
         )
         return Message(content, reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
-        config = dict(message.content.config_records.get(config_key, ConfigRecord()))
-        _, parameters = ordered(message.content.array_records[arrays_key])
-        loss, num_examples, metrics = client_fn(context).evaluate(parameters, config)
+        weights = to_weights(message.content.array_records[arrays_key])
+        parameters = [weights[n] for n in _ordered(weights, param_names)]
+        loss, num_examples, metrics = client_fn(context).evaluate(parameters, config_of(message))
         record = MetricRecord({**_numeric(metrics), "loss": float(loss), "num-examples": int(num_examples)})
         return Message(RecordDict({"metrics": record}), reply_to=message)
 

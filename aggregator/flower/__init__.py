@@ -14,14 +14,19 @@ except ImportError as exc:  # pragma: no cover - only without the extra
     ) from exc
 
 from aggregator.flower.compute import RoundResult, check_strategy, compute_round
-from aggregator.flower.strategy import FedLedgerStrategy, NodeReport, RoundReport
+from aggregator.flower.legacy import FedLedgerLegacyStrategy
+from aggregator.flower.local import LocalRounds, NodeReport, Reply, RoundReport
+from aggregator.flower.strategy import FedLedgerStrategy
 from fedledger.flower import OpenedRound, PlatformOutcome, RoundPlatform
 
 __all__ = [
+    "FedLedgerLegacyStrategy",
     "FedLedgerStrategy",
+    "LocalRounds",
     "NodeReport",
     "OpenedRound",
     "PlatformOutcome",
+    "Reply",
     "RoundPlatform",
     "RoundReport",
     "RoundResult",

@@ -30,6 +30,21 @@ def unflatten(vector: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> Weig
     return out
 
 
+def checked_update(weights: Weights, shapes: Mapping[str, tuple[int, ...]]) -> Weights:
+    """``weights`` in the model's tensor order if they have exactly its names and shapes and are finite,
+    else :class:`InvalidReply`."""
+    if set(weights) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+        raise InvalidReply(f"tensors differ from the model's: missing {missing}, unexpected {extra}")
+    weights = {name: weights[name] for name in shapes}  # a client may list its tensors in its own order
+    for name, value in weights.items():
+        if value.shape != shapes[name]:
+            raise InvalidReply(f"tensor {name!r} has shape {value.shape}, the model's is {shapes[name]}")
+        if not np.isfinite(value).all():
+            raise InvalidReply(f"tensor {name!r} holds NaN or Inf")
+    return weights
+
+
 def reply_update(
     message: Message, shapes: Mapping[str, tuple[int, ...]], arrays_key: str | None, weight_key: str
 ) -> tuple[Weights, float]:
@@ -46,15 +61,7 @@ def reply_update(
         record = next(iter(records.values()))
     else:
         raise InvalidReply(f"expected one ArrayRecord, got {len(records)}")
-    weights = to_weights(record)
-    if list(weights) != list(shapes):
-        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
-        raise InvalidReply(f"tensors differ from the model's: missing {missing}, unexpected {extra}")
-    for name, value in weights.items():
-        if value.shape != shapes[name]:
-            raise InvalidReply(f"tensor {name!r} has shape {value.shape}, the model's is {shapes[name]}")
-        if not np.isfinite(value).all():
-            raise InvalidReply(f"tensor {name!r} holds NaN or Inf")
+    weights = checked_update(to_weights(record), shapes)
     samples = [metrics[weight_key] for metrics in content.metric_records.values() if weight_key in metrics]
     if len(samples) != 1 or isinstance(samples[0], list) or not float(samples[0]) > 0:
         raise InvalidReply(f"expected one positive {weight_key!r} metric, got {samples}")

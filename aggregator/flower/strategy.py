@@ -12,14 +12,15 @@ Two modes:
   rejected (honesty 0, counted as Byzantine) instead of failing the round; the named rule aggregates the
   deltas; every client gets quality (holdout improvement, if a holdout or loss function is given),
   honesty (scale-aware distance to the robust aggregate) and fitness, and a reputation kept per Flower
-  node across rounds. Nothing is paid: there is no chain.
-- **Platform** (``platform=`` a :class:`RoundPlatform`, e.g. ``client.flower.FedLedgerPlatform``): the
-  fedledger deployment aggregates. Each Flower round opens a fedledger round; the Flower clients (wrapped
-  by ``client.flower``'s bridge) pull and verify the platform's model, train with their own Flower code,
-  and submit sealed, EIP-712-signed updates to the API under their own wallets. The platform's worker
-  closes the round (the chain's governed rule, scores, reputation, slashing, DP) and records it on-chain
-  with a Merkle root of rewards each wallet claims itself. The strategy only orchestrates and reads the
-  verified result back, so the Flower server never sees an update in the clear and cannot change a score.
+  node across rounds (:class:`~aggregator.flower.local.LocalRounds`). Nothing is paid: there is no chain.
+- **Platform** (``platform=`` a :class:`~fedledger.flower.RoundPlatform`, e.g.
+  ``client.flower.FedLedgerPlatform``): the fedledger deployment aggregates. Each Flower round opens a
+  fedledger round; the Flower clients (wrapped by ``client.flower``'s bridge) pull and verify the
+  platform's model, train with their own Flower code, and submit sealed, EIP-712-signed updates to the API
+  under their own wallets. The platform's worker closes the round (the chain's governed rule, scores,
+  reputation, slashing, DP) and records it on-chain with a Merkle root of rewards each wallet claims
+  itself. The strategy only orchestrates and reads the verified result back, so the Flower server never
+  sees an update in the clear and cannot change a score.
 
 Timeliness: Flower hands the strategy every reply at once when the round's timeout ends, and a reply's own
 ``created_at`` is the client's claim, so in local mode every reply that arrived in time scores 100.
@@ -28,8 +29,7 @@ Timeliness: Flower hands the strategy every reply at once when the round's timeo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
 
@@ -39,10 +39,10 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from aggregator.errors import AggregationError, InvalidParameter, TooFewClients
-from aggregator.flower.compute import check_strategy, compute_round, required_clients
-from aggregator.flower.records import InvalidReply, flatten, reply_update, unflatten
-from aggregator.reputation import ReputationConfig, update_reputation
+from aggregator.errors import InvalidParameter
+from aggregator.flower.local import LocalRounds, LossFn, NodeReport, Reply, RoundReport
+from aggregator.flower.records import InvalidReply, reply_update
+from aggregator.reputation import ReputationConfig
 from aggregator.scoring import ScoringConfig
 from fedledger.flower import (
     ADDRESS_KEY,
@@ -55,57 +55,12 @@ from fedledger.flower import (
     to_record,
     to_weights,
 )
-from fedledger.models import evaluate
+
+MetricValue = int | float | list[int] | list[float]
 
 
-# ------------------------------------------------------------------------------------------ reports
-@dataclass
-class NodeReport:
-    """What one Flower node's reply became in a round: its scores, reputation and (platform) reward."""
-
-    node_id: int
-    samples: float | None = None
-    address: str | None = None
-    kept: bool = False
-    byzantine: bool = False
-    quality: float | None = None
-    timeliness: float | None = None
-    honesty: float | None = None
-    fitness: float | None = None
-    reputation: float | None = None
-    reward_wei: str | None = None
-    rejected: str | None = None  # why the reply was not used as an update
-    metrics: dict[str, float] = field(default_factory=dict)  # what the client reported (numeric metrics)
-
-
-@dataclass
-class RoundReport:
-    """One round of the strategy: its status, holdout figures and a :class:`NodeReport` per reply."""
-
-    server_round: int
-    status: str  # aggregated | failed | POSTED | FAILED
-    nodes: list[NodeReport] = field(default_factory=list)
-    holdout_loss: float | None = None
-    holdout_accuracy: float | None = None
-    failure_reason: str | None = None
-    platform_round: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def kept(self) -> list[int]:
-        """Node ids whose update went into the aggregate."""
-        return [n.node_id for n in self.nodes if n.kept]
-
-    @property
-    def excluded(self) -> list[int]:
-        """Node ids that replied but were left out (selection, Byzantine detection or a rejected reply)."""
-        return [n.node_id for n in self.nodes if not n.kept]
-
-
-LossFn = Callable[[Weights], float]
-
-
-def _reported(message: Message) -> dict[str, float]:
+def reported_metrics(message: Message) -> dict[str, float]:
+    """The numeric metrics a reply carries (all its MetricRecords merged)."""
     out: dict[str, float] = {}
     for record in message.content.metric_records.values():
         out.update({k: float(v) for k, v in record.items() if isinstance(v, (int, float))})
@@ -126,7 +81,7 @@ class FedLedgerStrategy(FedAvg):
         holdout loss/accuracy after each round. ``loss_fn`` does the same for any other model.
     scoring, reputation_config : fedledger's scoring and reputation constants.
     initial_reputation : a node's reputation before its first round (the platform's default is 50).
-    platform : a :class:`RoundPlatform`; rounds then run on the fedledger deployment (platform mode).
+    platform : a :class:`~fedledger.flower.RoundPlatform`; rounds then run on the fedledger deployment.
     Every other keyword is Flower's ``FedAvg``'s (sampling, record keys, metric aggregation).
     """
 
@@ -149,29 +104,37 @@ class FedLedgerStrategy(FedAvg):
         super().__init__(**flower_options)
         given = {k: v for k, v in {"f": f, "m": m, "beta": beta, "cap": cap}.items() if v is not None}
         self.platform = platform
+        self.local: LocalRounds | None = None
         if platform is not None:
             if strategy is not None or given or holdout is not None or loss_fn is not None:
                 raise InvalidParameter(
                     "with a fedledger platform the rule, its parameters and the holdout are the deployment's "
                     "(governed on-chain); drop strategy/f/m/beta/cap/holdout/loss_fn or change them by governance"
                 )
-            self.rule, self.params = "platform", {}
         else:
-            self.rule = strategy or "trimmed_mean"
-            self.params = check_strategy(self.rule, given)
-        if holdout is not None and loss_fn is not None:
-            raise InvalidParameter("give either holdout=(X, y) or loss_fn, not both")
-        if not 0.0 <= initial_reputation <= 100.0:
-            raise InvalidParameter(f"initial_reputation must be in [0, 100], got {initial_reputation}")
-        self.holdout = holdout
-        self.loss_fn = loss_fn
-        self.scoring = scoring or ScoringConfig()
-        self.reputation_config = reputation_config or ReputationConfig()
-        self.initial_reputation = float(initial_reputation)
-        self.reputation: dict[int, float] = {}
-        self.history: list[RoundReport] = []
+            self.local = LocalRounds(
+                strategy or "trimmed_mean",
+                given,
+                holdout=holdout,
+                loss_fn=loss_fn,
+                scoring=scoring,
+                reputation_config=reputation_config,
+                initial_reputation=initial_reputation,
+            )
+        self.reputation: dict[Any, float] = self.local.reputation if self.local else {}
+        self.history: list[RoundReport] = self.local.history if self.local else []
         self._sent: dict[int, tuple[Weights, float]] = {}
         self._platform_rounds: dict[int, OpenedRound] = {}
+
+    @property
+    def rule(self) -> str:
+        """The aggregation rule's name (``platform``: the deployment's governed rule)."""
+        return self.local.rule if self.local else "platform"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The rule's parameters, defaults filled in."""
+        return dict(self.local.params) if self.local else {}
 
     # -------------------------------------------------------------------------------------- Flower API
     def summary(self) -> None:
@@ -189,13 +152,10 @@ class FedLedgerStrategy(FedAvg):
         if self.fraction_train == 0.0:
             return []
         sample_size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
-        needed = required_clients(self.rule, self.params)
-        if self.platform is None and sample_size < needed:
-            raise TooFewClients(
-                f"{self.rule} with {self.params} needs at least {needed} clients per round, but this strategy "
-                f"samples {sample_size}: raise min_train_nodes / fraction_train or lower f"
-            )
-        if self.platform is not None:
+        if self.local is not None:
+            self.local.check_sample_size(sample_size)
+            self._sent[server_round] = (to_weights(arrays), time.monotonic())
+        elif self.platform is not None:
             opened = self.platform.open_round(to_weights(arrays), sample_size)
             self._platform_rounds[server_round] = opened
             config = ConfigRecord(
@@ -203,8 +163,6 @@ class FedLedgerStrategy(FedAvg):
             )
             # Bridge clients pull the platform's signed model themselves: nothing unverified is shipped.
             arrays = ArrayRecord()
-        else:
-            self._sent[server_round] = (to_weights(arrays), time.monotonic())
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -212,118 +170,43 @@ class FedLedgerStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The new global arrays and the round's metrics; (None, None) keeps the model when a round fails."""
         valid, _errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        if self.platform is not None:
-            return self._aggregate_platform(server_round, valid)
-        return self._aggregate_local(server_round, valid)
+        if self.local is not None:
+            return self._aggregate_local(self.local, server_round, valid)
+        return self._aggregate_platform(server_round, valid)
 
     # -------------------------------------------------------------------------------------- local mode
-    def _loss_fn(
-        self, base: np.ndarray, shapes: Mapping[str, tuple[int, ...]]
-    ) -> Callable[[np.ndarray], float] | None:
-        if self.holdout is not None:
-            X, y = self.holdout
-            return lambda delta: evaluate(unflatten(base + delta, shapes), X, y)[0]
-        if self.loss_fn is not None:
-            loss_fn = self.loss_fn
-            return lambda delta: float(loss_fn(unflatten(base + delta, shapes)))
-        return None
+    def _reply(self, message: Message, shapes: dict[str, tuple[int, ...]]) -> Reply:
+        node_id, metrics = message.metadata.src_node_id, reported_metrics(message)
+        try:
+            weights, samples = reply_update(message, shapes, self.arrayrecord_key, self.weighted_by_key)
+        except InvalidReply as exc:
+            log(WARNING, "node %d: reply rejected: %s", node_id, exc)
+            return Reply(node_id, None, None, metrics, rejected=str(exc))
+        return Reply(node_id, weights, samples, metrics)
 
     def _aggregate_local(
-        self, server_round: int, valid: list[Message]
+        self, local: LocalRounds, server_round: int, valid: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         global_weights, started = self._sent.pop(server_round)
         shapes = {name: tuple(value.shape) for name, value in global_weights.items()}
-        names = list(shapes)
-        base = flatten(global_weights, names)
-        report = RoundReport(server_round, "aggregated")
-        rows: list[np.ndarray] = []
-        used: list[tuple[Message, NodeReport]] = []
-        for message in valid:
-            node = NodeReport(message.metadata.src_node_id, metrics=_reported(message))
-            report.nodes.append(node)
-            try:
-                weights, node.samples = reply_update(
-                    message, shapes, self.arrayrecord_key, self.weighted_by_key
-                )
-            except InvalidReply as exc:
-                node.rejected, node.byzantine, node.honesty = str(exc), True, 0.0
-                log(WARNING, "node %d: reply rejected: %s", node.node_id, exc)
-                continue
-            rows.append(flatten(weights, names) - base)
-            used.append((message, node))
-        self._penalize_rejected(report)
-        try:
-            if not rows:
-                raise TooFewClients("no valid update arrived")
-            X = np.stack(rows)
-            outcome = compute_round(
-                X,
-                strategy=self.rule,
-                params=self.params,
-                samples=np.array([n.samples for _, n in used], dtype=np.float64),
-                reputation=np.array([self._reputation_of(n.node_id) for _, n in used]),
-                loss_fn=self._loss_fn(base, shapes),
-                scoring=self.scoring,
-                reputation_config=self.reputation_config,
-            )
-        except AggregationError as exc:
-            report.status, report.failure_reason = "failed", f"{type(exc).__name__}: {exc}"
-            report.seconds = time.monotonic() - started
-            self.history.append(report)
+        new_weights, report = local.run(
+            server_round, global_weights, [self._reply(m, shapes) for m in valid], started
+        )
+        if new_weights is None:
             log(WARNING, "round %d failed, the model is unchanged: %s", server_round, report.failure_reason)
             return None, None
-        for i, (_, node) in enumerate(used):
-            node.kept, node.byzantine = bool(outcome.kept[i]), bool(outcome.byzantine[i])
-            node.quality, node.timeliness = float(outcome.quality[i]), float(outcome.timeliness[i])
-            node.honesty, node.fitness = float(outcome.honesty[i]), float(outcome.fitness[i])
-            node.reputation = float(outcome.reputation[i])
-            self.reputation[node.node_id] = node.reputation
-        new_weights = unflatten(base + outcome.aggregate, shapes)
-        if self.holdout is not None:
-            report.holdout_loss, report.holdout_accuracy = evaluate(new_weights, *self.holdout)
-        elif outcome.loss_after is not None:
-            report.holdout_loss = outcome.loss_after
-        report.seconds = time.monotonic() - started
-        self.history.append(report)
-        kept_contents = [m.content for m, n in used if n.kept]
-        return to_record(new_weights), self._metrics(report, kept_contents)
-
-    def _reputation_of(self, node_id: int) -> float:
-        return self.reputation.get(node_id, self.initial_reputation)
-
-    def _penalize_rejected(self, report: RoundReport) -> None:
-        """A reply that is not a usable update costs reputation as a Byzantine detection (as on the platform)."""
-        for node in report.nodes:
-            if node.rejected is not None:
-                node.fitness = 0.0
-                node.reputation = float(
-                    update_reputation(
-                        np.array([self._reputation_of(node.node_id)]),
-                        np.array([0.0]),
-                        np.array([True]),
-                        self.reputation_config,
-                    )[0]
-                )
-                self.reputation[node.node_id] = node.reputation
+        kept = set(report.kept)
+        contents = [m.content for m in valid if m.metadata.src_node_id in kept]
+        return to_record(new_weights), self._metrics(report, contents)
 
     def _metrics(self, report: RoundReport, kept_contents: list[RecordDict]) -> MetricRecord:
-        metrics: dict[str, int | float | list[int] | list[float]] = {}
+        metrics: dict[str, MetricValue] = {}
         if kept_contents:
             try:
                 metrics.update(self.train_metrics_aggr_fn(kept_contents, self.weighted_by_key).items())
             except (ValueError, TypeError, KeyError) as exc:  # a client's metrics are its own business
                 log(WARNING, "train metrics not aggregated: %s", exc)
-        metrics.update(
-            {
-                "fedledger-kept": len(report.kept),
-                "fedledger-excluded": len(report.excluded),
-                "fedledger-rejected": sum(1 for n in report.nodes if n.rejected is not None),
-            }
-        )
-        if report.holdout_loss is not None:
-            metrics["fedledger-holdout-loss"] = float(report.holdout_loss)
-        if report.holdout_accuracy is not None:
-            metrics["fedledger-holdout-accuracy"] = float(report.holdout_accuracy)
+        metrics.update(LocalRounds.metrics(report))
         return MetricRecord(metrics)
 
     # -------------------------------------------------------------------------------------- platform mode
@@ -336,7 +219,7 @@ class FedLedgerStrategy(FedAvg):
         addresses: dict[str, NodeReport] = {}
         report = RoundReport(server_round, "FAILED", platform_round=opened.round_id)
         for message in valid:
-            node = NodeReport(message.metadata.src_node_id, metrics=_reported(message))
+            node = NodeReport(message.metadata.src_node_id, metrics=reported_metrics(message))
             report.nodes.append(node)
             reply = message.content.config_records.get(REPLY_RECORD)
             if reply is None or reply.get(ROUND_KEY) != opened.round_id or not reply.get(ADDRESS_KEY):
@@ -370,4 +253,4 @@ class FedLedgerStrategy(FedAvg):
     # -------------------------------------------------------------------------------------- reports
     def report(self) -> list[dict[str, Any]]:
         """Every round so far, JSON-friendly (node ids, kept/excluded, scores, reputation, rewards)."""
-        return [asdict(r) | {"kept": r.kept, "excluded": r.excluded} for r in self.history]
+        return [r.as_dict() for r in self.history]
