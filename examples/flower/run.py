@@ -67,6 +67,9 @@ class Federation:
         env = dict(os.environ)
         env["FLWR_HOME"] = str(self.workdir / "flwr-home")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        # No network but the federation's own: no usage telemetry to Flower's servers, no PyPI update check.
+        env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+        env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
         # The SuperLink and SuperNodes start flower-superexec / flwr-serverapp / flwr-clientapp by name.
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         return env

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+# Before Flower is imported (it reads these at import): no telemetry upload, no PyPI update check.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 pytest.importorskip("flwr", reason="the Flower tests need the flower extra (make test installs it)")
 
