@@ -2,6 +2,7 @@
 """Verified encrypted update submissions per second through the real API.
 
     .venv/bin/python scripts/bench_submissions.py [--params 100000] [--rounds 20] [--workers 2] [--db sqlite|postgres]
+        [--redis-port 6379]
 
 Starts a Hardhat node (contracts deployed), the API under uvicorn (``--workers`` processes) on SQLite or the
 local PostgreSQL, enrolls the 17 funded dev organizations on-chain, and then, round after round, has all
@@ -9,7 +10,8 @@ of them submit at once a 100K-parameter update sealed with X25519 + AES-256-GCM 
 Every submission takes the full path: JWT, registration and on-chain enrollment check, envelope header,
 round state, signature recovery, decryption, shape validation, blob write, database row, audit entry,
 broker notification. Envelopes are built before the clock starts (that is client work); the figure is
-accepted submissions divided by the wall time of the submission bursts.
+accepted submissions divided by the wall time of the submission bursts. During the bursts a separate
+client polls ``/healthz`` every 10 ms; its latency percentiles show whether the event loop stays free.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +61,31 @@ def login(http: httpx.Client, index: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
+class HealthProber:
+    """Polls /healthz every 10 ms while ``running`` is set, from its own thread and connection."""
+
+    def __init__(self, base_url: str) -> None:
+        self.running = threading.Event()
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._http = httpx.Client(base_url=base_url, timeout=30)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.running.wait(timeout=0.1):
+                continue
+            start = time.perf_counter()
+            self._http.get("/healthz").raise_for_status()
+            self.latencies_ms.append((time.perf_counter() - start) * 1e3)
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--redis-port", type=int, default=6379, help="Redis for the broker and rate limits")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fedledger-bench-"))
@@ -89,8 +118,8 @@ def main() -> None:
             FEDLEDGER_DATABASE_URL=db_url,
             FEDLEDGER_DEPLOYMENTS_FILE=str(work / "deployments.json"),
             FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
-            FEDLEDGER_BROKER_URL="redis://127.0.0.1:6379/11",
-            FEDLEDGER_REDIS_URL="redis://127.0.0.1:6379/11",
+            FEDLEDGER_BROKER_URL=f"redis://127.0.0.1:{args.redis_port}/11",
+            FEDLEDGER_REDIS_URL=f"redis://127.0.0.1:{args.redis_port}/11",
             FEDLEDGER_REDIS_NAMESPACE=f"bench-{uuid.uuid4().hex[:6]}",
             FEDLEDGER_SIWE_DOMAIN=f"127.0.0.1:{port}",
             FEDLEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}",
@@ -123,7 +152,7 @@ def main() -> None:
                 start_new_session=True,
             )
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        for _ in range(200):
+        for _ in range(600):  # up to 2 min on a busy machine
             try:
                 if http.get("/healthz").status_code == 200:
                     break
@@ -153,6 +182,7 @@ def main() -> None:
         burst_seconds = 0.0
         accepted = 0
         pool = ThreadPoolExecutor(len(ORGS))
+        prober = HealthProber(f"http://127.0.0.1:{port}")
         payload_bytes = 0
         for r in range(args.rounds):
             round_ = http.post(
@@ -191,11 +221,13 @@ def main() -> None:
                 )
             url = f"/v1/rounds/{round_['id']}/updates"
             start = time.perf_counter()
+            prober.running.set()
             statuses = list(
                 pool.map(
                     lambda job, url=url: http.post(url, content=job[0], headers=job[1]).status_code, jobs
                 )
             )
+            prober.running.clear()
             burst_seconds += time.perf_counter() - start
             accepted += statuses.count(202)
             if statuses.count(202) != len(jobs):
@@ -203,10 +235,17 @@ def main() -> None:
             # Between bursts the round is marked done directly, standing in for the worker's close.
             with sa.create_engine(db_url).begin() as conn:
                 conn.exec_driver_sql(f"UPDATE rounds SET status = 'POSTED' WHERE id = {round_['id']}")
+        prober.stop()
+        health = np.array(prober.latencies_ms)
         print(
             f"{accepted} verified encrypted submissions of {d:,} parameters ({payload_bytes / 1e6:.2f} MB each) "
             f"in {burst_seconds:.2f} s of bursts: {accepted / burst_seconds:,.0f} per second "
             f"({args.workers} uvicorn workers, {args.db}, {len(ORGS)} concurrent clients, {os.cpu_count()} cores)"
+        )
+        print(
+            f"/healthz during the bursts: {health.size} probes, p50 {np.percentile(health, 50):.1f} ms, "
+            f"p99 {np.percentile(health, 99):.1f} ms, max {health.max():.1f} ms; "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
     finally:
         if server is not None:
