@@ -23,5 +23,9 @@ class UnknownStrategy(AggregationError):
     """No strategy of that name."""
 
 
+class InvalidRoundParams(InvalidParameter):
+    """A round's snapshot of the governed parameters is missing a value or holds one out of range."""
+
+
 class PrivacyBudgetExceeded(RuntimeError):
     """Running the round would spend more privacy than the governed epsilon budget."""

@@ -1,20 +1,22 @@
-"""Every aggregation strategy, and selection by the names the chain's ``strategy`` parameter uses.
+"""The numeric aggregation functions in one namespace, and :func:`aggregate` by strategy name.
 
-Each strategy is a pure function of a stacked float32 matrix ``X`` (n_clients, n_params) returning a
-float32 vector of n_params; their contracts are in their docstrings.
+Each function is pure, of a stacked float32 matrix ``X`` (n_clients, n_params), returning a float32 vector
+of n_params; their contracts are in their docstrings. Strategy objects (parameters, required clients,
+selected clients) and the registry the chain's names map onto are in :mod:`aggregator.strategies`;
+:func:`aggregate` is a thin function over that registry.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from aggregator import strategies
 from aggregator.bulyan import bulyan, select_bulyan
 from aggregator.coordinate import median, trim_count, trimmed_mean
-from aggregator.errors import InvalidParameter, UnknownStrategy
+from aggregator.errors import InvalidParameter
 from aggregator.fedavg import client_weights, fedavg, fitness_weights, hybrid_weights, sample_weights
 from aggregator.krum import (
     krum,
@@ -26,6 +28,7 @@ from aggregator.krum import (
     select_multikrum,
 )
 from aggregator.reputation_weighted import reputation_influence, reputation_weighted_mean
+from aggregator.validation import as_update_matrix
 
 __all__ = [
     "STRATEGIES",
@@ -52,58 +55,34 @@ __all__ = [
 ]
 
 
-def _fedavg(X: np.ndarray, *, weights: Any = None) -> np.ndarray:
-    return fedavg(X, weights)
-
-
-def _trimmed_mean(X: np.ndarray, *, beta: float) -> np.ndarray:
-    return trimmed_mean(X, beta)
-
-
-def _median(X: np.ndarray) -> np.ndarray:
-    return median(X)
-
-
-def _krum(X: np.ndarray, *, f: int) -> np.ndarray:
-    return krum(X, f)
-
-
-def _multi_krum(X: np.ndarray, *, f: int, m: int | None = None, weights: Any = None) -> np.ndarray:
-    return multi_krum(X, f, m, weights)
-
-
-def _bulyan(X: np.ndarray, *, f: int) -> np.ndarray:
-    return bulyan(X, f)
-
-
-def _reputation(X: np.ndarray, *, reputation: Any, cap: float = 0.8) -> np.ndarray:
-    return reputation_weighted_mean(X, reputation, cap)
-
-
-# Order = the chain's strategy codes 0..6 (ProtocolParameters.Strategy).
-STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
-    "fedavg": _fedavg,
-    "trimmed_mean": _trimmed_mean,
-    "median": _median,
-    "krum": _krum,
-    "multi_krum": _multi_krum,
-    "bulyan": _bulyan,
-    "reputation": _reputation,
+# Keyword arguments of :func:`aggregate` that are per-client or per-round inputs, not parameters.
+_INPUTS = {
+    "weights": "samples",
+    "reputation": "reputation",
+    "reference": "reference",
+    "center": "center",
+    "rng": "rng",
 }
+
+# Every strategy name :func:`aggregate` accepts (the registry's; the chain's names in code order first).
+STRATEGIES: tuple[str, ...] = strategies.names()
 
 
 def aggregate(strategy: str, X: np.ndarray, **params: Any) -> np.ndarray:
     """Run the named strategy with its parameters, e.g. ``aggregate("trimmed_mean", X, beta=0.2)``.
 
-    Parameters by strategy: fedavg (weights), trimmed_mean (beta), median (), krum (f),
-    multi_krum (f, m, weights), bulyan (f), reputation (reputation, cap).
+    A thin function over the strategy registry for scripts and tests. Parameters are the strategy class's
+    constructor arguments: fedavg (weighting), trimmed_mean (beta), median (), krum / bulyan (f or
+    byzantine_fraction), multi_krum (f or byzantine_fraction, m), reputation (cap), fltrust (),
+    centered_clip (tau, iterations, bucket_size). Inputs: ``weights`` (per-client weights, e.g. sample
+    counts), ``reputation`` (0..100 per client), ``reference`` (FLTrust), ``center`` and ``rng``
+    (centered clipping).
     """
+    cls = strategies.strategy_class(strategy)
+    inputs = {_INPUTS[k]: params.pop(k) for k in list(params) if k in _INPUTS}
     try:
-        fn = STRATEGIES[strategy]
-    except KeyError:
-        raise UnknownStrategy(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}") from None
-    try:
-        inspect.signature(fn).bind(X, **params)
+        inspect.signature(cls).bind(**params)
     except TypeError as exc:
         raise InvalidParameter(f"{strategy}: {exc}") from exc
-    return fn(X, **params)
+    X = as_update_matrix(X, check_finite=False)
+    return cls(**params).aggregate(X, strategies.StrategyInputs.of(X.shape[0], **inputs)).vector

@@ -1,0 +1,434 @@
+"""A round's computation, pure: decrypted updates and their metadata in, every decision of the close out.
+
+No database, no chain, no blob store, no decryption: :mod:`aggregator.round_close` loads and decrypts
+(each envelope once), calls :func:`compute_round`, and writes the :class:`RoundResult` in one transaction.
+
+Steps: eligibility (``min_reputation``) -> sample-weight cap -> client count check -> DP clipping -> the
+strategy (aggregate + selected clients) -> DP noise -> scores on the holdout -> Byzantine detection ->
+reputations -> rewards and their Merkle tree -> the new model and the rollback decision.
+
+Decisions documented here:
+
+- A client below the governed ``min_reputation`` is left out of the aggregate and paid nothing, but it is
+  still scored and its reputation still moves toward its fitness: otherwise a client that once fell below
+  the minimum could never climb back, and a Byzantine one would stop being detected.
+- Honesty is the distance to the coordinate-wise median of the eligible updates, not to the strategy's
+  aggregate: a non-robust strategy (FedAvg) lets an attacker pull its aggregate toward itself and then
+  score as the consensus; the median moves only if half the clients do.
+- A claimed sample count above ``sample_weight_cap`` x the round's median claim counts only up to that
+  bound in every weighting (FedAvg samples/hybrid, Multi-Krum). The excess claim is recorded as evidence on
+  the client's contribution; on its own it is not a Byzantine detection (an honest large organization may
+  claim it, and the cap already takes away anything the claim could gain).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import numpy as np
+
+from aggregator import strategies
+from aggregator.coordinate import median
+from aggregator.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
+from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
+from aggregator.reputation import detect_byzantine, update_reputation
+from aggregator.rollback import activation_decision
+from aggregator.round_params import RoundParams
+from aggregator.scoring import (
+    consensus_distances,
+    fitness_scores,
+    honesty_scores,
+    quality_scores,
+    reward_amounts,
+    timeliness_scores,
+)
+from aggregator.strategies import Aggregated, Strategy, StrategyInputs
+from fedledger.chain.merkle import RewardTree
+from fedledger.models import evaluate
+
+Spec = Mapping[str, list[int] | tuple[int, ...]]
+Weights = dict[str, np.ndarray]
+Detail = strategies.base.Detail
+
+
+class CloseStatus(StrEnum):
+    """What the close decided for the round."""
+
+    aggregated = "aggregated"
+    extended = "extended"
+    failed = "failed"
+
+
+@dataclass(frozen=True)
+class ClientMeta:
+    """One submitted update's metadata (no ORM row): who, when, how many samples claimed, standing."""
+
+    update_id: int
+    participant_id: int
+    address: str
+    num_samples: int
+    submitted_at: datetime
+    reputation: float
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """Everything the computation reads. ``deltas`` row i is ``clients[i]``'s decrypted update, flattened
+    in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason."""
+
+    round_id: int
+    params: RoundParams
+    opened_at: datetime
+    deadline: datetime
+    extensions: int
+    clients: tuple[ClientMeta, ...]
+    deltas: np.ndarray
+    rejected: tuple[tuple[ClientMeta, str], ...]
+    weights: Weights
+    spec: Spec
+    holdout: tuple[np.ndarray, np.ndarray]
+    dp_rounds_spent: int = 0
+
+
+@dataclass(frozen=True)
+class ClientOutcome:
+    """One client's scores and decisions (becomes its contribution record)."""
+
+    update_id: int
+    participant_id: int
+    address: str
+    quality: float
+    timeliness: float
+    honesty: float
+    fitness: float
+    kept: bool
+    byzantine: bool
+    reward_wei: int
+    merkle_proof: tuple[str, ...]
+    reputation_after: float
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The close's decisions. ``status`` aggregated: ``new_weights`` and ``record`` are set; extended:
+    ``extend_to``; failed: ``reason``. ``rejected`` is (update id, reason) in every case."""
+
+    status: CloseStatus
+    reason: str | None = None
+    extend_to: datetime | None = None
+    rejected: tuple[tuple[int, str], ...] = ()
+    clients: tuple[ClientOutcome, ...] = ()
+    new_weights: Weights | None = None
+    activate: bool = False
+    aggregate: np.ndarray | None = None
+    record: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> tuple[ClientOutcome, ...]:
+        """Clients whose update the new model keeps."""
+        return tuple(c for c in self.clients if c.kept)
+
+
+def flatten(tensors: Mapping[str, np.ndarray], spec: Spec) -> np.ndarray:
+    """The tensors concatenated in ``spec`` order as one float32 vector."""
+    return np.concatenate([tensors[name].reshape(-1) for name in spec]).astype(np.float32, copy=False)
+
+
+def unflatten(vector: np.ndarray, spec: Spec) -> Weights:
+    """Inverse of :func:`flatten`."""
+    out: Weights = {}
+    offset = 0
+    for name, shape in spec.items():
+        size = int(np.prod(shape))
+        out[name] = vector[offset : offset + size].reshape(tuple(shape))
+        offset += size
+    return out
+
+
+@dataclass(frozen=True)
+class SampleWeights:
+    """Claimed sample counts bounded by ``cap`` x the round's median claim, and who claimed above it."""
+
+    capped: np.ndarray
+    bound: float
+    above: np.ndarray
+
+    @classmethod
+    def of(cls, claims: np.ndarray, cap: float) -> SampleWeights:
+        """Bound the claims; an empty round has no bound."""
+        if claims.size == 0:
+            return cls(claims, 0.0, np.zeros(0, dtype=bool))
+        # At least one sample: a round of zero claims still has a positive bound.
+        bound = cap * max(float(np.median(claims)), 1.0)
+        return cls(np.minimum(claims, bound), bound, claims > bound)
+
+
+def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) -> RoundResult:
+    """Run the round's computation; see the module docstring for the steps and decisions."""
+    params = inputs.params
+    rejected = tuple((c.update_id, reason) for c, reason in inputs.rejected)
+    try:
+        strategy = strategies.build(params)
+    except AggregationError as exc:
+        return RoundResult(CloseStatus.failed, f"{params.strategy}: {exc}", rejected=rejected)
+
+    n = len(inputs.clients)
+    reputation = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
+    eligible = reputation >= params.min_reputation
+    needed = max(params.min_participants, strategy.required_clients())
+    if int(eligible.sum()) < needed:
+        return _too_few(inputs, int(eligible.sum()), needed, n - int(eligible.sum()), rejected, now)
+
+    X = np.asarray(inputs.deltas, dtype=np.float32).reshape(n, -1)
+    samples = SampleWeights.of(
+        np.array([c.num_samples for c in inputs.clients], dtype=np.float64), params.sample_weight_cap
+    )
+    timings: dict[str, float] = {}
+    accountant = None
+    if params.dp is not None:
+        try:
+            accountant = PrivacyAccountant(
+                params.dp.noise_multiplier,
+                1.0,
+                params.dp.delta,
+                params.dp.epsilon_budget,
+                inputs.dp_rounds_spent,
+            ).charge()
+        except PrivacyBudgetExceeded as exc:
+            return RoundResult(CloseStatus.failed, str(exc), rejected=rejected)
+        X, _ = clip_rows(X, params.dp.clip_norm)
+
+    members = np.flatnonzero(eligible)
+    start = time.perf_counter()
+    try:
+        result = strategy.aggregate(
+            X[members],
+            StrategyInputs(samples.capped[members], reputation[members], rng=rng.spawn(1)[0]),
+        )
+    except TooFewClients as exc:
+        return _too_few(inputs, members.size, needed, n - members.size, rejected, now, str(exc))
+    except AggregationError as exc:
+        return RoundResult(CloseStatus.failed, f"{strategy.name}: {exc}", rejected=rejected)
+    timings["aggregate_ms"] = (time.perf_counter() - start) * 1e3
+    selected = np.zeros(n, dtype=bool)
+    selected[members[result.selected]] = True
+
+    aggregate = result.vector
+    noise_std = None
+    if params.dp is not None:
+        noise_std = gaussian_noise_std(params.dp.clip_norm, params.dp.noise_multiplier, members.size)
+        aggregate = aggregate + rng.normal(0.0, noise_std, size=aggregate.shape).astype(np.float32)
+    return _score_and_decide(
+        inputs,
+        strategy,
+        result,
+        aggregate,
+        X,
+        samples,
+        eligible,
+        selected,
+        rejected,
+        timings,
+        noise_std,
+        accountant,
+    )
+
+
+def _too_few(
+    inputs: RoundInputs,
+    usable: int,
+    needed: int,
+    below_minimum: int,
+    rejected: tuple[tuple[int, str], ...],
+    now: datetime,
+    detail: str | None = None,
+) -> RoundResult:
+    """Wait for more updates (extend the deadline) while extensions remain, else fail; say why."""
+    params = inputs.params
+    why = f"only {usable} usable updates of the {needed} needed"
+    if below_minimum:
+        why += f" ({below_minimum} more below min_reputation {params.min_reputation:g})"
+    if detail:
+        why += f": {detail}"
+    if inputs.extensions < params.max_round_extensions:
+        return RoundResult(
+            CloseStatus.extended,
+            f"{why}; deadline extended",
+            extend_to=now + timedelta(seconds=params.round_duration),
+        )
+    return RoundResult(CloseStatus.failed, f"{why}, after {inputs.extensions} extensions", rejected=rejected)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    quality: np.ndarray
+    timeliness: np.ndarray
+    honesty: np.ndarray
+    fitness: np.ndarray
+    loss_before: float
+
+
+def _scores(inputs: RoundInputs, X: np.ndarray, consensus: np.ndarray, base: np.ndarray) -> _Scores:
+    """Quality on the holdout, timeliness, honesty (distance to ``consensus``), fitness."""
+    config = inputs.params.scoring
+    X_eval, y_eval = inputs.holdout
+    loss_before, _ = evaluate(inputs.weights, X_eval, y_eval)
+    losses = [evaluate(unflatten(base + row, inputs.spec), X_eval, y_eval)[0] for row in X]
+    quality = quality_scores(loss_before, losses)
+    timeliness = timeliness_scores(
+        [c.submitted_at.timestamp() for c in inputs.clients],
+        inputs.opened_at.timestamp(),
+        inputs.deadline.timestamp(),
+        config.timeliness_at_deadline,
+    )
+    honesty = honesty_scores(
+        consensus_distances(X, consensus), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff
+    )
+    return _Scores(
+        quality, timeliness, honesty, fitness_scores(quality, timeliness, honesty, config), loss_before
+    )
+
+
+def _rewards(
+    inputs: RoundInputs, fitness: np.ndarray, reputation: np.ndarray, payable: np.ndarray
+) -> tuple[list[int], RewardTree | None]:
+    """Rewards of the payable clients only (so the budget is shared among them), and their Merkle tree."""
+    params = inputs.params
+    amounts = [0] * len(inputs.clients)
+    paid = np.flatnonzero(payable)
+    if paid.size:
+        for i, amount in zip(
+            paid.tolist(),
+            reward_amounts(
+                fitness[paid],
+                reputation[paid],
+                params.base_reward,
+                params.round_reward_budget,
+                params.scoring,
+            ),
+            strict=True,
+        ):
+            amounts[i] = amount
+    owed = {c.address: a for c, a in zip(inputs.clients, amounts, strict=True) if a > 0}
+    return amounts, RewardTree.build(inputs.round_id, owed) if owed else None
+
+
+def _evidence(inputs: RoundInputs, samples: SampleWeights, eligible: np.ndarray, i: int) -> tuple[str, ...]:
+    out = []
+    if samples.above[i]:
+        out.append(
+            f"sample_claim_above_cap: claimed {inputs.clients[i].num_samples}, counted {samples.bound:g} "
+            f"({inputs.params.sample_weight_cap:g} x the round's median claim)"
+        )
+    if not eligible[i]:
+        out.append(
+            f"below_min_reputation: {inputs.clients[i].reputation:g} < {inputs.params.min_reputation:g}"
+        )
+    return tuple(out)
+
+
+def _score_and_decide(
+    inputs: RoundInputs,
+    strategy: Strategy,
+    result: Aggregated,
+    aggregate: np.ndarray,
+    X: np.ndarray,
+    samples: SampleWeights,
+    eligible: np.ndarray,
+    selected: np.ndarray,
+    rejected: tuple[tuple[int, str], ...],
+    timings: dict[str, float],
+    noise_std: float | None,
+    accountant: PrivacyAccountant | None,
+) -> RoundResult:
+    params = inputs.params
+    base = flatten(inputs.weights, inputs.spec)
+    start = time.perf_counter()
+    s = _scores(inputs, X, median(X[eligible]), base)
+    timings["score_ms"] = (time.perf_counter() - start) * 1e3
+    byzantine = detect_byzantine(s.honesty, params.reputation)
+    reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
+    reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
+    amounts, tree = _rewards(inputs, s.fitness, reputation_after, eligible & ~byzantine)
+
+    new_weights = unflatten(base + aggregate, inputs.spec)
+    loss_after, accuracy = evaluate(new_weights, *inputs.holdout)
+    decision = activation_decision(s.loss_before, loss_after, params.rollback_threshold)
+
+    outcomes = [
+        ClientOutcome(
+            update_id=c.update_id,
+            participant_id=c.participant_id,
+            address=c.address,
+            quality=float(s.quality[i]),
+            timeliness=float(s.timeliness[i]),
+            honesty=float(s.honesty[i]),
+            fitness=float(s.fitness[i]),
+            kept=bool(selected[i] and not byzantine[i]),
+            byzantine=bool(byzantine[i]),
+            reward_wei=amounts[i],
+            merkle_proof=tuple("0x" + p.hex() for p in tree.proof(c.address)) if tree and amounts[i] else (),
+            reputation_after=float(reputation_after[i]),
+            evidence=_evidence(inputs, samples, eligible, i),
+        )
+        for i, c in enumerate(inputs.clients)
+    ]
+    outcomes.extend(_rejected_outcomes(inputs))
+    details: dict[str, Detail] = {**strategy.describe(), **result.details}
+    details["sample_weight_cap"] = params.sample_weight_cap
+    details["min_reputation"] = params.min_reputation
+    total = sum(amounts)
+    return RoundResult(
+        CloseStatus.aggregated,
+        rejected=rejected,
+        clients=tuple(outcomes),
+        new_weights=new_weights,
+        activate=decision.activate,
+        aggregate=aggregate,
+        record={
+            "strategy": strategy.name,
+            "params": details,
+            "holdout_loss_before": s.loss_before,
+            "holdout_loss_after": loss_after,
+            "holdout_accuracy": accuracy,
+            "rolled_back": not decision.activate,
+            "dp_noise_std": noise_std,
+            "epsilon_spent": accountant.epsilon_spent if accountant else None,
+            "rewards_root": "0x" + (tree.root.hex() if tree else "00" * 32),
+            "total_reward_wei": str(total),
+            "durations_ms": timings,
+            "decision": decision.reason,
+        },
+    )
+
+
+def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
+    """An update that failed decryption or validation scores zero and counts as a Byzantine detection."""
+    if not inputs.rejected:
+        return []
+    config = inputs.params.reputation
+    before = np.array([c.reputation for c, _ in inputs.rejected], dtype=np.float64)
+    after = update_reputation(before, np.zeros(before.size), np.ones(before.size, dtype=bool), config)
+    return [
+        ClientOutcome(
+            update_id=c.update_id,
+            participant_id=c.participant_id,
+            address=c.address,
+            quality=0.0,
+            timeliness=0.0,
+            honesty=0.0,
+            fitness=0.0,
+            kept=False,
+            byzantine=True,
+            reward_wei=0,
+            merkle_proof=(),
+            reputation_after=float(after[k]),
+            evidence=(f"rejected: {reason}",),
+        )
+        for k, (c, reason) in enumerate(inputs.rejected)
+    ]

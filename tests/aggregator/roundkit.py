@@ -1,0 +1,117 @@
+"""Small synthetic rounds for the pure round computation's tests: a softmax model on three Gaussian blobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from aggregator.round_compute import ClientMeta, RoundInputs, flatten
+from aggregator.round_params import RoundParams
+from fedledger.models import init_softmax, train_softmax
+
+OPENED = datetime(2026, 1, 1, tzinfo=UTC)
+DEADLINE = OPENED + timedelta(hours=1)
+NOW = DEADLINE
+FEATURES, CLASSES = 4, 3
+
+
+def snapshot(**overrides: Any) -> dict[str, Any]:
+    """A round's parameter snapshot as open_round stores it, with the chain's genesis values."""
+    values: dict[str, Any] = {
+        "base_reward": str(100 * 10**18),
+        "min_stake": str(100 * 10**18),
+        "min_reputation": 10.0,
+        "slash_fraction": 0.1,
+        "slash_fitness_below": 50.0,
+        "slash_honesty_below": 50.0,
+        "byzantine_threshold": 3,
+        "activity_timeout": 604800,
+        "weight_quality": 0.4,
+        "weight_timeliness": 0.3,
+        "weight_honesty": 0.3,
+        "reputation_influence_cap": 0.8,
+        "strategy": "trimmed_mean",
+        "weighting": "samples",
+        "trim_fraction": 0.2,
+        "krum_f": 1,
+        "multi_krum_m": 0,
+        "dp_enabled": False,
+        "dp_clip_norm": 1.0,
+        "dp_noise_multiplier": 1.0,
+        "dp_epsilon_budget": 10.0,
+        "dp_delta": 1e-5,
+        "round_duration": 3600,
+        "quorum": 3,
+        "min_participants": 3,
+        "rollback_threshold": 0.05,
+        "round_reward_budget": str(10_000 * 10**18),
+        "unbonding_period": 86400,
+        "reputation_multiplier_base": 0.5,
+        "max_round_extensions": 1,
+        "reward_tiers": [[90.0, 2.0], [80.0, 1.5], [70.0, 1.0], [60.0, 0.5]],
+    }
+    values.update(overrides)
+    return values
+
+
+def blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    centres = np.array([[3, 0, 0, 0], [0, 3, 0, 0], [0, 0, 3, 0]], dtype=np.float32)
+    y = rng.integers(0, CLASSES, n)
+    X = (centres[y] + rng.standard_normal((n, FEATURES))).astype(np.float32)
+    return X, y
+
+
+class Federation:
+    """A base model, a holdout, and honest updates (one local epoch each on fresh data)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.weights = init_softmax(FEATURES, CLASSES)
+        self.spec = {name: list(t.shape) for name, t in self.weights.items()}
+        self.holdout = blobs(300, self.rng)
+        self.base = flatten(self.weights, self.spec)
+
+    def honest(self, n: int) -> np.ndarray:
+        rows = []
+        for _ in range(n):
+            X, y = blobs(100, self.rng)
+            trained = train_softmax(self.weights, X, y, epochs=1, lr=0.1, batch=20, rng=self.rng)
+            rows.append(flatten(trained, self.spec) - self.base)
+        return np.stack(rows).astype(np.float32)
+
+    def inputs(
+        self,
+        deltas: np.ndarray,
+        *,
+        samples: list[int] | None = None,
+        reputation: list[float] | None = None,
+        extensions: int = 0,
+        **params: Any,
+    ) -> RoundInputs:
+        n = deltas.shape[0]
+        clients = tuple(
+            ClientMeta(
+                update_id=100 + i,
+                participant_id=i + 1,
+                address=f"0x{i + 1:040x}",
+                num_samples=100 if samples is None else samples[i],
+                submitted_at=OPENED + timedelta(minutes=10),
+                reputation=50.0 if reputation is None else reputation[i],
+            )
+            for i in range(n)
+        )
+        return RoundInputs(
+            round_id=7,
+            params=RoundParams.from_snapshot(snapshot(**params)),
+            opened_at=OPENED,
+            deadline=DEADLINE,
+            extensions=extensions,
+            clients=clients,
+            deltas=deltas,
+            rejected=(),
+            weights=self.weights,
+            spec=self.spec,
+            holdout=self.holdout,
+        )

@@ -1,0 +1,200 @@
+"""The pure round computation on small synthetic rounds: no database, no chain, no encryption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregator.round_compute import ClientMeta, CloseStatus, RoundInputs, compute_round
+from fedledger.chain.merkle import RewardTree, leaf_hash, verify
+from tests.aggregator.roundkit import NOW, Federation
+
+
+def run(inputs: RoundInputs):  # type: ignore[no-untyped-def]
+    return compute_round(inputs, np.random.default_rng(1), NOW)
+
+
+def by_participant(result):  # type: ignore[no-untyped-def]
+    return {c.participant_id: c for c in result.clients}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "extra", "kept"),
+    [
+        ("multi_krum", {"byzantine_fraction": 0.3}, 5),  # f = floor(0.3 * 7) = 2, m = n - f = 5
+        ("krum", {"krum_f": 1}, 1),
+        ("bulyan", {"krum_f": 1}, 5),  # n - 2f
+        ("trimmed_mean", {}, 6),
+        ("median", {}, 6),
+    ],
+)
+def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged(
+    strategy: str, extra: dict[str, object], kept: int
+) -> None:
+    fed = Federation()
+    honest = fed.honest(6)
+    attacker = -20.0 * honest.mean(axis=0)
+    deltas = np.vstack([honest, attacker[None, :]])
+    result = run(fed.inputs(deltas, strategy=strategy, **extra))
+
+    assert result.status == CloseStatus.aggregated
+    clients = by_participant(result)
+    bad = clients[7]
+    assert bad.byzantine and not bad.kept and bad.reward_wei == 0 and bad.honesty == 0.0
+    assert bad.reputation_after < 50.0 - 10.0  # EMA toward a low fitness, minus the detection penalty
+    good = [clients[i] for i in range(1, 7)]
+    assert not any(c.byzantine for c in good)
+    assert all(c.reward_wei > 0 and c.honesty > 0 for c in good)
+    assert sum(c.kept for c in good) == kept
+    assert result.activate and result.record["holdout_loss_after"] < result.record["holdout_loss_before"]
+    assert result.record["strategy"] == strategy
+    # The rewards root commits to exactly the paid clients, and each proof verifies against it.
+    root = bytes.fromhex(str(result.record["rewards_root"])[2:])
+    tree = RewardTree.build(7, {c.address: c.reward_wei for c in good})
+    assert tree.root == root
+    for c in good:
+        proof = [bytes.fromhex(p[2:]) for p in c.merkle_proof]
+        assert verify(root, leaf_hash(7, c.address, c.reward_wei), proof)
+    assert sum(c.reward_wei for c in good) == int(str(result.record["total_reward_wei"]))
+
+
+def test_multi_krum_records_the_f_it_derived_from_the_byzantine_fraction() -> None:
+    fed = Federation()
+    deltas = np.vstack([fed.honest(6), 30.0 * np.ones((1, fed.base.size), np.float32)])
+    result = run(fed.inputs(deltas, strategy="multi_krum", byzantine_fraction=0.3))
+    params = result.record["params"]
+    assert isinstance(params, dict)
+    assert params["byzantine_fraction"] == 0.3 and params["f"] == 2 and params["m"] == 5  # floor(0.3 * 7)
+    assert not by_participant(result)[7].kept
+
+
+def test_a_model_that_degrades_the_holdout_is_rolled_back() -> None:
+    fed = Federation()
+    # Every client pushes the model the wrong way: the aggregate degrades the holdout loss.
+    deltas = -5.0 * fed.honest(4)
+    result = run(fed.inputs(deltas, strategy="fedavg"))
+    assert result.status == CloseStatus.aggregated
+    assert not result.activate and result.record["rolled_back"] is True
+    assert result.record["holdout_loss_after"] > result.record["holdout_loss_before"] * 1.05
+    assert "beyond the 5.00% rollback threshold" in str(result.record["decision"])
+
+
+def test_too_few_clients_extend_the_deadline_then_fail_the_round() -> None:
+    fed = Federation()
+    deltas = fed.honest(2)
+    extended = run(fed.inputs(deltas, extensions=0, max_round_extensions=1))
+    assert extended.status == CloseStatus.extended
+    assert extended.extend_to is not None and extended.extend_to > NOW
+    assert "only 2 usable updates of the 3 needed" in str(extended.reason)
+    failed = run(fed.inputs(deltas, extensions=1, max_round_extensions=1))
+    assert failed.status == CloseStatus.failed and "after 1 extensions" in str(failed.reason)
+    assert failed.new_weights is None and failed.clients == ()
+
+
+def test_a_strategy_that_needs_more_clients_than_the_round_has_waits_for_them() -> None:
+    fed = Federation()
+    # byzantine_fraction 0.3 with n = 4 gives f = 1, and Krum needs n >= 2f + 3 = 5: never clamped.
+    result = run(fed.inputs(fed.honest(4), strategy="krum", byzantine_fraction=0.3, min_participants=1))
+    assert result.status == CloseStatus.extended
+    assert "of the 5 needed" in str(result.reason)
+
+
+def test_a_byzantine_fraction_no_round_size_can_meet_fails_the_round_with_the_reason() -> None:
+    fed = Federation()
+    result = run(fed.inputs(fed.honest(8), strategy="bulyan", byzantine_fraction=0.3))
+    assert result.status == CloseStatus.failed
+    assert "cannot be met by any number of clients" in str(result.reason)
+    assert "lower byzantine_fraction" in str(result.reason)
+
+
+def test_clients_below_min_reputation_are_not_aggregated_nor_paid_but_still_scored() -> None:
+    fed = Federation()
+    deltas = fed.honest(5)
+    result = run(fed.inputs(deltas, strategy="fedavg", reputation=[50, 50, 50, 50, 5], min_reputation=10.0))
+    assert result.status == CloseStatus.aggregated
+    low = by_participant(result)[5]
+    assert not low.kept and low.reward_wei == 0 and not low.byzantine
+    assert low.quality > 0 and low.fitness > 0
+    assert low.reputation_after > 5.0  # an honest update lets it climb back toward the minimum
+    assert any(e.startswith("below_min_reputation") for e in low.evidence)
+    assert all(c.kept and c.reward_wei > 0 for c in result.clients if c.participant_id != 5)
+    # The aggregate is the mean of the four eligible updates only.
+    aggregate = result.aggregate
+    assert aggregate is not None
+    np.testing.assert_allclose(aggregate, deltas[:4].mean(axis=0), rtol=1e-5, atol=1e-7)
+
+
+def test_a_round_short_of_eligible_clients_says_how_many_are_below_min_reputation() -> None:
+    fed = Federation()
+    result = run(fed.inputs(fed.honest(3), reputation=[50, 5, 5], min_reputation=10.0))
+    assert result.status == CloseStatus.extended
+    assert "only 1 usable updates of the 3 needed (2 more below min_reputation 10)" in str(result.reason)
+
+
+def test_an_inflated_sample_claim_neither_steers_the_aggregate_nor_scores_honest() -> None:
+    """Issue 13.10: 1e9 claimed samples with a sign-flipped update, FedAvg weighted by samples."""
+    fed = Federation()
+    honest = fed.honest(5)
+    deltas = np.vstack([honest, -honest.mean(axis=0)[None, :]])
+    claims = [100, 120, 90, 110, 100, 10**9]
+
+    capped = run(fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims))
+    attacker = by_participant(capped)[6]
+    assert capped.activate
+    assert capped.record["holdout_loss_after"] < capped.record["holdout_loss_before"]
+    assert attacker.byzantine and attacker.honesty == 0.0 and attacker.reward_wei == 0
+    assert any(e.startswith("sample_claim_above_cap") for e in attacker.evidence)
+    assert not any(c.evidence for c in capped.clients if c.participant_id != 6)
+    # Its weight is at most the genesis cap 3 x the median claim of 105: 315 / (520 + 315) of the mean.
+    aggregate = capped.aggregate
+    assert aggregate is not None
+    weights = np.array([100, 120, 90, 110, 100, 315], dtype=np.float64)
+    np.testing.assert_allclose(aggregate, (weights / weights.sum()) @ deltas, rtol=1e-4, atol=1e-7)
+
+    # The same round without an effective cap: the claim steers the aggregate and the model is refused.
+    uncapped = run(
+        fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims, sample_weight_cap=1e12)
+    )
+    assert not uncapped.activate
+
+
+def test_multi_krum_weights_are_capped_too() -> None:
+    fed = Federation()
+    deltas = fed.honest(7)
+    claims = [100] * 6 + [10**9]
+    result = run(fed.inputs(deltas, strategy="multi_krum", byzantine_fraction=0.3, samples=claims))
+    kept = [c.participant_id - 1 for c in result.clients if c.kept]
+    aggregate = result.aggregate
+    assert aggregate is not None
+    w = np.array([300.0 if i == 6 else 100.0 for i in kept])
+    np.testing.assert_allclose(aggregate, (w / w.sum()) @ deltas[kept], rtol=1e-4, atol=1e-7)
+
+
+def test_rejected_updates_count_as_byzantine_and_are_recorded() -> None:
+    fed = Federation()
+    inputs = fed.inputs(fed.honest(3))
+    broken = ClientMeta(999, 42, "0x" + "ab" * 20, 100, inputs.opened_at, 60.0)
+    result = run(RoundInputs(**{**inputs.__dict__, "rejected": ((broken, "DecryptionFailed: bad tag"),)}))
+    assert result.rejected == ((999, "DecryptionFailed: bad tag"),)
+    record = by_participant(result)[42]
+    assert record.byzantine and not record.kept and record.reward_wei == 0
+    assert record.reputation_after < 60.0 and record.evidence == ("rejected: DecryptionFailed: bad tag",)
+
+
+def test_differential_privacy_clips_adds_noise_and_charges_the_budget() -> None:
+    fed = Federation()
+    result = run(fed.inputs(fed.honest(4), strategy="fedavg", dp_enabled=True, dp_clip_norm=0.5))
+    assert result.record["dp_noise_std"] == pytest.approx(1.0 * 0.5 / 4)
+    epsilon = result.record["epsilon_spent"]
+    assert isinstance(epsilon, float) and epsilon > 0
+    spent = run(fed.inputs(fed.honest(4), strategy="fedavg", dp_enabled=True, dp_epsilon_budget=1e-3))
+    assert spent.status == CloseStatus.failed and "over the governed budget" in str(spent.reason)
+
+
+def test_the_computation_is_deterministic_for_a_seed() -> None:
+    fed = Federation()
+    inputs = fed.inputs(fed.honest(5), strategy="fedavg", dp_enabled=True)
+    a, b = run(inputs), run(inputs)
+    assert a.aggregate is not None and b.aggregate is not None
+    np.testing.assert_array_equal(a.aggregate, b.aggregate)
+    assert a.clients == b.clients
