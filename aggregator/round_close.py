@@ -197,6 +197,8 @@ def compute(
 
 @dataclass(frozen=True)
 class Signing:
+    """How the worker signs the model versions it produces (EIP-712 domain of the ledger)."""
+
     key: str
     chain_id: int
     verifying_contract: str

@@ -78,7 +78,8 @@ class ClientMeta:
 @dataclass(frozen=True)
 class RoundInputs:
     """Everything the computation reads. ``deltas`` row i is ``clients[i]``'s decrypted update, flattened
-    in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason."""
+    in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason.
+    ``reference``: the server's own update on its root data (FLTrust), flattened like the deltas."""
 
     round_id: int
     params: RoundParams
@@ -92,6 +93,7 @@ class RoundInputs:
     spec: Spec
     holdout: tuple[np.ndarray, np.ndarray]
     dp_rounds_spent: int = 0
+    reference: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,9 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
     try:
         result = strategy.aggregate(
             X[members],
-            StrategyInputs(samples.capped[members], reputation[members], rng=rng.spawn(1)[0]),
+            StrategyInputs(
+                samples.capped[members], reputation[members], reference=inputs.reference, rng=rng.spawn(1)[0]
+            ),
         )
     except TooFewClients as exc:
         return _too_few(inputs, members.size, needed, n - members.size, rejected, now, str(exc))

@@ -60,11 +60,17 @@ class StrategyInputs:
 @dataclass(frozen=True)
 class Aggregated:
     """A strategy's result: the aggregate (float32, d), the row indices that entered it, and the values
-    the strategy actually used this round (e.g. the f derived for this n), for the round's record."""
+    the strategy actually used this round (e.g. the f derived for this n), for the round's record.
+
+    ``coefficients``: for rules whose aggregate is linear in the rows, c with aggregate = sum_i c_i x_i
+    (zeros for rows not selected); None for rules that are not (coordinate-wise statistics, Bulyan,
+    centered clipping). Scores of each client's share use them.
+    """
 
     vector: np.ndarray
     selected: np.ndarray
     details: Mapping[str, Detail]
+    coefficients: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

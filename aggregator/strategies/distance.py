@@ -76,7 +76,9 @@ class Krum(_KrumFamily):
         """The Krum winner's update; it alone is selected."""
         X, f, D = self._prepare(X)
         best = select_krum(D, f)
-        return Aggregated(X[best].copy(), np.array([best]), {"f": f})
+        coefficients = np.zeros(X.shape[0])
+        coefficients[best] = 1.0
+        return Aggregated(X[best].copy(), np.array([best]), {"f": f}, coefficients)
 
 
 @register
@@ -123,7 +125,7 @@ class MultiKrum(_KrumFamily):
         # Zero weights for the others instead of copying the chosen rows: one pass over X.
         weights = np.zeros(n)
         weights[chosen] = clients.samples[chosen]
-        return Aggregated(fedavg(X, weights), chosen, {"f": f, "m": m})
+        return Aggregated(fedavg(X, weights), chosen, {"f": f, "m": m}, weights / weights.sum())
 
 
 @register

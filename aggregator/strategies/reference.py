@@ -9,7 +9,7 @@ import numpy as np
 
 from aggregator.centered_clip import bucketed_centered_clip, centered_clip
 from aggregator.errors import InvalidParameter
-from aggregator.fltrust import fltrust, trust_scores
+from aggregator.fltrust import fltrust, fltrust_coefficients, trust_scores
 from aggregator.round_params import RoundParams
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register
@@ -37,7 +37,8 @@ class FLTrust(Strategy):
             )
         X = as_update_matrix(X)
         trust = trust_scores(X, inputs.reference)
-        return Aggregated(fltrust(X, inputs.reference), np.flatnonzero(trust > 0), {})
+        coefficients = fltrust_coefficients(X, inputs.reference)
+        return Aggregated(fltrust(X, inputs.reference), np.flatnonzero(trust > 0), {}, coefficients)
 
 
 @register

@@ -35,7 +35,7 @@ class FedAvg(Strategy):
     def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
         """Weighted mean; every client with a positive weight is selected."""
         weights = client_weights(self.weighting, clients.samples, clients.reputation)
-        return Aggregated(fedavg(X, weights), np.flatnonzero(weights > 0), {})
+        return Aggregated(fedavg(X, weights), np.flatnonzero(weights > 0), {}, weights / weights.sum())
 
     def describe(self) -> dict[str, Detail]:
         """The weighting rule."""
@@ -66,7 +66,8 @@ class ReputationWeighted(Strategy):
             raise InvalidParameter(f"reputations must have one entry per client ({X.shape[0]})")
         if influence.sum() <= 0.0:
             raise InvalidParameter("every client has zero reputation; nothing can be aggregated")
-        return Aggregated(fedavg(X, influence), np.flatnonzero(influence > 0), {})
+        coefficients = influence / influence.sum()
+        return Aggregated(fedavg(X, influence), np.flatnonzero(influence > 0), {}, coefficients)
 
     def describe(self) -> dict[str, Detail]:
         """The influence cap."""

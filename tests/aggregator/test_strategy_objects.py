@@ -68,8 +68,16 @@ def test_objects_give_the_same_aggregates_as_the_numeric_functions(X: np.ndarray
         (FLTrust(), fltrust(X, reference)),
         (CenteredClip(0.0, 3, 1), centered_clip(X, None, 0.0, 3)),
     ]
+    linear = {"fedavg", "krum", "multi_krum", "reputation", "fltrust"}
     for strategy, expected in cases:
-        np.testing.assert_allclose(strategy.aggregate(X, inputs).vector, expected, rtol=1e-6, atol=1e-6)
+        result = strategy.aggregate(X, inputs)
+        np.testing.assert_allclose(result.vector, expected, rtol=1e-6, atol=1e-6)
+        # Linear rules say how much of each row is in the aggregate; zero for the rows they left out.
+        assert (result.coefficients is not None) == (strategy.name in linear)
+        if result.coefficients is not None:
+            np.testing.assert_allclose(result.coefficients @ X, expected, rtol=1e-5, atol=1e-5)
+            left_out = np.setdiff1d(np.arange(n), result.selected)
+            assert not result.coefficients[left_out].any()
     bucketed = CenteredClip(0.0, 3, 2).aggregate(X, StrategyInputs.of(n, rng=np.random.default_rng(5)))
     np.testing.assert_array_equal(
         bucketed.vector, bucketed_centered_clip(X, np.random.default_rng(5), None, 0.0, 3, 2)
