@@ -189,9 +189,8 @@ def compute(
         rng,
         now,
     )
-    durations = result.record.get("durations_ms")
-    if isinstance(durations, dict):
-        durations["decrypt_ms"] = decrypt_ms
+    if result.record is not None:
+        result.record.durations_ms["decrypt_ms"] = decrypt_ms
     return result
 
 
@@ -256,8 +255,8 @@ def _commit_aggregated(
     session: Session, blobs: BlobStore, round_: Round, result: RoundResult, signing: Signing
 ) -> None:
     """The new model version, the contributions, the participants' standing and the aggregation record."""
-    assert result.new_weights is not None
     record = result.record
+    assert result.new_weights is not None and record is not None
     version = model_service.store_version(
         session,
         blobs,
@@ -267,8 +266,8 @@ def _commit_aggregated(
         verifying_contract=signing.verifying_contract,
         parent=session.get(ModelVersion, round_.model_version_id),
         metrics={
-            "holdout_loss": record["holdout_loss_after"],
-            "holdout_accuracy": record["holdout_accuracy"],
+            "holdout_loss": record.holdout_loss_after,
+            "holdout_accuracy": record.holdout_accuracy,
         },
         produced_by_round_id=round_.id,
         activate=result.activate,
@@ -302,21 +301,21 @@ def _commit_aggregated(
     session.add(
         Aggregation(
             round_id=round_.id,
-            strategy=record["strategy"],
-            params=record["params"],
+            strategy=record.strategy,
+            params=record.params,
             kept=[c.address for c in result.clients if c.kept],
             excluded=[c.address for c in result.clients if not c.kept],
             rejected=[str(uid) for uid, _ in result.rejected],
             model_version_id=version.id,
-            rolled_back=record["rolled_back"],
-            holdout_loss_before=record["holdout_loss_before"],
-            holdout_loss_after=record["holdout_loss_after"],
-            holdout_accuracy=record["holdout_accuracy"],
-            dp_noise_std=record["dp_noise_std"],
-            epsilon_spent=record["epsilon_spent"],
-            rewards_root=record["rewards_root"],
-            total_reward_wei=record["total_reward_wei"],
-            durations_ms=record["durations_ms"],
+            rolled_back=record.rolled_back,
+            holdout_loss_before=record.holdout_loss_before,
+            holdout_loss_after=record.holdout_loss_after,
+            holdout_accuracy=record.holdout_accuracy,
+            dp_noise_std=record.dp_noise_std,
+            epsilon_spent=record.epsilon_spent,
+            rewards_root=record.rewards_root,
+            total_reward_wei=str(record.total_reward_wei),
+            durations_ms=record.durations_ms,
         )
     )
     audit.append(
@@ -327,9 +326,9 @@ def _commit_aggregated(
         {
             "model_version": version.id,
             "activated": result.activate,
-            "decision": record["decision"],
+            "decision": record.decision,
             "kept": len(result.kept),
-            "total_reward_wei": record["total_reward_wei"],
+            "total_reward_wei": str(record.total_reward_wei),
         },
     )
 

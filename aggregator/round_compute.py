@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -116,6 +116,25 @@ class ClientOutcome:
 
 
 @dataclass(frozen=True)
+class AggregationRecord:
+    """What an aggregated round did (becomes its aggregation row): the strategy and the parameter values
+    it used, the holdout before and after, the rollback decision, DP, the rewards root and timings."""
+
+    strategy: str
+    params: dict[str, Detail]
+    holdout_loss_before: float
+    holdout_loss_after: float
+    holdout_accuracy: float
+    rolled_back: bool
+    decision: str
+    dp_noise_std: float | None
+    epsilon_spent: float | None
+    rewards_root: str
+    total_reward_wei: int
+    durations_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class RoundResult:
     """The close's decisions. ``status`` aggregated: ``new_weights`` and ``record`` are set; extended:
     ``extend_to``; failed: ``reason``. ``rejected`` is (update id, reason) in every case."""
@@ -128,7 +147,7 @@ class RoundResult:
     new_weights: Weights | None = None
     activate: bool = False
     aggregate: np.ndarray | None = None
-    record: dict[str, object] = field(default_factory=dict)
+    record: AggregationRecord | None = None
 
     @property
     def kept(self) -> tuple[ClientOutcome, ...]:
@@ -386,7 +405,6 @@ def _score_and_decide(
     details: dict[str, Detail] = {**strategy.describe(), **result.details}
     details["sample_weight_cap"] = params.sample_weight_cap
     details["min_reputation"] = params.min_reputation
-    total = sum(amounts)
     return RoundResult(
         CloseStatus.aggregated,
         rejected=rejected,
@@ -394,20 +412,20 @@ def _score_and_decide(
         new_weights=new_weights,
         activate=decision.activate,
         aggregate=aggregate,
-        record={
-            "strategy": strategy.name,
-            "params": details,
-            "holdout_loss_before": s.loss_before,
-            "holdout_loss_after": loss_after,
-            "holdout_accuracy": accuracy,
-            "rolled_back": not decision.activate,
-            "dp_noise_std": noise_std,
-            "epsilon_spent": accountant.epsilon_spent if accountant else None,
-            "rewards_root": "0x" + (tree.root.hex() if tree else "00" * 32),
-            "total_reward_wei": str(total),
-            "durations_ms": timings,
-            "decision": decision.reason,
-        },
+        record=AggregationRecord(
+            strategy=strategy.name,
+            params=details,
+            holdout_loss_before=s.loss_before,
+            holdout_loss_after=loss_after,
+            holdout_accuracy=accuracy,
+            rolled_back=not decision.activate,
+            decision=decision.reason,
+            dp_noise_std=noise_std,
+            epsilon_spent=accountant.epsilon_spent if accountant else None,
+            rewards_root="0x" + (tree.root.hex() if tree else "00" * 32),
+            total_reward_wei=sum(amounts),
+            durations_ms=timings,
+        ),
     )
 
 

@@ -46,23 +46,23 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     assert not any(c.byzantine for c in good)
     assert all(c.reward_wei > 0 and c.honesty > 0 for c in good)
     assert sum(c.kept for c in good) == kept
-    assert result.activate and result.record["holdout_loss_after"] < result.record["holdout_loss_before"]
-    assert result.record["strategy"] == strategy
+    assert result.activate and result.record.holdout_loss_after < result.record.holdout_loss_before
+    assert result.record.strategy == strategy
     # The rewards root commits to exactly the paid clients, and each proof verifies against it.
-    root = bytes.fromhex(str(result.record["rewards_root"])[2:])
+    root = bytes.fromhex(result.record.rewards_root[2:])
     tree = RewardTree.build(7, {c.address: c.reward_wei for c in good})
     assert tree.root == root
     for c in good:
         proof = [bytes.fromhex(p[2:]) for p in c.merkle_proof]
         assert verify(root, leaf_hash(7, c.address, c.reward_wei), proof)
-    assert sum(c.reward_wei for c in good) == int(str(result.record["total_reward_wei"]))
+    assert sum(c.reward_wei for c in good) == result.record.total_reward_wei
 
 
 def test_multi_krum_records_the_f_it_derived_from_the_byzantine_fraction() -> None:
     fed = Federation()
     deltas = np.vstack([fed.honest(6), 30.0 * np.ones((1, fed.base.size), np.float32)])
     result = run(fed.inputs(deltas, strategy="multi_krum", byzantine_fraction=0.3))
-    params = result.record["params"]
+    params = result.record.params
     assert isinstance(params, dict)
     assert params["byzantine_fraction"] == 0.3 and params["f"] == 2 and params["m"] == 5  # floor(0.3 * 7)
     assert not by_participant(result)[7].kept
@@ -74,9 +74,9 @@ def test_a_model_that_degrades_the_holdout_is_rolled_back() -> None:
     deltas = -5.0 * fed.honest(4)
     result = run(fed.inputs(deltas, strategy="fedavg"))
     assert result.status == CloseStatus.aggregated
-    assert not result.activate and result.record["rolled_back"] is True
-    assert result.record["holdout_loss_after"] > result.record["holdout_loss_before"] * 1.05
-    assert "beyond the 5.00% rollback threshold" in str(result.record["decision"])
+    assert not result.activate and result.record.rolled_back is True
+    assert result.record.holdout_loss_after > result.record.holdout_loss_before * 1.05
+    assert "beyond the 5.00% rollback threshold" in result.record.decision
 
 
 def test_too_few_clients_extend_the_deadline_then_fail_the_round() -> None:
@@ -141,7 +141,7 @@ def test_an_inflated_sample_claim_neither_steers_the_aggregate_nor_scores_honest
     capped = run(fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims))
     attacker = by_participant(capped)[6]
     assert capped.activate
-    assert capped.record["holdout_loss_after"] < capped.record["holdout_loss_before"]
+    assert capped.record.holdout_loss_after < capped.record.holdout_loss_before
     assert attacker.byzantine and attacker.honesty == 0.0 and attacker.reward_wei == 0
     assert any(e.startswith("sample_claim_above_cap") for e in attacker.evidence)
     assert not any(c.evidence for c in capped.clients if c.participant_id != 6)
@@ -184,8 +184,8 @@ def test_rejected_updates_count_as_byzantine_and_are_recorded() -> None:
 def test_differential_privacy_clips_adds_noise_and_charges_the_budget() -> None:
     fed = Federation()
     result = run(fed.inputs(fed.honest(4), strategy="fedavg", dp_enabled=True, dp_clip_norm=0.5))
-    assert result.record["dp_noise_std"] == pytest.approx(1.0 * 0.5 / 4)
-    epsilon = result.record["epsilon_spent"]
+    assert result.record.dp_noise_std == pytest.approx(1.0 * 0.5 / 4)
+    epsilon = result.record.epsilon_spent
     assert isinstance(epsilon, float) and epsilon > 0
     spent = run(fed.inputs(fed.honest(4), strategy="fedavg", dp_enabled=True, dp_epsilon_budget=1e-3))
     assert spent.status == CloseStatus.failed and "over the governed budget" in str(spent.reason)
