@@ -406,6 +406,15 @@ class FedLedgerPlatform:
         ).json()
         return OpenedRound(int(opened["id"]), int(opened["model_version"]))
 
+    def blocked(self, addresses: list[str]) -> set[str]:
+        """Wallets among ``addresses`` the platform no longer accepts updates from (lower-cased)."""
+        wanted = {a.lower() for a in addresses}
+        return {
+            str(p["address"]).lower()
+            for p in self.api.get_json("/v1/stats/participants")
+            if str(p["address"]).lower() in wanted and p.get("status") != "active"
+        }
+
     def finish_round(self, round_id: int) -> PlatformOutcome:
         final = self.reader.wait_for_round(round_id, timeout=self.timeout)
         history = self.api.get_json("/v1/stats/rounds?limit=1000")

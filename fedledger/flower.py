@@ -67,3 +67,7 @@ class RoundPlatform(Protocol):
     def finish_round(self, round_id: int) -> PlatformOutcome:
         """Wait until the round is recorded on-chain (or failed) and return its verified outcome."""
         ...
+
+    def blocked(self, addresses: list[str]) -> set[str]:
+        """Which of these wallets may not submit now (slashed, suspended, exited), lower-cased."""
+        ...

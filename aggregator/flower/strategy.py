@@ -40,7 +40,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from aggregator.errors import InvalidParameter
-from aggregator.flower.local import LocalRounds, LossFn, NodeReport, Reply, RoundReport
+from aggregator.flower.local import LocalRounds, LossFn, NodeId, NodeReport, Reply, RoundReport
 from aggregator.flower.records import InvalidReply, reply_update
 from aggregator.reputation import ReputationConfig
 from aggregator.scoring import ScoringConfig
@@ -125,6 +125,7 @@ class FedLedgerStrategy(FedAvg):
         self.history: list[RoundReport] = self.local.history if self.local else []
         self._sent: dict[int, tuple[Weights, float]] = {}
         self._platform_rounds: dict[int, OpenedRound] = {}
+        self._addresses: dict[NodeId, str] = {}  # node id -> the wallet its bridge reported (platform mode)
 
     @property
     def rule(self) -> str:
@@ -155,15 +156,38 @@ class FedLedgerStrategy(FedAvg):
         if self.local is not None:
             self.local.check_sample_size(sample_size)
             self._sent[server_round] = (to_weights(arrays), time.monotonic())
-        elif self.platform is not None:
-            opened = self.platform.open_round(to_weights(arrays), sample_size)
-            self._platform_rounds[server_round] = opened
-            config = ConfigRecord(
-                {**config, ROUND_KEY: opened.round_id, MODEL_VERSION_KEY: opened.model_version}
-            )
-            # Bridge clients pull the platform's signed model themselves: nothing unverified is shipped.
-            arrays = ArrayRecord()
-        return super().configure_train(server_round, arrays, config, grid)
+            return super().configure_train(server_round, arrays, config, grid)
+        return self._configure_platform(server_round, arrays, ConfigRecord(dict(config)), grid)
+
+    def _configure_platform(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Sample, open a fedledger round whose quorum is the sampled nodes that may still submit, send its id.
+
+        Bridge clients pull the platform's signed model themselves, so no arrays are shipped. A node whose
+        wallet the platform has slashed is still asked (it answers with the platform's refusal) but not
+        waited for: the round closes as soon as every other sampled node has submitted.
+        """
+        assert self.platform is not None
+        messages = list(super().configure_train(server_round, ArrayRecord(), config, grid))
+        if not messages:
+            return messages
+        known = [
+            self._addresses[m.metadata.dst_node_id]
+            for m in messages
+            if m.metadata.dst_node_id in self._addresses
+        ]
+        blocked = self.platform.blocked(known) if known else set()
+        quorum = sum(
+            1 for m in messages if self._addresses.get(m.metadata.dst_node_id, "").lower() not in blocked
+        )
+        opened = self.platform.open_round(to_weights(arrays), max(1, quorum))
+        self._platform_rounds[server_round] = opened
+        for content in {id(m.content): m.content for m in messages}.values():
+            sent = content[self.configrecord_key]
+            assert isinstance(sent, ConfigRecord)
+            sent[ROUND_KEY], sent[MODEL_VERSION_KEY] = opened.round_id, opened.model_version
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -227,6 +251,7 @@ class FedLedgerStrategy(FedAvg):
                 continue
             node.address, node.samples = str(reply[ADDRESS_KEY]), node.metrics.get(self.weighted_by_key)
             addresses[node.address.lower()] = node
+            self._addresses[node.node_id] = node.address
         outcome = self.platform.finish_round(opened.round_id)
         report.status, report.failure_reason = outcome.status, outcome.failure_reason
         report.holdout_accuracy, report.holdout_loss = outcome.holdout_accuracy, outcome.holdout_loss

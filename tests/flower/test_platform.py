@@ -1,8 +1,9 @@
-"""Flower clients in a live fedledger round: a real Flower deployment (SuperLink, SuperNodes, `flwr run`)
+"""Flower clients in live fedledger rounds: a real Flower deployment (SuperLink, SuperNodes, `flwr run`)
 whose ServerApp runs FedLedgerStrategy pointed at a fedledger platform (Hardhat node, API over HTTP,
 PostgreSQL, Redis, a Celery worker). Each ClientApp is the organization's NumPyClient behind the bridge:
-it signs in with its wallet, stakes, verifies the platform's model, trains, seals, signs and submits. The
-round is recorded on-chain and the honest organizations claim their rewards with their own wallets."""
+it signs in with its wallet, stakes, verifies the platform's model (in round 2, the model round 1 recorded
+on-chain), trains, seals, signs and submits. Both rounds are recorded on-chain and the honest organizations
+claim their rewards with their own wallets."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ pytestmark = [
 
 # The deployment's governed rule is the default trimmed mean (beta 0.2), which holds floor(0.2 n) attackers:
 # one of five.
-CLIENTS, BYZANTINE = 5, 1
+CLIENTS, BYZANTINE, ROUNDS = 5, 1, 2
 
 
-def test_flower_clients_take_part_in_a_fedledger_round_and_claim_their_rewards(
+def test_flower_clients_take_part_in_fedledger_rounds_and_claim_their_rewards(
     launcher: ModuleType,
     api_url: str,  # noqa: F811
     chain,  # noqa: F811
@@ -59,7 +60,7 @@ def test_flower_clients_take_part_in_a_fedledger_round_and_claim_their_rewards(
         clients=CLIENTS,
         byzantine=BYZANTINE,
         attack="scaling",
-        rounds=1,
+        rounds=ROUNDS,
         run_config={
             "api-url": api_url,
             "rpc-url": node.rpc_url,
@@ -75,23 +76,24 @@ def test_flower_clients_take_part_in_a_fedledger_round_and_claim_their_rewards(
             "fedledger-deployments": str(deployments_file),
         },
     )
-    [entry] = report
-    assert entry["status"] == "POSTED", entry
-    round_id = entry["platform_round"]
+    assert [e["status"] for e in report] == ["POSTED"] * ROUNDS, report
     ledger = deployments.contract(w3, "ContributionLedger")
-    assert ledger.functions.isRecorded(round_id).call()
-    assert entry["holdout_accuracy"] > 0.8
-
-    by_partition = {int(n["metrics"]["partition-id"]): n for n in entry["nodes"]}
-    assert set(by_partition) == set(range(CLIENTS))
+    round_ids = [e["platform_round"] for e in report]
+    assert len(set(round_ids)) == ROUNDS and all(ledger.functions.isRecorded(r).call() for r in round_ids)
     honest, attackers = range(CLIENTS - BYZANTINE), range(CLIENTS - BYZANTINE, CLIENTS)
-    for p in range(CLIENTS):
-        assert by_partition[p]["address"] == addresses[p]
-    for p in attackers:
-        assert not by_partition[p]["kept"] and by_partition[p]["byzantine"]
-        assert by_partition[p]["reward_wei"] == "0"
-    for p in honest:
-        assert by_partition[p]["kept"] and int(by_partition[p]["reward_wei"]) > 0
+    earned = dict.fromkeys(range(CLIENTS), 0)
+    for entry in report:
+        assert entry["holdout_accuracy"] > 0.8
+        by_partition = {int(n["metrics"]["partition-id"]): n for n in entry["nodes"]}
+        # Round 2 trains on round 1's model, which every bridge verified against its on-chain hash.
+        assert set(honest) <= set(by_partition)
+        for p, member in by_partition.items():
+            assert member["address"] == addresses[p]
+            earned[p] += int(member["reward_wei"])
+            if p in attackers:
+                assert not member["kept"] and member["byzantine"] and member["reward_wei"] == "0"
+            else:
+                assert member["kept"] and int(member["reward_wei"]) > 0
 
     stake = 100 * 10**18  # each organization staked the governed minimum when its ClientApp enrolled it
     for p in range(CLIENTS):
@@ -100,16 +102,16 @@ def test_flower_clients_take_part_in_a_fedledger_round_and_claim_their_rewards(
         ) as org:
             claims = org.claim_rewards()
         if p in honest:
-            assert [(c.round_id, c.status) for c in claims] == [(round_id, "claimed")]
-            assert claims[0].amount_wei == int(by_partition[p]["reward_wei"])
-            assert (
-                token.functions.balanceOf(addresses[p]).call()
-                == before[addresses[p]] - stake + claims[0].amount_wei
-            )
+            assert sorted((c.round_id, c.status) for c in claims) == [
+                (r, "claimed") for r in sorted(round_ids)
+            ]
+            assert sum(c.amount_wei for c in claims) == earned[p]
+            assert token.functions.balanceOf(addresses[p]).call() == before[addresses[p]] - stake + earned[p]
         else:
             assert claims == []
             assert token.functions.balanceOf(addresses[p]).call() == before[addresses[p]] - stake
+    accuracies = [round(e["holdout_accuracy"], 3) for e in report]
     print(
-        f"\nFlower platform round {round_id}: holdout accuracy {entry['holdout_accuracy']:.3f}, "
+        f"\nFlower platform rounds {round_ids}: holdout accuracy {accuracies}, "
         f"flwr run {seconds:.1f} s, total {time.monotonic() - started:.1f} s"
     )

@@ -59,6 +59,9 @@ def test_platform_mode_refuses_a_local_rule() -> None:
         def finish_round(self, round_id):  # type: ignore[no-untyped-def]
             return PlatformOutcome(round_id, "FAILED", None)
 
+        def blocked(self, addresses):  # type: ignore[no-untyped-def]
+            return set()
+
     with pytest.raises(InvalidParameter, match="governed on-chain"):
         FedLedgerStrategy("multi_krum", f=1, platform=Platform())
 
