@@ -21,14 +21,16 @@ $(STAMPS)/browser: scripts/install_browser.sh $(STAMPS)/python
 install-python: $(STAMPS)/python
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)
+	@echo "==> Python packages into $(VENV) (first time: a minute or two; pip shows each package)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	@touch $@
 
 install-node: $(STAMPS)/node
 $(STAMPS)/node: blockchain/package.json blockchain/package-lock.json
 	@mkdir -p $(STAMPS)
+	@echo "==> Node packages into blockchain/node_modules (npm ci), then the contracts (hardhat compile)"
 	cd blockchain && npm ci --no-audit --no-fund --loglevel=error
 	cd blockchain && npx hardhat compile --quiet
 	@touch $@

@@ -74,18 +74,32 @@ class Supervisor:
                     f"{child.name} exited with code {child.process.returncode}; see {child.log}"
                 )
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace: float = 20.0) -> None:
+        """SIGTERM each child's leader, then whatever is left of its group, then SIGKILL.
+
+        The leader first, alone: a Celery worker stops its own pool (a pool process killed under it is
+        logged as an ERROR), uvicorn and Streamlit finish their requests. The group afterwards, so nothing
+        the child started outlives it.
+        """
         for child in reversed(self.children):
             if child.process.poll() is None:
-                try:
-                    os.killpg(child.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in reversed(self.children):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        for child in reversed(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
         for child in reversed(self.children):
             try:
-                child.process.wait(timeout=15)
+                child.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait(timeout=10)
+            # Stragglers of an exited leader (a pool process still finishing) go with the group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
         self.children.clear()

@@ -24,7 +24,8 @@ from client.data import Dataset, load_digits_dataset, partition_dirichlet, parti
 from client.errors import ConflictError
 from client.sdk import Organization
 from client.wallet import Wallet
-from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, MODEL_SIGNER_INDEX, dev_private_key
+from fedledger.config import get_settings
+from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
 from fedledger.models import init_softmax
 from fedledger.payload import encode_weights
 
@@ -64,6 +65,39 @@ class SimulationReport:
             },
             indent=2,
         )
+
+
+class _RoundProgress:
+    """One tqdm bar per round on a terminal: a step per organization trained and submitted, then the close
+    (its postfix counts the seconds waited). Off, or on a non-terminal stderr, it draws nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._waited = 0.0
+
+    def start(self, description: str, total: int) -> None:
+        self.close()
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=description, leave=False, disable=None, unit="step")
+            self._waited = 0.0
+
+    def step(self, what: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(what)
+            self._bar.update(1)
+
+    def waited(self, seconds: float) -> None:
+        if self._bar is not None:
+            self._waited += seconds
+            self._bar.set_postfix_str(f"closing, {self._waited:.0f} s")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _alie_z(n: int, f: int) -> float:
@@ -115,8 +149,17 @@ def simulate(
     log: Callable[[str], None] = print,
     report_path: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    model_signer: str | None = None,
+    leave_unclaimed: set[str] | frozenset[str] = frozenset(),
+    progress: bool = False,
 ) -> SimulationReport:
-    """Run ``rounds`` rounds; ``sleep`` is what waiting calls (``fedledger run`` checks its processes there)."""
+    """Run ``rounds`` rounds; ``sleep`` is what waiting calls (``fedledger run`` checks its processes there).
+
+    ``model_signer`` is the address the server signs models with (default: the one the settings' model-signer
+    key gives, the dev account only on the dev chain). The organizations in ``leave_unclaimed`` keep their
+    rewards to claim themselves (the wallet ``fedledger run`` prints). ``progress`` draws a progress bar per
+    round on a terminal (training, submissions, then the wait for the worker's close).
+    """
     if attack not in ATTACKS:
         raise SimulationError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
     if not 0 <= byzantine < orgs or FIRST_ORGANIZATION_INDEX + orgs > 20:
@@ -138,7 +181,13 @@ def simulate(
         if partition == "iid"
         else partition_dirichlet(train, orgs, 0.5, seed)
     )
-    signer = Account.from_key(dev_private_key(MODEL_SIGNER_INDEX)).address
+    signer = model_signer or Account.from_key(get_settings().resolved_model_signer_key).address
+    bar = _RoundProgress(enabled=progress)
+
+    def waiting(seconds: float) -> None:
+        sleep(seconds)
+        bar.waited(seconds)
+
     members: list[tuple[Organization, Dataset, bool]] = []
     for i in range(orgs):
         wallet = Wallet(dev_private_key(FIRST_ORGANIZATION_INDEX + i))
@@ -150,7 +199,7 @@ def simulate(
             trusted_model_signer=signer,
             org_name=f"sim-org-{i}{' (byzantine)' if bad else ''}",
             poll_interval=0.5,
-            sleep=sleep,
+            sleep=waiting,
         )
         org.setup()
         data = parts[i]
@@ -161,7 +210,7 @@ def simulate(
         [{"address": o.address, "byzantine": bad, "samples": len(d)} for o, d, bad in members]
     )
     log(f"{orgs} organizations ({byzantine} Byzantine, attack {attack}, {partition}) enrolled")
-    for _ in range(rounds):
+    for number in range(1, rounds + 1):
         started = time.monotonic()
         eligible = []
         for org, data, bad in members:
@@ -178,7 +227,9 @@ def simulate(
         ).json()
         honest_deltas: list[dict[str, np.ndarray]] = []
         pending: list[tuple[Organization, Any]] = []
+        bar.start(f"round {number}/{rounds} (id {round_['id']})", 2 * len(eligible) + 1)
         for org, data, bad in eligible:
+            bar.step("training")
             model = org.pull_model(int(round_["model_version"]))
             training = org.train(model, data, seed=int(rng.integers(2**31)))
             delta = training.delta
@@ -195,8 +246,11 @@ def simulate(
                 )
             )
         for org, prepared in pending:
+            bar.step("submitting")
             org.submit(prepared)
+        bar.step("the worker aggregates, scores and posts on-chain")
         final = members[0][0].wait_for_round(int(round_["id"]), timeout=round_seconds + 300)
+        bar.close()
         stats = next(s for s in operator.get_json("/v1/stats/rounds") if s["id"] == round_["id"])
         contributions = operator.get_json(f"/v1/stats/contributions?round_id={round_['id']}")
         aggregation = stats.get("aggregation") or {}
@@ -220,6 +274,8 @@ def simulate(
             f"excluded {len(entry.excluded)}, slashed {len(entry.slashed)}, {entry.seconds:.1f} s"
         )
     for org, _, _ in members:
+        if org.address in leave_unclaimed:
+            continue
         for result in org.claim_rewards():
             if result.status == "claimed":
                 report.claimed_wei[org.address] = str(

@@ -279,3 +279,19 @@ class ChainTransaction(Base):
     block_number: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeploymentBinding(Base):
+    """The chain deployment this database belongs to (one row, written at the API's first start).
+
+    A database kept across a chain restart (docker compose's PostgreSQL volume beside an in-memory dev node)
+    would otherwise pair old rounds, rewards and stakes with new contracts; the API compares and refuses.
+    """
+
+    __tablename__ = "deployment_binding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(Integer)
+    ledger_address: Mapped[str] = mapped_column(String(42))
+    deploy_block: Mapped[int] = mapped_column(Integer)
+    bound_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,6 +8,7 @@ choose its own IP and escape the per-IP rate limit. Run uvicorn yourself only wi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from db.migrate import upgrade
 from fedledger import __version__
+from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.config import Settings, get_settings
+from fedledger.domain import deployment
 from fedledger.domain import keys as key_service
 from fedledger.domain.tasks import TaskQueue
 from middleware.docs import install_docs
@@ -42,6 +45,9 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         with state.sessions.begin() as session:
             if key_service.current(session) is None:
                 key_service.rotate(session, key_service.ensure_dir(settings.resolved_key_dir), "system")
+        # Refuse a database written for another deployment (e.g. a kept volume beside a restarted chain).
+        with contextlib.suppress(DeploymentsError), state.sessions.begin() as session:
+            deployment.bind(session, Deployments.load(settings.resolved_deployments_file))
         yield
 
     app = FastAPI(

@@ -13,6 +13,13 @@ from urllib.parse import urlparse
 import typer
 
 from fedledger.config import get_settings
+from fedledger.devkeys import FIRST_ORGANIZATION_INDEX
+
+
+def printed_wallet_index() -> int:
+    """The dev wallet `fedledger run` prints for MetaMask: the first simulated organization (honest), whose
+    rewards the simulation leaves unclaimed and to which spare dev accounts delegate their votes."""
+    return FIRST_ORGANIZATION_INDEX
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -29,11 +36,13 @@ def run(
     """Start everything on the embedded defaults: a dev chain with the contracts, the API, a worker and the
     dashboard; run a short simulation so there is data; stop everything on Ctrl-C."""
     from eth_account import Account
+    from web3 import Web3
 
+    from app import devgov
     from app.launcher import LaunchError, Supervisor
     from app.simulation import simulate
     from fedledger.chain.devnode import DevChain
-    from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
+    from fedledger.devkeys import dev_private_key
 
     # Ctrl-C and a plain `kill` both stop everything cleanly, also when started in the background (where a
     # shell hands SIGINT over ignored) or by a supervisor that sends SIGTERM.
@@ -48,10 +57,19 @@ def run(
     operator = Account.from_key(dev_private_key(0)).address
     node = DevChain(port=urlparse(settings.chain_rpc_url).port or 8545, log_path=logs / "chain.log")
     supervisor: Supervisor | None = None
+    wallet_index = printed_wallet_index()
+    wallet = Account.from_key(dev_private_key(wallet_index)).address
+    started = time.monotonic()
     try:
-        typer.echo(f"starting the dev chain on {node.rpc_url} ...")
+        step(f"starting the dev chain on {node.rpc_url}")
         node.start()
-        deployments = node.deploy(run_dir / "deployments.json")
+        step("deploying the contracts (short governance timings: dev chain only)")
+        deployments = node.deploy(run_dir / "deployments.json", env=devgov.DEV_TIMINGS)
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        gov = devgov.prepare(
+            w3, deployments, wallet_index, devgov.donor_indices(FIRST_ORGANIZATION_INDEX + orgs)
+        )
+        dashboard_host = f"{settings.dashboard_host}:{settings.dashboard_port}"
         env = dict(
             os.environ,
             FEDLEDGER_DATA_DIR=str(run_dir),
@@ -59,20 +77,26 @@ def run(
             FEDLEDGER_CHAIN_RPC_URL=node.rpc_url,
             FEDLEDGER_OPERATOR_ADDRESSES=operator,
             FEDLEDGER_TICK_SECONDS="2",
+            # Sign-in messages name the dashboard's origin as people open it (also on a non-default port).
+            FEDLEDGER_SIWE_ALLOWED_DOMAINS=",".join(
+                dict.fromkeys([*settings.siwe_allowed_domains, dashboard_host, *_aliases(dashboard_host)])
+            ),
         )
         supervisor = Supervisor(logs, env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
+        step(f"starting the API on {api_url}")
         api = supervisor.start("api", "api")
         supervisor.wait_http(api, f"{api_url}/healthz")
+        step("starting the aggregation worker")
         supervisor.start("worker", "worker")
-        dashboard_url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
+        dashboard_url = f"http://{dashboard_host}"
         if dashboard:
+            step(f"starting the dashboard on {dashboard_url}")
             supervisor.start("dashboard", "dashboard")
-        typer.echo(
-            f"API {api_url}/docs · chain {node.rpc_url} (chain id {deployments.chain_id}) · logs {logs}"
-        )
+        typer.echo(f"   logs in {logs}")
+        report_path = run_dir / "simulation-report.json"
         if rounds > 0:
-            typer.echo(f"simulating {orgs} organizations ({byzantine} {attack}) for {rounds} rounds ...")
+            step(f"simulating {orgs} organizations ({byzantine} {attack}) for {rounds} rounds")
             simulate(
                 api_url,
                 node.rpc_url,
@@ -82,19 +106,43 @@ def run(
                 rounds=rounds,
                 operator_key=dev_private_key(0),
                 log=typer.echo,
-                report_path=run_dir / "simulation-report.json",
+                report_path=report_path,
                 sleep=lambda seconds: (supervisor.check(), time.sleep(seconds)),
+                leave_unclaimed={wallet},
+                progress=True,
             )
-        wallet_index = FIRST_ORGANIZATION_INDEX
+        unclaimed = _unclaimed_rewards(w3, deployments, api_url, wallet)
+        delay, period, timelock = (deployments.governance.get(k, 0) for k in _GOV_KEYS)
+        minutes = gov.minutes_to_execute(delay, period, timelock)
         typer.echo("")
+        typer.echo(f"ready in {time.monotonic() - started:.0f} s")
         typer.echo(f"dashboard  {dashboard_url}" if dashboard else "dashboard  (not started)")
         typer.echo(f"API        {api_url}/docs")
         typer.echo(f"chain      {node.rpc_url}  chain id {deployments.chain_id}")
+        if rounds > 0:
+            typer.echo(f"report     {report_path}")
+        typer.echo("")
+        typer.echo("Dev wallet for MetaMask (dev chain only; the key is public):")
+        typer.echo(f"  address      {wallet}")
+        typer.echo(f"  private key  {dev_private_key(wallet_index)}")
         typer.echo(
-            "MetaMask: add the network above and import the dev organization key (dev chain only, public):"
+            f"  {unclaimed} reward(s) waiting to be claimed; voting power "
+            f"{gov.votes_wei // 10**18:,} against a quorum of {gov.quorum_wei // 10**18:,} tokens"
+        )
+        typer.echo("")
+        typer.echo("Next steps:")
+        typer.echo(
+            f"  1. MetaMask: add the network {node.rpc_url} (chain id {deployments.chain_id}, currency ETH) "
+            "and import the key above."
+        )
+        typer.echo(f"  2. Open {dashboard_url}, Connect wallet, sign in; claim on Token economics.")
+        typer.echo(
+            f"  3. Governance: propose a change and vote For; a block is mined every {gov.block_seconds:g} s, "
+            f"so propose → executed takes about {minutes:.1f} min (queue and execute from the same page)."
         )
         typer.echo(
-            f"  {Account.from_key(dev_private_key(wallet_index)).address}  {dev_private_key(wallet_index)}"
+            "  4. Operator CLI: `.venv/bin/fedledger rounds open`, `rounds list`; organizations: "
+            "`.venv/bin/fedledger client --help`."
         )
         typer.echo("Ctrl-C stops everything.")
         while True:
@@ -102,13 +150,48 @@ def run(
             time.sleep(1)
     except KeyboardInterrupt:
         typer.echo("stopping ...")
-    except LaunchError as exc:
+    except (LaunchError, devgov.DevGovernanceError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         if supervisor is not None:
             supervisor.stop_all()
         node.stop()
+
+
+_GOV_KEYS = ("votingDelay", "votingPeriod", "timelockDelay")
+
+
+def step(text: str) -> None:
+    """One line per start-up step, as it begins, so a long step is never silent."""
+    typer.echo(f"-> {text} ...")
+
+
+def _aliases(host: str) -> list[str]:
+    """The other names of a loopback host:port (people type localhost as often as 127.0.0.1)."""
+    name, _, port = host.rpartition(":")
+    loopback = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}
+    return [f"{loopback[name]}:{port}"] if name in loopback else []
+
+
+def _unclaimed_rewards(w3: object, deployments: object, api_url: str, address: str) -> int:
+    """How many of ``address``'s served rewards are not claimed on-chain yet (0 when the API has none)."""
+    import httpx
+
+    try:
+        served = httpx.get(f"{api_url}/v1/rewards/{address}", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return 0
+    items = served.get("rewards", served) if isinstance(served, dict) else served
+    if not isinstance(items, list):
+        return 0
+    distributor = deployments.contract(w3, "RewardDistributor")  # type: ignore[attr-defined]
+    return sum(
+        1
+        for item in items
+        if int(item.get("amount_wei", 0)) > 0
+        and not distributor.functions.claimed(int(item["round_id"]), address).call()
+    )
 
 
 def simulate_command(
@@ -122,9 +205,17 @@ def simulate_command(
     report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
         "var/simulation-report.json"
     ),
+    model_signer: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the server signs models with (default: from FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY; "
+            "the dev account only on the dev chain)."
+        ),
+    ] = None,
 ) -> None:
     """Run simulated organizations through a running stack (API, worker, dev chain)."""
     from app.simulation import SimulationError, simulate
+    from fedledger.config import InsecureConfiguration
     from fedledger.devkeys import dev_private_key
 
     try:
@@ -139,8 +230,10 @@ def simulate_command(
             operator_key=dev_private_key(0),
             log=typer.echo,
             report_path=report,
+            model_signer=model_signer,
+            progress=True,
         )
-    except SimulationError as exc:
+    except (SimulationError, InsecureConfiguration) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"report written to {report}")

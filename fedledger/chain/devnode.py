@@ -107,9 +107,17 @@ class DevChain:
         self.stop()
         raise DevChainError(f"hardhat node did not answer on {self.rpc_url} within {timeout:.0f} s")
 
-    def deploy(self, out: Path, timeout: float = 180.0) -> Deployments:
-        """Run ``scripts/deploy.js`` against this node and load the deployments file it writes."""
-        env = dict(os.environ, FEDLEDGER_CHAIN_RPC_URL=self.rpc_url, FEDLEDGER_DEPLOYMENTS_OUT=str(out))
+    def deploy(self, out: Path, timeout: float = 180.0, env: dict[str, str] | None = None) -> Deployments:
+        """Run ``scripts/deploy.js`` against this node and load the deployments file it writes.
+
+        ``env`` adds settings the deploy script reads (e.g. ``FEDLEDGER_GOV_VOTING_PERIOD``).
+        """
+        env = dict(
+            os.environ,
+            **(env or {}),
+            FEDLEDGER_CHAIN_RPC_URL=self.rpc_url,
+            FEDLEDGER_DEPLOYMENTS_OUT=str(out),
+        )
         result = subprocess.run(
             [self._hardhat(), "run", "scripts/deploy.js", "--network", "localhost"],
             cwd=self.blockchain_dir,

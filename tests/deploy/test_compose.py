@@ -81,3 +81,42 @@ def test_dockerfiles_copy_what_the_package_needs() -> None:
     for package in packages:
         assert f"COPY {package} ./{package}" in dockerfile, package
     assert Path(PROJECT_ROOT / "blockchain/package-lock.json").exists()
+
+
+def test_every_variable_the_compose_file_reads_is_documented_in_the_env_template() -> None:
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    template = (PROJECT_ROOT / ".env.template").read_text()
+    variables = set(re.findall(r"\$\{(\w+)", text))
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "FEDLEDGER_AGGREGATOR_ADDRESS"} <= variables
+    for name in variables:
+        assert f"\n{name}=" in template, f"{name} is read by docker-compose.yml but not in .env.template"
+
+
+def test_secrets_and_the_aggregator_address_are_required_not_defaulted() -> None:
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    for name in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "FEDLEDGER_JWT_SECRET",
+        "FEDLEDGER_AGGREGATOR_PRIVATE_KEY",
+        "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY",
+        "FEDLEDGER_AGGREGATOR_ADDRESS",
+    ):
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses and all(use.startswith(":?") for use in uses), (
+            f"{name} must be required (${{{name}:?...}})"
+        )
+
+
+def test_redis_requires_its_password_and_every_client_sends_it() -> None:
+    redis = SERVICES["redis"]
+    assert "--requirepass" in " ".join(redis["command"])
+    assert "REDIS_PASSWORD" in " ".join(redis["healthcheck"]["test"])
+    anchors = COMPOSE["x-fedledger-env"]
+    for key in ("FEDLEDGER_BROKER_URL", "FEDLEDGER_REDIS_URL"):
+        assert anchors[key].startswith("redis://:${REDIS_PASSWORD"), key
+
+
+def test_the_deployer_runs_in_the_services_mode() -> None:
+    assert SERVICES["deployer"]["environment"]["FEDLEDGER_ENV"] == "${FEDLEDGER_ENV:-production}"
+    assert COMPOSE["x-fedledger-env"]["FEDLEDGER_ENV"] == "${FEDLEDGER_ENV:-production}"

@@ -67,6 +67,12 @@ def test_run_simulates_then_stops_every_process_on_ctrl_c(tmp_path: Path) -> Non
     for port in (api_port, chain_port, dashboard_port):
         assert port_is_free("127.0.0.1", port), f"port {port} still taken after Ctrl-C"
     assert processes_with(f"FEDLEDGER_DATA_DIR={tmp_path}") == [], "processes left behind after Ctrl-C"
+    # A clean stop is clean in the logs too: the worker stops its own pool (no "ForkPoolWorker-N exited
+    # with signal 15" ERROR), and no process logs an error on the way out.
+    logs = tmp_path / "var" / "run" / "logs"
+    for name in ("api", "worker", "dashboard"):
+        errors = [line for line in (logs / f"{name}.log").read_text().splitlines() if "ERROR" in line]
+        assert not errors, f"{name}.log: {errors}"
 
 
 def processes_with(marker: str) -> list[int]:
