@@ -75,15 +75,21 @@ def require_current(session: Session) -> ServerKey:
 _PEM_CACHE: dict[Path, bytes] = {}
 
 
+def private_key(directory: Path, kid: str) -> bytes | None:
+    """The private PEM of server key ``kid``, if its file exists (read from disk once per process)."""
+    path = directory / f"{kid}.pem"
+    pem = _PEM_CACHE.get(path)
+    if pem is None and path.exists():
+        pem = _PEM_CACHE[path] = path.read_bytes()
+    return pem
+
+
 def private_keys(session: Session, directory: Path) -> dict[str, bytes]:
     """Every key id the server can open, with its private PEM (files are immutable once written, so
     each is read from disk once per process)."""
     keys: dict[str, bytes] = {}
     for kid in session.scalars(select(ServerKey.kid)):
-        path = directory / f"{kid}.pem"
-        pem = _PEM_CACHE.get(path)
-        if pem is None and path.exists():
-            pem = _PEM_CACHE[path] = path.read_bytes()
+        pem = private_key(directory, kid)
         if pem is not None:
             keys[kid] = pem
     return keys

@@ -18,11 +18,21 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy import update as sa_update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
-from db.models import Participant, ParticipantStatus, Round, RoundStatus, ServerKey, Update, UpdateStatus
+from db.models import (
+    ModelVersion,
+    Participant,
+    ParticipantStatus,
+    Round,
+    RoundStatus,
+    ServerKey,
+    Update,
+    UpdateStatus,
+)
 from fedledger.chain.reader import ChainReader, RegistryStatus
 from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import EnvelopeHeader, open_envelope, parse_header
@@ -168,14 +178,15 @@ def verify(
             f"key {header.key_id} was retired before round {round_id} opened; use the current key",
         )
     try:
-        _, plaintext = open_envelope(envelope, keys.private_keys(session, key_directory))
+        pem = keys.private_key(key_directory, header.key_id)
+        _, plaintext = open_envelope(envelope, {header.key_id: pem} if pem is not None else {})
     except UnknownKey as exc:
         raise Invalid("unknown_key", str(exc)) from exc
     except (DecryptionFailed, CryptoError) as exc:
         raise Invalid(
             "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}"
         ) from exc
-    shapes = {name: tuple(dims) for name, dims in round_.model_version.spec.items()}
+    shapes = _shapes(session, round_.model_version_id)
     try:
         decode_update(plaintext, shapes)
     except UpdateFormatError as exc:
@@ -230,32 +241,37 @@ def _insert(session: Session, checked: Verified) -> Receipt:
     _check_round(round_, checked.header, utcnow())
     now = utcnow()
     rid = receipt_id(checked.round_id, checked.subject, checked.digest)
-    update = Update(
-        round_id=checked.round_id,
-        participant_id=checked.participant_id,
-        ciphertext_hash=checked.digest,
-        key_id=checked.header.key_id,
-        model_version_id=checked.header.model_version,
-        num_samples=checked.header.num_samples,
-        signature=checked.signature,
-        size_bytes=checked.size_bytes,
-        receipt_id=rid,
-        status=UpdateStatus.received,
-        submitted_at=now,
+    values = {
+        "round_id": checked.round_id,
+        "participant_id": checked.participant_id,
+        "ciphertext_hash": checked.digest,
+        "key_id": checked.header.key_id,
+        "model_version_id": checked.header.model_version,
+        "num_samples": checked.header.num_samples,
+        "signature": checked.signature,
+        "size_bytes": checked.size_bytes,
+        "receipt_id": rid,
+        "status": UpdateStatus.received,
+        "submitted_at": now,
+    }
+    # One statement that cannot fail on the race (no savepoint, no exception): PostgreSQL waits for a
+    # concurrent insert of the same (round, participant) to commit, then inserts nothing.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    inserted = session.scalar(
+        insert(Update)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Update.round_id, Update.participant_id])
+        .returning(Update.id)
     )
-    try:
-        with session.begin_nested():
-            session.add(update)
-            session.flush()
-    except IntegrityError:
+    if inserted is None:
         winner = _existing(session, checked.round_id, checked.participant_id)
-        if winner is None:
-            raise
+        if winner is None:  # the conflicting row exists by construction; never seen
+            raise Conflict("conflicting_update", "a concurrent submission conflicted; retry")
         try:
             outcome: Receipt | Conflict = _replay(winner, checked.subject, checked.digest)
         except Conflict as conflict:
             outcome = conflict
-        raise _Lost(outcome) from None
+        raise _Lost(outcome)
     session.execute(
         sa_update(Participant).where(Participant.id == checked.participant_id).values(last_seen_at=now)
     )
@@ -274,6 +290,18 @@ def _insert(session: Session, checked: Verified) -> Receipt:
     return Receipt(
         rid, checked.round_id, checked.subject, "0x" + checked.digest, checked.header.num_samples, now, False
     )
+
+
+# Model versions are immutable: their tensor shapes are read once per process.
+_SHAPES: dict[int, dict[str, tuple[int, ...]]] = {}
+
+
+def _shapes(session: Session, model_version_id: int) -> dict[str, tuple[int, ...]]:
+    shapes = _SHAPES.get(model_version_id)
+    if shapes is None:
+        spec = session.scalar(select(ModelVersion.spec).where(ModelVersion.id == model_version_id))
+        shapes = _SHAPES[model_version_id] = {name: tuple(dims) for name, dims in (spec or {}).items()}
+    return shapes
 
 
 def _existing(session: Session, round_id: int, participant_id: int) -> Update | None:
