@@ -61,6 +61,23 @@ def login(http: httpx.Client, index: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds used so far by the live processes of process group ``pgid``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid pgrp ... utime (11th) stime (12th), counted from the state.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 class HealthProber:
     """Polls /healthz every 10 ms while ``running`` is set, from its own thread and connection."""
 
@@ -183,6 +200,7 @@ def main() -> None:
         accepted = 0
         pool = ThreadPoolExecutor(len(ORGS))
         prober = HealthProber(f"http://127.0.0.1:{port}")
+        api_cpu_seconds = 0.0
         payload_bytes = 0
         for r in range(args.rounds):
             round_ = http.post(
@@ -221,6 +239,7 @@ def main() -> None:
                 )
             url = f"/v1/rounds/{round_['id']}/updates"
             start = time.perf_counter()
+            cpu_before = group_cpu_seconds(server.pid)
             prober.running.set()
             statuses = list(
                 pool.map(
@@ -229,6 +248,7 @@ def main() -> None:
             )
             prober.running.clear()
             burst_seconds += time.perf_counter() - start
+            api_cpu_seconds += group_cpu_seconds(server.pid) - cpu_before
             accepted += statuses.count(202)
             if statuses.count(202) != len(jobs):
                 raise SystemExit(f"round {r}: statuses {statuses}; see {work / 'api.log'}")
@@ -241,6 +261,11 @@ def main() -> None:
             f"{accepted} verified encrypted submissions of {d:,} parameters ({payload_bytes / 1e6:.2f} MB each) "
             f"in {burst_seconds:.2f} s of bursts: {accepted / burst_seconds:,.0f} per second "
             f"({args.workers} uvicorn workers, {args.db}, {len(ORGS)} concurrent clients, {os.cpu_count()} cores)"
+        )
+        print(
+            f"API CPU per accepted submission: {api_cpu_seconds / accepted * 1e3:.1f} ms (user + system, all "
+            f"API processes): at most {os.cpu_count() / (api_cpu_seconds / accepted):,.0f}/s on "
+            f"{os.cpu_count()} otherwise idle cores"
         )
         print(
             f"/healthz during the bursts: {health.size} probes, p50 {np.percentile(health, 50):.1f} ms, "
