@@ -291,6 +291,7 @@ def _commit_aggregated(
                 reward_wei=str(c.reward_wei),
                 merkle_proof=list(c.merkle_proof),
                 reputation_after=c.reputation_after,
+                evidence=list(c.evidence),
             )
         )
         p = session.get(Participant, c.participant_id)

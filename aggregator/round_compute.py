@@ -16,9 +16,10 @@ Decisions documented here:
   aggregate: a non-robust strategy (FedAvg) lets an attacker pull its aggregate toward itself and then
   score as the consensus; the median moves only if half the clients do.
 - A claimed sample count above ``sample_weight_cap`` x the round's median claim counts only up to that
-  bound in every weighting (FedAvg samples/hybrid, Multi-Krum). The excess claim is recorded as evidence on
-  the client's contribution; on its own it is not a Byzantine detection (an honest large organization may
-  claim it, and the cap already takes away anything the claim could gain).
+  bound in every weighting (FedAvg samples/hybrid, Multi-Krum), and is Byzantine evidence: the client is
+  flagged (counted toward ``byzantine_threshold``, no reward) and the reason is on its contribution. The
+  claim is signed by the organization, and the cap is governance's bound of a plausible claim: a
+  federation with very unequal organizations raises the cap rather than have honest ones flagged.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class RoundInputs:
 
 @dataclass(frozen=True)
 class ClientOutcome:
-    """One client's scores and decisions (becomes its contribution record)."""
+    """One client's scores and decisions (becomes its contribution record). ``selected``: the strategy let
+    its update into the aggregate; ``kept``: selected and not flagged Byzantine."""
 
     update_id: int
     participant_id: int
@@ -107,6 +109,7 @@ class ClientOutcome:
     timeliness: float
     honesty: float
     fitness: float
+    selected: bool
     kept: bool
     byzantine: bool
     reward_wei: int
@@ -374,7 +377,9 @@ def _score_and_decide(
     start = time.perf_counter()
     s = _scores(inputs, X, median(X[eligible]), base)
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
-    byzantine = detect_byzantine(s.honesty, params.reputation)
+    # An over-cap claim is Byzantine evidence too: the claim is signed (EIP-712) and above what governance
+    # declared plausible.
+    byzantine = detect_byzantine(s.honesty, params.reputation) | samples.above
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, eligible & ~byzantine)
@@ -392,6 +397,7 @@ def _score_and_decide(
             timeliness=float(s.timeliness[i]),
             honesty=float(s.honesty[i]),
             fitness=float(s.fitness[i]),
+            selected=bool(selected[i]),
             kept=bool(selected[i] and not byzantine[i]),
             byzantine=bool(byzantine[i]),
             reward_wei=amounts[i],
@@ -445,6 +451,7 @@ def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
             timeliness=0.0,
             honesty=0.0,
             fitness=0.0,
+            selected=False,
             kept=False,
             byzantine=True,
             reward_wei=0,

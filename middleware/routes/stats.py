@@ -132,6 +132,7 @@ def contributions(
             "byzantine": c.byzantine,
             "reward_wei": c.reward_wei,
             "reputation_after": c.reputation_after,
+            "evidence": c.evidence or [],
         }
         for c, addr in rows
     ]

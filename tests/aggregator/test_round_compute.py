@@ -163,11 +163,19 @@ def test_multi_krum_weights_are_capped_too() -> None:
     deltas = fed.honest(7)
     claims = [100] * 6 + [10**9]
     result = run(fed.inputs(deltas, strategy="multi_krum", byzantine_fraction=0.3, samples=claims))
-    kept = [c.participant_id - 1 for c in result.clients if c.kept]
+    chosen = [c.participant_id - 1 for c in result.clients if c.selected]
+    assert 6 in chosen  # an honest update: Multi-Krum selects it, but its claim counts only 3 x the median
     aggregate = result.aggregate
     assert aggregate is not None
-    w = np.array([300.0 if i == 6 else 100.0 for i in kept])
-    np.testing.assert_allclose(aggregate, (w / w.sum()) @ deltas[kept], rtol=1e-4, atol=1e-7)
+    w = np.array([300.0 if i == 6 else 100.0 for i in chosen])
+    np.testing.assert_allclose(aggregate, (w / w.sum()) @ deltas[chosen], rtol=1e-4, atol=1e-7)
+    # The over-cap claim is Byzantine evidence even with an honest update: flagged, unpaid, not kept.
+    claimer = by_participant(result)[7]
+    assert claimer.byzantine and not claimer.kept and claimer.reward_wei == 0 and claimer.honesty > 0
+    assert claimer.evidence == (
+        "sample_claim_above_cap: claimed 1000000000, counted 300 (3 x the round's median claim)",
+    )
+    assert not any(c.byzantine for c in result.clients if c.participant_id != 7)
 
 
 def test_rejected_updates_count_as_byzantine_and_are_recorded() -> None:

@@ -186,7 +186,14 @@ class Platform:
         version = self.client.get("/v1/models/current").json()["version"]
         return decode_weights(self.client.get(f"/v1/models/{version}/weights").content)
 
-    def submit(self, index: int, round_: dict, attack: str | None = None, seed: int = 0) -> dict:
+    def submit(
+        self,
+        index: int,
+        round_: dict,
+        attack: str | None = None,
+        seed: int = 0,
+        num_samples: int | None = None,
+    ) -> dict:
         weights = self.global_weights()
         X, y = self.partitions[index]
         local = train_softmax(
@@ -195,6 +202,9 @@ class Platform:
         delta = {k: local[k] - weights[k] for k in weights}
         if attack == "scaling":
             delta = {k: v * 100 for k, v in delta.items()}
+        if attack == "signflip":
+            delta = {k: -v for k, v in delta.items()}
+        claimed = len(y) if num_samples is None else num_samples
         key = self.client.get("/v1/keys/current").json()
         envelope = seal(
             encode_update(delta),
@@ -202,7 +212,7 @@ class Platform:
             round_id=round_["id"],
             model_version=round_["model_version"],
             participant=address_of(index),
-            num_samples=len(y),
+            num_samples=claimed,
         )
         signature = sign_update(
             dev_private_key(index),
@@ -211,7 +221,7 @@ class Platform:
             round_id=round_["id"],
             model_version=round_["model_version"],
             payload_hash=hashlib.sha256(envelope).digest(),
-            num_samples=len(y),
+            num_samples=claimed,
         )
         response = self.client.post(
             f"/v1/rounds/{round_['id']}/updates",

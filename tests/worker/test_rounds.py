@@ -147,3 +147,28 @@ def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(
         headers={**login(platform.client, attacker), "X-Update-Signature": "0x00"},
     )
     assert refused.status_code == 403 and refused.json()["error"] == "participant_slashed"
+
+
+def test_an_inflated_sample_claim_is_capped_and_recorded_as_evidence(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13.10 end to end: 1e9 claimed samples with a sign-flipped update."""
+    before = holdout_accuracy(platform.global_weights())
+    round_ = platform.open_round(quorum=5)
+    honest, attacker = ORGS[:4], ORGS[4]
+    for index in honest:
+        platform.submit(index, round_)
+    platform.submit(attacker, round_, attack="signflip", num_samples=10**9)
+    posted = platform.wait_for(round_["id"], {"POSTED", "FAILED"})
+    assert posted["status"] == "POSTED", posted
+    assert platform.client.get("/v1/models/current").json()["produced_by_round"] == round_["id"]
+    assert holdout_accuracy(platform.global_weights()) > before
+
+    scores = {
+        c["participant"]: c
+        for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()
+    }
+    cheat = scores[address_of(attacker)]
+    assert cheat["byzantine"] and not cheat["kept"] and cheat["reward_wei"] == "0"
+    assert [e.split(":")[0] for e in cheat["evidence"]] == ["sample_claim_above_cap"]
+    assert all(
+        not scores[address_of(i)]["evidence"] and not scores[address_of(i)]["byzantine"] for i in honest
+    )
