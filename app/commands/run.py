@@ -112,6 +112,9 @@ def run(
                 progress=True,
             )
         unclaimed = _unclaimed_rewards(w3, deployments, api_url, wallet)
+        # Now, after the simulation's stakes and rewards (the quorum grows with the supply).
+        votes = deployments.contract(w3, "RewardToken").functions.getVotes(wallet).call()
+        quorum = deployments.contract(w3, "FLGovernor").functions.quorum(w3.eth.block_number - 1).call()
         delay, period, timelock = (deployments.governance.get(k, 0) for k in _GOV_KEYS)
         minutes = gov.minutes_to_execute(delay, period, timelock)
         typer.echo("")
@@ -127,7 +130,7 @@ def run(
         typer.echo(f"  private key  {dev_private_key(wallet_index)}")
         typer.echo(
             f"  {unclaimed} reward(s) waiting to be claimed; voting power "
-            f"{gov.votes_wei // 10**18:,} against a quorum of {gov.quorum_wei // 10**18:,} tokens"
+            f"{votes // 10**18:,} against a quorum of {quorum // 10**18:,} tokens"
         )
         typer.echo("")
         typer.echo("Next steps:")

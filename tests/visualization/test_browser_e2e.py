@@ -3,8 +3,8 @@
 Processes: the session's Hardhat node, the API under uvicorn (free port), the dashboard as ``fedledger
 dashboard`` (``streamlit run``, free port). The flow is a person's: connect the wallet, sign in (SIWE), read
 the balance, create a parameter proposal and vote on it, each transaction sent by the wallet; the vote is
-then checked on-chain. Screenshots of every page go to var/screenshots/ (docs/screenshots/ when
-FEDLEDGER_SCREENSHOTS=docs/screenshots).
+then checked on-chain. Screenshots of every page go to var/screenshots/ (the README's come from `make run`
+through scripts/screenshots.py).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# The README's screenshots are refreshed on purpose (FEDLEDGER_SCREENSHOTS=docs/screenshots make test);
-# ordinary runs write them under var/ so a test run never changes tracked files.
+# Ordinary runs write them under var/ so a test run never changes tracked files (the README's screenshots
+# come from `make run` through scripts/screenshots.py).
 SCREENSHOTS = ROOT / os.environ.get("FEDLEDGER_SCREENSHOTS", "var/screenshots")
 WALLET_INDEX = 12
 TIMEOUT_MS = 60_000
