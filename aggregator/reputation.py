@@ -36,8 +36,10 @@ class ReputationConfig:
     byzantine_penalty: float = 20.0
     # Honesty below this marks the update as a Byzantine detection (the consensus-based rule).
     byzantine_honesty_below: float = 1e-9
-    # Reference-based evidence: cosine to the server's reference below this, with a harmful solo update.
+    # Reference-based evidence: cosine to the server's reference below this, with a harmful solo update;
+    # or a norm at least this many times the round's median norm (a boosted update).
     evidence_cosine_below: float = 0.0
+    evidence_norm_ratio: float = 10.0
     slash_fitness_below: float = 50.0
     slash_honesty_below: float = 50.0
     byzantine_threshold: int = 3
@@ -72,16 +74,30 @@ def detect_byzantine(honesty: np.ndarray, config: ReputationConfig = ReputationC
 def reference_evidence(
     cosine: np.ndarray | list[float],
     solo_gain: np.ndarray | list[float],
+    norms: np.ndarray | list[float] | None = None,
     config: ReputationConfig = ReputationConfig(),
 ) -> np.ndarray:
-    """This round's Byzantine evidence: the update points away from the reference (cosine below
-    ``evidence_cosine_below``) and, applied alone at the reference's step size, raises the validation loss
-    (``solo_gain`` < 0, see ``aggregator.contribution.solo_gains``). Both must hold."""
+    """This round's Byzantine evidence.
+
+    Direction: the update points away from the reference (cosine below ``evidence_cosine_below``) and,
+    applied alone at the reference's step size, raises the validation loss (``solo_gain`` < 0, see
+    ``aggregator.contribution.solo_gains``); both must hold. Scale: its norm is at least
+    ``evidence_norm_ratio`` x the round's median norm (``norms`` given), which no honest organization's
+    local training produces and which a plain mean would follow.
+    """
     cos = np.asarray(cosine, dtype=np.float64)
     gain = np.asarray(solo_gain, dtype=np.float64)
     if cos.shape != gain.shape:
         raise InvalidParameter("one solo gain per cosine is needed")
-    return (cos < config.evidence_cosine_below) & (gain < 0.0)
+    evidence: np.ndarray = (cos < config.evidence_cosine_below) & (gain < 0.0)
+    if norms is not None:
+        nrm = np.asarray(norms, dtype=np.float64)
+        if nrm.shape != cos.shape:
+            raise InvalidParameter("one norm per cosine is needed")
+        typical = float(np.median(nrm)) if nrm.size else 0.0
+        if typical > 0 and np.isfinite(typical):
+            evidence |= nrm >= config.evidence_norm_ratio * typical
+    return evidence
 
 
 def update_reputation(

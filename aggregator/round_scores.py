@@ -8,7 +8,8 @@ The round computation calls :func:`score_round` once per close; it composes the 
 - quality: leave-one-out marginal contribution of the share on the validation loss;
 - honesty: cosine to the reference and norm relative to the round's median;
 - timeliness: inside the window or not;
-- evidence: pointing away from the reference AND harmful alone on the validation data.
+- evidence: pointing away from the reference AND harmful alone on the validation data, or a norm of
+  ``evidence_norm_ratio`` x the round's median or more.
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ def score_round(
     _, marginal = leave_one_out(loss_of, shares_of(X, coefficients, selected))
     solo = solo_gains(loss_of, loss_before, X, ref_norm)
     quality = contribution_quality(marginal, loss_before, scoring.quality_share, scoring.quality_floor)
+    norms = row_norms(X)
     honesty = reference_honesty(
-        cosine, row_norms(X), scoring.honesty_share, scoring.norm_tolerance, scoring.norm_cutoff
+        cosine, norms, scoring.honesty_share, scoring.norm_tolerance, scoring.norm_cutoff
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
-    evidence = reference_evidence(cosine, solo, reputation)
+    evidence = reference_evidence(cosine, solo, norms, reputation)
     return RoundScores(quality, timeliness, honesty, fitness, evidence, cosine, marginal, solo, loss_before)

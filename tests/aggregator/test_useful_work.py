@@ -136,14 +136,19 @@ def test_evidence_needs_both_reference_signals() -> None:
     gain = [0.1, 0.05, -0.02, -0.2]
     # Only the client that points away from the reference AND harms the validation loss alone.
     assert reference_evidence(cos, gain).tolist() == [False, False, True, False]
-    assert reference_evidence(cos, gain, ReputationConfig(evidence_cosine_below=0.3)).tolist() == [
+    assert reference_evidence(cos, gain, config=ReputationConfig(evidence_cosine_below=0.3)).tolist() == [
         False,
         False,
         True,
         True,
     ]
+    # A boosted update (10x the round's median norm) is evidence whatever its direction.
+    norms = [1.0, 1.2, 0.9, 15.0]
+    assert reference_evidence(cos, gain, norms).tolist() == [False, False, True, True]
     with pytest.raises(InvalidParameter):
         reference_evidence([0.1], [0.1, 0.2])
+    with pytest.raises(InvalidParameter):
+        reference_evidence([0.1], [0.1], [1.0, 2.0])
 
 
 def test_reward_multiplier_is_linear_between_tiers() -> None:
