@@ -25,6 +25,7 @@ from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.errors import InvalidRoundParams
+from aggregator.reference import reference_update, server_data
 from aggregator.round_compute import (
     ClientMeta,
     CloseStatus,
@@ -161,10 +162,15 @@ def compute(
     rng: np.random.Generator,
     now: datetime,
 ) -> RoundResult:
-    """Decrypt, type the parameter snapshot, and run the pure round computation."""
+    """Decrypt, type the parameter snapshot, train the server's reference on the root half of the holdout,
+    and run the pure round computation (scores and rollback on the validation half)."""
     start = time.perf_counter()
     clients, deltas, rejected = decrypt_all(inputs, blobs)
     decrypt_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    root, validation = server_data(holdout)
+    reference = reference_update(inputs.weights, list(inputs.model.spec), root, inputs.round.id)
+    reference_ms = (time.perf_counter() - start) * 1e3
     try:
         params = RoundParams.from_snapshot(inputs.round.params)
     except InvalidRoundParams as exc:
@@ -183,14 +189,16 @@ def compute(
             rejected=tuple(rejected),
             weights=inputs.weights,
             spec=inputs.model.spec,
-            holdout=holdout,
+            holdout=validation,
             dp_rounds_spent=inputs.dp_rounds_spent,
+            reference=reference,
         ),
         rng,
         now,
     )
     if result.record is not None:
         result.record.durations_ms["decrypt_ms"] = decrypt_ms
+        result.record.durations_ms["reference_ms"] = reference_ms
     return result
 
 

@@ -12,9 +12,10 @@ Decisions documented here:
 - A client below the governed ``min_reputation`` is left out of the aggregate and paid nothing, but it is
   still scored and its reputation still moves toward its fitness: otherwise a client that once fell below
   the minimum could never climb back, and a Byzantine one would stop being detected.
-- Honesty is the distance to the coordinate-wise median of the eligible updates, not to the strategy's
-  aggregate: a non-robust strategy (FedAvg) lets an attacker pull its aggregate toward itself and then
-  score as the consensus; the median moves only if half the clients do.
+- Scores and Byzantine evidence are measured against what the server trusts, never against the strategy's
+  aggregate (which a non-robust strategy lets an attacker pull toward itself): the server's reference
+  update (``reference``, trained on its root data) and its validation data (``holdout``); see
+  :mod:`aggregator.round_scores`. Without a reference the coordinate median of the updates stands in.
 - A claimed sample count above ``sample_weight_cap`` x the round's median claim counts only up to that
   bound in every weighting (FedAvg samples/hybrid, Multi-Krum), and is Byzantine evidence: the client is
   flagged (counted toward ``byzantine_threshold``, no reward) and the reason is on its contribution. The
@@ -33,20 +34,13 @@ from enum import StrEnum
 import numpy as np
 
 from aggregator import strategies
-from aggregator.coordinate import median
 from aggregator.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
-from aggregator.reputation import detect_byzantine, update_reputation
+from aggregator.reputation import update_reputation
 from aggregator.rollback import activation_decision
 from aggregator.round_params import RoundParams
-from aggregator.scoring import (
-    consensus_distances,
-    fitness_scores,
-    honesty_scores,
-    quality_scores,
-    reward_amounts,
-    timeliness_scores,
-)
+from aggregator.round_scores import score_round
+from aggregator.scoring import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
 from fedledger.models import evaluate
@@ -290,36 +284,6 @@ def _too_few(
     return RoundResult(CloseStatus.failed, f"{why}, after {inputs.extensions} extensions", rejected=rejected)
 
 
-@dataclass(frozen=True)
-class _Scores:
-    quality: np.ndarray
-    timeliness: np.ndarray
-    honesty: np.ndarray
-    fitness: np.ndarray
-    loss_before: float
-
-
-def _scores(inputs: RoundInputs, X: np.ndarray, consensus: np.ndarray, base: np.ndarray) -> _Scores:
-    """Quality on the holdout, timeliness, honesty (distance to ``consensus``), fitness."""
-    config = inputs.params.scoring
-    X_eval, y_eval = inputs.holdout
-    loss_before, _ = evaluate(inputs.weights, X_eval, y_eval)
-    losses = [evaluate(unflatten(base + row, inputs.spec), X_eval, y_eval)[0] for row in X]
-    quality = quality_scores(loss_before, losses)
-    timeliness = timeliness_scores(
-        [c.submitted_at.timestamp() for c in inputs.clients],
-        inputs.opened_at.timestamp(),
-        inputs.deadline.timestamp(),
-        config.timeliness_at_deadline,
-    )
-    honesty = honesty_scores(
-        consensus_distances(X, consensus), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff
-    )
-    return _Scores(
-        quality, timeliness, honesty, fitness_scores(quality, timeliness, honesty, config), loss_before
-    )
-
-
 def _rewards(
     inputs: RoundInputs, fitness: np.ndarray, reputation: np.ndarray, payable: np.ndarray
 ) -> tuple[list[int], RewardTree | None]:
@@ -375,11 +339,30 @@ def _score_and_decide(
     params = inputs.params
     base = flatten(inputs.weights, inputs.spec)
     start = time.perf_counter()
-    s = _scores(inputs, X, median(X[eligible]), base)
+    X_eval, y_eval = inputs.holdout
+
+    def loss_of(delta: np.ndarray) -> float:
+        return evaluate(unflatten(base + delta, inputs.spec), X_eval, y_eval)[0]
+
+    coefficients = None
+    if result.coefficients is not None:
+        coefficients = np.zeros(len(inputs.clients))
+        coefficients[np.flatnonzero(eligible)] = result.coefficients
+    s = score_round(
+        loss_of,
+        X,
+        inputs.reference,
+        coefficients,
+        np.flatnonzero(selected),
+        np.array([c.submitted_at.timestamp() for c in inputs.clients]),
+        inputs.deadline.timestamp(),
+        params.scoring,
+        params.reputation,
+    )
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
     # An over-cap claim is Byzantine evidence too: the claim is signed (EIP-712) and above what governance
     # declared plausible.
-    byzantine = detect_byzantine(s.honesty, params.reputation) | samples.above
+    byzantine = s.evidence | samples.above
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, eligible & ~byzantine)

@@ -1,42 +1,46 @@
 #!/usr/bin/env python3
-"""Accuracy of fedledger's aggregation strategies when 3 of 10 federated clients are Byzantine.
+"""Omniscient Byzantine attacks against fedledger's round computation: accuracy, rewards, detection.
 
-    .venv/bin/python scripts/attack_eval.py                 # full run: 3 seeds x 30 rounds
-    .venv/bin/python scripts/attack_eval.py --quick         # smoke run: 1 seed x 8 rounds
-    .venv/bin/python scripts/attack_eval.py --seeds 0 1 --rounds 20
+    .venv/bin/python scripts/attack_eval.py                  # full grid (see --help for its size)
+    .venv/bin/python scripts/attack_eval.py --quick          # smoke run, used by tests/aggregator
+    .venv/bin/python scripts/attack_eval.py --honest         # honest-only runs: false positives, reward spread
 
-Task: scikit-learn's bundled digits (8x8 images, 10 classes; no download), features standardized on the
-training split, a stratified 25% test split. Model: multinomial softmax regression (64x10 weights + 10
-biases = 650 parameters) in NumPy. Each round every client runs a few epochs of mini-batch SGD from the
-global model on its own shard and sends its delta (local - global); the server applies
-global += aggregate(deltas) with the strategy under test, through ``aggregator.robust.aggregate``.
+Every round goes through ``aggregator.round_compute.compute_round``, the same pure computation a real
+round's close runs (strategy -> scores -> evidence -> reputation -> rewards -> rollback decision), with the
+contracts' default parameters (``DEFAULT_PARAMS`` below, mirroring ProtocolParameters' constructor) and
+only the strategy varied. After each round this script applies what posting does on-chain: Byzantine
+counts grow by the round's flags and ``aggregator.reputation.slashing_decisions`` decides the slashes.
 
-10 clients, shards IID or Dirichlet(alpha=0.5) non-IID over labels; 3 clients (drawn per seed) attack:
+Tasks (no download): ``digits`` (scikit-learn's 8x8 digits, softmax regression, 650 parameters) and
+``synthetic`` (scikit-learn ``make_classification``: 10 classes, 2 clusters per class, 20 features, a
+non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters). Data: 25 % test (reported accuracy),
+20 % of the rest is the server's holdout, split by ``aggregator.contribution.split_holdout`` into root data
+(the FLTrust reference update is trained on it each round with the clients' own procedure) and
+validation data (scores, rollback). Clients share the rest, IID or Dirichlet(0.5) over labels.
 
-- ``none``: they behave honestly (the attack-free baseline).
-- ``scaling``: 100 x the honest delta they computed (model replacement / boosting).
-- ``signflip``: -4 x their honest delta. -1 x would merely cancel honest work; -4 x is strong enough
-  to reverse a plain mean (0.7 - 0.3 x 4 < 0) without being trivially far from the honest cloud.
-- ``noise``: pure Gaussian noise, per-coordinate std = 10 x the RMS coordinate of the attacker's own
-  honest delta (so the noise's norm is ~10 x an honest delta's norm, whatever the round).
-- ``labelflip``: they train honestly on labels y -> 9 - y.
-- ``alie``: "A Little Is Enough" (Baruch et al., NeurIPS 2019), omniscient variant: all attackers send
-  mean - z * std of the 7 honest deltas, coordinate-wise (population std), with the paper's
-  s = floor(n/2 + 1) - f and z = Phi^-1((n - s) / n), i.e. z = Phi^-1(0.7) = 0.524 for n=10, f=3.
+A fraction ``BYZANTINE_FRACTION`` (0.3, the governed default) of the n clients attack. Attacks, each
+omniscient (it sees every honest update of the round) and implemented from its paper:
 
-Strategies: fedavg (sample-count weights), trimmed_mean(beta=0.2, the platform default), median,
-krum(f=3), multi_krum(f=3, m=n-f=7, sample-count weights), bulyan(f=1): Bulyan needs n >= 4f + 3, so
-with n = 10 the largest valid f is 1 and Bulyan runs below the true number of attackers (3). One
-diagnostic row, ``trimmed_mean(beta=0.3)``, is not a separate strategy: the default beta = 0.2 trims
-floor(0.2 x 10) = 2 clients per side, fewer than the 3 attackers, and beta = 0.3 = f/n shows what that
-costs. The reputation-weighted mean is left out: its outcome depends on a reputation-update rule, which is
-not part of the numeric core.
+- ``none``: attack-free baseline (the "attackers" train honestly).
+- ``alie``: A Little Is Enough (Baruch et al., NeurIPS 2019): mean - z std of the honest updates,
+  z = Phi^-1((n - s) / n), s = floor(n / 2 + 1) - f.
+- ``ipm_0.5``, ``ipm_100``: inner-product manipulation (Xie et al., UAI 2020): -eps x the honest mean.
+- ``minmax_uv``, ``minmax_std``, ``minsum_uv``, ``minsum_std``: Shejwalkar & Houmansadr (NDSS 2021):
+  mean + gamma p with p the negative unit mean (uv) or the negative coordinate std (std), gamma the largest
+  (binary search) keeping the malicious update's max (Min-Max) or summed squared (Min-Sum) distance to the
+  honest updates within the honest updates' own largest.
+- ``fang``: Fang et al. (USENIX Security 2020), full-knowledge attack on trimmed mean / median: per
+  coordinate, values beyond the honest extreme opposite the direction of change (b = 2).
+- ``labelflip``: attackers train honestly on labels y -> C - 1 - y.
+- ``adaptive``: platform-aware: each round the attackers try mean + gamma ||mean|| p for p in {-unit mean,
+  -std, -sign(mean)} and gamma in a geometric grid, run the REAL round computation on each candidate (with
+  the server's own reference and validation data: a white-box attacker), and send the candidate that
+  maximises the new model's validation loss among those under which no attacker is flagged and the model
+  is not rolled back (or the honest mean if none is).
 
-All clients report their true sample counts (a lying attacker would only make fedavg worse).
-Everything is seeded: one ``numpy.random.Generator`` per (seed, purpose, round, client), derived from
-integers only, so results do not depend on the order experiments run in, and two runs print the same
-tables. Output: one Markdown table per partition (mean test accuracy over the seeds, in %) and the worst
-drop of the default strategy against its attack-free run.
+Reported per (task, partition, n): mean test accuracy over seeds per strategy x attack; for every strategy
+the attackers' total reward / the median honest organization's, flagged and slashed attackers (first round),
+honest organizations flagged / slashed. Everything is seeded from integers: two runs print the same tables.
 """
 
 from __future__ import annotations
@@ -46,81 +50,102 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache, partial
 from pathlib import Path
-from types import MappingProxyType
+from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator import robust  # noqa: E402
-
-N_CLIENTS = 10
-N_ATTACKERS = 3
-N_CLASSES = 10
-N_FEATURES = 64
-N_PARAMS = N_FEATURES * N_CLASSES + N_CLASSES
-TEST_FRACTION = 0.25
-DIRICHLET_ALPHA = 0.5
-# Non-IID shards are redrawn until every client holds at least this many training samples.
-MIN_CLIENT_SAMPLES = 10
-DEFAULT_STRATEGY = "trimmed_mean"
-
-PARTITIONS = ("iid", "dirichlet")
-ATTACKS = ("none", "scaling", "signflip", "noise", "labelflip", "alie")
-# Row label -> (name in aggregator.robust, fixed parameters); "weights" is filled with the sample counts.
-# Read-only: the evaluation has no mutable module state.
-STRATEGY_SPECS: MappingProxyType[str, tuple[str, dict[str, object]]] = MappingProxyType(
-    {
-        "fedavg": ("fedavg", {"weights": None}),
-        "trimmed_mean": ("trimmed_mean", {"beta": 0.2}),
-        "median": ("median", {}),
-        "krum": ("krum", {"f": N_ATTACKERS}),
-        "multi_krum": ("multi_krum", {"f": N_ATTACKERS, "weights": None}),
-        # n = 10 >= 4f + 3 only for f <= 1.
-        "bulyan": ("bulyan", {"f": 1}),
-        # Diagnostic: beta = f/n, so floor(beta n) = f clients are trimmed from each end.
-        "trimmed_mean(beta=0.3)": ("trimmed_mean", {"beta": 0.3}),
-    }
+from aggregator.contribution import split_holdout  # noqa: E402
+from aggregator.reputation import slashing_decisions  # noqa: E402
+from aggregator.round_compute import (  # noqa: E402
+    ClientMeta,
+    CloseStatus,
+    RoundInputs,
+    RoundResult,
+    compute_round,
+    flatten,
 )
-STRATEGIES = tuple(STRATEGY_SPECS)
+from aggregator.round_params import RoundParams  # noqa: E402
+from fedledger.models import init_mlp, init_softmax  # noqa: E402
 
-SCALING_FACTOR = 100.0
-SIGNFLIP_FACTOR = -4.0
-NOISE_RMS_MULTIPLE = 10.0
+WAD_TOKEN = 10**18
+BYZANTINE_FRACTION = 0.3
+DIRICHLET_ALPHA = 0.5
+TEST_FRACTION = 0.25
+SERVER_FRACTION = 0.2
+ROOT_FRACTION = 0.5
+MIN_CLIENT_SAMPLES = 8
+STAKE = 100 * WAD_TOKEN
+BIG_HIDDEN = 15_000
 
-# Purposes of the random streams; a stream is seeded by (seed, purpose, ...) integers only.
-STREAM_PARTITION, STREAM_ATTACKERS, STREAM_TRAIN, STREAM_NOISE = 1, 2, 3, 4
+TASKS = ("digits", "synthetic")
+PARTITIONS = ("iid", "dirichlet")
+ATTACKS = (
+    "none",
+    "alie",
+    "ipm_0.5",
+    "ipm_100",
+    "minmax_uv",
+    "minmax_std",
+    "minsum_uv",
+    "minsum_std",
+    "fang",
+    "labelflip",
+    "adaptive",
+)
+STRATEGIES = ("fedavg", "trimmed_mean", "median", "multi_krum", "centered_clip", "fltrust")
+DEFAULT_STRATEGY = "fltrust"
 
+# The contracts' defaults (ProtocolParameters' constructor) as a round's parameter snapshot; only
+# ``strategy`` is varied by this script.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "base_reward": 100 * WAD_TOKEN,
+    "min_stake": 100 * WAD_TOKEN,
+    "min_reputation": 10.0,
+    "slash_fraction": 0.1,
+    "slash_fitness_below": 50.0,
+    "slash_honesty_below": 50.0,
+    "byzantine_threshold": 3,
+    "activity_timeout": 7 * 86400,
+    "weight_quality": 0.4,
+    "weight_timeliness": 0.3,
+    "weight_honesty": 0.3,
+    "reputation_influence_cap": 0.8,
+    "strategy": DEFAULT_STRATEGY,
+    "weighting": "samples",
+    "trim_fraction": 0.2,
+    "krum_f": 1,
+    "multi_krum_m": 0,
+    "dp_enabled": False,
+    "round_duration": 300,
+    "quorum": 3,
+    "min_participants": 3,
+    "rollback_threshold": 0.05,
+    "round_reward_budget": 10_000 * WAD_TOKEN,
+    "tier1_min_fitness": 90.0,
+    "tier1_multiplier": 2.0,
+    "tier2_min_fitness": 80.0,
+    "tier2_multiplier": 1.5,
+    "tier3_min_fitness": 70.0,
+    "tier3_multiplier": 1.0,
+    "tier4_min_fitness": 60.0,
+    "tier4_multiplier": 0.5,
+    "reputation_multiplier_base": 0.5,
+    "max_round_extensions": 2,
+    "byzantine_fraction": BYZANTINE_FRACTION,
+    "sample_weight_cap": 3.0,
+    "centered_clip_tau": 0.0,
+    "centered_clip_iterations": 3,
+    "bucket_size": 1,
+    "server_momentum": 0.0,
+}
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local SGD of one client in one round. Chosen so the attack-free run converges in ~30 rounds."""
-
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 0.05
-
-
-@dataclass(frozen=True)
-class Federation:
-    """Everything fixed for one (seed, partition): data, the clients' shards, and who attacks."""
-
-    seed: int
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    shards: tuple[np.ndarray, ...]
-    attackers: frozenset[int]
-
-    @property
-    def sizes(self) -> np.ndarray:
-        return np.array([len(s) for s in self.shards], dtype=np.float64)
+STREAM_SPLIT, STREAM_PARTITION, STREAM_ATTACKERS, STREAM_TRAIN, STREAM_ATTACK, STREAM_ROUND = range(1, 7)
 
 
 def stream(*key: int) -> np.random.Generator:
@@ -128,260 +153,606 @@ def stream(*key: int) -> np.random.Generator:
     return np.random.default_rng(list(key))
 
 
-# --- data and partitions -------------------------------------------------------------------------
+# --- tasks -----------------------------------------------------------------------------------------
 
 
-def load_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits, stratified train/test split, standardized with statistics of the training split only."""
-    digits = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        digits.data, digits.target, test_size=TEST_FRACTION, stratify=digits.target, random_state=seed
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    root: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    hidden: int  # 0 = softmax regression
+    train: TrainConfig
+    classes: int = 10
+
+    def init_weights(self, seed: int) -> dict[str, np.ndarray]:
+        features = self.x_train.shape[1]
+        if self.hidden:
+            return init_mlp(features, self.hidden, self.classes, stream(seed, 99))
+        return init_softmax(features, self.classes)
+
+
+@lru_cache(maxsize=8)
+def load_task(name: str, seed: int, hidden: int | None = None) -> Task:
+    """A task's standardized splits for one seed (train for clients, server root/validation, test)."""
+    from sklearn.datasets import load_digits, make_classification
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "digits":
+        data = load_digits()
+        X, y, width, config = data.data, data.target, 0, TrainConfig()
+    elif name == "synthetic":
+        X, y = make_classification(
+            n_samples=4000,
+            n_features=20,
+            n_informative=15,
+            n_redundant=2,
+            n_classes=10,
+            n_clusters_per_class=2,
+            class_sep=1.5,
+            random_state=1000 + seed,
+        )
+        width, config = 32, TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    else:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    width = width if hidden is None else hidden
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        X, y, test_size=TEST_FRACTION, stratify=y, random_state=seed
     )
-    scaler = StandardScaler().fit(x_train)
-    return (
-        scaler.transform(x_train).astype(np.float32),
-        y_train.astype(np.int64),
-        scaler.transform(x_test).astype(np.float32),
+    x_clients, x_server, y_clients, y_server = train_test_split(
+        x_rest, y_rest, test_size=SERVER_FRACTION, stratify=y_rest, random_state=seed
+    )
+    scaler = StandardScaler().fit(x_clients)
+
+    def scale(a: np.ndarray) -> np.ndarray:
+        return np.asarray(scaler.transform(a), dtype=np.float32)
+
+    root, validation = split_holdout(scale(x_server), y_server.astype(np.int64), ROOT_FRACTION, seed)
+    return Task(
+        name,
+        scale(x_clients),
+        y_clients.astype(np.int64),
+        scale(x_test),
         y_test.astype(np.int64),
+        root,
+        validation,
+        width,
+        config,
     )
+
+
+def train_local(
+    weights: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Mini-batch SGD on the cross-entropy of the softmax or MLP family (fedledger.models' tensors)."""
+    w = {k: v.astype(np.float32, copy=True) for k, v in weights.items()}
+    classes = (w["output.bias"] if "output.bias" in w else w["dense.bias"]).shape[0]
+    onehot = np.eye(classes, dtype=np.float32)[y]
+    for _ in range(config.epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), config.batch_size):
+            b = order[start : start + config.batch_size]
+            xb = x[b]
+            scale = np.float32(config.lr / len(b))
+            if "dense.weight" in w:
+                z = xb @ w["dense.weight"] + w["dense.bias"]
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                g = p - onehot[b]
+                w["dense.weight"] -= scale * (xb.T @ g)
+                w["dense.bias"] -= scale * g.sum(axis=0)
+            else:
+                pre = xb @ w["hidden.weight"] + w["hidden.bias"]
+                h = np.maximum(pre, 0.0)
+                z = h @ w["output.weight"] + w["output.bias"]
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                g = p - onehot[b]
+                gh = (g @ w["output.weight"].T) * (pre > 0)
+                w["output.weight"] -= scale * (h.T @ g)
+                w["output.bias"] -= scale * g.sum(axis=0)
+                w["hidden.weight"] -= scale * (xb.T @ gh)
+                w["hidden.bias"] -= scale * gh.sum(axis=0)
+    return w
+
+
+# --- federation ------------------------------------------------------------------------------------
 
 
 def partition_iid(n_samples: int, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A random permutation cut into near-equal shards."""
     return [np.sort(s) for s in np.array_split(rng.permutation(n_samples), n_clients)]
 
 
 def partition_dirichlet(
     y: np.ndarray, n_clients: int, alpha: float, rng: np.random.Generator, min_size: int = MIN_CLIENT_SAMPLES
 ) -> list[np.ndarray]:
-    """Label-skewed shards (Hsu et al. 2019): each class is split across clients by Dirichlet(alpha) shares.
-
-    Small alpha can leave a client almost empty, which would make its delta degenerate; the whole draw is
-    repeated (same generator, so still deterministic) until every client has ``min_size`` samples.
-    """
-    classes = np.unique(y)
+    """Label-skewed shards (Hsu et al. 2019), redrawn until every client has ``min_size`` samples."""
     for _ in range(1000):
         shards: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
-        for c in classes:
+        for c in np.unique(y):
             idx = rng.permutation(np.flatnonzero(y == c))
-            shares = rng.dirichlet(np.full(n_clients, alpha))
-            cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
+            cuts = (np.cumsum(rng.dirichlet(np.full(n_clients, alpha)))[:-1] * len(idx)).astype(int)
             for client, part in enumerate(np.split(idx, cuts)):
                 shards[client].append(part)
         merged = [np.sort(np.concatenate(parts)) for parts in shards]
         if min(len(s) for s in merged) >= min_size:
             return merged
-    raise RuntimeError(f"no Dirichlet({alpha}) partition with >= {min_size} samples per client in 1000 draws")
+    raise RuntimeError(f"no Dirichlet({alpha}) partition with >= {min_size} samples per client")
 
 
-def make_federation(seed: int, partition: str) -> Federation:
-    """Split, shard and pick the attackers of one seed; the attackers do not depend on the partition."""
-    x_train, y_train, x_test, y_test = load_split(seed)
-    part_rng = stream(seed, STREAM_PARTITION, PARTITIONS.index(partition))
+@dataclass(frozen=True)
+class Federation:
+    task: Task
+    seed: int
+    n: int
+    shards: tuple[np.ndarray, ...]
+    attackers: tuple[int, ...]
+
+    @property
+    def honest(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.n) if i not in self.attackers)
+
+
+def make_federation(
+    task: Task, seed: int, n: int, partition: str, alpha: float = DIRICHLET_ALPHA
+) -> Federation:
+    rng = stream(seed, STREAM_PARTITION, n, int(alpha * 100) if partition == "dirichlet" else 0)
     if partition == "iid":
-        shards = partition_iid(len(y_train), N_CLIENTS, part_rng)
+        shards = partition_iid(len(task.y_train), n, rng)
     elif partition == "dirichlet":
-        shards = partition_dirichlet(y_train, N_CLIENTS, DIRICHLET_ALPHA, part_rng)
+        shards = partition_dirichlet(task.y_train, n, alpha, rng)
     else:
         raise ValueError(f"unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}")
-    attackers = stream(seed, STREAM_ATTACKERS).choice(N_CLIENTS, size=N_ATTACKERS, replace=False)
-    return Federation(
-        seed, x_train, y_train, x_test, y_test, tuple(shards), frozenset(int(a) for a in attackers)
-    )
+    f = int(np.floor(BYZANTINE_FRACTION * n + 1e-9))
+    attackers = stream(seed, STREAM_ATTACKERS, n).choice(n, size=f, replace=False)
+    return Federation(task, seed, n, tuple(shards), tuple(sorted(int(a) for a in attackers)))
 
 
-# --- model and local training --------------------------------------------------------------------
+# --- attacks ---------------------------------------------------------------------------------------
 
 
-def unpack(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Views of the flat parameter vector as weights (64, 10) and bias (10,)."""
-    return params[: N_FEATURES * N_CLASSES].reshape(N_FEATURES, N_CLASSES), params[N_FEATURES * N_CLASSES :]
+@dataclass
+class AttackContext:
+    """What an omniscient attacker sees in one round."""
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row softmax, shifted by the row maximum so huge (attacked) weights do not overflow."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
-def accuracy(params: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    w, b = unpack(params)
-    return float(np.mean(np.argmax(x @ w + b, axis=1) == y))
-
-
-def local_train(
-    params: np.ndarray, x: np.ndarray, y: np.ndarray, config: TrainConfig, rng: np.random.Generator
-) -> np.ndarray:
-    """Mini-batch SGD on the cross-entropy from ``params``; returns the new parameters (a copy)."""
-    local = params.astype(np.float32, copy=True)
-    w, b = unpack(local)
-    onehot = np.eye(N_CLASSES, dtype=np.float32)[y]
-    for _ in range(config.epochs):
-        order = rng.permutation(len(y))
-        for start in range(0, len(y), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            xb = x[batch]
-            err = softmax(xb @ w + b) - onehot[batch]
-            scale = np.float32(config.lr / len(batch))
-            w -= scale * (xb.T @ err)
-            b -= scale * err.sum(axis=0)
-    return local
-
-
-# --- attacks -------------------------------------------------------------------------------------
+    honest: np.ndarray  # (h, d) the honest clients' updates this round
+    own: np.ndarray  # (f, d) what the attackers' own honest training produced
+    n: int
+    rng: np.random.Generator
+    # Runs the real round computation with the attackers' rows replaced by the given (f, d) matrix.
+    trial: Callable[[np.ndarray], RoundResult]
+    attacker_rows: tuple[int, ...]
 
 
 def alie_z(n: int, f: int) -> float:
-    """Baruch et al.'s z_max: s = floor(n/2 + 1) - f supporters needed, z = Phi^-1((n - s) / n)."""
     s = n // 2 + 1 - f
     return statistics.NormalDist().inv_cdf((n - s) / n)
 
 
-def alie_delta(honest: np.ndarray, n: int, f: int) -> np.ndarray:
-    """mean - z * std of the honest deltas, per coordinate: inside the spread robust rules accept."""
-    return (honest.mean(axis=0) - alie_z(n, f) * honest.std(axis=0)).astype(np.float32)
+def _repeat(v: np.ndarray, f: int) -> np.ndarray:
+    return np.repeat(v[None, :].astype(np.float32), f, axis=0)
 
 
-def noise_delta(own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise whose per-coordinate std is NOISE_RMS_MULTIPLE x the RMS coordinate of ``own``."""
-    rms = float(np.sqrt(np.mean(np.square(own, dtype=np.float64))))
-    return rng.normal(0.0, NOISE_RMS_MULTIPLE * rms, size=own.shape).astype(np.float32)
-
-
-def apply_attack(
-    attack: str, deltas: np.ndarray, attackers: Sequence[int], seed: int, round_: int
-) -> np.ndarray:
-    """Replace the attackers' rows of ``deltas`` (computed honestly, or on flipped labels) by what they send."""
-    out = deltas.copy()
-    if attack in ("none", "labelflip"):
-        return out
-    honest_rows = [i for i in range(len(deltas)) if i not in set(attackers)]
-    for a in attackers:
-        if attack == "scaling":
-            out[a] = SCALING_FACTOR * deltas[a]
-        elif attack == "signflip":
-            out[a] = SIGNFLIP_FACTOR * deltas[a]
-        elif attack == "noise":
-            out[a] = noise_delta(deltas[a], stream(seed, STREAM_NOISE, round_, a))
-        elif attack == "alie":
-            out[a] = alie_delta(deltas[honest_rows], len(deltas), len(attackers))
+def _largest_gamma(ok: Callable[[float], bool], start: float = 10.0, steps: int = 25) -> float:
+    """Shejwalkar & Houmansadr's search: the largest gamma with ok(gamma), halving steps from ``start``."""
+    gamma, step, best = start, start / 2, 0.0
+    for _ in range(steps):
+        if ok(gamma):
+            best = max(best, gamma)
+            gamma += step
         else:
-            raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
-    return out
+            gamma -= step
+        step /= 2
+    return best
 
 
-# --- one experiment and the grid -----------------------------------------------------------------
+def min_max_min_sum(honest: np.ndarray, perturbation: str, objective: str) -> np.ndarray:
+    mean = honest.mean(axis=0, dtype=np.float64)
+    if perturbation == "uv":
+        p = -mean / max(np.linalg.norm(mean), 1e-12)
+    else:
+        p = -honest.std(axis=0, dtype=np.float64)
+    H = honest.astype(np.float64)
+    G = H @ H.T
+    sq = np.diag(G)
+    pair = np.maximum(sq[:, None] + sq[None, :] - 2 * G, 0.0)
+    if objective == "minmax":
+        bound = float(np.sqrt(pair.max()))
+
+        def ok(gamma: float) -> bool:
+            m = mean + gamma * p
+            return float(np.sqrt(((H - m) ** 2).sum(axis=1)).max()) <= bound
+    else:
+        bound_sum = float(pair.sum(axis=1).max())
+
+        def ok(gamma: float) -> bool:
+            m = mean + gamma * p
+            return float(((H - m) ** 2).sum()) <= bound_sum
+
+    malicious: np.ndarray = (mean + _largest_gamma(ok) * p).astype(np.float32)
+    return malicious
 
 
-def aggregate_deltas(strategy: str, deltas: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """The strategy under test (a row label of STRATEGY_SPECS) with the parameters this evaluation fixes."""
-    try:
-        name, fixed = STRATEGY_SPECS[strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGY_SPECS)}") from None
-    params = {key: sizes if key == "weights" else value for key, value in fixed.items()}
-    return robust.aggregate(name, deltas, **params)
+def fang_trim(honest: np.ndarray, f: int, rng: np.random.Generator, b: float = 2.0) -> np.ndarray:
+    direction = np.sign(honest.mean(axis=0))
+    hi, lo = honest.max(axis=0), honest.min(axis=0)
+    # Push each coordinate against its direction of change, beyond the honest extreme on that side.
+    up_lo, up_hi = hi, np.where(hi > 0, b * hi, hi / b)
+    down_lo, down_hi = np.where(lo > 0, lo / b, b * lo), lo
+    u = rng.random((f, honest.shape[1]))
+    up = up_lo + u * (up_hi - up_lo)
+    down = down_lo + u * (down_hi - down_lo)
+    malicious: np.ndarray = np.where(direction < 0, up, down).astype(np.float32)
+    return malicious
 
 
-def run_experiment(
-    fed: Federation, attack: str, strategy: str, rounds: int, config: TrainConfig = TrainConfig()
-) -> float:
-    """Train ``rounds`` federated rounds from a zero model; return the final test accuracy (0..1).
+def adaptive(ctx: AttackContext) -> np.ndarray:
+    """Platform-aware search: the most damaging candidate the real round computation does not flag."""
+    f = ctx.own.shape[0]
+    mean = ctx.honest.mean(axis=0, dtype=np.float64)
+    scale = float(np.linalg.norm(mean)) or 1.0
+    directions = []
+    for p in (-mean, -ctx.honest.std(axis=0, dtype=np.float64), -np.sign(mean)):
+        norm = float(np.linalg.norm(p))
+        if norm > 0:
+            directions.append(p / norm)
+    best, best_loss = _repeat(mean, f), -np.inf
+    for p in directions:
+        for gamma in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0):
+            candidate = _repeat(mean + gamma * scale * p, f)
+            result = ctx.trial(candidate)
+            if result.status != CloseStatus.aggregated or not result.activate:
+                continue
+            flagged = {c.participant_id for c in result.clients if c.byzantine}
+            if flagged & set(ctx.attacker_rows):
+                continue
+            assert result.record is not None
+            loss = result.record.holdout_loss_after
+            if loss > best_loss:
+                best, best_loss = candidate, loss
+    return best
 
-    Local training of client i in round r uses stream (seed, TRAIN, r, i), identical for every strategy
-    and attack, so differences between cells come from the attack and the aggregation only.
+
+def craft(attack: str, ctx: AttackContext) -> np.ndarray:
+    """The attackers' rows (f, d) for this round."""
+    f = ctx.own.shape[0]
+    honest = ctx.honest
+    if attack in ("none", "labelflip"):
+        return ctx.own
+    if attack == "alie":
+        return _repeat(honest.mean(axis=0) - alie_z(ctx.n, f) * honest.std(axis=0), f)
+    if attack.startswith("ipm_"):
+        return _repeat(-float(attack[4:]) * honest.mean(axis=0), f)
+    if attack in ("minmax_uv", "minmax_std", "minsum_uv", "minsum_std"):
+        objective, perturbation = attack.split("_")
+        return _repeat(min_max_min_sum(honest, perturbation, objective), f)
+    if attack == "fang":
+        return fang_trim(honest, f, ctx.rng)
+    if attack == "adaptive":
+        return adaptive(ctx)
+    raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    accuracy: float
+    attacker_reward: float  # mean over attackers, tokens
+    honest_rewards: list[float]
+    attacker_first_flag: list[int | None]  # round (1-based) per attacker
+    attacker_first_slash: list[int | None]
+    honest_flagged: int  # honest organizations flagged at least once
+    honest_slashed: int
+    rollbacks: int
+    failed_rounds: int
+    seconds: float = 0.0
+    accuracy_by_round: list[float] = field(default_factory=list)
+
+
+def _trial(
+    template: RoundInputs, attackers: list[int], rng_key: tuple[int, ...], rows: np.ndarray
+) -> RoundResult:
+    """The real round computation on the round's updates with the attackers' rows replaced by ``rows``.
+
+    Every trial uses the same generator seed, so trials differ only in what the attackers send.
     """
+    X = template.deltas.copy()
+    if attackers:
+        X[attackers] = rows
+    return compute_round(replace(template, deltas=X), stream(*rng_key), template.deadline)
+
+
+def _meta(fed: Federation, reputation: np.ndarray, submitted: datetime) -> tuple[ClientMeta, ...]:
+    sizes = [len(s) for s in fed.shards]
+    return tuple(
+        ClientMeta(i + 1, i, f"0x{i + 1:040x}", sizes[i], submitted, float(reputation[i]))
+        for i in range(fed.n)
+    )
+
+
+def run(
+    fed: Federation, strategy: str, attack: str, rounds: int, params: dict[str, Any] | None = None
+) -> RunResult:
+    """Train ``rounds`` rounds through the real round computation; see the module docstring."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
-    attackers = sorted(fed.attackers)
-    flipped = N_CLASSES - 1 - fed.y_train
-    global_params = np.zeros(N_PARAMS, dtype=np.float32)
-    deltas = np.empty((N_CLIENTS, N_PARAMS), dtype=np.float32)
+    started = time.perf_counter()
+    task = fed.task
+    round_params = RoundParams.from_snapshot({**DEFAULT_PARAMS, **(params or {}), "strategy": strategy})
+    weights = task.init_weights(fed.seed)
+    spec = {name: list(v.shape) for name, v in weights.items()}
+    n = fed.n
+    attackers = list(fed.attackers)
+    honest_idx = list(fed.honest)
+    flipped = task.classes - 1 - task.y_train
+    reputation = np.full(n, 50.0)
+    counts = np.zeros(n, dtype=int)
+    stakes = [STAKE] * n
+    rewards = np.zeros(n)
+    flagged_at: list[int | None] = [None] * n
+    slashed_at: list[int | None] = [None] * n
+    rollbacks = failed = 0
+    opened = datetime(2026, 1, 1, tzinfo=UTC)
+    curve = []
     for r in range(rounds):
+        base = flatten(weights, spec)
+        deltas = np.empty((n, base.size), dtype=np.float32)
         for i, shard in enumerate(fed.shards):
-            labels = flipped if attack == "labelflip" and i in fed.attackers else fed.y_train
-            rng = stream(fed.seed, STREAM_TRAIN, r, i)
-            deltas[i] = (
-                local_train(global_params, fed.x_train[shard], labels[shard], config, rng) - global_params
+            labels = flipped if attack == "labelflip" and i in fed.attackers else task.y_train
+            local = train_local(
+                weights, task.x_train[shard], labels[shard], task.train, stream(fed.seed, STREAM_TRAIN, r, i)
             )
-        sent = apply_attack(attack, deltas, attackers, fed.seed, r)
-        global_params = global_params + aggregate_deltas(strategy, sent, fed.sizes)
-    return accuracy(global_params, fed.x_test, fed.y_test)
+            deltas[i] = flatten(local, spec) - base
+        reference_weights = train_local(
+            weights, *task.root, task.train, stream(fed.seed, STREAM_TRAIN, r, 10_000)
+        )
+        reference = flatten(reference_weights, spec) - base
+        deadline = opened + timedelta(seconds=300)
+        clients = _meta(fed, reputation, opened + timedelta(seconds=60))
+
+        trial = partial(
+            _trial,
+            RoundInputs(
+                round_id=r + 1,
+                params=round_params,
+                opened_at=opened,
+                deadline=deadline,
+                extensions=0,
+                clients=clients,
+                deltas=deltas,
+                rejected=(),
+                weights=weights,
+                spec=spec,
+                holdout=task.validation,
+                reference=reference,
+            ),
+            attackers,
+            (fed.seed, STREAM_ROUND, r),
+        )
+        rows = deltas[attackers]
+        if attackers:
+            ctx = AttackContext(
+                deltas[honest_idx],
+                deltas[attackers],
+                n,
+                stream(fed.seed, STREAM_ATTACK, r),
+                trial,
+                tuple(attackers),
+            )
+            rows = craft(attack, ctx)
+        result = trial(rows)
+        if result.status != CloseStatus.aggregated:
+            failed += 1
+            curve.append(float(np.mean(_predict(weights, task.x_test) == task.y_test)))
+            continue
+        if result.activate and result.new_weights is not None:
+            weights = {k: np.array(v) for k, v in result.new_weights.items()}
+        else:
+            rollbacks += 1
+        for c in result.clients:
+            i = c.participant_id
+            reputation[i] = c.reputation_after
+            rewards[i] += c.reward_wei / WAD_TOKEN
+            if c.byzantine:
+                counts[i] += 1
+                if flagged_at[i] is None:
+                    flagged_at[i] = r + 1
+        for decision in slashing_decisions(counts, stakes, config=round_params.reputation):
+            stakes[decision.index] -= decision.amount
+            if slashed_at[decision.index] is None:
+                slashed_at[decision.index] = r + 1
+        curve.append(float(np.mean(_predict(weights, task.x_test) == task.y_test)))
+    return RunResult(
+        accuracy=curve[-1] if curve else 0.0,
+        attacker_reward=float(np.mean(rewards[attackers])) if attackers else 0.0,
+        honest_rewards=[float(rewards[i]) for i in honest_idx],
+        attacker_first_flag=[flagged_at[i] for i in attackers],
+        attacker_first_slash=[slashed_at[i] for i in attackers],
+        honest_flagged=sum(flagged_at[i] is not None for i in honest_idx),
+        honest_slashed=sum(slashed_at[i] is not None for i in honest_idx),
+        rollbacks=rollbacks,
+        failed_rounds=failed,
+        seconds=time.perf_counter() - started,
+        accuracy_by_round=curve,
+    )
 
 
-Results = dict[tuple[str, str, str], list[float]]  # (partition, strategy, attack) -> accuracy per seed
+def _predict(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    if "dense.weight" in weights:
+        logits = x @ weights["dense.weight"] + weights["dense.bias"]
+    else:
+        h = np.maximum(x @ weights["hidden.weight"] + weights["hidden.bias"], 0.0)
+        logits = h @ weights["output.weight"] + weights["output.bias"]
+    labels: np.ndarray = np.argmax(logits, axis=1)
+    return labels
+
+
+# --- grid and report -------------------------------------------------------------------------------
+
+Key = tuple[str, str, int, str, str]  # task, partition, n, strategy, attack
 
 
 def run_grid(
+    tasks: Sequence[str],
+    partitions: Sequence[str],
+    ns: Sequence[int],
+    strategies: Sequence[str],
+    attacks: Sequence[str],
     seeds: Sequence[int],
     rounds: int,
-    partitions: Sequence[str] = PARTITIONS,
-    attacks: Sequence[str] = ATTACKS,
-    strategies: Sequence[str] = STRATEGIES,
     progress: Callable[[str], None] | None = None,
-) -> Results:
-    """Every (partition, strategy, attack) cell for every seed."""
-    results: Results = {}
-    for partition in partitions:
-        for seed in seeds:
-            fed = make_federation(seed, partition)
-            for strategy in strategies:
-                for attack in attacks:
-                    acc = run_experiment(fed, attack, strategy, rounds)
-                    results.setdefault((partition, strategy, attack), []).append(acc)
-            if progress is not None:
-                progress(f"{partition} seed {seed} done")
+) -> dict[Key, list[RunResult]]:
+    results: dict[Key, list[RunResult]] = {}
+    for task_name in tasks:
+        for partition in partitions:
+            for n in ns:
+                for seed in seeds:
+                    fed = make_federation(load_task(task_name, seed), seed, n, partition)
+                    for strategy in strategies:
+                        for attack in attacks:
+                            results.setdefault((task_name, partition, n, strategy, attack), []).append(
+                                run(fed, strategy, attack, rounds)
+                            )
+                    if progress:
+                        progress(f"{task_name} {partition} n={n} seed {seed} done")
     return results
 
 
-# --- report --------------------------------------------------------------------------------------
-
-
-def mean_pct(values: Sequence[float]) -> float:
+def _pct(values: Sequence[float]) -> float:
     return 100.0 * float(np.mean(values))
 
 
-def format_table(results: Results, partition: str, attacks: Sequence[str], strategies: Sequence[str]) -> str:
-    """Markdown table: rows = strategies, columns = attacks, cells = mean accuracy in % (one decimal)."""
-    lines = [
-        "| strategy | " + " | ".join(attacks) + " |",
-        "| --- | " + " | ".join("---:" for _ in attacks) + " |",
-    ]
-    for strategy in strategies:
-        cells = [f"{mean_pct(results[(partition, strategy, a)]):.1f}" for a in attacks]
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def reward_ratio(runs: Sequence[RunResult]) -> float:
+    """Attackers' mean total reward over the median honest organization's, averaged over seeds."""
+    ratios = []
+    for r in runs:
+        median = float(np.median(r.honest_rewards)) if r.honest_rewards else 0.0
+        ratios.append(
+            r.attacker_reward / median if median > 0 else (0.0 if r.attacker_reward == 0 else np.inf)
+        )
+    return float(np.mean(ratios))
 
 
-def worst_drop(results: Results, partition: str, strategy: str, attacks: Sequence[str]) -> tuple[float, str]:
-    """Largest fall, in percentage points of mean accuracy, from the attack-free run; and its attack."""
-    base = mean_pct(results[(partition, strategy, "none")])
-    drops = {a: base - mean_pct(results[(partition, strategy, a)]) for a in attacks if a != "none"}
-    attack = max(drops, key=lambda a: drops[a])
-    return drops[attack], attack
+def _rounds(values: Sequence[int | None]) -> str:
+    hit = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if not hit:
+        return f"0/{len(values)}"
+    return f"{len(hit)}/{len(values)} (r{min(hit)}-{max(hit)})"
 
 
-def report(
-    results: Results, seeds: Sequence[int], rounds: int, attacks: Sequence[str], strategies: Sequence[str]
-) -> str:
-    partitions = sorted({p for p, _, _ in results}, key=PARTITIONS.index)
-    config = TrainConfig()
+def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: int) -> str:
     out = [
-        f"# attack_eval: digits, softmax regression, {N_CLIENTS} clients ({N_ATTACKERS} Byzantine), "
-        f"{rounds} rounds, local {config.epochs} epochs of SGD (batch {config.batch_size}, lr {config.lr}), "
-        f"seeds {', '.join(map(str, seeds))}; mean test accuracy %",
+        f"# attack_eval: {rounds} rounds, seeds {', '.join(map(str, seeds))}, byzantine fraction "
+        f"{BYZANTINE_FRACTION}, default strategy {DEFAULT_STRATEGY}",
     ]
-    for partition in partitions:
-        title = "IID" if partition == "iid" else f"Dirichlet non-IID (alpha = {DIRICHLET_ALPHA})"
-        out += ["", f"## {title}", "", format_table(results, partition, attacks, strategies)]
-        if "none" in attacks and DEFAULT_STRATEGY in strategies and len(attacks) > 1:
-            drop, attack = worst_drop(results, partition, DEFAULT_STRATEGY, attacks)
-            out += [
-                "",
-                f"default strategy ({DEFAULT_STRATEGY}) worst drop vs attack-free: {drop:.1f} points ({attack})",
-            ]
+    settings = sorted(
+        {k[:3] for k in results}, key=lambda s: (TASKS.index(s[0]), PARTITIONS.index(s[1]), s[2])
+    )
+    for task, partition, n in settings:
+        strategies = [
+            s
+            for s in STRATEGIES
+            if (task, partition, n, s, "none") in results
+            or any(k[:4] == (task, partition, n, s) for k in results)
+        ]
+        attacks = [a for a in ATTACKS if any(k == (task, partition, n, strategies[0], a) for k in results)]
+        label = "IID" if partition == "iid" else f"Dirichlet({DIRICHLET_ALPHA})"
+        out += ["", f"## {task}, {label}, n = {n}", "", "Test accuracy % (mean of seeds):", ""]
+        out.append("| strategy | " + " | ".join(attacks) + " | worst drop |")
+        out.append("| --- |" + " ---: |" * (len(attacks) + 1))
+        for s in strategies:
+            accs = {a: _pct([r.accuracy for r in results[(task, partition, n, s, a)]]) for a in attacks}
+            drop = (
+                max((accs["none"] - accs[a] for a in attacks if a != "none"), default=0.0)
+                if "none" in accs
+                else 0.0
+            )
+            out.append(f"| {s} | " + " | ".join(f"{accs[a]:.1f}" for a in attacks) + f" | {drop:.1f} |")
+        out += [
+            "",
+            "Per strategy x attack: attacker/median-honest reward, attackers flagged (first-last round), "
+            "attackers slashed, honest flagged/slashed (total over seeds), rollbacks:",
+            "",
+        ]
+        out.append(
+            "| strategy | attack | acc % | drop | reward ratio | flagged | slashed | honest flagged | honest slashed | rollbacks |"
+        )
+        out.append("| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+        for s in strategies:
+            base = (
+                _pct([r.accuracy for r in results[(task, partition, n, s, "none")]])
+                if "none" in attacks
+                else 0.0
+            )
+            for a in attacks:
+                runs = results[(task, partition, n, s, a)]
+                acc = _pct([r.accuracy for r in runs])
+                flags = [v for r in runs for v in r.attacker_first_flag]
+                slashes = [v for r in runs for v in r.attacker_first_slash]
+                out.append(
+                    f"| {s} | {a} | {acc:.1f} | {base - acc:.1f} | {reward_ratio(runs):.2f} | {_rounds(flags)} | "
+                    f"{_rounds(slashes)} | {sum(r.honest_flagged for r in runs)} | "
+                    f"{sum(r.honest_slashed for r in runs)} | {sum(r.rollbacks for r in runs)} |"
+                )
+    return "\n".join(out)
+
+
+def honest_report(
+    tasks: Sequence[str], ns: Sequence[int], seeds: Sequence[int], rounds: int, strategy: str, big: bool
+) -> str:
+    """Honest-only runs: organizations flagged/slashed, and the spread of honest rewards (IID)."""
+    out = [
+        f"# honest-only: {rounds} rounds, strategy {strategy}, seeds {', '.join(map(str, seeds))}",
+        "",
+        "| task | partition | n | honest flagged | honest slashed | reward max/min (IID: equal data) | acc % |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    cases: list[tuple[str, str, float, int, int | None]] = []
+    for task_name in tasks:
+        for label, alpha in (("iid", 0.0), ("dir0.5", 0.5), ("dir0.1", 0.1)):
+            for n in ns:
+                cases.append((task_name, label, alpha, n, None))
+    if big:
+        # One hidden layer of 15,000 units on digits: 1,125,010 parameters.
+        cases.append(("digits", "dir0.5", 0.5, 10, BIG_HIDDEN))
+    for task_name, label, alpha, n, hidden in cases:
+        flagged = slashed = 0
+        spreads, accs = [], []
+        for seed in seeds if hidden is None else seeds[:1]:
+            task = load_task(task_name, seed, hidden)
+            partition = "iid" if label == "iid" else "dirichlet"
+            fed = make_federation(task, seed, n, partition, alpha or DIRICHLET_ALPHA)
+            fed = Federation(fed.task, fed.seed, fed.n, fed.shards, ())
+            result = run(fed, strategy, "none", rounds)
+            flagged += result.honest_flagged
+            slashed += result.honest_slashed
+            spreads.append(max(result.honest_rewards) / max(min(result.honest_rewards), 1e-9))
+            accs.append(result.accuracy)
+        params = sum(v.size for v in load_task(task_name, seeds[0], hidden).init_weights(0).values())
+        name = f"{task_name} ({params:,} params)"
+        out.append(
+            f"| {name} | {label} | {n} | {flagged} | {slashed} | {max(spreads):.2f} | {_pct(accs):.1f} |"
+        )
     return "\n".join(out)
 
 
@@ -389,16 +760,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0 only, 8 rounds")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
-    parser.add_argument("--rounds", type=int, default=None, help="default 30 (8 with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="digits, IID, n=10, seed 0, 4 rounds, 3 strategies"
+    )
+    parser.add_argument(
+        "--honest", action="store_true", help="honest-only runs (false positives, reward spread)"
+    )
+    parser.add_argument("--big", action="store_true", help="with --honest: add a ~1M-parameter MLP run")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS), choices=PARTITIONS)
+    parser.add_argument("--n", nargs="+", type=int, default=[10, 30])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    rounds = args.rounds if args.rounds is not None else (8 if args.quick else 30)
     start = time.perf_counter()
-    results = run_grid(seeds, rounds, progress=lambda msg: print(f"[{msg}]", file=sys.stderr, flush=True))
-    print(report(results, seeds, rounds, ATTACKS, STRATEGIES))
-    # Timing goes to stderr so stdout is byte-identical between runs.
+    progress = lambda msg: print(f"[{msg} {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)  # noqa: E731
+    if args.quick:
+        args.tasks, args.partitions, args.n, args.seeds, args.rounds = ["digits"], ["iid"], [10], [0], 3
+        args.strategies = ["fedavg", DEFAULT_STRATEGY]
+        args.attacks = ["none", "alie", "ipm_100", "minmax_uv", "fang", "adaptive"]
+    if args.honest:
+        print(honest_report(args.tasks, args.n, args.seeds, args.rounds, DEFAULT_STRATEGY, args.big))
+    else:
+        results = run_grid(
+            args.tasks,
+            args.partitions,
+            args.n,
+            args.strategies,
+            args.attacks,
+            args.seeds,
+            args.rounds,
+            progress,
+        )
+        print(report(results, args.seeds, args.rounds))
     print(f"[{time.perf_counter() - start:.1f} s]", file=sys.stderr)
 
 

@@ -97,7 +97,7 @@ contract ProtocolParameters is AccessControl {
         _init(Param.WeightTimeliness, (3 * WAD) / 10);
         _init(Param.WeightHonesty, (3 * WAD) / 10);
         _init(Param.ReputationInfluenceCap, (8 * WAD) / 10);
-        _init(Param.Strategy, 1);
+        _init(Param.Strategy, 7); // fltrust: chosen by scripts/attack_eval.py (docs/benchmarks.md)
         _init(Param.Weighting, 0);
         _init(Param.TrimFraction, (2 * WAD) / 10);
         _init(Param.KrumF, 1);
@@ -127,7 +127,7 @@ contract ProtocolParameters is AccessControl {
         _init(Param.SampleWeightCap, 3 * WAD);
         _init(Param.CenteredClipTau, 0);
         _init(Param.CenteredClipIterations, 3);
-        _init(Param.BucketSize, 2);
+        _init(Param.BucketSize, 1); // bucket_size x byzantine_fraction must stay < 0.5
         _init(Param.ServerMomentum, 0);
         _init(Param.EmissionCapPerPeriod, 100_000 * WAD);
         _init(Param.EmissionPeriod, 1 days);

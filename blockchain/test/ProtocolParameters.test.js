@@ -36,7 +36,8 @@ describe("ProtocolParameters", function () {
     expect(v.sample_weight_cap).to.equal(3n * WAD);
     expect(v.centered_clip_tau).to.equal(0n);
     expect(v.centered_clip_iterations).to.equal(3n);
-    expect(v.bucket_size).to.equal(2n);
+    expect(v.bucket_size).to.equal(1n);
+    expect(v.strategy).to.equal(7n); // fltrust
     expect(v.server_momentum).to.equal(0n);
     expect(v.emission_cap_per_period).to.equal(100_000n * WAD);
     expect(v.emission_period).to.equal(86_400n);
@@ -64,7 +65,7 @@ describe("ProtocolParameters", function () {
     await expect(params.connect(stranger).setParameter(P.BaseReward, 1n))
       .to.be.revertedWithCustomError(params, "AccessControlUnauthorizedAccount");
     await expect(params.connect(governor).setParameter(P.Strategy, 5))
-      .to.emit(params, "ParameterChanged").withArgs(P.Strategy, 1n, 5n);
+      .to.emit(params, "ParameterChanged").withArgs(P.Strategy, 7n, 5n);
     expect(await params.get(P.Strategy)).to.equal(5n);
   });
 

@@ -50,7 +50,7 @@ def test_roles_sit_where_the_architecture_says(w3: Web3, deployments: Deployment
 
 def test_governed_parameters_read_in_python_units(w3: Web3, deployments: Deployments) -> None:
     params = read_params(deployments.contract(w3, "ProtocolParameters"))
-    assert params.strategy == "trimmed_mean"
+    assert params.strategy == "fltrust"
     assert params.weighting == "samples"
     assert params.trim_fraction == pytest.approx(0.2)
     assert (params.weight_quality, params.weight_timeliness, params.weight_honesty) == pytest.approx(
