@@ -1,10 +1,16 @@
-"""Read-only views of the chain the API and the dashboard need: enrollment, parameters, token figures."""
+"""The one reader of the chain's state, for the API, the dashboard and the organization SDK.
+
+Enrollment, governed parameters, token figures and balances, the ledger's model hashes and the reward
+distributor's roots and claims. Writes are elsewhere: the worker's gateway (``aggregator/gateway.py``)
+and the SDK's signed transactions (``client/chain.py``).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import Web3
@@ -14,7 +20,8 @@ from fedledger.chain.params import ProtocolParams, read_params
 
 
 class RegistryStatus(IntEnum):
-    # ParticipantRegistry.Status
+    """``ParticipantRegistry.Status``."""
+
     none = 0
     active = 1
     suspended = 2
@@ -24,6 +31,8 @@ class RegistryStatus(IntEnum):
 
 @dataclass(frozen=True)
 class Enrollment:
+    """A participant's record in the ``ParticipantRegistry``."""
+
     status: RegistryStatus
     stake: int
     byzantine_count: int
@@ -31,6 +40,8 @@ class Enrollment:
 
 @dataclass(frozen=True)
 class TokenFigures:
+    """The token's supply, what is staked, the treasury (timelock) balance and the active participants."""
+
     total_supply: int
     total_staked: int
     treasury_balance: int
@@ -39,16 +50,29 @@ class TokenFigures:
 
 
 class ChainReader:
-    """``enrollment_ttl``: seconds an enrollment read is reused. Submissions read it on every request, and
-    an RPC round trip is most of a submission's cost; a slash is then seen by the API within this delay
-    (the worker marks the participant slashed in the database at once, which the API also checks)."""
+    """Reads of the deployed contracts over one RPC connection.
+
+    ``rpc``: the node's URL, or a connected :class:`Web3` to share (the SDK sends its transactions on
+    the same one). ``enrollment_ttl``: seconds an "active" enrollment read is reused. Submissions read it
+    on every request, and an RPC round trip is most of a submission's cost; a slash is then seen by the
+    API within this delay (the worker marks the participant slashed in the database at once, which the API
+    also checks). 0 reads the chain every time (the SDK, which reads rarely and must see its own stake).
+    """
 
     def __init__(
-        self, rpc_url: str, deployments: Deployments, timeout: float = 10.0, enrollment_ttl: float = 30.0
+        self,
+        rpc: str | Web3,
+        deployments: Deployments,
+        timeout: float = 10.0,
+        enrollment_ttl: float = 30.0,
     ) -> None:
         self.enrollment_ttl = enrollment_ttl
         self._enrollments: dict[str, tuple[float, Enrollment]] = {}
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.w3 = (
+            rpc
+            if isinstance(rpc, Web3)
+            else Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+        )
         self.deployments = deployments
         self.registry = deployments.contract(self.w3, "ParticipantRegistry")
         self.token = deployments.contract(self.w3, "RewardToken")
@@ -57,9 +81,11 @@ class ChainReader:
         self.distributor = deployments.contract(self.w3, "RewardDistributor")
 
     def check(self) -> None:
+        """:class:`DeploymentsError` unless the RPC serves the deployments' chain with the token deployed."""
         self.deployments.check_chain(self.w3)
 
     def enrollment(self, address: str) -> Enrollment:
+        """The participant's registry record (an "active" one cached for ``enrollment_ttl`` seconds)."""
         address = to_checksum_address(address)
         cached = self._enrollments.get(address)
         now = time.monotonic()
@@ -82,9 +108,11 @@ class ChainReader:
         )
 
     def params(self) -> ProtocolParams:
+        """The governed parameters, read now (checked against the contract's names)."""
         return read_params(self.parameters)
 
     def token_figures(self) -> TokenFigures:
+        """Supply, stake, treasury and participant count, read now."""
         treasury = self.deployments.addresses["Timelock"]
         return TokenFigures(
             total_supply=int(self.token.functions.totalSupply().call()),
@@ -95,13 +123,35 @@ class ChainReader:
         )
 
     def balance_of(self, address: str) -> int:
+        """Token balance of ``address``, in token wei."""
         return int(self.token.functions.balanceOf(to_checksum_address(address)).call())
 
+    def allowance(self, owner: str, spender: str) -> int:
+        """Token wei ``spender`` may still move from ``owner``'s balance."""
+        return int(
+            self.token.functions.allowance(to_checksum_address(owner), to_checksum_address(spender)).call()
+        )
+
+    def ether_balance(self, address: str) -> int:
+        """Ether balance of ``address`` (what pays for gas), in wei."""
+        return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
     def model_hash_of(self, round_id: int) -> bytes:
+        """The model hash the ledger records for a round (32 zero bytes when none is recorded)."""
         return bytes(self.ledger.functions.modelHashOf(round_id).call())
 
-    def _participant_abi(self) -> list[dict]:
-        for entry in self.registry.abi:
+    def reward_root(self, round_id: int) -> bytes:
+        """The Merkle root of a round's rewards (32 zero bytes before they are posted)."""
+        return bytes(self.distributor.functions.roundRewards(int(round_id)).call()[0])
+
+    def claimed(self, round_id: int, address: str) -> bool:
+        """Whether ``address`` has claimed its reward of round ``round_id``."""
+        return bool(self.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call())
+
+    def _participant_abi(self) -> list[dict[str, Any]]:
+        abi: list[dict[str, Any]] = list(self.registry.abi)  # type: ignore[arg-type]
+        for entry in abi:
             if entry.get("type") == "function" and entry.get("name") == "participantOf":
-                return entry["outputs"][0]["components"]
+                components: list[dict[str, Any]] = entry["outputs"][0]["components"]
+                return components
         raise RuntimeError("ParticipantRegistry ABI lacks participantOf")

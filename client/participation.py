@@ -1,0 +1,262 @@
+"""Taking part in rounds: one full contribution (verify, train, seal, sign, submit), and the loop that
+contributes to every round and claims the rewards."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from client.api import FedLedgerApi, ProgressCallback
+from client.errors import (
+    ApiUnreachableError,
+    ChainError,
+    ConflictError,
+    InvalidRequestError,
+    NoOpenRoundError,
+    NotFoundError,
+    RateLimitedError,
+    RoundClosedError,
+    ServerError,
+)
+from client.local_update import LocalTraining, builtin_trainer, train_update
+from client.membership import Membership
+from client.models import ModelVerifier, VerifiedModel
+from client.rewards import RewardClaims
+from client.rounds import open_round, wait_for_round
+from client.sealing import PreparedUpdate, UpdateSealer
+from client.spool import Spool
+from client.training import EpochCallback, LocalDP, TrainFn
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One contribution: the receipt, what was sent, how it was trained, and how long each step took."""
+
+    round_id: int
+    receipt: dict[str, Any]
+    prepared: PreparedUpdate
+    training: LocalTraining | None  # None when a spooled envelope was resent
+    timings: dict[str, float]
+    final_round: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly summary (what the CLI prints with --json)."""
+        out: dict[str, Any] = {
+            "round_id": self.round_id,
+            "receipt_id": self.receipt.get("receipt_id"),
+            "replayed": self.receipt.get("replayed"),
+            "payload_hash": self.prepared.payload_hash,
+            "model_version": self.prepared.model_version,
+            "num_samples": self.prepared.num_samples,
+            "envelope_bytes": self.prepared.size,
+            "plaintext_bytes": self.prepared.plaintext_bytes,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        if self.training is not None:
+            out["delta_norm"] = self.training.delta_norm
+            out["metrics_before"] = self.training.before.as_dict() if self.training.before else None
+            out["metrics_after"] = self.training.after.as_dict() if self.training.after else None
+            out["dp"] = asdict(self.training.dp) if self.training.dp else None
+        if self.final_round is not None:
+            out["round_status"] = self.final_round.get("status")
+        return out
+
+
+class Participation:
+    """Contributions of one organization, from its parts: membership, models, sealing, spool, rewards."""
+
+    def __init__(
+        self,
+        api: FedLedgerApi,
+        membership: Membership,
+        models: ModelVerifier,
+        sealer: UpdateSealer,
+        spool: Spool,
+        claims: RewardClaims,
+        *,
+        dp: LocalDP | None = None,
+        trainer_options: dict[str, Any] | None = None,
+        poll_interval: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.membership = membership
+        self.models = models
+        self.sealer = sealer
+        self.spool = spool
+        self.claims = claims
+        self.dp = dp
+        self.trainer_options = dict(trainer_options or {})
+        self.poll_interval = poll_interval
+        self._sleep = sleep
+        # Rounds this instance has a receipt for (the spool remembers them across restarts).
+        self.submitted_rounds: set[int] = set()
+
+    def train(
+        self,
+        model: VerifiedModel,
+        data: Any,
+        trainer: TrainFn | None = None,
+        *,
+        seed: int | np.random.Generator | None = None,
+        num_samples: int | None = None,
+        eval_data: Any = None,
+        progress: EpochCallback | None = None,
+    ) -> LocalTraining:
+        """Train locally from the verified global weights (the built-in trainer for the model's spec unless
+        ``trainer`` is given); returns the (optionally privatized) delta."""
+        train_fn = (
+            trainer if trainer is not None else builtin_trainer(model.spec, self.trainer_options, progress)
+        )
+        return train_update(
+            model.weights, data, train_fn, dp=self.dp, seed=seed, num_samples=num_samples, eval_data=eval_data
+        )
+
+    def wait_for_round(
+        self, round_id: int, *, timeout: float = 900.0, poll_interval: float | None = None
+    ) -> dict[str, Any]:
+        """Poll the round until it is POSTED or FAILED (see :func:`client.rounds.wait_for_round`)."""
+        interval = self.poll_interval if poll_interval is None else poll_interval
+        return wait_for_round(self.api, round_id, timeout=timeout, poll_interval=interval, sleep=self._sleep)
+
+    def participate(
+        self,
+        data: Any,
+        *,
+        trainer: TrainFn | None = None,
+        seed: int | None = None,
+        num_samples: int | None = None,
+        eval_data: Any = None,
+        wait: bool = False,
+        timeout: float = 900.0,
+        auto_enroll: bool = False,
+        train_progress: EpochCallback | None = None,
+        upload_progress: ProgressCallback | None = None,
+    ) -> Submission:
+        """One full contribution to the open round: verify the model, train, seal, sign, submit."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        self.membership.check_may_submit(auto_enroll=auto_enroll)
+        round_ = open_round(self.api)
+        round_id, model_version = int(round_["id"]), int(round_["model_version"])
+        spooled, spooled_receipt = self.spool.load(round_id)
+        training: LocalTraining | None = None
+        if spooled is not None and spooled_receipt is not None:
+            self.submitted_rounds.add(round_id)
+            return Submission(
+                round_id, spooled_receipt, spooled, None, {"total": time.perf_counter() - started}
+            )
+        if spooled is not None:
+            prepared = spooled
+        else:
+            mark = time.perf_counter()
+            model = self.models.pull(model_version)
+            timings["pull_and_verify"] = time.perf_counter() - mark
+            training = self.train(
+                model,
+                data,
+                trainer,
+                seed=seed,
+                num_samples=num_samples,
+                eval_data=eval_data,
+                progress=train_progress,
+            )
+            timings["train"] = training.seconds
+            mark = time.perf_counter()
+            prepared = self.sealer.prepare(round_id, model_version, training.delta, training.num_samples)
+            timings["seal_and_sign"] = time.perf_counter() - mark
+            self.spool.save(prepared)
+        mark = time.perf_counter()
+        try:
+            receipt = self.sealer.submit(prepared, progress=upload_progress)
+        except InvalidRequestError as exc:
+            # The server rotated its key and retired the one this envelope was sealed to: nothing was
+            # accepted, so sealing the same update again for the current key is safe.
+            if exc.code not in ("unknown_key", "retired_key") or training is None:
+                raise
+            prepared = self.sealer.prepare(round_id, model_version, training.delta, training.num_samples)
+            self.spool.save(prepared)
+            receipt = self.sealer.submit(prepared, progress=upload_progress)
+        timings["submit"] = time.perf_counter() - mark
+        self.spool.save_receipt(round_id, receipt)
+        self.submitted_rounds.add(round_id)
+        timings["total"] = time.perf_counter() - started
+        final = self.wait_for_round(round_id, timeout=timeout) if wait else None
+        if final is not None:
+            timings["wait"] = time.perf_counter() - started - timings["total"]
+        return Submission(round_id, receipt, prepared, training, timings, final)
+
+    def run(
+        self,
+        data: Any,
+        *,
+        trainer: TrainFn | None = None,
+        max_rounds: int | None = None,
+        stop: threading.Event | None = None,
+        claim: bool = True,
+        auto_enroll: bool = False,
+        seed: int | None = None,
+        on_event: EventCallback | None = None,
+        train_progress: EpochCallback | None = None,
+        upload_progress: ProgressCallback | None = None,
+    ) -> list[Submission]:
+        """Take part in every round until ``stop`` is set (or ``max_rounds`` submissions were made).
+
+        Expected failures of one round (closed, already submitted, unreachable API) are reported through
+        ``on_event`` and the loop goes on; configuration problems and failed model verification stop it.
+        """
+        stop = stop or threading.Event()
+        emit = on_event or (lambda kind, payload: None)
+        done: set[int] = set(self.submitted_rounds)
+        submissions: list[Submission] = []
+        claimed_after: set[int] = set()
+        failures = 0
+        while not stop.is_set():
+            try:
+                round_ = self.api.current_round()
+                round_id = int(round_["id"])
+                status = str(round_.get("status", "")).upper()
+                if status == "OPEN" and round_id not in done:
+                    emit("round_open", {"round_id": round_id, "deadline": round_.get("deadline")})
+                    try:
+                        submission = self.participate(
+                            data,
+                            trainer=trainer,
+                            auto_enroll=auto_enroll,
+                            seed=None if seed is None else seed + round_id,
+                            train_progress=train_progress,
+                            upload_progress=upload_progress,
+                        )
+                    except (RoundClosedError, NoOpenRoundError) as exc:
+                        emit("round_missed", {"round_id": round_id, "reason": str(exc)})
+                    except ConflictError as exc:
+                        emit("already_submitted", {"round_id": round_id, "reason": str(exc)})
+                    else:
+                        submissions.append(submission)
+                        emit("submitted", submission.summary())
+                    done.add(round_id)
+                    if max_rounds is not None and len(submissions) >= max_rounds:
+                        return submissions
+                elif status == "POSTED" and claim and round_id in done and round_id not in claimed_after:
+                    claimed_after.add(round_id)
+                    try:
+                        for result in self.claims.claim_all():
+                            if result.status == "claimed":
+                                emit("claimed", asdict(result))
+                    except (NotFoundError, ChainError) as exc:
+                        emit("claim_failed", {"round_id": round_id, "reason": str(exc)})
+                failures = 0
+            except NotFoundError:
+                pass  # no round yet
+            except (ApiUnreachableError, ServerError, RateLimitedError) as exc:
+                failures += 1
+                emit("api_unavailable", {"reason": str(exc), "consecutive": failures})
+            stop.wait(min(self.poll_interval * (2 ** min(failures, 5)), 300.0))
+        return submissions

@@ -1,0 +1,128 @@
+"""Sealed, signed updates: encode the delta, seal it for the server's current key, sign it, submit it.
+
+The envelope is sealed once and then resent byte for byte until a receipt arrives: sealing is randomized,
+so sealing again would be a different payload, which the server refuses (409) once it holds the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from client.api import FedLedgerApi, ProgressCallback
+from client.chain import OrganizationChain
+from client.errors import ApiError, ClientError, TrainingError
+from client.wallet import Wallet
+from fedledger.crypto.envelope import seal
+from fedledger.crypto.errors import CryptoError
+from fedledger.crypto.keys import key_id_of
+from fedledger.payload import Compression, UpdateFormatError, encode_update
+
+
+@dataclass(frozen=True)
+class PreparedUpdate:
+    """A sealed, signed update: resend exactly these bytes until a receipt arrives."""
+
+    round_id: int
+    model_version: int
+    num_samples: int
+    envelope: bytes = field(repr=False)
+    signature: str
+    payload_hash: str  # 0x hex SHA-256 of the envelope
+    key_id: str
+    plaintext_bytes: int
+
+    @property
+    def size(self) -> int:
+        """Bytes sent: the envelope's length."""
+        return len(self.envelope)
+
+
+class UpdateSealer:
+    """Prepares and submits the organization's updates."""
+
+    def __init__(
+        self, api: FedLedgerApi, chain: OrganizationChain, wallet: Wallet, compression: Compression
+    ) -> None:
+        self.api = api
+        self.chain = chain
+        self.wallet = wallet
+        self.compression = compression
+
+    def prepare(
+        self, round_id: int, model_version: int, delta: Mapping[str, np.ndarray], num_samples: int
+    ) -> PreparedUpdate:
+        """Compress, seal for the server's current key, and sign with EIP-712."""
+        try:
+            payload = encode_update(delta, self.compression)
+        except UpdateFormatError as exc:
+            raise TrainingError(f"the update cannot be encoded: {exc}") from exc
+        pem, key_id = self._server_key()
+        try:
+            envelope = seal(
+                payload,
+                pem,
+                round_id=round_id,
+                model_version=model_version,
+                participant=self.wallet.address,
+                num_samples=num_samples,
+            )
+        except CryptoError as exc:
+            raise ClientError(f"the update cannot be sealed: {exc}") from exc
+        digest = hashlib.sha256(envelope).digest()
+        deployments = self.chain.deployments
+        signature = self.wallet.sign_update(
+            chain_id=deployments.chain_id,
+            verifying_contract=deployments.addresses["ContributionLedger"],
+            round_id=round_id,
+            model_version=model_version,
+            payload_hash=digest,
+            num_samples=num_samples,
+        )
+        return PreparedUpdate(
+            round_id,
+            model_version,
+            num_samples,
+            envelope,
+            signature,
+            "0x" + digest.hex(),
+            key_id,
+            len(payload),
+        )
+
+    def _server_key(self) -> tuple[bytes, str]:
+        """The server's current public key (PEM) and its id, checked to belong together."""
+        key = self.api.current_key()
+        try:
+            pem = str(key["public_key_pem"]).encode()
+            key_id = key_id_of(pem)
+        except (KeyError, CryptoError) as exc:
+            raise ApiError(200, "malformed_response", f"the server's public key is unusable: {exc}") from exc
+        if key.get("key_id") != key_id:
+            raise ApiError(
+                200,
+                "malformed_response",
+                f"the server's key id {key.get('key_id')} does not match its key ({key_id})",
+            )
+        return pem, key_id
+
+    def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Submit (retrying with the same bytes) and check that the receipt is for this envelope."""
+        receipt = self.api.submit_update(
+            prepared.round_id, prepared.envelope, prepared.signature, progress=progress
+        )
+        if (
+            str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash
+            or receipt.get("round_id") != prepared.round_id
+        ):
+            raise ApiError(
+                202,
+                "receipt_mismatch",
+                f"the receipt {receipt.get('receipt_id')} is for {receipt.get('payload_hash')} in round "
+                f"{receipt.get('round_id')}, not this update ({prepared.payload_hash}, round {prepared.round_id})",
+            )
+        return receipt
