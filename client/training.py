@@ -15,6 +15,9 @@ Built-in trainers (mini-batch SGD, seeded, pure NumPy) for :class:`client.data.D
 - :class:`MLPClassifier`: one ReLU hidden layer, tensors ``hidden.weight``, ``hidden.bias``,
   ``output.weight``, ``output.bias``.
 
+Their forward pass and loss are the platform's (:mod:`fedledger.models`, which the server's holdout
+evaluation uses too); the trainers add the backward pass.
+
 :func:`trainer_for_spec` picks the built-in trainer whose tensor names and shapes match a model's spec, so a
 client can train whatever the federation's genesis model is, as long as it is one of these.
 
@@ -42,6 +45,7 @@ import numpy as np
 
 from client.data import Dataset
 from client.errors import TrainingError
+from fedledger import models as platform_models
 from fedledger.privacy import epsilon_after
 
 Weights = dict[str, np.ndarray]
@@ -215,9 +219,6 @@ class NumpyTrainer:
     def init_weights(self, rng: np.random.Generator | int = 0) -> Weights:
         raise NotImplementedError
 
-    def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
@@ -271,17 +272,20 @@ class NumpyTrainer:
 
     __call__ = train
 
+    def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The platform's forward pass (:func:`fedledger.models.logits`), the one the server evaluates."""
+        return platform_models.logits(weights, x)
+
     def evaluate(self, weights: Mapping[str, np.ndarray], data: Dataset) -> Metrics:
+        """Loss and accuracy on ``data``, computed exactly as the server's holdout evaluation does."""
         data = self.check_data(data)
-        with np.errstate(all="ignore"):
-            logits = self.logits(as_float32(weights), data.x)
-        if not np.isfinite(logits).all():
-            return Metrics(float("inf"), 0.0, len(data))
-        loss, _ = _softmax_cross_entropy(logits.astype(np.float64), data.y)
-        return Metrics(loss, float(np.mean(logits.argmax(axis=1) == data.y)), len(data))
+        loss, accuracy = platform_models.evaluate(as_float32(weights), data.x, data.y)
+        return Metrics(loss, accuracy, len(data))
 
     def predict(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        return self.logits(as_float32(weights), np.asarray(x, np.float32)).argmax(axis=1)
+        """The predicted class of each row of ``x``."""
+        predicted: np.ndarray = self.logits(as_float32(weights), np.asarray(x, np.float32)).argmax(axis=1)
+        return predicted
 
     def spec_arrays(self) -> Weights:
         return {name: np.zeros(shape, np.float32) for name, shape in self.spec().items()}
@@ -299,13 +303,10 @@ class SoftmaxRegression(NumpyTrainer):
     def init_weights(self, rng: np.random.Generator | int = 0) -> Weights:
         return self.spec_arrays()
 
-    def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        return x @ weights["dense.weight"] + weights["dense.bias"]
-
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
-        loss, d = _softmax_cross_entropy(self.logits(weights, x), y)
+        loss, d = platform_models.cross_entropy(self.logits(weights, x), y)
         return loss, {"dense.weight": x.T @ d, "dense.bias": d.sum(axis=0)}
 
 
@@ -339,16 +340,11 @@ class MLPClassifier(NumpyTrainer):
             "output.bias": np.zeros(self.n_classes, np.float32),
         }
 
-    def logits(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        hidden = np.maximum(x @ weights["hidden.weight"] + weights["hidden.bias"], 0)
-        return hidden @ weights["output.weight"] + weights["output.bias"]
-
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
-        pre = x @ weights["hidden.weight"] + weights["hidden.bias"]
-        hidden = np.maximum(pre, 0)
-        loss, d = _softmax_cross_entropy(hidden @ weights["output.weight"] + weights["output.bias"], y)
+        pre, hidden, z = platform_models.mlp_forward(weights, x)
+        loss, d = platform_models.cross_entropy(z, y)
         d_hidden = (d @ weights["output.weight"].T) * (pre > 0)
         return loss, {
             "output.weight": hidden.T @ d,

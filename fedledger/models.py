@@ -1,7 +1,8 @@
 """The model families the platform trains out of the box, as named float32 arrays.
 
-Both the server (holdout evaluation, quality scores, rollback) and the organizations' trainers use these
-forward passes, so a loss means the same thing on both sides.
+This module holds their one forward pass and loss: the server (holdout evaluation, quality scores,
+rollback) and the organizations' trainers (``client/training.py``, which adds the backward pass) both call
+these functions, so a loss means the same thing on both sides.
 
 - ``softmax``: ``dense.weight`` (features, classes), ``dense.bias`` (classes)
 - ``mlp``: ``hidden.weight`` (features, hidden), ``hidden.bias``, ``output.weight`` (hidden, classes),
@@ -21,10 +22,11 @@ MLP_TENSORS = frozenset({"hidden.weight", "hidden.bias", "output.weight", "outpu
 
 
 class UnknownModelFamily(ValueError):
-    pass
+    """The tensors match none of the built-in model families."""
 
 
 def family_of(weights: Weights) -> str:
+    """``"softmax"`` or ``"mlp"`` from the tensor names; :class:`UnknownModelFamily` otherwise."""
     names = frozenset(weights)
     if names == SOFTMAX_TENSORS:
         return "softmax"
@@ -34,6 +36,7 @@ def family_of(weights: Weights) -> str:
 
 
 def init_softmax(features: int, classes: int) -> dict[str, np.ndarray]:
+    """A zero softmax-regression model."""
     return {
         "dense.weight": np.zeros((features, classes), np.float32),
         "dense.bias": np.zeros(classes, np.float32),
@@ -41,6 +44,7 @@ def init_softmax(features: int, classes: int) -> dict[str, np.ndarray]:
 
 
 def init_mlp(features: int, hidden: int, classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """An MLP with He-scaled Gaussian weights and zero biases."""
     scale = np.sqrt(2.0 / features)
     return {
         "hidden.weight": (rng.standard_normal((features, hidden)) * scale).astype(np.float32),
@@ -50,16 +54,40 @@ def init_mlp(features: int, hidden: int, classes: int, rng: np.random.Generator)
     }
 
 
+def mlp_forward(weights: Weights, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The MLP's forward pass: hidden pre-activation, hidden ReLU output and logits (the backward pass
+    needs all three)."""
+    pre: np.ndarray = X @ weights["hidden.weight"] + weights["hidden.bias"]
+    hidden = np.maximum(pre, 0)
+    out: np.ndarray = hidden @ weights["output.weight"] + weights["output.bias"]
+    return pre, hidden, out
+
+
 def logits(weights: Weights, X: np.ndarray) -> np.ndarray:
+    """The forward pass: class scores of each row of ``X`` (the family is told by the tensor names)."""
+    out: np.ndarray
     if family_of(weights) == "softmax":
-        return X @ weights["dense.weight"] + weights["dense.bias"]
-    hidden = np.maximum(X @ weights["hidden.weight"] + weights["hidden.bias"], 0.0)
-    return hidden @ weights["output.weight"] + weights["output.bias"]
+        out = X @ weights["dense.weight"] + weights["dense.bias"]
+    else:
+        _, _, out = mlp_forward(weights, X)
+    return out
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, exact (shifted by the row maximum, no clamping of probabilities)."""
     z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    out: np.ndarray = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return out
+
+
+def cross_entropy(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of logits ``z`` for labels ``y``, and its gradient with respect to ``z``."""
+    log_probs = log_softmax(z)
+    n = len(y)
+    loss = float(-np.mean(log_probs[np.arange(n), y]))
+    grad = np.exp(log_probs)
+    grad[np.arange(n), y] -= 1.0
+    return loss, grad / n
 
 
 def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -68,8 +96,7 @@ def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, flo
         z = logits(weights, X.astype(np.float32))
         if not np.isfinite(z).all():
             return float("inf"), 0.0
-        logp = log_softmax(z.astype(np.float64))
-    loss = float(-logp[np.arange(len(y)), y].mean())
+        loss, _ = cross_entropy(z.astype(np.float64), y)
     accuracy = float((z.argmax(axis=1) == y).mean())
     return loss, accuracy
 
@@ -85,22 +112,19 @@ def train_softmax(
     rng: np.random.Generator,
     l2: float = 1e-4,
 ) -> dict[str, np.ndarray]:
-    """Mini-batch SGD on the softmax model's cross-entropy; returns new weights (inputs untouched)."""
-    W = np.array(weights["dense.weight"], dtype=np.float32)
-    b = np.array(weights["dense.bias"], dtype=np.float32)
-    classes = W.shape[1]
-    onehot = np.eye(classes, dtype=np.float32)[y]
+    """Mini-batch SGD on the softmax model's cross-entropy; returns new weights (inputs untouched).
+
+    L2 applies to the weight matrix only.
+    """
+    model = {name: np.array(weights[name], dtype=np.float32) for name in ("dense.weight", "dense.bias")}
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for start in range(0, len(y), batch):
             idx = order[start : start + batch]
-            z = X[idx] @ W + b
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            g = (p - onehot[idx]) / len(idx)
-            W -= lr * (X[idx].T @ g + l2 * W)
-            b -= lr * g.sum(axis=0)
-    return {"dense.weight": W, "dense.bias": b}
+            _, g = cross_entropy(logits(model, X[idx]), y[idx])
+            model["dense.weight"] -= lr * (X[idx].T @ g + l2 * model["dense.weight"])
+            model["dense.bias"] -= lr * g.sum(axis=0)
+    return model
 
 
 def train_mlp(
@@ -114,20 +138,17 @@ def train_mlp(
     rng: np.random.Generator,
     l2: float = 1e-4,
 ) -> dict[str, np.ndarray]:
-    """Mini-batch SGD on the MLP's cross-entropy (ReLU hidden layer); returns new weights."""
+    """Mini-batch SGD on the MLP's cross-entropy (ReLU hidden layer); returns new weights.
+
+    L2 applies to the weight matrices only.
+    """
     w = {name: np.array(weights[name], dtype=np.float32) for name in MLP_TENSORS}
-    classes = w["output.bias"].shape[0]
-    onehot = np.eye(classes, dtype=np.float32)[y]
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for start in range(0, len(y), batch):
             idx = order[start : start + batch]
-            pre = X[idx] @ w["hidden.weight"] + w["hidden.bias"]
-            hidden = np.maximum(pre, 0.0)
-            z = hidden @ w["output.weight"] + w["output.bias"]
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            g = (p - onehot[idx]) / len(idx)
+            pre, hidden, z = mlp_forward(w, X[idx])
+            _, g = cross_entropy(z, y[idx])
             g_hidden = (g @ w["output.weight"].T) * (pre > 0)
             w["output.weight"] -= lr * (hidden.T @ g + l2 * w["output.weight"])
             w["output.bias"] -= lr * g.sum(axis=0)
