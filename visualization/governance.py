@@ -10,34 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
-from enum import IntEnum
 from typing import Any
 
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
+from fedledger.chain.governance import ProposalState, VoteType
 from fedledger.chain.params import STRATEGY_NAMES, WAD, WEIGHTING_NAMES, ProtocolParams
 from visualization.data import Chain
-
-
-class ProposalState(IntEnum):
-    # IGovernor.ProposalState
-    Pending = 0
-    Active = 1
-    Canceled = 2
-    Defeated = 3
-    Succeeded = 4
-    Queued = 5
-    Expired = 6
-    Executed = 7
-
-
-class Support(IntEnum):
-    # GovernorCountingSimple.VoteType
-    Against = 0
-    For = 1
-    Abstain = 2
-
 
 # --------------------------------------------------------------------------------- governed parameters
 
@@ -314,7 +294,7 @@ class Governance:
             ],
         )
 
-    def cast_vote_calldata(self, proposal_id: int, support: Support) -> str:
+    def cast_vote_calldata(self, proposal_id: int, support: VoteType) -> str:
         return self.governor.encode_abi("castVote", args=[int(proposal_id), int(support)])
 
     def queue_calldata(self, proposal: Proposal) -> str:

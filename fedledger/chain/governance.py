@@ -16,20 +16,24 @@ from fedledger.chain.tx import send_transaction
 
 
 class ProposalState(IntEnum):
-    pending = 0
-    active = 1
-    canceled = 2
-    defeated = 3
-    succeeded = 4
-    queued = 5
-    expired = 6
-    executed = 7
+    """``IGovernor.ProposalState`` (OpenZeppelin 5), with the contract's names."""
+
+    Pending = 0
+    Active = 1
+    Canceled = 2
+    Defeated = 3
+    Succeeded = 4
+    Queued = 5
+    Expired = 6
+    Executed = 7
 
 
 class VoteType(IntEnum):
-    against = 0
-    for_ = 1
-    abstain = 2
+    """``GovernorCountingSimple.VoteType``: the ``support`` argument of ``castVote``."""
+
+    Against = 0
+    For = 1
+    Abstain = 2
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from web3 import Web3
 
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import free_port
+from fedledger.chain.governance import ProposalState
 from fedledger.chain.params import WAD
 from tests.middleware.conftest import World, ensure_enrolled, login
 from tests.visualization.conftest import (
@@ -36,7 +37,7 @@ from tests.visualization.conftest import (
 )
 from tests.visualization.eip1193 import BINDING, INIT_SCRIPT, TestWallet
 from visualization.data import fmt_amount
-from visualization.governance import ProposalState, proposal_id, spec_by_name
+from visualization.governance import proposal_id, spec_by_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 

@@ -9,13 +9,12 @@ from eth_account import Account
 from web3 import Web3
 
 from fedledger.chain.deployments import Deployments
+from fedledger.chain.governance import ProposalState, VoteType
 from fedledger.chain.params import WAD
 from tests.visualization.conftest import dashboard_account, mine
 from visualization.data import Chain, fmt_amount, fmt_tokens
 from visualization.governance import (
     Governance,
-    ProposalState,
-    Support,
     parameter_specs,
     proposal_id,
     settable_specs,
@@ -117,7 +116,7 @@ def test_a_proposal_the_wallet_sends_is_listed_voted_and_decoded(
     assert listed.actions[0].summary == f"ProtocolParameters.setParameter(max_round_extensions → {raw})"
     assert listed.has_voted is False and listed.voting_power is None  # before the snapshot
 
-    vote = gov.cast_vote_calldata(pid, Support.For)
+    vote = gov.cast_vote_calldata(pid, VoteType.For)
     early = gov.chain.simulate(proposer, gov.address, vote)
     assert early.startswith("GovernorUnexpectedProposalState")
     assert explain(early) == (

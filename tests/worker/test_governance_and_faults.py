@@ -36,14 +36,14 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
     pid = governance.propose(w3, deployments, proposer, proposal)
     mine(platform, 2)  # voting delay: 1 block
     for index in ORGS[:5]:  # 5 x 10k votes >= the 4 % quorum of 1M
-        governance.vote(w3, deployments, dev_private_key(index), pid, governance.VoteType.for_)
+        governance.vote(w3, deployments, dev_private_key(index), pid, governance.VoteType.For)
     mine(platform, 21)  # voting period: 20 blocks
-    assert governance.state(w3, deployments, pid) == governance.ProposalState.succeeded
+    assert governance.state(w3, deployments, pid) == governance.ProposalState.Succeeded
     governance.queue(w3, deployments, proposer, proposal)
     w3.provider.make_request("evm_increaseTime", [11])  # timelock delay: 10 s
     mine(platform, 1)
     governance.execute(w3, deployments, proposer, proposal)
-    assert governance.state(w3, deployments, pid) == governance.ProposalState.executed
+    assert governance.state(w3, deployments, pid) == governance.ProposalState.Executed
 
     second = platform.open_round(quorum=3)
     assert second["strategy"] == "median"

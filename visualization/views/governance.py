@@ -6,9 +6,10 @@ import time
 
 import streamlit as st
 
+from fedledger.chain.governance import ProposalState, VoteType
 from visualization import charts
 from visualization.data import fmt_amount, fmt_tokens, short_address, tokens
-from visualization.governance import Governance, Proposal, ProposalState, Support, proposal_id, settable_specs
+from visualization.governance import Governance, Proposal, proposal_id, settable_specs
 from visualization.session import Context, keep_showing, transaction_button
 
 
@@ -135,7 +136,7 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
                 if keep_showing(f"vote-{p.id}", not p.has_voted):
                     choice = st.radio(
                         "Your vote",
-                        [s.name for s in Support],
+                        [s.name for s in VoteType],
                         index=1,
                         horizontal=True,
                         key=f"support-{p.id}",
@@ -147,7 +148,7 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
                         key=f"tx-vote-{p.id}",
                         label=f"Vote {choice}",
                         to=gov.address,
-                        data=gov.cast_vote_calldata(p.id, Support[choice]),
+                        data=gov.cast_vote_calldata(p.id, VoteType[choice]),
                         sender=voter,
                         describe=f"Vote {choice} on “{p.title}”",
                         disabled=bool(p.has_voted),
