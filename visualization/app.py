@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from visualization.data import ApiError, ApiUnavailable  # noqa: E402
+from client.errors import ApiError, ApiUnreachableError  # noqa: E402
 from visualization.session import build_context, show_flash, transactions_sidebar, wallet_sidebar  # noqa: E402
 from visualization.views import contributions, governance, overview, token, training  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
     show_flash()
     try:
         PAGES[page][1](ctx)
-    except ApiUnavailable as exc:
+    except ApiUnreachableError as exc:
         st.error(f"The API is not reachable: {exc}")
     except ApiError as exc:
         st.error(f"The API answered with an error: {exc}")

@@ -15,6 +15,8 @@ import httpx
 from eth_utils import to_checksum_address
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
+from client.api import error_from_response
+from client.errors import ApiError, ApiUnreachableError, ClientError
 from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ProtocolParams, read_params
 from fedledger.chain.reader import ChainReader, RegistryStatus, TokenFigures
@@ -23,25 +25,23 @@ from fedledger.config import Settings
 
 
 class DashboardError(RuntimeError):
-    """Something the dashboard needs is unreachable or answered unexpectedly; the message says what."""
+    """Something the dashboard needs is unreachable or answered unexpectedly; the message says what.
 
-
-class ApiUnavailable(DashboardError):
-    """The API did not answer (connection refused, timeout)."""
-
-
-class ApiError(DashboardError):
-    """The API answered with an error status; ``code`` is its machine-readable error code."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
+    The API's refusals are the organization client's typed errors (:class:`client.errors.ApiError`, with
+    ``status``, ``code`` and ``detail``; :class:`~client.errors.ApiUnreachableError` when it did not answer):
+    one error type for every caller of the API. :data:`DASHBOARD_ERRORS` catches both kinds.
+    """
 
 
 class ChainUnavailable(DashboardError):
     """The chain's RPC endpoint did not answer, or serves another chain than the deployments'."""
+
+
+# The API's own errors carry a code; its framework's 404 for an unknown route has none (client.api's
+# error_from_response then names it after the status).
+NO_ROUTE = "http_404"
+
+DASHBOARD_ERRORS: tuple[type[Exception], ...] = (DashboardError, ClientError)
 
 
 @dataclass(frozen=True)
@@ -84,19 +84,11 @@ class Api:
         try:
             response = self._client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiUnavailable(
+            raise ApiUnreachableError(
                 f"the API at {self.base_url} is not reachable: {type(exc).__name__}: {exc}"
             ) from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            if not isinstance(body, dict):
-                body = {}
-            # The API's own errors carry ``error``; a bare ``detail`` is the framework's (e.g. no such route).
-            code = str(body.get("error") or ("no_route" if response.status_code == 404 else "http_error"))
-            raise ApiError(response.status_code, code, str(body.get("detail") or response.reason_phrase))
+            raise error_from_response(response)
         return response.json()
 
     # --- public reads ------------------------------------------------------------------------------
@@ -177,7 +169,7 @@ class Api:
         try:
             return self._request("GET", f"/v1/rewards/{address}", token=token)
         except ApiError as exc:
-            if exc.status == 404 and exc.code == "no_route":
+            if exc.status == 404 and exc.code == NO_ROUTE:
                 return None
             if exc.status == 404:
                 return []

@@ -23,10 +23,10 @@ from typing import Any
 import streamlit as st
 
 from visualization.data import (
+    DASHBOARD_ERRORS,
     Api,
     Chain,
     DashboardConfig,
-    DashboardError,
     deployments_from_json,
     short_address,
 )
@@ -159,7 +159,7 @@ def wallet_sidebar(ctx: Context) -> None:
         st.session_state[WALLET] = {"address": address, "chain_id": chain_id}
         try:
             issued = ctx.api.nonce(address, domain=_page_host(result))
-        except DashboardError as exc:
+        except DASHBOARD_ERRORS as exc:
             st.error(f"Could not start sign-in: {exc}")
             return
         st.session_state[CHALLENGE] = {
@@ -193,7 +193,7 @@ def wallet_sidebar(ctx: Context) -> None:
         return
     try:
         token = ctx.api.login(challenge["message"], str(response.result))
-    except DashboardError as exc:
+    except DASHBOARD_ERRORS as exc:
         st.session_state.pop(CHALLENGE, None)
         st.error(f"Sign-in refused: {exc}")
         return
@@ -211,7 +211,7 @@ def wallet_sidebar(ctx: Context) -> None:
 def _signed_in_panel(ctx: Context, auth: dict[str, Any]) -> None:
     try:
         me = ctx.api.me(auth["token"])
-    except DashboardError as exc:
+    except DASHBOARD_ERRORS as exc:
         if getattr(exc, "status", None) == 401:
             sign_out()
             flash("warning", "The API no longer accepts your session: sign in again.")

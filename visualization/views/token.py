@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from visualization import charts, tables
-from visualization.data import DashboardError, fmt_amount, fmt_tokens, tokens
+from visualization.data import DASHBOARD_ERRORS, fmt_amount, fmt_tokens, tokens
 from visualization.session import Context, keep_showing, transaction_button
 
 
@@ -61,7 +61,7 @@ def render(ctx: Context) -> None:
     account = chain.account(address)
     try:
         me = ctx.api.me(auth["token"])
-    except DashboardError as exc:
+    except DASHBOARD_ERRORS as exc:
         st.warning(f"The API did not return your organization: {exc}")
         me = None
     cols = st.columns(4)
