@@ -70,11 +70,13 @@ class RetryPolicy:
             raise ValueError("jitter must be in [0, 1]")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The delay before retrying after failed attempt ``attempt`` (1-based), jittered with ``rng``."""
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return delay * (1.0 - self.jitter * rng.random())
+        return float(delay * (1.0 - self.jitter * rng.random()))
 
     @staticmethod
     def retryable_status(status: int) -> bool:
+        """429 and 5xx are worth retrying; every other status is final."""
         return status == 429 or status >= 500
 
 
@@ -192,9 +194,11 @@ class FedLedgerApi:
 
     @property
     def base_url(self) -> str:
+        """The API's base URL."""
         return str(self.http.base_url)
 
     def close(self) -> None:
+        """Close the HTTP client if this object made it."""
         if self._owns_http:
             self.http.close()
 
@@ -278,12 +282,28 @@ class FedLedgerApi:
             response = self.send(method, path, headers=headers, **kwargs)
         return self._checked(response)
 
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        body = self._json(response)
+        if not isinstance(body, dict):
+            raise ApiError(
+                response.status_code,
+                "malformed_response",
+                f"{response.request.method} {response.request.url.path} must answer a JSON object",
+            )
+        return body
+
     def get_json(self, path: str, *, auth: bool = False) -> Any:
+        """The decoded JSON body of ``GET path`` (any JSON value)."""
         return self._json(self.request("GET", path, auth=auth))
+
+    def get_object(self, path: str, *, auth: bool = False) -> dict[str, Any]:
+        """The JSON object ``GET path`` answers (:class:`ApiError` ``malformed_response`` for anything else)."""
+        return self._object(self.request("GET", path, auth=auth))
 
     # ------------------------------------------------------------------------------------ sign-in
     @property
     def signed_in(self) -> bool:
+        """Whether a token is held that is not about to expire."""
         return self._token is not None and time.time() < self._token_expires - TOKEN_RENEW_MARGIN
 
     def _ensure_token(self) -> str:
@@ -300,7 +320,9 @@ class FedLedgerApi:
             )
         last: AuthenticationError | None = None
         for _ in range(3):
-            challenge = self._json(self.send("POST", "/v1/auth/nonce", json={"address": self.wallet.address}))
+            challenge = self._object(
+                self.send("POST", "/v1/auth/nonce", json={"address": self.wallet.address})
+            )
             message = challenge.get("message")
             if not isinstance(message, str):
                 raise ApiError(200, "malformed_response", "the nonce response has no message to sign")
@@ -311,7 +333,7 @@ class FedLedgerApi:
                 json={"message": message, "signature": self.wallet.sign_message(message)},
             )
             try:
-                session = self._json(response)
+                session = self._object(response)
             except AuthenticationError as exc:
                 # A retried login whose first attempt reached the server finds its nonce consumed: new nonce.
                 if exc.code in _NONCE_RETRY_CODES:
@@ -350,46 +372,56 @@ class FedLedgerApi:
             )
 
     def logout(self) -> None:
+        """Forget the token (the next signed-in request signs in again)."""
         self._token = None
         self._token_expires = 0.0
 
     # ------------------------------------------------------------------------------------ endpoints
     def register(self, org_name: str, encryption_key_id: str | None = None) -> dict[str, Any]:
+        """Register (or rename) the signed-in wallet's organization; idempotent."""
         body: dict[str, Any] = {"org_name": org_name}
         if encryption_key_id is not None:
             body["encryption_key_id"] = encryption_key_id
-        return self._json(self.request("POST", "/v1/participants", json=body))
+        return self._object(self.request("POST", "/v1/participants", json=body))
 
     def me(self) -> dict[str, Any]:
-        return self.get_json("/v1/participants/me", auth=True)
+        """The signed-in organization's participant record (``GET /v1/participants/me``)."""
+        return self.get_object("/v1/participants/me", auth=True)
 
     def deployments(self) -> dict[str, Any]:
-        return self.get_json("/v1/chain/deployments")
+        """The contract deployments the API uses (``GET /v1/chain/deployments``)."""
+        return self.get_object("/v1/chain/deployments")
 
     def current_key(self) -> dict[str, Any]:
-        return self.get_json("/v1/keys/current")
+        """The server's current encryption key (``public_key_pem``, ``key_id``)."""
+        return self.get_object("/v1/keys/current")
 
     def current_model(self) -> dict[str, Any]:
-        return self.get_json("/v1/models/current")
+        """The active model's metadata."""
+        return self.get_object("/v1/models/current")
 
     def model(self, version: int) -> dict[str, Any]:
-        return self.get_json(f"/v1/models/{int(version)}")
+        """One model version's metadata."""
+        return self.get_object(f"/v1/models/{int(version)}")
 
     def model_weights(self, version: int) -> bytes:
+        """One model version's weights (safetensors bytes, verified by the caller)."""
         return self.request("GET", f"/v1/models/{int(version)}/weights", auth=False).content
 
     def current_round(self) -> dict[str, Any]:
-        return self.get_json("/v1/rounds/current")
+        """The round in progress (or the latest one)."""
+        return self.get_object("/v1/rounds/current")
 
     def round(self, round_id: int) -> dict[str, Any]:
-        return self.get_json(f"/v1/rounds/{int(round_id)}")
+        """One round's public record."""
+        return self.get_object(f"/v1/rounds/{int(round_id)}")
 
     def submit_update(
         self, round_id: int, envelope: bytes, signature: str, *, progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
         """POST the sealed envelope; retried with the same bytes, so a lost answer yields the same receipt."""
         headers = {"X-Update-Signature": signature, "Content-Type": "application/octet-stream"}
-        return self._json(
+        return self._object(
             self.request(
                 "POST",
                 f"/v1/rounds/{int(round_id)}/updates",

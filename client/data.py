@@ -38,21 +38,26 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Standardizer:
+        """Column means and standard deviations of ``x`` (a constant column keeps a scale of 1)."""
         mean = x.mean(axis=0).astype(np.float32)
         std = x.std(axis=0).astype(np.float32)
         std[std < 1e-8] = 1.0
         return cls(mean, std)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        """``x`` standardized with these statistics, as float32."""
         if x.shape[1] != self.mean.shape[0]:
             raise DataError(f"the standardizer has {self.mean.shape[0]} columns, the data {x.shape[1]}")
-        return ((x - self.mean) / self.std).astype(np.float32)
+        scaled: np.ndarray = ((x - self.mean) / self.std).astype(np.float32)
+        return scaled
 
     def save(self, path: Path | str) -> None:
+        """Write the statistics as JSON."""
         Path(path).write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist()}))
 
     @classmethod
     def load(cls, path: Path | str) -> Standardizer:
+        """Read statistics written by :meth:`save`."""
         try:
             raw = json.loads(Path(path).read_text())
             return cls(np.asarray(raw["mean"], np.float32), np.asarray(raw["std"], np.float32))
@@ -62,6 +67,8 @@ class Standardizer:
 
 @dataclass(frozen=True)
 class Dataset:
+    """Features ``x`` (float32, rows are samples) and integer labels ``y``."""
+
     x: np.ndarray
     y: np.ndarray
     feature_names: tuple[str, ...] = ()
@@ -76,13 +83,16 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Number of feature columns."""
         return int(self.x.shape[1])
 
     @property
     def n_classes(self) -> int:
+        """Number of classes (largest label + 1)."""
         return int(self.y.max()) + 1 if len(self.y) else 0
 
     def subset(self, index: np.ndarray | Sequence[int]) -> Dataset:
+        """The rows at ``index``, as a new data set."""
         index = np.asarray(index, dtype=np.int64)
         return Dataset(self.x[index], self.y[index], self.feature_names, self.standardizer)
 

@@ -39,6 +39,7 @@ class ClientError(Exception):
 
     @property
     def message(self) -> str:
+        """The error's message (what to do about it)."""
         return str(self)
 
 

@@ -88,6 +88,7 @@ def compute_delta(local: Mapping[str, np.ndarray], global_: Mapping[str, np.ndar
 
 
 def apply_delta(global_: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> Weights:
+    """``global + delta``, per tensor, float32 (the inverse of :func:`compute_delta`)."""
     check_compatible(global_, delta, "delta")
     return {
         name: (np.asarray(global_[name], np.float32) + np.asarray(delta[name], np.float32))
@@ -96,6 +97,7 @@ def apply_delta(global_: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarra
 
 
 def global_norm(tensors: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of all tensors together (float64 accumulation)."""
     return float(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in tensors.values())))
 
 
@@ -120,6 +122,8 @@ def train_locally(
 # --------------------------------------------------------------------------------------------- local DP
 @dataclass(frozen=True)
 class DPReport:
+    """What local DP did to one delta: its norm before clipping, whether it was clipped, the noise's std."""
+
     norm_before: float
     clipped: bool
     noise_std: float
@@ -141,6 +145,7 @@ class LocalDP:
     def privatize(
         self, delta: Mapping[str, np.ndarray], rng: np.random.Generator
     ) -> tuple[Weights, DPReport]:
+        """The clipped and noised delta, and the report of what was done."""
         clipped, norm = clip_by_global_norm(delta, self.clip_norm)
         std = self.noise_multiplier * self.clip_norm
         if std > 0:
@@ -168,11 +173,14 @@ def dp_epsilon(noise_multiplier: float, rounds: int, delta: float = 1e-5) -> flo
 # --------------------------------------------------------------------------------------------- models
 @dataclass(frozen=True)
 class Metrics:
+    """Loss and accuracy of a model on a data set of ``samples`` rows."""
+
     loss: float
     accuracy: float
     samples: int
 
     def as_dict(self) -> dict[str, float | int]:
+        """The metrics as a JSON-friendly dict."""
         return {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
 
 
@@ -214,21 +222,26 @@ class NumpyTrainer:
 
     # subclasses
     def spec(self) -> dict[str, tuple[int, ...]]:
+        """``{tensor name: shape}`` of this architecture."""
         raise NotImplementedError
 
     def init_weights(self, rng: np.random.Generator | int = 0) -> Weights:
+        """Initial weights for this architecture (seeded)."""
         raise NotImplementedError
 
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
+        """Mean loss on the batch and its gradient for every tensor (the backward pass)."""
         raise NotImplementedError
 
     # shared
     def with_progress(self, progress: EpochCallback | None) -> NumpyTrainer:
+        """A copy of this trainer that calls ``progress(epochs done, epochs in total)`` after every epoch."""
         return replace(self, progress=progress)
 
     def check_data(self, data: Any) -> Dataset:
+        """``data`` as a :class:`Dataset` this trainer can use, or :class:`TrainingError` saying why not."""
         if not isinstance(data, Dataset):
             raise TrainingError(
                 f"{type(self).__name__} trains on a client.data.Dataset, got {type(data).__name__}"
@@ -246,6 +259,7 @@ class NumpyTrainer:
         return data
 
     def train(self, weights: Mapping[str, np.ndarray], data: Any, rng: np.random.Generator) -> Weights:
+        """Train a copy of ``weights`` on ``data`` for ``epochs`` epochs; returns the new weights."""
         data = self.check_data(data)
         w = as_float32(weights)
         check_compatible(self.spec_arrays(), w, "initial weights")
@@ -288,6 +302,7 @@ class NumpyTrainer:
         return predicted
 
     def spec_arrays(self) -> Weights:
+        """Zero arrays of this architecture's shapes."""
         return {name: np.zeros(shape, np.float32) for name, shape in self.spec().items()}
 
 
@@ -298,14 +313,17 @@ class SoftmaxRegression(NumpyTrainer):
     learning_rate: float = 0.3
 
     def spec(self) -> dict[str, tuple[int, ...]]:
+        """``dense.weight`` (features, classes) and ``dense.bias`` (classes)."""
         return {"dense.weight": (self.n_features, self.n_classes), "dense.bias": (self.n_classes,)}
 
     def init_weights(self, rng: np.random.Generator | int = 0) -> Weights:
+        """Zero weights (the loss is convex: any start converges)."""
         return self.spec_arrays()
 
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
+        """Cross-entropy and its gradients for ``dense.weight`` and ``dense.bias``."""
         loss, d = platform_models.cross_entropy(self.logits(weights, x), y)
         return loss, {"dense.weight": x.T @ d, "dense.bias": d.sum(axis=0)}
 
@@ -319,6 +337,7 @@ class MLPClassifier(NumpyTrainer):
     momentum: float = 0.9
 
     def spec(self) -> dict[str, tuple[int, ...]]:
+        """``hidden.*`` (features, hidden) and ``output.*`` (hidden, classes) tensors."""
         return {
             "hidden.weight": (self.n_features, self.hidden),
             "hidden.bias": (self.hidden,),
@@ -343,6 +362,7 @@ class MLPClassifier(NumpyTrainer):
     def loss_and_gradients(
         self, weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> tuple[float, Weights]:
+        """Cross-entropy and its gradients, back-propagated through the ReLU hidden layer."""
         pre, hidden, z = platform_models.mlp_forward(weights, x)
         loss, d = platform_models.cross_entropy(z, y)
         d_hidden = (d @ weights["output.weight"].T) * (pre > 0)

@@ -71,7 +71,7 @@ class Wallet:
     # ------------------------------------------------------------------------------------------- signing
     def sign_message(self, text: str) -> str:
         """EIP-191 ``personal_sign`` of ``text`` (what Sign-In with Ethereum asks for); 0x-hex."""
-        return Account.sign_message(encode_defunct(text=text), self._key).signature.to_0x_hex()
+        return str(Account.sign_message(encode_defunct(text=text), self._key).signature.to_0x_hex())
 
     def sign_update(
         self,
@@ -97,6 +97,7 @@ class Wallet:
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_private_key(cls, private_key: str) -> Wallet:
+        """A wallet from a 0x-hex private key; :class:`WalletError` if it is not one."""
         return cls(private_key)
 
     @classmethod

@@ -76,7 +76,7 @@ class Deployments:
     def contract(self, w3: Web3, name: str) -> Contract:
         if name not in self.addresses:
             raise DeploymentsError(f"unknown contract {name!r}; known: {sorted(self.addresses)}")
-        return w3.eth.contract(address=self.addresses[name], abi=self.abis[name])
+        return w3.eth.contract(address=Web3.to_checksum_address(self.addresses[name]), abi=self.abis[name])
 
     def check_chain(self, w3: Web3) -> None:
         """Refuse to use addresses of one chain on another (a redeployed dev node, a wrong RPC URL)."""
@@ -86,7 +86,7 @@ class Deployments:
                 f"deployments are for chain {self.chain_id} but the RPC serves chain {actual}"
             )
         token = self.addresses["RewardToken"]
-        if not w3.eth.get_code(token):
+        if not w3.eth.get_code(Web3.to_checksum_address(token)):
             raise DeploymentsError(
                 f"no contract code at RewardToken {token}: the chain was reset since the deploy; redeploy"
             )

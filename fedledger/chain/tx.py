@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import decode
 from eth_account import Account
@@ -74,7 +74,9 @@ def send_transaction(w3: Web3, call: ContractFunction, private_key: str, gas: in
     except ContractLogicError as exc:
         # Nodes differ in where the revert data sits (Hardhat also adds a text message); the selector decides.
         data = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
-        decoded = decode_custom_error(abi, data) if isinstance(data, str) else None
+        decoded = (
+            decode_custom_error(cast(list[dict[str, Any]], abi), data) if isinstance(data, str) else None
+        )
         if decoded:
             name, args = decoded
             raise TransactionReverted(f"{call.fn_name} reverted with {name}{args}", name, args) from exc
