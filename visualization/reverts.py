@@ -10,7 +10,7 @@ import ast
 import re
 from typing import Any
 
-from visualization.governance import ProposalState
+from fedledger.chain.governance import ProposalState
 
 _CALL = re.compile(r"^(?P<name>\w+)(?P<args>\(.*\))?$", re.DOTALL)
 
