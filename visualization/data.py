@@ -18,7 +18,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound
 from client.api import error_from_response
 from client.errors import ApiError, ApiUnreachableError, ClientError
 from fedledger.chain.deployments import Deployments, DeploymentsError
-from fedledger.chain.params import WAD, ProtocolParams, read_params
+from fedledger.chain.params import WAD, ProtocolParams
 from fedledger.chain.reader import ChainReader, RegistryStatus, TokenFigures
 from fedledger.chain.tx import decode_custom_error
 from fedledger.config import Settings
@@ -232,30 +232,26 @@ class Chain:
         return int(self.w3.eth.block_number)
 
     def params(self) -> ProtocolParams:
-        return read_params(self.reader.parameters)
+        return self.reader.params()
 
     def token_figures(self) -> TokenFigures:
         return self.reader.token_figures()
 
     def account(self, address: str) -> AccountView:
         address = to_checksum_address(address)
-        token = self.reader.token
-        delegate = token.functions.delegates(address).call()
         enrollment = self.reader.enrollment(address)
         return AccountView(
             address=address,
-            balance=int(token.functions.balanceOf(address).call()),
-            votes=int(token.functions.getVotes(address).call()),
-            delegate=None if int(delegate, 16) == 0 else to_checksum_address(delegate),
+            balance=self.reader.balance_of(address),
+            votes=self.reader.votes(address),
+            delegate=self.reader.delegate_of(address),
             registry_status=enrollment.status,
             stake=enrollment.stake,
             byzantine_count=enrollment.byzantine_count,
         )
 
     def claimed(self, round_id: int, address: str) -> bool:
-        return bool(
-            self.reader.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call()
-        )
+        return self.reader.claimed(round_id, address)
 
     # --- transactions the wallet sends ------------------------------------------------------------
     def claim_calldata(self, round_id: int, account: str, amount: int, proof: list[str]) -> str:

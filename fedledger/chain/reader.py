@@ -126,6 +126,15 @@ class ChainReader:
         """Token balance of ``address``, in token wei."""
         return int(self.token.functions.balanceOf(to_checksum_address(address)).call())
 
+    def votes(self, address: str) -> int:
+        """Current voting power of ``address`` (ERC-5805: only delegated tokens carry votes)."""
+        return int(self.token.functions.getVotes(to_checksum_address(address)).call())
+
+    def delegate_of(self, address: str) -> str | None:
+        """Whom ``address`` delegated its votes to; None when it has not delegated."""
+        delegate = str(self.token.functions.delegates(to_checksum_address(address)).call())
+        return None if int(delegate, 16) == 0 else to_checksum_address(delegate)
+
     def allowance(self, owner: str, spender: str) -> int:
         """Token wei ``spender`` may still move from ``owner``'s balance."""
         return int(
