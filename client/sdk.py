@@ -235,20 +235,10 @@ class Organization:
         return builtin_trainer(model.spec, self.participation.trainer_options, progress)
 
     def train(
-        self,
-        model: VerifiedModel,
-        data: Any,
-        trainer: TrainFn | None = None,
-        *,
-        seed: int | np.random.Generator | None = None,
-        num_samples: int | None = None,
-        eval_data: Any = None,
-        progress: EpochCallback | None = None,
+        self, model: VerifiedModel, data: Any, trainer: TrainFn | None = None, **options: Any
     ) -> LocalTraining:
-        """Train locally from the verified global weights; returns the (optionally privatized) delta."""
-        return self.participation.train(
-            model, data, trainer, seed=seed, num_samples=num_samples, eval_data=eval_data, progress=progress
-        )
+        """Train locally from the verified global weights (see :meth:`Participation.train`)."""
+        return self.participation.train(model, data, trainer, **options)
 
     # -------------------------------------------------------------------------------------- updates
     def prepare_update(
