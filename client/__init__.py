@@ -1,7 +1,9 @@
 """The fedledger organization client: SDK, API client, wallet, local training and data helpers.
 
 - :class:`~client.sdk.Organization`: sign in, register, stake, pull and verify models, train, submit
-  sealed signed updates, wait for rounds, claim rewards (``client.sdk``);
+  sealed signed updates, wait for rounds, claim rewards (``client.sdk``, a facade over ``client.chain``,
+  ``membership``, ``models``, ``local_update``, ``sealing``, ``spool``, ``rounds``, ``participation`` and
+  ``rewards``);
 - :class:`~client.api.FedLedgerApi`: the HTTP API with retries and typed errors (``client.api``);
 - :class:`~client.wallet.Wallet`: the organization's key (``client.wallet``);
 - trainers and local DP (``client.training``), data loading and partitioning (``client.data``);
