@@ -280,33 +280,7 @@ def _commit_aggregated(
         produced_by_round_id=round_.id,
         activate=result.activate,
     )
-    for c in result.clients:
-        u = session.get(Update, c.update_id)
-        assert u is not None
-        if u.status != UpdateStatus.rejected:
-            u.status = UpdateStatus.aggregated if c.kept else UpdateStatus.excluded
-        session.add(
-            Contribution(
-                round_id=round_.id,
-                participant_id=c.participant_id,
-                update_id=c.update_id,
-                quality=c.quality,
-                timeliness=c.timeliness,
-                honesty=c.honesty,
-                fitness=c.fitness,
-                kept=c.kept,
-                byzantine=c.byzantine,
-                reward_wei=str(c.reward_wei),
-                merkle_proof=list(c.merkle_proof),
-                reputation_after=c.reputation_after,
-                evidence=list(c.evidence),
-            )
-        )
-        p = session.get(Participant, c.participant_id)
-        assert p is not None
-        p.reputation = c.reputation_after
-        if c.byzantine:
-            p.byzantine_count += 1
+    _write_contributions(session, round_.id, result)
     session.add(
         Aggregation(
             round_id=round_.id,
@@ -340,6 +314,37 @@ def _commit_aggregated(
             "total_reward_wei": str(record.total_reward_wei),
         },
     )
+
+
+def _write_contributions(session: Session, round_id: int, result: RoundResult) -> None:
+    """Each client's contribution row, its update's status, and its reputation and Byzantine count."""
+    for c in result.clients:
+        u = session.get(Update, c.update_id)
+        assert u is not None
+        if u.status != UpdateStatus.rejected:
+            u.status = UpdateStatus.aggregated if c.kept else UpdateStatus.excluded
+        session.add(
+            Contribution(
+                round_id=round_id,
+                participant_id=c.participant_id,
+                update_id=c.update_id,
+                quality=c.quality,
+                timeliness=c.timeliness,
+                honesty=c.honesty,
+                fitness=c.fitness,
+                kept=c.kept,
+                byzantine=c.byzantine,
+                reward_wei=str(c.reward_wei),
+                merkle_proof=list(c.merkle_proof),
+                reputation_after=c.reputation_after,
+                evidence=list(c.evidence),
+            )
+        )
+        p = session.get(Participant, c.participant_id)
+        assert p is not None
+        p.reputation = c.reputation_after
+        if c.byzantine:
+            p.byzantine_count += 1
 
 
 def close_round(

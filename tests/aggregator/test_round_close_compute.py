@@ -1,0 +1,90 @@
+"""round_close.compute without a database: every envelope is opened exactly once, a header that does not
+match its submission is rejected, the snapshot is typed once and a bad one fails the round with its reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eth_account import Account
+
+from aggregator import round_close
+from aggregator.round_close import Inputs
+from aggregator.round_compute import CloseStatus
+from db.models import ModelVersion, Participant, Round, Update
+from fedledger.crypto.envelope import open_envelope, seal
+from fedledger.crypto.keys import generate_server_key
+from fedledger.domain.blobstore import BlobStore
+from fedledger.payload import encode_update
+from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
+
+
+def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[Inputs, BlobStore]:
+    fed = Federation()
+    key = generate_server_key()
+    blobs = BlobStore(tmp_path)
+    deltas = fed.honest(4)
+    addresses = [Account.create().address for _ in range(4)]
+    participants = {i + 1: Participant(id=i + 1, address=a, reputation=50.0) for i, a in enumerate(addresses)}
+    updates = []
+    for i, row in enumerate(deltas):
+        tensors = {}
+        offset = 0
+        for name, t in fed.weights.items():
+            tensors[name] = row[offset : offset + t.size].reshape(t.shape)
+            offset += t.size
+        # The last envelope names another participant than the one it was recorded for.
+        named = addresses[0] if i == 3 else addresses[i]
+        envelope = seal(
+            encode_update(tensors),
+            key.public_pem,
+            round_id=9,
+            model_version=1,
+            participant=named,
+            num_samples=100,
+        )
+        updates.append(
+            Update(
+                id=10 + i,
+                round_id=9,
+                participant_id=i + 1,
+                ciphertext_hash=blobs.put(envelope),
+                num_samples=100,
+                submitted_at=OPENED,
+            )
+        )
+    round_ = Round(id=9, opened_at=OPENED, deadline=DEADLINE, extensions=0, params=params)
+    model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in fed.weights.items()})
+    inputs = Inputs(round_, updates, participants, fed.weights, model, {key.key_id: key.private_pem}, 0)
+    return inputs, blobs
+
+
+def test_each_envelope_is_opened_once_and_a_mismatched_header_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+
+    def counting(envelope: bytes, keys: dict[str, bytes]):  # type: ignore[no-untyped-def]
+        opened.append(len(envelope))
+        return open_envelope(envelope, keys)
+
+    monkeypatch.setattr(round_close, "open_envelope", counting)
+    inputs, blobs = inputs_with_envelopes(tmp_path, snapshot(strategy="fedavg"))
+    fed = Federation()
+    result = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
+
+    assert len(opened) == 4
+    assert result.status == CloseStatus.aggregated
+    assert [uid for uid, _ in result.rejected] == [13]
+    assert "envelope header does not match the recorded submission" in result.rejected[0][1]
+    assert {c.update_id for c in result.clients if c.kept} == {10, 11, 12}
+    assert result.record is not None and "decrypt_ms" in result.record.durations_ms
+
+
+def test_an_invalid_parameter_snapshot_fails_the_round_with_the_parameter_named(tmp_path: Path) -> None:
+    inputs, blobs = inputs_with_envelopes(tmp_path, snapshot(sample_weight_cap=0.5))
+    result = round_close.compute(inputs, blobs, Federation().holdout, np.random.default_rng(0), NOW)
+    assert result.status == CloseStatus.failed
+    assert "'sample_weight_cap' is 0.5" in str(result.reason)
+    assert [uid for uid, _ in result.rejected] == [13]
