@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from web3 import Web3
@@ -18,6 +19,7 @@ from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.tx import send_transaction
 from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
 from visualization.governance import ProposalState, spec_by_name
+from visualization.views.governance import _block_seconds
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
@@ -83,3 +85,9 @@ def test_one_wallet_takes_a_proposal_from_propose_to_executed_without_manual_min
         )
         < 3
     )
+
+    # The Governance page tells how fast blocks come on an interval-mined chain (Hardhat's timestamps step
+    # by whole seconds, so 0.4 s blocks read as 1 s).
+    ctx = SimpleNamespace(chain=SimpleNamespace(w3=w3))
+    pace = _block_seconds(ctx, w3.eth.block_number)  # type: ignore[arg-type]
+    assert pace is not None and pace <= 2

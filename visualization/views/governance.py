@@ -35,6 +35,13 @@ def render(ctx: Context) -> None:
         help="For + Abstain votes a proposal needs, as a share of the token supply at its snapshot",
     )
     cols[4].metric("Timelock delay", f"{int(ctx.chain.timelock.functions.getMinDelay().call())} s")
+    pace = _block_seconds(ctx, block)
+    if pace is not None:
+        period_min = gov.voting_period() * pace / 60
+        st.caption(
+            f"A block about every {pace:.0f} s on this chain: voting lasts about {period_min:.1f} min. "
+            "Reload the page to follow a proposal through Pending, Active, Succeeded, Queued and Executed."
+        )
     if voter:
         account = ctx.chain.account(voter)
         st.caption(
@@ -71,6 +78,23 @@ def render(ctx: Context) -> None:
 
     st.subheader("Propose a parameter change")
     _create(ctx, gov, voter)
+
+
+def _block_seconds(ctx: Context, block: int, span: int = 20) -> float | None:
+    """Average seconds per block over the last ``span`` blocks; None on a chain idle between transactions."""
+    assert ctx.chain is not None
+    if block <= span:
+        return None
+    try:
+        latest = int(ctx.chain.w3.eth.get_block(block)["timestamp"])
+        earlier = int(ctx.chain.w3.eth.get_block(block - span)["timestamp"])
+    except Exception:  # noqa: BLE001 - a hint only; the page works without it
+        return None
+    pace = (latest - earlier) / span
+    # A chain that mines only on transactions has no pace: its last block is older than a few intervals.
+    if not 0 < pace <= 60 or time.time() - latest > max(3 * pace, 10):
+        return None
+    return pace
 
 
 def _blocks(count: int) -> str:
