@@ -13,13 +13,13 @@ except ImportError as exc:  # pragma: no cover - only without the extra
         "aggregator.flower needs Flower: pip install 'fedledger[flower]' (flwr is an optional extra)"
     ) from exc
 
-from aggregator.flower.compute import RoundResult, check_strategy, compute_round
 from aggregator.flower.legacy import FedLedgerLegacyStrategy
-from aggregator.flower.local import LocalRounds, NodeReport, Reply, RoundReport
+from aggregator.flower.local import LOCAL_DEFAULTS, LocalRounds, NodeReport, Reply, RoundReport
 from aggregator.flower.strategy import FedLedgerStrategy
 from fedledger.flower import OpenedRound, PlatformOutcome, RoundPlatform
 
 __all__ = [
+    "LOCAL_DEFAULTS",
     "FedLedgerLegacyStrategy",
     "FedLedgerStrategy",
     "LocalRounds",
@@ -29,7 +29,4 @@ __all__ = [
     "Reply",
     "RoundPlatform",
     "RoundReport",
-    "RoundResult",
-    "check_strategy",
-    "compute_round",
 ]

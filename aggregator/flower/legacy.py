@@ -9,7 +9,7 @@ fedledger's model families by tensor name); without it they are named "0", "1", 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from logging import WARNING
 from typing import Any
 
@@ -30,8 +30,6 @@ from flwr.server.strategy import FedAvg
 from aggregator.errors import InvalidParameter
 from aggregator.flower.local import LocalRounds, LossFn, NodeId, Reply, RoundReport
 from aggregator.flower.records import InvalidReply, checked_update
-from aggregator.reputation import ReputationConfig
-from aggregator.scoring import ScoringConfig
 from fedledger.flower import Weights
 
 
@@ -51,23 +49,23 @@ class FedLedgerLegacyStrategy(FedAvg):
         m: int | None = None,
         beta: float | None = None,
         cap: float | None = None,
+        byzantine_fraction: float | None = None,
+        governed: Mapping[str, Any] | None = None,
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
         loss_fn: LossFn | None = None,
-        scoring: ScoringConfig | None = None,
-        reputation_config: ReputationConfig | None = None,
         initial_reputation: float = 50.0,
         param_names: Sequence[str] | None = None,
         **flower_options: Any,
     ) -> None:
         super().__init__(**flower_options)
-        given = {k: v for k, v in {"f": f, "m": m, "beta": beta, "cap": cap}.items() if v is not None}
+        named = {"f": f, "m": m, "beta": beta, "cap": cap, "byzantine_fraction": byzantine_fraction}
+        given = {k: v for k, v in named.items() if v is not None}
         self.local = LocalRounds(
             strategy or "trimmed_mean",
             given,
+            governed=governed,
             holdout=holdout,
             loss_fn=loss_fn,
-            scoring=scoring,
-            reputation_config=reputation_config,
             initial_reputation=initial_reputation,
         )
         self.param_names = list(param_names) if param_names is not None else None
@@ -93,7 +91,9 @@ class FedLedgerLegacyStrategy(FedAvg):
         instructions = super().configure_fit(server_round, parameters, client_manager)
         if instructions:
             self.local.check_sample_size(len(instructions))
-        self._sent[server_round] = (self._named(parameters_to_ndarrays(parameters)), time.monotonic())
+        weights = self._named(parameters_to_ndarrays(parameters))
+        self.local.check_model(weights)
+        self._sent[server_round] = (weights, time.monotonic())
         return instructions
 
     def _reply(self, proxy: ClientProxy, res: FitRes, shapes: dict[str, tuple[int, ...]]) -> Reply:

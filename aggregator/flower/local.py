@@ -1,25 +1,112 @@
 """A federation's rounds under fedledger's rules without a chain: what both Flower strategies (Message API and
-legacy) run in local mode. Flower-free: the strategies turn their replies into :class:`Reply` objects."""
+legacy) run in local mode. Flower-free: the strategies turn their replies into :class:`Reply` objects.
+
+The rule and its parameters are a governed-parameter snapshot (:data:`LOCAL_DEFAULTS`, the chain's genesis
+values, overlaid with the caller's by-name parameters) read by :class:`~aggregator.round_params.RoundParams`
+and built into a strategy object by :func:`aggregator.strategies.build`, exactly as a platform round's close
+does. With a holdout of one of fedledger's model families every round *is* the platform's computation
+(:func:`aggregator.round_compute.compute_round`); for any other model the same strategy object aggregates and
+:mod:`aggregator.flower.compute` scores with the caller's loss function.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from aggregator.errors import AggregationError, InvalidParameter, TooFewClients
-from aggregator.flower.compute import check_strategy, compute_round, required_clients
+from aggregator import strategies
+from aggregator.errors import AggregationError, InvalidParameter, TooFewClients, UnknownStrategy
+from aggregator.flower.compute import score_round
 from aggregator.flower.records import flatten, unflatten
-from aggregator.reputation import ReputationConfig, update_reputation
-from aggregator.scoring import ScoringConfig
+from aggregator.reputation import update_reputation
+from aggregator.round_compute import ClientMeta, CloseStatus, RoundInputs, compute_round
+from aggregator.round_params import RoundParams
 from fedledger.flower import Weights
-from fedledger.models import evaluate
+from fedledger.models import UnknownModelFamily, family_of
 
 NodeId = int | str
 LossFn = Callable[[Weights], float]
+
+# The chain's genesis values (blockchain/contracts/ProtocolParameters.sol, in Python units as a round's
+# snapshot holds them; tests/flower/test_strategy.py checks them against a fresh deployment), except where
+# a federation without a chain differs: Flower's own sampling decides how many nodes a round asks
+# (min_participants 1), and a short round fails rather than waits (max_round_extensions 0).
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "base_reward": 100 * 10**18,
+    "min_reputation": 10.0,
+    "slash_fraction": 0.1,
+    "slash_fitness_below": 50.0,
+    "slash_honesty_below": 50.0,
+    "byzantine_threshold": 3,
+    "weight_quality": 0.4,
+    "weight_timeliness": 0.3,
+    "weight_honesty": 0.3,
+    "reputation_influence_cap": 0.8,
+    "strategy": "trimmed_mean",
+    "weighting": "samples",
+    "trim_fraction": 0.2,
+    "krum_f": 1,
+    "multi_krum_m": 0,
+    "dp_enabled": False,
+    "round_duration": 300,
+    "min_participants": 1,
+    "rollback_threshold": 0.05,
+    "round_reward_budget": 10_000 * 10**18,
+    "tier1_min_fitness": 90.0,
+    "tier1_multiplier": 2.0,
+    "tier2_min_fitness": 80.0,
+    "tier2_multiplier": 1.5,
+    "tier3_min_fitness": 70.0,
+    "tier3_multiplier": 1.0,
+    "tier4_min_fitness": 60.0,
+    "tier4_multiplier": 0.5,
+    "reputation_multiplier_base": 0.5,
+    "max_round_extensions": 0,
+    "sample_weight_cap": 3.0,
+    "centered_clip_tau": 0.0,
+    "centered_clip_iterations": 3,
+    "bucket_size": 2,
+    "server_momentum": 0.0,
+}
+# Short names of the rule parameters (FedLedgerStrategy's keywords) -> governed names, and the rules taking them.
+ALIASES = {"f": "krum_f", "m": "multi_krum_m", "beta": "trim_fraction", "cap": "reputation_influence_cap"}
+TAKES: dict[str, frozenset[str]] = {
+    "krum": frozenset({"f", "byzantine_fraction"}),
+    "multi_krum": frozenset({"f", "m", "byzantine_fraction"}),
+    "bulyan": frozenset({"f", "byzantine_fraction"}),
+    "trimmed_mean": frozenset({"beta", "byzantine_fraction"}),
+    "reputation": frozenset({"cap"}),
+}
+
+
+def round_params(
+    rule: str, params: Mapping[str, Any], governed: Mapping[str, Any] | None = None
+) -> RoundParams:
+    """The typed parameters of ``rule`` with ``params`` by short name (f, m, beta, cap, byzantine_fraction)
+    and any other governed parameter by its chain name in ``governed``; the aggregator's typed errors."""
+    if rule not in strategies.names():
+        raise UnknownStrategy(f"unknown strategy {rule!r}; valid: {', '.join(strategies.names())}")
+    unknown = sorted(set(params) - TAKES.get(rule, frozenset()))
+    if unknown:
+        allowed = ", ".join(sorted(TAKES.get(rule, frozenset()))) or "none"
+        raise InvalidParameter(f"{rule}: unknown parameter(s) {unknown}; settable: {allowed}")
+    if "f" in params and "byzantine_fraction" in params:
+        raise InvalidParameter(f"{rule}: give either f or byzantine_fraction, not both")
+    extra = dict(governed or {})
+    foreign = sorted(set(extra) - set(LOCAL_DEFAULTS) - {"byzantine_fraction"})
+    if foreign:
+        raise InvalidParameter(f"unknown governed parameter(s) {foreign}")
+    snapshot = {**LOCAL_DEFAULTS, **extra, "strategy": rule}
+    snapshot.update({ALIASES.get(k, k): v for k, v in params.items()})
+    if snapshot.get("multi_krum_m") is None:
+        snapshot["multi_krum_m"] = 0  # None and 0 both mean n - f
+    return RoundParams.from_snapshot(snapshot)
 
 
 @dataclass
@@ -80,11 +167,19 @@ class Reply:
     rejected: str | None = None
 
 
+def _placeholder_address(node_id: NodeId) -> str:
+    """A stand-in wallet for a Flower node: the computation builds a rewards tree, which nothing pays here."""
+    number = (
+        node_id if isinstance(node_id, int) else int.from_bytes(hashlib.sha256(node_id.encode()).digest())
+    )
+    return f"0x{number % 2**160:040x}"
+
+
 class LocalRounds:
     """fedledger's rule, scores and reputation over a Flower federation's rounds (no chain, nothing paid).
 
-    Reputation is kept per node across rounds. A reply that is not a usable update counts as a Byzantine
-    detection (fitness 0), as an undecryptable or mis-shaped update does on the platform.
+    Reputation is kept per node across rounds. A reply that is not a usable update is rejected and costs
+    its node reputation as a Byzantine detection (fitness 0); the round goes on without it.
     """
 
     def __init__(
@@ -92,21 +187,20 @@ class LocalRounds:
         rule: str,
         params: Mapping[str, Any],
         *,
+        governed: Mapping[str, Any] | None = None,
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
         loss_fn: LossFn | None = None,
-        scoring: ScoringConfig | None = None,
-        reputation_config: ReputationConfig | None = None,
         initial_reputation: float = 50.0,
     ) -> None:
         if holdout is not None and loss_fn is not None:
             raise InvalidParameter("give either holdout=(X, y) or loss_fn, not both")
         if not 0.0 <= initial_reputation <= 100.0:
             raise InvalidParameter(f"initial_reputation must be in [0, 100], got {initial_reputation}")
+        self.round_params = round_params(rule, params, governed)
+        self.strategy = strategies.build(self.round_params)
         self.rule = rule
-        self.params = check_strategy(rule, params)
+        self.params = self.strategy.describe()
         self.holdout, self.loss_fn = holdout, loss_fn
-        self.scoring = scoring or ScoringConfig()
-        self.reputation_config = reputation_config or ReputationConfig()
         self.initial_reputation = float(initial_reputation)
         self.reputation: dict[NodeId, float] = {}
         self.history: list[RoundReport] = []
@@ -114,7 +208,7 @@ class LocalRounds:
     @property
     def required_clients(self) -> int:
         """Updates one round needs (2f + 3 for the Krum family, 4f + 3 for Bulyan)."""
-        return required_clients(self.rule, self.params)
+        return max(self.round_params.min_participants, self.strategy.required_clients())
 
     def check_sample_size(self, sample_size: int) -> None:
         """Refuse a configuration that could never aggregate (too few nodes asked per round)."""
@@ -128,24 +222,11 @@ class LocalRounds:
         """The node's reputation now (``initial_reputation`` before its first round)."""
         return self.reputation.get(node_id, self.initial_reputation)
 
-    def _loss_fn(
-        self, base: np.ndarray, shapes: Mapping[str, tuple[int, ...]]
-    ) -> Callable[[np.ndarray], float] | None:
-        if self.holdout is not None:
-            X, y = self.holdout
-            return lambda delta: evaluate(unflatten(base + delta, shapes), X, y)[0]
-        if self.loss_fn is not None:
-            loss_fn = self.loss_fn
-            return lambda delta: float(loss_fn(unflatten(base + delta, shapes)))
-        return None
-
     def run(
         self, server_round: int, global_weights: Weights, replies: list[Reply], started: float
     ) -> tuple[Weights | None, RoundReport]:
         """One round: the new global weights (None: the round failed and the model stays) and its report."""
         shapes = {name: tuple(value.shape) for name, value in global_weights.items()}
-        names = list(shapes)
-        base = flatten(global_weights, names)
         report = RoundReport(server_round, "aggregated")
         used: list[tuple[Reply, NodeReport]] = []
         for reply in replies:
@@ -159,36 +240,118 @@ class LocalRounds:
         try:
             if not used:
                 raise TooFewClients("no valid update arrived")
-            X = np.stack([flatten(r.weights, names) - base for r, _ in used if r.weights is not None])
-            outcome = compute_round(
-                X,
-                strategy=self.rule,
-                params=self.params,
-                samples=np.array([r.samples for r, _ in used], dtype=np.float64),
-                reputation=np.array([self.reputation_of(n.node_id) for _, n in used]),
-                loss_fn=self._loss_fn(base, shapes),
-                scoring=self.scoring,
-                reputation_config=self.reputation_config,
-            )
+            base = flatten(global_weights, list(shapes))
+            X = np.stack([flatten(r.weights, list(shapes)) - base for r, _ in used if r.weights is not None])
+            if self._platform_scoring(global_weights):
+                new_weights = self._platform_round(server_round, global_weights, shapes, X, used, report)
+            else:
+                new_weights = self._custom_round(global_weights, shapes, base, X, used, report)
         except AggregationError as exc:
             report.status, report.failure_reason = "failed", f"{type(exc).__name__}: {exc}"
-            report.seconds = time.monotonic() - started
-            self.history.append(report)
-            return None, report
+            new_weights = None
+        report.seconds = time.monotonic() - started
+        self.history.append(report)
+        return new_weights, report
+
+    def check_model(self, weights: Weights) -> None:
+        """Refuse a holdout for a model fedledger's forward pass does not know (before a round is asked)."""
+        if self.holdout is None:
+            return
+        try:
+            family_of(weights)
+        except UnknownModelFamily:
+            raise InvalidParameter(
+                f"holdout=(X, y) scores fedledger's model families (softmax, mlp); tensors {sorted(weights)} are "
+                "none of them: give loss_fn= instead"
+            ) from None
+
+    def _platform_scoring(self, weights: Weights) -> bool:
+        self.check_model(weights)
+        return self.holdout is not None
+
+    def _platform_round(
+        self,
+        server_round: int,
+        global_weights: Weights,
+        shapes: dict[str, tuple[int, ...]],
+        X: np.ndarray,
+        used: list[tuple[Reply, NodeReport]],
+        report: RoundReport,
+    ) -> Weights | None:
+        """The platform's own round computation (every reply arrived in time: timeliness 100)."""
+        assert self.holdout is not None
+        now = datetime.now(UTC)
+        clients = tuple(
+            ClientMeta(
+                i,
+                i,
+                _placeholder_address(node.node_id),
+                max(1, int(reply.samples or 1)),
+                now,
+                self.reputation_of(node.node_id),
+            )
+            for i, (reply, node) in enumerate(used)
+        )
+        result = compute_round(
+            RoundInputs(
+                round_id=server_round,
+                params=self.round_params,
+                opened_at=now,
+                deadline=now + timedelta(seconds=self.round_params.round_duration),
+                extensions=0,
+                clients=clients,
+                deltas=X,
+                rejected=(),
+                weights=global_weights,
+                spec=shapes,
+                holdout=self.holdout,
+            ),
+            np.random.default_rng(server_round),
+            now,
+        )
+        if result.status != CloseStatus.aggregated or result.new_weights is None or result.record is None:
+            raise TooFewClients(result.reason or f"the round {result.status}")
+        for outcome, (_, node) in zip(result.clients, used, strict=True):
+            node.kept, node.byzantine = outcome.kept, outcome.byzantine
+            node.quality, node.timeliness = outcome.quality, outcome.timeliness
+            node.honesty, node.fitness = outcome.honesty, outcome.fitness
+            node.reputation = outcome.reputation_after
+            self.reputation[node.node_id] = outcome.reputation_after
+        record = result.record
+        if not result.activate:  # the platform's rollback rule: a degrading aggregate is not adopted
+            report.status, report.failure_reason = "rolled_back", record.decision
+            report.holdout_loss, report.holdout_accuracy = record.holdout_loss_before, None
+            return None
+        report.holdout_loss, report.holdout_accuracy = record.holdout_loss_after, record.holdout_accuracy
+        return {name: np.asarray(value, dtype=np.float32) for name, value in result.new_weights.items()}
+
+    def _custom_round(
+        self,
+        global_weights: Weights,
+        shapes: dict[str, tuple[int, ...]],
+        base: np.ndarray,
+        X: np.ndarray,
+        used: list[tuple[Reply, NodeReport]],
+        report: RoundReport,
+    ) -> Weights:
+        """Any model: the same strategy object, scores from ``loss_fn`` (:mod:`aggregator.flower.compute`)."""
+        loss_of = self.loss_fn
+        outcome = score_round(
+            X,
+            self.strategy,
+            self.round_params,
+            np.array([r.samples for r, _ in used], dtype=np.float64),
+            np.array([self.reputation_of(n.node_id) for _, n in used]),
+            None if loss_of is None else (lambda delta: float(loss_of(unflatten(base + delta, shapes)))),
+        )
         for i, (_, node) in enumerate(used):
             node.kept, node.byzantine = bool(outcome.kept[i]), bool(outcome.byzantine[i])
             node.quality, node.timeliness = float(outcome.quality[i]), float(outcome.timeliness[i])
             node.honesty, node.fitness = float(outcome.honesty[i]), float(outcome.fitness[i])
             node.reputation = float(outcome.reputation[i])
             self.reputation[node.node_id] = node.reputation
-        new_weights = unflatten(base + outcome.aggregate, shapes)
-        if self.holdout is not None:
-            report.holdout_loss, report.holdout_accuracy = evaluate(new_weights, *self.holdout)
-        elif outcome.loss_after is not None:
-            report.holdout_loss = outcome.loss_after
-        report.seconds = time.monotonic() - started
-        self.history.append(report)
-        return new_weights, report
+        report.holdout_loss = outcome.loss_after
+        return unflatten(base + outcome.aggregate, shapes)
 
     def _penalize(self, node: NodeReport) -> None:
         node.byzantine, node.honesty, node.fitness = True, 0.0, 0.0
@@ -197,7 +360,7 @@ class LocalRounds:
                 np.array([self.reputation_of(node.node_id)]),
                 np.array([0.0]),
                 np.array([True]),
-                self.reputation_config,
+                self.round_params.reputation,
             )[0]
         )
         self.reputation[node.node_id] = node.reputation

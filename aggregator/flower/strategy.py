@@ -29,7 +29,7 @@ Timeliness: Flower hands the strategy every reply at once when the round's timeo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -42,8 +42,6 @@ from flwr.serverapp.strategy import FedAvg
 from aggregator.errors import InvalidParameter
 from aggregator.flower.local import LocalRounds, LossFn, NodeId, NodeReport, Reply, RoundReport
 from aggregator.flower.records import InvalidReply, reply_update
-from aggregator.reputation import ReputationConfig
-from aggregator.scoring import ScoringConfig
 from fedledger.flower import (
     ADDRESS_KEY,
     MODEL_VERSION_KEY,
@@ -73,13 +71,18 @@ class FedLedgerStrategy(FedAvg):
     Parameters
     ----------
     strategy : the aggregation rule, by the names the chain's ``strategy`` parameter uses: ``fedavg``,
-        ``trimmed_mean`` (default), ``median``, ``krum``, ``multi_krum``, ``bulyan``, ``reputation``.
+        ``trimmed_mean`` (default), ``median``, ``krum``, ``multi_krum``, ``bulyan``, ``reputation``,
+        ``centered_clip`` (``fltrust`` needs the server's reference update, which local mode does not train).
         Local mode only: on a platform the governed rule applies.
-    f, m, beta, cap : the rule's parameters by name (Krum family / Bulyan ``f``, Multi-Krum ``m``, trimmed
-        mean ``beta``, reputation ``cap``); a parameter the rule does not take is refused.
-    holdout : ``(X, y)`` for fedledger's built-in model families (softmax, mlp): quality scores and the
-        holdout loss/accuracy after each round. ``loss_fn`` does the same for any other model.
-    scoring, reputation_config : fedledger's scoring and reputation constants.
+    f, m, beta, cap, byzantine_fraction : the rule's parameters by name (Krum family / Bulyan ``f`` or
+        ``byzantine_fraction``, Multi-Krum ``m``, trimmed mean ``beta`` or ``byzantine_fraction``, reputation
+        ``cap``); a parameter the rule does not take is refused.
+    governed : any other governed parameter by its chain name (e.g. ``{"weight_quality": 0.5, ...}``,
+        ``{"centered_clip_tau": 1.0}``) over the chain's genesis values (``LOCAL_DEFAULTS``).
+    holdout : ``(X, y)`` for fedledger's built-in model families (softmax, mlp): every round is then the
+        platform's own round computation (``aggregator.round_compute``), with quality scores, the holdout
+        loss/accuracy and its rollback rule. ``loss_fn`` (loss of a named-tensor model) gives quality
+        scores for any other model.
     initial_reputation : a node's reputation before its first round (the platform's default is 50).
     platform : a :class:`~fedledger.flower.RoundPlatform`; rounds then run on the fedledger deployment.
     Every other keyword is Flower's ``FedAvg``'s (sampling, record keys, metric aggregation).
@@ -93,32 +96,32 @@ class FedLedgerStrategy(FedAvg):
         m: int | None = None,
         beta: float | None = None,
         cap: float | None = None,
+        byzantine_fraction: float | None = None,
+        governed: Mapping[str, Any] | None = None,
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
         loss_fn: LossFn | None = None,
-        scoring: ScoringConfig | None = None,
-        reputation_config: ReputationConfig | None = None,
         initial_reputation: float = 50.0,
         platform: RoundPlatform | None = None,
         **flower_options: Any,
     ) -> None:
         super().__init__(**flower_options)
-        given = {k: v for k, v in {"f": f, "m": m, "beta": beta, "cap": cap}.items() if v is not None}
+        named = {"f": f, "m": m, "beta": beta, "cap": cap, "byzantine_fraction": byzantine_fraction}
+        given = {k: v for k, v in named.items() if v is not None}
         self.platform = platform
         self.local: LocalRounds | None = None
         if platform is not None:
-            if strategy is not None or given or holdout is not None or loss_fn is not None:
+            if strategy is not None or given or governed or holdout is not None or loss_fn is not None:
                 raise InvalidParameter(
                     "with a fedledger platform the rule, its parameters and the holdout are the deployment's "
-                    "(governed on-chain); drop strategy/f/m/beta/cap/holdout/loss_fn or change them by governance"
+                    "(governed on-chain); drop strategy/f/m/beta/cap/byzantine_fraction/governed/holdout/loss_fn or change them by governance"
                 )
         else:
             self.local = LocalRounds(
                 strategy or "trimmed_mean",
                 given,
+                governed=governed,
                 holdout=holdout,
                 loss_fn=loss_fn,
-                scoring=scoring,
-                reputation_config=reputation_config,
                 initial_reputation=initial_reputation,
             )
         self.reputation: dict[Any, float] = self.local.reputation if self.local else {}
@@ -155,7 +158,9 @@ class FedLedgerStrategy(FedAvg):
         sample_size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
         if self.local is not None:
             self.local.check_sample_size(sample_size)
-            self._sent[server_round] = (to_weights(arrays), time.monotonic())
+            weights = to_weights(arrays)
+            self.local.check_model(weights)
+            self._sent[server_round] = (weights, time.monotonic())
             return super().configure_train(server_round, arrays, config, grid)
         return self._configure_platform(server_round, arrays, ConfigRecord(dict(config)), grid)
 

@@ -157,3 +157,78 @@ def test_message_type_is_flowers_train() -> None:
     )
     assert {m.metadata.message_type for m in messages} == {MessageType.TRAIN}
     assert all(m.content["config"]["server-round"] == 3 for m in messages)
+
+
+@pytest.mark.chain
+def test_local_defaults_are_the_chains_genesis_values(w3, deployments) -> None:  # type: ignore[no-untyped-def]
+    """LOCAL_DEFAULTS mirror a fresh deployment's ProtocolParameters, except the two documented on purpose."""
+    from dataclasses import asdict
+
+    from aggregator.flower import LOCAL_DEFAULTS
+    from fedledger.chain.params import read_params
+
+    genesis = asdict(read_params(deployments.contract(w3, "ProtocolParameters")))
+    differ = {"min_participants", "max_round_extensions"}
+    # The session chain is shared: governance tests may have changed parameters; compare those they leave.
+    changed_by_other_suites = {"strategy", "trim_fraction", "krum_f", "weighting", "byzantine_fraction"}
+    for name, value in LOCAL_DEFAULTS.items():
+        if name in differ or name in changed_by_other_suites or name not in genesis:
+            continue
+        assert genesis[name] == pytest.approx(value), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"strategy": "krum", "f": 1, "byzantine_fraction": 0.2}, InvalidParameter),
+        ({"strategy": "median", "governed": {"no_such_parameter": 1}}, InvalidParameter),
+        ({"strategy": "median", "governed": {"weight_quality": 2.0}}, InvalidParameter),
+        ({"strategy": "multi_krum", "byzantine_fraction": 0.5}, InvalidParameter),
+    ],
+)
+def test_governed_parameters_are_checked_as_a_rounds_snapshot_is(kwargs: dict, error: type) -> None:
+    with pytest.raises(error):
+        FedLedgerStrategy(**kwargs)
+
+
+def test_any_model_with_a_loss_function() -> None:
+    """A model no built-in forward pass knows (a linear regression here): the same rule, quality from loss_fn."""
+    rng = np.random.default_rng(3)
+    X, true_w = rng.standard_normal((200, 5)).astype(np.float32), np.arange(5, dtype=np.float32)
+    y = X @ true_w
+
+    def loss(weights: dict[str, np.ndarray]) -> float:
+        return float(np.mean((X @ weights["linear.w"] - y) ** 2))
+
+    with_holdout = FedLedgerStrategy("median", holdout=(X, y), min_train_nodes=5, min_available_nodes=5)
+    with pytest.raises(InvalidParameter, match="loss_fn"):
+        with_holdout.configure_train(
+            1, to_record({"linear.w": np.zeros(5, np.float32)}), ConfigRecord(), StaticGrid(range(1, 6))
+        )
+
+    strategy = FedLedgerStrategy("median", loss_fn=loss, min_train_nodes=5, min_available_nodes=5)
+    weights = {"linear.w": np.zeros(5, np.float32)}
+    for server_round in (1, 2, 3):
+        messages = list(
+            strategy.configure_train(
+                server_round, to_record(weights), ConfigRecord(), StaticGrid(range(1, 6))
+            )
+        )
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            w = to_weights(message.content["arrays"])["linear.w"]
+            step = w - 0.5 * (w - true_w) + rng.normal(0, 0.01, 5).astype(np.float32)
+            if node == 5:
+                step = w + 50.0 * (w - true_w)  # pushes away from the solution
+            replies.append(reply(message, to_record({"linear.w": step.astype(np.float32)}), 40))
+        arrays, metrics = strategy.aggregate_train(server_round, replies)
+        assert arrays is not None and metrics is not None
+        weights = to_weights(arrays)
+        report = strategy.history[-1]
+        assert report.excluded == [5]
+        node5 = next(n for n in report.nodes if n.node_id == 5)
+        assert node5.quality is not None and node5.quality < 50 < min(
+            n.quality or 0 for n in report.nodes if n.node_id != 5
+        )
+    assert loss(weights) < 0.2 * loss({"linear.w": np.zeros(5, np.float32)})
