@@ -68,6 +68,7 @@ LOCAL_DEFAULTS: dict[str, Any] = {
     "tier4_multiplier": 0.5,
     "reputation_multiplier_base": 0.5,
     "max_round_extensions": 0,
+    "byzantine_fraction": 0.3,
     "sample_weight_cap": 3.0,
     "centered_clip_tau": 0.0,
     "centered_clip_iterations": 3,
@@ -99,10 +100,13 @@ def round_params(
     if "f" in params and "byzantine_fraction" in params:
         raise InvalidParameter(f"{rule}: give either f or byzantine_fraction, not both")
     extra = dict(governed or {})
-    foreign = sorted(set(extra) - set(LOCAL_DEFAULTS) - {"byzantine_fraction"})
+    foreign = sorted(set(extra) - set(LOCAL_DEFAULTS))
     if foreign:
         raise InvalidParameter(f"unknown governed parameter(s) {foreign}")
     snapshot = {**LOCAL_DEFAULTS, **extra, "strategy": rule}
+    if "f" in params or "beta" in params:
+        # A fixed f (or trim fraction) asked by name replaces the governed Byzantine share it derives from.
+        snapshot.pop("byzantine_fraction")
     snapshot.update({ALIASES.get(k, k): v for k, v in params.items()})
     if snapshot.get("multi_krum_m") is None:
         snapshot["multi_krum_m"] = 0  # None and 0 both mean n - f

@@ -1,7 +1,7 @@
 """Run the Flower app in this directory on a real Flower deployment: one SuperLink, N SuperNodes, `flwr run`.
 
     .venv/bin/python examples/flower/run.py --quick                 # 5 clients (2 Byzantine), 3 rounds, median
-    .venv/bin/python examples/flower/run.py --clients 7 --byzantine 2 --rounds 5 --strategy multi_krum --f 2
+    .venv/bin/python examples/flower/run.py --clients 7 --byzantine 2 --rounds 5 --strategy multi_krum
 
 Every Flower component is its own process (SuperLink, SuperNodes, and the ServerApp / ClientApp processes
 they spawn), started with Flower's own commands; nothing is installed at run time (``uv`` installs are
@@ -218,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attack", choices=("scaling", "signflip"), default="scaling")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--strategy", default="multi_krum")
-    parser.add_argument("--f", type=int, default=2)
+    parser.add_argument(
+        "--byzantine-fraction",
+        type=float,
+        default=0.3,
+        help="share of clients the Krum family / trimmed mean assume Byzantine (f = floor(share x n))",
+    )
     parser.add_argument("--workdir", type=Path, help="logs and Flower state (default: a temporary directory)")
     parser.add_argument("--api-url", default="", help="platform mode: the fedledger API")
     parser.add_argument("--rpc-url", default="")
@@ -230,13 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--round-seconds", type=int, default=120)
     args = parser.parse_args(argv)
     if args.quick:
-        # Krum-family rules need n >= 2f + 3 (7 clients for f = 2); with 5 clients the median holds 2 attackers.
+        # Krum-family rules need n >= 2f + 3: 2 attackers in 5 clients are more than any f they allow; the
+        # coordinate-wise median holds them.
         args.clients, args.byzantine, args.rounds, args.strategy = 5, 2, 3, "median"
     if args.api_url and len(args.key_files) != args.clients:
         parser.error(f"platform mode needs one --key-files entry per client ({args.clients})")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fedledger-flower-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    run_config: dict[str, Any] = {"strategy": args.strategy, "f": args.f}
+    run_config: dict[str, Any] = {"strategy": args.strategy, "byzantine-fraction": args.byzantine_fraction}
     node_extra: dict[str, Any] = {}
     if args.api_url:
         run_config |= {
@@ -251,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fedledger-rpc-url": args.rpc_url,
             "fedledger-deployments": args.deployments,
         }
-    rule = args.strategy + (f" f={args.f}" if args.strategy in ("krum", "multi_krum", "bulyan") else "")
+    takes_share = args.strategy in ("krum", "multi_krum", "bulyan", "trimmed_mean")
+    rule = args.strategy + (f" byzantine_fraction={args.byzantine_fraction}" if takes_share else "")
     mode = f"platform {args.api_url}" if args.api_url else f"local, {rule}"
     print(
         f"Flower federation: {args.clients} clients ({args.byzantine} {args.attack}), {args.rounds} rounds, {mode}"

@@ -22,7 +22,9 @@ def test_multi_krum_federation_excludes_the_attackers(launcher: ModuleType, tmp_
         byzantine=BYZANTINE,
         attack="signflip",
         rounds=ROUNDS,
-        run_config={"strategy": "multi_krum", "f": 2},
+        # The governed default Byzantine share: f = floor(0.3 n), 2 of the 7 clients, and 1 once the
+        # attackers' reputation falls below min_reputation and only the 5 honest clients are eligible.
+        run_config={"strategy": "multi_krum", "byzantine-fraction": 0.3},
         workdir=tmp_path,
     )
     total = time.monotonic() - started
@@ -41,7 +43,7 @@ def test_multi_krum_federation_excludes_the_attackers(launcher: ModuleType, tmp_
     final = {int(n["metrics"]["partition-id"]): n["reputation"] for n in report[-1]["nodes"]}
     assert max(final[p] for p in attackers) < min(final[p] for p in range(CLIENTS - BYZANTINE))
     print(
-        f"\nflwr {flwr.__version__}: {CLIENTS} clients ({BYZANTINE} sign-flip), {ROUNDS} rounds multi_krum f=2, "
+        f"\nflwr {flwr.__version__}: {CLIENTS} clients ({BYZANTINE} sign-flip), {ROUNDS} rounds multi_krum (byzantine_fraction 0.3), "
         f"holdout accuracy {[round(a, 3) for a in accuracies]}, flwr run {seconds:.1f} s, total {total:.1f} s"
     )
 

@@ -170,7 +170,7 @@ def test_local_defaults_are_the_chains_genesis_values(w3, deployments) -> None: 
     genesis = asdict(read_params(deployments.contract(w3, "ProtocolParameters")))
     differ = {"min_participants", "max_round_extensions"}
     # The session chain is shared: governance tests may have changed parameters; compare those they leave.
-    changed_by_other_suites = {"strategy", "trim_fraction", "krum_f", "weighting", "byzantine_fraction"}
+    changed_by_other_suites = {"strategy", "trim_fraction", "krum_f", "weighting"}
     for name, value in LOCAL_DEFAULTS.items():
         if name in differ or name in changed_by_other_suites or name not in genesis:
             continue

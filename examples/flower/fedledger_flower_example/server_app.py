@@ -37,7 +37,8 @@ def make_strategy(run: dict, num_nodes: int) -> FedLedgerStrategy:
         )
         return FedLedgerStrategy(platform=platform, **flower)
     _, _, X_holdout, y_holdout = digits_split()
-    params = {"f": int(run["f"])} if run["strategy"] in ("krum", "multi_krum", "bulyan") else {}
+    takes_share = run["strategy"] in ("krum", "multi_krum", "bulyan", "trimmed_mean")
+    params = {"byzantine_fraction": float(run["byzantine-fraction"])} if takes_share else {}
     return FedLedgerStrategy(str(run["strategy"]), holdout=(X_holdout, y_holdout), **params, **flower)
 
 
