@@ -72,7 +72,7 @@ LOCAL_DEFAULTS: dict[str, Any] = {
     "sample_weight_cap": 3.0,
     "centered_clip_tau": 0.0,
     "centered_clip_iterations": 3,
-    "bucket_size": 2,
+    "bucket_size": 1,
     "server_momentum": 0.0,
 }
 # Short names of the rule parameters (FedLedgerStrategy's keywords) -> governed names, and the rules taking them.
