@@ -5,6 +5,7 @@ from __future__ import annotations
 import flwr.server.strategy.aggregate as flower
 import numpy as np
 import pytest
+from flwr.common import parameters_to_ndarrays
 
 from aggregator.robust import bulyan, fedavg, krum, median, multi_krum, pairwise_sq_distances, trimmed_mean
 
@@ -69,3 +70,28 @@ def test_bulyan_equals_flower(X, samples) -> None:
     for f in range(0, (n - 3) // 4 + 1):
         theirs = flat(flower.aggregate_bulyan(as_results(X, samples), f, flower.aggregate_krum, to_keep=0))
         np.testing.assert_allclose(bulyan(X, f), theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_server_momentum_equals_flower_fedavgm_over_rounds() -> None:
+    """Flower has no FLTrust or centered clipping; it has FedAvgM, whose buffer is our server momentum."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.server.strategy import FedAvgM
+
+    from aggregator.centered_clip import server_momentum
+
+    rng = np.random.default_rng(5)
+    d, n, beta = 50, 6, 0.9
+    weights = rng.standard_normal(d).astype(np.float32)
+    theirs = FedAvgM(initial_parameters=ndarrays_to_parameters([weights]), server_momentum=beta)
+    ours, buffer = weights.copy(), None
+    for server_round in range(1, 5):
+        deltas = (rng.standard_normal((n, d)) * 0.1).astype(np.float32)
+        samples = rng.integers(10, 100, size=n)
+        results = [
+            (None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters([ours + delta]), int(s), {}))
+            for delta, s in zip(deltas, samples, strict=True)
+        ]
+        aggregated, _ = theirs.aggregate_fit(server_round, results, [])  # type: ignore[arg-type]
+        buffer = server_momentum(buffer, fedavg(deltas, samples), beta)
+        ours = ours + buffer
+        np.testing.assert_allclose(ours, flat(parameters_to_ndarrays(aggregated)), rtol=1e-4, atol=1e-5)
