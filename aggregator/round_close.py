@@ -52,6 +52,7 @@ from fedledger.domain import audit
 from fedledger.domain import keys as key_service
 from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.pipeline import close_due
 from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights
 
 
@@ -86,14 +87,9 @@ def acquire(sessions: sessionmaker[Session], round_id: int, owner: str, lease_se
     with sessions.begin() as session:
         taken = session.execute(
             update(Round)
-            .where(
-                Round.id == round_id,
-                (Round.status == RoundStatus.open)
-                | (
-                    (Round.status == RoundStatus.closing)
-                    & ((Round.lease_until.is_(None)) | (Round.lease_until < now))
-                ),
-            )
+            # Deadline and quorum are checked here, in the same UPDATE that takes the round: whoever put a
+            # close on the broker, an OPEN round closes only once it is due.
+            .where(Round.id == round_id, close_due(now))
             .values(
                 status=RoundStatus.closing,
                 lease_owner=owner,

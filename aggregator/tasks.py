@@ -7,21 +7,20 @@ import socket
 from functools import lru_cache
 
 from celery.utils.log import get_task_logger
-from sqlalchemy import select
 
 from aggregator.celery_app import app
 from aggregator.gateway import ChainGateway, ChainWriteError
 from aggregator.posting import post_round
 from aggregator.round_close import Signing, close_round
 from db.base import utcnow
-from db.models import Round, RoundStatus
+from db.models import RoundStatus
 from db.session import session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.config import get_settings
 from fedledger.datasets import load_holdout
-from fedledger.domain import rounds as round_service
+from fedledger.domain import pipeline
 from fedledger.domain.blobstore import BlobStore
-from fedledger.domain.tasks import UPDATE_RECEIVED_TASK
+from fedledger.domain.tasks import CLOSE_TASK, POST_TASK, TICK_TASK, UPDATE_RECEIVED_TASK
 
 log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -46,21 +45,22 @@ def services():  # type: ignore[no-untyped-def]
     )
 
 
-@app.task(name=UPDATE_RECEIVED_TASK, bind=True, max_retries=5, default_retry_delay=2)
-def update_received(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
+@app.task(name=UPDATE_RECEIVED_TASK)
+def update_received(round_id: int) -> str:
+    """Kept for messages sent by an older API: requests the close only if the quorum is reached and no
+    close was requested yet (the API now requests it itself, in the submission's transaction)."""
     _, sessions, *_ = services()
-    with sessions() as session:
-        round_ = session.get(Round, round_id)
-        if round_ is None or round_.status != RoundStatus.open:
-            return "ignored"
-        if round_service.submission_count(session, round_id) < round_.quorum:
-            return "waiting"
-    close.delay(round_id)
-    return "quorum"
+    with sessions.begin() as session:
+        requested = pipeline.request_close_on_quorum(session, round_id, utcnow())
+    if requested:
+        close.delay(round_id)
+    return "close-requested" if requested else "nothing-to-do"
 
 
-@app.task(name="fedledger.rounds.close", bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
+@app.task(name=CLOSE_TASK, bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
 def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Close the round if it is due (deadline or quorum; see ``round_close.acquire``), then request its
+    post once."""
     settings, sessions, blobs, gateway, signing, holdout = services()
     result = close_round(
         sessions,
@@ -73,13 +73,20 @@ def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
         signing,
     )
     log.info("close round %s: %s", round_id, result)
-    if result == RoundStatus.aggregated.value:
+    with sessions.begin() as session:
+        if result == RoundStatus.open.value:
+            pipeline.release_close(session, round_id)
+        send_post = result == RoundStatus.aggregated.value and pipeline.claim_post(
+            session, round_id, utcnow()
+        )
+    if send_post:
         post.delay(round_id)
     return result
 
 
-@app.task(name="fedledger.rounds.post", bind=True, max_retries=20, retry_backoff=True, retry_backoff_max=60)
+@app.task(name=POST_TASK, bind=True, max_retries=20, retry_backoff=True, retry_backoff_max=60)
 def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Write the round's record (and slashes, rewards root) to the chain, exactly once."""
     _, sessions, _, gateway, _, _ = services()
     try:
         result = post_round(sessions, gateway, round_id)
@@ -89,23 +96,17 @@ def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
     return result
 
 
-@app.task(name="fedledger.rounds.tick")
+@app.task(name=TICK_TASK)
 def tick() -> dict[str, list[int]]:
-    """Find work from the database: rounds past their deadline, closes whose lease expired, unposted rounds."""
-    _, sessions, *_ = services()
+    """Find work from the database: closes due (deadline, quorum, expired lease) and unposted rounds,
+    each sent only if no request for it is outstanding (see fedledger.domain.pipeline)."""
+    settings, sessions, *_ = services()
     now = utcnow()
-    with sessions() as session:
-        due = list(
-            session.scalars(select(Round.id).where(Round.status == RoundStatus.open, Round.deadline <= now))
-        )
-        stuck = list(
-            session.scalars(
-                select(Round.id).where(Round.status == RoundStatus.closing, Round.lease_until < now)
-            )
-        )
-        unposted = list(session.scalars(select(Round.id).where(Round.status == RoundStatus.aggregated)))
-    for round_id in due + stuck:
+    with sessions.begin() as session:
+        closes = pipeline.claim_closes(session, now, settings.close_lease_seconds)
+        posts = pipeline.claim_posts(session, now, settings.close_lease_seconds)
+    for round_id in closes:
         close.delay(round_id)
-    for round_id in unposted:
+    for round_id in posts:
         post.delay(round_id)
-    return {"close": due + stuck, "post": unposted}
+    return {"close": closes, "post": posts}

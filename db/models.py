@@ -154,6 +154,11 @@ class Round(Base):
     # final transaction, so a second attempt starts from a clean state).
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When a close / a post of this round was last sent to the workers. The API and the beat send each
+    # only when the round's state calls for it and this is unset (or older than a lease: the message was
+    # lost with the broker), so one round costs one close and one post, however many submissions or ticks.
+    close_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    post_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     model_version: Mapped[ModelVersion] = relationship(foreign_keys=[model_version_id])

@@ -37,7 +37,7 @@ from fedledger.chain.reader import ChainReader, RegistryStatus
 from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import EnvelopeHeader, open_envelope, parse_header
 from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
-from fedledger.domain import audit, keys
+from fedledger.domain import audit, keys, pipeline
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.errors import Conflict, Forbidden, Invalid, Malformed, NotFound, Unauthenticated
 from fedledger.payload import UpdateFormatError, decode_update
@@ -56,6 +56,9 @@ class Receipt:
     num_samples: int
     received_at: datetime
     replayed: bool
+    # This submission brought the round to its quorum: the caller sends the round's one close after the
+    # commit (fedledger.domain.pipeline).
+    close_requested: bool = False
 
 
 def receipt_id(round_id: int, participant: str, digest: str) -> str:
@@ -232,12 +235,14 @@ class _Lost(Exception):
 
 
 def _insert(session: Session, checked: Verified) -> Receipt:
-    # Lock the round row against the close (PostgreSQL: FOR SHARE blocks the close's UPDATE until this commits;
-    # SQLite: the transaction already holds the write lock), then re-check it is still open: the close loads
-    # the updates only after taking the round, so no accepted row can be missed by it.
-    round_ = session.scalars(
-        select(Round).where(Round.id == checked.round_id).with_for_update(read=True)
-    ).one()
+    # Lock the round row against the close (PostgreSQL: FOR UPDATE blocks the close's UPDATE until this
+    # commits; SQLite: the transaction already holds the write lock), then re-check it is still open: the
+    # close loads the updates only after taking the round, so no accepted row can be missed by it. The lock
+    # is exclusive, not FOR SHARE, because this transaction may update the row (request_close_on_quorum):
+    # two share holders upgrading would deadlock. It also makes concurrent submissions of a round count
+    # towards the quorum one after another, so exactly one of them requests the close. Taken before the
+    # audit's lock, in the order the close takes them.
+    round_ = session.scalars(select(Round).where(Round.id == checked.round_id).with_for_update()).one()
     _check_round(round_, checked.header, utcnow())
     now = utcnow()
     rid = receipt_id(checked.round_id, checked.subject, checked.digest)
@@ -287,8 +292,16 @@ def _insert(session: Session, checked: Verified) -> Receipt:
             "bytes": checked.size_bytes,
         },
     )
+    close_requested = pipeline.request_close_on_quorum(session, checked.round_id, now)
     return Receipt(
-        rid, checked.round_id, checked.subject, "0x" + checked.digest, checked.header.num_samples, now, False
+        rid,
+        checked.round_id,
+        checked.subject,
+        "0x" + checked.digest,
+        checked.header.num_samples,
+        now,
+        False,
+        close_requested=close_requested,
     )
 
 

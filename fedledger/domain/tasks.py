@@ -1,4 +1,5 @@
-"""The one call the API makes into the aggregator: "an update arrived for round N".
+"""The one call the API makes into the aggregator: "close round N" (sent once per round, by the
+submission whose insert reached the quorum: see fedledger.domain.pipeline).
 
 Behind a small interface so the API never imports worker code; the Celery implementation sends the task
 by name to the broker the settings name.
@@ -11,13 +12,16 @@ from typing import Protocol
 from celery import Celery
 
 UPDATE_RECEIVED_TASK = "fedledger.rounds.update_received"
+CLOSE_TASK = "fedledger.rounds.close"
+POST_TASK = "fedledger.rounds.post"
+TICK_TASK = "fedledger.rounds.tick"
 
 
 class TaskQueue(Protocol):
     """How the API tells the worker that something happened (Celery in production, a recorder in tests)."""
 
-    def update_received(self, round_id: int) -> None:
-        """Round ``round_id`` accepted an update."""
+    def request_close(self, round_id: int) -> None:
+        """Round ``round_id`` reached its quorum: close it (sent once per round)."""
 
 
 class CeleryTaskQueue:
@@ -27,6 +31,6 @@ class CeleryTaskQueue:
         self.app = Celery("fedledger-api", broker=broker_url)
         self.app.conf.broker_connection_retry_on_startup = True
 
-    def update_received(self, round_id: int) -> None:
-        """Queue the ``update_received`` task for ``round_id``."""
-        self.app.send_task(UPDATE_RECEIVED_TASK, args=[round_id], retry=True)
+    def request_close(self, round_id: int) -> None:
+        """Queue the close task for ``round_id``."""
+        self.app.send_task(CLOSE_TASK, args=[round_id], retry=True)

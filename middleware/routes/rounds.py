@@ -7,11 +7,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
-from fedledger.domain import rounds, submissions
+from fedledger.domain import pipeline, rounds, submissions
 from fedledger.domain.errors import DomainError
 from middleware.deps import CurrentPrincipal, OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import OpenRoundRequest, ReceiptOut, RoundOut
+from middleware.state import AppState
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"], dependencies=[RateLimited])
 
@@ -117,11 +118,19 @@ async def submit_update(
         state.metrics.rejections.labels(exc.code).inc()
         raise
     state.metrics.submissions.labels("replayed" if receipt.replayed else "accepted").inc()
-    if not receipt.replayed:
-        # After the commit: the worker must find the row. If the broker is down the update is still safe;
-        # the round's deadline check picks it up.
-        try:
-            await run_in_threadpool(state.queue.update_received, round_id)  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - the submission is durable; the notification is best effort
-            state.metrics.rejections.labels("queue_unavailable").inc()
-    return ReceiptOut(**receipt.__dict__)
+    if receipt.close_requested:
+        # After the commit, so the worker finds every row.
+        await run_in_threadpool(request_close, state, round_id)
+    fields = {k: v for k, v in receipt.__dict__.items() if k != "close_requested"}
+    return ReceiptOut(**fields)
+
+
+def request_close(state: AppState, round_id: int) -> None:
+    """Send the round's one close. If the broker is down the updates are still safe: the request is
+    withdrawn, and the beat, which finds due rounds in the database, sends it."""
+    try:
+        state.queue.request_close(round_id)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - the submission is durable; the notification is best effort
+        state.metrics.rejections.labels("queue_unavailable").inc()
+        with state.sessions.begin() as session:
+            pipeline.release_close(session, round_id)

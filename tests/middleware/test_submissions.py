@@ -39,6 +39,7 @@ def refused(response, status: int, code: str) -> str:  # type: ignore[no-untyped
 
 
 def test_an_accepted_update_is_stored_recorded_audited_and_queued(world: World) -> None:
+    broker = redis.Redis.from_url(REDIS_BROKER_DB)
     envelope, signature = make_update(world, ORGS[0])
     response = post_update(world, ORGS[0], envelope, signature)
     assert response.status_code == 202, response.text
@@ -48,10 +49,26 @@ def test_an_accepted_update_is_stored_recorded_audited_and_queued(world: World) 
     state = world.client.app.state.fl
     assert state.blobs.get(receipt["payload_hash"][2:]) == envelope
     assert world.client.get(f"/v1/rounds/{world.round['id']}").json()["submissions"] == 1
-    # The aggregator was told, through the real broker.
-    assert redis.Redis.from_url(REDIS_BROKER_DB).llen("celery") == 1
+    # Below the quorum (3) nothing is sent to the aggregator.
+    assert broker.llen("celery") == 0
     audit = world.client.get("/v1/audit", headers=world.operator).json()
     assert audit[-1]["action"] == "update.submit" and audit[-1]["details"]["receipt"] == receipt["receipt_id"]
+
+
+def test_the_submission_that_reaches_the_quorum_sends_the_rounds_one_close(world: World) -> None:
+    broker = redis.Redis.from_url(REDIS_BROKER_DB)
+    updates = [make_update(world, index) for index in ORGS[:4]]
+    for index, (envelope, signature) in zip(ORGS[:2], updates[:2], strict=True):
+        assert post_update(world, index, envelope, signature).status_code == 202
+    assert broker.llen("celery") == 0
+    assert post_update(world, ORGS[2], *updates[2]).status_code == 202
+    # The third (quorum 3) sends the close, through the real broker; a replay and a fourth send nothing.
+    assert post_update(world, ORGS[2], *updates[2]).json()["replayed"] is True
+    assert post_update(world, ORGS[3], *updates[3]).status_code == 202
+    messages = [json.loads(m) for m in broker.lrange("celery", 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("fedledger.rounds.close", f"[{world.round['id']}]")
+    ]
 
 
 def test_resubmitting_the_same_payload_returns_the_same_receipt(world: World) -> None:

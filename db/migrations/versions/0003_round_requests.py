@@ -1,0 +1,30 @@
+"""rounds remember when a close and a post were requested
+
+Revision ID: 0003_round_requests
+Revises: 0002
+Create Date: 2026-11-29 00:55:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import db.base
+
+revision = "0003_round_requests"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("rounds") as batch:
+        batch.add_column(sa.Column("close_requested_at", db.base.UTCDateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("post_requested_at", db.base.UTCDateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("rounds") as batch:
+        batch.drop_column("post_requested_at")
+        batch.drop_column("close_requested_at")

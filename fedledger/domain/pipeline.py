@@ -1,0 +1,134 @@
+"""When a round needs a close or a post, decided from the round's state alone (never by timing).
+
+A round costs one close and one post, however many submissions arrive or beat ticks pass. Each request is
+a conditional UPDATE that stamps ``close_requested_at`` / ``post_requested_at`` only if the round's state
+calls for the work and no request is outstanding; whoever's UPDATE changed the row sends the message,
+everybody else sends nothing. A request is outstanding for ``resend_after`` seconds (the close lease):
+after that the message is taken as lost with the broker and the beat sends it again (a close or post
+that runs twice is harmless: the close takes a lease, the post writes the chain exactly once).
+
+The same conditions guard the close itself (:func:`close_due`): a message on the broker cannot close an
+OPEN round before its deadline or its quorum, whoever sent it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from db.models import Round, RoundStatus, Update
+
+
+def submissions_of_round() -> ColumnElement[int]:
+    """Correlated count of the round's accepted submissions (for a WHERE on ``rounds``)."""
+    return (
+        select(func.count())
+        .select_from(Update)
+        .where(Update.round_id == Round.id)
+        .correlate(Round)
+        .scalar_subquery()
+    )
+
+
+def close_due(now: datetime) -> ColumnElement[bool]:
+    """A round may be closed: OPEN and past its deadline or at its quorum, or CLOSING with its lease
+    expired (a worker died mid-close)."""
+    return (
+        (Round.status == RoundStatus.open)
+        & ((Round.deadline <= now) | (submissions_of_round() >= Round.quorum))
+    ) | ((Round.status == RoundStatus.closing) & (Round.lease_until.is_(None) | (Round.lease_until < now)))
+
+
+def _not_outstanding(
+    column: InstrumentedAttribute[datetime | None], now: datetime, resend_after: float | None
+) -> ColumnElement[bool]:
+    if resend_after is None:
+        return column.is_(None)
+    return column.is_(None) | (column < now - timedelta(seconds=resend_after))
+
+
+def request_close_on_quorum(session: Session, round_id: int, now: datetime) -> bool:
+    """In the transaction that inserted a submission: request the round's close if that insert brought
+    it to its quorum and nobody requested it yet. True means: send the close after the commit.
+
+    The caller holds the round row locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock), so
+    concurrent submissions count one after another and exactly one of them sees the quorum first.
+    """
+    result = session.execute(
+        update(Round)
+        .where(
+            Round.id == round_id,
+            Round.status == RoundStatus.open,
+            Round.close_requested_at.is_(None),
+            submissions_of_round() >= Round.quorum,
+        )
+        .values(close_requested_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result)
+
+
+def claim_closes(session: Session, now: datetime, resend_after: float) -> list[int]:
+    """The beat's half: rounds whose close is due and not outstanding, each stamped as requested."""
+    candidates = session.scalars(
+        select(Round.id).where(close_due(now), _not_outstanding(Round.close_requested_at, now, resend_after))
+    ).all()
+    return [
+        round_id
+        for round_id in candidates
+        if _changed(
+            session.execute(
+                update(Round)
+                .where(
+                    Round.id == round_id,
+                    close_due(now),
+                    _not_outstanding(Round.close_requested_at, now, resend_after),
+                )
+                .values(close_requested_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    ]
+
+
+def release_close(session: Session, round_id: int) -> None:
+    """The close gave the round back OPEN (deadline extended): a later deadline or quorum requests again."""
+    session.execute(
+        update(Round)
+        .where(Round.id == round_id, Round.status == RoundStatus.open)
+        .values(close_requested_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_post(session: Session, round_id: int, now: datetime, resend_after: float | None = None) -> bool:
+    """Request the post of an AGGREGATED round unless one is outstanding. True means: send it."""
+    return _changed(
+        session.execute(
+            update(Round)
+            .where(
+                Round.id == round_id,
+                Round.status == RoundStatus.aggregated,
+                _not_outstanding(Round.post_requested_at, now, resend_after),
+            )
+            .values(post_requested_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def claim_posts(session: Session, now: datetime, resend_after: float) -> list[int]:
+    """The beat's half: AGGREGATED rounds without an outstanding post, each stamped as requested."""
+    candidates = session.scalars(
+        select(Round.id).where(
+            Round.status == RoundStatus.aggregated,
+            _not_outstanding(Round.post_requested_at, now, resend_after),
+        )
+    ).all()
+    return [r for r in candidates if claim_post(session, r, now, resend_after)]
+
+
+def _changed(result: object) -> bool:
+    return int(getattr(result, "rowcount", 0)) == 1
