@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from functools import lru_cache
 
 from celery.utils.log import get_task_logger
@@ -62,6 +63,7 @@ def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
     """Close the round if it is due (deadline or quorum; see ``round_close.acquire``), then request its
     post once."""
     settings, sessions, blobs, gateway, signing, holdout = services()
+    started = time.perf_counter()
     result = close_round(
         sessions,
         blobs,
@@ -72,7 +74,7 @@ def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
         holdout,
         signing,
     )
-    log.info("close round %s: %s", round_id, result)
+    log.info("close round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
     with sessions.begin() as session:
         if result == RoundStatus.open.value:
             pipeline.release_close(session, round_id)
@@ -88,11 +90,12 @@ def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
 def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
     """Write the round's record (and slashes, rewards root) to the chain, exactly once."""
     _, sessions, _, gateway, _, _ = services()
+    started = time.perf_counter()
     try:
         result = post_round(sessions, gateway, round_id)
     except (ChainWriteError, ConnectionError, OSError) as exc:
         raise self.retry(exc=exc) from exc
-    log.info("post round %s: %s", round_id, result)
+    log.info("post round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
     return result
 
 

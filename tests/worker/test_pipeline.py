@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytes
 def task_results(log: Path, task: str) -> dict[int, list[str]]:
     """What each run of a close or post task returned, by round, from the worker's log."""
     runs: dict[int, list[str]] = {}
-    for round_id, result in re.findall(rf"{task} round (\d+): (\S+)", log.read_text()):
+    for round_id, result in re.findall(rf"{task} round (\d+): (\S+) in", log.read_text()):
         runs.setdefault(int(round_id), []).append(result)
     return runs
 

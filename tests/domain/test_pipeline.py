@@ -1,0 +1,101 @@
+"""The round-state rules that send one close and one post per round (fedledger.domain.pipeline)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.base import Base, utcnow
+from db.models import ModelVersion, Participant, Round, RoundStatus, ServerKey, Update, UpdateStatus
+from db.session import make_engine
+from fedledger.domain import pipeline
+
+LEASE = 60.0
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    with factory.begin() as session:
+        session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [2]}))
+        session.add(ServerKey(kid="k", algorithm="X25519", public_key_pem="-"))
+        session.add_all(Participant(id=i, address=f"0x{i:040x}", org_name=f"o{i}") for i in range(1, 6))
+    yield factory
+    engine.dispose()
+
+
+def open_round(sessions: sessionmaker[Session], quorum: int, seconds: int = 3600) -> int:
+    now = utcnow()
+    with sessions.begin() as session:
+        round_ = Round(
+            status=RoundStatus.open,
+            model_version_id=1,
+            opened_at=now,
+            deadline=now + timedelta(seconds=seconds),
+            quorum=quorum,
+            strategy="fedavg",
+        )
+        session.add(round_)
+        session.flush()
+        return round_.id
+
+
+def submit(sessions: sessionmaker[Session], round_id: int, participant: int) -> bool:
+    """Insert an update and ask for the close in the same transaction, as the API does."""
+    with sessions.begin() as session:
+        session.add(
+            Update(
+                round_id=round_id,
+                participant_id=participant,
+                ciphertext_hash=f"{participant:064x}",
+                key_id="k",
+                model_version_id=1,
+                num_samples=1,
+                signature="0x",
+                size_bytes=1,
+                receipt_id=f"{round_id}-{participant}",
+                status=UpdateStatus.received,
+            )
+        )
+        session.flush()
+        return pipeline.request_close_on_quorum(session, round_id, utcnow())
+
+
+def test_only_the_submission_that_reaches_the_quorum_requests_the_close(sessions) -> None:  # type: ignore[no-untyped-def]
+    round_id = open_round(sessions, quorum=3)
+    assert [submit(sessions, round_id, p) for p in range(1, 6)] == [False, False, True, False, False]
+    # The beat does not send it again while the request is outstanding, but does once it is a lease old.
+    with sessions.begin() as session:
+        assert pipeline.claim_closes(session, utcnow(), LEASE) == []
+        assert pipeline.claim_closes(session, utcnow() + timedelta(seconds=LEASE + 1), LEASE) == [round_id]
+
+
+def test_the_beat_requests_a_due_close_once_and_never_an_early_one(sessions) -> None:  # type: ignore[no-untyped-def]
+    early = open_round(sessions, quorum=5)
+    submit(sessions, early, 1)
+    now = utcnow()
+    with sessions.begin() as session:
+        assert pipeline.claim_closes(session, now, LEASE) == []  # before deadline and quorum
+        assert pipeline.claim_closes(session, now + timedelta(hours=2), LEASE) == [early]  # deadline passed
+        assert pipeline.claim_closes(session, now + timedelta(hours=2), LEASE) == []  # already requested
+
+
+def test_an_extended_round_can_be_requested_again_and_a_post_is_requested_once(sessions) -> None:  # type: ignore[no-untyped-def]
+    round_id = open_round(sessions, quorum=1)
+    assert submit(sessions, round_id, 1)
+    with sessions.begin() as session:
+        pipeline.release_close(session, round_id)  # the close extended the deadline: OPEN again
+        assert pipeline.claim_closes(session, utcnow(), LEASE) == [round_id]
+        session.execute(update(Round).where(Round.id == round_id).values(status=RoundStatus.aggregated))
+        now = utcnow()
+        assert pipeline.claim_post(session, round_id, now)
+        assert not pipeline.claim_post(session, round_id, now)
+        assert pipeline.claim_posts(session, now, LEASE) == []
+        assert pipeline.claim_posts(session, now + timedelta(seconds=LEASE + 1), LEASE) == [round_id]
