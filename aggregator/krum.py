@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from aggregator.blas import single_threaded
-from aggregator.errors import InvalidParameter
+from aggregator.errors import AggregationError, InvalidParameter
 from aggregator.fedavg import normalized
 from aggregator.validation import as_client_vector, as_update_matrix, check_f, raise_on_non_finite_rows
 
@@ -69,15 +69,19 @@ def gram_float32(X: np.ndarray) -> np.ndarray | None:
     """
     n, d = X.shape
     gram = np.zeros((n, n), dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        center = X.mean(axis=0, dtype=np.float32)
-        block = np.empty((n, min(d, GRAM32_BLOCK)), dtype=np.float32)
-        with single_threaded():
-            for start in range(0, d, GRAM32_BLOCK):
-                stop = min(d, start + GRAM32_BLOCK)
-                b = block[:, : stop - start]
-                np.subtract(X[:, start:stop], center[start:stop], out=b)
-                gram += b @ b.T
+    width = min(d, GRAM32_BLOCK)
+    block = np.empty((n, width), dtype=np.float32)
+    center = np.empty(width, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded():
+        for start in range(0, d, GRAM32_BLOCK):
+            stop = min(d, start + GRAM32_BLOCK)
+            b, c, columns = block[:, : stop - start], center[: stop - start], X[:, start:stop]
+            # The per-coordinate mean, a block at a time: X is read from memory once, the block then
+            # stays in cache for the subtraction and the product.
+            np.mean(columns, axis=0, out=c)
+            np.subtract(columns, c, out=b)
+            gram += b @ b.T
+    # NaN or Inf in X (or products beyond float32) make the Gram non-finite: the caller then checks X.
     return gram if np.isfinite(gram).all() else None
 
 
@@ -164,14 +168,26 @@ def select_multikrum(D: np.ndarray, f: int, m: int) -> np.ndarray:
     return krum_ranking(D, f)[:m]
 
 
+def _checked(X: np.ndarray, f: int, strategy: str) -> np.ndarray:
+    """``X`` as float32 and ``f`` checked, with no pass over ``X`` for finiteness: :func:`choose` finds
+    NaN and Inf from the Gram matrix. When ``f`` is refused, non-finite updates are reported first, as
+    every other strategy reports them."""
+    X = as_update_matrix(X, check_finite=False)
+    try:
+        check_f(f, X.shape[0], 2, strategy)
+    except AggregationError:
+        as_update_matrix(X)
+        raise
+    return X
+
+
 def krum(X: np.ndarray, f: int) -> np.ndarray:
     """The update of the client with the lowest Krum score.
 
     Contract: ``X`` is (n, d) finite floating point; f >= 0 is the assumed number of Byzantine clients and
     n >= 2f + 3 (refused otherwise, with the largest valid f). Returns a float32 copy of one row.
     """
-    X = as_update_matrix(X)
-    check_f(f, X.shape[0], 2, "krum")
+    X = _checked(X, f, "krum")
     chosen: np.ndarray = X[int(choose(X, f, 1)[0])].copy()
     return chosen
 
@@ -184,9 +200,8 @@ def multi_krum(
     Contract: as :func:`krum`, plus 1 <= m <= n - f (more than n - f would have to admit an attacker when
     f are present). ``weights`` (e.g. sample counts) weight the selected clients' mean; None means equal.
     """
-    X = as_update_matrix(X)
+    X = _checked(X, f, "multi_krum")
     n = X.shape[0]
-    check_f(f, n, 2, "multi_krum")
     m = m or n - f
     if not (isinstance(m, (int, np.integer)) and 1 <= m <= n - f):
         raise InvalidParameter(f"multi_krum: m must be in [1, n - f] = [1, {n - f}], got {m!r}")
