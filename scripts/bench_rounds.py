@@ -191,20 +191,21 @@ def main() -> None:
                     closed - submitted,
                     posted - closed,
                     posted - start,
+                    os.getloadavg()[0],
                 )
             )
-            totals.append(rows[-1][-1])
+            totals.append(rows[-1][-2])
             round_ids.append(round_id)
         time.sleep(3 * 2)  # three ticks after the last post: nothing more may run
         closes, posts = task_runs(worker.log, "close"), task_runs(worker.log, "post")
         outside_chain = []
-        for round_id, *phases in rows:
+        for round_id, *phases, load in rows:
             cells = " | ".join(f"{p * 1e3:,.0f}" for p in phases)
             close_ms, post_ms = sum(closes.get(round_id, [])), sum(posts.get(round_id, []))
             outside_chain.append(phases[-1] - post_ms / 1e3)
             print(
                 f"| {round_id} | {cells} | {close_ms:,.0f} | {post_ms:,.0f} | {outside_chain[-1] * 1e3:,.0f} "
-                f"| {len(closes.get(round_id, []))} | {len(posts.get(round_id, []))} | {os.getloadavg()[0]:.2f} |"
+                f"| {len(closes.get(round_id, []))} | {len(posts.get(round_id, []))} | {load:.2f} |"
             )
         print()
         half = len(totals) // 2

@@ -1,7 +1,7 @@
 """rounds remember when a close and a post were requested
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-29 00:55:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import db.base
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
