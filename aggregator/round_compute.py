@@ -38,8 +38,8 @@ from aggregator.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
 from aggregator.reputation import update_reputation
 from aggregator.rollback import activation_decision
-from aggregator.round_params import RoundParams
-from aggregator.round_scores import score_round
+from aggregator.round_params import DpParams, RoundParams
+from aggregator.round_scores import RoundScores, score_round
 from aggregator.scoring import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
@@ -210,13 +210,7 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
     accountant = None
     if params.dp is not None:
         try:
-            accountant = PrivacyAccountant(
-                params.dp.noise_multiplier,
-                1.0,
-                params.dp.delta,
-                params.dp.epsilon_budget,
-                inputs.dp_rounds_spent,
-            ).charge()
+            accountant = _charge_privacy(params.dp, inputs.dp_rounds_spent)
         except PrivacyBudgetExceeded as exc:
             return RoundResult(CloseStatus.failed, str(exc), rejected=rejected)
         X, _ = clip_rows(X, params.dp.clip_norm)
@@ -257,6 +251,11 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
         noise_std,
         accountant,
     )
+
+
+def _charge_privacy(dp: DpParams, rounds_spent: int) -> PrivacyAccountant:
+    """The accountant after this round (full participation), or :class:`PrivacyBudgetExceeded`."""
+    return PrivacyAccountant(dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, rounds_spent).charge()
 
 
 def _too_few(
@@ -308,8 +307,16 @@ def _rewards(
     return amounts, RewardTree.build(inputs.round_id, owed) if owed else None
 
 
-def _evidence(inputs: RoundInputs, samples: SampleWeights, eligible: np.ndarray, i: int) -> tuple[str, ...]:
+def _evidence(
+    inputs: RoundInputs, s: RoundScores, samples: SampleWeights, eligible: np.ndarray, i: int
+) -> tuple[str, ...]:
+    """Why client ``i`` was flagged or left out, beyond its scores (stored on its contribution)."""
     out = []
+    if s.evidence[i]:
+        out.append(
+            f"reference_evidence: cosine {s.cosine[i]:.3f} to the server's reference update, "
+            f"solo gain {s.solo_gain[i]:.3g} on the validation data"
+        )
     if samples.above[i]:
         out.append(
             f"sample_claim_above_cap: claimed {inputs.clients[i].num_samples}, counted {samples.bound:g} "
@@ -320,6 +327,39 @@ def _evidence(inputs: RoundInputs, samples: SampleWeights, eligible: np.ndarray,
             f"below_min_reputation: {inputs.clients[i].reputation:g} < {inputs.params.min_reputation:g}"
         )
     return tuple(out)
+
+
+def _scores(
+    inputs: RoundInputs,
+    base: np.ndarray,
+    X: np.ndarray,
+    result: Aggregated,
+    eligible: np.ndarray,
+    selected: np.ndarray,
+) -> RoundScores:
+    """Every valid client's scores and reference evidence (:func:`aggregator.round_scores.score_round`)."""
+    params = inputs.params
+    X_eval, y_eval = inputs.holdout
+
+    def loss_of(delta: np.ndarray) -> float:
+        return evaluate(unflatten(base + delta, inputs.spec), X_eval, y_eval)[0]
+
+    # The strategy's coefficients are over the eligible rows; clients below min_reputation have none.
+    coefficients = None
+    if result.coefficients is not None:
+        coefficients = np.zeros(len(inputs.clients))
+        coefficients[np.flatnonzero(eligible)] = result.coefficients
+    return score_round(
+        loss_of,
+        X,
+        inputs.reference,
+        coefficients,
+        np.flatnonzero(selected),
+        np.array([c.submitted_at.timestamp() for c in inputs.clients]),
+        inputs.deadline.timestamp(),
+        params.scoring,
+        params.reputation,
+    )
 
 
 def _score_and_decide(
@@ -339,26 +379,7 @@ def _score_and_decide(
     params = inputs.params
     base = flatten(inputs.weights, inputs.spec)
     start = time.perf_counter()
-    X_eval, y_eval = inputs.holdout
-
-    def loss_of(delta: np.ndarray) -> float:
-        return evaluate(unflatten(base + delta, inputs.spec), X_eval, y_eval)[0]
-
-    coefficients = None
-    if result.coefficients is not None:
-        coefficients = np.zeros(len(inputs.clients))
-        coefficients[np.flatnonzero(eligible)] = result.coefficients
-    s = score_round(
-        loss_of,
-        X,
-        inputs.reference,
-        coefficients,
-        np.flatnonzero(selected),
-        np.array([c.submitted_at.timestamp() for c in inputs.clients]),
-        inputs.deadline.timestamp(),
-        params.scoring,
-        params.reputation,
-    )
+    s = _scores(inputs, base, X, result, eligible, selected)
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
     # An over-cap claim is Byzantine evidence too: the claim is signed (EIP-712) and above what governance
     # declared plausible.
@@ -371,25 +392,9 @@ def _score_and_decide(
     loss_after, accuracy = evaluate(new_weights, *inputs.holdout)
     decision = activation_decision(s.loss_before, loss_after, params.rollback_threshold)
 
-    outcomes = [
-        ClientOutcome(
-            update_id=c.update_id,
-            participant_id=c.participant_id,
-            address=c.address,
-            quality=float(s.quality[i]),
-            timeliness=float(s.timeliness[i]),
-            honesty=float(s.honesty[i]),
-            fitness=float(s.fitness[i]),
-            selected=bool(selected[i]),
-            kept=bool(selected[i] and not byzantine[i]),
-            byzantine=bool(byzantine[i]),
-            reward_wei=amounts[i],
-            merkle_proof=tuple("0x" + p.hex() for p in tree.proof(c.address)) if tree and amounts[i] else (),
-            reputation_after=float(reputation_after[i]),
-            evidence=_evidence(inputs, samples, eligible, i),
-        )
-        for i, c in enumerate(inputs.clients)
-    ]
+    outcomes = _client_outcomes(
+        inputs, s, samples, eligible, selected, byzantine, amounts, tree, reputation_after
+    )
     outcomes.extend(_rejected_outcomes(inputs))
     details: dict[str, Detail] = {**strategy.describe(), **result.details}
     details["sample_weight_cap"] = params.sample_weight_cap
@@ -416,6 +421,39 @@ def _score_and_decide(
             durations_ms=timings,
         ),
     )
+
+
+def _client_outcomes(
+    inputs: RoundInputs,
+    s: RoundScores,
+    samples: SampleWeights,
+    eligible: np.ndarray,
+    selected: np.ndarray,
+    byzantine: np.ndarray,
+    amounts: list[int],
+    tree: RewardTree | None,
+    reputation_after: np.ndarray,
+) -> list[ClientOutcome]:
+    """One outcome per valid client, with its Merkle proof when it is paid."""
+    return [
+        ClientOutcome(
+            update_id=c.update_id,
+            participant_id=c.participant_id,
+            address=c.address,
+            quality=float(s.quality[i]),
+            timeliness=float(s.timeliness[i]),
+            honesty=float(s.honesty[i]),
+            fitness=float(s.fitness[i]),
+            selected=bool(selected[i]),
+            kept=bool(selected[i] and not byzantine[i]),
+            byzantine=bool(byzantine[i]),
+            reward_wei=amounts[i],
+            merkle_proof=tuple("0x" + p.hex() for p in tree.proof(c.address)) if tree and amounts[i] else (),
+            reputation_after=float(reputation_after[i]),
+            evidence=_evidence(inputs, s, samples, eligible, i),
+        )
+        for i, c in enumerate(inputs.clients)
+    ]
 
 
 def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:

@@ -42,7 +42,9 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     bad = clients[7]
     assert bad.byzantine and not bad.kept and bad.reward_wei == 0 and bad.honesty == 0.0
     assert bad.reputation_after < 50.0 - 10.0  # EMA toward a low fitness, minus the detection penalty
+    assert [e.split(":")[0] for e in bad.evidence] == ["reference_evidence"]
     good = [clients[i] for i in range(1, 7)]
+    assert not any(c.evidence for c in good)
     assert not any(c.byzantine for c in good)
     assert all(c.reward_wei > 0 and c.honesty > 0 for c in good)
     assert sum(c.kept for c in good) == kept

@@ -168,7 +168,8 @@ def test_an_inflated_sample_claim_is_capped_and_recorded_as_evidence(platform: P
     }
     cheat = scores[address_of(attacker)]
     assert cheat["byzantine"] and not cheat["kept"] and cheat["reward_wei"] == "0"
-    assert [e.split(":")[0] for e in cheat["evidence"]] == ["sample_claim_above_cap"]
+    reasons = [e.split(":")[0] for e in cheat["evidence"]]
+    assert "sample_claim_above_cap" in reasons, cheat["evidence"]
     assert all(
         not scores[address_of(i)]["evidence"] and not scores[address_of(i)]["byzantine"] for i in honest
     )
