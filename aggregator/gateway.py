@@ -28,7 +28,9 @@ from web3.exceptions import ContractLogicError, TransactionNotFound
 
 from db.models import ChainTransaction, TxStatus
 from fedledger.chain.deployments import Deployments
+from fedledger.chain.ledger import LedgerContribution, record_round_call
 from fedledger.chain.params import ProtocolParams, read_params
+from fedledger.chain.reader import ChainParticipant, RegistryStatus
 from fedledger.chain.tx import TransactionReverted, decode_custom_error
 
 
@@ -70,6 +72,18 @@ class ChainGateway:
 
     def is_active(self, address: str) -> bool:
         return bool(self.registry.functions.isActive(address).call())
+
+    def participant(self, address: str) -> ChainParticipant:
+        return ChainParticipant.from_record(
+            self.registry, self.registry.functions.participantOf(address).call()
+        )
+
+    def latest_round_id(self) -> int:
+        return int(self.ledger.functions.latestRoundId().call())
+
+    def chain_time(self) -> int:
+        """The latest block's timestamp (what the contracts compare durations against)."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
 
     # --- writes ---------------------------------------------------------------------------------
     def send_once(
@@ -203,11 +217,13 @@ class ChainGateway:
         round_id: int,
         model_hash: bytes,
         rewards_root: bytes,
-        total_reward: int,
-        contributions: list[tuple],
+        contributions: list[LedgerContribution],
+        audit_head: bytes,
+        audit_count: int,
     ) -> SentTransaction | None:
-        call = self.ledger.functions.recordRound(
-            round_id, model_hash, rewards_root, total_reward, contributions
+        """Record a round (ids strictly increasing on-chain) with the audit log's head anchored in it."""
+        call = record_round_call(
+            self.ledger, round_id, model_hash, rewards_root, contributions, audit_head, audit_count
         )
 
         def recorded() -> bool:
@@ -227,7 +243,7 @@ class ChainGateway:
     def slash(self, round_id: int, address: str, amount: int, reason: str) -> SentTransaction | None:
         reason_bytes = Web3.keccak(text=f"fedledger:round:{round_id}:{reason}")
         call = self.registry.functions.slash(address, amount, reason_bytes)
-        # A participant already slashed to zero, or exited, has nothing left to take.
+        # A participant already slashed to zero, or withdrawn, has nothing left to take.
         return self.send_once(
             f"round:{round_id}:slash:{address}", call, already_done=lambda: self.stake_of(address) == 0
         )
@@ -237,4 +253,24 @@ class ChainGateway:
             return None
         return self.send_once(
             f"round:{round_id}:byzantine", self.registry.functions.recordByzantine(addresses)
+        )
+
+    def mark_active(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
+        """Refresh the on-chain activity evidence (``lastActiveAt``) of organizations seen in a round."""
+        if not addresses:
+            return None
+        return self.send_once(f"round:{round_id}:active", self.registry.functions.markActive(addresses))
+
+    def suspend_inactive(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
+        """Suspend organizations idle past the governed activity timeout (the contract checks the evidence)."""
+        if not addresses:
+            return None
+
+        def done() -> bool:
+            return all(self.participant(a).status != RegistryStatus.active for a in addresses)
+
+        return self.send_once(
+            f"round:{round_id}:inactive",
+            self.registry.functions.suspendInactive(addresses),
+            already_done=done,
         )

@@ -1,13 +1,27 @@
-"""Posting an aggregated round on-chain exactly once: the round record with its rewards root, then the
-slashes and Byzantine counts its scores call for. Every write goes through the gateway's exactly-once
-``send_once``; the round becomes POSTED only after all of them are mined."""
+"""Posting an aggregated round on-chain exactly once, in round order.
+
+Order of the writes, each through the gateway's exactly-once ``send_once``:
+
+1. Byzantine counts and slashes. A slash goes to whoever still holds stake (Active, Suspended, Slashed or
+   Exited and unbonding): an organization cannot escape by requesting its exit before the round is posted.
+2. The round record (model hash, rewards root, contributions, and the audit log's head as an anchor). The
+   registry lets an exiting organization withdraw only once a round after its exit request is recorded, so
+   the slashes of step 1 always land before its stake can leave.
+3. Activity: the on-chain evidence (``lastActiveAt``) of the round's organizations is refreshed when older
+   than half the governed activity timeout, and registered organizations idle past the timeout are suspended.
+
+Rounds are recorded on-chain in increasing id order (the ledger refuses anything else), so posting a round
+first posts every earlier round still waiting. The round becomes POSTED only after all of its writes are mined.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aggregator.gateway import ChainGateway
+from aggregator.gateway import ChainGateway, ChainWriteError
 from aggregator.reputation import ReputationConfig, slashing_decisions
 from db.base import utcnow
 from db.models import (
@@ -20,6 +34,8 @@ from db.models import (
     RoundStatus,
     Update,
 )
+from fedledger.chain.ledger import LedgerContribution
+from fedledger.chain.reader import RegistryStatus
 from fedledger.domain import audit
 
 SCORE_SCALE = 100  # the ledger stores scores x100 as uint16 (0..10000)
@@ -30,6 +46,21 @@ def _score(value: float) -> int:
 
 
 def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: int) -> str:
+    """Post ``round_id`` and, first, every earlier aggregated round (the ledger records ids in order)."""
+    with sessions() as session:
+        earlier = list(
+            session.scalars(
+                select(Round.id)
+                .where(Round.id < round_id, Round.status == RoundStatus.aggregated)
+                .order_by(Round.id)
+            )
+        )
+    for previous in earlier:
+        _post_one(sessions, gateway, previous)
+    return _post_one(sessions, gateway, round_id)
+
+
+def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: int) -> str:
     with sessions() as session:
         round_ = session.get(Round, round_id)
         if round_ is None or round_.status != RoundStatus.aggregated:
@@ -44,46 +75,57 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
             .order_by(Contribution.id)
         ).all()
         params = round_.params
-    contributions = [
-        (
-            p.address,
-            bytes.fromhex(u.ciphertext_hash),
-            _score(c.quality),
-            _score(c.timeliness),
-            _score(c.honesty),
-            _score(c.fitness),
-            int(c.reward_wei),
+        anchor_hash, anchor_count = audit.head(session)
+    latest = gateway.latest_round_id()
+    if latest > round_id and not gateway.is_recorded(round_id):
+        raise ChainWriteError(
+            f"the ledger already recorded round {latest}, above round {round_id}, which it never recorded: "
+            "the database and the chain disagree (a database reset against a used chain?)"
         )
-        for c, p, u in rows
-    ]
-    total = sum(int(c.reward_wei) for c, _, _ in rows)
     tx_hashes: dict[str, str] = {}
-    sent = gateway.record_round(
-        round_id,
-        bytes.fromhex(model.weights_hash),
-        bytes.fromhex(aggregation.rewards_root[2:]),
-        total,
-        contributions,
-    )
-    tx_hashes["record"] = sent.tx_hash if sent else "already-recorded"
 
     flagged = [p.address for c, p, _ in rows if c.byzantine]
     sent = gateway.record_byzantine(round_id, flagged)
     if sent:
         tx_hashes["byzantine"] = sent.tx_hash
     config = ReputationConfig.from_params(params)
-    stakes = [gateway.stake_of(p.address) for _, p, _ in rows]
+    onchain = [gateway.participant(p.address) for _, p, _ in rows]
     decisions = slashing_decisions(
         byzantine_counts=[p.byzantine_count for _, p, _ in rows],
-        stakes=stakes,
+        stakes=[o.stake for o in onchain],
         config=config,
     )
     for decision in decisions:
         address = rows[decision.index][1].address
-        if decision.amount > 0 and gateway.is_active(address):
+        # Whatever its status: an organization that requested its exit is slashed all the same.
+        if decision.amount > 0:
             sent = gateway.slash(round_id, address, decision.amount, decision.reason.value)
             if sent:
                 tx_hashes[f"slash:{address}"] = sent.tx_hash
+
+    sent = gateway.record_round(
+        round_id,
+        bytes.fromhex(model.weights_hash),
+        bytes.fromhex(aggregation.rewards_root[2:]),
+        [
+            LedgerContribution(
+                p.address,
+                bytes.fromhex(u.ciphertext_hash),
+                _score(c.quality),
+                _score(c.timeliness),
+                _score(c.honesty),
+                _score(c.fitness),
+                int(c.reward_wei),
+            )
+            for c, p, u in rows
+        ],
+        bytes.fromhex(anchor_hash),
+        anchor_count,
+    )
+    tx_hashes["record"] = sent.tx_hash if sent else "already-recorded"
+    suspended = _apply_activity_timeout(sessions, gateway, round_id, params, [p.address for _, p, _ in rows])
+    for key, value in suspended.items():
+        tx_hashes[key] = value
 
     with sessions.begin() as session:
         round_ = session.get(Round, round_id)
@@ -97,7 +139,7 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
             participant = session.scalars(
                 select(Participant).where(Participant.address == rows[decision.index][1].address)
             ).one()
-            if not gateway.is_active(participant.address):
+            if gateway.participant(participant.address).status == RegistryStatus.slashed:
                 participant.status = ParticipantStatus.slashed
         round_.status = RoundStatus.posted
         audit.append(
@@ -105,6 +147,65 @@ def post_round(sessions: sessionmaker[Session], gateway: ChainGateway, round_id:
             "worker",
             "round.post",
             str(round_id),
-            {"tx_hashes": tx_hashes, "slashed": [rows[d.index][1].address for d in decisions]},
+            {
+                "tx_hashes": tx_hashes,
+                "slashed": [rows[d.index][1].address for d in decisions],
+                "audit_anchor": {"head": anchor_hash, "count": anchor_count},
+            },
         )
     return "posted"
+
+
+def _apply_activity_timeout(
+    sessions: sessionmaker[Session],
+    gateway: ChainGateway,
+    round_id: int,
+    params: dict,
+    contributors: list[str],
+) -> dict[str, str]:
+    """Refresh the contributors' on-chain activity evidence when it is older than half the timeout (one
+    storage write per organization per half-timeout, not per round), and suspend registered organizations
+    that the chain shows idle past the timeout (candidates from the database: no submission for that long)."""
+    timeout = int(params.get("activity_timeout", 0))
+    if timeout <= 0:
+        return {}
+    now = gateway.chain_time()
+    sent_hashes: dict[str, str] = {}
+    stale = []
+    for address in contributors:
+        record = gateway.participant(address)
+        if record.status == RegistryStatus.active and record.last_active_at + timeout // 2 < now:
+            stale.append(address)
+    sent = gateway.mark_active(round_id, stale)
+    if sent:
+        sent_hashes["active"] = sent.tx_hash
+
+    cutoff = utcnow() - timedelta(seconds=timeout)
+    with sessions() as session:
+        last_submission = (
+            select(Update.participant_id, func.max(Update.submitted_at).label("last"))
+            .group_by(Update.participant_id)
+            .subquery()
+        )
+        candidates = list(
+            session.scalars(
+                select(Participant.address)
+                .outerjoin(last_submission, last_submission.c.participant_id == Participant.id)
+                .where(
+                    Participant.status == ParticipantStatus.active,
+                    Participant.created_at < cutoff,
+                    (last_submission.c.last.is_(None)) | (last_submission.c.last < cutoff),
+                )
+            )
+        )
+    idle = []
+    for address in candidates:
+        record = gateway.participant(address)
+        if record.status == RegistryStatus.active and record.last_active_at + timeout < now:
+            idle.append(address)
+    # The database status stays: the API admits only organizations the chain shows Active, and one suspended
+    # for inactivity may resume on-chain by itself at any time.
+    sent = gateway.suspend_inactive(round_id, idle)
+    if sent:
+        sent_hashes["inactive"] = sent.tx_hash
+    return sent_hashes

@@ -140,6 +140,8 @@ class AuditVerification(BaseModel):
     entries: int
     first_bad_id: int | None
     reason: str
+    anchors: int = 0  # audit heads anchored on-chain by posted rounds
+    anchors_checked: int = 0  # of those, matched against the log's entries
 
 
 class HealthOut(BaseModel):

@@ -14,6 +14,8 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 /// @title FLGovernor
 /// @notice Token holders govern the protocol's parameters; passed proposals execute through the timelock.
 /// Standard OpenZeppelin Governor: castVote, castVoteWithReason, castVoteBySig all work with usual tooling.
+/// @dev The proposal threshold is never zero (set at construction and by governance), so proposing takes a
+/// real stake in the token: a key that minted a little cannot flood the governor with proposals for free.
 contract FLGovernor is
     Governor,
     GovernorSettings,
@@ -22,11 +24,14 @@ contract FLGovernor is
     GovernorVotesQuorumFraction,
     GovernorTimelockControl
 {
+    /// @notice A proposal threshold of zero was asked for (at construction or through governance).
+    error ZeroProposalThreshold();
+
     /// @param token The ERC-5805 votes token (RewardToken).
     /// @param timelock The TimelockController that executes proposals and holds every admin role.
     /// @param votingDelay_ Blocks between proposal and voting start.
     /// @param votingPeriod_ Blocks the vote lasts.
-    /// @param proposalThreshold_ Votes needed to propose.
+    /// @param proposalThreshold_ Votes needed to propose (> 0).
     /// @param quorumPercent Quorum as a percentage of total supply.
     constructor(
         IVotes token,
@@ -41,7 +46,9 @@ contract FLGovernor is
         GovernorVotes(token)
         GovernorVotesQuorumFraction(quorumPercent)
         GovernorTimelockControl(timelock)
-    {}
+    {
+        // GovernorSettings' constructor already went through {_setProposalThreshold}, which refuses zero.
+    }
 
     function votingDelay() public view override(Governor, GovernorSettings) returns (uint256) {
         return super.votingDelay();
@@ -75,6 +82,12 @@ contract FLGovernor is
 
     function proposalThreshold() public view override(Governor, GovernorSettings) returns (uint256) {
         return super.proposalThreshold();
+    }
+
+    /// @dev Refuses a zero threshold; otherwise as GovernorSettings.
+    function _setProposalThreshold(uint256 newProposalThreshold) internal override {
+        if (newProposalThreshold == 0) revert ZeroProposalThreshold();
+        super._setProposalThreshold(newProposalThreshold);
     }
 
     function _queueOperations(

@@ -72,6 +72,9 @@ contract ProtocolParameters is AccessControl {
     uint256 public constant WEIGHTING_COUNT = 3;
 
     uint256[PARAM_COUNT] private _values;
+    /// @dev RoundRewardBudget (96 bits) | EmissionCapPerPeriod (96) | EmissionPeriod (32) | DisputeWindow (32),
+    /// kept in step with {_values} so recording a round reads them with one storage load ({rewardLimits}).
+    uint256 private _rewardLimits;
 
     /// @notice Emitted for every change of a parameter.
     event ParameterChanged(Param indexed param, uint256 oldValue, uint256 newValue);
@@ -132,6 +135,7 @@ contract ProtocolParameters is AccessControl {
         _init(Param.EmissionCapPerPeriod, 100_000 * WAD);
         _init(Param.EmissionPeriod, 1 days);
         _init(Param.DisputeWindow, 1 days);
+        _syncRewardLimits();
     }
 
     /// @notice Change one parameter. Fitness weights change together through {setFitnessWeights}.
@@ -159,6 +163,20 @@ contract ProtocolParameters is AccessControl {
     /// @notice The value of one parameter.
     function get(Param param) external view returns (uint256) {
         return _values[uint256(param)];
+    }
+
+    /// @notice The four parameters the RewardDistributor checks when a root is posted, in one call.
+    /// @return roundBudget {Param.RoundRewardBudget}, token wei.
+    /// @return emissionCap {Param.EmissionCapPerPeriod}, token wei.
+    /// @return emissionPeriod {Param.EmissionPeriod}, seconds.
+    /// @return disputeWindow {Param.DisputeWindow}, seconds.
+    function rewardLimits()
+        external
+        view
+        returns (uint256 roundBudget, uint256 emissionCap, uint256 emissionPeriod, uint256 disputeWindow)
+    {
+        uint256 packed = _rewardLimits;
+        return (packed >> 160, (packed >> 64) & type(uint96).max, (packed >> 32) & type(uint32).max, packed & type(uint32).max);
     }
 
     /// @notice Every parameter, indexed by {Param}.
@@ -190,7 +208,17 @@ contract ProtocolParameters is AccessControl {
     function _set(Param param, uint256 value) private {
         uint256 old = _values[uint256(param)];
         _values[uint256(param)] = value;
+        if (
+            param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod || param == Param.EmissionPeriod
+                || param == Param.DisputeWindow
+        ) _syncRewardLimits();
         emit ParameterChanged(param, old, value);
+    }
+
+    function _syncRewardLimits() private {
+        _rewardLimits = (_values[uint256(Param.RoundRewardBudget)] << 160)
+            | (_values[uint256(Param.EmissionCapPerPeriod)] << 64) | (_values[uint256(Param.EmissionPeriod)] << 32)
+            | _values[uint256(Param.DisputeWindow)];
     }
 
     function _validate(Param param, uint256 value) private pure {
@@ -200,6 +228,10 @@ contract ProtocolParameters is AccessControl {
             if (value >= WEIGHTING_COUNT) revert InvalidParameter(param, value, "unknown weighting (0..2)");
         } else if (param == Param.TrimFraction) {
             if (value >= WAD / 2) revert InvalidParameter(param, value, "trim fraction must be < 0.5");
+        } else if (param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod) {
+            if (value > type(uint96).max) revert InvalidParameter(param, value, "token amount must fit 96 bits");
+        } else if (param == Param.DisputeWindow) {
+            if (value > type(uint32).max) revert InvalidParameter(param, value, "duration must fit 32 bits");
         } else if (param == Param.ByzantineFraction) {
             if (value >= WAD / 2) revert InvalidParameter(param, value, "byzantine fraction must be < 0.5");
         } else if (param == Param.SampleWeightCap) {
@@ -225,9 +257,11 @@ contract ProtocolParameters is AccessControl {
         } else if (
             param == Param.RoundDuration || param == Param.Quorum || param == Param.MinParticipants
                 || param == Param.DpClipNorm || param == Param.DpNoiseMultiplier || param == Param.DpEpsilonBudget
-                || param == Param.ByzantineThreshold || param == Param.EmissionPeriod
+                || param == Param.ByzantineThreshold
         ) {
             if (value == 0) revert InvalidParameter(param, value, "must be > 0");
+        } else if (param == Param.EmissionPeriod) {
+            if (value == 0 || value > type(uint32).max) revert InvalidParameter(param, value, "must be in 1..2^32-1");
         }
     }
 }

@@ -7,7 +7,7 @@ const DEV_CHAIN_IDS = new Set([31337n, 1337n]);
 
 function envInt(name, fallback) {
   const v = process.env[name];
-  return v === undefined || v === "" ? fallback : BigInt(v);
+  return v === undefined || v === "" ? (fallback === undefined ? undefined : BigInt(fallback)) : BigInt(v);
 }
 
 /**
@@ -23,6 +23,8 @@ async function deployAll(hre, opts = {}) {
   const deployer = opts.deployer || signers[0];
   const aggregatorAddress = opts.aggregator || process.env.FEDLEDGER_AGGREGATOR_ADDRESS || (isDev ? signers[1].address : undefined);
   if (!aggregatorAddress) throw new Error("FEDLEDGER_AGGREGATOR_ADDRESS must be set outside the dev chain");
+  // May cancel a rewards root during its dispute window, besides governance itself (optional).
+  const guardianAddress = opts.guardian || process.env.FEDLEDGER_GUARDIAN_ADDRESS || undefined;
 
   const WAD = 10n ** 18n;
   const config = {
@@ -33,10 +35,16 @@ async function deployAll(hre, opts = {}) {
     // Blocks. The dev defaults keep a whole proposal lifecycle to a few dozen blocks.
     votingDelay: envInt("FEDLEDGER_GOV_VOTING_DELAY", isDev ? 1n : 7200n),
     votingPeriod: envInt("FEDLEDGER_GOV_VOTING_PERIOD", isDev ? 20n : 50400n),
-    proposalThreshold: envInt("FEDLEDGER_GOV_PROPOSAL_THRESHOLD", 0n),
+    // Token wei; never zero (FLGovernor refuses it).
+    proposalThreshold: envInt("FEDLEDGER_GOV_PROPOSAL_THRESHOLD", 1_000n * WAD),
     quorumPercent: envInt("FEDLEDGER_GOV_QUORUM_PERCENT", 4n),
     // Seconds.
     timelockDelay: envInt("FEDLEDGER_TIMELOCK_DELAY", isDev ? 10n : 2n * 24n * 3600n),
+    // Governed parameters set before the deployer hands GOVERNOR_ROLE to the timelock. Undefined keeps the
+    // contract's default. The dev chain claims at once (dispute window 0) so a local run pays immediately.
+    disputeWindow: envInt("FEDLEDGER_DISPUTE_WINDOW", opts.disputeWindow ?? (isDev ? 0n : undefined)),
+    emissionCapPerPeriod: envInt("FEDLEDGER_EMISSION_CAP", opts.emissionCapPerPeriod),
+    emissionPeriod: envInt("FEDLEDGER_EMISSION_PERIOD", opts.emissionPeriod),
   };
 
   const d = deployer;
@@ -54,17 +62,23 @@ async function deployAll(hre, opts = {}) {
   const params = await Params.deploy(d.address);
   await params.waitForDeployment();
 
-  const Registry = await ethers.getContractFactory("ParticipantRegistry", d);
-  const registry = await Registry.deploy(await token.getAddress(), await params.getAddress(), d.address, await timelock.getAddress());
-  await registry.waitForDeployment();
+  // The ledger trusts one immutable claims counter, the distributor, deployed right after it: its address is
+  // fixed by the deployer's next nonce (checked below).
+  const nonce = await ethers.provider.getTransactionCount(d.address, "pending");
+  const distributorAddress = ethers.getCreateAddress({ from: d.address, nonce: nonce + 1 });
+  const Ledger = await ethers.getContractFactory("ContributionLedger", d);
+  const ledger = await Ledger.deploy(await params.getAddress(), distributorAddress, d.address, { nonce });
+  await ledger.waitForDeployment();
 
   const Distributor = await ethers.getContractFactory("RewardDistributor", d);
-  const distributor = await Distributor.deploy(await token.getAddress(), await params.getAddress(), d.address);
+  const distributor = await Distributor.deploy(await token.getAddress(), await ledger.getAddress(), { nonce: nonce + 1 });
   await distributor.waitForDeployment();
+  if ((await distributor.getAddress()) !== distributorAddress) throw new Error("RewardDistributor not at the address the ledger expects");
 
-  const Ledger = await ethers.getContractFactory("ContributionLedger", d);
-  const ledger = await Ledger.deploy(await distributor.getAddress(), d.address);
-  await ledger.waitForDeployment();
+  const Registry = await ethers.getContractFactory("ParticipantRegistry", d);
+  const registry = await Registry.deploy(await token.getAddress(), await params.getAddress(), await ledger.getAddress(),
+    d.address, await timelock.getAddress());
+  await registry.waitForDeployment();
 
   const Governor = await ethers.getContractFactory("FLGovernor", d);
   const governor = await Governor.deploy(
@@ -78,10 +92,16 @@ async function deployAll(hre, opts = {}) {
 
   // Operational roles.
   await send(token.grantRole(await token.MINTER_ROLE(), await distributor.getAddress()));
-  await send(distributor.grantRole(await distributor.LEDGER_ROLE(), await ledger.getAddress()));
   await send(ledger.grantRole(await ledger.AGGREGATOR_ROLE(), aggregatorAddress));
   await send(registry.grantRole(await registry.AGGREGATOR_ROLE(), aggregatorAddress));
   await send(registry.grantRole(await registry.SLASHER_ROLE(), aggregatorAddress));
+  await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), tl));
+  if (guardianAddress) await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), guardianAddress));
+  const P = { EmissionCapPerPeriod: 44, EmissionPeriod: 45, DisputeWindow: 46 };
+  for (const [name, value] of [["DisputeWindow", config.disputeWindow], ["EmissionCapPerPeriod", config.emissionCapPerPeriod],
+    ["EmissionPeriod", config.emissionPeriod]]) {
+    if (value !== undefined) await send(params.setParameter(P[name], value));
+  }
   await send(params.grantRole(await params.GOVERNOR_ROLE(), tl));
   await send(timelock.grantRole(await timelock.PROPOSER_ROLE(), await governor.getAddress()));
   await send(timelock.grantRole(await timelock.CANCELLER_ROLE(), await governor.getAddress()));
@@ -100,7 +120,7 @@ async function deployAll(hre, opts = {}) {
   if (rest > 0n) await send(token.transfer(tl, rest));
 
   // Every admin role to the timelock; the deployer keeps nothing.
-  for (const c of [token, params, registry, distributor, ledger]) {
+  for (const c of [token, params, registry, ledger]) {
     const admin = await c.DEFAULT_ADMIN_ROLE();
     await send(c.grantRole(admin, tl));
     await send(c.renounceRole(admin, d.address));
@@ -112,15 +132,16 @@ async function deployAll(hre, opts = {}) {
     RewardDistributor: distributor, ContributionLedger: ledger, FLGovernor: governor, Timelock: timelock };
   const addresses = {};
   for (const [name, c] of Object.entries(contracts)) addresses[name] = await c.getAddress();
-  return { contracts, addresses, config, chainId, deployBlock, deployer: d.address, aggregator: aggregatorAddress, devFunded };
+  return { contracts, addresses, config, chainId, deployBlock, deployer: d.address, aggregator: aggregatorAddress,
+    guardian: guardianAddress ?? null, devFunded };
 }
 
 /** Writes the deployments file the Python side reads (atomically: temp file then rename). */
 async function writeDeployments(hre, result, outPath) {
   const out = { network: hre.network.name, chainId: Number(result.chainId), deployBlock: result.deployBlock,
-    deployer: result.deployer, aggregator: result.aggregator, devFunded: result.devFunded,
+    deployer: result.deployer, aggregator: result.aggregator, guardian: result.guardian, devFunded: result.devFunded,
     governance: Object.fromEntries(["votingDelay", "votingPeriod", "quorumPercent", "timelockDelay", "proposalThreshold"]
-      .map((k) => [k, Number(result.config[k])])),
+      .map((k) => [k, result.config[k] > BigInt(Number.MAX_SAFE_INTEGER) ? String(result.config[k]) : Number(result.config[k])])),
     token: { name: result.config.tokenName, symbol: result.config.tokenSymbol },
     contracts: {} };
   for (const [name, address] of Object.entries(result.addresses)) {

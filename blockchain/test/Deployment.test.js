@@ -7,7 +7,7 @@ describe("Deployment wiring", function () {
   it("hands every admin role to the timelock and leaves the deployer nothing", async function () {
     const sys = await loadFixture(deployedSystem);
     const tl = await sys.Timelock.getAddress();
-    for (const name of ["RewardToken", "ProtocolParameters", "ParticipantRegistry", "RewardDistributor", "ContributionLedger"]) {
+    for (const name of ["RewardToken", "ProtocolParameters", "ParticipantRegistry", "ContributionLedger"]) {
       const c = sys[name];
       const admin = await c.DEFAULT_ADMIN_ROLE();
       expect(await c.hasRole(admin, tl), `${name} admin`).to.equal(true);
@@ -19,12 +19,30 @@ describe("Deployment wiring", function () {
     expect(await sys.Timelock.hasRole(await sys.Timelock.EXECUTOR_ROLE(), ethers.ZeroAddress)).to.equal(true);
     expect(await sys.ProtocolParameters.hasRole(await sys.ProtocolParameters.GOVERNOR_ROLE(), tl)).to.equal(true);
     expect(await sys.ProtocolParameters.hasRole(await sys.ProtocolParameters.GOVERNOR_ROLE(), sys.deployer.address)).to.equal(false);
+    // Governance may cancel rewards in their dispute window; no guardian is set unless configured.
+    const guardian = await sys.ContributionLedger.GUARDIAN_ROLE();
+    expect(await sys.ContributionLedger.hasRole(guardian, tl)).to.equal(true);
+    expect(await sys.ContributionLedger.hasRole(guardian, sys.deployer.address)).to.equal(false);
+    // The ledger and the distributor trust each other's immutable address only.
+    expect(await sys.ContributionLedger.distributor()).to.equal(await sys.RewardDistributor.getAddress());
+    expect(await sys.RewardDistributor.ledger()).to.equal(await sys.ContributionLedger.getAddress());
+    expect(await sys.ParticipantRegistry.ledger()).to.equal(await sys.ContributionLedger.getAddress());
+    expect(await sys.FLGovernor.proposalThreshold()).to.be.greaterThan(0n);
+  });
+
+  it("grants GUARDIAN_ROLE to a configured guardian and sets the dispute window", async function () {
+    const { guardedSystem } = require("./fixtures");
+    const sys = await loadFixture(guardedSystem);
+    expect(await sys.ContributionLedger.hasRole(await sys.ContributionLedger.GUARDIAN_ROLE(), sys.guardian.address)).to.equal(true);
+    expect(await sys.ProtocolParameters.get(46)).to.equal(3600n);
+    expect(sys.result.guardian).to.equal(sys.guardian.address);
   });
 
   it("gives the aggregator only its operational roles", async function () {
     const sys = await loadFixture(deployedSystem);
     const a = sys.aggregator.address;
     expect(await sys.ContributionLedger.hasRole(await sys.ContributionLedger.AGGREGATOR_ROLE(), a)).to.equal(true);
+    expect(await sys.ContributionLedger.hasRole(await sys.ContributionLedger.GUARDIAN_ROLE(), a)).to.equal(false);
     expect(await sys.ParticipantRegistry.hasRole(await sys.ParticipantRegistry.SLASHER_ROLE(), a)).to.equal(true);
     expect(await sys.ParticipantRegistry.hasRole(await sys.ParticipantRegistry.AGGREGATOR_ROLE(), a)).to.equal(true);
     expect(await sys.RewardToken.hasRole(await sys.RewardToken.MINTER_ROLE(), a)).to.equal(false);

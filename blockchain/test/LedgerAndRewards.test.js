@@ -1,60 +1,92 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
-const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployedSystem, recordRound, rewardsTree, contribution, proofFor, WAD } = require("./fixtures");
+const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
+const { deployedSystem, guardedSystem, recordRound, rewardsTree, contribution, packContributions, updatesHash,
+  proofFor, AUDIT_HEAD, WAD } = require("./fixtures");
 
 const MODEL = ethers.keccak256(ethers.toUtf8Bytes("model"));
 
+/** recordRound with explicit arguments (the aggregator's signer unless `from` is given). */
+function record(sys, roundId, list, { total, root = ethers.id("root"), model = MODEL, from = sys.aggregator, packed } = {}) {
+  const sum = total ?? list.reduce((a, c) => a + c.reward, 0n);
+  return sys.ContributionLedger.connect(from).recordRound(roundId, model, root, sum, AUDIT_HEAD, 3, updatesHash(list),
+    packed ?? packContributions(list));
+}
+
 describe("ContributionLedger and RewardDistributor", function () {
-  it("records a round once, with one event per contribution, and posts the rewards root", async function () {
+  it("records a round once, anchors the audit head, and decodes the packed contributions", async function () {
     const sys = await loadFixture(deployedSystem);
     const [a, b] = sys.orgs;
     const { tx, tree, total, modelHash } = await recordRound(sys, 1, [[a, 30n * WAD], [b, 20n * WAD]]);
-    await expect(tx).to.emit(sys.ContributionLedger, "RoundRecorded").withArgs(1, modelHash, tree.root, 2, total);
-    await expect(tx).to.emit(sys.ContributionLedger, "ContributionRecorded")
-      .withArgs(1, a.address, ethers.keccak256(ethers.toUtf8Bytes(`update:${a.address}`)), 8000, 9000, 9500, 8700, 30n * WAD);
-    await expect(tx).to.emit(sys.RewardDistributor, "RewardsRootPosted").withArgs(1, tree.root, total);
-    const receipt = await (await tx).wait();
-    const events = receipt.logs.filter((l) => l.address === sys.ContributionLedger.target)
-      .map((l) => sys.ContributionLedger.interface.parseLog(l)).filter((e) => e.name === "ContributionRecorded");
-    expect(events.length).to.equal(2);
+    const list = [contribution(a.address, 30n * WAD), contribution(b.address, 20n * WAD)];
+    const block = await ethers.provider.getBlock((await (await tx).wait()).blockNumber);
+    await expect(tx).to.emit(sys.ContributionLedger, "RoundRecorded")
+      .withArgs(1, modelHash, tree.root, total, block.timestamp, AUDIT_HEAD, 1, updatesHash(list));
+    // The contributions are in the transaction's input, 40 bytes each.
+    const input = sys.ContributionLedger.interface.decodeFunctionData("recordRound", (await ethers.provider.getTransaction((await tx).hash)).data);
+    expect(input.contributions).to.equal(packContributions(list));
+    expect(ethers.dataLength(input.contributions)).to.equal(2 * Number(await sys.ContributionLedger.CONTRIBUTION_BYTES()));
     expect(await sys.ContributionLedger.isRecorded(1)).to.equal(true);
+    expect(await sys.ContributionLedger.isRecorded(2)).to.equal(false);
     expect(await sys.ContributionLedger.modelHashOf(1)).to.equal(modelHash);
     const r = await sys.ContributionLedger.roundOf(1);
-    expect(r.participantCount).to.equal(2n);
+    expect(r.rewardsRoot).to.equal(tree.root);
     expect(r.totalReward).to.equal(total);
+    expect(r.claimableAt).to.equal(BigInt(block.timestamp)); // dev chain: dispute window 0
     expect(await sys.ContributionLedger.latestRoundId()).to.equal(1n);
-    await expect(recordRound(sys, 1, [[a, 1n]])).to.be.revertedWithCustomError(sys.ContributionLedger, "RoundAlreadyRecorded").withArgs(1);
+    expect(await sys.ContributionLedger.roundsRecorded()).to.equal(1n);
+    const rewards = await sys.RewardDistributor.roundRewards(1);
+    expect(rewards.root).to.equal(tree.root);
+    expect(rewards.total).to.equal(total);
+  });
+
+  it("records rounds only in increasing order, with bounded gaps (issue 13.2: no reuse of an id)", async function () {
+    const sys = await loadFixture(deployedSystem);
+    const L = sys.ContributionLedger;
+    const list = [contribution(sys.orgs[0].address, 5n)];
+    await expect(record(sys, 0, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder").withArgs(0, 0);
+    await record(sys, 5, list); // a gap (failed rounds 1..4) is fine
+    await expect(record(sys, 5, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder").withArgs(5, 5);
+    await expect(record(sys, 3, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder").withArgs(3, 5);
+    const gap = await L.MAX_ROUND_GAP();
+    await expect(record(sys, 5n + gap + 1n, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder");
+    await record(sys, 5n + gap, list);
+    expect(await L.latestRoundId()).to.equal(5n + gap);
+    expect(await L.roundsRecorded()).to.equal(2n);
   });
 
   it("refuses bad rounds with a specific error", async function () {
     const sys = await loadFixture(deployedSystem);
-    const L = sys.ContributionLedger.connect(sys.aggregator);
+    const L = sys.ContributionLedger;
     const [a] = sys.orgs;
     const ok = [contribution(a.address, 5n)];
-    await expect(sys.ContributionLedger.connect(a).recordRound(1, MODEL, ethers.ZeroHash, 5n, ok))
-      .to.be.revertedWithCustomError(L, "AccessControlUnauthorizedAccount");
-    await expect(L.recordRound(0, MODEL, ethers.ZeroHash, 5n, ok)).to.be.revertedWithCustomError(L, "InvalidRoundId");
-    await expect(L.recordRound(1, ethers.ZeroHash, ethers.ZeroHash, 5n, ok)).to.be.revertedWithCustomError(L, "InvalidModelHash");
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, 0n, [])).to.be.revertedWithCustomError(L, "NoContributions");
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, 5n, [contribution(a.address, 5n, { honesty: 10001 })]))
-      .to.be.revertedWithCustomError(L, "ScoreOutOfRange").withArgs(0);
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, 5n, [contribution(ethers.ZeroAddress, 5n)]))
-      .to.be.revertedWithCustomError(L, "ZeroParticipant").withArgs(0);
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, 6n, ok)).to.be.revertedWithCustomError(L, "TotalRewardMismatch").withArgs(6n, 5n);
+    await expect(record(sys, 1, ok, { from: a })).to.be.revertedWithCustomError(L, "AccessControlUnauthorizedAccount");
+    await expect(record(sys, 1, ok, { model: ethers.ZeroHash })).to.be.revertedWithCustomError(L, "InvalidModelHash");
+    await expect(record(sys, 1, [], { packed: "0x" })).to.be.revertedWithCustomError(L, "MalformedContributions").withArgs(0);
+    await expect(record(sys, 1, ok, { packed: packContributions(ok) + "00" })).to.be.revertedWithCustomError(L, "MalformedContributions").withArgs(41);
+    for (const field of ["quality", "timeliness", "honesty", "fitness"]) {
+      await expect(record(sys, 1, [contribution(a.address, 1n), contribution(a.address, 5n, { [field]: 10001 })]))
+        .to.be.revertedWithCustomError(L, "ScoreOutOfRange").withArgs(1);
+    }
+    await expect(record(sys, 1, [contribution(a.address, 5n, { quality: 10000, timeliness: 10000, honesty: 10000, fitness: 10000 })]))
+      .to.emit(L, "RoundRecorded");
+    await expect(record(sys, 2, [contribution(ethers.ZeroAddress, 5n)])).to.be.revertedWithCustomError(L, "ZeroParticipant").withArgs(0);
+    await expect(record(sys, 2, ok, { total: 6n })).to.be.revertedWithCustomError(L, "TotalRewardMismatch").withArgs(6n, 5n);
+    await expect(record(sys, 2, ok, { root: ethers.ZeroHash })).to.be.revertedWithCustomError(L, "ZeroRoot").withArgs(2);
     const tooMany = Array(2049).fill(contribution(a.address, 0n));
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, 0n, tooMany)).to.be.revertedWithCustomError(L, "TooManyContributions");
+    await expect(record(sys, 2, tooMany)).to.be.revertedWithCustomError(L, "TooManyContributions").withArgs(2049, 2048);
     const budget = 10_000n * WAD;
-    await expect(L.recordRound(1, MODEL, ethers.ZeroHash, budget + 1n, [contribution(a.address, budget + 1n)]))
-      .to.be.revertedWithCustomError(sys.RewardDistributor, "BudgetExceeded");
+    await expect(record(sys, 2, [contribution(a.address, budget + 1n)]))
+      .to.be.revertedWithCustomError(L, "BudgetExceeded").withArgs(2, budget + 1n, budget);
   });
 
-  it("records a round with no rewards without posting a root", async function () {
+  it("records a round with no rewards: nothing to claim", async function () {
     const sys = await loadFixture(deployedSystem);
     const [a] = sys.orgs;
-    const tx = sys.ContributionLedger.connect(sys.aggregator).recordRound(7, MODEL, ethers.ZeroHash, 0n, [contribution(a.address, 0n)]);
-    await expect(tx).to.not.emit(sys.RewardDistributor, "RewardsRootPosted");
-    await expect(sys.RewardDistributor.claim(7, a.address, 0n, [])).to.be.revertedWithCustomError(sys.RewardDistributor, "UnknownRound");
+    await expect(record(sys, 7, [contribution(a.address, 0n)], { root: ethers.ZeroHash })).to.emit(sys.ContributionLedger, "RoundRecorded");
+    expect(await sys.ContributionLedger.latestRoundId()).to.equal(7n);
+    await expect(sys.RewardDistributor.claim(7, a.address, 0n, []))
+      .to.be.revertedWithCustomError(sys.ContributionLedger, "NoRewards").withArgs(7);
   });
 
   it("mints a claim once, to the account, whoever relays it", async function () {
@@ -68,8 +100,29 @@ describe("ContributionLedger and RewardDistributor", function () {
     expect(await sys.RewardToken.balanceOf(a.address)).to.equal(before + amount);
     expect(await D.claimed(3, a.address)).to.equal(true);
     expect(await D.claimed(3, b.address)).to.equal(false);
+    expect(await D.claimed(259, a.address)).to.equal(false); // same bit in the next bitmap word
     await expect(D.claim(3, a.address, amount, proof)).to.be.revertedWithCustomError(D, "AlreadyClaimed").withArgs(3, a.address);
-    expect((await D.roundRewards(3)).claimed).to.equal(amount);
+    expect((await D.roundRewards(3)).claimedAmount).to.equal(amount);
+  });
+
+  it("claims several rounds with one mint, with the same checks", async function () {
+    const sys = await loadFixture(deployedSystem);
+    const [a, b] = sys.orgs;
+    const D = sys.RewardDistributor;
+    const t1 = (await recordRound(sys, 1, [[a, 3n * WAD], [b, WAD]])).tree;
+    const t2 = (await recordRound(sys, 2, [[a, 4n * WAD], [b, WAD]])).tree;
+    const p1 = proofFor(t1, a.address);
+    const p2 = proofFor(t2, a.address);
+    await expect(D.claimMany([], a.address, [], [])).to.be.revertedWithCustomError(D, "BadClaimBatch").withArgs(0);
+    await expect(D.claimMany([1, 2], a.address, [p1.amount], [p1.proof, p2.proof])).to.be.revertedWithCustomError(D, "BadClaimBatch").withArgs(2);
+    await expect(D.claimMany([1, 2], a.address, [p1.amount, p2.amount], [p1.proof])).to.be.revertedWithCustomError(D, "BadClaimBatch").withArgs(2);
+    await expect(D.claimMany(Array(65).fill(1), a.address, Array(65).fill(1n), Array(65).fill([]))).to.be.revertedWithCustomError(D, "BadClaimBatch").withArgs(65);
+    await expect(D.claimMany([1, 1], a.address, [p1.amount, p1.amount], [p1.proof, p1.proof])).to.be.revertedWithCustomError(D, "AlreadyClaimed");
+    const before = await sys.RewardToken.balanceOf(a.address);
+    await expect(D.claimMany([1, 2], a.address, [p1.amount, p2.amount], [p1.proof, p2.proof]))
+      .to.emit(D, "Claimed").withArgs(1, a.address, p1.amount).and.to.emit(D, "Claimed").withArgs(2, a.address, p2.amount);
+    expect(await sys.RewardToken.balanceOf(a.address)).to.equal(before + 7n * WAD);
+    await expect(D.claim(2, a.address, p2.amount, p2.proof)).to.be.revertedWithCustomError(D, "AlreadyClaimed");
   });
 
   it("rejects wrong amounts, accounts, rounds and proofs", async function () {
@@ -80,9 +133,11 @@ describe("ContributionLedger and RewardDistributor", function () {
     const { proof, amount } = proofFor(tree, a.address);
     await expect(D.claim(4, a.address, amount + 1n, proof)).to.be.revertedWithCustomError(D, "InvalidProof");
     await expect(D.claim(4, c.address, amount, proof)).to.be.revertedWithCustomError(D, "InvalidProof");
-    await expect(D.claim(5, a.address, amount, proof)).to.be.revertedWithCustomError(D, "UnknownRound");
+    await expect(D.claim(5, a.address, amount, proof)).to.be.revertedWithCustomError(sys.ContributionLedger, "NoRewards");
     await expect(D.claim(4, a.address, amount, [])).to.be.revertedWithCustomError(D, "InvalidProof");
-    await expect(D.connect(a).postRoot(9, tree.root, 1n)).to.be.revertedWithCustomError(D, "AccessControlUnauthorizedAccount");
+    // Only the distributor counts claims against a round.
+    await expect(sys.ContributionLedger.connect(a).consumeRewards(4, amount))
+      .to.be.revertedWithCustomError(sys.ContributionLedger, "NotDistributor").withArgs(a.address);
   });
 
   it("never mints more than a round's declared total, even under a bad root", async function () {
@@ -90,19 +145,22 @@ describe("ContributionLedger and RewardDistributor", function () {
     const [a] = sys.orgs;
     // The listed contributions sum to 10, but the posted root pays a 1000: defence in depth caps minting.
     const tree = rewardsTree(6, [[a.address, 1000n]]);
-    await sys.ContributionLedger.connect(sys.aggregator).recordRound(6, MODEL, tree.root, 10n, [contribution(a.address, 10n)]);
+    await record(sys, 6, [contribution(a.address, 10n)], { root: tree.root });
     await expect(sys.RewardDistributor.claim(6, a.address, 1000n, tree.getProof(0)))
-      .to.be.revertedWithCustomError(sys.RewardDistributor, "RoundTotalExceeded");
+      .to.be.revertedWithCustomError(sys.ContributionLedger, "RoundTotalExceeded").withArgs(6, 1000n, 10n);
   });
 
   it("refuses zero addresses at construction", async function () {
     const sys = await loadFixture(deployedSystem);
+    const P = await sys.ProtocolParameters.getAddress();
     const L = await ethers.getContractFactory("ContributionLedger");
-    await expect(L.deploy(ethers.ZeroAddress, sys.deployer.address)).to.be.revertedWithCustomError(L, "ZeroAddress");
+    const d = sys.deployer.address;
+    for (const args of [[ethers.ZeroAddress, d, d], [P, ethers.ZeroAddress, d], [P, d, ethers.ZeroAddress]]) {
+      await expect(L.deploy(...args)).to.be.revertedWithCustomError(L, "ZeroAddress");
+    }
     const D = await ethers.getContractFactory("RewardDistributor");
-    await expect(D.deploy(await sys.RewardToken.getAddress(), ethers.ZeroAddress, sys.deployer.address)).to.be.revertedWithCustomError(D, "ZeroAddress");
-    const R = await ethers.getContractFactory("ParticipantRegistry");
-    await expect(R.deploy(await sys.RewardToken.getAddress(), await sys.ProtocolParameters.getAddress(), sys.deployer.address, ethers.ZeroAddress))
-      .to.be.revertedWithCustomError(R, "ZeroAddress");
+    const T = await sys.RewardToken.getAddress();
+    await expect(D.deploy(ethers.ZeroAddress, d)).to.be.revertedWithCustomError(D, "ZeroAddress");
+    await expect(D.deploy(T, ethers.ZeroAddress)).to.be.revertedWithCustomError(D, "ZeroAddress");
   });
 });

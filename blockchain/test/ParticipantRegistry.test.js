@@ -1,7 +1,7 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployedSystem, enroll, WAD } = require("./fixtures");
+const { deployedSystem, enroll, recordNextRound, WAD } = require("./fixtures");
 
 const Status = { None: 0n, Active: 1n, Suspended: 2n, Slashed: 3n, Exited: 4n };
 const REASON = ethers.encodeBytes32String("low_honesty");
@@ -62,6 +62,7 @@ describe("ParticipantRegistry", function () {
     expect(await reg.activeCount()).to.equal(0n);
     await expect(reg.connect(org).withdraw()).to.be.revertedWithCustomError(reg, "UnbondingNotOver");
     await time.increase(3 * 24 * 3600);
+    await recordNextRound(sys, [[sys.orgs[5], WAD]]);
     await expect(reg.connect(org).withdraw()).to.emit(reg, "Withdrawn").withArgs(org.address, 100n * WAD);
     expect(await sys.RewardToken.balanceOf(org.address)).to.equal(balance + 100n * WAD);
     await expect(reg.connect(org).withdraw()).to.be.revertedWithCustomError(reg, "NothingToWithdraw");
@@ -96,7 +97,9 @@ describe("ParticipantRegistry", function () {
     await enroll(sys, org);
     await reg.connect(org).requestExit();
     await reg.connect(sys.aggregator).slash(org.address, 40n * WAD, REASON);
+    expect((await reg.participantOf(org.address)).status).to.equal(Status.Exited);
     await time.increase(3 * 24 * 3600);
+    await recordNextRound(sys, [[sys.orgs[5], WAD]]);
     await expect(reg.connect(org).withdraw()).to.emit(reg, "Withdrawn").withArgs(org.address, 60n * WAD);
   });
 
@@ -138,5 +141,17 @@ describe("ParticipantRegistry", function () {
     await sys.deployer.sendTransaction({ to: tl.address, value: WAD });
     await expect(reg.connect(tl).setTreasury(ethers.ZeroAddress)).to.be.revertedWithCustomError(reg, "ZeroAddress");
     await expect(reg.connect(tl).setTreasury(sys.orgs[0].address)).to.emit(reg, "TreasuryChanged");
+  });
+
+  it("refuses zero addresses at construction", async function () {
+    const sys = await loadFixture(deployedSystem);
+    const R = await ethers.getContractFactory("ParticipantRegistry");
+    const good = [await sys.RewardToken.getAddress(), await sys.ProtocolParameters.getAddress(),
+      await sys.ContributionLedger.getAddress(), sys.deployer.address, sys.deployer.address];
+    for (let i = 0; i < good.length; i++) {
+      const args = [...good];
+      args[i] = ethers.ZeroAddress;
+      await expect(R.deploy(...args)).to.be.revertedWithCustomError(R, "ZeroAddress");
+    }
   });
 });

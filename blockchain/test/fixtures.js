@@ -7,16 +7,43 @@ const WAD = 10n ** 18n;
 
 /** The deployed system as the deploy script wires it, plus named dev signers. */
 async function deployedSystem() {
+  return deploySystem({});
+}
+
+/** The same wiring with a one-hour dispute window and account #2 as guardian (the production shape). */
+async function guardedSystem() {
   const signers = await ethers.getSigners();
-  const result = await deployAll(hre);
+  return deploySystem({ disputeWindow: 3600n, guardian: signers[2].address });
+}
+
+async function deploySystem(opts) {
+  const signers = await ethers.getSigners();
+  const result = await deployAll(hre, opts);
   const [deployer, aggregator, modelSigner, ...orgs] = signers;
-  return { ...result.contracts, result, deployer, aggregator, modelSigner, orgs };
+  return { ...result.contracts, result, deployer, aggregator, modelSigner, guardian: signers[2], orgs };
 }
 
 /** Rewards tree exactly as the contracts verify it (OpenZeppelin's standard double-hashed leaves). */
 function rewardsTree(roundId, entries) {
   return StandardMerkleTree.of(entries.map(([account, amount]) => [roundId, account, amount]), ["uint256", "address", "uint256"]);
 }
+
+/** One contribution packed as ContributionLedger expects it (CONTRIBUTION_BYTES = 40). */
+function packContribution(c) {
+  return ethers.solidityPacked(["address", "uint16", "uint16", "uint16", "uint16", "uint96"],
+    [c.participant, c.quality, c.timeliness, c.honesty, c.fitness, c.reward]);
+}
+
+function packContributions(list) {
+  return list.length ? ethers.concat(list.map(packContribution)) : "0x";
+}
+
+/** keccak256 of the update hashes in contribution order (recordRound's `updatesHash`). */
+function updatesHash(list) {
+  return ethers.keccak256(list.length ? ethers.concat(list.map((c) => c.updateHash)) : "0x");
+}
+
+const AUDIT_HEAD = ethers.keccak256(ethers.toUtf8Bytes("audit head"));
 
 function contribution(participant, reward, scores = {}) {
   return {
@@ -35,9 +62,23 @@ async function recordRound(sys, roundId, rewards, modelHash = ethers.keccak256(e
   const entries = rewards.map(([s, amount]) => [s.address ?? s, amount]);
   const tree = rewardsTree(roundId, entries);
   const total = entries.reduce((a, [, v]) => a + v, 0n);
+  const list = entries.map(([a, v]) => contribution(a, v));
   const tx = await sys.ContributionLedger.connect(sys.aggregator).recordRound(
-    roundId, modelHash, tree.root, total, entries.map(([a, v]) => contribution(a, v)));
+    roundId, modelHash, tree.root, total, AUDIT_HEAD, roundId, updatesHash(list), packContributions(list));
   return { tree, total, tx, modelHash };
+}
+
+/** Records a round with the next free id (latest + 1). */
+async function recordNextRound(sys, rewards) {
+  const roundId = (await sys.ContributionLedger.latestRoundId()) + 1n;
+  return { roundId, ...(await recordRound(sys, roundId, rewards)) };
+}
+
+/** The timelock as a signer (what a passed proposal executes as), funded for gas. */
+async function asTimelock(sys) {
+  const tl = await ethers.getImpersonatedSigner(await sys.Timelock.getAddress());
+  await sys.deployer.sendTransaction({ to: tl.address, value: WAD });
+  return tl;
 }
 
 function proofFor(tree, account) {
@@ -67,4 +108,5 @@ async function passProposal(sys, voters, targets, calldatas, description) {
   return id;
 }
 
-module.exports = { WAD, deployedSystem, rewardsTree, contribution, recordRound, proofFor, enroll, passProposal };
+module.exports = { WAD, AUDIT_HEAD, deployedSystem, guardedSystem, rewardsTree, contribution, packContribution,
+  packContributions, updatesHash, recordRound, recordNextRound, asTimelock, proofFor, enroll, passProposal };

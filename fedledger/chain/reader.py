@@ -8,14 +8,17 @@ and the SDK's signed transactions (``client/chain.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.contract import Contract
 
 from fedledger.chain.deployments import Deployments
+from fedledger.chain.ledger import AuditAnchor, audit_anchors
 from fedledger.chain.params import ProtocolParams, read_params
 
 
@@ -36,6 +39,39 @@ class Enrollment:
     status: RegistryStatus
     stake: int
     byzantine_count: int
+
+
+@dataclass(frozen=True)
+class ChainParticipant:
+    """``ParticipantRegistry.participantOf``, read by ABI field names."""
+
+    status: RegistryStatus
+    stake: int
+    byzantine_count: int
+    slash_count: int
+    unlock_round: int
+    last_active_at: int
+    inactive: bool
+
+    @classmethod
+    def from_record(cls, registry: Contract, record: Sequence[Any]) -> ChainParticipant:
+        fields = {item["name"]: value for item, value in zip(_participant_abi(registry), record, strict=True)}
+        return cls(
+            status=RegistryStatus(int(fields["status"])),
+            stake=int(fields["stake"]),
+            byzantine_count=int(fields["byzantineCount"]),
+            slash_count=int(fields["slashCount"]),
+            unlock_round=int(fields["unlockRound"]),
+            last_active_at=int(fields["lastActiveAt"]),
+            inactive=bool(fields["inactive"]),
+        )
+
+
+def _participant_abi(registry: Contract) -> list[dict[str, Any]]:
+    for entry in registry.abi:
+        if entry.get("type") == "function" and entry.get("name") == "participantOf":
+            return list(entry["outputs"][0]["components"])
+    raise RuntimeError("ParticipantRegistry ABI lacks participantOf")
 
 
 @dataclass(frozen=True)
@@ -100,12 +136,13 @@ class ChainReader:
         return result
 
     def _read_enrollment(self, address: str) -> Enrollment:
-        record = self.registry.functions.participantOf(address).call()
-        # Participant struct: (status, stake, ..., byzantineCount ...) — read by ABI field names.
-        fields = {item["name"]: value for item, value in zip(self._participant_abi(), record, strict=True)}
-        return Enrollment(
-            RegistryStatus(int(fields["status"])), int(fields["stake"]), int(fields.get("byzantineCount", 0))
-        )
+        p = self.participant(address)
+        return Enrollment(p.status, p.stake, p.byzantine_count)
+
+    def participant(self, address: str) -> ChainParticipant:
+        """The registry's full record of ``address`` (not cached)."""
+        record = self.registry.functions.participantOf(to_checksum_address(address)).call()
+        return ChainParticipant.from_record(self.registry, record)
 
     def params(self) -> ProtocolParams:
         """The governed parameters, read now (checked against the contract's names)."""
@@ -157,10 +194,6 @@ class ChainReader:
         """Whether ``address`` has claimed its reward of round ``round_id``."""
         return bool(self.distributor.functions.claimed(int(round_id), to_checksum_address(address)).call())
 
-    def _participant_abi(self) -> list[dict[str, Any]]:
-        abi: list[dict[str, Any]] = list(self.registry.abi)  # type: ignore[arg-type]
-        for entry in abi:
-            if entry.get("type") == "function" and entry.get("name") == "participantOf":
-                components: list[dict[str, Any]] = entry["outputs"][0]["components"]
-                return components
-        raise RuntimeError("ParticipantRegistry ABI lacks participantOf")
+    def audit_anchors(self) -> list[AuditAnchor]:
+        """The audit log heads anchored by recorded rounds (from the ledger's events since deployment)."""
+        return audit_anchors(self.ledger, self.deployments.deploy_block)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -67,6 +68,28 @@ def append(
     return entry
 
 
+def head(session: Session) -> tuple[str, int]:
+    """(hash of the latest entry, number of entries up to it): what a posted round anchors on-chain.
+    (GENESIS_HASH, 0) for an empty log. Appends are serialized, so ids grow in commit order and the
+    entries up to the latest one are exactly those with a smaller or equal id."""
+    last = session.execute(
+        select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).first()
+    if last is None:
+        return GENESIS_HASH, 0
+    count = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.id <= last.id))
+    return last.entry_hash, int(count or 0)
+
+
+class Anchor(Protocol):
+    """An on-chain anchor of the log (``fedledger.chain.ledger.AuditAnchor``): entry number ``count``
+    (1-based, in id order) has hash ``head``."""
+
+    round_id: int
+    head: str
+    count: int
+
+
 @dataclass(frozen=True)
 class ChainVerification:
     """Outcome of :func:`verify_chain`: ok, entries checked, and where and why it broke."""
@@ -75,27 +98,63 @@ class ChainVerification:
     entries: int
     first_bad_id: int | None = None
     reason: str = ""
+    anchors_checked: int = 0
 
 
-def verify_chain(session: Session, batch: int = 1000) -> ChainVerification:
-    """Walk the whole log in id order, recomputing every hash and link."""
+def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 1000) -> ChainVerification:
+    """Walk the whole log in id order, recomputing every hash and link, and check it against the heads that
+    posted rounds anchored on-chain: entry number ``count`` must have the anchored hash (a log rewritten with
+    recomputed hashes fails this), and the log must reach the highest anchored count (a cut tail fails this).
+    Entries after the latest anchor are protected by the hash chain only, until the next round is posted."""
+    by_count: dict[int, Anchor] = {}
+    for anchor in anchors:
+        by_count.setdefault(anchor.count, anchor)
     prev = GENESIS_HASH
     count = 0
     last_id = 0
+    checked = 0
     while True:
         rows = session.scalars(
             select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
         ).all()
         if not rows:
-            return ChainVerification(True, count)
+            break
         for row in rows:
             if row.prev_hash != prev:
-                return ChainVerification(False, count, row.id, "link to the previous entry is broken")
+                return ChainVerification(
+                    False, count, row.id, "link to the previous entry is broken", checked
+                )
             expected = entry_hash(
                 row.prev_hash, row.created_at, row.actor, row.action, row.subject, row.details
             )
             if expected != row.entry_hash:
-                return ChainVerification(False, count, row.id, "entry content does not match its hash")
+                return ChainVerification(
+                    False, count, row.id, "entry content does not match its hash", checked
+                )
             prev = row.entry_hash
             count += 1
             last_id = row.id
+            anchor = by_count.get(count)
+            if anchor is not None:
+                if anchor.head.lower().removeprefix("0x") != row.entry_hash:
+                    return ChainVerification(
+                        False,
+                        count - 1,
+                        row.id,
+                        f"entry {count} differs from the head round {anchor.round_id} anchored on-chain "
+                        "(the log was rewritten)",
+                        checked,
+                    )
+                checked += 1
+    missing = [a for a in anchors if a.count > count]
+    if missing:
+        highest = max(missing, key=lambda a: a.count)
+        return ChainVerification(
+            False,
+            count,
+            None,
+            f"the log has {count} entries but round {highest.round_id} anchored {highest.count} on-chain "
+            "(entries were removed)",
+            checked,
+        )
+    return ChainVerification(True, count, anchors_checked=checked)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from db.models import AuditEntry
 from fedledger.domain.audit import verify_chain
-from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep
+from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep, StateDep
 from middleware.errors import responses
 from middleware.schemas import AuditEntryOut, AuditVerification
 
@@ -40,10 +40,17 @@ def entries(
     ]
 
 
-@router.get("/verify", response_model=AuditVerification, responses=responses(401, 403, 429))
-def verify(_: OperatorPrincipal, session: SessionDep) -> AuditVerification:
-    """Recompute the whole hash chain (operator)."""
-    result = verify_chain(session)
+@router.get("/verify", response_model=AuditVerification, responses=responses(401, 403, 429, 503))
+def verify(_: OperatorPrincipal, session: SessionDep, state: StateDep) -> AuditVerification:
+    """Recompute the whole hash chain and check it against the heads posted rounds anchored on-chain, so a
+    cut tail or a log rewritten with recomputed hashes is found (operator; 503 without the chain)."""
+    anchors = state.chain().audit_anchors()
+    result = verify_chain(session, anchors)
     return AuditVerification(
-        ok=result.ok, entries=result.entries, first_bad_id=result.first_bad_id, reason=result.reason
+        ok=result.ok,
+        entries=result.entries,
+        first_bad_id=result.first_bad_id,
+        reason=result.reason,
+        anchors=len(anchors),
+        anchors_checked=result.anchors_checked,
     )

@@ -23,6 +23,7 @@ from client.wallet import Wallet
 from fedledger.chain.deployments import Deployments
 from fedledger.devkeys import dev_private_key
 from fedledger.payload import encode_weights
+from tests.chain.ledger import next_round_id
 from tests.middleware.conftest import (  # noqa: F401 - fixtures and helpers re-exported for this suite
     OPERATOR,
     address_of,
@@ -38,9 +39,10 @@ FEATURES, CLASSES = 64, 10
 _round_ids = random.Random()
 
 
-def unique_round_id() -> int:
-    """A round id no other test records on the shared session chain (the ledger refuses an id twice)."""
-    return _round_ids.randrange(10**6, 2**31 - 1)
+def unique_round_id(w3: Web3, deployments: Deployments) -> int:
+    """A round id the shared session chain's ledger accepts next (it records ids in increasing order only);
+    far above the database's own ids so that a row inserted with it cannot collide."""
+    return next_round_id(w3, deployments, gap=_round_ids.randrange(10**6, 2 * 10**6))
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,9 @@ def test_a_full_round_through_the_aggregator(
 ) -> None:
     response = client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator)
     assert response.status_code == 201, response.text
-    round_id = unique_round_id()  # the ledger refuses an id twice, and the session chain is shared
+    round_id = unique_round_id(
+        w3, deployments
+    )  # the ledger records ids in order; the session chain is shared
     state = client.app.state.fl
     with state.sessions.begin() as session:
         session.execute(update(Round).where(Round.id == response.json()["id"]).values(id=round_id))

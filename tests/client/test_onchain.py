@@ -15,13 +15,11 @@ from client.sdk import Organization, Reward
 from db.base import utcnow
 from db.models import Round, RoundStatus
 from fedledger.chain.deployments import Deployments
-from fedledger.chain.merkle import RewardTree
 from fedledger.chain.params import WAD
-from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
-from fedledger.devkeys import AGGREGATOR_INDEX, dev_private_key
 from fedledger.domain import model_versions as model_service
 from fedledger.payload import decode_weights, encode_weights
+from tests.chain.ledger import record_round
 from tests.client.conftest import CLIENT_ORGS, unique_round_id
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
@@ -60,24 +58,6 @@ def new_version_from_round(
         return {"version": version.id, "weights_hash": version.weights_hash}
 
 
-def record_round(
-    w3: Web3, deployments: Deployments, round_id: int, model_hash: bytes, rewards: dict[str, int]
-) -> RewardTree:
-    """The aggregator's on-chain record of a round (as aggregator.posting sends it)."""
-    tree = RewardTree.build(round_id, rewards)
-    contributions = [
-        (account, hashlib.sha256(account.encode()).digest(), 9000, 9000, 9000, 9000, amount)
-        for account, amount in rewards.items()
-    ]
-    ledger = deployments.contract(w3, "ContributionLedger")
-    send_transaction(
-        w3,
-        ledger.functions.recordRound(round_id, model_hash, tree.root, sum(rewards.values()), contributions),
-        dev_private_key(AGGREGATOR_INDEX),
-    )
-    return tree
-
-
 def test_a_round_model_is_verified_against_the_ledger(
     make_org,
     client: TestClient,
@@ -87,7 +67,7 @@ def test_a_round_model_is_verified_against_the_ledger(
     genesis: dict[str, Any],  # type: ignore[no-untyped-def]
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[3])
-    round_id = unique_round_id()
+    round_id = unique_round_id(w3, deployments)
     produced = new_version_from_round(client, settings, deployments, round_id)
     # Signed by the trusted signer, hash right, but the chain has no record of the round (yet): refused.
     with pytest.raises(ModelVerificationError, match=f"round {round_id}, which is not recorded on-chain"):
@@ -101,7 +81,7 @@ def test_a_round_model_is_verified_against_the_ledger(
     )
 
     # The server's database says round R2 produced a model, but the chain recorded another hash for R2.
-    other_round = unique_round_id()
+    other_round = unique_round_id(w3, deployments)
     forked = new_version_from_round(client, settings, deployments, other_round)
     record_round(
         w3,
@@ -122,7 +102,7 @@ def test_rewards_are_claimed_once_with_a_locally_checked_proof(
 ) -> None:
     org: Organization = make_org(CLIENT_ORGS[4])
     peer = make_org(CLIENT_ORGS[3])
-    round_id = unique_round_id()
+    round_id = unique_round_id(w3, deployments)
     amounts = {org.address: 3 * WAD, peer.address: 2 * WAD}
     tree = record_round(w3, deployments, round_id, hashlib.sha256(b"model").digest(), amounts)
     proof = tuple("0x" + p.hex() for p in tree.proof(org.address))
@@ -143,4 +123,4 @@ def test_rewards_are_claimed_once_with_a_locally_checked_proof(
         and token.functions.balanceOf(org.address).call() - before == 3 * WAD
     )
     with pytest.raises(RewardProofError, match="no rewards root"):
-        org.claim_reward(Reward(unique_round_id(), WAD, proof, claimed=False))
+        org.claim_reward(Reward(unique_round_id(w3, deployments), WAD, proof, claimed=False))

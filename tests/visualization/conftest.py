@@ -30,15 +30,16 @@ from db.models import (
 )
 from db.session import session_factory
 from fedledger.chain.devnode import free_port
+from fedledger.chain.ledger import LedgerContribution
 from fedledger.chain.merkle import RewardTree
 from fedledger.chain.params import WAD
-from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
-from fedledger.devkeys import AGGREGATOR_INDEX, dev_private_key
+from fedledger.devkeys import dev_private_key
 from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
 from fedledger.payload import encode_weights
 from middleware.app import create_app
+from tests.chain.ledger import next_round_id, record_round
 from tests.middleware.conftest import (  # noqa: F401 - fixtures reused by this package's tests
     MODEL,
     ORGS,
@@ -216,7 +217,7 @@ def posted_reward_round(world: World, settings: Settings, w3: Web3, rewards: dic
     Its id is unique on the session's chain (other tests record rounds too), so it is written with an explicit
     id: the database rows as the worker writes them (round, updates, scored contributions with their Merkle
     proofs), and the ledger record (``recordRound`` with the rewards root) sent with the aggregator's key."""
-    round_id = 1_000_000 + int(time.time() * 1000) % 1_000_000_000
+    round_id = next_round_id(w3, world.deployments, gap=1_000_000)  # the ledger records ids in order
     addresses = {index: address_of(index) for index in rewards}
     tree = RewardTree.build(round_id, {addresses[i]: amount for i, amount in rewards.items()})
     sessions = session_factory(settings.resolved_database_url)
@@ -278,16 +279,16 @@ def posted_reward_round(world: World, settings: Settings, w3: Web3, rewards: dic
                     reputation_after=participant.reputation,
                 )
             )
-    ledger = world.deployments.contract(w3, "ContributionLedger")
-    contributions = [
-        (addresses[i], update_hashes[i], 8000, 9000, 9500, 8750, amount) for i, amount in rewards.items()
-    ]
-    send_transaction(
+    record_round(
         w3,
-        ledger.functions.recordRound(
-            round_id, hashlib.sha256(b"model").digest(), tree.root, sum(rewards.values()), contributions
-        ),
-        dev_private_key(AGGREGATOR_INDEX),
+        world.deployments,
+        round_id,
+        hashlib.sha256(b"model").digest(),
+        {addresses[i]: amount for i, amount in rewards.items()},
+        [
+            LedgerContribution(addresses[i], update_hashes[i], 8000, 9000, 9500, 8750, amount)
+            for i, amount in rewards.items()
+        ],
     )
     return round_id
 
