@@ -5,7 +5,6 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {ProtocolParameters} from "./ProtocolParameters.sol";
 import {ContributionLedger} from "./ContributionLedger.sol";
 
@@ -16,7 +15,9 @@ import {ContributionLedger} from "./ContributionLedger.sol";
 /// slashes with it); it stays slashable until withdrawn. A slashed address keeps its record (Byzantine and slash
 /// counts) when it enrolls again. Active organizations idle past the governed activity timeout can be suspended
 /// by anyone, and resume themselves.
-contract ParticipantRegistry is AccessControl, ReentrancyGuard {
+/// @dev Every function updates its state before it moves tokens (checks-effects-interactions), and the token
+/// is the platform's RewardToken, which calls no hooks: there is no reentrancy path.
+contract ParticipantRegistry is AccessControl {
     using SafeERC20 for IERC20;
 
     bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
@@ -148,7 +149,7 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
     /// @notice Enroll the caller with `amount` staked (needs an ERC-20 allowance). Also re-enrolls an exited
     /// participant whose stake was withdrawn; its Byzantine and slash counts are kept.
     /// @param amount Stake in token wei, at least the governed minimum.
-    function enroll(uint256 amount) public nonReentrant {
+    function enroll(uint256 amount) public {
         Participant storage p = _participants[msg.sender];
         Status previous = p.status;
         if (previous != Status.None && !(previous == Status.Exited && p.stake == 0)) {
@@ -156,7 +157,6 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
         }
         uint256 minimum = params.get(ProtocolParameters.Param.MinStake);
         if (amount < minimum) revert StakeBelowMinimum(amount, minimum);
-        token.safeTransferFrom(msg.sender, address(this), amount);
         p.stake = uint128(amount);
         p.enrolledAt = uint64(block.timestamp);
         p.exitRequestedAt = 0;
@@ -168,6 +168,7 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
         totalStaked += amount;
         emit Enrolled(msg.sender, amount);
         emit StatusChanged(msg.sender, previous, Status.Active);
+        token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @notice {enroll} with an EIP-2612 permit instead of a prior approval. A permit that was already used
@@ -179,14 +180,14 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
 
     /// @notice Add stake while active or suspended.
     /// @param amount Token wei to add (needs an allowance).
-    function addStake(uint256 amount) external nonReentrant {
+    function addStake(uint256 amount) external {
         if (amount == 0) revert ZeroAmount();
         Participant storage p = _participants[msg.sender];
         if (p.status != Status.Active && p.status != Status.Suspended) revert InvalidStatus(msg.sender, p.status);
-        token.safeTransferFrom(msg.sender, address(this), amount);
         p.stake += uint128(amount);
         totalStaked += amount;
         emit StakeAdded(msg.sender, amount, p.stake);
+        token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @notice Leave the platform. The stake becomes withdrawable after the unbonding period and once the
@@ -209,7 +210,7 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
 
     /// @notice Withdraw the remaining stake once the unbonding period has passed and the ledger has recorded
     /// a round after the exit request.
-    function withdraw() external nonReentrant {
+    function withdraw() external {
         Participant storage p = _participants[msg.sender];
         if (p.status != Status.Exited) revert InvalidStatus(msg.sender, p.status);
         uint256 withdrawableAt = uint256(p.exitRequestedAt) + params.get(ProtocolParameters.Param.UnbondingPeriod);
@@ -220,8 +221,8 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
         if (amount == 0) revert NothingToWithdraw(msg.sender);
         p.stake = 0;
         totalStaked -= amount;
-        token.safeTransfer(msg.sender, amount);
         emit Withdrawn(msg.sender, amount);
+        token.safeTransfer(msg.sender, amount);
     }
 
     /// @notice Return from a suspension for inactivity (the caller's own); needs the minimum stake.
@@ -239,7 +240,7 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
     /// @param participant The participant.
     /// @param amount Token wei, at most its stake.
     /// @param reason A short code, e.g. keccak256("fedledger:round:7:low_honesty"), for indexers.
-    function slash(address participant, uint256 amount, bytes32 reason) external onlyRole(SLASHER_ROLE) nonReentrant {
+    function slash(address participant, uint256 amount, bytes32 reason) external onlyRole(SLASHER_ROLE) {
         if (amount == 0) revert ZeroAmount();
         Participant storage p = _participants[participant];
         Status previous = p.status;
@@ -254,8 +255,8 @@ contract ParticipantRegistry is AccessControl, ReentrancyGuard {
             p.inactive = false;
             emit StatusChanged(participant, previous, Status.Slashed);
         }
-        token.safeTransfer(treasury, amount);
         emit Slashed(participant, amount, reason, p.stake);
+        token.safeTransfer(treasury, amount);
     }
 
     /// @notice Suspend an active participant (a decision of the slasher role, e.g. an incident).

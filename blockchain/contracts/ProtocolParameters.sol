@@ -79,8 +79,11 @@ contract ProtocolParameters is AccessControl {
     /// @notice Emitted for every change of a parameter.
     event ParameterChanged(Param indexed param, uint256 oldValue, uint256 newValue);
 
+    /// @notice `value` is outside the range `param` allows; `reason` says which range.
     error InvalidParameter(Param param, uint256 value, string reason);
+    /// @notice The three fitness weights must sum to exactly 1.0 (WAD).
     error WeightsMustSumToOne(uint256 quality, uint256 timeliness, uint256 honesty);
+    /// @notice The fitness weights change together, through {setFitnessWeights}.
     error UseSetFitnessWeights();
 
     /// @param governor Receives GOVERNOR_ROLE and DEFAULT_ADMIN_ROLE (the deploy script passes the deployer

@@ -14,6 +14,7 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 contract RewardToken is ERC20, ERC20Permit, ERC20Votes, AccessControl {
     bytes32 public constant MINTER_ROLE = keccak256("MINTER_ROLE");
 
+    /// @notice The admin, or the recipient of a non-zero genesis allocation, was the zero address.
     error ZeroAddress();
 
     /// @param name_ Token name.

@@ -111,3 +111,45 @@ describe("ProtocolParameters", function () {
     expect(await params.get(P.WeightHonesty)).to.equal(WAD / 4n);
   });
 });
+
+describe("ProtocolParameters: every parameter's bounds", function () {
+  // [index, a valid value, invalid values...]; fitness weights (8..10) change only with setFitnessWeights.
+  const W = WAD;
+  const table = [
+    [0, 5n * W], [1, 50n * W], [2, 20n * W, 100n * W + 1n], [3, W / 5n, W + 1n], [4, 40n * W, 100n * W + 1n],
+    [5, 40n * W, 100n * W + 1n], [6, 2n, 0n], [7, 3600n], [11, W / 2n, W + 1n], [12, 8n, 9n], [13, 2n, 3n],
+    [14, W / 4n, W / 2n], [15, 2n], [16, 3n], [17, 1n, 2n], [18, 2n * W, 0n], [19, W / 2n, 0n], [20, 5n * W, 0n],
+    [21, 10n ** 12n, 0n, W], [22, 60n, 0n], [23, 2n, 0n], [24, 2n, 0n], [25, W / 10n], [26, 5_000n * W, 2n ** 96n],
+    [27, 86_400n], [28, 95n * W, 100n * W + 1n], [29, 3n * W], [30, 85n * W, 100n * W + 1n], [31, 2n * W],
+    [32, 75n * W, 100n * W + 1n], [33, W], [34, 65n * W, 100n * W + 1n], [35, W / 4n], [36, W / 4n], [37, 4n],
+    [38, W / 4n, W / 2n], [39, 2n * W, W - 1n], [40, 3n * W], [41, 5n, 0n, 11n], [42, 4n, 0n, 11n],
+    [43, W / 2n, W], [44, 50_000n * W, 2n ** 96n], [45, 3600n, 0n, 2n ** 32n], [46, 7200n, 2n ** 32n],
+  ];
+
+  it("covers every settable parameter", async function () {
+    const covered = new Set(table.map(([i]) => i));
+    for (let i = 0; i < 47; i++) if (![8, 9, 10].includes(i)) expect(covered.has(i), `parameter ${i}`).to.equal(true);
+  });
+
+  for (const [index, ok, ...bad] of table) {
+    it(`parameter ${index}: accepts ${ok} and refuses ${bad.join(", ") || "nothing"}`, async function () {
+      const { params, governor } = await loadFixture(standalone);
+      await expect(params.connect(governor).setParameter(index, ok)).to.emit(params, "ParameterChanged");
+      expect(await params.get(index)).to.equal(ok);
+      for (const value of bad) {
+        await expect(params.connect(governor).setParameter(index, value))
+          .to.be.revertedWithCustomError(params, "InvalidParameter");
+      }
+    });
+  }
+
+  it("keeps the packed reward limits in step with the parameters", async function () {
+    const { params, governor } = await loadFixture(standalone);
+    expect(await params.rewardLimits()).to.deep.equal([10_000n * WAD, 100_000n * WAD, 86_400n, 86_400n]);
+    await params.connect(governor).setParameter(26, 7n * WAD);
+    await params.connect(governor).setParameter(44, 2n ** 96n - 1n);
+    await params.connect(governor).setParameter(45, 2n ** 32n - 1n);
+    await params.connect(governor).setParameter(46, 5n);
+    expect(await params.rewardLimits()).to.deep.equal([7n * WAD, 2n ** 96n - 1n, 2n ** 32n - 1n, 5n]);
+  });
+});
