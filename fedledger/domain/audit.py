@@ -134,14 +134,14 @@ def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 
             prev = row.entry_hash
             count += 1
             last_id = row.id
-            anchor = by_count.get(count)
-            if anchor is not None:
-                if anchor.head.lower().removeprefix("0x") != row.entry_hash:
+            anchored = by_count.get(count)
+            if anchored is not None:
+                if anchored.head.lower().removeprefix("0x") != row.entry_hash:
                     return ChainVerification(
                         False,
                         count - 1,
                         row.id,
-                        f"entry {count} differs from the head round {anchor.round_id} anchored on-chain "
+                        f"entry {count} differs from the head round {anchored.round_id} anchored on-chain "
                         "(the log was rewritten)",
                         checked,
                     )
