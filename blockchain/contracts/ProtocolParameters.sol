@@ -14,6 +14,17 @@ contract ProtocolParameters is AccessControl {
     uint256 internal constant WAD = 1e18;
 
     /// @notice Index of each parameter in {getAll}. Append only: the order is part of the interface.
+    /// @dev Robust aggregation and economics (indices 38..46):
+    /// ByzantineFraction: WAD, < 0.5, default 0.3; the one expected Byzantine share, from which the aggregator
+    /// derives Krum's f and the trimming of trimmed mean / Bulyan (refused when invalid for the round's n).
+    /// SampleWeightCap: WAD, >= 1.0, default 3.0; a client's sample weight is capped at this multiple of the
+    /// round's median claimed sample count (a larger claim counts as evidence against it).
+    /// CenteredClipTau: WAD clipping radius of centered clipping; 0 (default) chooses it adaptively.
+    /// CenteredClipIterations: 1..10, default 3. BucketSize: updates averaged per bucket before robust
+    /// aggregation, 1..10, default 2. ServerMomentum: WAD, < 1.0, default 0 (server-side momentum).
+    /// EmissionCapPerPeriod: token wei, default 100,000 tokens; rewards recorded in one emission period.
+    /// EmissionPeriod: seconds, > 0, default 1 day. DisputeWindow: seconds, default 1 day; a rewards root is
+    /// claimable only this long after it is recorded, and cancellable meanwhile.
     enum Param {
         BaseReward, // 0  token wei per round for a 1.0 multiplier
         MinStake, // 1  token wei
