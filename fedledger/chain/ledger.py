@@ -65,7 +65,7 @@ def unpack_contributions(data: bytes) -> list[tuple[str, int, int, int, int, int
     """(participant, quality, timeliness, honesty, fitness, reward) from a ``recordRound`` input."""
     if len(data) % CONTRIBUTION_BYTES:
         raise LedgerFormatError(f"{len(data)} bytes is not a multiple of {CONTRIBUTION_BYTES}")
-    rows = []
+    rows: list[tuple[str, int, int, int, int, int]] = []
     for offset in range(0, len(data), CONTRIBUTION_BYTES):
         chunk = data[offset : offset + CONTRIBUTION_BYTES]
         scores = [int.from_bytes(chunk[20 + 2 * k : 22 + 2 * k], "big") for k in range(4)]

@@ -55,6 +55,7 @@ class ChainParticipant:
 
     @classmethod
     def from_record(cls, registry: Contract, record: Sequence[Any]) -> ChainParticipant:
+        """Name the fields of a ``participantOf`` result by the registry's ABI."""
         fields = {item["name"]: value for item, value in zip(_participant_abi(registry), record, strict=True)}
         return cls(
             status=RegistryStatus(int(fields["status"])),
@@ -68,9 +69,11 @@ class ChainParticipant:
 
 
 def _participant_abi(registry: Contract) -> list[dict[str, Any]]:
-    for entry in registry.abi:
+    abi: list[dict[str, Any]] = list(registry.abi)  # type: ignore[arg-type]
+    for entry in abi:
         if entry.get("type") == "function" and entry.get("name") == "participantOf":
-            return list(entry["outputs"][0]["components"])
+            components: list[dict[str, Any]] = entry["outputs"][0]["components"]
+            return components
     raise RuntimeError("ParticipantRegistry ABI lacks participantOf")
 
 
