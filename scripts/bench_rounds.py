@@ -5,8 +5,9 @@
 
 Starts a dev chain, the API and a worker with its beat as ``fedledger run`` does (SQLite, kombu's SQL
 broker, blobs on disk; nothing else), enrolls ``--orgs`` organizations through the SDK, trains each one
-once on its digits shard (client training is not part of a round's time here) and then runs ``--rounds``
-rounds back to back: the operator opens a round with quorum = every organization, each organization seals
+on the current model before each round (client training is not part of a round's time here) and runs
+``--rounds`` rounds back to back: the operator opens a round with quorum = every organization still
+allowed to submit (an organization the platform slashed sits out, as in ``fedledger run``), each one seals
 and signs its update for that round and submits it, and the script waits for POSTED. Per round it prints:
 
 - open: POST /v1/rounds until its 201;
@@ -108,6 +109,13 @@ def main() -> None:
         api = supervisor.start("api", "api")
         supervisor.wait_http(api, f"{api_url}/healthz")
         worker = supervisor.start("worker", "worker")
+        # Round 1 must not wait for the worker to boot: the goal is about rounds, not start-up.
+        booted = time.monotonic() + 120
+        while " ready." not in worker.log.read_text(errors="replace"):
+            supervisor.check()
+            if time.monotonic() > booted:
+                raise SystemExit(f"the worker did not start; see {worker.log}")
+            time.sleep(0.2)
 
         operator = FedLedgerApi(api_url, wallet=Wallet(operator_key))
         operator.login()
@@ -131,30 +139,35 @@ def main() -> None:
             )
             org.setup()
             orgs.append(org)
-        trained = []
-        for org, data in zip(orgs, parts, strict=True):
-            training = org.train(org.pull_model(), data, seed=0)
-            trained.append((training.delta, training.num_samples))
-
         print(
             f"# {args.orgs} organizations, {args.rounds} rounds, embedded defaults (SQLite, kombu SQL broker); "
             f"load average at start {os.getloadavg()[0]:.2f}; times in ms"
         )
         print()
         print(
-            "| round | open | seal | submit | close | post | round | close task | post task "
+            "| round | orgs | open | seal | submit | close | post | round | close task | post task "
             "| round - post task | closes | posts | load |"
         )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
         totals: list[float] = []
         round_ids: list[int] = []
         rows = []
         pool = ThreadPoolExecutor(max_workers=args.orgs)
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
             supervisor.check()
+            # Training, before the round opens and outside its time: every organization still allowed to
+            # submit trains on the current model, as it would between rounds.
+            members, trained = [], []
+            for org, data in zip(orgs, parts, strict=True):
+                if org.api.me().get("may_submit", False):
+                    training = org.train(org.pull_model(), data, seed=number)
+                    members.append(org)
+                    trained.append((training.delta, training.num_samples))
             start = time.time()
             round_ = operator.request(
-                "POST", "/v1/rounds", json={"duration_seconds": 600, "quorum": args.orgs}
+                "POST", "/v1/rounds", json={"duration_seconds": 600, "quorum": len(members)}
             ).json()
             opened = time.time()
             round_id, version = int(round_["id"]), int(round_["model_version"])
@@ -162,9 +175,9 @@ def main() -> None:
             sealed_at = list(
                 pool.map(
                     participate,
-                    orgs,
-                    [round_id] * len(orgs),
-                    [version] * len(orgs),
+                    members,
+                    [round_id] * len(members),
+                    [version] * len(members),
                     [delta for delta, _ in trained],
                     [samples for _, samples in trained],
                 )
@@ -185,6 +198,7 @@ def main() -> None:
             rows.append(
                 (
                     round_id,
+                    len(members),
                     opened - start,
                     sealed - opened,
                     submitted - sealed,
@@ -199,8 +213,8 @@ def main() -> None:
         time.sleep(3 * 2)  # three ticks after the last post: nothing more may run
         closes, posts = task_runs(worker.log, "close"), task_runs(worker.log, "post")
         outside_chain = []
-        for round_id, *phases, load in rows:
-            cells = " | ".join(f"{p * 1e3:,.0f}" for p in phases)
+        for round_id, count, *phases, load in rows:
+            cells = f"{count} | " + " | ".join(f"{p * 1e3:,.0f}" for p in phases)
             close_ms, post_ms = sum(closes.get(round_id, [])), sum(posts.get(round_id, []))
             outside_chain.append(phases[-1] - post_ms / 1e3)
             print(
