@@ -29,6 +29,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-unty
     yield f"{PG}?options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
 
 
 def test_migrations_match_the_models_and_run_both_ways(url: str) -> None:

@@ -22,6 +22,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from web3 import Web3
 
+from db.session import engine_for
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.params import WAD
@@ -64,7 +65,11 @@ def database_url() -> Iterator[str]:
     admin = sa.create_engine(PG)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG}?options=-csearch_path%3D{schema}"
+    url = f"{PG}?options=-csearch_path%3D{schema}"
+    yield url
+    # The in-process API pooled connections to this schema (db.session caches one engine per URL): close
+    # them, or a long suite holds PostgreSQL's connections until max_connections refuses new ones.
+    engine_for(url).dispose()
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
