@@ -26,7 +26,7 @@ Decisions documented here:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -74,7 +74,9 @@ class ClientMeta:
 class RoundInputs:
     """Everything the computation reads. ``deltas`` row i is ``clients[i]``'s decrypted update, flattened
     in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason.
-    ``reference``: the server's own update on its root data (FLTrust), flattened like the deltas."""
+    ``reference``: the server's own update on its root data (FLTrust), flattened like the deltas.
+    ``evaluate``: (loss, accuracy) of a model on the server's data, for models the built-in forward pass
+    does not know (e.g. a Flower federation's); None = :func:`fedledger.models.evaluate` on ``holdout``."""
 
     round_id: int
     params: RoundParams
@@ -89,6 +91,13 @@ class RoundInputs:
     holdout: tuple[np.ndarray, np.ndarray]
     dp_rounds_spent: int = 0
     reference: np.ndarray | None = None
+    evaluate: Callable[[Weights], tuple[float, float]] | None = None
+
+    def metrics(self, weights: Weights) -> tuple[float, float]:
+        """(loss, accuracy) of ``weights`` on the server's data."""
+        if self.evaluate is not None:
+            return self.evaluate(weights)
+        return evaluate(weights, *self.holdout)
 
 
 @dataclass(frozen=True)
@@ -339,10 +348,9 @@ def _scores(
 ) -> RoundScores:
     """Every valid client's scores and reference evidence (:func:`aggregator.round_scores.score_round`)."""
     params = inputs.params
-    X_eval, y_eval = inputs.holdout
 
     def loss_of(delta: np.ndarray) -> float:
-        return evaluate(unflatten(base + delta, inputs.spec), X_eval, y_eval)[0]
+        return inputs.metrics(unflatten(base + delta, inputs.spec))[0]
 
     # The strategy's coefficients are over the eligible rows; clients below min_reputation have none.
     coefficients = None
@@ -389,7 +397,7 @@ def _score_and_decide(
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, eligible & ~byzantine)
 
     new_weights = unflatten(base + aggregate, inputs.spec)
-    loss_after, accuracy = evaluate(new_weights, *inputs.holdout)
+    loss_after, accuracy = inputs.metrics(new_weights)
     decision = activation_decision(s.loss_before, loss_after, params.rollback_threshold)
 
     outcomes = _client_outcomes(

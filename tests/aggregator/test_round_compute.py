@@ -208,3 +208,25 @@ def test_the_computation_is_deterministic_for_a_seed() -> None:
     assert a.aggregate is not None and b.aggregate is not None
     np.testing.assert_array_equal(a.aggregate, b.aggregate)
     assert a.clients == b.clients
+
+
+def test_a_callers_evaluation_replaces_the_built_in_forward_pass() -> None:
+    """A federation whose model the built-in forward pass does not know scores with its own evaluation."""
+    from dataclasses import replace
+
+    from fedledger.models import evaluate
+
+    fed = Federation()
+    inputs = fed.inputs(fed.honest(4), strategy="fedavg")
+    calls: list[int] = []
+
+    def own(weights):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return evaluate(weights, *fed.holdout)
+
+    reference = run(inputs)
+    custom = run(replace(inputs, evaluate=own))
+    assert calls  # every loss of the round came from the caller's function
+    assert custom.clients == reference.clients and custom.activate == reference.activate
+    assert custom.record is not None and reference.record is not None
+    assert custom.record.holdout_loss_after == reference.record.holdout_loss_after
