@@ -305,16 +305,10 @@ def _insert(session: Session, checked: Verified) -> Receipt:
     )
 
 
-# Model versions are immutable: their tensor shapes are read once per process.
-_SHAPES: dict[int, dict[str, tuple[int, ...]]] = {}
-
-
 def _shapes(session: Session, model_version_id: int) -> dict[str, tuple[int, ...]]:
-    shapes = _SHAPES.get(model_version_id)
-    if shapes is None:
-        spec = session.scalar(select(ModelVersion.spec).where(ModelVersion.id == model_version_id))
-        shapes = _SHAPES[model_version_id] = {name: tuple(dims) for name, dims in (spec or {}).items()}
-    return shapes
+    # Only the spec column: loading the whole model-version row (and caching nothing across databases).
+    spec = session.scalar(select(ModelVersion.spec).where(ModelVersion.id == model_version_id))
+    return {name: tuple(dims) for name, dims in (spec or {}).items()}
 
 
 def _existing(session: Session, round_id: int, participant_id: int) -> Update | None:
