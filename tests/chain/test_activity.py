@@ -1,0 +1,91 @@
+"""Issue 11.5, the platform's side: posting refreshes the on-chain activity evidence of a round's organizations
+and suspends registered organizations idle past the governed activity_timeout (a fresh node: time travels)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from aggregator.gateway import ChainGateway
+from aggregator.posting import _apply_activity_timeout
+from db.base import utcnow
+from db.migrate import upgrade
+from db.models import Participant
+from db.session import session_factory
+from fedledger.chain.deployments import Deployments
+from fedledger.chain.devnode import DevChain, free_port
+from fedledger.chain.params import WAD
+from fedledger.chain.reader import ChainParticipant, RegistryStatus
+from fedledger.chain.tx import send_transaction
+from fedledger.devkeys import AGGREGATOR_INDEX, FIRST_ORGANIZATION_INDEX, dev_private_key
+
+pytestmark = pytest.mark.chain
+
+TIMEOUT = 7 * 24 * 3600
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[DevChain, Deployments]]:
+    chain = DevChain(port=free_port(), log_path=tmp_path / "node.log")
+    chain.start()
+    try:
+        yield chain, chain.deploy(tmp_path / "deployments.json")
+    finally:
+        chain.stop()
+
+
+def test_posting_marks_the_round_active_and_suspends_the_idle(
+    node: tuple[DevChain, Deployments], tmp_path: Path
+) -> None:
+    chain, deployments = node
+    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    registry = deployments.contract(w3, "ParticipantRegistry")
+    token = deployments.contract(w3, "RewardToken")
+    keys = {
+        name: dev_private_key(FIRST_ORGANIZATION_INDEX + i) for i, name in enumerate(("busy", "idle", "new"))
+    }
+    addresses = {name: Account.from_key(key).address for name, key in keys.items()}
+    for name in ("busy", "idle"):
+        send_transaction(w3, token.functions.approve(registry.address, 100 * WAD), keys[name])
+        send_transaction(w3, registry.functions.enroll(100 * WAD), keys[name])
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    upgrade(url)
+    sessions = session_factory(url)
+    with sessions.begin() as session:
+        long_ago = utcnow() - timedelta(seconds=TIMEOUT + 3600)
+        for name in ("busy", "idle"):
+            session.add(Participant(address=addresses[name], org_name=name, created_at=long_ago))
+        # Registered only now: not a candidate whatever the chain says.
+        session.add(Participant(address=addresses["new"], org_name="new"))
+    gateway = ChainGateway(chain.rpc_url, deployments, dev_private_key(AGGREGATOR_INDEX), sessions)
+
+    def record(name: str) -> ChainParticipant:
+        return ChainParticipant.from_record(
+            registry, registry.functions.participantOf(addresses[name]).call()
+        )
+
+    # Within half the timeout of enrolling: nothing to refresh, nobody idle.
+    params = {"activity_timeout": TIMEOUT}
+    assert _apply_activity_timeout(sessions, gateway, 1, params, [addresses["busy"]]) == {}
+    # Past the timeout: `busy` took part in round 2 and is refreshed; `idle` did not and is suspended.
+    w3.provider.make_request("evm_increaseTime", [TIMEOUT + 60])
+    w3.provider.make_request("evm_mine", [])
+    sent = _apply_activity_timeout(sessions, gateway, 2, params, [addresses["busy"]])
+    assert set(sent) == {"active", "inactive"}
+    assert record("busy").status == RegistryStatus.active
+    assert (
+        record("busy").last_active_at == int(w3.eth.get_block("latest")["timestamp"])
+        or record("busy").last_active_at > int(w3.eth.get_block("latest")["timestamp"]) - 60
+    )
+    idle = record("idle")
+    assert idle.status == RegistryStatus.suspended and idle.inactive
+    # Posting again is idempotent (the purposes are sent once); the organization resumes by itself.
+    assert _apply_activity_timeout(sessions, gateway, 2, params, [addresses["busy"]]) == {}
+    send_transaction(w3, registry.functions.resume(), keys["idle"])
+    assert record("idle").status == RegistryStatus.active
