@@ -226,7 +226,7 @@ class Chain:
 
     @property
     def symbol(self) -> str:
-        return self.deployments.token.get("symbol") or str(self.reader.token.functions.symbol().call())
+        return self.deployments.token.get("symbol") or self.reader.symbol()
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)

@@ -159,8 +159,12 @@ class ChainReader:
             total_staked=int(self.registry.functions.totalStaked().call()),
             treasury_balance=int(self.token.functions.balanceOf(treasury).call()),
             active_participants=int(self.registry.functions.activeCount().call()),
-            symbol=str(self.token.functions.symbol().call()),
+            symbol=self.symbol(),
         )
+
+    def symbol(self) -> str:
+        """The token's symbol."""
+        return str(self.token.functions.symbol().call())
 
     def balance_of(self, address: str) -> int:
         """Token balance of ``address``, in token wei."""

@@ -38,15 +38,13 @@ def rewards(
         .order_by(Contribution.round_id)
     ).all()
     try:
-        distributor = state.chain().distributor
+        reader = state.chain()
     except ApiError:
-        distributor = None
+        reader = None
     out = []
     for round_id, amount, proof in rows:
         if int(amount) <= 0:
             continue
-        claimed = (
-            bool(distributor.functions.claimed(round_id, account).call()) if distributor is not None else None
-        )
+        claimed = reader.claimed(round_id, account) if reader is not None else None
         out.append(RewardOut(round_id=round_id, amount_wei=amount, proof=proof, claimed=claimed))
     return out
