@@ -38,8 +38,11 @@ class ReputationConfig:
     byzantine_honesty_below: float = 1e-9
     # Reference-based evidence: cosine to the server's reference below this, with a harmful solo update;
     # or a norm at least this many times the round's median norm (a boosted update).
-    evidence_cosine_below: float = 0.0
+    evidence_cosine_below: float = -0.2
     evidence_norm_ratio: float = 10.0
+    # The solo step must raise the validation loss by more than this fraction of it: a converged model's
+    # loss moves by noise under any step, and noise is not evidence.
+    evidence_harm_floor: float = 1e-3
     slash_fitness_below: float = 50.0
     slash_honesty_below: float = 50.0
     byzantine_threshold: int = 3
@@ -76,12 +79,14 @@ def reference_evidence(
     solo_gain: np.ndarray | list[float],
     norms: np.ndarray | list[float] | None = None,
     config: ReputationConfig = ReputationConfig(),
+    loss: float = 0.0,
 ) -> np.ndarray:
     """This round's Byzantine evidence.
 
     Direction: the update points away from the reference (cosine below ``evidence_cosine_below``) and,
-    applied alone at the reference's step size, raises the validation loss (``solo_gain`` < 0, see
-    ``aggregator.contribution.solo_gains``); both must hold. Scale: its norm is at least
+    applied alone at the reference's step size, raises the validation loss ``loss`` by more than
+    ``evidence_harm_floor`` of it (``solo_gain`` < -floor x loss, see ``aggregator.contribution.solo_gains``);
+    both must hold. Scale: its norm is at least
     ``evidence_norm_ratio`` x the round's median norm (``norms`` given), which no honest organization's
     local training produces and which a plain mean would follow.
     """
@@ -89,7 +94,7 @@ def reference_evidence(
     gain = np.asarray(solo_gain, dtype=np.float64)
     if cos.shape != gain.shape:
         raise InvalidParameter("one solo gain per cosine is needed")
-    evidence: np.ndarray = (cos < config.evidence_cosine_below) & (gain < 0.0)
+    evidence: np.ndarray = (cos < config.evidence_cosine_below) & (gain < -config.evidence_harm_floor * loss)
     if norms is not None:
         nrm = np.asarray(norms, dtype=np.float64)
         if nrm.shape != cos.shape:

@@ -104,9 +104,14 @@ def score_round(
     quality = contribution_quality(marginal, loss_before, scoring.quality_share, scoring.quality_floor)
     norms = row_norms(X)
     honesty = reference_honesty(
-        cosine, norms, scoring.honesty_share, scoring.norm_tolerance, scoring.norm_cutoff
+        cosine,
+        norms,
+        scoring.honesty_share,
+        scoring.norm_tolerance,
+        scoring.norm_cutoff,
+        scoring.honesty_cosine_floor,
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
-    evidence = reference_evidence(cosine, solo, norms, reputation)
+    evidence = reference_evidence(cosine, solo, norms, reputation, loss_before)
     return RoundScores(quality, timeliness, honesty, fitness, evidence, cosine, marginal, solo, loss_before)

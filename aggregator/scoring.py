@@ -45,10 +45,13 @@ class ScoringConfig:
     # ``quality_floor`` (relative to the validation loss) is the contribution size below which differences
     # are noise: when the whole round contributes less (a converged model), nobody is ranked by noise.
     quality_share: float = 0.25
-    quality_floor: float = 1e-4
+    quality_floor: float = 1e-3
     # Honesty: a cosine to the reference of ``honesty_share`` x the round's median cosine earns 100; a norm
     # up to ``norm_tolerance`` x the round's median norm is plausible, ``norm_cutoff`` x or more earns 0.
     honesty_share: float = 0.25
+    # Cosines between this (at or below: no direction credit) and the full-credit cosine earn partial
+    # credit: near a converged model honest updates scatter around the reference's direction.
+    honesty_cosine_floor: float = -0.2
     norm_tolerance: float = 3.0
     norm_cutoff: float = 10.0
 
@@ -170,12 +173,14 @@ def reference_honesty(
     share: float = 0.25,
     norm_tolerance: float = 3.0,
     norm_cutoff: float = 10.0,
+    cosine_floor: float = 0.0,
 ) -> np.ndarray:
     """Honesty: agreement with the server's reference direction, scale-aware.
 
-    Direction: 100 * clip(cos_i / (share * median cos), 0, 1); an update pointing away from the reference
-    (cos <= 0) scores 0. If the round's median cosine is not positive, any positive cosine earns full
-    direction credit (the reference itself is then the outlier, not the clients). Scale: the norm relative
+    Direction: 100 * clip((cos_i - floor) / (full - floor), 0, 1) with full = share * max(median cos, 0):
+    at or below ``cosine_floor`` it scores 0, from the full-credit cosine 100. If the round's median cosine
+    is not positive, any cosine above the floor earns full direction credit (the reference itself is then
+    the outlier, not the clients). Scale: the norm relative
     to the round's median norm; up to ``norm_tolerance`` x is full credit, ``norm_cutoff`` x or more none
     (log-linear between), so a 100x boosted update scores 0 whatever its direction. Honesty is the product.
     """
@@ -190,7 +195,11 @@ def reference_honesty(
     if np.isnan(nrm).any() or (nrm < 0).any():
         raise InvalidParameter("norms must be non-negative")
     typical = float(np.median(cos))
-    direction = np.clip(cos / (share * typical), 0.0, 1.0) if typical > 0 else (cos > 0).astype(np.float64)
+    full = max(share * typical, 0.0)
+    if full > cosine_floor:
+        direction = np.clip((cos - cosine_floor) / (full - cosine_floor), 0.0, 1.0)
+    else:
+        direction = (cos > cosine_floor).astype(np.float64)
     median_norm = float(np.median(nrm))
     if median_norm > 0 and np.isfinite(median_norm):
         with np.errstate(divide="ignore"):

@@ -33,7 +33,7 @@ describe("ProtocolParameters", function () {
     expect(v.slash_fitness_below).to.equal(50n * WAD);
     expect(await params.get(P.Strategy)).to.equal(v.strategy);
     expect(v.byzantine_fraction).to.equal(3n * WAD / 10n);
-    expect(v.sample_weight_cap).to.equal(3n * WAD);
+    expect(v.sample_weight_cap).to.equal(10n * WAD);
     expect(v.centered_clip_tau).to.equal(0n);
     expect(v.centered_clip_iterations).to.equal(3n);
     expect(v.bucket_size).to.equal(1n);

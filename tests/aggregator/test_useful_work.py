@@ -121,6 +121,12 @@ def test_honesty_follows_the_reference_direction_and_a_plausible_norm() -> None:
         reference_honesty([1.5], [1.0])
 
 
+def test_honesty_gives_partial_credit_above_the_cosine_floor() -> None:
+    # median 0.4 -> full credit from 0.1; floor -0.2: cosine 0 earns 2/3, -0.2 and below 0.
+    h = reference_honesty([0.4, 0.4, 0.4, 0.4, 0.0, -0.2, -0.5], [1.0] * 7, cosine_floor=-0.2)
+    np.testing.assert_allclose(h, [100, 100, 100, 100, 200 / 3, 0, 0])
+
+
 def test_honesty_when_the_round_disagrees_with_the_reference() -> None:
     np.testing.assert_allclose(reference_honesty([-0.2, -0.1, 0.05], [1, 1, 1]), [0, 0, 100])
 
@@ -142,6 +148,8 @@ def test_evidence_needs_both_reference_signals() -> None:
         True,
         True,
     ]
+    # Harm below the floor (a fraction of the loss) is noise, not evidence.
+    assert not reference_evidence(cos, gain, loss=100.0).any()
     # A boosted update (10x the round's median norm) is evidence whatever its direction.
     norms = [1.0, 1.2, 0.9, 15.0]
     assert reference_evidence(cos, gain, norms).tolist() == [False, False, True, True]
