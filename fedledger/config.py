@@ -87,9 +87,10 @@ class Settings(BaseSettings):
     max_update_bytes: int = 64 * 1024 * 1024
     rate_limit_per_minute_address: int = 600
     rate_limit_per_minute_ip: int = 1200
-    # Tighter per-IP limit on login nonces: each is a stored row until it expires, so at most this many
-    # times the nonce TTL in minutes stay stored per IP.
+    # Tighter per-IP limits on the two calls that write a row for a caller who may have no stake: a login
+    # nonce (at most this many times the nonce TTL in minutes stay stored per IP) and a registration.
     rate_limit_per_minute_ip_nonce: int = 60
+    rate_limit_per_minute_ip_register: int = 60
     # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are
     # believed (the client IP of rate limits comes from them). Empty: no proxy is trusted and the peer's
     # address is the client's.

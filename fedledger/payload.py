@@ -41,6 +41,10 @@ class UpdateFormatError(ValueError):
     """An update payload is malformed or does not fit the model it claims to update."""
 
 
+class UnsupportedDtype(UpdateFormatError):
+    """A tensor's element type is not one an update may carry (bfloat16, float8, float64, integers...)."""
+
+
 @dataclass(frozen=True)
 class Compression:
     """How to encode a delta. ``topk_fraction=None`` sends every entry."""
@@ -150,7 +154,7 @@ def _decode_dense(
     for name, shape in shapes.items():
         array = tensors[name]
         if array.dtype not in (np.float16, np.float32):
-            raise UpdateFormatError(f"tensor {name!r} has dtype {array.dtype}; expected float16 or float32")
+            raise UnsupportedDtype(f"tensor {name!r} has dtype {array.dtype}; expected float16 or float32")
         if array.shape != shape:
             raise UpdateFormatError(f"tensor {name!r} has shape {array.shape}, declared {shape}")
         out[name] = array.astype(np.float32, copy=False)
@@ -218,7 +222,7 @@ def _check_dtypes(header: Mapping[str, object], accepted: frozenset[str], rule: 
             continue
         dtype = info.get("dtype")
         if isinstance(dtype, str) and dtype not in accepted:
-            raise UpdateFormatError(
+            raise UnsupportedDtype(
                 f"tensor {name!r} has dtype {dtype}; {rule}: convert it (e.g. bfloat16 to float32) first"
             )
 

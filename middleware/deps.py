@@ -69,6 +69,11 @@ def nonce_rate_limit(request: Request, state: StateDep) -> None:
     _limit(state, f"ip-nonce:{_client_ip(request)}", state.settings.rate_limit_per_minute_ip_nonce)
 
 
+def register_rate_limit(request: Request, state: StateDep) -> None:
+    """Each registration attempt reads the chain: bounded per IP, whichever wallets it signs in with."""
+    _limit(state, f"ip-register:{_client_ip(request)}", state.settings.rate_limit_per_minute_ip_register)
+
+
 def get_principal(
     request: Request,
     state: StateDep,
@@ -94,6 +99,7 @@ def get_operator(principal: CurrentPrincipal) -> Principal:
 OperatorPrincipal = Annotated[Principal, Depends(get_operator)]
 RateLimited = Depends(ip_rate_limit)
 NonceRateLimited = Depends(nonce_rate_limit)
+RegisterRateLimited = Depends(register_rate_limit)
 
 # Row ids are 32-bit on every database; bigger numbers are refused as 422 before they reach a query.
 MAX_ID = 2_147_483_647

@@ -123,9 +123,13 @@ class ChainReader:
         """:class:`DeploymentsError` unless the RPC serves the deployments' chain with the token deployed."""
         self.deployments.check_chain(self.w3)
 
-    def enrollment(self, address: str) -> Enrollment:
-        """The participant's registry record (an "active" one cached for ``enrollment_ttl`` seconds)."""
+    def enrollment(self, address: str, *, fresh: bool = False) -> Enrollment:
+        """The participant's registry record (an "active" one cached for ``enrollment_ttl`` seconds).
+        ``fresh=True`` reads the chain and leaves the cache alone (for rare calls, such as registration,
+        that must neither see nor extend a stale "active")."""
         address = to_checksum_address(address)
+        if fresh:
+            return self._read_enrollment(address)
         cached = self._enrollments.get(address)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.enrollment_ttl:

@@ -40,7 +40,7 @@ from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
 from fedledger.domain import audit, keys, pipeline
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.errors import Conflict, Forbidden, Invalid, Malformed, NotFound, Unauthenticated
-from fedledger.payload import UpdateFormatError, decode_update
+from fedledger.payload import UnsupportedDtype, UpdateFormatError, decode_update
 
 MAX_SAMPLES = 10**9
 
@@ -192,6 +192,8 @@ def verify(
     shapes = _shapes(session, round_.model_version_id)
     try:
         decode_update(plaintext, shapes)
+    except UnsupportedDtype as exc:
+        raise Invalid("unsupported_dtype", f"the update cannot be used: {exc}") from exc
     except UpdateFormatError as exc:
         raise Invalid(
             "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"

@@ -6,11 +6,11 @@ from sqlalchemy import select
 from db.models import Participant, ParticipantStatus
 from fedledger.chain.reader import RegistryStatus
 from fedledger.domain import audit
-from middleware.deps import CurrentPrincipal, SessionDep, StateDep
+from middleware.deps import CurrentPrincipal, RateLimited, RegisterRateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest
 
-router = APIRouter(prefix="/v1/participants", tags=["participants"])
+router = APIRouter(prefix="/v1/participants", tags=["participants"], dependencies=[RateLimited])
 
 
 def to_out(p: Participant) -> dict:
@@ -26,9 +26,35 @@ def to_out(p: Participant) -> dict:
     }
 
 
-@router.post("", response_model=ParticipantOut, responses=responses(401, 409, 429))
-def register(body: RegisterRequest, principal: CurrentPrincipal, session: SessionDep) -> ParticipantOut:
-    """Register (or update) the signed-in wallet's organization. Idempotent."""
+@router.post(
+    "",
+    response_model=ParticipantOut,
+    responses=responses(401, 403, 409, 429, 503),
+    dependencies=[RegisterRateLimited],
+)
+def register(
+    body: RegisterRequest, principal: CurrentPrincipal, session: SessionDep, state: StateDep
+) -> ParticipantOut:
+    """Register (or update) the signed-in wallet's organization, once it is enrolled on-chain with stake.
+    Idempotent."""
+    # Stake is what a wallet risks: without it a registration would cost nothing, and throw-away wallets
+    # could fill the participant table, the audit log and the public listing. A fresh read: the cached one
+    # may be a stale "active", and caching this one would delay a slash being seen by submissions.
+    enrollment = state.chain().enrollment(principal.address, fresh=True)
+    if enrollment.status == RegistryStatus.none or enrollment.stake <= 0:
+        raise ApiError(
+            403,
+            "not_enrolled",
+            f"{principal.address} has no stake on-chain: stake with ParticipantRegistry.enroll first "
+            "(`fedledger client enroll`), then register",
+        )
+    if enrollment.status != RegistryStatus.active:
+        raise ApiError(
+            403,
+            f"participant_{enrollment.status.name}",
+            f"{principal.address} is {enrollment.status.name} on-chain and cannot register or change its "
+            "registration",
+        )
     participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
     if participant is None:
         participant = Participant(

@@ -24,6 +24,7 @@ from client.errors import (
     NoOpenRoundError,
     NotEnrolledError,
     NotFoundError,
+    NotRegisteredError,
     RoundClosedError,
 )
 from client.sdk import Organization, dev_model_signer
@@ -37,6 +38,7 @@ from fedledger.devkeys import dev_private_key
 from fedledger.payload import Compression, decode_weights, encode_weights
 from middleware.app import create_app
 from tests.client.conftest import CLIENT_ORGS, NEVER_ENROLLED, login
+from tests.middleware.conftest import ensure_enrolled
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
@@ -45,12 +47,15 @@ def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Dep
     org: Organization = make_org(CLIENT_ORGS[0], org_name="Clinic Ten")
     session = org.sign_in()
     assert session["address"] == org.address and session["roles"] == ["participant"]
-    assert org.register()["org_name"] == "Clinic Ten"
-    assert org.register()["org_name"] == "Clinic Ten"  # idempotent
     registry = deployments.contract(w3, "ParticipantRegistry")
+    if not registry.functions.isActive(org.address).call():  # not enrolled by an earlier test yet
+        with pytest.raises(NotEnrolledError, match="fedledger client enroll"):
+            org.register()
     token = deployments.contract(w3, "RewardToken")
     before = token.functions.balanceOf(org.address).call()
     result = org.ensure_enrolled()
+    assert org.register()["org_name"] == "Clinic Ten"
+    assert org.register()["org_name"] == "Clinic Ten"  # idempotent
     status = org.chain_status()
     assert (
         registry.functions.isActive(org.address).call() and status["active"] and status["status"] == "active"
@@ -220,18 +225,20 @@ def test_typed_refusals_for_unenrolled_closed_and_unknown(
     response = client.post("/v1/rounds", json={"duration_seconds": 1, "quorum": 3}, headers=operator)
     assert response.status_code == 201
     round_ = response.json()
-    # Account 17 is registered here but never enrolled on-chain (read only: other suites rely on that).
+    # Account 17 is never enrolled on-chain (read only: other suites rely on that), so it cannot register.
     unenrolled: Organization = make_org(NEVER_ENROLLED)
     unenrolled.sign_in()
-    unenrolled.register()
+    with pytest.raises(NotEnrolledError, match="fedledger client enroll") as refused:
+        unenrolled.register()
+    assert refused.value.status == 403 and refused.value.code == "not_enrolled"
     with pytest.raises(NotEnrolledError, match="fedledger client enroll"):
         unenrolled.check_may_submit()
     model = unenrolled.pull_model(round_["model_version"])
     delta = {k: np.zeros_like(v) + 0.01 for k, v in model.weights.items()}
     prepared = unenrolled.prepare_update(round_["id"], model.version, delta, 10)
-    with pytest.raises(NotEnrolledError) as refused:
+    with pytest.raises(NotRegisteredError) as unregistered:
         unenrolled.submit(prepared)
-    assert refused.value.status == 403 and refused.value.code == "not_enrolled"
+    assert unregistered.value.status == 403 and unregistered.value.code == "not_registered"
 
     org: Organization = make_org(CLIENT_ORGS[4])
     org.setup()
@@ -246,7 +253,10 @@ def test_typed_refusals_for_unenrolled_closed_and_unknown(
         org.api.round(999_999)
 
 
-def test_an_expired_token_is_renewed_once_and_the_request_repeated(settings: Settings) -> None:
+def test_an_expired_token_is_renewed_once_and_the_request_repeated(
+    settings: Settings, w3: Web3, deployments: Deployments
+) -> None:
+    ensure_enrolled(w3, deployments, CLIENT_ORGS[0])  # the API registers only organizations with stake
     # Long enough for the first request to finish on a loaded machine, short enough to wait out.
     short = settings.model_copy(update={"jwt_ttl_seconds": 3})
     with TestClient(create_app(short)) as client:

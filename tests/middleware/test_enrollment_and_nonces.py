@@ -1,7 +1,8 @@
 """Issue 13 item 4: nobody grows the database for free.
 
 Attacks, each refused: 500 nonce requests leave 500 rows forever; a nonce issued for one address logs in
-another; ``/v1/auth/nonce`` called without a per-IP limit.
+another; throw-away wallets without stake register (a participant row, an audit entry, a public listing
+each); ``/v1/auth/nonce`` and ``/v1/participants`` called without a per-IP limit.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from web3 import Web3
 
-from db.models import AuthNonce
+from db.models import AuditEntry, AuthNonce, Participant
+from fedledger.chain.deployments import Deployments
 from fedledger.config import Settings
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.tasks import CeleryTaskQueue
 from middleware.app import create_app
-from middleware.auth import siwe
-from tests.middleware.conftest import ORGS, address_of, room_in_rate_window
+from middleware.auth import issue_token, siwe
+from tests.middleware.conftest import ORGS, address_of, ensure_enrolled, login, room_in_rate_window
 
 A, B = ORGS[0], ORGS[1]
 
@@ -93,3 +96,57 @@ def test_nonce_requests_are_limited_per_ip_whatever_the_address(settings: Settin
         assert limited.json()["error"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
         # Other calls from that IP keep their own, larger budget.
         assert client.get("/v1/keys/current").status_code == 200
+
+
+def test_participants_calls_are_limited_per_ip_whatever_the_wallet(settings: Settings) -> None:
+    with app_client(settings, rate_limit_per_minute_ip=5, rate_limit_per_minute_address=1000) as client:
+        room_in_rate_window(20)
+        # One token per throw-away wallet, so that only the per-IP limit can stop them.
+        tokens = [issue_token(settings, Account.create().address)[0] for _ in range(7)]
+        codes = [
+            client.get("/v1/participants/me", headers={"Authorization": f"Bearer {t}"}).status_code
+            for t in tokens
+        ]
+        assert codes == [404] * 5 + [429] * 2
+    with app_client(settings, rate_limit_per_minute_ip_register=3) as client:
+        room_in_rate_window(20)
+        tokens = [issue_token(settings, Account.create().address)[0] for _ in range(5)]
+        codes = [
+            client.post(
+                "/v1/participants", json={"org_name": "spam"}, headers={"Authorization": f"Bearer {t}"}
+            ).status_code
+            for t in tokens
+        ]
+        assert codes == [403] * 3 + [429] * 2
+
+
+def test_throw_away_wallets_without_stake_create_no_participant_audit_entry_or_listing(
+    client: TestClient, w3: Web3, deployments: Deployments
+) -> None:
+    for _ in range(40):
+        wallet = Account.create()
+        challenge = nonce_for(client, wallet.address)
+        token = client.post(
+            "/v1/auth/login",
+            json={"message": challenge["message"], "signature": sign(challenge["message"], wallet.key)},
+        ).json()["access_token"]
+        response = client.post(
+            "/v1/participants", json={"org_name": "sybil"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "not_enrolled"
+        assert "ParticipantRegistry.enroll" in response.json()["detail"]
+    assert count(client, Participant) == 0
+    assert count(client, AuditEntry, AuditEntry.action.like("participant.%")) == 0
+    assert client.get("/v1/stats/participants").json() == []
+    assert client.get("/v1/stats/overview").json()["participants"] == 0
+
+    # An organization with stake registers, once, and is listed.
+    ensure_enrolled(w3, deployments, A)
+    headers = login(client, A)
+    for _ in range(2):
+        response = client.post("/v1/participants", json={"org_name": "Clinic A"}, headers=headers)
+        assert response.status_code == 200, response.text
+    assert count(client, Participant) == 1
+    assert count(client, AuditEntry, AuditEntry.action == "participant.register") == 1
+    assert [p["address"] for p in client.get("/v1/stats/participants").json()] == [address_of(A)]
