@@ -185,6 +185,9 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
             "FEDLEDGER_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP": str(10**9),
             "FEDLEDGER_RATE_LIMIT_PER_MINUTE_ADDRESS": str(10**9),
+            # Every organization signs in and registers from this one host.
+            "FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP_NONCE": str(10**9),
+            "FEDLEDGER_RATE_LIMIT_PER_MINUTE_IP_REGISTER": str(10**9),
             "FEDLEDGER_OPERATOR_ADDRESSES": Account.from_key(dev_private_key(OPERATOR)).address,
             "FEDLEDGER_MAX_UPDATE_BYTES": str(8 * 1024 * 1024),
             "OPENBLAS_NUM_THREADS": "1",

@@ -93,6 +93,8 @@ def settings(tmp_path: Path, database_url: str, chain) -> Settings:  # type: ign
         close_lease_seconds=4,
         rate_limit_per_minute_ip=10**6,
         rate_limit_per_minute_address=10**6,
+        rate_limit_per_minute_ip_nonce=10**6,
+        rate_limit_per_minute_ip_register=10**6,
     )
 
 
