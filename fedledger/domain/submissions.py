@@ -209,22 +209,37 @@ def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified,
     The blob is written outside the transaction so that the fsyncs of concurrent submissions overlap instead
     of queueing behind the database's write lock. A blob whose row then loses the (round, participant) race
     to a different payload, or whose round closed in between, is removed again: nothing is left orphaned.
+    Blobs are content-addressed, so a concurrent request with the same bytes shares the file: a failed one
+    removes it only under the round's exclusive lock (see :func:`_remove_unless_referenced`), and a
+    succeeding one makes sure the file is there before its row commits.
     """
     blobs.put(envelope)
     try:
         with sessions.begin() as session:
-            return _insert(session, checked)
+            receipt = _insert(session, checked)
+            # A failed twin may have removed the shared file before this transaction took the round's lock:
+            # write it again (only a stat when it is there) before the row that names it commits.
+            blobs.put(envelope)
+            return receipt
     except _Lost as lost:
         if isinstance(lost.outcome, Receipt):
             return lost.outcome  # the winner sent the same bytes: its blob is this one
+        # Different bytes than the winner's: no row of this (round, participant) can ever name them.
         blobs.delete(checked.digest)
         raise lost.outcome from None
     except BaseException:
-        with sessions() as session:
-            referenced = _referenced(session, checked.digest)
-        if not referenced:
-            blobs.delete(checked.digest)
+        _remove_unless_referenced(sessions, blobs, checked)
         raise
+
+
+def _remove_unless_referenced(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified) -> None:
+    """Remove a failed submission's blob unless a row names it, deciding under the round row's exclusive
+    lock: every submission inserting into this round holds its share lock until it commits (SQLite: every
+    writer holds the database's), so a row about to commit with the same bytes is seen, never orphaned."""
+    with sessions.begin() as session:
+        session.execute(select(Round.id).where(Round.id == checked.round_id).with_for_update())
+        if not _referenced(session, checked.digest):
+            blobs.delete(checked.digest)
 
 
 class _Lost(Exception):

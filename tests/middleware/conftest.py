@@ -17,6 +17,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from web3 import Web3
 
+from db.session import engine_for
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
@@ -55,9 +56,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     admin = sa.create_engine(PG_ADMIN_URL)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
     try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+        yield url
     finally:
+        # The engine is cached per URL for the process: close its pooled connections now, or every test
+        # keeps some open and the shared server runs out of connection slots.
+        engine_for(url).dispose()
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
