@@ -69,7 +69,7 @@ LOCAL_DEFAULTS: dict[str, Any] = {
     "reputation_multiplier_base": 0.5,
     "max_round_extensions": 0,
     "byzantine_fraction": 0.3,
-    "sample_weight_cap": 3.0,
+    "sample_weight_cap": 10.0,
     "centered_clip_tau": 0.0,
     "centered_clip_iterations": 3,
     "bucket_size": 1,

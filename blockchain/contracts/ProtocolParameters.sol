@@ -17,7 +17,7 @@ contract ProtocolParameters is AccessControl {
     /// @dev Robust aggregation and economics (indices 38..46):
     /// ByzantineFraction: WAD, < 0.5, default 0.3; the one expected Byzantine share, from which the aggregator
     /// derives Krum's f and the trimming of trimmed mean / Bulyan (refused when invalid for the round's n).
-    /// SampleWeightCap: WAD, >= 1.0, default 3.0; a client's sample weight is capped at this multiple of the
+    /// SampleWeightCap: WAD, >= 1.0, default 10.0; a client's sample weight is capped at this multiple of the
     /// round's median claimed sample count (a larger claim counts as evidence against it).
     /// CenteredClipTau: WAD clipping radius of centered clipping; 0 (default) chooses it adaptively.
     /// CenteredClipIterations: 1..10, default 3. BucketSize: updates averaged per bucket before robust
