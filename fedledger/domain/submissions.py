@@ -217,9 +217,10 @@ def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified,
     try:
         with sessions.begin() as session:
             receipt = _insert(session, checked)
-            # A failed twin may have removed the shared file before this transaction took the round's lock:
-            # write it again (only a stat when it is there) before the row that names it commits.
-            blobs.put(envelope)
+            # A failed twin may have removed the shared file before this transaction took the round's lock
+            # (no one can now, until this commits): write it again if it is gone. A stat, not a second hash.
+            if not blobs.exists(checked.digest):
+                blobs.put(envelope)
             return receipt
     except _Lost as lost:
         if isinstance(lost.outcome, Receipt):
