@@ -11,7 +11,9 @@ Pure functions over a loss callable, so they work for any model the server can e
   weight x update), so a client is credited with what it actually moved, not with closeness to the crowd.
   When the aggregate is a sum of shares and the loss is locally quadratic this equals the Shapley value of
   the shares' game up to the interaction terms (which split evenly), at n + 1 evaluations instead of
-  the Monte Carlo estimate's many permutations.
+  the Monte Carlo estimate's many permutations. With per-example losses it also gives each contribution's
+  standard error over the validation examples: a validation set of a few hundred examples cannot tell
+  apart contributions closer than a few standard errors, and the scores must not rank clients by that.
 - :func:`solo_gains`: the validation-loss improvement of each client's own update alone, rescaled to the
   reference's norm: evidence of harm that does not depend on what the other clients sent.
 """
@@ -25,8 +27,29 @@ import numpy as np
 from aggregator.errors import InvalidParameter
 from aggregator.fltrust import row_norms
 
-# Loss on the validation part of the model "current weights + delta", for a flat delta.
-LossOfDelta = Callable[[np.ndarray], float]
+# Loss on the validation part of the model "current weights + delta", for a flat delta: the loss of every
+# validation example (1-D, its mean is the loss), or only the mean loss when the evaluator cannot give more
+# (a caller's own loss function); then contributions have no standard error.
+LossOfDelta = Callable[[np.ndarray], "float | np.ndarray"]
+
+
+def mean_loss(value: float | np.ndarray) -> float:
+    """The loss a :data:`LossOfDelta` returned: the mean of per-example losses; +inf if not finite."""
+    arr = np.asarray(value, dtype=np.float64)
+    loss = float(arr.mean()) if arr.ndim else float(arr)
+    return loss if np.isfinite(loss) else float("inf")
+
+
+def _difference(without: float | np.ndarray, full: float | np.ndarray) -> tuple[float, float]:
+    """(mean of ``without - full``, its standard error over the examples; 0 without per-example losses)."""
+    a = np.asarray(without, dtype=np.float64)
+    b = np.asarray(full, dtype=np.float64)
+    wo, fu = mean_loss(without), mean_loss(full)
+    # inf - inf (the model diverges either way) tells nothing.
+    mean = 0.0 if wo == fu == np.inf else wo - fu
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return mean, 0.0
+    return mean, float((a - b).std(ddof=1) / np.sqrt(a.size))
 
 
 def split_holdout(
@@ -56,28 +79,28 @@ def split_holdout(
     return (X[mask], y[mask]), (X[~mask], y[~mask])
 
 
-def leave_one_out(loss_of: LossOfDelta, shares: np.ndarray) -> tuple[float, np.ndarray]:
-    """(loss with the full aggregate, marginal contribution of each share).
+def leave_one_out(loss_of: LossOfDelta, shares: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(loss with the full aggregate, marginal contribution of each share, its standard error).
 
     ``shares`` (n, d): row i is client i's part of the aggregate (the aggregate is their sum). The marginal
     contribution m_i = loss(aggregate - share_i) - loss(aggregate): positive when the client's part lowers
     the validation loss, negative when it raises it, zero for a client the strategy gave no weight.
     A non-finite loss (the model diverges) counts as +inf: a client whose share made the model diverge
-    has m_i = -inf.
+    has m_i = -inf. The standard error is that of the mean of the paired per-example differences (0 when
+    ``loss_of`` gives only the mean loss, or for a share of zero).
     """
     V = np.asarray(shares, dtype=np.float32)
     if V.ndim != 2:
         raise InvalidParameter(f"shares must be a 2-D (n, d) matrix, got shape {V.shape}")
     total = V.sum(axis=0, dtype=np.float64).astype(np.float32)
-    full = _finite_or_inf(loss_of(total))
+    full = loss_of(total)
     marginal = np.zeros(V.shape[0])
+    stderr = np.zeros(V.shape[0])
     for i in range(V.shape[0]):
         if not V[i].any():
             continue
-        without = _finite_or_inf(loss_of(total - V[i]))
-        # inf - inf (the model diverges with and without the client) tells nothing about the client.
-        marginal[i] = 0.0 if without == full == np.inf else without - full
-    return full, marginal
+        marginal[i], stderr[i] = _difference(loss_of(total - V[i]), full)
+    return mean_loss(full), marginal, stderr
 
 
 def solo_gains(loss_of: LossOfDelta, loss_before: float, X: np.ndarray, scale_to: float) -> np.ndarray:
@@ -94,9 +117,5 @@ def solo_gains(loss_of: LossOfDelta, loss_before: float, X: np.ndarray, scale_to
     for i in range(X.shape[0]):
         if norms[i] > 0.0 and np.isfinite(norms[i]):
             step = (X[i].astype(np.float64) * (scale_to / norms[i])).astype(np.float32)
-            gains[i] = loss_before - _finite_or_inf(loss_of(step))
+            gains[i] = loss_before - mean_loss(loss_of(step))
     return gains
-
-
-def _finite_or_inf(value: float) -> float:
-    return float(value) if np.isfinite(value) else float("inf")

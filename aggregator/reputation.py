@@ -1,8 +1,9 @@
 """Reputation, Byzantine detection counts and slashing decisions after a scored round.
 
 Detection does not punish honest diversity: a round's Byzantine *evidence* against a client needs its
-update to point away from the server's trusted reference direction AND to make the validation loss worse
-on its own (two independent signals from data the server holds), or to have failed validation. A low
+update to point away from the server's trusted reference direction, further than the round's own honest
+scatter around it allows, AND to make the validation loss worse on its own (independent signals from data
+the server holds), or to have failed validation. A low
 fitness or a low honesty score alone is never evidence: a client with unusual data scores low on them
 without doing harm. Slashing needs *repeated* evidence: ``byzantine_threshold`` counted detections.
 """
@@ -39,6 +40,10 @@ class ReputationConfig:
     # Reference-based evidence: cosine to the server's reference below this, with a harmful solo update;
     # or a norm at least this many times the round's median norm (a boosted update).
     evidence_cosine_below: float = -0.2
+    # ... and that cosine must be an outlier of the round: below the median cosine by more than this many
+    # robust spreads (1.4826 MAD). On very non-IID data honest updates scatter widely around the reference
+    # and a few point away from it every round; an attacker has to leave that scatter to do harm.
+    evidence_outlier_z: float = 3.0
     evidence_norm_ratio: float = 10.0
     # The solo step must raise the validation loss by more than this fraction of it: a converged model's
     # loss moves by noise under any step, and noise is not evidence.
@@ -64,6 +69,8 @@ class ReputationConfig:
     def __post_init__(self) -> None:
         if not 0 < self.learning_rate <= 1:
             raise InvalidParameter(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not self.evidence_outlier_z >= 0:
+            raise InvalidParameter(f"evidence_outlier_z must be non-negative, got {self.evidence_outlier_z}")
         if not 0 <= self.slash_fraction <= 1:
             raise InvalidParameter(f"slash_fraction must be in [0, 1], got {self.slash_fraction}")
 
@@ -83,7 +90,8 @@ def reference_evidence(
 ) -> np.ndarray:
     """This round's Byzantine evidence.
 
-    Direction: the update points away from the reference (cosine below ``evidence_cosine_below``) and,
+    Direction: the update points away from the reference (cosine below ``evidence_cosine_below`` and below
+    the round's median cosine by more than ``evidence_outlier_z`` robust spreads) and,
     applied alone at the reference's step size, raises the validation loss ``loss`` by more than
     ``evidence_harm_floor`` of it (``solo_gain`` < -floor x loss, see ``aggregator.contribution.solo_gains``);
     both must hold. Scale: its norm is at least
@@ -94,7 +102,11 @@ def reference_evidence(
     gain = np.asarray(solo_gain, dtype=np.float64)
     if cos.shape != gain.shape:
         raise InvalidParameter("one solo gain per cosine is needed")
-    evidence: np.ndarray = (cos < config.evidence_cosine_below) & (gain < -config.evidence_harm_floor * loss)
+    evidence: np.ndarray = (
+        (cos < config.evidence_cosine_below)
+        & (cos < _outlier_below(cos, config.evidence_outlier_z))
+        & (gain < -config.evidence_harm_floor * loss)
+    )
     if norms is not None:
         nrm = np.asarray(norms, dtype=np.float64)
         if nrm.shape != cos.shape:
@@ -103,6 +115,16 @@ def reference_evidence(
         if typical > 0 and np.isfinite(typical):
             evidence |= nrm >= config.evidence_norm_ratio * typical
     return evidence
+
+
+def _outlier_below(values: np.ndarray, z: float) -> float:
+    """The level under which a value is a low outlier of the round: median - z x 1.4826 MAD (robust to any
+    minority of the values, so attackers below half the round cannot move it far)."""
+    if values.size == 0:
+        return float("-inf")
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    return centre - z * spread
 
 
 def update_reputation(

@@ -43,7 +43,7 @@ from aggregator.round_scores import RoundScores, score_round
 from aggregator.scoring import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
-from fedledger.models import evaluate
+from fedledger.models import evaluate, example_losses
 
 Spec = Mapping[str, list[int] | tuple[int, ...]]
 Weights = dict[str, np.ndarray]
@@ -98,6 +98,12 @@ class RoundInputs:
         if self.evaluate is not None:
             return self.evaluate(weights)
         return evaluate(weights, *self.holdout)
+
+    def losses(self, weights: Weights) -> float | np.ndarray:
+        """The loss of every validation example (built-in models), or only the mean loss (``evaluate``)."""
+        if self.evaluate is not None:
+            return self.evaluate(weights)[0]
+        return example_losses(weights, *self.holdout)
 
 
 @dataclass(frozen=True)
@@ -349,8 +355,8 @@ def _scores(
     """Every valid client's scores and reference evidence (:func:`aggregator.round_scores.score_round`)."""
     params = inputs.params
 
-    def loss_of(delta: np.ndarray) -> float:
-        return inputs.metrics(unflatten(base + delta, inputs.spec))[0]
+    def loss_of(delta: np.ndarray) -> float | np.ndarray:
+        return inputs.losses(unflatten(base + delta, inputs.spec))
 
     # The strategy's coefficients are over the eligible rows; clients below min_reputation have none.
     coefficients = None

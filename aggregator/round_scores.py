@@ -5,10 +5,13 @@ The round computation calls :func:`score_round` once per close; it composes the 
 
 - shares: each client's part of the aggregate (``coefficients`` from the strategy, aggregate = sum c_i x_i;
   a strategy without a linear decomposition is approximated by the plain mean of the clients it selected);
-- quality: leave-one-out marginal contribution of the share on the validation loss;
-- honesty: cosine to the reference and norm relative to the round's median;
+- quality: leave-one-out marginal contribution of the share on the validation loss, with its standard error
+  over the validation examples (differences the validation set cannot resolve are not ranked);
+- honesty: cosine to the reference (allowing the round's honest scatter) and norm relative to the round's
+  median;
 - timeliness: inside the window or not;
-- evidence: pointing away from the reference AND harmful alone on the validation data, or a norm of
+- evidence: pointing away from the reference (an outlier of the round's cosines) AND harmful alone on the
+  validation data, or a norm of
   ``evidence_norm_ratio`` x the round's median or more.
 """
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.contribution import LossOfDelta, leave_one_out, solo_gains
+from aggregator.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
 from aggregator.coordinate import median
 from aggregator.errors import InvalidParameter
 from aggregator.fltrust import cosine_to_reference, row_norms
@@ -28,6 +31,7 @@ from aggregator.scoring import (
     contribution_quality,
     fitness_scores,
     reference_honesty,
+    significance_z,
     window_timeliness,
 )
 
@@ -46,6 +50,7 @@ class RoundScores:
     evidence: np.ndarray
     cosine: np.ndarray
     marginal: np.ndarray
+    marginal_stderr: np.ndarray
     solo_gain: np.ndarray
     loss_before: float
 
@@ -80,13 +85,14 @@ def score_round(
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
-    ``loss_of(delta)`` is the validation loss of the current model plus ``delta``. Without a reference
+    ``loss_of(delta)`` is the validation loss of the current model plus ``delta`` (per example, or only its
+    mean; see :data:`aggregator.contribution.LossOfDelta`). Without a reference
     (a server with no root data) the coordinate median of the updates stands in for it: honesty then
     measures agreement with the majority direction, which is weaker and documented as such.
     """
     X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
-    loss_before = float(loss_of(np.zeros(d, dtype=np.float32)))
+    loss_before = mean_loss(loss_of(np.zeros(d, dtype=np.float32)))
     if not (np.isfinite(loss_before) and loss_before > 0):
         raise InvalidParameter(
             f"the current model's validation loss must be finite and positive, got {loss_before}"
@@ -99,9 +105,16 @@ def score_round(
     else:
         cosine = cosine_to_reference(X, ref)
         ref_norm = float(row_norms(ref[None, :])[0])
-    _, marginal = leave_one_out(loss_of, shares_of(X, coefficients, selected))
+    _, marginal, stderr = leave_one_out(loss_of, shares_of(X, coefficients, selected))
     solo = solo_gains(loss_of, loss_before, X, ref_norm)
-    quality = contribution_quality(marginal, loss_before, scoring.quality_share, scoring.quality_floor)
+    quality = contribution_quality(
+        marginal,
+        loss_before,
+        scoring.quality_share,
+        scoring.quality_floor,
+        stderr,
+        significance_z(scoring.quality_alpha, n),
+    )
     norms = row_norms(X)
     honesty = reference_honesty(
         cosine,
@@ -110,8 +123,11 @@ def score_round(
         scoring.norm_tolerance,
         scoring.norm_cutoff,
         scoring.honesty_cosine_floor,
+        scoring.honesty_z,
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     evidence = reference_evidence(cosine, solo, norms, reputation, loss_before)
-    return RoundScores(quality, timeliness, honesty, fitness, evidence, cosine, marginal, solo, loss_before)
+    return RoundScores(
+        quality, timeliness, honesty, fitness, evidence, cosine, marginal, stderr, solo, loss_before
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+from statistics import NormalDist
 
 import numpy as np
 
@@ -52,6 +53,13 @@ class ScoringConfig:
     # Cosines between this (at or below: no direction credit) and the full-credit cosine earn partial
     # credit: near a converged model honest updates scatter around the reference's direction.
     honesty_cosine_floor: float = -0.2
+    # Allowances for what the server's data cannot resolve. Quality: a contribution not significantly below
+    # full credit earns it, at family-wise level ``quality_alpha`` over the round's clients (one-sided,
+    # Bonferroni: n clients are tested each round, and at a per-client level one honest client in twenty
+    # would be docked for noise every round). Honesty: a cosine within ``honesty_z`` robust spreads of the
+    # round's cosines.
+    quality_alpha: float = 0.05
+    honesty_z: float = 2.0
     norm_tolerance: float = 3.0
     norm_cutoff: float = 10.0
 
@@ -65,6 +73,8 @@ class ScoringConfig:
             raise InvalidParameter("timeliness_at_deadline must be in [0, 100]")
         if not (self.quality_share > 0 and self.quality_floor >= 0 and 0 < self.honesty_share <= 1):
             raise InvalidParameter("need quality_share > 0, quality_floor >= 0, honesty_share in (0, 1]")
+        if not (0 < self.quality_alpha < 1 and self.honesty_z >= 0):
+            raise InvalidParameter("need quality_alpha in (0, 1) and honesty_z >= 0")
         if not 1 <= self.norm_tolerance < self.norm_cutoff:
             raise InvalidParameter("need 1 <= norm_tolerance < norm_cutoff")
         minimums = [m for m, _ in self.reward_tiers]
@@ -140,15 +150,40 @@ def honesty_scores(
     return h
 
 
+def robust_spread(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the standard deviation of normal data, and unmoved by any
+    minority of outliers (fewer than half the values), so attackers cannot widen it at will."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def significance_z(alpha: float, tests: int) -> float:
+    """The one-sided normal quantile for family-wise level ``alpha`` over ``tests`` tests (Bonferroni)."""
+    if not (0 < alpha < 1 and tests >= 1):
+        raise InvalidParameter(f"need alpha in (0, 1) and at least one test, got {alpha}, {tests}")
+    return NormalDist().inv_cdf(1.0 - alpha / tests)
+
+
 def contribution_quality(
-    marginal: np.ndarray | list[float], loss: float, share: float = 0.25, floor: float = 1e-4
+    marginal: np.ndarray | list[float],
+    loss: float,
+    share: float = 0.25,
+    floor: float = 1e-4,
+    stderr: np.ndarray | list[float] | None = None,
+    z: float = 2.0,
 ) -> np.ndarray:
     """Quality from marginal contributions m_i (validation-loss units, positive = useful).
 
-    q_i = 100 * clip((m_i + e) / (share * M + e), 0, 1) with M = max(median m, 0) and e = floor * loss.
-    A contribution of ``share`` x the round's median scores 100, nothing useful scores ~0 while the round
-    learns, a harmful one (m_i <= -e) scores 0. When every contribution is below the noise level e (a
-    converged model) the scores tend to 100 for everyone not harmful instead of ranking noise.
+    q_i = 100 * clip((u_i + e) / (share * M + e), 0, 1) with u_i = m_i + z * se_i the upper confidence
+    bound of the contribution (``stderr`` se_i over the validation examples), M = max(median m, 0) and
+    e = floor * loss. A contribution not significantly below ``share`` x the round's median scores 100, one
+    significantly harmful (u_i <= -e) 0. Clients are ranked only by differences the validation set
+    resolves: late in training honest contributions differ by less than their standard errors, and paying
+    those differences would pay the validation set's sampling noise. Without standard errors (a loss
+    function that gives only the mean) the noise level e alone decides, and when every contribution is
+    below it (a converged model) the scores tend to 100 for everyone not harmful instead of ranking noise.
     """
     m = np.asarray(marginal, dtype=np.float64)
     if not (np.isfinite(loss) and loss > 0):
@@ -157,13 +192,19 @@ def contribution_quality(
         return m
     if np.isnan(m).any():
         raise InvalidParameter("marginal contributions must not be NaN")
+    se = np.zeros_like(m) if stderr is None else np.asarray(stderr, dtype=np.float64)
+    if se.shape != m.shape or not (np.isfinite(se).all() and (se >= 0).all()):
+        raise InvalidParameter("one finite, non-negative standard error per contribution is needed")
+    if not z >= 0:
+        raise InvalidParameter(f"the confidence multiplier z must be non-negative, got {z}")
     finite = m[np.isfinite(m)]
     typical = max(float(np.median(finite)) if finite.size else 0.0, 0.0)
     e = floor * loss
+    upper = m + z * se
     if share * typical + e <= 0:
-        return np.where(m >= 0, 100.0, 0.0)
+        return np.where(upper >= 0, 100.0, 0.0)
     with np.errstate(invalid="ignore"):
-        ratio = (m + e) / (share * typical + e)
+        ratio = (upper + e) / (share * typical + e)
     return 100.0 * np.clip(np.nan_to_num(ratio, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
@@ -174,15 +215,19 @@ def reference_honesty(
     norm_tolerance: float = 3.0,
     norm_cutoff: float = 10.0,
     cosine_floor: float = 0.0,
+    z: float = 0.0,
 ) -> np.ndarray:
     """Honesty: agreement with the server's reference direction, scale-aware.
 
-    Direction: 100 * clip((cos_i - floor) / (full - floor), 0, 1) with full = share * max(median cos, 0):
-    at or below ``cosine_floor`` it scores 0, from the full-credit cosine 100. If the round's median cosine
-    is not positive, any cosine above the floor earns full direction credit (the reference itself is then
-    the outlier, not the clients). Scale: the norm relative
-    to the round's median norm; up to ``norm_tolerance`` x is full credit, ``norm_cutoff`` x or more none
-    (log-linear between), so a 100x boosted update scores 0 whatever its direction. Honesty is the product.
+    Direction: 100 * clip((cos_i + z * s - floor) / (full - floor), 0, 1) with full = share * max(median
+    cos, 0) and s the round's robust spread of cosines (:func:`robust_spread`): a cosine not significantly
+    below the full-credit one earns full credit, at or below ``cosine_floor`` (less the same allowance)
+    none. Honest updates scatter around the reference's direction, widely on non-IID data and near a
+    converged model; an update pointing away from it by more than that scatter loses credit. If the
+    round's median cosine is not positive, any cosine above the floor earns full direction credit (the
+    reference itself is then the outlier, not the clients). Scale: the norm relative to the round's median
+    norm; up to ``norm_tolerance`` x is full credit, ``norm_cutoff`` x or more none (log-linear between),
+    so a 100x boosted update scores 0 whatever its direction. Honesty is the product.
     """
     cos = np.asarray(cosine, dtype=np.float64)
     nrm = np.asarray(norms, dtype=np.float64)
@@ -194,12 +239,15 @@ def reference_honesty(
         raise InvalidParameter("cosines must be finite and in [-1, 1]")
     if np.isnan(nrm).any() or (nrm < 0).any():
         raise InvalidParameter("norms must be non-negative")
+    if not z >= 0:
+        raise InvalidParameter(f"the spread multiplier z must be non-negative, got {z}")
     typical = float(np.median(cos))
     full = max(share * typical, 0.0)
+    shifted = cos + z * robust_spread(cos)
     if full > cosine_floor:
-        direction = np.clip((cos - cosine_floor) / (full - cosine_floor), 0.0, 1.0)
+        direction = np.clip((shifted - cosine_floor) / (full - cosine_floor), 0.0, 1.0)
     else:
-        direction = (cos > cosine_floor).astype(np.float64)
+        direction = (shifted > cosine_floor).astype(np.float64)
     median_norm = float(np.median(nrm))
     if median_norm > 0 and np.isfinite(median_norm):
         with np.errstate(divide="ignore"):

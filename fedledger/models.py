@@ -90,6 +90,20 @@ def cross_entropy(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, grad / n
 
 
+def example_losses(weights: Weights, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cross-entropy of every example (float64); all +inf when the model's outputs are not finite.
+
+    The scores need the losses one by one, not only their mean: the spread of the per-example differences
+    between two models says which differences the validation set can resolve at all.
+    """
+    with np.errstate(all="ignore"):
+        z = logits(weights, X.astype(np.float32))
+        if not np.isfinite(z).all():
+            return np.full(len(y), np.inf)
+        losses: np.ndarray = -log_softmax(z.astype(np.float64))[np.arange(len(y)), y]
+    return losses
+
+
 def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy and accuracy. A model with non-finite weights or outputs scores (inf, 0)."""
     with np.errstate(all="ignore"):

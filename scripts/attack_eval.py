@@ -22,6 +22,10 @@ A fraction ``BYZANTINE_FRACTION`` (0.3, the governed default) of the n clients a
 omniscient (it sees every honest update of the round) and implemented from its paper:
 
 - ``none``: attack-free baseline (the "attackers" train honestly).
+- ``absent``: the attackers stay away (only the honest organizations train). An attacker withholds its
+  data whatever it sends, and no defence can recover that; accuracy of ``absent`` minus accuracy under an
+  attack is the attack's *cost* beyond the missing data (the ``cost`` column), ``none`` minus it the
+  ``drop``.
 - ``alie``: A Little Is Enough (Baruch et al., NeurIPS 2019): mean - z std of the honest updates,
   z = Phi^-1((n - s) / n), s = floor(n / 2 + 1) - f.
 - ``ipm_0.5``, ``ipm_100``: inner-product manipulation (Xie et al., UAI 2020): -eps x the honest mean.
@@ -87,6 +91,7 @@ TASKS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet")
 ATTACKS = (
     "none",
+    "absent",
     "alie",
     "ipm_0.5",
     "ipm_100",
@@ -495,6 +500,8 @@ def run(
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
     started = time.perf_counter()
+    if attack == "absent":
+        fed = Federation(fed.task, fed.seed, len(fed.honest), tuple(fed.shards[i] for i in fed.honest), ())
     task = fed.task
     round_params = RoundParams.from_snapshot({**DEFAULT_PARAMS, **(params or {}), "strategy": strategy})
     weights = task.init_weights(fed.seed)
@@ -678,39 +685,52 @@ def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: in
         attacks = [a for a in ATTACKS if any(k == (task, partition, n, strategies[0], a) for k in results)]
         label = "IID" if partition == "iid" else f"Dirichlet({DIRICHLET_ALPHA})"
         out += ["", f"## {task}, {label}, n = {n}", "", "Test accuracy % (mean of seeds):", ""]
-        out.append("| strategy | " + " | ".join(attacks) + " | worst drop |")
-        out.append("| --- |" + " ---: |" * (len(attacks) + 1))
+        out.append("| strategy | " + " | ".join(attacks) + " | worst drop | worst cost |")
+        out.append("| --- |" + " ---: |" * (len(attacks) + 2))
         for s in strategies:
             accs = {a: _pct([r.accuracy for r in results[(task, partition, n, s, a)]]) for a in attacks}
-            drop = (
-                max((accs["none"] - accs[a] for a in attacks if a != "none"), default=0.0)
-                if "none" in accs
-                else 0.0
+            hostile = [a for a in attacks if a not in ("none", "absent")]
+            drop = max((accs["none"] - accs[a] for a in hostile), default=0.0) if "none" in accs else 0.0
+            cost = (
+                f"{max((accs['absent'] - accs[a] for a in hostile), default=0.0):.1f}"
+                if "absent" in accs
+                else "-"
             )
-            out.append(f"| {s} | " + " | ".join(f"{accs[a]:.1f}" for a in attacks) + f" | {drop:.1f} |")
+            out.append(
+                f"| {s} | " + " | ".join(f"{accs[a]:.1f}" for a in attacks) + f" | {drop:.1f} | {cost} |"
+            )
         out += [
             "",
-            "Per strategy x attack: attacker/median-honest reward, attackers flagged (first-last round), "
-            "attackers slashed, honest flagged/slashed (total over seeds), rollbacks:",
+            "Per strategy x attack: accuracy, drop from attack-free, cost (drop from the attackers staying "
+            "away), attacker/median-honest reward, attackers flagged (first-last round), attackers slashed, "
+            "honest flagged/slashed (total over seeds), rollbacks:",
             "",
         ]
         out.append(
-            "| strategy | attack | acc % | drop | reward ratio | flagged | slashed | honest flagged | honest slashed | rollbacks |"
+            "| strategy | attack | acc % | drop | cost | reward ratio | flagged | slashed | honest flagged "
+            "| honest slashed | rollbacks |"
         )
-        out.append("| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+        out.append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
         for s in strategies:
             base = (
                 _pct([r.accuracy for r in results[(task, partition, n, s, "none")]])
                 if "none" in attacks
                 else 0.0
             )
+            absent = (
+                _pct([r.accuracy for r in results[(task, partition, n, s, "absent")]])
+                if "absent" in attacks
+                else None
+            )
             for a in attacks:
                 runs = results[(task, partition, n, s, a)]
                 acc = _pct([r.accuracy for r in runs])
+                cost = "-" if absent is None or a in ("none", "absent") else f"{absent - acc:.1f}"
                 flags = [v for r in runs for v in r.attacker_first_flag]
                 slashes = [v for r in runs for v in r.attacker_first_slash]
                 out.append(
-                    f"| {s} | {a} | {acc:.1f} | {base - acc:.1f} | {reward_ratio(runs):.2f} | {_rounds(flags)} | "
+                    f"| {s} | {a} | {acc:.1f} | {base - acc:.1f} | {cost} | {reward_ratio(runs):.2f} | "
+                    f"{_rounds(flags)} | "
                     f"{_rounds(slashes)} | {sum(r.honest_flagged for r in runs)} | "
                     f"{sum(r.honest_slashed for r in runs)} | {sum(r.rollbacks for r in runs)} |"
                 )

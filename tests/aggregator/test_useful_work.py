@@ -16,6 +16,7 @@ from aggregator.scoring import (
     contribution_quality,
     fitness_multiplier,
     reference_honesty,
+    significance_z,
     window_timeliness,
 )
 
@@ -46,7 +47,9 @@ def test_split_is_stratified_disjoint_and_deterministic() -> None:
 def test_leave_one_out_credits_useful_shares_and_blames_harmful_ones() -> None:
     target = np.ones(4)
     shares = np.array([[0.25] * 4, [0.25] * 4, [0.0] * 4, [-0.25] * 4], np.float32)
-    full, m = leave_one_out(quadratic_loss(target), shares)
+    full, m, se = leave_one_out(quadratic_loss(target), shares)
+    # A loss function that gives only the mean loss: no standard errors.
+    assert not se.any()
     # Aggregate 0.25 per coordinate: loss 1 + 4 * 0.75^2.
     assert full == pytest.approx(1 + 4 * 0.75**2)
     assert m[0] == pytest.approx(m[1]) and m[0] > 0
@@ -59,8 +62,28 @@ def test_leave_one_out_marks_a_share_that_makes_the_model_diverge() -> None:
     def loss(delta: np.ndarray) -> float:
         return float("inf") if np.abs(delta).max() > 10 else 1.0
 
-    _, m = leave_one_out(loss, np.array([[0.1, 0.1], [100.0, 0.0]], np.float32))
+    _, m, _ = leave_one_out(loss, np.array([[0.1, 0.1], [100.0, 0.0]], np.float32))
     assert m[1] == -np.inf and m[0] == 0.0
+
+
+def test_leave_one_out_standard_errors_come_from_per_example_losses() -> None:
+    rng = np.random.default_rng(4)
+    examples = rng.normal(size=(200, 3))
+
+    def per_example(delta: np.ndarray) -> np.ndarray:
+        # Squared error of a linear model "delta" on targets 1: one loss per example.
+        return (examples @ delta.astype(np.float64) - 1.0) ** 2
+
+    shares = np.array([[0.3, 0.1, 0.0], [0.0, 0.0, 0.0], [-0.2, 0.4, 0.1]], np.float32)
+    full, m, se = leave_one_out(per_example, shares)
+    total = shares.sum(axis=0)
+    assert full == pytest.approx(per_example(total).mean())
+    for i in (0, 2):
+        diff = per_example(total - shares[i]) - per_example(total)
+        assert m[i] == pytest.approx(diff.mean())
+        assert se[i] == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)))
+    # A share of zero moved nothing: no contribution and no uncertainty about it.
+    assert m[1] == 0.0 and se[1] == 0.0
 
 
 def test_solo_gains_rescale_to_the_reference_norm() -> None:
@@ -88,6 +111,31 @@ def test_quality_of_a_converged_round_does_not_rank_noise() -> None:
     assert q.min() > 95
     # A clearly harmful client in that round still scores 0.
     assert contribution_quality(np.append(noise, -0.01), 0.2)[-1] == 0.0
+
+
+def test_quality_does_not_rank_differences_within_their_standard_errors() -> None:
+    m = [0.02, 0.02, 0.02, -0.01, -0.01]
+    se = [0.001, 0.001, 0.001, 0.01, 0.001]
+    q = contribution_quality(m, loss=1.0, share=0.25, floor=0.0, stderr=se, z=2.0)
+    # -0.01 +- 0.01 is not significantly below 0.25 x the median 0.02; -0.01 +- 0.001 is harmful.
+    np.testing.assert_allclose(q, [100, 100, 100, 100, 0])
+    # Without standard errors the same contributions are ranked as before.
+    assert contribution_quality(m, loss=1.0, share=0.25, floor=0.0)[3] == 0.0
+    with pytest.raises(InvalidParameter, match="standard error"):
+        contribution_quality(m, 1.0, stderr=[0.1])
+    with pytest.raises(InvalidParameter, match="standard error"):
+        contribution_quality([0.1], 1.0, stderr=[-0.1])
+
+
+def test_significance_is_family_wise_over_the_round() -> None:
+    assert significance_z(0.05, 1) == pytest.approx(1.6449, abs=1e-4)
+    # Ten clients tested each round: each at 0.005, one-sided.
+    assert significance_z(0.05, 10) == pytest.approx(2.5758, abs=1e-4)
+    assert significance_z(0.05, 30) > significance_z(0.05, 10)
+    with pytest.raises(InvalidParameter):
+        significance_z(0.0, 10)
+    with pytest.raises(InvalidParameter):
+        significance_z(0.05, 0)
 
 
 @settings(max_examples=80, deadline=None)
@@ -127,6 +175,18 @@ def test_honesty_gives_partial_credit_above_the_cosine_floor() -> None:
     np.testing.assert_allclose(h, [100, 100, 100, 100, 200 / 3, 0, 0])
 
 
+def test_honesty_allows_the_rounds_own_scatter_of_cosines() -> None:
+    # Honest non-IID updates scatter around the reference: spread 1.4826 x MAD = 1.4826 x 0.2.
+    cos = [0.6, 0.4, 0.2, 0.0, -0.1, 0.3, 0.5]
+    strict = reference_honesty(cos, [1.0] * 7, cosine_floor=-0.2)
+    tolerant = reference_honesty(cos, [1.0] * 7, cosine_floor=-0.2, z=2.0)
+    assert strict[4] < 100 and tolerant[4] == 100.0
+    # Pointing away by far more than the scatter still earns nothing.
+    assert reference_honesty([*cos, -0.95], [1.0] * 8, cosine_floor=-0.2, z=2.0)[-1] == 0.0
+    with pytest.raises(InvalidParameter, match="spread"):
+        reference_honesty(cos, [1.0] * 7, z=-1.0)
+
+
 def test_honesty_when_the_round_disagrees_with_the_reference() -> None:
     np.testing.assert_allclose(reference_honesty([-0.2, -0.1, 0.05], [1, 1, 1]), [0, 0, 100])
 
@@ -138,25 +198,37 @@ def test_timeliness_has_no_bonus_for_arriving_first() -> None:
 
 
 def test_evidence_needs_both_reference_signals() -> None:
-    cos = [0.5, -0.3, -0.3, 0.2]
-    gain = [0.1, 0.05, -0.02, -0.2]
+    # Seven clients agreeing with the reference (cosines 0.4-0.5) and three pointing away.
+    cos = [0.45, 0.4, 0.5, 0.42, 0.48, 0.44, 0.46, -0.3, -0.3, 0.2]
+    gain = [0.1] * 7 + [0.05, -0.02, -0.2]
     # Only the client that points away from the reference AND harms the validation loss alone.
-    assert reference_evidence(cos, gain).tolist() == [False, False, True, False]
-    assert reference_evidence(cos, gain, config=ReputationConfig(evidence_cosine_below=0.3)).tolist() == [
-        False,
-        False,
-        True,
-        True,
-    ]
+    assert np.flatnonzero(reference_evidence(cos, gain)).tolist() == [8]
+    # Client 9 (cosine 0.2, harmful alone) is an outlier of the round too: with a cosine bar above it,
+    # it is evidence as well.
+    config = ReputationConfig(evidence_cosine_below=0.3)
+    assert np.flatnonzero(reference_evidence(cos, gain, config=config)).tolist() == [8, 9]
     # Harm below the floor (a fraction of the loss) is noise, not evidence.
     assert not reference_evidence(cos, gain, loss=100.0).any()
     # A boosted update (10x the round's median norm) is evidence whatever its direction.
-    norms = [1.0, 1.2, 0.9, 15.0]
-    assert reference_evidence(cos, gain, norms).tolist() == [False, False, True, True]
+    norms = [1.0, 1.2, 0.9, 1.0, 1.1, 1.0, 0.95, 1.0, 1.0, 15.0]
+    assert np.flatnonzero(reference_evidence(cos, gain, norms)).tolist() == [8, 9]
     with pytest.raises(InvalidParameter):
         reference_evidence([0.1], [0.1, 0.2])
     with pytest.raises(InvalidParameter):
         reference_evidence([0.1], [0.1], [1.0, 2.0])
+    with pytest.raises(InvalidParameter, match="evidence_outlier_z"):
+        ReputationConfig(evidence_outlier_z=-1.0)
+
+
+def test_evidence_does_not_punish_a_round_of_widely_scattered_honest_updates() -> None:
+    # Very non-IID honest data: cosines to the reference from -0.3 to 0.8 and single-class updates that
+    # hurt the balanced validation data alone. Pointing away by less than the round's scatter is not evidence.
+    cos = [0.8, 0.5, 0.3, 0.1, -0.05, -0.25, 0.6, 0.2, -0.3, 0.4]
+    gain = [0.1, 0.05, 0.02, -0.1, -0.2, -0.3, 0.1, 0.0, -0.4, 0.05]
+    assert not reference_evidence(cos, gain).any()
+    # The same cosine far outside a tight round is evidence.
+    tight = [0.45, 0.4, 0.5, 0.42, 0.48, 0.44, 0.46, 0.43, -0.3, 0.41]
+    assert np.flatnonzero(reference_evidence(tight, gain)).tolist() == [8]
 
 
 def test_reward_multiplier_is_linear_between_tiers() -> None:
