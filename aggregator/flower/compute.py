@@ -2,9 +2,14 @@
 
 :func:`aggregator.round_compute.compute_round` scores with fedledger's built-in forward pass on a holdout;
 a Flower federation training its own model gives a loss function instead. This runs the same strategy
-object (same rule, same parameters, same refusals) and the same honesty, Byzantine detection and
-reputation rules as that computation, with quality from ``loss_fn`` (neutral 50 without one) and
-timeliness 100 (Flower delivers replies together; a reply's own timestamp is the client's claim).
+object (same rule, same parameters, same refusals) and, with ``loss_fn``, the platform's own scores
+(:func:`aggregator.round_scores.score_round`: leave-one-out quality with standard errors when ``loss_fn``
+returns per-example losses, honesty and Byzantine evidence against a reference direction) and reputation
+rule. There is no server root data here, so the coordinate-wise median of the updates stands in for the
+reference: honesty then measures agreement with the majority direction, which is weaker than FLTrust's
+trusted reference and documented as such. Without ``loss_fn`` nothing can measure useful work: quality is
+a neutral 50 and honesty the distance to the coordinate-wise median. Timeliness is 100 (Flower delivers
+replies together; a reply's own timestamp is the client's claim).
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aggregator.contribution import mean_loss
 from aggregator.coordinate import median
 from aggregator.reputation import detect_byzantine, update_reputation
 from aggregator.round_params import RoundParams
-from aggregator.scoring import consensus_distances, fitness_scores, honesty_scores, quality_scores
+from aggregator.round_scores import score_round as platform_scores
+from aggregator.scoring import consensus_distances, fitness_scores, honesty_scores
 from aggregator.strategies import Strategy, StrategyInputs
 
-# Loss of the model ``global + delta`` (flattened float32 vector).
-DeltaLoss = Callable[[np.ndarray], float]
+# Loss of the model ``global + delta`` (flattened float32 vector): per example (1-D) or only the mean.
+DeltaLoss = Callable[[np.ndarray], "float | np.ndarray"]
 
 
 @dataclass(frozen=True)
@@ -56,21 +63,36 @@ def score_round(
     )
     chosen = np.zeros(n, dtype=bool)
     chosen[result.selected] = True
+    config = params.scoring
     loss_before = loss_after = None
     if loss_fn is not None:
-        loss_before = float(loss_fn(np.zeros(X.shape[1], dtype=np.float32)))
-        quality = quality_scores(loss_before, [loss_fn(row) for row in X])
-        loss_after = float(loss_fn(result.vector))
+        scores = platform_scores(
+            loss_fn,
+            X,
+            None,
+            result.coefficients,
+            np.asarray(result.selected),
+            np.zeros(n),
+            0.0,
+            config,
+            params.reputation,
+        )
+        quality, timeliness, honesty = scores.quality, scores.timeliness, scores.honesty
+        fitness, byzantine = scores.fitness, scores.evidence
+        loss_before = scores.loss_before
+        loss_after = mean_loss(loss_fn(result.vector))
     else:
         quality = np.full(n, 50.0)
-    timeliness = np.full(n, 100.0)
-    config = params.scoring
-    # As the platform's close: distance to the coordinate-wise median, which an attacker cannot pull alone.
-    honesty = honesty_scores(
-        consensus_distances(X, median(X)), tolerance=config.honesty_tolerance, cutoff=config.honesty_cutoff
-    )
-    fitness = fitness_scores(quality, timeliness, honesty, config)
-    byzantine = detect_byzantine(honesty, params.reputation)
+        timeliness = np.full(n, 100.0)
+        # As the platform's close without a reference: distance to the coordinate-wise median, which an
+        # attacker cannot pull alone.
+        honesty = honesty_scores(
+            consensus_distances(X, median(X)),
+            tolerance=config.honesty_tolerance,
+            cutoff=config.honesty_cutoff,
+        )
+        fitness = fitness_scores(quality, timeliness, honesty, config)
+        byzantine = detect_byzantine(honesty, params.reputation)
     return ScoredRound(
         aggregate=result.vector,
         kept=chosen & ~byzantine,

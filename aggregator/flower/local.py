@@ -31,7 +31,9 @@ from fedledger.flower import Weights
 from fedledger.models import UnknownModelFamily, family_of
 
 NodeId = int | str
-LossFn = Callable[[Weights], float]
+# Loss of a model on the server's data: per example (1-D array, which gives the quality scores standard
+# errors) or only the mean.
+LossFn = Callable[[Weights], "float | np.ndarray"]
 
 # The chain's genesis values (blockchain/contracts/ProtocolParameters.sol, in Python units as a round's
 # snapshot holds them; tests/flower/test_strategy.py checks them against a fresh deployment), except where
@@ -346,7 +348,7 @@ class LocalRounds:
             self.round_params,
             np.array([r.samples for r, _ in used], dtype=np.float64),
             np.array([self.reputation_of(n.node_id) for _, n in used]),
-            None if loss_of is None else (lambda delta: float(loss_of(unflatten(base + delta, shapes)))),
+            None if loss_of is None else (lambda delta: loss_of(unflatten(base + delta, shapes))),
         )
         for i, (_, node) in enumerate(used):
             node.kept, node.byzantine = bool(outcome.kept[i]), bool(outcome.byzantine[i])

@@ -191,14 +191,17 @@ def test_governed_parameters_are_checked_as_a_rounds_snapshot_is(kwargs: dict, e
         FedLedgerStrategy(**kwargs)
 
 
-def test_any_model_with_a_loss_function() -> None:
-    """A model no built-in forward pass knows (a linear regression here): the same rule, quality from loss_fn."""
+@pytest.mark.parametrize("per_example", [False, True])
+def test_any_model_with_a_loss_function(per_example: bool) -> None:
+    """A model no built-in forward pass knows (a linear regression here): the same rule and the platform's
+    scores, quality from loss_fn (its mean loss, or per-example losses that give standard errors)."""
     rng = np.random.default_rng(3)
     X, true_w = rng.standard_normal((200, 5)).astype(np.float32), np.arange(5, dtype=np.float32)
     y = X @ true_w
 
-    def loss(weights: dict[str, np.ndarray]) -> float:
-        return float(np.mean((X @ weights["linear.w"] - y) ** 2))
+    def loss(weights: dict[str, np.ndarray]) -> float | np.ndarray:
+        errors = (X @ weights["linear.w"] - y) ** 2
+        return errors if per_example else float(np.mean(errors))
 
     with_holdout = FedLedgerStrategy("median", holdout=(X, y), min_train_nodes=5, min_available_nodes=5)
     with pytest.raises(InvalidParameter, match="loss_fn"):
@@ -231,4 +234,4 @@ def test_any_model_with_a_loss_function() -> None:
         assert node5.quality is not None and node5.quality < 50 < min(
             n.quality or 0 for n in report.nodes if n.node_id != 5
         )
-    assert loss(weights) < 0.2 * loss({"linear.w": np.zeros(5, np.float32)})
+    assert np.mean(loss(weights)) < 0.2 * np.mean(loss({"linear.w": np.zeros(5, np.float32)}))
