@@ -39,6 +39,8 @@ DEV_CHAIN_IDS = (31337, 1337)
 
 
 class Environment(StrEnum):
+    """``FEDLEDGER_ENV``; only ``production`` differs: it refuses development secrets even on a dev chain."""
+
     development = "development"
     test = "test"
     production = "production"
@@ -49,6 +51,8 @@ class InsecureConfiguration(RuntimeError):
 
 
 class Settings(BaseSettings):
+    """All of fedledger's settings, from ``FEDLEDGER_*`` variables and ``.env`` (see the module docstring)."""
+
     model_config = SettingsConfigDict(
         env_prefix="FEDLEDGER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
@@ -165,22 +169,27 @@ class Settings(BaseSettings):
     # --- derived ------------------------------------------------------------------------------
     @property
     def is_dev_chain(self) -> bool:
+        """Whether ``chain_id`` is a local development node's, where development keys are allowed."""
         return self.chain_id in DEV_CHAIN_IDS
 
     @property
     def resolved_database_url(self) -> str:
+        """``database_url``, or SQLite under ``data_dir`` when it is empty."""
         return self.database_url or f"sqlite:///{self.data_dir / 'fedledger.db'}"
 
     @property
     def resolved_broker_url(self) -> str:
+        """``broker_url``, or kombu's SQLAlchemy transport on SQLite under ``data_dir`` when it is empty."""
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
 
     @property
     def resolved_blob_dir(self) -> Path:
+        """``blob_dir``, or ``<data_dir>/blobs`` when it is unset."""
         return self.blob_dir or self.data_dir / "blobs"
 
     @property
     def resolved_deployments_file(self) -> Path:
+        """``deployments_file``, or the file the deploy script writes for the local dev chain."""
         if self.deployments_file is not None:
             return self.deployments_file
         return PROJECT_ROOT / "blockchain" / "deployments" / "localhost.json"
@@ -195,14 +204,17 @@ class Settings(BaseSettings):
 
     @property
     def resolved_aggregator_key(self) -> str:
+        """The aggregator's key; if unset, dev account #1 on dev chains outside production, else refused."""
         return self._key_or_dev(self.aggregator_private_key, AGGREGATOR_INDEX, "aggregator_private_key")
 
     @property
     def resolved_model_signer_key(self) -> str:
+        """The model signer's key; if unset, dev account #2 on dev chains outside production, else refused."""
         return self._key_or_dev(self.model_signer_private_key, MODEL_SIGNER_INDEX, "model_signer_private_key")
 
     @property
     def resolved_key_dir(self) -> Path:
+        """``key_dir``, or ``<data_dir>/keys`` when it is unset."""
         return self.key_dir or self.data_dir / "keys"
 
     def check_production(self) -> None:
@@ -239,4 +251,5 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process's settings, read once and cached (tests reset them with ``get_settings.cache_clear()``)."""
     return Settings()

@@ -32,6 +32,7 @@ def dev_private_keys() -> tuple[str, ...]:
 
 
 def dev_private_key(index: int) -> str:
+    """The dev account ``index``'s private key (see the ``*_INDEX`` roles above)."""
     return dev_private_keys()[index]
 
 
@@ -41,4 +42,5 @@ def _normalise(key: str) -> str:
 
 
 def is_dev_private_key(key: str) -> bool:
+    """Whether ``key`` (0x or not, any case) is a public dev key, which the settings refuse off dev chains."""
     return _normalise(key) in dev_private_keys()

@@ -34,11 +34,14 @@ def to_weights(record: ArrayRecord) -> Weights:
 
 
 def to_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Named tensors as a Flower ``ArrayRecord`` in the mapping's order: the inverse of :func:`to_weights`."""
     return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in weights.items()})
 
 
 @dataclass(frozen=True)
 class OpenedRound:
+    """A round the platform opened for a strategy, and the model version its clients must train on."""
+
     round_id: int
     model_version: int
 

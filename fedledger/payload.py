@@ -58,6 +58,7 @@ class Compression:
 
     @property
     def encoding(self) -> str:
+        """The name recorded in the payload's metadata, which tells the decoder how to rebuild the delta."""
         return "dense" if self.topk_fraction is None else "topk"
 
 
@@ -65,6 +66,7 @@ NO_COMPRESSION = Compression()
 
 
 def topk_count(size: int, fraction: float) -> int:
+    """Entries kept of a tensor of ``size`` entries: ``ceil(fraction * size)``, at least one, at most all."""
     return max(1, min(size, math.ceil(fraction * size)))
 
 
@@ -235,6 +237,7 @@ def _metadata_of(header: Mapping[str, object]) -> dict[str, str]:
 
 
 def model_shapes(weights: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape: the ``expected_shapes`` an update to these weights must match."""
     return {name: tuple(array.shape) for name, array in weights.items()}
 
 
@@ -247,6 +250,7 @@ def encode_weights(weights: Mapping[str, np.ndarray], metadata: Mapping[str, str
 
 
 def decode_weights(data: bytes) -> dict[str, np.ndarray]:
+    """Parse model weights stored by :func:`encode_weights`; :class:`UpdateFormatError` on anything else."""
     try:
         header = _read_header(data)
     except (ValueError, json.JSONDecodeError) as exc:

@@ -30,6 +30,12 @@ class DeploymentsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Deployments:
+    """One deployment's contracts: where they are (chain, addresses, deploy block), how to call them (ABIs).
+
+    ``deploy_block`` bounds event scans from below; ``aggregator`` is the account the deploy script granted
+    the aggregator role, when it recorded one.
+    """
+
     chain_id: int
     deploy_block: int
     addresses: dict[str, str]
@@ -41,6 +47,7 @@ class Deployments:
 
     @classmethod
     def load(cls, path: Path) -> Deployments:
+        """Load ``path``; :class:`DeploymentsError` if it is missing (saying how to deploy) or malformed."""
         try:
             raw = json.loads(Path(path).read_text())
         except FileNotFoundError as exc:
@@ -74,6 +81,7 @@ class Deployments:
             raise DeploymentsError(f"{source} is malformed: {exc!r}") from exc
 
     def contract(self, w3: Web3, name: str) -> Contract:
+        """The named contract bound to ``w3``; an unknown name raises :class:`DeploymentsError`."""
         if name not in self.addresses:
             raise DeploymentsError(f"unknown contract {name!r}; known: {sorted(self.addresses)}")
         return w3.eth.contract(address=Web3.to_checksum_address(self.addresses[name]), abi=self.abis[name])

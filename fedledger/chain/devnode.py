@@ -27,6 +27,7 @@ class DevChainError(RuntimeError):
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now, so a taken port fails fast with a clear message."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -37,6 +38,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on ``host``, for nodes and APIs of tests and benchmarks run side by side."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -71,6 +73,7 @@ class DevChain:
 
     @property
     def rpc_url(self) -> str:
+        """The node's JSON-RPC endpoint (what ``FEDLEDGER_CHAIN_RPC_URL`` points at)."""
         return f"http://{self.host}:{self.port}"
 
     def _hardhat(self) -> str:
@@ -80,6 +83,10 @@ class DevChain:
         return str(binary)
 
     def start(self, timeout: float = 90.0) -> None:
+        """Start ``hardhat node`` in its own session and wait until it answers JSON-RPC.
+
+        Raises :class:`DevChainError` if the port is taken, the node exits, or it does not answer in time.
+        """
         if not port_is_free(self.host, self.port):
             raise DevChainError(
                 f"port {self.port} on {self.host} is taken; stop what listens there or choose another port"
@@ -131,6 +138,7 @@ class DevChain:
         return Deployments.load(out)
 
     def stop(self) -> None:
+        """Stop the node's whole process group (SIGTERM, then SIGKILL); a no-op if it is not running."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

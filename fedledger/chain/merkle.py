@@ -21,6 +21,7 @@ class MerkleError(ValueError):
 
 
 def leaf_hash(round_id: int, account: str, amount: int) -> bytes:
+    """The leaf of ``account``'s reward (``amount`` token wei) in round ``round_id``, hashed as on-chain."""
     return keccak(keccak(encode(list(LEAF_TYPES), [round_id, to_checksum_address(account), amount])))
 
 
@@ -30,6 +31,8 @@ def _hash_pair(a: bytes, b: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class RewardTree:
+    """One round's rewards as a Merkle tree: the root goes on-chain, each account claims with its proof."""
+
     round_id: int
     root: bytes
     _tree: tuple[bytes, ...]
@@ -63,9 +66,11 @@ class RewardTree:
         return cls(round_id=round_id, root=tree[0], _tree=tuple(tree), _index=index)
 
     def amount_of(self, account: str) -> int:
+        """The reward ``account`` may claim in this round; :class:`MerkleError` if it has none."""
         return self._entry(account)[1]
 
     def proof(self, account: str) -> list[bytes]:
+        """Sibling hashes from ``account``'s leaf to the root: the proof ``RewardDistributor.claim`` takes."""
         position, _ = self._entry(account)
         proof: list[bytes] = []
         while position > 0:
@@ -82,6 +87,7 @@ class RewardTree:
 
 
 def verify(root: bytes, leaf: bytes, proof: list[bytes]) -> bool:
+    """Check ``proof`` as ``MerkleProof.verify`` does on-chain, so a proof can be tested before it is sent."""
     computed = leaf
     for sibling in proof:
         computed = _hash_pair(computed, sibling)

@@ -35,6 +35,11 @@ class ParameterMismatch(RuntimeError):
 
 @dataclass(frozen=True)
 class ProtocolParams:
+    """Every governed parameter in Python units: token wei and counts as int, WAD fractions as float.
+
+    The fields are in the contract's ``names()`` order, which :func:`from_raw` checks.
+    """
+
     base_reward: int  # token wei
     min_stake: int  # token wei
     min_reputation: float  # score 0..100
@@ -141,4 +146,5 @@ def from_raw(names: list[str], values: list[int]) -> ProtocolParams:
 
 
 def read_params(contract: Contract) -> ProtocolParams:
+    """Every governed parameter of a ``ProtocolParameters`` contract, from ``names()`` and ``getAll()``."""
     return from_raw(list(contract.functions.names().call()), list(contract.functions.getAll().call()))
