@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, MetricRecordValues, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
@@ -234,7 +234,10 @@ def _fedledger_round(
         }
     )
     reported = bridge.last_fit.metrics if bridge.last_fit else {}
-    metrics = {**_numeric(reported), "num-examples": submission.prepared.num_samples}
+    metrics: dict[str, MetricRecordValues] = {
+        **_numeric(reported),
+        "num-examples": submission.prepared.num_samples,
+    }
     return Message(RecordDict({REPLY_RECORD: reply, "metrics": MetricRecord(metrics)}), reply_to=message)
 
 
@@ -376,6 +379,7 @@ class FedLedgerPlatform:
         self.timeout = timeout if timeout is not None else 4.0 * round_seconds + 300.0
 
     def close(self) -> None:
+        """Close the operator's API session and the model reader's connections."""
         self.api.close()
         self.reader.close()
 
@@ -400,6 +404,7 @@ class FedLedgerPlatform:
             )
 
     def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
+        """Open a round as the operator; ``initial`` becomes the genesis model if the platform has none."""
         self._ensure_model(initial)
         opened = self.api.request(
             "POST", "/v1/rounds", json={"duration_seconds": self.round_seconds, "quorum": max(1, quorum)}
@@ -416,9 +421,10 @@ class FedLedgerPlatform:
         }
 
     def finish_round(self, round_id: int) -> PlatformOutcome:
+        """Wait until the round closes; return its outcome, the model verified as organizations verify it."""
         final = self.reader.wait_for_round(round_id, timeout=self.timeout)
         history = self.api.get_json("/v1/stats/rounds?limit=1000")
-        stats = next((r for r in history if int(r["id"]) == round_id), {})
+        stats: dict[str, Any] = next((r for r in history if int(r["id"]) == round_id), {})
         aggregation = stats.get("aggregation") or {}
         contributions = self.api.get_json(f"/v1/stats/contributions?round_id={round_id}")
         status = str(final.get("status", "")).upper()
