@@ -78,6 +78,17 @@ def _participant_abi(registry: Contract) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class RoundRewards:
+    """A round's rewards record, as ``RewardDistributor.roundRewards`` returns it."""
+
+    root: bytes  # the Merkle root (32 zero bytes when the round pays nothing or is not recorded)
+    total: int  # most that may be minted for the round, in token wei
+    claimed: int  # minted so far, in token wei
+    claimable_at: int  # unix time (the chain's block time) from which claims are paid
+    cancelled: bool  # governance or a guardian cancelled the rewards during their dispute window
+
+
+@dataclass(frozen=True)
 class TokenFigures:
     """The token's supply, what is staked, the treasury (timelock) balance and the active participants."""
 
@@ -199,7 +210,18 @@ class ChainReader:
 
     def reward_root(self, round_id: int) -> bytes:
         """The Merkle root of a round's rewards (32 zero bytes before they are posted)."""
-        return bytes(self.distributor.functions.roundRewards(int(round_id)).call()[0])
+        return self.round_rewards(round_id).root
+
+    def round_rewards(self, round_id: int) -> RoundRewards:
+        """A round's rewards record: root, total, claimed so far, when claims open, whether cancelled."""
+        root, total, claimed, claimable_at, cancelled = self.distributor.functions.roundRewards(
+            int(round_id)
+        ).call()
+        return RoundRewards(bytes(root), int(total), int(claimed), int(claimable_at), bool(cancelled))
+
+    def block_time(self) -> int:
+        """The latest block's timestamp (unix seconds): the chain's clock, which claim windows are read on."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def claimed(self, round_id: int, address: str) -> bool:
         """Whether ``address`` has claimed its reward of round ``round_id``."""
