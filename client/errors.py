@@ -22,9 +22,15 @@ class                         when
 :class:`ServerError`          5xx after the retries ran out
 :class:`ApiUnreachableError`  network failure after the retries ran out (``status == 0``)
 ============================  ======================================================================
+
+Besides the API's: :class:`ChainError` and its subclasses for the chain (RPC, reverts, funds, reward proofs),
+:class:`RewardNotClaimableYetError` for a reward still in its dispute window, and the local failures
+(configuration, wallet, data, training, model verification).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 
 class ClientError(Exception):
@@ -103,6 +109,38 @@ class RewardProofError(ChainError):
     """A reward's Merkle proof does not verify against the root posted on-chain: the claim would revert."""
 
     code = "invalid_reward_proof"
+
+
+class RewardNotClaimableYetError(ClientError):
+    """A reward is still in its round's dispute window: the chain pays it only from ``claimable_at`` on.
+
+    Nothing is wrong with the reward: claim it again after that time. (During the window governance or a
+    guardian may cancel the round's rewards; the window's length is the governed ``DisputeWindow``.)
+    """
+
+    code = "reward_not_claimable_yet"
+
+    def __init__(self, round_id: int, claimable_at: int, seconds_left: int) -> None:
+        when = datetime.fromtimestamp(claimable_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(
+            f"round {round_id}'s reward is still in its dispute window: it becomes claimable at {when} "
+            f"(in {seconds_left} s, {_duration(seconds_left)}); claim it again after that time"
+        )
+        self.round_id = round_id
+        self.claimable_at = claimable_at
+        self.seconds_left = seconds_left
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` as a person reads it: "about 2 d 3 h", "about 1 h 5 min", "about 4 min", "under a minute"."""
+    if seconds < 60:
+        return "under a minute"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if days:
+        return f"about {days} d {hours % 24} h"
+    if hours:
+        return f"about {hours} h {minutes % 60} min"
+    return f"about {minutes} min"
 
 
 class RoundTimeoutError(ClientError):

@@ -250,6 +250,9 @@ class Participation:
                         for result in self.claims.claim_all():
                             if result.status == "claimed":
                                 emit("claimed", asdict(result))
+                            elif result.status == "not_claimable_yet":
+                                # Claimed by a later pass (after the next posted round), or `claim`.
+                                emit("claim_pending", asdict(result))
                     except (NotFoundError, ChainError) as exc:
                         emit("claim_failed", {"round_id": round_id, "reason": str(exc)})
                 failures = 0

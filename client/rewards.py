@@ -2,18 +2,27 @@
 
 A claim is sent only when its Merkle proof verifies against the root the ``RewardDistributor`` holds for
 the round, so a wrong proof fails here with :class:`~client.errors.RewardProofError` instead of costing
-gas in a reverted transaction.
+gas in a reverted transaction; and only once the round's dispute window is over (the governed
+``DisputeWindow`` after the round was recorded): before that :meth:`RewardClaims.claim` raises
+:class:`~client.errors.RewardNotClaimableYetError`, saying when the reward becomes claimable, and
+:meth:`RewardClaims.claim_all` skips the round and reports it (status ``not_claimable_yet``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from client.api import FedLedgerApi
 from client.chain import OrganizationChain, chain_errors
-from client.errors import ApiError, RewardProofError
+from client.errors import (
+    ApiError,
+    RewardNotClaimableYetError,
+    RewardProofError,
+    TransactionFailedError,
+)
 from fedledger.chain.merkle import leaf_hash
 from fedledger.chain.merkle import verify as verify_proof
 
@@ -45,20 +54,47 @@ class Reward:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """The outcome of one claim."""
+    """The outcome of one claim.
+
+    ``not_claimable_yet``: the round is in its dispute window; ``claimable_at`` (unix time, UTC) says when
+    it ends, ``seconds_left`` how long that is from now, and ``detail`` says so in words.
+    """
 
     round_id: int
     amount_wei: int
-    status: str  # "claimed" | "already_claimed"
+    status: str  # "claimed" | "already_claimed" | "not_claimable_yet"
     tx_hash: str | None = None
+    claimable_at: int | None = None
+    seconds_left: int | None = None
+    detail: str | None = None
+
+    @classmethod
+    def not_claimable_yet(cls, reward: Reward, error: RewardNotClaimableYetError) -> ClaimResult:
+        """The skipped claim of a reward still in its dispute window."""
+        return cls(
+            reward.round_id,
+            reward.amount_wei,
+            "not_claimable_yet",
+            claimable_at=error.claimable_at,
+            seconds_left=error.seconds_left,
+            detail=str(error),
+        )
 
 
 class RewardClaims:
-    """The organization's rewards (from the API) and their claims (on-chain, after checking the proof)."""
+    """The organization's rewards (from the API) and their claims (on-chain, after checking the proof).
 
-    def __init__(self, api: FedLedgerApi, chain: OrganizationChain) -> None:
+    ``clock``: the local time in unix seconds. Whether a dispute window is over is judged against the time
+    of the block a claim would land in: the later of the latest block's timestamp + 1 and this clock (a
+    node that mined no block for a while has an old latest block; a real chain's next block is about now).
+    """
+
+    def __init__(
+        self, api: FedLedgerApi, chain: OrganizationChain, clock: Callable[[], float] = time.time
+    ) -> None:
         self.api = api
         self.chain = chain
+        self.clock = clock
 
     @property
     def address(self) -> str:
@@ -70,12 +106,17 @@ class RewardClaims:
         return [Reward.from_api(raw) for raw in self.api.rewards(self.address)]
 
     def claim(self, reward: Reward) -> ClaimResult:
-        """Claim one reward on-chain, after checking its proof against the root the distributor holds."""
+        """Claim one reward on-chain, after checking its proof against the root the distributor holds.
+
+        Raises :class:`RewardNotClaimableYetError` (nothing is sent) while the round's dispute window runs.
+        """
         reader = self.chain.reader
         with chain_errors(f"reading round {reward.round_id}'s rewards"):
             if reader.claimed(reward.round_id, self.address):
                 return ClaimResult(reward.round_id, reward.amount_wei, "already_claimed")
-            root = reader.reward_root(reward.round_id)
+            record = reader.round_rewards(reward.round_id)
+            now = max(reader.block_time() + 1, int(self.clock()))
+        root = record.root
         try:
             proof = [bytes.fromhex(p.removeprefix("0x")) for p in reward.proof]
         except ValueError as exc:
@@ -87,14 +128,30 @@ class RewardClaims:
                 f"round {reward.round_id}: the proof for {reward.amount_wei} wei does not verify against the "
                 f"on-chain root 0x{root.hex()}; the claim would revert"
             )
-        tx = self.chain.send(
-            reader.distributor.functions.claim(reward.round_id, self.address, reward.amount_wei, proof),
-            f"claiming round {reward.round_id}'s reward",
-        )
+        # The contract pays from block.timestamp >= claimableAt on (a round that pays nothing has 0 there).
+        if now < record.claimable_at:
+            raise RewardNotClaimableYetError(reward.round_id, record.claimable_at, record.claimable_at - now)
+        try:
+            tx = self.chain.send(
+                reader.distributor.functions.claim(reward.round_id, self.address, reward.amount_wei, proof),
+                f"claiming round {reward.round_id}'s reward",
+            )
+        except TransactionFailedError as exc:
+            if exc.error != "DisputeWindowOpen":
+                raise
+            # This clock ran ahead of the chain's: the window is not over in the block the claim would be in.
+            with chain_errors("reading the chain's time"):
+                chain_now = reader.block_time() + 1
+            left = max(record.claimable_at - chain_now, 1)
+            raise RewardNotClaimableYetError(reward.round_id, record.claimable_at, left) from None
         return ClaimResult(reward.round_id, reward.amount_wei, "claimed", tx)
 
     def claim_all(self, round_ids: set[int] | None = None) -> list[ClaimResult]:
-        """Claim every unclaimed reward (or those of ``round_ids``)."""
+        """Claim every unclaimed reward (or those of ``round_ids``).
+
+        A reward still in its round's dispute window is skipped and reported as ``not_claimable_yet`` (with
+        when it becomes claimable); the other rounds are claimed all the same.
+        """
         results = []
         for reward in self.rewards():
             if round_ids is not None and reward.round_id not in round_ids:
@@ -102,5 +159,8 @@ class RewardClaims:
             if reward.claimed:
                 results.append(ClaimResult(reward.round_id, reward.amount_wei, "already_claimed"))
                 continue
-            results.append(self.claim(reward))
+            try:
+                results.append(self.claim(reward))
+            except RewardNotClaimableYetError as exc:
+                results.append(ClaimResult.not_claimable_yet(reward, exc))
         return results

@@ -24,7 +24,8 @@ and why:
   client that crashes before the receipt arrives resends the same bytes after a restart;
 - :mod:`client.rounds` and :mod:`client.participation`: the open round, one contribution, waiting, and the
   loop over every round;
-- :mod:`client.rewards`: rewards with their Merkle proofs checked against the chain, then claimed.
+- :mod:`client.rewards`: rewards with their Merkle proofs checked against the chain, then claimed once
+  the round's dispute window is over (:class:`~client.errors.RewardNotClaimableYetError` before).
 """
 
 from __future__ import annotations
@@ -278,9 +279,14 @@ class Organization:
         return self.claims.rewards()
 
     def claim_reward(self, reward: Reward) -> ClaimResult:
-        """Claim one reward on-chain, after checking its proof against the on-chain root."""
+        """Claim one reward on-chain, after checking its proof against the on-chain root.
+
+        :class:`~client.errors.RewardNotClaimableYetError` while the round's dispute window runs (it says
+        when the reward becomes claimable); nothing is sent then.
+        """
         return self.claims.claim(reward)
 
     def claim_rewards(self, round_ids: set[int] | None = None) -> list[ClaimResult]:
-        """Claim every unclaimed reward (or those of ``round_ids``)."""
+        """Claim every unclaimed reward (or those of ``round_ids``); rounds still in their dispute window
+        are skipped and reported with status ``not_claimable_yet`` and when they become claimable."""
         return self.claims.claim_all(round_ids)

@@ -516,19 +516,32 @@ def claim(
         list[int] | None, typer.Option("--round", help="Only this round (repeatable).")
     ] = None,
 ) -> None:
-    """Claim every unclaimed reward on-chain (Merkle proofs from the API, checked locally first)."""
+    """Claim every unclaimed reward on-chain (Merkle proofs from the API, checked locally first).
+
+    A round still in its dispute window is skipped and reported with when it becomes claimable; the exit
+    status is 1 only when a round named with --round could not be claimed yet.
+    """
     with _organization(opts) as org:
         results = org.claim_rewards(set(round_ids) if round_ids else None)
+    pending = [r for r in results if r.status == "not_claimable_yet"]
     if opts.json_out:
         _print_json([asdict(r) for r in results])
-        return
-    if not results:
-        typer.echo("no rewards to claim")
-    for r in results:
-        if r.status == "claimed":
-            typer.echo(f"round {r.round_id}: claimed {_tokens(r.amount_wei)} tokens (tx {r.tx_hash})")
-        else:
-            typer.echo(f"round {r.round_id}: {_tokens(r.amount_wei)} tokens already claimed")
+    else:
+        if not results:
+            typer.echo("no rewards to claim")
+        for r in results:
+            if r.status == "claimed":
+                typer.echo(f"round {r.round_id}: claimed {_tokens(r.amount_wei)} tokens (tx {r.tx_hash})")
+            elif r.status == "already_claimed":
+                typer.echo(f"round {r.round_id}: {_tokens(r.amount_wei)} tokens already claimed")
+            elif round_ids:
+                typer.echo(f"error: {r.detail}", err=True)
+            else:
+                typer.echo(
+                    f"round {r.round_id}: {_tokens(r.amount_wei)} tokens not claimable yet: {r.detail}"
+                )
+    if pending and round_ids:
+        raise typer.Exit(1)
 
 
 @client_app.command("run")
@@ -573,6 +586,8 @@ def run(
             _print_submission(payload)
         elif kind == "claimed":
             typer.echo(f"round {payload['round_id']}: claimed {_tokens(payload['amount_wei'])} tokens")
+        elif kind == "claim_pending":
+            typer.echo(f"round {payload['round_id']}: not claimable yet: {payload['detail']}")
         elif kind == "round_open":
             typer.echo(f"round {payload['round_id']} is open until {payload['deadline']}")
         else:
