@@ -6,9 +6,21 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+_TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A file of the store: its digest, size and last modification (unix seconds)."""
+
+    digest: str
+    size: int
+    mtime: float
 
 
 class BlobNotFound(KeyError):
@@ -38,7 +50,7 @@ class BlobStore:
         if target.exists():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -64,3 +76,50 @@ class BlobStore:
     def delete(self, digest: str) -> None:
         """Remove a blob (idempotent): only for one that nothing references, e.g. a submission that lost."""
         self.path(digest).unlink(missing_ok=True)
+
+    def head(self, digest: str, size: int) -> bytes:
+        """The first ``size`` bytes of a blob (all of it if shorter); :class:`BlobNotFound` if there is none."""
+        try:
+            with self.path(digest).open("rb") as handle:
+                return handle.read(size)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def stored(self) -> Iterator[StoredBlob]:
+        """Every blob in the store (files named by a digest, in their digest's directory), in no set order.
+
+        A blob removed while the listing runs is skipped, not an error."""
+        for directory in self._directories():
+            for entry in _scan(directory):
+                if entry.name[:2] != directory.name or not _HASH.match(entry.name):
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield StoredBlob(entry.name, stat.st_size, stat.st_mtime)
+
+    def temporary_files(self) -> Iterator[tuple[Path, float]]:
+        """Temporary files of writes (path, last modification): a write that is under way, or one a crash cut
+        short (never renamed to its key, never read by anyone)."""
+        for directory in self._directories():
+            for entry in _scan(directory):
+                if not entry.name.startswith(_TEMP_PREFIX):
+                    continue
+                try:
+                    yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+
+    def _directories(self) -> Iterator[Path]:
+        for entry in _scan(self.root):
+            if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+
+
+def _scan(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
