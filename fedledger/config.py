@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     key_dir: Path | None = None
     # Run database migrations when the API starts (off when a deploy step runs `fedledger db upgrade`).
     auto_migrate: bool = True
+    # Sealed updates that no row names (a crash between a submission's fsync and its commit) are removed by
+    # the API at start-up and by `fedledger blobs sweep` once their file is older than this many seconds.
+    blob_sweep_grace_seconds: int = Field(default=3600, ge=0)
 
     # --- queue --------------------------------------------------------------------------------
     # Empty means kombu's SQLAlchemy transport on SQLite under data_dir (no server needed).

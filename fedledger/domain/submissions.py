@@ -211,7 +211,9 @@ def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified,
     to a different payload, or whose round closed in between, is removed again: nothing is left orphaned.
     Blobs are content-addressed, so a concurrent request with the same bytes shares the file: a failed one
     removes it only under the round's exclusive lock (see :func:`_remove_unless_referenced`), and a
-    succeeding one makes sure the file is there before its row commits.
+    succeeding one makes sure the file is there before its row commits. A crash between the fsync and the
+    commit leaves the file without a row: :mod:`fedledger.domain.blobsweep` removes it later, under the same
+    lock (so the re-put below also covers a sweep that removed an old file this submission found).
     """
     blobs.put(envelope)
     try:

@@ -1,0 +1,135 @@
+"""Orphan blobs: a crash between a submission's fsync and its commit leaves a sealed update no row names.
+
+The sweep (``fedledger.domain.blobsweep``) removes such a file once it is older than the grace period, and keeps everything else: a referenced update,
+a fresh orphan (a submission may be about to commit it), model weights, files that are not sealed updates.
+A dry run removes nothing; a second run finds nothing more. On SQLite and PostgreSQL (the ``world``
+fixture's API), with the real blob store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from fedledger.domain import blobsweep, submissions
+from fedledger.domain import model_versions as model_service
+from fedledger.domain.blobstore import BlobStore
+from tests.middleware.conftest import ORGS, World, address_of, make_update, post_update
+
+GRACE = 3600
+OLD = 2 * GRACE
+
+
+def age(blobs: BlobStore, digest: str, seconds: float = OLD) -> None:
+    then = time.time() - seconds
+    os.utime(blobs.path(digest), (then, then))
+
+
+def stale_temp_file(blobs: BlobStore) -> Path:
+    path = blobs.root / "ab" / ".tmp-crashedwrite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half an envelope")
+    then = time.time() - OLD
+    os.utime(path, (then, then))
+    return path
+
+
+class Store:
+    """One blob of each kind the sweep must tell apart."""
+
+    def __init__(self, world: World) -> None:
+        state = world.client.app.state.fl
+        self.blobs: BlobStore = state.blobs
+        envelope, signature = make_update(world, ORGS[0])
+        assert post_update(world, ORGS[0], envelope, signature).status_code == 202
+        self.referenced = hashlib.sha256(envelope).hexdigest()
+        # Sealed updates whose rows were never committed (the API died after the fsync).
+        orphan = make_update(world, ORGS[1], seed=1)[0]
+        self.old_orphan, self.old_orphan_bytes = self.blobs.put(orphan), len(orphan)
+        self.fresh_orphan = self.blobs.put(make_update(world, ORGS[2], seed=2)[0])
+        with state.read_sessions() as session:
+            self.model = model_service.require_active(session).weights_hash
+        self.foreign = self.blobs.put(b"not a sealed update: never removed by the sweep")
+        for digest in (self.referenced, self.old_orphan, self.model, self.foreign):
+            age(self.blobs, digest)
+        self.temp = stale_temp_file(self.blobs)
+
+    def kept(self) -> list[str]:
+        return [self.referenced, self.fresh_orphan, self.model, self.foreign]
+
+
+def sweep(world: World, **options: object) -> blobsweep.SweepReport:
+    state = world.client.app.state.fl
+    return blobsweep.sweep_orphans(
+        state.sessions,
+        state.blobs,
+        grace_seconds=GRACE,
+        read_sessions=state.read_sessions,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_an_old_orphan_is_removed_and_everything_else_kept(world: World) -> None:
+    store = Store(world)
+
+    dry = sweep(world, dry_run=True)
+    assert dry.dry_run and dry.removed == (store.old_orphan,) and dry.temporary_removed == 1
+    assert store.blobs.exists(store.old_orphan) and store.temp.exists()  # a dry run removes nothing
+
+    report = sweep(world)
+    assert report.removed == (store.old_orphan,)
+    assert report.removed_bytes == store.old_orphan_bytes
+    assert report.temporary_removed == 1 and not store.temp.exists()
+    assert (report.referenced, report.recent, report.not_updates) == (2, 1, 1)
+    assert not store.blobs.exists(store.old_orphan)
+    assert all(store.blobs.exists(d) for d in store.kept())
+    assert report.errors == ()
+
+    again = sweep(world)
+    assert again.removed == () and again.temporary_removed == 0
+    assert all(store.blobs.exists(d) for d in store.kept())
+
+    # Past its grace period the once-fresh orphan goes too; the referenced update and the model never do.
+    assert sweep(world, now=time.time() + OLD).removed == (store.fresh_orphan,)
+    assert all(store.blobs.exists(d) for d in (store.referenced, store.model, store.foreign))
+
+
+def test_an_orphan_resubmitted_while_the_sweep_runs_keeps_its_file(world: World) -> None:
+    """The client's retry of the same bytes (its spool) commits a row naming an old orphan while the sweep
+    decides: the sweep waits for the round's lock the inserting submission holds, then sees the row."""
+    state = world.client.app.state.fl
+    index = ORGS[3]
+    envelope, signature = make_update(world, index)
+    digest = state.blobs.put(envelope)
+    age(state.blobs, digest)  # the crashed attempt's file, long past the grace period
+    with state.read_sessions() as session:
+        checked = submissions.verify(
+            session,
+            chain=state.chain(),
+            key_directory=state.settings.resolved_key_dir,
+            subject=address_of(index),
+            round_id=world.round["id"],
+            envelope=envelope,
+            signature=signature,
+        )
+    assert isinstance(checked, submissions.Verified)
+    state.blobs.put(envelope)  # the retry's write: the file is there, nothing is written
+    winner = state.sessions()
+    winner.begin()
+    submissions._insert(winner, checked)  # inserted, holding the round's lock, not committed
+    reports: list[blobsweep.SweepReport] = []
+    thread = threading.Thread(target=lambda: reports.append(sweep(world)))
+    thread.start()
+    try:
+        time.sleep(1.0)  # the sweep has found the file unreferenced and waits for the round's lock
+        assert state.blobs.exists(digest), "the sweep removed a ciphertext a pending row names"
+    finally:
+        winner.commit()
+        winner.close()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert reports[0].removed == () and reports[0].referenced >= 1
+    assert state.blobs.get(digest) == envelope
