@@ -9,6 +9,7 @@ choose its own IP and escape the per-IP rate limit. Run uvicorn yourself only wi
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from db.migrate import upgrade
 from fedledger import __version__
 from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.config import Settings, get_settings
-from fedledger.domain import deployment
+from fedledger.domain import blobsweep, deployment
 from fedledger.domain import keys as key_service
 from fedledger.domain.tasks import TaskQueue
 from middleware.docs import install_docs
@@ -29,6 +30,8 @@ from middleware.errors import install_error_handlers
 from middleware.metrics import MetricsMiddleware
 from middleware.routes import audit, auth, chain, health, keys, models, participants, rewards, rounds, stats
 from middleware.state import AppState
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, queue: TaskQueue | None = None) -> FastAPI:
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         # Refuse a database written for another deployment (e.g. a kept volume beside a restarted chain).
         with contextlib.suppress(DeploymentsError), state.sessions.begin() as session:
             deployment.bind(session, Deployments.load(settings.resolved_deployments_file))
+        sweep_orphan_blobs(state)
         yield
 
     app = FastAPI(
@@ -76,6 +80,26 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         app.include_router(module.router)
     install_docs(app)
     return app
+
+
+def sweep_orphan_blobs(state: AppState) -> None:
+    """Best effort at start-up: remove the sealed updates a crash left without their row (a failure is logged
+    and the API starts anyway; ``fedledger blobs sweep`` does the same on demand)."""
+    try:
+        report = blobsweep.sweep_orphans(
+            state.sessions,
+            state.blobs,
+            grace_seconds=state.settings.blob_sweep_grace_seconds,
+            read_sessions=state.read_sessions,
+        )
+    except Exception:
+        logger.warning("blob sweep at start-up failed; the API starts anyway", exc_info=True)
+        return
+    # A warning when it removed something: orphans mean a crash between a submission's fsync and commit.
+    level = logging.WARNING if report.removed or report.temporary_removed or report.errors else logging.INFO
+    logger.log(level, "blob sweep at start-up: %s", report.summary())
+    for error in report.errors:
+        logger.warning("blob sweep: %s", error)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Orphan blobs: a crash between a submission's fsync and its commit leaves a sealed update no row names.
 
-The sweep (``fedledger.domain.blobsweep``) removes such a file once it is older than the grace period, and keeps everything else: a referenced update,
+The sweep (``fedledger.domain.blobsweep``, run by the API at start-up and by ``fedledger blobs sweep``)
+removes such a file once it is older than the grace period, and keeps everything else: a referenced update,
 a fresh orphan (a submission may be about to commit it), model weights, files that are not sealed updates.
 A dry run removes nothing; a second run finds nothing more. On SQLite and PostgreSQL (the ``world``
 fixture's API), with the real blob store.
@@ -9,14 +10,24 @@ fixture's API), with the real blob store.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from app.cli import app as cli_app
+from fedledger.config import Settings, get_settings
 from fedledger.domain import blobsweep, submissions
 from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.tasks import CeleryTaskQueue
+from middleware.app import create_app
 from tests.middleware.conftest import ORGS, World, address_of, make_update, post_update
 
 GRACE = 3600
@@ -133,3 +144,68 @@ def test_an_orphan_resubmitted_while_the_sweep_runs_keeps_its_file(world: World)
     assert not thread.is_alive()
     assert reports[0].removed == () and reports[0].referenced >= 1
     assert state.blobs.get(digest) == envelope
+
+
+def test_the_api_sweeps_at_start_up_and_starts_even_if_the_sweep_fails(
+    world: World, settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(world)
+    queue = CeleryTaskQueue(settings.resolved_broker_url)
+    with caplog.at_level(logging.INFO, logger="middleware.app"), TestClient(create_app(settings, queue)):
+        pass
+    assert not store.blobs.exists(store.old_orphan) and not store.temp.exists()
+    assert all(store.blobs.exists(d) for d in store.kept())
+    assert "blob sweep at start-up: removed 1 orphaned update blob(s)" in caplog.text
+
+    caplog.clear()
+
+    def broken(*args: object, **kwargs: object) -> blobsweep.SweepReport:
+        raise OSError("the blob store is not mounted")
+
+    monkeypatch.setattr(blobsweep, "sweep_orphans", broken)
+    with (
+        caplog.at_level(logging.INFO, logger="middleware.app"),
+        TestClient(create_app(settings, queue)) as api,
+    ):
+        assert api.get("/healthz").status_code == 200
+    assert "blob sweep at start-up failed; the API starts anyway" in caplog.text
+
+
+def test_the_operator_command(world: World, settings: Settings) -> None:
+    store = Store(world)
+    env = {
+        "FEDLEDGER_DATABASE_URL": settings.database_url,
+        "FEDLEDGER_DATA_DIR": str(settings.data_dir),
+        "FEDLEDGER_BLOB_DIR": None,
+        "FEDLEDGER_BLOB_SWEEP_GRACE_SECONDS": str(GRACE),
+    }
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        get_settings.cache_clear()
+        try:
+            return CliRunner().invoke(cli_app, ["blobs", "sweep", *args], env=env)
+        finally:
+            get_settings.cache_clear()
+
+    dry = run("--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"would remove {store.old_orphan}" in dry.stdout
+    assert "would remove 1 orphaned update blob(s)" in dry.stdout
+    assert store.blobs.exists(store.old_orphan)
+
+    done = run("--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["removed"] == [store.old_orphan] and report["temporary_removed"] == 1
+    assert not store.blobs.exists(store.old_orphan)
+    assert all(store.blobs.exists(d) for d in store.kept())
+
+    again = run()
+    assert again.exit_code == 0, again.output
+    assert "removed 0 orphaned update blob(s)" in again.stdout
+
+    # A grace period of 0 from the command line: the fresh orphan goes, nothing referenced does.
+    now = run("--grace-seconds", "0")
+    assert now.exit_code == 0, now.output
+    assert f"removed {store.fresh_orphan}" in now.stdout
+    assert all(store.blobs.exists(d) for d in (store.referenced, store.model, store.foreign))
