@@ -25,6 +25,7 @@ from fedledger.config import Settings
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.devkeys import dev_private_key
+from fedledger.domain import submissions
 from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import encode_update, encode_weights
 from middleware.app import create_app
@@ -159,6 +160,24 @@ def world(client: TestClient, w3: Web3, deployments: Deployments) -> World:
     response = client.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator)
     assert response.status_code == 201, response.text
     return World(client, operator, response.json(), deployments)
+
+
+def verified(world: World, index: int, envelope: bytes, signature: str) -> submissions.Verified:
+    """The API's own verification of an update by organization ``index`` for the world's round (no record),
+    for tests that then drive ``submissions.record`` themselves (races, cleanup, sweeps)."""
+    state = world.client.app.state.fl
+    with state.read_sessions() as session:
+        result = submissions.verify(
+            session,
+            chain=state.chain(),
+            key_directory=state.settings.resolved_key_dir,
+            subject=address_of(index),
+            round_id=world.round["id"],
+            envelope=envelope,
+            signature=signature,
+        )
+    assert isinstance(result, submissions.Verified)
+    return result
 
 
 def make_update(

@@ -15,24 +15,14 @@ import time
 
 from fedledger.domain import submissions
 from fedledger.domain.errors import DomainError
-from tests.middleware.conftest import ORGS, World, address_of, make_update
+from tests.middleware.conftest import ORGS, World, make_update, verified
 
 
 def test_a_failed_twin_does_not_remove_the_ciphertext_of_a_row_being_committed(world: World) -> None:
     state = world.client.app.state.fl
     index = ORGS[1]
     envelope, signature = make_update(world, index)
-    with state.read_sessions() as session:
-        checked = submissions.verify(
-            session,
-            chain=state.chain(),
-            key_directory=state.settings.resolved_key_dir,
-            subject=address_of(index),
-            round_id=world.round["id"],
-            envelope=envelope,
-            signature=signature,
-        )
-    assert isinstance(checked, submissions.Verified)
+    checked = verified(world, index, envelope, signature)
     # The twin: same bytes (same file), but a header the round refuses once it records.
     refused_twin = dataclasses.replace(
         checked, header=dataclasses.replace(checked.header, model_version=checked.header.model_version + 7)

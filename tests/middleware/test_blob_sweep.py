@@ -28,7 +28,7 @@ from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.tasks import CeleryTaskQueue
 from middleware.app import create_app
-from tests.middleware.conftest import ORGS, World, address_of, make_update, post_update
+from tests.middleware.conftest import ORGS, World, make_update, post_update, verified
 
 GRACE = 3600
 OLD = 2 * GRACE
@@ -116,17 +116,7 @@ def test_an_orphan_resubmitted_while_the_sweep_runs_keeps_its_file(world: World)
     envelope, signature = make_update(world, index)
     digest = state.blobs.put(envelope)
     age(state.blobs, digest)  # the crashed attempt's file, long past the grace period
-    with state.read_sessions() as session:
-        checked = submissions.verify(
-            session,
-            chain=state.chain(),
-            key_directory=state.settings.resolved_key_dir,
-            subject=address_of(index),
-            round_id=world.round["id"],
-            envelope=envelope,
-            signature=signature,
-        )
-    assert isinstance(checked, submissions.Verified)
+    checked = verified(world, index, envelope, signature)
     state.blobs.put(envelope)  # the retry's write: the file is there, nothing is written
     winner = state.sessions()
     winner.begin()

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from db.models import Update
 from fedledger.domain import submissions
 from fedledger.domain.errors import Conflict
-from tests.middleware.conftest import ORGS, World, address_of, make_update
+from tests.middleware.conftest import ORGS, World, make_update, verified
 
 
 def _blob_files(world: World) -> set[str]:
@@ -36,17 +36,7 @@ def test_racing_submissions_store_one_row_and_leave_no_orphaned_blob(
     before = _blob_files(world)
     checked = []
     for envelope, signature in racers:
-        with state.read_sessions() as session:
-            result = submissions.verify(
-                session,
-                chain=state.chain(),
-                key_directory=state.settings.resolved_key_dir,
-                subject=address_of(index),
-                round_id=world.round["id"],
-                envelope=envelope,
-                signature=signature,
-            )
-        assert isinstance(result, submissions.Verified)
+        result = verified(world, index, envelope, signature)
         checked.append((result, envelope))
 
     def race(item: tuple[submissions.Verified, bytes]) -> str:
