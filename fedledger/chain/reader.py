@@ -8,9 +8,9 @@ and the SDK's signed transactions (``client/chain.py``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -86,6 +86,37 @@ class RoundRewards:
     claimed: int  # minted so far, in token wei
     claimable_at: int  # unix time (the chain's block time) from which claims are paid
     cancelled: bool  # governance or a guardian cancelled the rewards during their dispute window
+
+
+_ZERO_ROOT = b"\x00" * 32
+
+
+class RewardStatus(StrEnum):
+    """Where one account's reward of a round stands on the chain: what a claim sent now would meet."""
+
+    claimable = "claimable"  # the dispute window is over: a claim with the right proof is paid
+    in_dispute_window = "in_dispute_window"  # recorded, claimable from ``claimable_at`` on (may be cancelled)
+    cancelled = "cancelled"  # cancelled during the window by governance or a guardian: never claimable
+    claimed = "claimed"  # already paid to the account
+
+
+def reward_status(record: RoundRewards, claimed: bool, now: int) -> RewardStatus | None:
+    """The status of an account's reward in a round with rewards ``record``, in a block at time ``now``.
+
+    ``claimed``: whether the account has claimed it (``RewardDistributor.claimed``). None when the chain
+    records no rewards for the round (a zero root): nothing can be said, and nothing can be claimed.
+    The order is the contract's: a claimed reward was paid after its window (a cancelled one never is),
+    a cancelled round refuses every claim, and one in its window refuses until ``claimable_at``.
+    """
+    if claimed:
+        return RewardStatus.claimed
+    if record.cancelled:
+        return RewardStatus.cancelled
+    if record.root == _ZERO_ROOT:
+        return None
+    if now < record.claimable_at:
+        return RewardStatus.in_dispute_window
+    return RewardStatus.claimable
 
 
 @dataclass(frozen=True)
@@ -222,6 +253,23 @@ class ChainReader:
     def block_time(self) -> int:
         """The latest block's timestamp (unix seconds): the chain's clock, which claim windows are read on."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def next_block_time(self, clock: Callable[[], float] = time.time) -> int:
+        """The time of the block a transaction sent now would land in (unix seconds), to judge claim windows.
+
+        The later of the latest block's timestamp + 1 and ``clock``: a node that mined no block for a while
+        has an old latest block, but a real chain's next block (and Hardhat's) is about now.
+        """
+        return max(self.block_time() + 1, int(clock()))
+
+    def reward_status(
+        self, round_id: int, address: str, now: int | None = None
+    ) -> tuple[RewardStatus | None, RoundRewards]:
+        """The status of ``address``'s reward in round ``round_id`` (see :func:`reward_status`) with the
+        round's rewards record; ``now`` defaults to :meth:`next_block_time`."""
+        record = self.round_rewards(round_id)
+        claimed = self.claimed(round_id, address)
+        return reward_status(record, claimed, self.next_block_time() if now is None else now), record
 
     def claimed(self, round_id: int, address: str) -> bool:
         """Whether ``address`` has claimed its reward of round ``round_id``."""
