@@ -24,7 +24,8 @@ class                         when
 ============================  ======================================================================
 
 Besides the API's: :class:`ChainError` and its subclasses for the chain (RPC, reverts, funds, reward proofs),
-:class:`RewardNotClaimableYetError` for a reward still in its dispute window, and the local failures
+:class:`RewardNotClaimableYetError` for a reward still in its dispute window, :class:`RewardsCancelledError`
+for a round whose rewards were cancelled in it, and the local failures
 (configuration, wallet, data, training, model verification).
 """
 
@@ -129,6 +130,24 @@ class RewardNotClaimableYetError(ClientError):
         self.round_id = round_id
         self.claimable_at = claimable_at
         self.seconds_left = seconds_left
+
+
+class RewardsCancelledError(ClientError):
+    """A round's rewards were cancelled on-chain during their dispute window: nothing of them can be claimed.
+
+    Governance (the timelock) or a guardian cancels a round's rewards root when it should not pay (e.g. it
+    was recorded with a stolen aggregator key); the contract then refuses every claim of the round, now and
+    later. Retrying does not help; the operator (or the governance proposal that cancelled it) says why.
+    """
+
+    code = "rewards_cancelled"
+
+    def __init__(self, round_id: int) -> None:
+        super().__init__(
+            f"round {round_id}'s rewards were cancelled in the dispute window (by governance or a guardian): "
+            "nothing can be claimed for this round; ask the platform's operator or governance why"
+        )
+        self.round_id = round_id
 
 
 def _duration(seconds: int) -> str:

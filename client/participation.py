@@ -217,6 +217,7 @@ class Participation:
         done: set[int] = set(self.submitted_rounds)
         submissions: list[Submission] = []
         claimed_after: set[int] = set()
+        cancelled: set[int] = set()
         failures = 0
         while not stop.is_set():
             try:
@@ -253,6 +254,9 @@ class Participation:
                             elif result.status == "not_claimable_yet":
                                 # Claimed by a later pass (after the next posted round), or `claim`.
                                 emit("claim_pending", asdict(result))
+                            elif result.status == "cancelled" and result.round_id not in cancelled:
+                                cancelled.add(result.round_id)  # never claimable: said once
+                                emit("claim_cancelled", asdict(result))
                     except (NotFoundError, ChainError) as exc:
                         emit("claim_failed", {"round_id": round_id, "reason": str(exc)})
                 failures = 0

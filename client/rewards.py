@@ -5,7 +5,10 @@ the round, so a wrong proof fails here with :class:`~client.errors.RewardProofEr
 gas in a reverted transaction; and only once the round's dispute window is over (the governed
 ``DisputeWindow`` after the round was recorded): before that :meth:`RewardClaims.claim` raises
 :class:`~client.errors.RewardNotClaimableYetError`, saying when the reward becomes claimable, and
-:meth:`RewardClaims.claim_all` skips the round and reports it (status ``not_claimable_yet``).
+:meth:`RewardClaims.claim_all` skips the round and reports it (status ``not_claimable_yet``). A round whose
+rewards governance or a guardian cancelled during that window never pays: :meth:`RewardClaims.claim` raises
+:class:`~client.errors.RewardsCancelledError` (nothing is sent) and :meth:`RewardClaims.claim_all` reports
+the round (status ``cancelled``) and goes on with the others.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from client.errors import (
     ApiError,
     RewardNotClaimableYetError,
     RewardProofError,
+    RewardsCancelledError,
     TransactionFailedError,
 )
 from fedledger.chain.merkle import leaf_hash
@@ -58,11 +62,13 @@ class ClaimResult:
 
     ``not_claimable_yet``: the round is in its dispute window; ``claimable_at`` (unix time, UTC) says when
     it ends, ``seconds_left`` how long that is from now, and ``detail`` says so in words.
+    ``cancelled``: the round's rewards were cancelled in their dispute window and will never be paid;
+    ``detail`` says so.
     """
 
     round_id: int
     amount_wei: int
-    status: str  # "claimed" | "already_claimed" | "not_claimable_yet"
+    status: str  # "claimed" | "already_claimed" | "not_claimable_yet" | "cancelled"
     tx_hash: str | None = None
     claimable_at: int | None = None
     seconds_left: int | None = None
@@ -79,6 +85,11 @@ class ClaimResult:
             seconds_left=error.seconds_left,
             detail=str(error),
         )
+
+    @classmethod
+    def cancelled(cls, reward: Reward, error: RewardsCancelledError) -> ClaimResult:
+        """The skipped claim of a reward whose round's rewards were cancelled."""
+        return cls(reward.round_id, reward.amount_wei, "cancelled", detail=str(error))
 
 
 class RewardClaims:
@@ -108,14 +119,17 @@ class RewardClaims:
     def claim(self, reward: Reward) -> ClaimResult:
         """Claim one reward on-chain, after checking its proof against the root the distributor holds.
 
-        Raises :class:`RewardNotClaimableYetError` (nothing is sent) while the round's dispute window runs.
+        Raises :class:`RewardsCancelledError` when the round's rewards were cancelled, and
+        :class:`RewardNotClaimableYetError` while the round's dispute window runs; nothing is sent then.
         """
         reader = self.chain.reader
         with chain_errors(f"reading round {reward.round_id}'s rewards"):
             if reader.claimed(reward.round_id, self.address):
                 return ClaimResult(reward.round_id, reward.amount_wei, "already_claimed")
             record = reader.round_rewards(reward.round_id)
-            now = max(reader.block_time() + 1, int(self.clock()))
+            now = reader.next_block_time(self.clock)
+        if record.cancelled:
+            raise RewardsCancelledError(reward.round_id)
         root = record.root
         try:
             proof = [bytes.fromhex(p.removeprefix("0x")) for p in reward.proof]
@@ -137,6 +151,8 @@ class RewardClaims:
                 f"claiming round {reward.round_id}'s reward",
             )
         except TransactionFailedError as exc:
+            if exc.error == "RewardsAreCancelled":  # cancelled between the read above and the send
+                raise RewardsCancelledError(reward.round_id) from None
             if exc.error != "DisputeWindowOpen":
                 raise
             # This clock ran ahead of the chain's: the window is not over in the block the claim would be in.
@@ -150,7 +166,8 @@ class RewardClaims:
         """Claim every unclaimed reward (or those of ``round_ids``).
 
         A reward still in its round's dispute window is skipped and reported as ``not_claimable_yet`` (with
-        when it becomes claimable); the other rounds are claimed all the same.
+        when it becomes claimable), one whose round's rewards were cancelled as ``cancelled``; the other
+        rounds are claimed all the same.
         """
         results = []
         for reward in self.rewards():
@@ -163,4 +180,6 @@ class RewardClaims:
                 results.append(self.claim(reward))
             except RewardNotClaimableYetError as exc:
                 results.append(ClaimResult.not_claimable_yet(reward, exc))
+            except RewardsCancelledError as exc:
+                results.append(ClaimResult.cancelled(reward, exc))
         return results

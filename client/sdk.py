@@ -25,7 +25,8 @@ and why:
 - :mod:`client.rounds` and :mod:`client.participation`: the open round, one contribution, waiting, and the
   loop over every round;
 - :mod:`client.rewards`: rewards with their Merkle proofs checked against the chain, then claimed once
-  the round's dispute window is over (:class:`~client.errors.RewardNotClaimableYetError` before).
+  the round's dispute window is over (:class:`~client.errors.RewardNotClaimableYetError` before), never
+  for a round whose rewards were cancelled in it (:class:`~client.errors.RewardsCancelledError`).
 """
 
 from __future__ import annotations
@@ -282,11 +283,13 @@ class Organization:
         """Claim one reward on-chain, after checking its proof against the on-chain root.
 
         :class:`~client.errors.RewardNotClaimableYetError` while the round's dispute window runs (it says
-        when the reward becomes claimable); nothing is sent then.
+        when the reward becomes claimable), :class:`~client.errors.RewardsCancelledError` when the round's
+        rewards were cancelled in that window (they never become claimable); nothing is sent then.
         """
         return self.claims.claim(reward)
 
     def claim_rewards(self, round_ids: set[int] | None = None) -> list[ClaimResult]:
         """Claim every unclaimed reward (or those of ``round_ids``); rounds still in their dispute window
-        are skipped and reported with status ``not_claimable_yet`` and when they become claimable."""
+        are skipped and reported with status ``not_claimable_yet`` and when they become claimable, rounds
+        whose rewards were cancelled with status ``cancelled``; the others are claimed all the same."""
         return self.claims.claim_all(round_ids)

@@ -518,12 +518,13 @@ def claim(
 ) -> None:
     """Claim every unclaimed reward on-chain (Merkle proofs from the API, checked locally first).
 
-    A round still in its dispute window is skipped and reported with when it becomes claimable; the exit
-    status is 1 only when a round named with --round could not be claimed yet.
+    A round still in its dispute window is skipped and reported with when it becomes claimable, and a round
+    whose rewards were cancelled in that window is reported as cancelled (it never pays); the exit status is
+    1 only when a round named with --round could not be claimed.
     """
     with _organization(opts) as org:
         results = org.claim_rewards(set(round_ids) if round_ids else None)
-    pending = [r for r in results if r.status == "not_claimable_yet"]
+    unpaid = [r for r in results if r.status in ("not_claimable_yet", "cancelled")]
     if opts.json_out:
         _print_json([asdict(r) for r in results])
     else:
@@ -536,11 +537,13 @@ def claim(
                 typer.echo(f"round {r.round_id}: {_tokens(r.amount_wei)} tokens already claimed")
             elif round_ids:
                 typer.echo(f"error: {r.detail}", err=True)
+            elif r.status == "cancelled":
+                typer.echo(f"round {r.round_id}: {_tokens(r.amount_wei)} tokens cancelled: {r.detail}")
             else:
                 typer.echo(
                     f"round {r.round_id}: {_tokens(r.amount_wei)} tokens not claimable yet: {r.detail}"
                 )
-    if pending and round_ids:
+    if unpaid and round_ids:
         raise typer.Exit(1)
 
 
@@ -588,6 +591,8 @@ def run(
             typer.echo(f"round {payload['round_id']}: claimed {_tokens(payload['amount_wei'])} tokens")
         elif kind == "claim_pending":
             typer.echo(f"round {payload['round_id']}: not claimable yet: {payload['detail']}")
+        elif kind == "claim_cancelled":
+            typer.echo(f"round {payload['round_id']}: rewards cancelled: {payload['detail']}")
         elif kind == "round_open":
             typer.echo(f"round {payload['round_id']} is open until {payload['deadline']}")
         else:

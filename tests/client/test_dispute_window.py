@@ -1,10 +1,14 @@
-"""Claims during a round's dispute window, on a Hardhat node of its own deployed with a one-hour window (the
-session's dev chain has none, so its rewards are claimable at once).
+"""Claims during a round's dispute window, on a Hardhat node of its own deployed with a one-hour window and a
+guardian (the session's dev chain has no window, so its rewards are claimable at once and never cancellable).
 
 The SDK reads when the round's rewards become claimable before it sends anything: inside the window
 ``claim_reward`` raises :class:`RewardNotClaimableYetError` saying when (UTC, seconds left) and what to do,
 ``claim_rewards`` skips the round and reports it, and ``fedledger client claim --round N`` prints the message
 and exits 1 without a traceback. Once the chain's time passes the window, the same claims go through.
+
+Rewards the guardian cancelled inside the window (``ContributionLedger.cancelRewards``) are never claimable:
+``claim_reward`` raises :class:`RewardsCancelledError` (nothing sent), ``claim_rewards`` reports the round as
+``cancelled`` and claims the other rounds, and the CLI says so.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from web3 import Web3
 
-from client.errors import RewardNotClaimableYetError, TransactionFailedError
+from client.errors import RewardNotClaimableYetError, RewardsCancelledError, TransactionFailedError
 from client.sdk import Organization, Reward
 from db.base import utcnow
 from db.models import Contribution, Participant, Round, RoundStatus, ServerKey, Update, UpdateStatus
@@ -30,15 +34,20 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.merkle import RewardTree
 from fedledger.chain.params import WAD
+from fedledger.chain.reader import RoundRewards
+from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
+from fedledger.devkeys import dev_private_key
 from fedledger.domain import model_versions as model_service
 from tests.chain.ledger import next_round_id, record_round
 from tests.client.conftest import CLIENT_ORGS
 from tests.client.test_cli import cli, live_api  # noqa: F401 - the live API fixture, on this module's chain
+from tests.middleware.conftest import address_of
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
 WINDOW = 3600
+GUARDIAN = 19  # dev account granted GUARDIAN_ROLE on this module's ledger (no other role, no organization)
 
 
 # This module's own chain replaces the session's for every fixture built on it (the API's settings too).
@@ -48,7 +57,16 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCha
     node = DevChain(port=free_port(), log_path=workdir / "node.log")
     node.start()
     try:
-        yield node, node.deploy(workdir / "deployments.json", env={"FEDLEDGER_DISPUTE_WINDOW": str(WINDOW)})
+        yield (
+            node,
+            node.deploy(
+                workdir / "deployments.json",
+                env={
+                    "FEDLEDGER_DISPUTE_WINDOW": str(WINDOW),
+                    "FEDLEDGER_GUARDIAN_ADDRESS": address_of(GUARDIAN),
+                },
+            ),
+        )
     finally:
         node.stop()
 
@@ -75,6 +93,17 @@ def pass_the_window(w3: Web3, seconds: int = WINDOW) -> None:
 
 def claimable_at(w3: Web3, deployments: Deployments, round_id: int) -> int:
     return int(deployments.contract(w3, "RewardDistributor").functions.roundRewards(round_id).call()[3])
+
+
+def cancel(w3: Web3, deployments: Deployments, round_id: int) -> None:
+    """The guardian cancels the round's rewards (inside their dispute window, as the ledger requires)."""
+    ledger = deployments.contract(w3, "ContributionLedger")
+    send_transaction(
+        w3,
+        ledger.functions.cancelRewards(round_id, b"stolen-aggregator-key".ljust(32, b"\0")),
+        dev_private_key(GUARDIAN),
+    )
+    assert deployments.contract(w3, "RewardDistributor").functions.roundRewards(round_id).call()[4]
 
 
 def recorded_round(w3: Web3, deployments: Deployments, rewards: dict[str, int]) -> tuple[int, RewardTree]:
@@ -246,4 +275,118 @@ def test_claiming_everything_skips_and_reports_rounds_in_their_window(
     after = cli("claim", "--api", live_api, "--rpc", rpc, "--round", str(pending), index=index)
     assert after.exit_code == 0, after.output
     assert f"round {pending}: claimed 5 tokens" in after.stdout
+    assert token.functions.balanceOf(org.address).call() - balance == 7 * WAD
+
+
+def test_a_cancelled_round_says_so_and_sends_nothing(
+    make_org,
+    w3: Web3,
+    deployments: Deployments,
+    genesis,  # type: ignore[no-untyped-def]
+) -> None:
+    """Inside the window and after it: a cancelled round is never "claim again later" nor a reverted claim."""
+    org: Organization = make_org(CLIENT_ORGS[3])
+    round_id, tree = recorded_round(w3, deployments, {org.address: 4 * WAD})
+    cancel(w3, deployments, round_id)
+    reward = Reward(round_id, 4 * WAD, tuple("0x" + p.hex() for p in tree.proof(org.address)), claimed=False)
+    nonce = w3.eth.get_transaction_count(org.address)
+    for _ in ("inside the window", "after it"):
+        with pytest.raises(RewardsCancelledError) as caught:
+            org.claim_reward(reward)
+        error = caught.value
+        assert error.round_id == round_id and error.code == "rewards_cancelled"
+        assert not isinstance(error, (TransactionFailedError, RewardNotClaimableYetError))
+        assert str(error).startswith(
+            f"round {round_id}'s rewards were cancelled in the dispute window (by governance or a guardian): "
+            "nothing can be claimed for this round"
+        )
+        assert w3.eth.get_transaction_count(org.address) == nonce
+        pass_the_window(w3)
+
+
+def test_a_cancellation_between_the_check_and_the_send_is_the_same_typed_error(
+    make_org,
+    w3: Web3,
+    deployments: Deployments,
+    genesis,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guardian cancels right after the SDK read the round (not cancelled then): the contract's revert
+    (RewardsAreCancelled, found by the simulation before anything is sent) becomes RewardsCancelledError."""
+    org: Organization = make_org(CLIENT_ORGS[4])
+    round_id, tree = recorded_round(w3, deployments, {org.address: WAD})
+    reward = Reward(round_id, WAD, tuple("0x" + p.hex() for p in tree.proof(org.address)), claimed=False)
+    org.claims.clock = lambda: float(claimable_at(w3, deployments, round_id) + 10)  # window over, it thinks
+    reader = org.chain.reader
+    read = reader.round_rewards
+
+    def read_then_cancel(rid: int) -> RoundRewards:
+        record = read(rid)
+        cancel(w3, deployments, rid)
+        return record
+
+    monkeypatch.setattr(reader, "round_rewards", read_then_cancel)
+    nonce = w3.eth.get_transaction_count(org.address)
+    with pytest.raises(RewardsCancelledError) as caught:
+        org.claim_reward(reward)
+    assert caught.value.round_id == round_id
+    assert w3.eth.get_transaction_count(org.address) == nonce
+
+
+def test_claiming_everything_reports_cancelled_rounds_and_claims_the_others(
+    live_api: str,  # noqa: F811
+    settings: Settings,
+    client: TestClient,
+    make_org,
+    w3: Web3,
+    deployments: Deployments,
+    genesis,  # type: ignore[no-untyped-def]
+) -> None:
+    """A cancelled round before a claimable one: claiming everything used to stop at its reverted claim."""
+    index = CLIENT_ORGS[3]
+    org: Organization = make_org(index)
+    token = deployments.contract(w3, "RewardToken")
+    balance = token.functions.balanceOf(org.address).call()
+    cancelled, cancelled_tree = recorded_round(w3, deployments, {org.address: 4 * WAD})
+    cancel(w3, deployments, cancelled)
+    ripe, ripe_tree = recorded_round(w3, deployments, {org.address: 2 * WAD})
+    pass_the_window(w3)
+    pending, pending_tree = recorded_round(w3, deployments, {org.address: 5 * WAD})
+    posted_in_database(settings, cancelled, cancelled_tree, {org.address: 4 * WAD})
+    posted_in_database(settings, ripe, ripe_tree, {org.address: 2 * WAD})
+    posted_in_database(settings, pending, pending_tree, {org.address: 5 * WAD})
+    rpc = str(w3.provider.endpoint_uri)  # type: ignore[attr-defined]
+
+    # The CLI, claiming everything: the cancelled round is reported, the ripe one claimed, exit 0.
+    everything = cli("claim", "--api", live_api, "--rpc", rpc, index=index)
+    assert everything.exit_code == 0, everything.output
+    assert (
+        f"round {cancelled}: 4 tokens cancelled: round {cancelled}'s rewards were cancelled in the dispute "
+        "window" in everything.stdout
+    )
+    assert f"round {ripe}: claimed 2 tokens" in everything.stdout
+    assert f"round {pending}: 5 tokens not claimable yet" in everything.stdout
+    assert token.functions.balanceOf(org.address).call() - balance == 2 * WAD
+
+    # The SDK: the same report, typed.
+    results = {r.round_id: r for r in org.claim_rewards()}
+    assert results[cancelled].status == "cancelled" and results[cancelled].tx_hash is None
+    assert results[cancelled].detail and "nothing can be claimed" in results[cancelled].detail
+    assert results[ripe].status == "already_claimed"
+    assert results[pending].status == "not_claimable_yet"
+    as_json = cli("claim", "--api", live_api, "--rpc", rpc, "--json", index=index)
+    assert as_json.exit_code == 0, as_json.output
+    assert {r["round_id"]: r["status"] for r in json.loads(as_json.stdout)}[cancelled] == "cancelled"
+
+    # Naming the cancelled round: the message, exit status 1, no traceback; even once every window is over.
+    pass_the_window(w3)
+    named = cli("claim", "--api", live_api, "--rpc", rpc, "--round", str(cancelled), index=index)
+    assert named.exit_code == 1, named.output
+    assert (
+        f"error: round {cancelled}'s rewards were cancelled in the dispute window (by governance or a "
+        "guardian): nothing can be claimed for this round" in named.stderr
+    ), named.stderr
+    assert isinstance(named.exception, SystemExit) and "Traceback" not in named.output
+    results = {r.round_id: r for r in org.claim_rewards()}
+    assert results[cancelled].status == "cancelled" and results[pending].status == "claimed"
     assert token.functions.balanceOf(org.address).call() - balance == 7 * WAD
