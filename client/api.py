@@ -432,7 +432,8 @@ class FedLedgerApi:
         )
 
     def rewards(self, address: str) -> list[dict[str, Any]]:
-        """``[{round_id, amount_wei, proof, claimed}]`` of ``address``."""
+        """``[{round_id, amount_wei, proof, claimed, claimable_at, status}]`` of ``address`` (the last two
+        from newer servers; claims check the chain themselves)."""
         result = self._json(self.request("GET", f"/v1/rewards/{address}", auth=False))
         if not isinstance(result, list):
             raise ApiError(200, "malformed_response", "GET /v1/rewards must answer a JSON list")
