@@ -19,7 +19,7 @@ from client.api import error_from_response
 from client.errors import ApiError, ApiUnreachableError, ClientError
 from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ProtocolParams
-from fedledger.chain.reader import ChainReader, RegistryStatus, TokenFigures
+from fedledger.chain.reader import ChainReader, RegistryStatus, RewardStatus, TokenFigures
 from fedledger.chain.tx import decode_custom_error
 from fedledger.config import Settings
 
@@ -165,7 +165,10 @@ class Api:
             raise
 
     def rewards(self, address: str, token: str | None = None) -> list[dict[str, Any]] | None:
-        """``[{round_id, amount_wei, proof, claimed}]`` for ``address``; None when the API has no such route."""
+        """``[{round_id, amount_wei, proof, claimed, ...}]`` for ``address``; None when the API has no such route.
+
+        The token page reads each reward's claim status from the chain itself (:meth:`Chain.reward_standing`),
+        so it works with an API that serves no ``status`` / ``claimable_at`` yet."""
         try:
             return self._request("GET", f"/v1/rewards/{address}", token=token)
         except ApiError as exc:
@@ -182,6 +185,16 @@ class Api:
 def deployments_from_json(raw: dict[str, Any]) -> Deployments:
     """The deployments the API serves at ``/v1/chain/deployments`` (the same shape as the deployments file)."""
     return Deployments.from_dict(raw, source="the API's deployments")
+
+
+@dataclass(frozen=True)
+class RewardStanding:
+    """One account's reward of one round on the chain: its status (None when the chain records no rewards
+    for the round) and when the round's dispute window ends (unix time, the chain's clock)."""
+
+    round_id: int
+    status: RewardStatus | None
+    claimable_at: int
 
 
 @dataclass(frozen=True)
@@ -252,6 +265,16 @@ class Chain:
 
     def claimed(self, round_id: int, address: str) -> bool:
         return self.reader.claimed(round_id, address)
+
+    def reward_standing(self, round_id: int, address: str, now: int | None = None) -> RewardStanding:
+        """Whether ``address``'s reward of ``round_id`` is claimable now, still in the round's dispute window
+        (and until when), cancelled or claimed: what the claim button would meet. ``now``: the time of the
+        block a claim would land in (default: read now; pass one value for a whole page)."""
+        status, record = self.reader.reward_status(round_id, address, now)
+        return RewardStanding(int(round_id), status, record.claimable_at)
+
+    def next_block_time(self) -> int:
+        return self.reader.next_block_time()
 
     # --- transactions the wallet sends ------------------------------------------------------------
     def claim_calldata(self, round_id: int, account: str, amount: int, proof: list[str]) -> str:

@@ -89,8 +89,11 @@ def cancel(w3: Web3, deployments: Deployments, round_id: int) -> None:
     assert deployments.contract(w3, "RewardDistributor").functions.roundRewards(round_id).call()[4]
 
 
-def recorded_round(w3: Web3, deployments: Deployments, rewards: dict[str, int]) -> tuple[int, RewardTree]:
-    round_id = next_round_id(w3, deployments)
+def recorded_round(
+    w3: Web3, deployments: Deployments, rewards: dict[str, int], gap: int = 1
+) -> tuple[int, RewardTree]:
+    """A round recorded on-chain paying ``rewards``, ``gap`` above the latest (clear of database rounds)."""
+    round_id = next_round_id(w3, deployments, gap)
     return round_id, record_round(
         w3, deployments, round_id, hashlib.sha256(b"m%d" % round_id).digest(), rewards
     )

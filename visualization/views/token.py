@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import streamlit as st
 
+from fedledger.chain.reader import RewardStatus
 from visualization import charts, tables
 from visualization.data import DASHBOARD_ERRORS, fmt_amount, fmt_tokens, tokens
 from visualization.session import Context, keep_showing, transaction_button
@@ -99,35 +103,82 @@ def render(ctx: Context) -> None:
             "This API does not serve reward proofs yet (GET /v1/rewards/{address}); claims appear once it does."
         )
         return
+    # What a claim would meet on the chain, judged at the time of the block it would land in: only rounds
+    # whose dispute window is over (and that were not cancelled in it) count as claimable or get a button.
+    now = chain.next_block_time()
+    standings = {int(r["round_id"]): chain.reward_standing(int(r["round_id"]), address, now) for r in rewards}
+    by_status: dict[RewardStatus | None, list[dict[str, Any]]] = {}
     for reward in rewards:
-        reward["claimed"] = chain.claimed(int(reward["round_id"]), address)
-    claimable = [r for r in rewards if not r["claimed"]]
-    if claimable:
-        st.metric(f"Claimable{unit}", fmt_amount(sum(int(r["amount_wei"]) for r in claimable)))
-    else:
-        claimed = len(rewards) - len(claimable)
-        st.info("Nothing to claim." + (f" {claimed} reward(s) already claimed." if claimed else ""))
+        by_status.setdefault(standings[int(reward["round_id"])].status, []).append(reward)
+    claimable = by_status.get(RewardStatus.claimable, [])
+    waiting = by_status.get(RewardStatus.in_dispute_window, [])
+    cancelled = by_status.get(RewardStatus.cancelled, [])
+    claimed = by_status.get(RewardStatus.claimed, [])
+    if claimable or waiting:
+        cols = st.columns(2)
+        cols[0].metric(f"Claimable{unit}", fmt_amount(sum(int(r["amount_wei"]) for r in claimable)))
+        if waiting:
+            opens = min(standings[int(r["round_id"])].claimable_at for r in waiting)
+            cols[1].metric(
+                f"In dispute window{unit}",
+                fmt_amount(sum(int(r["amount_wei"]) for r in waiting)),
+                help="Recorded, claimable once the round's dispute window is over (governance or a guardian "
+                f"may cancel them until then); the first at {_utc(opens)}",
+            )
+    if not claimable:
+        st.info(
+            "Nothing to claim."
+            + (f" {len(claimed)} reward(s) already claimed." if claimed else "")
+            + (f" {len(waiting)} reward(s) still in their dispute window." if waiting else "")
+            + (f" {len(cancelled)} reward(s) cancelled." if cancelled else "")
+        )
     distributor = chain.reader.distributor.address
     for reward in sorted(rewards, key=lambda r: int(r["round_id"])):
         round_id, amount = int(reward["round_id"]), int(reward["amount_wei"])
+        standing = standings[round_id]
+        line = f"Round **{round_id}**: {fmt_tokens(amount, symbol, digits=4)}"
         # A claimed reward keeps its (disabled) button in the session that claimed it: the wallet's answer
         # arrives through it.
-        if not keep_showing(f"claim-{round_id}-{address}", not reward["claimed"]):
-            continue
-        cols = st.columns([3, 2])
-        cols[0].markdown(
-            f"Round **{round_id}**: {fmt_tokens(amount, symbol, digits=4)}"
-            + (" · claimed" if reward["claimed"] else "")
-        )
-        with cols[1]:
-            transaction_button(
-                ctx,
-                key=f"tx-claim-{round_id}",
-                label=f"Claim round {round_id}",
-                to=distributor,
-                data=chain.claim_calldata(round_id, address, amount, list(reward.get("proof") or [])),
-                sender=address,
-                describe=f"Claim round {round_id}",
-                disabled=bool(reward["claimed"]),
-                simulate=not reward["claimed"],
+        if keep_showing(f"claim-{round_id}-{address}", standing.status is RewardStatus.claimable):
+            is_claimed = standing.status is RewardStatus.claimed
+            cols = st.columns([3, 2])
+            cols[0].markdown(line + (" · claimed" if is_claimed else ""))
+            with cols[1]:
+                transaction_button(
+                    ctx,
+                    key=f"tx-claim-{round_id}",
+                    label=f"Claim round {round_id}",
+                    to=distributor,
+                    data=chain.claim_calldata(round_id, address, amount, list(reward.get("proof") or [])),
+                    sender=address,
+                    describe=f"Claim round {round_id}",
+                    disabled=is_claimed,
+                    simulate=not is_claimed,
+                )
+        elif standing.status is RewardStatus.in_dispute_window:
+            st.markdown(
+                f"{line} · in its dispute window: claimable at {_utc(standing.claimable_at)} "
+                f"({_left(standing.claimable_at - now)})"
             )
+        elif standing.status is RewardStatus.cancelled:
+            st.markdown(
+                f"{line} · cancelled in its dispute window by governance or a guardian: nothing can be claimed"
+            )
+        elif standing.status is None:
+            st.markdown(f"{line} · not recorded on-chain: nothing to claim yet")
+
+
+def _utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _left(seconds: int) -> str:
+    """``seconds`` from now as a person reads it: "in about 2 d 3 h", "in about 59 min", "in under a minute"."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if days:
+        return f"in about {days} d {hours % 24} h"
+    if hours:
+        return f"in about {hours} h {minutes % 60} min"
+    if minutes:
+        return f"in about {minutes} min"
+    return "in under a minute"
