@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -271,3 +273,41 @@ def test_claiming_everything_reports_cancelled_rounds_and_claims_the_others(
     results = {r.round_id: r for r in org.claim_rewards()}
     assert results[cancelled].status == "cancelled" and results[pending].status == "claimed"
     assert token.functions.balanceOf(org.address).call() - balance == 7 * WAD
+
+
+def test_the_run_loop_reports_a_cancelled_round_once_and_claims_the_others(
+    settings: Settings,
+    client: TestClient,
+    make_org,
+    w3: Web3,
+    deployments: Deployments,
+    genesis,  # type: ignore[no-untyped-def]
+) -> None:
+    """``run`` claims after a posted round it took part in: the cancelled round is an event of its own."""
+    org: Organization = make_org(CLIENT_ORGS[0])
+    cancelled, cancelled_tree = recorded_round(w3, deployments, {org.address: 4 * WAD})
+    cancel(w3, deployments, cancelled)
+    ripe, ripe_tree = recorded_round(w3, deployments, {org.address: 2 * WAD})
+    pass_the_window(w3)
+    posted_in_database(settings, cancelled, cancelled_tree, {org.address: 4 * WAD})
+    posted_in_database(settings, ripe, ripe_tree, {org.address: 2 * WAD})
+    org.participation.submitted_rounds.add(ripe)  # as if it had submitted to the round now posted
+    events: list[tuple[str, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        events.append((kind, payload))
+        if kind == "claimed":
+            stop.set()
+
+    timer = threading.Timer(60, stop.set)
+    timer.start()
+    try:
+        org.run(None, stop=stop, on_event=on_event)
+    finally:
+        timer.cancel()
+    assert [(kind, p["round_id"]) for kind, p in events] == [
+        ("claim_cancelled", cancelled),
+        ("claimed", ripe),
+    ]
+    assert events[0][1]["status"] == "cancelled" and "nothing can be claimed" in events[0][1]["detail"]
