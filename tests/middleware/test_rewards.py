@@ -120,6 +120,25 @@ def test_without_the_chain_the_chain_fields_are_null(
     assert reward["claimed"] is None and reward["status"] is None and reward["claimable_at"] is None
 
 
+def test_a_node_that_goes_away_after_start_up_leaves_the_chain_fields_null(
+    settings: Settings, w3: Web3, deployments: Deployments, genesis: None
+) -> None:
+    """The API reached the chain once (its reader is kept), then the node stops answering: the rewards are
+    still served, without what only the chain can say (this used to be a 500)."""
+    round_id, _ = posted(settings, w3, deployments, {ORG: WAD})
+    app = create_app(settings)
+    with TestClient(app) as api:
+        first = api.get(f"/v1/rewards/{address_of(ORG)}").json()
+        assert [r["status"] for r in first] == ["in_dispute_window"]
+        reader = app.state.fl.chain()
+        reader.w3.provider.endpoint_uri = "http://127.0.0.1:9"  # the node is gone (nothing listens there)
+        response = api.get(f"/v1/rewards/{address_of(ORG)}")
+    assert response.status_code == 200, response.text
+    [reward] = response.json()
+    assert reward["round_id"] == round_id and reward["amount_wei"] == str(WAD)
+    assert reward["claimed"] is None and reward["status"] is None and reward["claimable_at"] is None
+
+
 def test_the_openapi_model_adds_the_fields_and_keeps_the_old_ones(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     reward = schemas["RewardOut"]
