@@ -176,6 +176,10 @@ def test_connect_sign_in_read_balance_propose_and_vote(
     close_round_as_the_worker_would(world, api_server.settings)
     open_next_round(world)
     address, key = dashboard_account(WALLET_INDEX)
+    # Registration needs stake on-chain (403 not_enrolled otherwise): enroll both organizations first, so
+    # the test does not rely on an earlier test of the session having enrolled these dev accounts.
+    ensure_enrolled(w3, deployments, WALLET_INDEX)
+    ensure_enrolled(w3, deployments, WALLET_INDEX + 1)
     headers = login(world.client, WALLET_INDEX)
     assert (
         world.client.post(
@@ -183,7 +187,6 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         ).status_code
         == 200
     )
-    ensure_enrolled(w3, deployments, WALLET_INDEX)
     headers = login(world.client, WALLET_INDEX + 1)
     assert (
         world.client.post("/v1/participants", json={"org_name": "Other Lab"}, headers=headers).status_code
