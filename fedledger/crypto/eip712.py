@@ -22,10 +22,12 @@ valid byte string for the same message.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
+from eth_keys import keys
 from eth_keys.exceptions import BadSignature
 from eth_keys.exceptions import ValidationError as EthKeysValidationError
 from eth_utils import keccak, to_checksum_address
@@ -141,18 +143,76 @@ def recover_update_signer(
     num_samples: int,
 ) -> str:
     """The checksummed address that signed this update. A signature over any other field values
-    recovers a different (unrelated) address: compare the result with the expected signer."""
-    return recover_typed_data_signer(
-        signature,
-        update_typed_data(
-            chain_id=chain_id,
-            verifying_contract=verifying_contract,
-            round_id=round_id,
-            model_version=model_version,
-            payload_hash=payload_hash,
-            num_samples=num_samples,
-        ),
+    recovers a different (unrelated) address: compare the result with the expected signer.
+
+    The server checks one of these per submission: the digest is computed by :func:`update_digest` (the
+    same bytes as eth_account's generic encoder, a test compares them, at a tenth of its cost) and the key
+    is recovered from it directly."""
+    raw = _signature_bytes(signature)
+    digest = update_digest(
+        chain_id=chain_id,
+        verifying_contract=verifying_contract,
+        round_id=round_id,
+        model_version=model_version,
+        payload_hash=payload_hash,
+        num_samples=num_samples,
     )
+    return _recover_digest_signer(raw, digest)
+
+
+UPDATE_TYPE = "Update(uint256 roundId,uint256 modelVersion,bytes32 payloadHash,uint256 numSamples)"
+_UPDATE_TYPEHASH = keccak(UPDATE_TYPE.encode())
+_DOMAIN_TYPEHASH = keccak(
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+
+
+def update_digest(
+    *,
+    chain_id: int,
+    verifying_contract: str,
+    round_id: int,
+    model_version: int,
+    payload_hash: bytes,
+    num_samples: int,
+) -> bytes:
+    """``signature_digest(update_typed_data(...))``, encoded by hand from the fixed ``Update`` type: the
+    same checks of every field, the domain separator computed once per (chain, contract)."""
+    struct_hash = keccak(
+        _UPDATE_TYPEHASH
+        + _uint256("round_id", round_id).to_bytes(32, "big")
+        + _uint256("model_version", model_version).to_bytes(32, "big")
+        + bytes.fromhex(_hash_hex("payload_hash", payload_hash)[2:])
+        + _uint256("num_samples", num_samples).to_bytes(32, "big")
+    )
+    # Checked before the cache: True would otherwise find the entry of chain 1.
+    chain_id = _uint256("chain_id", chain_id, minimum=1)
+    return keccak(b"\x19\x01" + _domain_separator(chain_id, verifying_contract) + struct_hash)
+
+
+@lru_cache(maxsize=64)
+def _domain_separator(chain_id: int, verifying_contract: str) -> bytes:
+    if not isinstance(verifying_contract, str) or not is_valid_address(verifying_contract):
+        raise SignatureError(
+            f"verifying_contract must be the ledger's 0x address (EIP-55 if mixed case), got {verifying_contract!r}"
+        )
+    return keccak(
+        _DOMAIN_TYPEHASH
+        + keccak(DOMAIN_NAME.encode())
+        + keccak(DOMAIN_VERSION.encode())
+        + _uint256("chain_id", chain_id, minimum=1).to_bytes(32, "big")
+        + bytes(12)
+        + bytes.fromhex(verifying_contract[2:])
+    )
+
+
+def _recover_digest_signer(raw: bytes, digest: bytes) -> str:
+    """The checksummed address whose key signed ``digest`` (``raw`` already checked by _signature_bytes)."""
+    try:
+        signature = keys.Signature(signature_bytes=raw[:64] + bytes([raw[64] - 27]))
+        return signature.recover_public_key_from_msg_hash(digest).to_checksum_address()
+    except (BadSignature, EthKeysValidationError, ValueError) as exc:
+        raise SignatureError(f"no signer can be recovered from this signature: {exc}") from exc
 
 
 def sign_model(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys import keys
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 from fedledger.crypto.eip712 import (
     SECP256K1_N,
@@ -22,6 +23,7 @@ from fedledger.crypto.eip712 import (
     sign_model,
     sign_update,
     signature_digest,
+    update_digest,
     update_typed_data,
 )
 from fedledger.crypto.errors import SignatureError
@@ -261,3 +263,27 @@ def test_normalize_signature() -> None:
     assert normalize_signature(signature.upper().replace("0X", "0x")) == signature
     assert normalize_signature(signature[2:]) == signature
     assert normalize_signature(bytes.fromhex(signature[2:])) == signature
+
+
+def test_update_digest_is_the_generic_encoders() -> None:
+    """The server's hand-encoded Update digest equals eth_account's for any field values."""
+    rng = random.Random(7)
+    for _ in range(50):
+        fields = {
+            "chain_id": rng.choice([1, 31337, rng.randrange(1, 2**64)]),
+            "verifying_contract": to_checksum_address(rng.randbytes(20)),
+            "round_id": rng.choice([0, 1, rng.randrange(2**256)]),
+            "model_version": rng.randrange(2**64),
+            "payload_hash": rng.randbytes(32),
+            "num_samples": rng.choice([1, rng.randrange(2**256)]),
+        }
+        assert update_digest(**fields) == signature_digest(update_typed_data(**fields))
+        assert update_digest(**{**fields, "verifying_contract": fields["verifying_contract"].lower()}) == (
+            signature_digest(update_typed_data(**fields))
+        )
+
+
+def test_update_digest_checks_the_chain_id_before_its_cache() -> None:
+    update_digest(**{**UPDATE, "chain_id": 1})
+    with pytest.raises(SignatureError, match="chain_id"):
+        update_digest(**{**UPDATE, "chain_id": True})
