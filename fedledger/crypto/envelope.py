@@ -225,7 +225,15 @@ def open_envelope(envelope: bytes, private_keys: Mapping[str, bytes]) -> tuple[E
     :class:`MalformedEnvelope` on bad framing, :class:`UnknownKey` if the key id is not in the map,
     :class:`DecryptionFailed` on any tampering, and :class:`InvalidKey` if the map itself is wrong.
     """
-    header, header_bytes, ciphertext = split_envelope(envelope)
+    return open_parts(*split_envelope(envelope), private_keys)
+
+
+def open_parts(
+    header: EnvelopeHeader, header_bytes: bytes, ciphertext: bytes, private_keys: Mapping[str, bytes]
+) -> tuple[EnvelopeHeader, bytes]:
+    """:func:`open_envelope` of an envelope already split by :func:`split_envelope` (a server that read the
+    header before decrypting does not parse it twice). The header bytes are the AEAD associated data, so a
+    header that does not belong to the ciphertext fails to decrypt."""
     private_pem = private_keys.get(header.key_id)
     if private_pem is None:
         raise UnknownKey(header.key_id)

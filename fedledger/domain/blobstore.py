@@ -43,9 +43,13 @@ class BlobStore:
             raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
         return self.root / digest[:2] / digest
 
-    def put(self, data: bytes) -> str:
-        """Store ``data`` durably (fsynced before it appears under its key); returns its SHA-256 hex digest."""
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` durably (fsynced before it appears under its key); returns its SHA-256 hex digest.
+
+        ``digest``: the SHA-256 hex digest of exactly these bytes when the caller has just computed it (a
+        submission hashed its envelope for the signature check): not computed a second time."""
+        if digest is None:
+            digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if target.exists():
             return digest

@@ -35,7 +35,7 @@ from db.models import (
 )
 from fedledger.chain.reader import ChainReader, RegistryStatus
 from fedledger.crypto.eip712 import recover_update_signer
-from fedledger.crypto.envelope import EnvelopeHeader, open_envelope, parse_header
+from fedledger.crypto.envelope import EnvelopeHeader, open_parts, split_envelope
 from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
 from fedledger.domain import audit, keys, pipeline
 from fedledger.domain.blobstore import BlobStore
@@ -133,7 +133,8 @@ def verify(
     idempotent replay, or what :func:`record` needs; raises a domain error for anything refused."""
     participant = _participant(session, chain, subject)
     try:
-        header = parse_header(envelope)
+        # Split once: the header read here and the bytes decrypted below (its AEAD associated data) are the same.
+        header, header_bytes, ciphertext = split_envelope(envelope)
     except CryptoError as exc:
         raise Malformed("malformed_envelope", str(exc)) from exc
     if header.round_id != round_id:
@@ -182,7 +183,9 @@ def verify(
         )
     try:
         pem = keys.private_key(key_directory, header.key_id)
-        _, plaintext = open_envelope(envelope, {header.key_id: pem} if pem is not None else {})
+        _, plaintext = open_parts(
+            header, header_bytes, ciphertext, {header.key_id: pem} if pem is not None else {}
+        )
     except UnknownKey as exc:
         raise Invalid("unknown_key", str(exc)) from exc
     except (DecryptionFailed, CryptoError) as exc:
@@ -215,14 +218,17 @@ def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified,
     commit leaves the file without a row: :mod:`fedledger.domain.blobsweep` removes it later, under the same
     lock (so the re-put below also covers a sweep that removed an old file this submission found).
     """
-    blobs.put(envelope)
+    # checked.digest is the SHA-256 verify computed of these very bytes (immutable): not hashed again.
+    if not isinstance(envelope, bytes) or len(envelope) != checked.size_bytes:
+        raise ValueError("record() takes the very envelope bytes that verify() checked")
+    blobs.put(envelope, checked.digest)
     try:
         with sessions.begin() as session:
             receipt = _insert(session, checked)
             # A failed twin may have removed the shared file before this transaction took the round's lock
             # (no one can now, until this commits): write it again if it is gone. A stat, not a second hash.
             if not blobs.exists(checked.digest):
-                blobs.put(envelope)
+                blobs.put(envelope, checked.digest)
             return receipt
     except _Lost as lost:
         if isinstance(lost.outcome, Receipt):
