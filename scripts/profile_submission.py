@@ -96,10 +96,10 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
         ("    blob put (sha256 + write + fsync)", BlobStore, "put"),
         ("    blob exists", BlobStore, "exists"),
         ("    _insert (lock, row, audit, quorum)", submissions, "_insert"),
-        ("      audit.append", audit, "append"),
+        ("      audit entry (audit.write)", audit, "write"),
         ("      quorum check", pipeline, "request_close_on_quorum"),
         ("    commit", SessionTransaction, "commit"),
-        ("Session.get (round, key; anywhere)", Session, "get"),
+        ("Session.execute (anywhere)", Session, "execute"),
         ("Session.close (anywhere)", Session, "close"),
     ]
 

@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -48,24 +48,42 @@ def append(
     session: Session, actor: str, action: str, subject: str, details: dict[str, Any] | None = None
 ) -> AuditEntry:
     """Append an entry in the caller's transaction (it commits or rolls back with the change it records)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-    last = session.scalars(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    prev = last or GENESIS_HASH
-    details = json.loads(json.dumps(details or {}, default=str))
-    created_at = utcnow()
-    entry = AuditEntry(
-        created_at=created_at,
-        actor=actor,
-        action=action,
-        subject=subject,
-        details=details,
-        prev_hash=prev,
-        entry_hash=entry_hash(prev, created_at, actor, action, subject, details),
-    )
+    entry = AuditEntry(**_link(session, actor, action, subject, details))
     session.add(entry)
     session.flush()
     return entry
+
+
+def write(
+    session: Session, actor: str, action: str, subject: str, details: dict[str, Any] | None = None
+) -> None:
+    """:func:`append` as one Core INSERT, without an ORM object or a flush of the session: the same entry,
+    lock and link, at a fraction of the CPU (for the request path, which needs no entry object back)."""
+    session.execute(insert(_audit_log).values(**_link(session, actor, action, subject, details)))
+
+
+_audit_log = cast(Table, AuditEntry.__table__)
+
+
+def _link(
+    session: Session, actor: str, action: str, subject: str, details: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The next entry's columns, chained to the latest entry, under the appends' serialization."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+    last = session.scalars(select(_audit_log.c.entry_hash).order_by(_audit_log.c.id.desc()).limit(1)).first()
+    prev = last or GENESIS_HASH
+    details = json.loads(json.dumps(details or {}, default=str))
+    created_at = utcnow()
+    return {
+        "created_at": created_at,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "details": details,
+        "prev_hash": prev,
+        "entry_hash": entry_hash(prev, created_at, actor, action, subject, details),
+    }
 
 
 def head(session: Session) -> tuple[str, int]:

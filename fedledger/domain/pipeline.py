@@ -14,8 +14,9 @@ OPEN round before its deadline or its quorum, whoever sent it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Table, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from db.models import Round, RoundStatus, Update
@@ -56,16 +57,24 @@ def request_close_on_quorum(session: Session, round_id: int, now: datetime) -> b
     The caller holds the round row locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock), so
     concurrent submissions count one after another and exactly one of them sees the quorum first.
     """
+    # Core, on the tables (this runs in every submission's transaction): the same statement as the ORM's.
+    rounds, updates = cast(Table, Round.__table__), cast(Table, Update.__table__)
+    accepted = (
+        select(func.count())
+        .select_from(updates)
+        .where(updates.c.round_id == rounds.c.id)
+        .correlate(rounds)
+        .scalar_subquery()
+    )
     result = session.execute(
-        update(Round)
+        update(rounds)
         .where(
-            Round.id == round_id,
-            Round.status == RoundStatus.open,
-            Round.close_requested_at.is_(None),
-            submissions_of_round() >= Round.quorum,
+            rounds.c.id == round_id,
+            rounds.c.status == RoundStatus.open,
+            rounds.c.close_requested_at.is_(None),
+            accepted >= rounds.c.quorum,
         )
         .values(close_requested_at=now)
-        .execution_options(synchronize_session=False)
     )
     return _changed(result)
 
