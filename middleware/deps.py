@@ -16,14 +16,16 @@ from middleware.errors import ApiError, unauthorized
 from middleware.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a hop (~40 us of CPU) for an
+    # attribute read, on every request.
     return request.app.state.fl
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
