@@ -66,7 +66,8 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 # The stages of the path, timed by wrappers that add up this thread's CPU time (inclusive: an indented row is
-# part of the row above it). (label, where the callers look the function up, attribute name).
+# part of the row above it). (label, where the callers look the function up, attribute name: the first of
+# the |-separated names the code has, so that the script also profiles the code before a rename).
 def _stage_targets() -> list[tuple[str, Any, str]]:
     from sqlalchemy.orm import Session, SessionTransaction
 
@@ -85,18 +86,18 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
         ("  verify", submissions, "verify"),
         ("    participant: row + chain enrollment", submissions, "_participant"),
         ("      ChainReader.enrollment (registry read)", ChainReader, "enrollment"),
-        ("    split_envelope (header)", submissions, "split_envelope"),
+        ("    envelope header", submissions, "split_envelope|parse_header"),
         ("    replay check (_existing)", submissions, "_existing"),
         ("    EIP-712 recovery", submissions, "recover_update_signer"),
         ("    server key file (keys.private_key)", keys, "private_key"),
-        ("    open_parts (decrypt)", submissions, "open_parts"),
+        ("    decryption", submissions, "open_parts|open_envelope"),
         ("    model shapes (_shapes)", submissions, "_shapes"),
         ("    decode_update (shapes, finite)", submissions, "decode_update"),
         ("  record", submissions, "record"),
         ("    blob put (sha256 + write + fsync)", BlobStore, "put"),
         ("    blob exists", BlobStore, "exists"),
         ("    _insert (lock, row, audit, quorum)", submissions, "_insert"),
-        ("      audit entry (audit.write)", audit, "write"),
+        ("      audit entry", audit, "write|append"),
         ("      quorum check", pipeline, "request_close_on_quorum"),
         ("    commit", SessionTransaction, "commit"),
         ("Session.execute (anywhere)", Session, "execute"),
@@ -108,7 +109,11 @@ class StageTimers:
     """Wraps each stage's function to add up CPU time and calls (one thread, so thread_time is exact)."""
 
     def __init__(self) -> None:
-        self.targets = _stage_targets()
+        self.targets = []
+        for label, owner, names in _stage_targets():
+            name = next((n for n in names.split("|") if hasattr(owner, n)), None)
+            if name is not None:
+                self.targets.append((label, owner, name))
         self.cpu = [0.0] * len(self.targets)
         self.calls = [0] * len(self.targets)
         self.on = [False]  # counted only while the submissions are sent (not the rounds' opening)
