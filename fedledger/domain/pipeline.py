@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, func, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from db.models import Round, RoundStatus, Update
@@ -50,6 +50,26 @@ def _not_outstanding(
     return column.is_(None) | (column < now - timedelta(seconds=resend_after))
 
 
+# Core, on the tables, built once (this runs in every submission's transaction): the same statement as the
+# ORM's, without its construction and ORM overhead on each call.
+_rounds, _updates = cast(Table, Round.__table__), cast(Table, Update.__table__)
+_CLOSE_ON_QUORUM = (
+    update(_rounds)
+    .where(
+        _rounds.c.id == bindparam("b_round"),
+        _rounds.c.status == RoundStatus.open,
+        _rounds.c.close_requested_at.is_(None),
+        select(func.count())
+        .select_from(_updates)
+        .where(_updates.c.round_id == _rounds.c.id)
+        .correlate(_rounds)
+        .scalar_subquery()
+        >= _rounds.c.quorum,
+    )
+    .values(close_requested_at=bindparam("b_now", type_=_rounds.c.close_requested_at.type))
+)
+
+
 def request_close_on_quorum(session: Session, round_id: int, now: datetime) -> bool:
     """In the transaction that inserted a submission: request the round's close if that insert brought
     it to its quorum and nobody requested it yet. True means: send the close after the commit.
@@ -57,25 +77,7 @@ def request_close_on_quorum(session: Session, round_id: int, now: datetime) -> b
     The caller holds the round row locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock), so
     concurrent submissions count one after another and exactly one of them sees the quorum first.
     """
-    # Core, on the tables (this runs in every submission's transaction): the same statement as the ORM's.
-    rounds, updates = cast(Table, Round.__table__), cast(Table, Update.__table__)
-    accepted = (
-        select(func.count())
-        .select_from(updates)
-        .where(updates.c.round_id == rounds.c.id)
-        .correlate(rounds)
-        .scalar_subquery()
-    )
-    result = session.execute(
-        update(rounds)
-        .where(
-            rounds.c.id == round_id,
-            rounds.c.status == RoundStatus.open,
-            rounds.c.close_requested_at.is_(None),
-            accepted >= rounds.c.quorum,
-        )
-        .values(close_requested_at=now)
-    )
+    result = session.execute(_CLOSE_ON_QUORUM, {"b_round": round_id, "b_now": now})
     return _changed(result)
 
 

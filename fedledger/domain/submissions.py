@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Row, Table, select
+from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -68,6 +68,31 @@ _REPLAY_COLUMNS = (
     _updates.c.submitted_at,
 )
 
+# Built once (with bind parameters): a statement's construction costs more CPU than its cached execution.
+_SELECT_PARTICIPANT = select(_participants.c.id, _participants.c.status).where(
+    _participants.c.address == bindparam("b_address")
+)
+_SELECT_ROUND = select(*_ROUND_COLUMNS).where(_rounds.c.id == bindparam("b_round"))
+_LOCK_ROUND = _SELECT_ROUND.with_for_update()
+_SELECT_KEY = select(_server_keys.c.retired_at).where(_server_keys.c.kid == bindparam("b_kid"))
+_SELECT_SPEC = select(_model_versions.c.spec).where(_model_versions.c.id == bindparam("b_model_version"))
+_SELECT_ACCEPTED = select(*_REPLAY_COLUMNS).where(
+    _updates.c.round_id == bindparam("b_round"), _updates.c.participant_id == bindparam("b_participant")
+)
+_TOUCH_PARTICIPANT = (
+    sa_update(_participants)
+    .where(_participants.c.id == bindparam("b_participant"))
+    .values(last_seen_at=bindparam("b_now", type_=_participants.c.last_seen_at.type))
+)
+# One statement that cannot fail on the race (no savepoint, no exception): PostgreSQL waits for a concurrent
+# insert of the same (round, participant) to commit, then inserts nothing. The row's values are its parameters.
+_INSERT_UPDATE = {
+    dialect: insert(_updates)
+    .on_conflict_do_nothing(index_elements=[_updates.c.round_id, _updates.c.participant_id])
+    .returning(_updates.c.id)
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
 
 class _RoundState(Protocol):
     id: int
@@ -106,9 +131,7 @@ def receipt_id(round_id: int, participant: str, digest: str) -> str:
 
 
 def _participant(session: Session, chain: ChainReader, address: str) -> Row[Any]:
-    participant = session.execute(
-        select(_participants.c.id, _participants.c.status).where(_participants.c.address == address)
-    ).first()
+    participant = session.execute(_SELECT_PARTICIPANT, {"b_address": address}).first()
     if participant is None:
         raise Forbidden("not_registered", "register first: POST /v1/participants")
     enrollment = chain.enrollment(address)
@@ -186,7 +209,7 @@ def verify(
         raise Forbidden(
             "wrong_participant", f"the envelope names {header.participant}, the token is {subject}"
         )
-    round_ = session.execute(select(*_ROUND_COLUMNS).where(_rounds.c.id == round_id)).first()
+    round_ = session.execute(_SELECT_ROUND, {"b_round": round_id}).first()
     if round_ is None:
         raise NotFound("unknown_round", f"round {round_id} does not exist")
     digest = hashlib.sha256(envelope).hexdigest()
@@ -214,9 +237,7 @@ def verify(
             "the update signature is not the signed-in wallet's (or covers other fields)",
         )
 
-    key = session.execute(
-        select(_server_keys.c.retired_at).where(_server_keys.c.kid == header.key_id)
-    ).first()
+    key = session.execute(_SELECT_KEY, {"b_kid": header.key_id}).first()
     if key is None:
         raise Invalid("unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current")
     if key.retired_at is not None and key.retired_at < round_.opened_at:
@@ -311,9 +332,7 @@ def _insert(session: Session, checked: Verified) -> Receipt:
     # two share holders upgrading would deadlock. It also makes concurrent submissions of a round count
     # towards the quorum one after another, so exactly one of them requests the close. Taken before the
     # audit's lock, in the order the close takes them.
-    round_ = session.execute(
-        select(*_ROUND_COLUMNS).where(_rounds.c.id == checked.round_id).with_for_update()
-    ).one()
+    round_ = session.execute(_LOCK_ROUND, {"b_round": checked.round_id}).one()
     _check_round(round_, checked.header, utcnow())
     now = utcnow()
     rid = receipt_id(checked.round_id, checked.subject, checked.digest)
@@ -330,15 +349,8 @@ def _insert(session: Session, checked: Verified) -> Receipt:
         "status": UpdateStatus.received,
         "submitted_at": now,
     }
-    # One statement that cannot fail on the race (no savepoint, no exception): PostgreSQL waits for a
-    # concurrent insert of the same (round, participant) to commit, then inserts nothing.
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.scalar(
-        insert(_updates)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[_updates.c.round_id, _updates.c.participant_id])
-        .returning(_updates.c.id)
-    )
+    dialect = "postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"
+    inserted = session.scalar(_INSERT_UPDATE[dialect], values)
     if inserted is None:
         winner = _existing(session, checked.round_id, checked.participant_id)
         if winner is None:  # the conflicting row exists by construction; never seen
@@ -348,9 +360,7 @@ def _insert(session: Session, checked: Verified) -> Receipt:
         except Conflict as conflict:
             outcome = conflict
         raise _Lost(outcome)
-    session.execute(
-        sa_update(_participants).where(_participants.c.id == checked.participant_id).values(last_seen_at=now)
-    )
+    session.execute(_TOUCH_PARTICIPANT, {"b_participant": checked.participant_id, "b_now": now})
     audit.write(
         session,
         checked.subject,
@@ -378,16 +388,12 @@ def _insert(session: Session, checked: Verified) -> Receipt:
 
 def _shapes(session: Session, model_version_id: int) -> dict[str, tuple[int, ...]]:
     # Only the spec column: loading the whole model-version row (and caching nothing across databases).
-    spec = session.scalar(select(_model_versions.c.spec).where(_model_versions.c.id == model_version_id))
+    spec = session.scalar(_SELECT_SPEC, {"b_model_version": model_version_id})
     return {name: tuple(dims) for name, dims in (spec or {}).items()}
 
 
 def _existing(session: Session, round_id: int, participant_id: int) -> Row[Any] | None:
-    return session.execute(
-        select(*_REPLAY_COLUMNS).where(
-            _updates.c.round_id == round_id, _updates.c.participant_id == participant_id
-        )
-    ).first()
+    return session.execute(_SELECT_ACCEPTED, {"b_round": round_id, "b_participant": participant_id}).first()
 
 
 def _referenced(session: Session, digest: str) -> bool:
