@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.gateway import ChainGateway, ChainWriteError
-from aggregator.reputation import ReputationConfig, slashing_decisions
+from aggregator.reputation import ReputationConfig, is_conclusive, slashing_decisions
 from db.base import utcnow
 from db.models import (
     Aggregation,
@@ -93,7 +93,9 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
     decisions = slashing_decisions(
         byzantine_counts=[p.byzantine_count for _, p, _ in rows],
         stakes=[o.stake for o in onchain],
+        reputation=[p.reputation for _, p, _ in rows],
         config=config,
+        conclusive=[c.byzantine and is_conclusive(c.evidence) for c, _, _ in rows],
     )
     for decision in decisions:
         address = rows[decision.index][1].address

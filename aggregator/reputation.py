@@ -88,16 +88,29 @@ def reference_evidence(
     config: ReputationConfig = ReputationConfig(),
     loss: float = 0.0,
 ) -> np.ndarray:
-    """This round's Byzantine evidence.
+    """This round's Byzantine evidence: :func:`direction_evidence` or (``norms`` given) :func:`norm_evidence`."""
+    evidence = direction_evidence(cosine, solo_gain, config, loss)
+    if norms is not None:
+        nrm = np.asarray(norms, dtype=np.float64)
+        if nrm.shape != evidence.shape:
+            raise InvalidParameter("one norm per cosine is needed")
+        evidence |= norm_evidence(nrm, config)
+    return evidence
 
-    Direction: the update points away from the reference (cosine below ``evidence_cosine_below`` and below
-    the round's median cosine by more than ``evidence_outlier_z`` robust spreads) and,
-    applied alone at the reference's step size, raises the validation loss ``loss`` by more than
-    ``evidence_harm_floor`` of it (``solo_gain`` < -floor x loss, see ``aggregator.contribution.solo_gains``);
-    both must hold. Scale: its norm is at least
-    ``evidence_norm_ratio`` x the round's median norm (``norms`` given), which no honest organization's
-    local training produces and which a plain mean would follow.
-    """
+
+def direction_evidence(
+    cosine: np.ndarray | list[float],
+    solo_gain: np.ndarray | list[float],
+    config: ReputationConfig = ReputationConfig(),
+    loss: float = 0.0,
+) -> np.ndarray:
+    """The update points away from the reference (cosine below ``evidence_cosine_below`` and below the
+    round's median cosine by more than ``evidence_outlier_z`` robust spreads) and, applied alone at the
+    reference's step size, raises the validation loss ``loss`` by more than ``evidence_harm_floor`` of it
+    (``solo_gain`` < -floor x loss, see ``aggregator.contribution.solo_gains``); all must hold.
+
+    Inconclusive alone: an honest organization with very few labels can do the same now and then (see
+    :func:`slashing_decisions`)."""
     cos = np.asarray(cosine, dtype=np.float64)
     gain = np.asarray(solo_gain, dtype=np.float64)
     if cos.shape != gain.shape:
@@ -107,14 +120,20 @@ def reference_evidence(
         & (cos < _outlier_below(cos, config.evidence_outlier_z))
         & (gain < -config.evidence_harm_floor * loss)
     )
-    if norms is not None:
-        nrm = np.asarray(norms, dtype=np.float64)
-        if nrm.shape != cos.shape:
-            raise InvalidParameter("one norm per cosine is needed")
-        typical = float(np.median(nrm)) if nrm.size else 0.0
-        if typical > 0 and np.isfinite(typical):
-            evidence |= nrm >= config.evidence_norm_ratio * typical
     return evidence
+
+
+def norm_evidence(
+    norms: np.ndarray | list[float], config: ReputationConfig = ReputationConfig()
+) -> np.ndarray:
+    """A norm of at least ``evidence_norm_ratio`` x the round's median norm: no honest organization's local
+    training produces it, and a plain mean would follow it. Conclusive."""
+    nrm = np.asarray(norms, dtype=np.float64)
+    typical = float(np.median(nrm)) if nrm.size else 0.0
+    if not (typical > 0 and np.isfinite(typical)):
+        return np.zeros(nrm.shape, dtype=bool)
+    boosted: np.ndarray = nrm >= config.evidence_norm_ratio * typical
+    return boosted
 
 
 def _outlier_below(values: np.ndarray, z: float) -> float:
@@ -152,31 +171,53 @@ class SlashDecision:
 def slashing_decisions(
     byzantine_counts: np.ndarray | list[int],
     stakes: list[int],
+    reputation: np.ndarray | list[float],
     seconds_since_active: np.ndarray | None = None,
     config: ReputationConfig = ReputationConfig(),
+    conclusive: np.ndarray | list[bool] | None = None,
 ) -> list[SlashDecision]:
     """One decision per client to slash, with the first reason that applies (a client is slashed once per
     round) and ``slash_fraction`` of its stake, floored to token wei.
 
     Reasons: ``byzantine_threshold`` or more counted detections (repeated evidence, never one round's
-    scores), or inactivity beyond ``activity_timeout``.
+    scores), when this round's evidence against the client is ``conclusive`` (a boosted norm, a sample claim
+    above the cap, an update that failed validation: nothing honest training produces) or the detections
+    have driven its ``reputation`` (after this round) below ``min_reputation``; or inactivity beyond
+    ``activity_timeout``.
+
+    Why the reputation for the rest: direction evidence is relative to the honest updates around it, and on
+    very non-IID data an honest organization whose labels are few points away from the balanced reference
+    now and then, as an attacker does. What separates them is the rest of their record: between such
+    rounds the honest organization does useful work and its reputation recovers; an attacker flagged round
+    after round falls below ``min_reputation`` (excluded from aggregation and rewards) within two or three
+    rounds, and is slashed then.
     """
     counts = np.asarray(byzantine_counts)
     n = counts.shape[0]
+    rep = np.asarray(reputation, dtype=np.float64)
+    sure = np.zeros(n, dtype=bool) if conclusive is None else np.asarray(conclusive, dtype=bool)
     idle = np.zeros(n) if seconds_since_active is None else np.asarray(seconds_since_active, dtype=np.float64)
-    if not (len(stakes) == idle.shape[0] == n):
+    if not (len(stakes) == idle.shape[0] == rep.shape[0] == sure.shape[0] == n):
         raise InvalidParameter("every per-client input needs one entry per client")
     fraction_ppm = round(config.slash_fraction * 1_000_000)
     decisions: list[SlashDecision] = []
     for i in range(n):
         reason = None
-        if counts[i] >= config.byzantine_threshold:
+        if counts[i] >= config.byzantine_threshold and (sure[i] or rep[i] < config.min_reputation):
             reason = SlashReason.byzantine
         elif idle[i] > config.activity_timeout:
             reason = SlashReason.inactive
         if reason is not None:
             decisions.append(SlashDecision(i, reason, stakes[i] * fraction_ppm // 1_000_000))
     return decisions
+
+
+CONCLUSIVE_EVIDENCE = ("norm_outlier", "sample_claim_above_cap", "rejected")
+
+
+def is_conclusive(evidence: list[str] | tuple[str, ...] | None) -> bool:
+    """Whether a contribution's recorded evidence (``ClientOutcome.evidence``) includes a conclusive kind."""
+    return any(entry.split(":", 1)[0] in CONCLUSIVE_EVIDENCE for entry in evidence or ())
 
 
 def eligible(reputation: np.ndarray, config: ReputationConfig = ReputationConfig()) -> np.ndarray:

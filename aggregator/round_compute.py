@@ -327,10 +327,15 @@ def _evidence(
 ) -> tuple[str, ...]:
     """Why client ``i`` was flagged or left out, beyond its scores (stored on its contribution)."""
     out = []
-    if s.evidence[i]:
+    if s.direction[i]:
         out.append(
             f"reference_evidence: cosine {s.cosine[i]:.3f} to the server's reference update, "
             f"solo gain {s.solo_gain[i]:.3g} on the validation data"
+        )
+    if s.boosted[i]:
+        out.append(
+            f"norm_outlier: norm {s.norms[i]:.3g}, at least {inputs.params.reputation.evidence_norm_ratio:g} x "
+            "the round's median norm"
         )
     if samples.above[i]:
         out.append(

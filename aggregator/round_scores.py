@@ -25,7 +25,7 @@ from aggregator.contribution import LossOfDelta, leave_one_out, mean_loss, solo_
 from aggregator.coordinate import median
 from aggregator.errors import InvalidParameter
 from aggregator.fltrust import cosine_to_reference, row_norms
-from aggregator.reputation import ReputationConfig, reference_evidence
+from aggregator.reputation import ReputationConfig, direction_evidence, norm_evidence
 from aggregator.scoring import (
     ScoringConfig,
     contribution_quality,
@@ -49,6 +49,9 @@ class RoundScores:
     fitness: np.ndarray
     evidence: np.ndarray
     cosine: np.ndarray
+    direction: np.ndarray
+    boosted: np.ndarray
+    norms: np.ndarray
     marginal: np.ndarray
     marginal_stderr: np.ndarray
     solo_gain: np.ndarray
@@ -127,7 +130,21 @@ def score_round(
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
-    evidence = reference_evidence(cosine, solo, norms, reputation, loss_before)
+    boosted = norm_evidence(norms, reputation)
+    direction = direction_evidence(cosine, solo, reputation, loss_before)
+    evidence = direction | boosted
     return RoundScores(
-        quality, timeliness, honesty, fitness, evidence, cosine, marginal, stderr, solo, loss_before
+        quality=quality,
+        timeliness=timeliness,
+        honesty=honesty,
+        fitness=fitness,
+        evidence=evidence,
+        cosine=cosine,
+        direction=direction,
+        boosted=boosted,
+        norms=norms,
+        marginal=marginal,
+        marginal_stderr=stderr,
+        solo_gain=solo,
+        loss_before=loss_before,
     )

@@ -13,7 +13,8 @@ counts grow by the round's flags and ``aggregator.reputation.slashing_decisions`
 
 Tasks (no download): ``digits`` (scikit-learn's 8x8 digits, softmax regression, 650 parameters) and
 ``synthetic`` (scikit-learn ``make_classification``: 10 classes, 2 clusters per class, 20 features, a
-non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters). Data: 25 % test (reported accuracy),
+non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters) and ``noisy`` (``make_classification``:
+10 classes, 3 clusters per class, 40 features, 5 % random labels; MLP of 64 units, 3,274 parameters). Data: 25 % test (reported accuracy),
 20 % of the rest is the server's holdout, split by ``aggregator.contribution.split_holdout`` into root data
 (the FLTrust reference update is trained on it each round with the clients' own procedure) and
 validation data (scores, rollback). Clients share the rest, IID or Dirichlet(0.5) over labels.
@@ -65,7 +66,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator.contribution import split_holdout  # noqa: E402
-from aggregator.reputation import slashing_decisions  # noqa: E402
+from aggregator.reputation import is_conclusive, slashing_decisions  # noqa: E402
 from aggregator.round_compute import (  # noqa: E402
     ClientMeta,
     CloseStatus,
@@ -87,7 +88,7 @@ MIN_CLIENT_SAMPLES = 8
 STAKE = 100 * WAD_TOKEN
 BIG_HIDDEN = 15_000
 
-TASKS = ("digits", "synthetic")
+TASKS = ("digits", "synthetic", "noisy")
 PARTITIONS = ("iid", "dirichlet")
 ATTACKS = (
     "none",
@@ -210,6 +211,20 @@ def load_task(name: str, seed: int, hidden: int | None = None) -> Task:
             random_state=1000 + seed,
         )
         width, config = 32, TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    elif name == "noisy":
+        # A harder task: 3 clusters per class, 40 features, 5 % of labels flipped at random.
+        X, y = make_classification(
+            n_samples=5000,
+            n_features=40,
+            n_informative=20,
+            n_redundant=5,
+            n_classes=10,
+            n_clusters_per_class=3,
+            class_sep=1.0,
+            flip_y=0.05,
+            random_state=77 + seed,
+        )
+        width, config = 64, TrainConfig(epochs=1, batch_size=32, lr=0.1)
     else:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
     width = width if hidden is None else hidden
@@ -574,15 +589,19 @@ def run(
             weights = {k: np.array(v) for k, v in result.new_weights.items()}
         else:
             rollbacks += 1
+        conclusive = np.zeros(n, dtype=bool)
         for c in result.clients:
             i = c.participant_id
             reputation[i] = c.reputation_after
+            conclusive[i] = c.byzantine and is_conclusive(c.evidence)
             rewards[i] += c.reward_wei / WAD_TOKEN
             if c.byzantine:
                 counts[i] += 1
                 if flagged_at[i] is None:
                     flagged_at[i] = r + 1
-        for decision in slashing_decisions(counts, stakes, config=round_params.reputation):
+        for decision in slashing_decisions(
+            counts, stakes, reputation, config=round_params.reputation, conclusive=conclusive
+        ):
             stakes[decision.index] -= decision.amount
             if slashed_at[decision.index] is None:
                 slashed_at[decision.index] = r + 1

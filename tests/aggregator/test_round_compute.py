@@ -42,7 +42,9 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     bad = clients[7]
     assert bad.byzantine and not bad.kept and bad.reward_wei == 0 and bad.honesty == 0.0
     assert bad.reputation_after < 50.0 - 10.0  # EMA toward a low fitness, minus the detection penalty
-    assert [e.split(":")[0] for e in bad.evidence] == ["reference_evidence"]
+    # Pointing away from the reference; at 20x the mean its norm may also be 10x the round's median.
+    kinds = [e.split(":")[0] for e in bad.evidence]
+    assert kinds[0] == "reference_evidence" and set(kinds[1:]) <= {"norm_outlier"}
     good = [clients[i] for i in range(1, 7)]
     assert not any(c.evidence for c in good)
     assert not any(c.byzantine for c in good)

@@ -11,6 +11,7 @@ from aggregator.reputation import (
     SlashReason,
     detect_byzantine,
     eligible,
+    is_conclusive,
     slashing_decisions,
     update_reputation,
 )
@@ -94,6 +95,7 @@ def test_slashing_needs_repeated_evidence_or_inactivity_never_one_low_score() ->
     decisions = slashing_decisions(
         byzantine_counts=np.array([0, 2, 0, 3, 0]),
         stakes=[1000 * WAD] * 5,
+        reputation=[80.0, 0.0, 5.0, 5.0, 60.0],
         seconds_since_active=np.array([0, 0, 0, 0, 8 * 24 * 3600]),
     )
     assert [(d.index, d.reason) for d in decisions] == [
@@ -101,6 +103,52 @@ def test_slashing_needs_repeated_evidence_or_inactivity_never_one_low_score() ->
         (4, SlashReason.inactive),
     ]
     assert all(d.amount == 100 * WAD for d in decisions)
+
+
+def test_repeated_evidence_slashes_only_once_it_has_outweighed_the_useful_work() -> None:
+    """An organization flagged now and then (very non-IID labels) keeps a reputation above min_reputation
+    from its useful rounds in between; one flagged round after round falls below it and is slashed."""
+    config = ReputationConfig()
+    counts = np.array([3, 3, 5])
+    decisions = slashing_decisions(counts, [100] * 3, [config.min_reputation, 35.0, 9.9], config=config)
+    assert [d.index for d in decisions] == [2]
+    with pytest.raises(InvalidParameter, match="one entry per client"):
+        slashing_decisions(counts, [100] * 3, [0.0, 0.0])
+    # Conclusive evidence this round (a boosted norm, an over-cap claim, a rejected update) needs no wait.
+    sure = slashing_decisions(
+        counts, [100] * 3, [80.0, 35.0, 90.0], config=config, conclusive=[True, False, True]
+    )
+    assert [d.index for d in sure] == [0, 2]
+    assert is_conclusive(("norm_outlier: norm 12.3, at least 10 x the round's median norm",))
+    assert is_conclusive(("rejected: shapes differ",)) and is_conclusive(("sample_claim_above_cap: ...",))
+    assert not is_conclusive(("reference_evidence: cosine -0.41 ...",)) and not is_conclusive(None)
+
+
+def test_an_attacker_flagged_every_round_is_slashed_as_soon_as_its_count_allows() -> None:
+    """Reputation 50 at enrollment, flagged with fitness 30 (no quality, no honesty) every round: below
+    min_reputation after two rounds, so the slash lands when the count reaches the threshold (round 3)."""
+    config = ReputationConfig()
+    reputation, count, slashed_at = np.array([50.0]), np.array([0]), None
+    for r in range(1, 6):
+        reputation = update_reputation(reputation, np.array([30.0]), np.array([True]), config)
+        count += 1
+        if slashed_at is None and slashing_decisions(count, [100], reputation, config=config):
+            slashed_at = r
+    assert slashed_at == config.byzantine_threshold
+
+
+def test_intermittent_evidence_with_useful_rounds_between_is_never_slashed() -> None:
+    """Flagged every third round over fifty rounds, fitness 75 in between: the count passes the threshold
+    but the reputation never falls below min_reputation."""
+    config = ReputationConfig()
+    reputation, count = np.array([50.0]), np.array([0])
+    for r in range(1, 51):
+        flagged = r % 3 == 0
+        fitness = 30.0 if flagged else 75.0
+        reputation = update_reputation(reputation, np.array([fitness]), np.array([flagged]), config)
+        count += flagged
+        assert not slashing_decisions(count, [100], reputation, config=config), f"round {r}"
+    assert count[0] >= config.byzantine_threshold
 
 
 @pytest.mark.slow
@@ -127,7 +175,7 @@ def test_honest_clients_of_a_large_model_are_never_flagged_over_fifty_rounds() -
         counts += byzantine
         fitness = fitness_scores(np.full(n_honest + 1, 60.0), np.full(n_honest + 1, 80.0), honesty)
         reputation = update_reputation(reputation, fitness, byzantine, config)
-        decisions = slashing_decisions(counts, [100] * (n_honest + 1), config=config)
+        decisions = slashing_decisions(counts, [100] * (n_honest + 1), reputation, config=config)
         assert not byzantine[:n_honest].any(), f"round {r}: honest client flagged"
         assert all(dec.index == n_honest for dec in decisions), f"round {r}: honest client slashed"
         assert eligible(reputation[:n_honest], config).all()
