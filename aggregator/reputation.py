@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.errors import InvalidParameter
+from aggregator.scoring import robust_spread
 
 
 class SlashReason(StrEnum):
@@ -141,9 +142,7 @@ def _outlier_below(values: np.ndarray, z: float) -> float:
     minority of the values, so attackers below half the round cannot move it far)."""
     if values.size == 0:
         return float("-inf")
-    centre = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - centre)))
-    return centre - z * spread
+    return float(np.median(values)) - z * robust_spread(values)
 
 
 def update_reputation(
