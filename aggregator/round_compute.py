@@ -1,6 +1,6 @@
 """A round's computation, pure: decrypted updates and their metadata in, every decision of the close out.
 
-No database, no chain, no blob store, no decryption: :mod:`aggregator.round_close` loads and decrypts
+No database, no chain, no blob store, no decryption: :mod:`aggregator.worker.close` loads and decrypts
 (each envelope once), calls :func:`compute_round`, and writes the :class:`RoundResult` in one transaction.
 
 Steps: eligibility (``min_reputation``) -> sample-weight cap -> client count check -> DP clipping -> the

@@ -16,7 +16,7 @@ def worker(
 ) -> None:
     """Run an aggregator worker (deadlines, closes, on-chain posts)."""
     _check_aggregator_account()
-    from aggregator.celery_app import app
+    from aggregator.worker.celery_app import app
 
     args = [
         "worker",

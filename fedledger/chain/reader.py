@@ -1,7 +1,7 @@
 """The one reader of the chain's state, for the API, the dashboard and the organization SDK.
 
 Enrollment, governed parameters, token figures and balances, the ledger's model hashes and the reward
-distributor's roots and claims. Writes are elsewhere: the worker's gateway (``aggregator/gateway.py``)
+distributor's roots and claims. Writes are elsewhere: the worker's gateway (``aggregator/worker/gateway.py``)
 and the SDK's signed transactions (``client/chain.py``).
 """
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from eth_account import Account
 
-from aggregator import round_close
-from aggregator.round_close import Inputs
 from aggregator.round_compute import CloseStatus
+from aggregator.worker import close as round_close
+from aggregator.worker.close import Inputs
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.envelope import open_envelope, seal
 from fedledger.crypto.keys import generate_server_key

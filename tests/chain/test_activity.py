@@ -11,8 +11,8 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from aggregator.gateway import ChainGateway
-from aggregator.posting import _apply_activity_timeout
+from aggregator.worker.gateway import ChainGateway
+from aggregator.worker.posting import _apply_activity_timeout
 from db.base import utcnow
 from db.migrate import upgrade
 from db.models import Participant

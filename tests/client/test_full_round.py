@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from web3 import Web3
 
-from aggregator.gateway import ChainGateway
-from aggregator.posting import post_round
-from aggregator.round_close import Signing, close_round
+from aggregator.worker.close import Signing, close_round
+from aggregator.worker.gateway import ChainGateway
+from aggregator.worker.posting import post_round
 from client.data import Dataset
 from db.models import Round, RoundStatus
 from fedledger.chain.deployments import Deployments

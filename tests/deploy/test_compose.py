@@ -47,8 +47,8 @@ def test_python_service_commands_are_real_cli_commands() -> None:
             if word == "fedledger":
                 assert words[i + 1] in commands, f"{name}: fedledger {words[i + 1]} does not exist"
     beat = SERVICES["beat"]["command"]
-    assert beat[:3] == ["celery", "-A", "aggregator.celery_app"]
-    __import__("aggregator.celery_app")
+    assert beat[:3] == ["celery", "-A", "aggregator.worker.celery_app"]
+    __import__("aggregator.worker.celery_app")
 
 
 def test_chain_services_run_files_that_exist() -> None:

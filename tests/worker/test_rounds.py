@@ -75,7 +75,7 @@ def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(
     round_ = platform.open_round(quorum=5)
     for index in ORGS[:5]:
         platform.submit(index, round_)
-    from aggregator.round_close import acquire
+    from aggregator.worker.close import acquire
 
     sessions = session_factory(settings.resolved_database_url)
     assert acquire(sessions, round_["id"], "a-worker-that-died", lease_seconds=3)

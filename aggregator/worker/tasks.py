@@ -9,10 +9,10 @@ from functools import lru_cache
 
 from celery.utils.log import get_task_logger
 
-from aggregator.celery_app import app
-from aggregator.gateway import ChainGateway, ChainWriteError
-from aggregator.posting import post_round
-from aggregator.round_close import Signing, close_round
+from aggregator.worker.celery_app import app
+from aggregator.worker.close import Signing, close_round
+from aggregator.worker.gateway import ChainGateway, ChainWriteError
+from aggregator.worker.posting import post_round
 from db.base import utcnow
 from db.models import RoundStatus
 from db.session import session_factory

@@ -24,7 +24,7 @@ class FastPollingSQLTransport(SQLTransport):  # type: ignore[misc]
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("fedledger", broker=settings.resolved_broker_url, include=["aggregator.tasks"])
+    app = Celery("fedledger", broker=settings.resolved_broker_url, include=["aggregator.worker.tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
