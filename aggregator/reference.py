@@ -1,6 +1,6 @@
 """The server's trusted reference update (FLTrust's g_0): trained each round on the root part of the holdout.
 
-The holdout is split once (:func:`aggregator.contribution.split_holdout`, fixed seed) into root data for the
+The holdout is split once (:func:`aggregator.scoring.contribution.split_holdout`, fixed seed) into root data for the
 reference and validation data for scores and rollback, so the reference is never judged on its own data.
 The reference is trained from the round's global model with plain mini-batch SGD of the built-in model
 families (``fedledger.models.train``), seeded by the round id so an auditor can recompute it.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.contribution import split_holdout
 from aggregator.errors import InvalidParameter
+from aggregator.scoring.contribution import split_holdout
 from fedledger.models import UnknownModelFamily, train
 
 ROOT_FRACTION = 0.5

@@ -15,7 +15,7 @@ Decisions documented here:
 - Scores and Byzantine evidence are measured against what the server trusts, never against the strategy's
   aggregate (which a non-robust strategy lets an attacker pull toward itself): the server's reference
   update (``reference``, trained on its root data) and its validation data (``holdout``); see
-  :mod:`aggregator.round_scores`. Without a reference the coordinate median of the updates stands in.
+  :mod:`aggregator.scoring.round`. Without a reference the coordinate median of the updates stands in.
 - A claimed sample count above ``sample_weight_cap`` x the round's median claim counts only up to that
   bound in every weighting (FedAvg samples/hybrid, Multi-Krum), and is Byzantine evidence: the client is
   flagged (counted toward ``byzantine_threshold``, no reward) and the reason is on its contribution. The
@@ -36,11 +36,11 @@ import numpy as np
 from aggregator import strategies
 from aggregator.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
-from aggregator.reputation import update_reputation
 from aggregator.rollback import activation_decision
 from aggregator.round_params import DpParams, RoundParams
-from aggregator.round_scores import RoundScores, score_round
-from aggregator.scoring import reward_amounts
+from aggregator.scoring.reputation import update_reputation
+from aggregator.scoring.round import RoundScores, score_round
+from aggregator.scoring.scores import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
 from fedledger.models import evaluate, example_losses
@@ -357,7 +357,7 @@ def _scores(
     eligible: np.ndarray,
     selected: np.ndarray,
 ) -> RoundScores:
-    """Every valid client's scores and reference evidence (:func:`aggregator.round_scores.score_round`)."""
+    """Every valid client's scores and reference evidence (:func:`aggregator.scoring.round.score_round`)."""
     params = inputs.params
 
     def loss_of(delta: np.ndarray) -> float | np.ndarray:

@@ -15,8 +15,8 @@ from typing import Any
 
 from aggregator.errors import AggregationError, InvalidRoundParams
 from aggregator.fedavg import WEIGHTINGS
-from aggregator.reputation import ReputationConfig
-from aggregator.scoring import ScoringConfig
+from aggregator.scoring.reputation import ReputationConfig
+from aggregator.scoring.scores import ScoringConfig
 
 # Rounds whose snapshot predates a parameter use the chain's genesis value of it.
 # A client's claimed sample count weighs at most this many times the round's median claim.

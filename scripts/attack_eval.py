@@ -9,13 +9,13 @@ Every round goes through ``aggregator.round_compute.compute_round``, the same pu
 round's close runs (strategy -> scores -> evidence -> reputation -> rewards -> rollback decision), with the
 contracts' default parameters (``DEFAULT_PARAMS`` below, mirroring ProtocolParameters' constructor) and
 only the strategy varied. After each round this script applies what posting does on-chain: Byzantine
-counts grow by the round's flags and ``aggregator.reputation.slashing_decisions`` decides the slashes.
+counts grow by the round's flags and ``aggregator.scoring.reputation.slashing_decisions`` decides the slashes.
 
 Tasks (no download): ``digits`` (scikit-learn's 8x8 digits, softmax regression, 650 parameters) and
 ``synthetic`` (scikit-learn ``make_classification``: 10 classes, 2 clusters per class, 20 features, a
 non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters) and ``noisy`` (``make_classification``:
 10 classes, 3 clusters per class, 40 features, 5 % random labels; MLP of 64 units, 3,274 parameters). Data: 25 % test (reported accuracy),
-20 % of the rest is the server's holdout, split by ``aggregator.contribution.split_holdout`` into root data
+20 % of the rest is the server's holdout, split by ``aggregator.scoring.contribution.split_holdout`` into root data
 (the FLTrust reference update is trained on it each round with the clients' own procedure) and
 validation data (scores, rollback). Clients share the rest, IID or Dirichlet(0.5) over labels.
 
@@ -65,8 +65,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.contribution import split_holdout  # noqa: E402
-from aggregator.reputation import is_conclusive, slashing_decisions  # noqa: E402
 from aggregator.round_compute import (  # noqa: E402
     ClientMeta,
     CloseStatus,
@@ -76,6 +74,8 @@ from aggregator.round_compute import (  # noqa: E402
     flatten,
 )
 from aggregator.round_params import RoundParams  # noqa: E402
+from aggregator.scoring.contribution import split_holdout  # noqa: E402
+from aggregator.scoring.reputation import is_conclusive, slashing_decisions  # noqa: E402
 from fedledger.models import init_mlp, init_softmax  # noqa: E402
 
 WAD_TOKEN = 10**18

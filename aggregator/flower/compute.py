@@ -3,7 +3,7 @@
 :func:`aggregator.round_compute.compute_round` scores with fedledger's built-in forward pass on a holdout;
 a Flower federation training its own model gives a loss function instead. This runs the same strategy
 object (same rule, same parameters, same refusals) and, with ``loss_fn``, the platform's own scores
-(:func:`aggregator.round_scores.score_round`: leave-one-out quality with standard errors when ``loss_fn``
+(:func:`aggregator.scoring.round.score_round`: leave-one-out quality with standard errors when ``loss_fn``
 returns per-example losses, honesty and Byzantine evidence against a reference direction) and reputation
 rule. There is no server root data here, so the coordinate-wise median of the updates stands in for the
 reference: honesty then measures agreement with the majority direction, which is weaker than FLTrust's
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.contribution import mean_loss
 from aggregator.coordinate import median
-from aggregator.reputation import detect_byzantine, update_reputation
 from aggregator.round_params import RoundParams
-from aggregator.round_scores import score_round as platform_scores
-from aggregator.scoring import consensus_distances, fitness_scores, honesty_scores
+from aggregator.scoring.contribution import mean_loss
+from aggregator.scoring.reputation import detect_byzantine, update_reputation
+from aggregator.scoring.round import score_round as platform_scores
+from aggregator.scoring.scores import consensus_distances, fitness_scores, honesty_scores
 from aggregator.strategies import Strategy, StrategyInputs
 
 # Loss of the model ``global + delta`` (flattened float32 vector): per example (1-D) or only the mean.

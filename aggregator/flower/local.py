@@ -24,9 +24,9 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, TooFewClients, UnknownStrategy
 from aggregator.flower.compute import score_round
 from aggregator.flower.records import flatten, unflatten
-from aggregator.reputation import update_reputation
 from aggregator.round_compute import ClientMeta, CloseStatus, RoundInputs, compute_round
 from aggregator.round_params import RoundParams
+from aggregator.scoring.reputation import update_reputation
 from fedledger.flower import Weights
 from fedledger.models import UnknownModelFamily, family_of
 

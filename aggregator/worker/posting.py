@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aggregator.reputation import ReputationConfig, is_conclusive, slashing_decisions
+from aggregator.scoring.reputation import ReputationConfig, is_conclusive, slashing_decisions
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from db.base import utcnow
 from db.models import (

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from aggregator.errors import InvalidParameter
-from aggregator.reputation import (
+from aggregator.robust import trimmed_mean
+from aggregator.scoring.reputation import (
     ReputationConfig,
     SlashReason,
     detect_byzantine,
@@ -15,8 +16,7 @@ from aggregator.reputation import (
     slashing_decisions,
     update_reputation,
 )
-from aggregator.robust import trimmed_mean
-from aggregator.scoring import (
+from aggregator.scoring.scores import (
     ScoringConfig,
     consensus_distances,
     fitness_scores,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.contribution import leave_one_out, solo_gains, split_holdout
 from aggregator.errors import InvalidParameter
-from aggregator.reputation import ReputationConfig, reference_evidence
-from aggregator.scoring import (
+from aggregator.scoring.contribution import leave_one_out, solo_gains, split_holdout
+from aggregator.scoring.reputation import ReputationConfig, reference_evidence
+from aggregator.scoring.scores import (
     ScoringConfig,
     contribution_quality,
     fitness_multiplier,
@@ -249,7 +249,7 @@ def test_reward_multiplier_is_monotone_and_continuous_above_the_lowest_tier(f: f
 
 def test_score_round_credits_useful_updates_and_finds_evidence_against_the_reference() -> None:
     from aggregator.fltrust import fltrust_coefficients
-    from aggregator.round_scores import score_round
+    from aggregator.scoring.round import score_round
 
     rng = np.random.default_rng(0)
     target = rng.standard_normal(50)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.scoring import robust_spread
+from aggregator.scoring.scores import robust_spread
 
 
 class SlashReason(StrEnum):
@@ -108,7 +108,7 @@ def direction_evidence(
     """The update points away from the reference (cosine below ``evidence_cosine_below`` and below the
     round's median cosine by more than ``evidence_outlier_z`` robust spreads) and, applied alone at the
     reference's step size, raises the validation loss ``loss`` by more than ``evidence_harm_floor`` of it
-    (``solo_gain`` < -floor x loss, see ``aggregator.contribution.solo_gains``); all must hold.
+    (``solo_gain`` < -floor x loss, see ``aggregator.scoring.contribution.solo_gains``); all must hold.
 
     Inconclusive alone: an honest organization with very few labels can do the same now and then (see
     :func:`slashing_decisions`)."""

@@ -1,7 +1,7 @@
 """One round's scores and Byzantine evidence, from the updates, the server's reference and its validation data.
 
 The round computation calls :func:`score_round` once per close; it composes the pure pieces of
-:mod:`aggregator.contribution`, :mod:`aggregator.scoring` and :mod:`aggregator.reputation`:
+:mod:`aggregator.scoring.contribution`, :mod:`aggregator.scoring.scores` and :mod:`aggregator.scoring.reputation`:
 
 - shares: each client's part of the aggregate (``coefficients`` from the strategy, aggregate = sum c_i x_i;
   a strategy without a linear decomposition is approximated by the plain mean of the clients it selected);
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
 from aggregator.coordinate import median
 from aggregator.errors import InvalidParameter
 from aggregator.fltrust import cosine_to_reference, row_norms
-from aggregator.reputation import ReputationConfig, direction_evidence, norm_evidence
-from aggregator.scoring import (
+from aggregator.scoring.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
+from aggregator.scoring.reputation import ReputationConfig, direction_evidence, norm_evidence
+from aggregator.scoring.scores import (
     ScoringConfig,
     contribution_quality,
     fitness_scores,
@@ -89,7 +89,7 @@ def score_round(
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
     ``loss_of(delta)`` is the validation loss of the current model plus ``delta`` (per example, or only its
-    mean; see :data:`aggregator.contribution.LossOfDelta`). Without a reference
+    mean; see :data:`aggregator.scoring.contribution.LossOfDelta`). Without a reference
     (a server with no root data) the coordinate median of the updates stands in for it: honesty then
     measures agreement with the majority direction, which is weaker and documented as such.
     """
