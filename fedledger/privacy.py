@@ -1,7 +1,7 @@
 """Privacy accounting shared by the server (the round's DP budget) and organizations (their own epsilon).
 
 Google's ``dp-accounting`` RDP accountant composes the (Poisson-subsampled) Gaussian mechanism of each
-round; see ``aggregator/dp.py`` for the mechanism itself and why the package is used rather than an own
+round; see ``aggregator/round/dp.py`` for the mechanism itself and why the package is used rather than an own
 derivation. Lives in the core because both sides must compute the same epsilon.
 """
 

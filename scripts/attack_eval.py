@@ -5,7 +5,7 @@
     .venv/bin/python scripts/attack_eval.py --quick          # smoke run, used by tests/aggregator
     .venv/bin/python scripts/attack_eval.py --honest         # honest-only runs: false positives, reward spread
 
-Every round goes through ``aggregator.round_compute.compute_round``, the same pure computation a real
+Every round goes through ``aggregator.round.compute.compute_round``, the same pure computation a real
 round's close runs (strategy -> scores -> evidence -> reputation -> rewards -> rollback decision), with the
 contracts' default parameters (``DEFAULT_PARAMS`` below, mirroring ProtocolParameters' constructor) and
 only the strategy varied. After each round this script applies what posting does on-chain: Byzantine
@@ -65,7 +65,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.round_compute import (  # noqa: E402
+from aggregator.round.compute import (  # noqa: E402
     ClientMeta,
     CloseStatus,
     RoundInputs,
@@ -73,7 +73,7 @@ from aggregator.round_compute import (  # noqa: E402
     compute_round,
     flatten,
 )
-from aggregator.round_params import RoundParams  # noqa: E402
+from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import is_conclusive, slashing_decisions  # noqa: E402
 from fedledger.models import init_mlp, init_softmax  # noqa: E402

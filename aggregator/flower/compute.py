@@ -1,6 +1,6 @@
 """A round for a model the platform's holdout evaluation does not know (any Flower model with ``loss_fn``).
 
-:func:`aggregator.round_compute.compute_round` scores with fedledger's built-in forward pass on a holdout;
+:func:`aggregator.round.compute.compute_round` scores with fedledger's built-in forward pass on a holdout;
 a Flower federation training its own model gives a loss function instead. This runs the same strategy
 object (same rule, same parameters, same refusals) and, with ``loss_fn``, the platform's own scores
 (:func:`aggregator.scoring.round.score_round`: leave-one-out quality with standard errors when ``loss_fn``
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.coordinate import median
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import detect_byzantine, update_reputation
 from aggregator.scoring.round import score_round as platform_scores

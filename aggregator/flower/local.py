@@ -2,10 +2,10 @@
 legacy) run in local mode. Flower-free: the strategies turn their replies into :class:`Reply` objects.
 
 The rule and its parameters are a governed-parameter snapshot (:data:`LOCAL_DEFAULTS`, the chain's genesis
-values, overlaid with the caller's by-name parameters) read by :class:`~aggregator.round_params.RoundParams`
+values, overlaid with the caller's by-name parameters) read by :class:`~aggregator.round.params.RoundParams`
 and built into a strategy object by :func:`aggregator.strategies.build`, exactly as a platform round's close
 does. With a holdout of one of fedledger's model families every round *is* the platform's computation
-(:func:`aggregator.round_compute.compute_round`); for any other model the same strategy object aggregates and
+(:func:`aggregator.round.compute.compute_round`); for any other model the same strategy object aggregates and
 :mod:`aggregator.flower.compute` scores with the caller's loss function.
 """
 
@@ -24,8 +24,8 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, TooFewClients, UnknownStrategy
 from aggregator.flower.compute import score_round
 from aggregator.flower.records import flatten, unflatten
-from aggregator.round_compute import ClientMeta, CloseStatus, RoundInputs, compute_round
-from aggregator.round_params import RoundParams
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, compute_round
+from aggregator.round.params import RoundParams
 from aggregator.scoring.reputation import update_reputation
 from fedledger.flower import Weights
 from fedledger.models import UnknownModelFamily, family_of

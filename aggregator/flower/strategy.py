@@ -80,7 +80,7 @@ class FedLedgerStrategy(FedAvg):
     governed : any other governed parameter by its chain name (e.g. ``{"weight_quality": 0.5, ...}``,
         ``{"centered_clip_tau": 1.0}``) over the chain's genesis values (``LOCAL_DEFAULTS``).
     holdout : ``(X, y)`` for fedledger's built-in model families (softmax, mlp): every round is then the
-        platform's own round computation (``aggregator.round_compute``), with quality scores, the holdout
+        platform's own round computation (``aggregator.round.compute``), with quality scores, the holdout
         loss/accuracy and its rollback rule. ``loss_fn`` (loss of a named-tensor model) gives quality
         scores for any other model.
     initial_reputation : a node's reputation before its first round (the platform's default is 50).

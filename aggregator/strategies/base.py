@@ -17,7 +17,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from aggregator.errors import InvalidParameter, TooFewClients
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.validation import as_client_vector
 
 # JSON-serialisable description values (they are stored in the round's aggregation record).

@@ -8,7 +8,7 @@ import numpy as np
 
 from aggregator.coordinate import median, trim_count, trimmed_mean
 from aggregator.errors import InvalidParameter
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register
 

@@ -11,7 +11,7 @@ from aggregator.bulyan import closest_to_median_mean, select_bulyan
 from aggregator.errors import InvalidParameter, TooFewClients
 from aggregator.fedavg import fedavg
 from aggregator.krum import pairwise_sq_distances, select_krum, select_multikrum
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.sorting_network import reduce_sorted_columns
 from aggregator.strategies.base import Aggregated, ByzantineBudget, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register

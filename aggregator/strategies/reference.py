@@ -10,7 +10,7 @@ import numpy as np
 from aggregator.centered_clip import bucketed_centered_clip, centered_clip
 from aggregator.errors import InvalidParameter
 from aggregator.fltrust import fltrust, fltrust_coefficients, trust_scores
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register
 from aggregator.validation import as_update_matrix

@@ -12,7 +12,7 @@ from aggregator.errors import UnknownStrategy
 from fedledger.chain.params import STRATEGY_NAMES
 
 if TYPE_CHECKING:
-    from aggregator.round_params import RoundParams
+    from aggregator.round.params import RoundParams
     from aggregator.strategies.base import Strategy
 
 S = TypeVar("S", bound="type[Strategy]")

@@ -9,7 +9,7 @@ import numpy as np
 from aggregator.errors import InvalidParameter
 from aggregator.fedavg import WEIGHTINGS, client_weights, fedavg
 from aggregator.reputation_weighted import DEFAULT_INFLUENCE_CAP, reputation_influence
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register
 from aggregator.validation import as_update_matrix

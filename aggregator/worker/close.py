@@ -6,7 +6,7 @@ Shape of a close (each step a small function; the numeric ones live in this pack
    stamps a lease. Two workers can never both hold it.
 2. ``load``: read the round, its updates, the model and the keys.
 3. ``compute``: decrypt each envelope once, type the parameter snapshot once, then the pure
-   :func:`aggregator.round_compute.compute_round` (everything numeric), with no database transaction open.
+   :func:`aggregator.round.compute.compute_round` (everything numeric), with no database transaction open.
 4. ``commit``: one transaction writes the result, only if this worker still holds the lease.
 Nothing is written between 1 and 4, so a worker killed anywhere in between leaves the round exactly
 as it was, and the next tick (after the lease expires) closes it from scratch.
@@ -25,8 +25,7 @@ from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.errors import InvalidRoundParams
-from aggregator.reference import reference_update, server_data
-from aggregator.round_compute import (
+from aggregator.round.compute import (
     ClientMeta,
     CloseStatus,
     RoundInputs,
@@ -34,7 +33,8 @@ from aggregator.round_compute import (
     compute_round,
     flatten,
 )
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
+from aggregator.round.server_update import reference_update, server_data
 from db.base import utcnow
 from db.models import (
     Aggregation,

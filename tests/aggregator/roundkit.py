@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.round_compute import ClientMeta, RoundInputs, flatten
-from aggregator.round_params import RoundParams
+from aggregator.round.compute import ClientMeta, RoundInputs, flatten
+from aggregator.round.params import RoundParams
 from fedledger.models import init_softmax, train_softmax
 
 OPENED = datetime(2026, 1, 1, tzinfo=UTC)

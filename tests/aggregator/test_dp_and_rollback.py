@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from aggregator.dp import (
+from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
+from aggregator.round.dp import (
     PrivacyAccountant,
     clip_rows,
     gaussian_noise_std,
     private_mean,
 )
-from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
-from aggregator.rollback import activation_decision
+from aggregator.round.rollback import activation_decision
 from fedledger.privacy import InvalidPrivacyParameter, epsilon_after, gaussian_rdp, rdp_to_epsilon
 
 ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240), [128, 256, 512, 1024]])

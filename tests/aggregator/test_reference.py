@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aggregator.errors import InvalidParameter
-from aggregator.reference import reference_update, server_data
+from aggregator.round.server_update import reference_update, server_data
 from fedledger.datasets import digits_split
 from fedledger.models import evaluate, init_mlp, init_softmax, train_mlp
 

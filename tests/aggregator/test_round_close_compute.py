@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from eth_account import Account
 
-from aggregator.round_compute import CloseStatus
+from aggregator.round.compute import CloseStatus
 from aggregator.worker import close as round_close
 from aggregator.worker.close import Inputs
 from db.models import ModelVersion, Participant, Round, Update

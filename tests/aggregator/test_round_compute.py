@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.round_compute import ClientMeta, CloseStatus, RoundInputs, compute_round
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, compute_round
 from fedledger.chain.merkle import RewardTree, leaf_hash, verify
 from tests.aggregator.roundkit import NOW, Federation
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 import pytest
 
 from aggregator.errors import InvalidRoundParams
-from aggregator.round_params import DEFAULT_SAMPLE_WEIGHT_CAP, RoundParams
+from aggregator.round.params import DEFAULT_SAMPLE_WEIGHT_CAP, RoundParams
 from fedledger.chain.params import STRATEGY_NAMES, WAD, WEIGHTING_NAMES, ProtocolParams, from_raw
 from tests.aggregator.roundkit import snapshot
 

@@ -15,7 +15,7 @@ from aggregator.fedavg import fedavg
 from aggregator.fltrust import fltrust
 from aggregator.krum import krum, multi_krum
 from aggregator.reputation_weighted import reputation_weighted_mean
-from aggregator.round_params import RoundParams
+from aggregator.round.params import RoundParams
 from aggregator.strategies import ByzantineBudget, StrategyInputs
 from aggregator.strategies.coordinatewise import Median, TrimmedMean
 from aggregator.strategies.distance import Bulyan, Krum, MultiKrum

@@ -34,10 +34,10 @@ from enum import StrEnum
 import numpy as np
 
 from aggregator import strategies
-from aggregator.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
-from aggregator.rollback import activation_decision
-from aggregator.round_params import DpParams, RoundParams
+from aggregator.round.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
+from aggregator.round.params import DpParams, RoundParams
+from aggregator.round.rollback import activation_decision
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
 from aggregator.scoring.scores import reward_amounts
