@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator import robust  # noqa: E402
+from aggregator.strategies import functions as robust  # noqa: E402
 
 try:
     import flwr

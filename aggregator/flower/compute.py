@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.coordinate import median
 from aggregator.round.params import RoundParams
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import detect_byzantine, update_reputation
 from aggregator.scoring.round import score_round as platform_scores
 from aggregator.scoring.scores import consensus_distances, fitness_scores, honesty_scores
 from aggregator.strategies import Strategy, StrategyInputs
+from aggregator.strategies.coordinatewise import median
 
 # Loss of the model ``global + delta`` (flattened float32 vector): per example (1-D) or only the mean.
 DeltaLoss = Callable[[np.ndarray], "float | np.ndarray"]

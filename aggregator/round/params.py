@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aggregator.errors import AggregationError, InvalidRoundParams
-from aggregator.fedavg import WEIGHTINGS
 from aggregator.scoring.reputation import ReputationConfig
 from aggregator.scoring.scores import ScoringConfig
+from aggregator.strategies.fedavg import WEIGHTINGS
 
 # Rounds whose snapshot predates a parameter use the chain's genesis value of it.
 # A client's claimed sample count weighs at most this many times the round's median claim.

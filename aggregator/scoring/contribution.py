@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.fltrust import row_norms
+from aggregator.strategies.fltrust import row_norms
 
 # Loss on the validation part of the model "current weights + delta", for a flat delta: the loss of every
 # validation example (1-D, its mean is the loss), or only the mean loss when the evaluator cannot give more

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.coordinate import median
 from aggregator.errors import InvalidParameter
-from aggregator.fltrust import cosine_to_reference, row_norms
 from aggregator.scoring.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
 from aggregator.scoring.reputation import ReputationConfig, direction_evidence, norm_evidence
 from aggregator.scoring.scores import (
@@ -34,6 +32,8 @@ from aggregator.scoring.scores import (
     significance_z,
     window_timeliness,
 )
+from aggregator.strategies.coordinatewise import median
+from aggregator.strategies.fltrust import cosine_to_reference, row_norms
 
 DEFAULT_SCORING = ScoringConfig()
 DEFAULT_REPUTATION = ReputationConfig()

@@ -12,13 +12,16 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 
 from aggregator.errors import InvalidParameter, TooFewClients
-from aggregator.round.params import RoundParams
-from aggregator.validation import as_client_vector
+from aggregator.strategies.validation import as_client_vector
+
+if TYPE_CHECKING:
+    from aggregator.round.params import RoundParams
+
 
 # JSON-serialisable description values (they are stored in the round's aggregation record).
 Detail = int | float | str | bool | None

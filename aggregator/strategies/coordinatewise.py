@@ -1,16 +1,86 @@
-"""Coordinate-wise robust statistics as strategies: trimmed mean and median."""
+"""Coordinate-wise robust statistics: median and trimmed mean."""
 
 from __future__ import annotations
 
-from typing import Self
+import math
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from aggregator.coordinate import median, trim_count, trimmed_mean
-from aggregator.errors import InvalidParameter
-from aggregator.round.params import RoundParams
+from aggregator.errors import InvalidParameter, InvalidUpdates
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.registry import register
+from aggregator.strategies.sorting_network import reduce_sorted_columns
+from aggregator.strategies.validation import as_update_matrix
+
+if TYPE_CHECKING:
+    from aggregator.round.params import RoundParams
+
+
+def median_of_sorted(rows: list[np.ndarray]) -> np.ndarray:
+    """Median of already sorted rows (the mean of the two middle rows when their number is even)."""
+    n = len(rows)
+    if n % 2:
+        return rows[n // 2]
+    mid: np.ndarray = (rows[n // 2 - 1] + rows[n // 2]) * np.float32(0.5)
+    return mid
+
+
+def median(X: np.ndarray) -> np.ndarray:
+    """Coordinate-wise median of the rows of ``X`` (the mean of the two middle values when n is even).
+
+    Contract: ``X`` is (n, d) finite floating point, n >= 1. Returns float32 (d,), equal to
+    ``np.median(X, axis=0)`` for float32 input. Tolerates up to ceil(n/2) - 1 arbitrary rows per coordinate.
+    """
+    X = as_update_matrix(X)
+    n = X.shape[0]
+    middle = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
+    return finite_or_raise(reduce_sorted_columns(X, median_of_sorted, middle), "median")
+
+
+def trim_count(n: int, beta: float) -> int:
+    """Clients trimmed from each end: floor(beta * n).
+
+    Floor, not ceil: it never trims more than the fraction asked, beta = 0 is exactly the mean, and it is
+    the convention of ``scipy.stats.trim_mean`` and Flower's ``aggregate_trimmed_avg``, against which the
+    tests check us. A deployment that must tolerate f attackers sets beta >= f/n (then floor(beta n) >= f).
+    """
+    return math.floor(beta * n + 1e-12)
+
+
+def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
+    """Coordinate-wise mean after dropping the floor(beta * n) smallest and largest values.
+
+    Contract: ``X`` is (n, d) finite floating point; 0 <= beta < 0.5 and at least one value must remain
+    (n - 2 floor(beta n) >= 1). Returns float32 (d,).
+    """
+    X = as_update_matrix(X)
+    if not (isinstance(beta, (int, float, np.floating)) and 0.0 <= beta < 0.5):
+        raise InvalidParameter(f"trimmed_mean: beta must be in [0, 0.5), got {beta!r}")
+    n = X.shape[0]
+    k = trim_count(n, beta)
+    if k == 0:
+        return finite_or_raise(X.mean(axis=0, dtype=np.float32), "trimmed_mean")
+    kept = n - 2 * k
+    scale = np.float32(1.0 / kept)
+
+    def mean_of_middle(rows: list[np.ndarray]) -> np.ndarray:
+        total = rows[k].copy()
+        with np.errstate(over="ignore"):  # an overflow is reported by finite_or_raise
+            for row in rows[k + 1 : n - k]:
+                total += row
+            return total * scale
+
+    return finite_or_raise(reduce_sorted_columns(X, mean_of_middle, tuple(range(k, n - k))), "trimmed_mean")
+
+
+def finite_or_raise(result: np.ndarray, strategy: str) -> np.ndarray:
+    """Finite inputs near float32's limit can sum to inf; say so rather than return it."""
+    if not np.isfinite(result).all():
+        raise InvalidUpdates(
+            f"{strategy}: the aggregate overflows float32; updates of this magnitude are invalid"
+        )
+    return result
 
 
 @register

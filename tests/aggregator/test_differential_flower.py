@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from flwr.common import parameters_to_ndarrays
 
-from aggregator.robust import bulyan, fedavg, krum, median, multi_krum, pairwise_sq_distances, trimmed_mean
+from aggregator.strategies.functions import (
+    bulyan,
+    fedavg,
+    krum,
+    median,
+    multi_krum,
+    pairwise_sq_distances,
+    trimmed_mean,
+)
 
 
 def cases():
@@ -77,7 +85,7 @@ def test_server_momentum_equals_flower_fedavgm_over_rounds() -> None:
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
     from flwr.server.strategy import FedAvgM
 
-    from aggregator.centered_clip import server_momentum
+    from aggregator.strategies.centered_clip import server_momentum
 
     rng = np.random.default_rng(5)
     d, n, beta = 50, 6, 0.9

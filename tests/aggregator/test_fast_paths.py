@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.krum import choose, fast_distances, krum_ranking, multi_krum, pairwise_sq_distances
-from aggregator.sorting_network import pruned_comparators, reduce_sorted_columns
+from aggregator.strategies.krum import choose, fast_distances, krum_ranking, multi_krum, pairwise_sq_distances
+from aggregator.strategies.sorting_network import pruned_comparators, reduce_sorted_columns
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from aggregator.centered_clip import (
+from aggregator.errors import InvalidParameter, InvalidUpdates
+from aggregator.strategies.centered_clip import (
     bucket_means,
     bucketed_centered_clip,
     centered_clip,
     server_momentum,
 )
-from aggregator.errors import InvalidParameter, InvalidUpdates
-from aggregator.fltrust import cosine_to_reference, fltrust, fltrust_coefficients, trust_scores
+from aggregator.strategies.fltrust import cosine_to_reference, fltrust, fltrust_coefficients, trust_scores
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 

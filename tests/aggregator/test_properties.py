@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from aggregator.robust import bulyan, fedavg, krum, median, multi_krum, trim_count, trimmed_mean
+from aggregator.strategies.functions import bulyan, fedavg, krum, median, multi_krum, trim_count, trimmed_mean
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

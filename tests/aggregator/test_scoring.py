@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from aggregator.errors import InvalidParameter
-from aggregator.robust import trimmed_mean
 from aggregator.scoring.reputation import (
     ReputationConfig,
     SlashReason,
@@ -25,6 +24,7 @@ from aggregator.scoring.scores import (
     reward_amounts,
     timeliness_scores,
 )
+from aggregator.strategies.functions import trimmed_mean
 
 WAD = 10**18
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aggregator.errors import InvalidParameter, InvalidUpdates, TooFewClients, UnknownStrategy
-from aggregator.robust import (
+from aggregator.strategies.functions import (
     aggregate,
     bulyan,
     client_weights,
@@ -23,7 +23,7 @@ from aggregator.robust import (
     trim_count,
     trimmed_mean,
 )
-from aggregator.sorting_network import batcher_comparators
+from aggregator.strategies.sorting_network import batcher_comparators
 
 
 def col(*values: float) -> np.ndarray:

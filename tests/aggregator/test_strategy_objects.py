@@ -7,20 +7,16 @@ import numpy as np
 import pytest
 
 from aggregator import strategies
-from aggregator.bulyan import bulyan
-from aggregator.centered_clip import bucketed_centered_clip, centered_clip
-from aggregator.coordinate import median, trimmed_mean
 from aggregator.errors import InvalidParameter, TooFewClients, UnknownStrategy
-from aggregator.fedavg import fedavg
-from aggregator.fltrust import fltrust
-from aggregator.krum import krum, multi_krum
-from aggregator.reputation_weighted import reputation_weighted_mean
 from aggregator.round.params import RoundParams
 from aggregator.strategies import ByzantineBudget, StrategyInputs
-from aggregator.strategies.coordinatewise import Median, TrimmedMean
-from aggregator.strategies.distance import Bulyan, Krum, MultiKrum
-from aggregator.strategies.reference import CenteredClip, FLTrust
-from aggregator.strategies.weighted import FedAvg, ReputationWeighted
+from aggregator.strategies.bulyan import Bulyan, bulyan
+from aggregator.strategies.centered_clip import CenteredClip, bucketed_centered_clip, centered_clip
+from aggregator.strategies.coordinatewise import Median, TrimmedMean, median, trimmed_mean
+from aggregator.strategies.fedavg import FedAvg, fedavg
+from aggregator.strategies.fltrust import FLTrust, fltrust
+from aggregator.strategies.krum import Krum, MultiKrum, krum, multi_krum
+from aggregator.strategies.reputation_weighted import ReputationWeighted, reputation_weighted_mean
 from fedledger.chain.params import STRATEGY_NAMES
 from tests.aggregator.roundkit import snapshot
 
@@ -87,16 +83,16 @@ def test_objects_give_the_same_aggregates_as_the_numeric_functions(X: np.ndarray
 def test_selection_comes_with_the_aggregate_and_distances_are_computed_once(
     X: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aggregator.strategies import distance
+    from aggregator.strategies import krum as distance_module
 
     calls = []
-    real = distance.pairwise_sq_distances
+    real = distance_module.pairwise_sq_distances
 
     def counting(M: np.ndarray) -> np.ndarray:
         calls.append(M.shape)
         return real(M)
 
-    monkeypatch.setattr(distance, "pairwise_sq_distances", counting)
+    monkeypatch.setattr(distance_module, "pairwise_sq_distances", counting)
     inputs = StrategyInputs.of(X.shape[0])
     for strategy, count in ((Krum(2), 1), (MultiKrum(2), 9), (Bulyan(2), 7)):
         calls.clear()

@@ -248,8 +248,8 @@ def test_reward_multiplier_is_monotone_and_continuous_above_the_lowest_tier(f: f
 
 
 def test_score_round_credits_useful_updates_and_finds_evidence_against_the_reference() -> None:
-    from aggregator.fltrust import fltrust_coefficients
     from aggregator.scoring.round import score_round
+    from aggregator.strategies.fltrust import fltrust_coefficients
 
     rng = np.random.default_rng(0)
     target = rng.standard_normal(50)

@@ -15,12 +15,19 @@ parameter check).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
 import numpy as np
 
-from aggregator.coordinate import median
 from aggregator.errors import InvalidParameter
-from aggregator.fltrust import row_norms
-from aggregator.validation import as_update_matrix
+from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.coordinatewise import median
+from aggregator.strategies.fltrust import row_norms
+from aggregator.strategies.registry import register
+from aggregator.strategies.validation import as_update_matrix
+
+if TYPE_CHECKING:
+    from aggregator.round.params import RoundParams
 
 
 def _check(tau: float, iterations: int) -> None:
@@ -122,3 +129,63 @@ def server_momentum(previous: np.ndarray | None, aggregate: np.ndarray, beta: fl
     if prev.shape != agg.shape:
         raise InvalidParameter(f"momentum buffer shape {prev.shape} differs from the update's {agg.shape}")
     return (np.float32(beta) * prev + agg).astype(np.float32)
+
+
+@register
+class CenteredClip(Strategy):
+    """Centered clipping (Karimireddy et al., ICML 2021) of bucket means (ICLR 2022 bucketing).
+
+    A bucket mixes ``bucket_size`` clients, so f Byzantine clients can spoil up to f buckets: with the
+    governed Byzantine fraction b, b x bucket_size must stay below one half or the rule guarantees nothing,
+    which is refused at construction.
+    """
+
+    name = "centered_clip"
+
+    def __init__(
+        self,
+        tau: float = 0.0,
+        iterations: int = 3,
+        bucket_size: int = 1,
+        byzantine_fraction: float | None = None,
+    ) -> None:
+        if not (np.isfinite(tau) and tau >= 0):
+            raise InvalidParameter(f"centered_clip: tau must be >= 0 (0 = adaptive), got {tau!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise InvalidParameter(f"centered_clip: iterations must be an integer >= 1, got {iterations!r}")
+        if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
+            raise InvalidParameter(f"centered_clip: bucket_size must be an integer >= 1, got {bucket_size!r}")
+        if byzantine_fraction is not None and byzantine_fraction * bucket_size >= 0.5:
+            raise InvalidParameter(
+                f"centered_clip: byzantine_fraction {byzantine_fraction} x bucket_size {bucket_size} must be "
+                "below 0.5 (more spoiled buckets than clean ones otherwise); lower one of them through governance"
+            )
+        self.tau, self.iterations, self.bucket_size = float(tau), iterations, bucket_size
+        self.byzantine_fraction = byzantine_fraction
+
+    @classmethod
+    def from_params(cls, params: RoundParams) -> Self:
+        """The governed radius, iterations and bucket size."""
+        return cls(
+            params.centered_clip_tau,
+            params.centered_clip_iterations,
+            params.bucket_size,
+            params.byzantine_fraction,
+        )
+
+    def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        """Centered clipping around ``inputs.center`` (None: the coordinate median); all clients selected."""
+        X = as_update_matrix(X)
+        if self.bucket_size > 1:
+            if inputs.rng is None:
+                raise InvalidParameter("centered_clip with buckets needs the round's rng in its inputs")
+            vector = bucketed_centered_clip(
+                X, inputs.rng, inputs.center, self.tau, self.iterations, self.bucket_size
+            )
+        else:
+            vector = centered_clip(X, inputs.center, self.tau, self.iterations)
+        return Aggregated(vector, np.arange(X.shape[0]), {})
+
+    def describe(self) -> dict[str, Detail]:
+        """Radius, iterations, bucket size."""
+        return {"tau": self.tau, "iterations": self.iterations, "bucket_size": self.bucket_size}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from aggregator.coordinate import median_of_sorted
-from aggregator.krum import pairwise_sq_distances, select_krum
-from aggregator.sorting_network import reduce_sorted_columns
-from aggregator.validation import as_update_matrix, check_f
+from aggregator.strategies.base import Aggregated, StrategyInputs
+from aggregator.strategies.coordinatewise import median_of_sorted
+from aggregator.strategies.krum import KrumFamily, pairwise_sq_distances, select_krum
+from aggregator.strategies.registry import register
+from aggregator.strategies.sorting_network import reduce_sorted_columns
+from aggregator.strategies.validation import as_update_matrix, check_f
 
 
 def select_bulyan(D: np.ndarray, f: int) -> np.ndarray:
@@ -69,3 +71,20 @@ def bulyan(X: np.ndarray, f: int) -> np.ndarray:
     theta = n - 2 * f
     beta = theta - 2 * f
     return reduce_sorted_columns(X[selected], lambda rows: closest_to_median_mean(rows, beta))
+
+
+@register
+class Bulyan(KrumFamily):
+    """Iterated Krum selection of n - 2f updates, then per coordinate the mean of the n - 4f values closest
+    to their median (El Mhamdi et al. 2018)."""
+
+    name = "bulyan"
+    factor = 4
+
+    def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
+        """Bulyan's aggregate; the n - 2f updates of its Krum selection are selected."""
+        X, f, D = self._prepare(X)
+        selected = np.sort(select_bulyan(D, f))
+        beta = selected.size - 2 * f
+        vector = reduce_sorted_columns(X[selected], lambda rows: closest_to_median_mean(rows, beta))
+        return Aggregated(vector, selected, {"f": f})

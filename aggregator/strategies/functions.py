@@ -14,11 +14,17 @@ from typing import Any
 import numpy as np
 
 from aggregator import strategies
-from aggregator.bulyan import bulyan, select_bulyan
-from aggregator.coordinate import median, trim_count, trimmed_mean
 from aggregator.errors import InvalidParameter
-from aggregator.fedavg import client_weights, fedavg, fitness_weights, hybrid_weights, sample_weights
-from aggregator.krum import (
+from aggregator.strategies.bulyan import bulyan, select_bulyan
+from aggregator.strategies.coordinatewise import median, trim_count, trimmed_mean
+from aggregator.strategies.fedavg import (
+    client_weights,
+    fedavg,
+    fitness_weights,
+    hybrid_weights,
+    sample_weights,
+)
+from aggregator.strategies.krum import (
     krum,
     krum_ranking,
     krum_scores,
@@ -27,8 +33,8 @@ from aggregator.krum import (
     select_krum,
     select_multikrum,
 )
-from aggregator.reputation_weighted import reputation_influence, reputation_weighted_mean
-from aggregator.validation import as_update_matrix
+from aggregator.strategies.reputation_weighted import reputation_influence, reputation_weighted_mean
+from aggregator.strategies.validation import as_update_matrix
 
 __all__ = [
     "STRATEGIES",

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
 import numpy as np
 
 from aggregator.errors import InvalidParameter, InvalidUpdates
-from aggregator.validation import as_client_vector, as_update_matrix, raise_on_non_finite_rows
+from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.registry import register
+from aggregator.strategies.validation import as_client_vector, as_update_matrix, raise_on_non_finite_rows
+
+if TYPE_CHECKING:
+    from aggregator.round.params import RoundParams
 
 WEIGHTINGS = ("samples", "fitness", "hybrid")
 # Share of sample-count weighting in the hybrid rule (the rest is fitness).
@@ -87,3 +94,30 @@ def client_weights(
     if weighting == "hybrid":
         return hybrid_weights(num_samples, fitness)
     raise InvalidParameter(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+
+
+@register
+class FedAvg(Strategy):
+    """Weighted mean of all updates (McMahan et al.); weights by the governed ``weighting`` rule:
+    ``samples`` (claimed sample counts, capped), ``fitness`` (standing reputation) or ``hybrid``."""
+
+    name = "fedavg"
+
+    def __init__(self, weighting: str = "samples") -> None:
+        if weighting not in WEIGHTINGS:
+            raise InvalidParameter(f"fedavg: unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        self.weighting = weighting
+
+    @classmethod
+    def from_params(cls, params: RoundParams) -> Self:
+        """FedAvg with the governed weighting rule."""
+        return cls(params.weighting)
+
+    def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
+        """Weighted mean; every client with a positive weight is selected."""
+        weights = client_weights(self.weighting, clients.samples, clients.reputation)
+        return Aggregated(fedavg(X, weights), np.flatnonzero(weights > 0), {}, weights / weights.sum())
+
+    def describe(self) -> dict[str, Detail]:
+        """The weighting rule."""
+        return {"weighting": self.weighting}

@@ -8,10 +8,17 @@ and no update can weigh more than the reference's length however it is scaled.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.validation import as_update_matrix
+from aggregator.strategies.base import Aggregated, Strategy, StrategyInputs
+from aggregator.strategies.registry import register
+from aggregator.strategies.validation import as_update_matrix
+
+if TYPE_CHECKING:
+    from aggregator.round.params import RoundParams
 
 
 def as_reference(reference: np.ndarray, d: int) -> np.ndarray:
@@ -90,3 +97,28 @@ def fltrust(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     # A row of subnormal entries has a rescaling factor beyond float32: do that rare product in float64.
     wide: np.ndarray = (c @ X.astype(np.float64)).astype(np.float32)
     return wide
+
+
+@register
+class FLTrust(Strategy):
+    """Mean of the updates rescaled to the reference's norm, weighted by ReLU(cos to the reference)
+    (Cao et al., NDSS 2021). Needs ``StrategyInputs.reference``."""
+
+    name = "fltrust"
+
+    @classmethod
+    def from_params(cls, params: RoundParams) -> Self:
+        """FLTrust has no governed parameter; its reference comes with the round's inputs."""
+        return cls()
+
+    def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        """FLTrust aggregate; clients with positive trust are selected."""
+        if inputs.reference is None:
+            raise InvalidParameter(
+                "fltrust needs the server's reference update (trained on its root data) in the round's "
+                "inputs; none was given"
+            )
+        X = as_update_matrix(X)
+        trust = trust_scores(X, inputs.reference)
+        coefficients = fltrust_coefficients(X, inputs.reference)
+        return Aggregated(fltrust(X, inputs.reference), np.flatnonzero(trust > 0), {}, coefficients)
