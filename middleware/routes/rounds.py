@@ -75,7 +75,7 @@ def get(round_id: PathId, session: SessionDep) -> RoundOut:
     openapi_extra=ENVELOPE_BODY,
 )
 async def submit_update(
-    round_id: int,
+    round_id: PathId,
     request: Request,
     principal: CurrentPrincipal,
     state: StateDep,
