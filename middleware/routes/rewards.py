@@ -8,11 +8,10 @@ import requests
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from web3.exceptions import Web3Exception
 
-from db.models import Contribution, Participant, Round, RoundStatus
 from fedledger.chain.reader import RewardStatus, reward_status
+from fedledger.domain.rewards import posted_rewards
 from middleware.deps import RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 
@@ -54,33 +53,26 @@ def rewards(
     if not is_address(address):
         raise ApiError(422, "invalid_address", f"{address!r} is not an Ethereum address")
     account = to_checksum_address(address)
-    rows = session.execute(
-        select(Contribution.round_id, Contribution.reward_wei, Contribution.merkle_proof)
-        .join(Participant, Participant.id == Contribution.participant_id)
-        .join(Round, Round.id == Contribution.round_id)
-        .where(Participant.address == account, Round.status == RoundStatus.posted)
-        .order_by(Contribution.round_id)
-    ).all()
-    rows = [row for row in rows if int(row[1]) > 0]
+    rows = posted_rewards(session, account)
     on_chain: dict[int, tuple[bool, RewardStatus | None, int]] = {}
     try:
         reader = state.chain()
         # The time of the block a claim sent now would land in: the windows are judged on the chain's clock.
         now = reader.next_block_time() if rows else 0
-        for round_id, _, _ in rows:
-            record = reader.round_rewards(round_id)
-            claimed = reader.claimed(round_id, account)
-            on_chain[round_id] = (claimed, reward_status(record, claimed, now), record.claimable_at)
+        for row in rows:
+            record = reader.round_rewards(row.round_id)
+            claimed = reader.claimed(row.round_id, account)
+            on_chain[row.round_id] = (claimed, reward_status(record, claimed, now), record.claimable_at)
     except ApiError:
         pass  # the chain is not reachable or not deployed: what it says is left null
     except (Web3Exception, requests.RequestException, OSError) as exc:
         log.warning("rewards of %s: the chain's reads failed (%s: %s)", account, type(exc).__name__, exc)
         on_chain.clear()
     out = []
-    for round_id, amount, proof in rows:
-        reward = RewardOut(round_id=round_id, amount_wei=amount, proof=proof, claimed=None)
-        if round_id in on_chain:
-            claimed, status, claimable_at = on_chain[round_id]
+    for row in rows:
+        reward = RewardOut(round_id=row.round_id, amount_wei=row.amount_wei, proof=row.proof, claimed=None)
+        if row.round_id in on_chain:
+            claimed, status, claimable_at = on_chain[row.round_id]
             reward.claimed = claimed
             if status is not None:
                 reward.status = status
