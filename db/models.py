@@ -181,6 +181,7 @@ class Update(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     receipt_id: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[UpdateStatus] = mapped_column(_enum(UpdateStatus), default=UpdateStatus.received)
+    # Why it was rejected, or excluded from the aggregate (shown to its organization with its contribution).
     rejection_reason: Mapped[str | None] = mapped_column(Text, default=None)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -16,11 +16,15 @@ Decisions documented here:
   aggregate (which a non-robust strategy lets an attacker pull toward itself): the server's reference
   update (``reference``, trained on its root data) and its validation data (``holdout``); see
   :mod:`aggregator.scoring.round`. Without a reference the coordinate median of the updates stands in.
-- A claimed sample count above ``sample_weight_cap`` x the round's median claim counts only up to that
-  bound in every weighting (FedAvg samples/hybrid, Multi-Krum), and is Byzantine evidence: the client is
-  flagged (counted toward ``byzantine_threshold``, no reward) and the reason is on its contribution. The
-  claim is signed by the organization, and the cap is governance's bound of a plausible claim: a
-  federation with very unequal organizations raises the cap rather than have honest ones flagged.
+- A claimed sample count above ``sample_weight_cap`` x the round's lower median claim counts only up to
+  that bound in every weighting (FedAvg samples/hybrid, Multi-Krum), and that is all: it is not evidence.
+  The median is a statistic of the round that the other wallets move (six wallets claiming 1 sample made
+  every honest count "over the cap"), so it may limit a weight but never turn a claim into a flag, an
+  unpaid round or a slash. The lower median (the smaller middle claim) keeps the bound at an honest claim
+  with up to half the wallets claiming more.
+- An update the strategy leaves out of the aggregate, or that is flagged, is not paid: a reward is for an
+  update the new model keeps. Why it was left out is on its outcome (``excluded_reason``) and is shown to
+  its organization.
 """
 
 from __future__ import annotations
@@ -125,6 +129,8 @@ class ClientOutcome:
     merkle_proof: tuple[str, ...]
     reputation_after: float
     evidence: tuple[str, ...] = ()
+    # Why the update is not in the aggregate (None when kept): shown to its organization.
+    excluded_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,8 @@ def unflatten(vector: np.ndarray, spec: Spec) -> Weights:
 
 @dataclass(frozen=True)
 class SampleWeights:
-    """Claimed sample counts bounded by ``cap`` x the round's median claim, and who claimed above it."""
+    """Claimed sample counts bounded by ``cap`` x the round's lower median claim, and who claimed above it
+    (a weight limit only: see the module docstring)."""
 
     capped: np.ndarray
     bound: float
@@ -196,8 +203,10 @@ class SampleWeights:
         """Bound the claims; an empty round has no bound."""
         if claims.size == 0:
             return cls(claims, 0.0, np.zeros(0, dtype=bool))
+        # The lower median: with half the claims inflated, the middle pair's mean would be half the largest.
+        lower_median = float(np.partition(claims, (claims.size - 1) // 2)[(claims.size - 1) // 2])
         # At least one sample: a round of zero claims still has a positive bound.
-        bound = cap * max(float(np.median(claims)), 1.0)
+        bound = cap * max(lower_median, 1.0)
         return cls(np.minimum(claims, bound), bound, claims > bound)
 
 
@@ -322,9 +331,7 @@ def _rewards(
     return amounts, RewardTree.build(inputs.round_id, owed) if owed else None
 
 
-def _evidence(
-    inputs: RoundInputs, s: RoundScores, samples: SampleWeights, eligible: np.ndarray, i: int
-) -> tuple[str, ...]:
+def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int) -> tuple[str, ...]:
     """Why client ``i`` was flagged or left out, beyond its scores (stored on its contribution)."""
     out = []
     if s.direction[i]:
@@ -336,11 +343,6 @@ def _evidence(
         out.append(
             f"norm_outlier: norm {s.norms[i]:.3g}, at least {inputs.params.reputation.evidence_norm_ratio:g} x "
             "the round's median norm"
-        )
-    if samples.above[i]:
-        out.append(
-            f"sample_claim_above_cap: claimed {inputs.clients[i].num_samples}, counted {samples.bound:g} "
-            f"({inputs.params.sample_weight_cap:g} x the round's median claim)"
         )
     if not eligible[i]:
         out.append(
@@ -400,23 +402,24 @@ def _score_and_decide(
     start = time.perf_counter()
     s = _scores(inputs, base, X, result, eligible, selected)
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
-    # An over-cap claim is Byzantine evidence too: the claim is signed (EIP-712) and above what governance
-    # declared plausible.
-    byzantine = s.evidence | samples.above
+    byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
-    amounts, tree = _rewards(inputs, s.fitness, reputation_after, eligible & ~byzantine)
+    # Only updates the aggregate keeps are paid (selected implies eligible).
+    amounts, tree = _rewards(inputs, s.fitness, reputation_after, selected & ~byzantine)
 
     new_weights = unflatten(base + aggregate, inputs.spec)
     loss_after, accuracy = inputs.metrics(new_weights)
     decision = activation_decision(s.loss_before, loss_after, params.rollback_threshold)
 
     outcomes = _client_outcomes(
-        inputs, s, samples, eligible, selected, byzantine, amounts, tree, reputation_after
+        inputs, strategy.name, s, eligible, selected, byzantine, amounts, tree, reputation_after
     )
     outcomes.extend(_rejected_outcomes(inputs))
     details: dict[str, Detail] = {**strategy.describe(), **result.details}
     details["sample_weight_cap"] = params.sample_weight_cap
+    details["sample_weight_bound"] = samples.bound
+    details["sample_claims_capped"] = int(samples.above.sum())
     details["min_reputation"] = params.min_reputation
     return RoundResult(
         CloseStatus.aggregated,
@@ -444,8 +447,8 @@ def _score_and_decide(
 
 def _client_outcomes(
     inputs: RoundInputs,
+    strategy: str,
     s: RoundScores,
-    samples: SampleWeights,
     eligible: np.ndarray,
     selected: np.ndarray,
     byzantine: np.ndarray,
@@ -469,10 +472,37 @@ def _client_outcomes(
             reward_wei=amounts[i],
             merkle_proof=tuple("0x" + p.hex() for p in tree.proof(c.address)) if tree and amounts[i] else (),
             reputation_after=float(reputation_after[i]),
-            evidence=_evidence(inputs, s, samples, eligible, i),
+            evidence=_evidence(inputs, s, eligible, i),
+            excluded_reason=_excluded_reason(inputs, strategy, s, eligible, selected, byzantine, i),
         )
         for i, c in enumerate(inputs.clients)
     ]
+
+
+def _excluded_reason(
+    inputs: RoundInputs,
+    strategy: str,
+    s: RoundScores,
+    eligible: np.ndarray,
+    selected: np.ndarray,
+    byzantine: np.ndarray,
+    i: int,
+) -> str | None:
+    """Why client ``i``'s update is not in the aggregate, in words its organization can act on; None if kept."""
+    if not eligible[i]:
+        return (
+            f"reputation {inputs.clients[i].reputation:.1f} is below the governed min_reputation "
+            f"{inputs.params.min_reputation:g}: the update was scored but not aggregated"
+        )
+    if byzantine[i]:
+        kinds = ", ".join(e.split(":", 1)[0] for e in _evidence(inputs, s, eligible, i)) or "evidence"
+        return f"flagged as Byzantine ({kinds}): see the evidence"
+    if not selected[i]:
+        return (
+            f"the {strategy} rule left the update out of the aggregate (cosine {s.cosine[i]:.3f} to the "
+            "server's reference direction): check that the data is shaped like the model's input contract"
+        )
+    return None
 
 
 def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
@@ -498,6 +528,7 @@ def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
             merkle_proof=(),
             reputation_after=float(after[k]),
             evidence=(f"rejected: {reason}",),
+            excluded_reason=f"the update failed validation: {reason}",
         )
         for k, (c, reason) in enumerate(inputs.rejected)
     ]

@@ -46,7 +46,7 @@ class RoundParams:
 
     ``byzantine_fraction``: None for rounds whose snapshot predates it; then the Krum family uses the fixed
     ``krum_f`` and trimmed mean ``trim_fraction``. ``sample_weight_cap``: multiple of the round's median
-    sample claim above which a claim stops counting (and is recorded as evidence).
+    sample claim above which a claim stops counting (a weight limit, never evidence).
     """
 
     strategy: str

@@ -179,8 +179,8 @@ def slashing_decisions(
     round) and ``slash_fraction`` of its stake, floored to token wei.
 
     Reasons: ``byzantine_threshold`` or more counted detections (repeated evidence, never one round's
-    scores), when this round's evidence against the client is ``conclusive`` (a boosted norm, a sample claim
-    above the cap, an update that failed validation: nothing honest training produces) or the detections
+    scores), when this round's evidence against the client is ``conclusive`` (a boosted norm, an update that
+    failed validation: nothing honest training produces) or the detections
     have driven its ``reputation`` (after this round) below ``min_reputation``; or inactivity beyond
     ``activity_timeout``.
 
@@ -211,7 +211,7 @@ def slashing_decisions(
     return decisions
 
 
-CONCLUSIVE_EVIDENCE = ("norm_outlier", "sample_claim_above_cap", "rejected")
+CONCLUSIVE_EVIDENCE = ("norm_outlier", "rejected")
 
 
 def is_conclusive(evidence: list[str] | tuple[str, ...] | None) -> bool:

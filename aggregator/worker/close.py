@@ -319,6 +319,8 @@ def _write_contributions(session: Session, round_id: int, result: RoundResult) -
         assert u is not None
         if u.status != UpdateStatus.rejected:
             u.status = UpdateStatus.aggregated if c.kept else UpdateStatus.excluded
+            # Shown to the organization with its contribution (a rejected update keeps its own reason).
+            u.rejection_reason = c.excluded_reason
         session.add(
             Contribution(
                 round_id=round_id,

@@ -16,6 +16,7 @@ from db.models import (
     ParticipantStatus,
     Round,
     RoundStatus,
+    Update,
 )
 from middleware.deps import MAX_ID, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
@@ -112,8 +113,10 @@ def contributions(
     address: Annotated[str | None, Query(max_length=42)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
-    query = select(Contribution, Participant.address).join(
-        Participant, Participant.id == Contribution.participant_id
+    query = (
+        select(Contribution, Participant.address, Update.rejection_reason)
+        .join(Participant, Participant.id == Contribution.participant_id)
+        .join(Update, Update.id == Contribution.update_id)
     )
     if round_id is not None:
         query = query.where(Contribution.round_id == round_id)
@@ -133,8 +136,10 @@ def contributions(
             "reward_wei": c.reward_wei,
             "reputation_after": c.reputation_after,
             "evidence": c.evidence or [],
+            # Why the update is not in the aggregate (null when kept); an excluded update is not paid.
+            "excluded_reason": None if c.kept else reason,
         }
-        for c, addr in rows
+        for c, addr, reason in rows
     ]
 
 

@@ -114,13 +114,15 @@ def test_repeated_evidence_slashes_only_once_it_has_outweighed_the_useful_work()
     assert [d.index for d in decisions] == [2]
     with pytest.raises(InvalidParameter, match="one entry per client"):
         slashing_decisions(counts, [100] * 3, [0.0, 0.0])
-    # Conclusive evidence this round (a boosted norm, an over-cap claim, a rejected update) needs no wait.
+    # Conclusive evidence this round (a boosted norm, a rejected update) needs no wait.
     sure = slashing_decisions(
         counts, [100] * 3, [80.0, 35.0, 90.0], config=config, conclusive=[True, False, True]
     )
     assert [d.index for d in sure] == [0, 2]
     assert is_conclusive(("norm_outlier: norm 12.3, at least 10 x the round's median norm",))
-    assert is_conclusive(("rejected: shapes differ",)) and is_conclusive(("sample_claim_above_cap: ...",))
+    assert is_conclusive(("rejected: shapes differ",))
+    # A claim above the cap of the round's median claim is a bound the other wallets move: never conclusive.
+    assert not is_conclusive(("sample_claim_above_cap: ...",))
     assert not is_conclusive(("reference_evidence: cosine -0.41 ...",)) and not is_conclusive(None)
 
 

@@ -22,6 +22,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from web3 import Web3
 
+from aggregator.round.server_update import reference_update, server_data
 from db.session import engine_for
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
@@ -30,7 +31,7 @@ from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
-from fedledger.datasets import digits_split
+from fedledger.datasets import digits_split, load_holdout
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.models import init_softmax, train_softmax
@@ -151,6 +152,28 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
     process.stop()
 
 
+def misaligned(
+    weights: dict[str, np.ndarray], delta: dict[str, np.ndarray], round_id: int
+) -> dict[str, np.ndarray]:
+    """The honest update turned slightly away from the server's reference (cosine -0.05, same norm), as the
+    server computes it from its public root data: FLTrust gives it no trust (left out of the aggregate), yet
+    it is no outlier and no direction evidence (cosine above -0.2): excluded, not flagged."""
+    names = list(weights)
+    root, _ = server_data(load_holdout("digits"))
+    g = reference_update(weights, names, root, round_id)
+    assert g is not None
+    g = g / np.linalg.norm(g)
+    d = np.concatenate([delta[n].reshape(-1) for n in names]).astype(np.float64)
+    perp = d - (d @ g) * g
+    u = np.linalg.norm(d) * (np.sqrt(1 - 0.05**2) * perp / np.linalg.norm(perp) - 0.05 * g)
+    out, offset = {}, 0
+    for n in names:
+        size = weights[n].size
+        out[n] = u[offset : offset + size].reshape(weights[n].shape).astype(np.float32)
+        offset += size
+    return out
+
+
 def login(client: TestClient, index: int) -> dict[str, str]:
     from eth_account.messages import encode_defunct
 
@@ -211,6 +234,8 @@ class Platform:
             delta = {k: v * 100 for k, v in delta.items()}
         if attack == "signflip":
             delta = {k: -v for k, v in delta.items()}
+        if attack == "misaligned":
+            delta = misaligned(weights, delta, round_["id"])
         claimed = len(y) if num_samples is None else num_samples
         key = self.client.get("/v1/keys/current").json()
         envelope = seal(

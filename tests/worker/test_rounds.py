@@ -149,8 +149,10 @@ def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(
     assert refused.status_code == 403 and refused.json()["error"] == "participant_slashed"
 
 
-def test_an_inflated_sample_claim_is_capped_and_recorded_as_evidence(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
-    """Issue 13.10 end to end: 1e9 claimed samples with a sign-flipped update."""
+def test_an_inflated_sample_claim_is_capped_and_the_signflip_flagged(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13.10 end to end: 1e9 claimed samples with a sign-flipped update. The claim only loses weight
+    (a cap relative to the round's median claim, which other wallets move, is never evidence); the update's
+    direction is what flags it."""
     before = holdout_accuracy(platform.global_weights())
     round_ = platform.open_round(quorum=5)
     honest, attacker = ORGS[:4], ORGS[4]
@@ -169,7 +171,34 @@ def test_an_inflated_sample_claim_is_capped_and_recorded_as_evidence(platform: P
     cheat = scores[address_of(attacker)]
     assert cheat["byzantine"] and not cheat["kept"] and cheat["reward_wei"] == "0"
     reasons = [e.split(":")[0] for e in cheat["evidence"]]
-    assert "sample_claim_above_cap" in reasons, cheat["evidence"]
+    assert "sample_claim_above_cap" not in reasons and "reference_evidence" in reasons, cheat["evidence"]
+    assert "flagged as Byzantine" in cheat["excluded_reason"]
     assert all(
         not scores[address_of(i)]["evidence"] and not scores[address_of(i)]["byzantine"] for i in honest
     )
+
+
+def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22.2: an update the rule leaves out of the aggregate (kept: false) without any evidence against it
+    was paid at fitness 100 / honesty 100. It is paid nothing, and the reason is stored and served."""
+    round_ = platform.open_round(quorum=5)
+    honest, excluded = ORGS[:4], ORGS[4]
+    for index in honest:
+        platform.submit(index, round_)
+    platform.submit(excluded, round_, attack="misaligned")
+    posted = platform.wait_for(round_["id"], {"POSTED", "FAILED"})
+    assert posted["status"] == "POSTED", posted
+
+    scores = {
+        c["participant"]: c
+        for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()
+    }
+    left_out = scores[address_of(excluded)]
+    assert not left_out["kept"] and not left_out["byzantine"] and not left_out["evidence"], left_out
+    assert left_out["reward_wei"] == "0", left_out
+    assert "fltrust rule left the update out of the aggregate" in left_out["excluded_reason"], left_out
+    for index in honest:
+        kept = scores[address_of(index)]
+        assert kept["kept"] and int(kept["reward_wei"]) > 0 and kept["excluded_reason"] is None, kept
+    rewards = platform.client.get(f"/v1/rewards/{address_of(excluded)}").json()
+    assert all(r["round_id"] != round_["id"] for r in rewards), rewards
