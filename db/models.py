@@ -302,4 +302,9 @@ class DeploymentBinding(Base):
     chain_id: Mapped[int] = mapped_column(Integer)
     ledger_address: Mapped[str] = mapped_column(String(42))
     deploy_block: Mapped[int] = mapped_column(Integer)
+    # The chain's block 0 and deploy block hashes: a chain restarted and redeployed with the same account
+    # gets the same addresses, chain id and deploy block number, never the same hashes. Null until the API
+    # first reaches the node.
+    genesis_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    deploy_block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     bound_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,13 +14,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import requests
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from web3 import Web3
+from web3.exceptions import Web3Exception
 
 from db.migrate import upgrade
 from fedledger import __version__
-from fedledger.chain.deployments import Deployments, DeploymentsError
+from fedledger.chain.deployments import ChainIdentity, Deployments, DeploymentsError
 from fedledger.config import Settings, get_settings
 from fedledger.domain import blobsweep, deployment
 from fedledger.domain import keys as key_service
@@ -50,7 +53,8 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
                 key_service.rotate(session, key_service.ensure_dir(settings.resolved_key_dir), "system")
         # Refuse a database written for another deployment (e.g. a kept volume beside a restarted chain).
         with contextlib.suppress(DeploymentsError), state.sessions.begin() as session:
-            deployment.bind(session, Deployments.load(settings.resolved_deployments_file))
+            deployments = Deployments.load(settings.resolved_deployments_file)
+            deployment.bind(session, deployments, node_identity(settings, deployments))
         sweep_orphan_blobs(state)
         yield
 
@@ -80,6 +84,18 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         app.include_router(module.router)
     install_docs(app)
     return app
+
+
+def node_identity(settings: Settings, deployments: Deployments) -> ChainIdentity | None:
+    """The chain's block hashes, if the node answers now (it may start after the API: the first chain read
+    then checks them, see AppState.chain)."""
+    w3 = Web3(Web3.HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 5}))
+    try:
+        if w3.eth.chain_id != deployments.chain_id:
+            return None  # another chain altogether: every chain read says so (AppState.chain)
+        return deployments.identity(w3)
+    except (Web3Exception, requests.RequestException, OSError):
+        return None
 
 
 def sweep_orphan_blobs(state: AppState) -> None:

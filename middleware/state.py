@@ -11,6 +11,7 @@ from db.session import read_session_factory, session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.reader import ChainReader
 from fedledger.config import Settings
+from fedledger.domain import deployment
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.tasks import CeleryTaskQueue, TaskQueue
 from middleware.errors import ApiError
@@ -63,9 +64,17 @@ class AppState:
                     )
                 reader = ChainReader(self.settings.chain_rpc_url, deployments)
                 reader.check()
+                identity = deployments.identity(reader.w3)
             except Exception as exc:
                 raise ApiError(
                     503, "chain_unavailable", f"the chain is not reachable or not deployed: {exc}"
                 ) from exc
+            # The node reached may be another chain reusing the deployment's id and addresses (a restarted dev
+            # node redeployed by the same account): nothing it says belongs to this database's rounds.
+            try:
+                with self.read_sessions() as session:
+                    deployment.check(session, deployments, identity)
+            except deployment.DeploymentMismatch as exc:
+                raise ApiError(503, "deployment_mismatch", exc.detail) from exc
             self._chain = reader
         return self._chain

@@ -29,6 +29,16 @@ class DeploymentsError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ChainIdentity:
+    """What tells one chain from another that reuses its id and addresses: the hashes of its block 0 and of
+    the deploy block (0x hex). A restarted dev node redeployed by the same account gets the same contract
+    addresses, chain id and deploy block number, but blocks with other timestamps, so other hashes."""
+
+    genesis_hash: str
+    deploy_block_hash: str
+
+
+@dataclass(frozen=True)
 class Deployments:
     """One deployment's contracts: where they are (chain, addresses, deploy block), how to call them (ABIs).
 
@@ -85,6 +95,12 @@ class Deployments:
         if name not in self.addresses:
             raise DeploymentsError(f"unknown contract {name!r}; known: {sorted(self.addresses)}")
         return w3.eth.contract(address=Web3.to_checksum_address(self.addresses[name]), abi=self.abis[name])
+
+    def identity(self, w3: Web3) -> ChainIdentity:
+        """The hashes of block 0 and of the deploy block on the chain ``w3`` serves (two RPC requests)."""
+        genesis = w3.eth.get_block(0)["hash"]
+        deploy = w3.eth.get_block(self.deploy_block)["hash"]
+        return ChainIdentity(genesis.to_0x_hex(), deploy.to_0x_hex())
 
     def check_chain(self, w3: Web3) -> None:
         """Refuse to use addresses of one chain on another (a redeployed dev node, a wrong RPC URL)."""
