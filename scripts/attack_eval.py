@@ -103,8 +103,21 @@ ATTACKS = (
     "fang",
     "labelflip",
     "adaptive",
+    "orthogonal",
+    "freeride",
+    "backdoor",
+    "backdoor_boost",
+    "backdoor_proj",
 )
-STRATEGIES = ("fedavg", "trimmed_mean", "median", "multi_krum", "centered_clip", "fltrust")
+# Attacks whose attack success rate (triggered test inputs sent to the target class) is reported.
+BACKDOORS = ("backdoor", "backdoor_boost", "backdoor_proj")
+BACKDOOR_TARGET = 0
+# "fedavg_plain": the sample-weighted mean with no rollback, the attack-free reference of what robustness
+# costs (issue 20: the default must stay within 2 points of it when nobody attacks).
+STRATEGIES = ("fedavg", "trimmed_mean", "median", "multi_krum", "centered_clip", "fltrust", "fedavg_plain")
+PLAIN = {"fedavg_plain": ("fedavg", {"rollback_threshold": 1e9})}
+ROOTS = ("split", "small", "biased")
+SMALL_ROOT = 100
 DEFAULT_STRATEGY = "fltrust"
 
 # The contracts' defaults (ProtocolParameters' constructor) as a round's parameter snapshot; only
@@ -189,9 +202,13 @@ class Task:
         return init_softmax(features, self.classes)
 
 
-@lru_cache(maxsize=8)
-def load_task(name: str, seed: int, hidden: int | None = None) -> Task:
-    """A task's standardized splits for one seed (train for clients, server root/validation, test)."""
+@lru_cache(maxsize=16)
+def load_task(name: str, seed: int, hidden: int | None = None, root: str = "split") -> Task:
+    """A task's standardized splits for one seed (train for clients, server root/validation, test).
+
+    ``root``: ``split`` (half the server's holdout), ``small`` (``SMALL_ROOT`` examples of it, stratified)
+    or ``biased`` (only the classes 0-4 of it); the validation part is the same in all three.
+    """
     from sklearn.datasets import load_digits, make_classification
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -239,14 +256,21 @@ def load_task(name: str, seed: int, hidden: int | None = None) -> Task:
     def scale(a: np.ndarray) -> np.ndarray:
         return np.asarray(scaler.transform(a), dtype=np.float32)
 
-    root, validation = split_holdout(scale(x_server), y_server.astype(np.int64), ROOT_FRACTION, seed)
+    server_root, validation = split_holdout(scale(x_server), y_server.astype(np.int64), ROOT_FRACTION, seed)
+    if root == "small":
+        server_root, _ = split_holdout(*server_root, min(SMALL_ROOT / len(server_root[1]), 0.99), seed)
+    elif root == "biased":
+        mask = server_root[1] < 5
+        server_root = (server_root[0][mask], server_root[1][mask])
+    elif root != "split":
+        raise ValueError(f"unknown root variant {root!r}; valid: {', '.join(ROOTS)}")
     return Task(
         name,
         scale(x_clients),
         y_clients.astype(np.int64),
         scale(x_test),
         y_test.astype(np.int64),
-        root,
+        server_root,
         validation,
         width,
         config,
@@ -330,7 +354,12 @@ class Federation:
 
 
 def make_federation(
-    task: Task, seed: int, n: int, partition: str, alpha: float = DIRICHLET_ALPHA
+    task: Task,
+    seed: int,
+    n: int,
+    partition: str,
+    alpha: float = DIRICHLET_ALPHA,
+    fraction: float = BYZANTINE_FRACTION,
 ) -> Federation:
     rng = stream(seed, STREAM_PARTITION, n, int(alpha * 100) if partition == "dirichlet" else 0)
     if partition == "iid":
@@ -339,7 +368,7 @@ def make_federation(
         shards = partition_dirichlet(task.y_train, n, alpha, rng)
     else:
         raise ValueError(f"unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}")
-    f = int(np.floor(BYZANTINE_FRACTION * n + 1e-9))
+    f = int(np.floor(fraction * n + 1e-9))
     attackers = stream(seed, STREAM_ATTACKERS, n).choice(n, size=f, replace=False)
     return Federation(task, seed, n, tuple(shards), tuple(sorted(int(a) for a in attackers)))
 
@@ -358,6 +387,91 @@ class AttackContext:
     # Runs the real round computation with the attackers' rows replaced by the given (f, d) matrix.
     trial: Callable[[np.ndarray], RoundResult]
     attacker_rows: tuple[int, ...]
+    # Kerckhoffs: the server's reference update of this round (the root data and the code are public).
+    reference: np.ndarray | None = None
+    # The last public change of the global model (None before the first accepted round).
+    last_change: np.ndarray | None = None
+
+
+def _accepted(ctx: AttackContext, rows: np.ndarray) -> RoundResult | None:
+    """The round's result if the platform aggregates and keeps it with no attacker flagged, else None."""
+    result = ctx.trial(rows)
+    if result.status != CloseStatus.aggregated or not result.activate:
+        return None
+    if {c.participant_id for c in result.clients if c.byzantine} & set(ctx.attacker_rows):
+        return None
+    return result
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def _honest_norm(ctx: AttackContext) -> float:
+    return float(np.median(np.linalg.norm(ctx.honest.astype(np.float64), axis=1)))
+
+
+ORTHOGONAL_C = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)
+
+
+def orthogonal(ctx: AttackContext) -> np.ndarray:
+    """u = m (c g + sqrt(1 - c^2) h): g the unit reference, h minus the honest mean made orthogonal to g,
+    m the honest median norm; c the most damaging of ``ORTHOGONAL_C`` (new validation loss, the real round
+    computation as the oracle) under which no attacker is flagged and the round is not rolled back."""
+    f = ctx.own.shape[0]
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    mean = ctx.honest.mean(axis=0, dtype=np.float64)
+    h = _unit(-mean + float(mean @ g) * g)
+    m = _honest_norm(ctx)
+    best, best_loss = _repeat(mean, f), -np.inf
+    for c in ORTHOGONAL_C:
+        candidate = _repeat(m * (c * g + np.sqrt(1.0 - c * c) * h), f)
+        result = _accepted(ctx, candidate)
+        if result is not None and result.record is not None and result.record.holdout_loss_after > best_loss:
+            best, best_loss = candidate, result.record.holdout_loss_after
+    return best
+
+
+def free_ride(ctx: AttackContext) -> np.ndarray:
+    """No training: the last public model change (before any, the server's reference, which the public
+    root data gives), scaled to the honest median norm."""
+    source = ctx.last_change if ctx.last_change is not None and ctx.last_change.any() else ctx.reference
+    assert source is not None
+    return _repeat(_honest_norm(ctx) * _unit(source), ctx.own.shape[0])
+
+
+BOOST_FACTORS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+def backdoor_boost(ctx: AttackContext) -> np.ndarray:
+    """The backdoored updates scaled by the largest factor the platform accepts (no attacker flagged, no
+    rollback); unscaled when none is."""
+    best = ctx.own
+    for factor in BOOST_FACTORS:
+        candidate = (ctx.own * np.float32(factor)).astype(np.float32)
+        if _accepted(ctx, candidate) is None:
+            break
+        best = candidate
+    return best
+
+
+def backdoor_project(ctx: AttackContext) -> np.ndarray:
+    """Each backdoored update made to look like the honest crowd: the honest median norm and the honest
+    median cosine to the reference, keeping its own direction orthogonal to the reference."""
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    H = ctx.honest.astype(np.float64)
+    c = float(np.median(H @ g / np.maximum(np.linalg.norm(H, axis=1), 1e-30)))
+    c = float(np.clip(c, -1.0, 1.0))
+    m = _honest_norm(ctx)
+    rows = []
+    for u in ctx.own.astype(np.float64):
+        h = _unit(u - float(u @ g) * g)
+        rows.append(m * (c * g + np.sqrt(1.0 - c * c) * h))
+    return np.asarray(rows, dtype=np.float32)
 
 
 def alie_z(n: int, f: int) -> float:
@@ -453,8 +567,16 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
     """The attackers' rows (f, d) for this round."""
     f = ctx.own.shape[0]
     honest = ctx.honest
-    if attack in ("none", "labelflip"):
+    if attack in ("none", "labelflip", "backdoor"):
         return ctx.own
+    if attack == "backdoor_boost":
+        return backdoor_boost(ctx)
+    if attack == "backdoor_proj":
+        return backdoor_project(ctx)
+    if attack == "orthogonal":
+        return orthogonal(ctx)
+    if attack == "freeride":
+        return free_ride(ctx)
     if attack == "alie":
         return _repeat(honest.mean(axis=0) - alie_z(ctx.n, f) * honest.std(axis=0), f)
     if attack.startswith("ipm_"):
@@ -485,6 +607,25 @@ class RunResult:
     failed_rounds: int
     seconds: float = 0.0
     accuracy_by_round: list[float] = field(default_factory=list)
+    # Share of triggered test inputs (true class not the target) the final model sends to the target class.
+    attack_success: float = 0.0
+
+
+TRIGGER_FEATURES = 3
+TRIGGER_VALUE = 4.0
+
+
+def stamp(x: np.ndarray) -> np.ndarray:
+    """The backdoor trigger: the last ``TRIGGER_FEATURES`` (standardized) features set to a value far out
+    in their distribution (on digits, bright pixels in the bottom-right corner)."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    out[:, -TRIGGER_FEATURES:] = TRIGGER_VALUE
+    return out
+
+
+def attack_success_rate(weights: dict[str, np.ndarray], task: Task) -> float:
+    victims = task.y_test != BACKDOOR_TARGET
+    return float(np.mean(_predict(weights, stamp(task.x_test[victims])) == BACKDOOR_TARGET))
 
 
 def _trial(
@@ -515,6 +656,9 @@ def run(
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
     started = time.perf_counter()
+    if strategy in PLAIN:
+        strategy, overrides = PLAIN[strategy]
+        params = {**overrides, **(params or {})}
     if attack == "absent":
         fed = Federation(fed.task, fed.seed, len(fed.honest), tuple(fed.shards[i] for i in fed.honest), ())
     task = fed.task
@@ -534,14 +678,17 @@ def run(
     rollbacks = failed = 0
     opened = datetime(2026, 1, 1, tzinfo=UTC)
     curve = []
+    last_change: np.ndarray | None = None
     for r in range(rounds):
         base = flatten(weights, spec)
         deltas = np.empty((n, base.size), dtype=np.float32)
         for i, shard in enumerate(fed.shards):
             labels = flipped if attack == "labelflip" and i in fed.attackers else task.y_train
-            local = train_local(
-                weights, task.x_train[shard], labels[shard], task.train, stream(fed.seed, STREAM_TRAIN, r, i)
-            )
+            x_local, y_local = task.x_train[shard], labels[shard]
+            if attack in BACKDOORS and i in fed.attackers:
+                x_local = np.concatenate([x_local, stamp(x_local)])
+                y_local = np.concatenate([y_local, np.full(len(shard), BACKDOOR_TARGET, dtype=y_local.dtype)])
+            local = train_local(weights, x_local, y_local, task.train, stream(fed.seed, STREAM_TRAIN, r, i))
             deltas[i] = flatten(local, spec) - base
         reference_weights = train_local(
             weights, *task.root, task.train, stream(fed.seed, STREAM_TRAIN, r, 10_000)
@@ -578,6 +725,8 @@ def run(
                 stream(fed.seed, STREAM_ATTACK, r),
                 trial,
                 tuple(attackers),
+                reference,
+                last_change,
             )
             rows = craft(attack, ctx)
         result = trial(rows)
@@ -587,6 +736,7 @@ def run(
             continue
         if result.activate and result.new_weights is not None:
             weights = {k: np.array(v) for k, v in result.new_weights.items()}
+            last_change = flatten(weights, spec) - base
         else:
             rollbacks += 1
         conclusive = np.zeros(n, dtype=bool)
@@ -618,6 +768,7 @@ def run(
         failed_rounds=failed,
         seconds=time.perf_counter() - started,
         accuracy_by_round=curve,
+        attack_success=attack_success_rate(weights, task),
     )
 
 
@@ -645,13 +796,17 @@ def run_grid(
     seeds: Sequence[int],
     rounds: int,
     progress: Callable[[str], None] | None = None,
+    fraction: float = BYZANTINE_FRACTION,
+    root: str = "split",
+    alpha: float = DIRICHLET_ALPHA,
 ) -> dict[Key, list[RunResult]]:
     results: dict[Key, list[RunResult]] = {}
     for task_name in tasks:
         for partition in partitions:
             for n in ns:
                 for seed in seeds:
-                    fed = make_federation(load_task(task_name, seed), seed, n, partition)
+                    task = load_task(task_name, seed, None, root)
+                    fed = make_federation(task, seed, n, partition, alpha, fraction)
                     for strategy in strategies:
                         for attack in attacks:
                             results.setdefault((task_name, partition, n, strategy, attack), []).append(
@@ -686,10 +841,17 @@ def _rounds(values: Sequence[int | None]) -> str:
     return f"{len(hit)}/{len(values)} (r{min(hit)}-{max(hit)})"
 
 
-def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: int) -> str:
+def report(
+    results: dict[Key, list[RunResult]],
+    seeds: Sequence[int],
+    rounds: int,
+    fraction: float = BYZANTINE_FRACTION,
+    root: str = "split",
+    alpha: float = DIRICHLET_ALPHA,
+) -> str:
     out = [
-        f"# attack_eval: {rounds} rounds, seeds {', '.join(map(str, seeds))}, byzantine fraction "
-        f"{BYZANTINE_FRACTION}, default strategy {DEFAULT_STRATEGY}",
+        f"# attack_eval: {rounds} rounds, seeds {', '.join(map(str, seeds))}, attackers {fraction:g} of n, "
+        f"root data {root}, default strategy {DEFAULT_STRATEGY}",
     ]
     settings = sorted(
         {k[:3] for k in results}, key=lambda s: (TASKS.index(s[0]), PARTITIONS.index(s[1]), s[2])
@@ -702,7 +864,7 @@ def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: in
             or any(k[:4] == (task, partition, n, s) for k in results)
         ]
         attacks = [a for a in ATTACKS if any(k == (task, partition, n, strategies[0], a) for k in results)]
-        label = "IID" if partition == "iid" else f"Dirichlet({DIRICHLET_ALPHA})"
+        label = "IID" if partition == "iid" else f"Dirichlet({alpha:g})"
         out += ["", f"## {task}, {label}, n = {n}", "", "Test accuracy % (mean of seeds):", ""]
         out.append("| strategy | " + " | ".join(attacks) + " | worst drop | worst cost |")
         out.append("| --- |" + " ---: |" * (len(attacks) + 2))
@@ -722,14 +884,16 @@ def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: in
             "",
             "Per strategy x attack: accuracy, drop from attack-free, cost (drop from the attackers staying "
             "away), attacker/median-honest reward, attackers flagged (first-last round), attackers slashed, "
-            "honest flagged/slashed (total over seeds), rollbacks:",
+            "honest flagged/slashed (total over seeds), rollbacks, backdoor attack success rate % (ASR: "
+            "triggered test inputs sent to the target class; for every attack, so attack-free is the baseline), "
+            "max reward ratio over seeds:",
             "",
         ]
         out.append(
             "| strategy | attack | acc % | drop | cost | reward ratio | flagged | slashed | honest flagged "
-            "| honest slashed | rollbacks |"
+            "| honest slashed | rollbacks | ASR % | max ratio |"
         )
-        out.append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+        out.append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for s in strategies:
             base = (
                 _pct([r.accuracy for r in results[(task, partition, n, s, "none")]])
@@ -751,7 +915,9 @@ def report(results: dict[Key, list[RunResult]], seeds: Sequence[int], rounds: in
                     f"| {s} | {a} | {acc:.1f} | {base - acc:.1f} | {cost} | {reward_ratio(runs):.2f} | "
                     f"{_rounds(flags)} | "
                     f"{_rounds(slashes)} | {sum(r.honest_flagged for r in runs)} | "
-                    f"{sum(r.honest_slashed for r in runs)} | {sum(r.rollbacks for r in runs)} |"
+                    f"{sum(r.honest_slashed for r in runs)} | {sum(r.rollbacks for r in runs)} | "
+                    f"{_pct([r.attack_success for r in runs]):.1f} | "
+                    f"{max(reward_ratio([r]) for r in runs):.2f} |"
                 )
     return "\n".join(out)
 
@@ -820,6 +986,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--fraction", type=float, default=BYZANTINE_FRACTION, help="share of the n organizations attacking"
+    )
+    parser.add_argument(
+        "--root",
+        default="split",
+        choices=ROOTS,
+        help=f"server root data: half its holdout, {SMALL_ROOT} examples of it, or classes 0-4 only",
+    )
+    parser.add_argument("--alpha", type=float, default=DIRICHLET_ALPHA, help="Dirichlet concentration")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     progress = lambda msg: print(f"[{msg} {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)  # noqa: E731
@@ -849,8 +1025,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.seeds,
             args.rounds,
             progress,
+            args.fraction,
+            args.root,
+            args.alpha,
         )
-        print(report(results, args.seeds, args.rounds))
+        print(report(results, args.seeds, args.rounds, args.fraction, args.root, args.alpha))
     print(f"[{time.perf_counter() - start:.1f} s]", file=sys.stderr)
 
 

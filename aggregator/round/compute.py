@@ -41,7 +41,7 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
 from aggregator.round.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
-from aggregator.round.rollback import activation_decision
+from aggregator.round.rollback import backtracking_decision
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
 from aggregator.scoring.scores import reward_amounts
@@ -408,9 +408,18 @@ def _score_and_decide(
     # Only updates the aggregate keeps are paid (selected implies eligible).
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, selected & ~byzantine)
 
+    # Per-example losses of the active model, so the rollback is decided by what the validation set
+    # resolves; a refused full step is retried at smaller steps (never a permanent freeze).
+    before = inputs.losses(inputs.weights)
+    decision = backtracking_decision(
+        before,
+        lambda step: inputs.losses(unflatten(base + np.float32(step) * aggregate, inputs.spec)),
+        params.rollback_threshold,
+    )
+    if decision.activate and decision.step != 1.0:
+        aggregate = (np.float32(decision.step) * aggregate).astype(np.float32)
     new_weights = unflatten(base + aggregate, inputs.spec)
     loss_after, accuracy = inputs.metrics(new_weights)
-    decision = activation_decision(s.loss_before, loss_after, params.rollback_threshold)
 
     outcomes = _client_outcomes(
         inputs, strategy.name, s, eligible, selected, byzantine, amounts, tree, reputation_after

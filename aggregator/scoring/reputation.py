@@ -125,12 +125,16 @@ def direction_evidence(
 
 
 def norm_evidence(
-    norms: np.ndarray | list[float], config: ReputationConfig = ReputationConfig()
+    norms: np.ndarray | list[float], config: ReputationConfig = ReputationConfig(), floor: float = 0.0
 ) -> np.ndarray:
-    """A norm of at least ``evidence_norm_ratio`` x the round's median norm: no honest organization's local
-    training produces it, and a plain mean would follow it. Conclusive."""
+    """A norm of at least ``evidence_norm_ratio`` x max(the round's median norm, ``floor``): no honest
+    organization's local training produces it, and a plain mean would follow it. Conclusive.
+
+    ``floor`` is the server's own reference norm: half the wallets sending near-zero updates can drag the
+    round's median down until every honest norm is "10x the median"; they cannot shrink the server's step.
+    """
     nrm = np.asarray(norms, dtype=np.float64)
-    typical = float(np.median(nrm)) if nrm.size else 0.0
+    typical = max(float(np.median(nrm)) if nrm.size else 0.0, floor if np.isfinite(floor) else 0.0)
     if not (typical > 0 and np.isfinite(typical)):
         return np.zeros(nrm.shape, dtype=bool)
     boosted: np.ndarray = nrm >= config.evidence_norm_ratio * typical

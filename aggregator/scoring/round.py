@@ -130,7 +130,7 @@ def score_round(
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
-    boosted = norm_evidence(norms, reputation)
+    boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(cosine, solo, reputation, loss_before)
     evidence = direction | boosted
     return RoundScores(

@@ -78,7 +78,7 @@ def test_fang_pushes_every_coordinate_beyond_the_honest_extreme_against_its_dire
 
 def test_unknown_attack_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown attack"):
-        ae.craft("backdoor", context(honest_updates()))
+        ae.craft("no_such_attack", context(honest_updates()))
 
 
 def test_partitions_cover_the_data_once() -> None:

@@ -14,7 +14,7 @@ from aggregator.strategies.bulyan import Bulyan, bulyan
 from aggregator.strategies.centered_clip import CenteredClip, bucketed_centered_clip, centered_clip
 from aggregator.strategies.coordinatewise import Median, TrimmedMean, median, trimmed_mean
 from aggregator.strategies.fedavg import FedAvg, fedavg
-from aggregator.strategies.fltrust import FLTrust, fltrust
+from aggregator.strategies.fltrust import FLTrust, hardened_fltrust
 from aggregator.strategies.krum import Krum, MultiKrum, krum, multi_krum
 from aggregator.strategies.reputation_weighted import ReputationWeighted, reputation_weighted_mean
 from fedledger.chain.params import STRATEGY_NAMES
@@ -61,7 +61,7 @@ def test_objects_give_the_same_aggregates_as_the_numeric_functions(X: np.ndarray
         (MultiKrum(2, 5), multi_krum(X, 2, 5, samples)),
         (Bulyan(2), bulyan(X, 2)),
         (ReputationWeighted(0.8), reputation_weighted_mean(X, reputation, 0.8)),
-        (FLTrust(), fltrust(X, reference)),
+        (FLTrust(), hardened_fltrust(X, reference, samples=samples)),
         (CenteredClip(0.0, 3, 1), centered_clip(X, None, 0.0, 3)),
     ]
     linear = {"fedavg", "krum", "multi_krum", "reputation", "fltrust"}
