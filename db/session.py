@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 # Execution option marking sessions that only read (see read_session_factory).
@@ -58,6 +58,12 @@ def read_session_factory(url: str) -> sessionmaker[Session]:
     """Sessions for work that only reads: on SQLite they never take the write lock, so request paths can
     do their checks concurrently and hold the lock only for their short write transaction. Same pool."""
     return sessionmaker(bind=engine_for(url).execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+def ping(sessions: sessionmaker[Session]) -> None:
+    """One round trip to the database (``SELECT 1``); raises what the driver raises when it is down."""
+    with sessions() as session:
+        session.execute(text("SELECT 1"))
 
 
 @contextmanager

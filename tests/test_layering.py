@@ -89,3 +89,23 @@ def test_the_domain_builds_only_on_db_and_the_core() -> None:
         if not file.startswith("fedledger/domain/") and name.startswith("fedledger.domain")
     ]
     assert not leaning, "\n".join(leaning)
+
+
+def test_routes_call_domain_services_instead_of_querying() -> None:
+    """A route parses, authorizes, calls a domain service and serializes: it builds no query (no
+    ``sqlalchemy`` import) and uses its session only to hand it to a service (no ``session.<method>``)."""
+    found = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("middleware")
+        if file.startswith("middleware/routes/") and name.split(".")[0] == "sqlalchemy"
+    ]
+    for path in sorted((ROOT / "middleware" / "routes").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += [
+            f"{path.relative_to(ROOT)}:{node.lineno} calls session.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "session"
+        ]
+    assert not found, "\n".join(found)

@@ -90,6 +90,15 @@ def _link(
     }
 
 
+def entries(session: Session, after_id: int, limit: int) -> list[AuditEntry]:
+    """Up to ``limit`` entries with an id above ``after_id``, in id order (a page of the log)."""
+    return list(
+        session.scalars(
+            select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)
+        )
+    )
+
+
 def head(session: Session) -> tuple[str, int]:
     """(hash of the latest entry, number of entries up to it): what a posted round anchors on-chain.
     (GENESIS_HASH, 0) for an empty log. Appends are serialized, so ids grow in commit order and the

@@ -33,6 +33,11 @@ def _write_private(directory: Path, key_id: str, pem: bytes) -> None:
     os.replace(tmp, target)
 
 
+def all_keys(session: Session) -> list[ServerKey]:
+    """Every server key, current and retired, oldest first."""
+    return list(session.scalars(select(ServerKey).order_by(ServerKey.created_at)))
+
+
 def rotate(
     session: Session, directory: Path, actor: str, algorithm: KeyAlgorithm = KeyAlgorithm.x25519
 ) -> ServerKey:

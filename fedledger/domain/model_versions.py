@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import ModelStatus, ModelVersion, Round, RoundStatus
@@ -32,6 +32,14 @@ def get(session: Session, version: int) -> ModelVersion:
     if model is None:
         raise NotFound("unknown_model", f"model version {version} does not exist")
     return model
+
+
+def require_no_genesis(session: Session) -> None:
+    """:class:`Conflict` once any model version exists: later versions come from rounds (or a rollback)."""
+    if session.scalar(select(func.count()).select_from(ModelVersion)):
+        raise Conflict(
+            "genesis_exists", "a genesis model exists; new versions come from rounds (or roll back)"
+        )
 
 
 def store_version(

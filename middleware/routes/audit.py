@@ -3,10 +3,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
-from db.models import AuditEntry
-from fedledger.domain.audit import verify_chain
+from fedledger.domain import audit
 from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep, StateDep
 from middleware.errors import responses
 from middleware.schemas import AuditEntryOut, AuditVerification
@@ -22,9 +20,6 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     """Audit entries in order (operator)."""
-    rows = session.scalars(
-        select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)
-    )
     return [
         AuditEntryOut(
             id=r.id,
@@ -36,7 +31,7 @@ def entries(
             prev_hash=r.prev_hash,
             entry_hash=r.entry_hash,
         )
-        for r in rows
+        for r in audit.entries(session, after_id, limit)
     ]
 
 
@@ -45,7 +40,7 @@ def verify(_: OperatorPrincipal, session: SessionDep, state: StateDep) -> AuditV
     """Recompute the whole hash chain and check it against the heads posted rounds anchored on-chain, so a
     cut tail or a log rewritten with recomputed hashes is found (operator; 503 without the chain)."""
     anchors = state.chain().audit_anchors()
-    result = verify_chain(session, anchors)
+    result = audit.verify_chain(session, anchors)
     return AuditVerification(
         ok=result.ok,
         entries=result.entries,

@@ -4,8 +4,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
+from db.session import ping
 from middleware.deps import StateDep
 from middleware.schemas import HealthOut
 
@@ -27,8 +27,7 @@ def readyz(state: StateDep) -> JSONResponse:
     """Database, broker and chain are all reachable."""
     checks: dict[str, str] = {}
     try:
-        with state.sessions() as session:
-            session.execute(text("SELECT 1"))
+        ping(state.sessions)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["database"] = f"error: {type(exc).__name__}: {exc}"[:300]

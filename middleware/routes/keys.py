@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from db.models import ServerKey
 from fedledger.crypto.keys import KeyAlgorithm
@@ -33,7 +32,7 @@ def current(session: SessionDep) -> ServerKeyOut:
 @router.get("", response_model=list[ServerKeyOut], responses=responses(429))
 def all_keys(session: SessionDep) -> list[ServerKeyOut]:
     """Every server key, current and retired."""
-    return [to_out(k) for k in session.scalars(select(ServerKey).order_by(ServerKey.created_at))]
+    return [to_out(k) for k in keys.all_keys(session)]
 
 
 @router.post("/rotate", response_model=ServerKeyOut, responses=responses(401, 403, 429))

@@ -99,10 +99,7 @@ async def upload_genesis(request: Request, principal: OperatorPrincipal, state: 
         raise ApiError(413, "too_large", "model file exceeds the size limit")
     deployments = state.chain().deployments
     with state.sessions.begin() as session:
-        if session.query(ModelVersion).count():
-            raise ApiError(
-                409, "genesis_exists", "a genesis model exists; new versions come from rounds (or roll back)"
-            )
+        models.require_no_genesis(session)
         m = models.store_version(
             session,
             state.blobs,

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from db.models import Participant, ParticipantStatus
 from fedledger.chain.reader import RegistryStatus
-from fedledger.domain import audit
+from fedledger.domain import participants
 from middleware.deps import CurrentPrincipal, RateLimited, RegisterRateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest
@@ -55,32 +54,14 @@ def register(
             f"{principal.address} is {enrollment.status.name} on-chain and cannot register or change its "
             "registration",
         )
-    participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
-    if participant is None:
-        participant = Participant(
-            address=principal.address, org_name=body.org_name, encryption_key_id=body.encryption_key_id
-        )
-        session.add(participant)
-        session.flush()
-        audit.append(session, principal.address, "participant.register", principal.address, body.model_dump())
-    elif (participant.org_name, participant.encryption_key_id) != (body.org_name, body.encryption_key_id):
-        if participant.status != ParticipantStatus.active:
-            raise ApiError(
-                409,
-                f"participant_{participant.status.value}",
-                "a suspended, slashed or exited participant cannot change its registration",
-            )
-        participant.org_name, participant.encryption_key_id = body.org_name, body.encryption_key_id
-        audit.append(session, principal.address, "participant.update", principal.address, body.model_dump())
+    participant = participants.register(session, principal.address, body.org_name, body.encryption_key_id)
     return ParticipantOut(**to_out(participant))
 
 
 @router.get("/me", response_model=ParticipantStatusOut, responses=responses(401, 404, 429, 503))
 def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> ParticipantStatusOut:
     """The signed-in organization: registration, reputation, on-chain enrollment, and whether it may submit."""
-    participant = session.scalars(select(Participant).where(Participant.address == principal.address)).first()
-    if participant is None:
-        raise ApiError(404, "not_registered", "register first: POST /v1/participants")
+    participant = participants.require(session, principal.address)
     enrollment = state.chain().enrollment(principal.address)
     reason = None
     if enrollment.status == RegistryStatus.none:

@@ -5,19 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
 
-from db.models import (
-    Aggregation,
-    Contribution,
-    ModelStatus,
-    ModelVersion,
-    Participant,
-    ParticipantStatus,
-    Round,
-    RoundStatus,
-    Update,
-)
+from fedledger.domain import participants as participant_rows
+from fedledger.domain import stats
 from middleware.deps import MAX_ID, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.routes.participants import to_out as participant_out
@@ -37,20 +27,14 @@ def _token(state: StateDep) -> dict[str, Any] | None:
 @router.get("/overview", responses=responses(429))
 def overview(session: SessionDep, state: StateDep) -> dict[str, Any]:
     """Headline numbers; ``token`` is null while the chain is unreachable."""
-    current = session.scalars(select(Round).order_by(Round.id.desc())).first()
-    model = session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.active)).first()
+    figures = stats.overview(session)
+    current = figures.current_round
     return {
-        "participants": session.scalar(select(func.count()).select_from(Participant)),
-        "active_participants": session.scalar(
-            select(func.count())
-            .select_from(Participant)
-            .where(Participant.status == ParticipantStatus.active)
-        ),
-        "rounds_completed": session.scalar(
-            select(func.count()).select_from(Round).where(Round.status == RoundStatus.posted)
-        ),
-        "contributions": session.scalar(select(func.count()).select_from(Contribution)),
-        "model_version": model.id if model else None,
+        "participants": figures.participants,
+        "active_participants": figures.active_participants,
+        "rounds_completed": figures.rounds_completed,
+        "contributions": figures.contributions,
+        "model_version": figures.model_version,
         "current_round": None
         if current is None
         else {
@@ -69,14 +53,8 @@ def round_history(
     session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
     """Most recent rounds first, with what their close did."""
-    rows = session.execute(
-        select(Round, Aggregation)
-        .outerjoin(Aggregation, Aggregation.round_id == Round.id)
-        .order_by(Round.id.desc())
-        .limit(limit)
-    ).all()
     out = []
-    for r, a in rows:
+    for r, a in stats.round_history(session, limit):
         out.append(
             {
                 "id": r.id,
@@ -113,16 +91,6 @@ def contributions(
     address: Annotated[str | None, Query(max_length=42)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
-    query = (
-        select(Contribution, Participant.address, Update.rejection_reason)
-        .join(Participant, Participant.id == Contribution.participant_id)
-        .join(Update, Update.id == Contribution.update_id)
-    )
-    if round_id is not None:
-        query = query.where(Contribution.round_id == round_id)
-    if address is not None:
-        query = query.where(func.lower(Participant.address) == address.lower())
-    rows = session.execute(query.order_by(Contribution.round_id.desc(), Contribution.id).limit(limit)).all()
     return [
         {
             "round_id": c.round_id,
@@ -139,16 +107,13 @@ def contributions(
             # Why the update is not in the aggregate (null when kept); an excluded update is not paid.
             "excluded_reason": None if c.kept else reason,
         }
-        for c, addr, reason in rows
+        for c, addr, reason in stats.contributions(session, round_id, address, limit)
     ]
 
 
 @router.get("/participants", response_model=list[ParticipantOut], responses=responses(429))
 def participants(session: SessionDep) -> list[ParticipantOut]:
-    return [
-        ParticipantOut(**participant_out(p))
-        for p in session.scalars(select(Participant).order_by(Participant.id))
-    ]
+    return [ParticipantOut(**participant_out(p)) for p in participant_rows.listing(session)]
 
 
 @router.get("/token", responses=responses(429, 503))
