@@ -20,9 +20,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -288,3 +289,51 @@ def partition_dirichlet(
     raise DataError(
         f"no Dirichlet(alpha={alpha}) split gave every part {min_size} samples; raise alpha or lower min_size"
     )
+
+
+def _span(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}" if lo >= 0 else f"{lo:g} to {hi:g}"
+
+
+def check_input_contract(dataset: Dataset, contract: Mapping[str, Any]) -> None:
+    """Check ``dataset`` against a model's input contract (``input_contract`` in the model's metadata:
+    feature count, value range, classes); :class:`DataError` says what is wrong and how to fix it."""
+    features = int(contract["features"])
+    kind = str(contract.get("feature_kind") or "features")
+    if dataset.n_features != features:
+        raise DataError(
+            f"the data has {dataset.n_features} feature columns, the model expects {features} "
+            f"({contract.get('preprocessing', 'see the model input contract')}), then the label column"
+        )
+    if len(dataset) == 0:
+        raise DataError("the data set is empty")
+    classes = int(contract["classes"])
+    labels_lo, labels_hi = int(dataset.y.min()), int(dataset.y.max())
+    if labels_lo < 0 or labels_hi >= classes:
+        raise DataError(
+            f"labels {labels_lo}..{labels_hi}, the model expects class ids 0..{classes - 1} "
+            "in the label column"
+        )
+    expected = contract.get("value_range")
+    if not expected:
+        return
+    low, high = float(expected[0]), float(expected[1])
+    slack = float(contract.get("tolerance") or 0.0) + 1e-6 * max(1.0, high - low)
+    lo, hi = float(dataset.x.min()), float(dataset.x.max())
+    if lo >= low - slack and hi <= high + slack:
+        return
+    problem = f"values {_span(lo, hi)}, the model expects [{low:g}, {high:g}]"
+    if dataset.standardizer is not None:
+        hint = (
+            "the features were standardized here; the model expects them as they are "
+            "(--no-standardize, without --standardizer)"
+        )
+    elif lo >= 0 and low == 0 and hi > high:
+        factor = hi / high
+        scale = f"1/{factor:g}" if abs(factor - round(factor)) < 1e-9 else f"{high:g}/{hi:g}"
+        hint = f"scale your {kind} by {scale}"
+    elif lo < low:
+        hint = f"the {kind} look centred or standardized; the model expects {contract.get('preprocessing')}"
+    else:
+        hint = f"scale your {kind} into [{low:g}, {high:g}] ({contract.get('preprocessing')})"
+    raise DataError(f"{problem}: {hint}")

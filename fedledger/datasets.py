@@ -37,3 +37,42 @@ def load_holdout(source: str) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"holdout data {source!r} is neither 'digits' nor an existing CSV file")
     table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
     return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def input_contract(source: str) -> dict[str, object]:
+    """What an organization's data must look like for models evaluated on ``source``: the holdout the
+    server scores updates on. Data shaped otherwise trains a model the holdout judges badly, and the
+    update is excluded; the client checks its data against this before training.
+
+    ``value_range`` with ``tolerance`` bounds every feature value; ``standardize`` says whether features are
+    standardized per column (they are not for either source: the holdout is used as it is)."""
+    if source == "digits":
+        return {
+            "task": "digits",
+            "features": 64,
+            "feature_kind": "pixels",
+            "value_range": [0.0, 1.0],
+            "tolerance": 0.0,
+            "standardize": False,
+            "classes": 10,
+            "label_column": "last",
+            "preprocessing": (
+                "8x8 grayscale digit images flattened row by row to 64 columns, each raw pixel (0-16, as in "
+                "scikit-learn's load_digits) divided by 16; not standardized"
+            ),
+        }
+    X, y = load_holdout(source)
+    lo, hi = float(X.min()), float(X.max())
+    return {
+        "task": "csv",
+        "features": int(X.shape[1]),
+        "feature_kind": "features",
+        "value_range": [lo, hi],
+        # The holdout's extremes are one sample's: local data may reach a little beyond them.
+        "tolerance": 0.25 * (hi - lo),
+        "standardize": False,
+        "classes": int(y.max()) + 1,
+        "label_column": "last",
+        "preprocessing": "the features as in the server's holdout CSV, used as they are",
+    }

@@ -91,6 +91,11 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any]
     produced_by_round: int | None
     created_at: datetime
+    input_contract: dict[str, Any] | None = Field(
+        default=None,
+        description="What training data must look like for this model: features, value range, classes, "
+        "preprocessing (the server's holdout task)",
+    )
 
 
 class OpenRoundRequest(BaseModel):

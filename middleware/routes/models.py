@@ -6,6 +6,7 @@ from fastapi.responses import Response
 
 from db.models import ModelVersion
 from fedledger.crypto.package import export_package
+from fedledger.datasets import input_contract
 from fedledger.domain import audit
 from fedledger.domain import model_versions as models
 from middleware.deps import OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
@@ -32,7 +33,19 @@ def to_out(state: StateDep, m: ModelVersion) -> ModelOut:
         metrics=m.metrics,
         produced_by_round=m.produced_by_round_id,
         created_at=m.created_at,
+        input_contract=_contract(state.settings.holdout, m.spec),
     )
+
+
+def _contract(holdout: str, spec: dict[str, list[int]]) -> dict[str, object] | None:
+    """The holdout task's input contract, if this model reads that many features (a first tensor of
+    another input width was not made for the task, and no contract is claimed for it)."""
+    try:
+        contract = input_contract(holdout)
+    except (OSError, ValueError):
+        return None
+    widths = {shape[0] for shape in spec.values() if len(shape) == 2}
+    return contract if contract["features"] in widths else None
 
 
 @router.get("/current", response_model=ModelOut, responses=responses(409, 429, 503))

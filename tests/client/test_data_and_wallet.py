@@ -12,6 +12,7 @@ from eth_account import Account
 from client.data import (
     Dataset,
     Standardizer,
+    check_input_contract,
     load_csv,
     load_digits_dataset,
     partition_dirichlet,
@@ -26,6 +27,7 @@ from client.wallet import (
     KeystorePasswordRequired,
     Wallet,
 )
+from fedledger.datasets import input_contract
 from fedledger.devkeys import dev_private_key
 
 
@@ -162,3 +164,51 @@ def test_no_wallet_configured_says_how(tmp_path: Path) -> None:
         Wallet.from_env({})
     with pytest.raises(WalletError, match="does not exist"):
         Wallet.load(tmp_path / "missing")
+
+
+DIGITS_CONTRACT = input_contract("digits")
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "standardized", "message"),
+    [
+        (np.full((4, 10), 0.5), [0, 1, 2, 3], False, "the data has 10 feature columns, the model expects 64"),
+        (np.full((4, 64), 0.5), [0, 1, 2, 10], False, "labels 0..10, the model expects class ids 0..9"),
+        (
+            np.tile(np.linspace(0, 16, 64), (4, 1)),
+            [0, 1, 2, 3],
+            False,
+            "values 0-16, the model expects [0, 1]: scale your pixels by 1/16",
+        ),
+        (
+            np.tile(np.linspace(0, 255, 64), (4, 1)),
+            [0, 1, 2, 3],
+            False,
+            "values 0-255, the model expects [0, 1]: scale your pixels by 1/255",
+        ),
+        (
+            np.tile(np.linspace(-1.5, 2.5, 64), (4, 1)),
+            [0, 1, 2, 3],
+            True,
+            "values -1.5 to 2.5, the model expects [0, 1]: the features were standardized here",
+        ),
+        (
+            np.tile(np.linspace(-1.5, 2.5, 64), (4, 1)),
+            [0, 1, 2, 3],
+            False,
+            "values -1.5 to 2.5, the model expects [0, 1]: the pixels look centred or standardized",
+        ),
+    ],
+)
+def test_data_is_checked_against_the_model_input_contract(
+    x: np.ndarray, y: list[int], standardized: bool, message: str
+) -> None:
+    scaler = Standardizer(np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32))
+    data = Dataset(x.astype(np.float32), np.asarray(y), standardizer=scaler if standardized else None)
+    with pytest.raises(DataError) as refused:
+        check_input_contract(data, DIGITS_CONTRACT)
+    assert message in str(refused.value)
+
+
+def test_the_bundled_task_in_its_own_scale_meets_its_contract() -> None:
+    check_input_contract(load_digits_dataset("train"), DIGITS_CONTRACT)
