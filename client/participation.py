@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 
 from client.api import FedLedgerApi, ProgressCallback
+from client.data import Dataset, check_input_contract
 from client.errors import (
     ApiUnreachableError,
+    AuthenticationError,
     ChainError,
     ConflictError,
     InvalidRequestError,
@@ -29,10 +31,16 @@ from client.models import ModelVerifier, VerifiedModel
 from client.rewards import RewardClaims
 from client.rounds import open_round, wait_for_round
 from client.sealing import PreparedUpdate, UpdateSealer
-from client.spool import Spool
+from client.spool import Spool, round_scope
 from client.training import EpochCallback, LocalDP, TrainFn
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+
+# Refusals that mean the server never held the envelope (sealed to a key it does not have, signed for
+# another deployment): a spooled envelope refused so is stale, not this round's.
+_NOT_THIS_SERVERS = frozenset(
+    {"unknown_key", "retired_key", "undecryptable", "bad_signature", "wrong_model_version", "shape_mismatch"}
+)
 
 
 @dataclass(frozen=True)
@@ -140,58 +148,89 @@ class Participation:
         train_progress: EpochCallback | None = None,
         upload_progress: ProgressCallback | None = None,
     ) -> Submission:
-        """One full contribution to the open round: verify the model, train, seal, sign, submit."""
+        """One full contribution to the open round: verify the model, check the data against it, train,
+        seal, sign, submit.
+
+        A spooled envelope of this round (same deployment, same round opening) is resent instead of
+        training again; success is only ever the server's receipt for the envelope sent now (resending
+        accepted bytes returns the same receipt, ``replayed``), never a receipt read from disk.
+        """
         timings: dict[str, float] = {}
         started = time.perf_counter()
         self.membership.check_may_submit(auto_enroll=auto_enroll)
         round_ = open_round(self.api)
         round_id, model_version = int(round_["id"]), int(round_["model_version"])
-        spooled, spooled_receipt = self.spool.load(round_id)
+        mark = time.perf_counter()
+        model = self.models.pull(model_version)
+        timings["pull_and_verify"] = time.perf_counter() - mark
+        train_fn = (
+            trainer
+            if trainer is not None
+            else builtin_trainer(model.spec, self.trainer_options, train_progress)
+        )
+        # Before anything is sent, spooled or not: data the model cannot use must not reach the round.
+        self.check_data(model, data, train_fn)
+        scope = round_scope(self.sealer.chain.deployments, round_)
+        prepared, _ = self.spool.load(round_id, scope)
         training: LocalTraining | None = None
-        if spooled is not None and spooled_receipt is not None:
-            self.submitted_rounds.add(round_id)
-            return Submission(
-                round_id, spooled_receipt, spooled, None, {"total": time.perf_counter() - started}
-            )
-        if spooled is not None:
-            prepared = spooled
-        else:
-            mark = time.perf_counter()
-            model = self.models.pull(model_version)
-            timings["pull_and_verify"] = time.perf_counter() - mark
+        receipt: dict[str, Any] | None = None
+        mark = time.perf_counter()
+        if prepared is not None:
+            try:
+                receipt = self.sealer.submit(prepared, progress=upload_progress)
+            except (InvalidRequestError, AuthenticationError) as exc:
+                # The server does not recognise the spooled envelope as one for this round (another key,
+                # another deployment's signature): nothing of it was accepted, so train and seal afresh.
+                if exc.code not in _NOT_THIS_SERVERS:
+                    raise
+                self.spool.discard(round_id, scope)
+                prepared = None
+        if prepared is None:
             training = self.train(
                 model,
                 data,
-                trainer,
+                train_fn,
                 seed=seed,
                 num_samples=num_samples,
                 eval_data=eval_data,
-                progress=train_progress,
             )
             timings["train"] = training.seconds
             mark = time.perf_counter()
             prepared = self.sealer.prepare(round_id, model_version, training.delta, training.num_samples)
             timings["seal_and_sign"] = time.perf_counter() - mark
-            self.spool.save(prepared)
-        mark = time.perf_counter()
-        try:
-            receipt = self.sealer.submit(prepared, progress=upload_progress)
-        except InvalidRequestError as exc:
-            # The server rotated its key and retired the one this envelope was sealed to: nothing was
-            # accepted, so sealing the same update again for the current key is safe.
-            if exc.code not in ("unknown_key", "retired_key") or training is None:
-                raise
-            prepared = self.sealer.prepare(round_id, model_version, training.delta, training.num_samples)
-            self.spool.save(prepared)
-            receipt = self.sealer.submit(prepared, progress=upload_progress)
+            self.spool.save(prepared, scope)
+            mark = time.perf_counter()
+            try:
+                receipt = self.sealer.submit(prepared, progress=upload_progress)
+            except InvalidRequestError as exc:
+                # The server rotated its key and retired the one this envelope was sealed to: nothing was
+                # accepted, so sealing the same update again for the current key is safe.
+                if exc.code not in ("unknown_key", "retired_key"):
+                    raise
+                prepared = self.sealer.prepare(round_id, model_version, training.delta, training.num_samples)
+                self.spool.save(prepared, scope)
+                receipt = self.sealer.submit(prepared, progress=upload_progress)
+        assert receipt is not None
         timings["submit"] = time.perf_counter() - mark
-        self.spool.save_receipt(round_id, receipt)
+        self.spool.save_receipt(prepared, receipt, scope)
         self.submitted_rounds.add(round_id)
         timings["total"] = time.perf_counter() - started
         final = self.wait_for_round(round_id, timeout=timeout) if wait else None
         if final is not None:
             timings["wait"] = time.perf_counter() - started - timings["total"]
         return Submission(round_id, receipt, prepared, training, timings, final)
+
+    @staticmethod
+    def check_data(model: VerifiedModel, data: Any, train_fn: TrainFn) -> None:
+        """``data`` fits the model: its input contract (from the server's model metadata) and, for the
+        built-in trainers, the tensor shapes; else :class:`~client.errors.DataError` /
+        :class:`~client.errors.TrainingError` saying what is wrong."""
+        contract = model.metadata.get("input_contract")
+        if isinstance(contract, dict) and isinstance(data, Dataset):
+            check_input_contract(data, contract)
+        check = getattr(train_fn, "check_data", None)
+        if callable(check):
+            check(data)
 
     def run(
         self,

@@ -2,8 +2,14 @@
 
 The envelope is written to disk before the first submission attempt, so a client that crashes before the
 receipt arrives resends the same bytes after a restart instead of training again (a different payload
-would be refused with 409); once the receipt is on disk too, nothing is sent for that round at all. Files
-live under ``<dir>/<address>/<api>/round-<id>.{envelope,json,receipt.json}``.
+would be refused with 409).
+
+A spooled entry belongs to one round of one deployment: a fresh dev chain reuses the chain id, the
+contract addresses and the round ids of the previous one, so the key also holds the round's opening time
+(:func:`round_scope`). A receipt is kept beside the envelope it answers and comes back only with that
+envelope (same round, same payload hash); it is never shown as success on its own: the caller resends the
+envelope, and the server's answer (the same receipt, ``replayed``) is what counts. Files live under
+``<dir>/<address>/<api>/<scope>/round-<id>.{envelope,json,receipt.json}``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from client.sealing import PreparedUpdate
+from fedledger.chain.deployments import Deployments
+
+
+def round_scope(deployments: Deployments, round_: Mapping[str, Any]) -> str:
+    """What tells this round apart from every other round with the same id: the deployment (chain id,
+    deploy block, every contract address) and the round's opening time on the server."""
+    binding = {
+        "chain_id": deployments.chain_id,
+        "deploy_block": deployments.deploy_block,
+        "addresses": {name: address.lower() for name, address in sorted(deployments.addresses.items())},
+        "round_id": int(round_["id"]),
+        "opened_at": str(round_.get("opened_at")),
+    }
+    return hashlib.sha256(json.dumps(binding, sort_keys=True).encode()).hexdigest()[:24]
 
 
 class Spool:
@@ -27,44 +47,62 @@ class Spool:
             api = api_base_url.replace("://", "_").replace("/", "_").replace(":", "_")
             self.base = Path(directory).expanduser() / address / api
 
-    def _paths(self, round_id: int) -> tuple[Path, Path, Path] | None:
+    def _paths(self, round_id: int, scope: str) -> tuple[Path, Path, Path] | None:
         if self.base is None:
             return None
         name = f"round-{round_id}"
+        folder = self.base / scope
         return (
-            self.base / f"{name}.envelope",
-            self.base / f"{name}.json",
-            self.base / f"{name}.receipt.json",
+            folder / f"{name}.envelope",
+            folder / f"{name}.json",
+            folder / f"{name}.receipt.json",
         )
 
-    def save(self, prepared: PreparedUpdate) -> None:
-        """Keep the envelope and its metadata (before it is sent for the first time)."""
-        paths = self._paths(prepared.round_id)
+    def save(self, prepared: PreparedUpdate, scope: str) -> None:
+        """Keep the envelope and its metadata (before it is sent for the first time); a receipt kept for
+        an earlier envelope of the round no longer applies."""
+        paths = self._paths(prepared.round_id, scope)
         if paths is None:
             return
-        envelope_path, meta_path, _ = paths
+        envelope_path, meta_path, receipt_path = paths
         envelope_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta = {k: v for k, v in asdict(prepared).items() if k != "envelope"}
+        receipt_path.unlink(missing_ok=True)
         envelope_path.write_bytes(prepared.envelope)
         meta_path.write_text(json.dumps(meta))
 
-    def load(self, round_id: int) -> tuple[PreparedUpdate | None, dict[str, Any] | None]:
-        """The round's spooled envelope (None if absent or damaged) and its receipt (None if none)."""
-        paths = self._paths(round_id)
+    def load(self, round_id: int, scope: str) -> tuple[PreparedUpdate | None, dict[str, Any] | None]:
+        """The round's spooled envelope (None if absent or damaged) and the receipt kept for exactly that
+        envelope (None if none, or if it names another update or round)."""
+        paths = self._paths(round_id, scope)
         if paths is None:
             return None, None
         envelope_path, meta_path, receipt_path = paths
-        receipt = json.loads(receipt_path.read_text()) if receipt_path.exists() else None
         if not (envelope_path.exists() and meta_path.exists()):
-            return None, receipt
+            return None, None
         meta = json.loads(meta_path.read_text())
         prepared = PreparedUpdate(envelope=envelope_path.read_bytes(), **meta)
         if "0x" + hashlib.sha256(prepared.envelope).hexdigest() != prepared.payload_hash:
-            return None, receipt
+            return None, None
+        if prepared.round_id != round_id:
+            return None, None
+        receipt = json.loads(receipt_path.read_text()) if receipt_path.exists() else None
+        if receipt is not None and (
+            str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash
+            or receipt.get("round_id") != round_id
+        ):
+            receipt = None
         return prepared, receipt
 
-    def save_receipt(self, round_id: int, receipt: Mapping[str, Any]) -> None:
-        """Keep the receipt: the round needs nothing more sent."""
-        paths = self._paths(round_id)
+    def save_receipt(self, prepared: PreparedUpdate, receipt: Mapping[str, Any], scope: str) -> None:
+        """Keep the receipt the server gave for ``prepared``."""
+        paths = self._paths(prepared.round_id, scope)
         if paths is not None:
             paths[2].write_text(json.dumps(dict(receipt)))
+
+    def discard(self, round_id: int, scope: str) -> None:
+        """Forget the round's envelope and receipt (the server refused the envelope as not its own)."""
+        paths = self._paths(round_id, scope)
+        if paths is not None:
+            for path in paths:
+                path.unlink(missing_ok=True)

@@ -291,16 +291,42 @@ def _training_kwargs(
     }
 
 
-def _load_data(data: Path, label_column: str | None, standardizer: Path | None, no_standardize: bool) -> Any:
+def _load_data(data: Path, label_column: str | None, standardizer: Path | None) -> Any:
+    """The CSV as it is (a missing or malformed file fails before anything else is asked of the API)."""
     from client.data import Standardizer, load_csv
 
     scaler = Standardizer.load(standardizer) if standardizer is not None else None
-    return load_csv(data, label_column, standardize=not no_standardize, standardizer=scaler)
+    return load_csv(data, label_column, standardize=False, standardizer=scaler)
+
+
+def _preprocess(org: Any, dataset: Any, standardize: bool | None) -> Any:
+    """Standardize per column when asked, or, when not said, when the model's input contract says so
+    (the bundled task's features are used as they are: standardizing them would be refused)."""
+    from client.data import Dataset, Standardizer
+    from client.errors import ApiError
+
+    if dataset.standardizer is not None:
+        return dataset
+    if standardize is None:
+        try:
+            contract = org.api.current_model().get("input_contract")
+        except ApiError:
+            contract = None
+        standardize = bool(contract.get("standardize", True)) if isinstance(contract, dict) else True
+    if not standardize:
+        return dataset
+    scaler = Standardizer.fit(dataset.x)
+    return Dataset(scaler.transform(dataset.x), dataset.y, dataset.feature_names, scaler)
 
 
 # Options shared by train-and-submit and run.
 DataOpt = Annotated[
-    Path, typer.Option("--data", help="CSV of numeric features; the label is the last column.")
+    Path,
+    typer.Option(
+        "--data",
+        help="CSV of numeric features, the label (a class id) last; checked against the model's input "
+        "contract (`fedledger models current`: features, value range, classes) before anything is sent.",
+    ),
 ]
 LabelOpt = Annotated[
     str | None, typer.Option("--label-column", help="Name (or 0-based index) of the label column.")
@@ -308,7 +334,13 @@ LabelOpt = Annotated[
 ScalerOpt = Annotated[
     Path | None, typer.Option("--standardizer", help="Shared standardizer JSON {mean, std} to apply.")
 ]
-NoStdOpt = Annotated[bool, typer.Option("--no-standardize", help="Use the features as they are.")]
+StdOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--standardize/--no-standardize",
+        help="Standardize each column on the local data (default: as the model's input contract says).",
+    ),
+]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=0, help="Local epochs per round.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1)]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="SGD learning rate.")]
@@ -452,7 +484,7 @@ def train_and_submit(
     data: DataOpt,
     label_column: LabelOpt = None,
     standardizer: ScalerOpt = None,
-    no_standardize: NoStdOpt = False,
+    standardize: StdOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
@@ -468,13 +500,13 @@ def train_and_submit(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 900.0,
 ) -> None:
     """Train on a local CSV from the round's verified model and submit the sealed, signed update."""
-    dataset = _load_data(data, label_column, standardizer, no_standardize)
+    raw = _load_data(data, label_column, standardizer)
     kwargs = _training_kwargs(topk, half, dp_clip, dp_noise, epochs, batch_size, lr, spool_dir, no_spool)
     epochs_cb, upload_cb, close = _progress_bars(opts)
     try:
         with _organization(opts, **kwargs) as org:
             submission = org.participate(
-                dataset,
+                _preprocess(org, raw, standardize),
                 seed=seed,
                 wait=wait,
                 timeout=timeout,
@@ -554,7 +586,7 @@ def run(
     data: DataOpt,
     label_column: LabelOpt = None,
     standardizer: ScalerOpt = None,
-    no_standardize: NoStdOpt = False,
+    standardize: StdOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
@@ -577,7 +609,7 @@ def run(
     ] = None,
 ) -> None:
     """Take part in every round until Ctrl-C: train and submit when a round opens, claim when it is posted."""
-    dataset = _load_data(data, label_column, standardizer, no_standardize)
+    raw = _load_data(data, label_column, standardizer)
     kwargs = _training_kwargs(topk, half, dp_clip, dp_noise, epochs, batch_size, lr, spool_dir, no_spool)
     epochs_cb, upload_cb, close = _progress_bars(opts)
 
@@ -604,7 +636,7 @@ def run(
             typer.echo(f"participating as {org.address}; Ctrl-C to stop")
         try:
             org.run(
-                dataset,
+                _preprocess(org, raw, standardize),
                 max_rounds=max_rounds,
                 claim=claim_rewards,
                 auto_enroll=auto_enroll,

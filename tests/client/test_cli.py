@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -15,8 +17,11 @@ import uvicorn
 from typer.testing import CliRunner
 
 from app.cli import app
-from client.data import save_csv
+from client.data import Dataset, save_csv
+from client.sealing import PreparedUpdate
+from client.spool import round_scope
 from client.training import SoftmaxRegression
+from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import free_port
 from fedledger.config import Settings
 from fedledger.devkeys import dev_private_key
@@ -232,3 +237,80 @@ def test_status_reports_an_unreachable_chain_instead_of_failing(live_api: str) -
     result = cli("status", "--api", live_api, "--rpc", f"http://127.0.0.1:{closed_port()}")
     assert result.exit_code == 0, result.output
     assert "chain:        unavailable" in result.stdout and "registration: not registered" in result.stdout
+
+
+def _stale_entry(folder: Path, prepared: PreparedUpdate, receipt: dict[str, object]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"round-{prepared.round_id}"
+    (folder / f"{name}.envelope").write_bytes(prepared.envelope)
+    meta = {k: v for k, v in asdict(prepared).items() if k != "envelope"}
+    (folder / f"{name}.json").write_text(json.dumps(meta))
+    (folder / f"{name}.receipt.json").write_text(json.dumps(receipt))
+
+
+def test_a_receipt_is_printed_only_when_the_server_gave_it_for_this_update(
+    live_api: str, dev_chain, tmp_path: Path, digits_parts
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 item 1: a second `make run` (new chain, same addresses, round ids from 1 again) found the
+    previous deployment's receipt for the same round id and printed "update accepted" with exit 0; the API
+    had received nothing. Data the model cannot use was "accepted" from the spool too."""
+    rpc, index = dev_chain[0].rpc_url, CLIENT_ORGS[3]
+    assert cli("enroll", "--api", live_api, "--rpc", rpc, index=index).exit_code == 0
+    with httpx.Client(base_url=live_api) as http:
+        operator = login(http, OPERATOR)  # type: ignore[arg-type]
+        model = encode_weights(SoftmaxRegression(FEATURES, 10).init_weights())
+        assert http.post("/v1/models", content=model, headers=operator).status_code == 201
+        round_ = http.post("/v1/rounds", json={"duration_seconds": 600, "quorum": 3}, headers=operator).json()
+        contract = http.get("/v1/models/current").json()["input_contract"]
+    # The model version says what data it takes (the server's holdout task: the bundled digits).
+    assert contract["features"] == 64 and contract["value_range"] == [0.0, 1.0] and contract["classes"] == 10
+    assert contract["standardize"] is False and "divided by 16" in contract["preprocessing"]
+    round_id, address, spool = round_["id"], address_of(index), tmp_path / "spool"
+    # What the previous deployment's run left for the same round id: its envelope and its receipt, in the
+    # spool's folder for this API (and in a folder of a round with the same id opened at another time).
+    envelope = b"the previous deployment's envelope"
+    stale = PreparedUpdate(
+        round_id, 1, 100, envelope, "0x" + "ab" * 65, "0x" + hashlib.sha256(envelope).hexdigest(), "k", 99
+    )
+    stale_receipt = {
+        "receipt_id": "ca7e74ed-previous",
+        "round_id": round_id,
+        "payload_hash": stale.payload_hash,
+    }
+    api_folder = spool / address / live_api.replace("://", "_").replace("/", "_").replace(":", "_")
+    _stale_entry(api_folder, stale, stale_receipt)
+    with httpx.Client(base_url=live_api) as http:
+        deployments = Deployments.from_dict(http.get("/v1/chain/deployments").json())
+    earlier = round_scope(deployments, {**round_, "opened_at": "2026-01-01T00:00:00Z"})
+    _stale_entry(api_folder / earlier, stale, stale_receipt)
+
+    data = tmp_path / "local.csv"
+    save_csv(digits_parts[3], data)
+    args = ("train-and-submit", "--api", live_api, "--rpc", rpc, "--data", str(data), "--epochs", "2")
+    args += ("--spool-dir", str(spool))
+    result = cli(*args, "--json", index=index)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["receipt_id"] != stale_receipt["receipt_id"] and not summary["replayed"]
+    assert httpx.get(f"{live_api}/v1/rounds/{round_id}").json()["submissions"] == 1
+    # The receipt of this update is spooled now; running again resends the envelope and prints the
+    # server's answer (the same receipt, replayed), never the file.
+    again = cli(*args, index=index)
+    assert again.exit_code == 0, again.output
+    assert f"round {round_id}: update accepted, receipt {summary['receipt_id']} (same update" in again.stdout
+
+    # Data the model cannot use is refused before the spool is looked at, with what is wrong.
+    narrow = tmp_path / "ten.csv"
+    narrow.write_text("".join(",".join(["0.5"] * 10) + f",{i % 10}\n" for i in range(30)))
+    refused = cli(*args[:6], str(narrow), *args[7:], index=index)
+    assert (
+        refused.exit_code == 1 and "the data has 10 feature columns, the model expects 64" in refused.output
+    )
+    raw = tmp_path / "raw.csv"  # scikit-learn's digits as they come: pixels 0-16
+    part = digits_parts[3]
+    save_csv(Dataset(part.x * 16.0, part.y, part.feature_names), raw)
+    refused = cli(*args[:6], str(raw), *args[7:], index=index)
+    assert refused.exit_code == 1, refused.output
+    assert "values 0-16, the model expects [0, 1]: scale your pixels by 1/16" in refused.output
+    refused = cli(*args, "--standardize", index=index)
+    assert refused.exit_code == 1 and "the features were standardized here" in refused.output

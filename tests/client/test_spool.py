@@ -6,9 +6,11 @@ import hashlib
 from pathlib import Path
 
 from client.sealing import PreparedUpdate
-from client.spool import Spool
+from client.spool import Spool, round_scope
+from fedledger.chain.deployments import Deployments
 
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+SCOPE = "deployment-a-round-7"
 
 
 def _prepared(round_id: int = 7, envelope: bytes = b"sealed bytes") -> PreparedUpdate:
@@ -24,30 +26,65 @@ def _prepared(round_id: int = 7, envelope: bytes = b"sealed bytes") -> PreparedU
     )
 
 
+def _receipt(prepared: PreparedUpdate) -> dict[str, object]:
+    return {"receipt_id": "r1", "round_id": prepared.round_id, "payload_hash": prepared.payload_hash}
+
+
 def test_an_envelope_and_its_receipt_come_back_after_a_restart(tmp_path: Path) -> None:
     prepared = _prepared()
-    Spool(tmp_path, ADDRESS, "http://api.example:8000").save(prepared)
-    # A new process (a new Spool) for the same organization and API finds the same bytes.
+    Spool(tmp_path, ADDRESS, "http://api.example:8000").save(prepared, SCOPE)
+    # A new process (a new Spool) for the same organization, API and round scope finds the same bytes.
     again = Spool(tmp_path, ADDRESS, "http://api.example:8000")
-    assert again.load(7) == (prepared, None)
-    again.save_receipt(7, {"receipt_id": "r1", "round_id": 7})
-    assert again.load(7) == (prepared, {"receipt_id": "r1", "round_id": 7})
-    # Another API (or another round) has nothing spooled.
-    assert Spool(tmp_path, ADDRESS, "http://other:8000").load(7) == (None, None)
-    assert again.load(8) == (None, None)
+    assert again.load(7, SCOPE) == (prepared, None)
+    again.save_receipt(prepared, _receipt(prepared), SCOPE)
+    assert again.load(7, SCOPE) == (prepared, _receipt(prepared))
+    # Another API, another round, or the same round id of another deployment has nothing spooled.
+    assert Spool(tmp_path, ADDRESS, "http://other:8000").load(7, SCOPE) == (None, None)
+    assert again.load(8, SCOPE) == (None, None)
+    assert again.load(7, "deployment-b-round-7") == (None, None)
+
+
+def test_a_receipt_comes_back_only_with_the_envelope_it_answers(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, ADDRESS, "http://api.example:8000")
+    first = _prepared()
+    spool.save(first, SCOPE)
+    spool.save_receipt(first, {**_receipt(first), "payload_hash": "0x" + "00" * 32}, SCOPE)
+    assert spool.load(7, SCOPE) == (first, None)  # a receipt for another update is not this one's
+    spool.save_receipt(first, _receipt(first), SCOPE)
+    # A new envelope for the round (resealed for a new key) drops the old envelope's receipt.
+    second = _prepared(envelope=b"resealed bytes")
+    spool.save(second, SCOPE)
+    assert spool.load(7, SCOPE) == (second, None)
+    spool.discard(7, SCOPE)
+    assert spool.load(7, SCOPE) == (None, None)
+
+
+def test_the_scope_tells_apart_deployments_and_reopened_round_ids() -> None:
+    addresses = {"ContributionLedger": "0x" + "11" * 20, "RewardToken": "0x" + "22" * 20}
+    one = Deployments(chain_id=31337, deploy_block=1, addresses=addresses, abis={})
+    moved = Deployments(
+        chain_id=31337, deploy_block=1, addresses={**addresses, "RewardToken": "0x" + "33" * 20}, abis={}
+    )
+    round_ = {"id": 6, "opened_at": "2026-12-01T10:00:00Z"}
+    assert round_scope(one, round_) == round_scope(one, dict(round_))
+    assert round_scope(one, round_) != round_scope(moved, round_)
+    # A fresh dev chain deploys to the same addresses and numbers rounds from 1 again: the opening differs.
+    assert round_scope(one, round_) != round_scope(one, {**round_, "opened_at": "2026-12-01T11:00:00Z"})
+    assert round_scope(one, round_) != round_scope(one, {**round_, "id": 7})
 
 
 def test_a_damaged_envelope_is_not_resent(tmp_path: Path) -> None:
     spool = Spool(tmp_path, ADDRESS, "http://api.example:8000")
-    spool.save(_prepared())
+    spool.save(_prepared(), SCOPE)
     (envelope,) = tmp_path.rglob("round-7.envelope")
     envelope.write_bytes(b"sealed bytez")  # no longer the bytes the signature covers
-    assert spool.load(7) == (None, None)
+    assert spool.load(7, SCOPE) == (None, None)
 
 
 def test_without_a_directory_nothing_is_kept(tmp_path: Path) -> None:
     spool = Spool(None, ADDRESS, "http://api.example:8000")
-    spool.save(_prepared())
-    spool.save_receipt(7, {"receipt_id": "r1"})
-    assert spool.load(7) == (None, None)
+    prepared = _prepared()
+    spool.save(prepared, SCOPE)
+    spool.save_receipt(prepared, _receipt(prepared), SCOPE)
+    assert spool.load(7, SCOPE) == (None, None)
     assert not any(tmp_path.iterdir())
