@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -239,6 +239,23 @@ def _metadata_of(header: Mapping[str, object]) -> dict[str, str]:
 def model_shapes(weights: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape: the ``expected_shapes`` an update to these weights must match."""
     return {name: tuple(array.shape) for name, array in weights.items()}
+
+
+def flatten(tensors: Mapping[str, np.ndarray], names: Iterable[str]) -> np.ndarray:
+    """The tensors ``names`` (a list, or a mapping of names to shapes) as one float32 vector, in that order:
+    how the aggregation sees an update."""
+    return np.concatenate([np.asarray(tensors[name], dtype=np.float32).reshape(-1) for name in names])
+
+
+def unflatten(vector: np.ndarray, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Named float32 tensors of ``shapes`` from one vector (the inverse of :func:`flatten`)."""
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[name] = vector[offset : offset + size].reshape(tuple(shape)).astype(np.float32, copy=False)
+        offset += size
+    return out
 
 
 def encode_weights(weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:

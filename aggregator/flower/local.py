@@ -4,9 +4,17 @@ legacy) run in local mode. Flower-free: the strategies turn their replies into :
 The rule and its parameters are a governed-parameter snapshot (:data:`LOCAL_DEFAULTS`, the chain's genesis
 values, overlaid with the caller's by-name parameters) read by :class:`~aggregator.round.params.RoundParams`
 and built into a strategy object by :func:`aggregator.strategies.build`, exactly as a platform round's close
-does. With a holdout of one of fedledger's model families every round *is* the platform's computation
-(:func:`aggregator.round.compute.compute_round`); for any other model the same strategy object aggregates and
-:mod:`aggregator.flower.compute` scores with the caller's loss function.
+does. Every round *is* the platform's computation (:func:`aggregator.round.compute.compute_round`: the same
+rule, sample cap, scores, Byzantine evidence, reputation and rollback rule), so a node scores in a Flower
+federation exactly as the same update would on the platform. What measures the models on the server's data:
+
+- ``holdout=(X, y)`` for one of fedledger's model families: the platform's own forward pass;
+- ``loss_fn`` for any other model: its loss per example (the quality scores get standard errors) or its
+  mean loss, in place of the forward pass (no accuracy is reported);
+- neither: nothing can measure useful work, so every model's loss counts as equal: quality is 100 for every
+  update not harmful (as on the platform when the validation data resolves no difference), honesty and the
+  evidence come from the updates alone (cosine to their coordinate median, norms), and no holdout figure
+  is reported.
 """
 
 from __future__ import annotations
@@ -22,18 +30,20 @@ import numpy as np
 
 from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, TooFewClients, UnknownStrategy
-from aggregator.flower.compute import score_round
-from aggregator.flower.records import flatten, unflatten
-from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, compute_round
+from aggregator.round.compute import ClientMeta, CloseStatus, Evaluation, RoundInputs, compute_round
 from aggregator.round.params import RoundParams
 from aggregator.scoring.reputation import update_reputation
 from fedledger.flower import Weights
 from fedledger.models import UnknownModelFamily, family_of
+from fedledger.payload import flatten
 
 NodeId = int | str
 # Loss of a model on the server's data: per example (1-D array, which gives the quality scores standard
 # errors) or only the mean.
 LossFn = Callable[[Weights], "float | np.ndarray"]
+# The loss every model gets when nothing measures them (no holdout, no loss function): any positive constant
+# gives every update a zero marginal contribution and the round a zero loss change.
+UNMEASURED_LOSS = 1.0
 
 # The chain's genesis values (blockchain/contracts/ProtocolParameters.sol, in Python units as a round's
 # snapshot holds them; tests/flower/test_strategy.py checks them against a fresh deployment), except where
@@ -246,12 +256,10 @@ class LocalRounds:
         try:
             if not used:
                 raise TooFewClients("no valid update arrived")
-            base = flatten(global_weights, list(shapes))
-            X = np.stack([flatten(r.weights, list(shapes)) - base for r, _ in used if r.weights is not None])
-            if self._platform_scoring(global_weights):
-                new_weights = self._platform_round(server_round, global_weights, shapes, X, used, report)
-            else:
-                new_weights = self._custom_round(global_weights, shapes, base, X, used, report)
+            base = flatten(global_weights, shapes)
+            X = np.stack([flatten(r.weights, shapes) - base for r, _ in used if r.weights is not None])
+            self.check_model(global_weights)
+            new_weights = self._round(server_round, global_weights, shapes, X, used, report)
         except AggregationError as exc:
             report.status, report.failure_reason = "failed", f"{type(exc).__name__}: {exc}"
             new_weights = None
@@ -271,11 +279,16 @@ class LocalRounds:
                 "none of them: give loss_fn= instead"
             ) from None
 
-    def _platform_scoring(self, weights: Weights) -> bool:
-        self.check_model(weights)
-        return self.holdout is not None
+    def _evaluation(self) -> Evaluation | None:
+        """What measures a model on the server's data instead of the built-in forward pass on ``holdout``."""
+        if self.holdout is not None:
+            return None
+        loss_fn = self.loss_fn
+        if loss_fn is not None:
+            return lambda weights: (loss_fn(weights), None)
+        return lambda weights: (UNMEASURED_LOSS, None)
 
-    def _platform_round(
+    def _round(
         self,
         server_round: int,
         global_weights: Weights,
@@ -285,7 +298,6 @@ class LocalRounds:
         report: RoundReport,
     ) -> Weights | None:
         """The platform's own round computation (every reply arrived in time: timeliness 100)."""
-        assert self.holdout is not None
         now = datetime.now(UTC)
         clients = tuple(
             ClientMeta(
@@ -311,6 +323,7 @@ class LocalRounds:
                 weights=global_weights,
                 spec=shapes,
                 holdout=self.holdout,
+                evaluate=self._evaluation(),
             ),
             np.random.default_rng(server_round),
             now,
@@ -324,40 +337,14 @@ class LocalRounds:
             node.reputation = outcome.reputation_after
             self.reputation[node.node_id] = outcome.reputation_after
         record = result.record
+        measured = self.holdout is not None or self.loss_fn is not None
         if not result.activate:  # the platform's rollback rule: a degrading aggregate is not adopted
             report.status, report.failure_reason = "rolled_back", record.decision
-            report.holdout_loss, report.holdout_accuracy = record.holdout_loss_before, None
+            report.holdout_loss = record.holdout_loss_before if measured else None
             return None
-        report.holdout_loss, report.holdout_accuracy = record.holdout_loss_after, record.holdout_accuracy
+        report.holdout_loss = record.holdout_loss_after if measured else None
+        report.holdout_accuracy = record.holdout_accuracy
         return {name: np.asarray(value, dtype=np.float32) for name, value in result.new_weights.items()}
-
-    def _custom_round(
-        self,
-        global_weights: Weights,
-        shapes: dict[str, tuple[int, ...]],
-        base: np.ndarray,
-        X: np.ndarray,
-        used: list[tuple[Reply, NodeReport]],
-        report: RoundReport,
-    ) -> Weights:
-        """Any model: the same strategy object, scores from ``loss_fn`` (:mod:`aggregator.flower.compute`)."""
-        loss_of = self.loss_fn
-        outcome = score_round(
-            X,
-            self.strategy,
-            self.round_params,
-            np.array([r.samples for r, _ in used], dtype=np.float64),
-            np.array([self.reputation_of(n.node_id) for _, n in used]),
-            None if loss_of is None else (lambda delta: loss_of(unflatten(base + delta, shapes))),
-        )
-        for i, (_, node) in enumerate(used):
-            node.kept, node.byzantine = bool(outcome.kept[i]), bool(outcome.byzantine[i])
-            node.quality, node.timeliness = float(outcome.quality[i]), float(outcome.timeliness[i])
-            node.honesty, node.fitness = float(outcome.honesty[i]), float(outcome.fitness[i])
-            node.reputation = float(outcome.reputation[i])
-            self.reputation[node.node_id] = node.reputation
-        report.holdout_loss = outcome.loss_after
-        return unflatten(base + outcome.aggregate, shapes)
 
     def _penalize(self, node: NodeReport) -> None:
         node.byzantine, node.honesty, node.fitness = True, 0.0, 0.0

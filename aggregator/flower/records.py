@@ -1,4 +1,4 @@
-"""Checks on what a Flower client sent back, and flat vectors <-> named tensors."""
+"""Checks on what a Flower client sent back."""
 
 from __future__ import annotations
 
@@ -12,22 +12,6 @@ from fedledger.flower import Weights, to_weights
 
 class InvalidReply(ValueError):
     """A client's reply cannot be used as an update (the reason says why); the client scores 0 honesty."""
-
-
-def flatten(weights: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """One float32 vector of the tensors ``names``, in that order."""
-    return np.concatenate([np.asarray(weights[n], dtype=np.float32).reshape(-1) for n in names])
-
-
-def unflatten(vector: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> Weights:
-    """Named float32 tensors of ``shapes`` from one vector (the inverse of :func:`flatten`)."""
-    out: Weights = {}
-    offset = 0
-    for name, shape in shapes.items():
-        size = int(np.prod(shape))
-        out[name] = vector[offset : offset + size].reshape(shape).astype(np.float32, copy=False)
-        offset += size
-    return out
 
 
 def checked_update(weights: Weights, shapes: Mapping[str, tuple[int, ...]]) -> Weights:

@@ -38,20 +38,24 @@ from enum import StrEnum
 import numpy as np
 
 from aggregator import strategies
-from aggregator.errors import AggregationError, PrivacyBudgetExceeded, TooFewClients
+from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
 from aggregator.round.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
 from aggregator.round.rollback import backtracking_decision
+from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
 from aggregator.scoring.scores import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
 from fedledger.models import evaluate, example_losses
+from fedledger.payload import flatten, unflatten
 
 Spec = Mapping[str, list[int] | tuple[int, ...]]
 Weights = dict[str, np.ndarray]
 Detail = strategies.base.Detail
+# A caller's measure of a model on the server's data (RoundInputs.evaluate): (loss, accuracy).
+Evaluation = Callable[[Weights], tuple[float | np.ndarray, float | None]]
 
 
 class CloseStatus(StrEnum):
@@ -80,7 +84,9 @@ class RoundInputs:
     in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason.
     ``reference``: the server's own update on its root data (FLTrust), flattened like the deltas.
     ``evaluate``: (loss, accuracy) of a model on the server's data, for models the built-in forward pass
-    does not know (e.g. a Flower federation's); None = :func:`fedledger.models.evaluate` on ``holdout``."""
+    does not know (e.g. a Flower federation's): the loss per example (the quality scores then get standard
+    errors) or only its mean, the accuracy None when the model has none; None = the built-in forward pass
+    (:func:`fedledger.models.evaluate`) on ``holdout``."""
 
     round_id: int
     params: RoundParams
@@ -92,22 +98,30 @@ class RoundInputs:
     rejected: tuple[tuple[ClientMeta, str], ...]
     weights: Weights
     spec: Spec
-    holdout: tuple[np.ndarray, np.ndarray]
+    holdout: tuple[np.ndarray, np.ndarray] | None
     dp_rounds_spent: int = 0
     reference: np.ndarray | None = None
-    evaluate: Callable[[Weights], tuple[float, float]] | None = None
+    evaluate: Evaluation | None = None
 
-    def metrics(self, weights: Weights) -> tuple[float, float]:
-        """(loss, accuracy) of ``weights`` on the server's data."""
+    def metrics(self, weights: Weights) -> tuple[float, float | None]:
+        """(mean loss, accuracy) of ``weights`` on the server's data."""
         if self.evaluate is not None:
-            return self.evaluate(weights)
-        return evaluate(weights, *self.holdout)
+            loss, accuracy = self.evaluate(weights)
+            return (float(loss) if np.ndim(loss) == 0 else mean_loss(loss)), accuracy
+        return evaluate(weights, *self._holdout())
 
     def losses(self, weights: Weights) -> float | np.ndarray:
-        """The loss of every validation example (built-in models), or only the mean loss (``evaluate``)."""
+        """The loss of every validation example, or only the mean loss (an ``evaluate`` that gives only it)."""
         if self.evaluate is not None:
             return self.evaluate(weights)[0]
-        return example_losses(weights, *self.holdout)
+        return example_losses(weights, *self._holdout())
+
+    def _holdout(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.holdout is None:
+            raise InvalidParameter(
+                "a round needs the server's validation data (holdout) or an evaluate function"
+            )
+        return self.holdout
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,7 @@ class AggregationRecord:
     params: dict[str, Detail]
     holdout_loss_before: float
     holdout_loss_after: float
-    holdout_accuracy: float
+    holdout_accuracy: float | None
     rolled_back: bool
     decision: str
     dp_noise_std: float | None
@@ -171,22 +185,6 @@ class RoundResult:
     def kept(self) -> tuple[ClientOutcome, ...]:
         """Clients whose update the new model keeps."""
         return tuple(c for c in self.clients if c.kept)
-
-
-def flatten(tensors: Mapping[str, np.ndarray], spec: Spec) -> np.ndarray:
-    """The tensors concatenated in ``spec`` order as one float32 vector."""
-    return np.concatenate([tensors[name].reshape(-1) for name in spec]).astype(np.float32, copy=False)
-
-
-def unflatten(vector: np.ndarray, spec: Spec) -> Weights:
-    """Inverse of :func:`flatten`."""
-    out: Weights = {}
-    offset = 0
-    for name, shape in spec.items():
-        size = int(np.prod(shape))
-        out[name] = vector[offset : offset + size].reshape(tuple(shape))
-        offset += size
-    return out
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from aggregator.round.compute import (
     RoundInputs,
     RoundResult,
     compute_round,
-    flatten,
 )
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
@@ -53,7 +52,7 @@ from fedledger.domain import keys as key_service
 from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.pipeline import close_due
-from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights
+from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights, flatten
 
 
 @dataclass

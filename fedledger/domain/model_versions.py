@@ -51,7 +51,7 @@ def store_version(
     chain_id: int,
     verifying_contract: str,
     parent: ModelVersion | None,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, float | None] | None = None,
     produced_by_round_id: int | None = None,
     activate: bool = True,
 ) -> ModelVersion:

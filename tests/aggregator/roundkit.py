@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.round.compute import ClientMeta, RoundInputs, flatten
+from aggregator.round.compute import ClientMeta, RoundInputs
 from aggregator.round.params import RoundParams
 from fedledger.models import init_softmax, train_softmax
+from fedledger.payload import flatten
 
 OPENED = datetime(2026, 1, 1, tzinfo=UTC)
 DEADLINE = OPENED + timedelta(hours=1)

@@ -235,3 +235,70 @@ def test_any_model_with_a_loss_function(per_example: bool) -> None:
             n.quality or 0 for n in report.nodes if n.node_id != 5
         )
     assert np.mean(loss(weights)) < 0.2 * np.mean(loss({"linear.w": np.zeros(5, np.float32)}))
+
+
+@pytest.mark.parametrize("measure", ["holdout", "loss_fn"])
+def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: str) -> None:
+    """One scoring, one result: a Flower round is the platform's round computation, so an update scaled
+    x100 (and a sample claim above the cap) scores and is flagged exactly as the platform's close does,
+    whether the server's data is a holdout or the caller's loss function."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.flower import LocalRounds, Reply
+    from aggregator.round.compute import ClientMeta, RoundInputs, compute_round
+    from fedledger.models import example_losses
+    from fedledger.payload import flatten, model_shapes
+
+    X, y, X_hold, y_hold = digits_split()
+    weights = init_softmax(64, 10)
+    parts = np.array_split(np.random.default_rng(1).permutation(len(y)), 6)
+    updates = [
+        train_softmax(weights, X[p], y[p], epochs=1, lr=0.5, batch=32, rng=np.random.default_rng(k))
+        for k, p in enumerate(parts)
+    ]
+    updates[4] = {n: weights[n] + 100 * (updates[4][n] - weights[n]) for n in weights}
+    samples = [len(p) for p in parts]
+    samples[5] *= 50  # above sample_weight_cap x the median claim
+
+    def loss(w: dict[str, np.ndarray]) -> np.ndarray:
+        return example_losses(w, X_hold, y_hold)
+
+    local = (
+        LocalRounds("fedavg", {}, holdout=(X_hold, y_hold))
+        if measure == "holdout"
+        else LocalRounds("fedavg", {}, loss_fn=loss)
+    )
+    _, report = local.run(
+        1,
+        weights,
+        [Reply(i, u, float(s)) for i, (u, s) in enumerate(zip(updates, samples, strict=True))],
+        0.0,
+    )
+
+    now = datetime.now(UTC)
+    shapes = model_shapes(weights)
+    base = flatten(weights, shapes)
+    platform = compute_round(
+        RoundInputs(
+            round_id=1,
+            params=local.round_params,
+            opened_at=now,
+            deadline=now + timedelta(hours=1),
+            extensions=0,
+            clients=tuple(ClientMeta(i, i, f"0x{i + 1:040x}", s, now, 50.0) for i, s in enumerate(samples)),
+            deltas=np.stack([flatten(u, shapes) - base for u in updates]),
+            rejected=(),
+            weights=weights,
+            spec=shapes,
+            holdout=(X_hold, y_hold),
+        ),
+        np.random.default_rng(1),
+        now,
+    )
+    assert len(platform.clients) == len(report.nodes) == 6
+    for node, outcome in zip(report.nodes, platform.clients, strict=True):
+        assert node.quality == pytest.approx(outcome.quality, abs=1e-6), node.node_id
+        assert node.honesty == pytest.approx(outcome.honesty, abs=1e-6), node.node_id
+        assert node.fitness == pytest.approx(outcome.fitness, abs=1e-6), node.node_id
+        assert node.byzantine == outcome.byzantine, node.node_id
+    assert report.nodes[4].byzantine and not report.nodes[4].kept
