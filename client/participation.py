@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from client.api import FedLedgerApi, ProgressCallback
+from client.chain import chain_errors
 from client.data import Dataset, check_input_contract
 from client.errors import (
     ApiUnreachableError,
@@ -170,7 +171,10 @@ class Participation:
         )
         # Before anything is sent, spooled or not: data the model cannot use must not reach the round.
         self.check_data(model, data, train_fn)
-        scope = round_scope(self.sealer.chain.deployments, round_)
+        chain = self.sealer.chain
+        with chain_errors("reading the deployment's block hashes"):
+            identity = chain.deployments.identity(chain.w3)
+        scope = round_scope(chain.deployments, round_, identity)
         prepared, _ = self.spool.load(round_id, scope)
         training: LocalTraining | None = None
         receipt: dict[str, Any] | None = None

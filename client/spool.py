@@ -22,15 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from client.sealing import PreparedUpdate
-from fedledger.chain.deployments import Deployments
+from fedledger.chain.deployments import ChainIdentity, Deployments
 
 
-def round_scope(deployments: Deployments, round_: Mapping[str, Any]) -> str:
+def round_scope(
+    deployments: Deployments, round_: Mapping[str, Any], identity: ChainIdentity | None = None
+) -> str:
     """What tells this round apart from every other round with the same id: the deployment (chain id,
-    deploy block, every contract address) and the round's opening time on the server."""
+    deploy block and, given ``identity``, its hash and the genesis hash, every contract address) and the
+    round's opening time on the server."""
     binding = {
         "chain_id": deployments.chain_id,
         "deploy_block": deployments.deploy_block,
+        "chain": [identity.genesis_hash, identity.deploy_block_hash] if identity else None,
         "addresses": {name: address.lower() for name, address in sorted(deployments.addresses.items())},
         "round_id": int(round_["id"]),
         "opened_at": str(round_.get("opened_at")),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from client.sealing import PreparedUpdate
 from client.spool import Spool, round_scope
-from fedledger.chain.deployments import Deployments
+from fedledger.chain.deployments import ChainIdentity, Deployments
 
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 SCOPE = "deployment-a-round-7"
@@ -88,3 +88,12 @@ def test_without_a_directory_nothing_is_kept(tmp_path: Path) -> None:
     spool.save_receipt(prepared, _receipt(prepared), SCOPE)
     assert spool.load(7, SCOPE) == (None, None)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_scope_tells_apart_a_redeployed_dev_chain() -> None:
+    """A restarted dev node redeployed by the same account: same id, addresses, deploy block number."""
+    deployments = Deployments(chain_id=31337, deploy_block=1, addresses={"A": "0x" + "11" * 20}, abis={})
+    round_ = {"id": 1, "opened_at": "2026-12-01T10:00:00Z"}
+    first = ChainIdentity("0x" + "aa" * 32, "0x" + "bb" * 32)
+    again = ChainIdentity("0x" + "aa" * 32, "0x" + "cc" * 32)
+    assert round_scope(deployments, round_, first) != round_scope(deployments, round_, again)
