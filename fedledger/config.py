@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     # --- rounds -------------------------------------------------------------------------------
     round_duration_seconds: int = 300
     round_quorum: int = 3
+    # Rounds aggregated but not yet recorded on-chain (a post waiting out the emission cap, a node down)
+    # beyond which the API refuses to open another round: rewards, slashes and activity refreshes would
+    # otherwise fall ever further behind.
+    max_posting_backlog: int = Field(default=2, ge=0)
 
     # --- dashboard ----------------------------------------------------------------------------
     dashboard_host: str = "127.0.0.1"

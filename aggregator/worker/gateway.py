@@ -118,7 +118,9 @@ class ChainGateway:
             decoded = decode_custom_error(call.contract_abi, data) if isinstance(data, str) else None
             name = decoded[0] if decoded else str(exc)
             raise TransactionReverted(
-                f"{purpose}: {call.fn_name} would revert with {name}", decoded[0] if decoded else None
+                f"{purpose}: {call.fn_name} would revert with {name}",
+                decoded[0] if decoded else None,
+                decoded[1] if decoded else (),
             ) from exc
         record = self._sign_and_persist(purpose, call, gas)
         sent = self._broadcast_and_wait(record)

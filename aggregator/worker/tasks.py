@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -17,6 +18,7 @@ from db.base import utcnow
 from db.models import RoundStatus
 from db.session import session_factory
 from fedledger.chain.deployments import Deployments
+from fedledger.chain.tx import TransactionReverted
 from fedledger.config import get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import pipeline
@@ -86,15 +88,42 @@ def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
     return result
 
 
-@app.task(name=POST_TASK, bind=True, max_retries=20, retry_backoff=True, retry_backoff_max=60)
+# Seconds before the n-th retry of a post: 1, 2, 4, ... up to this cap.
+POST_RETRY_MAX_SECONDS = 300
+# A revert that goes away by itself: the period's emission cap is used until the period turns.
+WAITS_OUT = {"EmissionCapExceeded"}
+
+
+def post_retry_delay(retries: int, exc: Exception, chain_now: int | None = None) -> int:
+    """Exponential backoff; a post refused by the emission cap waits no longer than the period's end."""
+    delay = min(POST_RETRY_MAX_SECONDS, 1 << min(retries, 16))
+    if isinstance(exc, TransactionReverted) and exc.error == "EmissionCapExceeded" and chain_now is not None:
+        period_ends = int(exc.error_args[-1]) if exc.error_args else 0
+        delay = min(delay, max(1, period_ends - chain_now))
+    return delay
+
+
+@app.task(name=POST_TASK, bind=True, max_retries=20)
 def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
-    """Write the round's record (and slashes, rewards root) to the chain, exactly once."""
+    """Write the round's record (and slashes, rewards root) to the chain, exactly once.
+
+    A failure is retried with backoff at once, not only when the beat finds the round again after the close
+    lease: a revert too (the emission cap's, until its period turns, without a retry limit), so that posting
+    does not stall while the API keeps opening rounds (it refuses beyond ``max_posting_backlog``)."""
     _, sessions, _, gateway, _, _ = services()
     started = time.perf_counter()
     try:
         result = post_round(sessions, gateway, round_id)
-    except (ChainWriteError, ConnectionError, OSError) as exc:
-        raise self.retry(exc=exc) from exc
+    except (ChainWriteError, TransactionReverted, ConnectionError, OSError) as exc:
+        chain_now = None
+        with contextlib.suppress(Exception):  # the node may be the thing that is down
+            chain_now = gateway.chain_time()
+        delay = post_retry_delay(self.request.retries, exc, chain_now)
+        unlimited = isinstance(exc, TransactionReverted) and exc.error in WAITS_OUT
+        log.warning("post round %s failed (%s: %s); retry in %d s", round_id, type(exc).__name__, exc, delay)
+        raise self.retry(
+            exc=exc, countdown=delay, max_retries=None if unlimited else self.max_retries
+        ) from exc
     log.info("post round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
     return result
 

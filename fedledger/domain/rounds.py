@@ -31,12 +31,23 @@ def open_round(
     actor: str,
     duration_seconds: int | None = None,
     quorum: int | None = None,
+    max_posting_backlog: int | None = None,
 ) -> Round:
     """Open a round on the active model. The governed parameters in force now are what its close uses,
-    so a governance change mid-round never alters a round already under way."""
+    so a governance change mid-round never alters a round already under way. With ``max_posting_backlog``,
+    refused while more rounds than that are aggregated but not yet recorded on-chain."""
     busy = in_progress(session)
     if busy is not None:
         raise Conflict("round_in_progress", f"round {busy.id} is {busy.status.value}; close it first")
+    if max_posting_backlog is not None:
+        behind = posting_backlog(session)
+        if behind > max_posting_backlog:
+            raise Conflict(
+                "posting_behind",
+                f"{behind} aggregated rounds are not yet recorded on-chain (at most {max_posting_backlog} may "
+                "wait): a post is being retried (emission cap used for this period, or the node is down); "
+                "open the next round once posting has caught up",
+            )
     model = models.require_active(session)
     duration = duration_seconds or params.round_duration
     if duration <= 0:
@@ -92,4 +103,12 @@ def submission_count(session: Session, round_id: int) -> int:
     """How many updates round ``round_id`` has accepted so far."""
     return int(
         session.scalar(select(func.count()).select_from(Update).where(Update.round_id == round_id)) or 0
+    )
+
+
+def posting_backlog(session: Session) -> int:
+    """Rounds aggregated but not yet recorded on-chain (their rewards, slashes and activity wait)."""
+    return int(
+        session.scalar(select(func.count()).select_from(Round).where(Round.status == RoundStatus.aggregated))
+        or 0
     )

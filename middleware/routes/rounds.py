@@ -49,7 +49,15 @@ def open_round(
     """Open a round on the active model (operator), with the governed parameters read from the chain now."""
     params = state.chain().params()
     return to_out(
-        session, rounds.open_round(session, params, principal.address, body.duration_seconds, body.quorum)
+        session,
+        rounds.open_round(
+            session,
+            params,
+            principal.address,
+            body.duration_seconds,
+            body.quorum,
+            max_posting_backlog=state.settings.max_posting_backlog,
+        ),
     )
 
 

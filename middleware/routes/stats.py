@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from fedledger.domain import participants as participant_rows
-from fedledger.domain import stats
+from fedledger.domain import rounds, stats
 from middleware.deps import MAX_ID, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.routes.participants import to_out as participant_out
@@ -34,6 +34,9 @@ def overview(session: SessionDep, state: StateDep) -> dict[str, Any]:
         "active_participants": figures.active_participants,
         "rounds_completed": figures.rounds_completed,
         "contributions": figures.contributions,
+        # Aggregated rounds waiting for their on-chain record (rewards, slashes and activity wait with them).
+        "posting_backlog": rounds.posting_backlog(session),
+        "max_posting_backlog": state.settings.max_posting_backlog,
         "model_version": figures.model_version,
         "current_round": None
         if current is None

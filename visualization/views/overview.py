@@ -18,7 +18,7 @@ def render(ctx: Context) -> None:
     current = ctx.api.current_round()
     token = overview.get("token") or {}
 
-    cols = st.columns(5)
+    cols = st.columns(6)
     cols[0].metric(
         "Active organizations",
         overview["active_participants"],
@@ -34,6 +34,22 @@ def render(ctx: Context) -> None:
     )
     cols[3].metric("Total contributions", overview["contributions"], help="Scored updates over all rounds")
     cols[4].metric("Model version", f"v{model['version']}" if model else "—")
+    backlog, allowed = overview.get("posting_backlog"), overview.get("max_posting_backlog")
+    cols[5].metric(
+        "Posting backlog",
+        "—" if backlog is None else backlog,
+        help="Rounds aggregated but not yet recorded on-chain: their rewards, slashes and activity wait",
+    )
+    if backlog and allowed is not None and backlog > allowed:
+        st.warning(
+            f"Posting is behind: {backlog} aggregated rounds wait for their on-chain record (at most {allowed} "
+            "may). New rounds are refused until the worker's retries catch up (emission cap used for this "
+            "period, or the chain node unreachable)."
+        )
+    elif backlog:
+        st.info(
+            f"{backlog} aggregated round(s) wait for their on-chain record; the worker retries with backoff."
+        )
 
     left, right = st.columns(2)
     with left:
