@@ -237,11 +237,12 @@ def test_any_model_with_a_loss_function(per_example: bool) -> None:
     assert np.mean(loss(weights)) < 0.2 * np.mean(loss({"linear.w": np.zeros(5, np.float32)}))
 
 
-@pytest.mark.parametrize("measure", ["holdout", "loss_fn"])
+@pytest.mark.parametrize("measure", ["holdout", "loss_fn", "nothing"])
 def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: str) -> None:
     """One scoring, one result: a Flower round is the platform's round computation, so an update scaled
     x100 (and a sample claim above the cap) scores and is flagged exactly as the platform's close does,
-    whether the server's data is a holdout or the caller's loss function."""
+    whether the server's data is a holdout or the caller's loss function. With nothing to measure models
+    on, honesty (which comes from the updates alone) is still the platform's, and so is the norm evidence."""
     from datetime import UTC, datetime, timedelta
 
     from aggregator.flower import LocalRounds, Reply
@@ -256,6 +257,8 @@ def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: st
         train_softmax(weights, X[p], y[p], epochs=1, lr=0.5, batch=32, rng=np.random.default_rng(k))
         for k, p in enumerate(parts)
     ]
+    updates[2] = {n: weights[n] - (updates[2][n] - weights[n]) for n in weights}  # sign-flipped
+    updates[3] = {n: weights[n] + 3 * (updates[3][n] - weights[n]) for n in weights}
     updates[4] = {n: weights[n] + 100 * (updates[4][n] - weights[n]) for n in weights}
     samples = [len(p) for p in parts]
     samples[5] *= 50  # above sample_weight_cap x the median claim
@@ -263,11 +266,12 @@ def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: st
     def loss(w: dict[str, np.ndarray]) -> np.ndarray:
         return example_losses(w, X_hold, y_hold)
 
-    local = (
-        LocalRounds("fedavg", {}, holdout=(X_hold, y_hold))
-        if measure == "holdout"
-        else LocalRounds("fedavg", {}, loss_fn=loss)
-    )
+    if measure == "holdout":
+        local = LocalRounds("fedavg", {}, holdout=(X_hold, y_hold))
+    elif measure == "loss_fn":
+        local = LocalRounds("fedavg", {}, loss_fn=loss)
+    else:
+        local = LocalRounds("fedavg", {})
     _, report = local.run(
         1,
         weights,
@@ -297,8 +301,12 @@ def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: st
     )
     assert len(platform.clients) == len(report.nodes) == 6
     for node, outcome in zip(report.nodes, platform.clients, strict=True):
-        assert node.quality == pytest.approx(outcome.quality, abs=1e-6), node.node_id
         assert node.honesty == pytest.approx(outcome.honesty, abs=1e-6), node.node_id
-        assert node.fitness == pytest.approx(outcome.fitness, abs=1e-6), node.node_id
-        assert node.byzantine == outcome.byzantine, node.node_id
+        if measure != "nothing":  # direction evidence needs the update to be harmful alone on the data
+            assert node.byzantine == outcome.byzantine, node.node_id
+            assert node.quality == pytest.approx(outcome.quality, abs=1e-6), node.node_id
+            assert node.fitness == pytest.approx(outcome.fitness, abs=1e-6), node.node_id
     assert report.nodes[4].byzantine and not report.nodes[4].kept
+    # Honesty is measured against the updates' coordinate median as a direction, not as closeness to it:
+    # a sign-flipped update near the crowd's scale is dishonest.
+    assert report.nodes[2].honesty == 0.0
