@@ -69,7 +69,8 @@ def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
                 "epsilon_spent": a.get("epsilon_spent"),
                 "reward": tokens(a.get("total_reward_wei")) if a else None,
                 "reward_wei": a.get("total_reward_wei"),
-                "failure_reason": r.get("failure_reason"),
+                # Only a FAILED round failed: an older close kept its deadline extension's note here.
+                "failure_reason": r.get("failure_reason") if r.get("status") == "FAILED" else None,
             }
         )
     frame = pd.DataFrame(rows, columns=ROUND_COLUMNS)

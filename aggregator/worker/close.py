@@ -232,7 +232,8 @@ def commit(
             assert result.extend_to is not None
             round_.status, round_.deadline = RoundStatus.open, result.extend_to
             round_.extensions += 1
-            round_.failure_reason = result.reason
+            # The round goes on: why it was extended is the audit entry's, not a failure of the round.
+            round_.failure_reason = None
             audit.append(
                 session,
                 "worker",
@@ -250,7 +251,7 @@ def commit(
             audit.append(session, "worker", "round.fail", str(round_id), {"reason": result.reason})
             return True
         _commit_aggregated(session, blobs, round_, result, signing)
-        round_.status, round_.closed_at = RoundStatus.aggregated, now
+        round_.status, round_.closed_at, round_.failure_reason = RoundStatus.aggregated, now, None
     return True
 
 

@@ -129,8 +129,11 @@ def list_rounds(
         )
         if a.get("rolled_back"):
             line += "  (new model rolled back)"
-        if r.get("failure_reason"):
+        # Only a FAILED round failed (rounds closed before this rule kept an extension's note there).
+        if r.get("failure_reason") and r["status"] == "FAILED":
             line += f"  failed: {r['failure_reason']}"
+        elif r.get("extensions"):
+            line += f"  ({r['extensions']} deadline extension(s))"
         typer.echo(line)
 
 

@@ -67,6 +67,7 @@ def round_history(
                 "deadline": r.deadline.isoformat(),
                 "model_version": r.model_version_id,
                 "failure_reason": r.failure_reason,
+                "extensions": r.extensions,
                 "aggregation": None
                 if a is None
                 else {

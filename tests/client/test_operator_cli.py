@@ -11,10 +11,12 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from client.training import SoftmaxRegression
-from fedledger.config import get_settings
+from db.models import Round, RoundStatus
+from db.session import session_factory
+from fedledger.config import Settings, get_settings
 from fedledger.devkeys import dev_private_key
 from fedledger.payload import encode_weights
-from tests.client.conftest import FEATURES, OPERATOR, login
+from tests.client.conftest import FEATURES, OPERATOR, login, settings  # noqa: F401 - the fixture
 from tests.client.test_cli import live_api  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
@@ -30,7 +32,7 @@ def run(*args: str, **env: str | None):  # type: ignore[no-untyped-def]
         get_settings.cache_clear()
 
 
-def test_open_list_and_the_model_from_the_cli(live_api: str, tmp_path: Path) -> None:  # noqa: F811
+def test_open_list_and_the_model_from_the_cli(live_api: str, settings: Settings, tmp_path: Path) -> None:  # noqa: F811
     key_file = tmp_path / "operator.key"
     key_file.write_text(dev_private_key(OPERATOR))
     listed = run("rounds", "list", "--api", live_api)
@@ -60,6 +62,16 @@ def test_open_list_and_the_model_from_the_cli(live_api: str, tmp_path: Path) -> 
     assert listed.exit_code == 0, listed.output
     rows = [line.split() for line in listed.stdout.splitlines()[1:]]
     assert rows[0][:2] == [str(round_id), "OPEN"] and rows[0][3] == "v1"
+
+    # A round POSTED after a deadline extension did not fail (older closes kept the extension's note).
+    with session_factory(settings.resolved_database_url).begin() as session:
+        posted = session.get(Round, round_id)
+        assert posted is not None
+        posted.status, posted.extensions = RoundStatus.posted, 1
+        posted.failure_reason = "only 2 usable updates of the 3 needed; deadline extended"
+    listed = run("rounds", "list", "--api", live_api)
+    assert listed.exit_code == 0 and "failed" not in listed.stdout, listed.stdout
+    assert f"{round_id}  POSTED" in listed.stdout and "(1 deadline extension(s))" in listed.stdout
 
     shown = run("models", "current", "--api", live_api)
     assert shown.exit_code == 0 and shown.stdout.startswith("model v1 (active, from genesis)"), shown.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,16 @@ from eth_account.messages import encode_defunct
 from streamlit.testing.v1 import AppTest
 from web3 import Web3
 
+from aggregator.round.compute import CloseStatus, RoundResult
+from aggregator.worker.close import Signing, commit
+from db.base import utcnow
+from db.models import Round, RoundStatus
+from db.session import session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
 from fedledger.devkeys import dev_private_key
+from fedledger.domain.blobstore import BlobStore
 from tests.middleware.conftest import ORGS, World, address_of
 from tests.visualization.conftest import (
     ApiServer,
@@ -213,6 +220,40 @@ def test_training_waits_for_a_first_aggregation_then_charts_it(
     assert_readable(rounds)
     row = rounds[rounds["Round"] == closed.round_id].iloc[0]
     assert (row["Kept"], row["Excluded"], row["Accuracy"], row["Rolled back"]) == ("2", "1", "87.0%", "no")
+
+
+def test_a_round_posted_after_a_deadline_extension_shows_no_failure(
+    world: World, dashboard_env: ApiServer
+) -> None:
+    """Issue 22 item 3: round 6 was POSTED, yet "Why it failed" said "only 2 usable updates of the 3
+    needed; deadline extended": the extension's note was kept as the failure reason."""
+    settings, round_id = dashboard_env.settings, world.round["id"]
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:  # the worker holds the round's close
+        held = session.get(Round, round_id)
+        assert held is not None
+        held.status, held.lease_owner = RoundStatus.closing, "worker-1"
+        held.lease_until = utcnow() + timedelta(seconds=60)
+    note = "only 2 usable updates of the 3 needed; deadline extended"
+    extended = RoundResult(CloseStatus.extended, note, extend_to=utcnow() + timedelta(minutes=10))
+    signing = Signing(
+        settings.resolved_model_signer_key, 31337, world.deployments.addresses["ContributionLedger"]
+    )
+    assert commit(sessions, BlobStore(settings.resolved_blob_dir), round_id, "worker-1", extended, signing)
+    with sessions() as session:
+        reopened = session.get(Round, round_id)
+        assert reopened is not None and reopened.status == RoundStatus.open and reopened.extensions == 1
+        assert reopened.failure_reason is None
+    assert "failed" not in texts(run_page("Overview")).lower()
+
+    close_round_as_the_worker_would(world, settings)
+    with sessions.begin() as session:  # a round closed before the fix kept the note
+        posted = session.get(Round, round_id)
+        assert posted is not None and posted.status == RoundStatus.posted
+        posted.failure_reason = note
+    assert "Round failed" not in texts(run_page("Overview"))
+    rounds = run_page("Training").dataframe[0].value
+    assert rounds[rounds["Round"] == round_id].iloc[0]["Why it failed"] == ""
 
 
 # ------------------------------------------------------------------------------------- contributions

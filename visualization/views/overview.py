@@ -127,7 +127,7 @@ def _round(current: dict) -> None:
     st.caption(
         f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)"
     )
-    if current.get("failure_reason"):
+    if current.get("failure_reason") and current.get("status") == "FAILED":
         st.error(f"Round failed: {current['failure_reason']}")
 
 
