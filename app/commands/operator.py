@@ -1,4 +1,4 @@
-"""Operator commands: ``fedledger rounds open|list`` and ``fedledger models current|rollback``.
+"""Operator commands: ``fedledger rounds open|close|list`` and ``fedledger models current|rollback``.
 
 They sign in to the API with the operator's wallet (Sign-In with Ethereum; its address must be in the API's
 FEDLEDGER_OPERATOR_ADDRESSES): ``--key-file`` or FEDLEDGER_OPERATOR_KEY_FILE, or on the dev chain the dev
@@ -17,7 +17,7 @@ import typer
 from fedledger.config import Environment, get_settings
 
 rounds_app = typer.Typer(
-    help="Operator: open training rounds and list them.", no_args_is_help=True, add_completion=False
+    help="Operator: open training rounds, close them, list them.", no_args_is_help=True, add_completion=False
 )
 models_app = typer.Typer(
     help="Operator: the active model version, and rolling back to an earlier one.",
@@ -102,6 +102,21 @@ def open_round(
     )
     typer.echo(
         "organizations can now submit (`fedledger client train-and-submit`, or `fedledger client run`)"
+    )
+
+
+@rounds_app.command("close")
+def close_round(
+    round_id: Annotated[int, typer.Argument(help="The OPEN round to close now.", min=1)],
+    api: ApiOption = None,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Close an OPEN round now: the worker aggregates the updates it has, or fails the round if too few."""
+    with _operator(api, key_file) as client:
+        round_ = client.request("POST", f"/v1/rounds/{round_id}/close").json()
+    typer.echo(
+        f"round {round_['id']} closes now with {round_['submissions']} update(s) (quorum {round_['quorum']}); "
+        "no deadline extension follows: `fedledger rounds list` shows the outcome"
     )
 
 

@@ -38,7 +38,10 @@ def open_round(
     refused while more rounds than that are aggregated but not yet recorded on-chain."""
     busy = in_progress(session)
     if busy is not None:
-        raise Conflict("round_in_progress", f"round {busy.id} is {busy.status.value}; close it first")
+        raise Conflict(
+            "round_in_progress",
+            f"round {busy.id} is {busy.status.value}; close it first (`fedledger rounds close {busy.id}`)",
+        )
     if max_posting_backlog is not None:
         behind = posting_backlog(session)
         if behind > max_posting_backlog:
@@ -112,3 +115,28 @@ def posting_backlog(session: Session) -> int:
         session.scalar(select(func.count()).select_from(Round).where(Round.status == RoundStatus.aggregated))
         or 0
     )
+
+
+def close_now(session: Session, round_id: int, actor: str) -> Round:
+    """End an OPEN round now (operator): its deadline becomes now and no extension follows, so the close
+    aggregates the updates it has, or fails the round if they are too few. The caller sends the close
+    after the commit (the beat sends it too, the deadline having passed)."""
+    round_ = session.get(Round, round_id, with_for_update=True)
+    if round_ is None:
+        raise NotFound("unknown_round", f"round {round_id} does not exist")
+    if round_.status != RoundStatus.open:
+        raise Conflict(
+            "round_not_open", f"round {round_id} is {round_.status.value}; only an OPEN round closes"
+        )
+    now = utcnow()
+    round_.deadline = min(round_.deadline, now)
+    # The snapshot of the governed parameters is what the close reads: no extension past this one.
+    round_.params = {**round_.params, "max_round_extensions": round_.extensions}
+    audit.append(
+        session,
+        actor,
+        "round.close",
+        str(round_id),
+        {"deadline": round_.deadline.isoformat(), "submissions": submission_count(session, round_id)},
+    )
+    return round_

@@ -75,6 +75,17 @@ def get(round_id: PathId, session: SessionDep) -> RoundOut:
     return to_out(session, rounds.get(session, round_id))
 
 
+@router.post("/{round_id}/close", response_model=RoundOut, responses=responses(401, 403, 404, 409, 429))
+def close(round_id: PathId, principal: OperatorPrincipal, state: StateDep) -> RoundOut:
+    """Close an OPEN round now (operator): the worker aggregates the updates it has, or fails the round
+    if they are too few (no deadline extension follows)."""
+    with state.sessions.begin() as session:
+        rounds.close_now(session, round_id, principal.address)
+    request_close(state, round_id)
+    with state.sessions() as session:
+        return to_out(session, rounds.get(session, round_id))
+
+
 @router.post(
     "/{round_id}/updates",
     response_model=ReceiptOut,

@@ -3,6 +3,7 @@ over HTTP: the README's flow after `make run` (open a round, list it) works with
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -63,6 +64,20 @@ def test_open_list_and_the_model_from_the_cli(live_api: str, settings: Settings,
     rows = [line.split() for line in listed.stdout.splitlines()[1:]]
     assert rows[0][:2] == [str(round_id), "OPEN"] and rows[0][3] == "v1"
 
+    # One round at a time: the refusal names the command that closes the open one, which the CLI has.
+    refused = run("rounds", "open", "--api", live_api, "--key-file", str(key_file))
+    assert refused.exit_code == 1 and f"`fedledger rounds close {round_id}`" in refused.output
+    closed = run("rounds", "close", str(round_id), "--api", live_api, "--key-file", str(key_file))
+    assert closed.exit_code == 0, closed.output
+    assert f"round {round_id} closes now with 0 update(s)" in closed.stdout
+    shown = httpx.get(f"{live_api}/v1/rounds/{round_id}").json()
+    deadline = datetime.fromisoformat(shown["deadline"].replace("Z", "+00:00"))
+    assert deadline <= datetime.now(UTC) and shown["params"]["max_round_extensions"] == 0
+    other_key = tmp_path / "not-operator.key"
+    other_key.write_text(dev_private_key(OPERATOR + 1))
+    forbidden = run("rounds", "close", str(round_id), "--api", live_api, "--key-file", str(other_key))
+    assert forbidden.exit_code == 1 and forbidden.output.startswith("error: "), forbidden.output
+
     # A round POSTED after a deadline extension did not fail (older closes kept the extension's note).
     with session_factory(settings.resolved_database_url).begin() as session:
         posted = session.get(Round, round_id)
@@ -72,6 +87,8 @@ def test_open_list_and_the_model_from_the_cli(live_api: str, settings: Settings,
     listed = run("rounds", "list", "--api", live_api)
     assert listed.exit_code == 0 and "failed" not in listed.stdout, listed.stdout
     assert f"{round_id}  POSTED" in listed.stdout and "(1 deadline extension(s))" in listed.stdout
+    done = run("rounds", "close", str(round_id), "--api", live_api, "--key-file", str(key_file))
+    assert done.exit_code == 1 and "only an OPEN round closes" in done.output, done.output
 
     shown = run("models", "current", "--api", live_api)
     assert shown.exit_code == 0 and shown.stdout.startswith("model v1 (active, from genesis)"), shown.output
