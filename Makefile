@@ -58,10 +58,13 @@ bench: install
 	$(PY) scripts/bench_submissions.py
 
 # Lint, formatting and strict typing; the files under strict mypy are listed in pyproject.toml ([tool.mypy]).
-lint: install-python
+# The contracts (blockchain/package.json's lint): solhint (.solhint.json, its exceptions justified in
+# blockchain/README.md) and prettier-plugin-solidity's format (`npx prettier --write 'contracts/**/*.sol'`).
+lint: install-python install-node
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	cd blockchain && npm run --silent lint
 
 clean:
 	rm -rf $(STAMPS) var

@@ -183,7 +183,14 @@ contract ContributionLedger is AccessControl {
             roundsRecorded += 1;
         }
         emit RoundRecorded(
-            roundId, modelHash, rewardsRoot, totalReward, claimableAt, auditHead, auditCount, updatesHash
+            roundId,
+            modelHash,
+            rewardsRoot,
+            totalReward,
+            claimableAt,
+            auditHead,
+            auditCount,
+            updatesHash
         );
     }
 
@@ -252,8 +259,10 @@ contract ContributionLedger is AccessControl {
             if (head >> 96 == 0) revert ZeroParticipant(i);
             uint256 scores = (tail >> 96) & 0xffffffffffffffff;
             if (
-                scores >> 48 > MAX_SCORE || (scores >> 32) & 0xffff > MAX_SCORE
-                    || (scores >> 16) & 0xffff > MAX_SCORE || scores & 0xffff > MAX_SCORE
+                scores >> 48 > MAX_SCORE ||
+                (scores >> 32) & 0xffff > MAX_SCORE ||
+                (scores >> 16) & 0xffff > MAX_SCORE ||
+                scores & 0xffff > MAX_SCORE
             ) revert ScoreOutOfRange(i);
             sum += tail & 0xffffffffffffffffffffffff;
         }

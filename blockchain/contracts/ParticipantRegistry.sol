@@ -134,8 +134,11 @@ contract ParticipantRegistry is AccessControl {
         address treasury_
     ) {
         if (
-            address(token_) == address(0) || address(params_) == address(0) || address(ledger_) == address(0)
-                || admin == address(0) || treasury_ == address(0)
+            address(token_) == address(0) ||
+            address(params_) == address(0) ||
+            address(ledger_) == address(0) ||
+            admin == address(0) ||
+            treasury_ == address(0)
         ) revert ZeroAddress();
         token = token_;
         params = params_;

@@ -164,10 +164,7 @@ contract ProtocolParameters is AccessControl {
     }
 
     /// @notice Change the three fitness weights at once; they must sum to exactly 1.0 (WAD).
-    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty)
-        external
-        onlyRole(GOVERNOR_ROLE)
-    {
+    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty) external onlyRole(GOVERNOR_ROLE) {
         if (quality + timeliness + honesty != WAD) revert WeightsMustSumToOne(quality, timeliness, honesty);
         _set(Param.WeightQuality, quality);
         _set(Param.WeightTimeliness, timeliness);
@@ -190,7 +187,12 @@ contract ProtocolParameters is AccessControl {
         returns (uint256 roundBudget, uint256 emissionCap, uint256 emissionPeriod, uint256 disputeWindow)
     {
         uint256 packed = _rewardLimits;
-        return (packed >> 160, (packed >> 64) & type(uint96).max, (packed >> 32) & type(uint32).max, packed & type(uint32).max);
+        return (
+            packed >> 160,
+            (packed >> 64) & type(uint96).max,
+            (packed >> 32) & type(uint32).max,
+            packed & type(uint32).max
+        );
     }
 
     /// @notice Every parameter, indexed by {Param}.
@@ -201,17 +203,53 @@ contract ProtocolParameters is AccessControl {
     /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
     function names() external pure returns (string[PARAM_COUNT] memory n) {
         n = [
-            "base_reward", "min_stake", "min_reputation", "slash_fraction", "slash_fitness_below",
-            "slash_honesty_below", "byzantine_threshold", "activity_timeout", "weight_quality",
-            "weight_timeliness", "weight_honesty", "reputation_influence_cap", "strategy", "weighting",
-            "trim_fraction", "krum_f", "multi_krum_m", "dp_enabled", "dp_clip_norm", "dp_noise_multiplier",
-            "dp_epsilon_budget", "dp_delta", "round_duration", "quorum", "min_participants",
-            "rollback_threshold", "round_reward_budget", "unbonding_period", "tier1_min_fitness",
-            "tier1_multiplier", "tier2_min_fitness", "tier2_multiplier", "tier3_min_fitness",
-            "tier3_multiplier", "tier4_min_fitness", "tier4_multiplier", "reputation_multiplier_base",
-            "max_round_extensions", "byzantine_fraction", "sample_weight_cap", "centered_clip_tau",
-            "centered_clip_iterations", "bucket_size", "server_momentum", "emission_cap_per_period",
-            "emission_period", "dispute_window"
+            "base_reward",
+            "min_stake",
+            "min_reputation",
+            "slash_fraction",
+            "slash_fitness_below",
+            "slash_honesty_below",
+            "byzantine_threshold",
+            "activity_timeout",
+            "weight_quality",
+            "weight_timeliness",
+            "weight_honesty",
+            "reputation_influence_cap",
+            "strategy",
+            "weighting",
+            "trim_fraction",
+            "krum_f",
+            "multi_krum_m",
+            "dp_enabled",
+            "dp_clip_norm",
+            "dp_noise_multiplier",
+            "dp_epsilon_budget",
+            "dp_delta",
+            "round_duration",
+            "quorum",
+            "min_participants",
+            "rollback_threshold",
+            "round_reward_budget",
+            "unbonding_period",
+            "tier1_min_fitness",
+            "tier1_multiplier",
+            "tier2_min_fitness",
+            "tier2_multiplier",
+            "tier3_min_fitness",
+            "tier3_multiplier",
+            "tier4_min_fitness",
+            "tier4_multiplier",
+            "reputation_multiplier_base",
+            "max_round_extensions",
+            "byzantine_fraction",
+            "sample_weight_cap",
+            "centered_clip_tau",
+            "centered_clip_iterations",
+            "bucket_size",
+            "server_momentum",
+            "emission_cap_per_period",
+            "emission_period",
+            "dispute_window"
         ];
     }
 
@@ -223,16 +261,20 @@ contract ProtocolParameters is AccessControl {
         uint256 old = _values[uint256(param)];
         _values[uint256(param)] = value;
         if (
-            param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod || param == Param.EmissionPeriod
-                || param == Param.DisputeWindow
+            param == Param.RoundRewardBudget ||
+            param == Param.EmissionCapPerPeriod ||
+            param == Param.EmissionPeriod ||
+            param == Param.DisputeWindow
         ) _syncRewardLimits();
         emit ParameterChanged(param, old, value);
     }
 
     function _syncRewardLimits() private {
-        _rewardLimits = (_values[uint256(Param.RoundRewardBudget)] << 160)
-            | (_values[uint256(Param.EmissionCapPerPeriod)] << 64) | (_values[uint256(Param.EmissionPeriod)] << 32)
-            | _values[uint256(Param.DisputeWindow)];
+        _rewardLimits =
+            (_values[uint256(Param.RoundRewardBudget)] << 160) |
+            (_values[uint256(Param.EmissionCapPerPeriod)] << 64) |
+            (_values[uint256(Param.EmissionPeriod)] << 32) |
+            _values[uint256(Param.DisputeWindow)];
     }
 
     function _validate(Param param, uint256 value) private pure {
@@ -258,20 +300,26 @@ contract ProtocolParameters is AccessControl {
             if (value > 1) revert InvalidParameter(param, value, "0 or 1");
         } else if (param == Param.DpDelta) {
             if (value == 0 || value >= WAD) revert InvalidParameter(param, value, "delta must be in (0, 1)");
-        } else if (
-            param == Param.SlashFraction || param == Param.ReputationInfluenceCap
-        ) {
+        } else if (param == Param.SlashFraction || param == Param.ReputationInfluenceCap) {
             if (value > WAD) revert InvalidParameter(param, value, "fraction must be <= 1.0");
         } else if (
-            param == Param.MinReputation || param == Param.SlashFitnessBelow || param == Param.SlashHonestyBelow
-                || param == Param.Tier1MinFitness || param == Param.Tier2MinFitness
-                || param == Param.Tier3MinFitness || param == Param.Tier4MinFitness
+            param == Param.MinReputation ||
+            param == Param.SlashFitnessBelow ||
+            param == Param.SlashHonestyBelow ||
+            param == Param.Tier1MinFitness ||
+            param == Param.Tier2MinFitness ||
+            param == Param.Tier3MinFitness ||
+            param == Param.Tier4MinFitness
         ) {
             if (value > 100 * WAD) revert InvalidParameter(param, value, "score must be <= 100");
         } else if (
-            param == Param.RoundDuration || param == Param.Quorum || param == Param.MinParticipants
-                || param == Param.DpClipNorm || param == Param.DpNoiseMultiplier || param == Param.DpEpsilonBudget
-                || param == Param.ByzantineThreshold
+            param == Param.RoundDuration ||
+            param == Param.Quorum ||
+            param == Param.MinParticipants ||
+            param == Param.DpClipNorm ||
+            param == Param.DpNoiseMultiplier ||
+            param == Param.DpEpsilonBudget ||
+            param == Param.ByzantineThreshold
         ) {
             if (value == 0) revert InvalidParameter(param, value, "must be > 0");
         } else if (param == Param.EmissionPeriod) {

@@ -119,11 +119,9 @@ contract RewardDistributor {
     /// @return claimedAmount Minted so far.
     /// @return claimableAt When claims open.
     /// @return cancelled Whether the rewards were cancelled.
-    function roundRewards(uint256 roundId)
-        external
-        view
-        returns (bytes32 root, uint256 total, uint256 claimedAmount, uint256 claimableAt, bool cancelled)
-    {
+    function roundRewards(
+        uint256 roundId
+    ) external view returns (bytes32 root, uint256 total, uint256 claimedAmount, uint256 claimableAt, bool cancelled) {
         ContributionLedger.Round memory r = ledger.roundOf(roundId);
         return (r.rewardsRoot, r.totalReward, r.claimed, r.claimableAt, r.cancelled);
     }

@@ -7,7 +7,10 @@ import {TimelockController} from "@openzeppelin/contracts/governance/TimelockCon
 /// @notice OpenZeppelin's TimelockController, compiled here so the deploy has its artifact. It holds every
 /// admin role and the treasury; only the FLGovernor proposes to it.
 contract Timelock is TimelockController {
-    constructor(uint256 minDelay, address[] memory proposers, address[] memory executors, address admin)
-        TimelockController(minDelay, proposers, executors, admin)
-    {}
+    constructor(
+        uint256 minDelay,
+        address[] memory proposers,
+        address[] memory executors,
+        address admin
+    ) TimelockController(minDelay, proposers, executors, admin) {}
 }
