@@ -109,3 +109,59 @@ def test_routes_call_domain_services_instead_of_querying() -> None:
             and node.value.id == "session"
         ]
     assert not found, "\n".join(found)
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_the_core_stands_below_the_database() -> None:
+    """The core (config, crypto, chain, payload, models, privacy, datasets, devkeys, flower) is what an
+    organization's SDK and the dashboard build on: it holds no database code, so they never need one."""
+    found = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("fedledger")
+        if not file.startswith("fedledger/domain/") and _top(name) in {"db", "sqlalchemy", "alembic"}
+    ]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("package", ["client", "visualization"])
+def test_the_sdk_and_the_dashboard_use_the_api_not_the_domain(package: str) -> None:
+    """An organization's SDK and the dashboard read the platform through its API: they may import the core,
+    never the domain services or the database they run on."""
+    found = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of(package)
+        if name.startswith("fedledger.domain") or _top(name) in {"db", "sqlalchemy", "alembic", "celery"}
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_pure_aggregation_has_no_io() -> None:
+    """Only aggregator/worker/ (Celery, the database, the chain's writes) does I/O; the rules, the scores and
+    the round computation are pure and run unchanged in Flower's local mode."""
+    found = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of("aggregator")
+        if not file.startswith("aggregator/worker/")
+        and (
+            name.startswith(("fedledger.domain", "aggregator.worker"))
+            or _top(name) in {"db", "sqlalchemy", "alembic", "celery", "kombu", "redis", "web3"}
+        )
+    ]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_are_absolute(package: str) -> None:
+    """A relative import would pass every check above unseen (they read absolute module names)."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += [
+            f"{path.relative_to(ROOT)}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level > 0
+        ]
+    assert not found, "\n".join(found)
