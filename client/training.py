@@ -184,17 +184,6 @@ class Metrics:
         return {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
 
 
-def _softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean loss and d(loss)/d(logits), from an exact log-softmax (no clamping of probabilities)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    n = len(y)
-    loss = float(-np.mean(log_probs[np.arange(n), y]))
-    grad = np.exp(log_probs)
-    grad[np.arange(n), y] -= 1.0
-    return loss, grad / n
-
-
 @dataclass(frozen=True)
 class NumpyTrainer:
     """Mini-batch SGD (with optional momentum and L2) for a classifier over :class:`Dataset` data.

@@ -82,23 +82,6 @@ def detect_byzantine(honesty: np.ndarray, config: ReputationConfig = ReputationC
     return np.asarray(honesty, dtype=np.float64) < config.byzantine_honesty_below
 
 
-def reference_evidence(
-    cosine: np.ndarray | list[float],
-    solo_gain: np.ndarray | list[float],
-    norms: np.ndarray | list[float] | None = None,
-    config: ReputationConfig = ReputationConfig(),
-    loss: float = 0.0,
-) -> np.ndarray:
-    """This round's Byzantine evidence: :func:`direction_evidence` or (``norms`` given) :func:`norm_evidence`."""
-    evidence = direction_evidence(cosine, solo_gain, config, loss)
-    if norms is not None:
-        nrm = np.asarray(norms, dtype=np.float64)
-        if nrm.shape != evidence.shape:
-            raise InvalidParameter("one norm per cosine is needed")
-        evidence |= norm_evidence(nrm, config)
-    return evidence
-
-
 def direction_evidence(
     cosine: np.ndarray | list[float],
     solo_gain: np.ndarray | list[float],

@@ -70,9 +70,6 @@ class ChainGateway:
     def stake_of(self, address: str) -> int:
         return int(self.registry.functions.stakeOf(address).call())
 
-    def is_active(self, address: str) -> bool:
-        return bool(self.registry.functions.isActive(address).call())
-
     def participant(self, address: str) -> ChainParticipant:
         return ChainParticipant.from_record(
             self.registry, self.registry.functions.participantOf(address).call()

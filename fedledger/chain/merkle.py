@@ -65,10 +65,6 @@ class RewardTree:
             tree[i] = _hash_pair(tree[2 * i + 1], tree[2 * i + 2])
         return cls(round_id=round_id, root=tree[0], _tree=tuple(tree), _index=index)
 
-    def amount_of(self, account: str) -> int:
-        """The reward ``account`` may claim in this round; :class:`MerkleError` if it has none."""
-        return self._entry(account)[1]
-
     def proof(self, account: str) -> list[bytes]:
         """Sibling hashes from ``account``'s leaf to the root: the proof ``RewardDistributor.claim`` takes."""
         position, _ = self._entry(account)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.contribution import leave_one_out, solo_gains, split_holdout
-from aggregator.scoring.reputation import ReputationConfig, reference_evidence
+from aggregator.scoring.reputation import ReputationConfig, direction_evidence, norm_evidence
 from aggregator.scoring.scores import (
     ScoringConfig,
     contribution_quality,
@@ -202,20 +202,18 @@ def test_evidence_needs_both_reference_signals() -> None:
     cos = [0.45, 0.4, 0.5, 0.42, 0.48, 0.44, 0.46, -0.3, -0.3, 0.2]
     gain = [0.1] * 7 + [0.05, -0.02, -0.2]
     # Only the client that points away from the reference AND harms the validation loss alone.
-    assert np.flatnonzero(reference_evidence(cos, gain)).tolist() == [8]
+    assert np.flatnonzero(direction_evidence(cos, gain)).tolist() == [8]
     # Client 9 (cosine 0.2, harmful alone) is an outlier of the round too: with a cosine bar above it,
     # it is evidence as well.
     config = ReputationConfig(evidence_cosine_below=0.3)
-    assert np.flatnonzero(reference_evidence(cos, gain, config=config)).tolist() == [8, 9]
+    assert np.flatnonzero(direction_evidence(cos, gain, config)).tolist() == [8, 9]
     # Harm below the floor (a fraction of the loss) is noise, not evidence.
-    assert not reference_evidence(cos, gain, loss=100.0).any()
+    assert not direction_evidence(cos, gain, loss=100.0).any()
     # A boosted update (10x the round's median norm) is evidence whatever its direction.
     norms = [1.0, 1.2, 0.9, 1.0, 1.1, 1.0, 0.95, 1.0, 1.0, 15.0]
-    assert np.flatnonzero(reference_evidence(cos, gain, norms)).tolist() == [8, 9]
+    assert np.flatnonzero(direction_evidence(cos, gain) | norm_evidence(norms)).tolist() == [8, 9]
     with pytest.raises(InvalidParameter):
-        reference_evidence([0.1], [0.1, 0.2])
-    with pytest.raises(InvalidParameter):
-        reference_evidence([0.1], [0.1], [1.0, 2.0])
+        direction_evidence([0.1], [0.1, 0.2])
     with pytest.raises(InvalidParameter, match="evidence_outlier_z"):
         ReputationConfig(evidence_outlier_z=-1.0)
 
@@ -225,10 +223,10 @@ def test_evidence_does_not_punish_a_round_of_widely_scattered_honest_updates() -
     # hurt the balanced validation data alone. Pointing away by less than the round's scatter is not evidence.
     cos = [0.8, 0.5, 0.3, 0.1, -0.05, -0.25, 0.6, 0.2, -0.3, 0.4]
     gain = [0.1, 0.05, 0.02, -0.1, -0.2, -0.3, 0.1, 0.0, -0.4, 0.05]
-    assert not reference_evidence(cos, gain).any()
+    assert not direction_evidence(cos, gain).any()
     # The same cosine far outside a tight round is evidence.
     tight = [0.45, 0.4, 0.5, 0.42, 0.48, 0.44, 0.46, 0.43, -0.3, 0.41]
-    assert np.flatnonzero(reference_evidence(tight, gain)).tolist() == [8]
+    assert np.flatnonzero(direction_evidence(tight, gain)).tolist() == [8]
 
 
 def test_reward_multiplier_is_linear_between_tiers() -> None:
