@@ -353,6 +353,12 @@ def fmt_tokens(wei: int | str | None, symbol: str = "", digits: int = 2) -> str:
     return f"{text} {symbol}".strip()
 
 
+def fmt_exact(wei: int | str | None) -> str:
+    """Token wei as every digit it has and no more (``1,234.5``, ``0.000001``): Decimal, never a float."""
+    value = (Decimal(int(wei or 0)) / Decimal(WAD)).normalize()
+    return f"{value:,f}"
+
+
 def fmt_amount(wei: int | str | None) -> str:
     """Token wei for a headline figure: whole tokens from 1,000 up (``1,000,000``), else two decimals (``42.50``).
     The label carries the symbol; :func:`fmt_tokens` gives the exact figure where space allows."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from visualization.data import tokens
+from visualization.data import fmt_exact, tokens
 
 ROUND_COLUMNS = [
     "round",
@@ -227,7 +227,7 @@ def contributions_table(contributions: pd.DataFrame, symbol: str) -> pd.DataFram
             "Fitness": contributions["fitness"],
             "Kept": contributions["kept"],
             "Flagged Byzantine": contributions["byzantine"],
-            f"Reward{unit}": contributions["reward"],
+            f"Reward{unit}": contributions["reward_wei"].map(fmt_exact),
             "Reputation after": contributions["reputation_after"].map(lambda v: _number(v, ".1f")),
         }
     )

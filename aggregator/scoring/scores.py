@@ -18,7 +18,7 @@ small absolute gains, and heterogeneous data, are not punished.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from statistics import NormalDist
 
 import numpy as np
@@ -304,6 +304,13 @@ def fitness_multiplier(fitness: float, tiers: tuple[tuple[float, float], ...]) -
     return tiers[-1][1]
 
 
+_MULTIPLIER_STEP = Decimal("0.000001")
+
+
+def _multiplier(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(_MULTIPLIER_STEP, rounding=ROUND_HALF_EVEN)
+
+
 def reward_amounts(
     fitness: np.ndarray | list[float],
     reputation: np.ndarray | list[float],
@@ -327,8 +334,10 @@ def reward_amounts(
         raise InvalidParameter("one reputation per fitness score is needed")
     amounts: list[int] = []
     for fit, r in zip(f.tolist(), rep.tolist(), strict=True):
-        multiplier = Decimal(repr(fitness_multiplier(fit, config.reward_tiers)))
-        rep_multiplier = Decimal(repr(config.reputation_multiplier_base)) + Decimal(repr(r)) / 100
+        # Scores are floats: 0.1 + 0.2 is 0.30000000000000004, and its last digits would be paid as wei
+        # (267.23200000000002 tokens). A multiplier to 1e-6 is finer than any score means.
+        multiplier = _multiplier(fitness_multiplier(fit, config.reward_tiers))
+        rep_multiplier = _multiplier(config.reputation_multiplier_base + r / 100)
         amounts.append(
             int((Decimal(base_reward) * multiplier * rep_multiplier).to_integral_value(ROUND_FLOOR))
         )

@@ -186,3 +186,11 @@ def test_honest_clients_of_a_large_model_are_never_flagged_over_fifty_rounds() -
             first_slash_of_attacker = r
     assert first_slash_of_attacker == config.byzantine_threshold - 1
     assert not eligible(reputation[n_honest:], config).any()
+
+
+def test_rewards_carry_no_float_dust_into_wei() -> None:
+    """Issue 22 item 9: `267.23200000000002 tokens` came from a float score's last digits paid as wei."""
+    from aggregator.scoring.scores import reward_amounts
+
+    amounts = reward_amounts([100.0, 85.3], [0.1 + 0.2, 67.23200000000002], 100 * 10**18, 10**30)
+    assert all(a % 10**12 == 0 for a in amounts), amounts

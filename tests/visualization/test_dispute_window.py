@@ -91,9 +91,9 @@ def test_only_rounds_past_their_window_are_claimable(
     text = texts(at)
     opens = claimable_at(w3, deployments, pending)
     when = datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    assert f"Round **{pending}**: 5.0000 DALLA · in its dispute window: claimable at {when} (in about" in text
+    assert f"Round **{pending}**: 5 DALLA · in its dispute window: claimable at {when} (in about" in text
     assert (
-        f"Round **{cancelled}**: 4.0000 DALLA · cancelled in its dispute window by governance or a guardian: "
+        f"Round **{cancelled}**: 4 DALLA · cancelled in its dispute window by governance or a guardian: "
         "nothing can be claimed" in text
     )
     assert "Nothing to claim" not in text

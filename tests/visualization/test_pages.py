@@ -33,7 +33,7 @@ from tests.visualization.conftest import (
     dashboard_account,
     open_next_round,
 )
-from visualization.data import fmt_amount
+from visualization.data import fmt_amount, fmt_exact
 from visualization.governance import Governance, proposal_id, spec_by_name
 from visualization.tables import short
 
@@ -256,6 +256,12 @@ def test_a_round_posted_after_a_deadline_extension_shows_no_failure(
     assert rounds[rounds["Round"] == round_id].iloc[0]["Why it failed"] == ""
 
 
+def test_token_amounts_are_formatted_exactly() -> None:
+    assert fmt_exact(267_232_000_000_000_020_000) == "267.23200000000002"
+    assert fmt_exact(11_404_857_600_000_000_060_000) == "11,404.85760000000006"
+    assert fmt_exact(150 * WAD) == "150" and fmt_exact(10**12) == "0.000001" and fmt_exact(None) == "0"
+
+
 # ------------------------------------------------------------------------------------- contributions
 
 
@@ -271,9 +277,8 @@ def test_contributions_table_filters_and_history(world: World, dashboard_env: Ap
     by_wallet = table.set_index("Wallet")
     for address, fitness in closed.fitness.items():
         assert by_wallet.loc[short(address), "Fitness"] == pytest.approx(fitness)
-        assert by_wallet.loc[short(address), "Reward (DALLA)"] == pytest.approx(
-            closed.reward_wei[address] / WAD
-        )
+        # Exact, from the wei (Decimal): a float would print the last digits of a wei amount as dust.
+        assert by_wallet.loc[short(address), "Reward (DALLA)"] == fmt_exact(closed.reward_wei[address])
     assert set(table["Organization"]) == {f"org {i}" for i in ORGS[:3]}
     assert metrics(at)["Kept"] == "2 / 3"
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fedledger.chain.reader import RewardStatus
 from visualization import charts, tables
-from visualization.data import DASHBOARD_ERRORS, fmt_amount, fmt_tokens, tokens
+from visualization.data import DASHBOARD_ERRORS, fmt_amount, fmt_exact, fmt_tokens, tokens
 from visualization.session import Context, keep_showing, transaction_button
 
 
@@ -136,7 +136,7 @@ def render(ctx: Context) -> None:
     for reward in sorted(rewards, key=lambda r: int(r["round_id"])):
         round_id, amount = int(reward["round_id"]), int(reward["amount_wei"])
         standing = standings[round_id]
-        line = f"Round **{round_id}**: {fmt_tokens(amount, symbol, digits=4)}"
+        line = f"Round **{round_id}**: {fmt_exact(amount)} {symbol}".rstrip()
         # A claimed reward keeps its (disabled) button in the session that claimed it: the wallet's answer
         # arrives through it.
         if keep_showing(f"claim-{round_id}-{address}", standing.status is RewardStatus.claimable):
