@@ -118,5 +118,73 @@ def test_redis_requires_its_password_and_every_client_sends_it() -> None:
 
 
 def test_the_deployer_runs_in_the_services_mode() -> None:
-    assert SERVICES["deployer"]["environment"]["FEDLEDGER_ENV"] == "${FEDLEDGER_ENV:-production}"
-    assert COMPOSE["x-fedledger-env"]["FEDLEDGER_ENV"] == "${FEDLEDGER_ENV:-production}"
+    assert SERVICES["deployer"]["environment"]["FEDLEDGER_ENV"] == COMPOSE["x-fedledger-env"]["FEDLEDGER_ENV"]
+
+
+_SUBSTITUTION = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}")
+
+
+def _dotenv(text: str) -> dict[str, str]:
+    pairs = (
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _interpolate(value: object, env: dict[str, str]) -> str:
+    """Compose's substitution of ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` from .env."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, arg = match.group(1), match.group(2), match.group(3)
+        given = env.get(name, "")
+        if kind == ":?" and not given:
+            raise AssertionError(f"compose refuses to start: {arg}")
+        return given or (arg if kind == ":-" else "")
+
+    return _SUBSTITUTION.sub(one, str(value))
+
+
+def _documented_compose_variables() -> list[str]:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start = readme.index("Copy `.env.template` to `.env` and set:")
+    sentence = readme[start : readme.index(".\n", start)]
+    return re.findall(r"`([A-Z][A-Z0-9_]+)`", sentence)
+
+
+def test_the_documented_variables_give_a_production_setup_in_which_an_operator_runs_rounds() -> None:
+    """Issue 22 item 7: .env copied from .env.template set FEDLEDGER_ENV=development over compose's production
+    default, and FEDLEDGER_OPERATOR_ADDRESSES (not among the documented variables) left nobody able to open
+    a round. Here: the README's steps, then compose's substitution, then the settings every service reads."""
+    from eth_account import Account
+
+    from middleware.auth import ROLE_OPERATOR, roles_for
+
+    documented = _documented_compose_variables()
+    operator = Account.create()
+    aggregator = Account.create()
+    values = {
+        "POSTGRES_PASSWORD": "pg-" + "x" * 20,
+        "REDIS_PASSWORD": "redis-" + "y" * 20,
+        "FEDLEDGER_JWT_SECRET": "z" * 48,
+        "FEDLEDGER_AGGREGATOR_PRIVATE_KEY": aggregator.key.hex(),
+        "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY": Account.create().key.hex(),
+        "FEDLEDGER_AGGREGATOR_ADDRESS": aggregator.address,
+        "FEDLEDGER_OPERATOR_ADDRESSES": operator.address,
+    }
+    assert set(documented) == set(values), documented
+    dotenv = {**_dotenv((PROJECT_ROOT / ".env.template").read_text()), **values}
+    # Every variable compose requires (${VAR:?...}) is one the README lists.
+    required = {m.group(1) for m in _SUBSTITUTION.finditer(yaml.safe_dump(COMPOSE)) if m.group(2) == ":?"}
+    assert required <= set(documented), required - set(documented)
+
+    for name in ("api", "worker", "beat", "dashboard"):
+        environment = {k: _interpolate(v, dotenv) for k, v in SERVICES[name]["environment"].items()}
+        settings = Settings(
+            _env_file=None, **{k.removeprefix("FEDLEDGER_").lower(): v for k, v in environment.items()}
+        )  # type: ignore[call-arg]
+        assert settings.env.value == "production", name
+        settings.check_production()  # the secrets the README asks for are accepted
+        assert ROLE_OPERATOR in roles_for(settings, operator.address), name
+    deployer = {k: _interpolate(v, dotenv) for k, v in SERVICES["deployer"]["environment"].items()}
+    assert deployer["FEDLEDGER_ENV"] == "production"
+    assert deployer["FEDLEDGER_AGGREGATOR_ADDRESS"] == aggregator.address
