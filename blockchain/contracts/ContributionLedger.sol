@@ -6,13 +6,14 @@ import {ProtocolParameters} from "./ProtocolParameters.sol";
 
 /// @title ContributionLedger
 /// @notice The record of federated rounds. Rounds are recorded in increasing id order (a failed round leaves a
-/// gap), each once: the aggregated model's hash, the rewards Merkle root with its total and claim window, the
+/// gap of at most {maxRoundGap} ids; ids fit an int32 like the platform's database ids), each once: the aggregated model's hash, the rewards Merkle root with its total and claim window, the
 /// head of the platform's audit log, and the scored contributions. Clients verify a model they pulled against
 /// {modelHashOf}; the RewardDistributor pays claims against {roundOf}.
 /// @dev What a stolen aggregator key can mint is bounded here: a round's total by the governed round budget,
-/// the totals recorded in one emission period by the governed emission cap, and every root is claimable only
-/// after the governed dispute window, during which governance (the timelock) or a GUARDIAN_ROLE holder can
-/// cancel it ({cancelRewards}).
+/// the totals recorded in any window of the governed emission period by the governed emission cap (a rolling
+/// window, not calendar periods: no twice-the-cap around a boundary), and every root is claimable only after
+/// the governed dispute window, during which governance (the timelock) or a GUARDIAN_ROLE holder can cancel it
+/// ({cancelRewards}, {cancelRewardsBatch}) and the guardian can take the key's role away ({revokeAggregator}).
 /// Gas: the contributions travel as packed calldata (an indexer decodes them from the transaction's input,
 /// `fedledger.chain.ledger.unpack_contributions`); a round stores its model hash, and, if it pays rewards, its
 /// root and one packed slot, and updates one slot of counters. No call to another contract but the parameters.
@@ -25,9 +26,16 @@ contract ContributionLedger is AccessControl {
     uint256 public constant MAX_CONTRIBUTIONS = 2048;
     /// @notice Scores are 0..100 with two decimals: 0..10000.
     uint256 public constant MAX_SCORE = 10_000;
-    /// @notice Largest step between two recorded round ids: failed rounds leave gaps, but a stolen key cannot
-    /// exhaust the id space (and brick the ledger) in a few transactions.
-    uint256 public constant MAX_ROUND_GAP = 2 ** 32;
+    /// @notice Largest round id: the platform's database ids are 32-bit signed integers.
+    uint256 public constant MAX_ROUND_ID = uint256(uint32(type(int32).max));
+    /// @notice Bounds of {maxRoundGap}: at the upper bound a stolen key needs 32,768 calls to exhaust the ids.
+    uint256 public constant MAX_ROUND_GAP_LIMIT = 65_536 - 1;
+    /// @notice {maxRoundGap} at deployment: 1024 consecutive failed rounds (3.5 days of 5-minute rounds).
+    uint256 public constant DEFAULT_MAX_ROUND_GAP = 1024;
+    /// @notice Most rounds one {cancelRewardsBatch} cancels.
+    uint256 public constant MAX_CANCEL_BATCH = 256;
+    /// @notice Unit of the emission buckets: 0.001 token (each round's total counts rounded up to it).
+    uint256 public constant EMISSION_UNIT = 1e15;
     /// @notice Bytes per packed contribution: participant (20), quality, timeliness, honesty, fitness (2 each,
     /// big-endian, scores x100) and reward (12, token wei, big-endian). The SHA-256 of each participant's
     /// encrypted update is committed to as a whole by `updatesHash`.
@@ -52,15 +60,30 @@ contract ContributionLedger is AccessControl {
     /// @notice The RewardDistributor, the only contract that may count claims against a round.
     address public immutable distributor;
 
+    /// @dev The round counters and the emission accounting, packed in one storage word ({_packed}, read and
+    /// written once per round; fields from the least significant bits in this order).
+    /// The rolling emission window: time is cut in buckets of half the governed period (rounded up); a round
+    /// is admitted if it and the current and two previous buckets sum to at most the cap. Any window of one
+    /// period lies within three consecutive buckets, so no window of one period records more than the cap.
+    /// @param latestRoundId The highest round id recorded so far (0 before the first round).
+    /// @param roundsRecorded How many rounds were recorded.
+    /// @param bucket Index of the current bucket (block time / bucket length).
+    /// @param maxRoundGap Largest step between two recorded round ids.
+    /// @param emitted0 Rewards recorded in the current bucket, in {EMISSION_UNIT}s (rounded up per round).
+    /// @param emitted1 In the bucket before it.
+    /// @param emitted2 In the bucket before that.
+    struct Counters {
+        uint32 latestRoundId;
+        uint32 roundsRecorded;
+        uint32 bucket;
+        uint16 maxRoundGap;
+        uint48 emitted0;
+        uint48 emitted1;
+        uint48 emitted2;
+    }
+
     mapping(uint256 => Round) private _rounds;
-    /// @notice The highest round id recorded so far (0 before the first round).
-    uint64 public latestRoundId;
-    /// @notice How many rounds were recorded.
-    uint32 public roundsRecorded;
-    /// @notice Start of the current emission period (a multiple of the governed period length).
-    uint40 public periodStart;
-    /// @notice Sum of the rewards totals recorded since {periodStart}, in token wei.
-    uint120 public periodEmitted;
+    uint256 private _packed;
 
     /// @notice A round was recorded.
     /// @param roundId The platform's round id (strictly greater than every earlier one).
@@ -86,13 +109,28 @@ contract ContributionLedger is AccessControl {
     /// @param by Who cancelled them (the timelock or a guardian).
     /// @param reason A short code for indexers, e.g. keccak256("stolen-aggregator-key").
     event RewardsCancelled(uint256 indexed roundId, address indexed by, bytes32 reason);
+    /// @notice A guardian (or governance) took the aggregator role away from `account`, e.g. a stolen key. Only
+    /// governance grants it again.
+    /// @param account The former aggregator.
+    /// @param by The guardian or the timelock.
+    /// @param reason A short code for indexers.
+    event AggregatorRevoked(address indexed account, address indexed by, bytes32 reason);
+    /// @notice Governance changed the largest step between two recorded round ids.
+    event MaxRoundGapChanged(uint256 previous, uint256 current);
 
     /// @notice A constructor argument was the zero address.
     error ZeroAddress();
-    /// @notice `roundId` is not above the latest recorded id, or jumps more than {MAX_ROUND_GAP} past it.
+    /// @notice `roundId` is not above the latest recorded id.
     /// @param roundId The refused id.
     /// @param latest The latest recorded round id.
     error RoundOutOfOrder(uint256 roundId, uint256 latest);
+    /// @notice `roundId` jumps more than {maxRoundGap} ids past the latest recorded one.
+    /// @param roundId The refused id.
+    /// @param latest The latest recorded round id.
+    /// @param maxGap The largest step allowed.
+    error RoundGapTooLarge(uint256 roundId, uint256 latest, uint256 maxGap);
+    /// @notice `roundId` is above {MAX_ROUND_ID}.
+    error RoundIdOutOfRange(uint256 roundId, uint256 max);
     /// @notice The model hash was zero.
     error InvalidModelHash();
     /// @notice The round pays rewards but its root is zero (nothing could ever be claimed).
@@ -110,11 +148,11 @@ contract ContributionLedger is AccessControl {
     error TotalRewardMismatch(uint256 declared, uint256 sum);
     /// @notice The round's total exceeds the governed round reward budget.
     error BudgetExceeded(uint256 roundId, uint256 total, uint256 budget);
-    /// @notice Recording `total` would take the current emission period past the governed cap.
-    /// @param emitted Already recorded in the period.
+    /// @notice Recording `total` would take the rolling emission window past the governed cap.
+    /// @param emitted Already recorded in the window, in token wei (each round rounded up to {EMISSION_UNIT}).
     /// @param cap The governed emission cap per period.
-    /// @param periodEnds When the current period ends (and the cap resets).
-    error EmissionCapExceeded(uint256 roundId, uint256 total, uint256 emitted, uint256 cap, uint256 periodEnds);
+    /// @param freesAt When the oldest non-empty bucket leaves the window (retry then, or later).
+    error EmissionCapExceeded(uint256 roundId, uint256 total, uint256 emitted, uint256 cap, uint256 freesAt);
     /// @notice `roundId` has no rewards (not recorded, or it paid nothing).
     error NoRewards(uint256 roundId);
     /// @notice The round's dispute window is still running; claims open at `claimableAt`.
@@ -129,6 +167,12 @@ contract ContributionLedger is AccessControl {
     error NotGuardian(address caller);
     /// @notice Only the RewardDistributor counts claims.
     error NotDistributor(address caller);
+    /// @notice A {cancelRewardsBatch} of `size` rounds is empty or above {MAX_CANCEL_BATCH}.
+    error BadCancelBatch(uint256 size);
+    /// @notice `account` holds no aggregator role to revoke.
+    error NotAggregator(address account);
+    /// @notice A maximal round gap outside 1..{MAX_ROUND_GAP_LIMIT}.
+    error InvalidRoundGap(uint256 value);
 
     /// @param params_ Governed parameters (round budget, emission cap and period, dispute window).
     /// @param distributor_ The RewardDistributor's address (the deploy script computes it before deploying it).
@@ -139,11 +183,13 @@ contract ContributionLedger is AccessControl {
         }
         params = params_;
         distributor = distributor_;
+        _packed = DEFAULT_MAX_ROUND_GAP << 96;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
     /// @notice Record a closed round, with its rewards if it pays any.
-    /// @param roundId The platform's round id: above {latestRoundId}, at most {MAX_ROUND_GAP} past it.
+    /// @param roundId The platform's round id: above {latestRoundId}, at most {maxRoundGap} past it, at most
+    /// {MAX_ROUND_ID}.
     /// @param modelHash SHA-256 of the new global model's weights file (non-zero).
     /// @param rewardsRoot Merkle root of (roundId, participant, reward) leaves (non-zero if `totalReward` > 0).
     /// @param totalReward Sum of the rewards (checked against the contributions, the round budget and the
@@ -163,25 +209,11 @@ contract ContributionLedger is AccessControl {
         bytes32 updatesHash,
         bytes calldata contributions
     ) external onlyRole(AGGREGATOR_ROLE) {
-        uint256 latest = latestRoundId;
-        if (roundId <= latest || roundId - latest > MAX_ROUND_GAP) revert RoundOutOfOrder(roundId, latest);
+        Counters memory c = _nextRound(roundId);
         if (modelHash == bytes32(0)) revert InvalidModelHash();
         uint256 sum = _sumContributions(contributions);
         if (sum != totalReward) revert TotalRewardMismatch(totalReward, sum);
-
-        Round storage r = _rounds[roundId];
-        r.modelHash = modelHash;
-        uint256 claimableAt;
-        if (totalReward > 0) {
-            if (rewardsRoot == bytes32(0)) revert ZeroRoot(roundId);
-            claimableAt = _countEmission(roundId, totalReward);
-            r.rewardsRoot = rewardsRoot;
-            r.totalReward = uint96(totalReward);
-            r.claimableAt = uint56(claimableAt);
-        } else {
-            latestRoundId = uint64(roundId);
-            roundsRecorded += 1;
-        }
+        uint256 claimableAt = _store(c, roundId, modelHash, rewardsRoot, totalReward);
         emit RoundRecorded(
             roundId,
             modelHash,
@@ -196,19 +228,46 @@ contract ContributionLedger is AccessControl {
 
     /// @notice Cancel a round's rewards during their dispute window (e.g. recorded with a stolen aggregator
     /// key). Only the admin (the timelock, i.e. governance) or a GUARDIAN_ROLE holder. The amount stays counted
-    /// in its emission period, so cancelling never lets a thief record more.
+    /// in its emission window, so cancelling never lets a thief record more.
     /// @param roundId The round.
     /// @param reason A short code for indexers.
     function cancelRewards(uint256 roundId, bytes32 reason) external {
-        if (!hasRole(GUARDIAN_ROLE, msg.sender) && !hasRole(DEFAULT_ADMIN_ROLE, msg.sender)) {
-            revert NotGuardian(msg.sender);
+        _checkGuardian();
+        _cancel(roundId, reason);
+    }
+
+    /// @notice {cancelRewards} for up to {MAX_CANCEL_BATCH} rounds in one transaction (an incident's response:
+    /// every root a stolen key recorded in the window). Reverts as {cancelRewards} does if any cannot be
+    /// cancelled.
+    /// @param roundIds The rounds.
+    /// @param reason A short code for indexers.
+    function cancelRewardsBatch(uint256[] calldata roundIds, bytes32 reason) external {
+        _checkGuardian();
+        uint256 n = roundIds.length;
+        if (n == 0 || n > MAX_CANCEL_BATCH) revert BadCancelBatch(n);
+        for (uint256 i = 0; i < n; ++i) {
+            _cancel(roundIds[i], reason);
         }
-        Round storage r = _rounds[roundId];
-        if (r.totalReward == 0) revert NoRewards(roundId);
-        if (r.cancelled) revert RewardsAreCancelled(roundId);
-        if (block.timestamp >= r.claimableAt) revert DisputeWindowClosed(roundId, r.claimableAt);
-        r.cancelled = true;
-        emit RewardsCancelled(roundId, msg.sender, reason);
+    }
+
+    /// @notice Take AGGREGATOR_ROLE away from `account` at once (a stolen key: the guardian need not wait for a
+    /// governance vote). Only the admin or a guardian; only governance grants the role again.
+    /// @param account The aggregator account.
+    /// @param reason A short code for indexers.
+    function revokeAggregator(address account, bytes32 reason) external {
+        _checkGuardian();
+        if (!_revokeRole(AGGREGATOR_ROLE, account)) revert NotAggregator(account);
+        emit AggregatorRevoked(account, msg.sender, reason);
+    }
+
+    /// @notice Change the largest step between two recorded round ids. Only the admin (the timelock).
+    /// @param maxGap 1..{MAX_ROUND_GAP_LIMIT}.
+    function setMaxRoundGap(uint256 maxGap) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (maxGap == 0 || maxGap > MAX_ROUND_GAP_LIMIT) revert InvalidRoundGap(maxGap);
+        Counters memory c = _load();
+        emit MaxRoundGapChanged(c.maxRoundGap, maxGap);
+        c.maxRoundGap = uint16(maxGap);
+        _save(c);
     }
 
     /// @notice Count a claim of `amount` against round `roundId` and return its rewards root. Only the
@@ -225,6 +284,30 @@ contract ContributionLedger is AccessControl {
         // The distributor's Claimed event records this change (one event per claim, not two).
         r.claimed = uint96(claimedAfter);
         return r.rewardsRoot;
+    }
+
+    /// @notice The highest round id recorded so far (0 before the first round).
+    function latestRoundId() external view returns (uint256) {
+        return _load().latestRoundId;
+    }
+
+    /// @notice How many rounds were recorded.
+    function roundsRecorded() external view returns (uint256) {
+        return _load().roundsRecorded;
+    }
+
+    /// @notice The largest step between two recorded round ids (failed rounds leave gaps).
+    function maxRoundGap() external view returns (uint256) {
+        return _load().maxRoundGap;
+    }
+
+    /// @notice Rewards recorded in the rolling emission window as of now, in token wei (each round rounded up
+    /// to {EMISSION_UNIT}): what a new round's total is added to before the cap check.
+    function emittedInWindow() external view returns (uint256) {
+        (, , uint256 period, ) = params.rewardLimits();
+        Counters memory c = _load();
+        _shift(c, block.timestamp / _bucketLength(period));
+        return (uint256(c.emitted0) + c.emitted1 + c.emitted2) * EMISSION_UNIT;
     }
 
     /// @notice Whether `roundId` was recorded.
@@ -268,23 +351,111 @@ contract ContributionLedger is AccessControl {
         }
     }
 
-    /// @dev Checks `total` against the round budget and the emission cap, counts it in the current emission
-    /// period, advances the round counters (same storage slot) and returns when claims open.
-    function _countEmission(uint256 roundId, uint256 total) private returns (uint256 claimableAt) {
+    /// @dev The counters, after checking that `roundId` may come next.
+    function _nextRound(uint256 roundId) private view returns (Counters memory c) {
+        c = _load();
+        uint256 latest = c.latestRoundId;
+        if (roundId > MAX_ROUND_ID) revert RoundIdOutOfRange(roundId, MAX_ROUND_ID);
+        if (roundId <= latest) revert RoundOutOfOrder(roundId, latest);
+        if (roundId - latest > c.maxRoundGap) revert RoundGapTooLarge(roundId, latest, c.maxRoundGap);
+    }
+
+    /// @dev Stores the round (with its rewards, counted in the emission window) and the counters (one slot);
+    /// returns when claims open (0 if it pays nothing).
+    function _store(
+        Counters memory c,
+        uint256 roundId,
+        bytes32 modelHash,
+        bytes32 rewardsRoot,
+        uint256 total
+    ) private returns (uint256 claimableAt) {
+        Round storage r = _rounds[roundId];
+        r.modelHash = modelHash;
+        if (total > 0) {
+            if (rewardsRoot == bytes32(0)) revert ZeroRoot(roundId);
+            claimableAt = _countEmission(c, roundId, total);
+            r.rewardsRoot = rewardsRoot;
+            r.totalReward = uint96(total);
+            r.claimableAt = uint56(claimableAt);
+        }
+        c.latestRoundId = uint32(roundId);
+        c.roundsRecorded += 1;
+        _save(c);
+    }
+
+    function _load() private view returns (Counters memory c) {
+        uint256 w = _packed;
+        c.latestRoundId = uint32(w);
+        c.roundsRecorded = uint32(w >> 32);
+        c.bucket = uint32(w >> 64);
+        c.maxRoundGap = uint16(w >> 96);
+        c.emitted0 = uint48(w >> 112);
+        c.emitted1 = uint48(w >> 160);
+        c.emitted2 = uint48(w >> 208);
+    }
+
+    function _save(Counters memory c) private {
+        _packed =
+            uint256(c.latestRoundId) |
+            (uint256(c.roundsRecorded) << 32) |
+            (uint256(c.bucket) << 64) |
+            (uint256(c.maxRoundGap) << 96) |
+            (uint256(c.emitted0) << 112) |
+            (uint256(c.emitted1) << 160) |
+            (uint256(c.emitted2) << 208);
+    }
+
+    function _checkGuardian() private view {
+        if (!hasRole(GUARDIAN_ROLE, msg.sender) && !hasRole(DEFAULT_ADMIN_ROLE, msg.sender)) {
+            revert NotGuardian(msg.sender);
+        }
+    }
+
+    function _cancel(uint256 roundId, bytes32 reason) private {
+        Round storage r = _rounds[roundId];
+        if (r.totalReward == 0) revert NoRewards(roundId);
+        if (r.cancelled) revert RewardsAreCancelled(roundId);
+        if (block.timestamp >= r.claimableAt) revert DisputeWindowClosed(roundId, r.claimableAt);
+        r.cancelled = true;
+        emit RewardsCancelled(roundId, msg.sender, reason);
+    }
+
+    /// @dev Half the period, rounded up (at least one second): three buckets always span a whole period.
+    function _bucketLength(uint256 period) private pure returns (uint256) {
+        return (period + 1) / 2;
+    }
+
+    /// @dev Moves the buckets forward to bucket `index` (a lower index, after governance lengthened the period,
+    /// keeps the current one: the amounts then count longer, never shorter).
+    function _shift(Counters memory c, uint256 index) private pure {
+        if (index <= c.bucket) return;
+        uint256 steps = index - c.bucket;
+        if (steps == 1) {
+            (c.emitted2, c.emitted1) = (c.emitted1, c.emitted0);
+        } else if (steps == 2) {
+            (c.emitted2, c.emitted1) = (c.emitted0, 0);
+        } else {
+            (c.emitted2, c.emitted1) = (0, 0);
+        }
+        c.emitted0 = 0;
+        c.bucket = uint32(index);
+    }
+
+    /// @dev Checks `total` against the round budget and the rolling emission window, counts it in the current
+    /// bucket and returns when claims open.
+    function _countEmission(Counters memory c, uint256 roundId, uint256 total) private view returns (uint256) {
         (uint256 budget, uint256 cap, uint256 period, uint256 window) = params.rewardLimits();
         if (total > budget) revert BudgetExceeded(roundId, total, budget);
-        uint256 start = periodStart;
-        uint256 emitted = periodEmitted;
-        if (block.timestamp >= start + period) {
-            start = block.timestamp - (block.timestamp % period);
-            emitted = 0;
+        uint256 length = _bucketLength(period);
+        uint256 index = block.timestamp / length;
+        _shift(c, index);
+        uint256 emitted = (uint256(c.emitted0) + c.emitted1 + c.emitted2) * EMISSION_UNIT;
+        if (emitted + total > cap) {
+            uint256 free = c.emitted2 > 0 ? index + 1 : (c.emitted1 > 0 ? index + 2 : index + 3);
+            revert EmissionCapExceeded(roundId, total, emitted, cap, free * length);
         }
-        emitted += total;
-        if (emitted > cap) revert EmissionCapExceeded(roundId, total, emitted - total, cap, start + period);
-        latestRoundId = uint64(roundId);
-        roundsRecorded += 1;
-        periodStart = uint40(start);
-        periodEmitted = uint120(emitted);
+        // Below the cap (a uint96), so the bucket fits its 48 bits in units of 0.001 token.
+        c.emitted0 += uint48((total + EMISSION_UNIT - 1) / EMISSION_UNIT);
         return block.timestamp + window;
     }
 }

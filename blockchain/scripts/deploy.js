@@ -23,6 +23,13 @@ async function main() {
   if (production && devAddresses(ethers).has(aggregator.toLowerCase())) {
     throw new Error(`FEDLEDGER_ENV=production: FEDLEDGER_AGGREGATOR_ADDRESS ${aggregator} is a public dev account; use an address of your own`);
   }
+  const guardian = process.env.FEDLEDGER_GUARDIAN_ADDRESS || "";
+  if (production && !guardian) {
+    throw new Error("FEDLEDGER_ENV=production: set FEDLEDGER_GUARDIAN_ADDRESS (a key kept apart from the servers) to stop a stolen aggregator key");
+  }
+  if (production && devAddresses(ethers).has(guardian.toLowerCase())) {
+    throw new Error(`FEDLEDGER_ENV=production: FEDLEDGER_GUARDIAN_ADDRESS ${guardian} is a public dev account; use an address of your own`);
+  }
   const result = await deployAll(hre);
   // A fresh aggregator on a local chain (docker compose's node) needs ETH for gas: the deployer funds it.
   const chainId = Number((await ethers.provider.getNetwork()).chainId);

@@ -4,6 +4,9 @@ const fs = require("fs");
 const path = require("path");
 
 const DEV_CHAIN_IDS = new Set([31337n, 1337n]);
+// The dev chain's guardian: Hardhat's account #19 (public key, like every dev account; never the deployer #0,
+// which is also the dev operator, the aggregator #1 or the model signer #2).
+const DEV_GUARDIAN_INDEX = 19;
 
 function envInt(name, fallback) {
   const v = process.env[name];
@@ -12,7 +15,8 @@ function envInt(name, fallback) {
 
 /**
  * @param hre Hardhat runtime environment.
- * @param opts.deployer, opts.aggregator signers/addresses (defaults: dev accounts #0 and #1 on the dev chain).
+ * @param opts.deployer, opts.aggregator, opts.guardian signers/addresses (defaults on the dev chain: dev accounts
+ *   #0, #1 and #19; elsewhere FEDLEDGER_AGGREGATOR_ADDRESS and FEDLEDGER_GUARDIAN_ADDRESS, both required).
  * @returns {contracts, addresses, config}
  */
 async function deployAll(hre, opts = {}) {
@@ -23,8 +27,13 @@ async function deployAll(hre, opts = {}) {
   const deployer = opts.deployer || signers[0];
   const aggregatorAddress = opts.aggregator || process.env.FEDLEDGER_AGGREGATOR_ADDRESS || (isDev ? signers[1].address : undefined);
   if (!aggregatorAddress) throw new Error("FEDLEDGER_AGGREGATOR_ADDRESS must be set outside the dev chain");
-  // May cancel a rewards root during its dispute window, besides governance itself (optional).
-  const guardianAddress = opts.guardian || process.env.FEDLEDGER_GUARDIAN_ADDRESS || undefined;
+  // Stops a stolen aggregator key faster than governance can: cancels rewards roots in their dispute window and
+  // revokes the key's role. Not the timelock, not the aggregator.
+  const guardianAddress = opts.guardian || process.env.FEDLEDGER_GUARDIAN_ADDRESS || (isDev ? signers[DEV_GUARDIAN_INDEX].address : undefined);
+  if (!guardianAddress) throw new Error("FEDLEDGER_GUARDIAN_ADDRESS must be set outside the dev chain (an account of its own, not the aggregator's)");
+  if (guardianAddress.toLowerCase() === aggregatorAddress.toLowerCase()) {
+    throw new Error("the guardian must not be the aggregator: it exists to stop a stolen aggregator key");
+  }
 
   const WAD = 10n ** 18n;
   const config = {
@@ -45,6 +54,9 @@ async function deployAll(hre, opts = {}) {
     disputeWindow: envInt("FEDLEDGER_DISPUTE_WINDOW", opts.disputeWindow ?? (isDev ? 0n : undefined)),
     emissionCapPerPeriod: envInt("FEDLEDGER_EMISSION_CAP", opts.emissionCapPerPeriod),
     emissionPeriod: envInt("FEDLEDGER_EMISSION_PERIOD", opts.emissionPeriod),
+    // Security settings of the contracts that enforce them (undefined keeps the contract's default): the
+    // largest step between recorded round ids (1024).
+    maxRoundGap: envInt("FEDLEDGER_MAX_ROUND_GAP", opts.maxRoundGap),
   };
 
   const d = deployer;
@@ -95,8 +107,10 @@ async function deployAll(hre, opts = {}) {
   await send(ledger.grantRole(await ledger.AGGREGATOR_ROLE(), aggregatorAddress));
   await send(registry.grantRole(await registry.AGGREGATOR_ROLE(), aggregatorAddress));
   await send(registry.grantRole(await registry.SLASHER_ROLE(), aggregatorAddress));
+  if (guardianAddress.toLowerCase() === tl.toLowerCase()) throw new Error("the guardian must not be the timelock");
   await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), tl));
-  if (guardianAddress) await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), guardianAddress));
+  await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), guardianAddress));
+  if (config.maxRoundGap !== undefined) await send(ledger.setMaxRoundGap(config.maxRoundGap));
   const P = { EmissionCapPerPeriod: 44, EmissionPeriod: 45, DisputeWindow: 46 };
   for (const [name, value] of [["DisputeWindow", config.disputeWindow], ["EmissionCapPerPeriod", config.emissionCapPerPeriod],
     ["EmissionPeriod", config.emissionPeriod]]) {
@@ -133,7 +147,7 @@ async function deployAll(hre, opts = {}) {
   const addresses = {};
   for (const [name, c] of Object.entries(contracts)) addresses[name] = await c.getAddress();
   return { contracts, addresses, config, chainId, deployBlock, deployer: d.address, aggregator: aggregatorAddress,
-    guardian: guardianAddress ?? null, devFunded };
+    guardian: guardianAddress, devFunded };
 }
 
 /** Writes the deployments file the Python side reads (atomically: temp file then rename). */
@@ -155,4 +169,4 @@ async function writeDeployments(hre, result, outPath) {
   return out;
 }
 
-module.exports = { deployAll, writeDeployments };
+module.exports = { deployAll, writeDeployments, DEV_GUARDIAN_INDEX };

@@ -89,7 +89,7 @@ describe("Issue 13.1: escaping a slash", function () {
 });
 
 describe("Issue 13.2: bounding a stolen aggregator key", function () {
-  it("caps what the key can record per emission period, and resets with the period", async function () {
+  it("caps what the key can record per emission window, and frees it as the window rolls on", async function () {
     const sys = await loadFixture(deployedSystem);
     const thief = sys.aggregator.address;
     const L = sys.ContributionLedger;
@@ -111,10 +111,11 @@ describe("Issue 13.2: bounding a stolen aggregator key", function () {
     expect(refused.message).to.contain("EmissionCapExceeded");
     expect(minted).to.equal(100_000n * WAD); // the governed cap per period, not 18 x 10k
     expect(await sys.RewardToken.totalSupply()).to.equal(1_100_000n * WAD);
-    const start = await L.periodStart();
-    await time.increaseTo(start + 86_400n);
+    expect(await L.emittedInWindow()).to.equal(100_000n * WAD);
+    await time.increase(3 * 43_200); // three half-period buckets: the window no longer holds them
+    expect(await L.emittedInWindow()).to.equal(0n);
     await recordNextRound(sys, [[thief, WAD]]);
-    expect(await L.periodEmitted()).to.equal(WAD);
+    expect(await L.emittedInWindow()).to.equal(WAD);
   });
 
   it("refuses a round over the emission cap with the period's figures", async function () {
@@ -122,9 +123,11 @@ describe("Issue 13.2: bounding a stolen aggregator key", function () {
     const tl = await asTimelock(sys);
     await sys.ProtocolParameters.connect(tl).setParameter(P.EmissionCapPerPeriod, 15n * WAD);
     await recordNextRound(sys, [[sys.orgs[0], 10n * WAD]]);
-    const start = await sys.ContributionLedger.periodStart();
+    const now = BigInt(await time.latest());
+    const bucketEnd = (now / 43_200n + 1n) * 43_200n;
+    // The round of 10 leaves the window when its bucket is three buckets old.
     await expect(recordNextRound(sys, [[sys.orgs[0], 6n * WAD]])).to.be.revertedWithCustomError(sys.ContributionLedger, "EmissionCapExceeded")
-      .withArgs(2, 6n * WAD, 10n * WAD, 15n * WAD, start + 86_400n);
+      .withArgs(2, 6n * WAD, 10n * WAD, 15n * WAD, (v) => v === bucketEnd + 2n * 43_200n || v === bucketEnd + 3n * 43_200n);
     await recordNextRound(sys, [[sys.orgs[0], 5n * WAD]]);
   });
 

@@ -19,10 +19,16 @@ describe("Deployment wiring", function () {
     expect(await sys.Timelock.hasRole(await sys.Timelock.EXECUTOR_ROLE(), ethers.ZeroAddress)).to.equal(true);
     expect(await sys.ProtocolParameters.hasRole(await sys.ProtocolParameters.GOVERNOR_ROLE(), tl)).to.equal(true);
     expect(await sys.ProtocolParameters.hasRole(await sys.ProtocolParameters.GOVERNOR_ROLE(), sys.deployer.address)).to.equal(false);
-    // Governance may cancel rewards in their dispute window; no guardian is set unless configured.
+    // Governance may cancel rewards in their dispute window, and so may the guardian: on the dev chain the
+    // well-known dev account #19, never the timelock, the deployer or the aggregator.
     const guardian = await sys.ContributionLedger.GUARDIAN_ROLE();
+    const devGuardian = (await ethers.getSigners())[19].address;
+    expect(sys.result.guardian).to.equal(devGuardian);
     expect(await sys.ContributionLedger.hasRole(guardian, tl)).to.equal(true);
-    expect(await sys.ContributionLedger.hasRole(guardian, sys.deployer.address)).to.equal(false);
+    expect(await sys.ContributionLedger.hasRole(guardian, devGuardian)).to.equal(true);
+    for (const who of [sys.deployer.address, sys.aggregator.address]) {
+      expect(await sys.ContributionLedger.hasRole(guardian, who)).to.equal(false);
+    }
     // The ledger and the distributor trust each other's immutable address only.
     expect(await sys.ContributionLedger.distributor()).to.equal(await sys.RewardDistributor.getAddress());
     expect(await sys.RewardDistributor.ledger()).to.equal(await sys.ContributionLedger.getAddress());

@@ -48,8 +48,9 @@ describe("ContributionLedger and RewardDistributor", function () {
     await record(sys, 5, list); // a gap (failed rounds 1..4) is fine
     await expect(record(sys, 5, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder").withArgs(5, 5);
     await expect(record(sys, 3, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder").withArgs(3, 5);
-    const gap = await L.MAX_ROUND_GAP();
-    await expect(record(sys, 5n + gap + 1n, list)).to.be.revertedWithCustomError(L, "RoundOutOfOrder");
+    const gap = await L.maxRoundGap();
+    expect(gap).to.equal(await L.DEFAULT_MAX_ROUND_GAP());
+    await expect(record(sys, 5n + gap + 1n, list)).to.be.revertedWithCustomError(L, "RoundGapTooLarge").withArgs(5n + gap + 1n, 5, gap);
     await record(sys, 5n + gap, list);
     expect(await L.latestRoundId()).to.equal(5n + gap);
     expect(await L.roundsRecorded()).to.equal(2n);

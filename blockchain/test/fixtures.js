@@ -16,11 +16,18 @@ async function guardedSystem() {
   return deploySystem({ disputeWindow: 3600n, guardian: signers[2].address });
 }
 
+/** The default deployment's security parameters: the contracts' one-day dispute window (the dev deploy sets 0)
+ * and the deploy script's default guardian (dev account #19). */
+async function defaultsSystem() {
+  return deploySystem({ disputeWindow: 86_400n });
+}
+
 async function deploySystem(opts) {
   const signers = await ethers.getSigners();
   const result = await deployAll(hre, opts);
   const [deployer, aggregator, modelSigner, ...orgs] = signers;
-  return { ...result.contracts, result, deployer, aggregator, modelSigner, guardian: signers[2], orgs };
+  const guardian = signers.find((s) => s.address === result.guardian);
+  return { ...result.contracts, result, deployer, aggregator, modelSigner, guardian, orgs };
 }
 
 /** Rewards tree exactly as the contracts verify it (OpenZeppelin's standard double-hashed leaves). */
@@ -108,5 +115,5 @@ async function passProposal(sys, voters, targets, calldatas, description) {
   return id;
 }
 
-module.exports = { WAD, AUDIT_HEAD, deployedSystem, guardedSystem, rewardsTree, contribution, packContribution,
+module.exports = { WAD, AUDIT_HEAD, deploySystem, deployedSystem, guardedSystem, defaultsSystem, rewardsTree, contribution, packContribution,
   packContributions, updatesHash, recordRound, recordNextRound, asTimelock, proofFor, enroll, passProposal };

@@ -41,8 +41,9 @@ _round_ids = random.Random()
 
 def unique_round_id(w3: Web3, deployments: Deployments) -> int:
     """A round id the shared session chain's ledger accepts next (it records ids in increasing order only);
-    far above the database's own ids so that a row inserted with it cannot collide."""
-    return next_round_id(w3, deployments, gap=_round_ids.randrange(10**6, 2 * 10**6))
+    hundreds above the database's own ids so that a row inserted with it cannot collide (the ledger refuses
+    a step above its maximal round gap, 1024 by default)."""
+    return next_round_id(w3, deployments, gap=_round_ids.randrange(512, 1024))
 
 
 @pytest.fixture(scope="session")

@@ -217,7 +217,7 @@ def posted_reward_round(world: World, settings: Settings, w3: Web3, rewards: dic
     Its id is unique on the session's chain (other tests record rounds too), so it is written with an explicit
     id: the database rows as the worker writes them (round, updates, scored contributions with their Merkle
     proofs), and the ledger record (``recordRound`` with the rewards root) sent with the aggregator's key."""
-    round_id = next_round_id(w3, world.deployments, gap=1_000_000)  # the ledger records ids in order
+    round_id = next_round_id(w3, world.deployments, gap=1024)  # in order, at most 1024 ids apart
     addresses = {index: address_of(index) for index in rewards}
     tree = RewardTree.build(round_id, {addresses[i]: amount for i, amount in rewards.items()})
     sessions = session_factory(settings.resolved_database_url)
