@@ -3,8 +3,9 @@
 FastAPI's defaults load Swagger UI and ReDoc from a CDN, so the pages are blank offline or behind a
 firewall. The assets come from the ``fastapi-offline`` package (Swagger UI 5 and ReDoc 2 bundles, installed
 with the API like any dependency) and are served under ``/docs-assets``; no page loads anything from
-another origin: ReDoc's Google Fonts are off, and a Content-Security-Policy keeps the pages to their own
-origin (ReDoc's footer would otherwise fetch its logo from Redocly's CDN).
+another origin: ReDoc's Google Fonts are off, its bundle is served with the footer's Redocly logo (fetched
+from Redocly's CDN) replaced by an empty inline image, and a Content-Security-Policy keeps the pages to
+their own origin.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_URL = "/docs-assets"
@@ -24,6 +25,25 @@ CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:"
 )
+
+
+# The one URL ReDoc's bundle fetches by itself: the "API docs by Redocly" footer's logo.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E"
+REDOC_BUNDLE = f"{ASSETS_URL}/redoc.local.js"
+_redoc_js: bytes | None = None
+
+
+def redoc_bundle() -> bytes:
+    """ReDoc's standalone bundle with nothing left that it would fetch from another origin."""
+    global _redoc_js
+    if _redoc_js is None:
+        _redoc_js = (
+            (ASSETS_DIR / "redoc.standalone.js")
+            .read_bytes()
+            .replace(REDOC_LOGO.encode(), EMPTY_IMAGE.encode())
+        )
+    return _redoc_js
 
 
 def _same_origin_only(page: HTMLResponse) -> HTMLResponse:
@@ -36,6 +56,12 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
 
     The app must be created with ``docs_url=None, redoc_url=None`` (FastAPI's CDN pages off).
     """
+
+    @app.get(REDOC_BUNDLE, include_in_schema=False)
+    async def redoc_js() -> Response:
+        return Response(redoc_bundle(), media_type="text/javascript")
+
+    # After the route above: the mount would answer every path under it.
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     oauth2_redirect_url = f"{docs_url}/oauth2-redirect"
 
@@ -68,7 +94,7 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
             get_redoc_html(
                 openapi_url=f"{root}{app.openapi_url}",
                 title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+                redoc_js_url=f"{root}{REDOC_BUNDLE}",
                 redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
                 with_google_fonts=False,
             )

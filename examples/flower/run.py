@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -224,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.3,
         help="share of clients the Krum family / trimmed mean assume Byzantine (f = floor(share x n))",
     )
-    parser.add_argument("--workdir", type=Path, help="logs and Flower state (default: a temporary directory)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="logs and Flower state, kept after the run (default: a new temporary directory)",
+    )
     parser.add_argument("--api-url", default="", help="platform mode: the fedledger API")
     parser.add_argument("--rpc-url", default="")
     parser.add_argument("--deployments", default="", help="a deployments file the participants trust")
@@ -291,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"honesty {node['honesty']:.1f}, fitness {node['fitness']:.1f}, reputation {node['reputation']:.1f}"
             )
     print(f"{seconds:.1f} s from flwr run to the end of the run")
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # The folder printed at the start is kept: its logs are what one reads when a round looks wrong.
+    print(f"logs kept in {workdir}")
     return 0
 
 

@@ -3,6 +3,7 @@ running FedLedgerStrategy: 2 of the 7 clients are Byzantine."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from types import ModuleType
@@ -57,16 +58,21 @@ def test_example_runs_as_the_readme_says(tmp_path: Path) -> None:
 
     from tests.flower.conftest import EXAMPLE
 
+    # As the README says it: no --workdir. The logs folder it prints must still exist afterwards.
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "run.py"), "--quick", "--workdir", str(tmp_path)],
+        [sys.executable, str(EXAMPLE / "run.py"), "--quick"],
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     print("\n" + result.stdout)
     lines = result.stdout.splitlines()
+    (logs,) = [Path(line.removeprefix("logs: ")) for line in lines if line.startswith("logs: ")]
+    assert logs.is_dir() and logs.parent == tmp_path and any(logs.iterdir()), result.stdout
+    assert f"logs kept in {logs}" in lines
     rounds = [line for line in lines if line.startswith("round ")]
     assert len(rounds) == 3 and all("aggregated" in r and "excluded 2" in r for r in rounds), result.stdout
     excluded = [line for line in lines if "excluded node" in line]
