@@ -19,12 +19,13 @@ $(STAMPS)/browser: scripts/install_browser.sh $(STAMPS)/python
 	@touch $@
 
 install-python: $(STAMPS)/python
-$(STAMPS)/python: pyproject.toml
+# constraints.txt pins every package, so pip resolves nothing and every install gets the same versions.
+$(STAMPS)/python: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
 	@echo "==> Python packages into $(VENV) (first time: a minute or two; pip shows each package)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	@touch $@
 
 install-node: $(STAMPS)/node
