@@ -221,7 +221,8 @@ def simulate(
                 log(f"  {org.address} sits this round out: {me.get('reason')}")
         if not eligible:
             raise SimulationError("no organization may submit any more")
-        # Quorum = everyone still eligible, so the round closes as soon as the last of them submits.
+        # Quorum = everyone still eligible: the round closes as soon as the last active organization submits
+        # (an early close needs every active one), and never with fewer than all of them.
         round_ = operator.request(
             "POST", "/v1/rounds", json={"duration_seconds": round_seconds, "quorum": len(eligible)}
         ).json()

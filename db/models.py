@@ -142,7 +142,11 @@ class Round(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deadline: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The fewest updates a close at the deadline aggregates (with min_participants); never an early close.
     quorum: Mapped[int] = mapped_column(Integer)
+    # Organizations active (status active, seen or registered) since then are the ones the round waits for:
+    # it closes before its deadline only once every one of them has submitted. Null: every active one.
+    active_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     min_participants: Mapped[int] = mapped_column(Integer, default=1)
     strategy: Mapped[str] = mapped_column(String(32))
     # The governed parameters in force when the round opened (what the close will use).

@@ -100,7 +100,15 @@ class ModelOut(BaseModel):
 
 class OpenRoundRequest(BaseModel):
     duration_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
-    quorum: int | None = Field(default=None, ge=1, le=100_000)
+    quorum: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Fewest updates the deadline's close aggregates (default: the governed quorum). It never closes "
+            "the round early: that takes an update from every active organization."
+        ),
+    )
 
 
 class RoundOut(BaseModel):

@@ -98,7 +98,7 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
         ("    blob exists", BlobStore, "exists"),
         ("    _insert (lock, row, audit, quorum)", submissions, "_insert"),
         ("      audit entry", audit, "write|append"),
-        ("      quorum check", pipeline, "request_close_on_quorum"),
+        ("      early-close check", pipeline, "request_early_close"),
         ("    commit", SessionTransaction, "commit"),
         ("Session.execute (anywhere)", Session, "execute"),
         ("Session.close (anywhere)", Session, "close"),

@@ -15,7 +15,7 @@ as it was, and the next tick (after the lease expires) closes it from scratch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -86,8 +86,8 @@ def acquire(sessions: sessionmaker[Session], round_id: int, owner: str, lease_se
     with sessions.begin() as session:
         taken = session.execute(
             update(Round)
-            # Deadline and quorum are checked here, in the same UPDATE that takes the round: whoever put a
-            # close on the broker, an OPEN round closes only once it is due.
+            # Whether it is due (deadline, or every active organization submitted) is checked here, in the same
+            # UPDATE that takes the round: whoever put a close on the broker, an OPEN round closes only when due.
             .where(Round.id == round_id, close_due(now))
             .values(
                 status=RoundStatus.closing,
@@ -168,6 +168,10 @@ def compute(
     reference_ms = (time.perf_counter() - start) * 1e3
     try:
         params = RoundParams.from_snapshot(inputs.round.params)
+        # The round's quorum (governed, or the operator's for this round) is the fewest updates it
+        # aggregates: a round closed at its deadline with fewer is extended or failed like one short of
+        # min_participants. It never closes a round early (fedledger.domain.pipeline).
+        params = replace(params, min_participants=max(params.min_participants, inputs.round.quorum))
     except InvalidRoundParams as exc:
         return RoundResult(
             CloseStatus.failed, str(exc), rejected=tuple((c.update_id, reason) for c, reason in rejected)

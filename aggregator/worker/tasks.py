@@ -50,11 +50,12 @@ def services():  # type: ignore[no-untyped-def]
 
 @app.task(name=UPDATE_RECEIVED_TASK)
 def update_received(round_id: int) -> str:
-    """Kept for messages sent by an older API: requests the close only if the quorum is reached and no
-    close was requested yet (the API now requests it itself, in the submission's transaction)."""
+    """Kept for messages sent by an older API: requests the close only if it is due early (every active
+    organization submitted) and no close was requested yet (the API requests it in the submission's
+    transaction)."""
     _, sessions, *_ = services()
     with sessions.begin() as session:
-        requested = pipeline.request_close_on_quorum(session, round_id, utcnow())
+        requested = pipeline.request_early_close(session, round_id, utcnow())
     if requested:
         close.delay(round_id)
     return "close-requested" if requested else "nothing-to-do"
@@ -62,7 +63,7 @@ def update_received(round_id: int) -> str:
 
 @app.task(name=CLOSE_TASK, bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
 def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
-    """Close the round if it is due (deadline or quorum; see ``round_close.acquire``), then request its
+    """Close the round if it is due (deadline, or every active organization submitted; see ``close.acquire``), then request its
     post once."""
     settings, sessions, blobs, gateway, signing, holdout = services()
     started = time.perf_counter()
@@ -130,7 +131,7 @@ def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
 
 @app.task(name=TICK_TASK)
 def tick() -> dict[str, list[int]]:
-    """Find work from the database: closes due (deadline, quorum, expired lease) and unposted rounds,
+    """Find work from the database: closes due (deadline, every active organization submitted, expired lease) and unposted rounds,
     each sent only if no request for it is outstanding (see fedledger.domain.pipeline)."""
     settings, sessions, *_ = services()
     now = utcnow()

@@ -87,7 +87,14 @@ def open_round(
         typer.Option(help="Seconds until the deadline (default: the governed round duration).", min=1),
     ] = None,
     quorum: Annotated[
-        int | None, typer.Option(help="Updates that close the round early (default: governed).", min=1)
+        int | None,
+        typer.Option(
+            help=(
+                "Fewest updates the deadline's close aggregates (default: governed). Never closes the round "
+                "early: that takes every active organization's update."
+            ),
+            min=1,
+        ),
     ] = None,
     api: ApiOption = None,
     key_file: KeyFileOption = None,

@@ -8,7 +8,13 @@ after that the message is taken as lost with the broker and the beat sends it ag
 that runs twice is harmless: the close takes a lease, the post writes the chain exactly once).
 
 The same conditions guard the close itself (:func:`close_due`): a message on the broker cannot close an
-OPEN round before its deadline or its quorum, whoever sent it.
+OPEN round before it is due, whoever sent it.
+
+When a round is due (issue 20, the race to quorum): at its deadline, or earlier only once every active
+organization has submitted (status active, and seen or registered since the round's ``active_since``, the
+governed activity timeout before it opened) and at least its quorum. A count alone never closes a round
+early: attackers who submit at the opening without training would reach any quorum first and make up every
+round. The quorum is the fewest updates the deadline's close aggregates (see the worker's close).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import cast
 from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from db.models import Round, RoundStatus, Update
+from db.models import Participant, ParticipantStatus, Round, RoundStatus, Update
 
 
 def submissions_of_round() -> ColumnElement[int]:
@@ -33,13 +39,46 @@ def submissions_of_round() -> ColumnElement[int]:
     )
 
 
+def _everyone_submitted(rounds: Table) -> ColumnElement[bool]:
+    """Correlated: no active organization of the round (see the module docstring) is without an update in it."""
+    participants, updates = cast(Table, Participant.__table__), cast(Table, Update.__table__)
+    waiting_for = (
+        select(participants.c.id)
+        .where(
+            participants.c.status == ParticipantStatus.active,
+            rounds.c.active_since.is_(None)
+            | (
+                func.coalesce(participants.c.last_seen_at, participants.c.created_at) >= rounds.c.active_since
+            ),
+            ~select(updates.c.id)
+            .where(updates.c.round_id == rounds.c.id, updates.c.participant_id == participants.c.id)
+            .exists(),
+        )
+        .correlate(rounds)
+    )
+    return ~waiting_for.exists()
+
+
+def _early_close(rounds: Table) -> ColumnElement[bool]:
+    """Before its deadline: every active organization submitted, and at least the round's quorum."""
+    updates = cast(Table, Update.__table__)
+    count = (
+        select(func.count())
+        .select_from(updates)
+        .where(updates.c.round_id == rounds.c.id)
+        .correlate(rounds)
+        .scalar_subquery()
+    )
+    return (count >= rounds.c.quorum) & _everyone_submitted(rounds)
+
+
 def close_due(now: datetime) -> ColumnElement[bool]:
-    """A round may be closed: OPEN and past its deadline or at its quorum, or CLOSING with its lease
-    expired (a worker died mid-close)."""
-    return (
-        (Round.status == RoundStatus.open)
-        & ((Round.deadline <= now) | (submissions_of_round() >= Round.quorum))
-    ) | ((Round.status == RoundStatus.closing) & (Round.lease_until.is_(None) | (Round.lease_until < now)))
+    """A round may be closed: OPEN and past its deadline or with every active organization's update (see the
+    module docstring), or CLOSING with its lease expired (a worker died mid-close)."""
+    rounds = cast(Table, Round.__table__)
+    return ((Round.status == RoundStatus.open) & ((Round.deadline <= now) | _early_close(rounds))) | (
+        (Round.status == RoundStatus.closing) & (Round.lease_until.is_(None) | (Round.lease_until < now))
+    )
 
 
 def _not_outstanding(
@@ -53,31 +92,27 @@ def _not_outstanding(
 # Core, on the tables, built once (this runs in every submission's transaction): the same statement as the
 # ORM's, without its construction and ORM overhead on each call.
 _rounds, _updates = cast(Table, Round.__table__), cast(Table, Update.__table__)
-_CLOSE_ON_QUORUM = (
+_EARLY_CLOSE = (
     update(_rounds)
     .where(
         _rounds.c.id == bindparam("b_round"),
         _rounds.c.status == RoundStatus.open,
         _rounds.c.close_requested_at.is_(None),
-        select(func.count())
-        .select_from(_updates)
-        .where(_updates.c.round_id == _rounds.c.id)
-        .correlate(_rounds)
-        .scalar_subquery()
-        >= _rounds.c.quorum,
+        _early_close(_rounds),
     )
     .values(close_requested_at=bindparam("b_now", type_=_rounds.c.close_requested_at.type))
 )
 
 
-def request_close_on_quorum(session: Session, round_id: int, now: datetime) -> bool:
-    """In the transaction that inserted a submission: request the round's close if that insert brought
-    it to its quorum and nobody requested it yet. True means: send the close after the commit.
+def request_early_close(session: Session, round_id: int, now: datetime) -> bool:
+    """In the transaction that inserted a submission: request the round's close if that insert was the last
+    active organization's (and the quorum is met) and nobody requested it yet. True means: send the close
+    after the commit. Otherwise the round waits for its deadline (the beat requests that close).
 
     The caller holds the round row locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock), so
-    concurrent submissions count one after another and exactly one of them sees the quorum first.
+    concurrent submissions count one after another and exactly one of them sees the round complete first.
     """
-    result = session.execute(_CLOSE_ON_QUORUM, {"b_round": round_id, "b_now": now})
+    result = session.execute(_EARLY_CLOSE, {"b_round": round_id, "b_now": now})
     return _changed(result)
 
 
@@ -105,7 +140,7 @@ def claim_closes(session: Session, now: datetime, resend_after: float) -> list[i
 
 
 def release_close(session: Session, round_id: int) -> None:
-    """The close gave the round back OPEN (deadline extended): a later deadline or quorum requests again."""
+    """The close gave the round back OPEN (deadline extended): a later deadline or early close requests again."""
     session.execute(
         update(Round)
         .where(Round.id == round_id, Round.status == RoundStatus.open)

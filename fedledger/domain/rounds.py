@@ -56,6 +56,9 @@ def open_round(
     if duration <= 0:
         raise Invalid("invalid_duration", "duration must be positive")
     now = utcnow()
+    # Who the round waits for before an early close: every organization not idle past the governed
+    # activity timeout (the same timeout that suspends idle organizations on-chain).
+    active_since = now - timedelta(seconds=params.activity_timeout) if params.activity_timeout > 0 else None
     snapshot = {k: v for k, v in asdict(params).items()}
     snapshot["reward_tiers"] = [list(t) for t in params.reward_tiers]
     round_ = Round(
@@ -64,6 +67,7 @@ def open_round(
         opened_at=now,
         deadline=now + timedelta(seconds=duration),
         quorum=quorum or params.quorum,
+        active_since=active_since,
         min_participants=params.min_participants,
         strategy=params.strategy,
         # Token amounts exceed JSON's safe integers in some readers: keep them as strings.

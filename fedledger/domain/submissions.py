@@ -120,7 +120,7 @@ class Receipt:
     num_samples: int
     received_at: datetime
     replayed: bool
-    # This submission brought the round to its quorum: the caller sends the round's one close after the
+    # This submission was the last active organization's: the caller sends the round's one close after the
     # commit (fedledger.domain.pipeline).
     close_requested: bool = False
 
@@ -328,9 +328,9 @@ def _insert(session: Session, checked: Verified) -> Receipt:
     # Lock the round row against the close (PostgreSQL: FOR UPDATE blocks the close's UPDATE until this
     # commits; SQLite: the transaction already holds the write lock), then re-check it is still open: the
     # close loads the updates only after taking the round, so no accepted row can be missed by it. The lock
-    # is exclusive, not FOR SHARE, because this transaction may update the row (request_close_on_quorum):
-    # two share holders upgrading would deadlock. It also makes concurrent submissions of a round count
-    # towards the quorum one after another, so exactly one of them requests the close. Taken before the
+    # is exclusive, not FOR SHARE, because this transaction may update the row (request_early_close):
+    # two share holders upgrading would deadlock. It also makes concurrent submissions of a round complete
+    # it one after another, so exactly one of them requests the close. Taken before the
     # audit's lock, in the order the close takes them.
     round_ = session.execute(_LOCK_ROUND, {"b_round": checked.round_id}).one()
     _check_round(round_, checked.header, utcnow())
@@ -373,7 +373,7 @@ def _insert(session: Session, checked: Verified) -> Receipt:
             "bytes": checked.size_bytes,
         },
     )
-    close_requested = pipeline.request_close_on_quorum(session, checked.round_id, now)
+    close_requested = pipeline.request_early_close(session, checked.round_id, now)
     return Receipt(
         rid,
         checked.round_id,

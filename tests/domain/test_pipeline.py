@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,16 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import Base, utcnow
-from db.models import ModelVersion, Participant, Round, RoundStatus, ServerKey, Update, UpdateStatus
+from db.models import (
+    ModelVersion,
+    Participant,
+    ParticipantStatus,
+    Round,
+    RoundStatus,
+    ServerKey,
+    Update,
+    UpdateStatus,
+)
 from db.session import make_engine
 from fedledger.domain import pipeline
 
@@ -31,7 +40,9 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def open_round(sessions: sessionmaker[Session], quorum: int, seconds: int = 3600) -> int:
+def open_round(
+    sessions: sessionmaker[Session], quorum: int, seconds: int = 3600, active_since: datetime | None = None
+) -> int:
     now = utcnow()
     with sessions.begin() as session:
         round_ = Round(
@@ -40,6 +51,7 @@ def open_round(sessions: sessionmaker[Session], quorum: int, seconds: int = 3600
             opened_at=now,
             deadline=now + timedelta(seconds=seconds),
             quorum=quorum,
+            active_since=active_since,
             strategy="fedavg",
         )
         session.add(round_)
@@ -65,12 +77,14 @@ def submit(sessions: sessionmaker[Session], round_id: int, participant: int) -> 
             )
         )
         session.flush()
-        return pipeline.request_close_on_quorum(session, round_id, utcnow())
+        return pipeline.request_early_close(session, round_id, utcnow())
 
 
-def test_only_the_submission_that_reaches_the_quorum_requests_the_close(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_a_quorum_reached_first_does_not_close_only_the_last_active_organization_does(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20, the race to quorum: three wallets at the opening reach the quorum (3) but the round waits
+    for the other active organizations; the submission that completes them requests the close, once."""
     round_id = open_round(sessions, quorum=3)
-    assert [submit(sessions, round_id, p) for p in range(1, 6)] == [False, False, True, False, False]
+    assert [submit(sessions, round_id, p) for p in range(1, 6)] == [False, False, False, False, True]
     # The beat does not send it again while the request is outstanding, but does once it is a lease old.
     with sessions.begin() as session:
         assert pipeline.claim_closes(session, utcnow(), LEASE) == []
@@ -87,9 +101,31 @@ def test_the_beat_requests_a_due_close_once_and_never_an_early_one(sessions) -> 
         assert pipeline.claim_closes(session, now + timedelta(hours=2), LEASE) == []  # already requested
 
 
+def test_early_close_waits_for_active_organizations_only_and_for_the_quorum(sessions) -> None:  # type: ignore[no-untyped-def]
+    now = utcnow()
+    with sessions.begin() as session:
+        # 4: suspended; 5: registered and last seen before the round's activity window.
+        session.execute(
+            update(Participant).where(Participant.id == 4).values(status=ParticipantStatus.suspended)
+        )
+        old = now - timedelta(days=9)
+        session.execute(
+            update(Participant).where(Participant.id == 5).values(created_at=old, last_seen_at=old)
+        )
+    round_id = open_round(sessions, quorum=3, active_since=now - timedelta(days=7))
+    assert [submit(sessions, round_id, p) for p in (1, 2, 3)] == [False, False, True]
+    # Every active organization submitted, but fewer than the quorum: the round waits for its deadline.
+    short = open_round(sessions, quorum=4, active_since=now - timedelta(days=7))
+    assert [submit(sessions, short, p) for p in (1, 2, 3)] == [False, False, False]
+    with sessions.begin() as session:
+        assert pipeline.claim_closes(session, utcnow(), LEASE) == []
+        # (The first round's request is a lease old by then: sent again, as any lost message is.)
+        assert short in pipeline.claim_closes(session, now + timedelta(hours=2), LEASE)
+
+
 def test_an_extended_round_can_be_requested_again_and_a_post_is_requested_once(sessions) -> None:  # type: ignore[no-untyped-def]
     round_id = open_round(sessions, quorum=1)
-    assert submit(sessions, round_id, 1)
+    assert [submit(sessions, round_id, p) for p in range(1, 6)][-1]
     with sessions.begin() as session:
         pipeline.release_close(session, round_id)  # the close extended the deadline: OPEN again
         assert pipeline.claim_closes(session, utcnow(), LEASE) == [round_id]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import select
 
@@ -72,12 +75,17 @@ def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(
     """A worker that took the round and died (its lease is left behind) does not block it; and the chain
     writes of a post killed before its transaction was mined are completed, not repeated."""
     worker.kill()
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(duration=10, quorum=5)
     for index in ORGS[:5]:
         platform.submit(index, round_)
     from aggregator.worker.close import acquire
 
     sessions = session_factory(settings.resolved_database_url)
+    # Five of the ten organizations: the round is due at its deadline, not before.
+    assert not acquire(sessions, round_["id"], "a-worker-that-died", lease_seconds=3)
+    time.sleep(
+        max(0.0, (datetime.fromisoformat(round_["deadline"]) - datetime.now(UTC)).total_seconds()) + 0.5
+    )
     assert acquire(sessions, round_["id"], "a-worker-that-died", lease_seconds=3)
     # Stop mining: the restarted worker will close the round, sign and broadcast recordRound, and hang
     # waiting for its receipt; then it is killed too.
@@ -202,3 +210,44 @@ def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platfor
         assert kept["kept"] and int(kept["reward_wei"]) > 0 and kept["excluded_reason"] is None, kept
     rewards = platform.client.get(f"/v1/rewards/{address_of(excluded)}").json()
     assert all(r["round_id"] != round_["id"] for r in rewards), rewards
+
+
+def test_wallets_racing_to_the_quorum_at_the_opening_do_not_close_the_round(
+    platform: Platform, worker
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20, the race to quorum: three wallets submit at the opening barely trained, reaching the
+    governed quorum (3) first (before: the round closed on them, every round). The round stays open until
+    every active organization has submitted, then closes at once (long before its deadline) with the
+    honest organizations aggregated and paid; arriving first earns no timeliness."""
+    started = time.monotonic()
+    while b"ready." not in worker.log.read_bytes():  # the race is against a running worker
+        assert time.monotonic() - started < 120, "the worker did not start"
+        time.sleep(0.3)
+    round_ = platform.open_round(duration=300, quorum=None)
+    assert round_["quorum"] == 3  # the governed default
+    racers, honest = ORGS[:3], ORGS[3:]
+    for index in racers:
+        platform.submit(index, round_, attack="lazy")
+    time.sleep(6 * platform.settings.tick_seconds)  # the beat has looked at the round several times
+    state = platform.client.get(f"/v1/rounds/{round_['id']}").json()
+    # Before: closed on the racers (or extended, its deadline moved, when their updates were unusable).
+    assert state["status"] == "OPEN" and state["extensions"] == 0, state
+    for index in honest[:-1]:
+        platform.submit(index, round_)
+    time.sleep(2 * platform.settings.tick_seconds)
+    assert platform.client.get(f"/v1/rounds/{round_['id']}").json()["status"] == "OPEN"
+    platform.submit(honest[-1], round_)  # the last active organization: the round closes now
+    posted = platform.wait_for(round_["id"], {"POSTED", "FAILED"}, timeout=120)
+    assert posted["status"] == "POSTED", posted
+    assert datetime.fromisoformat(posted["closed_at"]) < datetime.fromisoformat(round_["deadline"])
+
+    scores = {
+        c["participant"]: c
+        for c in platform.client.get(f"/v1/stats/contributions?round_id={round_['id']}").json()
+    }
+    assert set(scores) == {address_of(i) for i in ORGS}
+    paid_honest = [int(scores[address_of(i)]["reward_wei"]) for i in honest]
+    assert sum(paid_honest) > 0 and all(scores[address_of(i)]["kept"] for i in honest)
+    assert (
+        max(int(scores[address_of(i)]["reward_wei"]) for i in racers) <= sorted(paid_honest)[len(honest) // 2]
+    )
