@@ -1,7 +1,7 @@
 """rounds remember since when an organization counts as active (early close needs all of them)
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01 10:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import db.base
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
