@@ -13,74 +13,66 @@ contract ProtocolParameters is AccessControl {
 
     uint256 internal constant WAD = 1e18;
 
+    // <generated:param-declarations> by scripts/genParams.js from fedledger/chain/param_table.json
     /// @notice Index of each parameter in {getAll}. Append only: the order is part of the interface.
-    /// @dev Robust aggregation and economics (indices 38..46):
-    /// ByzantineFraction: WAD, < 0.5, default 0.3; the one expected Byzantine share, from which the aggregator
-    /// derives Krum's f and the trimming of trimmed mean / Bulyan (refused when invalid for the round's n).
-    /// SampleWeightCap: WAD, >= 1.0, default 10.0; a client's sample weight is capped at this multiple of the
-    /// round's median claimed sample count (a larger claim counts as evidence against it).
-    /// CenteredClipTau: WAD clipping radius of centered clipping; 0 (default) chooses it adaptively.
-    /// CenteredClipIterations: 1..10, default 3. BucketSize: updates averaged per bucket before robust
-    /// aggregation, 1..10, default 2. ServerMomentum: WAD, < 1.0, default 0 (server-side momentum).
-    /// EmissionCapPerPeriod: token wei, default 100,000 tokens; rewards recorded in one emission period.
-    /// EmissionPeriod: seconds, > 0, default 1 day. DisputeWindow: seconds, default 1 day; a rewards root is
-    /// claimable only this long after it is recorded, and cancellable meanwhile.
+    /// @dev Generated from fedledger/chain/param_table.json (units, defaults, ranges, meanings).
     enum Param {
-        BaseReward, // 0  token wei per round for a 1.0 multiplier
-        MinStake, // 1  token wei
-        MinReputation, // 2  WAD score
-        SlashFraction, // 3  WAD of the stake
-        SlashFitnessBelow, // 4  WAD score
-        SlashHonestyBelow, // 5  WAD score
-        ByzantineThreshold, // 6  detections before slashing
-        ActivityTimeout, // 7  seconds
-        WeightQuality, // 8  WAD (set with setFitnessWeights)
-        WeightTimeliness, // 9  WAD
-        WeightHonesty, // 10 WAD
-        ReputationInfluenceCap, // 11 WAD
-        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation 7 fltrust
-        // 8 centered_clip
-        Weighting, // 13 0 samples 1 fitness 2 hybrid
-        TrimFraction, // 14 WAD, < 0.5
-        KrumF, // 15 assumed Byzantine count f
-        MultiKrumM, // 16 selected count m (0 = n - f)
-        DpEnabled, // 17 0 or 1
-        DpClipNorm, // 18 WAD
-        DpNoiseMultiplier, // 19 WAD
-        DpEpsilonBudget, // 20 WAD
-        DpDelta, // 21 WAD, in (0, 1)
-        RoundDuration, // 22 seconds
-        Quorum, // 23 updates that close a round early
-        MinParticipants, // 24 fewer at the deadline: the round is extended or failed
-        RollbackThreshold, // 25 WAD relative holdout-loss increase that rejects a model
-        RoundRewardBudget, // 26 token wei, cap on one round's rewards
-        UnbondingPeriod, // 27 seconds between exit request and withdrawal
-        Tier1MinFitness, // 28 WAD score
-        Tier1Multiplier, // 29 WAD
-        Tier2MinFitness, // 30
-        Tier2Multiplier, // 31
-        Tier3MinFitness, // 32
-        Tier3Multiplier, // 33
-        Tier4MinFitness, // 34
-        Tier4Multiplier, // 35
-        ReputationMultiplierBase, // 36 WAD: reward × (base + reputation/100)
-        MaxRoundExtensions, // 37 deadline extensions before a short round fails
-        ByzantineFraction, // 38 WAD, < 0.5: expected Byzantine share; Krum f and trimming derive from it
-        SampleWeightCap, // 39 WAD, >= 1.0: a sample weight is capped at this multiple of the round's median
-        CenteredClipTau, // 40 WAD clipping radius of centered clipping (0 = adaptive)
-        CenteredClipIterations, // 41 clipping iterations, 1..10
-        BucketSize, // 42 updates averaged per bucket before robust aggregation, 1..10
-        ServerMomentum, // 43 WAD, < 1.0: server-side momentum of centered clipping
-        EmissionCapPerPeriod, // 44 token wei: rewards roots posted in one emission period sum to at most this
-        EmissionPeriod, // 45 seconds, > 0: length of an emission period
-        DisputeWindow // 46 seconds a rewards root waits before it can be claimed (and can be cancelled)
+        BaseReward, // 0 token wei; reward of one round for a 1.0 multiplier
+        MinStake, // 1 token wei; stake an organization must bond to take part
+        MinReputation, // 2 WAD score 0..100; reputation below which an organization's updates are excluded
+        SlashFraction, // 3 WAD; share of the stake a slash takes
+        Reserved4, // 4 reserved; retired slash_fitness_below (read by nothing)
+        Reserved5, // 5 reserved; retired slash_honesty_below (read by nothing)
+        ByzantineThreshold, // 6 count; Byzantine detections before an organization is slashed
+        ActivityTimeout, // 7 seconds; silence after which a participant counts as inactive (7 days)
+        WeightQuality, // 8 WAD; weight of quality in the fitness score
+        WeightTimeliness, // 9 WAD; weight of timeliness in the fitness score
+        WeightHonesty, // 10 WAD; weight of honesty in the fitness score
+        ReputationInfluenceCap, // 11 WAD; largest share of the aggregate one organization can weigh under reputation weighting
+        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation 7 fltrust 8 centered_clip; aggregation rule (genesis fltrust: chosen by scripts/attack_eval.py, docs/benchmarks.md)
+        Weighting, // 13 0 samples 1 fitness 2 hybrid; what weighs a client's update in the weighted rules
+        TrimFraction, // 14 WAD; share trimmed at each end by trimmed mean when no Byzantine fraction is governed
+        KrumF, // 15 count; assumed Byzantine count f of the Krum family when no Byzantine fraction is governed
+        MultiKrumM, // 16 count; updates Multi-Krum selects (0 = n - f)
+        DpEnabled, // 17 0 or 1; differential privacy of the aggregate on or off
+        DpClipNorm, // 18 WAD; L2 norm each update is clipped to under differential privacy
+        DpNoiseMultiplier, // 19 WAD; Gaussian noise standard deviation, in clip norms
+        DpEpsilonBudget, // 20 WAD; total privacy budget epsilon; rounds stop once it is spent
+        DpDelta, // 21 WAD; privacy parameter delta
+        RoundDuration, // 22 seconds; time from a round's opening to its deadline
+        Quorum, // 23 count; updates that close a round early
+        MinParticipants, // 24 count; fewer updates at the deadline: the round is extended or fails
+        RollbackThreshold, // 25 WAD; relative holdout-loss increase that rejects a new model
+        RoundRewardBudget, // 26 token wei; cap on one round's rewards
+        UnbondingPeriod, // 27 seconds; time between an exit request and the stake's withdrawal (3 days)
+        Tier1MinFitness, // 28 WAD score 0..100; fitness that earns reward tier 1
+        Tier1Multiplier, // 29 WAD; reward multiplier of tier 1
+        Tier2MinFitness, // 30 WAD score 0..100; fitness that earns reward tier 2
+        Tier2Multiplier, // 31 WAD; reward multiplier of tier 2
+        Tier3MinFitness, // 32 WAD score 0..100; fitness that earns reward tier 3
+        Tier3Multiplier, // 33 WAD; reward multiplier of tier 3
+        Tier4MinFitness, // 34 WAD score 0..100; fitness that earns reward tier 4
+        Tier4Multiplier, // 35 WAD; reward multiplier of tier 4
+        ReputationMultiplierBase, // 36 WAD; reward x (base + reputation / 100)
+        MaxRoundExtensions, // 37 count; deadline extensions before a short round fails
+        ByzantineFraction, // 38 WAD; expected Byzantine share; Krum's f and the trimming of trimmed mean and Bulyan derive from it
+        SampleWeightCap, // 39 WAD; a claimed sample count weighs at most this multiple of the round's median claim (Dirichlet(0.1) shards reach 6x)
+        CenteredClipTau, // 40 WAD; clipping radius of centered clipping (0 = adaptive)
+        CenteredClipIterations, // 41 count; clipping iterations of centered clipping
+        BucketSize, // 42 count; updates averaged per bucket before robust aggregation (x byzantine_fraction must stay < 0.5)
+        ServerMomentum, // 43 WAD; server-side momentum of centered clipping
+        EmissionCapPerPeriod, // 44 token wei; rewards roots posted in one emission period sum to at most this
+        EmissionPeriod, // 45 seconds; length of an emission period (1 day)
+        DisputeWindow // 46 seconds; time a rewards root waits before it can be claimed, and can be cancelled (1 day)
     }
 
-    /// @dev Equals uint256(type(Param).max) + 1; a literal because array lengths need one (checked in tests).
+    /// @notice Number of parameters (uint256(type(Param).max) + 1; a literal because array lengths need one).
     uint256 public constant PARAM_COUNT = 47;
-    /// @notice Number of aggregation strategies (codes 0..STRATEGY_COUNT-1, see {Param.Strategy}).
-    uint256 public constant STRATEGY_COUNT = 9;
-    uint256 public constant WEIGHTING_COUNT = 3;
+    /// @dev Bit i set: parameter i is a retired slot that nothing reads; setParameter refuses it.
+    uint256 private constant RESERVED = (1 << uint256(Param.Reserved4)) | (1 << uint256(Param.Reserved5));
+    /// @dev Bit i set: parameter i changes only through {setFitnessWeights}.
+    uint256 private constant FITNESS_WEIGHTS = (1 << uint256(Param.WeightQuality)) | (1 << uint256(Param.WeightTimeliness)) | (1 << uint256(Param.WeightHonesty));
+    // </generated:param-declarations>
 
     uint256[PARAM_COUNT] private _values;
     /// @dev RoundRewardBudget (96 bits) | EmissionCapPerPeriod (96) | EmissionPeriod (32) | DisputeWindow (32),
@@ -90,8 +82,10 @@ contract ProtocolParameters is AccessControl {
     /// @notice Emitted for every change of a parameter.
     event ParameterChanged(Param indexed param, uint256 oldValue, uint256 newValue);
 
-    /// @notice `value` is outside the range `param` allows; `reason` says which range.
-    error InvalidParameter(Param param, uint256 value, string reason);
+    /// @notice `value` is outside the range `param` allows, [`min`, `max`] on chain (the table's range).
+    error InvalidParameter(Param param, uint256 value, uint256 min, uint256 max);
+    /// @notice `param` is a retired slot: nothing reads it, so governance cannot set it.
+    error ReservedParameter(Param param);
     /// @notice The three fitness weights must sum to exactly 1.0 (WAD).
     error WeightsMustSumToOne(uint256 quality, uint256 timeliness, uint256 honesty);
     /// @notice The fitness weights change together, through {setFitnessWeights}.
@@ -102,53 +96,7 @@ contract ProtocolParameters is AccessControl {
     constructor(address governor) {
         _grantRole(DEFAULT_ADMIN_ROLE, governor);
         _grantRole(GOVERNOR_ROLE, governor);
-        _init(Param.BaseReward, 100 * WAD);
-        _init(Param.MinStake, 100 * WAD);
-        _init(Param.MinReputation, 10 * WAD);
-        _init(Param.SlashFraction, WAD / 10);
-        _init(Param.SlashFitnessBelow, 50 * WAD);
-        _init(Param.SlashHonestyBelow, 50 * WAD);
-        _init(Param.ByzantineThreshold, 3);
-        _init(Param.ActivityTimeout, 7 days);
-        _init(Param.WeightQuality, (4 * WAD) / 10);
-        _init(Param.WeightTimeliness, (3 * WAD) / 10);
-        _init(Param.WeightHonesty, (3 * WAD) / 10);
-        _init(Param.ReputationInfluenceCap, (8 * WAD) / 10);
-        _init(Param.Strategy, 7); // fltrust: chosen by scripts/attack_eval.py (docs/benchmarks.md)
-        _init(Param.Weighting, 0);
-        _init(Param.TrimFraction, (2 * WAD) / 10);
-        _init(Param.KrumF, 1);
-        _init(Param.MultiKrumM, 0);
-        _init(Param.DpEnabled, 0);
-        _init(Param.DpClipNorm, WAD);
-        _init(Param.DpNoiseMultiplier, WAD);
-        _init(Param.DpEpsilonBudget, 10 * WAD);
-        _init(Param.DpDelta, 1e13); // 1e-5
-        _init(Param.RoundDuration, 300);
-        _init(Param.Quorum, 3);
-        _init(Param.MinParticipants, 3);
-        _init(Param.RollbackThreshold, (5 * WAD) / 100);
-        _init(Param.RoundRewardBudget, 10_000 * WAD);
-        _init(Param.UnbondingPeriod, 3 days);
-        _init(Param.Tier1MinFitness, 90 * WAD);
-        _init(Param.Tier1Multiplier, 2 * WAD);
-        _init(Param.Tier2MinFitness, 80 * WAD);
-        _init(Param.Tier2Multiplier, (15 * WAD) / 10);
-        _init(Param.Tier3MinFitness, 70 * WAD);
-        _init(Param.Tier3Multiplier, WAD);
-        _init(Param.Tier4MinFitness, 60 * WAD);
-        _init(Param.Tier4Multiplier, WAD / 2);
-        _init(Param.ReputationMultiplierBase, WAD / 2);
-        _init(Param.MaxRoundExtensions, 2);
-        _init(Param.ByzantineFraction, (3 * WAD) / 10);
-        _init(Param.SampleWeightCap, 10 * WAD); // Dirichlet(0.1) shards reach 6x the median: 3x flagged honest claims
-        _init(Param.CenteredClipTau, 0);
-        _init(Param.CenteredClipIterations, 3);
-        _init(Param.BucketSize, 1); // bucket_size x byzantine_fraction must stay < 0.5
-        _init(Param.ServerMomentum, 0);
-        _init(Param.EmissionCapPerPeriod, 100_000 * WAD);
-        _init(Param.EmissionPeriod, 1 days);
-        _init(Param.DisputeWindow, 1 days);
+        _initGenesis();
         _syncRewardLimits();
     }
 
@@ -156,15 +104,21 @@ contract ProtocolParameters is AccessControl {
     /// @param param Which parameter.
     /// @param value The new value, in the unit the parameter's comment gives.
     function setParameter(Param param, uint256 value) external onlyRole(GOVERNOR_ROLE) {
-        if (param == Param.WeightQuality || param == Param.WeightTimeliness || param == Param.WeightHonesty) {
-            revert UseSetFitnessWeights();
+        uint256 bit = 1 << uint256(param);
+        if (bit & FITNESS_WEIGHTS != 0) revert UseSetFitnessWeights();
+        if (bit & RESERVED != 0) revert ReservedParameter(param);
+        (uint256[PARAM_COUNT] memory lo, uint256[PARAM_COUNT] memory hi) = _bounds();
+        if (value < lo[uint256(param)] || value > hi[uint256(param)]) {
+            revert InvalidParameter(param, value, lo[uint256(param)], hi[uint256(param)]);
         }
-        _validate(param, value);
         _set(param, value);
     }
 
     /// @notice Change the three fitness weights at once; they must sum to exactly 1.0 (WAD).
-    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty) external onlyRole(GOVERNOR_ROLE) {
+    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty)
+        external
+        onlyRole(GOVERNOR_ROLE)
+    {
         if (quality + timeliness + honesty != WAD) revert WeightsMustSumToOne(quality, timeliness, honesty);
         _set(Param.WeightQuality, quality);
         _set(Param.WeightTimeliness, timeliness);
@@ -187,12 +141,7 @@ contract ProtocolParameters is AccessControl {
         returns (uint256 roundBudget, uint256 emissionCap, uint256 emissionPeriod, uint256 disputeWindow)
     {
         uint256 packed = _rewardLimits;
-        return (
-            packed >> 160,
-            (packed >> 64) & type(uint96).max,
-            (packed >> 32) & type(uint32).max,
-            packed & type(uint32).max
-        );
+        return (packed >> 160, (packed >> 64) & type(uint96).max, (packed >> 32) & type(uint32).max, packed & type(uint32).max);
     }
 
     /// @notice Every parameter, indexed by {Param}.
@@ -200,130 +149,94 @@ contract ProtocolParameters is AccessControl {
         return _values;
     }
 
-    /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
-    function names() external pure returns (string[PARAM_COUNT] memory n) {
-        n = [
-            "base_reward",
-            "min_stake",
-            "min_reputation",
-            "slash_fraction",
-            "slash_fitness_below",
-            "slash_honesty_below",
-            "byzantine_threshold",
-            "activity_timeout",
-            "weight_quality",
-            "weight_timeliness",
-            "weight_honesty",
-            "reputation_influence_cap",
-            "strategy",
-            "weighting",
-            "trim_fraction",
-            "krum_f",
-            "multi_krum_m",
-            "dp_enabled",
-            "dp_clip_norm",
-            "dp_noise_multiplier",
-            "dp_epsilon_budget",
-            "dp_delta",
-            "round_duration",
-            "quorum",
-            "min_participants",
-            "rollback_threshold",
-            "round_reward_budget",
-            "unbonding_period",
-            "tier1_min_fitness",
-            "tier1_multiplier",
-            "tier2_min_fitness",
-            "tier2_multiplier",
-            "tier3_min_fitness",
-            "tier3_multiplier",
-            "tier4_min_fitness",
-            "tier4_multiplier",
-            "reputation_multiplier_base",
-            "max_round_extensions",
-            "byzantine_fraction",
-            "sample_weight_cap",
-            "centered_clip_tau",
-            "centered_clip_iterations",
-            "bucket_size",
-            "server_momentum",
-            "emission_cap_per_period",
-            "emission_period",
-            "dispute_window"
-        ];
-    }
-
-    function _init(Param param, uint256 value) private {
-        _values[uint256(param)] = value;
-    }
-
     function _set(Param param, uint256 value) private {
         uint256 old = _values[uint256(param)];
         _values[uint256(param)] = value;
         if (
-            param == Param.RoundRewardBudget ||
-            param == Param.EmissionCapPerPeriod ||
-            param == Param.EmissionPeriod ||
-            param == Param.DisputeWindow
+            param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod || param == Param.EmissionPeriod
+                || param == Param.DisputeWindow
         ) _syncRewardLimits();
         emit ParameterChanged(param, old, value);
     }
 
     function _syncRewardLimits() private {
-        _rewardLimits =
-            (_values[uint256(Param.RoundRewardBudget)] << 160) |
-            (_values[uint256(Param.EmissionCapPerPeriod)] << 64) |
-            (_values[uint256(Param.EmissionPeriod)] << 32) |
-            _values[uint256(Param.DisputeWindow)];
+        _rewardLimits = (_values[uint256(Param.RoundRewardBudget)] << 160)
+            | (_values[uint256(Param.EmissionCapPerPeriod)] << 64) | (_values[uint256(Param.EmissionPeriod)] << 32)
+            | _values[uint256(Param.DisputeWindow)];
     }
 
-    function _validate(Param param, uint256 value) private pure {
-        if (param == Param.Strategy) {
-            if (value >= STRATEGY_COUNT) revert InvalidParameter(param, value, "unknown strategy (0..8)");
-        } else if (param == Param.Weighting) {
-            if (value >= WEIGHTING_COUNT) revert InvalidParameter(param, value, "unknown weighting (0..2)");
-        } else if (param == Param.TrimFraction) {
-            if (value >= WAD / 2) revert InvalidParameter(param, value, "trim fraction must be < 0.5");
-        } else if (param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod) {
-            if (value > type(uint96).max) revert InvalidParameter(param, value, "token amount must fit 96 bits");
-        } else if (param == Param.DisputeWindow) {
-            if (value > type(uint32).max) revert InvalidParameter(param, value, "duration must fit 32 bits");
-        } else if (param == Param.ByzantineFraction) {
-            if (value >= WAD / 2) revert InvalidParameter(param, value, "byzantine fraction must be < 0.5");
-        } else if (param == Param.SampleWeightCap) {
-            if (value < WAD) revert InvalidParameter(param, value, "sample weight cap must be >= 1.0");
-        } else if (param == Param.CenteredClipIterations || param == Param.BucketSize) {
-            if (value == 0 || value > 10) revert InvalidParameter(param, value, "must be in 1..10");
-        } else if (param == Param.ServerMomentum) {
-            if (value >= WAD) revert InvalidParameter(param, value, "momentum must be < 1.0");
-        } else if (param == Param.DpEnabled) {
-            if (value > 1) revert InvalidParameter(param, value, "0 or 1");
-        } else if (param == Param.DpDelta) {
-            if (value == 0 || value >= WAD) revert InvalidParameter(param, value, "delta must be in (0, 1)");
-        } else if (param == Param.SlashFraction || param == Param.ReputationInfluenceCap) {
-            if (value > WAD) revert InvalidParameter(param, value, "fraction must be <= 1.0");
-        } else if (
-            param == Param.MinReputation ||
-            param == Param.SlashFitnessBelow ||
-            param == Param.SlashHonestyBelow ||
-            param == Param.Tier1MinFitness ||
-            param == Param.Tier2MinFitness ||
-            param == Param.Tier3MinFitness ||
-            param == Param.Tier4MinFitness
-        ) {
-            if (value > 100 * WAD) revert InvalidParameter(param, value, "score must be <= 100");
-        } else if (
-            param == Param.RoundDuration ||
-            param == Param.Quorum ||
-            param == Param.MinParticipants ||
-            param == Param.DpClipNorm ||
-            param == Param.DpNoiseMultiplier ||
-            param == Param.DpEpsilonBudget ||
-            param == Param.ByzantineThreshold
-        ) {
-            if (value == 0) revert InvalidParameter(param, value, "must be > 0");
-        } else if (param == Param.EmissionPeriod) {
-            if (value == 0 || value > type(uint32).max) revert InvalidParameter(param, value, "must be in 1..2^32-1");
-        }
+    // <generated:param-functions> by scripts/genParams.js from fedledger/chain/param_table.json
+    /// @dev The genesis values (zero where not set).
+    function _initGenesis() private {
+        _values[uint256(Param.BaseReward)] = 100e18; // 100
+        _values[uint256(Param.MinStake)] = 100e18; // 100
+        _values[uint256(Param.MinReputation)] = 10e18; // 10
+        _values[uint256(Param.SlashFraction)] = 0.1e18; // 0.1
+        _values[uint256(Param.ByzantineThreshold)] = 3; // 3
+        _values[uint256(Param.ActivityTimeout)] = 604800; // 604800
+        _values[uint256(Param.WeightQuality)] = 0.4e18; // 0.4
+        _values[uint256(Param.WeightTimeliness)] = 0.3e18; // 0.3
+        _values[uint256(Param.WeightHonesty)] = 0.3e18; // 0.3
+        _values[uint256(Param.ReputationInfluenceCap)] = 0.8e18; // 0.8
+        _values[uint256(Param.Strategy)] = 7; // fltrust
+        _values[uint256(Param.TrimFraction)] = 0.2e18; // 0.2
+        _values[uint256(Param.KrumF)] = 1; // 1
+        _values[uint256(Param.DpClipNorm)] = 1e18; // 1
+        _values[uint256(Param.DpNoiseMultiplier)] = 1e18; // 1
+        _values[uint256(Param.DpEpsilonBudget)] = 10e18; // 10
+        _values[uint256(Param.DpDelta)] = 0.00001e18; // 0.00001
+        _values[uint256(Param.RoundDuration)] = 300; // 300
+        _values[uint256(Param.Quorum)] = 3; // 3
+        _values[uint256(Param.MinParticipants)] = 3; // 3
+        _values[uint256(Param.RollbackThreshold)] = 0.05e18; // 0.05
+        _values[uint256(Param.RoundRewardBudget)] = 10000e18; // 10000
+        _values[uint256(Param.UnbondingPeriod)] = 259200; // 259200
+        _values[uint256(Param.Tier1MinFitness)] = 90e18; // 90
+        _values[uint256(Param.Tier1Multiplier)] = 2e18; // 2
+        _values[uint256(Param.Tier2MinFitness)] = 80e18; // 80
+        _values[uint256(Param.Tier2Multiplier)] = 1.5e18; // 1.5
+        _values[uint256(Param.Tier3MinFitness)] = 70e18; // 70
+        _values[uint256(Param.Tier3Multiplier)] = 1e18; // 1
+        _values[uint256(Param.Tier4MinFitness)] = 60e18; // 60
+        _values[uint256(Param.Tier4Multiplier)] = 0.5e18; // 0.5
+        _values[uint256(Param.ReputationMultiplierBase)] = 0.5e18; // 0.5
+        _values[uint256(Param.MaxRoundExtensions)] = 2; // 2
+        _values[uint256(Param.ByzantineFraction)] = 0.3e18; // 0.3
+        _values[uint256(Param.SampleWeightCap)] = 10e18; // 10
+        _values[uint256(Param.CenteredClipIterations)] = 3; // 3
+        _values[uint256(Param.BucketSize)] = 1; // 1
+        _values[uint256(Param.EmissionCapPerPeriod)] = 100000e18; // 100000
+        _values[uint256(Param.EmissionPeriod)] = 86400; // 86400
+        _values[uint256(Param.DisputeWindow)] = 86400; // 86400
     }
+
+    /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
+    function names() external pure returns (string[PARAM_COUNT] memory n) {
+        n = [
+            "base_reward", "min_stake", "min_reputation", "slash_fraction", "reserved_4", "reserved_5",
+            "byzantine_threshold", "activity_timeout", "weight_quality", "weight_timeliness", "weight_honesty",
+            "reputation_influence_cap", "strategy", "weighting", "trim_fraction", "krum_f", "multi_krum_m",
+            "dp_enabled", "dp_clip_norm", "dp_noise_multiplier", "dp_epsilon_budget", "dp_delta", "round_duration",
+            "quorum", "min_participants", "rollback_threshold", "round_reward_budget", "unbonding_period",
+            "tier1_min_fitness", "tier1_multiplier", "tier2_min_fitness", "tier2_multiplier", "tier3_min_fitness",
+            "tier3_multiplier", "tier4_min_fitness", "tier4_multiplier", "reputation_multiplier_base",
+            "max_round_extensions", "byzantine_fraction", "sample_weight_cap", "centered_clip_tau",
+            "centered_clip_iterations", "bucket_size", "server_momentum", "emission_cap_per_period",
+            "emission_period", "dispute_window"
+        ];
+    }
+
+    /// @dev Inclusive bounds of every parameter's on-chain value, indexed by {Param}.
+    function _bounds() private pure returns (uint256[PARAM_COUNT] memory lo, uint256[PARAM_COUNT] memory hi) {
+        lo = [uint256(0), 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 1e18, 0, 1, 1, 0, 0, 1, 0];
+        hi = [uint256(type(uint256).max), type(uint256).max, 100e18, 1e18, 0, 0, type(uint256).max,
+            type(uint256).max, 1e18, 1e18, 1e18, 1e18, 8, 2, 0.5e18 - 1, type(uint256).max, type(uint256).max, 1,
+            type(uint256).max, type(uint256).max, type(uint256).max, 1e18 - 1, type(uint256).max, type(uint256).max,
+            type(uint256).max, type(uint256).max, type(uint96).max, type(uint256).max, 100e18, type(uint256).max,
+            100e18, type(uint256).max, 100e18, type(uint256).max, 100e18, type(uint256).max, type(uint256).max,
+            type(uint256).max, 0.5e18 - 1, type(uint256).max, type(uint256).max, 10, 10, 1e18 - 1, type(uint96).max,
+            type(uint32).max, type(uint32).max];
+    }
+    // </generated:param-functions>
 }

@@ -2,6 +2,7 @@
 // (in-process network), so both exercise the same wiring.
 const fs = require("fs");
 const path = require("path");
+const { P } = require("./paramTable");
 
 const DEV_CHAIN_IDS = new Set([31337n, 1337n]);
 // The dev chain's guardian: Hardhat's account #19 (public key, like every dev account; never the deployer #0,
@@ -111,7 +112,6 @@ async function deployAll(hre, opts = {}) {
   await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), tl));
   await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), guardianAddress));
   if (config.maxRoundGap !== undefined) await send(ledger.setMaxRoundGap(config.maxRoundGap));
-  const P = { EmissionCapPerPeriod: 44, EmissionPeriod: 45, DisputeWindow: 46 };
   for (const [name, value] of [["DisputeWindow", config.disputeWindow], ["EmissionCapPerPeriod", config.emissionCapPerPeriod],
     ["EmissionPeriod", config.emissionPeriod]]) {
     if (value !== undefined) await send(params.setParameter(P[name], value));

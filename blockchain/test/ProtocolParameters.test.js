@@ -3,10 +3,7 @@ const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { WAD } = require("./fixtures");
 
-const P = { BaseReward: 0, Strategy: 12, Weighting: 13, TrimFraction: 14, DpEnabled: 17, DpDelta: 21, WeightQuality: 8,
-  WeightTimeliness: 9, WeightHonesty: 10, SlashFraction: 3, MinReputation: 2, Quorum: 23, RoundDuration: 22, ByzantineFraction: 38,
-  SampleWeightCap: 39, CenteredClipTau: 40, CenteredClipIterations: 41, BucketSize: 42, ServerMomentum: 43,
-  EmissionCapPerPeriod: 44, EmissionPeriod: 45, DisputeWindow: 46 };
+const { P } = require("../scripts/paramTable");
 
 async function standalone() {
   const [governor, stranger] = await ethers.getSigners();
@@ -30,7 +27,8 @@ describe("ProtocolParameters", function () {
     expect(v.tier1_min_fitness).to.equal(90n * WAD);
     expect(v.tier1_multiplier).to.equal(2n * WAD);
     expect(v.tier4_multiplier).to.equal(WAD / 2n);
-    expect(v.slash_fitness_below).to.equal(50n * WAD);
+    expect(v.reserved_4).to.equal(0n);
+    expect(v.reserved_5).to.equal(0n);
     expect(await params.get(P.Strategy)).to.equal(v.strategy);
     expect(v.byzantine_fraction).to.equal(3n * WAD / 10n);
     expect(v.sample_weight_cap).to.equal(10n * WAD);
@@ -86,6 +84,7 @@ describe("ProtocolParameters", function () {
     ["a delta of one", P.DpDelta, WAD],
     ["a slash fraction above 1", P.SlashFraction, WAD + 1n],
     ["a score above 100", P.MinReputation, 100n * WAD + 1n],
+    ["a zero reputation influence cap", P.ReputationInfluenceCap, 0n],
     ["a zero quorum", P.Quorum, 0n],
     ["a zero round duration", P.RoundDuration, 0n],
   ];
@@ -96,6 +95,16 @@ describe("ProtocolParameters", function () {
         .to.be.revertedWithCustomError(params, "InvalidParameter");
     });
   }
+
+  it("refuses the retired slots and reports a range's bounds", async function () {
+    const { params, governor } = await loadFixture(standalone);
+    for (const slot of [P.Reserved4, P.Reserved5]) {
+      await expect(params.connect(governor).setParameter(slot, 0n))
+        .to.be.revertedWithCustomError(params, "ReservedParameter").withArgs(slot);
+    }
+    await expect(params.connect(governor).setParameter(P.BucketSize, 11n))
+      .to.be.revertedWithCustomError(params, "InvalidParameter").withArgs(P.BucketSize, 11n, 1n, 10n);
+  });
 
   it("changes fitness weights only together and only summing to one", async function () {
     const { params, governor, stranger } = await loadFixture(standalone);
@@ -116,8 +125,7 @@ describe("ProtocolParameters: every parameter's bounds", function () {
   // [index, a valid value, invalid values...]; fitness weights (8..10) change only with setFitnessWeights.
   const W = WAD;
   const table = [
-    [0, 5n * W], [1, 50n * W], [2, 20n * W, 100n * W + 1n], [3, W / 5n, W + 1n], [4, 40n * W, 100n * W + 1n],
-    [5, 40n * W, 100n * W + 1n], [6, 2n, 0n], [7, 3600n], [11, W / 2n, W + 1n], [12, 8n, 9n], [13, 2n, 3n],
+    [0, 5n * W], [1, 50n * W], [2, 20n * W, 100n * W + 1n], [3, W / 5n, W + 1n], [6, 2n, 0n], [7, 3600n], [11, W / 2n, W + 1n], [12, 8n, 9n], [13, 2n, 3n],
     [14, W / 4n, W / 2n], [15, 2n], [16, 3n], [17, 1n, 2n], [18, 2n * W, 0n], [19, W / 2n, 0n], [20, 5n * W, 0n],
     [21, 10n ** 12n, 0n, W], [22, 60n, 0n], [23, 2n, 0n], [24, 2n, 0n], [25, W / 10n], [26, 5_000n * W, 2n ** 96n],
     [27, 86_400n], [28, 95n * W, 100n * W + 1n], [29, 3n * W], [30, 85n * W, 100n * W + 1n], [31, 2n * W],
@@ -128,7 +136,7 @@ describe("ProtocolParameters: every parameter's bounds", function () {
 
   it("covers every settable parameter", async function () {
     const covered = new Set(table.map(([i]) => i));
-    for (let i = 0; i < 47; i++) if (![8, 9, 10].includes(i)) expect(covered.has(i), `parameter ${i}`).to.equal(true);
+    for (let i = 0; i < 47; i++) if (![4, 5, 8, 9, 10].includes(i)) expect(covered.has(i), `parameter ${i}`).to.equal(true);
   });
 
   for (const [index, ok, ...bad] of table) {
