@@ -175,7 +175,7 @@ class OrganizationChain:
                 "stake_wei": enrollment.stake,
                 "token_balance_wei": reader.balance_of(address),
                 "eth_balance_wei": reader.ether_balance(address),
-                "min_stake_wei": int(reader.params().min_stake),
+                "min_stake_wei": reader.params().integer("min_stake"),
                 "chain_id": self.chain_id,
             }
 

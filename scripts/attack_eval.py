@@ -7,7 +7,7 @@
 
 Every round goes through ``aggregator.round.compute.compute_round``, the same pure computation a real
 round's close runs (strategy -> scores -> evidence -> reputation -> rewards -> rollback decision), with the
-contracts' default parameters (``DEFAULT_PARAMS`` below, mirroring ProtocolParameters' constructor) and
+contracts' default parameters (``DEFAULT_PARAMS`` below, the parameter table's genesis values) and
 only the strategy varied. After each round this script applies what posting does on-chain: Byzantine
 counts grow by the round's flags and ``aggregator.scoring.reputation.slashing_decisions`` decides the slashes.
 
@@ -76,6 +76,7 @@ from aggregator.round.compute import (  # noqa: E402
 from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import is_conclusive, slashing_decisions  # noqa: E402
+from fedledger.chain import param_table  # noqa: E402
 from fedledger.models import init_mlp, init_softmax  # noqa: E402
 
 WAD_TOKEN = 10**18
@@ -118,50 +119,13 @@ STRATEGIES = ("fedavg", "trimmed_mean", "median", "multi_krum", "centered_clip",
 PLAIN = {"fedavg_plain": ("fedavg", {"rollback_threshold": 1e9})}
 ROOTS = ("split", "small", "biased")
 SMALL_ROOT = 100
-DEFAULT_STRATEGY = "fltrust"
+DEFAULT_STRATEGY = str(param_table.param("strategy").default)
 
-# The contracts' defaults (ProtocolParameters' constructor) as a round's parameter snapshot; only
-# ``strategy`` is varied by this script.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "base_reward": 100 * WAD_TOKEN,
-    "min_stake": 100 * WAD_TOKEN,
-    "min_reputation": 10.0,
-    "slash_fraction": 0.1,
-    "slash_fitness_below": 50.0,
-    "slash_honesty_below": 50.0,
-    "byzantine_threshold": 3,
-    "activity_timeout": 7 * 86400,
-    "weight_quality": 0.4,
-    "weight_timeliness": 0.3,
-    "weight_honesty": 0.3,
-    "reputation_influence_cap": 0.8,
+# The chain's genesis values (the parameter table) as a round's parameter snapshot; only ``strategy`` is
+# varied by this script, and the governed Byzantine share is the share of attackers it runs.
+DEFAULT_PARAMS: dict[str, Any] = param_table.genesis() | {
     "strategy": DEFAULT_STRATEGY,
-    "weighting": "samples",
-    "trim_fraction": 0.2,
-    "krum_f": 1,
-    "multi_krum_m": 0,
-    "dp_enabled": False,
-    "round_duration": 300,
-    "quorum": 3,
-    "min_participants": 3,
-    "rollback_threshold": 0.05,
-    "round_reward_budget": 10_000 * WAD_TOKEN,
-    "tier1_min_fitness": 90.0,
-    "tier1_multiplier": 2.0,
-    "tier2_min_fitness": 80.0,
-    "tier2_multiplier": 1.5,
-    "tier3_min_fitness": 70.0,
-    "tier3_multiplier": 1.0,
-    "tier4_min_fitness": 60.0,
-    "tier4_multiplier": 0.5,
-    "reputation_multiplier_base": 0.5,
-    "max_round_extensions": 2,
     "byzantine_fraction": BYZANTINE_FRACTION,
-    "sample_weight_cap": 10.0,
-    "centered_clip_tau": 0.0,
-    "centered_clip_iterations": 3,
-    "bucket_size": 1,
-    "server_momentum": 0.0,
 }
 
 STREAM_SPLIT, STREAM_PARTITION, STREAM_ATTACKERS, STREAM_TRAIN, STREAM_ATTACK, STREAM_ROUND = range(1, 7)

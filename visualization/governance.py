@@ -8,35 +8,23 @@ here with web3 and sent by the user's wallet: the dashboard never holds a key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
+from fedledger.chain import param_table
 from fedledger.chain.governance import ProposalState, VoteType
-from fedledger.chain.params import STRATEGY_NAMES, WAD, WEIGHTING_NAMES, ProtocolParams
+from fedledger.chain.param_table import Kind
+from fedledger.chain.params import WAD
 from visualization.data import Chain
 
 # --------------------------------------------------------------------------------- governed parameters
 
 # Parameters that setParameter refuses (they change together through setFitnessWeights).
-FITNESS_WEIGHTS = ("weight_quality", "weight_timeliness", "weight_honesty")
-# Integer parameters that are token amounts (entered and shown in tokens, stored in token wei).
-TOKEN_AMOUNTS = ("base_reward", "min_stake", "round_reward_budget")
-UNITS = {
-    "activity_timeout": "seconds",
-    "round_duration": "seconds",
-    "unbonding_period": "seconds",
-    "min_reputation": "score 0–100",
-    "slash_fitness_below": "score 0–100",
-    "slash_honesty_below": "score 0–100",
-    "tier1_min_fitness": "score 0–100",
-    "tier2_min_fitness": "score 0–100",
-    "tier3_min_fitness": "score 0–100",
-    "tier4_min_fitness": "score 0–100",
-}
+FITNESS_WEIGHTS = tuple(p.name for p in param_table.live() if p.setter == "setFitnessWeights")
 
 
 @dataclass(frozen=True)
@@ -47,11 +35,11 @@ class ParamSpec:
     name: str
     kind: str  # "token" (tokens ↔ wei), "int", "wad" (real number ↔ 1e18 fixed point), "choice", "bool"
     choices: tuple[str, ...] = ()
+    unit: str = ""  # the parameter table's unit ("seconds", "score 0–100", ...)
 
     @property
     def label(self) -> str:
-        unit = {"token": "tokens"}.get(self.kind) or UNITS.get(self.name, "")
-        return f"{self.name} ({unit})" if unit else self.name
+        return f"{self.name} ({self.unit})" if self.unit else self.name
 
     def to_raw(self, value: Any) -> int:
         """The uint256 that ``setParameter`` takes for a value in this parameter's human unit."""
@@ -106,17 +94,21 @@ def _trim(number: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# How a person enters each kind of the parameter table.
+_ENTRY = {
+    Kind.TOKEN: "token",
+    Kind.REAL: "wad",
+    Kind.SCORE: "wad",
+    Kind.COUNT: "int",
+    Kind.SECONDS: "int",
+    Kind.BOOL: "bool",
+    Kind.ENUM: "choice",
+}
+
+
 def parameter_specs() -> list[ParamSpec]:
-    """Every parameter in ``ProtocolParameters.Param`` order (``ProtocolParams`` mirrors it and
-    :func:`fedledger.chain.params.read_params` checks the order against the contract's ``names()``)."""
-    specs = []
-    for index, f in enumerate(fields(ProtocolParams)):
-        kind = {"int": "int", "float": "wad", "bool": "bool", "str": "choice"}[str(f.type)]
-        if f.name in TOKEN_AMOUNTS:
-            kind = "token"
-        choices = STRATEGY_NAMES if f.name == "strategy" else WEIGHTING_NAMES if f.name == "weighting" else ()
-        specs.append(ParamSpec(index, f.name, kind, tuple(choices)))
-    return specs
+    """Every live parameter of the parameter table, in ``ProtocolParameters.Param`` order."""
+    return [ParamSpec(p.index, p.name, _ENTRY[p.kind], p.values, p.unit) for p in param_table.live()]
 
 
 def settable_specs() -> list[ParamSpec]:
@@ -264,9 +256,9 @@ class Governance:
         except ValueError:
             return f"{name}: unknown call 0x{calldata[:4].hex()}"
         if name == "ProtocolParameters" and function.fn_name == "setParameter":
-            specs = parameter_specs()
+            specs = {s.index: s for s in parameter_specs()}
             index, raw = int(args["param"]), int(args["value"])
-            if 0 <= index < len(specs):
+            if index in specs:
                 spec = specs[index]
                 return (
                     f"ProtocolParameters.setParameter({spec.name} → {spec.from_raw(raw, self.chain.symbol)})"

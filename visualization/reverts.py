@@ -86,8 +86,10 @@ def explain(reason: str) -> str:
             return "Not enough tokens in this wallet."
         if name == "UseSetFitnessWeights":
             return "The fitness weights change together: propose them with setFitnessWeights."
-        if name == "InvalidParameter" and len(args) == 3:
-            return f"The contract refuses this value: {args[2]}."
+        if name == "InvalidParameter" and len(args) == 4:
+            return f"The contract refuses this value: it must lie between {args[2]} and {args[3]} (on-chain units)."
+        if name == "ReservedParameter":
+            return "This parameter slot is retired: nothing reads it, so it cannot be set."
     except (ValueError, TypeError, KeyError):
         pass
     return f"The contract would refuse this transaction: {reason}"

@@ -33,6 +33,7 @@ from aggregator.errors import AggregationError, InvalidParameter, TooFewClients,
 from aggregator.round.compute import ClientMeta, CloseStatus, Evaluation, RoundInputs, compute_round
 from aggregator.round.params import RoundParams
 from aggregator.scoring.reputation import update_reputation
+from fedledger.chain import param_table
 from fedledger.flower import Weights
 from fedledger.models import UnknownModelFamily, family_of
 from fedledger.payload import flatten
@@ -45,47 +46,14 @@ LossFn = Callable[[Weights], "float | np.ndarray"]
 # gives every update a zero marginal contribution and the round a zero loss change.
 UNMEASURED_LOSS = 1.0
 
-# The chain's genesis values (blockchain/contracts/ProtocolParameters.sol, in Python units as a round's
-# snapshot holds them; tests/flower/test_strategy.py checks them against a fresh deployment), except where
-# a federation without a chain differs: Flower's own sampling decides how many nodes a round asks
-# (min_participants 1), and a short round fails rather than waits (max_round_extensions 0).
-LOCAL_DEFAULTS: dict[str, Any] = {
-    "base_reward": 100 * 10**18,
-    "min_reputation": 10.0,
-    "slash_fraction": 0.1,
-    "slash_fitness_below": 50.0,
-    "slash_honesty_below": 50.0,
-    "byzantine_threshold": 3,
-    "weight_quality": 0.4,
-    "weight_timeliness": 0.3,
-    "weight_honesty": 0.3,
-    "reputation_influence_cap": 0.8,
+# The chain's genesis values (the parameter table, in Python units as a round's snapshot holds them), except
+# where a federation without a chain differs: the Flower default rule is trimmed mean, Flower's own sampling
+# decides how many nodes a round asks (min_participants 1), and a short round fails rather than waits
+# (max_round_extensions 0).
+LOCAL_DEFAULTS: dict[str, Any] = param_table.genesis() | {
     "strategy": "trimmed_mean",
-    "weighting": "samples",
-    "trim_fraction": 0.2,
-    "krum_f": 1,
-    "multi_krum_m": 0,
-    "dp_enabled": False,
-    "round_duration": 300,
     "min_participants": 1,
-    "rollback_threshold": 0.05,
-    "round_reward_budget": 10_000 * 10**18,
-    "tier1_min_fitness": 90.0,
-    "tier1_multiplier": 2.0,
-    "tier2_min_fitness": 80.0,
-    "tier2_multiplier": 1.5,
-    "tier3_min_fitness": 70.0,
-    "tier3_multiplier": 1.0,
-    "tier4_min_fitness": 60.0,
-    "tier4_multiplier": 0.5,
-    "reputation_multiplier_base": 0.5,
     "max_round_extensions": 0,
-    "byzantine_fraction": 0.3,
-    "sample_weight_cap": 10.0,
-    "centered_clip_tau": 0.0,
-    "centered_clip_iterations": 3,
-    "bucket_size": 1,
-    "server_momentum": 0.0,
 }
 # Short names of the rule parameters (FedLedgerStrategy's keywords) -> governed names, and the rules taking them.
 ALIASES = {"f": "krum_f", "m": "multi_krum_m", "beta": "trim_fraction", "cap": "reputation_influence_cap"}

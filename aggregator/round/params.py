@@ -2,8 +2,9 @@
 
 A round stores the parameters in force when it opened (``rounds.params``, JSON: token amounts above 2^53
 as decimal strings). :meth:`RoundParams.from_snapshot` is the one place that reads that snapshot; the close
-and the strategies only see typed fields. Parameters added to the chain after a round opened are absent
-from its snapshot: each such field documents what an absent value means.
+and the strategies only see typed fields. Ranges and genesis values come from the parameter table
+(:mod:`fedledger.chain.param_table`): a parameter added to the chain after a round opened is absent from
+its snapshot and reads as its genesis value (``byzantine_fraction``: as None, see :class:`RoundParams`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,7 @@ from typing import Any
 from aggregator.errors import AggregationError, InvalidRoundParams
 from aggregator.scoring.reputation import ReputationConfig
 from aggregator.scoring.scores import ScoringConfig
-from aggregator.strategies.fedavg import WEIGHTINGS
-
-# Rounds whose snapshot predates a parameter use the chain's genesis value of it.
-# A client's claimed sample count weighs at most this many times the round's median claim.
-DEFAULT_SAMPLE_WEIGHT_CAP = 3.0
-
-DEFAULT_CENTERED_CLIP_TAU = 0.0  # 0 = adaptive radius
-DEFAULT_CENTERED_CLIP_ITERATIONS = 3
-DEFAULT_BUCKET_SIZE = 2
-DEFAULT_SERVER_MOMENTUM = 0.0
+from fedledger.chain.param_table import Kind, ParamDef, param
 
 _FIX = "fix it through governance (ProtocolParameters) before the next round opens"
 
@@ -67,180 +59,131 @@ class RoundParams:
     dp: DpParams | None
     scoring: ScoringConfig
     reputation: ReputationConfig
-    centered_clip_tau: float = DEFAULT_CENTERED_CLIP_TAU
-    centered_clip_iterations: int = DEFAULT_CENTERED_CLIP_ITERATIONS
-    bucket_size: int = DEFAULT_BUCKET_SIZE
-    server_momentum: float = DEFAULT_SERVER_MOMENTUM
+    centered_clip_tau: float
+    centered_clip_iterations: int
+    bucket_size: int
+    server_momentum: float
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> RoundParams:
         """Parse and validate a round's parameter snapshot; :class:`InvalidRoundParams` names the culprit."""
         s = _Snapshot(snapshot)
         dp = None
-        if s.boolean("dp_enabled", default=False):
+        if s.flag("dp_enabled"):
             dp = DpParams(
-                clip_norm=s.real("dp_clip_norm", low=0.0, low_open=True),
-                noise_multiplier=s.real("dp_noise_multiplier", low=0.0),
-                delta=s.real("dp_delta", low=0.0, high=1.0, low_open=True, high_open=True),
-                epsilon_budget=s.real("dp_epsilon_budget", low=0.0, low_open=True),
+                clip_norm=s.real("dp_clip_norm"),
+                noise_multiplier=s.real("dp_noise_multiplier"),
+                delta=s.real("dp_delta"),
+                epsilon_budget=s.real("dp_epsilon_budget"),
             )
         try:
             scoring = ScoringConfig(
-                weight_quality=s.real("weight_quality", low=0.0, high=1.0),
-                weight_timeliness=s.real("weight_timeliness", low=0.0, high=1.0),
-                weight_honesty=s.real("weight_honesty", low=0.0, high=1.0),
+                weight_quality=s.real("weight_quality"),
+                weight_timeliness=s.real("weight_timeliness"),
+                weight_honesty=s.real("weight_honesty"),
                 reward_tiers=s.reward_tiers(),
-                reputation_multiplier_base=s.real("reputation_multiplier_base", low=0.0),
+                reputation_multiplier_base=s.real("reputation_multiplier_base"),
             )
             reputation = ReputationConfig(
-                slash_fitness_below=s.real("slash_fitness_below", low=0.0, high=100.0),
-                slash_honesty_below=s.real("slash_honesty_below", low=0.0, high=100.0),
-                byzantine_threshold=s.integer("byzantine_threshold", low=0),
-                slash_fraction=s.real("slash_fraction", low=0.0, high=1.0),
-                min_reputation=s.real("min_reputation", low=0.0, high=100.0),
+                byzantine_threshold=s.integer("byzantine_threshold"),
+                activity_timeout=s.integer("activity_timeout"),
+                slash_fraction=s.real("slash_fraction"),
+                min_reputation=s.real("min_reputation"),
             )
         except InvalidRoundParams:
             raise
         except AggregationError as exc:
             raise InvalidRoundParams(f"round parameters: {exc}; {_FIX}") from exc
-        fraction = s.optional_real("byzantine_fraction", low=0.0, high=0.5, high_open=True)
-        cap = s.optional_real("sample_weight_cap", low=1.0)
         return cls(
-            strategy=s.text("strategy"),
-            weighting=s.choice("weighting", WEIGHTINGS),
-            trim_fraction=s.real("trim_fraction", low=0.0, high=0.5, high_open=True),
-            krum_f=s.integer("krum_f", low=0),
-            multi_krum_m=s.integer("multi_krum_m", low=0),
-            byzantine_fraction=fraction,
-            reputation_influence_cap=s.real("reputation_influence_cap", low=0.0, high=1.0, low_open=True),
-            sample_weight_cap=_or(cap, DEFAULT_SAMPLE_WEIGHT_CAP),
+            strategy=s.choice("strategy"),
+            weighting=s.choice("weighting"),
+            trim_fraction=s.real("trim_fraction"),
+            krum_f=s.integer("krum_f"),
+            multi_krum_m=s.integer("multi_krum_m"),
+            # Absent from rounds that predate it: the fixed krum_f and trim_fraction govern those.
+            byzantine_fraction=s.real("byzantine_fraction") if "byzantine_fraction" in snapshot else None,
+            reputation_influence_cap=s.real("reputation_influence_cap"),
+            sample_weight_cap=s.real("sample_weight_cap"),
             min_reputation=reputation.min_reputation,
-            min_participants=s.integer("min_participants", low=1, default=1),
-            round_duration=s.integer("round_duration", low=1),
-            max_round_extensions=s.integer("max_round_extensions", low=0, default=0),
-            rollback_threshold=s.real("rollback_threshold", low=0.0),
-            base_reward=s.integer("base_reward", low=0),
-            round_reward_budget=s.integer("round_reward_budget", low=0),
+            min_participants=s.integer("min_participants"),
+            round_duration=s.integer("round_duration"),
+            max_round_extensions=s.integer("max_round_extensions"),
+            rollback_threshold=s.real("rollback_threshold"),
+            base_reward=s.integer("base_reward"),
+            round_reward_budget=s.integer("round_reward_budget"),
             dp=dp,
             scoring=scoring,
             reputation=reputation,
-            centered_clip_tau=_or(s.optional_real("centered_clip_tau", low=0.0), DEFAULT_CENTERED_CLIP_TAU),
-            centered_clip_iterations=s.integer(
-                "centered_clip_iterations", low=1, default=DEFAULT_CENTERED_CLIP_ITERATIONS
-            ),
-            bucket_size=s.integer("bucket_size", low=1, default=DEFAULT_BUCKET_SIZE),
-            server_momentum=_or(
-                s.optional_real("server_momentum", low=0.0, high=1.0, high_open=True), DEFAULT_SERVER_MOMENTUM
-            ),
+            centered_clip_tau=s.real("centered_clip_tau"),
+            centered_clip_iterations=s.integer("centered_clip_iterations"),
+            bucket_size=s.integer("bucket_size"),
+            server_momentum=s.real("server_momentum"),
         )
 
 
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
-_MISSING: Any = object()
-
-
 class _Snapshot:
-    """Typed reads of one snapshot; every refusal names the parameter and the accepted range."""
+    """Typed reads of one snapshot, each checked against the parameter table's range; every refusal names the
+    parameter and the accepted range. An absent parameter reads as its genesis value."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.raw = raw
 
-    def _get(self, name: str, default: Any) -> Any:
-        if name in self.raw:
-            return self.raw[name]
-        if default is _MISSING:
-            raise InvalidRoundParams(f"the round's parameter snapshot has no {name!r}; {_FIX}")
-        return default
+    def _get(self, name: str, kinds: tuple[Kind, ...]) -> tuple[ParamDef, Any]:
+        p = param(name)
+        if p.kind not in kinds:
+            raise TypeError(f"{name} is a {p.kind} parameter")
+        return p, self.raw.get(name, p.default)
 
     def _bad(self, name: str, value: Any, expected: str) -> InvalidRoundParams:
         return InvalidRoundParams(f"round parameter {name!r} is {value!r}, expected {expected}; {_FIX}")
 
-    def integer(self, name: str, low: int | None = None, default: Any = _MISSING) -> int:
-        raw = self._get(name, default)
+    def integer(self, name: str) -> int:
+        p, raw = self._get(name, (Kind.TOKEN, Kind.COUNT, Kind.SECONDS))
         # Token amounts beyond JSON's safe integers are stored as decimal strings.
         if isinstance(raw, str) and raw.isascii() and raw.isdecimal():
             raw = int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise self._bad(name, raw, "an integer")
         value: int = raw
-        if low is not None and value < low:
-            raise self._bad(name, value, f"an integer >= {low}")
+        if value not in p.interval:
+            raise self._bad(name, value, f"an integer in {p.interval}")
         return value
 
-    def real(
-        self,
-        name: str,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-        high_open: bool = False,
-    ) -> float:
-        return self._real(name, self._get(name, _MISSING), low, high, low_open, high_open)
+    def real(self, name: str) -> float:
+        p, value = self._get(name, (Kind.REAL, Kind.SCORE))
+        return self._real(p, name, value)
 
-    def optional_real(
-        self,
-        name: str,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-        high_open: bool = False,
-    ) -> float | None:
-        value = self.raw.get(name)
-        return None if value is None else self._real(name, value, low, high, low_open, high_open)
-
-    def _real(
-        self, name: str, value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool
-    ) -> float:
+    def _real(self, p: ParamDef, name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._bad(name, value, "a finite number")
-        x = float(value)
-        too_low = low is not None and (x <= low if low_open else x < low)
-        too_high = high is not None and (x >= high if high_open else x > high)
-        if too_low or too_high:
-            interval = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, "
-            interval += f"{high if high is not None else 'inf'}{')' if high_open or high is None else ']'}"
-            raise self._bad(name, value, f"a number in {interval}")
-        return x
+        if float(value) not in p.interval:
+            raise self._bad(name, value, f"a number in {p.interval}")
+        return float(value)
 
-    def boolean(self, name: str, default: Any = _MISSING) -> bool:
-        value = self._get(name, default)
+    def flag(self, name: str) -> bool:
+        _, value = self._get(name, (Kind.BOOL,))
         if not isinstance(value, bool):
             raise self._bad(name, value, "true or false")
         return value
 
-    def text(self, name: str) -> str:
-        value = self._get(name, _MISSING)
-        if not isinstance(value, str) or not value:
-            raise self._bad(name, value, "a name")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value not in choices:
-            raise self._bad(name, value, f"one of {', '.join(choices)}")
-        return value
+    def choice(self, name: str) -> str:
+        p, value = self._get(name, (Kind.ENUM,))
+        if value not in p.values:
+            raise self._bad(name, value, f"one of {', '.join(p.values)}")
+        return str(value)
 
     def reward_tiers(self) -> tuple[tuple[float, float], ...]:
         tiers = self.raw.get("reward_tiers")
         if tiers is None:
             return tuple(
-                (
-                    self.real(f"tier{i}_min_fitness", low=0.0, high=100.0),
-                    self.real(f"tier{i}_multiplier", low=0.0),
-                )
-                for i in range(1, 5)
+                (self.real(f"tier{i}_min_fitness"), self.real(f"tier{i}_multiplier")) for i in range(1, 5)
             )
         if not isinstance(tiers, (list, tuple)) or not all(
             isinstance(t, (list, tuple)) and len(t) == 2 for t in tiers
         ):
             raise self._bad("reward_tiers", tiers, "a list of [minimum fitness, multiplier] pairs")
+        minimum, multiplier = param("tier1_min_fitness"), param("tier1_multiplier")
         return tuple(
-            (
-                self._real("reward_tiers", minimum, 0.0, 100.0, False, False),
-                self._real("reward_tiers", multiplier, 0.0, None, False, False),
-            )
-            for minimum, multiplier in tiers
+            (self._real(minimum, "reward_tiers", low), self._real(multiplier, "reward_tiers", high))
+            for low, high in tiers
         )

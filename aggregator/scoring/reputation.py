@@ -10,15 +10,14 @@ without doing harm. Slashing needs *repeated* evidence: ``byzantine_threshold`` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.scores import robust_spread
+from fedledger.chain.param_table import genesis_int, genesis_real
 
 
 class SlashReason(StrEnum):
@@ -49,23 +48,11 @@ class ReputationConfig:
     # The solo step must raise the validation loss by more than this fraction of it: a converged model's
     # loss moves by noise under any step, and noise is not evidence.
     evidence_harm_floor: float = 1e-3
-    slash_fitness_below: float = 50.0
-    slash_honesty_below: float = 50.0
-    byzantine_threshold: int = 3
-    activity_timeout: float = 7 * 24 * 3600.0
-    slash_fraction: float = 0.1
-    min_reputation: float = 10.0
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ReputationConfig:
-        """The governed values of a round's parameter snapshot (``rounds.params``)."""
-        return cls(
-            slash_fitness_below=float(params["slash_fitness_below"]),
-            slash_honesty_below=float(params["slash_honesty_below"]),
-            byzantine_threshold=int(params["byzantine_threshold"]),
-            slash_fraction=float(params["slash_fraction"]),
-            min_reputation=float(params["min_reputation"]),
-        )
+    # Governed (a round's values: aggregator.round.params.RoundParams); the defaults are the genesis values.
+    byzantine_threshold: int = genesis_int("byzantine_threshold")
+    activity_timeout: float = genesis_int("activity_timeout")
+    slash_fraction: float = genesis_real("slash_fraction")
+    min_reputation: float = genesis_real("min_reputation")
 
     def __post_init__(self) -> None:
         if not 0 < self.learning_rate <= 1:

@@ -24,15 +24,17 @@ from statistics import NormalDist
 import numpy as np
 
 from aggregator.errors import InvalidParameter
+from fedledger.chain.param_table import genesis_real
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """Weights and shapes of the contribution scores (quality, timeliness, honesty) and of the rewards."""
 
-    weight_quality: float = 0.4
-    weight_timeliness: float = 0.3
-    weight_honesty: float = 0.3
+    # Governed (a round's values: aggregator.round.params.RoundParams); the defaults are the genesis values.
+    weight_quality: float = genesis_real("weight_quality")
+    weight_timeliness: float = genesis_real("weight_timeliness")
+    weight_honesty: float = genesis_real("weight_honesty")
     # Timeliness falls linearly from 100 at the round's opening to this at its deadline.
     timeliness_at_deadline: float = 50.0
     # Honesty: distance to the robust consensus relative to the round's median distance. Up to
@@ -40,8 +42,10 @@ class ScoringConfig:
     honesty_tolerance: float = 2.0
     honesty_cutoff: float = 4.0
     # (minimum fitness, reward multiplier), highest first.
-    reward_tiers: tuple[tuple[float, float], ...] = ((90, 2.0), (80, 1.5), (70, 1.0), (60, 0.5))
-    reputation_multiplier_base: float = 0.5
+    reward_tiers: tuple[tuple[float, float], ...] = tuple(
+        (genesis_real(f"tier{i}_min_fitness"), genesis_real(f"tier{i}_multiplier")) for i in range(1, 5)
+    )
+    reputation_multiplier_base: float = genesis_real("reputation_multiplier_base")
     # Quality: a marginal contribution of ``quality_share`` x the round's median contribution earns 100.
     # ``quality_floor`` (relative to the validation loss) is the contribution size below which differences
     # are noise: when the whole round contributes less (a converged model), nobody is ranked by noise.

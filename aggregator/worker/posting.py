@@ -21,7 +21,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aggregator.scoring.reputation import ReputationConfig, is_conclusive, slashing_decisions
+from aggregator.round.params import RoundParams
+from aggregator.scoring.reputation import is_conclusive, slashing_decisions
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from db.base import utcnow
 from db.models import (
@@ -74,7 +75,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
             .where(Contribution.round_id == round_id)
             .order_by(Contribution.id)
         ).all()
-        params = round_.params
+        params = RoundParams.from_snapshot(round_.params)
         anchor_hash, anchor_count = audit.head(session)
     latest = gateway.latest_round_id()
     if latest > round_id and not gateway.is_recorded(round_id):
@@ -88,7 +89,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
     sent = gateway.record_byzantine(round_id, flagged)
     if sent:
         tx_hashes["byzantine"] = sent.tx_hash
-    config = ReputationConfig.from_params(params)
+    config = params.reputation
     onchain = [gateway.participant(p.address) for _, p, _ in rows]
     decisions = slashing_decisions(
         byzantine_counts=[p.byzantine_count for _, p, _ in rows],
@@ -125,7 +126,9 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
         anchor_count,
     )
     tx_hashes["record"] = sent.tx_hash if sent else "already-recorded"
-    suspended = _apply_activity_timeout(sessions, gateway, round_id, params, [p.address for _, p, _ in rows])
+    suspended = _apply_activity_timeout(
+        sessions, gateway, round_id, int(config.activity_timeout), [p.address for _, p, _ in rows]
+    )
     for key, value in suspended.items():
         tx_hashes[key] = value
 
@@ -162,13 +165,12 @@ def _apply_activity_timeout(
     sessions: sessionmaker[Session],
     gateway: ChainGateway,
     round_id: int,
-    params: dict,
+    timeout: int,
     contributors: list[str],
 ) -> dict[str, str]:
     """Refresh the contributors' on-chain activity evidence when it is older than half the timeout (one
     storage write per organization per half-timeout, not per round), and suspend registered organizations
     that the chain shows idle past the timeout (candidates from the database: no submission for that long)."""
-    timeout = int(params.get("activity_timeout", 0))
     if timeout <= 0:
         return {}
     now = gateway.chain_time()

@@ -1,32 +1,35 @@
 """Governed protocol parameters, read from ``ProtocolParameters`` in one call and given Python units.
 
-The contract stores uint256 values (WAD fixed point for fractions and scores); this module is the one place
-that converts them, and it checks the contract's own ``names()`` against the mapping it expects so a
-reordered or extended enum cannot be misread silently.
+Names, positions, kinds and units come from the parameter table (:mod:`fedledger.chain.param_table`); this
+module checks the contract's own ``names()`` against it so a reordered or extended enum cannot be misread
+silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from web3.contract import Contract
 
-WAD = 10**18
+from fedledger.chain.param_table import WAD, Kind, ParamValue, live, param, table
 
-# The chain's strategy and weighting codes (ProtocolParameters.Param.Strategy / Weighting), in code order. This
-# is the one mapping between codes and names; the aggregator's registry is keyed by these names.
-STRATEGY_NAMES = (
-    "fedavg",
-    "trimmed_mean",
-    "median",
-    "krum",
-    "multi_krum",
-    "bulyan",
-    "reputation",
-    "fltrust",
-    "centered_clip",
-)
-WEIGHTING_NAMES = ("samples", "fitness", "hybrid")
+__all__ = [
+    "STRATEGY_NAMES",
+    "TOKEN_FIELDS",
+    "WAD",
+    "WEIGHTING_NAMES",
+    "ParameterMismatch",
+    "ProtocolParams",
+    "from_raw",
+    "read_params",
+]
+
+# The chain's strategy and weighting codes, in code order; the aggregator's registry is keyed by these names.
+STRATEGY_NAMES = param("strategy").values
+WEIGHTING_NAMES = param("weighting").values
+# Parameters that are token amounts in token wei (shown with the token's symbol).
+TOKEN_FIELDS = tuple(p.name for p in live() if p.kind is Kind.TOKEN)
 
 
 class ParameterMismatch(RuntimeError):
@@ -34,115 +37,68 @@ class ParameterMismatch(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ProtocolParams:
-    """Every governed parameter in Python units: token wei and counts as int, WAD fractions as float.
+class ProtocolParams(Mapping[str, ParamValue]):
+    """Every live governed parameter in Python units (see :class:`~fedledger.chain.param_table.ParamDef`),
+    by name in table order; typed reads with :meth:`integer`, :meth:`real`, :meth:`text`, :meth:`flag`."""
 
-    The fields are in the contract's ``names()`` order, which :func:`from_raw` checks.
-    """
+    by_name: Mapping[str, ParamValue]
 
-    base_reward: int  # token wei
-    min_stake: int  # token wei
-    min_reputation: float  # score 0..100
-    slash_fraction: float
-    slash_fitness_below: float
-    slash_honesty_below: float
-    byzantine_threshold: int
-    activity_timeout: int  # seconds
-    weight_quality: float
-    weight_timeliness: float
-    weight_honesty: float
-    reputation_influence_cap: float
-    strategy: str
-    weighting: str
-    trim_fraction: float
-    krum_f: int
-    multi_krum_m: int  # 0 = n - f
-    dp_enabled: bool
-    dp_clip_norm: float
-    dp_noise_multiplier: float
-    dp_epsilon_budget: float
-    dp_delta: float
-    round_duration: int
-    quorum: int
-    min_participants: int
-    rollback_threshold: float
-    round_reward_budget: int
-    unbonding_period: int
-    tier1_min_fitness: float
-    tier1_multiplier: float
-    tier2_min_fitness: float
-    tier2_multiplier: float
-    tier3_min_fitness: float
-    tier3_multiplier: float
-    tier4_min_fitness: float
-    tier4_multiplier: float
-    reputation_multiplier_base: float
-    max_round_extensions: int
-    byzantine_fraction: float  # expected Byzantine share (< 0.5); Krum f and trimming derive from it
-    sample_weight_cap: float  # a sample weight is capped at this multiple of the round's median claim
-    centered_clip_tau: float  # clipping radius of centered clipping, 0 = adaptive
-    centered_clip_iterations: int
-    bucket_size: int  # updates averaged per bucket before robust aggregation
-    server_momentum: float  # < 1.0
-    emission_cap_per_period: int  # token wei posted in rewards roots per emission period
-    emission_period: int  # seconds
-    dispute_window: int  # seconds between a rewards root's posting and its first claim
+    def __getitem__(self, name: str) -> ParamValue:
+        return self.by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def integer(self, name: str) -> int:
+        """A token, count or seconds parameter."""
+        value = self.by_name[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} is a {param(name).kind} parameter, not an integer")
+        return value
+
+    def real(self, name: str) -> float:
+        """A WAD real or score parameter."""
+        value = self.by_name[name]
+        if isinstance(value, (bool, str)):
+            raise TypeError(f"{name} is a {param(name).kind} parameter, not a number")
+        return float(value)
+
+    def text(self, name: str) -> str:
+        """An enum parameter's value name."""
+        value = self.by_name[name]
+        if not isinstance(value, str):
+            raise TypeError(f"{name} is a {param(name).kind} parameter, not an enum")
+        return value
+
+    def flag(self, name: str) -> bool:
+        """A boolean parameter."""
+        value = self.by_name[name]
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} is a {param(name).kind} parameter, not a flag")
+        return value
 
     @property
     def reward_tiers(self) -> tuple[tuple[float, float], ...]:
         """(minimum fitness, multiplier), highest tier first."""
-        return (
-            (self.tier1_min_fitness, self.tier1_multiplier),
-            (self.tier2_min_fitness, self.tier2_multiplier),
-            (self.tier3_min_fitness, self.tier3_multiplier),
-            (self.tier4_min_fitness, self.tier4_multiplier),
+        return tuple(
+            (self.real(f"tier{i}_min_fitness"), self.real(f"tier{i}_multiplier")) for i in range(1, 5)
         )
-
-
-_FIELD_NAMES = tuple(f.name for f in fields(ProtocolParams))
-_INT_FIELDS = {
-    "base_reward",
-    "min_stake",
-    "byzantine_threshold",
-    "activity_timeout",
-    "krum_f",
-    "multi_krum_m",
-    "round_duration",
-    "quorum",
-    "min_participants",
-    "round_reward_budget",
-    "unbonding_period",
-    "max_round_extensions",
-    "centered_clip_iterations",
-    "bucket_size",
-    "emission_cap_per_period",
-    "emission_period",
-    "dispute_window",
-}
-# Parameters that are token amounts in token wei (shown with the token's symbol).
-TOKEN_FIELDS = ("base_reward", "min_stake", "round_reward_budget", "emission_cap_per_period")
 
 
 def from_raw(names: list[str], values: list[int]) -> ProtocolParams:
     """Convert the contract's ``names()`` and ``getAll()`` into :class:`ProtocolParams`."""
-    if tuple(names) != _FIELD_NAMES:
+    expected = [p.name for p in table()]
+    if list(names) != expected:
         raise ParameterMismatch(
-            f"ProtocolParameters.names() is {list(names)}, this code expects {list(_FIELD_NAMES)}; "
+            f"ProtocolParameters.names() is {list(names)}, this code expects {expected}; "
             "upgrade fedledger or redeploy the matching contracts"
         )
-    converted: dict[str, object] = {}
-    for name, value in zip(names, values, strict=True):
-        if name == "strategy":
-            converted[name] = STRATEGY_NAMES[value]
-        elif name == "weighting":
-            converted[name] = WEIGHTING_NAMES[value]
-        elif name == "dp_enabled":
-            converted[name] = bool(value)
-        elif name in _INT_FIELDS:
-            converted[name] = int(value)
-        else:
-            converted[name] = value / WAD
-    return ProtocolParams(**converted)  # type: ignore[arg-type]
+    return ProtocolParams(
+        {p.name: p.from_raw(int(raw)) for p, raw in zip(table(), values, strict=True) if not p.reserved}
+    )
 
 
 def read_params(contract: Contract) -> ProtocolParams:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -52,24 +51,25 @@ def open_round(
                 "open the next round once posting has caught up",
             )
     model = models.require_active(session)
-    duration = duration_seconds or params.round_duration
+    duration = duration_seconds or params.integer("round_duration")
     if duration <= 0:
         raise Invalid("invalid_duration", "duration must be positive")
     now = utcnow()
     # Who the round waits for before an early close: every organization not idle past the governed
     # activity timeout (the same timeout that suspends idle organizations on-chain).
-    active_since = now - timedelta(seconds=params.activity_timeout) if params.activity_timeout > 0 else None
-    snapshot = {k: v for k, v in asdict(params).items()}
+    timeout = params.integer("activity_timeout")
+    active_since = now - timedelta(seconds=timeout) if timeout > 0 else None
+    snapshot: dict[str, object] = dict(params)
     snapshot["reward_tiers"] = [list(t) for t in params.reward_tiers]
     round_ = Round(
         status=RoundStatus.open,
         model_version_id=model.id,
         opened_at=now,
         deadline=now + timedelta(seconds=duration),
-        quorum=quorum or params.quorum,
+        quorum=quorum or params.integer("quorum"),
         active_since=active_since,
-        min_participants=params.min_participants,
-        strategy=params.strategy,
+        min_participants=params.integer("min_participants"),
+        strategy=params.text("strategy"),
         # Token amounts exceed JSON's safe integers in some readers: keep them as strings.
         params={
             k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and v > 2**53 else v)

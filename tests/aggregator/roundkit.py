@@ -25,8 +25,6 @@ def snapshot(**overrides: Any) -> dict[str, Any]:
         "min_stake": str(100 * 10**18),
         "min_reputation": 10.0,
         "slash_fraction": 0.1,
-        "slash_fitness_below": 50.0,
-        "slash_honesty_below": 50.0,
         "byzantine_threshold": 3,
         "activity_timeout": 604800,
         "weight_quality": 0.4,

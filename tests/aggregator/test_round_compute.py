@@ -150,7 +150,10 @@ def test_an_inflated_sample_claim_neither_steers_the_aggregate_nor_scores_honest
     deltas = np.vstack([honest, -honest.mean(axis=0)[None, :]])
     claims = [100, 120, 90, 110, 100, 10**9]
 
-    capped = run(fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims))
+    # A cap of 3 x the median claim (the genesis 10 lets one claim outweigh five honest ones under FedAvg).
+    capped = run(
+        fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims, sample_weight_cap=3.0)
+    )
     attacker = by_participant(capped)[6]
     assert capped.activate
     assert capped.record.holdout_loss_after < capped.record.holdout_loss_before
@@ -176,7 +179,11 @@ def test_multi_krum_weights_are_capped_too() -> None:
     fed = Federation()
     deltas = fed.honest(7)
     claims = [100] * 6 + [10**9]
-    result = run(fed.inputs(deltas, strategy="multi_krum", byzantine_fraction=0.3, samples=claims))
+    result = run(
+        fed.inputs(
+            deltas, strategy="multi_krum", byzantine_fraction=0.3, samples=claims, sample_weight_cap=3.0
+        )
+    )
     chosen = [c.participant_id - 1 for c in result.clients if c.selected]
     assert 6 in chosen  # an honest update: Multi-Krum selects it, but its claim counts only 3 x the median
     aggregate = result.aggregate

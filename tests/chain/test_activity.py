@@ -71,12 +71,11 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
         )
 
     # Within half the timeout of enrolling: nothing to refresh, nobody idle.
-    params = {"activity_timeout": TIMEOUT}
-    assert _apply_activity_timeout(sessions, gateway, 1, params, [addresses["busy"]]) == {}
+    assert _apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [addresses["busy"]]) == {}
     # Past the timeout: `busy` took part in round 2 and is refreshed; `idle` did not and is suspended.
     w3.provider.make_request("evm_increaseTime", [TIMEOUT + 60])
     w3.provider.make_request("evm_mine", [])
-    sent = _apply_activity_timeout(sessions, gateway, 2, params, [addresses["busy"]])
+    sent = _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]])
     assert set(sent) == {"active", "inactive"}
     assert record("busy").status == RegistryStatus.active
     now = int(w3.eth.get_block("latest")["timestamp"])
@@ -84,6 +83,6 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
     idle = record("idle")
     assert idle.status == RegistryStatus.suspended and idle.inactive
     # Posting again is idempotent (the purposes are sent once); the organization resumes by itself.
-    assert _apply_activity_timeout(sessions, gateway, 2, params, [addresses["busy"]]) == {}
+    assert _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]]) == {}
     send_transaction(w3, registry.functions.resume(), keys["idle"])
     assert record("idle").status == RegistryStatus.active

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
+from fedledger.chain import param_table
 from fedledger.chain.deployments import CONTRACT_NAMES, Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ParameterMismatch, from_raw, read_params
 from fedledger.devkeys import AGGREGATOR_INDEX, DEPLOYER_INDEX, dev_private_key
@@ -54,18 +56,41 @@ def test_roles_sit_where_the_architecture_says(w3: Web3, deployments: Deployment
 
 def test_governed_parameters_read_in_python_units(w3: Web3, deployments: Deployments) -> None:
     params = read_params(deployments.contract(w3, "ProtocolParameters"))
-    assert params.strategy == "fltrust"
-    assert params.weighting == "samples"
-    assert params.trim_fraction == pytest.approx(0.2)
-    assert (params.weight_quality, params.weight_timeliness, params.weight_honesty) == pytest.approx(
-        (0.4, 0.3, 0.3)
+    assert params.text("weighting") == "samples"
+    assert [params.real(f"weight_{w}") for w in ("quality", "timeliness", "honesty")] == pytest.approx(
+        [0.4, 0.3, 0.3]
     )
     assert [tier for pair in params.reward_tiers for tier in pair] == pytest.approx(
         [90, 2.0, 80, 1.5, 70, 1.0, 60, 0.5]
     )
-    assert params.base_reward == 100 * WAD
-    assert params.dp_delta == pytest.approx(1e-5)
-    assert params.dp_enabled is False
+    assert params.integer("base_reward") == 100 * WAD
+    assert params.real("dp_delta") == pytest.approx(1e-5)
+    assert params.flag("dp_enabled") is False
+    assert "reserved_4" not in params and "slash_fitness_below" not in params
+    with pytest.raises(TypeError, match="enum parameter, not an integer"):
+        params.integer("strategy")
+
+
+def test_the_parameter_table_is_the_deployed_contract(w3: Web3, deployments: Deployments) -> None:
+    """Names, order and ranges of the Python table equal the contract's (its genesis: a fresh deployment)."""
+    contract = deployments.contract(w3, "ProtocolParameters")
+    assert list(contract.functions.names().call()) == [p.name for p in param_table.table()]
+    assert contract.functions.PARAM_COUNT().call() == len(param_table.table())
+    fresh = w3.eth.contract(abi=contract.abi, bytecode=_bytecode("ProtocolParameters"))
+    account = w3.eth.accounts[0]
+    receipt = w3.eth.wait_for_transaction_receipt(fresh.constructor(account).transact({"from": account}))
+    genesis = w3.eth.contract(address=receipt["contractAddress"], abi=contract.abi)
+    assert genesis.functions.getAll().call() == [p.raw_default for p in param_table.table()]
+    bucket = param_table.param("bucket_size")
+    with pytest.raises(ContractLogicError):
+        genesis.functions.setParameter(bucket.index, bucket.raw_max + 1).call({"from": account})
+
+
+def _bytecode(name: str) -> str:
+    artifact = (
+        Path(__file__).parents[2] / "blockchain" / "artifacts" / "contracts" / f"{name}.sol" / f"{name}.json"
+    )
+    return str(json.loads(artifact.read_text())["bytecode"])
 
 
 def test_parameter_names_are_checked_not_assumed(w3: Web3, deployments: Deployments) -> None:

@@ -159,22 +159,16 @@ def test_message_type_is_flowers_train() -> None:
     assert all(m.content["config"]["server-round"] == 3 for m in messages)
 
 
-@pytest.mark.chain
-def test_local_defaults_are_the_chains_genesis_values(w3, deployments) -> None:  # type: ignore[no-untyped-def]
-    """LOCAL_DEFAULTS mirror a fresh deployment's ProtocolParameters, except the two documented on purpose."""
-    from dataclasses import asdict
-
+def test_local_defaults_are_the_tables_genesis_values() -> None:
+    """LOCAL_DEFAULTS are the parameter table's genesis values (tests/chain checks the contract's against it),
+    except the three documented on purpose."""
     from aggregator.flower import LOCAL_DEFAULTS
-    from fedledger.chain.params import read_params
+    from fedledger.chain import param_table
 
-    genesis = asdict(read_params(deployments.contract(w3, "ProtocolParameters")))
-    differ = {"min_participants", "max_round_extensions"}
-    # The session chain is shared: governance tests may have changed parameters; compare those they leave.
-    changed_by_other_suites = {"strategy", "trim_fraction", "krum_f", "weighting"}
-    for name, value in LOCAL_DEFAULTS.items():
-        if name in differ or name in changed_by_other_suites or name not in genesis:
-            continue
-        assert genesis[name] == pytest.approx(value), name
+    genesis = param_table.genesis()
+    assert set(LOCAL_DEFAULTS) == set(genesis)
+    differ = {name for name in genesis if LOCAL_DEFAULTS[name] != genesis[name]}
+    assert differ == {"strategy", "min_participants", "max_round_extensions"}
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,14 @@ def send(w3: Web3, key: str, tx: dict[str, str]) -> dict:
 
 def test_parameter_specs_follow_the_contracts_names(gov: Governance) -> None:
     names = gov.parameters.functions.names().call()
-    assert [s.name for s in parameter_specs()] == list(names)
+    assert [s.name for s in parameter_specs()] == [n for n in names if not n.startswith("reserved_")]
+    assert all(names[s.index] == s.name for s in parameter_specs())
+    # Every parameter is shown with its unit (the emission cap as a token amount, not a bare number).
+    labels = {s.name: s.label for s in parameter_specs()}
+    assert labels["emission_cap_per_period"] == "emission_cap_per_period (tokens)"
+    assert labels["dispute_window"] == "dispute_window (seconds)"
+    assert labels["tier1_min_fitness"] == "tier1_min_fitness (score 0–100)"
+    assert all(s.unit for s in parameter_specs())
     assert {"weight_quality", "weight_timeliness", "weight_honesty"}.isdisjoint(
         s.name for s in settable_specs()
     )

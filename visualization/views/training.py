@@ -57,7 +57,7 @@ def _privacy(ctx: Context, rounds) -> None:  # type: ignore[no-untyped-def]
     budget = enabled = None
     if ctx.chain is not None:
         params = ctx.chain.params()
-        budget, enabled = params.dp_epsilon_budget, params.dp_enabled
+        budget, enabled = params.real("dp_epsilon_budget"), params.flag("dp_enabled")
     spent = rounds["epsilon_spent"].dropna()
     if spent.empty:
         state = "off" if enabled is False else "on" if enabled else "unknown (chain unreachable)"
