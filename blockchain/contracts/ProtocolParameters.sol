@@ -71,7 +71,10 @@ contract ProtocolParameters is AccessControl {
     /// @dev Bit i set: parameter i is a retired slot that nothing reads; setParameter refuses it.
     uint256 private constant RESERVED = (1 << uint256(Param.Reserved4)) | (1 << uint256(Param.Reserved5));
     /// @dev Bit i set: parameter i changes only through {setFitnessWeights}.
-    uint256 private constant FITNESS_WEIGHTS = (1 << uint256(Param.WeightQuality)) | (1 << uint256(Param.WeightTimeliness)) | (1 << uint256(Param.WeightHonesty));
+    uint256 private constant FITNESS_WEIGHTS =
+        (1 << uint256(Param.WeightQuality)) |
+            (1 << uint256(Param.WeightTimeliness)) |
+            (1 << uint256(Param.WeightHonesty));
     // </generated:param-declarations>
 
     uint256[PARAM_COUNT] private _values;
@@ -115,10 +118,7 @@ contract ProtocolParameters is AccessControl {
     }
 
     /// @notice Change the three fitness weights at once; they must sum to exactly 1.0 (WAD).
-    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty)
-        external
-        onlyRole(GOVERNOR_ROLE)
-    {
+    function setFitnessWeights(uint256 quality, uint256 timeliness, uint256 honesty) external onlyRole(GOVERNOR_ROLE) {
         if (quality + timeliness + honesty != WAD) revert WeightsMustSumToOne(quality, timeliness, honesty);
         _set(Param.WeightQuality, quality);
         _set(Param.WeightTimeliness, timeliness);
@@ -141,7 +141,12 @@ contract ProtocolParameters is AccessControl {
         returns (uint256 roundBudget, uint256 emissionCap, uint256 emissionPeriod, uint256 disputeWindow)
     {
         uint256 packed = _rewardLimits;
-        return (packed >> 160, (packed >> 64) & type(uint96).max, (packed >> 32) & type(uint32).max, packed & type(uint32).max);
+        return (
+            packed >> 160,
+            (packed >> 64) & type(uint96).max,
+            (packed >> 32) & type(uint32).max,
+            packed & type(uint32).max
+        );
     }
 
     /// @notice Every parameter, indexed by {Param}.
@@ -153,16 +158,20 @@ contract ProtocolParameters is AccessControl {
         uint256 old = _values[uint256(param)];
         _values[uint256(param)] = value;
         if (
-            param == Param.RoundRewardBudget || param == Param.EmissionCapPerPeriod || param == Param.EmissionPeriod
-                || param == Param.DisputeWindow
+            param == Param.RoundRewardBudget ||
+            param == Param.EmissionCapPerPeriod ||
+            param == Param.EmissionPeriod ||
+            param == Param.DisputeWindow
         ) _syncRewardLimits();
         emit ParameterChanged(param, old, value);
     }
 
     function _syncRewardLimits() private {
-        _rewardLimits = (_values[uint256(Param.RoundRewardBudget)] << 160)
-            | (_values[uint256(Param.EmissionCapPerPeriod)] << 64) | (_values[uint256(Param.EmissionPeriod)] << 32)
-            | _values[uint256(Param.DisputeWindow)];
+        _rewardLimits =
+            (_values[uint256(Param.RoundRewardBudget)] << 160) |
+            (_values[uint256(Param.EmissionCapPerPeriod)] << 64) |
+            (_values[uint256(Param.EmissionPeriod)] << 32) |
+            _values[uint256(Param.DisputeWindow)];
     }
 
     // <generated:param-functions> by scripts/genParams.js from fedledger/chain/param_table.json
@@ -213,30 +222,158 @@ contract ProtocolParameters is AccessControl {
     /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
     function names() external pure returns (string[PARAM_COUNT] memory n) {
         n = [
-            "base_reward", "min_stake", "min_reputation", "slash_fraction", "reserved_4", "reserved_5",
-            "byzantine_threshold", "activity_timeout", "weight_quality", "weight_timeliness", "weight_honesty",
-            "reputation_influence_cap", "strategy", "weighting", "trim_fraction", "krum_f", "multi_krum_m",
-            "dp_enabled", "dp_clip_norm", "dp_noise_multiplier", "dp_epsilon_budget", "dp_delta", "round_duration",
-            "quorum", "min_participants", "rollback_threshold", "round_reward_budget", "unbonding_period",
-            "tier1_min_fitness", "tier1_multiplier", "tier2_min_fitness", "tier2_multiplier", "tier3_min_fitness",
-            "tier3_multiplier", "tier4_min_fitness", "tier4_multiplier", "reputation_multiplier_base",
-            "max_round_extensions", "byzantine_fraction", "sample_weight_cap", "centered_clip_tau",
-            "centered_clip_iterations", "bucket_size", "server_momentum", "emission_cap_per_period",
-            "emission_period", "dispute_window"
+            "base_reward",
+            "min_stake",
+            "min_reputation",
+            "slash_fraction",
+            "reserved_4",
+            "reserved_5",
+            "byzantine_threshold",
+            "activity_timeout",
+            "weight_quality",
+            "weight_timeliness",
+            "weight_honesty",
+            "reputation_influence_cap",
+            "strategy",
+            "weighting",
+            "trim_fraction",
+            "krum_f",
+            "multi_krum_m",
+            "dp_enabled",
+            "dp_clip_norm",
+            "dp_noise_multiplier",
+            "dp_epsilon_budget",
+            "dp_delta",
+            "round_duration",
+            "quorum",
+            "min_participants",
+            "rollback_threshold",
+            "round_reward_budget",
+            "unbonding_period",
+            "tier1_min_fitness",
+            "tier1_multiplier",
+            "tier2_min_fitness",
+            "tier2_multiplier",
+            "tier3_min_fitness",
+            "tier3_multiplier",
+            "tier4_min_fitness",
+            "tier4_multiplier",
+            "reputation_multiplier_base",
+            "max_round_extensions",
+            "byzantine_fraction",
+            "sample_weight_cap",
+            "centered_clip_tau",
+            "centered_clip_iterations",
+            "bucket_size",
+            "server_momentum",
+            "emission_cap_per_period",
+            "emission_period",
+            "dispute_window"
         ];
     }
 
     /// @dev Inclusive bounds of every parameter's on-chain value, indexed by {Param}.
+    // A generated table, one line per parameter: longer than a hand-written function may be.
+    // solhint-disable-next-line function-max-lines
     function _bounds() private pure returns (uint256[PARAM_COUNT] memory lo, uint256[PARAM_COUNT] memory hi) {
-        lo = [uint256(0), 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 1e18, 0, 1, 1, 0, 0, 1, 0];
-        hi = [uint256(type(uint256).max), type(uint256).max, 100e18, 1e18, 0, 0, type(uint256).max,
-            type(uint256).max, 1e18, 1e18, 1e18, 1e18, 8, 2, 0.5e18 - 1, type(uint256).max, type(uint256).max, 1,
-            type(uint256).max, type(uint256).max, type(uint256).max, 1e18 - 1, type(uint256).max, type(uint256).max,
-            type(uint256).max, type(uint256).max, type(uint96).max, type(uint256).max, 100e18, type(uint256).max,
-            100e18, type(uint256).max, 100e18, type(uint256).max, 100e18, type(uint256).max, type(uint256).max,
-            type(uint256).max, 0.5e18 - 1, type(uint256).max, type(uint256).max, 10, 10, 1e18 - 1, type(uint96).max,
-            type(uint32).max, type(uint32).max];
+        lo = [
+            uint256(0),
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1e18,
+            0,
+            1,
+            1,
+            0,
+            0,
+            1,
+            0
+        ];
+        hi = [
+            uint256(type(uint256).max),
+            type(uint256).max,
+            100e18,
+            1e18,
+            0,
+            0,
+            type(uint256).max,
+            type(uint256).max,
+            1e18,
+            1e18,
+            1e18,
+            1e18,
+            8,
+            2,
+            0.5e18 - 1,
+            type(uint256).max,
+            type(uint256).max,
+            1,
+            type(uint256).max,
+            type(uint256).max,
+            type(uint256).max,
+            1e18 - 1,
+            type(uint256).max,
+            type(uint256).max,
+            type(uint256).max,
+            type(uint256).max,
+            type(uint96).max,
+            type(uint256).max,
+            100e18,
+            type(uint256).max,
+            100e18,
+            type(uint256).max,
+            100e18,
+            type(uint256).max,
+            100e18,
+            type(uint256).max,
+            type(uint256).max,
+            type(uint256).max,
+            0.5e18 - 1,
+            type(uint256).max,
+            type(uint256).max,
+            10,
+            10,
+            1e18 - 1,
+            type(uint96).max,
+            type(uint32).max,
+            type(uint32).max
+        ];
     }
     // </generated:param-functions>
 }

@@ -90,6 +90,8 @@ function functions() {
     `${IND}}`,
     "",
     `${IND}/// @dev Inclusive bounds of every parameter's on-chain value, indexed by {Param}.`,
+    `${IND}// A generated table, one line per parameter: longer than a hand-written function may be.`,
+    `${IND}// solhint-disable-next-line function-max-lines`,
     `${IND}function _bounds() private pure returns (uint256[PARAM_COUNT] memory lo, uint256[PARAM_COUNT] memory hi) {`,
     `${IND}${IND}lo = ${arr((p) => p.min)};`,
     `${IND}${IND}hi = ${arr((p) => p.max)};`,
@@ -124,9 +126,16 @@ function render(source) {
   return out;
 }
 
-function main() {
+// The contracts are formatted by prettier-plugin-solidity (make lint): the generated file is too.
+async function format(source) {
+  const prettier = require("prettier");
+  const options = await prettier.resolveConfig(CONTRACT);
+  return prettier.format(source, { ...options, filepath: CONTRACT });
+}
+
+async function main() {
   const source = fs.readFileSync(CONTRACT, "utf8");
-  const generated = render(source);
+  const generated = await format(render(source));
   if (process.argv.includes("--check")) {
     if (generated !== source) {
       console.error("ProtocolParameters.sol differs from fedledger/chain/param_table.json: run node scripts/genParams.js");
@@ -137,5 +146,5 @@ function main() {
   fs.writeFileSync(CONTRACT, generated);
 }
 
-if (require.main === module) main();
+if (require.main === module) main().catch((e) => { console.error(e.message); process.exit(1); });
 module.exports = { render, CONTRACT, WAD };
