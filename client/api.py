@@ -432,12 +432,24 @@ class FedLedgerApi:
         )
 
     def rewards(self, address: str) -> list[dict[str, Any]]:
-        """``[{round_id, amount_wei, proof, claimed, claimable_at, status}]`` of ``address`` (the last two
-        from newer servers; claims check the chain themselves)."""
-        result = self._json(self.request("GET", f"/v1/rewards/{address}", auth=False))
-        if not isinstance(result, list):
-            raise ApiError(200, "malformed_response", "GET /v1/rewards must answer a JSON list")
-        return result
+        """``[{round_id, amount_wei, proof, claimed, claimable_at, status}]`` of ``address`` (signed in: the
+        server serves only the wallet's own rewards, or an operator's), every page of
+        ``GET /v1/rewards/{address}`` followed."""
+        rewards: list[dict[str, Any]] = []
+        cursor = 0
+        while True:
+            page = self._json(self.request("GET", f"/v1/rewards/{address}?cursor={cursor}"))
+            if not isinstance(page, dict) or not isinstance(page.get("rewards"), list):
+                raise ApiError(
+                    200, "malformed_response", "GET /v1/rewards must answer {rewards, next_cursor}"
+                )
+            rewards.extend(page["rewards"])
+            next_cursor = page.get("next_cursor")
+            if next_cursor is None:
+                return rewards
+            if not isinstance(next_cursor, int) or next_cursor <= cursor:
+                raise ApiError(200, "malformed_response", f"GET /v1/rewards: bad next_cursor {next_cursor!r}")
+            cursor = next_cursor
 
 
 def _chunks(body: bytes, progress: ProgressCallback) -> Iterator[bytes]:

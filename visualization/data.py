@@ -165,12 +165,20 @@ class Api:
             raise
 
     def rewards(self, address: str, token: str | None = None) -> list[dict[str, Any]] | None:
-        """``[{round_id, amount_wei, proof, claimed, ...}]`` for ``address``; None when the API has no such route.
+        """``[{round_id, amount_wei, proof, claimed, ...}]`` for ``address`` (every page; the API serves them
+        to the address's own token or an operator's); None when the API has no such route.
 
         The token page reads each reward's claim status from the chain itself (:meth:`Chain.reward_standing`),
         so it works with an API that serves no ``status`` / ``claimable_at`` yet."""
+        rewards: list[dict[str, Any]] = []
+        cursor = 0
         try:
-            return self._request("GET", f"/v1/rewards/{address}", token=token)
+            while True:
+                page = self._request("GET", f"/v1/rewards/{address}", token=token, params={"cursor": cursor})
+                rewards.extend(page["rewards"])
+                if page.get("next_cursor") is None or int(page["next_cursor"]) <= cursor:
+                    return rewards
+                cursor = int(page["next_cursor"])
         except ApiError as exc:
             if exc.status == 404 and exc.code == NO_ROUTE:
                 return None

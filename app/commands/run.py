@@ -111,7 +111,7 @@ def run(
                 leave_unclaimed={wallet},
                 progress=True,
             )
-        unclaimed = _unclaimed_rewards(w3, deployments, api_url, wallet)
+        unclaimed = _unclaimed_rewards(w3, deployments, api_url, wallet_index)
         # Now, after the simulation's stakes and rewards (the quorum grows with the supply).
         votes = deployments.contract(w3, "RewardToken").functions.getVotes(wallet).call()
         quorum = deployments.contract(w3, "FLGovernor").functions.quorum(w3.eth.block_number - 1).call()
@@ -177,23 +177,27 @@ def _aliases(host: str) -> list[str]:
     return [f"{loopback[name]}:{port}"] if name in loopback else []
 
 
-def _unclaimed_rewards(w3: object, deployments: object, api_url: str, address: str) -> int:
-    """How many of ``address``'s served rewards are not claimed on-chain yet (0 when the API has none)."""
-    import httpx
+def _unclaimed_rewards(w3: object, deployments: object, api_url: str, wallet_index: int) -> int:
+    """How many of the wallet's served rewards are not claimed on-chain yet (0 when the API has none).
 
+    The API serves an address's rewards to its own token only: the wallet signs in (dev key, dev chain)."""
+    from client.api import FedLedgerApi
+    from client.errors import ClientError
+    from client.wallet import Wallet
+    from fedledger.devkeys import dev_private_key
+
+    wallet = Wallet(dev_private_key(wallet_index))
     try:
-        served = httpx.get(f"{api_url}/v1/rewards/{address}", timeout=10).json()
-    except (httpx.HTTPError, ValueError):
-        return 0
-    items = served.get("rewards", served) if isinstance(served, dict) else served
-    if not isinstance(items, list):
+        with FedLedgerApi(api_url, wallet=wallet, timeout=10) as api:
+            items = api.rewards(wallet.address)
+    except ClientError:
         return 0
     distributor = deployments.contract(w3, "RewardDistributor")  # type: ignore[attr-defined]
     return sum(
         1
         for item in items
         if int(item.get("amount_wei", 0)) > 0
-        and not distributor.functions.claimed(int(item["round_id"]), address).call()
+        and not distributor.functions.claimed(int(item["round_id"]), wallet.address).call()
     )
 
 

@@ -23,18 +23,30 @@ class PostedReward:
     proof: list[str]
 
 
-def posted_rewards(session: Session, account: str) -> list[PostedReward]:
-    """The non-zero rewards of ``account`` (checksummed) in posted rounds, oldest round first.
+def posted_rewards(
+    session: Session, account: str, *, after: int = 0, limit: int | None = None
+) -> list[PostedReward]:
+    """The non-zero rewards of ``account`` (checksummed) in posted rounds after round ``after``, oldest round
+    first, at most ``limit`` of them (a page: the next one starts after the last round returned).
 
-    A zero leaf is in the tree (the root commits to every contribution) but nothing can be claimed with it.
+    A zero leaf is in the tree (the root commits to every contribution) but nothing can be claimed with it:
+    it is left out in the query, so a page is never short because of zeros.
     """
-    rows = session.execute(
+    query = (
         select(Contribution.round_id, Contribution.reward_wei, Contribution.merkle_proof)
         .join(Participant, Participant.id == Contribution.participant_id)
         .join(Round, Round.id == Contribution.round_id)
-        .where(Participant.address == account, Round.status == RoundStatus.posted)
+        .where(
+            Participant.address == account,
+            Round.status == RoundStatus.posted,
+            Contribution.round_id > after,
+            Contribution.reward_wei != "0",
+        )
         .order_by(Contribution.round_id)
-    ).all()
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    rows = session.execute(query).all()
     return [
         PostedReward(round_id=round_id, amount_wei=amount, proof=proof)
         for round_id, amount, proof in rows

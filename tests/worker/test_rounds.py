@@ -54,7 +54,9 @@ def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
     token = platform.deployments.contract(platform.w3, "RewardToken")
     distributor = platform.deployments.contract(platform.w3, "RewardDistributor")
     for index in honest:
-        rewards = platform.client.get(f"/v1/rewards/{address_of(index)}").json()
+        rewards = platform.client.get(
+            f"/v1/rewards/{address_of(index)}", headers=login(platform.client, index)
+        ).json()["rewards"]
         assert [r["round_id"] for r in rewards] == [round_["id"]] and rewards[0]["claimed"] is False
         balance = token.functions.balanceOf(address_of(index)).call()
         amount = int(rewards[0]["amount_wei"])
@@ -66,7 +68,10 @@ def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
             dev_private_key(index),
         )
         assert token.functions.balanceOf(address_of(index)).call() == balance + amount
-    assert platform.client.get(f"/v1/rewards/{address_of(attacker)}").json() == []
+    served = platform.client.get(
+        f"/v1/rewards/{address_of(attacker)}", headers=login(platform.client, attacker)
+    )
+    assert served.json() == {"rewards": [], "next_cursor": None}
 
 
 def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(
@@ -208,7 +213,9 @@ def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platfor
     for index in honest:
         kept = scores[address_of(index)]
         assert kept["kept"] and int(kept["reward_wei"]) > 0 and kept["excluded_reason"] is None, kept
-    rewards = platform.client.get(f"/v1/rewards/{address_of(excluded)}").json()
+    rewards = platform.client.get(
+        f"/v1/rewards/{address_of(excluded)}", headers=login(platform.client, excluded)
+    ).json()["rewards"]
     assert all(r["round_id"] != round_["id"] for r in rewards), rewards
 
 
