@@ -179,6 +179,21 @@ class OrganizationChain:
                 "chain_id": self.chain_id,
             }
 
+    def resume_if_inactive(self) -> str | None:
+        """Send ``ParticipantRegistry.resume()`` when the chain shows this wallet suspended for inactivity;
+        returns the transaction hash, or None when there was nothing to resume.
+
+        ``suspendInactive`` is open to anyone once the activity evidence is older than the governed timeout
+        (e.g. after a posting backlog, or an organization that sat out a week): the organization may always
+        return by itself, and waiting for a person to notice would cost it every round meanwhile."""
+        with chain_errors("reading the registry"):
+            record = self.reader.participant(self.wallet.address)
+        if record.status != RegistryStatus.suspended or not record.inactive:
+            return None
+        return self.send(
+            self.reader.registry.functions.resume(), "resuming after a suspension for inactivity"
+        )
+
     def ensure_enrolled(self, stake_wei: int | None = None) -> EnrollmentResult:
         """Stake in ``ParticipantRegistry`` unless already active: approve the registry, then ``enroll``.
 

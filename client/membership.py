@@ -86,6 +86,8 @@ class Membership:
         """Registered and enrolled, or a typed error that says what to do (or enroll, with ``auto_enroll``)."""
         if auto_enroll:
             self.chain.ensure_enrolled(stake_wei)
+        # Read on the chain, not through the API (which may cache an "active" read for a while).
+        self.resume_if_suspended()
         me = self.ensure_registered()
         if me.get("may_submit"):
             return me
@@ -102,6 +104,12 @@ class Membership:
             )
         code = f"participant_{chain_status if chain_status != 'active' else me.get('status')}"
         raise ParticipantBlockedError(403, code, reason)
+
+    def resume_if_suspended(self) -> str | None:
+        """Resume on-chain when suspended for inactivity (anyone may suspend an organization whose activity
+        evidence is older than the timeout; only the organization can resume). Returns the transaction hash,
+        or None when the organization was not suspended for inactivity."""
+        return self.chain.resume_if_inactive()
 
     def wait_for_server_enrollment(self, me: dict[str, Any]) -> dict[str, Any]:
         """The API says "not enrolled": if the chain (read by this client) says active, the API's view is

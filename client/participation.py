@@ -254,6 +254,8 @@ class Participation:
 
         Expected failures of one round (closed, already submitted, unreachable API) are reported through
         ``on_event`` and the loop goes on; configuration problems and failed model verification stop it.
+        An organization suspended for inactivity (anyone may suspend it once its on-chain activity evidence is
+        older than the timeout) resumes itself on-chain before the round (event ``resumed``) and goes on.
         """
         stop = stop or threading.Event()
         emit = on_event or (lambda kind, payload: None)
@@ -269,6 +271,9 @@ class Participation:
                 status = str(round_.get("status", "")).upper()
                 if status == "OPEN" and round_id not in done:
                     emit("round_open", {"round_id": round_id, "deadline": round_.get("deadline")})
+                    resumed = self.membership.resume_if_suspended()
+                    if resumed is not None:
+                        emit("resumed", {"round_id": round_id, "tx_hash": resumed})
                     try:
                         submission = self.participate(
                             data,

@@ -7,8 +7,8 @@ Order of the writes, each through the gateway's exactly-once ``send_once``:
 2. The round record (model hash, rewards root, contributions, and the audit log's head as an anchor). The
    registry lets an exiting organization withdraw only once a round after its exit request is recorded, so
    the slashes of step 1 always land before its stake can leave.
-3. Activity: the on-chain evidence (``lastActiveAt``) of the round's organizations is refreshed when older
-   than half the governed activity timeout, and registered organizations idle past the timeout are suspended.
+3. Activity: the on-chain evidence (``lastActiveAt``) of the round's organizations is refreshed by every
+   posted round, and registered organizations idle past the governed activity timeout are suspended.
 
 Rounds are recorded on-chain in increasing id order (the ledger refuses anything else), so posting a round
 first posts every earlier round still waiting. The round becomes POSTED only after all of its writes are mined.
@@ -168,19 +168,23 @@ def _apply_activity_timeout(
     timeout: int,
     contributors: list[str],
 ) -> dict[str, str]:
-    """Refresh the contributors' on-chain activity evidence when it is older than half the timeout (one
-    storage write per organization per half-timeout, not per round), and suspend registered organizations
-    that the chain shows idle past the timeout (candidates from the database: no submission for that long)."""
+    """Refresh every active contributor's on-chain activity evidence, and suspend registered organizations
+    that the chain shows idle past the timeout (candidates from the database: no submission for that long).
+
+    Every posted round refreshes its organizations: ``suspendInactive`` is open to anyone, so evidence
+    refreshed only when older than half the timeout let an outsider suspend an organization that had taken
+    part in a round 3.6 days before (7-day timeout). One storage write per organization per round is the price.
+    """
     if timeout <= 0:
         return {}
     now = gateway.chain_time()
     sent_hashes: dict[str, str] = {}
-    stale = []
+    took_part = []
     for address in contributors:
         record = gateway.participant(address)
-        if record.status == RegistryStatus.active and record.last_active_at + timeout // 2 < now:
-            stale.append(address)
-    sent = gateway.mark_active(round_id, stale)
+        if record.status == RegistryStatus.active:
+            took_part.append(address)
+    sent = gateway.mark_active(round_id, took_part)
     if sent:
         sent_hashes["active"] = sent.tx_hash
 

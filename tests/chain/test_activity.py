@@ -21,7 +21,7 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.params import WAD
 from fedledger.chain.reader import ChainParticipant, RegistryStatus
-from fedledger.chain.tx import send_transaction
+from fedledger.chain.tx import TransactionReverted, send_transaction
 from fedledger.devkeys import AGGREGATOR_INDEX, FIRST_ORGANIZATION_INDEX, dev_private_key
 
 pytestmark = pytest.mark.chain
@@ -70,8 +70,8 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
             registry, registry.functions.participantOf(addresses[name]).call()
         )
 
-    # Within half the timeout of enrolling: nothing to refresh, nobody idle.
-    assert _apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [addresses["busy"]]) == {}
+    # Within the timeout of enrolling: `busy` took part in round 1 and is refreshed, nobody is idle.
+    assert set(_apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [addresses["busy"]])) == {"active"}
     # Past the timeout: `busy` took part in round 2 and is refreshed; `idle` did not and is suspended.
     w3.provider.make_request("evm_increaseTime", [TIMEOUT + 60])
     w3.provider.make_request("evm_mine", [])
@@ -83,6 +83,43 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
     idle = record("idle")
     assert idle.status == RegistryStatus.suspended and idle.inactive
     # Posting again is idempotent (the purposes are sent once); the organization resumes by itself.
-    assert _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]]) == {}
+    assert _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]]) == {
+        "active": sent["active"]
+    }
     send_transaction(w3, registry.functions.resume(), keys["idle"])
     assert record("idle").status == RegistryStatus.active
+
+
+def test_an_outsider_cannot_suspend_an_organization_that_took_part_in_a_recent_round(
+    node: tuple[DevChain, Deployments], tmp_path: Path
+) -> None:
+    """Issue 21.6, the attack: the evidence used to be refreshed only when older than half the timeout, so an
+    organization refreshed on day 0 that took part in a round posted on day 3.4 kept its day-0 evidence, and
+    anyone could suspend it on day 7 (its next submission: 403). Every posted round refreshes it now."""
+    chain, deployments = node
+    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    registry = deployments.contract(w3, "ParticipantRegistry")
+    token = deployments.contract(w3, "RewardToken")
+    key = dev_private_key(FIRST_ORGANIZATION_INDEX)
+    address = Account.from_key(key).address
+    send_transaction(w3, token.functions.approve(registry.address, 100 * WAD), key)
+    send_transaction(w3, registry.functions.enroll(100 * WAD), key)  # lastActiveAt: day 0
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    upgrade(url)
+    sessions = session_factory(url)
+    with sessions.begin() as session:
+        session.add(Participant(address=address, org_name="busy"))
+    gateway = ChainGateway(chain.rpc_url, deployments, dev_private_key(AGGREGATOR_INDEX), sessions)
+
+    def travel(seconds: int) -> None:
+        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    travel(int(TIMEOUT * 0.49))  # day 3.4: the organization takes part in round 1, which is posted
+    _apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [address])
+    travel(int(TIMEOUT * 0.52))  # day 7.07: past the timeout since day 0, 3.6 days after its round
+    outsider = dev_private_key(19)
+    with pytest.raises(TransactionReverted, match="NotInactive"):
+        send_transaction(w3, registry.functions.suspendInactive([address]), outsider)
+    status = ChainParticipant.from_record(registry, registry.functions.participantOf(address).call()).status
+    assert status == RegistryStatus.active
