@@ -29,8 +29,7 @@ from client.errors import (
 )
 from fedledger.chain.merkle import leaf_hash
 from fedledger.chain.merkle import verify as verify_proof
-
-_ZERO_HASH = b"\x00" * 32
+from fedledger.chain.reader import RewardStatus, reward_status
 
 
 @dataclass(frozen=True)
@@ -128,14 +127,16 @@ class RewardClaims:
                 return ClaimResult(reward.round_id, reward.amount_wei, "already_claimed")
             record = reader.round_rewards(reward.round_id)
             now = reader.next_block_time(self.clock)
-        if record.cancelled:
+        # The contract's order of refusals, as the API reports it (fedledger.chain.reader.reward_status).
+        status = reward_status(record, claimed=False, now=now)
+        if status is RewardStatus.cancelled:
             raise RewardsCancelledError(reward.round_id)
         root = record.root
         try:
             proof = [bytes.fromhex(p.removeprefix("0x")) for p in reward.proof]
         except ValueError as exc:
             raise RewardProofError(f"round {reward.round_id}: the proof is not hex: {exc}") from None
-        if root == _ZERO_HASH:
+        if status is None:
             raise RewardProofError(f"round {reward.round_id} has no rewards root on-chain (not posted yet)")
         if not verify_proof(root, leaf_hash(reward.round_id, self.address, reward.amount_wei), proof):
             raise RewardProofError(
@@ -143,7 +144,7 @@ class RewardClaims:
                 f"on-chain root 0x{root.hex()}; the claim would revert"
             )
         # The contract pays from block.timestamp >= claimableAt on (a round that pays nothing has 0 there).
-        if now < record.claimable_at:
+        if status is RewardStatus.in_dispute_window:
             raise RewardNotClaimableYetError(reward.round_id, record.claimable_at, record.claimable_at - now)
         try:
             tx = self.chain.send(
