@@ -20,10 +20,13 @@ NAMING_CONVENTION = {
 
 
 class Base(DeclarativeBase):
+    """The models' base, with named constraints (so migrations can drop them by name)."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def utcnow() -> datetime:
+    """Now, timezone-aware in UTC (what every timestamp column stores)."""
     return datetime.now(UTC)
 
 
@@ -38,6 +41,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The value in UTC; a naive datetime is refused."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -45,6 +49,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """The stored value as an aware UTC datetime (SQLite returns it naive)."""
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        stamp: datetime = value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)

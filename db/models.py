@@ -39,6 +39,8 @@ def _enum(cls: type[enum.Enum]) -> Enum:
 
 
 class ParticipantStatus(enum.StrEnum):
+    """A participant's standing: only an active one may submit or change its registration."""
+
     active = "active"
     suspended = "suspended"
     slashed = "slashed"
@@ -46,6 +48,8 @@ class ParticipantStatus(enum.StrEnum):
 
 
 class RoundStatus(enum.StrEnum):
+    """A round's life: open, closing (a worker holds its lease), aggregated, posted on-chain, or failed."""
+
     open = "OPEN"
     closing = "CLOSING"
     aggregated = "AGGREGATED"
@@ -54,6 +58,8 @@ class RoundStatus(enum.StrEnum):
 
 
 class UpdateStatus(enum.StrEnum):
+    """What became of a submitted update when its round closed."""
+
     received = "received"  # stored, waiting for the round to close
     aggregated = "aggregated"  # decrypted, valid, kept by the robust aggregator
     excluded = "excluded"  # decrypted, valid, excluded by the robust aggregator
@@ -61,6 +67,8 @@ class UpdateStatus(enum.StrEnum):
 
 
 class ModelStatus(enum.StrEnum):
+    """A model version's standing; exactly one is active once the genesis model is uploaded."""
+
     active = "active"  # the current global model
     superseded = "superseded"  # was active, a newer version replaced it
     rejected = "rejected"  # candidate that degraded the holdout loss; never activated
@@ -68,6 +76,8 @@ class ModelStatus(enum.StrEnum):
 
 
 class Participant(Base):
+    """An organization registered under its wallet, with its reputation and standing."""
+
     __tablename__ = "participants"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -87,6 +97,8 @@ class Participant(Base):
 
 
 class AuthNonce(Base):
+    """A sign-in challenge: issued for one address, used at most once, refused after it expires."""
+
     __tablename__ = "auth_nonces"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -115,6 +127,8 @@ class ServerKey(Base):
 
 
 class ModelVersion(Base):
+    """A signed global model version (weights in the blob store, by hash) and where it came from."""
+
     __tablename__ = "model_versions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the version number
@@ -135,6 +149,8 @@ class ModelVersion(Base):
 
 
 class Round(Base):
+    """A training round: its model, window, quorum, governed-parameter snapshot and status."""
+
     __tablename__ = "rounds"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # also the on-chain roundId
@@ -169,6 +185,8 @@ class Round(Base):
 
 
 class Update(Base):
+    """One organization's sealed update to a round (the envelope in the blob store) and its fate."""
+
     __tablename__ = "updates"
     __table_args__ = (UniqueConstraint("round_id", "participant_id", name="uq_updates_round_participant"),)
 
@@ -264,6 +282,8 @@ class AuditEntry(Base):
 
 
 class TxStatus(enum.StrEnum):
+    """A chain transaction the worker persisted: signed, mined or failed."""
+
     signed = "signed"  # persisted before broadcast; may or may not have reached the chain
     mined = "mined"
     failed = "failed"  # reverted, or superseded (its nonce went to another transaction)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 # Execution option marking sessions that only read (see read_session_factory).
@@ -14,11 +15,12 @@ READ_ONLY = "fedledger_read_only"
 
 
 def make_engine(url: str) -> Engine:
+    """A new engine for ``url``; on SQLite with WAL, foreign keys and writers that take the lock up front."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             # WAL lets the API read while a worker writes; foreign keys are off by default in SQLite.
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -29,7 +31,7 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+        def _begin_immediate(conn: Connection) -> None:
             # A deferred SQLite transaction that reads, then writes after another writer committed, fails
             # with SQLITE_BUSY_SNAPSHOT instead of waiting. Taking the write lock up front makes writers
             # queue (busy_timeout) and read-then-write sequences (the audit chain, idempotency checks) safe.
@@ -46,6 +48,7 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
+    """The process's one engine for ``url`` (one pool per database)."""
     return make_engine(url)
 
 

@@ -14,12 +14,13 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import jwt
 from eth_keys.exceptions import BadSignature
 from eth_keys.exceptions import ValidationError as EthKeysValidationError
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -91,8 +92,12 @@ def issue_challenge(
 def purge_expired_nonces(session: Session, now: datetime) -> int:
     """Delete nonces past their expiry (used or not): an expired nonce is refused anyway, and keeping it
     would let anyone grow the table without bound. Returns how many were deleted."""
-    result = session.execute(
-        delete(AuthNonce).where(AuthNonce.expires_at <= now).execution_options(synchronize_session=False)
+    # A DML statement's result is a CursorResult (the one with rowcount); Session.execute is typed wider.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            delete(AuthNonce).where(AuthNonce.expires_at <= now).execution_options(synchronize_session=False)
+        ),
     )
     return int(result.rowcount or 0)
 
@@ -150,16 +155,19 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
     except (ValueError, BadSignature, EthKeysValidationError) as exc:
         # A well-formed signature no key can have produced (r or s zero or past the curve order).
         raise unauthorized("invalid_signature", f"no signer can be recovered: {exc}") from exc
-    consumed = session.execute(
-        update(AuthNonce)
-        .where(
-            AuthNonce.nonce == record.nonce,
-            AuthNonce.address == address,
-            AuthNonce.used_at.is_(None),
-            AuthNonce.expires_at > now,
-        )
-        .values(used_at=now, used_by=address)
-        .execution_options(synchronize_session=False)
+    consumed = cast(
+        CursorResult[Any],
+        session.execute(
+            update(AuthNonce)
+            .where(
+                AuthNonce.nonce == record.nonce,
+                AuthNonce.address == address,
+                AuthNonce.used_at.is_(None),
+                AuthNonce.expires_at > now,
+            )
+            .values(used_at=now, used_by=address)
+            .execution_options(synchronize_session=False)
+        ),
     )
     if consumed.rowcount != 1:
         raise unauthorized("nonce_replayed", "nonce was already used; request a new one")

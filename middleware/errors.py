@@ -68,7 +68,7 @@ def http_error(exc: domain.DomainError) -> ApiError:
     """The API error for a domain refusal (an unmapped kind is a programming error: 500)."""
     for kind in type(exc).__mro__:
         if kind in DOMAIN_STATUS:
-            return ApiError(DOMAIN_STATUS[kind], exc.code, exc.detail)  # type: ignore[index]
+            return ApiError(DOMAIN_STATUS[kind], exc.code, exc.detail)
     return ApiError(500, exc.code, exc.detail)
 
 

@@ -16,13 +16,14 @@ from kombu.transport.sqlalchemy import Transport as SQLTransport
 from fedledger.config import get_settings
 
 
-class FastPollingSQLTransport(SQLTransport):  # type: ignore[misc]
+class FastPollingSQLTransport(SQLTransport):
     """kombu's SQLAlchemy transport, polling every 50 ms instead of every second."""
 
     polling_interval = 0.05
 
 
 def make_celery() -> Celery:
+    """The worker's Celery app from the settings (broker, queues, beat schedule)."""
     settings = get_settings()
     app = Celery("fedledger", broker=settings.resolved_broker_url, include=["aggregator.worker.tasks"])
     app.conf.update(

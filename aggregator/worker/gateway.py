@@ -19,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eth_account import Account
+from eth_typing import HexStr
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.types import Nonce, TxParams
 
 from db.models import ChainTransaction, TxStatus
 from fedledger.chain.deployments import Deployments
@@ -40,6 +42,8 @@ class ChainWriteError(RuntimeError):
 
 @dataclass(frozen=True)
 class SentTransaction:
+    """A chain write the gateway sent (or found sent by an earlier attempt) and its block."""
+
     purpose: str
     tx_hash: str
     block_number: int | None
@@ -47,6 +51,8 @@ class SentTransaction:
 
 
 class ChainGateway:
+    """The worker's chain: its reads, and each write sent exactly once (persisted before broadcast)."""
+
     def __init__(
         self, rpc_url: str, deployments: Deployments, private_key: str, sessions: sessionmaker[Session]
     ) -> None:
@@ -62,20 +68,25 @@ class ChainGateway:
 
     # --- reads ----------------------------------------------------------------------------------
     def params(self) -> ProtocolParams:
+        """The governed parameters now."""
         return read_params(self.parameters)
 
     def is_recorded(self, round_id: int) -> bool:
+        """Whether the ledger holds the round's record."""
         return bool(self.ledger.functions.isRecorded(round_id).call())
 
     def stake_of(self, address: str) -> int:
+        """The account's stake in wei (0 once slashed to zero or withdrawn)."""
         return int(self.registry.functions.stakeOf(address).call())
 
     def participant(self, address: str) -> ChainParticipant:
+        """The registry's record of the account."""
         return ChainParticipant.from_record(
             self.registry, self.registry.functions.participantOf(address).call()
         )
 
     def latest_round_id(self) -> int:
+        """The highest round id the ledger recorded (0 before the first)."""
         return int(self.ledger.functions.latestRoundId().call())
 
     def chain_time(self) -> int:
@@ -139,14 +150,13 @@ class ChainGateway:
             limit = gas or int(
                 call.estimate_gas({"from": self.account.address}, block_identifier="pending") * 1.2
             )
-            tx = call.build_transaction(
-                {
-                    "from": self.account.address,
-                    "nonce": nonce,
-                    "chainId": self.deployments.chain_id,
-                    "gas": limit,
-                }
-            )
+            fields: TxParams = {
+                "from": self.account.address,
+                "nonce": Nonce(nonce),
+                "chainId": self.deployments.chain_id,
+                "gas": limit,
+            }
+            tx = call.build_transaction(fields)
             signed = Account.sign_transaction(tx, self._key)
             record = ChainTransaction(
                 purpose=purpose,
@@ -166,7 +176,7 @@ class ChainGateway:
     def _broadcast_and_wait(self, record: ChainTransaction, timeout: float = 120.0) -> SentTransaction | None:
         """Broadcast a persisted transaction and wait until it is mined (returned) or superseded (None)."""
         try:
-            self.w3.eth.send_raw_transaction(record.raw)
+            self.w3.eth.send_raw_transaction(HexStr(record.raw))
         except Exception as exc:  # noqa: BLE001 - "already known" and "nonce too low" are settled below
             message = str(exc).lower()
             if "nonce too low" not in message and "already" not in message and "known" not in message:
@@ -186,7 +196,7 @@ class ChainGateway:
     def _settle(self, record: ChainTransaction) -> tuple[str, SentTransaction | None]:
         """("mined", tx), ("pending", None) or ("superseded", None); raises if it reverted on chain."""
         try:
-            receipt = self.w3.eth.get_transaction_receipt(record.tx_hash)
+            receipt = self.w3.eth.get_transaction_receipt(HexStr(record.tx_hash))
         except TransactionNotFound:
             if self.w3.eth.get_transaction_count(self.account.address, "latest") > record.nonce:
                 # Its nonce was used by another transaction: this one can never be mined.
@@ -194,7 +204,7 @@ class ChainGateway:
                 return "superseded", None
             # Lost (e.g. a node restart): rebroadcast the same bytes; the outcome is settled on the next poll.
             with contextlib.suppress(Exception):
-                self.w3.eth.send_raw_transaction(record.raw)
+                self.w3.eth.send_raw_transaction(HexStr(record.raw))
             return "pending", None
         if receipt["status"] != 1:
             self._mark(record.id, TxStatus.failed, receipt["blockNumber"], "reverted on chain")
@@ -240,6 +250,7 @@ class ChainGateway:
         return self.send_once(f"round:{round_id}:record", call, already_done=recorded)
 
     def slash(self, round_id: int, address: str, amount: int, reason: str) -> SentTransaction | None:
+        """Slash ``amount`` of the account's stake for the round, once; None if nothing is left to take."""
         reason_bytes = Web3.keccak(text=f"fedledger:round:{round_id}:{reason}")
         call = self.registry.functions.slash(address, amount, reason_bytes)
         # A participant already slashed to zero, or withdrawn, has nothing left to take.
@@ -248,6 +259,7 @@ class ChainGateway:
         )
 
     def record_byzantine(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
+        """Count a Byzantine detection against each account, once per round; None for no account."""
         if not addresses:
             return None
         return self.send_once(

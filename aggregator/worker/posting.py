@@ -68,6 +68,11 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
             return "not-postable"
         aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_id)).one()
         model = session.get(ModelVersion, aggregation.model_version_id)
+        if model is None or aggregation.rewards_root is None:
+            raise ChainWriteError(
+                f"round {round_id}: its aggregation names no model version or no rewards root"
+            )
+        rewards_root = aggregation.rewards_root
         rows = session.execute(
             select(Contribution, Participant, Update)
             .join(Participant, Participant.id == Contribution.participant_id)
@@ -109,7 +114,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
     sent = gateway.record_round(
         round_id,
         bytes.fromhex(model.weights_hash),
-        bytes.fromhex(aggregation.rewards_root[2:]),
+        bytes.fromhex(rewards_root[2:]),
         [
             LedgerContribution(
                 p.address,
@@ -133,7 +138,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
         tx_hashes[key] = value
 
     with sessions.begin() as session:
-        round_ = session.get(Round, round_id)
+        round_ = session.get_one(Round, round_id)
         if round_.status != RoundStatus.aggregated:
             return "already-posted"
         aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_id)).one()

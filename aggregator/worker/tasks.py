@@ -8,7 +8,10 @@ import socket
 import time
 from functools import lru_cache
 
+import numpy as np
+from celery import Task
 from celery.utils.log import get_task_logger
+from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.worker.celery_app import app
 from aggregator.worker.close import Signing, close_round
@@ -19,7 +22,7 @@ from db.models import RoundStatus
 from db.session import session_factory
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.tx import TransactionReverted
-from fedledger.config import get_settings
+from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import pipeline
 from fedledger.domain.blobstore import BlobStore
@@ -29,8 +32,14 @@ log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
+Services = tuple[
+    Settings, sessionmaker[Session], BlobStore, ChainGateway, Signing, tuple[np.ndarray, np.ndarray]
+]
+
+
 @lru_cache(maxsize=1)
-def services():  # type: ignore[no-untyped-def]
+def services() -> Services:
+    """What every task works with, built once per worker process from the settings."""
     settings = get_settings()
     sessions = session_factory(settings.resolved_database_url)
     deployments = Deployments.load(settings.resolved_deployments_file)
@@ -62,7 +71,7 @@ def update_received(round_id: int) -> str:
 
 
 @app.task(name=CLOSE_TASK, bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
-def close(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
+def close(self: Task, round_id: int) -> str:
     """Close the round if it is due (deadline, or every active organization submitted; see ``close.acquire``), then request its
     post once."""
     settings, sessions, blobs, gateway, signing, holdout = services()
@@ -105,7 +114,7 @@ def post_retry_delay(retries: int, exc: Exception, chain_now: int | None = None)
 
 
 @app.task(name=POST_TASK, bind=True, max_retries=20)
-def post(self, round_id: int) -> str:  # type: ignore[no-untyped-def]
+def post(self: Task, round_id: int) -> str:
     """Write the round's record (and slashes, rewards root) to the chain, exactly once.
 
     A failure is retried with backoff at once, not only when the beat finds the round again after the close

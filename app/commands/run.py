@@ -97,6 +97,12 @@ def run(
         report_path = run_dir / "simulation-report.json"
         if rounds > 0:
             step(f"simulating {orgs} organizations ({byzantine} {attack}) for {rounds} rounds")
+
+            def checked_sleep(seconds: float) -> None:
+                # Between the simulation's steps: fail fast if a service died rather than wait on it.
+                supervisor.check()
+                time.sleep(seconds)
+
             simulate(
                 api_url,
                 node.rpc_url,
@@ -107,7 +113,7 @@ def run(
                 operator_key=dev_private_key(0),
                 log=typer.echo,
                 report_path=report_path,
-                sleep=lambda seconds: (supervisor.check(), time.sleep(seconds)),
+                sleep=checked_sleep,
                 leave_unclaimed={wallet},
                 progress=True,
             )

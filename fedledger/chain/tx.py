@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from eth_abi import decode
@@ -22,18 +23,18 @@ class TransactionReverted(RuntimeError):
         self.error_args = args
 
 
-def _error_signature(entry: dict[str, Any]) -> str:
+def _error_signature(entry: Mapping[str, Any]) -> str:
     return f"{entry['name']}({','.join(_abi_type(i) for i in entry.get('inputs', []))})"
 
 
-def _abi_type(item: dict[str, Any]) -> str:
+def _abi_type(item: Mapping[str, Any]) -> str:
     if item["type"].startswith("tuple"):
         inner = ",".join(_abi_type(c) for c in item["components"])
         return f"({inner}){item['type'][5:]}"
     return str(item["type"])
 
 
-def decode_custom_error(abi: list[dict[str, Any]], data: str) -> tuple[str, tuple[Any, ...]] | None:
+def decode_custom_error(abi: Sequence[Mapping[str, Any]], data: str) -> tuple[str, tuple[Any, ...]] | None:
     """Name and arguments of the custom error in ``abi`` whose selector starts the hex revert ``data``."""
     try:
         raw = bytes.fromhex(data.removeprefix("0x"))

@@ -116,9 +116,20 @@ class Anchor(Protocol):
     """An on-chain anchor of the log (``fedledger.chain.ledger.AuditAnchor``): entry number ``count``
     (1-based, in id order) has hash ``head``."""
 
-    round_id: int
-    head: str
-    count: int
+    @property
+    def round_id(self) -> int:
+        """The round whose record anchored the head."""
+        ...
+
+    @property
+    def head(self) -> str:
+        """The hash of entry number ``count`` (hex, as ``AuditEntry.entry_hash``)."""
+        ...
+
+    @property
+    def count(self) -> int:
+        """How many entries the head covers."""
+        ...
 
 
 @dataclass(frozen=True)

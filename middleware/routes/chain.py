@@ -16,4 +16,5 @@ def deployments(state: StateDep) -> dict[str, Any]:
     """The deployments file (chain id, deploy block, addresses, ABIs): all a client needs to reach the
     contracts. Public information; clients check the chain id against their own RPC endpoint."""
     state.chain()  # 503 when the chain is not deployed
-    return json.loads(state.settings.resolved_deployments_file.read_text())
+    document: dict[str, Any] = json.loads(state.settings.resolved_deployments_file.read_text())
+    return document

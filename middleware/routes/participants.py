@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from db.models import Participant, ParticipantStatus
@@ -12,7 +14,7 @@ from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterReq
 router = APIRouter(prefix="/v1/participants", tags=["participants"], dependencies=[RateLimited])
 
 
-def to_out(p: Participant) -> dict:
+def to_out(p: Participant) -> dict[str, Any]:
     return {
         "address": p.address,
         "org_name": p.org_name,

@@ -24,7 +24,7 @@ ENVELOPE_BODY = {
 }
 
 
-def to_out(session, r: Round) -> RoundOut:  # type: ignore[no-untyped-def]
+def to_out(session: SessionDep, r: Round) -> RoundOut:
     return RoundOut(
         id=r.id,
         status=r.status.value,
@@ -148,7 +148,9 @@ def request_close(state: AppState, round_id: int) -> None:
     """Send the round's one close. If the broker is down the updates are still safe: the request is
     withdrawn, and the beat, which finds due rounds in the database, sends it."""
     try:
-        state.queue.request_close(round_id)  # type: ignore[union-attr]
+        if state.queue is None:
+            raise RuntimeError("no task queue is configured")
+        state.queue.request_close(round_id)
     except Exception:  # noqa: BLE001 - the submission is durable; the notification is best effort
         state.metrics.rejections.labels("queue_unavailable").inc()
         with state.sessions.begin() as session:
