@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from fedledger.api.schemas import AuditEntryOut, AuditVerification
 from fedledger.domain import audit
 from middleware.deps import MAX_ID, OperatorPrincipal, RateLimited, SessionDep, StateDep
 from middleware.errors import responses
-from middleware.schemas import AuditEntryOut, AuditVerification
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[RateLimited])
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fedledger.api.schemas import LoginRequest, NonceRequest, NonceResponse, TokenResponse
 from middleware import auth
 from middleware.deps import NonceRateLimited, RateLimited, SessionDep, SettingsDep, StateDep
 from middleware.errors import ApiError, responses
-from middleware.schemas import LoginRequest, NonceRequest, NonceResponse, TokenResponse
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[RateLimited])
 

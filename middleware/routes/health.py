@@ -6,8 +6,8 @@ from kombu.connection import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from db.session import ping
+from fedledger.api.schemas import HealthOut
 from middleware.deps import StateDep
-from middleware.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 

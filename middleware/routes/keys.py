@@ -3,11 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from db.models import ServerKey
+from fedledger.api.schemas import ServerKeyOut
 from fedledger.crypto.keys import KeyAlgorithm
 from fedledger.domain import keys
 from middleware.deps import OperatorPrincipal, RateLimited, SessionDep, SettingsDep
 from middleware.errors import responses
-from middleware.schemas import ServerKeyOut
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[RateLimited])
 

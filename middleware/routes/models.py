@@ -5,13 +5,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from db.models import ModelVersion
+from fedledger.api.schemas import ModelOut
 from fedledger.crypto.package import export_package
 from fedledger.datasets import input_contract
 from fedledger.domain import audit
 from fedledger.domain import model_versions as models
 from middleware.deps import OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
-from middleware.schemas import ModelOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[RateLimited])
 

@@ -5,11 +5,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from db.models import Participant, ParticipantStatus
+from fedledger.api.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest
 from fedledger.chain.reader import RegistryStatus
 from fedledger.domain import participants
 from middleware.deps import CurrentPrincipal, RateLimited, RegisterRateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
-from middleware.schemas import ParticipantOut, ParticipantStatusOut, RegisterRequest
 
 router = APIRouter(prefix="/v1/participants", tags=["participants"], dependencies=[RateLimited])
 

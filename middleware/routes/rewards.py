@@ -7,9 +7,9 @@ from typing import Annotated
 import requests
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
 from web3.exceptions import Web3Exception
 
+from fedledger.api.schemas import RewardOut, RewardsPage
 from fedledger.chain.reader import RewardStatus, reward_status
 from fedledger.domain.rewards import posted_rewards
 from middleware.deps import MAX_ID, CurrentPrincipal, RateLimited, SessionDep, StateDep
@@ -20,37 +20,7 @@ router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
 log = logging.getLogger(__name__)
 
 
-class RewardOut(BaseModel):
-    round_id: int
-    amount_wei: str
-    proof: list[str]
-    claimed: bool | None = Field(description="Claimed on-chain; null while the chain is unreachable")
-    claimable_at: datetime | None = Field(
-        default=None,
-        description=(
-            "When the round's dispute window ends and claims are paid (UTC, the chain's block time); null while "
-            "the chain is unreachable or records no rewards for the round"
-        ),
-    )
-    status: RewardStatus | None = Field(
-        default=None,
-        description=(
-            "What a claim sent now would meet: claimable; in_dispute_window (paid from claimable_at on, unless "
-            "cancelled meanwhile); cancelled (governance or a guardian cancelled the round's rewards in their "
-            "dispute window: never paid); claimed. Null while the chain is unreachable or records no rewards "
-            "for the round"
-        ),
-    )
-
-
 MAX_PAGE = 100
-
-
-class RewardsPage(BaseModel):
-    rewards: list[RewardOut]
-    next_cursor: int | None = Field(
-        description="Pass as ``cursor`` for the next page (the last round id of this one); null on the last page"
-    )
 
 
 @router.get(

@@ -7,11 +7,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
+from fedledger.api.schemas import OpenRoundRequest, ReceiptOut, RoundOut
 from fedledger.domain import pipeline, rounds, submissions
 from fedledger.domain.errors import DomainError
 from middleware.deps import CurrentPrincipal, OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
-from middleware.schemas import OpenRoundRequest, ReceiptOut, RoundOut
 from middleware.state import AppState
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"], dependencies=[RateLimited])

@@ -6,12 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from fedledger.api.schemas import (
+    ContributionOut,
+    OverviewOut,
+    ParticipantOut,
+    RoundStatsOut,
+    TokenFiguresOut,
+)
 from fedledger.domain import participants as participant_rows
 from fedledger.domain import rounds, stats
 from middleware.deps import MAX_ID, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.routes.participants import to_out as participant_out
-from middleware.schemas import ParticipantOut
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[RateLimited])
 
@@ -24,7 +30,7 @@ def _token(state: StateDep) -> dict[str, Any] | None:
     return {k: (str(v) if isinstance(v, int) else v) for k, v in figures.__dict__.items()}
 
 
-@router.get("/overview", responses=responses(429))
+@router.get("/overview", response_model=OverviewOut, responses=responses(429))
 def overview(session: SessionDep, state: StateDep) -> dict[str, Any]:
     """Headline numbers; ``token`` is null while the chain is unreachable."""
     figures = stats.overview(session)
@@ -51,7 +57,7 @@ def overview(session: SessionDep, state: StateDep) -> dict[str, Any]:
     }
 
 
-@router.get("/rounds", responses=responses(429))
+@router.get("/rounds", response_model=list[RoundStatsOut], responses=responses(429))
 def round_history(
     session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
@@ -88,7 +94,7 @@ def round_history(
     return out
 
 
-@router.get("/contributions", responses=responses(429))
+@router.get("/contributions", response_model=list[ContributionOut], responses=responses(429))
 def contributions(
     session: SessionDep,
     round_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -120,7 +126,7 @@ def participants(session: SessionDep) -> list[ParticipantOut]:
     return [ParticipantOut(**participant_out(p)) for p in participant_rows.listing(session)]
 
 
-@router.get("/token", responses=responses(429, 503))
+@router.get("/token", response_model=TokenFiguresOut, responses=responses(429, 503))
 def token(state: StateDep) -> dict[str, Any]:
     """Supply, stake and treasury as the chain reports them now."""
     figures = _token(state)
