@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fedledger.config import Environment, get_settings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from fedledger.api.client import FedLedgerApi
 
 rounds_app = typer.Typer(
     help="Operator: open training rounds, close them, list them.", no_args_is_help=True, add_completion=False
@@ -60,10 +65,10 @@ def _wallet(key_file: Path | None) -> Any:
 
 
 @contextlib.contextmanager
-def _operator(api: str | None, key_file: Path | None, sign_in: bool = True) -> Iterator[Any]:
+def _operator(api: str | None, key_file: Path | None, sign_in: bool = True) -> Iterator[FedLedgerApi]:
     """The API client, signed in as the operator; any failure becomes one line on stderr and exit code 1."""
-    from client.api import FedLedgerApi
-    from client.errors import ClientError
+    from fedledger.api.client import FedLedgerApi
+    from fedledger.api.errors import ClientError
 
     try:
         client = FedLedgerApi(api or get_settings().api_url, wallet=_wallet(key_file) if sign_in else None)
@@ -76,8 +81,8 @@ def _operator(api: str | None, key_file: Path | None, sign_in: bool = True) -> I
         raise typer.Exit(1) from None
 
 
-def _when(value: str | None) -> str:
-    return str(value or "")[:19].replace("T", " ")
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 @rounds_app.command("open")
@@ -100,12 +105,11 @@ def open_round(
     key_file: KeyFileOption = None,
 ) -> None:
     """Open a round on the active model, with the governed parameters the chain holds now."""
-    body = {k: v for k, v in {"duration_seconds": duration, "quorum": quorum}.items() if v is not None}
     with _operator(api, key_file) as client:
-        round_ = client.request("POST", "/v1/rounds", json=body).json()
+        round_ = client.open_round(duration, quorum)
     typer.echo(
-        f"round {round_['id']} is OPEN on model v{round_['model_version']}: strategy {round_['strategy']}, "
-        f"quorum {round_['quorum']}, deadline {_when(round_['deadline'])} UTC"
+        f"round {round_.id} is OPEN on model v{round_.model_version}: strategy {round_.strategy}, "
+        f"quorum {round_.quorum}, deadline {_when(round_.deadline)} UTC"
     )
     typer.echo(
         "organizations can now submit (`fedledger client train-and-submit`, or `fedledger client run`)"
@@ -120,9 +124,9 @@ def close_round(
 ) -> None:
     """Close an OPEN round now: the worker aggregates the updates it has, or fails the round if too few."""
     with _operator(api, key_file) as client:
-        round_ = client.request("POST", f"/v1/rounds/{round_id}/close").json()
+        round_ = client.close_round(round_id)
     typer.echo(
-        f"round {round_['id']} closes now with {round_['submissions']} update(s) (quorum {round_['quorum']}); "
+        f"round {round_.id} closes now with {round_.submissions} update(s) (quorum {round_.quorum}); "
         "no deadline extension follows: `fedledger rounds list` shows the outcome"
     )
 
@@ -134,7 +138,7 @@ def list_rounds(
 ) -> None:
     """The most recent rounds: status, strategy, model, what the close kept and the holdout accuracy."""
     with _operator(api, None, sign_in=False) as client:
-        rounds = client.get_json(f"/v1/stats/rounds?limit={limit}")
+        rounds = client.round_history(limit=limit)
     if not rounds:
         typer.echo("no round yet: open one with `fedledger rounds open`")
         return
@@ -142,20 +146,20 @@ def list_rounds(
         f"{'round':>8}  {'status':<9} {'strategy':<14} {'model':>5}  {'kept':>4} {'excl':>4}  accuracy"
     )
     for r in rounds:
-        a = r.get("aggregation") or {}
-        accuracy = a.get("holdout_accuracy")
+        a = r.aggregation
+        accuracy = a.holdout_accuracy if a else None
         line = (
-            f"{r['id']:>8}  {r['status']:<9} {r['strategy']:<14} {'v' + str(r['model_version']):>5}  "
-            f"{a.get('kept', '-'):>4} {a.get('excluded', '-'):>4}  "
+            f"{r.id:>8}  {r.status:<9} {r.strategy:<14} {'v' + str(r.model_version):>5}  "
+            f"{a.kept if a else '-':>4} {a.excluded if a else '-':>4}  "
             f"{'-' if accuracy is None else f'{accuracy:.3f}'}"
         )
-        if a.get("rolled_back"):
+        if a and a.rolled_back:
             line += "  (new model rolled back)"
         # Only a FAILED round failed (rounds closed before this rule kept an extension's note there).
-        if r.get("failure_reason") and r["status"] == "FAILED":
-            line += f"  failed: {r['failure_reason']}"
-        elif r.get("extensions"):
-            line += f"  ({r['extensions']} deadline extension(s))"
+        if r.failure_reason and r.status == "FAILED":
+            line += f"  failed: {r.failure_reason}"
+        elif r.extensions:
+            line += f"  ({r.extensions} deadline extension(s))"
         typer.echo(line)
 
 
@@ -163,9 +167,9 @@ def list_rounds(
 def current_model(api: ApiOption = None) -> None:
     """The active model version and where it came from."""
     with _operator(api, None, sign_in=False) as client:
-        model = client.get_json("/v1/models/current")
-    origin = f"round {model['produced_by_round']}" if model.get("produced_by_round") else "genesis"
-    typer.echo(f"model v{model['version']} ({model['status']}, from {origin}) sha256:{model['weights_hash']}")
+        model = client.current_model()
+    origin = f"round {model.produced_by_round}" if model.produced_by_round else "genesis"
+    typer.echo(f"model v{model.version} ({model.status}, from {origin}) sha256:{model.weights_hash}")
 
 
 @models_app.command("rollback")
@@ -176,8 +180,8 @@ def rollback(
 ) -> None:
     """Make an earlier model version active again (recorded in the audit log); the next round trains on it."""
     with _operator(api, key_file) as client:
-        model = client.request("POST", f"/v1/models/{version}/rollback").json()
-    typer.echo(f"model v{model['version']} is active again; rounds opened from now on train on it")
+        model = client.rollback_model(version)
+    typer.echo(f"model v{model.version} is active again; rounds opened from now on train on it")
 
 
 def register(app: typer.Typer) -> None:

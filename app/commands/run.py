@@ -187,23 +187,23 @@ def _unclaimed_rewards(w3: object, deployments: object, api_url: str, wallet_ind
     """How many of the wallet's served rewards are not claimed on-chain yet (0 when the API has none).
 
     The API serves an address's rewards to its own token only: the wallet signs in (dev key, dev chain)."""
-    from client.api import FedLedgerApi
-    from client.errors import ClientError
     from client.wallet import Wallet
+    from fedledger.api.client import FedLedgerApi
+    from fedledger.api.errors import ClientError
     from fedledger.devkeys import dev_private_key
 
     wallet = Wallet(dev_private_key(wallet_index))
     try:
         with FedLedgerApi(api_url, wallet=wallet, timeout=10) as api:
-            items = api.rewards(wallet.address)
+            served = api.rewards(wallet.address)
     except ClientError:
         return 0
     distributor = deployments.contract(w3, "RewardDistributor")  # type: ignore[attr-defined]
     return sum(
         1
-        for item in items
-        if int(item.get("amount_wei", 0)) > 0
-        and not distributor.functions.claimed(int(item["round_id"]), wallet.address).call()
+        for item in served
+        if int(item.amount_wei) > 0
+        and not distributor.functions.claimed(item.round_id, wallet.address).call()
     )
 
 

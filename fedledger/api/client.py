@@ -498,6 +498,10 @@ class FedLedgerApi:
         response = self._request("POST", "/v1/rounds", json={k: v for k, v in body.items() if v is not None})
         return self._parse(response, RoundOut)
 
+    def close_round(self, round_id: int) -> RoundOut:
+        """Close an OPEN round now (operator): the worker aggregates the updates it has."""
+        return self._parse(self._request("POST", f"/v1/rounds/{int(round_id)}/close"), RoundOut)
+
     def rollback_model(self, version: int) -> ModelOut:
         """Make an earlier model version active again (operator)."""
         return self._parse(self._request("POST", f"/v1/models/{int(version)}/rollback"), ModelOut)

@@ -263,6 +263,8 @@ class OverviewOut(BaseModel):
     active_participants: int
     rounds_completed: int
     contributions: int
+    posting_backlog: int = Field(description="Aggregated rounds waiting for their on-chain record")
+    max_posting_backlog: int
     model_version: int | None
     current_round: RoundBriefOut | None
     token: TokenFiguresOut | None = Field(description="Null while the chain is unreachable")
@@ -294,6 +296,7 @@ class RoundStatsOut(BaseModel):
     deadline: datetime
     model_version: int
     failure_reason: str | None
+    extensions: int
     aggregation: AggregationSummaryOut | None = Field(
         description="What the round's close did; null before it"
     )
@@ -313,3 +316,4 @@ class ContributionOut(BaseModel):
     reward_wei: str
     reputation_after: float
     evidence: list[str]
+    excluded_reason: str | None = Field(description="Why the update is not in the aggregate; null when kept")

@@ -37,6 +37,7 @@ CALLS: dict[str, Callable[[FedLedgerApi], Any]] = {
     "rewards": lambda api: api.rewards(ADDRESS),
     "upload_genesis": lambda api: api.upload_genesis(b"weights"),
     "open_round": lambda api: api.open_round(60, 2),
+    "close_round": lambda api: api.close_round(7),
     "rollback_model": lambda api: api.rollback_model(2),
     "overview": lambda api: api.overview(),
     "round_history": lambda api: api.round_history(10),
