@@ -19,11 +19,11 @@ import numpy as np
 from eth_account import Account
 from scipy.stats import norm
 
-from client.api import FedLedgerApi
 from client.data import Dataset, load_digits_dataset, partition_dirichlet, partition_iid
 from client.errors import ConflictError
 from client.sdk import Organization
 from client.wallet import Wallet
+from fedledger.api.client import FedLedgerApi
 from fedledger.config import get_settings
 from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
 from fedledger.models import init_softmax
@@ -169,12 +169,7 @@ def simulate(
     operator.login()
     # A genesis softmax model for the digits task, unless the platform already has one (409).
     with contextlib.suppress(ConflictError):
-        operator.request(
-            "POST",
-            "/v1/models",
-            body=encode_weights(init_softmax(64, 10)),
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        operator.upload_genesis(encode_weights(init_softmax(64, 10)))
     train = load_digits_dataset("train")
     parts = (
         partition_iid(train, orgs, seed)
@@ -215,23 +210,21 @@ def simulate(
         eligible = []
         for org, data, bad in members:
             me = org.api.me()
-            if me.get("may_submit", False):
+            if me.may_submit:
                 eligible.append((org, data, bad))
             else:
-                log(f"  {org.address} sits this round out: {me.get('reason')}")
+                log(f"  {org.address} sits this round out: {me.reason}")
         if not eligible:
             raise SimulationError("no organization may submit any more")
         # Quorum = everyone still eligible: the round closes as soon as the last active organization submits
         # (an early close needs every active one), and never with fewer than all of them.
-        round_ = operator.request(
-            "POST", "/v1/rounds", json={"duration_seconds": round_seconds, "quorum": len(eligible)}
-        ).json()
+        round_ = operator.open_round(round_seconds, len(eligible))
         honest_deltas: list[dict[str, np.ndarray]] = []
         pending: list[tuple[Organization, Any]] = []
-        bar.start(f"round {number}/{rounds} (id {round_['id']})", 2 * len(eligible) + 1)
+        bar.start(f"round {number}/{rounds} (id {round_.id})", 2 * len(eligible) + 1)
         for org, data, bad in eligible:
             bar.step("training")
-            model = org.pull_model(int(round_["model_version"]))
+            model = org.pull_model(round_.model_version)
             training = org.train(model, data, seed=int(rng.integers(2**31)))
             delta = training.delta
             if bad:
@@ -241,30 +234,29 @@ def simulate(
             pending.append(
                 (
                     org,
-                    org.prepare_update(
-                        int(round_["id"]), int(round_["model_version"]), delta, training.num_samples
-                    ),
+                    org.prepare_update(round_.id, round_.model_version, delta, training.num_samples),
                 )
             )
         for org, prepared in pending:
             bar.step("submitting")
             org.submit(prepared)
         bar.step("the worker aggregates, scores and posts on-chain")
-        final = members[0][0].wait_for_round(int(round_["id"]), timeout=round_seconds + 300)
+        final = members[0][0].wait_for_round(round_.id, timeout=round_seconds + 300)
         bar.close()
-        stats = next(s for s in operator.get_json("/v1/stats/rounds") if s["id"] == round_["id"])
-        contributions = operator.get_json(f"/v1/stats/contributions?round_id={round_['id']}")
-        aggregation = stats.get("aggregation") or {}
-        slashed = [k.split(":", 1)[1] for k in (aggregation.get("tx_hashes") or {}) if k.startswith("slash:")]
+        stats = next(s for s in operator.round_history() if s.id == round_.id)
+        contributions = operator.contributions(round_id=round_.id)
+        aggregation = stats.aggregation
+        tx_hashes = aggregation.tx_hashes if aggregation else {}
+        slashed = [k.split(":", 1)[1] for k in tx_hashes if k.startswith("slash:")]
         entry = RoundReport(
-            round_id=int(round_["id"]),
-            status=final["status"],
-            strategy=stats["strategy"],
-            accuracy=aggregation.get("holdout_accuracy"),
-            loss=aggregation.get("holdout_loss_after"),
-            kept=[c["participant"] for c in contributions if c["kept"]],
-            excluded=[c["participant"] for c in contributions if not c["kept"]],
-            rewards_wei={c["participant"]: c["reward_wei"] for c in contributions},
+            round_id=round_.id,
+            status=final.status,
+            strategy=stats.strategy,
+            accuracy=aggregation.holdout_accuracy if aggregation else None,
+            loss=aggregation.holdout_loss_after if aggregation else None,
+            kept=[c.participant for c in contributions if c.kept],
+            excluded=[c.participant for c in contributions if not c.kept],
+            rewards_wei={c.participant: c.reward_wei for c in contributions},
             slashed=slashed,
             seconds=time.monotonic() - started,
         )

@@ -4,7 +4,8 @@
   sealed signed updates, wait for rounds, claim rewards (``client.sdk``, a facade over ``client.chain``,
   ``membership``, ``models``, ``local_update``, ``sealing``, ``spool``, ``rounds``, ``participation`` and
   ``rewards``);
-- :class:`~client.api.FedLedgerApi`: the HTTP API with retries and typed errors (``client.api``);
+- :class:`~fedledger.api.client.FedLedgerApi`: the platform's one HTTP client, with retries, typed errors
+  and the server's schemas (``fedledger.api``; the operator and the dashboard use it too);
 - :class:`~client.wallet.Wallet`: the organization's key (``client.wallet``);
 - trainers and local DP (``client.training``), data loading and partitioning (``client.data``);
 - every expected failure is a :class:`~client.errors.ClientError` (``client.errors``).
@@ -14,7 +15,6 @@ The command line is ``fedledger client ...`` (``app/commands/client.py``).
 
 from __future__ import annotations
 
-from client.api import FedLedgerApi, RetryPolicy
 from client.data import (
     Dataset,
     Standardizer,
@@ -27,6 +27,7 @@ from client.errors import ApiError, ClientError, ModelVerificationError
 from client.sdk import Organization, Submission, VerifiedModel
 from client.training import LocalDP, MLPClassifier, SoftmaxRegression, trainer_for_spec
 from client.wallet import Wallet
+from fedledger.api.client import FedLedgerApi, RetryPolicy
 
 __all__ = [
     "ApiError",

@@ -9,7 +9,7 @@ the wallet's key. Every web3 or RPC failure surfaces as a :class:`~client.errors
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +46,6 @@ class EnrollmentResult:
     already_active: bool
     stake_wei: int
     tx_hashes: tuple[str, ...] = ()
-
-
-def deployments_from_dict(raw: Mapping[str, Any]) -> Deployments:
-    """A :class:`Deployments` from the JSON document (e.g. ``GET /v1/chain/deployments``)."""
-    try:
-        return Deployments.from_dict(raw, source="the API's deployments")
-    except DeploymentsError as exc:
-        raise ChainError(str(exc)) from None
 
 
 def dev_model_signer() -> str:
@@ -93,7 +85,7 @@ class OrganizationChain:
         *,
         w3: Web3 | None = None,
         deployments: Deployments | Path | str | None = None,
-        fetch_deployments: Callable[[], Mapping[str, Any]] | None = None,
+        fetch_deployments: Callable[[], Deployments] | None = None,
     ) -> None:
         self.wallet = wallet
         self.rpc_url = rpc_url
@@ -138,7 +130,10 @@ class OrganizationChain:
                 raise ChainError(str(exc)) from None
         if self._fetch is None:
             raise ConfigurationError("no deployments: pass a deployments file (or an API to ask)")
-        return deployments_from_dict(self._fetch())
+        try:
+            return self._fetch()
+        except DeploymentsError as exc:
+            raise ChainError(str(exc)) from None
 
     @property
     def chain_id(self) -> int:

@@ -39,7 +39,6 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from client.api import FedLedgerApi
 from client.errors import (
     ConfigurationError,
     ConflictError,
@@ -49,6 +48,7 @@ from client.errors import (
 )
 from client.sdk import Organization, Submission
 from client.wallet import Wallet
+from fedledger.api.client import FedLedgerApi
 from fedledger.flower import (
     ADDRESS_KEY,
     MODEL_VERSION_KEY,
@@ -189,7 +189,7 @@ class FlowerBridge:
         org = self.organization
         if round_id is not None:
             org.check_may_submit(auto_enroll=self.auto_enroll)
-            open_id = int(org.open_round()["id"])
+            open_id = org.open_round().id
             if open_id != round_id:
                 raise NoOpenRoundError(f"asked to train for round {round_id}, but round {open_id} is open")
         fit = self._fit(config)
@@ -229,7 +229,7 @@ def _fedledger_round(
             ROUND_KEY: submission.round_id,
             MODEL_VERSION_KEY: submission.prepared.model_version,
             ADDRESS_KEY: organization.address,
-            RECEIPT_KEY: str(submission.receipt.get("receipt_id", "")),
+            RECEIPT_KEY: submission.receipt.receipt_id,
             PAYLOAD_HASH_KEY: submission.prepared.payload_hash,
         }
     )
@@ -388,14 +388,9 @@ class FedLedgerPlatform:
             current = self.api.current_model()
         except (ConflictError, NotFoundError):
             with contextlib.suppress(ConflictError):  # another operator uploaded one meanwhile
-                self.api.request(
-                    "POST",
-                    "/v1/models",
-                    body=encode_weights(initial),
-                    headers={"Content-Type": "application/octet-stream"},
-                )
+                self.api.upload_genesis(encode_weights(initial))
             current = self.api.current_model()
-        spec = {name: list(shape) for name, shape in (current.get("spec") or {}).items()}
+        spec = {name: list(shape) for name, shape in current.spec.items()}
         wanted = {name: list(value.shape) for name, value in initial.items()}
         if initial and spec != wanted:
             raise ConfigurationError(
@@ -406,35 +401,33 @@ class FedLedgerPlatform:
     def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
         """Open a round as the operator; ``initial`` becomes the genesis model if the platform has none."""
         self._ensure_model(initial)
-        opened = self.api.request(
-            "POST", "/v1/rounds", json={"duration_seconds": self.round_seconds, "quorum": max(1, quorum)}
-        ).json()
-        return OpenedRound(int(opened["id"]), int(opened["model_version"]))
+        opened = self.api.open_round(self.round_seconds, max(1, quorum))
+        return OpenedRound(opened.id, opened.model_version)
 
     def blocked(self, addresses: list[str]) -> set[str]:
         """Wallets among ``addresses`` the platform no longer accepts updates from (lower-cased)."""
         wanted = {a.lower() for a in addresses}
         return {
-            str(p["address"]).lower()
-            for p in self.api.get_json("/v1/stats/participants")
-            if str(p["address"]).lower() in wanted and p.get("status") != "active"
+            p.address.lower()
+            for p in self.api.participants()
+            if p.address.lower() in wanted and p.status != "active"
         }
 
     def finish_round(self, round_id: int) -> PlatformOutcome:
         """Wait until the round closes; return its outcome, the model verified as organizations verify it."""
         final = self.reader.wait_for_round(round_id, timeout=self.timeout)
-        history = self.api.get_json("/v1/stats/rounds?limit=1000")
-        stats: dict[str, Any] = next((r for r in history if int(r["id"]) == round_id), {})
-        aggregation = stats.get("aggregation") or {}
-        contributions = self.api.get_json(f"/v1/stats/contributions?round_id={round_id}")
-        status = str(final.get("status", "")).upper()
+        history = self.api.round_history(limit=1000)
+        stats = next((r for r in history if r.id == round_id), None)
+        aggregation = stats.aggregation if stats is not None else None
+        contributions = self.api.contributions(round_id=round_id)
+        status = final.status.upper()
         weights = self.reader.pull_model().weights if status == "POSTED" else None
         return PlatformOutcome(
             round_id=round_id,
             status=status,
             weights=weights,
-            holdout_accuracy=aggregation.get("holdout_accuracy"),
-            holdout_loss=aggregation.get("holdout_loss_after"),
-            failure_reason=final.get("failure_reason"),
-            contributions=list(contributions),
+            holdout_accuracy=aggregation.holdout_accuracy if aggregation else None,
+            holdout_loss=aggregation.holdout_loss_after if aggregation else None,
+            failure_reason=final.failure_reason,
+            contributions=contributions,
         )

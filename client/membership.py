@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from client.api import FedLedgerApi
 from client.chain import OrganizationChain
 from client.errors import (
     ChainError,
@@ -23,6 +22,8 @@ from client.errors import (
     ParticipantBlockedError,
     ServerError,
 )
+from fedledger.api.client import FedLedgerApi
+from fedledger.api.schemas import ParticipantOut, ParticipantStatusOut
 
 
 class Membership:
@@ -54,11 +55,11 @@ class Membership:
         """The configured name, else ``org-`` and the address's first eight hex digits."""
         return self.org_name or f"org-{self.address[2:10].lower()}"
 
-    def register(self, org_name: str | None = None) -> dict[str, Any]:
+    def register(self, org_name: str | None = None) -> ParticipantOut:
         """Register (or rename) the organization; idempotent."""
         return self.api.register(org_name or self.default_org_name())
 
-    def ensure_registered(self, org_name: str | None = None) -> dict[str, Any]:
+    def ensure_registered(self, org_name: str | None = None) -> ParticipantStatusOut:
         """The participant record, registering first if there is none (an existing name is kept)."""
         try:
             return self.api.me()
@@ -68,8 +69,8 @@ class Membership:
 
     def setup(
         self, org_name: str | None = None, stake_wei: int | None = None, *, enroll: bool = True
-    ) -> dict[str, Any]:
-        """Sign in, stake on-chain if needed, register; returns ``GET /v1/participants/me``.
+    ) -> ParticipantStatusOut:
+        """Sign in, stake on-chain if needed, register; returns the participant record (``api.me()``).
 
         The stake comes first: the API may cache an enrollment read for a while, so asking it about this
         wallet before staking could leave it answering "not enrolled" for that while after the stake.
@@ -78,31 +79,33 @@ class Membership:
         if enroll:
             self.chain.ensure_enrolled(stake_wei)
         me = self.ensure_registered(org_name)
-        if enroll and me.get("chain_status") in (None, "none"):
+        if enroll and me.chain_status in (None, "none"):
             me = self.wait_for_server_enrollment(me)
         return me
 
-    def check_may_submit(self, *, auto_enroll: bool = False, stake_wei: int | None = None) -> dict[str, Any]:
+    def check_may_submit(
+        self, *, auto_enroll: bool = False, stake_wei: int | None = None
+    ) -> ParticipantStatusOut:
         """Registered and enrolled, or a typed error that says what to do (or enroll, with ``auto_enroll``)."""
         if auto_enroll:
             self.chain.ensure_enrolled(stake_wei)
         # Read on the chain, not through the API (which may cache an "active" read for a while).
         self.resume_if_suspended()
         me = self.ensure_registered()
-        if me.get("may_submit"):
+        if me.may_submit:
             return me
-        chain_status = me.get("chain_status")
+        chain_status = me.chain_status
         if chain_status in (None, "none"):
             me = self.wait_for_server_enrollment(me)
-            if me.get("may_submit"):
+            if me.may_submit:
                 return me
-            chain_status = me.get("chain_status")
-        reason = me.get("reason") or "the server says this participant may not submit"
+            chain_status = me.chain_status
+        reason = me.reason or "the server says this participant may not submit"
         if chain_status in (None, "none"):
             raise NotEnrolledError(
                 403, "not_enrolled", f"{reason}; run `fedledger client enroll` (or auto_enroll=True)"
             )
-        code = f"participant_{chain_status if chain_status != 'active' else me.get('status')}"
+        code = f"participant_{chain_status if chain_status != 'active' else me.status}"
         raise ParticipantBlockedError(403, code, reason)
 
     def resume_if_suspended(self) -> str | None:
@@ -111,13 +114,13 @@ class Membership:
         or None when the organization was not suspended for inactivity."""
         return self.chain.resume_if_inactive()
 
-    def wait_for_server_enrollment(self, me: dict[str, Any]) -> dict[str, Any]:
+    def wait_for_server_enrollment(self, me: ParticipantStatusOut) -> ParticipantStatusOut:
         """The API says "not enrolled": if the chain (read by this client) says active, the API's view is
         stale (it caches enrollment reads); poll it until it agrees, up to ``enrollment_sync_timeout``."""
         if not self.chain.status()["active"]:
             return me
         deadline = time.monotonic() + self.enrollment_sync_timeout
-        while me.get("chain_status") in (None, "none") and time.monotonic() < deadline:
+        while me.chain_status in (None, "none") and time.monotonic() < deadline:
             self._sleep(min(1.0, max(self.poll_interval, 0.05)))
             me = self.api.me()
         return me
@@ -127,7 +130,7 @@ class Membership:
         chain is reported in ``chain.error`` rather than raised."""
         out: dict[str, Any] = {"address": self.address, "api": self.api.base_url}
         try:
-            out["participant"] = self.api.me()
+            out["participant"] = self.api.me().model_dump(mode="json")
             out["registered"] = True
         except NotRegisteredError:
             out["participant"], out["registered"] = None, False
@@ -136,14 +139,14 @@ class Membership:
         except (ChainError, ConfigurationError, ServerError) as exc:
             out["chain"] = {"error": str(exc)}
         try:
-            out["round"] = self.api.current_round()
+            out["round"] = self.api.current_round().model_dump(mode="json")
         except NotFoundError:
             out["round"] = None
         try:
             model = self.api.current_model()
-            out["model"] = {
-                k: model.get(k) for k in ("version", "weights_hash", "produced_by_round", "status")
-            }
+            out["model"] = model.model_dump(
+                mode="json", include={"version", "weights_hash", "produced_by_round", "status"}
+            )
         except (ConflictError, NotFoundError):
             out["model"] = None
         return out

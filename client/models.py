@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from web3 import Web3
 
-from client.api import FedLedgerApi
 from client.chain import DEV_CHAIN_IDS, OrganizationChain, chain_errors, dev_model_signer
 from client.errors import ConfigurationError, ModelVerificationError
 from client.training import Weights
+from fedledger.api.client import FedLedgerApi
+from fedledger.api.schemas import ModelOut
 from fedledger.crypto.addresses import is_valid_address
 from fedledger.crypto.eip712 import recover_model_signer
 from fedledger.crypto.errors import CryptoError
@@ -39,7 +39,7 @@ class VerifiedModel:
     signer: str
     produced_by_round: int | None
     onchain_verified: bool
-    metadata: dict[str, Any] = field(repr=False)
+    metadata: ModelOut = field(repr=False)
 
     @property
     def spec(self) -> dict[str, tuple[int, ...]]:
@@ -75,13 +75,10 @@ class ModelVerifier:
     def pull(self, version: int | None = None) -> VerifiedModel:
         """Download and verify a model version (the active one by default)."""
         meta = self.api.current_model() if version is None else self.api.model(version)
-        try:
-            number = int(meta["version"])
-            advertised = str(meta["weights_hash"]).lower().removeprefix("0x")
-            signature = str(meta["signature"])
-            produced_by = meta.get("produced_by_round")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelVerificationError(f"the model metadata is malformed: {exc!r}") from exc
+        number = meta.version
+        advertised = meta.weights_hash.lower().removeprefix("0x")
+        signature = meta.signature
+        produced_by = meta.produced_by_round
         if version is not None and number != version:
             raise ModelVerificationError(
                 f"asked for model version {version}, the server described version {number}"
@@ -101,20 +98,17 @@ class ModelVerifier:
         for name, value in weights.items():
             if value.dtype != np.float32 or not np.isfinite(value).all():
                 raise ModelVerificationError(f"model v{number}: tensor {name!r} is not finite float32")
-        round_id = int(produced_by) if produced_by is not None else None
+        round_id = produced_by
         if round_id is not None:
             self._check_onchain(number, round_id, digest)
-        return VerifiedModel(number, weights, digest, signer, round_id, round_id is not None, dict(meta))
+        return VerifiedModel(number, weights, digest, signer, round_id, round_id is not None, meta)
 
-    def _check_signature(self, number: int, meta: dict[str, Any], signature: str, digest: str) -> str:
+    def _check_signature(self, number: int, meta: ModelOut, signature: str, digest: str) -> str:
         deployments = self.chain.deployments
         ledger = deployments.addresses["ContributionLedger"]
-        if (
-            meta.get("chain_id") != deployments.chain_id
-            or str(meta.get("verifying_contract", "")).lower() != ledger.lower()
-        ):
+        if meta.chain_id != deployments.chain_id or meta.verifying_contract.lower() != ledger.lower():
             raise ModelVerificationError(
-                f"model v{number} is signed for chain {meta.get('chain_id')} / ledger {meta.get('verifying_contract')}, "
+                f"model v{number} is signed for chain {meta.chain_id} / ledger {meta.verifying_contract}, "
                 f"not this deployment (chain {deployments.chain_id}, ledger {ledger})"
             )
         trusted = self.trusted_model_signer

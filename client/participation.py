@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from client.api import FedLedgerApi, ProgressCallback
 from client.chain import chain_errors
 from client.data import Dataset, check_input_contract
 from client.errors import (
@@ -34,6 +33,8 @@ from client.rounds import open_round, wait_for_round
 from client.sealing import PreparedUpdate, UpdateSealer
 from client.spool import Spool, round_scope
 from client.training import EpochCallback, LocalDP, TrainFn
+from fedledger.api.client import FedLedgerApi, ProgressCallback
+from fedledger.api.schemas import ReceiptOut, RoundOut
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -49,18 +50,18 @@ class Submission:
     """One contribution: the receipt, what was sent, how it was trained, and how long each step took."""
 
     round_id: int
-    receipt: dict[str, Any]
+    receipt: ReceiptOut
     prepared: PreparedUpdate
     training: LocalTraining | None  # None when a spooled envelope was resent
     timings: dict[str, float]
-    final_round: dict[str, Any] | None = None
+    final_round: RoundOut | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (what the CLI prints with --json)."""
         out: dict[str, Any] = {
             "round_id": self.round_id,
-            "receipt_id": self.receipt.get("receipt_id"),
-            "replayed": self.receipt.get("replayed"),
+            "receipt_id": self.receipt.receipt_id,
+            "replayed": self.receipt.replayed,
             "payload_hash": self.prepared.payload_hash,
             "model_version": self.prepared.model_version,
             "num_samples": self.prepared.num_samples,
@@ -74,7 +75,7 @@ class Submission:
             out["metrics_after"] = self.training.after.as_dict() if self.training.after else None
             out["dp"] = asdict(self.training.dp) if self.training.dp else None
         if self.final_round is not None:
-            out["round_status"] = self.final_round.get("status")
+            out["round_status"] = self.final_round.status
         return out
 
 
@@ -130,7 +131,7 @@ class Participation:
 
     def wait_for_round(
         self, round_id: int, *, timeout: float = 900.0, poll_interval: float | None = None
-    ) -> dict[str, Any]:
+    ) -> RoundOut:
         """Poll the round until it is POSTED or FAILED (see :func:`client.rounds.wait_for_round`)."""
         interval = self.poll_interval if poll_interval is None else poll_interval
         return wait_for_round(self.api, round_id, timeout=timeout, poll_interval=interval, sleep=self._sleep)
@@ -160,7 +161,7 @@ class Participation:
         started = time.perf_counter()
         self.membership.check_may_submit(auto_enroll=auto_enroll)
         round_ = open_round(self.api)
-        round_id, model_version = int(round_["id"]), int(round_["model_version"])
+        round_id, model_version = round_.id, round_.model_version
         mark = time.perf_counter()
         model = self.models.pull(model_version)
         timings["pull_and_verify"] = time.perf_counter() - mark
@@ -177,7 +178,7 @@ class Participation:
         scope = round_scope(chain.deployments, round_, identity)
         prepared, _ = self.spool.load(round_id, scope)
         training: LocalTraining | None = None
-        receipt: dict[str, Any] | None = None
+        receipt: ReceiptOut | None = None
         mark = time.perf_counter()
         if prepared is not None:
             try:
@@ -229,7 +230,7 @@ class Participation:
         """``data`` fits the model: its input contract (from the server's model metadata) and, for the
         built-in trainers, the tensor shapes; else :class:`~client.errors.DataError` /
         :class:`~client.errors.TrainingError` saying what is wrong."""
-        contract = model.metadata.get("input_contract")
+        contract = model.metadata.input_contract
         if isinstance(contract, dict) and isinstance(data, Dataset):
             check_input_contract(data, contract)
         check = getattr(train_fn, "check_data", None)
@@ -267,10 +268,10 @@ class Participation:
         while not stop.is_set():
             try:
                 round_ = self.api.current_round()
-                round_id = int(round_["id"])
-                status = str(round_.get("status", "")).upper()
+                round_id = round_.id
+                status = round_.status.upper()
                 if status == "OPEN" and round_id not in done:
-                    emit("round_open", {"round_id": round_id, "deadline": round_.get("deadline")})
+                    emit("round_open", {"round_id": round_id, "deadline": round_.deadline.isoformat()})
                     resumed = self.membership.resume_if_suspended()
                     if resumed is not None:
                         emit("resumed", {"round_id": round_id, "tx_hash": resumed})

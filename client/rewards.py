@@ -14,11 +14,9 @@ the round (status ``cancelled``) and goes on with the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from client.api import FedLedgerApi
 from client.chain import OrganizationChain, chain_errors
 from client.errors import (
     ApiError,
@@ -27,6 +25,8 @@ from client.errors import (
     RewardsCancelledError,
     TransactionFailedError,
 )
+from fedledger.api.client import FedLedgerApi
+from fedledger.api.schemas import RewardOut
 from fedledger.chain.merkle import leaf_hash
 from fedledger.chain.merkle import verify as verify_proof
 from fedledger.chain.reader import RewardStatus, reward_status
@@ -42,17 +42,13 @@ class Reward:
     claimed: bool
 
     @classmethod
-    def from_api(cls, raw: Mapping[str, Any]) -> Reward:
-        """Parse one entry of ``GET /v1/rewards/{address}``; a malformed one is an :class:`ApiError`."""
+    def from_api(cls, served: RewardOut) -> Reward:
+        """One reward as the API serves it; an amount that is not a decimal integer is an :class:`ApiError`."""
         try:
-            return cls(
-                int(raw["round_id"]),
-                int(raw["amount_wei"]),
-                tuple(str(p) for p in raw.get("proof", [])),
-                bool(raw.get("claimed", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            amount = int(served.amount_wei)
+        except ValueError as exc:
             raise ApiError(200, "malformed_response", f"a reward entry is malformed: {exc!r}") from exc
+        return cls(served.round_id, amount, tuple(served.proof), bool(served.claimed))
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ class RewardClaims:
 
     def rewards(self) -> list[Reward]:
         """Every reward the API lists for this organization."""
-        return [Reward.from_api(raw) for raw in self.api.rewards(self.address)]
+        return [Reward.from_api(served) for served in self.api.rewards(self.address)]
 
     def claim(self, reward: Reward) -> ClaimResult:
         """Claim one reward on-chain, after checking its proof against the root the distributor holds.

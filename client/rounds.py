@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from client.api import FedLedgerApi, parse_utc
 from client.errors import (
     ApiUnreachableError,
     NoOpenRoundError,
@@ -16,23 +14,23 @@ from client.errors import (
     RoundTimeoutError,
     ServerError,
 )
+from fedledger.api.client import FedLedgerApi
+from fedledger.api.schemas import RoundOut
 
 FINAL_ROUND_STATUSES = frozenset({"POSTED", "FAILED"})
 
 
-def open_round(api: FedLedgerApi, now: datetime | None = None) -> dict[str, Any]:
+def open_round(api: FedLedgerApi, now: datetime | None = None) -> RoundOut:
     """The round accepting updates now, or :class:`NoOpenRoundError`."""
     try:
         round_ = api.current_round()
     except NotFoundError as exc:
         raise NoOpenRoundError("no round has been opened yet; wait for the operator to open one") from exc
-    deadline = parse_utc(round_.get("deadline"))
-    if str(round_.get("status", "")).upper() != "OPEN":
-        raise NoOpenRoundError(
-            f"round {round_.get('id')} is {round_.get('status')}; no round accepts updates now"
-        )
-    if deadline is not None and deadline <= (now or datetime.now(UTC)):
-        raise NoOpenRoundError(f"round {round_.get('id')}'s deadline {round_.get('deadline')} has passed")
+    deadline = round_.deadline if round_.deadline.tzinfo else round_.deadline.replace(tzinfo=UTC)
+    if round_.status.upper() != "OPEN":
+        raise NoOpenRoundError(f"round {round_.id} is {round_.status}; no round accepts updates now")
+    if deadline <= (now or datetime.now(UTC)):
+        raise NoOpenRoundError(f"round {round_.id}'s deadline {deadline.isoformat()} has passed")
     return round_
 
 
@@ -43,21 +41,21 @@ def wait_for_round(
     timeout: float,
     poll_interval: float,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
+) -> RoundOut:
     """Poll the round until it is POSTED or FAILED; :class:`RoundTimeoutError` after ``timeout`` seconds.
 
     Transient API failures while waiting are tolerated until the timeout.
     """
     deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
+    last: RoundOut | None = None
     while True:
         try:
             last = api.round(round_id)
-            if str(last.get("status", "")).upper() in FINAL_ROUND_STATUSES:
+            if last.status.upper() in FINAL_ROUND_STATUSES:
                 return last
         except (ApiUnreachableError, ServerError, RateLimitedError):
             pass
         if time.monotonic() + poll_interval > deadline:
-            status = last.get("status") if last else "unknown"
+            status = last.status if last else "unknown"
             raise RoundTimeoutError(f"round {round_id} is still {status} after {timeout:.0f} s")
         sleep(poll_interval)

@@ -42,7 +42,6 @@ import httpx
 import numpy as np
 from web3 import Web3
 
-from client.api import FedLedgerApi, ProgressCallback
 from client.chain import (
     DEFAULT_RPC_URL,
     ENV_RPC_URL,
@@ -61,6 +60,8 @@ from client.sealing import PreparedUpdate, UpdateSealer
 from client.spool import Spool
 from client.training import EpochCallback, LocalDP, NumpyTrainer, TrainFn
 from client.wallet import Wallet
+from fedledger.api.client import FedLedgerApi, ProgressCallback
+from fedledger.api.schemas import ParticipantOut, ParticipantStatusOut, ReceiptOut, RoundOut, TokenResponse
 from fedledger.chain.deployments import Deployments
 from fedledger.payload import NO_COMPRESSION, Compression
 
@@ -193,7 +194,7 @@ class Organization:
         return self.chain.ensure_enrolled(stake_wei)
 
     # -------------------------------------------------------------------------------------- API
-    def sign_in(self) -> dict[str, Any]:
+    def sign_in(self) -> TokenResponse:
         """Sign in with the wallet (SIWE); returns the session."""
         return self.api.login()
 
@@ -201,29 +202,31 @@ class Organization:
         """The name registered when none is given."""
         return self.membership.default_org_name()
 
-    def register(self, org_name: str | None = None) -> dict[str, Any]:
+    def register(self, org_name: str | None = None) -> ParticipantOut:
         """Register (or rename) the organization; idempotent."""
         return self.membership.register(org_name)
 
-    def ensure_registered(self, org_name: str | None = None) -> dict[str, Any]:
+    def ensure_registered(self, org_name: str | None = None) -> ParticipantStatusOut:
         """The participant record, registering first if there is none."""
         return self.membership.ensure_registered(org_name)
 
     def setup(
         self, org_name: str | None = None, stake_wei: int | None = None, *, enroll: bool = True
-    ) -> dict[str, Any]:
-        """Sign in, stake on-chain if needed, register; returns ``GET /v1/participants/me``."""
+    ) -> ParticipantStatusOut:
+        """Sign in, stake on-chain if needed, register; returns the participant record."""
         return self.membership.setup(org_name, stake_wei, enroll=enroll)
 
     def status(self) -> dict[str, Any]:
         """Registration, chain, current round and model (chain failures reported, not raised)."""
         return self.membership.status()
 
-    def check_may_submit(self, *, auto_enroll: bool = False, stake_wei: int | None = None) -> dict[str, Any]:
+    def check_may_submit(
+        self, *, auto_enroll: bool = False, stake_wei: int | None = None
+    ) -> ParticipantStatusOut:
         """Registered and enrolled, or a typed error that says what to do."""
         return self.membership.check_may_submit(auto_enroll=auto_enroll, stake_wei=stake_wei)
 
-    def open_round(self) -> dict[str, Any]:
+    def open_round(self) -> RoundOut:
         """The round accepting updates now, or :class:`~client.errors.NoOpenRoundError`."""
         return open_round(self.api)
 
@@ -249,7 +252,7 @@ class Organization:
         """Compress, seal for the server's current key, and sign with EIP-712."""
         return self.sealer.prepare(round_id, model_version, delta, num_samples)
 
-    def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> ReceiptOut:
         """Submit (retrying with the same bytes) and check that the receipt is for this envelope."""
         return self.sealer.submit(prepared, progress=progress)
 
@@ -259,7 +262,7 @@ class Organization:
 
     def wait_for_round(
         self, round_id: int, *, timeout: float = 900.0, poll_interval: float | None = None
-    ) -> dict[str, Any]:
+    ) -> RoundOut:
         """Poll the round until it is POSTED or FAILED."""
         return self.participation.wait_for_round(round_id, timeout=timeout, poll_interval=poll_interval)
 

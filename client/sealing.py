@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from client.api import FedLedgerApi, ProgressCallback
 from client.chain import OrganizationChain
 from client.errors import ApiError, ClientError, TrainingError
 from client.wallet import Wallet
+from fedledger.api.client import FedLedgerApi, ProgressCallback
+from fedledger.api.schemas import ReceiptOut
 from fedledger.crypto.envelope import seal
 from fedledger.crypto.errors import CryptoError
 from fedledger.crypto.keys import key_id_of
@@ -98,31 +98,28 @@ class UpdateSealer:
         """The server's current public key (PEM) and its id, checked to belong together."""
         key = self.api.current_key()
         try:
-            pem = str(key["public_key_pem"]).encode()
+            pem = key.public_key_pem.encode()
             key_id = key_id_of(pem)
-        except (KeyError, CryptoError) as exc:
+        except CryptoError as exc:
             raise ApiError(200, "malformed_response", f"the server's public key is unusable: {exc}") from exc
-        if key.get("key_id") != key_id:
+        if key.key_id != key_id:
             raise ApiError(
                 200,
                 "malformed_response",
-                f"the server's key id {key.get('key_id')} does not match its key ({key_id})",
+                f"the server's key id {key.key_id} does not match its key ({key_id})",
             )
         return pem, key_id
 
-    def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def submit(self, prepared: PreparedUpdate, *, progress: ProgressCallback | None = None) -> ReceiptOut:
         """Submit (retrying with the same bytes) and check that the receipt is for this envelope."""
         receipt = self.api.submit_update(
             prepared.round_id, prepared.envelope, prepared.signature, progress=progress
         )
-        if (
-            str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash
-            or receipt.get("round_id") != prepared.round_id
-        ):
+        if receipt.payload_hash.lower() != prepared.payload_hash or receipt.round_id != prepared.round_id:
             raise ApiError(
                 202,
                 "receipt_mismatch",
-                f"the receipt {receipt.get('receipt_id')} is for {receipt.get('payload_hash')} in round "
-                f"{receipt.get('round_id')}, not this update ({prepared.payload_hash}, round {prepared.round_id})",
+                f"the receipt {receipt.receipt_id} is for {receipt.payload_hash} in round "
+                f"{receipt.round_id}, not this update ({prepared.payload_hash}, round {prepared.round_id})",
             )
         return receipt

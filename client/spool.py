@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from client.sealing import PreparedUpdate
+from fedledger.api.schemas import ReceiptOut, RoundOut
 from fedledger.chain.deployments import ChainIdentity, Deployments
 
 
-def round_scope(
-    deployments: Deployments, round_: Mapping[str, Any], identity: ChainIdentity | None = None
-) -> str:
+def round_scope(deployments: Deployments, round_: RoundOut, identity: ChainIdentity | None = None) -> str:
     """What tells this round apart from every other round with the same id: the deployment (chain id,
     deploy block and, given ``identity``, its hash and the genesis hash, every contract address) and the
     round's opening time on the server."""
@@ -36,8 +35,9 @@ def round_scope(
         "deploy_block": deployments.deploy_block,
         "chain": [identity.genesis_hash, identity.deploy_block_hash] if identity else None,
         "addresses": {name: address.lower() for name, address in sorted(deployments.addresses.items())},
-        "round_id": int(round_["id"]),
-        "opened_at": str(round_.get("opened_at")),
+        "round_id": round_.id,
+        # As the server wrote it (the scope names spool folders: the same text before and after an upgrade).
+        "opened_at": round_.model_dump(mode="json")["opened_at"],
     }
     return hashlib.sha256(json.dumps(binding, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -75,7 +75,7 @@ class Spool:
         envelope_path.write_bytes(prepared.envelope)
         meta_path.write_text(json.dumps(meta))
 
-    def load(self, round_id: int, scope: str) -> tuple[PreparedUpdate | None, dict[str, Any] | None]:
+    def load(self, round_id: int, scope: str) -> tuple[PreparedUpdate | None, ReceiptOut | None]:
         """The round's spooled envelope (None if absent or damaged) and the receipt kept for exactly that
         envelope (None if none, or if it names another update or round)."""
         paths = self._paths(round_id, scope)
@@ -90,19 +90,18 @@ class Spool:
             return None, None
         if prepared.round_id != round_id:
             return None, None
-        receipt = json.loads(receipt_path.read_text()) if receipt_path.exists() else None
+        receipt = _receipt(receipt_path) if receipt_path.exists() else None
         if receipt is not None and (
-            str(receipt.get("payload_hash", "")).lower() != prepared.payload_hash
-            or receipt.get("round_id") != round_id
+            receipt.payload_hash.lower() != prepared.payload_hash or receipt.round_id != round_id
         ):
             receipt = None
         return prepared, receipt
 
-    def save_receipt(self, prepared: PreparedUpdate, receipt: Mapping[str, Any], scope: str) -> None:
+    def save_receipt(self, prepared: PreparedUpdate, receipt: ReceiptOut, scope: str) -> None:
         """Keep the receipt the server gave for ``prepared``."""
         paths = self._paths(prepared.round_id, scope)
         if paths is not None:
-            paths[2].write_text(json.dumps(dict(receipt)))
+            paths[2].write_text(receipt.model_dump_json())
 
     def discard(self, round_id: int, scope: str) -> None:
         """Forget the round's envelope and receipt (the server refused the envelope as not its own)."""
@@ -110,3 +109,12 @@ class Spool:
         if paths is not None:
             for path in paths:
                 path.unlink(missing_ok=True)
+
+
+def _receipt(path: Path) -> ReceiptOut | None:
+    """A kept receipt; None when the file is damaged (a crash mid-write): the envelope is resent and the
+    server answers with the same receipt."""
+    try:
+        return ReceiptOut.model_validate_json(path.read_bytes())
+    except ValidationError:
+        return None

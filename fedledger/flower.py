@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
+
+from fedledger.api.schemas import ContributionOut
 
 try:
     from flwr.app import Array, ArrayRecord
@@ -49,7 +51,7 @@ class OpenedRound:
 @dataclass(frozen=True)
 class PlatformOutcome:
     """A fedledger round after its close: the verified model it produced (None if it failed) and what the
-    platform recorded for each participant (``GET /v1/stats/contributions``)."""
+    platform recorded for each participant (its scored contributions, as the dashboard reads them)."""
 
     round_id: int
     status: str  # POSTED | FAILED
@@ -57,7 +59,7 @@ class PlatformOutcome:
     holdout_accuracy: float | None = None
     holdout_loss: float | None = None
     failure_reason: str | None = None
-    contributions: list[dict[str, Any]] = field(default_factory=list)
+    contributions: list[ContributionOut] = field(default_factory=list)
 
 
 class RoundPlatform(Protocol):

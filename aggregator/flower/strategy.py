@@ -261,16 +261,15 @@ class FedLedgerStrategy(FedAvg):
         report.status, report.failure_reason = outcome.status, outcome.failure_reason
         report.holdout_accuracy, report.holdout_loss = outcome.holdout_accuracy, outcome.holdout_loss
         for c in outcome.contributions:
-            member = addresses.get(str(c["participant"]).lower())
+            member = addresses.get(c.participant.lower())
             if member is None:
                 continue  # a platform participant outside this Flower federation
             node = member
-            node.kept, node.byzantine = bool(c["kept"]), bool(c["byzantine"])
-            node.quality, node.timeliness = c.get("quality"), c.get("timeliness")
-            node.honesty, node.fitness = c.get("honesty"), c.get("fitness")
-            node.reputation, node.reward_wei = c.get("reputation_after"), str(c.get("reward_wei", "0"))
-            if node.reputation is not None:
-                self.reputation[node.node_id] = float(node.reputation)
+            node.kept, node.byzantine = c.kept, c.byzantine
+            node.quality, node.timeliness = c.quality, c.timeliness
+            node.honesty, node.fitness = c.honesty, c.fitness
+            node.reputation, node.reward_wei = c.reputation_after, c.reward_wei
+            self.reputation[node.node_id] = c.reputation_after
         report.seconds = time.monotonic() - started
         self.history.append(report)
         if outcome.weights is None:

@@ -309,7 +309,7 @@ def _preprocess(org: Any, dataset: Any, standardize: bool | None) -> Any:
         return dataset
     if standardize is None:
         try:
-            contract = org.api.current_model().get("input_contract")
+            contract = org.api.current_model().input_contract
         except ApiError:
             contract = None
         standardize = bool(contract.get("standardize", True)) if isinstance(contract, dict) else True
@@ -382,7 +382,7 @@ def login(
     """Sign in with the wallet (Sign-In with Ethereum) and show the session."""
     org = _organization(opts)
     with org:
-        session = dict(org.sign_in())
+        session = org.sign_in().model_dump(mode="json")
     if not show_token:
         session.pop("access_token", None)
     if opts.json_out:
@@ -462,12 +462,12 @@ def enroll(
         # Stake first: asking the API about an unenrolled wallet may leave it caching "not enrolled".
         result = org.ensure_enrolled(amount)
         participant = org.ensure_registered(org_name)
-        if org_name and participant.get("org_name") != org_name:
+        if org_name and participant.org_name != org_name:
             participant = org.register(org_name)
     if opts.json_out:
-        _print_json({"participant": participant, "enrollment": asdict(result)})
+        _print_json({"participant": participant.model_dump(mode="json"), "enrollment": asdict(result)})
         return
-    typer.echo(f"registered as {participant.get('org_name')!r}")
+    typer.echo(f"registered as {participant.org_name!r}")
     if result.already_active:
         typer.echo(f"already enrolled on-chain with a stake of {_tokens(result.stake_wei)} tokens")
     else:

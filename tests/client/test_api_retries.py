@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from client.api import FedLedgerApi, RetryPolicy, parse_retry_after
 from client.errors import (
+    ApiError,
     ApiUnreachableError,
     AuthenticationError,
     ConflictError,
@@ -21,6 +21,7 @@ from client.errors import (
     RoundClosedError,
     ServerError,
 )
+from fedledger.api.client import FedLedgerApi, RetryPolicy, parse_retry_after
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -50,7 +51,22 @@ def error(status: int, code: str, headers: dict[str, str] | None = None) -> http
     return httpx.Response(status, json={"error": code, "detail": f"{code} happened"}, headers=headers)
 
 
-OK = httpx.Response(200, json={"id": 1, "status": "OPEN"})
+ROUND = {
+    "id": 1,
+    "status": "OPEN",
+    "model_version": 1,
+    "opened_at": "2026-12-01T10:00:00Z",
+    "deadline": "2026-12-01T11:00:00Z",
+    "quorum": 3,
+    "min_participants": 2,
+    "strategy": "trimmed_mean",
+    "submissions": 0,
+    "extensions": 0,
+    "closed_at": None,
+    "failure_reason": None,
+    "params": {},
+}
+OK = httpx.Response(200, json=ROUND)
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter() -> None:
@@ -59,7 +75,11 @@ def test_5xx_is_retried_with_exponential_backoff_and_jitter() -> None:
     )
     policy = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=3.0, jitter=0.5)
     api, sleeps = api_for(handler, policy)
-    assert api.round(1) == {"id": 1, "status": "OPEN"}
+    assert (
+        api.round(1).model_dump(mode="json")
+        | {"opened_at": ROUND["opened_at"], "deadline": ROUND["deadline"]}
+        == ROUND
+    )
     assert len(seen) == 4 and len(sleeps) == 3
     # attempt n waits base * 2**(n-1), capped at max_delay, scaled by a factor in [1 - jitter, 1]
     for attempt, slept in enumerate(sleeps, start=1):
@@ -100,7 +120,7 @@ def test_retries_run_out_into_typed_errors() -> None:
 def test_network_errors_are_retried_then_reported() -> None:
     handler, seen = scripted(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), OK)
     api, sleeps = api_for(handler)
-    assert api.round(1)["id"] == 1 and len(seen) == 3 and len(sleeps) == 2
+    assert api.round(1).id == 1 and len(seen) == 3 and len(sleeps) == 2
     handler, seen = scripted(httpx.ConnectError("refused"))
     api, _ = api_for(handler, RetryPolicy(max_attempts=4))
     with pytest.raises(ApiUnreachableError, match="cannot reach the API at http://api.test") as unreachable:
@@ -137,7 +157,18 @@ def test_an_update_post_is_retried_with_the_same_bytes() -> None:
     handler, seen = scripted(
         httpx.RemoteProtocolError("connection reset"),
         error(503, "x"),
-        httpx.Response(202, json={"receipt_id": "r1", "payload_hash": "0xab", "round_id": 3}),
+        httpx.Response(
+            202,
+            json={
+                "receipt_id": "r1",
+                "round_id": 3,
+                "participant": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+                "payload_hash": "0xab",
+                "num_samples": 10,
+                "received_at": "2026-12-01T10:00:00Z",
+                "replayed": False,
+            },
+        ),
     )
     api, _ = api_for(handler)
     api._token, api._token_expires = "t", float("inf")  # signed in (sign-in itself is tested on the real API)
@@ -146,7 +177,7 @@ def test_an_update_post_is_retried_with_the_same_bytes() -> None:
     receipt = api.submit_update(
         3, envelope, "0xsig", progress=lambda sent, total: progress.append((sent, total))
     )
-    assert receipt["receipt_id"] == "r1"
+    assert receipt.receipt_id == "r1" and not receipt.replayed
     bodies = [request.read() for request in seen]
     assert len(bodies) == 3 and all(body == envelope for body in bodies)
     assert all(
@@ -168,3 +199,11 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("12") == 12.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+
+
+def test_an_answer_that_does_not_fit_its_schema_is_a_malformed_response() -> None:
+    handler, _ = scripted(httpx.Response(200, json={"id": 1, "status": "OPEN"}))
+    api, _ = api_for(handler)
+    with pytest.raises(ApiError) as raised:
+        api.round(1)
+    assert raised.value.code == "malformed_response" and "RoundOut" in raised.value.detail

@@ -21,6 +21,7 @@ from client.data import Dataset, save_csv
 from client.sealing import PreparedUpdate
 from client.spool import round_scope
 from client.training import SoftmaxRegression
+from fedledger.api.schemas import RoundOut
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import free_port
 from fedledger.config import Settings
@@ -281,7 +282,9 @@ def test_a_receipt_is_printed_only_when_the_server_gave_it_for_this_update(
     _stale_entry(api_folder, stale, stale_receipt)
     with httpx.Client(base_url=live_api) as http:
         deployments = Deployments.from_dict(http.get("/v1/chain/deployments").json())
-    earlier = round_scope(deployments, {**round_, "opened_at": "2026-01-01T00:00:00Z"})
+    earlier = round_scope(
+        deployments, RoundOut.model_validate({**round_, "opened_at": "2026-01-01T00:00:00Z"})
+    )
     _stale_entry(api_folder / earlier, stale, stale_receipt)
 
     data = tmp_path / "local.csv"

@@ -83,7 +83,7 @@ def test_a_full_round_through_the_aggregator(
     assert post_round(state.sessions, gateway, round_id) == "posted"
 
     final = orgs[0].wait_for_round(round_id, timeout=5)
-    assert final["status"] == "POSTED"
+    assert final.status == "POSTED"
     model = orgs[0].pull_model()
     assert (
         model.produced_by_round == round_id and model.onchain_verified and model.version > genesis["version"]

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from web3 import Web3
 
-from client.api import FedLedgerApi
 from client.data import Dataset
 from client.errors import (
     AuthenticationError,
@@ -31,6 +30,7 @@ from client.sdk import Organization, dev_model_signer
 from client.training import LocalDP
 from client.wallet import Wallet
 from db.models import ModelVersion
+from fedledger.api.client import FedLedgerApi
 from fedledger.chain.deployments import Deployments
 from fedledger.config import Settings
 from fedledger.crypto.eip712 import sign_model
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Deployments) -> None:  # type: ignore[no-untyped-def]
     org: Organization = make_org(CLIENT_ORGS[0], org_name="Clinic Ten")
     session = org.sign_in()
-    assert session["address"] == org.address and session["roles"] == ["participant"]
+    assert session.address == org.address and session.roles == ["participant"]
     registry = deployments.contract(w3, "ParticipantRegistry")
     if not registry.functions.isActive(org.address).call():  # not enrolled by an earlier test yet
         with pytest.raises(NotEnrolledError, match="fedledger client enroll"):
@@ -54,8 +54,8 @@ def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Dep
     token = deployments.contract(w3, "RewardToken")
     before = token.functions.balanceOf(org.address).call()
     result = org.ensure_enrolled()
-    assert org.register()["org_name"] == "Clinic Ten"
-    assert org.register()["org_name"] == "Clinic Ten"  # idempotent
+    assert org.register().org_name == "Clinic Ten"
+    assert org.register().org_name == "Clinic Ten"  # idempotent
     status = org.chain_status()
     assert (
         registry.functions.isActive(org.address).call() and status["active"] and status["status"] == "active"
@@ -68,7 +68,7 @@ def test_sign_in_register_enroll_and_status(make_org, w3: Web3, deployments: Dep
     again = org.ensure_enrolled()
     assert again.already_active and again.tx_hashes == ()
     me = org.api.me()
-    assert me["may_submit"] and me["chain_status"] == "active" and int(me["stake_wei"]) == status["stake_wei"]
+    assert me.may_submit and me.chain_status == "active" and int(me.stake_wei or 0) == status["stake_wei"]
     overview = org.status()
     assert overview["registered"] and overview["round"] is None and overview["model"] is None
 
@@ -94,21 +94,19 @@ def test_verified_model_update_receipt_and_idempotent_resubmission(
     prepared = org.prepare_update(open_round["id"], model.version, training.delta, training.num_samples)
     receipt = org.submit(prepared)
     assert (
-        receipt["payload_hash"]
-        == "0x" + hashlib.sha256(prepared.envelope).hexdigest()
-        == prepared.payload_hash
+        receipt.payload_hash == "0x" + hashlib.sha256(prepared.envelope).hexdigest() == prepared.payload_hash
     )
-    assert not receipt["replayed"] and receipt["num_samples"] == len(digits_parts[1])
+    assert not receipt.replayed and receipt.num_samples == len(digits_parts[1])
     # A lost answer: the same bytes again give the same receipt.
     again = org.submit(prepared)
-    assert again["receipt_id"] == receipt["receipt_id"] and again["replayed"]
+    assert again.receipt_id == receipt.receipt_id and again.replayed
     # Sealing the same delta again is a different payload (encryption is randomized): refused, typed.
     resealed = org.prepare_update(open_round["id"], model.version, training.delta, training.num_samples)
     assert resealed.envelope != prepared.envelope
     with pytest.raises(ConflictError) as conflict:
         org.submit(resealed)
     assert conflict.value.code == "conflicting_update" and conflict.value.status == 409
-    assert org.api.round(open_round["id"])["submissions"] == 1
+    assert org.api.round(open_round["id"]).submissions == 1
 
 
 def test_participate_spools_the_envelope_and_resends_it_after_a_crash(
@@ -127,7 +125,7 @@ def test_participate_spools_the_envelope_and_resends_it_after_a_crash(
         train_progress=lambda d, t: epochs.append((d, t)),
         upload_progress=lambda s, t: uploads.append((s, t)),
     )
-    assert first.round_id == open_round["id"] and not first.receipt["replayed"]
+    assert first.round_id == open_round["id"] and not first.receipt.replayed
     assert epochs[-1] == (10, 10) and uploads[-1] == (first.prepared.size, first.prepared.size)
     assert set(first.timings) == {"pull_and_verify", "train", "seal_and_sign", "submit", "total"}
     # The client "crashed" after sending and before recording the receipt: it resends the spooled bytes
@@ -136,13 +134,13 @@ def test_participate_spools_the_envelope_and_resends_it_after_a_crash(
     assert len(receipts) == 1
     receipts[0].unlink()
     second = make_org(CLIENT_ORGS[2], spool_dir=tmp_path / "spool").participate(digits_parts[2], seed=99)
-    assert second.training is None and second.receipt["replayed"]
-    assert second.receipt["receipt_id"] == first.receipt["receipt_id"]
+    assert second.training is None and second.receipt.replayed
+    assert second.receipt.receipt_id == first.receipt.receipt_id
     # With the receipt on disk, the envelope is still resent: only the server's answer is shown as success.
     third = make_org(CLIENT_ORGS[2], spool_dir=tmp_path / "spool").participate(digits_parts[2])
-    assert third.training is None and third.receipt["replayed"]
-    assert third.receipt["receipt_id"] == first.receipt["receipt_id"]
-    assert org.api.round(open_round["id"])["submissions"] == 1
+    assert third.training is None and third.receipt.replayed
+    assert third.receipt.receipt_id == first.receipt.receipt_id
+    assert org.api.round(open_round["id"]).submissions == 1
 
 
 def _tamper_weights(client: TestClient, version: int) -> None:
@@ -277,7 +275,7 @@ def test_an_expired_token_is_renewed_once_and_the_request_repeated(
         api._token_expires = time.time() + 3600
         time.sleep(3.1)
         assert logins == 1
-        assert api.me()["org_name"] == "renewal test"
+        assert api.me().org_name == "renewal test"
         assert logins == 2
 
 
