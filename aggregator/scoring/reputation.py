@@ -5,7 +5,8 @@ update to point away from the server's trusted reference direction, further than
 scatter around it allows, AND to make the validation loss worse on its own (independent signals from data
 the server holds), or to have failed validation. A low
 fitness or a low honesty score alone is never evidence: a client with unusual data scores low on them
-without doing harm. Slashing needs *repeated* evidence: ``byzantine_threshold`` counted detections.
+without doing harm. Slashing needs conclusive evidence (slashed at once) or *repeated* evidence:
+``byzantine_threshold`` counted detections that drove the reputation below ``min_reputation``.
 """
 
 from __future__ import annotations
@@ -152,11 +153,12 @@ def slashing_decisions(
     """One decision per client to slash, with the first reason that applies (a client is slashed once per
     round) and ``slash_fraction`` of its stake, floored to token wei.
 
-    Reasons: ``byzantine_threshold`` or more counted detections (repeated evidence, never one round's
-    scores), when this round's evidence against the client is ``conclusive`` (a boosted norm, an update that
-    failed validation: nothing honest training produces) or the detections
-    have driven its ``reputation`` (after this round) below ``min_reputation``; or inactivity beyond
-    ``activity_timeout``.
+    Reasons: this round's evidence against the client is ``conclusive`` (a boosted norm, an update that
+    failed validation: nothing honest training produces), at once, whatever its count: waiting for
+    ``byzantine_threshold`` detections let a wallet flagged twice exit with its whole stake (and a rotated
+    wallet start at zero again); or ``byzantine_threshold`` or more counted detections (repeated evidence,
+    never one round's scores) that have driven its ``reputation`` (after this round) below
+    ``min_reputation``; or inactivity beyond ``activity_timeout``.
 
     Why the reputation for the rest: direction evidence is relative to the honest updates around it, and on
     very non-IID data an honest organization whose labels are few points away from the balanced reference
@@ -176,7 +178,7 @@ def slashing_decisions(
     decisions: list[SlashDecision] = []
     for i in range(n):
         reason = None
-        if counts[i] >= config.byzantine_threshold and (sure[i] or rep[i] < config.min_reputation):
+        if sure[i] or (counts[i] >= config.byzantine_threshold and rep[i] < config.min_reputation):
             reason = SlashReason.byzantine
         elif idle[i] > config.activity_timeout:
             reason = SlashReason.inactive

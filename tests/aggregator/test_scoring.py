@@ -126,6 +126,20 @@ def test_repeated_evidence_slashes_only_once_it_has_outweighed_the_useful_work()
     assert not is_conclusive(("reference_evidence: cosine -0.41 ...",)) and not is_conclusive(None)
 
 
+def test_conclusive_evidence_slashes_in_the_round_it_is_found_whatever_the_count() -> None:
+    """Issue 21.7, the attack: a wallet flagged with conclusive evidence (a 10x norm) in two rounds, below the
+    count of three, was never slashed and could exit with its whole stake (then rotate to a fresh wallet).
+    Each conclusive round slashes now, the first one included."""
+    config = ReputationConfig()
+    stake = 1000 * WAD
+    for count in (1, 2):
+        [decision] = slashing_decisions([count], [stake], [80.0], config=config, conclusive=[True])
+        assert decision.reason == SlashReason.byzantine
+        assert decision.amount == stake * round(config.slash_fraction * 1_000_000) // 1_000_000 > 0
+    # Inconclusive evidence still waits for the count and a reputation below min_reputation.
+    assert not slashing_decisions([2], [stake], [0.0], config=config, conclusive=[False])
+
+
 def test_an_attacker_flagged_every_round_is_slashed_as_soon_as_its_count_allows() -> None:
     """Reputation 50 at enrollment, flagged with fitness 30 (no quality, no honesty) every round: below
     min_reputation after two rounds, so the slash lands when the count reaches the threshold (round 3)."""

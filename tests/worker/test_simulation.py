@@ -89,6 +89,6 @@ def test_six_organizations_two_byzantine_three_rounds(api_url: str, chain, worke
     for address in attackers:
         assert address not in report.claimed_wei
         assert token.functions.balanceOf(address).call() == before[address] - stake
-    # One round's evidence never slashes; the byzantine_threshold-th (3rd) counted detection does.
-    assert not report.rounds[0].slashed and not report.rounds[1].slashed
-    assert set(report.rounds[2].slashed) == set(attackers)
+    # A 100x scaled update is conclusive evidence: it slashes in the round it is found (issue 21.7), once.
+    assert set(report.rounds[0].slashed) == set(attackers)
+    assert not report.rounds[1].slashed and not report.rounds[2].slashed
