@@ -18,10 +18,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fedledger.devkeys import AGGREGATOR_INDEX, MODEL_SIGNER_INDEX, dev_private_key, is_dev_private_key
+from fedledger.devkeys import (
+    AGGREGATOR_INDEX,
+    MODEL_SIGNER_INDEX,
+    dev_private_key,
+    is_dev_address,
+    is_dev_private_key,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,6 +179,14 @@ class Settings(BaseSettings):
                 ) from exc
         return value
 
+    @model_validator(mode="after")
+    def _no_loopback_sign_in_in_production(self) -> Settings:
+        # The default names the dashboard on this machine, for development; in production a login message
+        # for localhost would be accepted from any page a user runs locally. Set explicitly, it is kept.
+        if self.env == Environment.production and "siwe_allowed_domains" not in self.model_fields_set:
+            self.siwe_allowed_domains = []
+        return self
+
     # --- derived ------------------------------------------------------------------------------
     @property
     def is_dev_chain(self) -> bool:
@@ -224,16 +238,32 @@ class Settings(BaseSettings):
         """``key_dir``, or ``<data_dir>/keys`` when it is unset."""
         return self.key_dir or self.data_dir / "keys"
 
-    def check_production(self) -> None:
-        """Refuse development secrets wherever they would protect something real.
+    def check_production(self, node_chain_id: int | None = None) -> None:
+        """Refuse development secrets and accounts wherever they would protect something real.
 
         The JWT secret signs every token, operator tokens included: the public development default (or any
-        secret short enough to guess) is accepted only on the dev chain outside production. Raises
-        :class:`InsecureConfiguration` naming each setting to change and how.
+        secret short enough to guess) is accepted only on the dev chain outside production. ``node_chain_id``:
+        the chain id the node at ``chain_rpc_url`` answers (None when it cannot be asked now); it decides,
+        not ``FEDLEDGER_CHAIN_ID`` alone: a template's 31337 beside a node of chain 137 would otherwise let a
+        token forged with the dev secret rotate keys. Raises :class:`InsecureConfiguration` naming each
+        setting to change and how.
         """
         problems: list[str] = []
-        strict = self.env == Environment.production or not self.is_dev_chain
+        node_is_dev = node_chain_id is None or node_chain_id in DEV_CHAIN_IDS
+        strict = self.env == Environment.production or not self.is_dev_chain or not node_is_dev
         where = f"FEDLEDGER_ENV={self.env.value}, FEDLEDGER_CHAIN_ID={self.chain_id}"
+        if node_chain_id is not None and node_chain_id != self.chain_id:
+            where += f", the node's chain id {node_chain_id}"
+            problems.append(
+                f"FEDLEDGER_CHAIN_ID is {self.chain_id} but the node at FEDLEDGER_CHAIN_RPC_URL serves chain "
+                f"{node_chain_id}: set FEDLEDGER_CHAIN_ID={node_chain_id} (or point the RPC at the right node)"
+            )
+        dev_operators = [a for a in self.operator_addresses if strict and is_dev_address(a)]
+        if dev_operators:
+            problems.append(
+                f"FEDLEDGER_OPERATOR_ADDRESSES names public development accounts ({', '.join(dev_operators)}; "
+                f"{where}): their keys are in every Hardhat install; use addresses whose keys only you hold"
+            )
         secret = self.jwt_secret.get_secret_value()
         if strict and secret == DEV_JWT_SECRET:
             problems.append(

@@ -44,3 +44,11 @@ def _normalise(key: str) -> str:
 def is_dev_private_key(key: str) -> bool:
     """Whether ``key`` (0x or not, any case) is a public dev key, which the settings refuse off dev chains."""
     return _normalise(key) in dev_private_keys()
+
+
+def is_dev_address(address: str) -> bool:
+    """Whether ``address`` (any case) is one of the public dev accounts: its key is in every Hardhat install."""
+    from eth_account import Account
+
+    wanted = address.strip().lower()
+    return any(Account.from_key(key).address.lower() == wanted for key in dev_private_keys())

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, queue: TaskQueue | None = None) -> FastAPI:
     settings = settings or get_settings()
-    settings.check_production()
+    settings.check_production(node_chain_id(settings))
     state = AppState(settings, queue=queue)
 
     @asynccontextmanager
@@ -84,6 +84,16 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
         app.include_router(module.router)
     install_docs(app)
     return app
+
+
+def node_chain_id(settings: Settings) -> int | None:
+    """The chain id the node at ``chain_rpc_url`` answers, or None when it does not answer now (then the
+    settings' ``chain_id`` is all there is; every later chain read checks the deployments' chain id)."""
+    w3 = Web3(Web3.HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 5}))
+    try:
+        return int(w3.eth.chain_id)
+    except (Web3Exception, requests.RequestException, OSError, ValueError):
+        return None
 
 
 def node_identity(settings: Settings, deployments: Deployments) -> ChainIdentity | None:

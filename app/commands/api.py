@@ -15,11 +15,11 @@ def api(
     import uvicorn
 
     from fedledger.config import InsecureConfiguration, get_settings
-    from middleware.app import server_options
+    from middleware.app import node_chain_id, server_options
 
     settings = get_settings()
     try:
-        settings.check_production()
+        settings.check_production(node_chain_id(settings))
     except InsecureConfiguration as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
