@@ -267,10 +267,12 @@ class ChainGateway:
         )
 
     def mark_active(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
-        """Refresh the on-chain activity evidence (``lastActiveAt``) of organizations seen in a round."""
+        """Refresh the on-chain activity evidence (``lastActiveAt``) of organizations seen in round
+        ``round_id``, and record that they took part in it (an exit waits until that round is recorded)."""
         if not addresses:
             return None
-        return self.send_once(f"round:{round_id}:active", self.registry.functions.markActive(addresses))
+        call = self.registry.functions.markActive(round_id, addresses)
+        return self.send_once(f"round:{round_id}:active", call)
 
     def suspend_inactive(self, round_id: int, addresses: list[str]) -> SentTransaction | None:
         """Suspend organizations idle past the governed activity timeout (the contract checks the evidence)."""

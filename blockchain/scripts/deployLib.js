@@ -28,8 +28,8 @@ async function deployAll(hre, opts = {}) {
   const deployer = opts.deployer || signers[0];
   const aggregatorAddress = opts.aggregator || process.env.FEDLEDGER_AGGREGATOR_ADDRESS || (isDev ? signers[1].address : undefined);
   if (!aggregatorAddress) throw new Error("FEDLEDGER_AGGREGATOR_ADDRESS must be set outside the dev chain");
-  // Stops a stolen aggregator key faster than governance can: cancels rewards roots in their dispute window and
-  // revokes the key's role. Not the timelock, not the aggregator.
+  // Stops a stolen operational key faster than governance can: cancels rewards roots and pending slashes in
+  // their windows, revokes the aggregator's roles, reinstates organizations. Not the timelock, not the aggregator.
   const guardianAddress = opts.guardian || process.env.FEDLEDGER_GUARDIAN_ADDRESS || (isDev ? signers[DEV_GUARDIAN_INDEX].address : undefined);
   if (!guardianAddress) throw new Error("FEDLEDGER_GUARDIAN_ADDRESS must be set outside the dev chain (an account of its own, not the aggregator's)");
   if (guardianAddress.toLowerCase() === aggregatorAddress.toLowerCase()) {
@@ -55,8 +55,11 @@ async function deployAll(hre, opts = {}) {
     disputeWindow: envInt("FEDLEDGER_DISPUTE_WINDOW", opts.disputeWindow ?? (isDev ? 0n : undefined)),
     emissionCapPerPeriod: envInt("FEDLEDGER_EMISSION_CAP", opts.emissionCapPerPeriod),
     emissionPeriod: envInt("FEDLEDGER_EMISSION_PERIOD", opts.emissionPeriod),
-    // Security settings of the contracts that enforce them (undefined keeps the contract's default): the
+    // Security settings of the contracts that enforce them (undefined keeps the contract's default): seconds a
+    // slash beyond the prompt part waits (1 day), the prompt part in basis points of a stake (1000), the
     // largest step between recorded round ids (1024).
+    slashDelay: envInt("FEDLEDGER_SLASH_DELAY", opts.slashDelay),
+    promptSlashBps: envInt("FEDLEDGER_PROMPT_SLASH_BPS", opts.promptSlashBps),
     maxRoundGap: envInt("FEDLEDGER_MAX_ROUND_GAP", opts.maxRoundGap),
   };
 
@@ -111,6 +114,9 @@ async function deployAll(hre, opts = {}) {
   if (guardianAddress.toLowerCase() === tl.toLowerCase()) throw new Error("the guardian must not be the timelock");
   await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), tl));
   await send(ledger.grantRole(await ledger.GUARDIAN_ROLE(), guardianAddress));
+  await send(registry.grantRole(await registry.GUARDIAN_ROLE(), guardianAddress));
+  if (config.slashDelay !== undefined) await send(registry.setSlashDelay(config.slashDelay));
+  if (config.promptSlashBps !== undefined) await send(registry.setPromptSlashBps(config.promptSlashBps));
   if (config.maxRoundGap !== undefined) await send(ledger.setMaxRoundGap(config.maxRoundGap));
   for (const [name, value] of [["DisputeWindow", config.disputeWindow], ["EmissionCapPerPeriod", config.emissionCapPerPeriod],
     ["EmissionPeriod", config.emissionPeriod]]) {

@@ -2,6 +2,7 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
+const { anyValue } = require("@nomicfoundation/hardhat-chai-matchers/withArgs");
 const { deployedSystem, enroll, asTimelock, WAD } = require("./fixtures");
 
 const Status = { None: 0n, Active: 1n, Suspended: 2n, Slashed: 3n, Exited: 4n };
@@ -17,9 +18,14 @@ describe("Activity timeout (issue 11.5)", function () {
     const enrolledAt = (await reg.participantOf(idle.address)).lastActiveAt;
     await time.increase(TIMEOUT - 10);
     // The aggregator saw `busy` in a round: its evidence is refreshed; `idle` has none since enrolling.
-    await expect(reg.connect(keeper).markActive([busy.address])).to.be.revertedWithCustomError(reg, "AccessControlUnauthorizedAccount");
-    await expect(reg.connect(sys.aggregator).markActive([busy.address])).to.emit(reg, "ActivityRecorded");
-    await expect(reg.connect(sys.aggregator).markActive([never.address])).to.be.revertedWithCustomError(reg, "NotEnrolled");
+    await expect(reg.connect(keeper).markActive(1, [busy.address])).to.be.revertedWithCustomError(reg, "AccessControlUnauthorizedAccount");
+    await expect(reg.connect(sys.aggregator).markActive(1, [busy.address])).to.emit(reg, "ActivityRecorded")
+      .withArgs(busy.address, 1, anyValue);
+    expect((await reg.participantOf(busy.address)).lastRound).to.equal(1n);
+    // Round 0 refreshes the activity alone; a participant's last round never goes back.
+    await expect(reg.connect(sys.aggregator).markActive(0, [busy.address])).to.emit(reg, "ActivityRecorded");
+    expect((await reg.participantOf(busy.address)).lastRound).to.equal(1n);
+    await expect(reg.connect(sys.aggregator).markActive(1, [never.address])).to.be.revertedWithCustomError(reg, "NotEnrolled");
     await expect(reg.connect(keeper).suspendInactive([idle.address])).to.be.revertedWithCustomError(reg, "NotInactive")
       .withArgs(idle.address, enrolledAt + BigInt(TIMEOUT));
     await time.increase(20);
@@ -33,7 +39,7 @@ describe("Activity timeout (issue 11.5)", function () {
     expect(await reg.activeCount()).to.equal(1n);
     await expect(reg.connect(keeper).suspendInactive([idle.address])).to.be.revertedWithCustomError(reg, "InvalidStatus");
     await expect(reg.connect(keeper).suspendInactive(Array(2049).fill(idle.address))).to.be.revertedWithCustomError(reg, "BatchTooLarge");
-    await expect(reg.connect(sys.aggregator).markActive(Array(2049).fill(idle.address))).to.be.revertedWithCustomError(reg, "BatchTooLarge");
+    await expect(reg.connect(sys.aggregator).markActive(1, Array(2049).fill(idle.address))).to.be.revertedWithCustomError(reg, "BatchTooLarge");
   });
 
   it("lets an organization suspended for inactivity resume itself, but not one suspended by the slasher", async function () {

@@ -26,8 +26,10 @@ describe("Deployment wiring", function () {
     expect(sys.result.guardian).to.equal(devGuardian);
     expect(await sys.ContributionLedger.hasRole(guardian, tl)).to.equal(true);
     expect(await sys.ContributionLedger.hasRole(guardian, devGuardian)).to.equal(true);
+    expect(await sys.ParticipantRegistry.hasRole(await sys.ParticipantRegistry.GUARDIAN_ROLE(), devGuardian)).to.equal(true);
     for (const who of [sys.deployer.address, sys.aggregator.address]) {
       expect(await sys.ContributionLedger.hasRole(guardian, who)).to.equal(false);
+      expect(await sys.ParticipantRegistry.hasRole(guardian, who)).to.equal(false);
     }
     // The ledger and the distributor trust each other's immutable address only.
     expect(await sys.ContributionLedger.distributor()).to.equal(await sys.RewardDistributor.getAddress());

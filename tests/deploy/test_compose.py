@@ -101,6 +101,7 @@ def test_secrets_and_the_aggregator_address_are_required_not_defaulted() -> None
         "FEDLEDGER_AGGREGATOR_PRIVATE_KEY",
         "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY",
         "FEDLEDGER_AGGREGATOR_ADDRESS",
+        "FEDLEDGER_GUARDIAN_ADDRESS",
     ):
         uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
         assert uses and all(use.startswith(":?") for use in uses), (
@@ -162,6 +163,7 @@ def test_the_documented_variables_give_a_production_setup_in_which_an_operator_r
     documented = _documented_compose_variables()
     operator = Account.create()
     aggregator = Account.create()
+    guardian = Account.create()
     values = {
         "POSTGRES_PASSWORD": "pg-" + "x" * 20,
         "REDIS_PASSWORD": "redis-" + "y" * 20,
@@ -169,6 +171,7 @@ def test_the_documented_variables_give_a_production_setup_in_which_an_operator_r
         "FEDLEDGER_AGGREGATOR_PRIVATE_KEY": aggregator.key.hex(),
         "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY": Account.create().key.hex(),
         "FEDLEDGER_AGGREGATOR_ADDRESS": aggregator.address,
+        "FEDLEDGER_GUARDIAN_ADDRESS": guardian.address,
         "FEDLEDGER_OPERATOR_ADDRESSES": operator.address,
     }
     assert set(documented) == set(values), documented
@@ -188,3 +191,4 @@ def test_the_documented_variables_give_a_production_setup_in_which_an_operator_r
     deployer = {k: _interpolate(v, dotenv) for k, v in SERVICES["deployer"]["environment"].items()}
     assert deployer["FEDLEDGER_ENV"] == "production"
     assert deployer["FEDLEDGER_AGGREGATOR_ADDRESS"] == aggregator.address
+    assert deployer["FEDLEDGER_GUARDIAN_ADDRESS"] == guardian.address
