@@ -15,8 +15,10 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.kernels import row_norms as row_norms  # re-exported: callers import it here
+from aggregator.strategies.kernels import sq_norms_and_dots
 from aggregator.strategies.registry import register
-from aggregator.strategies.validation import as_update_matrix
+from aggregator.strategies.validation import as_update_matrix, raise_on_non_finite_rows
 
 if TYPE_CHECKING:
     from aggregator.round.params import RoundParams
@@ -36,23 +38,25 @@ def as_reference(reference: np.ndarray, d: int) -> np.ndarray:
     return np.ascontiguousarray(g0, dtype=np.float32)
 
 
-def row_norms(X: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row, accumulated in float64 (a float32 sum of squares overflows at 1e19)."""
-    norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
-    return norms
-
-
-def cosine_to_reference(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """cos(x_i, g_0) for every row of ``X`` (float64). A zero row has cosine 0: it points nowhere."""
-    X = as_update_matrix(X)
-    g0 = as_reference(reference, X.shape[1])
-    dots = np.einsum("ij,j->i", X, g0, dtype=np.float64)
-    norms = row_norms(X)
+def _norms_and_cosines(X: np.ndarray, g0: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Row norms, cos(x_i, g_0) and ||g_0|| from one blocked pass over float32 ``X``, which also serves
+    as its finiteness check (a NaN/Inf row has a non-finite norm)."""
+    sq, dots = sq_norms_and_dots(X, g0)
+    if not np.isfinite(sq).all():
+        raise_on_non_finite_rows(X)
+    assert dots is not None
+    norms = np.sqrt(sq)
     ref_norm = float(np.sqrt(np.dot(g0.astype(np.float64), g0.astype(np.float64))))
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(norms > 0.0, dots / (norms * ref_norm), 0.0)
     clipped: np.ndarray = np.clip(cos, -1.0, 1.0)
-    return clipped
+    return norms, clipped, ref_norm
+
+
+def cosine_to_reference(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """cos(x_i, g_0) for every row of ``X`` (float64). A zero row has cosine 0: it points nowhere."""
+    X = as_update_matrix(X, check_finite=False)
+    return _norms_and_cosines(X, as_reference(reference, X.shape[1]))[1]
 
 
 def trust_scores(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -67,17 +71,19 @@ def fltrust_coefficients(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     c_i = trust_i * ||g_0|| / ||x_i|| / sum_j trust_j. All zero when no update has positive trust: the
     paper then leaves the model unchanged. Exposed so scores can evaluate the aggregate of any subset.
     """
-    X = as_update_matrix(X)
-    g0 = as_reference(reference, X.shape[1])
-    trust = trust_scores(X, g0)
+    X = as_update_matrix(X, check_finite=False)
+    return _coefficients_of(*_norms_and_cosines(X, as_reference(reference, X.shape[1])))
+
+
+def _coefficients_of(norms: np.ndarray, cos: np.ndarray, ref_norm: float) -> np.ndarray:
+    trust = np.maximum(cos, 0.0)
     total = float(trust.sum())
     if total <= 0.0:
-        return np.zeros(X.shape[0])
-    ref_norm = float(row_norms(g0[None, :])[0])
-    norms = row_norms(X)
+        return np.zeros(norms.shape[0])
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(norms > 0.0, ref_norm / norms, 0.0)
-    return trust * scale / total
+    c: np.ndarray = trust * scale / total
+    return c
 
 
 def fltrust(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -85,10 +91,10 @@ def fltrust(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
     Contract: ``X`` is (n, d) finite floating point; ``reference`` is a finite (d,) vector with a positive
     norm. Returns float32 (d,) with norm at most ||g_0|| (a convex combination of vectors of that norm);
-    zeros when every update points away from the reference. Two passes over ``X`` (cosines and norms in
-    one einsum each, then one matrix-vector product).
+    zeros when every update points away from the reference. Two passes over ``X`` (norms, cosines and the
+    finiteness check in one blocked pass, then one matrix-vector product).
     """
-    X = as_update_matrix(X)
+    X = as_update_matrix(X, check_finite=False)
     c = fltrust_coefficients(X, reference)
     if not c.any():
         return np.zeros(X.shape[1], dtype=np.float32)
