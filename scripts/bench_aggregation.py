@@ -4,13 +4,21 @@
     make bench                      # installs the peers (pip extra "bench") and runs this
     .venv/bin/python scripts/bench_aggregation.py [--quick] [--repeats 5] [--background 2]
 
+Every strategy the registry holds is timed (``aggregator.strategies.names()``), the chain's genesis default
+(``strategy`` in fedledger/chain/param_table.json) first. Rules neither Flower nor qora-fl has (FLTrust,
+centered clipping, the guarded default) race a straightforward NumPy implementation written from the
+paper (column "NumPy ref"), whose float32 output is compared with ours like Flower's.
+
 For n clients in {10, 50, 100} and d parameters in {100K, 1M} (float32, standard normal), every contender
-of a cell (fedledger, Flower, qora-fl, and the bandwidth floor: one ``np.sum`` over the same matrix) runs
+of a cell (fedledger, Flower, qora-fl, the NumPy reference, and the bandwidth floor: one ``np.sum`` over
+the same matrix) runs
 once as a warm-up, then ``--repeats`` times interleaved (A B C A B C ...), so that a change in the
 machine's load hits every contender alike. Each time is printed as median [min-max] in ms, with the
 ratio of the faster peer's median to ours, the ratio of ours to the floor for coordinate-wise rules, the
-1-minute load average when the cell finished, and whether our output agrees with Flower's where the rule
-is the same (max |ours - Flower| <= 1e-4 x max |Flower|, or the same client chosen for Krum).
+1-minute load average when the cell finished, and whether our output agrees with Flower's (or the NumPy
+reference's) where the rule is the same (max |ours - theirs| <= 1e-4 x max |theirs|, or the same client
+chosen for Krum). FLTrust's reference update g_0 is a row of the same distribution plus the honest mean
+direction, so that most trust scores are positive; centered clipping starts at the coordinate median.
 
 BLAS runs one thread for every contender (threadpoolctl), so no contender spins on a core another holds.
 ``--background N`` starts N busy processes (pure Python loops) for the whole run and stops them after.
@@ -24,6 +32,7 @@ marked "~"; such cells are not counted in the verdict.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -38,7 +47,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.strategies import functions as robust  # noqa: E402
+from aggregator import strategies  # noqa: E402
+from aggregator.strategies.base import StrategyInputs  # noqa: E402
 
 try:
     import flwr
@@ -50,9 +60,26 @@ try:
 except ImportError:  # pragma: no cover
     qora = None
 
-STRATEGIES = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum", "bulyan", "reputation")
+PARAM_TABLE = Path(__file__).resolve().parent.parent / "fedledger" / "chain" / "param_table.json"
+
+
+def default_strategy() -> str:
+    """The genesis ``strategy`` of the chain's parameter table (the rule every new deployment runs)."""
+    table = json.loads(PARAM_TABLE.read_text())
+    (row,) = [p for p in table["parameters"] if p["name"] == "strategy"]
+    return str(row["default"])
+
+
+def all_strategies() -> tuple[str, ...]:
+    """Every registered strategy, the chain's default first."""
+    first = default_strategy()
+    return (first, *[name for name in strategies.names() if name != first])
+
+
+STRATEGIES = all_strategies()
 COORDINATE_WISE = {"fedavg", "median", "trimmed_mean", "reputation"}
 SELECTING = {"krum"}
+PEERS = ("flower", "qora", "numpy")
 BETA = 0.2
 
 
@@ -61,18 +88,79 @@ def keep(n: int, f: int) -> int:
     return n - 2 * f - 2
 
 
-def ours(name: str, X: np.ndarray, f: int, rep: np.ndarray) -> Callable[[], np.ndarray]:
+def reference_update(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The server's g_0: an update of the same scale leaning towards the clients' mean, as a root-data
+    update of an honest round does (cosines to it mostly positive, some rows below any cut)."""
+    d = X.shape[1]
+    g0 = rng.standard_normal(d, dtype=np.float32) + np.float32(0.3 * np.sqrt(X.shape[0])) * X.mean(axis=0)
+    return np.ascontiguousarray(g0, dtype=np.float32)
+
+
+def ours(name: str, X: np.ndarray, f: int, rep: np.ndarray, g0: np.ndarray) -> Callable[[], np.ndarray]:
+    """The registered strategy as a round runs it: its object, then ``aggregate`` on checked inputs."""
     n = X.shape[0]
     params = {
-        "fedavg": {},
-        "median": {},
         "trimmed_mean": {"beta": BETA},
         "krum": {"f": f},
         "multi_krum": {"f": f, "m": keep(n, f)},
         "bulyan": {"f": f},
-        "reputation": {"reputation": rep},
-    }[name]
-    return lambda: robust.aggregate(name, X, **params)
+    }.get(name, {})
+    strategy = strategies.strategy_class(name)(**params)  # type: ignore[arg-type]
+    inputs = StrategyInputs.of(n, reputation=rep, reference=g0, rng=np.random.default_rng(0))
+    return lambda: strategy.aggregate(X, inputs).vector
+
+
+def numpy_fltrust(X: np.ndarray, g0: np.ndarray) -> np.ndarray:
+    """FLTrust from the paper (Cao et al., NDSS 2021, Alg. 2): TS_i = ReLU(cos(g_i, g_0)); g_i rescaled to
+    ||g_0||; the aggregate is sum_i TS_i g_i' / sum_j TS_j."""
+    norms = np.linalg.norm(X, axis=1)
+    g0_norm = np.linalg.norm(g0)
+    trust = np.maximum((X @ g0) / (norms * g0_norm), 0.0)
+    if trust.sum() <= 0:
+        return np.zeros(X.shape[1], dtype=np.float32)
+    out: np.ndarray = ((trust * g0_norm / norms) @ X) / trust.sum()
+    return out.astype(np.float32)
+
+
+def numpy_centered_clip(X: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Centered clipping (Karimireddy, He, Jaggi, ICML 2021, eq. 2): v <- v + mean_i (x_i - v) min(1,
+    tau / ||x_i - v||), from the coordinate median, tau the median distance (our rule's tau = 0)."""
+    v = np.median(X, axis=0)
+    for _ in range(iterations):
+        diff = X - v
+        dist = np.linalg.norm(diff, axis=1)
+        tau = np.median(dist)
+        v = v + (np.minimum(1.0, tau / np.maximum(dist, 1e-30))[:, None] * diff).mean(axis=0)
+    return np.asarray(v, dtype=np.float32)
+
+
+def numpy_guarded(X: np.ndarray, g0: np.ndarray, z: float = 2.0) -> np.ndarray:
+    """The guarded FLTrust default as its docstring states it: rows with cos(x_i, g_0) > 0 whose median
+    cosine to the other rows is not below the round's median of those by more than z x 1.4826 MAD, equal
+    weights, each clipped to the median norm of the rows passing the reference test."""
+    n = X.shape[0]
+    norms = np.linalg.norm(X, axis=1)
+    cos_ref = (X @ g0) / (norms * np.linalg.norm(g0))
+    cos = (X @ X.T) / np.outer(norms, norms)
+    peers = np.median(cos[~np.eye(n, dtype=bool)].reshape(n, n - 1), axis=1)
+    level = np.median(peers) - z * 1.4826 * np.median(np.abs(peers - np.median(peers)))
+    passed = (cos_ref > 0) & (peers >= level)
+    clip = np.median(norms[cos_ref > 0])
+    c = np.where(passed, np.minimum(1.0, clip / norms), 0.0) / max(int(passed.sum()), 1)
+    return np.asarray(c @ X, dtype=np.float32)
+
+
+# The paper's rule, where the registered one is that rule (the guarded default is its own entry).
+NUMPY_REFERENCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "fltrust": numpy_fltrust,
+    "fltrust_guarded": numpy_guarded,
+    "centered_clip": lambda X, g0: numpy_centered_clip(X),
+}
+
+
+def numpy_call(name: str, X: np.ndarray, g0: np.ndarray) -> Callable[[], np.ndarray] | None:
+    rule = NUMPY_REFERENCES.get(name)
+    return None if rule is None else partial(rule, X, g0)
 
 
 def flower_call(name: str, X: np.ndarray, f: int) -> Callable[[], np.ndarray] | None:
@@ -187,10 +275,10 @@ def main() -> None:
             )
             print()
             print(
-                "| strategy | n | d | fedledger ms | Flower ms | qora-fl ms | floor ms | faster peer / ours "
-                "| ours / floor | = Flower | load |"
+                "| strategy | n | d | fedledger ms | Flower ms | qora-fl ms | NumPy ref ms | floor ms "
+                "| faster peer / ours | ours / floor | = peer | load |"
             )
-            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
             verdict(ns, ds, names, args)
     finally:
         for process in background:
@@ -208,8 +296,12 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
         rep = rng.uniform(20, 100, size=n)
         for d in ds:
             X = rng.standard_normal((n, d), dtype=np.float32)
+            g0 = reference_update(X, rng)
             for name in names:
-                contenders: dict[str, Callable[[], object]] = {"ours": ours(name, X, f, rep)}
+                contenders: dict[str, Callable[[], object]] = {"ours": ours(name, X, f, rep, g0)}
+                reference = numpy_call(name, X, g0)
+                if reference is not None:
+                    contenders["numpy"] = reference
                 extrapolated: dict[str, float] = {}
                 for peer, call in (("flower", flower_call(name, X, f)), ("qora", qora_call(name, X, f))):
                     if call is None:
@@ -230,22 +322,21 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
                 for peer, seconds in extrapolated.items():
                     med[peer] = seconds
                     cells[peer] = f"~{seconds * 1e3:,.0f}"
-                peers = [med[p] for p in ("flower", "qora") if p in med]
-                measured = [med[p] for p in ("flower", "qora") if p in times and len(times[p]) > 1]
+                peers = [med[p] for p in PEERS if p in med]
+                measured = [med[p] for p in PEERS if p in times and len(times[p]) > 1]
                 ratio = min(peers) / med["ours"] if peers else None
                 if measured and min(measured) / med["ours"] < 2.0:
                     failing.append(f"{name} n={n} d={d:,}: {min(measured) / med['ours']:.1f}x")
                 over = med["ours"] / med["floor"] if "floor" in med else None
                 if over is not None and over > 5.0:
                     floor_misses.append(f"{name} n={n} d={d:,}: {over:.1f}x")
+                compared = next((p for p in ("flower", "numpy") if p in outputs), None)
                 same = (
-                    agrees(name, outputs["ours"], outputs["flower"], X)  # type: ignore[arg-type]
-                    if "flower" in outputs
-                    else "n/a"
+                    "n/a" if compared is None else agrees(name, outputs["ours"], outputs[compared], X)  # type: ignore[arg-type]
                 )
                 print(
                     f"| {name} | {n} | {d:,} | {cells['ours']} | {cells.get('flower', 'n/a')} "
-                    f"| {cells.get('qora', 'n/a')} | {cells.get('floor', '')} "
+                    f"| {cells.get('qora', 'n/a')} | {cells.get('numpy', 'n/a')} | {cells.get('floor', '')} "
                     f"| {'n/a' if ratio is None else f'{ratio:,.1f}x'} "
                     f"| {'' if over is None else f'{over:,.1f}x'} | {same} | {os.getloadavg()[0]:.2f} |",
                     flush=True,
@@ -253,7 +344,7 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
     print()
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
     print(
-        f"# cells below 2x the faster measured peer: {len(failing)}" + "".join(f"\n#   {c}" for c in failing)
+        f"# cells below 2x the fastest measured peer: {len(failing)}" + "".join(f"\n#   {c}" for c in failing)
     )
     print(f"# coordinate-wise cells above 5x the floor: {len(floor_misses)}")
     for cell in floor_misses:
