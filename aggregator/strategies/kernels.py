@@ -16,13 +16,16 @@ import numpy as np
 # Entries per block of a row: long enough that the call overhead (~1 us) is small against the block's
 # bandwidth time, short enough that float32 rounding inside a block stays near one ulp.
 _BLOCK = 1 << 15
+# Below this sum of squares some squares may be float32 subnormals (< 1.2e-38) that lost digits.
+_TINY = 1e-20
 
 
 def sq_norms_and_dots(X: np.ndarray, v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(||x_i||^2, x_i . v) for the rows of float32 ``X`` (n, d) and float32 ``v`` (d,), both float64.
 
     ``v`` None returns only the squared norms (dots None). Rows whose float32 arithmetic overflows
-    (entries beyond ~1e17) are recomputed exactly in float64; so are their dots.
+    (entries beyond ~1e17) or underflows (squares below 1e-20) are recomputed in float64; so are their
+    dots.
     """
     n, d = X.shape
     sq = np.zeros(n)
@@ -36,7 +39,10 @@ def sq_norms_and_dots(X: np.ndarray, v: np.ndarray | None = None) -> tuple[np.nd
                 total += float(dot(block, block))
             sq[i] = total
         dots = None if v is None else (X @ v).astype(np.float64)
-    suspect = ~np.isfinite(sq) if dots is None else ~(np.isfinite(sq) & np.isfinite(dots))
+    # Overflowed rows, and rows so small that their float32 squares fall into subnormals (or to 0).
+    suspect = ~(np.isfinite(sq) & (sq > _TINY))
+    if dots is not None:
+        suspect |= ~np.isfinite(dots)
     for bad in np.flatnonzero(suspect):
         wide = X[bad].astype(np.float64)
         if not np.isfinite(wide).all():

@@ -50,3 +50,10 @@ def test_fltrust_coefficients_match_a_float64_implementation() -> None:
     trust = np.maximum(X64 @ g64 / (norms * np.linalg.norm(g64)), 0.0)
     expected = trust * np.linalg.norm(g64) / norms / trust.sum()
     assert np.allclose(fltrust_coefficients(X, g0), expected, rtol=1e-5, atol=1e-12)
+
+
+def test_rows_of_subnormal_squares_keep_their_norm_and_trust() -> None:
+    X = np.full((2, 1000), 1e-25, dtype=np.float32)
+    X[1] = 1.0
+    assert np.allclose(row_norms(X), [1e-25 * np.sqrt(1000.0), np.sqrt(1000.0)], rtol=1e-6)
+    assert (fltrust_coefficients(X, np.ones(1000, dtype=np.float32)) > 0).all()
