@@ -22,7 +22,7 @@ import numpy as np
 from aggregator.errors import InvalidParameter
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
 from aggregator.strategies.coordinatewise import median
-from aggregator.strategies.fltrust import row_norms
+from aggregator.strategies.kernels import row_norms
 from aggregator.strategies.registry import register
 from aggregator.strategies.validation import as_update_matrix
 
@@ -66,16 +66,49 @@ def centered_clip(
             raise InvalidParameter(f"centered_clip: the centre must be a finite vector of shape ({d},)")
     for _ in range(iterations):
         # A far attacker's row minus v can overflow float32: then (only then) redo it in float64.
-        with np.errstate(over="ignore", invalid="ignore"):
-            diff: np.ndarray = X - v[None, :].astype(np.float32)
-            distances = row_norms(diff)
+        v32 = v.astype(np.float32)
+        distances = _distances(X, v32)
         if not np.isfinite(distances).all():
             diff = X.astype(np.float64) - v[None, :]
             distances = row_norms(diff)
+            radius = float(np.median(distances)) if tau == 0.0 else tau
+            v = v + clip_weights(distances, radius) / n @ diff
+            continue
         radius = float(np.median(distances)) if tau == 0.0 else tau
         w = clip_weights(distances, radius) / n
-        v = v + (w.astype(diff.dtype) @ diff).astype(np.float64)
+        v = v + _weighted_diff(X, v32, w.astype(np.float32)).astype(np.float64)
     return v.astype(np.float32)
+
+
+# Columns per block of X - v: the (n, block) difference stays in cache instead of an (n, d) temporary
+# that is written, faulted in and read twice per iteration.
+_BLOCK_BYTES = 1 << 19
+
+
+def _blocks(X: np.ndarray) -> range:
+    n, d = X.shape
+    return range(0, d, max(1024, _BLOCK_BYTES // (4 * n)))
+
+
+def _distances(X: np.ndarray, v32: np.ndarray) -> np.ndarray:
+    """||x_i - v|| in float64 from float32 differences built block by block (inf if one overflows)."""
+    step = _blocks(X).step
+    sq = np.zeros(X.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in _blocks(X):
+            diff = X[:, start : start + step] - v32[start : start + step]
+            sq += np.einsum("ij,ij->i", diff, diff)
+    distances: np.ndarray = np.sqrt(sq)
+    return distances
+
+
+def _weighted_diff(X: np.ndarray, v32: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum_i w_i (x_i - v), float32, the differences rebuilt per block as in :func:`_distances`."""
+    step = _blocks(X).step
+    out = np.empty(X.shape[1], dtype=np.float32)
+    for start in _blocks(X):
+        out[start : start + step] = w @ (X[:, start : start + step] - v32[start : start + step])
+    return out
 
 
 def bucket_means(X: np.ndarray, bucket_size: int, rng: np.random.Generator) -> np.ndarray:
