@@ -54,6 +54,11 @@ def verify(
             else f"{result.anchors_checked} of {len(anchors)} on-chain anchors matched"
         )
         typer.echo(f"audit log intact: {result.entries} entries ({anchored})")
+        if not offline and result.unanchored_entries:
+            typer.echo(
+                f"{result.unanchored_entries} entries after the last anchor (from id {result.first_unanchored_id})"
+                " are protected by the hash chain only until a later anchor covers them"
+            )
         return
     where = f"at entry {result.first_bad_id}" if result.first_bad_id is not None else "at its end"
     typer.echo(

@@ -190,6 +190,10 @@ class AuditVerification(BaseModel):
     reason: str
     anchors: int = 0  # audit heads anchored on-chain by posted rounds
     anchors_checked: int = 0  # of those, matched against the log's entries
+    # Entries after the highest matched anchor: only the hash chain protects them (a writer of the database
+    # can forge, rewrite or delete them undetected) until a later anchor covers them.
+    unanchored_entries: int = 0
+    first_unanchored_id: int | None = None
 
 
 class HealthOut(BaseModel):

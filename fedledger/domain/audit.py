@@ -141,13 +141,19 @@ class ChainVerification:
     first_bad_id: int | None = None
     reason: str = ""
     anchors_checked: int = 0
+    # Entries after the highest anchor the log matched: protected by the hash chain only, so anyone who can
+    # write the database can forge, rewrite or delete them undetected until a later anchor covers them.
+    unanchored_entries: int = 0
+    first_unanchored_id: int | None = None
 
 
 def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 1000) -> ChainVerification:
     """Walk the whole log in id order, recomputing every hash and link, and check it against the heads that
     posted rounds anchored on-chain: entry number ``count`` must have the anchored hash (a log rewritten with
     recomputed hashes fails this), and the log must reach the highest anchored count (a cut tail fails this).
-    Entries after the latest anchor are protected by the hash chain only, until the next round is posted."""
+    Entries after the latest anchor are protected by the hash chain only, until the next anchor: the result
+    says how many (``unanchored_entries``, from ``first_unanchored_id``) so that nobody reads "ok" as covering
+    them."""
     by_count: dict[int, Anchor] = {}
     for anchor in anchors:
         by_count.setdefault(anchor.count, anchor)
@@ -155,6 +161,8 @@ def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 
     count = 0
     last_id = 0
     checked = 0
+    anchored_count = 0
+    first_unanchored_id: int | None = None
     while True:
         rows = session.scalars(
             select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
@@ -176,6 +184,8 @@ def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 
             prev = row.entry_hash
             count += 1
             last_id = row.id
+            if first_unanchored_id is None:
+                first_unanchored_id = row.id
             anchored = by_count.get(count)
             if anchored is not None:
                 if anchored.head.lower().removeprefix("0x") != row.entry_hash:
@@ -188,6 +198,8 @@ def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 
                         checked,
                     )
                 checked += 1
+                anchored_count = count
+                first_unanchored_id = None
     missing = [a for a in anchors if a.count > count]
     if missing:
         highest = max(missing, key=lambda a: a.count)
@@ -199,4 +211,10 @@ def verify_chain(session: Session, anchors: Sequence[Anchor] = (), batch: int = 
             "(entries were removed)",
             checked,
         )
-    return ChainVerification(True, count, anchors_checked=checked)
+    return ChainVerification(
+        True,
+        count,
+        anchors_checked=checked,
+        unanchored_entries=count - anchored_count,
+        first_unanchored_id=first_unanchored_id,
+    )

@@ -38,7 +38,8 @@ def entries(
 @router.get("/verify", response_model=AuditVerification, responses=responses(401, 403, 429, 503))
 def verify(_: OperatorPrincipal, session: SessionDep, state: StateDep) -> AuditVerification:
     """Recompute the whole hash chain and check it against the heads posted rounds anchored on-chain, so a
-    cut tail or a log rewritten with recomputed hashes is found (operator; 503 without the chain)."""
+    cut tail or a log rewritten with recomputed hashes is found, and how many entries after the last anchor
+    only the hash chain protects (operator; 503 without the chain)."""
     anchors = state.chain().audit_anchors()
     result = audit.verify_chain(session, anchors)
     return AuditVerification(
@@ -48,4 +49,6 @@ def verify(_: OperatorPrincipal, session: SessionDep, state: StateDep) -> AuditV
         reason=result.reason,
         anchors=len(anchors),
         anchors_checked=result.anchors_checked,
+        unanchored_entries=result.unanchored_entries,
+        first_unanchored_id=result.first_unanchored_id,
     )

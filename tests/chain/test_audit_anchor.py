@@ -106,6 +106,11 @@ def test_api_and_cli_verify_the_log_against_its_onchain_anchors(
 
     ok = client.get("/v1/audit/verify", headers=operator).json()
     assert ok["ok"] and ok["anchors"] == 1 and ok["anchors_checked"] == 1, ok
+    # Issue 21.10: what only the hash chain protects is reported, not folded into "ok".
+    sessions = client.app.state.fl.sessions
+    with sessions() as session:
+        tail = session.scalars(select(AuditEntry.id).order_by(AuditEntry.id).offset(count)).all()
+    assert tail and ok["unanchored_entries"] == len(tail) and ok["first_unanchored_id"] == tail[0], ok
 
     monkeypatch.setenv("FEDLEDGER_DATABASE_URL", settings.database_url or "")
     monkeypatch.setenv("FEDLEDGER_CHAIN_RPC_URL", settings.chain_rpc_url)
@@ -116,8 +121,8 @@ def test_api_and_cli_verify_the_log_against_its_onchain_anchors(
         result = runner.invoke(cli_app, ["audit", "verify"])
         assert result.exit_code == 0, result.output
         assert "1 of 1 on-chain anchors matched" in result.output
+        assert f"{len(tail)} entries after the last anchor (from id {tail[0]})" in result.output
 
-        sessions = client.app.state.fl.sessions
         # 1. A log rewritten from its first entry with recomputed hashes: the hash chain verifies, the anchor not.
         with sessions.begin() as session:
             _rewrite_from(session, session.scalar(select(AuditEntry.id).order_by(AuditEntry.id).limit(1)))
@@ -142,3 +147,24 @@ def test_api_and_cli_verify_the_log_against_its_onchain_anchors(
     finally:
         get_settings.cache_clear()
     assert head  # the anchored hash is what posting would have anchored
+
+
+def test_an_entry_forged_after_the_last_anchor_is_reported_as_unanchored(
+    client: TestClient,  # noqa: F811
+    w3: Web3,
+    fresh_deployment: tuple[Path, Deployments],
+) -> None:
+    """Issue 21.10, the attack: a writer of the database appends a forged entry (hashes recomputed) after the
+    last anchor. Nothing can prove it false before the next anchor, and verify used to say just "ok"; it now
+    names the unanchored tail the forgery sits in."""
+    operator = login(client, OPERATOR)
+    assert client.post("/v1/models", content=encode_weights(MODEL), headers=operator).status_code == 201
+    _, count = _anchor_a_round(client, w3, deployments=fresh_deployment[1])
+    assert client.get("/v1/audit/verify", headers=operator).json()["unanchored_entries"] == 0
+    with client.app.state.fl.sessions.begin() as session:
+        audit.append(session, "0x" + "ab" * 20, "model.rollback", "forged", {"by": "nobody"})
+    with client.app.state.fl.sessions() as session:
+        forged = session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    report = client.get("/v1/audit/verify", headers=operator).json()
+    assert report["ok"] and report["entries"] == count + 1, report
+    assert report["unanchored_entries"] == 1 and report["first_unanchored_id"] == forged, report
