@@ -19,8 +19,9 @@ same ``NumPyClient`` in every fedledger round (``FlowerBridge(client, org).run()
 fedledger rounds as the API's operator and read back their verified outcome.
 
 Trust model (platform mode): the fedledger deployment is the aggregator and the chain is the record. The
-Flower server only decides when rounds start and who is asked; it holds an operator login (open rounds,
-upload the genesis model) and nothing else. It never sees an update in the clear (updates are sealed for
+Flower server only decides when rounds start and who is asked; its login needs no more than the round-runner
+role (``FEDLEDGER_ROUND_RUNNER_ADDRESSES``: open and close rounds; no rollback, key rotation or audit log), and
+an operator login only to upload a genesis model when the platform has none. It never sees an update in the clear (updates are sealed for
 the platform's key), cannot sign for an organization, and cannot change a score, a reward or the
 recorded model. Each organization verifies every model it trains on against the trusted model signer
 and the on-chain hash, exactly as the SDK does outside Flower.
@@ -345,8 +346,9 @@ def organization_from_context(context: Context) -> Organization:
 class FedLedgerPlatform:
     """A fedledger deployment as ``FedLedgerStrategy``'s :class:`~fedledger.flower.RoundPlatform`.
 
-    ``operator`` must be one of the API's operator addresses (``FEDLEDGER_OPERATOR_ADDRESSES``): it opens
-    rounds and uploads the genesis model. Models are read back through an :class:`Organization` on the
+    ``operator`` must be one of the API's round-runner addresses (``FEDLEDGER_ROUND_RUNNER_ADDRESSES``, least
+    privilege: it opens rounds) or operator addresses (needed only when the platform has no model yet: it then
+    uploads the genesis model). Models are read back through an :class:`Organization` on the
     operator's wallet, so they are verified exactly as organizations verify them (hash, trusted model
     signer, on-chain record).
     """

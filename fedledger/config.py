@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = 900
     # Checksummed addresses that receive the operator role at login.
     operator_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Least privilege for an automated round driver (the Flower server): may open and close rounds, nothing
+    # else an operator may do (genesis upload, rollback, key rotation, the audit log).
+    round_runner_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- chain --------------------------------------------------------------------------------
     chain_rpc_url: str = "http://127.0.0.1:8545"
@@ -158,7 +161,12 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
 
     @field_validator(
-        "cors_origins", "operator_addresses", "siwe_allowed_domains", "trusted_proxies", mode="before"
+        "cors_origins",
+        "operator_addresses",
+        "round_runner_addresses",
+        "siwe_allowed_domains",
+        "trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -258,12 +266,16 @@ class Settings(BaseSettings):
                 f"FEDLEDGER_CHAIN_ID is {self.chain_id} but the node at FEDLEDGER_CHAIN_RPC_URL serves chain "
                 f"{node_chain_id}: set FEDLEDGER_CHAIN_ID={node_chain_id} (or point the RPC at the right node)"
             )
-        dev_operators = [a for a in self.operator_addresses if strict and is_dev_address(a)]
-        if dev_operators:
-            problems.append(
-                f"FEDLEDGER_OPERATOR_ADDRESSES names public development accounts ({', '.join(dev_operators)}; "
-                f"{where}): their keys are in every Hardhat install; use addresses whose keys only you hold"
-            )
+        for setting, addresses in (
+            ("FEDLEDGER_OPERATOR_ADDRESSES", self.operator_addresses),
+            ("FEDLEDGER_ROUND_RUNNER_ADDRESSES", self.round_runner_addresses),
+        ):
+            dev = [a for a in addresses if strict and is_dev_address(a)]
+            if dev:
+                problems.append(
+                    f"{setting} names public development accounts ({', '.join(dev)}; {where}): their keys "
+                    "are in every Hardhat install; use addresses whose keys only you hold"
+                )
         secret = self.jwt_secret.get_secret_value()
         if strict and secret == DEV_JWT_SECRET:
             problems.append(

@@ -37,6 +37,8 @@ with warnings.catch_warnings():
 
 ROLE_PARTICIPANT = "participant"
 ROLE_OPERATOR = "operator"
+# Opens and closes rounds only (FEDLEDGER_ROUND_RUNNER_ADDRESSES): what the Flower server's login needs.
+ROLE_ROUND_RUNNER = "round_runner"
 
 
 def _iso(moment: datetime) -> str:
@@ -176,7 +178,10 @@ def verify_login(session: Session, settings: Settings, message: str, signature: 
 
 def roles_for(settings: Settings, address: str) -> list[str]:
     operators = {to_checksum_address(a) for a in settings.operator_addresses if is_address(a)}
-    return [ROLE_PARTICIPANT, ROLE_OPERATOR] if address in operators else [ROLE_PARTICIPANT]
+    if address in operators:
+        return [ROLE_PARTICIPANT, ROLE_OPERATOR]
+    runners = {to_checksum_address(a) for a in settings.round_runner_addresses if is_address(a)}
+    return [ROLE_PARTICIPANT, ROLE_ROUND_RUNNER] if address in runners else [ROLE_PARTICIPANT]
 
 
 def issue_token(settings: Settings, address: str) -> tuple[str, datetime]:
@@ -203,6 +208,10 @@ class Principal:
     @property
     def is_operator(self) -> bool:
         return ROLE_OPERATOR in self.roles
+
+    @property
+    def may_run_rounds(self) -> bool:
+        return ROLE_OPERATOR in self.roles or ROLE_ROUND_RUNNER in self.roles
 
 
 def decode_token(settings: Settings, token: str) -> Principal:

@@ -100,6 +100,15 @@ def get_operator(principal: CurrentPrincipal) -> Principal:
 
 
 OperatorPrincipal = Annotated[Principal, Depends(get_operator)]
+
+
+def get_round_runner(principal: CurrentPrincipal) -> Principal:
+    if not principal.may_run_rounds:
+        raise ApiError(403, "round_runner_only", "this action needs the operator or the round-runner role")
+    return principal
+
+
+RoundRunnerPrincipal = Annotated[Principal, Depends(get_round_runner)]
 RateLimited = Depends(ip_rate_limit)
 NonceRateLimited = Depends(nonce_rate_limit)
 RegisterRateLimited = Depends(register_rate_limit)

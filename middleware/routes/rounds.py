@@ -10,7 +10,14 @@ from db.models import Round
 from fedledger.api.schemas import OpenRoundRequest, ReceiptOut, RoundOut
 from fedledger.domain import pipeline, rounds, submissions
 from fedledger.domain.errors import DomainError
-from middleware.deps import CurrentPrincipal, OperatorPrincipal, PathId, RateLimited, SessionDep, StateDep
+from middleware.deps import (
+    CurrentPrincipal,
+    PathId,
+    RateLimited,
+    RoundRunnerPrincipal,
+    SessionDep,
+    StateDep,
+)
 from middleware.errors import ApiError, responses
 from middleware.state import AppState
 
@@ -44,9 +51,9 @@ def to_out(session: SessionDep, r: Round) -> RoundOut:
 
 @router.post("", response_model=RoundOut, status_code=201, responses=responses(401, 403, 409, 422, 429, 503))
 def open_round(
-    body: OpenRoundRequest, principal: OperatorPrincipal, session: SessionDep, state: StateDep
+    body: OpenRoundRequest, principal: RoundRunnerPrincipal, session: SessionDep, state: StateDep
 ) -> RoundOut:
-    """Open a round on the active model (operator), with the governed parameters read from the chain now."""
+    """Open a round on the active model (operator or round runner), with the governed parameters read from the chain now."""
     params = state.chain().params()
     return to_out(
         session,
@@ -76,8 +83,8 @@ def get(round_id: PathId, session: SessionDep) -> RoundOut:
 
 
 @router.post("/{round_id}/close", response_model=RoundOut, responses=responses(401, 403, 404, 409, 429))
-def close(round_id: PathId, principal: OperatorPrincipal, state: StateDep) -> RoundOut:
-    """Close an OPEN round now (operator): the worker aggregates the updates it has, or fails the round
+def close(round_id: PathId, principal: RoundRunnerPrincipal, state: StateDep) -> RoundOut:
+    """Close an OPEN round now (operator or round runner): the worker aggregates the updates it has, or fails the round
     if they are too few (no deadline extension follows)."""
     with state.sessions.begin() as session:
         rounds.close_now(session, round_id, principal.address)
