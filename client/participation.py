@@ -55,6 +55,8 @@ class Submission:
     training: LocalTraining | None  # None when a spooled envelope was resent
     timings: dict[str, float]
     final_round: RoundOut | None = None
+    # This organization's scored contribution once the round was aggregated: kept or not, and why not.
+    contribution: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (what the CLI prints with --json)."""
@@ -76,6 +78,11 @@ class Submission:
             out["dp"] = asdict(self.training.dp) if self.training.dp else None
         if self.final_round is not None:
             out["round_status"] = self.final_round.status
+        if self.contribution is not None:
+            out["kept"] = self.contribution.get("kept")
+            out["excluded_reason"] = self.contribution.get("excluded_reason")
+            out["fitness"] = self.contribution.get("fitness")
+            out["reward_wei"] = self.contribution.get("reward_wei")
         return out
 
 
@@ -221,9 +228,18 @@ class Participation:
         self.submitted_rounds.add(round_id)
         timings["total"] = time.perf_counter() - started
         final = self.wait_for_round(round_id, timeout=timeout) if wait else None
+        contribution = None
         if final is not None:
             timings["wait"] = time.perf_counter() - started - timings["total"]
-        return Submission(round_id, receipt, prepared, training, timings, final)
+            contribution = self.contribution(round_id)
+        return Submission(round_id, receipt, prepared, training, timings, final, contribution)
+
+    def contribution(self, round_id: int) -> dict[str, Any] | None:
+        """This organization's scored contribution to ``round_id`` (None before the round is aggregated)."""
+        address = self.sealer.wallet.address
+        rows = self.api.contributions(round_id=int(round_id), address=address)
+        mine = [r.model_dump() for r in rows if r.participant.lower() == address.lower()]
+        return mine[0] if mine else None
 
     @staticmethod
     def check_data(model: VerifiedModel, data: Any, train_fn: TrainFn) -> None:

@@ -538,6 +538,15 @@ def _print_submission(summary: dict[str, Any]) -> None:
     )
     if summary.get("round_status"):
         typer.echo(f"  round {summary['round_id']} ended {summary['round_status']}")
+    if summary.get("kept") is False:
+        # Excluded updates are not paid: say why, so the organization can fix its data or training.
+        reason = summary.get("excluded_reason") or "no reason recorded"
+        typer.echo(f"  your update was excluded from the aggregate (not paid): {reason}")
+    elif summary.get("kept"):
+        typer.echo(
+            f"  your update was kept: fitness {score_text(summary.get('fitness'))}, "
+            f"reward {_tokens(summary.get('reward_wei') or 0)} tokens"
+        )
 
 
 @client_app.command("claim")
