@@ -14,7 +14,9 @@ and sent by the wallet with ``eth_sendTransaction``; Python then waits for the r
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +40,10 @@ WALLET = "wallet"  # {"address", "chain_id"} once connected
 CHALLENGE = "login_challenge"  # {"id", "address", "message"} while the wallet is asked to sign
 TX_LOG = "tx_log"  # [{"label", "hash", "status", "detail"}], newest first
 FLASH = "flash"  # one message shown at the top of the next run
+# The JWT kept in a cookie of the dashboard's origin (written by the wallet component), so that reloading
+# the page keeps the session until the token expires; the API still checks the token on every request.
+SESSION_COOKIE = "fedledger_session"
+FORGET = "forget_session"  # the cookie is being removed (signed out): do not restore from it
 
 
 @dataclass
@@ -99,6 +105,71 @@ def signed_in() -> dict[str, Any] | None:
 def sign_out() -> None:
     for key in (AUTH, WALLET, CHALLENGE):
         st.session_state.pop(key, None)
+    st.session_state[FORGET] = f"forget-{uuid.uuid4().hex}"
+
+
+def _token_claims(token: str) -> dict[str, Any] | None:
+    """The JWT's claims, unverified: only to show who is signed in until when; the API verifies it."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _restore(ctx: Context) -> None:
+    """A reloaded page: the session the cookie keeps, if its token has not expired and the API accepts it."""
+    if st.session_state.get(AUTH) or st.session_state.get(FORGET):
+        return
+    token = st.context.cookies.get(SESSION_COOKIE)
+    claims = _token_claims(token) if isinstance(token, str) and token else None
+    if not token or claims is None or not isinstance(claims.get("exp"), int):
+        return
+    expires = datetime.fromtimestamp(claims["exp"], UTC)
+    if expires <= datetime.now(UTC):
+        return
+    try:
+        ctx.api.me(token)
+    except DASHBOARD_ERRORS:
+        # Refused (another API secret, a revoked operator) or unreachable: sign in again.
+        return
+    st.session_state[AUTH] = {
+        "token": token,
+        "address": str(claims.get("sub")),
+        "expires_at": expires.isoformat(),
+        "roles": list(claims.get("roles") or []),
+    }
+
+
+def _session_cookie(auth: dict[str, Any]) -> None:
+    """Keep the signed-in session's token in the browser until it expires (nothing shown)."""
+    expires = datetime.fromisoformat(str(auth["expires_at"]).replace("Z", "+00:00"))
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    seconds = max(int((expires - datetime.now(UTC)).total_seconds()), 0)
+    wallet_request(
+        key="wallet-remember",
+        label="",
+        request_id="remember-" + hashlib.sha256(str(auth["token"]).encode()).hexdigest()[:24],
+        method="fedledger_remember",
+        params=[auth["token"], seconds],
+        auto=True,
+        hidden=True,
+    )
+
+
+def _forget_cookie() -> None:
+    request_id = st.session_state.get(FORGET)
+    if request_id:
+        wallet_request(
+            key="wallet-forget",
+            label="",
+            request_id=str(request_id),
+            method="fedledger_forget",
+            auto=True,
+            hidden=True,
+        )
 
 
 def flash(kind: str, text: str) -> None:
@@ -130,10 +201,13 @@ def _hex_message(message: str) -> str:
 def wallet_sidebar(ctx: Context) -> None:
     """The sidebar's wallet panel: connect → sign in → signed in (with sign out)."""
     st.subheader("Wallet")
+    _restore(ctx)
     auth = signed_in()
     if auth is not None:
         _signed_in_panel(ctx, auth)
+        _session_cookie(auth)
         return
+    _forget_cookie()
     challenge = st.session_state.get(CHALLENGE)
     if challenge is None:
         st.caption("Organizations sign in with their wallet (Sign-In with Ethereum).")
@@ -204,6 +278,7 @@ def wallet_sidebar(ctx: Context) -> None:
         "roles": token.get("roles", []),
     }
     st.session_state.pop(CHALLENGE, None)
+    st.session_state.pop(FORGET, None)
     flash("success", f"Signed in as {token['address']}.")
     st.rerun()
 

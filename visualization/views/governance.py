@@ -19,9 +19,23 @@ def render(ctx: Context) -> None:
         st.error(f"The chain is not reachable, so governance is unavailable: {ctx.chain_error}")
         return
     gov = Governance(ctx.chain)
-    symbol = ctx.symbol
     auth = ctx.auth
     voter = auth["address"] if auth else None
+    _live(ctx, gov, voter)
+    st.subheader("Propose a parameter change")
+    _create(ctx, gov, voter)
+
+
+# Proposals move on with the chain (Pending → Active → Succeeded → Queued → Executed): this part of the
+# page reads them again on its own, so nobody has to reload (which used to sign the person out).
+REFRESH_SECONDS = 5
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def _live(ctx: Context, gov: Governance, voter: str | None) -> None:
+    """The chain's governance figures and every proposal with its actions, re-read every few seconds."""
+    assert ctx.chain is not None
+    symbol = ctx.symbol
     block = gov.clock()
     numerator = int(gov.governor.functions.quorumNumerator().call())
     denominator = int(gov.governor.functions.quorumDenominator().call())
@@ -40,7 +54,8 @@ def render(ctx: Context) -> None:
         period_min = gov.voting_period() * pace / 60
         st.caption(
             f"A block about every {pace:.0f} s on this chain: voting lasts about {period_min:.1f} min. "
-            "Reload the page to follow a proposal through Pending, Active, Succeeded, Queued and Executed."
+            f"The proposals below refresh every {REFRESH_SECONDS} s through Pending, Active, Succeeded, "
+            "Queued and Executed."
         )
     if voter:
         account = ctx.chain.account(voter)
@@ -75,9 +90,6 @@ def render(ctx: Context) -> None:
         )
         for proposal in proposals:
             _proposal(ctx, gov, proposal, voter, block)
-
-    st.subheader("Propose a parameter change")
-    _create(ctx, gov, voter)
 
 
 def _block_seconds(ctx: Context, block: int, span: int = 20) -> float | None:
@@ -178,8 +190,13 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
                         disabled=bool(p.has_voted),
                         simulate=not p.has_voted,
                     )
-        elif p.state == ProposalState.Succeeded and voter:
-            st.caption("The proposal passed: queue it in the timelock (anyone may).")
+        # Queue and Execute stay rendered after they were offered, as Vote does: the state they change would
+        # hide them, and the wallet's answer (the "confirmed in block" and "Your transactions" entry)
+        # reaches Python only through the component that sent the transaction.
+        succeeded = p.state == ProposalState.Succeeded
+        if voter and keep_showing(f"queue-{p.id}", succeeded):
+            if succeeded:
+                st.caption("The proposal passed: queue it in the timelock (anyone may).")
             transaction_button(
                 ctx,
                 key=f"tx-queue-{p.id}",
@@ -188,21 +205,26 @@ def _proposal(ctx: Context, gov: Governance, p: Proposal, voter: str | None, blo
                 data=gov.queue_calldata(p),
                 sender=voter,
                 describe=f"Queue “{p.title}”",
+                disabled=not succeeded,
+                simulate=succeeded,
             )
-        elif p.state == ProposalState.Queued:
-            wait = p.eta - int(time.time())
-            if wait > 0:
-                st.caption(f"Queued: executable in {wait} s (timelock).")
-            elif voter:
-                transaction_button(
-                    ctx,
-                    key=f"tx-execute-{p.id}",
-                    label="Execute",
-                    to=gov.address,
-                    data=gov.execute_calldata(p),
-                    sender=voter,
-                    describe=f"Execute “{p.title}”",
-                )
+        # The chain's clock decides (the timelock checks the block's timestamp), not this machine's.
+        wait = p.eta - ctx.chain.next_block_time() if p.state == ProposalState.Queued and ctx.chain else 0
+        if wait > 0:
+            st.caption(f"Queued: executable in {wait} s (timelock).")
+        executable = p.state == ProposalState.Queued and wait <= 0
+        if voter and keep_showing(f"execute-{p.id}", executable):
+            transaction_button(
+                ctx,
+                key=f"tx-execute-{p.id}",
+                label="Execute",
+                to=gov.address,
+                data=gov.execute_calldata(p),
+                sender=voter,
+                describe=f"Execute “{p.title}”",
+                disabled=not executable,
+                simulate=executable,
+            )
 
 
 def _create(ctx: Context, gov: Governance, voter: str | None) -> None:

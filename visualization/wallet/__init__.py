@@ -52,6 +52,7 @@ def wallet_request(
     caption: str = "",
     pending: str = "",
     help: str = "",  # noqa: A002 - Streamlit's own name for it
+    hidden: bool = False,
 ) -> WalletResponse | None:
     """Render a wallet button for one request; return the wallet's answer the first time it arrives.
 
@@ -67,6 +68,7 @@ def wallet_request(
         caption=caption,
         pending=pending,
         help=help,
+        hidden=hidden,
         key=key,
         default=None,
     )

@@ -74,8 +74,34 @@
     return Date.now().toString(36) + "-" + random[0].toString(36) + random[1].toString(36);
   }
 
+  // The session survives a reload: the JWT is kept in a cookie of the dashboard's origin until it expires
+  // (Python reads it back on the next run); no wallet is involved.
+  const SESSION_COOKIE = "fedledger_session";
+
+  function remember(params) {
+    const token = String(params[0] || "");
+    const maxAge = Math.max(0, Math.floor(Number(params[1]) || 0));
+    const secure = window.top.location.protocol === "https:" ? "; Secure" : "";
+    window.top.document.cookie =
+      SESSION_COOKIE + "=" + encodeURIComponent(token) + "; Max-Age=" + maxAge + "; Path=/; SameSite=Strict" + secure;
+  }
+
+  function forget() {
+    window.top.document.cookie = SESSION_COOKIE + "=; Max-Age=0; Path=/; SameSite=Strict";
+  }
+
   async function execute(request) {
     const nonce = newNonce();
+    if (request.method === "fedledger_remember" || request.method === "fedledger_forget") {
+      try {
+        if (request.method === "fedledger_remember") remember(request.params || []);
+        else forget();
+        reply({ id: request.id, nonce: nonce, ok: true, result: true });
+      } catch (err) {
+        reply({ id: request.id, nonce: nonce, ok: false, error: { code: "storage", message: String(err) } });
+      }
+      return;
+    }
     const eth = provider();
     if (!eth) {
       const message = "No Ethereum wallet in this browser: install MetaMask (or another EIP-1193 wallet) and reload.";
@@ -121,6 +147,12 @@
 
   function update() {
     const request = args.request || null;
+    if (args.hidden) {
+      // A bookkeeping request (the session cookie): nothing to show.
+      document.getElementById("root").style.display = "none";
+      post("streamlit:setFrameHeight", { height: 0 });
+      return;
+    }
     button.textContent = args.label || "Connect wallet";
     button.className = args.kind === "secondary" ? "secondary" : "";
     button.disabled = disabled || busy || !request || !!args.disabled;
