@@ -125,24 +125,24 @@ def organization_history(history: pd.DataFrame, symbol: str) -> go.Figure:
     """One organization's scores per round (lines) and rewards (bars, right axis)."""
     data = history.sort_values("round")
     figure = make_subplots(specs=[[{"secondary_y": True}]])
+    # Scores as grouped bars: equal scores (all four at 100, as an honest organization gets) stand side by
+    # side, where lines on top of each other showed only the last one drawn.
+    for column in ("fitness", "quality", "timeliness", "honesty"):
+        figure.add_trace(
+            go.Bar(x=data["round"], y=data[column], name=column, offsetgroup=column),
+            secondary_y=False,
+        )
     figure.add_trace(
-        go.Bar(
-            x=data["round"], y=data["reward"], name=f"reward ({symbol})", marker_color="#c9d6ea", opacity=0.8
+        go.Scatter(
+            x=data["round"],
+            y=data["reward"],
+            name=f"reward ({symbol})",
+            mode="lines+markers",
+            line={"color": "#1f2933", "dash": "dot"},
         ),
         secondary_y=True,
     )
-    for column in ("fitness", "quality", "timeliness", "honesty"):
-        figure.add_trace(
-            go.Scatter(
-                x=data["round"],
-                y=data[column],
-                name=column,
-                mode="lines+markers",
-                line={"width": 3 if column == "fitness" else 1.5},
-            ),
-            secondary_y=False,
-        )
-    figure.update_layout(title="Scores and rewards per round", **LAYOUT)
+    figure.update_layout(title="Scores and rewards per round", barmode="group", **LAYOUT)
     figure.update_xaxes(title_text="round", type="category")
     figure.update_yaxes(title_text="score (0–100)", range=[0, 100], secondary_y=False)
     figure.update_yaxes(title_text=symbol or "tokens", secondary_y=True, rangemode="tozero")
@@ -176,11 +176,20 @@ def vote_tally(for_votes: float, against: float, abstain: float, quorum: float) 
             go.Bar(y=["votes"], x=[against], name="against", orientation="h", marker_color=REJECTED),
         ]
     )
-    figure.add_vline(x=quorum, line_dash="dash", annotation_text="quorum (for + abstain)")
+    # The label sits above the bars, on the page's background: over the green "for" bar it was unreadable.
+    figure.add_vline(
+        x=quorum,
+        line_dash="dash",
+        annotation_text="quorum (for + abstain)",
+        annotation_position="top",
+        annotation_yanchor="bottom",
+        annotation_font_color="#1f2933",
+        annotation_bgcolor="rgba(255, 255, 255, 0.9)",
+    )
     figure.update_layout(
         barmode="stack",
-        height=150,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        height=170,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
         showlegend=True,
         legend={"orientation": "h", "y": -0.5},
     )

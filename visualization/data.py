@@ -296,6 +296,19 @@ class Chain:
             ],
         )
 
+    def claim_many_calldata(self, account: str, rewards: list[tuple[int, int, list[str]]]) -> str:
+        """``RewardDistributor.claimMany`` for (round id, amount, proof) of one account: one transaction and
+        one mint for all of them (at most the contract's ``MAX_CLAIMS``)."""
+        return self.reader.distributor.encode_abi(
+            "claimMany",
+            args=[
+                [int(r) for r, _, _ in rewards],
+                to_checksum_address(account),
+                [int(a) for _, a, _ in rewards],
+                [[bytes.fromhex(p.removeprefix("0x")) for p in proof] for _, _, proof in rewards],
+            ],
+        )
+
     def delegate_calldata(self, delegatee: str) -> str:
         return self.reader.token.encode_abi("delegate", args=[to_checksum_address(delegatee)])
 

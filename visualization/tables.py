@@ -226,7 +226,7 @@ def contributions_table(contributions: pd.DataFrame, symbol: str) -> pd.DataFram
             "Honesty": contributions["honesty"],
             "Fitness": contributions["fitness"],
             "Kept": contributions["kept"],
-            "Flagged Byzantine": contributions["byzantine"],
+            "Byzantine": contributions["byzantine"],
             f"Reward{unit}": contributions["reward_wei"].map(fmt_exact),
             "Reputation after": contributions["reputation_after"].map(lambda v: _number(v, ".1f")),
         }

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from fedledger.chain.deployments import Deployments
@@ -147,6 +148,19 @@ def go_to(page, name: str) -> None:  # type: ignore[no-untyped-def]
 def wallet_button(scope, label: str):  # type: ignore[no-untyped-def]
     """The wallet component's button (inside its iframe) under ``scope``."""
     return scope.frame_locator('iframe[data-testid="stCustomComponentV1"]').get_by_role("button", name=label)
+
+
+def wallet_button_among(scope, label: str):  # type: ignore[no-untyped-def]
+    """The wallet button named ``label`` among several wallet components under ``scope``."""
+    selector = 'iframe[data-testid="stCustomComponentV1"]'
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        for i in range(scope.locator(selector).count()):
+            button = scope.frame_locator(selector).nth(i).get_by_role("button", name=label)
+            if button.count():
+                return button
+        assert time.monotonic() < deadline, f"no wallet button {label!r}"
+        time.sleep(0.3)
 
 
 def shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -304,6 +318,143 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         shoot(page, "governance")
         sent = {h.removeprefix("0x") for h in wallet.sent}
         assert len(sent) == 3  # claim, propose, vote
+    except Exception:
+        print("\n".join(console[-50:]))
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        print(f"failure screenshot: {tmp_path / 'failure.png'}")
+        raise
+    finally:
+        context.close()
+
+
+def test_reload_keeps_the_session_proposals_follow_the_chain_and_every_transaction_confirms(
+    world: World,
+    api_server: ApiServer,
+    dashboard: str,
+    browser,
+    w3: Web3,
+    deployments: Deployments,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """Issue 22 items 4, 5 and 10: reloading signed the person out (while the README said to reload to follow
+    a proposal); Queue and Execute gave no "confirmed in block" and no "Your transactions" entry; a reward
+    took one transaction per round (claimMany was not offered); the Contributions table was cut at 1440 px."""
+    from fedledger.chain.tx import send_transaction
+    from fedledger.devkeys import dev_private_key
+
+    index = WALLET_INDEX + 1
+    address, key = dashboard_account(index)
+    close_round_as_the_worker_would(world, api_server.settings)  # contributions to show
+    ensure_enrolled(w3, deployments, index)
+    registered = world.client.post(
+        "/v1/participants", json={"org_name": "Reload Clinic"}, headers=login(world.client, index)
+    )
+    assert registered.status_code == 200, registered.text
+    rewards = [
+        posted_reward_round(world, api_server.settings, w3, {index: amount}) for amount in (3 * WAD, 4 * WAD)
+    ]
+
+    governor = deployments.contract(w3, "FLGovernor")
+    parameters = deployments.contract(w3, "ProtocolParameters")
+    spec = spec_by_name("trim_fraction")  # set to the value it has: the session's other tests see no change
+    current = parameters.functions.get(spec.index).call()
+    calldata = parameters.encode_abi("setParameter", args=[spec.index, current])
+    description = f"Keep the trim fraction ({uuid.uuid4().hex[:8]})"
+    send_transaction(
+        w3,
+        governor.functions.propose([parameters.address], [0], [bytes.fromhex(calldata[2:])], description),
+        key,
+    )
+    pid = proposal_id([parameters.address], [0], [calldata], description)
+
+    wallet = TestWallet(w3, key)
+    context = browser.new_context(viewport={"width": 1440, "height": 1400})
+    context.set_default_timeout(TIMEOUT_MS)
+    console: list[str] = []
+    page = context.new_page()
+    try:
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.expose_function(BINDING, wallet.handle)
+        page.add_init_script(INIT_SCRIPT)
+        page.goto(dashboard)
+        page.get_by_role("heading", name="Overview").first.wait_for()
+        settle(page)
+        sidebar = page.get_by_test_id("stSidebar")
+        wallet_button(sidebar, "Connect wallet").click()
+        page.get_by_text(f"Signed in as {address}").wait_for()
+        settle(page)
+        signatures = sum(1 for c in wallet.calls if c["method"] == "personal_sign")
+
+        # A reload keeps the session (until the token expires): no new connection, no new signature.
+        page.reload()
+        page.get_by_role("heading", name="Overview").first.wait_for()
+        settle(page)
+        sidebar.get_by_text(address).wait_for()
+        assert sidebar.get_by_role("button", name="Sign out").is_visible()
+        assert sum(1 for c in wallet.calls if c["method"] == "personal_sign") == signatures
+
+        # Claim all: one claimMany for both rounds, confirmed and listed under "Your transactions".
+        go_to(page, "Token economics")
+        token = deployments.contract(w3, "RewardToken")
+        before = token.functions.balanceOf(address).call()
+        wallet_button_among(page.get_by_test_id("stMain"), "Claim all (2 rounds, 7 DALLA)").click()
+        page.get_by_text("Claim 2 rounds: confirmed in block").first.wait_for()
+        settle(page)
+        distributor = deployments.contract(w3, "RewardDistributor")
+        assert all(distributor.functions.claimed(r, address).call() for r in rewards)
+        assert token.functions.balanceOf(address).call() == before + 7 * WAD
+        sidebar.get_by_text("Claim 2 rounds: confirmed").wait_for()
+
+        # Every column of the Contributions table is inside a 1440 px window.
+        go_to(page, "Contributions")
+        grid = page.get_by_test_id("stDataFrame").first
+        grid.wait_for()
+        widths = grid.evaluate(
+            "(e) => { const s = e.querySelector('.dvn-scroller') || e; return [s.scrollWidth, s.clientWidth]; }"
+        )
+        assert widths[0] <= widths[1] + 1, f"Contributions table cut: {widths}"
+
+        # The proposal follows the chain on the open page: Pending, then Active, without a reload.
+        go_to(page, "Governance")
+        proposal = page.get_by_test_id("stExpander").filter(has_text=description)
+        proposal.first.wait_for()
+        mine(w3, 2)
+        page.get_by_test_id("stExpander").filter(has_text=f"{description} — Active").first.wait_for()
+        # Enough For votes for the quorum, cast on-chain by the dev organizations, then the period ends.
+        snapshot = governor.functions.proposalSnapshot(pid).call()
+        quorum = governor.functions.quorum(snapshot).call()
+        cast = 0
+        for voter in range(3, 20):
+            voter_key = dev_private_key(voter)
+            weight = governor.functions.getVotes(Account.from_key(voter_key).address, snapshot).call()
+            if weight and cast < quorum:
+                send_transaction(w3, governor.functions.castVote(pid, 1), voter_key)
+                cast += weight
+        assert cast >= quorum
+        mine(w3, int(governor.functions.votingPeriod().call()) + 1)
+        assert governor.functions.state(pid).call() == ProposalState.Succeeded
+        succeeded = page.get_by_test_id("stExpander").filter(has_text=f"{description} — Succeeded")
+        succeeded.first.wait_for()
+
+        # Queue, then Execute once the timelock allows it: each confirmed on the page and in the sidebar.
+        wallet_button_among(succeeded.first, "Queue").click()
+        page.get_by_text(f"Queue “{description}”: confirmed in block").first.wait_for()
+        assert governor.functions.state(pid).call() == ProposalState.Queued
+        sidebar.get_by_text(f"Queue “{description}”: confirmed").wait_for()
+        # The timelock's delay passes on the chain's clock (quickly mined blocks run it ahead of this
+        # machine's); the page offers Execute by itself (it re-reads the proposals).
+        page.get_by_test_id("stExpander").filter(has_text=f"{description} — Queued").first.wait_for()
+        eta = governor.functions.proposalEta(pid).call()
+        w3.provider.make_request(
+            "evm_setNextBlockTimestamp", [max(eta, w3.eth.get_block("latest")["timestamp"] + 1)]
+        )  # type: ignore[arg-type]
+        mine(w3, 1)
+        wallet_button_among(
+            page.get_by_test_id("stExpander").filter(has_text=description).first, "Execute"
+        ).click()
+        page.get_by_text(f"Execute “{description}”: confirmed in block").first.wait_for()
+        assert governor.functions.state(pid).call() == ProposalState.Executed
+        sidebar.get_by_text(f"Execute “{description}”: confirmed").wait_for()
     except Exception:
         print("\n".join(console[-50:]))
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)

@@ -294,6 +294,21 @@ def test_contributions_table_filters_and_history(world: World, dashboard_env: Ap
     assert shown["Mean fitness"] == f"{closed.fitness[address_of(ORGS[1])]:.1f}"
     assert shown["Total rewards (DALLA)"] == "75.00"
     assert shown["Reputation"] == "60.0"
+    # Equal scores stay visible: grouped bars side by side (lines at the same height hid each other).
+    history = {f["layout"]["title"]["text"]: f for f in charts(at)}["Scores and rewards per round"]
+    scores = [t for t in history["data"] if t["name"] in ("fitness", "quality", "timeliness", "honesty")]
+    assert len(scores) == 4 and all(t["type"] == "bar" for t in scores)
+    assert history["layout"]["barmode"] == "group" and len({t["offsetgroup"] for t in scores}) == 4
+
+
+def test_the_vote_chart_quorum_label_sits_above_the_bars_on_a_background() -> None:
+    """Issue 22 item 10: "Quorum (For + Abstain)" was written over the green For bar, unreadable."""
+    from visualization.charts import vote_tally
+
+    layout = vote_tally(70.0, 5.0, 10.0, 40.0).to_plotly_json()["layout"]
+    (label,) = [a for a in layout["annotations"] if "quorum" in a["text"]]
+    assert label["y"] >= 1 and label["yanchor"] == "bottom" and label["bgcolor"]
+    assert layout["margin"]["t"] >= 25  # room for it above the plot
 
 
 # ------------------------------------------------------------------------------------ token economics

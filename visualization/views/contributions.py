@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from visualization import charts, tables
+from visualization.data import fmt_amount
 from visualization.session import Context
 
-SCORE = {"min_value": 0, "max_value": 100, "format": "%.1f"}
+# Narrow score bars: all eleven columns fit a 1440 px window (none cut off behind a scrollbar).
+SCORE = {"min_value": 0, "max_value": 100, "format": "%.0f", "width": "small"}
 
 
 def render(ctx: Context) -> None:
@@ -31,7 +33,7 @@ def render(ctx: Context) -> None:
     cols[0].metric("Contributions", len(shown))
     cols[1].metric("Mean fitness", f"{shown['fitness'].mean():.1f}" if len(shown) else "—")
     cols[2].metric("Kept", f"{int(shown['kept'].sum())} / {len(shown)}")
-    cols[3].metric(f"Rewards ({symbol})" if symbol else "Rewards", f"{shown['reward'].sum():,.2f}")
+    cols[3].metric(f"Rewards ({symbol})" if symbol else "Rewards", _total(shown))
 
     unit = f" ({symbol})" if symbol else ""
     st.dataframe(
@@ -44,7 +46,12 @@ def render(ctx: Context) -> None:
             "Timeliness": st.column_config.ProgressColumn("Timeliness", **SCORE),
             "Honesty": st.column_config.ProgressColumn("Honesty", **SCORE),
             "Fitness": st.column_config.ProgressColumn("Fitness", **SCORE),
-            f"Reward{unit}": st.column_config.NumberColumn(f"Reward{unit}", format="%.2f"),
+            f"Reward{unit}": st.column_config.TextColumn(f"Reward{unit}", width="small"),
+            "Kept": st.column_config.CheckboxColumn("Kept", width="small"),
+            "Byzantine": st.column_config.CheckboxColumn(
+                "Byzantine", width="small", help="Flagged Byzantine by the round's robust rule"
+            ),
+            "Round": st.column_config.NumberColumn("Round", width="small"),
         },
     )
 
@@ -70,9 +77,12 @@ def render(ctx: Context) -> None:
     cols = st.columns(4)
     cols[0].metric("Rounds contributed", history["round"].nunique())
     cols[1].metric("Mean fitness", f"{history['fitness'].mean():.1f}")
-    cols[2].metric(
-        f"Total rewards ({symbol})" if symbol else "Total rewards", f"{history['reward'].sum():,.2f}"
-    )
+    cols[2].metric(f"Total rewards ({symbol})" if symbol else "Total rewards", _total(history))
     latest = history.sort_values("round").iloc[-1]
     cols[3].metric("Reputation", f"{latest['reputation_after']:.1f}")
     st.plotly_chart(charts.organization_history(history, symbol), width="stretch", key="chart-org-history")
+
+
+def _total(frame: object) -> str:
+    """The rewards of these rows, summed in wei (exact), as a headline figure."""
+    return fmt_amount(sum(int(w) for w in frame["reward_wei"]))  # type: ignore[index]

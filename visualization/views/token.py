@@ -133,6 +133,30 @@ def render(ctx: Context) -> None:
             + (f" {len(cancelled)} reward(s) cancelled." if cancelled else "")
         )
     distributor = chain.reader.distributor.address
+    # Several claimable rounds: one transaction (claimMany, one mint) instead of one per round. Kept on the
+    # page once offered, as the per-round buttons are, so the wallet's answer arrives through it.
+    batch = sorted(claimable, key=lambda r: int(r["round_id"]))[:MAX_CLAIMS]
+    offered = f"claim-all-{address}"
+    if len(batch) > 1:
+        st.session_state[offered] = [
+            (int(r["round_id"]), int(r["amount_wei"]), list(r.get("proof") or [])) for r in batch
+        ]
+    if keep_showing(offered, len(batch) > 1):
+        # The batch as offered: once claimed the rounds leave ``claimable``, and the same calldata is what
+        # identifies the wallet's answer.
+        many = st.session_state[offered]
+        total = sum(amount for _, amount, _ in many)
+        transaction_button(
+            ctx,
+            key="tx-claim-all",
+            label=f"Claim all ({len(many)} rounds, {fmt_exact(total)} {symbol})".replace(" )", ")"),
+            to=distributor,
+            data=chain.claim_many_calldata(address, many),
+            sender=address,
+            describe=f"Claim {len(many)} rounds",
+            disabled=len(batch) < 2,
+            simulate=len(batch) > 1 and [r for r, _, _ in many] == [int(r["round_id"]) for r in batch],
+        )
     for reward in sorted(rewards, key=lambda r: int(r["round_id"])):
         round_id, amount = int(reward["round_id"]), int(reward["amount_wei"])
         standing = standings[round_id]
@@ -166,6 +190,10 @@ def render(ctx: Context) -> None:
             )
         elif standing.status is None:
             st.markdown(f"{line} · not recorded on-chain: nothing to claim yet")
+
+
+# RewardDistributor.MAX_CLAIMS: a longer claimMany reverts (BadClaimBatch).
+MAX_CLAIMS = 64
 
 
 def _utc(timestamp: int) -> str:
