@@ -259,8 +259,10 @@ class Contribution(Base):
     reward_wei: Mapped[str] = mapped_column(String(80), default="0")
     merkle_proof: Mapped[list[str]] = mapped_column(JSON, default=list)  # 0x hex sibling hashes
     reputation_after: Mapped[float] = mapped_column(Float)
-    # Why the close treated it as it did beyond the scores, e.g. a sample claim above the governed cap.
+    # Why the close treated it as it did beyond the scores: evidence codes (fedledger.evidence.Evidence,
+    # which this layer does not import), and what was measured for each code, by code.
     evidence: Mapped[list[str] | None] = mapped_column(JSON, default=list)
+    evidence_detail: Mapped[dict[str, str] | None] = mapped_column(JSON, default=dict)
 
     participant: Mapped[Participant] = relationship()
 

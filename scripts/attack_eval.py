@@ -75,8 +75,9 @@ from aggregator.round.compute import (  # noqa: E402
 )
 from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
-from aggregator.scoring.reputation import is_conclusive, slashing_decisions  # noqa: E402
+from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from fedledger.chain import param_table  # noqa: E402
+from fedledger.evidence import is_conclusive  # noqa: E402
 from fedledger.models import init_mlp, init_softmax  # noqa: E402
 
 WAD_TOKEN = 10**18
@@ -707,7 +708,7 @@ def run(
         for c in result.clients:
             i = c.participant_id
             reputation[i] = c.reputation_after
-            conclusive[i] = c.byzantine and is_conclusive(c.evidence)
+            conclusive[i] = c.byzantine and is_conclusive(f.code for f in c.evidence)
             rewards[i] += c.reward_wei / WAD_TOKEN
             if c.byzantine:
                 counts[i] += 1

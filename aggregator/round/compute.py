@@ -48,6 +48,7 @@ from aggregator.scoring.round import RoundScores, score_round
 from aggregator.scoring.scores import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
+from fedledger.evidence import Evidence, Finding
 from fedledger.models import evaluate, example_losses
 from fedledger.payload import flatten, unflatten
 
@@ -142,7 +143,7 @@ class ClientOutcome:
     reward_wei: int
     merkle_proof: tuple[str, ...]
     reputation_after: float
-    evidence: tuple[str, ...] = ()
+    evidence: tuple[Finding, ...] = ()
     # Why the update is not in the aggregate (None when kept): shown to its organization.
     excluded_reason: str | None = None
 
@@ -329,22 +330,31 @@ def _rewards(
     return amounts, RewardTree.build(inputs.round_id, owed) if owed else None
 
 
-def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int) -> tuple[str, ...]:
+def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int) -> tuple[Finding, ...]:
     """Why client ``i`` was flagged or left out, beyond its scores (stored on its contribution)."""
     out = []
     if s.direction[i]:
         out.append(
-            f"reference_evidence: cosine {s.cosine[i]:.3f} to the server's reference update, "
-            f"solo gain {s.solo_gain[i]:.3g} on the validation data"
+            Finding(
+                Evidence.direction_outlier,
+                f"cosine {s.cosine[i]:.3f} to the server's reference update, "
+                f"solo gain {s.solo_gain[i]:.3g} on the validation data",
+            )
         )
     if s.boosted[i]:
         out.append(
-            f"norm_outlier: norm {s.norms[i]:.3g}, at least {inputs.params.reputation.evidence_norm_ratio:g} x "
-            "the round's median norm"
+            Finding(
+                Evidence.norm_outlier,
+                f"norm {s.norms[i]:.3g}, at least {inputs.params.reputation.evidence_norm_ratio:g} x "
+                "the round's median norm",
+            )
         )
     if not eligible[i]:
         out.append(
-            f"below_min_reputation: {inputs.clients[i].reputation:g} < {inputs.params.min_reputation:g}"
+            Finding(
+                Evidence.below_min_reputation,
+                f"{inputs.clients[i].reputation:g} < {inputs.params.min_reputation:g}",
+            )
         )
     return tuple(out)
 
@@ -502,7 +512,7 @@ def _excluded_reason(
             f"{inputs.params.min_reputation:g}: the update was scored but not aggregated"
         )
     if byzantine[i]:
-        kinds = ", ".join(e.split(":", 1)[0] for e in _evidence(inputs, s, eligible, i)) or "evidence"
+        kinds = ", ".join(f.code.value for f in _evidence(inputs, s, eligible, i)) or "evidence"
         return f"flagged as Byzantine ({kinds}): see the evidence"
     if not selected[i]:
         return (
@@ -534,7 +544,7 @@ def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
             reward_wei=0,
             merkle_proof=(),
             reputation_after=float(after[k]),
-            evidence=(f"rejected: {reason}",),
+            evidence=(Finding(Evidence.rejected_update, reason),),
             excluded_reason=f"the update failed validation: {reason}",
         )
         for k, (c, reason) in enumerate(inputs.rejected)

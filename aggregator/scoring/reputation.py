@@ -153,8 +153,8 @@ def slashing_decisions(
     """One decision per client to slash, with the first reason that applies (a client is slashed once per
     round) and ``slash_fraction`` of its stake, floored to token wei.
 
-    Reasons: this round's evidence against the client is ``conclusive`` (a boosted norm, an update that
-    failed validation: nothing honest training produces), at once, whatever its count: waiting for
+    Reasons: this round's evidence against the client is ``conclusive`` (a kind
+    :class:`fedledger.evidence.Evidence` marks conclusive: nothing honest training produces), at once, whatever its count: waiting for
     ``byzantine_threshold`` detections let a wallet flagged twice exit with its whole stake (and a rotated
     wallet start at zero again); or ``byzantine_threshold`` or more counted detections (repeated evidence,
     never one round's scores) that have driven its ``reputation`` (after this round) below
@@ -185,14 +185,6 @@ def slashing_decisions(
         if reason is not None:
             decisions.append(SlashDecision(i, reason, stakes[i] * fraction_ppm // 1_000_000))
     return decisions
-
-
-CONCLUSIVE_EVIDENCE = ("norm_outlier", "rejected")
-
-
-def is_conclusive(evidence: list[str] | tuple[str, ...] | None) -> bool:
-    """Whether a contribution's recorded evidence (``ClientOutcome.evidence``) includes a conclusive kind."""
-    return any(entry.split(":", 1)[0] in CONCLUSIVE_EVIDENCE for entry in evidence or ())
 
 
 def eligible(reputation: np.ndarray, config: ReputationConfig = ReputationConfig()) -> np.ndarray:

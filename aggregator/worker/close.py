@@ -52,6 +52,7 @@ from fedledger.domain import keys as key_service
 from fedledger.domain import model_versions as model_service
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.pipeline import close_due
+from fedledger.evidence import codes_of, details_of
 from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights, flatten
 
 
@@ -339,7 +340,8 @@ def _write_contributions(session: Session, round_id: int, result: RoundResult) -
                 reward_wei=str(c.reward_wei),
                 merkle_proof=list(c.merkle_proof),
                 reputation_after=c.reputation_after,
-                evidence=list(c.evidence),
+                evidence=codes_of(c.evidence),
+                evidence_detail=details_of(c.evidence),
             )
         )
         p = session.get(Participant, c.participant_id)

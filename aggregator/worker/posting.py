@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.round.params import RoundParams
-from aggregator.scoring.reputation import is_conclusive, slashing_decisions
+from aggregator.scoring.reputation import slashing_decisions
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from db.base import utcnow
 from db.models import (
@@ -38,6 +38,7 @@ from db.models import (
 from fedledger.chain.ledger import LedgerContribution
 from fedledger.chain.reader import RegistryStatus
 from fedledger.domain import audit
+from fedledger.evidence import is_conclusive, parse_codes
 
 SCORE_SCALE = 100  # the ledger stores scores x100 as uint16 (0..10000)
 
@@ -101,7 +102,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
         stakes=[o.stake for o in onchain],
         reputation=[p.reputation for _, p, _ in rows],
         config=config,
-        conclusive=[c.byzantine and is_conclusive(c.evidence) for c, _, _ in rows],
+        conclusive=[c.byzantine and is_conclusive(parse_codes(c.evidence)) for c, _, _ in rows],
     )
     for decision in decisions:
         address = rows[decision.index][1].address

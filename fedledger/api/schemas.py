@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from fedledger.chain.reader import RewardStatus
+from fedledger.evidence import Evidence, Finding
 
 
 class NonceRequest(BaseModel):
@@ -306,6 +307,19 @@ class RoundStatsOut(BaseModel):
     )
 
 
+class EvidenceOut(BaseModel):
+    """One piece of evidence a round found against an update."""
+
+    code: Evidence = Field(description="The kind of evidence (conclusive kinds slash at once)")
+    label: str = Field(description="The kind in words, for people")
+    detail: str | None = Field(description="What was measured, e.g. the cosine to the server's reference")
+
+    @classmethod
+    def of(cls, finding: Finding) -> EvidenceOut:
+        """The wire form of a stored finding."""
+        return cls(code=finding.code, label=finding.code.label, detail=finding.detail)
+
+
 class ContributionOut(BaseModel):
     """One organization's scored update in one round."""
 
@@ -319,5 +333,5 @@ class ContributionOut(BaseModel):
     byzantine: bool
     reward_wei: str
     reputation_after: float
-    evidence: list[str]
+    evidence: list[EvidenceOut]
     excluded_reason: str | None = Field(description="Why the update is not in the aggregate; null when kept")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from fedledger.api.schemas import (
     ContributionOut,
+    EvidenceOut,
     OverviewOut,
     ParticipantOut,
     RoundStatsOut,
@@ -15,6 +16,7 @@ from fedledger.api.schemas import (
 )
 from fedledger.domain import participants as participant_rows
 from fedledger.domain import rounds, stats
+from fedledger.evidence import findings_from
 from middleware.deps import MAX_ID, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.routes.participants import to_out as participant_out
@@ -113,8 +115,7 @@ def contributions(
             "byzantine": c.byzantine,
             "reward_wei": c.reward_wei,
             "reputation_after": c.reputation_after,
-            "evidence": c.evidence or [],
-            # Why the update is not in the aggregate (null when kept); an excluded update is not paid.
+            "evidence": [EvidenceOut.of(f) for f in findings_from(c.evidence, c.evidence_detail)],
             "excluded_reason": None if c.kept else reason,
         }
         for c, addr, reason in stats.contributions(session, round_id, address, limit)

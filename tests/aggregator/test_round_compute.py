@@ -7,6 +7,7 @@ import pytest
 
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, compute_round
 from fedledger.chain.merkle import RewardTree, leaf_hash, verify
+from fedledger.evidence import Evidence, Finding
 from tests.aggregator.roundkit import NOW, Federation
 
 
@@ -43,8 +44,9 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     assert bad.byzantine and not bad.kept and bad.reward_wei == 0 and bad.honesty == 0.0
     assert bad.reputation_after < 50.0 - 10.0  # EMA toward a low fitness, minus the detection penalty
     # Pointing away from the reference; at 20x the mean its norm may also be 10x the round's median.
-    kinds = [e.split(":")[0] for e in bad.evidence]
-    assert kinds[0] == "reference_evidence" and set(kinds[1:]) <= {"norm_outlier"}
+    kinds = [f.code for f in bad.evidence]
+    assert kinds[0] == Evidence.direction_outlier and set(kinds[1:]) <= {Evidence.norm_outlier}
+    assert all(f.detail for f in bad.evidence)  # what was measured, apart from the code
     good = [clients[i] for i in range(1, 7)]
     assert not any(c.evidence for c in good)
     assert not any(c.byzantine for c in good)
@@ -128,7 +130,7 @@ def test_clients_below_min_reputation_are_not_aggregated_nor_paid_but_still_scor
     assert not low.kept and low.reward_wei == 0 and not low.byzantine
     assert low.quality > 0 and low.fitness > 0
     assert low.reputation_after > 5.0  # an honest update lets it climb back toward the minimum
-    assert any(e.startswith("below_min_reputation") for e in low.evidence)
+    assert [f.code for f in low.evidence] == [Evidence.below_min_reputation]
     assert all(c.kept and c.reward_wei > 0 for c in result.clients if c.participant_id != 5)
     # The aggregate is the mean of the four eligible updates only.
     aggregate = result.aggregate
@@ -158,7 +160,7 @@ def test_an_inflated_sample_claim_neither_steers_the_aggregate_nor_scores_honest
     assert capped.activate
     assert capped.record.holdout_loss_after < capped.record.holdout_loss_before
     assert attacker.byzantine and attacker.honesty == 0.0 and attacker.reward_wei == 0
-    assert not any(e.startswith("sample_claim_above_cap") for e in attacker.evidence)
+    assert Evidence.sample_claim_above_cap not in [f.code for f in attacker.evidence]
     assert not any(c.evidence for c in capped.clients if c.participant_id != 6)
     # Its weight is at most the genesis cap 3 x the lower median claim of 100: 300 / (520 + 300) of the mean.
     aggregate = capped.aggregate
@@ -204,7 +206,9 @@ def test_rejected_updates_count_as_byzantine_and_are_recorded() -> None:
     assert result.rejected == ((999, "DecryptionFailed: bad tag"),)
     record = by_participant(result)[42]
     assert record.byzantine and not record.kept and record.reward_wei == 0
-    assert record.reputation_after < 60.0 and record.evidence == ("rejected: DecryptionFailed: bad tag",)
+    assert record.reputation_after < 60.0 and record.evidence == (
+        Finding(Evidence.rejected_update, "DecryptionFailed: bad tag"),
+    )
 
 
 def test_differential_privacy_clips_adds_noise_and_charges_the_budget() -> None:

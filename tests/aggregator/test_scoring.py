@@ -11,7 +11,6 @@ from aggregator.scoring.reputation import (
     SlashReason,
     detect_byzantine,
     eligible,
-    is_conclusive,
     slashing_decisions,
     update_reputation,
 )
@@ -119,11 +118,6 @@ def test_repeated_evidence_slashes_only_once_it_has_outweighed_the_useful_work()
         counts, [100] * 3, [80.0, 35.0, 90.0], config=config, conclusive=[True, False, True]
     )
     assert [d.index for d in sure] == [0, 2]
-    assert is_conclusive(("norm_outlier: norm 12.3, at least 10 x the round's median norm",))
-    assert is_conclusive(("rejected: shapes differ",))
-    # A claim above the cap of the round's median claim is a bound the other wallets move: never conclusive.
-    assert not is_conclusive(("sample_claim_above_cap: ...",))
-    assert not is_conclusive(("reference_evidence: cosine -0.41 ...",)) and not is_conclusive(None)
 
 
 def test_conclusive_evidence_slashes_in_the_round_it_is_found_whatever_the_count() -> None:
