@@ -42,6 +42,7 @@ CONTRIBUTION_COLUMNS = [
     "reward",
     "reward_wei",
     "reputation_after",
+    "evidence",
 ]
 
 
@@ -102,11 +103,23 @@ def contributions_frame(
             "reward": tokens(c.get("reward_wei")),
             "reward_wei": str(c.get("reward_wei") or "0"),
             "reputation_after": c.get("reputation_after"),
+            "evidence": evidence_text(c.get("evidence") or []),
         }
         for c in contributions
     ]
     frame = pd.DataFrame(rows, columns=CONTRIBUTION_COLUMNS)
     return frame.sort_values(["round", "organization"], ascending=[False, True]).reset_index(drop=True)
+
+
+def evidence_text(evidence: list[dict[str, Any]]) -> str:
+    """The API's evidence entries in words: each kind's label with what was measured, or a dash."""
+    parts = [
+        f"{e.get('label') or e['code']} ({e['detail']})"
+        if e.get("detail")
+        else str(e.get("label") or e["code"])
+        for e in evidence
+    ]
+    return "; ".join(parts) or "-"
 
 
 def filter_contributions(
@@ -229,5 +242,6 @@ def contributions_table(contributions: pd.DataFrame, symbol: str) -> pd.DataFram
             "Byzantine": contributions["byzantine"],
             f"Reward{unit}": contributions["reward_wei"].map(fmt_exact),
             "Reputation after": contributions["reputation_after"].map(lambda v: _number(v, ".1f")),
+            "Evidence": contributions["evidence"],
         }
     )

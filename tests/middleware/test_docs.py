@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from fedledger.chain.devnode import free_port
 from fedledger.config import Settings
+from fedledger.evidence import Evidence
 from middleware.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,6 +51,22 @@ def test_doc_pages_name_only_local_assets_and_the_api_serves_them(app_settings: 
     # The pages and assets are not API operations.
     paths = client.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith(("/docs", "/redoc"))]
+
+
+def test_the_openapi_document_types_evidence_as_an_enum_of_its_codes(app_settings: Settings) -> None:
+    """Callers generate their models from this document: evidence is one of the codes, never free text."""
+    document = TestClient(create_app(app_settings)).get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert schemas["Evidence"]["enum"] == [e.value for e in Evidence]
+    assert schemas["EvidenceOut"]["properties"]["code"]["$ref"] == "#/components/schemas/Evidence"
+    assert set(schemas["EvidenceOut"]["required"]) == {"code", "label", "detail"}
+    assert schemas["ContributionOut"]["properties"]["evidence"]["items"] == {
+        "$ref": "#/components/schemas/EvidenceOut"
+    }
+    contributions = document["paths"]["/v1/stats/contributions"]["get"]["responses"]["200"]
+    assert contributions["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/ContributionOut"
+    }
 
 
 @pytest.fixture

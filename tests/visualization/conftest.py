@@ -192,6 +192,9 @@ def close_round_as_the_worker_would(world: World, settings: Settings) -> ClosedR
                     reward_wei=str(rewards[address]),
                     merkle_proof=[],
                     reputation_after=participant.reputation,
+                    # As the close stores it: codes, and what was measured by code.
+                    evidence=["direction_outlier"] if address in excluded else [],
+                    evidence_detail={"direction_outlier": "cosine -0.412"} if address in excluded else {},
                 )
             )
         round_.status = RoundStatus.posted

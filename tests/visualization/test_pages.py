@@ -281,6 +281,11 @@ def test_contributions_table_filters_and_history(world: World, dashboard_env: Ap
         assert by_wallet.loc[short(address), "Reward (DALLA)"] == fmt_exact(closed.reward_wei[address])
     assert set(table["Organization"]) == {f"org {i}" for i in ORGS[:3]}
     assert metrics(at)["Kept"] == "2 / 3"
+    # Evidence in words with what was measured, from the codes the API serves.
+    assert {by_wallet.loc[short(a), "Evidence"] for a in closed.excluded} == {
+        "points away from the server's reference update and harms the validation loss (cosine -0.412)"
+    }
+    assert {by_wallet.loc[short(a), "Evidence"] for a in closed.kept} == {"-"}
 
     at.toggle(key="contrib-kept").set_value(True).run()
     assert sorted(at.dataframe[0].value["Wallet"]) == sorted(short(a) for a in closed.kept)
