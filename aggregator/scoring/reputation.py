@@ -153,8 +153,9 @@ def slashing_decisions(
     """One decision per client to slash, with the first reason that applies (a client is slashed once per
     round) and ``slash_fraction`` of its stake, floored to token wei.
 
-    Reasons: this round's evidence against the client is ``conclusive`` (a kind
-    :class:`fedledger.evidence.Evidence` marks conclusive: nothing honest training produces), at once, whatever its count: waiting for
+    Reasons: this round's evidence against the client is ``conclusive`` (a kind that
+    :class:`fedledger.evidence.Evidence` marks conclusive: nothing honest training produces), at once,
+    whatever its count: waiting for
     ``byzantine_threshold`` detections let a wallet flagged twice exit with its whole stake (and a rotated
     wallet start at zero again); or ``byzantine_threshold`` or more counted detections (repeated evidence,
     never one round's scores) that have driven its ``reputation`` (after this round) below
