@@ -57,9 +57,11 @@ from fedledger.flower import (
     RECEIPT_KEY,
     REPLY_RECORD,
     ROUND_KEY,
+    SIGNATURE_KEY,
     OpenedRound,
     PlatformOutcome,
     Weights,
+    reply_statement,
     to_record,
     to_weights,
 )
@@ -225,6 +227,9 @@ def _fedledger_round(
         submission = bridge.participate(int(config[ROUND_KEY]))
     finally:
         organization.close()
+    statement = reply_statement(
+        submission.round_id, context.node_id, organization.address, submission.receipt.receipt_id
+    )
     reply = ConfigRecord(
         {
             ROUND_KEY: submission.round_id,
@@ -232,6 +237,7 @@ def _fedledger_round(
             ADDRESS_KEY: organization.address,
             RECEIPT_KEY: submission.receipt.receipt_id,
             PAYLOAD_HASH_KEY: submission.prepared.payload_hash,
+            SIGNATURE_KEY: organization.wallet.sign_message(statement),
         }
     )
     reported = bridge.last_fit.metrics if bridge.last_fit else {}

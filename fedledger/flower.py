@@ -28,6 +28,37 @@ REPLY_RECORD = "fedledger"
 ADDRESS_KEY = "fedledger-address"
 RECEIPT_KEY = "fedledger-receipt"
 PAYLOAD_HASH_KEY = "fedledger-payload-hash"
+# EIP-191 signature, by the wallet the reply names, of :func:`reply_statement`: without it a node could name
+# another organization's wallet (and be counted, scored and reported as that organization).
+SIGNATURE_KEY = "fedledger-signature"
+
+
+def reply_statement(round_id: int, node_id: int, address: str, receipt_id: str) -> str:
+    """The text a bridge client's wallet signs: binds its wallet to this Flower node, round and receipt."""
+    return (
+        f"fedledger Flower reply\nround: {int(round_id)}\nnode: {int(node_id)}\n"
+        f"wallet: {address}\nreceipt: {receipt_id}"
+    )
+
+
+def reply_signer_matches(
+    round_id: int, node_id: int, address: str, receipt_id: str, signature: object
+) -> str | None:
+    """None when ``signature`` is the named wallet's over :func:`reply_statement`; else why not."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    if not isinstance(signature, str) or not signature:
+        return "the reply carries no signature by the wallet it names"
+    try:
+        signer = Account.recover_message(
+            encode_defunct(text=reply_statement(round_id, node_id, address, receipt_id)), signature=signature
+        )
+    except Exception:  # noqa: BLE001 - eth_account raises several types for a malformed signature
+        return "the reply's signature is malformed"
+    if signer.lower() != address.lower():
+        return f"the reply names wallet {address} but is signed by {signer}"
+    return None
 
 
 def to_weights(record: ArrayRecord) -> Weights:

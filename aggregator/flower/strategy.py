@@ -45,11 +45,14 @@ from aggregator.flower.records import InvalidReply, reply_update
 from fedledger.flower import (
     ADDRESS_KEY,
     MODEL_VERSION_KEY,
+    RECEIPT_KEY,
     REPLY_RECORD,
     ROUND_KEY,
+    SIGNATURE_KEY,
     OpenedRound,
     RoundPlatform,
     Weights,
+    reply_signer_matches,
     to_record,
     to_weights,
 )
@@ -253,6 +256,16 @@ class FedLedgerStrategy(FedAvg):
             reply = message.content.config_records.get(REPLY_RECORD)
             if reply is None or reply.get(ROUND_KEY) != opened.round_id or not reply.get(ADDRESS_KEY):
                 node.rejected = "the reply carries no fedledger receipt for this round (not a bridge client?)"
+                continue
+            refused = reply_signer_matches(
+                opened.round_id,
+                message.metadata.src_node_id,
+                str(reply[ADDRESS_KEY]),
+                str(reply.get(RECEIPT_KEY, "")),
+                reply.get(SIGNATURE_KEY),
+            )
+            if refused is not None:
+                node.rejected = refused
                 continue
             node.address, node.samples = str(reply[ADDRESS_KEY]), node.metrics.get(self.weighted_by_key)
             addresses[node.address.lower()] = node

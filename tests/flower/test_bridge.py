@@ -19,7 +19,16 @@ from aggregator.flower import FedLedgerStrategy
 from client.errors import ConflictError, TrainingError
 from client.flower import FlowerBridge, client_app_fit, fedledger_client_app, numpy_client_fit
 from fedledger.datasets import digits_split
-from fedledger.flower import ADDRESS_KEY, REPLY_RECORD, ROUND_KEY, to_record, to_weights
+from fedledger.flower import (
+    ADDRESS_KEY,
+    RECEIPT_KEY,
+    REPLY_RECORD,
+    ROUND_KEY,
+    SIGNATURE_KEY,
+    reply_signer_matches,
+    to_record,
+    to_weights,
+)
 from fedledger.models import init_softmax, train_softmax
 from tests.client.conftest import (  # noqa: F401 - fixtures of the client suite (API, session chain)
     client,
@@ -135,6 +144,10 @@ def test_an_existing_client_app_takes_part_in_a_fedledger_round(
     assert not reply.has_error()
     receipt = reply.content[REPLY_RECORD]
     assert receipt[ROUND_KEY] == round_id and receipt[ADDRESS_KEY] == org.address
+    # Signed by the wallet it names, for this node (what the strategy checks before it believes the wallet).
+    assert (
+        reply_signer_matches(round_id, 7, org.address, receipt[RECEIPT_KEY], receipt[SIGNATURE_KEY]) is None
+    )
     assert reply.content["metrics"]["num-examples"] == 300
     assert client.get(f"/v1/rounds/{round_id}").json()["submissions"] == 1
     # The same organization, asked again for this round, gets the platform's refusal (one update per round).
