@@ -81,6 +81,7 @@ class Submission:
         if self.contribution is not None:
             out["kept"] = self.contribution.get("kept")
             out["excluded_reason"] = self.contribution.get("excluded_reason")
+            out["evidence"] = self.contribution.get("evidence") or []
             out["fitness"] = self.contribution.get("fitness")
             out["reward_wei"] = self.contribution.get("reward_wei")
         return out

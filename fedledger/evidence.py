@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Evidence(StrEnum):
@@ -88,3 +89,16 @@ def findings_from(codes: Iterable[str] | None, details: Mapping[str, str] | None
     """A contribution row's findings back from its two columns."""
     details = details or {}
     return tuple(Finding(code, details.get(code.value)) for code in parse_codes(codes))
+
+
+def in_words(served: Iterable[Mapping[str, Any]]) -> str:
+    """Evidence entries as the API serves them (code, label, detail) in words for the dashboard and the
+    CLI: each kind's label with what was measured, joined by "; " ("" for none). A code this version does
+    not know (a newer server) shows as its code."""
+    parts = []
+    for entry in served:
+        code = str(entry["code"])
+        member = _BY_CODE.get(code)
+        label = member.label if member is not None else str(entry.get("label") or code)
+        parts.append(f"{label} ({entry['detail']})" if entry.get("detail") else label)
+    return "; ".join(parts)

@@ -11,6 +11,7 @@ from fedledger.evidence import (
     codes_of,
     details_of,
     findings_from,
+    in_words,
     is_conclusive,
     parse_codes,
 )
@@ -49,3 +50,16 @@ def test_an_unknown_or_prefixed_code_is_refused_by_name() -> None:
     with pytest.raises(UnknownEvidence, match="'reference_evidence'"):
         parse_codes(["reference_evidence"])
     assert parse_codes(["rejected_update"]) == (Evidence.rejected_update,)
+
+
+def test_served_evidence_reads_as_words_and_a_newer_code_as_itself() -> None:
+    served = [
+        {"code": "norm_outlier", "label": "x", "detail": "norm 41.2"},
+        {"code": "below_min_reputation", "label": "x", "detail": None},
+        {"code": "from_a_newer_server", "label": "", "detail": "d"},
+    ]
+    assert in_words(served) == (
+        "norm far above the round's median norm (norm 41.2); reputation below the governed minimum; "
+        "from_a_newer_server (d)"
+    )
+    assert in_words([]) == ""

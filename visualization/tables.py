@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from fedledger.evidence import in_words
 from visualization.data import fmt_exact, tokens
 
 ROUND_COLUMNS = [
@@ -103,23 +104,12 @@ def contributions_frame(
             "reward": tokens(c.get("reward_wei")),
             "reward_wei": str(c.get("reward_wei") or "0"),
             "reputation_after": c.get("reputation_after"),
-            "evidence": evidence_text(c.get("evidence") or []),
+            "evidence": in_words(c.get("evidence") or []) or "-",
         }
         for c in contributions
     ]
     frame = pd.DataFrame(rows, columns=CONTRIBUTION_COLUMNS)
     return frame.sort_values(["round", "organization"], ascending=[False, True]).reset_index(drop=True)
-
-
-def evidence_text(evidence: list[dict[str, Any]]) -> str:
-    """The API's evidence entries in words: each kind's label with what was measured, or a dash."""
-    parts = [
-        f"{e.get('label') or e['code']} ({e['detail']})"
-        if e.get("detail")
-        else str(e.get("label") or e["code"])
-        for e in evidence
-    ]
-    return "; ".join(parts) or "-"
 
 
 def filter_contributions(

@@ -24,6 +24,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fedledger.evidence import in_words
+
 DEFAULT_API = "http://127.0.0.1:8000"
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_SPOOL = Path("~/.fedledger/client-spool")
@@ -542,6 +544,8 @@ def _print_submission(summary: dict[str, Any]) -> None:
         # Excluded updates are not paid: say why, so the organization can fix its data or training.
         reason = summary.get("excluded_reason") or "no reason recorded"
         typer.echo(f"  your update was excluded from the aggregate (not paid): {reason}")
+        if evidence := in_words(summary.get("evidence") or []):
+            typer.echo(f"  evidence against it: {evidence}")
     elif summary.get("kept"):
         typer.echo(
             f"  your update was kept: fitness {score_text(summary.get('fitness'))}, "

@@ -23,10 +23,19 @@ def test_an_excluded_update_is_reported_with_its_reason(capsys) -> None:  # type
         "round_status": "POSTED",
         "kept": False,
         "excluded_reason": "far from the server's reference update (cosine -0.42)",
+        "evidence": [
+            {"code": "direction_outlier", "label": "...", "detail": "cosine -0.420"},
+            {"code": "below_min_reputation", "label": "...", "detail": None},
+        ],
     }
     _print_submission(summary)
     out = capsys.readouterr().out
     assert "round 6 ended POSTED" in out
     assert "your update was excluded from the aggregate (not paid): far from the server's reference" in out
+    # The codes in words, each with what was measured.
+    assert (
+        "evidence against it: points away from the server's reference update and harms the validation loss "
+        "(cosine -0.420); reputation below the governed minimum"
+    ) in out
     _print_submission({**summary, "kept": True, "fitness": 87.25, "reward_wei": "150500000000000000000"})
     assert "your update was kept: fitness 87.2, reward 150.5 tokens" in capsys.readouterr().out
