@@ -1,12 +1,13 @@
 // Gas figures for blockchain/README.md (issue 14.4), printed by `npm run gas`. Measurements with bounds that can
 // fail: recordRound at most 12k gas per participant at 10 participants and 5k at 100; a claim of several rounds
-// at most 100k per round. A single claim is bounded at 140k: most of it is the token's mint (ERC20Votes writes
-// two vote checkpoints), see README.md.
+// at most 100k per round; markActive at most 11k per participant, a slash or its execution 110k (issue 21). A
+// single claim is bounded at 140k: most of it is the token's mint (ERC20Votes writes two vote checkpoints), see
+// README.md.
 const { expect } = require("chai");
 const hre = require("hardhat");
 const { ethers } = hre;
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployedSystem, recordRound, proofFor, WAD } = require("./fixtures");
+const { deployedSystem, recordRound, proofFor, enroll, WAD } = require("./fixtures");
 
 const LIMITS = { 10: 12_000, 100: 5_000 };
 
@@ -58,5 +59,27 @@ describe("Gas", function () {
     for (const r of rows) if (LIMITS[r.participants]) expect(r.perParticipant, `${r.participants} participants`).to.be.at.most(LIMITS[r.participants]);
     for (const g of single) expect(g).to.be.at.most(140_000);
     expect(manyGas / 4).to.be.at.most(100_000);
+  });
+
+  it("slashes (prompt part, queued part, execution) and participation marks", async function () {
+    if (hre.__SOLIDITY_COVERAGE_RUNNING) this.skip();
+    const sys = await loadFixture(deployedSystem);
+    const reg = sys.ParticipantRegistry.connect(sys.aggregator);
+    const orgs = sys.orgs.slice(0, 10);
+    for (const o of orgs) await enroll(sys, o);
+    const gas = async (tx) => Number((await (await tx).wait()).gasUsed);
+    const reason = ethers.id("fedledger:round:1:byzantine");
+    // Issue 21: a round's close marks its participants (lastActiveAt and lastRound, one slot each).
+    const mark = await gas(reg.markActive(1, orgs.map((o) => o.address)));
+    const prompt = await gas(reg.slash(orgs[0].address, 10n * WAD, reason));
+    const both = await gas(reg.slash(orgs[1].address, 50n * WAD, reason));
+    const queued = await gas(reg.slash(orgs[1].address, 10n * WAD, reason));
+    await hre.network.provider.send("evm_increaseTime", [Number(await reg.slashDelay())]);
+    const execute = await gas(reg.executeSlash(orgs[1].address));
+    console.log(`      markActive of 10 participants: ${mark} total, ${Math.round(mark / 10)} per participant`);
+    console.log(`      slash, prompt only: ${prompt}; prompt and queued: ${both}; queued only: ${queued}; executeSlash: ${execute}`);
+    expect(mark / 10).to.be.at.most(11_000);
+    for (const g of [prompt, both, execute]) expect(g).to.be.at.most(110_000);
+    expect(queued).to.be.at.most(60_000);
   });
 });
