@@ -406,10 +406,11 @@ class FedLedgerPlatform:
                 "a Flower federation can only join a deployment training the same model"
             )
 
-    def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
-        """Open a round as the operator; ``initial`` becomes the genesis model if the platform has none."""
+    def open_round(self, initial: Weights, quorum: int, cohort: list[str] | None = None) -> OpenedRound:
+        """Open a round as the operator; ``initial`` becomes the genesis model if the platform has none.
+        ``cohort``: the invited wallets (only they submit; the round closes once all of them have)."""
         self._ensure_model(initial)
-        opened = self.api.open_round(self.round_seconds, max(1, quorum))
+        opened = self.api.open_round(self.round_seconds, max(1, quorum), cohort)
         return OpenedRound(opened.id, opened.model_version)
 
     def blocked(self, addresses: list[str]) -> set[str]:

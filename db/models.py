@@ -163,6 +163,10 @@ class Round(Base):
     # Organizations active (status active, seen or registered) since then are the ones the round waits for:
     # it closes before its deadline only once every one of them has submitted. Null: every active one.
     active_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The organizations the operator invited (lower-cased wallets; e.g. a Flower server's sample): only
+    # they may submit, and the round closes early once all of them have, instead of every active one.
+    cohort: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    cohort_size: Mapped[int | None] = mapped_column(Integer, default=None)
     min_participants: Mapped[int] = mapped_column(Integer, default=1)
     strategy: Mapped[str] = mapped_column(String(32))
     # The governed parameters in force when the round opened (what the close will use).

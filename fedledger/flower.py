@@ -96,8 +96,9 @@ class PlatformOutcome:
 class RoundPlatform(Protocol):
     """A fedledger deployment as a Flower strategy sees it (``client.flower.FedLedgerPlatform``)."""
 
-    def open_round(self, initial: Weights, quorum: int) -> OpenedRound:
-        """Open a round on the platform's active model; ``initial`` becomes the genesis model if there is none."""
+    def open_round(self, initial: Weights, quorum: int, cohort: list[str] | None = None) -> OpenedRound:
+        """Open a round on the platform's active model; ``initial`` becomes the genesis model if there is none.
+        With ``cohort`` (wallets), only they may submit and the round closes once all of them have."""
         ...
 
     def finish_round(self, round_id: int) -> PlatformOutcome:

@@ -170,26 +170,31 @@ class FedLedgerStrategy(FedAvg):
     def _configure_platform(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        """Sample, open a fedledger round whose quorum is the sampled nodes that may still submit, send its id.
+        """Sample, open a fedledger round for the sampled nodes, send its id.
 
-        Bridge clients pull the platform's signed model themselves, so no arrays are shipped. A node whose
-        wallet the platform has slashed is still asked (it answers with the platform's refusal) but not
-        waited for: the round closes as soon as every other sampled node has submitted.
+        The round waits for the nodes actually asked, not for every active organization of the platform
+        (which a sample of some of them would never complete, so every round would wait for its deadline):
+        once every sampled node's wallet is known (from its earlier replies), the round is opened for that
+        cohort: only those wallets may submit and it closes as soon as all of them have. The Flower server
+        (an operator) chose them, and all of them count, so a fast minority still decides nothing. A node
+        whose wallet the platform has slashed is still asked (it answers with the platform's refusal) but not
+        invited or waited for. While some sampled node's wallet is unknown (the first round), the round has
+        no cohort: its quorum is the sample, and it closes early only once every active organization has
+        submitted, otherwise at its deadline.
         """
         assert self.platform is not None
         messages = list(super().configure_train(server_round, ArrayRecord(), config, grid))
         if not messages:
             return messages
-        known = [
-            self._addresses[m.metadata.dst_node_id]
-            for m in messages
-            if m.metadata.dst_node_id in self._addresses
-        ]
+        sampled = [m.metadata.dst_node_id for m in messages]
+        known = [self._addresses[n] for n in sampled if n in self._addresses]
         blocked = self.platform.blocked(known) if known else set()
-        quorum = sum(
-            1 for m in messages if self._addresses.get(m.metadata.dst_node_id, "").lower() not in blocked
-        )
-        opened = self.platform.open_round(to_weights(arrays), max(1, quorum))
+        quorum = sum(1 for n in sampled if self._addresses.get(n, "").lower() not in blocked)
+        cohort = None
+        if len(known) == len(sampled):
+            cohort = sorted({a.lower() for a in known} - blocked) or None
+            quorum = len(cohort) if cohort else quorum
+        opened = self.platform.open_round(to_weights(arrays), max(1, quorum), cohort)
         self._platform_rounds[server_round] = opened
         for content in {id(m.content): m.content for m in messages}.values():
             sent = content[self.configrecord_key]

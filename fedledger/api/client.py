@@ -491,10 +491,13 @@ class FedLedgerApi:
             self._request("POST", "/v1/models", body=bytes(weights), headers=headers), ModelOut
         )
 
-    def open_round(self, duration_seconds: int | None = None, quorum: int | None = None) -> RoundOut:
+    def open_round(
+        self, duration_seconds: int | None = None, quorum: int | None = None, cohort: list[str] | None = None
+    ) -> RoundOut:
         """Open a round on the active model (operator); the server's defaults for what is None. 409 while a
-        round is open, so a retried request never opens two."""
-        body = {"duration_seconds": duration_seconds, "quorum": quorum}
+        round is open, so a retried request never opens two. ``cohort``: the invited wallets (only they may
+        submit; the round closes early once all of them have)."""
+        body = {"duration_seconds": duration_seconds, "quorum": quorum, "cohort": cohort}
         response = self._request("POST", "/v1/rounds", json={k: v for k, v in body.items() if v is not None})
         return self._parse(response, RoundOut)
 

@@ -134,7 +134,17 @@ class OpenRoundRequest(BaseModel):
         le=100_000,
         description=(
             "Fewest updates the deadline's close aggregates (default: the governed quorum). It never closes "
-            "the round early: that takes an update from every active organization."
+            "the round early: that takes an update from every active organization (or every cohort member)."
+        ),
+    )
+    cohort: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100_000,
+        description=(
+            "Wallet addresses of the organizations invited to this round (e.g. a Flower server's sample). "
+            "Only they may submit, and the round closes early once every one of them has (and the quorum "
+            "is met). Default: no cohort; every active organization may submit and is waited for."
         ),
     )
 
@@ -148,6 +158,7 @@ class RoundOut(BaseModel):
     opened_at: datetime
     deadline: datetime
     quorum: int
+    cohort: list[str] | None = None
     min_participants: int
     strategy: str
     submissions: int

@@ -15,6 +15,10 @@ organization has submitted (status active, and seen or registered since the roun
 governed activity timeout before it opened) and at least its quorum. A count alone never closes a round
 early: attackers who submit at the opening without training would reach any quorum first and make up every
 round. The quorum is the fewest updates the deadline's close aggregates (see the worker's close).
+
+A round opened for a cohort (the operator's invitation list, e.g. a Flower server's sample) waits for the
+cohort instead: only its members may submit (the submission's checks), so it closes early once every one of
+them has. A fast minority still decides nothing: the operator chose who is invited, and all of them count.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ def _everyone_submitted(rounds: Table) -> ColumnElement[bool]:
 
 
 def _early_close(rounds: Table) -> ColumnElement[bool]:
-    """Before its deadline: every active organization submitted, and at least the round's quorum."""
+    """Before its deadline: at least the round's quorum, and every invited organization submitted (a cohort:
+    only members' updates are accepted, so the count) or, without a cohort, every active one."""
     updates = cast(Table, Update.__table__)
     count = (
         select(func.count())
@@ -69,7 +74,9 @@ def _early_close(rounds: Table) -> ColumnElement[bool]:
         .correlate(rounds)
         .scalar_subquery()
     )
-    return (count >= rounds.c.quorum) & _everyone_submitted(rounds)
+    whole_cohort = rounds.c.cohort_size.is_not(None) & (count >= rounds.c.cohort_size)
+    every_active = rounds.c.cohort_size.is_(None) & _everyone_submitted(rounds)
+    return (count >= rounds.c.quorum) & (whole_cohort | every_active)
 
 
 def close_due(now: datetime) -> ColumnElement[bool]:

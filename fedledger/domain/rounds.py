@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -14,6 +15,7 @@ from fedledger.domain import audit
 from fedledger.domain import model_versions as models
 from fedledger.domain.errors import Conflict, Invalid, NotFound
 
+_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
 
 
@@ -31,10 +33,13 @@ def open_round(
     duration_seconds: int | None = None,
     quorum: int | None = None,
     max_posting_backlog: int | None = None,
+    cohort: list[str] | None = None,
 ) -> Round:
     """Open a round on the active model. The governed parameters in force now are what its close uses,
     so a governance change mid-round never alters a round already under way. With ``max_posting_backlog``,
-    refused while more rounds than that are aggregated but not yet recorded on-chain."""
+    refused while more rounds than that are aggregated but not yet recorded on-chain. With ``cohort`` (wallet
+    addresses), only those organizations may submit and the round closes early once all of them have
+    (fedledger.domain.pipeline); without, early only once every active organization has."""
     busy = in_progress(session)
     if busy is not None:
         raise Conflict(
@@ -54,6 +59,7 @@ def open_round(
     duration = duration_seconds or params.integer("round_duration")
     if duration <= 0:
         raise Invalid("invalid_duration", "duration must be positive")
+    invited = _cohort(cohort, quorum or params.integer("quorum"))
     now = utcnow()
     # Who the round waits for before an early close: every organization not idle past the governed
     # activity timeout (the same timeout that suspends idle organizations on-chain).
@@ -68,6 +74,8 @@ def open_round(
         deadline=now + timedelta(seconds=duration),
         quorum=quorum or params.integer("quorum"),
         active_since=active_since,
+        cohort=invited,
+        cohort_size=len(invited) if invited is not None else None,
         min_participants=params.integer("min_participants"),
         strategy=params.text("strategy"),
         # Token amounts exceed JSON's safe integers in some readers: keep them as strings.
@@ -88,9 +96,32 @@ def open_round(
             "deadline": round_.deadline.isoformat(),
             "quorum": round_.quorum,
             "strategy": round_.strategy,
+            "cohort": invited,
         },
     )
     return round_
+
+
+def _cohort(cohort: list[str] | None, quorum: int) -> list[str] | None:
+    """The invited wallets, lower-cased and sorted; refused if malformed, repeated or fewer than the quorum
+    (such a round could only close at its deadline, and then fail)."""
+    if cohort is None:
+        return None
+    invited = sorted({address.lower() for address in cohort})
+    malformed = [a for a in invited if not _ADDRESS.fullmatch(a)]
+    if malformed:
+        raise Invalid(
+            "invalid_cohort", f"cohort members must be 0x-prefixed 20-byte addresses: {malformed[:3]}"
+        )
+    if len(invited) != len(cohort):
+        raise Invalid("invalid_cohort", "the cohort names a wallet more than once")
+    if len(invited) < quorum:
+        raise Invalid(
+            "invalid_cohort",
+            f"a cohort of {len(invited)} can never reach the round's quorum of {quorum}: invite more "
+            "organizations or lower the quorum",
+        )
+    return invited
 
 
 def get(session: Session, round_id: int) -> Round:

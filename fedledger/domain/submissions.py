@@ -59,6 +59,7 @@ _ROUND_COLUMNS = (
     _rounds.c.deadline,
     _rounds.c.model_version_id,
     _rounds.c.opened_at,
+    _rounds.c.cohort,
 )
 _REPLAY_COLUMNS = (
     _updates.c.round_id,
@@ -218,6 +219,12 @@ def verify(
     if existing is not None:
         return _replay(existing, subject, digest)
     _check_round(round_, header, utcnow())
+    if round_.cohort is not None and subject.lower() not in round_.cohort:
+        raise Forbidden(
+            "not_in_cohort",
+            f"round {round_id} was opened for {len(round_.cohort)} invited organizations and {subject} is not "
+            "one of them; take part in the next round you are invited to",
+        )
 
     try:
         signer = recover_update_signer(

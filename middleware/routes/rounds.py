@@ -39,6 +39,7 @@ def to_out(session: SessionDep, r: Round) -> RoundOut:
         opened_at=r.opened_at,
         deadline=r.deadline,
         quorum=r.quorum,
+        cohort=r.cohort,
         min_participants=r.min_participants,
         strategy=r.strategy,
         submissions=rounds.submission_count(session, r.id),
@@ -64,6 +65,7 @@ def open_round(
             body.duration_seconds,
             body.quorum,
             max_posting_backlog=state.settings.max_posting_backlog,
+            cohort=body.cohort,
         ),
     )
 

@@ -41,7 +41,11 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 
 
 def open_round(
-    sessions: sessionmaker[Session], quorum: int, seconds: int = 3600, active_since: datetime | None = None
+    sessions: sessionmaker[Session],
+    quorum: int,
+    seconds: int = 3600,
+    active_since: datetime | None = None,
+    cohort: list[str] | None = None,
 ) -> int:
     now = utcnow()
     with sessions.begin() as session:
@@ -52,6 +56,8 @@ def open_round(
             deadline=now + timedelta(seconds=seconds),
             quorum=quorum,
             active_since=active_since,
+            cohort=cohort,
+            cohort_size=len(cohort) if cohort is not None else None,
             strategy="fedavg",
         )
         session.add(round_)
@@ -121,6 +127,17 @@ def test_early_close_waits_for_active_organizations_only_and_for_the_quorum(sess
         assert pipeline.claim_closes(session, utcnow(), LEASE) == []
         # (The first round's request is a lease old by then: sent again, as any lost message is.)
         assert short in pipeline.claim_closes(session, now + timedelta(hours=2), LEASE)
+
+
+def test_a_cohort_round_closes_once_every_invited_organization_submitted(sessions) -> None:  # type: ignore[no-untyped-def]
+    """A Flower server's sample (organizations 1-3 of the 5 active): the round closes at the third
+    invited update, without waiting for the two organizations nobody asked, and not before."""
+    invited = [f"0x{i:040x}" for i in (1, 2, 3)]
+    round_id = open_round(sessions, quorum=3, cohort=invited)
+    assert [submit(sessions, round_id, p) for p in (1, 2, 3)] == [False, False, True]
+    # The quorum still counts: a cohort larger than the updates so far never closes early.
+    wider = open_round(sessions, quorum=2, cohort=[f"0x{i:040x}" for i in range(1, 6)])
+    assert [submit(sessions, wider, p) for p in (1, 2, 3, 4)] == [False] * 4
 
 
 def test_an_extended_round_can_be_requested_again_and_a_post_is_requested_once(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -53,7 +53,7 @@ def test_parameters_are_refused_like_the_aggregator_refuses_them(kwargs: dict, e
 
 def test_platform_mode_refuses_a_local_rule() -> None:
     class Platform:
-        def open_round(self, initial, quorum):  # type: ignore[no-untyped-def]
+        def open_round(self, initial, quorum, cohort=None):  # type: ignore[no-untyped-def]
             return OpenedRound(1, 1)
 
         def finish_round(self, round_id):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlalchemy import update as sa_update
 from web3 import Web3
 
-from db.models import Participant, ParticipantStatus
+from db.models import Participant, ParticipantStatus, RoundStatus
 from fedledger.chain.tx import send_transaction
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
@@ -33,6 +33,7 @@ from tests.middleware.conftest import (
     make_update,
     post_update,
 )
+from tests.middleware.test_posting_backlog import set_status
 
 
 def refused(response, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
@@ -267,3 +268,32 @@ def test_an_update_with_a_tensor_neither_float32_nor_float16_is_refused_with_its
     envelope, signature = make_update(world, ORGS[0])
     assert post_update(world, ORGS[0], envelope, signature).status_code == 202
 
+
+def test_a_cohort_round_takes_only_its_members_and_closes_at_the_last_one(world: World) -> None:
+    """A round opened for a Flower server's sample (ORGS[:2] of five active organizations): ORGS[2] is
+    refused, and the second member's update sends the close without waiting for anyone uninvited."""
+    broker = redis.Redis.from_url(REDIS_BROKER_DB)
+    set_status(world, world.round["id"], RoundStatus.failed)  # the world's round is over
+    invited = [address_of(i) for i in ORGS[:2]]
+    too_few = world.client.post("/v1/rounds", json={"quorum": 3, "cohort": invited}, headers=world.operator)
+    assert "can never reach the round's quorum of 3" in refused(too_few, 422, "invalid_cohort")
+    response = world.client.post("/v1/rounds", json={"quorum": 2, "cohort": invited}, headers=world.operator)
+    assert response.status_code == 201, response.text
+    cohort_round = response.json()
+    assert cohort_round["cohort"] == sorted(a.lower() for a in invited)
+    rid = cohort_round["id"]
+    outsider = post_update(world, ORGS[2], *make_update(world, ORGS[2], round_id=rid), round_id=rid)
+    assert address_of(ORGS[2]) in refused(outsider, 403, "not_in_cohort")
+    assert (
+        post_update(world, ORGS[0], *make_update(world, ORGS[0], round_id=rid), round_id=rid).status_code
+        == 202
+    )
+    assert broker.llen("celery") == 0
+    assert (
+        post_update(world, ORGS[1], *make_update(world, ORGS[1], round_id=rid), round_id=rid).status_code
+        == 202
+    )
+    messages = [json.loads(m) for m in broker.lrange("celery", 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("fedledger.rounds.close", f"[{rid}]")
+    ]
