@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     # --- aggregation ------------------------------------------------------------------------------
     # The server's holdout data for quality scores and rollback: "digits" (bundled) or a CSV path.
     holdout: str = "digits"
+    # Fewest labelled holdout examples with which the API opens a round (POST /v1/rounds answers 409
+    # holdout_too_small below it). The holdout is split in half: root data (the reference update FLTrust
+    # weighs by) and validation data (quality, rollback). Quality and rollback trust a difference only
+    # beyond z = 2 standard errors over the validation examples; a per-example 0/1 outcome's standard error
+    # is at most 0.5 / sqrt(n), so resolving a 10-point change in validation accuracy needs
+    # 2 * 0.5 / sqrt(n) <= 0.1, n >= 100 validation examples, and as many again for the root part: 200.
+    # (Issue 20: with a 100-example holdout a reference-aware attack took the model to chance.)
+    min_holdout_examples: int = Field(default=200, ge=2)
     # How long a worker may hold a round it is closing before another worker may take it over.
     close_lease_seconds: int = 300
     # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.

@@ -40,6 +40,13 @@ def load_holdout(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
+def holdout_size(source: str) -> int:
+    """How many labelled examples the server's holdout ``source`` has (read once per process)."""
+    _, y = load_holdout(source)
+    return len(y)
+
+
+@lru_cache(maxsize=4)
 def input_contract(source: str) -> dict[str, object]:
     """What an organization's data must look like for models evaluated on ``source``: the holdout the
     server scores updates on. Data shaped otherwise trains a model the holdout judges badly, and the

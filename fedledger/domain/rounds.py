@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -17,6 +18,27 @@ from fedledger.domain.errors import Conflict, Invalid, NotFound
 
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 IN_PROGRESS = (RoundStatus.open, RoundStatus.closing)
+
+
+@dataclass(frozen=True)
+class ServerData:
+    """The server's own labelled data (its holdout: half root data for the reference update, half
+    validation data for quality and rollback) against the size the platform needs (see
+    ``Settings.min_holdout_examples`` for why that size)."""
+
+    source: str
+    examples: int
+    needed: int
+
+    def check(self) -> None:
+        """A round on too little server data would score and roll back on noise: refused, with both sizes."""
+        if self.examples < self.needed:
+            raise Conflict(
+                "holdout_too_small",
+                f"the server's holdout ({self.source}) has {self.examples} labelled examples and rounds need at "
+                f"least {self.needed} (FEDLEDGER_MIN_HOLDOUT_EXAMPLES): half train the reference update, half "
+                "score updates and decide rollbacks; give the server more labelled data (FEDLEDGER_HOLDOUT)",
+            )
 
 
 def in_progress(session: Session) -> Round | None:
@@ -34,12 +56,15 @@ def open_round(
     quorum: int | None = None,
     max_posting_backlog: int | None = None,
     cohort: list[str] | None = None,
+    server_data: ServerData | None = None,
 ) -> Round:
     """Open a round on the active model. The governed parameters in force now are what its close uses,
     so a governance change mid-round never alters a round already under way. With ``max_posting_backlog``,
     refused while more rounds than that are aggregated but not yet recorded on-chain. With ``cohort`` (wallet
     addresses), only those organizations may submit and the round closes early once all of them have
     (fedledger.domain.pipeline); without, early only once every active organization has."""
+    if server_data is not None:
+        server_data.check()
     busy = in_progress(session)
     if busy is not None:
         raise Conflict(

@@ -8,6 +8,7 @@ from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
 from fedledger.api.schemas import OpenRoundRequest, ReceiptOut, RoundOut
+from fedledger.datasets import holdout_size
 from fedledger.domain import pipeline, rounds, submissions
 from fedledger.domain.errors import DomainError
 from middleware.deps import (
@@ -55,6 +56,12 @@ def open_round(
     body: OpenRoundRequest, principal: RoundRunnerPrincipal, session: SessionDep, state: StateDep
 ) -> RoundOut:
     """Open a round on the active model (operator or round runner), with the governed parameters read from the chain now."""
+    settings = state.settings
+    try:
+        examples = holdout_size(settings.holdout)
+    except (OSError, ValueError) as exc:
+        raise ApiError(409, "holdout_unavailable", f"the server's holdout cannot be read: {exc}") from exc
+    server_data = rounds.ServerData(settings.holdout, examples, settings.min_holdout_examples)
     params = state.chain().params()
     return to_out(
         session,
@@ -66,6 +73,7 @@ def open_round(
             body.quorum,
             max_posting_backlog=state.settings.max_posting_backlog,
             cohort=body.cohort,
+            server_data=server_data,
         ),
     )
 
