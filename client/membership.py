@@ -142,6 +142,13 @@ class Membership:
             out["round"] = self.api.current_round().model_dump(mode="json")
         except NotFoundError:
             out["round"] = None
+        # This organization's outcome in that round once aggregated: kept or excluded (and why), its pay.
+        found = (
+            self.api.contributions(round_id=int(out["round"]["id"]), address=self.address)
+            if out["round"]
+            else []
+        )
+        out["round_result"] = found[0].model_dump(mode="json") if found else None
         try:
             model = self.api.current_model()
             out["model"] = model.model_dump(

@@ -440,6 +440,9 @@ def status(opts: Common) -> None:
             f"  round:        {round_['id']} {round_['status']} on model v{round_['model_version']}, "
             f"deadline {round_['deadline']}, {round_.get('submissions')} submissions"
         )
+    result = info.get("round_result")
+    if result is not None:
+        typer.echo(f"  your update:  {_outcome(result)}")
     model = info.get("model")
     typer.echo(
         f"  model:        v{model['version']} sha256:{model['weights_hash']}"
@@ -551,6 +554,13 @@ def _print_submission(summary: dict[str, Any]) -> None:
             f"  your update was kept: fitness {score_text(summary.get('fitness'))}, "
             f"reward {_tokens(summary.get('reward_wei') or 0)} tokens"
         )
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    """`status`'s line for this organization's update in the round shown: an excluded one is not paid."""
+    if result.get("kept"):
+        return f"kept: fitness {score_text(result.get('fitness'))}, reward {_tokens(result.get('reward_wei') or 0)} tokens"
+    return f"excluded: {result.get('excluded_reason') or 'no reason recorded'} (not paid)"
 
 
 @client_app.command("claim")
