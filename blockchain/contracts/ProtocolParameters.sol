@@ -40,7 +40,7 @@ contract ProtocolParameters is AccessControl {
         DpEpsilonBudget, // 20 WAD; total privacy budget epsilon; rounds stop once it is spent
         DpDelta, // 21 WAD; privacy parameter delta
         RoundDuration, // 22 seconds; time from a round's opening to its deadline
-        Quorum, // 23 count; updates that close a round early
+        Quorum, // 23 count; fewest updates the deadline close aggregates; never closes a round early
         MinParticipants, // 24 count; fewer updates at the deadline: the round is extended or fails
         RollbackThreshold, // 25 WAD; relative holdout-loss increase that rejects a new model
         RoundRewardBudget, // 26 token wei; cap on one round's rewards
