@@ -304,3 +304,46 @@ def test_a_node_scores_in_flower_as_its_update_would_on_the_platform(measure: st
     # Honesty is measured against the updates' coordinate median as a direction, not as closeness to it:
     # a sign-flipped update near the crowd's scale is dishonest.
     assert report.nodes[2].honesty == 0.0
+
+
+class RecordingPlatform:
+    """What a platform-mode strategy asks of the deployment (the rounds it opens), with fixed answers."""
+
+    def __init__(self, blocked: set[str]) -> None:
+        self.opened: list[tuple[int, list[str] | None]] = []
+        self.refused = blocked
+
+    def open_round(self, initial, quorum, cohort=None):  # type: ignore[no-untyped-def]
+        self.opened.append((quorum, cohort))
+        return OpenedRound(len(self.opened), 1)
+
+    def finish_round(self, round_id):  # type: ignore[no-untyped-def]
+        return PlatformOutcome(round_id, "POSTED", {"w": np.zeros(2, np.float32)})
+
+    def blocked(self, addresses):  # type: ignore[no-untyped-def]
+        return {a.lower() for a in addresses} & self.refused
+
+
+def test_platform_rounds_are_opened_for_the_sampled_organizations_once_their_wallets_are_known() -> None:
+    """The early close waits for every active organization unless a round names its cohort: a sample of some
+    of them would otherwise wait for every deadline. Round 1 knows no wallet (no cohort, quorum the sample);
+    later rounds invite exactly the sampled wallets, minus those the platform blocks."""
+    wallets = {node: f"0x{node:040X}" for node in range(1, 5)}
+    platform = RecordingPlatform(blocked={wallets[4].lower()})
+    strategy = FedLedgerStrategy(platform=platform, min_train_nodes=2, min_available_nodes=4)
+    arrays = to_record({"w": np.zeros(2, np.float32)})
+    sent = list(strategy.configure_train(1, arrays, ConfigRecord(), StaticGrid(range(1, 5))))
+    assert platform.opened == [(4, None)]
+    replies = []
+    for message in sent:
+        node = message.metadata.dst_node_id
+        receipt = ConfigRecord({"fedledger-round": 1, "fedledger-address": wallets[node]})
+        replies.append(Message(RecordDict({"fedledger": receipt}), reply_to=message))
+    strategy.aggregate_train(1, replies)
+
+    strategy.fraction_train = 0.75  # three of the four nodes
+    second = list(strategy.configure_train(2, arrays, ConfigRecord(), StaticGrid(range(1, 5))))
+    sampled = {m.metadata.dst_node_id for m in second}
+    invited = sorted(wallets[n].lower() for n in sampled if n != 4)
+    assert platform.opened[1] == (len(invited), invited)
+    assert all(m.content["config"]["fedledger-round"] == 2 for m in second)
