@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from client.errors import ApiError, ApiUnreachableError  # noqa: E402
+from fedledger.api.errors import ApiError, ApiUnreachableError  # noqa: E402
 from visualization.session import build_context, show_flash, transactions_sidebar, wallet_sidebar  # noqa: E402
 from visualization.views import contributions, governance, overview, token, training  # noqa: E402
 

@@ -15,8 +15,21 @@ import httpx
 from eth_utils import to_checksum_address
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
-from client.api import error_from_response
-from client.errors import ApiError, ApiUnreachableError, ClientError
+from fedledger.api.client import NO_RETRY, FedLedgerApi
+from fedledger.api.errors import ApiError, ClientError
+from fedledger.api.schemas import (
+    ContributionOut,
+    ModelOut,
+    NonceResponse,
+    OverviewOut,
+    ParticipantOut,
+    ParticipantStatusOut,
+    RewardOut,
+    RoundOut,
+    RoundStatsOut,
+    TokenFiguresOut,
+    TokenResponse,
+)
 from fedledger.chain.deployments import Deployments, DeploymentsError
 from fedledger.chain.params import WAD, ProtocolParams
 from fedledger.chain.reader import ChainReader, RegistryStatus, RewardStatus, TokenFigures
@@ -27,8 +40,8 @@ from fedledger.config import Settings
 class DashboardError(RuntimeError):
     """Something the dashboard needs is unreachable or answered unexpectedly; the message says what.
 
-    The API's refusals are the organization client's typed errors (:class:`client.errors.ApiError`, with
-    ``status``, ``code`` and ``detail``; :class:`~client.errors.ApiUnreachableError` when it did not answer):
+    The API's refusals are the typed client's errors (:class:`fedledger.api.errors.ApiError`, with
+    ``status``, ``code`` and ``detail``; :class:`~fedledger.api.errors.ApiUnreachableError` when it did not answer):
     one error type for every caller of the API. :data:`DASHBOARD_ERRORS` catches both kinds.
     """
 
@@ -37,7 +50,7 @@ class ChainUnavailable(DashboardError):
     """The chain's RPC endpoint did not answer, or serves another chain than the deployments'."""
 
 
-# The API's own errors carry a code; its framework's 404 for an unknown route has none (client.api's
+# The API's own errors carry a code; its framework's 404 for an unknown route has none (fedledger.api's
 # error_from_response then names it after the status).
 NO_ROUTE = "http_404"
 
@@ -62,16 +75,22 @@ class DashboardConfig:
 
 
 class Api:
-    """The fedledger API, as the dashboard uses it (server side: the browser never talks to the API)."""
+    """The fedledger API, as the dashboard uses it (server side: the browser never talks to the API).
+
+    A thin wrapper over the one typed client (:class:`~fedledger.api.client.FedLedgerApi`, never retrying: a
+    page must answer at once) that turns the answers a page shows as an empty state into None: no round or
+    model yet (404/409), the chain unreachable (503), a wallet with no organization."""
 
     def __init__(
         self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._api = FedLedgerApi(http=http, retry=NO_RETRY)
+        self._http = http
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> Api:
         return self
@@ -79,106 +98,83 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = self._client.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiUnreachableError(
-                f"the API at {self.base_url} is not reachable: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response.json()
-
     # --- public reads ------------------------------------------------------------------------------
-    def overview(self) -> dict[str, Any]:
-        return self._request("GET", "/v1/stats/overview")
+    def overview(self) -> OverviewOut:
+        return self._api.overview()
 
-    def rounds(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/stats/rounds", params={"limit": limit})
+    def rounds(self, limit: int = 1000) -> list[RoundStatsOut]:
+        return self._api.round_history(limit=limit)
 
     def contributions(
         self, round_id: int | None = None, address: str | None = None, limit: int = 5000
-    ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if round_id is not None:
-            params["round_id"] = round_id
-        if address is not None:
-            params["address"] = address
-        return self._request("GET", "/v1/stats/contributions", params=params)
+    ) -> list[ContributionOut]:
+        return self._api.contributions(round_id=round_id, address=address, limit=limit)
 
-    def participants(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/stats/participants")
+    def participants(self) -> list[ParticipantOut]:
+        return self._api.participants()
 
-    def token(self) -> dict[str, Any] | None:
+    def token(self) -> TokenFiguresOut | None:
         """Token figures, or None while the API cannot reach the chain."""
         try:
-            return self._request("GET", "/v1/stats/token")
+            return self._api.token()
         except ApiError as exc:
             if exc.status == 503:
                 return None
             raise
 
-    def current_round(self) -> dict[str, Any] | None:
+    def current_round(self) -> RoundOut | None:
         """The round in progress (or the latest one); None before the first round."""
         try:
-            return self._request("GET", "/v1/rounds/current")
+            return self._api.current_round()
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def current_model(self) -> dict[str, Any] | None:
+    def current_model(self) -> ModelOut | None:
         """The active model's metadata; None before the genesis model is uploaded."""
         try:
-            return self._request("GET", "/v1/models/current")
+            return self._api.current_model()
         except ApiError as exc:
             if exc.status in (404, 409):
                 return None
             raise
 
-    def deployments(self) -> dict[str, Any]:
-        return self._request("GET", "/v1/chain/deployments")
+    def deployments(self) -> Deployments:
+        return self._api.deployments()
 
     # --- sign-in ----------------------------------------------------------------------------------
-    def nonce(self, address: str, domain: str | None = None) -> dict[str, Any]:
+    def nonce(self, address: str, domain: str | None = None) -> NonceResponse:
         """The server's EIP-4361 challenge (``message`` is what the wallet signs with personal_sign).
 
         ``domain`` is the host[:port] of the page asking the wallet (the dashboard as the person opened it).
         """
-        body = {"address": address} | ({"domain": domain} if domain else {})
-        return self._request("POST", "/v1/auth/nonce", json=body)
+        return self._api.nonce(address, domain=domain)
 
-    def login(self, message: str, signature: str) -> dict[str, Any]:
-        """Exchange the signed message for a JWT (``access_token``, ``expires_at``, ``address``, ``roles``)."""
-        return self._request("POST", "/v1/auth/login", json={"message": message, "signature": signature})
+    def login(self, message: str, signature: str) -> TokenResponse:
+        """Exchange the signed message for a JWT."""
+        return self._api.login_with_signature(message, signature)
 
     # --- signed-in reads --------------------------------------------------------------------------
-    def me(self, token: str) -> dict[str, Any] | None:
+    def me(self, token: str) -> ParticipantStatusOut | None:
         """The signed-in organization, or None when its wallet has not registered an organization."""
+        self._api.use_token(token)
         try:
-            return self._request("GET", "/v1/participants/me", token=token)
+            return self._api.me()
         except ApiError as exc:
             if exc.status == 404 and exc.code == "not_registered":
                 return None
             raise
 
-    def rewards(self, address: str, token: str | None = None) -> list[dict[str, Any]] | None:
-        """``[{round_id, amount_wei, proof, claimed, ...}]`` for ``address`` (every page; the API serves them
-        to the address's own token or an operator's); None when the API has no such route.
+    def rewards(self, address: str, token: str) -> list[RewardOut] | None:
+        """``address``'s rewards (every page; the API serves them to the address's own token or an
+        operator's); None when the API has no such route.
 
         The token page reads each reward's claim status from the chain itself (:meth:`Chain.reward_standing`),
         so it works with an API that serves no ``status`` / ``claimable_at`` yet."""
-        rewards: list[dict[str, Any]] = []
-        cursor = 0
+        self._api.use_token(token)
         try:
-            while True:
-                page = self._request("GET", f"/v1/rewards/{address}", token=token, params={"cursor": cursor})
-                rewards.extend(page["rewards"])
-                if page.get("next_cursor") is None or int(page["next_cursor"]) <= cursor:
-                    return rewards
-                cursor = int(page["next_cursor"])
+            return self._api.rewards(address)
         except ApiError as exc:
             if exc.status == 404 and exc.code == NO_ROUTE:
                 return None
@@ -188,11 +184,6 @@ class Api:
 
 
 # ------------------------------------------------------------------------------------------- chain
-
-
-def deployments_from_json(raw: dict[str, Any]) -> Deployments:
-    """The deployments the API serves at ``/v1/chain/deployments`` (the same shape as the deployments file)."""
-    return Deployments.from_dict(raw, source="the API's deployments")
 
 
 @dataclass(frozen=True)

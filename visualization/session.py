@@ -29,7 +29,6 @@ from visualization.data import (
     Api,
     Chain,
     DashboardConfig,
-    deployments_from_json,
     short_address,
 )
 from visualization.reverts import explain
@@ -67,7 +66,7 @@ class Context:
 @st.cache_resource(ttl=30, show_spinner=False)
 def _chain(api_url: str, rpc_url: str) -> Chain:
     with Api(api_url) as api:
-        deployments = deployments_from_json(api.deployments())
+        deployments = api.deployments()
     return Chain.connect(rpc_url, deployments)
 
 
@@ -239,7 +238,7 @@ def wallet_sidebar(ctx: Context) -> None:
         st.session_state[CHALLENGE] = {
             "id": f"siwe-{uuid.uuid4().hex}",
             "address": address,
-            "message": issued["message"],
+            "message": issued.message,
         }
         st.rerun()
     # Step 3: the wallet signs the server's message.
@@ -272,14 +271,14 @@ def wallet_sidebar(ctx: Context) -> None:
         st.error(f"Sign-in refused: {exc}")
         return
     st.session_state[AUTH] = {
-        "token": token["access_token"],
-        "address": token["address"],
-        "expires_at": token["expires_at"],
-        "roles": token.get("roles", []),
+        "token": token.access_token,
+        "address": token.address,
+        "expires_at": token.expires_at.isoformat(),
+        "roles": token.roles,
     }
     st.session_state.pop(CHALLENGE, None)
     st.session_state.pop(FORGET, None)
-    flash("success", f"Signed in as {token['address']}.")
+    flash("success", f"Signed in as {token.address}.")
     st.rerun()
 
 
@@ -292,7 +291,7 @@ def _signed_in_panel(ctx: Context, auth: dict[str, Any]) -> None:
             flash("warning", "The API no longer accepts your session: sign in again.")
             st.rerun()
         me = None
-    name = me["org_name"] if me else "no registered organization"
+    name = me.org_name if me else "no registered organization"
     st.markdown(f"**{name}**  \n`{auth['address']}`")
     roles = ", ".join(auth.get("roles") or [])
     if roles:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from fedledger.api.schemas import ContributionOut, ParticipantOut, RoundStatsOut
 from fedledger.evidence import in_words
 from visualization.data import fmt_exact, tokens
 
@@ -47,32 +48,32 @@ CONTRIBUTION_COLUMNS = [
 ]
 
 
-def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
+def rounds_frame(rounds: list[RoundStatsOut]) -> pd.DataFrame:
     """One row per round, oldest first, with its aggregation's figures (NaN where the round has none)."""
     rows = []
     for r in rounds:
-        a = r.get("aggregation") or {}
+        a = r.aggregation
         rows.append(
             {
-                "round": int(r["id"]),
-                "status": r.get("status"),
-                "strategy": r.get("strategy"),
-                "opened_at": pd.to_datetime(r.get("opened_at"), utc=True),
-                "deadline": pd.to_datetime(r.get("deadline"), utc=True),
-                "model_version": r.get("model_version"),
-                "aggregated": bool(a),
-                "kept": a.get("kept"),
-                "excluded": a.get("excluded"),
-                "rejected": a.get("rejected"),
-                "rolled_back": a.get("rolled_back"),
-                "loss_before": a.get("holdout_loss_before"),
-                "loss_after": a.get("holdout_loss_after"),
-                "accuracy": a.get("holdout_accuracy"),
-                "epsilon_spent": a.get("epsilon_spent"),
-                "reward": tokens(a.get("total_reward_wei")) if a else None,
-                "reward_wei": a.get("total_reward_wei"),
+                "round": r.id,
+                "status": r.status,
+                "strategy": r.strategy,
+                "opened_at": pd.to_datetime(r.opened_at, utc=True),
+                "deadline": pd.to_datetime(r.deadline, utc=True),
+                "model_version": r.model_version,
+                "aggregated": a is not None,
+                "kept": a.kept if a else None,
+                "excluded": a.excluded if a else None,
+                "rejected": a.rejected if a else None,
+                "rolled_back": a.rolled_back if a else None,
+                "loss_before": a.holdout_loss_before if a else None,
+                "loss_after": a.holdout_loss_after if a else None,
+                "accuracy": a.holdout_accuracy if a else None,
+                "epsilon_spent": a.epsilon_spent if a else None,
+                "reward": tokens(a.total_reward_wei) if a else None,
+                "reward_wei": a.total_reward_wei if a else None,
                 # Only a FAILED round failed: an older close kept its deadline extension's note here.
-                "failure_reason": r.get("failure_reason") if r.get("status") == "FAILED" else None,
+                "failure_reason": r.failure_reason if r.status == "FAILED" else None,
             }
         )
     frame = pd.DataFrame(rows, columns=ROUND_COLUMNS)
@@ -81,30 +82,30 @@ def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values("round").reset_index(drop=True)
 
 
-def organizations(participants: list[dict[str, Any]]) -> dict[str, str]:
+def organizations(participants: list[ParticipantOut]) -> dict[str, str]:
     """Address (lower case) → organization name."""
-    return {p["address"].lower(): p["org_name"] for p in participants}
+    return {p.address.lower(): p.org_name for p in participants}
 
 
 def contributions_frame(
-    contributions: list[dict[str, Any]], participants: list[dict[str, Any]]
+    contributions: list[ContributionOut], participants: list[ParticipantOut]
 ) -> pd.DataFrame:
     names = organizations(participants)
     rows = [
         {
-            "round": int(c["round_id"]),
-            "organization": names.get(c["participant"].lower(), c["participant"]),
-            "participant": c["participant"],
-            "quality": c["quality"],
-            "timeliness": c["timeliness"],
-            "honesty": c["honesty"],
-            "fitness": c["fitness"],
-            "kept": bool(c["kept"]),
-            "byzantine": bool(c["byzantine"]),
-            "reward": tokens(c.get("reward_wei")),
-            "reward_wei": str(c.get("reward_wei") or "0"),
-            "reputation_after": c.get("reputation_after"),
-            "evidence": in_words(c.get("evidence") or []) or "-",
+            "round": c.round_id,
+            "organization": names.get(c.participant.lower(), c.participant),
+            "participant": c.participant,
+            "quality": c.quality,
+            "timeliness": c.timeliness,
+            "honesty": c.honesty,
+            "fitness": c.fitness,
+            "kept": c.kept,
+            "byzantine": c.byzantine,
+            "reward": tokens(c.reward_wei),
+            "reward_wei": c.reward_wei,
+            "reputation_after": c.reputation_after,
+            "evidence": in_words(e.model_dump(mode="json") for e in c.evidence) or "-",
         }
         for c in contributions
     ]
@@ -130,7 +131,7 @@ def filter_contributions(
     return out.reset_index(drop=True)
 
 
-def participants_frame(participants: list[dict[str, Any]]) -> pd.DataFrame:
+def participants_frame(participants: list[ParticipantOut]) -> pd.DataFrame:
     columns = [
         "organization",
         "address",
@@ -142,13 +143,13 @@ def participants_frame(participants: list[dict[str, Any]]) -> pd.DataFrame:
     ]
     rows = [
         {
-            "organization": p["org_name"],
-            "address": p["address"],
-            "status": p["status"],
-            "reputation": p["reputation"],
-            "byzantine_count": p["byzantine_count"],
-            "created_at": pd.to_datetime(p.get("created_at"), utc=True),
-            "last_seen_at": pd.to_datetime(p.get("last_seen_at"), utc=True),
+            "organization": p.org_name,
+            "address": p.address,
+            "status": p.status,
+            "reputation": p.reputation,
+            "byzantine_count": p.byzantine_count,
+            "created_at": pd.to_datetime(p.created_at, utc=True),
+            "last_seen_at": pd.to_datetime(p.last_seen_at, utc=True),
         }
         for p in participants
     ]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from fedledger.api.schemas import ModelOut, RoundOut
 from visualization import tables
 from visualization.data import fmt_amount, fmt_tokens, short_address
 from visualization.session import Context
@@ -16,31 +17,31 @@ def render(ctx: Context) -> None:
     overview = ctx.api.overview()
     model = ctx.api.current_model()
     current = ctx.api.current_round()
-    token = overview.get("token") or {}
+    token = overview.token
 
     cols = st.columns(6)
     cols[0].metric(
         "Active organizations",
-        overview["active_participants"],
-        help=f"{overview['participants']} registered with the API; active ones may take part in rounds",
+        overview.active_participants,
+        help=f"{overview.participants} registered with the API; active ones may take part in rounds",
     )
     cols[1].metric(
         "Enrolled on-chain",
-        token.get("active_participants", "—"),
+        token.active_participants if token else "—",
         help="Organizations with an active stake in ParticipantRegistry",
     )
     cols[2].metric(
-        "Rounds completed", overview["rounds_completed"], help="Rounds aggregated and recorded on-chain"
+        "Rounds completed", overview.rounds_completed, help="Rounds aggregated and recorded on-chain"
     )
-    cols[3].metric("Total contributions", overview["contributions"], help="Scored updates over all rounds")
-    cols[4].metric("Model version", f"v{model['version']}" if model else "—")
-    backlog, allowed = overview.get("posting_backlog"), overview.get("max_posting_backlog")
+    cols[3].metric("Total contributions", overview.contributions, help="Scored updates over all rounds")
+    cols[4].metric("Model version", f"v{model.version}" if model else "—")
+    backlog, allowed = overview.posting_backlog, overview.max_posting_backlog
     cols[5].metric(
         "Posting backlog",
-        "—" if backlog is None else backlog,
+        backlog,
         help="Rounds aggregated but not yet recorded on-chain: their rewards, slashes and activity wait",
     )
-    if backlog and allowed is not None and backlog > allowed:
+    if backlog > allowed:
         st.warning(
             f"Posting is behind: {backlog} aggregated rounds wait for their on-chain record (at most {allowed} "
             "may). New rounds are refused until the worker's retries catch up (emission cap used for this "
@@ -65,18 +66,18 @@ def render(ctx: Context) -> None:
         else:
             _model(model)
 
-    if token:
+    if token is not None:
         st.subheader("Token")
         cols = st.columns(3)
-        symbol = token.get("symbol", "")
+        symbol = token.symbol
         unit = f" ({symbol})" if symbol else ""
         cols[0].metric(
             f"Total supply{unit}",
-            fmt_amount(token["total_supply"]),
-            help=fmt_tokens(token["total_supply"], symbol, digits=18),
+            fmt_amount(token.total_supply),
+            help=fmt_tokens(token.total_supply, symbol, digits=18),
         )
-        cols[1].metric(f"Stake locked{unit}", fmt_amount(token["total_staked"]))
-        cols[2].metric(f"Treasury{unit}", fmt_amount(token["treasury_balance"]))
+        cols[1].metric(f"Stake locked{unit}", fmt_amount(token.total_staked))
+        cols[2].metric(f"Treasury{unit}", fmt_amount(token.treasury_balance))
 
     st.subheader("Organizations")
     participants = tables.participants_frame(ctx.api.participants())
@@ -99,17 +100,17 @@ def render(ctx: Context) -> None:
         )
 
 
-def _round(current: dict) -> None:
+def _round(current: RoundOut) -> None:
     st.markdown(
-        f"**Round {current['id']}** · `{current['status']}` · strategy **{current['strategy']}** "
-        f"· model v{current['model_version']}"
+        f"**Round {current.id}** · `{current.status}` · strategy **{current.strategy}** "
+        f"· model v{current.model_version}"
     )
-    quorum = max(int(current["quorum"]), 1)
-    submissions = int(current["submissions"])
+    quorum = max(current.quorum, 1)
+    submissions = current.submissions
     st.progress(min(submissions / quorum, 1.0), text=f"Updates received: {submissions} of quorum {quorum}")
-    opened = _utc(current["opened_at"])
-    deadline = _utc(current["deadline"])
-    if current["status"] == "OPEN":
+    opened = _utc(current.opened_at)
+    deadline = _utc(current.deadline)
+    if current.status == "OPEN":
         total = max((deadline - opened).total_seconds(), 1.0)
         elapsed = (datetime.now(UTC) - opened).total_seconds()
         left = max((deadline - datetime.now(UTC)).total_seconds(), 0)
@@ -118,38 +119,33 @@ def _round(current: dict) -> None:
             text=f"Time: {int(left // 60)} min {int(left % 60)} s left (deadline {deadline:%Y-%m-%d %H:%M:%S} UTC)",
         )
     else:
-        closed = current.get("closed_at")
+        closed = current.closed_at
         closed_at = _utc(closed) if closed else None
         st.caption(
             f"Deadline {deadline:%Y-%m-%d %H:%M:%S} UTC"
             + (f" · closed {closed_at:%Y-%m-%d %H:%M:%S} UTC" if closed_at else "")
         )
     st.caption(
-        f"At least {current['min_participants']} participants · {current['extensions']} deadline extension(s)"
+        f"At least {current.min_participants} participants · {current.extensions} deadline extension(s)"
     )
-    if current.get("failure_reason") and current.get("status") == "FAILED":
-        st.error(f"Round failed: {current['failure_reason']}")
+    if current.failure_reason and current.status == "FAILED":
+        st.error(f"Round failed: {current.failure_reason}")
 
 
-def _utc(value: object) -> datetime:
-    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _model(model: dict) -> None:
+def _model(model: ModelOut) -> None:
     st.markdown(
-        f"**Version {model['version']}** · `{model['status']}`"
-        + (
-            f" · produced by round {model['produced_by_round']}"
-            if model.get("produced_by_round")
-            else " · genesis"
-        )
+        f"**Version {model.version}** · `{model.status}`"
+        + (f" · produced by round {model.produced_by_round}" if model.produced_by_round else " · genesis")
     )
-    st.caption(f"SHA-256 `{model['weights_hash']}` · signed by {short_address(model['signer'])}")
-    metrics = model.get("metrics") or {}
+    st.caption(f"SHA-256 `{model.weights_hash}` · signed by {short_address(model.signer)}")
+    metrics = model.metrics
     if metrics:
         cols = st.columns(min(len(metrics), 4))
         for col, (name, value) in zip(cols, sorted(metrics.items())[:4], strict=False):
             col.metric(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else value)
-    shapes = ", ".join(f"{name} {tuple(dims)}" for name, dims in sorted(model.get("spec", {}).items()))
+    shapes = ", ".join(f"{name} {tuple(dims)}" for name, dims in sorted(model.spec.items()))
     st.caption(f"Tensors: {shapes}")

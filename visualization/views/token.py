@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import streamlit as st
 
+from fedledger.api.schemas import RewardOut
 from fedledger.chain.reader import RewardStatus
 from visualization import charts, tables
 from visualization.data import DASHBOARD_ERRORS, fmt_amount, fmt_exact, fmt_tokens, tokens
@@ -75,14 +75,14 @@ def render(ctx: Context) -> None:
     cols[1].metric(
         f"Stake{unit}", fmt_amount(account.stake), help=f"On-chain status: {account.registry_status.name}"
     )
-    cols[2].metric("Reputation", f"{me['reputation']:.1f}" if me else "—")
+    cols[2].metric("Reputation", f"{me.reputation:.1f}" if me else "—")
     cols[3].metric(f"Voting power{unit}", fmt_amount(account.votes))
     if me is None:
         st.caption("This wallet has not registered an organization with the API.")
     else:
         st.caption(
-            f"**{me['org_name']}** · API status `{me['status']}` · registry `{me.get('chain_status')}`"
-            + ("" if me.get("may_submit") else f" · may not submit: {me.get('reason')}")
+            f"**{me.org_name}** · API status `{me.status}` · registry `{me.chain_status}`"
+            + ("" if me.may_submit else f" · may not submit: {me.reason}")
         )
     if account.delegate is None and account.balance > 0:
         st.warning("Your tokens carry no votes until you delegate them (to yourself, to vote directly).")
@@ -99,29 +99,27 @@ def render(ctx: Context) -> None:
     st.subheader("Claimable rewards")
     rewards = ctx.api.rewards(address, auth["token"])
     if rewards is None:
-        st.info(
-            "This API does not serve reward proofs yet (GET /v1/rewards/{address}); claims appear once it does."
-        )
+        st.info("This API does not serve reward proofs yet; claims appear once it does.")
         return
     # What a claim would meet on the chain, judged at the time of the block it would land in: only rounds
     # whose dispute window is over (and that were not cancelled in it) count as claimable or get a button.
     now = chain.next_block_time()
-    standings = {int(r["round_id"]): chain.reward_standing(int(r["round_id"]), address, now) for r in rewards}
-    by_status: dict[RewardStatus | None, list[dict[str, Any]]] = {}
+    standings = {r.round_id: chain.reward_standing(r.round_id, address, now) for r in rewards}
+    by_status: dict[RewardStatus | None, list[RewardOut]] = {}
     for reward in rewards:
-        by_status.setdefault(standings[int(reward["round_id"])].status, []).append(reward)
+        by_status.setdefault(standings[reward.round_id].status, []).append(reward)
     claimable = by_status.get(RewardStatus.claimable, [])
     waiting = by_status.get(RewardStatus.in_dispute_window, [])
     cancelled = by_status.get(RewardStatus.cancelled, [])
     claimed = by_status.get(RewardStatus.claimed, [])
     if claimable or waiting:
         cols = st.columns(2)
-        cols[0].metric(f"Claimable{unit}", fmt_amount(sum(int(r["amount_wei"]) for r in claimable)))
+        cols[0].metric(f"Claimable{unit}", fmt_amount(sum(int(r.amount_wei) for r in claimable)))
         if waiting:
-            opens = min(standings[int(r["round_id"])].claimable_at for r in waiting)
+            opens = min(standings[r.round_id].claimable_at for r in waiting)
             cols[1].metric(
                 f"In dispute window{unit}",
-                fmt_amount(sum(int(r["amount_wei"]) for r in waiting)),
+                fmt_amount(sum(int(r.amount_wei) for r in waiting)),
                 help="Recorded, claimable once the round's dispute window is over (governance or a guardian "
                 f"may cancel them until then); the first at {_utc(opens)}",
             )
@@ -135,12 +133,10 @@ def render(ctx: Context) -> None:
     distributor = chain.reader.distributor.address
     # Several claimable rounds: one transaction (claimMany, one mint) instead of one per round. Kept on the
     # page once offered, as the per-round buttons are, so the wallet's answer arrives through it.
-    batch = sorted(claimable, key=lambda r: int(r["round_id"]))[:MAX_CLAIMS]
+    batch = sorted(claimable, key=lambda r: r.round_id)[:MAX_CLAIMS]
     offered = f"claim-all-{address}"
     if len(batch) > 1:
-        st.session_state[offered] = [
-            (int(r["round_id"]), int(r["amount_wei"]), list(r.get("proof") or [])) for r in batch
-        ]
+        st.session_state[offered] = [(r.round_id, int(r.amount_wei), list(r.proof)) for r in batch]
     if keep_showing(offered, len(batch) > 1):
         # The batch as offered: once claimed the rounds leave ``claimable``, and the same calldata is what
         # identifies the wallet's answer.
@@ -155,10 +151,10 @@ def render(ctx: Context) -> None:
             sender=address,
             describe=f"Claim {len(many)} rounds",
             disabled=len(batch) < 2,
-            simulate=len(batch) > 1 and [r for r, _, _ in many] == [int(r["round_id"]) for r in batch],
+            simulate=len(batch) > 1 and [r for r, _, _ in many] == [r.round_id for r in batch],
         )
-    for reward in sorted(rewards, key=lambda r: int(r["round_id"])):
-        round_id, amount = int(reward["round_id"]), int(reward["amount_wei"])
+    for reward in sorted(rewards, key=lambda r: r.round_id):
+        round_id, amount = reward.round_id, int(reward.amount_wei)
         standing = standings[round_id]
         line = f"Round **{round_id}**: {fmt_exact(amount)} {symbol}".rstrip()
         # A claimed reward keeps its (disabled) button in the session that claimed it: the wallet's answer
@@ -173,7 +169,7 @@ def render(ctx: Context) -> None:
                     key=f"tx-claim-{round_id}",
                     label=f"Claim round {round_id}",
                     to=distributor,
-                    data=chain.claim_calldata(round_id, address, amount, list(reward.get("proof") or [])),
+                    data=chain.claim_calldata(round_id, address, amount, list(reward.proof)),
                     sender=address,
                     describe=f"Claim round {round_id}",
                     disabled=is_claimed,
