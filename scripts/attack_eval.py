@@ -116,7 +116,16 @@ BACKDOORS = ("backdoor", "backdoor_boost", "backdoor_proj")
 BACKDOOR_TARGET = 0
 # "fedavg_plain": the sample-weighted mean with no rollback, the attack-free reference of what robustness
 # costs (issue 20: the default must stay within 2 points of it when nobody attacks).
-STRATEGIES = ("fedavg", "trimmed_mean", "median", "multi_krum", "centered_clip", "fltrust", "fedavg_plain")
+STRATEGIES = (
+    "fedavg",
+    "trimmed_mean",
+    "median",
+    "multi_krum",
+    "centered_clip",
+    "fltrust",
+    "fltrust_guarded",
+    "fedavg_plain",
+)
 PLAIN = {"fedavg_plain": ("fedavg", {"rollback_threshold": 1e9})}
 ROOTS = ("split", "small", "biased")
 SMALL_ROOT = 100

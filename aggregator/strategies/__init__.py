@@ -12,6 +12,7 @@ from aggregator.strategies import (  # noqa: F401  (registers them)
     coordinatewise,
     fedavg,
     fltrust,
+    fltrust_guarded,
     krum,
     reputation_weighted,
 )

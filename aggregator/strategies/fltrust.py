@@ -8,13 +8,12 @@ and no update can weigh more than the reference's length however it is scaled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.base import Aggregated, Strategy, StrategyInputs
 from aggregator.strategies.kernels import row_norms as row_norms  # re-exported: callers import it here
 from aggregator.strategies.kernels import sq_norms_and_dots
 from aggregator.strategies.registry import register
@@ -118,151 +117,11 @@ def fltrust(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return wide
 
 
-# A client passes the honest-majority gate when its median cosine to its peers is not more than this many
-# robust spreads (1.4826 MAD) below the round's median such value.
-CENTER_Z = 2.0
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Per-row signals of the hardened rule: cosine to the reference, median cosine to the round's other
-    rows, norm; who passed each test; the level the centre test used; the common norm passers get."""
-
-    cos_reference: np.ndarray
-    cos_center: np.ndarray
-    norms: np.ndarray
-    by_reference: np.ndarray
-    by_center: np.ndarray
-    center_level: float
-    clip_norm: float
-
-    @property
-    def passed(self) -> np.ndarray:
-        """Rows that enter the aggregate."""
-        passed: np.ndarray = self.by_reference & self.by_center
-        return passed
-
-
-def _cosines(X: np.ndarray, v: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """cos(x_i, v) from one float32 matrix-vector product; 0 for a zero row or a zero ``v``."""
-    v_norm = float(np.sqrt(np.dot(v.astype(np.float64), v.astype(np.float64))))
-    dots = (X @ v).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = np.where((norms > 0.0) & (v_norm > 0.0), dots / (norms * v_norm), 0.0)
-    out: np.ndarray = np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0)
-    return out
-
-
-def _norms32(X: np.ndarray) -> np.ndarray:
-    """Row norms from a float32 pass; rows whose float32 sum of squares overflows are redone in float64."""
-    sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
-    bad = ~np.isfinite(sq)
-    for i in np.flatnonzero(bad):
-        sq[i] = float(np.dot(X[i].astype(np.float64), X[i].astype(np.float64)))
-    norms: np.ndarray = np.sqrt(sq)
-    return norms
-
-
-def median_peer_cosine(X: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """For each row, the median of its cosines to the other rows (one float32 Gram product, n x n).
-
-    An honest-majority statistic: while fewer than half the rows are adversarial, the median over a row's
-    peers is an honest peer's cosine, whatever the adversarial rows send, so a row that pushes against what
-    the honest rows share scores low even when copies of it agree perfectly with each other (a coordinate
-    median, by contrast, is pulled toward a block of identical rows).
-    """
-    n = X.shape[0]
-    if n < 2:
-        return np.ones(n)
-    gram = (X @ X.T).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = gram / np.outer(norms, norms)
-    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
-    off = ~np.eye(n, dtype=bool)
-    peers: np.ndarray = np.median(cos[off].reshape(n, n - 1), axis=1)
-    return peers
-
-
-def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
-    """Which updates the hardened rule lets in, and the norm they are clipped to.
-
-    Two tests, both needed (Kerckhoffs: the attacker may know the reference, so agreeing with it must not
-    be enough): the reference as a filter (cosine > 0), and an honest-majority test the reference cannot
-    give, the median cosine to the round's other updates (:func:`median_peer_cosine`) not a low outlier of
-    the round's such values (below their median by more than ``z`` robust spreads). Fewer than half the rows
-    cannot move these medians or the spread far: an update that pushes against what the majority does fails it however well
-    it agrees with the reference. The clip norm is the median norm of the rows passing the reference test.
-    """
-    X = as_update_matrix(X)
-    g0 = as_reference(reference, X.shape[1])
-    norms = _norms32(X)
-    cos_ref = _cosines(X, g0, norms)
-    cos_c = median_peer_cosine(X, norms)
-    spread = 1.4826 * float(np.median(np.abs(cos_c - np.median(cos_c))))
-    level = float(np.median(cos_c)) - z * spread
-    by_reference = cos_ref > 0.0
-    by_center = cos_c >= level
-    candidates = norms[by_reference & (norms > 0)]
-    clip = float(np.median(candidates)) if candidates.size else 0.0
-    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip)
-
-
-def hardened_coefficients(
-    X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, samples: np.ndarray | None = None
-) -> np.ndarray:
-    """c_i such that the hardened aggregate is sum_i c_i x_i: the rows that pass :func:`gate`, weighted by
-    their ``samples`` capped at the passers' median (None: equally), each clipped to the gate's norm
-    (min(1, clip / ||x_i||)); all zero when none passes.
-
-    Weights that do not grow with the cosine, unlike FLTrust's: trust that grows with the cosine lets an attacker who knows the
-    reference buy weight by agreeing with it more than honest updates do (late in training they sit at
-    cosine 0.01-0.1). Clipping to the passers' median norm (FLAME) bounds what any one row moves.
-    """
-    X = as_update_matrix(X)
-    return _coefficients(gate(X, reference, z), samples)
-
-
-def _coefficients(g: Gate, samples: np.ndarray | None = None) -> np.ndarray:
-    """Weights of the passers: their sample counts capped at the passers' median count (a large claim buys
-    no more than the median organization's weight; small shards count as FedAvg counts them), normalised."""
-    passed = g.passed & (g.norms > 0)
-    if not passed.any() or not g.clip_norm > 0:
-        return np.zeros(g.norms.shape[0])
-    weight = np.ones(g.norms.shape[0]) if samples is None else np.asarray(samples, dtype=np.float64)
-    cap = float(np.median(weight[passed]))
-    weight = np.where(passed, np.minimum(weight, cap), 0.0)
-    if not weight.sum() > 0:
-        weight = passed.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(passed, np.minimum(1.0, g.clip_norm / np.maximum(g.norms, 1e-300)), 0.0)
-    c: np.ndarray = scale * weight / weight.sum()
-    return c
-
-
-def _combine(c: np.ndarray, X: np.ndarray) -> np.ndarray:
-    if not c.any():
-        return np.zeros(X.shape[1], dtype=np.float32)
-    if np.abs(c).max() < 1e30:
-        narrow: np.ndarray = (c.astype(np.float32) @ X).astype(np.float32, copy=False)
-        return narrow
-    wide: np.ndarray = (c @ X.astype(np.float64)).astype(np.float32)
-    return wide
-
-
-def hardened_fltrust(
-    X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, samples: np.ndarray | None = None
-) -> np.ndarray:
-    """The hardened aggregate (see :func:`hardened_coefficients`), float32 (d,)."""
-    X = as_update_matrix(X)
-    return _combine(hardened_coefficients(X, reference, z, samples), X)
-
-
 @register
 class FLTrust(Strategy):
-    """FLTrust's server reference (Cao et al., NDSS 2021) used as a filter, hardened for an attacker who
-    knows it: rows with a positive cosine to the reference AND not a low outlier of the round's median
-    cosines to peers enter with equal weight, each clipped to the median norm (:func:`gate`). Needs
-    ``StrategyInputs.reference``."""
+    """Mean of the updates rescaled to the reference's norm, weighted by ReLU(cos to the reference)
+    (Cao et al., NDSS 2021). Needs ``StrategyInputs.reference``. The paper's rule, kept selectable: an
+    attacker who knows the reference buys weight by agreeing with it (see ``fltrust_guarded``)."""
 
     name = "fltrust"
 
@@ -279,12 +138,6 @@ class FLTrust(Strategy):
                 "inputs; none was given"
             )
         X = as_update_matrix(X)
-        g = gate(X, inputs.reference)
-        coefficients = _coefficients(g, inputs.samples)
-        details: dict[str, Detail] = {
-            "passed_reference": int(g.by_reference.sum()),
-            "passed_center": int(g.by_center.sum()),
-            "center_cosine_level": g.center_level,
-            "clip_norm": g.clip_norm,
-        }
-        return Aggregated(_combine(coefficients, X), np.flatnonzero(coefficients > 0), details, coefficients)
+        trust = trust_scores(X, inputs.reference)
+        coefficients = fltrust_coefficients(X, inputs.reference)
+        return Aggregated(fltrust(X, inputs.reference), np.flatnonzero(trust > 0), {}, coefficients)

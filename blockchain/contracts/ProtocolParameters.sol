@@ -29,7 +29,7 @@ contract ProtocolParameters is AccessControl {
         WeightTimeliness, // 9 WAD; weight of timeliness in the fitness score
         WeightHonesty, // 10 WAD; weight of honesty in the fitness score
         ReputationInfluenceCap, // 11 WAD; largest share of the aggregate one organization can weigh under reputation weighting
-        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation 7 fltrust 8 centered_clip; aggregation rule (genesis fltrust: chosen by scripts/attack_eval.py, docs/benchmarks.md)
+        Strategy, // 12 0 fedavg 1 trimmed_mean 2 median 3 krum 4 multi_krum 5 bulyan 6 reputation 7 fltrust 8 centered_clip 9 fltrust_guarded; aggregation rule (genesis fltrust_guarded: chosen by scripts/attack_eval.py, docs/benchmarks.md)
         Weighting, // 13 0 samples 1 fitness 2 hybrid; what weighs a client's update in the weighted rules
         TrimFraction, // 14 WAD; share trimmed at each end by trimmed mean when no Byzantine fraction is governed
         KrumF, // 15 count; assumed Byzantine count f of the Krum family when no Byzantine fraction is governed
@@ -187,7 +187,7 @@ contract ProtocolParameters is AccessControl {
         _values[uint256(Param.WeightTimeliness)] = 0.3e18; // 0.3
         _values[uint256(Param.WeightHonesty)] = 0.3e18; // 0.3
         _values[uint256(Param.ReputationInfluenceCap)] = 0.8e18; // 0.8
-        _values[uint256(Param.Strategy)] = 7; // fltrust
+        _values[uint256(Param.Strategy)] = 9; // fltrust_guarded
         _values[uint256(Param.TrimFraction)] = 0.2e18; // 0.2
         _values[uint256(Param.KrumF)] = 1; // 1
         _values[uint256(Param.DpClipNorm)] = 1e18; // 1
@@ -338,7 +338,7 @@ contract ProtocolParameters is AccessControl {
             1e18,
             1e18,
             1e18,
-            8,
+            9,
             2,
             0.5e18 - 1,
             type(uint256).max,

@@ -35,7 +35,7 @@ describe("ProtocolParameters", function () {
     expect(v.centered_clip_tau).to.equal(0n);
     expect(v.centered_clip_iterations).to.equal(3n);
     expect(v.bucket_size).to.equal(1n);
-    expect(v.strategy).to.equal(7n); // fltrust
+    expect(v.strategy).to.equal(9n); // fltrust_guarded
     expect(v.server_momentum).to.equal(0n);
     expect(v.emission_cap_per_period).to.equal(100_000n * WAD);
     expect(v.emission_period).to.equal(86_400n);
@@ -48,7 +48,7 @@ describe("ProtocolParameters", function () {
 
   it("accepts the new strategies and the boundary values of the robust-aggregation parameters", async function () {
     const { params, governor } = await loadFixture(standalone);
-    const ok = [[P.Strategy, 7n], [P.Strategy, 8n], [P.ByzantineFraction, WAD / 2n - 1n], [P.ByzantineFraction, 0n],
+    const ok = [[P.Strategy, 7n], [P.Strategy, 9n], [P.ByzantineFraction, WAD / 2n - 1n], [P.ByzantineFraction, 0n],
       [P.SampleWeightCap, WAD], [P.CenteredClipIterations, 1n], [P.CenteredClipIterations, 10n], [P.BucketSize, 1n],
       [P.BucketSize, 10n], [P.ServerMomentum, WAD - 1n], [P.CenteredClipTau, 5n * WAD], [P.EmissionCapPerPeriod, 0n],
       [P.DisputeWindow, 0n], [P.EmissionPeriod, 1n]];
@@ -63,12 +63,12 @@ describe("ProtocolParameters", function () {
     await expect(params.connect(stranger).setParameter(P.BaseReward, 1n))
       .to.be.revertedWithCustomError(params, "AccessControlUnauthorizedAccount");
     await expect(params.connect(governor).setParameter(P.Strategy, 5))
-      .to.emit(params, "ParameterChanged").withArgs(P.Strategy, 7n, 5n);
+      .to.emit(params, "ParameterChanged").withArgs(P.Strategy, 9n, 5n);
     expect(await params.get(P.Strategy)).to.equal(5n);
   });
 
   const invalid = [
-    ["an unknown strategy", P.Strategy, 9n],
+    ["an unknown strategy", P.Strategy, 10n],
     ["a Byzantine fraction of one half", P.ByzantineFraction, WAD / 2n],
     ["a sample weight cap below 1", P.SampleWeightCap, WAD - 1n],
     ["zero centered-clipping iterations", P.CenteredClipIterations, 0n],
@@ -125,7 +125,7 @@ describe("ProtocolParameters: every parameter's bounds", function () {
   // [index, a valid value, invalid values...]; fitness weights (8..10) change only with setFitnessWeights.
   const W = WAD;
   const table = [
-    [0, 5n * W], [1, 50n * W], [2, 20n * W, 100n * W + 1n], [3, W / 5n, W + 1n], [6, 2n, 0n], [7, 3600n], [11, W / 2n, W + 1n], [12, 8n, 9n], [13, 2n, 3n],
+    [0, 5n * W], [1, 50n * W], [2, 20n * W, 100n * W + 1n], [3, W / 5n, W + 1n], [6, 2n, 0n], [7, 3600n], [11, W / 2n, W + 1n], [12, 9n, 10n], [13, 2n, 3n],
     [14, W / 4n, W / 2n], [15, 2n], [16, 3n], [17, 1n, 2n], [18, 2n * W, 0n], [19, W / 2n, 0n], [20, 5n * W, 0n],
     [21, 10n ** 12n, 0n, W], [22, 60n, 0n], [23, 2n, 0n], [24, 2n, 0n], [25, W / 10n], [26, 5_000n * W, 2n ** 96n],
     [27, 86_400n], [28, 95n * W, 100n * W + 1n], [29, 3n * W], [30, 85n * W, 100n * W + 1n], [31, 2n * W],

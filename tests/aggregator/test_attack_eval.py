@@ -101,12 +101,12 @@ def test_federation_is_seeded_and_has_the_governed_byzantine_fraction(federation
 
 
 def test_a_blatant_attacker_is_flagged_slashed_and_unpaid_and_honest_clients_are_not(federation: Any) -> None:
-    result = ae.run(federation, "fltrust", "ipm_100", 4)
+    result = ae.run(federation, "fltrust_guarded", "ipm_100", 4)
     assert result.attacker_first_flag == [1, 1, 1]
     assert result.attacker_first_slash == [3, 3, 3]  # byzantine_threshold = 3 counted detections
     assert result.attacker_reward == 0.0 and min(result.honest_rewards) > 0
     assert result.honest_flagged == 0 and result.honest_slashed == 0
-    baseline = ae.run(federation, "fltrust", "none", 4)
+    baseline = ae.run(federation, "fltrust_guarded", "none", 4)
     assert baseline.accuracy > 0.8 and result.accuracy > baseline.accuracy - 0.03
 
 
@@ -129,6 +129,6 @@ def test_quick_mode_prints_the_tables(capsys: pytest.CaptureFixture[str]) -> Non
     ae.main(["--quick"])
     out = capsys.readouterr().out
     assert "## digits, IID, n = 10" in out
-    assert "| fltrust | none |" in out and "| fedavg | adaptive |" in out
+    assert "| fltrust_guarded | none |" in out and "| fedavg | adaptive |" in out
     header = "| strategy | none | alie | ipm_100 | minmax_uv | fang | adaptive | worst drop |"
     assert header in out

@@ -14,7 +14,8 @@ from aggregator.strategies.bulyan import Bulyan, bulyan
 from aggregator.strategies.centered_clip import CenteredClip, bucketed_centered_clip, centered_clip
 from aggregator.strategies.coordinatewise import Median, TrimmedMean, median, trimmed_mean
 from aggregator.strategies.fedavg import FedAvg, fedavg
-from aggregator.strategies.fltrust import FLTrust, hardened_fltrust
+from aggregator.strategies.fltrust import FLTrust, fltrust
+from aggregator.strategies.fltrust_guarded import FLTrustGuarded, hardened_fltrust
 from aggregator.strategies.krum import Krum, MultiKrum, krum, multi_krum
 from aggregator.strategies.reputation_weighted import ReputationWeighted, reputation_weighted_mean
 from fedledger.chain.params import STRATEGY_NAMES
@@ -61,10 +62,11 @@ def test_objects_give_the_same_aggregates_as_the_numeric_functions(X: np.ndarray
         (MultiKrum(2, 5), multi_krum(X, 2, 5, samples)),
         (Bulyan(2), bulyan(X, 2)),
         (ReputationWeighted(0.8), reputation_weighted_mean(X, reputation, 0.8)),
-        (FLTrust(), hardened_fltrust(X, reference, samples=samples)),
+        (FLTrust(), fltrust(X, reference)),
+        (FLTrustGuarded(), hardened_fltrust(X, reference, samples=samples)),
         (CenteredClip(0.0, 3, 1), centered_clip(X, None, 0.0, 3)),
     ]
-    linear = {"fedavg", "krum", "multi_krum", "reputation", "fltrust"}
+    linear = {"fedavg", "krum", "multi_krum", "reputation", "fltrust", "fltrust_guarded"}
     for strategy, expected in cases:
         result = strategy.aggregate(X, inputs)
         np.testing.assert_allclose(result.vector, expected, rtol=1e-6, atol=1e-6)
@@ -147,6 +149,8 @@ def test_parameters_are_refused_at_construction_with_what_to_change() -> None:
 def test_fltrust_without_a_reference_says_what_it_needs(X: np.ndarray) -> None:
     with pytest.raises(InvalidParameter, match="fltrust needs the server's reference update"):
         FLTrust().aggregate(X, StrategyInputs.of(X.shape[0]))
+    with pytest.raises(InvalidParameter, match="fltrust_guarded needs the server's reference update"):
+        FLTrustGuarded().aggregate(X, StrategyInputs.of(X.shape[0]))
 
 
 def test_multi_krum_refuses_an_m_larger_than_n_minus_f(X: np.ndarray) -> None:

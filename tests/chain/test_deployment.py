@@ -56,6 +56,7 @@ def test_roles_sit_where_the_architecture_says(w3: Web3, deployments: Deployment
 
 def test_governed_parameters_read_in_python_units(w3: Web3, deployments: Deployments) -> None:
     params = read_params(deployments.contract(w3, "ProtocolParameters"))
+    assert params.text("strategy") == "fltrust_guarded"
     assert params.text("weighting") == "samples"
     assert [params.real(f"weight_{w}") for w in ("quality", "timeliness", "honesty")] == pytest.approx(
         [0.4, 0.3, 0.3]

@@ -56,7 +56,7 @@ def test_run_simulates_then_stops_every_process_on_ctrl_c(tmp_path: Path) -> Non
             time.sleep(1)
         text = log.read_text()
         assert len(processes_with(f"FEDLEDGER_DATA_DIR={tmp_path}")) >= 4  # run, api, worker, dashboard
-        assert text.count(": POSTED, fltrust") == 2, text
+        assert text.count(": POSTED, fltrust_guarded") == 2, text
         assert httpx.get(f"http://127.0.0.1:{api_port}/readyz").json()["status"] == "ok"
         assert httpx.get(f"http://127.0.0.1:{dashboard_port}/_stcore/health").status_code == 200
         os.kill(process.pid, signal.SIGINT)

@@ -150,7 +150,7 @@ def test_rounds_one_at_a_time_with_the_chains_parameters(world: World) -> None:
     client = world.client
     current = client.get("/v1/rounds/current").json()
     assert current["id"] == world.round["id"] and current["status"] == "OPEN"
-    assert current["strategy"] == "fltrust" and current["params"]["byzantine_fraction"] == 0.3
+    assert current["strategy"] == "fltrust_guarded" and current["params"]["byzantine_fraction"] == 0.3
     assert current["min_participants"] == 3 and current["quorum"] == 3
     again = client.post("/v1/rounds", json={}, headers=world.operator)
     assert again.status_code == 409 and again.json()["error"] == "round_in_progress"

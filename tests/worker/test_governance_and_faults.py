@@ -23,7 +23,7 @@ def mine(platform: Platform, blocks: int) -> None:
 
 def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
     first = platform.open_round(quorum=3)
-    assert first["strategy"] == "fltrust"
+    assert first["strategy"] == "fltrust_guarded"
     for index in ORGS[:3]:
         platform.submit(index, first)
     assert platform.wait_for(first["id"], {"POSTED", "FAILED"})["status"] == "POSTED"
@@ -51,7 +51,9 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
         platform.submit(index, second, seed=1)
     assert platform.wait_for(second["id"], {"POSTED", "FAILED"})["status"] == "POSTED"
     rounds = {r["id"]: r for r in platform.client.get("/v1/stats/rounds").json()}
-    assert rounds[second["id"]]["strategy"] == "median" and rounds[first["id"]]["strategy"] == "fltrust"
+    assert (
+        rounds[second["id"]]["strategy"] == "median" and rounds[first["id"]]["strategy"] == "fltrust_guarded"
+    )
 
 
 def test_a_round_completes_across_a_redis_restart(platform: Platform, worker, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -210,7 +210,9 @@ def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platfor
     left_out = scores[address_of(excluded)]
     assert not left_out["kept"] and not left_out["byzantine"] and not left_out["evidence"], left_out
     assert left_out["reward_wei"] == "0", left_out
-    assert "fltrust rule left the update out of the aggregate" in left_out["excluded_reason"], left_out
+    assert "fltrust_guarded rule left the update out of the aggregate" in left_out["excluded_reason"], (
+        left_out
+    )
     for index in honest:
         kept = scores[address_of(index)]
         assert kept["kept"] and int(kept["reward_wei"]) > 0 and kept["excluded_reason"] is None, kept

@@ -9,8 +9,8 @@ import pytest
 
 from aggregator.round.rollback import backtracking_decision, significant_rise
 from aggregator.scoring.reputation import norm_evidence
-from aggregator.strategies.fltrust import (
-    fltrust,
+from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
+from aggregator.strategies.fltrust_guarded import (
     gate,
     hardened_coefficients,
     hardened_fltrust,
@@ -51,8 +51,6 @@ def test_an_attacker_who_agrees_more_with_the_reference_gets_no_more_weight() ->
     # Every row that enters weighs the same (up to its clip), attackers never more than honest rows.
     assert c[7:].max() <= c[:7][passed[:7]].max() + 1e-12
     # FLTrust's own weights give the more-aligned attackers more than the honest rows.
-    from aggregator.strategies.fltrust import fltrust_coefficients
-
     plain = fltrust_coefficients(X, reference)
     assert plain[7:].min() > plain[:7].max()
 
@@ -132,3 +130,19 @@ def test_backtracking_takes_a_smaller_step_instead_of_freezing() -> None:
     refused = backtracking_decision(before, lambda s: np.full(100, 1.0 + s), 0.05)
     assert not refused.activate and refused.step == 0.0 and "rose" in refused.reason
     assert backtracking_decision(before, lambda s: np.full(100, 1.0 - s / 2), 0.05).step == 1.0
+
+
+def test_fltrust_is_the_papers_rule_and_the_guarded_rule_has_its_own_name() -> None:
+    from aggregator import strategies
+    from aggregator.strategies.base import StrategyInputs
+    from fedledger.chain.params import STRATEGY_NAMES
+
+    H, reference = crowd()
+    X = np.vstack([H, orthogonal_attackers(H, reference, 3, 0.3)])
+    inputs = StrategyInputs.of(X.shape[0], reference=reference)
+    paper = strategies.strategy_class("fltrust")().aggregate(X, inputs)
+    guarded = strategies.strategy_class("fltrust_guarded")().aggregate(X, inputs)
+    np.testing.assert_allclose(paper.vector, fltrust(X, reference), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(guarded.vector, hardened_fltrust(X, reference), rtol=1e-5, atol=1e-7)
+    # The chain keeps every earlier code and appends the guarded rule.
+    assert STRATEGY_NAMES.index("fltrust") == 7 and STRATEGY_NAMES.index("fltrust_guarded") == 9
