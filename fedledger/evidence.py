@@ -39,6 +39,7 @@ class Evidence(StrEnum):
     norm_outlier = ("norm_outlier", True, "norm far above the round's median norm")
     rejected_update = ("rejected_update", True, "failed decryption or validation")
     below_min_reputation = ("below_min_reputation", False, "reputation below the governed minimum")
+    public_copy = ("public_copy", False, "the last public model change resent, not a local training result")
     # No longer emitted (a claim above the cap only stops counting, issue 22); rounds recorded before keep it.
     sample_claim_above_cap = ("sample_claim_above_cap", False, "sample claim above the governed cap")
 

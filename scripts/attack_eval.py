@@ -686,6 +686,7 @@ def run(
                 spec=spec,
                 holdout=task.validation,
                 reference=reference,
+                public_change=last_change,
             ),
             attackers,
             (fed.seed, STREAM_ROUND, r),

@@ -103,6 +103,9 @@ class RoundInputs:
     dp_rounds_spent: int = 0
     reference: np.ndarray | None = None
     evaluate: Evaluation | None = None
+    # The last accepted change of the global model (active model minus its parent), flattened like the
+    # deltas; None before the first. An update that is it again is evidence (free riders resend it).
+    public_change: np.ndarray | None = None
 
     def metrics(self, weights: Weights) -> tuple[float, float | None]:
         """(mean loss, accuracy) of ``weights`` on the server's data."""
@@ -349,6 +352,8 @@ def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int)
                 "the round's median norm",
             )
         )
+    if s.copied[i]:
+        out.append(Finding(Evidence.public_copy, "cosine of at least 0.995 to the last public model change"))
     if not eligible[i]:
         out.append(
             Finding(
@@ -388,6 +393,7 @@ def _scores(
         inputs.deadline.timestamp(),
         params.scoring,
         params.reputation,
+        inputs.public_change,
     )
 
 

@@ -188,6 +188,34 @@ def slashing_decisions(
     return decisions
 
 
+# An update whose cosine to the last public model change is at least this is that change resent: honest
+# local training measured 0.32-0.91 (attack_eval, digits and synthetic, IID and Dirichlet(0.5), 20 rounds).
+PUBLIC_COPY_COSINE = 0.995
+
+
+def public_copy_evidence(
+    X: np.ndarray, public_change: np.ndarray | None, cosine: float = PUBLIC_COPY_COSINE
+) -> np.ndarray:
+    """Updates that are the last public model change again (a free rider resends it, rescaled, without
+    training). Evidence, never conclusive: the update is not paid and the reputation falls, but only
+    repetition can slash. No public change (the first model): nothing."""
+    X = np.asarray(X, dtype=np.float32)
+    if public_change is None:
+        return np.zeros(X.shape[0], dtype=bool)
+    p = np.asarray(public_change, dtype=np.float32)
+    if p.shape != (X.shape[1],) or not np.isfinite(p).all():
+        raise InvalidParameter(f"the public change must be {X.shape[1]} finite values, got shape {p.shape}")
+    p_norm = float(np.sqrt(np.dot(p.astype(np.float64), p.astype(np.float64))))
+    if not p_norm > 0:
+        return np.zeros(X.shape[0], dtype=bool)
+    dots = (X @ p).astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, dots / (norms * p_norm), 0.0)
+    copied: np.ndarray = np.nan_to_num(cos, nan=0.0) >= cosine
+    return copied
+
+
 def eligible(reputation: np.ndarray, config: ReputationConfig = ReputationConfig()) -> np.ndarray:
     """Clients whose reputation still admits them to rounds."""
     return np.asarray(reputation, dtype=np.float64) >= config.min_reputation

@@ -12,7 +12,7 @@ The round computation calls :func:`score_round` once per close; it composes the 
 - timeliness: inside the window or not;
 - evidence: pointing away from the reference (an outlier of the round's cosines) AND harmful alone on the
   validation data, or a norm of
-  ``evidence_norm_ratio`` x the round's median or more.
+  ``evidence_norm_ratio`` x the round's median or more, or a copy of the last public model change.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
-from aggregator.scoring.reputation import ReputationConfig, direction_evidence, norm_evidence
+from aggregator.scoring.reputation import (
+    ReputationConfig,
+    direction_evidence,
+    norm_evidence,
+    public_copy_evidence,
+)
 from aggregator.scoring.scores import (
     ScoringConfig,
     contribution_quality,
@@ -51,6 +56,7 @@ class RoundScores:
     cosine: np.ndarray
     direction: np.ndarray
     boosted: np.ndarray
+    copied: np.ndarray
     norms: np.ndarray
     marginal: np.ndarray
     marginal_stderr: np.ndarray
@@ -85,8 +91,12 @@ def score_round(
     deadline: float,
     scoring: ScoringConfig = DEFAULT_SCORING,
     reputation: ReputationConfig = DEFAULT_REPUTATION,
+    public_change: np.ndarray | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
+
+    ``public_change``: the last accepted change of the global model (None before any); an update that is
+    that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
 
     ``loss_of(delta)`` is the validation loss of the current model plus ``delta`` (per example, or only its
     mean; see :data:`aggregator.scoring.contribution.LossOfDelta`). Without a reference
@@ -132,7 +142,8 @@ def score_round(
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(cosine, solo, reputation, loss_before)
-    evidence = direction | boosted
+    copied = public_copy_evidence(X, public_change)
+    evidence = direction | boosted | copied
     return RoundScores(
         quality=quality,
         timeliness=timeliness,
@@ -142,6 +153,7 @@ def score_round(
         cosine=cosine,
         direction=direction,
         boosted=boosted,
+        copied=copied,
         norms=norms,
         marginal=marginal,
         marginal_stderr=stderr,

@@ -67,6 +67,8 @@ class Inputs:
     model: ModelVersion
     private_keys: dict[str, bytes]
     dp_rounds_spent: int
+    # The model's parent's weights (None for the first version): the last public change is their difference.
+    parent_weights: dict[str, np.ndarray] | None = None
 
 
 STATUS_OF = {
@@ -114,13 +116,29 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
         }
         model = session.get(ModelVersion, round_.model_version_id)
         assert model is not None
+        parent = session.get(ModelVersion, model.parent_id) if model.parent_id is not None else None
         dp_rounds = session.scalar(
             select(func.count()).select_from(Aggregation).where(Aggregation.dp_noise_std.is_not(None))
         )
         private = key_service.private_keys(session, key_dir)
         session.expunge_all()
     weights = decode_weights(blobs.get(model.weights_hash))
-    return Inputs(round_, updates, participants, weights, model, private, int(dp_rounds or 0))
+    parent_weights = decode_weights(blobs.get(parent.weights_hash)) if parent is not None else None
+    return Inputs(round_, updates, participants, weights, model, private, int(dp_rounds or 0), parent_weights)
+
+
+def public_change(inputs: Inputs) -> np.ndarray | None:
+    """The active model minus its parent, flattened in the model's spec order: the last change anyone can
+    read from the model versions (None for the first version or a parent of another shape)."""
+    if inputs.parent_weights is None:
+        return None
+    spec = inputs.model.spec
+    if set(inputs.parent_weights) != set(spec) or any(
+        list(inputs.parent_weights[k].shape) != list(spec[k]) for k in spec
+    ):
+        return None
+    change: np.ndarray = flatten(inputs.weights, spec) - flatten(inputs.parent_weights, spec)
+    return change
 
 
 def decrypt_all(
@@ -192,6 +210,7 @@ def compute(
             holdout=validation,
             dp_rounds_spent=inputs.dp_rounds_spent,
             reference=reference,
+            public_change=public_change(inputs),
         ),
         rng,
         now,

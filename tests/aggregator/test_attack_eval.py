@@ -132,3 +132,11 @@ def test_quick_mode_prints_the_tables(capsys: pytest.CaptureFixture[str]) -> Non
     assert "| fltrust_guarded | none |" in out and "| fedavg | adaptive |" in out
     header = "| strategy | none | alie | ipm_100 | minmax_uv | fang | adaptive | worst drop |"
     assert header in out
+
+
+def test_free_riders_are_flagged_and_paid_less_than_the_median_honest_organization(federation: Any) -> None:
+    # Round 1 has no public change yet (they resend the reference); from round 2 they resend the last one.
+    result = ae.run(federation, "fltrust_guarded", "freeride", 4)
+    assert result.attacker_first_flag == [2, 2, 2]
+    assert result.honest_flagged == 0 and result.honest_slashed == 0
+    assert result.attacker_reward < 0.5 * float(np.median(result.honest_rewards))
