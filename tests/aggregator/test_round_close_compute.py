@@ -54,7 +54,7 @@ def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[In
                 submitted_at=OPENED,
             )
         )
-    round_ = Round(id=9, opened_at=OPENED, deadline=DEADLINE, extensions=0, params=params)
+    round_ = Round(id=9, opened_at=OPENED, deadline=DEADLINE, extensions=0, quorum=1, params=params)
     model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in fed.weights.items()})
     inputs = Inputs(round_, updates, participants, fed.weights, model, {key.key_id: key.private_pem}, 0)
     return inputs, blobs
