@@ -49,7 +49,7 @@ def _reference_and_norm(reference: np.ndarray, d: int) -> tuple[np.ndarray, floa
     return g0, float(np.sqrt(sq))
 
 
-def _norms_and_cosines(X: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def norms_and_cosines(X: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Row norms, cos(x_i, g_0) and ||g_0|| from one blocked pass over float32 ``X``, which also serves
     as its finiteness check (a NaN/Inf row has a non-finite norm)."""
     g0, ref_norm = _reference_and_norm(reference, X.shape[1])
@@ -67,7 +67,7 @@ def _norms_and_cosines(X: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray
 def cosine_to_reference(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """cos(x_i, g_0) for every row of ``X`` (float64). A zero row has cosine 0: it points nowhere."""
     X = as_update_matrix(X, check_finite=False)
-    return _norms_and_cosines(X, reference)[1]
+    return norms_and_cosines(X, reference)[1]
 
 
 def trust_scores(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -83,7 +83,7 @@ def fltrust_coefficients(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     paper then leaves the model unchanged. Exposed so scores can evaluate the aggregate of any subset.
     """
     X = as_update_matrix(X, check_finite=False)
-    return _coefficients_of(*_norms_and_cosines(X, reference))
+    return _coefficients_of(*norms_and_cosines(X, reference))
 
 
 def _coefficients_of(norms: np.ndarray, cos: np.ndarray, ref_norm: float) -> np.ndarray:
@@ -106,7 +106,11 @@ def fltrust(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     finiteness check in one blocked pass, then one matrix-vector product).
     """
     X = as_update_matrix(X, check_finite=False)
-    c = fltrust_coefficients(X, reference)
+    return _apply(fltrust_coefficients(X, reference), X)
+
+
+def _apply(c: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """sum_i c_i x_i as float32 (d,), zeros when every c_i is 0."""
     if not c.any():
         return np.zeros(X.shape[1], dtype=np.float32)
     if np.abs(c).max() < 1e30:
@@ -137,7 +141,7 @@ class FLTrust(Strategy):
                 "fltrust needs the server's reference update (trained on its root data) in the round's "
                 "inputs; none was given"
             )
-        X = as_update_matrix(X)
-        trust = trust_scores(X, inputs.reference)
+        X = as_update_matrix(X, check_finite=False)
+        # Once: the coefficients are positive exactly where the trust is (a zero row has cosine 0).
         coefficients = fltrust_coefficients(X, inputs.reference)
-        return Aggregated(fltrust(X, inputs.reference), np.flatnonzero(trust > 0), {}, coefficients)
+        return Aggregated(_apply(coefficients, X), np.flatnonzero(coefficients > 0), {}, coefficients)
