@@ -16,7 +16,7 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
-from aggregator.strategies.fltrust import as_reference
+from aggregator.strategies.fltrust import norms_and_cosines
 from aggregator.strategies.registry import register
 from aggregator.strategies.validation import as_update_matrix
 
@@ -49,26 +49,6 @@ class Gate:
         return passed
 
 
-def _cosines(X: np.ndarray, v: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """cos(x_i, v) from one float32 matrix-vector product; 0 for a zero row or a zero ``v``."""
-    v_norm = float(np.sqrt(np.dot(v.astype(np.float64), v.astype(np.float64))))
-    dots = (X @ v).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = np.where((norms > 0.0) & (v_norm > 0.0), dots / (norms * v_norm), 0.0)
-    out: np.ndarray = np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0)
-    return out
-
-
-def _norms32(X: np.ndarray) -> np.ndarray:
-    """Row norms from a float32 pass; rows whose float32 sum of squares overflows are redone in float64."""
-    sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
-    bad = ~np.isfinite(sq)
-    for i in np.flatnonzero(bad):
-        sq[i] = float(np.dot(X[i].astype(np.float64), X[i].astype(np.float64)))
-    norms: np.ndarray = np.sqrt(sq)
-    return norms
-
-
 def median_peer_cosine(X: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """For each row, the median of its cosines to the other rows (one float32 Gram product, n x n).
 
@@ -99,10 +79,9 @@ def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
     cannot move these medians or the spread far: an update that pushes against what the majority does fails it however well
     it agrees with the reference. The clip norm is the median norm of the rows passing the reference test.
     """
-    X = as_update_matrix(X)
-    g0 = as_reference(reference, X.shape[1])
-    norms = _norms32(X)
-    cos_ref = _cosines(X, g0, norms)
+    X = as_update_matrix(X, check_finite=False)
+    # Norms, cosines to g_0 and the finiteness check in one blocked pass (see aggregator.strategies.kernels).
+    norms, cos_ref, _ = norms_and_cosines(X, reference)
     cos_c = median_peer_cosine(X, norms)
     spread = 1.4826 * float(np.median(np.abs(cos_c - np.median(cos_c))))
     level = float(np.median(cos_c)) - z * spread
@@ -184,7 +163,7 @@ class FLTrustGuarded(Strategy):
                 "fltrust_guarded needs the server's reference update (trained on its root data) in the "
                 "round's inputs; none was given"
             )
-        X = as_update_matrix(X)
+        X = as_update_matrix(X, check_finite=False)  # gate() checks it in its norm pass
         g = gate(X, inputs.reference)
         coefficients = _coefficients(g, inputs.samples)
         details: dict[str, Detail] = {
