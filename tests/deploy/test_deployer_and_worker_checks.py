@@ -25,6 +25,8 @@ from fedledger.devkeys import AGGREGATOR_INDEX, dev_private_key
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
 FRESH = Account.from_key("0x" + "5a" * 32)
+# Production deploys need a guardian apart from the servers (blockchain/scripts/deploy.js).
+GUARDIAN = Account.from_key("0x" + "6b" * 32)
 
 
 @pytest.fixture
@@ -44,16 +46,29 @@ def test_production_refuses_a_dev_aggregator_and_a_fresh_one_is_funded(
     with pytest.raises(DevChainError, match="is a public dev account"):
         node.deploy(
             tmp_path / "refused.json",
-            env={"FEDLEDGER_ENV": "production", "FEDLEDGER_AGGREGATOR_ADDRESS": dev_aggregator},
+            env={
+                "FEDLEDGER_ENV": "production",
+                "FEDLEDGER_GUARDIAN_ADDRESS": GUARDIAN.address,
+                "FEDLEDGER_AGGREGATOR_ADDRESS": dev_aggregator,
+            },
         )
     with pytest.raises(DevChainError, match="set FEDLEDGER_AGGREGATOR_ADDRESS"):
         node.deploy(
-            tmp_path / "refused.json", env={"FEDLEDGER_ENV": "production", "FEDLEDGER_AGGREGATOR_ADDRESS": ""}
+            tmp_path / "refused.json",
+            env={
+                "FEDLEDGER_ENV": "production",
+                "FEDLEDGER_GUARDIAN_ADDRESS": GUARDIAN.address,
+                "FEDLEDGER_AGGREGATOR_ADDRESS": "",
+            },
         )
 
     deployments = node.deploy(
         tmp_path / "deployments.json",
-        env={"FEDLEDGER_ENV": "production", "FEDLEDGER_AGGREGATOR_ADDRESS": FRESH.address},
+        env={
+            "FEDLEDGER_ENV": "production",
+            "FEDLEDGER_GUARDIAN_ADDRESS": GUARDIAN.address,
+            "FEDLEDGER_AGGREGATOR_ADDRESS": FRESH.address,
+        },
     )
     w3 = Web3(Web3.HTTPProvider(node.rpc_url))
     assert w3.eth.get_balance(FRESH.address) == Web3.to_wei(100, "ether")
