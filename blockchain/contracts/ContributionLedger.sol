@@ -115,6 +115,11 @@ contract ContributionLedger is AccessControl {
     /// @param by The guardian or the timelock.
     /// @param reason A short code for indexers.
     event AggregatorRevoked(address indexed account, address indexed by, bytes32 reason);
+    /// @notice The audit log's head, anchored between rounds (the platform's timer), as {RoundRecorded} anchors it
+    /// with every round.
+    /// @param auditHead Hash of the platform's audit log entry number `auditCount`.
+    /// @param auditCount Number of audit log entries the head covers.
+    event AuditAnchored(bytes32 auditHead, uint256 auditCount);
     /// @notice Governance changed the largest step between two recorded round ids.
     event MaxRoundGapChanged(uint256 previous, uint256 current);
 
@@ -171,6 +176,8 @@ contract ContributionLedger is AccessControl {
     error BadCancelBatch(uint256 size);
     /// @notice `account` holds no aggregator role to revoke.
     error NotAggregator(address account);
+    /// @notice An audit anchor with a zero head or a zero count.
+    error InvalidAuditAnchor();
     /// @notice A maximal round gap outside 1..{MAX_ROUND_GAP_LIMIT}.
     error InvalidRoundGap(uint256 value);
 
@@ -224,6 +231,16 @@ contract ContributionLedger is AccessControl {
             auditCount,
             updatesHash
         );
+    }
+
+    /// @notice Anchor the audit log's head without recording a round, so entries written between rounds do not
+    /// wait for the next round to be anchored. Only the aggregator; an anchor stores nothing (the event is the
+    /// record, read like {RoundRecorded}'s).
+    /// @param auditHead Hash of the audit log's entry number `auditCount` (non-zero).
+    /// @param auditCount Number of audit log entries up to and including `auditHead` (non-zero).
+    function anchorAudit(bytes32 auditHead, uint64 auditCount) external onlyRole(AGGREGATOR_ROLE) {
+        if (auditHead == bytes32(0) || auditCount == 0) revert InvalidAuditAnchor();
+        emit AuditAnchored(auditHead, auditCount);
     }
 
     /// @notice Cancel a round's rewards during their dispute window (e.g. recorded with a stolen aggregator

@@ -81,6 +81,17 @@ describe("ContributionLedger and RewardDistributor", function () {
       .to.be.revertedWithCustomError(L, "BudgetExceeded").withArgs(2, budget + 1n, budget);
   });
 
+  it("anchors the audit head between rounds, as the aggregator only", async function () {
+    const sys = await loadFixture(deployedSystem);
+    const L = sys.ContributionLedger;
+    const head = ethers.id("audit entry 42");
+    await expect(L.connect(sys.orgs[0]).anchorAudit(head, 42)).to.be.revertedWithCustomError(L, "AccessControlUnauthorizedAccount");
+    await expect(L.connect(sys.aggregator).anchorAudit(ethers.ZeroHash, 42)).to.be.revertedWithCustomError(L, "InvalidAuditAnchor");
+    await expect(L.connect(sys.aggregator).anchorAudit(head, 0)).to.be.revertedWithCustomError(L, "InvalidAuditAnchor");
+    await expect(L.connect(sys.aggregator).anchorAudit(head, 42)).to.emit(L, "AuditAnchored").withArgs(head, 42);
+    expect(await L.latestRoundId()).to.equal(0n);
+  });
+
   it("records a round with no rewards: nothing to claim", async function () {
     const sys = await loadFixture(deployedSystem);
     const [a] = sys.orgs;
