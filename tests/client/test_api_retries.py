@@ -58,6 +58,7 @@ ROUND = {
     "opened_at": "2026-12-01T10:00:00Z",
     "deadline": "2026-12-01T11:00:00Z",
     "quorum": 3,
+    "cohort": None,
     "min_participants": 2,
     "strategy": "trimmed_mean",
     "submissions": 0,

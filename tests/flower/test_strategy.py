@@ -7,12 +7,24 @@ from collections.abc import Iterable
 
 import numpy as np
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from aggregator.errors import InvalidParameter, TooFewClients, UnknownStrategy
 from aggregator.flower import FedLedgerStrategy, OpenedRound, PlatformOutcome
 from fedledger.datasets import digits_split
-from fedledger.flower import to_record, to_weights
+from fedledger.devkeys import dev_private_key
+from fedledger.flower import (
+    ADDRESS_KEY,
+    RECEIPT_KEY,
+    REPLY_RECORD,
+    ROUND_KEY,
+    SIGNATURE_KEY,
+    reply_statement,
+    to_record,
+    to_weights,
+)
 from fedledger.models import init_softmax, train_softmax
 
 
@@ -328,7 +340,8 @@ def test_platform_rounds_are_opened_for_the_sampled_organizations_once_their_wal
     """The early close waits for every active organization unless a round names its cohort: a sample of some
     of them would otherwise wait for every deadline. Round 1 knows no wallet (no cohort, quorum the sample);
     later rounds invite exactly the sampled wallets, minus those the platform blocks."""
-    wallets = {node: f"0x{node:040X}" for node in range(1, 5)}
+    keys = {node: dev_private_key(node) for node in range(1, 5)}
+    wallets = {node: Account.from_key(key).address for node, key in keys.items()}
     platform = RecordingPlatform(blocked={wallets[4].lower()})
     strategy = FedLedgerStrategy(platform=platform, min_train_nodes=2, min_available_nodes=4)
     arrays = to_record({"w": np.zeros(2, np.float32)})
@@ -337,8 +350,19 @@ def test_platform_rounds_are_opened_for_the_sampled_organizations_once_their_wal
     replies = []
     for message in sent:
         node = message.metadata.dst_node_id
-        receipt = ConfigRecord({"fedledger-round": 1, "fedledger-address": wallets[node]})
-        replies.append(Message(RecordDict({"fedledger": receipt}), reply_to=message))
+        # The bridge signs its reply with the organization's wallet (the strategy checks it).
+        signed = Account.sign_message(
+            encode_defunct(text=reply_statement(1, node, wallets[node], "r")), keys[node]
+        ).signature.hex()
+        receipt = ConfigRecord(
+            {
+                ROUND_KEY: 1,
+                ADDRESS_KEY: wallets[node],
+                RECEIPT_KEY: "r",
+                SIGNATURE_KEY: "0x" + signed.removeprefix("0x"),
+            }
+        )
+        replies.append(Message(RecordDict({REPLY_RECORD: receipt}), reply_to=message))
     strategy.aggregate_train(1, replies)
 
     strategy.fraction_train = 0.75  # three of the four nodes
@@ -346,4 +370,4 @@ def test_platform_rounds_are_opened_for_the_sampled_organizations_once_their_wal
     sampled = {m.metadata.dst_node_id for m in second}
     invited = sorted(wallets[n].lower() for n in sampled if n != 4)
     assert platform.opened[1] == (len(invited), invited)
-    assert all(m.content["config"]["fedledger-round"] == 2 for m in second)
+    assert all(m.content["config"][ROUND_KEY] == 2 for m in second)
