@@ -10,7 +10,7 @@ on the current model before each round (client training is not part of a round's
 allowed to submit (an organization the platform slashed sits out, as in ``fedledger run``), each one seals
 and signs its update for that round and submits it, and the script waits for POSTED. Per round it prints:
 
-- open: POST /v1/rounds until its 201;
+- open: the operator opening the round until the API answers;
 - seal: until the last organization sealed and signed its update (client side; every organization seals
   and submits in its own thread, as independent organizations do);
 - submit: from then until the last 202;
@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eth_account import Account  # noqa: E402
 
 from app.launcher import Supervisor  # noqa: E402
-from client.api import FedLedgerApi  # noqa: E402
 from client.data import load_digits_dataset, partition_iid  # noqa: E402
 from client.sdk import Organization  # noqa: E402
 from client.wallet import Wallet  # noqa: E402
+from fedledger.api.client import FedLedgerApi  # noqa: E402
 from fedledger.chain.devnode import DevChain, free_port  # noqa: E402
 from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, MODEL_SIGNER_INDEX, dev_private_key  # noqa: E402
 from fedledger.models import init_softmax  # noqa: E402
 from fedledger.payload import encode_weights  # noqa: E402
 
 GOAL_SECONDS = 2.0
-
-
-def parse_time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def task_runs(log: Path, task: str) -> dict[int, list[float]]:
@@ -119,12 +114,7 @@ def main() -> None:
 
         operator = FedLedgerApi(api_url, wallet=Wallet(operator_key))
         operator.login()
-        operator.request(
-            "POST",
-            "/v1/models",
-            body=encode_weights(init_softmax(64, 10)),
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        operator.upload_genesis(encode_weights(init_softmax(64, 10)))
         signer = Account.from_key(dev_private_key(MODEL_SIGNER_INDEX)).address
         parts = partition_iid(load_digits_dataset("train"), args.orgs, 0)
         orgs = []
@@ -161,16 +151,14 @@ def main() -> None:
             # submit trains on the current model, as it would between rounds.
             members, trained = [], []
             for org, data in zip(orgs, parts, strict=True):
-                if org.api.me().get("may_submit", False):
+                if org.api.me().may_submit:
                     training = org.train(org.pull_model(), data, seed=number)
                     members.append(org)
                     trained.append((training.delta, training.num_samples))
             start = time.time()
-            round_ = operator.request(
-                "POST", "/v1/rounds", json={"duration_seconds": 600, "quorum": len(members)}
-            ).json()
+            round_ = operator.open_round(duration_seconds=600, quorum=len(members))
             opened = time.time()
-            round_id, version = int(round_["id"]), int(round_["model_version"])
+            round_id, version = round_.id, round_.model_version
             # Each organization seals and submits on its own, at the same time as the others.
             sealed_at = list(
                 pool.map(
@@ -185,16 +173,16 @@ def main() -> None:
             submitted = time.time()
             sealed = max(sealed_at)
             while True:
-                state = operator.get_json(f"/v1/rounds/{round_id}")
-                if state["status"] in ("POSTED", "FAILED"):
+                state = operator.round(round_id)
+                if state.status in ("POSTED", "FAILED"):
                     posted = time.time()
                     break
                 if time.time() - start > 300:
-                    raise SystemExit(f"round {round_id} stuck in {state['status']}; see {work / 'logs'}")
+                    raise SystemExit(f"round {round_id} stuck in {state.status}; see {work / 'logs'}")
                 time.sleep(0.02)
-            if state["status"] != "POSTED":
-                raise SystemExit(f"round {round_id} FAILED: {state.get('failure_reason')}")
-            closed = parse_time(state["closed_at"])
+            if state.status != "POSTED" or state.closed_at is None:
+                raise SystemExit(f"round {round_id} FAILED: {state.failure_reason}")
+            closed = state.closed_at.timestamp()
             rows.append(
                 (
                     round_id,
@@ -224,10 +212,16 @@ def main() -> None:
         print()
         half = len(totals) // 2
         exact = all(len(closes.get(r, [])) == 1 and len(posts.get(r, [])) == 1 for r in round_ids)
+        # One round has no halves to compare (the smallest run, --rounds 1, only checks the path).
+        halves = (
+            f"; first half median {statistics.median(totals[:half]) * 1e3:,.0f} ms, "
+            f"second half {statistics.median(totals[half:]) * 1e3:,.0f} ms"
+            if half
+            else ""
+        )
         print(
             f"# round time (open to POSTED, training excluded): median {statistics.median(totals) * 1e3:,.0f} ms, "
-            f"max {max(totals) * 1e3:,.0f} ms; first half median {statistics.median(totals[:half]) * 1e3:,.0f} ms, "
-            f"second half {statistics.median(totals[half:]) * 1e3:,.0f} ms"
+            f"max {max(totals) * 1e3:,.0f} ms{halves}"
         )
         print(
             f"# round minus the post task (the chain writes: sign, send, wait for mining, and their bookkeeping): "
