@@ -43,7 +43,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
 # after the client already has its 200, and its next request could miss what it just wrote.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
-_bearer = HTTPBearer(auto_error=False, description="JWT from POST /v1/auth/login")
+_bearer = HTTPBearer(auto_error=False, description="JWT from the sign-in (login) route")
 
 
 def _client_ip(request: Request) -> str:
@@ -83,7 +83,9 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthorized("missing_token", "send Authorization: Bearer <token> from POST /v1/auth/login")
+        raise unauthorized(
+            "missing_token", "send Authorization: Bearer <token> from the sign-in (login) route"
+        )
     principal = decode_token(state.settings, credentials.credentials)
     # The per-address limit needs the verified subject, so it runs here rather than in a middleware.
     _limit(state, f"addr:{principal.address}", state.settings.rate_limit_per_minute_address)

@@ -23,7 +23,9 @@ def require(session: Session, address: str) -> Participant:
     """The participant registered under ``address``; :class:`NotFound` before it registers."""
     participant = find(session, address)
     if participant is None:
-        raise NotFound("not_registered", "register first: POST /v1/participants")
+        raise NotFound(
+            "not_registered", "register the organization first (`fedledger client enroll` registers it)"
+        )
     return participant
 
 

@@ -134,7 +134,9 @@ def receipt_id(round_id: int, participant: str, digest: str) -> str:
 def _participant(session: Session, chain: ChainReader, address: str) -> Row[Any]:
     participant = session.execute(_SELECT_PARTICIPANT, {"b_address": address}).first()
     if participant is None:
-        raise Forbidden("not_registered", "register first: POST /v1/participants")
+        raise Forbidden(
+            "not_registered", "register the organization first (`fedledger client enroll` registers it)"
+        )
     enrollment = chain.enrollment(address)
     if enrollment.status == RegistryStatus.none:
         raise Forbidden("not_enrolled", "not enrolled on-chain: stake with ParticipantRegistry.enroll first")
@@ -246,7 +248,9 @@ def verify(
 
     key = session.execute(_SELECT_KEY, {"b_kid": header.key_id}).first()
     if key is None:
-        raise Invalid("unknown_key", f"key {header.key_id} is not a server key; fetch GET /v1/keys/current")
+        raise Invalid(
+            "unknown_key", f"key {header.key_id} is not a server key; seal for the server's current key"
+        )
     if key.retired_at is not None and key.retired_at < round_.opened_at:
         raise Invalid(
             "retired_key",
