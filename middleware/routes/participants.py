@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from db.models import Participant, ParticipantStatus
@@ -14,17 +12,17 @@ from middleware.errors import ApiError, responses
 router = APIRouter(prefix="/v1/participants", tags=["participants"], dependencies=[RateLimited])
 
 
-def to_out(p: Participant) -> dict[str, Any]:
-    return {
-        "address": p.address,
-        "org_name": p.org_name,
-        "encryption_key_id": p.encryption_key_id,
-        "status": p.status.value,
-        "reputation": p.reputation,
-        "byzantine_count": p.byzantine_count,
-        "created_at": p.created_at,
-        "last_seen_at": p.last_seen_at,
-    }
+def to_out(p: Participant) -> ParticipantOut:
+    return ParticipantOut(
+        address=p.address,
+        org_name=p.org_name,
+        encryption_key_id=p.encryption_key_id,
+        status=p.status.value,
+        reputation=p.reputation,
+        byzantine_count=p.byzantine_count,
+        created_at=p.created_at,
+        last_seen_at=p.last_seen_at,
+    )
 
 
 @router.post(
@@ -57,7 +55,7 @@ def register(
             "registration",
         )
     participant = participants.register(session, principal.address, body.org_name, body.encryption_key_id)
-    return ParticipantOut(**to_out(participant))
+    return to_out(participant)
 
 
 @router.get("/me", response_model=ParticipantStatusOut, responses=responses(401, 404, 429, 503))
@@ -73,7 +71,7 @@ def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> Par
     elif participant.status != ParticipantStatus.active:
         reason = participant.status.value
     return ParticipantStatusOut(
-        **to_out(participant),
+        **to_out(participant).model_dump(),
         chain_status=enrollment.status.name,
         stake_wei=str(enrollment.stake),
         may_submit=reason is None,

@@ -131,7 +131,7 @@ def contributions(
 
 @router.get("/participants", response_model=list[ParticipantOut], responses=responses(429))
 def participants(session: SessionDep) -> list[ParticipantOut]:
-    return [ParticipantOut(**participant_out(p)) for p in participant_rows.listing(session)]
+    return [participant_out(p) for p in participant_rows.listing(session)]
 
 
 @router.get("/token", response_model=TokenFiguresOut, responses=responses(429, 503))
