@@ -8,7 +8,7 @@ from visualization import charts, tables
 from visualization.data import fmt_amount
 from visualization.session import Context
 
-# Narrow score bars: all eleven columns fit a 1440 px window (none cut off behind a scrollbar).
+# Narrow score bars and evidence: all twelve columns fit a 1440 px window (none cut off behind a scrollbar).
 SCORE = {"min_value": 0, "max_value": 100, "format": "%.0f", "width": "small"}
 
 
@@ -52,6 +52,11 @@ def render(ctx: Context) -> None:
                 "Byzantine", width="small", help="Flagged Byzantine by the round's robust rule"
             ),
             "Round": st.column_config.NumberColumn("Round", width="small"),
+            "Reputation after": st.column_config.TextColumn("Reputation after", width="small"),
+            # Evidence labels run long: a narrow cell (the whole text on hover) keeps the table in the window.
+            "Evidence": st.column_config.TextColumn(
+                "Evidence", width="small", help="Why the round's rule flagged or left out the update"
+            ),
         },
     )
 
