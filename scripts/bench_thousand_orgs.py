@@ -46,6 +46,7 @@ from eth_account import Account  # noqa: E402
 from eth_account.messages import encode_defunct  # noqa: E402
 from web3 import Web3  # noqa: E402
 
+from fedledger.api import paths  # noqa: E402
 from fedledger.chain.devnode import DevChain, free_port  # noqa: E402
 from fedledger.crypto.eip712 import sign_update  # noqa: E402
 from fedledger.crypto.envelope import seal  # noqa: E402
@@ -215,18 +216,18 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
 
         def login(key: str) -> dict[str, str]:
             address = Account.from_key(key).address
-            challenge = http.post("/v1/auth/nonce", json={"address": address})
+            challenge = http.post(paths.NONCE, json={"address": address})
             challenge.raise_for_status()
             message = challenge.json()["message"]
             signature = Account.sign_message(encode_defunct(text=message), key).signature.to_0x_hex()
-            response = http.post("/v1/auth/login", json={"message": message, "signature": signature})
+            response = http.post(paths.LOGIN, json={"message": message, "signature": signature})
             response.raise_for_status()
             return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
         operator = login(dev_private_key(OPERATOR))
         genesis = init_mlp(64, args.hidden, 10, np.random.default_rng(0))
         params = sum(int(v.size) for v in genesis.values())
-        response = http.post("/v1/models", content=encode_weights(genesis), headers=operator)
+        response = http.post(paths.MODELS, content=encode_weights(genesis), headers=operator)
         if response.status_code != 201:
             raise SystemExit(f"genesis model refused: {response.text}")
 
@@ -262,7 +263,7 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
 
             def register(item: tuple[int, dict[str, str]]) -> None:
                 http.post(
-                    "/v1/participants", json={"org_name": f"org {item[0]}"}, headers=item[1]
+                    paths.PARTICIPANTS, json={"org_name": f"org {item[0]}"}, headers=item[1]
                 ).raise_for_status()
 
             list(pool.map(register, enumerate(tokens)))
@@ -271,9 +272,9 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
 
         # 3. the round and the updates (client work: before the clock starts)
         round_ = http.post(
-            "/v1/rounds", json={"duration_seconds": 3600, "quorum": args.orgs}, headers=operator
+            paths.ROUNDS, json={"duration_seconds": 3600, "quorum": args.orgs}, headers=operator
         ).json()
-        key_pem = http.get("/v1/keys/current").json()["public_key_pem"].encode()
+        key_pem = http.get(paths.CURRENT_KEY).json()["public_key_pem"].encode()
         deltas = honest_deltas(genesis, PARTITIONS, seed=1)
         rng = np.random.default_rng(2)
         jobs = []
@@ -292,7 +293,7 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
             )  # fmt: skip
             jobs.append(
                 (
-                    f"/v1/rounds/{round_['id']}/updates",
+                    paths.updates_path(round_["id"]),
                     envelope,
                     {
                         **tokens[i],
@@ -320,7 +321,7 @@ def main() -> None:  # noqa: C901 - one linear scenario, phase by phase
         deadline = time.monotonic() + args.timeout
         status = None
         while time.monotonic() < deadline:
-            status = http.get(f"/v1/rounds/{round_['id']}").json()
+            status = http.get(paths.round_path(round_["id"])).json()
             if status["status"] in ("POSTED", "FAILED"):
                 break
             time.sleep(1)

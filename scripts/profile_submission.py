@@ -49,6 +49,7 @@ from eth_account import Account  # noqa: E402
 from eth_account.messages import encode_defunct  # noqa: E402
 from web3 import Web3  # noqa: E402
 
+from fedledger.api import paths  # noqa: E402
 from fedledger.chain.devnode import DevChain, free_port  # noqa: E402
 from fedledger.chain.params import WAD  # noqa: E402
 from fedledger.chain.tx import send_transaction  # noqa: E402
@@ -150,10 +151,10 @@ def login(http: httpx.AsyncClient, index: int) -> Awaitable[dict[str, str]]:
     async def run() -> dict[str, str]:
         key = dev_private_key(index)
         address = Account.from_key(key).address
-        challenge = (await http.post("/v1/auth/nonce", json={"address": address})).json()
+        challenge = (await http.post(paths.NONCE, json={"address": address})).json()
         signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
         response = await http.post(
-            "/v1/auth/login", json={"message": challenge["message"], "signature": signature}
+            paths.LOGIN, json={"message": challenge["message"], "signature": signature}
         )
         if response.status_code != 200:
             raise SystemExit(f"login of dev account {index} failed: {response.text}")
@@ -246,7 +247,7 @@ async def measure(
     d = args.params
     operator = await login(http, OPERATOR)
     response = await http.post(
-        "/v1/models", content=encode_weights({"w": np.zeros(d, np.float32)}), headers=operator
+        paths.MODELS, content=encode_weights({"w": np.zeros(d, np.float32)}), headers=operator
     )
     assert response.status_code == 201, response.text
     w3 = Web3(Web3.HTTPProvider(args.rpc_url))
@@ -259,9 +260,9 @@ async def measure(
         send_transaction(w3, registry.functions.enroll(100 * WAD), key)
         tokens[index] = await login(http, index)
         (
-            await http.post("/v1/participants", json={"org_name": f"prof {index}"}, headers=tokens[index])
+            await http.post(paths.PARTICIPANTS, json={"org_name": f"prof {index}"}, headers=tokens[index])
         ).raise_for_status()
-    key_pem = (await http.get("/v1/keys/current")).json()["public_key_pem"].encode()
+    key_pem = (await http.get(paths.CURRENT_KEY)).json()["public_key_pem"].encode()
     ledger = deployments.addresses["ContributionLedger"]
     rng = np.random.default_rng(0)
     engine = sa.create_engine(db_url)
@@ -275,7 +276,7 @@ async def measure(
         for _ in range(args.rounds):
             round_ = (
                 await http.post(
-                    "/v1/rounds", json={"duration_seconds": 3600, "quorum": 10**5}, headers=operator
+                    paths.ROUNDS, json={"duration_seconds": 3600, "quorum": 10**5}, headers=operator
                 )
             ).json()
             jobs = []
@@ -304,7 +305,7 @@ async def measure(
                 }
                 jobs.append((envelope, headers))
                 sizes.append(len(envelope))
-            url = f"/v1/rounds/{round_['id']}/updates"
+            url = paths.updates_path(round_["id"])
             before = timed.cpu
             if profiler is not None:
                 profiler.enable()

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from fedledger.api import paths
 from fedledger.api.errors import (
     ApiError,
     ApiUnreachableError,
@@ -345,11 +346,11 @@ class FedLedgerApi:
         """The server's EIP-4361 challenge for ``address``; ``domain``: the host[:port] of the page asking
         the wallet (omitted: the server's own SIWE domain, which SDK and CLI logins use)."""
         body = {"address": address} | ({"domain": domain} if domain else {})
-        return self._parse(self.send("POST", "/v1/auth/nonce", json=body), NonceResponse)
+        return self._parse(self.send("POST", paths.NONCE, json=body), NonceResponse)
 
     def login_with_signature(self, message: str, signature: str) -> TokenResponse:
         """Exchange a signed challenge for a JWT (not kept: the caller decides where a session lives)."""
-        response = self.send("POST", "/v1/auth/login", json={"message": message, "signature": signature})
+        response = self.send("POST", paths.LOGIN, json={"message": message, "signature": signature})
         return self._parse(response, TokenResponse)
 
     def login(self) -> TokenResponse:
@@ -411,7 +412,7 @@ class FedLedgerApi:
         body: dict[str, Any] = {"org_name": org_name}
         if encryption_key_id is not None:
             body["encryption_key_id"] = encryption_key_id
-        return self._parse(self._request("POST", "/v1/participants", json=body), ParticipantOut)
+        return self._parse(self._request("POST", paths.PARTICIPANTS, json=body), ParticipantOut)
 
     def me(self) -> ParticipantStatusOut:
         """The signed-in organization: registration, reputation, on-chain enrollment, whether it may submit."""
@@ -429,7 +430,7 @@ class FedLedgerApi:
 
     def current_key(self) -> ServerKeyOut:
         """The server's current encryption key (the one to seal updates for)."""
-        return self._get("/v1/keys/current", ServerKeyOut)
+        return self._get(paths.CURRENT_KEY, ServerKeyOut)
 
     def current_model(self) -> ModelOut:
         """The active model's metadata and server signature."""
@@ -450,7 +451,7 @@ class FedLedgerApi:
 
     def round(self, round_id: int) -> RoundOut:
         """One round's public record."""
-        return self._get(f"/v1/rounds/{int(round_id)}", RoundOut)
+        return self._get(paths.round_path(round_id), RoundOut)
 
     def submit_update(
         self, round_id: int, envelope: bytes, signature: str, *, progress: ProgressCallback | None = None
@@ -459,7 +460,7 @@ class FedLedgerApi:
         headers = {"X-Update-Signature": signature, "Content-Type": "application/octet-stream"}
         response = self._request(
             "POST",
-            f"/v1/rounds/{int(round_id)}/updates",
+            paths.updates_path(round_id),
             body=bytes(envelope),
             headers=headers,
             progress=progress,
@@ -488,7 +489,7 @@ class FedLedgerApi:
         """Upload the genesis model (operator; safetensors float32); 409 ``genesis_exists`` once there is one."""
         headers = {"Content-Type": "application/octet-stream"}
         return self._parse(
-            self._request("POST", "/v1/models", body=bytes(weights), headers=headers), ModelOut
+            self._request("POST", paths.MODELS, body=bytes(weights), headers=headers), ModelOut
         )
 
     def open_round(
@@ -498,7 +499,7 @@ class FedLedgerApi:
         round is open, so a retried request never opens two. ``cohort``: the invited wallets (only they may
         submit; the round closes early once all of them have)."""
         body = {"duration_seconds": duration_seconds, "quorum": quorum, "cohort": cohort}
-        response = self._request("POST", "/v1/rounds", json={k: v for k, v in body.items() if v is not None})
+        response = self._request("POST", paths.ROUNDS, json={k: v for k, v in body.items() if v is not None})
         return self._parse(response, RoundOut)
 
     def close_round(self, round_id: int) -> RoundOut:
