@@ -7,8 +7,10 @@ Order of the writes, each through the gateway's exactly-once ``send_once``:
 2. The round record (model hash, rewards root, contributions, and the audit log's head as an anchor). The
    registry lets an exiting organization withdraw only once a round after its exit request is recorded, so
    the slashes of step 1 always land before its stake can leave.
-3. Activity: the on-chain evidence (``lastActiveAt``) of the round's organizations is refreshed by every
-   posted round, and registered organizations idle past the governed activity timeout are suspended.
+   Before it, every organization in the round, whatever its status, is marked active for the round
+   (``markActive``): its exit then waits until this round is recorded, so it cannot withdraw in between.
+3. Activity: registered organizations idle past the governed activity timeout are suspended (the
+   ``markActive`` of step 2 refreshed the evidence, ``lastActiveAt``, of the round's organizations).
 
 Rounds are recorded on-chain in increasing id order (the ledger refuses anything else), so posting a round
 first posts every earlier round still waiting. The round becomes POSTED only after all of its writes are mined.
@@ -112,6 +114,12 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
             if sent:
                 tx_hashes[f"slash:{address}"] = sent.tx_hash
 
+    # Every contributor, whatever its status: an organization that asked to leave (Exited) or was slashed
+    # during the round must still wait for this round's record before its stake can go.
+    sent = gateway.mark_active(round_id, list(dict.fromkeys(p.address for _, p, _ in rows)))
+    if sent:
+        tx_hashes["active"] = sent.tx_hash
+
     sent = gateway.record_round(
         round_id,
         bytes.fromhex(model.weights_hash),
@@ -132,9 +140,7 @@ def _post_one(sessions: sessionmaker[Session], gateway: ChainGateway, round_id: 
         anchor_count,
     )
     tx_hashes["record"] = sent.tx_hash if sent else "already-recorded"
-    suspended = _apply_activity_timeout(
-        sessions, gateway, round_id, int(config.activity_timeout), [p.address for _, p, _ in rows]
-    )
+    suspended = _apply_activity_timeout(sessions, gateway, round_id, int(config.activity_timeout))
     for key, value in suspended.items():
         tx_hashes[key] = value
 
@@ -172,27 +178,18 @@ def _apply_activity_timeout(
     gateway: ChainGateway,
     round_id: int,
     timeout: int,
-    contributors: list[str],
 ) -> dict[str, str]:
-    """Refresh every active contributor's on-chain activity evidence, and suspend registered organizations
-    that the chain shows idle past the timeout (candidates from the database: no submission for that long).
+    """Suspend registered organizations that the chain shows idle past the timeout (candidates from the
+    database: no submission for that long).
 
-    Every posted round refreshes its organizations: ``suspendInactive`` is open to anyone, so evidence
-    refreshed only when older than half the timeout let an outsider suspend an organization that had taken
-    part in a round 3.6 days before (7-day timeout). One storage write per organization per round is the price.
+    Every posted round refreshed its organizations' evidence first (``markActive``, before the record):
+    ``suspendInactive`` is open to anyone, so evidence refreshed only when older than half the timeout let an
+    outsider suspend an organization that had taken part in a round 3.6 days before (7-day timeout).
     """
     if timeout <= 0:
         return {}
     now = gateway.chain_time()
     sent_hashes: dict[str, str] = {}
-    took_part = []
-    for address in contributors:
-        record = gateway.participant(address)
-        if record.status == RegistryStatus.active:
-            took_part.append(address)
-    sent = gateway.mark_active(round_id, took_part)
-    if sent:
-        sent_hashes["active"] = sent.tx_hash
 
     cutoff = utcnow() - timedelta(seconds=timeout)
     with sessions() as session:

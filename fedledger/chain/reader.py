@@ -62,6 +62,7 @@ class ChainParticipant:
     unlock_round: int
     last_active_at: int
     inactive: bool
+    last_round: int  # the latest round the aggregator marked it in (markActive); an exit waits for its record
 
     @classmethod
     def from_record(cls, registry: Contract, record: Sequence[Any]) -> ChainParticipant:
@@ -80,6 +81,7 @@ class ChainParticipant:
             unlock_round=int(fields["unlockRound"]),
             last_active_at=int(fields["lastActiveAt"]),
             inactive=bool(fields["inactive"]),
+            last_round=int(fields["lastRound"]),
         )
 
 

@@ -50,6 +50,8 @@ def test_an_organization_that_exits_before_posting_is_slashed_and_stays_locked(
     )
     assert after.status == RegistryStatus.exited  # slashed while exiting: it stays Exited
     assert after.slash_count == slashes_before_exit + 1 and after.stake < stake_before
+    # Marked for the round although it was no longer Active: its exit waited for this round's record.
+    assert after.last_round == round_["id"], after
     slashed = [e["args"]["participant"] for e in registry.events.Slashed.get_logs(from_block=0)]
     assert address_of(attacker) in slashed
     # The round it submitted to is recorded (its slash first): what is left may now leave.

@@ -92,20 +92,20 @@ def test_a_close_abandoned_mid_way_is_taken_over_and_posted_once(
         max(0.0, (datetime.fromisoformat(round_["deadline"]) - datetime.now(UTC)).total_seconds()) + 0.5
     )
     assert acquire(sessions, round_["id"], "a-worker-that-died", lease_seconds=3)
-    # Stop mining: the restarted worker will close the round, sign and broadcast recordRound, and hang
-    # waiting for its receipt; then it is killed too.
+    # Stop mining: the restarted worker will close the round, sign and broadcast the post's first write
+    # (markActive, before recordRound), and hang waiting for its receipt; then it is killed too.
     platform.w3.provider.make_request("evm_setAutomine", [False])
     worker.start()
     deadline = __import__("time").monotonic() + 60
     while __import__("time").monotonic() < deadline:
         with sessions() as session:
             if session.scalars(
-                select(ChainTransaction).where(ChainTransaction.purpose == f"round:{round_['id']}:record")
+                select(ChainTransaction).where(ChainTransaction.purpose == f"round:{round_['id']}:active")
             ).first():
                 break
         __import__("time").sleep(0.2)
     else:
-        raise AssertionError("the worker never signed recordRound")
+        raise AssertionError("the worker never signed markActive")
     worker.kill()
     platform.w3.provider.make_request("evm_setAutomine", [True])
     platform.w3.provider.make_request("evm_mine", [])
