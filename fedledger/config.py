@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     close_lease_seconds: int = 300
     # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.
     tick_seconds: float = 5.0
+    # Seconds between the beat's runs that execute queued slashes whose on-chain delay is over.
+    slash_execute_seconds: float = Field(default=300.0, gt=0)
+    # Seconds between the beat's anchors of the audit log's head (sent only if it grew since the last anchor).
+    audit_anchor_seconds: float = Field(default=900.0, gt=0)
 
     # --- rounds -------------------------------------------------------------------------------
     round_duration_seconds: int = 300

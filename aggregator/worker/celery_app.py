@@ -2,7 +2,8 @@
 
 Tasks are ``acks_late`` with ``reject_on_worker_lost``: a worker killed mid-task leaves the message to be
 redelivered, and every task is idempotent (round leases, exactly-once chain writes), so redelivery is
-safe. The beat sends ``tick`` every ``FEDLEDGER_TICK_SECONDS``: deadlines, stuck closes and unposted
+safe. The beat sends ``tick`` every ``FEDLEDGER_TICK_SECONDS`` (and the chain upkeep of
+aggregator.worker.upkeep on its own timers): deadlines, stuck closes and unposted
 rounds are all found from the database, so no state lives only in the broker; each close and post is
 sent once per round (fedledger.domain.pipeline), so the broker carries two tasks per round plus the ticks.
 """
@@ -14,6 +15,7 @@ from celery import Celery
 from kombu.transport.sqlalchemy import Transport as SQLTransport
 
 from fedledger.config import get_settings
+from fedledger.domain.tasks import ANCHOR_AUDIT_TASK, EXECUTE_SLASHES_TASK, TICK_TASK
 
 
 class FastPollingSQLTransport(SQLTransport):
@@ -32,7 +34,11 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        beat_schedule={"tick": {"task": "fedledger.rounds.tick", "schedule": settings.tick_seconds}},
+        beat_schedule={
+            "tick": {"task": TICK_TASK, "schedule": settings.tick_seconds},
+            "execute-slashes": {"task": EXECUTE_SLASHES_TASK, "schedule": settings.slash_execute_seconds},
+            "anchor-audit": {"task": ANCHOR_AUDIT_TASK, "schedule": settings.audit_anchor_seconds},
+        },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
     )

@@ -89,6 +89,11 @@ class ChainGateway:
         """The highest round id the ledger recorded (0 before the first)."""
         return int(self.ledger.functions.latestRoundId().call())
 
+    def pending_slash(self, address: str) -> tuple[int, int]:
+        """(amount, executable_at) of the slash queued against the account; (0, 0) when none is."""
+        pending = self.registry.functions.pendingSlashOf(address).call()
+        return int(pending[0]), int(pending[1])
+
     def chain_time(self) -> int:
         """The latest block's timestamp (what the contracts compare durations against)."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
@@ -286,4 +291,24 @@ class ChainGateway:
             f"round:{round_id}:inactive",
             self.registry.functions.suspendInactive(addresses),
             already_done=done,
+        )
+
+    def execute_slash(self, address: str, executable_at: int) -> SentTransaction | None:
+        """Execute the slash queued against the account until ``executable_at``, once; None if it is no longer
+        pending (executed by anyone, or cancelled by a guardian)."""
+
+        def settled() -> bool:
+            amount, until = self.pending_slash(address)
+            return amount == 0 or until != executable_at
+
+        return self.send_once(
+            f"slash:execute:{address}:{executable_at}",
+            self.registry.functions.executeSlash(address),
+            already_done=settled,
+        )
+
+    def anchor_audit(self, audit_head: bytes, audit_count: int) -> SentTransaction | None:
+        """Anchor the audit log's head (entry number ``audit_count``) between rounds, once per count."""
+        return self.send_once(
+            f"audit:anchor:{audit_count}", self.ledger.functions.anchorAudit(audit_head, audit_count)
         )

@@ -17,6 +17,7 @@ from aggregator.worker.celery_app import app
 from aggregator.worker.close import Signing, close_round
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
+from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes
 from db.base import utcnow
 from db.models import RoundStatus
 from db.session import session_factory
@@ -26,7 +27,14 @@ from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import pipeline
 from fedledger.domain.blobstore import BlobStore
-from fedledger.domain.tasks import CLOSE_TASK, POST_TASK, TICK_TASK, UPDATE_RECEIVED_TASK
+from fedledger.domain.tasks import (
+    ANCHOR_AUDIT_TASK,
+    CLOSE_TASK,
+    EXECUTE_SLASHES_TASK,
+    POST_TASK,
+    TICK_TASK,
+    UPDATE_RECEIVED_TASK,
+)
 
 log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -152,3 +160,25 @@ def tick() -> dict[str, list[int]]:
     for round_id in posts:
         post.delay(round_id)
     return {"close": closes, "post": posts}
+
+
+@app.task(name=EXECUTE_SLASHES_TASK)
+def execute_slashes() -> dict[str, str]:
+    """Execute the queued slashes whose delay is over (a failure waits for the next beat: nothing is lost,
+    the pending slashes stay on-chain)."""
+    _, sessions, _, gateway, _, _ = services()
+    executed = execute_due_slashes(sessions, gateway)
+    if executed:
+        log.info("executed queued slashes: %s", executed)
+    return executed
+
+
+@app.task(name=ANCHOR_AUDIT_TASK)
+def anchor_audit() -> dict[str, int | str]:
+    """Anchor the audit log's head on-chain if it grew since the last anchor."""
+    _, sessions, _, gateway, _, _ = services()
+    sent = anchor_audit_head(sessions, gateway)
+    if sent is None:
+        return {}
+    log.info("anchored the audit head at entry %d: %s", sent[1], sent[0])
+    return {"tx_hash": sent[0], "count": sent[1]}

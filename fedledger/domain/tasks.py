@@ -15,6 +15,8 @@ UPDATE_RECEIVED_TASK = "fedledger.rounds.update_received"
 CLOSE_TASK = "fedledger.rounds.close"
 POST_TASK = "fedledger.rounds.post"
 TICK_TASK = "fedledger.rounds.tick"
+EXECUTE_SLASHES_TASK = "fedledger.chain.execute_slashes"
+ANCHOR_AUDIT_TASK = "fedledger.chain.anchor_audit"
 
 
 class TaskQueue(Protocol):
