@@ -163,8 +163,9 @@ class Settings(BaseSettings):
     round_quorum: int = 3
     # Rounds aggregated but not yet recorded on-chain (a post waiting out the emission cap, a node down)
     # beyond which the API refuses to open another round: rewards, slashes and activity refreshes would
-    # otherwise fall ever further behind.
-    max_posting_backlog: int = Field(default=2, ge=0)
+    # otherwise fall ever further behind. Governance sets the bound (max_posting_backlog on-chain); this
+    # setting may only make it stricter (the smaller of the two applies).
+    max_posting_backlog: int = Field(default=100, ge=0)
 
     # --- dashboard ----------------------------------------------------------------------------
     dashboard_host: str = "127.0.0.1"

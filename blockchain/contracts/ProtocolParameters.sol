@@ -63,11 +63,12 @@ contract ProtocolParameters is AccessControl {
         ServerMomentum, // 43 WAD; server-side momentum of centered clipping
         EmissionCapPerPeriod, // 44 token wei; rewards roots posted in one emission period sum to at most this
         EmissionPeriod, // 45 seconds; length of an emission period (1 day)
-        DisputeWindow // 46 seconds; time a rewards root waits before it can be claimed, and can be cancelled (1 day)
+        DisputeWindow, // 46 seconds; time a rewards root waits before it can be claimed, and can be cancelled (1 day)
+        MaxPostingBacklog // 47 count; aggregated rounds that may wait for their on-chain record before the API refuses to open another
     }
 
     /// @notice Number of parameters (uint256(type(Param).max) + 1; a literal because array lengths need one).
-    uint256 public constant PARAM_COUNT = 47;
+    uint256 public constant PARAM_COUNT = 48;
     /// @dev Bit i set: parameter i is a retired slot that nothing reads; setParameter refuses it.
     uint256 private constant RESERVED = (1 << uint256(Param.Reserved4)) | (1 << uint256(Param.Reserved5));
     /// @dev Bit i set: parameter i changes only through {setFitnessWeights}.
@@ -217,6 +218,7 @@ contract ProtocolParameters is AccessControl {
         _values[uint256(Param.EmissionCapPerPeriod)] = 100000e18; // 100000
         _values[uint256(Param.EmissionPeriod)] = 86400; // 86400
         _values[uint256(Param.DisputeWindow)] = 86400; // 86400
+        _values[uint256(Param.MaxPostingBacklog)] = 2; // 2
     }
 
     /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
@@ -268,7 +270,8 @@ contract ProtocolParameters is AccessControl {
             "server_momentum",
             "emission_cap_per_period",
             "emission_period",
-            "dispute_window"
+            "dispute_window",
+            "max_posting_backlog"
         ];
     }
 
@@ -323,6 +326,7 @@ contract ProtocolParameters is AccessControl {
             0,
             0,
             1,
+            0,
             0
         ];
         hi = [
@@ -372,7 +376,8 @@ contract ProtocolParameters is AccessControl {
             1e18 - 1,
             type(uint96).max,
             type(uint32).max,
-            type(uint32).max
+            type(uint32).max,
+            100
         ];
     }
     // </generated:param-functions>

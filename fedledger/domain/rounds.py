@@ -59,10 +59,11 @@ def open_round(
     server_data: ServerData | None = None,
 ) -> Round:
     """Open a round on the active model. The governed parameters in force now are what its close uses,
-    so a governance change mid-round never alters a round already under way. With ``max_posting_backlog``,
-    refused while more rounds than that are aggregated but not yet recorded on-chain. With ``cohort`` (wallet
-    addresses), only those organizations may submit and the round closes early once all of them have
-    (fedledger.domain.pipeline); without, early only once every active organization has."""
+    so a governance change mid-round never alters a round already under way. Refused while more rounds than
+    the governed ``max_posting_backlog`` (or the operator's stricter setting) are aggregated but not yet
+    recorded on-chain. With ``cohort`` (wallet addresses), only those organizations may submit and the round
+    closes early once all of them have (fedledger.domain.pipeline); without, early only once every active
+    organization has."""
     if server_data is not None:
         server_data.check()
     busy = in_progress(session)
@@ -71,15 +72,17 @@ def open_round(
             "round_in_progress",
             f"round {busy.id} is {busy.status.value}; close it first (`fedledger rounds close {busy.id}`)",
         )
-    if max_posting_backlog is not None:
-        behind = posting_backlog(session)
-        if behind > max_posting_backlog:
-            raise Conflict(
-                "posting_behind",
-                f"{behind} aggregated rounds are not yet recorded on-chain (at most {max_posting_backlog} may "
-                "wait): a post is being retried (emission cap used for this period, or the node is down); "
-                "open the next round once posting has caught up",
-            )
+    # Governance bounds the backlog; an operator's setting may only be stricter.
+    governed = params.integer("max_posting_backlog")
+    max_posting_backlog = governed if max_posting_backlog is None else min(max_posting_backlog, governed)
+    behind = posting_backlog(session)
+    if behind > max_posting_backlog:
+        raise Conflict(
+            "posting_behind",
+            f"{behind} aggregated rounds are not yet recorded on-chain (at most {max_posting_backlog} may "
+            "wait): a post is being retried (emission cap used for this period, or the node is down); "
+            "open the next round once posting has caught up",
+        )
     model = models.require_active(session)
     duration = duration_seconds or params.integer("round_duration")
     if duration <= 0:

@@ -26,6 +26,16 @@ from middleware.routes.participants import to_out as participant_out
 router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[RateLimited])
 
 
+def _posting_backlog_limit(state: StateDep) -> int:
+    """The backlog beyond which rounds are refused: the governed one, or the operator's stricter setting
+    (the setting alone while the chain is unreachable)."""
+    try:
+        governed = state.chain().params().integer("max_posting_backlog")
+    except ApiError:
+        return state.settings.max_posting_backlog
+    return min(governed, state.settings.max_posting_backlog)
+
+
 def _token(state: StateDep) -> TokenFiguresOut | None:
     try:
         figures = state.chain().token_figures()
@@ -53,7 +63,7 @@ def overview(session: SessionDep, state: StateDep) -> OverviewOut:
         contributions=figures.contributions,
         # Aggregated rounds waiting for their on-chain record (rewards, slashes and activity wait with them).
         posting_backlog=rounds.posting_backlog(session),
-        max_posting_backlog=state.settings.max_posting_backlog,
+        max_posting_backlog=_posting_backlog_limit(state),
         model_version=figures.model_version,
         current_round=None
         if current is None
