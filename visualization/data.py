@@ -12,7 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from eth_typing import HexStr
 from eth_utils import to_checksum_address
+from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
 from fedledger.api.client import NO_RETRY, FedLedgerApi
@@ -277,7 +279,8 @@ class Chain:
 
     # --- transactions the wallet sends ------------------------------------------------------------
     def claim_calldata(self, round_id: int, account: str, amount: int, proof: list[str]) -> str:
-        return self.reader.distributor.encode_abi(
+        return encode_calldata(
+            self.reader.distributor,
             "claim",
             args=[
                 int(round_id),
@@ -290,7 +293,8 @@ class Chain:
     def claim_many_calldata(self, account: str, rewards: list[tuple[int, int, list[str]]]) -> str:
         """``RewardDistributor.claimMany`` for (round id, amount, proof) of one account: one transaction and
         one mint for all of them (at most the contract's ``MAX_CLAIMS``)."""
-        return self.reader.distributor.encode_abi(
+        return encode_calldata(
+            self.reader.distributor,
             "claimMany",
             args=[
                 [int(r) for r, _, _ in rewards],
@@ -301,7 +305,7 @@ class Chain:
         )
 
     def delegate_calldata(self, delegatee: str) -> str:
-        return self.reader.token.encode_abi("delegate", args=[to_checksum_address(delegatee)])
+        return encode_calldata(self.reader.token, "delegate", args=[to_checksum_address(delegatee)])
 
     def tx_request(self, sender: str, to: str, data: str) -> dict[str, str]:
         """The ``eth_sendTransaction`` parameter object; the wallet fills in gas, fees and nonce."""
@@ -317,8 +321,8 @@ class Chain:
         """None when the call would succeed now, else why it would revert (the contract's custom error)."""
         try:
             self.w3.eth.call(
-                {"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": data}
-            )  # type: ignore[typeddict-item]
+                {"from": to_checksum_address(sender), "to": to_checksum_address(to), "data": HexStr(data)}
+            )
         except ContractLogicError as exc:
             raw = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
             if isinstance(raw, str):
@@ -342,6 +346,13 @@ class Chain:
             raise
 
 
+def encode_calldata(contract: Contract, function: str, args: list[Any]) -> str:
+    """``contract.encode_abi``: the ``0x`` hex calldata of one call."""
+    # web3's encode_abi is an eth-utils combomethod, untyped, so Any to mypy: typed here, once.
+    calldata: str = contract.encode_abi(function, args=args)
+    return calldata
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()
@@ -353,7 +364,7 @@ def _plain(value: Any) -> Any:
 
 def tokens(wei: int | str | None) -> float:
     """Token wei (int or decimal string) as a float number of tokens, for charts."""
-    if wei in (None, ""):
+    if wei is None or wei == "":
         return 0.0
     return float(Decimal(int(wei)) / Decimal(WAD))
 

@@ -19,7 +19,7 @@ from fedledger.chain import param_table
 from fedledger.chain.governance import ProposalState, VoteType
 from fedledger.chain.param_table import Kind
 from fedledger.chain.params import WAD
-from visualization.data import Chain
+from visualization.data import Chain, encode_calldata
 
 # --------------------------------------------------------------------------------- governed parameters
 
@@ -271,12 +271,13 @@ class Governance:
 
     # --- calldata ---------------------------------------------------------------------------------
     def set_parameter_calldata(self, spec: ParamSpec, raw_value: int) -> str:
-        return self.parameters.encode_abi("setParameter", args=[spec.index, int(raw_value)])
+        return encode_calldata(self.parameters, "setParameter", args=[spec.index, int(raw_value)])
 
     def propose_calldata(
         self, targets: list[str], values: list[int], calldatas: list[str], description: str
     ) -> str:
-        return self.governor.encode_abi(
+        return encode_calldata(
+            self.governor,
             "propose",
             args=[
                 [to_checksum_address(t) for t in targets],
@@ -287,10 +288,11 @@ class Governance:
         )
 
     def cast_vote_calldata(self, proposal_id: int, support: VoteType) -> str:
-        return self.governor.encode_abi("castVote", args=[int(proposal_id), int(support)])
+        return encode_calldata(self.governor, "castVote", args=[int(proposal_id), int(support)])
 
     def queue_calldata(self, proposal: Proposal) -> str:
-        return self.governor.encode_abi(
+        return encode_calldata(
+            self.governor,
             "queue",
             args=[
                 proposal.targets,
@@ -301,7 +303,8 @@ class Governance:
         )
 
     def execute_calldata(self, proposal: Proposal) -> str:
-        return self.governor.encode_abi(
+        return encode_calldata(
+            self.governor,
             "execute",
             args=[
                 proposal.targets,

@@ -85,7 +85,7 @@ def build_context(config: DashboardConfig | None = None) -> Context:
 
 def signed_in() -> dict[str, Any] | None:
     """The signed-in wallet's JWT record, or None (also once the token has expired)."""
-    auth = st.session_state.get(AUTH)
+    auth: dict[str, Any] | None = st.session_state.get(AUTH)
     if not auth:
         return None
     try:

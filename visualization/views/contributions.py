@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.elements.lib.column_types import ColumnConfig
 
 from visualization import charts, tables
 from visualization.data import fmt_amount
 from visualization.session import Context
 
-# Narrow score bars and evidence: all twelve columns fit a 1440 px window (none cut off behind a scrollbar).
-SCORE = {"min_value": 0, "max_value": 100, "format": "%.0f", "width": "small"}
+
+def _score_column(label: str) -> ColumnConfig:
+    """A 0-100 score as a bar. Narrow score bars and evidence: all twelve columns fit a 1440 px window
+    (none cut off behind a scrollbar)."""
+    return st.column_config.ProgressColumn(label, min_value=0, max_value=100, format="%.0f", width="small")
 
 
 def render(ctx: Context) -> None:
@@ -20,7 +28,8 @@ def render(ctx: Context) -> None:
         return
     symbol = ctx.symbol
 
-    cols = st.columns([2, 3, 3, 1])
+    # st.columns gives a list for widths and a tuple for a count: both are a sequence of columns.
+    cols: Sequence[DeltaGenerator] = st.columns([2, 3, 3, 1])
     rounds = cols[0].multiselect(
         "Rounds", sorted(frame["round"].unique(), reverse=True), key="contrib-rounds"
     )
@@ -42,10 +51,10 @@ def render(ctx: Context) -> None:
         width="stretch",
         key="contrib-table",
         column_config={
-            "Quality": st.column_config.ProgressColumn("Quality", **SCORE),
-            "Timeliness": st.column_config.ProgressColumn("Timeliness", **SCORE),
-            "Honesty": st.column_config.ProgressColumn("Honesty", **SCORE),
-            "Fitness": st.column_config.ProgressColumn("Fitness", **SCORE),
+            "Quality": _score_column("Quality"),
+            "Timeliness": _score_column("Timeliness"),
+            "Honesty": _score_column("Honesty"),
+            "Fitness": _score_column("Fitness"),
             f"Reward{unit}": st.column_config.TextColumn(f"Reward{unit}", width="small"),
             "Kept": st.column_config.CheckboxColumn("Kept", width="small"),
             "Byzantine": st.column_config.CheckboxColumn(
@@ -88,6 +97,7 @@ def render(ctx: Context) -> None:
     st.plotly_chart(charts.organization_history(history, symbol), width="stretch", key="chart-org-history")
 
 
-def _total(frame: object) -> str:
+def _total(frame: pd.DataFrame) -> str:
     """The rewards of these rows, summed in wei (exact), as a headline figure."""
-    return fmt_amount(sum(int(w) for w in frame["reward_wei"]))  # type: ignore[index]
+    amounts: list[int] = [int(w) for w in frame["reward_wei"]]
+    return fmt_amount(sum(amounts))

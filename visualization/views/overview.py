@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from fedledger.api.schemas import ModelOut, RoundOut
 from visualization import tables
@@ -19,7 +21,8 @@ def render(ctx: Context) -> None:
     current = ctx.api.current_round()
     token = overview.token
 
-    cols = st.columns(6)
+    # st.columns gives a tuple as long as the count: the page reuses the name for fewer columns.
+    cols: Sequence[DeltaGenerator] = st.columns(6)
     cols[0].metric(
         "Active organizations",
         overview.active_participants,

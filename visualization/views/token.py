@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from fedledger.api.schemas import RewardOut
 from fedledger.chain.reader import RewardStatus
@@ -21,7 +23,8 @@ def render(ctx: Context) -> None:
     chain, symbol = ctx.chain, ctx.symbol
     figures = chain.token_figures()
     unit = f" ({symbol})" if symbol else ""
-    cols = st.columns(4)
+    # st.columns gives a list for widths and a tuple for a count: both are a sequence of columns.
+    cols: Sequence[DeltaGenerator] = st.columns(4)
     cols[0].metric(
         f"Total supply{unit}",
         fmt_amount(figures.total_supply),

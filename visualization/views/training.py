@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from visualization import charts, tables
@@ -53,7 +54,7 @@ def render(ctx: Context) -> None:
     _round_table(rounds)
 
 
-def _privacy(ctx: Context, rounds) -> None:  # type: ignore[no-untyped-def]
+def _privacy(ctx: Context, rounds: pd.DataFrame) -> None:
     budget = enabled = None
     if ctx.chain is not None:
         params = ctx.chain.params()
@@ -74,7 +75,7 @@ def _privacy(ctx: Context, rounds) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _round_table(rounds) -> None:  # type: ignore[no-untyped-def]
+def _round_table(rounds: pd.DataFrame) -> None:
     if rounds.empty:
         return
     st.subheader("Rounds")

@@ -30,7 +30,8 @@ class WalletResponse:
     request_id: str
     ok: bool
     result: Any = None
-    error_code: Any = None
+    # EIP-1193 codes are integers; a JSON-RPC error may carry a string one.
+    error_code: int | str | None = None
     error_message: str = ""
 
     @property
