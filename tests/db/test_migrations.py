@@ -138,3 +138,18 @@ def _contributions(engine: sa.Engine, *columns: str) -> list[Any]:
     table = sa.table("contributions", sa.column("participant_id"), *(sa.column(c, sa.JSON) for c in columns))
     with engine.connect() as conn:
         return list(conn.execute(sa.select(*table.c)))
+
+
+def test_the_migrations_form_one_line_of_history() -> None:
+    # Two migrations landed at once can both revise the same parent: upgrade("head") then fails with
+    # "multiple heads" only where it runs, and two files can share a number without Alembic minding.
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1, script.get_heads()
+    revisions = list(script.walk_revisions())
+    numbers = [Path(r.path).name.split("_")[0] for r in revisions]
+    assert len(set(numbers)) == len(numbers), sorted(numbers)
+    assert len(revisions) == len({r.revision for r in revisions})
