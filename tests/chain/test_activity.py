@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from aggregator.worker.gateway import ChainGateway
@@ -37,6 +38,18 @@ def node(tmp_path: Path) -> Iterator[tuple[DevChain, Deployments]]:
         yield chain, chain.deploy(tmp_path / "deployments.json")
     finally:
         chain.stop()
+
+
+def post_activity(
+    sessions: sessionmaker[Session], gateway: ChainGateway, round_id: int, participants: list[str]
+) -> dict[str, str]:
+    """What posting sends about activity: every contributor marked for the round, then the idle suspended."""
+    sent = {}
+    marked = gateway.mark_active(round_id, participants)
+    if marked:
+        sent["active"] = marked.tx_hash
+    sent.update(_apply_activity_timeout(sessions, gateway, round_id, TIMEOUT))
+    return sent
 
 
 def test_posting_marks_the_round_active_and_suspends_the_idle(
@@ -71,11 +84,11 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
         )
 
     # Within the timeout of enrolling: `busy` took part in round 1 and is refreshed, nobody is idle.
-    assert set(_apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [addresses["busy"]])) == {"active"}
+    assert set(post_activity(sessions, gateway, 1, [addresses["busy"]])) == {"active"}
     # Past the timeout: `busy` took part in round 2 and is refreshed; `idle` did not and is suspended.
     w3.provider.make_request("evm_increaseTime", [TIMEOUT + 60])
     w3.provider.make_request("evm_mine", [])
-    sent = _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]])
+    sent = post_activity(sessions, gateway, 2, [addresses["busy"]])
     assert set(sent) == {"active", "inactive"}
     assert record("busy").status == RegistryStatus.active
     now = int(w3.eth.get_block("latest")["timestamp"])
@@ -83,9 +96,7 @@ def test_posting_marks_the_round_active_and_suspends_the_idle(
     idle = record("idle")
     assert idle.status == RegistryStatus.suspended and idle.inactive
     # Posting again is idempotent (the purposes are sent once); the organization resumes by itself.
-    assert _apply_activity_timeout(sessions, gateway, 2, TIMEOUT, [addresses["busy"]]) == {
-        "active": sent["active"]
-    }
+    assert post_activity(sessions, gateway, 2, [addresses["busy"]]) == {"active": sent["active"]}
     send_transaction(w3, registry.functions.resume(), keys["idle"])
     assert record("idle").status == RegistryStatus.active
 
@@ -116,7 +127,7 @@ def test_an_outsider_cannot_suspend_an_organization_that_took_part_in_a_recent_r
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
     travel(int(TIMEOUT * 0.49))  # day 3.4: the organization takes part in round 1, which is posted
-    _apply_activity_timeout(sessions, gateway, 1, TIMEOUT, [address])
+    post_activity(sessions, gateway, 1, [address])
     travel(int(TIMEOUT * 0.52))  # day 7.07: past the timeout since day 0, 3.6 days after its round
     outsider = dev_private_key(19)
     with pytest.raises(TransactionReverted, match="NotInactive"):
