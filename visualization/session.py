@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +39,10 @@ AUTH = "auth"  # {"token", "address", "expires_at", "roles"}
 WALLET = "wallet"  # {"address", "chain_id"} once connected
 CHALLENGE = "login_challenge"  # {"id", "address", "message"} while the wallet is asked to sign
 TX_LOG = "tx_log"  # [{"label", "hash", "status", "detail"}], newest first
-FLASH = "flash"  # one message shown at the top of the next run
+FLASH = "flash"  # one message shown at the top of the runs of the next few seconds
+# A hidden component's answer (the session cookie written right after sign-in) reruns the script at once:
+# a message shown by one run only would vanish before anyone reads it.
+FLASH_SECONDS = 6.0
 # The JWT kept in a cookie of the dashboard's origin (written by the wallet component), so that reloading
 # the page keeps the session until the token expires; the API still checks the token on every request.
 SESSION_COOKIE = "fedledger_session"
@@ -172,14 +176,18 @@ def _forget_cookie() -> None:
 
 
 def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
+    st.session_state[FLASH] = (kind, text, time.monotonic() + FLASH_SECONDS)
 
 
 def show_flash() -> None:
-    message = st.session_state.pop(FLASH, None)
-    if message:
-        kind, text = message
-        getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(text)
+    message = st.session_state.get(FLASH)
+    if not message:
+        return
+    kind, text, until = message
+    if time.monotonic() > until:
+        st.session_state.pop(FLASH, None)
+        return
+    getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(text)
 
 
 def _page_host(connect_result: Any) -> str | None:
