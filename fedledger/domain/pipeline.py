@@ -54,8 +54,12 @@ def _everyone_submitted(rounds: Table) -> ColumnElement[bool]:
             | (
                 func.coalesce(participants.c.last_seen_at, participants.c.created_at) >= rounds.c.active_since
             ),
+            # Correlated to the outer round explicitly: left to auto-correlation (which looks only at the
+            # enclosing SELECT) it read ``FROM updates, rounds``, an update in ANY round, so from the second
+            # round on the quorum alone closed a round early (a fast minority won the race again).
             ~select(updates.c.id)
             .where(updates.c.round_id == rounds.c.id, updates.c.participant_id == participants.c.id)
+            .correlate(rounds, participants)
             .exists(),
         )
         .correlate(rounds)

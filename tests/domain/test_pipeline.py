@@ -97,6 +97,15 @@ def test_a_quorum_reached_first_does_not_close_only_the_last_active_organization
         assert pipeline.claim_closes(session, utcnow() + timedelta(seconds=LEASE + 1), LEASE) == [round_id]
 
 
+def test_a_later_round_still_waits_for_every_active_organization(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Every organization's update to an earlier round does not count for this one: the race to quorum stays
+    closed from the second round on (the check once read an update in any round as one in this round)."""
+    first = open_round(sessions, quorum=3)
+    assert [submit(sessions, first, p) for p in range(1, 6)] == [False, False, False, False, True]
+    second = open_round(sessions, quorum=3)
+    assert [submit(sessions, second, p) for p in range(1, 6)] == [False, False, False, False, True]
+
+
 def test_the_beat_requests_a_due_close_once_and_never_an_early_one(sessions) -> None:  # type: ignore[no-untyped-def]
     early = open_round(sessions, quorum=5)
     submit(sessions, early, 1)
