@@ -14,7 +14,9 @@ counts grow by the round's flags and ``aggregator.scoring.reputation.slashing_de
 Tasks (no download): ``digits`` (scikit-learn's 8x8 digits, softmax regression, 650 parameters) and
 ``synthetic`` (scikit-learn ``make_classification``: 10 classes, 2 clusters per class, 20 features, a
 non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters) and ``noisy`` (``make_classification``:
-10 classes, 3 clusters per class, 40 features, 5 % random labels; MLP of 64 units, 3,274 parameters). Data: 25 % test (reported accuracy),
+10 classes, 3 clusters per class, 40 features, 5 % random labels; MLP of 64 units, 3,274 parameters) and
+``friedman`` (regression as ordinal classification: ``make_friedman1``'s target, 10 features of which 5 matter,
+cut at its deciles into 10 classes; MLP of 64 units, 1,354 parameters). Data: 25 % test (reported accuracy),
 20 % of the rest is the server's holdout, split by ``aggregator.scoring.contribution.split_holdout`` into root data
 (the FLTrust reference update is trained on it each round with the clients' own procedure) and
 validation data (scores, rollback). Clients share the rest, IID or Dirichlet(0.5) over labels.
@@ -42,6 +44,21 @@ omniscient (it sees every honest update of the round) and implemented from its p
   the server's own reference and validation data: a white-box attacker), and send the candidate that
   maximises the new model's validation loss among those under which no attacker is flagged and the model
   is not rolled back (or the honest mean if none is).
+- ``orthogonal``: knows the reference (Kerckhoffs): u = m (c g + sqrt(1 - c^2) h), g the unit reference, h the
+  honest mean's opposite made orthogonal to g, m the honest median norm, c searched each round against the
+  real round computation. ``orthogonal_noise``: the same, each attacker adding independent noise so that the
+  attackers' pairwise cosine is the honest one (defeats weight sharing among similar rows).
+- ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
+  coordinate-search steps, every candidate through the real round computation, the most damaging one the
+  platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
+- ``freeride``: no training, the last public model change resent at the honest median norm.
+- ``race``: the race to quorum: the attackers submit a free ride at the round's opening, the honest
+  organizations over the window; the platform's own close rule (``CloseRule``) decides whose updates the
+  close sees.
+- ``countpoison``: count poisoning: the attackers train honestly but claim one sample each (with
+  ``--fraction 0.5``, half the wallets).
+- ``backdoor``, ``backdoor_boost``, ``backdoor_proj``: trigger + target label (see ``stamp``), plain, boosted to
+  the largest factor the platform accepts, or projected to the honest median norm and reference cosine.
 
 Reported per (task, partition, n): mean test accuracy over seeds per strategy x attack; for every strategy
 the attackers' total reward / the median honest organization's, flagged and slashed attackers (first round),
@@ -71,14 +88,15 @@ from aggregator.round.compute import (  # noqa: E402
     RoundInputs,
     RoundResult,
     compute_round,
-    flatten,
 )
 from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from fedledger.chain import param_table  # noqa: E402
+from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
-from fedledger.models import init_mlp, init_softmax  # noqa: E402
+from fedledger.models import evaluate, init_mlp, init_softmax  # noqa: E402
+from fedledger.payload import flatten  # noqa: E402
 
 WAD_TOKEN = 10**18
 BYZANTINE_FRACTION = 0.3
@@ -90,7 +108,7 @@ MIN_CLIENT_SAMPLES = 8
 STAKE = 100 * WAD_TOKEN
 BIG_HIDDEN = 15_000
 
-TASKS = ("digits", "synthetic", "noisy")
+TASKS = ("digits", "synthetic", "noisy", "friedman")
 PARTITIONS = ("iid", "dirichlet")
 ATTACKS = (
     "none",
@@ -106,7 +124,11 @@ ATTACKS = (
     "labelflip",
     "adaptive",
     "orthogonal",
+    "orthogonal_noise",
+    "oracle",
     "freeride",
+    "race",
+    "countpoison",
     "backdoor",
     "backdoor_boost",
     "backdoor_proj",
@@ -138,7 +160,15 @@ DEFAULT_PARAMS: dict[str, Any] = param_table.genesis() | {
     "byzantine_fraction": BYZANTINE_FRACTION,
 }
 
-STREAM_SPLIT, STREAM_PARTITION, STREAM_ATTACKERS, STREAM_TRAIN, STREAM_ATTACK, STREAM_ROUND = range(1, 7)
+(
+    STREAM_SPLIT,
+    STREAM_PARTITION,
+    STREAM_ATTACKERS,
+    STREAM_TRAIN,
+    STREAM_ATTACK,
+    STREAM_ROUND,
+    STREAM_ARRIVAL,
+) = range(1, 8)
 
 
 def stream(*key: int) -> np.random.Generator:
@@ -183,7 +213,7 @@ def load_task(name: str, seed: int, hidden: int | None = None, root: str = "spli
     ``root``: ``split`` (half the server's holdout), ``small`` (``SMALL_ROOT`` examples of it, stratified)
     or ``biased`` (only the classes 0-4 of it); the validation part is the same in all three.
     """
-    from sklearn.datasets import load_digits, make_classification
+    from sklearn.datasets import load_digits, make_classification, make_friedman1
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
@@ -216,6 +246,13 @@ def load_task(name: str, seed: int, hidden: int | None = None, root: str = "spli
             random_state=77 + seed,
         )
         width, config = 64, TrainConfig(epochs=1, batch_size=32, lr=0.1)
+    elif name == "friedman":
+        # Regression as ordinal classification: Friedman's #1 target (a smooth non-linear function of the
+        # first 5 of 10 uniform features, plus noise) cut at its deciles into 10 classes; neighbouring classes
+        # overlap, and half the features (the trigger's among them) carry nothing.
+        X, target = make_friedman1(n_samples=5000, n_features=10, noise=1.0, random_state=500 + seed)
+        y = np.searchsorted(np.quantile(target, np.linspace(0.1, 0.9, 9)), target)
+        width, config = 64, TrainConfig(epochs=2, batch_size=16, lr=0.1)
     else:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
     width = width if hidden is None else hidden
@@ -365,6 +402,9 @@ class AttackContext:
     reference: np.ndarray | None = None
     # The last public change of the global model (None before the first accepted round).
     last_change: np.ndarray | None = None
+    # How much a round's result hurts the attackers' goal, higher is worse for the federation (``oracle``
+    # judges candidates by it): the new model's loss on the attackers' own data, which nobody trains on.
+    damage: Callable[[RoundResult], float] | None = None
 
 
 def _accepted(ctx: AttackContext, rows: np.ndarray) -> RoundResult | None:
@@ -390,22 +430,108 @@ def _honest_norm(ctx: AttackContext) -> float:
 ORTHOGONAL_C = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)
 
 
-def orthogonal(ctx: AttackContext) -> np.ndarray:
-    """u = m (c g + sqrt(1 - c^2) h): g the unit reference, h minus the honest mean made orthogonal to g,
-    m the honest median norm; c the most damaging of ``ORTHOGONAL_C`` (new validation loss, the real round
-    computation as the oracle) under which no attacker is flagged and the round is not rolled back."""
+def _orthogonal_rows(ctx: AttackContext, c: float, peer_cosine: float | None = None) -> np.ndarray:
+    """The orthogonal family's rows at cosine ``c`` to the reference: u = m (c g + sqrt(1 - c^2) h) for every
+    attacker; with ``peer_cosine``, each attacker's h is mixed with its own independent unit noise xi_i
+    (orthogonal to g and h) as a h + b xi_i, a^2 + b^2 = 1, so that two attackers' rows have cosine
+    c^2 + (1 - c^2) a^2 = ``peer_cosine``: they look as mutually unrelated as honest updates do, which
+    defeats weight sharing among similar rows (FoolsGold-style) while keeping the shared push a h."""
     f = ctx.own.shape[0]
     assert ctx.reference is not None
     g = _unit(ctx.reference)
     mean = ctx.honest.mean(axis=0, dtype=np.float64)
     h = _unit(-mean + float(mean @ g) * g)
     m = _honest_norm(ctx)
-    best, best_loss = _repeat(mean, f), -np.inf
-    for c in ORTHOGONAL_C:
-        candidate = _repeat(m * (c * g + np.sqrt(1.0 - c * c) * h), f)
+    s = np.sqrt(max(1.0 - c * c, 0.0))
+    if peer_cosine is None:
+        return _repeat(m * (c * g + s * h), f)
+    a = float(np.sqrt(np.clip((peer_cosine - c * c) / max(s * s, 1e-12), 0.0, 1.0)))
+    b = np.sqrt(1.0 - a * a)
+    rows = np.empty((f, g.size), dtype=np.float32)
+    for i in range(f):
+        xi = ctx.rng.standard_normal(g.size)
+        xi -= float(xi @ g) * g + float(xi @ h) * h
+        rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
+    return rows
+
+
+def _peer_cosine(ctx: AttackContext) -> float:
+    """The honest updates' median pairwise cosine this round (what ``orthogonal_noise`` imitates)."""
+    H = ctx.honest.astype(np.float64)
+    U = H / np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-30)
+    cos = U @ U.T
+    return float(np.median(cos[~np.eye(len(U), dtype=bool)])) if len(U) > 1 else 0.0
+
+
+def _most_damaging(
+    ctx: AttackContext, candidates: Sequence[np.ndarray], damage: Callable[[RoundResult], float]
+) -> tuple[np.ndarray | None, float]:
+    """The candidate the platform accepts (:func:`_accepted`) that maximises ``damage``, and its damage."""
+    best, best_damage = None, -np.inf
+    for candidate in candidates:
         result = _accepted(ctx, candidate)
-        if result is not None and result.record is not None and result.record.holdout_loss_after > best_loss:
-            best, best_loss = candidate, result.record.holdout_loss_after
+        if result is not None and (value := damage(result)) > best_damage:
+            best, best_damage = candidate, value
+    return best, best_damage
+
+
+def _validation_loss(result: RoundResult) -> float:
+    assert result.record is not None
+    return result.record.holdout_loss_after
+
+
+def orthogonal(ctx: AttackContext, noise: bool = False) -> np.ndarray:
+    """u = m (c g + sqrt(1 - c^2) h): g the unit reference, h minus the honest mean made orthogonal to g,
+    m the honest median norm; c the most damaging of ``ORTHOGONAL_C`` (new validation loss, the real round
+    computation as the oracle) under which no attacker is flagged and the round is not rolled back. With
+    ``noise``, the attackers' rows are decorrelated to the honest pairwise cosine (:func:`_orthogonal_rows`)."""
+    peer = _peer_cosine(ctx) if noise else None
+    candidates = [_orthogonal_rows(ctx, c, peer) for c in ORTHOGONAL_C]
+    best, _ = _most_damaging(ctx, candidates, _validation_loss)
+    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
+
+
+ALIE_SCALES = (0.5, 1.0, 2.0, 4.0)
+MINMAX_SCALES = (0.5, 1.0, 2.0)
+ORACLE_C = (0.05, 0.15, 0.3, 0.5)
+COORDINATE_STEPS = 4
+COORDINATE_BLOCK = 0.1
+
+
+def oracle(ctx: AttackContext) -> np.ndarray:
+    """The broad white-box search (issue 20 item 7): ALIE at ``ALIE_SCALES`` x its z, Min-Max (uv and std)
+    at ``MINMAX_SCALES`` x its largest gamma, the orthogonal family and its decorrelated variant at
+    ``ORACLE_C``, then ``COORDINATE_STEPS`` coordinate-search steps from the best (a random tenth of the
+    coordinates pushed against the honest mean by half the row's typical magnitude, kept if more damaging).
+    Every candidate runs through the real round computation; the most damaging one the platform accepts
+    (no attacker flagged, no rollback) is sent, judged by ``ctx.damage`` (the attackers' own held-out data,
+    not the server's validation set the acceptance test already uses); the honest mean if none is."""
+    f = ctx.own.shape[0]
+    damage = ctx.damage or _validation_loss
+    H = ctx.honest.astype(np.float64)
+    mean, std = H.mean(axis=0), H.std(axis=0)
+    z = alie_z(ctx.n, f)
+    candidates = [_repeat(mean - k * z * std, f) for k in ALIE_SCALES]
+    for perturbation in ("uv", "std"):
+        p = -mean / max(float(np.linalg.norm(mean)), 1e-12) if perturbation == "uv" else -std
+        edge = min_max_min_sum(ctx.honest, perturbation, "minmax").astype(np.float64)
+        gamma_p = edge - mean  # gamma p at the largest gamma
+        candidates += [_repeat(mean + k * gamma_p, f) for k in MINMAX_SCALES if np.any(p)]
+    peer = _peer_cosine(ctx)
+    candidates += [_orthogonal_rows(ctx, c) for c in ORACLE_C]
+    candidates += [_orthogonal_rows(ctx, c, peer) for c in ORACLE_C]
+    best, best_damage = _most_damaging(ctx, candidates, damage)
+    if best is None:
+        return _repeat(mean, f)
+    push = -np.sign(mean)
+    for _ in range(COORDINATE_STEPS):
+        block = ctx.rng.random(mean.size) < COORDINATE_BLOCK
+        magnitude = np.abs(best).mean(axis=0, dtype=np.float64)
+        step = np.where(block, 0.5 * float(magnitude.mean()) * push, 0.0)
+        candidate = (best + step[None, :]).astype(np.float32)
+        found, value = _most_damaging(ctx, [candidate], damage)
+        if found is not None and value > best_damage:
+            best, best_damage = found, value
     return best
 
 
@@ -449,7 +575,8 @@ def backdoor_project(ctx: AttackContext) -> np.ndarray:
 
 
 def alie_z(n: int, f: int) -> float:
-    s = n // 2 + 1 - f
+    # With half the organizations or more attacking the paper's s is below 1; it stays 1 (z finite).
+    s = max(n // 2 + 1 - f, 1)
     return statistics.NormalDist().inv_cdf((n - s) / n)
 
 
@@ -541,7 +668,7 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
     """The attackers' rows (f, d) for this round."""
     f = ctx.own.shape[0]
     honest = ctx.honest
-    if attack in ("none", "labelflip", "backdoor"):
+    if attack in ("none", "labelflip", "backdoor", "countpoison"):
         return ctx.own
     if attack == "backdoor_boost":
         return backdoor_boost(ctx)
@@ -549,7 +676,11 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return backdoor_project(ctx)
     if attack == "orthogonal":
         return orthogonal(ctx)
-    if attack == "freeride":
+    if attack == "orthogonal_noise":
+        return orthogonal(ctx, noise=True)
+    if attack == "oracle":
+        return oracle(ctx)
+    if attack in ("freeride", "race"):
         return free_ride(ctx)
     if attack == "alie":
         return _repeat(honest.mean(axis=0) - alie_z(ctx.n, f) * honest.std(axis=0), f)
@@ -615,12 +746,94 @@ def _trial(
     return compute_round(replace(template, deltas=X), stream(*rng_key), template.deadline)
 
 
-def _meta(fed: Federation, reputation: np.ndarray, submitted: datetime) -> tuple[ClientMeta, ...]:
-    sizes = [len(s) for s in fed.shards]
+class CloseRule:
+    """When the platform closes a round and with whose updates: the platform's own rule, not a copy of it.
+
+    ``fedledger.domain.rounds.open_round`` opens each round (quorum, deadline and who counts as active from
+    the governed parameters) and every submission runs ``fedledger.domain.pipeline.request_early_close``, the
+    statement a submission's transaction runs, on an in-memory SQLite copy of the tables; a round that no
+    submission closes early closes at its deadline with what arrived by then.
+    """
+
+    def __init__(self, n: int, opened: datetime) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import Session
+
+        from db.base import Base
+        from db.models import ModelVersion, Participant, ParticipantStatus, ServerKey
+
+        engine = create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        self.session = Session(engine)
+        self.session.add(ServerKey(kid="k", algorithm="X25519", public_key_pem="", is_current=True))
+        self.session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={}))
+        for i in range(n):
+            self.session.add(
+                Participant(
+                    id=i + 1,
+                    address=f"0x{i + 1:040x}",
+                    org_name=f"organization {i}",
+                    status=ParticipantStatus.active,
+                    created_at=opened,
+                    last_seen_at=opened,
+                )
+            )
+        self.session.flush()
+        self.params = chain_params.ProtocolParams(param_table.genesis())
+
+    def close(
+        self, submissions: Sequence[tuple[int, datetime]], opened: datetime
+    ) -> tuple[list[int], datetime]:
+        """Open a round at ``opened`` (the platform's clock stands there), submit (organization index, time) in
+        time order; returns the organizations whose updates the close sees and when it closes."""
+        from unittest.mock import patch
+
+        from db.models import RoundStatus, Update
+        from fedledger.domain import pipeline, rounds
+
+        with patch("fedledger.domain.rounds.utcnow", lambda: opened):
+            round_ = rounds.open_round(self.session, self.params, "attack_eval")
+        seen: list[int] = []
+        closed_at = round_.deadline
+        for i, at in sorted(submissions, key=lambda s: (s[1], s[0])):
+            if at > round_.deadline:
+                break
+            self.session.add(
+                Update(
+                    round_id=round_.id,
+                    participant_id=i + 1,
+                    ciphertext_hash=f"{round_.id:032x}{i:032x}",
+                    key_id="k",
+                    model_version_id=1,
+                    num_samples=1,
+                    signature="0x",
+                    size_bytes=0,
+                    receipt_id=f"{round_.id:032x}{i:032x}",
+                    submitted_at=at,
+                )
+            )
+            self.session.flush()
+            seen.append(i)
+            if pipeline.request_early_close(self.session, round_.id, at):
+                closed_at = at
+                break
+        round_.status = RoundStatus.posted
+        self.session.flush()
+        return seen, closed_at
+
+
+def _meta(
+    claims: Sequence[int], reputation: np.ndarray, submitted: Sequence[datetime], present: Sequence[int]
+) -> tuple[ClientMeta, ...]:
     return tuple(
-        ClientMeta(i + 1, i, f"0x{i + 1:040x}", sizes[i], submitted, float(reputation[i]))
-        for i in range(fed.n)
+        ClientMeta(i + 1, i, f"0x{i + 1:040x}", claims[i], submitted[i], float(reputation[i]))
+        for i in present
     )
+
+
+RACE_LEAD = timedelta(seconds=1)
+# Honest organizations train: their updates arrive uniformly in this share of the round's window.
+HONEST_ARRIVAL = (0.2, 0.9)
 
 
 def run(
@@ -653,7 +866,33 @@ def run(
     opened = datetime(2026, 1, 1, tzinfo=UTC)
     curve = []
     last_change: np.ndarray | None = None
+    claims = [len(s) for s in fed.shards]
+    if attack == "countpoison":
+        # Count poisoning (issue 20): the attackers' wallets claim one sample each, pulling the round's median
+        # claim down so that honest counts look inflated; their updates are honest.
+        for i in attackers:
+            claims[i] = 1
+    held_out = np.concatenate([fed.shards[i] for i in attackers]) if attackers else np.zeros(0, dtype=int)
+
+    def damage(result: RoundResult) -> float:
+        """The new model's loss on the attackers' own data (nobody trains on it: they do not send it)."""
+        assert result.new_weights is not None
+        return float(evaluate(result.new_weights, task.x_train[held_out], task.y_train[held_out])[0])
+
+    close_rule = CloseRule(n, opened) if attack == "race" else None
+    duration = timedelta(seconds=round_params.round_duration)
     for r in range(rounds):
+        opened_r = opened + r * 2 * duration
+        arrival = stream(fed.seed, STREAM_ARRIVAL, r).uniform(*HONEST_ARRIVAL, size=n)
+        submitted = [opened_r + duration * float(a) for a in arrival]
+        present = list(range(n))
+        if close_rule is not None:
+            # The race: attackers submit right at the opening without training; the platform's close rule
+            # decides whose updates the round sees.
+            for i in attackers:
+                submitted[i] = opened_r + RACE_LEAD
+            present, _ = close_rule.close(list(enumerate(submitted)), opened_r)
+            present.sort()
         base = flatten(weights, spec)
         deltas = np.empty((n, base.size), dtype=np.float32)
         for i, shard in enumerate(fed.shards):
@@ -668,19 +907,23 @@ def run(
             weights, *task.root, task.train, stream(fed.seed, STREAM_TRAIN, r, 10_000)
         )
         reference = flatten(reference_weights, spec) - base
-        deadline = opened + timedelta(seconds=300)
-        clients = _meta(fed, reputation, opened + timedelta(seconds=60))
+        deadline = opened_r + duration
+        clients = _meta(claims, reputation, submitted, present)
+        # Rows of the round's matrix: the organizations whose updates the close sees, in index order.
+        row_of = {i: k for k, i in enumerate(present)}
+        attacker_rows = [row_of[i] for i in attackers if i in row_of]
+        honest_rows = [row_of[i] for i in honest_idx if i in row_of]
 
         trial = partial(
             _trial,
             RoundInputs(
                 round_id=r + 1,
                 params=round_params,
-                opened_at=opened,
+                opened_at=opened_r,
                 deadline=deadline,
                 extensions=0,
                 clients=clients,
-                deltas=deltas,
+                deltas=deltas[present],
                 rejected=(),
                 weights=weights,
                 spec=spec,
@@ -688,20 +931,21 @@ def run(
                 reference=reference,
                 public_change=last_change,
             ),
-            attackers,
+            attacker_rows,
             (fed.seed, STREAM_ROUND, r),
         )
-        rows = deltas[attackers]
-        if attackers:
+        rows = deltas[present][attacker_rows]
+        if attacker_rows:
             ctx = AttackContext(
-                deltas[honest_idx],
-                deltas[attackers],
+                deltas[present][honest_rows],
+                rows,
                 n,
                 stream(fed.seed, STREAM_ATTACK, r),
                 trial,
                 tuple(attackers),
                 reference,
                 last_change,
+                damage,
             )
             rows = craft(attack, ctx)
         result = trial(rows)

@@ -141,3 +141,86 @@ def test_free_riders_are_flagged_and_paid_less_than_the_median_honest_organizati
     assert result.attacker_first_flag == [2, 2, 2]
     assert result.honest_flagged == 0 and result.honest_slashed == 0
     assert result.attacker_reward < 0.5 * float(np.median(result.honest_rewards))
+
+
+def test_orthogonal_rows_have_the_reference_cosine_the_median_norm_and_with_noise_the_honest_peer_cosine() -> (
+    None
+):
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), None, (), reference)
+    m = float(np.median(np.linalg.norm(H, axis=1)))
+    g = reference / np.linalg.norm(reference)
+    for peer in (None, 0.3):
+        rows = ae._orthogonal_rows(ctx, 0.2, peer).astype(np.float64)
+        norms = np.linalg.norm(rows, axis=1)
+        np.testing.assert_allclose(norms, m, rtol=1e-4)
+        np.testing.assert_allclose(rows @ g / norms, 0.2, atol=1e-4)
+        U = rows / norms[:, None]
+        pairwise = (U @ U.T)[~np.eye(3, dtype=bool)]
+        # Identical rows without noise; with it, the cosine asked for (up to the noise's own ~1/sqrt(d)).
+        np.testing.assert_allclose(
+            pairwise, 1.0 if peer is None else peer, atol=1e-4 if peer is None else 0.1
+        )
+
+
+def test_the_oracle_sends_the_most_damaging_candidate_the_platform_accepts() -> None:
+    H = honest_updates(h=7, d=40)
+    mean = H.mean(axis=0)
+    bound = 2.0 * float(np.linalg.norm(mean))
+    seen: list[float] = []
+
+    def trial(rows: np.ndarray) -> Any:
+        # The "platform" accepts rows within a norm bound; the damage is the push against the honest mean.
+        accepted = float(np.linalg.norm(rows[0])) <= bound
+        status = ae.CloseStatus.aggregated
+        return ae.RoundResult(status, activate=accepted, aggregate=rows[0].astype(np.float64))
+
+    def damage(result: Any) -> float:
+        value = -float(result.aggregate @ mean)
+        seen.append(value)
+        return value
+
+    ctx = ae.AttackContext(
+        H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), np.ones(40), None, damage
+    )
+    rows = ae.oracle(ctx)
+    assert rows.shape == (3, 40) and float(np.linalg.norm(rows[0])) <= bound
+    # Every accepted candidate was judged, and the one sent is the most damaging of them.
+    assert len(seen) >= 10 and -float(rows[0].astype(np.float64) @ mean) == pytest.approx(max(seen))
+    assert max(seen) > -float(mean @ mean)  # worse than sending the honest mean
+
+
+def test_the_race_closes_on_the_platforms_rule_with_every_organization_every_round() -> None:
+    opened = ae.datetime(2026, 1, 1, tzinfo=ae.UTC)
+    rule = ae.CloseRule(10, opened)
+    for r in range(3):
+        start = opened + ae.timedelta(hours=r)
+        # Three wallets at the opening reach the quorum; the round waits for the other seven.
+        early = [(i, start + ae.timedelta(seconds=1)) for i in range(3)]
+        late = [(i, start + ae.timedelta(seconds=100 + i)) for i in range(3, 10)]
+        seen, closed = rule.close(early + late, start)
+        assert seen == list(range(10)) and closed == start + ae.timedelta(seconds=109)
+    # One organization stays away: the round closes at its deadline with the others.
+    start = opened + ae.timedelta(hours=5)
+    seen, closed = rule.close([(i, start + ae.timedelta(seconds=1)) for i in range(9)], start)
+    assert seen == list(range(9)) and closed == start + ae.timedelta(seconds=300)
+
+
+def test_racers_never_make_up_a_round_and_count_poisoning_flags_no_honest_organization(
+    federation: Any,
+) -> None:
+    race = ae.run(federation, "fltrust_guarded", "race", 3)
+    assert race.honest_flagged == 0 and min(race.honest_rewards) > 0 and race.failed_rounds == 0
+    half = ae.make_federation(ae.load_task("digits", 0), 0, 10, "iid", fraction=0.5)
+    for fed in (federation, half):
+        poisoned = ae.run(fed, "fltrust_guarded", "countpoison", 3)
+        assert poisoned.honest_flagged == 0 and poisoned.honest_slashed == 0
+        assert min(poisoned.honest_rewards) > 0
+
+
+def test_the_fourth_task_is_ten_ordinal_classes_and_learnable() -> None:
+    task = ae.load_task("friedman", 0)
+    assert sorted(set(task.y_train.tolist())) == list(range(10)) and task.hidden == 64
+    fed = ae.make_federation(task, 0, 10, "iid")
+    assert ae.run(fed, "fltrust_guarded", "none", 3).accuracy > 0.2  # chance: 0.10
