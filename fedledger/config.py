@@ -16,7 +16,7 @@ import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,8 +71,19 @@ class Settings(BaseSettings):
     # --- storage ------------------------------------------------------------------------------
     # Empty means SQLite under data_dir.
     database_url: str = ""
+    # Where blobs (models, sealed updates; content-addressed, SHA-256) live: "filesystem" (blob_dir) or "s3"
+    # (an S3-compatible object store such as MinIO, shared by API processes and workers on several machines).
+    blob_backend: Literal["filesystem", "s3"] = "filesystem"
     # Empty means <data_dir>/blobs (content-addressed, SHA-256).
     blob_dir: Path | None = None
+    # The object store of blob_backend=s3: endpoint (empty: AWS's for s3_region), bucket (created if missing),
+    # key prefix, region and credentials (empty: boto3's own chain: AWS_* variables, instance profile).
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "fedledger"
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
     # Private halves of the server's encryption keys (files, mode 0600). Empty means <data_dir>/keys.
     key_dir: Path | None = None
     # Run database migrations when the API starts (off when a deploy step runs `fedledger db upgrade`).

@@ -12,7 +12,7 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.reader import ChainReader
 from fedledger.config import Settings
 from fedledger.domain import deployment
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import BlobStore, open_blob_store
 from fedledger.domain.tasks import CeleryTaskQueue, TaskQueue
 from middleware.errors import ApiError
 from middleware.metrics import Metrics
@@ -40,7 +40,7 @@ class AppState:
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.resolved_blob_dir)
+        return open_blob_store(self.settings)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

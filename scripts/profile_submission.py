@@ -78,7 +78,7 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
     import fedledger.domain.submissions as submissions
     import middleware.deps as deps
     from fedledger.chain.reader import ChainReader
-    from fedledger.domain.blobstore import BlobStore
+    from fedledger.domain.blobstore import FilesystemBlobStore
 
     return [
         ("JWT decode", deps, "decode_token"),
@@ -95,8 +95,8 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
         ("    model shapes (_shapes)", submissions, "_shapes"),
         ("    decode_update (shapes, finite)", submissions, "decode_update"),
         ("  record", submissions, "record"),
-        ("    blob put (sha256 + write + fsync)", BlobStore, "put"),
-        ("    blob exists", BlobStore, "exists"),
+        ("    blob put (sha256 + write + fsync)", FilesystemBlobStore, "put"),
+        ("    blob exists", FilesystemBlobStore, "exists"),
         ("    _insert (lock, row, audit, quorum)", submissions, "_insert"),
         ("      audit entry", audit, "write|append"),
         ("      early-close check", pipeline, "request_early_close"),

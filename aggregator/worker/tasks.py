@@ -26,7 +26,7 @@ from fedledger.chain.tx import TransactionReverted
 from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import pipeline
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import BlobStore, open_blob_store
 from fedledger.domain.tasks import (
     ANCHOR_AUDIT_TASK,
     CLOSE_TASK,
@@ -58,7 +58,7 @@ def services() -> Services:
     return (
         settings,
         sessions,
-        BlobStore(settings.resolved_blob_dir),
+        open_blob_store(settings),
         gateway,
         signing,
         load_holdout(settings.holdout),

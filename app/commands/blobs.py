@@ -38,15 +38,16 @@ def sweep(
 
     from db.session import read_session_factory, session_factory
     from fedledger.config import get_settings
-    from fedledger.domain.blobstore import BlobStore
+    from fedledger.domain.blobstore import open_blob_store
     from fedledger.domain.blobsweep import sweep_orphans
 
     settings = get_settings()
     url = settings.resolved_database_url
+    blobs = open_blob_store(settings)
     try:
         report = sweep_orphans(
             session_factory(url),
-            BlobStore(settings.resolved_blob_dir),
+            blobs,
             grace_seconds=settings.blob_sweep_grace_seconds if grace_seconds is None else grace_seconds,
             dry_run=dry_run,
             read_sessions=read_session_factory(url),
@@ -64,7 +65,7 @@ def sweep(
         verb = "would remove" if dry_run else "removed"
         for digest in report.removed:
             typer.echo(f"{verb} {digest}")
-        typer.echo(f"{settings.resolved_blob_dir}: {report.summary()}")
+        typer.echo(f"{blobs.location}: {report.summary()}")
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
     if report.errors:

@@ -1,4 +1,16 @@
-"""Content-addressed blob store on the filesystem: the key of a blob is the SHA-256 of its bytes."""
+"""Content-addressed blob stores: the key of a blob is the SHA-256 of its bytes.
+
+:class:`BlobStore` is what the API and the workers use; two backends keep its promises:
+
+- :class:`FilesystemBlobStore`: files under one directory, the embedded default (one machine);
+- :class:`fedledger.domain.blobstore_s3.S3BlobStore`: an S3-compatible object store (MinIO, AWS S3...), so
+  API processes and workers on different machines share one store.
+
+The promises, whatever the backend: a blob appears under its key whole or not at all (a reader never sees
+a partial write), writing the same bytes twice stores them once, reading a key that holds nothing raises
+:class:`BlobNotFound`, and a failure of the store itself is an :class:`OSError` (so callers that already
+handle a disk's errors handle an object store's). :func:`open_blob_store` picks the backend from the settings.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +21,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fedledger.config import Settings
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_PREFIX = ".tmp-"
@@ -29,7 +45,78 @@ class BlobNotFound(KeyError):
     pass
 
 
-class BlobStore:
+class BlobStoreUnavailable(OSError):
+    """The store could not be reached or refused the request (an object store's error, with what to check)."""
+
+
+class BlobStore(Protocol):
+    """A content-addressed store (see the module docstring for the promises every backend keeps)."""
+
+    @property
+    def location(self) -> str:
+        """Where the blobs are, for logs and messages (a directory, or ``s3://bucket/prefix``)."""
+        ...
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` (durable before it appears under its key); returns its SHA-256 hex digest.
+        ``digest``: the SHA-256 hex digest of exactly these bytes when the caller has just computed it."""
+        ...
+
+    def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; :class:`BlobNotFound` if there are none."""
+        ...
+
+    def get_range(self, digest: str, start: int, size: int) -> bytes:
+        """``size`` bytes from offset ``start`` (fewer at the end of the blob); :class:`BlobNotFound` if
+        there is no blob. What a worker reads of an update it handles only part of."""
+        ...
+
+    def exists(self, digest: str) -> bool:
+        """Whether a blob is stored under ``digest``."""
+        ...
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob (idempotent): only for one that nothing references."""
+        ...
+
+    def head(self, digest: str, size: int) -> bytes:
+        """The first ``size`` bytes of a blob (all of it if shorter); :class:`BlobNotFound` if there is none."""
+        ...
+
+    def stored(self) -> Iterator[StoredBlob]:
+        """Every blob in the store, in no set order (one removed while the listing runs is skipped)."""
+        ...
+
+    def temporary_files(self) -> Iterator[tuple[Path, float]]:
+        """Local files of writes under way or cut short by a crash (path, last modification); a backend whose
+        writes are atomic on the server (an object store) has none."""
+        ...
+
+
+def check_digest(digest: str) -> str:
+    """``digest`` if it is a lowercase SHA-256 hex digest; ValueError otherwise (no path or key tricks)."""
+    if not isinstance(digest, str) or not _HASH.match(digest):
+        raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
+    return digest
+
+
+def check_range(start: int, size: int) -> None:
+    """A byte range's offset and length must be non-negative integers."""
+    if start < 0 or size < 0:
+        raise ValueError(f"a byte range needs a non-negative offset and size, got {start} and {size}")
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The store the settings name: ``FEDLEDGER_BLOB_BACKEND=filesystem`` (the default) or ``s3``."""
+    if settings.blob_backend == "s3":
+        # Imported only here: boto3 costs a few hundred milliseconds to import, and the default needs none.
+        from fedledger.domain.blobstore_s3 import S3BlobStore
+
+        return S3BlobStore.from_settings(settings)
+    return FilesystemBlobStore(settings.resolved_blob_dir)
+
+
+class FilesystemBlobStore:
     """Writes are atomic (temporary file, fsync, rename) and idempotent (same bytes, same key, one file),
     so a crash never leaves a partial blob under a valid key."""
 
@@ -37,11 +124,14 @@ class BlobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def location(self) -> str:
+        """The store's directory."""
+        return str(self.root)
+
     def path(self, digest: str) -> Path:
         """Where the blob of ``digest`` lives (refuses anything but a SHA-256 hex digest: no path tricks)."""
-        if not _HASH.match(digest):
-            raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
-        return self.root / digest[:2] / digest
+        return self.root / check_digest(digest)[:2] / digest
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data`` durably (fsynced before it appears under its key); returns its SHA-256 hex digest.
@@ -70,6 +160,16 @@ class BlobStore:
         """The bytes stored under ``digest``; :class:`BlobNotFound` if there are none."""
         try:
             return self.path(digest).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def get_range(self, digest: str, start: int, size: int) -> bytes:
+        """``size`` bytes from offset ``start`` (fewer at the end); :class:`BlobNotFound` if there is none."""
+        check_range(start, size)
+        try:
+            with self.path(digest).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(size)
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 

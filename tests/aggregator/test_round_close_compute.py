@@ -15,15 +15,15 @@ from aggregator.worker.close import Inputs
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.envelope import open_envelope, seal
 from fedledger.crypto.keys import generate_server_key
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.payload import encode_update
 from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
 
 
-def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[Inputs, BlobStore]:
+def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[Inputs, FilesystemBlobStore]:
     fed = Federation()
     key = generate_server_key()
-    blobs = BlobStore(tmp_path)
+    blobs = FilesystemBlobStore(tmp_path)
     deltas = fed.honest(4)
     addresses = [Account.create().address for _ in range(4)]
     participants = {i + 1: Participant(id=i + 1, address=a, reputation=50.0) for i, a in enumerate(addresses)}

@@ -26,7 +26,17 @@ DEPLOY_JS = (
 
 
 def test_the_expected_services_exist() -> None:
-    assert set(SERVICES) == {"chain", "deployer", "redis", "postgres", "api", "worker", "beat", "dashboard"}
+    assert set(SERVICES) == {
+        "chain",
+        "deployer",
+        "redis",
+        "postgres",
+        "minio",
+        "api",
+        "worker",
+        "beat",
+        "dashboard",
+    }
 
 
 def test_every_service_has_an_image_or_a_build_context_with_a_dockerfile() -> None:
@@ -68,8 +78,9 @@ def test_every_setting_name_is_a_real_setting_or_read_by_the_deploy_script() -> 
 
 
 def test_start_order_waits_on_health() -> None:
-    for name in ("postgres", "redis", "chain", "api"):
+    for name in ("postgres", "redis", "minio", "chain", "api"):
         assert "healthcheck" in SERVICES[name], name
+    assert SERVICES["api"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert SERVICES["api"]["depends_on"]["deployer"]["condition"] == "service_completed_successfully"
     for name in ("worker", "beat", "dashboard"):
         assert SERVICES[name]["depends_on"]["api"]["condition"] == "service_healthy"
@@ -97,6 +108,7 @@ def test_secrets_and_the_aggregator_address_are_required_not_defaulted() -> None
     for name in (
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
         "FEDLEDGER_JWT_SECRET",
         "FEDLEDGER_AGGREGATOR_PRIVATE_KEY",
         "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY",
@@ -167,6 +179,7 @@ def test_the_documented_variables_give_a_production_setup_in_which_an_operator_r
     values = {
         "POSTGRES_PASSWORD": "pg-" + "x" * 20,
         "REDIS_PASSWORD": "redis-" + "y" * 20,
+        "MINIO_ROOT_PASSWORD": "minio-" + "m" * 20,
         "FEDLEDGER_JWT_SECRET": "z" * 48,
         "FEDLEDGER_AGGREGATOR_PRIVATE_KEY": aggregator.key.hex(),
         "FEDLEDGER_MODEL_SIGNER_PRIVATE_KEY": Account.create().key.hex(),

@@ -25,7 +25,7 @@ from app.cli import app as cli_app
 from fedledger.config import Settings, get_settings
 from fedledger.domain import blobsweep, submissions
 from fedledger.domain import model_versions as model_service
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.domain.tasks import CeleryTaskQueue
 from middleware.app import create_app
 from tests.middleware.conftest import ORGS, World, make_update, post_update, verified
@@ -34,12 +34,12 @@ GRACE = 3600
 OLD = 2 * GRACE
 
 
-def age(blobs: BlobStore, digest: str, seconds: float = OLD) -> None:
+def age(blobs: FilesystemBlobStore, digest: str, seconds: float = OLD) -> None:
     then = time.time() - seconds
     os.utime(blobs.path(digest), (then, then))
 
 
-def stale_temp_file(blobs: BlobStore) -> Path:
+def stale_temp_file(blobs: FilesystemBlobStore) -> Path:
     path = blobs.root / "ab" / ".tmp-crashedwrite"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"half an envelope")
@@ -53,7 +53,8 @@ class Store:
 
     def __init__(self, world: World) -> None:
         state = world.client.app.state.fl
-        self.blobs: BlobStore = state.blobs
+        assert isinstance(state.blobs, FilesystemBlobStore)
+        self.blobs: FilesystemBlobStore = state.blobs
         envelope, signature = make_update(world, ORGS[0])
         assert post_update(world, ORGS[0], envelope, signature).status_code == 202
         self.referenced = hashlib.sha256(envelope).hexdigest()

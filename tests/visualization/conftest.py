@@ -36,7 +36,7 @@ from fedledger.chain.params import WAD
 from fedledger.config import Settings
 from fedledger.devkeys import dev_private_key
 from fedledger.domain import model_versions as model_service
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.payload import encode_weights
 from middleware.app import create_app
 from tests.chain.ledger import next_round_id, record_round
@@ -142,7 +142,7 @@ def close_round_as_the_worker_would(world: World, settings: Settings) -> ClosedR
         assert round_ is not None and parent is not None
         new_model = model_service.store_version(
             session,
-            BlobStore(settings.resolved_blob_dir),
+            FilesystemBlobStore(settings.resolved_blob_dir),
             encode_weights({k: v + 0.5 for k, v in MODEL.items()}),
             signer_key=settings.resolved_model_signer_key,
             chain_id=deployments.chain_id,

@@ -25,7 +25,7 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
 from fedledger.devkeys import dev_private_key
-from fedledger.domain.blobstore import BlobStore
+from fedledger.domain.blobstore import FilesystemBlobStore
 from tests.middleware.conftest import ORGS, World, address_of
 from tests.visualization.conftest import (
     ApiServer,
@@ -239,7 +239,9 @@ def test_a_round_posted_after_a_deadline_extension_shows_no_failure(
     signing = Signing(
         settings.resolved_model_signer_key, 31337, world.deployments.addresses["ContributionLedger"]
     )
-    assert commit(sessions, BlobStore(settings.resolved_blob_dir), round_id, "worker-1", extended, signing)
+    assert commit(
+        sessions, FilesystemBlobStore(settings.resolved_blob_dir), round_id, "worker-1", extended, signing
+    )
     with sessions() as session:
         reopened = session.get(Round, round_id)
         assert reopened is not None and reopened.status == RoundStatus.open and reopened.extensions == 1
