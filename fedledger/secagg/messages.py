@@ -1,0 +1,110 @@
+"""The EIP-712 documents a member's wallet signs at each step, so the server relays but cannot forge.
+
+Same domain as every fedledger signature (:mod:`fedledger.crypto.eip712`: name "fedledger", version "1",
+chain id, the ledger's address). Every type names the round and the group (``groupId``, a hash of the
+round, the assignment seed, the threshold and the members), so a message cannot be replayed into another
+round or shown to another group:
+
+- ``SecAggKeys(uint256 roundId,bytes32 groupId,bytes32 channelKey,bytes32 maskKey)``: the two X25519
+  public keys;
+- ``SecAggShares(uint256 roundId,bytes32 groupId,bytes32 sharesHash)``: the share boxes and the commitments
+  to every share and to the self-mask seed;
+- ``SecAggMasked(uint256 roundId,bytes32 groupId,bytes32 payloadHash,uint256 numSamples,bytes32 peersHash)``:
+  the masked vector's SHA-256, the sample claim, and the members whose masks it carries;
+- ``SecAggUnmask(uint256 roundId,bytes32 groupId,bytes32 survivorsHash,bytes32 revealHash)``: the survivors
+  the member was shown and the shares it reveals for them (self-mask seeds) and for the others (mask keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from fedledger.crypto.addresses import is_valid_address
+from fedledger.crypto.eip712 import (
+    DOMAIN_NAME,
+    DOMAIN_VERSION,
+    EIP712_DOMAIN_FIELDS,
+    recover_typed_data_signer,
+    sign_typed_data,
+)
+from fedledger.crypto.errors import SignatureError
+from fedledger.secagg.errors import InvalidMessage
+
+_ROUND_GROUP = ({"name": "roundId", "type": "uint256"}, {"name": "groupId", "type": "bytes32"})
+TYPES: dict[str, tuple[dict[str, str], ...]] = {
+    "SecAggKeys": (
+        *_ROUND_GROUP,
+        {"name": "channelKey", "type": "bytes32"},
+        {"name": "maskKey", "type": "bytes32"},
+    ),
+    "SecAggShares": (*_ROUND_GROUP, {"name": "sharesHash", "type": "bytes32"}),
+    "SecAggMasked": (
+        *_ROUND_GROUP,
+        {"name": "payloadHash", "type": "bytes32"},
+        {"name": "numSamples", "type": "uint256"},
+        {"name": "peersHash", "type": "bytes32"},
+    ),
+    "SecAggUnmask": (
+        *_ROUND_GROUP,
+        {"name": "survivorsHash", "type": "bytes32"},
+        {"name": "revealHash", "type": "bytes32"},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where signatures are valid: one chain and one ledger contract."""
+
+    chain_id: int
+    verifying_contract: str
+
+    def __post_init__(self) -> None:
+        if not is_valid_address(self.verifying_contract):
+            raise InvalidMessage(f"verifying contract {self.verifying_contract!r} is not a 0x address")
+        if self.chain_id < 1:
+            raise InvalidMessage(f"chain id must be >= 1, got {self.chain_id}")
+
+
+def typed_data(domain: Domain, primary_type: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The EIP-712 document of one step (``bytes`` values become 0x hex, as wallets take them)."""
+    fields = TYPES[primary_type]
+    if set(message) != {f["name"] for f in fields}:
+        raise InvalidMessage(f"{primary_type} needs exactly the fields {[f['name'] for f in fields]}")
+    return {
+        "types": {
+            "EIP712Domain": [dict(f) for f in EIP712_DOMAIN_FIELDS],
+            primary_type: [dict(f) for f in fields],
+        },
+        "primaryType": primary_type,
+        "domain": {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": domain.chain_id,
+            "verifyingContract": to_checksum_address(domain.verifying_contract),
+        },
+        "message": {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in message.items()},
+    }
+
+
+def sign(wallet_key: str, domain: Domain, primary_type: str, message: dict[str, Any]) -> str:
+    """A wallet's 0x-hex signature over one step's message."""
+    return sign_typed_data(wallet_key, typed_data(domain, primary_type, message))
+
+
+def check_signer(
+    signature: str, expected: str, domain: Domain, primary_type: str, message: dict[str, Any]
+) -> None:
+    """:class:`InvalidMessage` unless ``signature`` over ``message`` is ``expected``'s."""
+    try:
+        signer = recover_typed_data_signer(signature, typed_data(domain, primary_type, message))
+    except SignatureError as exc:
+        raise InvalidMessage(f"{primary_type} from {expected}: {exc}") from exc
+    if signer.lower() != expected.lower():
+        raise InvalidMessage(
+            f"{primary_type} claims to be from {expected} but was signed by {signer}; the message was "
+            "forged or altered in transit"
+        )

@@ -1,0 +1,242 @@
+"""One group end to end with real X25519, AES, Shamir and wallet signatures: sums, dropouts, forgeries."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedledger.secagg import agreement
+from fedledger.secagg.errors import (
+    ForgedShare,
+    InvalidMessage,
+    ProtocolViolation,
+    SecAggError,
+    TooManyDropouts,
+)
+from fedledger.secagg.prg import expand_mask
+from fedledger.secagg.protocol import GroupMember, GroupTranscript, ShareBundle, UnmaskReveal
+from fedledger.secagg.shamir import Share
+
+from .groupkit import ADDRESSES, KEYS, context, quantized_sum, run_group, updates_for
+
+
+def test_no_dropout_sum_is_exactly_the_quantized_sum() -> None:
+    ctx = context(5, 3)
+    run = run_group(ctx)
+    result = run.transcript.unmask()
+    assert result.dropped == ()
+    np.testing.assert_array_equal(result.ring_sum, quantized_sum(ctx, run.updates, ctx.members))
+    float_sum = np.sum([run.updates[m].astype(np.float64) for m in ctx.members], axis=0)
+    assert np.max(np.abs(result.total - float_sum)) <= result.max_error
+    assert result.num_samples == {m: 10 + ADDRESSES.index(m) for m in ctx.members}
+
+
+@pytest.mark.parametrize("dropouts", [1, 2], ids=["one", "s-minus-t"])
+def test_members_dropping_after_sharing_leave_the_survivors_sum(dropouts: int) -> None:
+    ctx = context(5, 3)
+    gone = ctx.members[1 : 1 + dropouts]
+    run = run_group(ctx, silent_at_mask=gone)
+    result = run.transcript.unmask()
+    survivors = [m for m in ctx.members if m not in gone]
+    assert list(result.survivors) == survivors
+    assert set(result.dropped) == set(gone)
+    np.testing.assert_array_equal(result.ring_sum, quantized_sum(ctx, run.updates, survivors))
+    np.testing.assert_allclose(result.mean * len(survivors), result.total.astype(np.float32), rtol=1e-6)
+
+
+def test_a_member_silent_from_the_start_is_simply_not_in_the_group_sum() -> None:
+    ctx = context(4, 3)
+    run = run_group(ctx, silent_at_keys=ctx.members[:1])
+    result = run.transcript.unmask()
+    np.testing.assert_array_equal(result.ring_sum, quantized_sum(ctx, run.updates, ctx.members[1:]))
+
+
+def test_a_survivor_silent_at_unmasking_is_still_counted_from_the_others_shares() -> None:
+    ctx = context(5, 3)
+    run = run_group(ctx, silent_at_mask=ctx.members[:1], silent_at_unmask=ctx.members[1:2])
+    result = run.transcript.unmask()
+    np.testing.assert_array_equal(result.ring_sum, quantized_sum(ctx, run.updates, ctx.members[1:]))
+
+
+def test_too_many_dropouts_is_a_typed_error_at_the_members_and_the_server() -> None:
+    ctx = context(5, 3)
+    with pytest.raises(TooManyDropouts, match="fewer than the threshold 3"):
+        run_group(ctx, silent_at_mask=ctx.members[:3])
+    run = run_group(ctx, silent_at_unmask=ctx.members[:3])
+    with pytest.raises(TooManyDropouts, match="2 members revealed shares"):
+        run.transcript.unmask()
+    with pytest.raises(TooManyDropouts):
+        run_group(ctx, silent_at_shares=ctx.members[:3])
+
+
+def test_quantization_error_is_within_the_stated_bound_and_clipping_applies() -> None:
+    ctx = context(3, 2, dimension=1000, clip=0.5)
+    updates = updates_for(ctx, scale=1.0)
+    run = run_group(ctx, updates=updates)
+    result = run.transcript.unmask()
+    clipped = np.sum([np.clip(updates[m], -0.5, 0.5).astype(np.float64) for m in ctx.members], axis=0)
+    assert np.max(np.abs(result.total - clipped)) <= result.max_error
+    assert result.max_error < 1e-8
+
+
+def _first_three(ctx_size: int = 4) -> tuple[GroupTranscript, dict[str, GroupMember]]:
+    ctx = context(ctx_size, 3)
+    members = {m: GroupMember(ctx, address=m, wallet_key=KEYS[ADDRESSES.index(m)]) for m in ctx.members}
+    transcript = GroupTranscript(ctx)
+    for member in members.values():
+        transcript.add_advert(member.advertise())
+    for member in members.values():
+        transcript.add_bundle(member.deal(list(transcript.adverts.values())))
+    return transcript, members
+
+
+def test_an_altered_share_box_is_a_forged_share_at_its_holder() -> None:
+    transcript, members = _first_three()
+    a, b = list(members)[:2]
+    bundle = transcript.bundles[a.lower()]
+    boxes = tuple(
+        dataclasses.replace(box, sealed=box.sealed[:-1] + bytes([box.sealed[-1] ^ 1]))
+        if box.holder == b
+        else box
+        for box in bundle.boxes
+    )
+    # The server cannot re-sign: an altered bundle fails the dealer's signature first...
+    with pytest.raises(InvalidMessage, match="signed by"):
+        members[b].mask(
+            np.zeros(64, np.float32), 1, [dataclasses.replace(bundle, boxes=boxes), *_others(transcript, a)]
+        )
+    # ...and a box moved to another holder's slot (signature intact, bundle re-hashed) does not open.
+    swapped = tuple(
+        dataclasses.replace(box, sealed=bundle.box_for(list(members)[2]).sealed) if box.holder == b else box
+        for box in bundle.boxes
+    )
+    forged = dataclasses.replace(bundle, boxes=swapped)
+    with pytest.raises(ForgedShare, match="does not open"):
+        members[b]._open(forged)
+
+
+def test_a_box_that_opens_but_breaks_its_commitment_is_a_forged_share() -> None:
+    # A dishonest dealer seals a share that differs from the one it committed to.
+    transcript, members = _first_three()
+    a, b = list(members)[:2]
+    dealer = members[a]
+    bundle = transcript.bundles[a.lower()]
+    box = bundle.box_for(b)
+    bad_plain = bytes([transcript.context.index_of(b)]) + bytes(64)
+    resealed = agreement.seal_share(
+        dealer._channel, transcript.adverts[b.lower()].channel_key, bad_plain, dealer._box_context(a, b)
+    )
+    with pytest.raises(ForgedShare, match="signed commitment"):
+        members[b]._open(
+            ShareBundle(
+                a,
+                tuple(dataclasses.replace(x, sealed=resealed) if x is box else x for x in bundle.boxes),
+                bundle.self_seed_commitment,
+                "",
+            )
+        )
+
+
+def test_a_forged_revealed_share_is_refused_by_the_server() -> None:
+    ctx = context(4, 3)
+    run = run_group(ctx, silent_at_mask=ctx.members[:1], silent_at_unmask=ctx.members[1:])
+    liar = run.members[ctx.members[1]]
+    honest = liar.unmask(list(run.transcript.masked.values()))
+    owner = ctx.members[2]
+    bad = dict(honest.seed_shares)
+    bad[owner] = Share(bad[owner].index, bytes(32))
+    from fedledger.secagg.messages import sign
+
+    unsigned = UnmaskReveal(honest.member, honest.survivors, bad, honest.key_shares, "")
+    signed = dataclasses.replace(
+        unsigned,
+        signature=sign(
+            KEYS[ADDRESSES.index(honest.member)], ctx.domain, "SecAggUnmask", unsigned.message(ctx)
+        ),
+    )
+    with pytest.raises(ForgedShare, match="does not match"):
+        run.transcript.add_reveal(signed)
+    # The same reveal signed by someone else is not the member's.
+    with pytest.raises(InvalidMessage, match="signed by"):
+        run.transcript.add_reveal(
+            dataclasses.replace(honest, signature=_resign_as(ctx, honest, ADDRESSES[10]))
+        )
+    run.transcript.add_reveal(honest)
+
+
+def test_a_member_answers_unmasking_once() -> None:
+    ctx = context(5, 3)
+    run = run_group(ctx, silent_at_unmask=ctx.members)
+    member = run.members[ctx.members[0]]
+    inputs = list(run.transcript.masked.values())
+    member.unmask(inputs)
+    member.unmask(inputs)  # the same question gets the same answer
+    with pytest.raises(ProtocolViolation, match="twice with different survivors"):
+        member.unmask(inputs[:4])
+
+
+def test_thresholds_that_let_the_server_learn_both_secrets_are_refused() -> None:
+    with pytest.raises(SecAggError, match="strict majority"):
+        context(4, 2)
+    with pytest.raises(SecAggError, match="at least 3"):
+        context(2, 2)
+
+
+def test_the_stored_transcript_does_not_unmask_any_single_member() -> None:
+    """Everything the server stores, used as the server would: no survivor's update comes out."""
+    ctx = context(5, 3, dimension=256)
+    run = run_group(ctx, silent_at_mask=ctx.members[:1])
+    t = run.transcript
+    stored = _stored_bytes(t)
+    result = t.unmask()
+    for m in result.survivors:
+        member = run.members[m]
+        # No secret key of any member, nor any box's contents, is in what the server stores.
+        for secret in (agreement.private_bytes(member._mask), agreement.private_bytes(member._channel)):
+            assert secret not in stored
+        # No share of a survivor's mask key was revealed: it cannot be rebuilt (t needed, 0 held).
+        assert all(m not in r.key_shares for r in t.reveals.values())
+        # The self mask is removable by design; what remains is still hidden by the pairwise masks.
+        seed = _rebuild_seed(t, m)
+        candidate = t.masked[m.lower()].vector - expand_mask(seed, ctx.dimension, b"self")
+        truth = ctx.quantizer.encode(run.updates[m])
+        assert np.mean(candidate == truth) < 0.01
+        guess = ctx.quantizer.decode_sum(candidate)
+        assert abs(np.corrcoef(guess, run.updates[m])[0, 1]) < 0.3
+    # The dropped member's mask key is rebuilt (by design) but its vector never reached the server.
+    assert ctx.members[0].lower() not in t.masked
+
+
+def _rebuild_seed(t: GroupTranscript, member: str) -> bytes:
+    from fedledger.secagg.shamir import combine_shares
+
+    return combine_shares([r.seed_shares[member] for r in t.reveals.values()], t.context.threshold)
+
+
+def _stored_bytes(t: GroupTranscript) -> bytes:
+    parts: list[bytes] = []
+    for advert in t.adverts.values():
+        parts += [advert.channel_key, advert.mask_key, advert.signature.encode()]
+    for bundle in t.bundles.values():
+        parts += [bundle.self_seed_commitment, bundle.signature.encode()]
+        for box in bundle.boxes:
+            parts += [box.sealed, box.seed_commitment, box.key_commitment]
+    for masked in t.masked.values():
+        parts += [masked.vector.tobytes(), masked.signature.encode()]
+    for reveal in t.reveals.values():
+        parts += [s.value for s in reveal.seed_shares.values()] + [
+            s.value for s in reveal.key_shares.values()
+        ]
+    return b"".join(parts)
+
+
+def _others(transcript: GroupTranscript, dealer: str) -> list[ShareBundle]:
+    return [b for k, b in transcript.bundles.items() if k != dealer.lower()]
+
+
+def _resign_as(ctx, reveal: UnmaskReveal, address: str) -> str:  # type: ignore[no-untyped-def]
+    from fedledger.secagg.messages import sign
+
+    return sign(KEYS[ADDRESSES.index(address)], ctx.domain, "SecAggUnmask", reveal.message(ctx))
