@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,10 +205,17 @@ class Platform:
     operator: dict[str, str]
     partitions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def open_round(self, duration: int = 30, quorum: int | None = 5) -> dict:
+    def open_round(
+        self, duration: int = 30, quorum: int | None = 5, cohort: Sequence[int] | None = None
+    ) -> dict:
         """Open a round. Ten organizations are registered and a round closes early only once every active
-        one has submitted: a test that submits fewer waits for the deadline (hence a short one)."""
-        body = {"duration_seconds": duration} | ({} if quorum is None else {"quorum": quorum})
+        one (or, with ``cohort``, every invited one) has submitted: a test that submits fewer than all ten
+        names its submitters as the cohort, or waits for the deadline (hence a short one)."""
+        body = (
+            {"duration_seconds": duration}
+            | ({} if quorum is None else {"quorum": quorum})
+            | ({} if cohort is None else {"cohort": [address_of(i) for i in cohort]})
+        )
         response = self.client.post("/v1/rounds", json=body, headers=self.operator)
         assert response.status_code == 201, response.text
         return response.json()

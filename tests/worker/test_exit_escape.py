@@ -25,7 +25,7 @@ def test_an_organization_that_exits_before_posting_is_slashed_and_stays_locked(
     stake_before = registry.functions.stakeOf(address_of(attacker)).call()
     rounds = 1  # conclusive evidence (a 100x norm) slashes in the round it is found (issue 21.7)
     for r in range(rounds):
-        round_ = platform.open_round(quorum=5)
+        round_ = platform.open_round(quorum=5, cohort=[attacker, *honest])
         for index in honest[:3]:
             platform.submit(index, round_, seed=r)
         platform.submit(attacker, round_, attack="scaling", seed=r)
@@ -69,7 +69,7 @@ def test_a_wallet_flagged_with_conclusive_evidence_does_not_leave_with_its_whole
     attacker, honest = ORGS[5], ORGS[6:10]
     key = dev_private_key(attacker)
     stake_before = registry.functions.stakeOf(address_of(attacker)).call()
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(quorum=5, cohort=[attacker, *honest])
     for index in honest[:3]:
         platform.submit(index, round_, seed=0)
     platform.submit(attacker, round_, attack="scaling", seed=0)

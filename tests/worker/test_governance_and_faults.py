@@ -22,7 +22,7 @@ def mine(platform: Platform, blocks: int) -> None:
 
 
 def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
-    first = platform.open_round(quorum=3)
+    first = platform.open_round(quorum=3, cohort=ORGS[:3])
     assert first["strategy"] == "fltrust_guarded"
     for index in ORGS[:3]:
         platform.submit(index, first)
@@ -45,7 +45,7 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
     governance.execute(w3, deployments, proposer, proposal)
     assert governance.state(w3, deployments, pid) == governance.ProposalState.Executed
 
-    second = platform.open_round(quorum=3)
+    second = platform.open_round(quorum=3, cohort=ORGS[:3])
     assert second["strategy"] == "median"
     for index in ORGS[:3]:
         platform.submit(index, second, seed=1)
@@ -57,7 +57,7 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
 
 
 def test_a_round_completes_across_a_redis_restart(platform: Platform, worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     for index in ORGS[:2]:
         platform.submit(index, round_)
     client = redis.Redis.from_url(redis_url(0))

@@ -26,7 +26,7 @@ def task_results(log: Path, task: str) -> dict[int, list[str]]:
 def test_each_round_runs_one_close_and_one_post(platform: Platform, worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rounds = []
     for seed in range(2):
-        round_ = platform.open_round(quorum=4)
+        round_ = platform.open_round(quorum=4, cohort=ORGS[:4])
         for index in ORGS[:4]:
             platform.submit(index, round_, seed=seed)
         assert platform.wait_for(round_["id"], {"POSTED", "FAILED"})["status"] == "POSTED"

@@ -39,7 +39,7 @@ def settings(settings: Settings) -> Settings:
 def test_a_post_refused_by_the_emission_cap_is_retried_and_no_round_opens_meanwhile(
     platform: Platform, worker: WorkerProcess
 ) -> None:
-    round_ = platform.open_round(quorum=3)
+    round_ = platform.open_round(quorum=3, cohort=ORGS[:3])
     for index in ORGS[:3]:
         platform.submit(index, round_)
     platform.wait_for(round_["id"], {"AGGREGATED", "POSTED", "FAILED"})

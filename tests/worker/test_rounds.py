@@ -28,7 +28,7 @@ def test_a_round_with_a_byzantine_participant_ends_on_chain_and_pays_the_honest(
     platform: Platform, worker
 ) -> None:  # type: ignore[no-untyped-def]
     before = holdout_accuracy(platform.global_weights())
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     honest, attacker = ORGS[:4], ORGS[4]
     for index in honest:
         platform.submit(index, round_)
@@ -135,7 +135,7 @@ def test_repeated_byzantine_behaviour_is_slashed_on_chain_and_nobody_else_is(
     threshold = 3  # the governed byzantine_threshold on a fresh deployment
     slashed_after = None
     for r in range(threshold):
-        round_ = platform.open_round(quorum=5)
+        round_ = platform.open_round(quorum=5, cohort=ORGS[5:10])
         for index in honest:
             platform.submit(index, round_, seed=r)
         platform.submit(attacker, round_, attack="scaling", seed=r)
@@ -167,7 +167,7 @@ def test_an_inflated_sample_claim_is_capped_and_the_signflip_flagged(platform: P
     (a cap relative to the round's median claim, which other wallets move, is never evidence); the update's
     direction is what flags it."""
     before = holdout_accuracy(platform.global_weights())
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     honest, attacker = ORGS[:4], ORGS[4]
     for index in honest:
         platform.submit(index, round_)
@@ -195,7 +195,7 @@ def test_an_inflated_sample_claim_is_capped_and_the_signflip_flagged(platform: P
 def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
     """Issue 22.2: an update the rule leaves out of the aggregate (kept: false) without any evidence against it
     was paid at fitness 100 / honesty 100. It is paid nothing, and the reason is stored and served."""
-    round_ = platform.open_round(quorum=5)
+    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     honest, excluded = ORGS[:4], ORGS[4]
     for index in honest:
         platform.submit(index, round_)
