@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from aggregator.strategies.base import Aggregated, StrategyInputs
+from aggregator.strategies.compiled import CLOSEST_TO_MEDIAN, network_reduce
 from aggregator.strategies.coordinatewise import median_of_sorted
 from aggregator.strategies.krum import KrumFamily, pairwise_sq_distances, select_krum
 from aggregator.strategies.registry import register
@@ -68,9 +69,16 @@ def bulyan(X: np.ndarray, f: int) -> np.ndarray:
     n = X.shape[0]
     check_f(f, n, 4, "bulyan")
     selected = np.sort(select_bulyan(pairwise_sq_distances(X), f))
-    theta = n - 2 * f
-    beta = theta - 2 * f
-    return reduce_sorted_columns(X[selected], lambda rows: closest_to_median_mean(rows, beta))
+    return closest_to_median_columns(X, selected, selected.size - 2 * f)
+
+
+def closest_to_median_columns(X: np.ndarray, selected: np.ndarray, beta: int) -> np.ndarray:
+    """Per coordinate, the mean of the ``beta`` values of the rows ``selected`` closest to their median
+    (compiled when available, else the NumPy network; the results are identical)."""
+    out = network_reduce(X, CLOSEST_TO_MEDIAN, beta, rows=selected)
+    if out is None:
+        out = reduce_sorted_columns(X[selected], lambda rows: closest_to_median_mean(rows, beta))
+    return out
 
 
 @register
@@ -85,6 +93,5 @@ class Bulyan(KrumFamily):
         """Bulyan's aggregate; the n - 2f updates of its Krum selection are selected."""
         X, f, D = self._prepare(X)
         selected = np.sort(select_bulyan(D, f))
-        beta = selected.size - 2 * f
-        vector = reduce_sorted_columns(X[selected], lambda rows: closest_to_median_mean(rows, beta))
+        vector = closest_to_median_columns(X, selected, selected.size - 2 * f)
         return Aggregated(vector, selected, {"f": f})

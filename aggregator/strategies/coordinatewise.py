@@ -9,6 +9,7 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter, InvalidUpdates
 from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.compiled import MEDIAN, TRIMMED_MEAN, network_reduce
 from aggregator.strategies.registry import register
 from aggregator.strategies.sorting_network import reduce_sorted_columns
 from aggregator.strategies.validation import as_update_matrix
@@ -32,10 +33,13 @@ def median(X: np.ndarray) -> np.ndarray:
     Contract: ``X`` is (n, d) finite floating point, n >= 1. Returns float32 (d,), equal to
     ``np.median(X, axis=0)`` for float32 input. Tolerates up to ceil(n/2) - 1 arbitrary rows per coordinate.
     """
-    X = as_update_matrix(X)
+    X = as_update_matrix(X, check_finite=False)  # the compiled pass checks it, or as_update_matrix below
     n = X.shape[0]
     middle = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
-    return finite_or_raise(reduce_sorted_columns(X, median_of_sorted, middle), "median")
+    out = network_reduce(X, MEDIAN, needed=middle)
+    if out is None:
+        out = reduce_sorted_columns(as_update_matrix(X), median_of_sorted, middle)
+    return finite_or_raise(out, "median")
 
 
 def trim_count(n: int, beta: float) -> int:
@@ -54,11 +58,16 @@ def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
     Contract: ``X`` is (n, d) finite floating point; 0 <= beta < 0.5 and at least one value must remain
     (n - 2 floor(beta n) >= 1). Returns float32 (d,).
     """
-    X = as_update_matrix(X)
+    X = as_update_matrix(X, check_finite=False)  # checked by the compiled pass or the NumPy paths below
     if not (isinstance(beta, (int, float, np.floating)) and 0.0 <= beta < 0.5):
         raise InvalidParameter(f"trimmed_mean: beta must be in [0, 0.5), got {beta!r}")
     n = X.shape[0]
     k = trim_count(n, beta)
+    if k > 0:
+        out = network_reduce(X, TRIMMED_MEAN, k, tuple(range(k, n - k)))
+        if out is not None:
+            return finite_or_raise(out, "trimmed_mean")
+    X = as_update_matrix(X)
     if k == 0:
         return finite_or_raise(X.mean(axis=0, dtype=np.float32), "trimmed_mean")
     kept = n - 2 * k
