@@ -40,6 +40,12 @@ class Evidence(StrEnum):
     rejected_update = ("rejected_update", True, "failed decryption or validation")
     below_min_reputation = ("below_min_reputation", False, "reputation below the governed minimum")
     public_copy = ("public_copy", False, "the last public model change resent, not a local training result")
+    # Secure aggregation (issue 24): evidence against the group's sum, never conclusive for one member.
+    group_flagged = (
+        "group_flagged",
+        False,
+        "its secure-aggregation group's sum was flagged (the server cannot tell which member)",
+    )
     # No longer emitted (a claim above the cap only stops counting, issue 22); rounds recorded before keep it.
     sample_claim_above_cap = ("sample_claim_above_cap", False, "sample claim above the governed cap")
 

@@ -95,3 +95,24 @@ class _Stream:
         chunk = self._buffer[self._used : self._used + n]
         self._used += n
         return chunk
+
+
+def assign_tiers(
+    seed: bytes, eligible: Sequence[str], below_minimum: Sequence[str], group_size: int
+) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
+    """Groups of members at or above ``min_reputation`` and, apart, groups of those below it, plus the
+    members left out (a tier with fewer members than one group).
+
+    Kept apart so a member whose updates the round does not aggregate never shares a sum with those it
+    does: its group is still scored (its reputation can climb back) but never hides it in an honest one."""
+    if {m.lower() for m in eligible} & {m.lower() for m in below_minimum}:
+        raise GroupAssignmentError("a member is listed in both reputation tiers; pass each member once")
+    groups: list[tuple[str, ...]] = []
+    left_out: list[str] = []
+    for tier, members in enumerate((eligible, below_minimum)):
+        if len(members) < group_size:
+            left_out += [checksummed(m) for m in members]
+            continue
+        tier_seed = hashlib.sha256(_SHUFFLE_LABEL + bytes([tier]) + seed).digest()
+        groups += assign_groups(tier_seed, members, group_size)
+    return tuple(groups), tuple(left_out)

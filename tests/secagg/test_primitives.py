@@ -127,3 +127,16 @@ def test_masks_are_deterministic_per_seed_and_label_and_look_uniform() -> None:
     assert abs(float(a.astype(np.float64).mean()) - 2**31) < 3e7
     with pytest.raises(SecAggError, match="32 bytes"):
         expand_mask(b"short", 10, b"self")
+
+
+def test_tiers_keep_members_below_the_minimum_out_of_eligible_groups() -> None:
+    from fedledger.secagg.groups import assign_tiers
+
+    groups, left_out = assign_tiers(SEED, ADDRESSES[:7], ADDRESSES[7:10], 3)
+    low = set(ADDRESSES[7:10])
+    assert all(set(g) <= low or not set(g) & low for g in groups)
+    assert sorted(m for g in groups for m in g) == sorted(ADDRESSES[:10]) and left_out == ()
+    groups, left_out = assign_tiers(SEED, ADDRESSES[:6], ADDRESSES[6:8], 3)
+    assert set(left_out) == set(ADDRESSES[6:8]) and len(groups) == 2
+    with pytest.raises(GroupAssignmentError, match="both reputation tiers"):
+        assign_tiers(SEED, ADDRESSES[:3], ADDRESSES[2:5], 3)

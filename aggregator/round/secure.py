@@ -1,0 +1,186 @@
+"""A round computed over secure-aggregation group means: the defence, scores and pay see groups, not members.
+
+Under secure aggregation (:mod:`fedledger.secagg`) the server learns each group's sum and which members'
+updates are in it, nothing about one member. :func:`compute_secure_round` runs :func:`compute_round`
+unchanged with every group standing in for one client (its survivors' unweighted mean as the update),
+then maps each group's decisions back onto its members:
+
+- **Weight.** A group weighs the sum of its members' sample claims, each capped at ``sample_weight_cap``
+  x the lower median claim of all members of the round (the cap of the clear mode, applied per member so
+  that one inflated claim buys its group no more than it would buy the member alone).
+- **Eligibility.** A group's reputation is its least reputable member's: a group with a member below
+  ``min_reputation`` is scored but not aggregated. Assignment keeps this rare: members below the minimum
+  are grouped among themselves (:func:`fedledger.secagg.groups.assign_tiers`), so they can still be scored
+  and climb back, without dragging an honest group out of the aggregate.
+- **Pay.** A group's reward is split among its members by their capped claims (integer wei, the
+  remainder to the largest fractions, ties by address), and the Merkle tree is rebuilt over members.
+- **Evidence.** A flagged group's members are not paid, and each counts a detection and loses the
+  Byzantine penalty divided by the group's size (the chance, with one culprit, that it is this member);
+  their evidence is :attr:`Evidence.group_flagged`, never conclusive, so no member is slashed on one
+  group's evidence. Slashing needs ``byzantine_threshold`` detections and a reputation below the minimum;
+  groups are redrawn every round from fresh randomness, so repeated detections come from different groups:
+  an attacker is in every flagged group it makes, an honest member only in those it is drawn into.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+
+import numpy as np
+
+from aggregator.errors import InvalidParameter
+from aggregator.round.compute import (
+    ClientMeta,
+    ClientOutcome,
+    RoundInputs,
+    RoundResult,
+    SampleWeights,
+    compute_round,
+)
+from aggregator.scoring.reputation import update_reputation
+from fedledger.chain.merkle import RewardTree
+from fedledger.evidence import Evidence, Finding
+
+
+@dataclass(frozen=True)
+class SecureGroup:
+    """One group's unmasked outcome: the members whose updates are in its sum, and their mean update."""
+
+    members: tuple[ClientMeta, ...]
+    mean: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise InvalidParameter("a group with no surviving member has no sum; leave it out of the round")
+
+
+def compute_secure_round(
+    inputs: RoundInputs, groups: Sequence[SecureGroup], rng: np.random.Generator, now: datetime
+) -> RoundResult:
+    """:func:`compute_round` over group means, its decisions mapped onto the groups' members.
+
+    ``inputs`` holds the round's settings, model and holdout with no individual update (``clients`` empty,
+    ``deltas`` with no rows); ``rejected`` are members refused individually (a message that failed its
+    checks), scored as in the clear mode."""
+    if inputs.clients or np.asarray(inputs.deltas).size:
+        raise InvalidParameter("a secure round holds no individual update: pass the groups, not clients")
+    members = [m for g in groups for m in g.members]
+    if len({m.address.lower() for m in members}) != len(members):
+        raise InvalidParameter("a member appears in two groups; each member's update is in one group sum")
+    cap = inputs.params.sample_weight_cap
+    capped = SampleWeights.of(np.array([m.num_samples for m in members], dtype=np.float64), cap).capped
+    claims = {m.address.lower(): float(c) for m, c in zip(members, capped, strict=True)}
+    stand_ins = tuple(_stand_in(g, claims, k) for k, g in enumerate(groups))
+    empty = np.asarray(inputs.deltas)
+    deltas = (
+        np.stack([g.mean.astype(np.float32).ravel() for g in groups])
+        if groups
+        else empty.reshape(0, empty.shape[1] if empty.ndim == 2 else 0)
+    )
+    group_result = compute_round(dataclasses.replace(inputs, clients=stand_ins, deltas=deltas), rng, now)
+    if group_result.record is None:
+        # Extended or failed: there is nothing per member to decide beyond the individual rejections.
+        return group_result
+    by_group = {o.update_id: o for o in group_result.clients if o.update_id < 0}
+    outcomes: list[ClientOutcome] = []
+    amounts: dict[str, int] = {}
+    for k, group in enumerate(groups):
+        outcome = by_group[_stand_in_id(k)]
+        split = split_reward(
+            outcome.reward_wei, [(m.address, claims[m.address.lower()]) for m in group.members]
+        )
+        amounts.update({a: w for a, w in split.items() if w > 0})
+        outcomes += _member_outcomes(inputs, group, outcome, split)
+    tree = RewardTree.build(inputs.round_id, amounts) if amounts else None
+    outcomes = [
+        dataclasses.replace(o, merkle_proof=tuple("0x" + p.hex() for p in tree.proof(o.address)))
+        if tree and o.reward_wei
+        else o
+        for o in outcomes
+    ]
+    outcomes += [o for o in group_result.clients if o.update_id >= 0]
+    record = dataclasses.replace(
+        group_result.record,
+        rewards_root="0x" + (tree.root.hex() if tree else "00" * 32),
+        params={**group_result.record.params, "secure_groups": len(groups), "secure_members": len(members)},
+    )
+    return dataclasses.replace(group_result, clients=tuple(outcomes), record=record)
+
+
+def split_reward(total: int, claims: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """``total`` wei split in proportion to ``claims`` (address, capped claim): floors, then one wei each to
+    the largest remainders (ties by address), so the parts sum to ``total`` exactly."""
+    if total == 0 or not claims:
+        return {a: 0 for a, _ in claims}
+    # Exact rationals: token amounts reach 1e20 wei, far past float64's 2^53.
+    weight = sum(Fraction(c) for _, c in claims)
+    if weight <= 0:
+        raise InvalidParameter("a paid group needs a positive sample claim")
+    exact = [(a, total * Fraction(c) / weight) for a, c in claims]
+    parts = {a: math.floor(x) for a, x in exact}
+    short = total - sum(parts.values())
+    for a, _ in sorted(exact, key=lambda ax: (-(ax[1] - math.floor(ax[1])), ax[0].lower()))[:short]:
+        parts[a] += 1
+    return parts
+
+
+def _stand_in_id(k: int) -> int:
+    # Negative ids never collide with update rows, so the group outcomes are told apart from rejections.
+    return -(k + 1)
+
+
+def _stand_in(group: SecureGroup, claims: dict[str, float], k: int) -> ClientMeta:
+    return ClientMeta(
+        update_id=_stand_in_id(k),
+        participant_id=_stand_in_id(k),
+        # A placeholder payee for compute_round's own tree, which is rebuilt over the members.
+        address="0x" + f"{k + 1:040x}",
+        num_samples=max(1, round(sum(claims[m.address.lower()] for m in group.members))),
+        submitted_at=max(m.submitted_at for m in group.members),
+        reputation=min(m.reputation for m in group.members),
+    )
+
+
+def _member_outcomes(
+    inputs: RoundInputs, group: SecureGroup, outcome: ClientOutcome, split: dict[str, int]
+) -> list[ClientOutcome]:
+    size = len(group.members)
+    config = inputs.params.reputation
+    shared = dataclasses.replace(config, byzantine_penalty=config.byzantine_penalty / size)
+    before = np.array([m.reputation for m in group.members], dtype=np.float64)
+    after = update_reputation(
+        before, np.full(size, outcome.fitness), np.full(size, outcome.byzantine, dtype=bool), shared
+    )
+    against_sum = [f for f in outcome.evidence if f.code is not Evidence.below_min_reputation]
+    shared_evidence: tuple[Finding, ...] = ()
+    if against_sum:
+        found = "; ".join(f"{f.code.value}: {f.detail}" if f.detail else f.code.value for f in against_sum)
+        shared_evidence = (Finding(Evidence.group_flagged, f"group of {size}: {found}"),)
+    floor = inputs.params.min_reputation
+    reason = None
+    if outcome.excluded_reason is not None:
+        reason = f"your secure-aggregation group of {size} was not kept: {outcome.excluded_reason}"
+    return [
+        dataclasses.replace(
+            outcome,
+            update_id=m.update_id,
+            participant_id=m.participant_id,
+            address=m.address,
+            reward_wei=split[m.address],
+            merkle_proof=(),
+            reputation_after=float(after[i]),
+            evidence=shared_evidence
+            + (
+                (Finding(Evidence.below_min_reputation, f"{m.reputation:g} < {floor:g}"),)
+                if m.reputation < floor
+                else ()
+            ),
+            excluded_reason=reason,
+        )
+        for i, m in enumerate(group.members)
+    ]

@@ -1,0 +1,185 @@
+"""The round computation over secure-aggregation group means: defence, evidence and pay per group, split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from aggregator.errors import InvalidParameter
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs
+from aggregator.round.secure import SecureGroup, compute_secure_round, split_reward
+from fedledger.chain.merkle import leaf_hash, verify
+from fedledger.evidence import Evidence, is_conclusive
+from fedledger.secagg.groups import assign_groups
+
+from .roundkit import NOW, Federation
+
+SEED = bytes(range(32))
+
+
+def _members(inputs: RoundInputs, samples: list[int], reputation: list[float]) -> list[ClientMeta]:
+    return [
+        dataclasses.replace(c, num_samples=samples[i], reputation=reputation[i])
+        for i, c in enumerate(inputs.clients)
+    ]
+
+
+def _round(
+    fed: Federation,
+    deltas: np.ndarray,
+    *,
+    samples: list[int] | None = None,
+    reputation: list[float] | None = None,
+    **params: object,
+) -> tuple[RoundInputs, list[SecureGroup], dict[str, int]]:
+    """Members grouped by the real assignment; each group's mean is what unmasking would give."""
+    n = deltas.shape[0]
+    clear = fed.inputs(deltas, **params)  # type: ignore[arg-type]
+    members = _members(clear, samples or [100] * n, reputation or [50.0] * n)
+    row = {m.address: i for i, m in enumerate(members)}
+    groups = []
+    for addresses in assign_groups(SEED, [m.address for m in members], 3):
+        who = tuple(members[row[a.lower()]] for a in addresses)
+        groups.append(SecureGroup(who, deltas[[row[m.address] for m in who]].mean(axis=0)))
+    empty = dataclasses.replace(clear, clients=(), deltas=np.zeros((0, deltas.shape[1]), np.float32))
+    return empty, groups, row
+
+
+def test_a_boosted_member_costs_its_group_pay_and_reputation_but_slashes_no_one_at_once() -> None:
+    fed = Federation(seed=1)
+    X = fed.honest(12)
+    X[4] *= 200.0  # a boosted update: conclusive evidence in the clear mode
+    inputs, groups, row = _round(fed, X, strategy="fedavg")
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.aggregated and result.record is not None
+    by_address = {o.address: o for o in result.clients}
+    culprit_group = next(g for g in groups if any(row[m.address] == 4 for m in g.members))
+    for member in culprit_group.members:
+        outcome = by_address[member.address]
+        assert outcome.byzantine and not outcome.kept and outcome.reward_wei == 0
+        assert [f.code for f in outcome.evidence] == [Evidence.group_flagged]
+        assert "norm_outlier" in (outcome.evidence[0].detail or "")
+        assert not is_conclusive(f.code for f in outcome.evidence)
+        # The penalty is shared: 20 points / 3 members on top of the move toward the group's fitness.
+        expected = np.clip(0.8 * 50.0 + 0.2 * outcome.fitness - 20.0 / 3, 0, 100)
+        assert outcome.reputation_after == pytest.approx(expected)
+    others = [o for o in result.clients if o.address not in {m.address for m in culprit_group.members}]
+    assert all(o.kept and o.reward_wei > 0 and not o.byzantine for o in others)
+    assert result.record.total_reward_wei == sum(o.reward_wei for o in result.clients)
+
+
+def test_a_groups_reward_is_split_by_capped_claims_and_every_proof_verifies() -> None:
+    fed = Federation(seed=2)
+    X = fed.honest(9)
+    samples = [100] * 9
+    samples[0] = 200
+    samples[1] = 10**9  # capped at sample_weight_cap x the lower median claim (10 x 100)
+    inputs, groups, row = _round(fed, X, samples=samples, strategy="fedavg")
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.record is not None
+    root = bytes.fromhex(result.record.rewards_root[2:])
+    by_address = {o.address: o for o in result.clients}
+    for group in groups:
+        paid = [by_address[m.address].reward_wei for m in group.members]
+        claims = [min(m.num_samples, 1000) for m in group.members]
+        assert sum(paid) > 0
+        for reward, claim in zip(paid, claims, strict=True):
+            assert reward == pytest.approx(sum(paid) * claim / sum(claims), abs=1)
+    for o in result.clients:
+        proof = [bytes.fromhex(p[2:]) for p in o.merkle_proof]
+        assert verify(root, leaf_hash(7, o.address, o.reward_wei), proof)
+    assert len(result.clients) == 9
+
+
+def test_a_member_below_min_reputation_keeps_its_group_out_of_the_aggregate() -> None:
+    fed = Federation(seed=3)
+    X = fed.honest(12)
+    reputation = [50.0] * 12
+    reputation[2] = 5.0
+    inputs, groups, row = _round(fed, X, reputation=reputation, strategy="fedavg")
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    low_group = next(g for g in groups if any(row[m.address] == 2 for m in g.members))
+    for m in low_group.members:
+        outcome = next(o for o in result.clients if o.address == m.address)
+        assert not outcome.selected and outcome.reward_wei == 0
+        assert "secure-aggregation group of 3" in (outcome.excluded_reason or "")
+        codes = [f.code for f in outcome.evidence]
+        assert (Evidence.below_min_reputation in codes) == (row[m.address] == 2)
+
+
+def test_too_few_groups_extend_the_round_like_too_few_clients() -> None:
+    fed = Federation(seed=4)
+    X = fed.honest(6)
+    inputs, groups, _ = _round(fed, X, strategy="fedavg")
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.extended
+    assert "only 2 usable updates of the 3 needed" in (result.reason or "")
+
+
+def test_secure_round_refuses_individual_updates_and_members_in_two_groups() -> None:
+    fed = Federation(seed=5)
+    X = fed.honest(6)
+    clear = fed.inputs(X)
+    with pytest.raises(InvalidParameter, match="no individual update"):
+        compute_secure_round(clear, [], np.random.default_rng(0), NOW)
+    inputs, groups, _ = _round(fed, X)
+    with pytest.raises(InvalidParameter, match="two groups"):
+        compute_secure_round(inputs, [groups[0], groups[0]], np.random.default_rng(0), NOW)
+
+
+@pytest.mark.parametrize("total", [0, 1, 7, 10**20 + 3])
+def test_split_reward_pays_the_whole_total_in_proportion(total: int) -> None:
+    claims = [("0xa", 1.0), ("0xb", 2.0), ("0xc", 3.5)]
+    parts = split_reward(total, claims)
+    assert sum(parts.values()) == total
+    for address, claim in claims:
+        assert abs(parts[address] - total * claim / 6.5) < 1 + total * 1e-12
+
+
+def test_twelve_organizations_masked_two_dropping_two_poisoned_under_the_default_rule() -> None:
+    """The whole pure path: real masking per group, unmasking with dropouts, then the default defence."""
+    from fedledger.secagg.protocol import GroupContext
+    from tests.secagg.groupkit import ADDRESSES, DOMAIN, run_group
+
+    fed = Federation(seed=6)
+    X = fed.honest(12)
+    reference = fed.honest(1)[0]
+    poisoned = {ADDRESSES[0], ADDRESSES[1]}
+    dropping = {ADDRESSES[2], ADDRESSES[5]}
+    updates = {}
+    for i, address in enumerate(ADDRESSES[:12]):
+        updates[address] = (-4.0 * X[i] if address in poisoned else X[i]).astype(np.float32)
+    clear = fed.inputs(X, strategy="fltrust_guarded")
+    meta = {
+        a: dataclasses.replace(clear.clients[i], address=a, num_samples=100)
+        for i, a in enumerate(ADDRESSES[:12])
+    }
+    groups = []
+    expected_total = np.zeros(X.shape[1])
+    for addresses in assign_groups(SEED, list(ADDRESSES[:12]), 3):
+        ctx = GroupContext(DOMAIN, 7, SEED, addresses, 2, X.shape[1], clip=1.0)
+        run = run_group(ctx, silent_at_mask=[a for a in addresses if a in dropping], updates=updates)
+        unmasked = run.transcript.unmask()
+        survivors = [a for a in addresses if a not in dropping]
+        exact = np.sum([np.clip(updates[a], -1, 1).astype(np.float64) for a in survivors], axis=0)
+        assert np.max(np.abs(unmasked.total - exact)) <= unmasked.max_error
+        expected_total += exact
+        groups.append(SecureGroup(tuple(meta[a] for a in unmasked.survivors), unmasked.mean))
+    assert sum(len(g.members) for g in groups) == 10
+    inputs = dataclasses.replace(
+        clear, clients=(), deltas=np.zeros((0, X.shape[1]), np.float32), reference=reference
+    )
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.aggregated and result.record is not None
+    assert {o.address for o in result.clients} == set(ADDRESSES[:12]) - dropping
+    poisoned_groups = [g for g in groups if poisoned & {m.address for m in g.members}]
+    clean = [
+        o
+        for o in result.clients
+        if not any(o.address in {m.address for m in g.members} for g in poisoned_groups)
+    ]
+    assert clean and all(o.kept and o.reward_wei > 0 for o in clean)
+    assert all(not o.kept and o.reward_wei == 0 for o in result.clients if o.address in poisoned)
+    assert result.record.total_reward_wei == sum(o.reward_wei for o in result.clients) > 0
