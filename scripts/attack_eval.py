@@ -77,11 +77,13 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aggregator import strategies as strategies_package  # noqa: E402
 from aggregator.round.compute import (  # noqa: E402
     ClientMeta,
     CloseStatus,
@@ -92,6 +94,8 @@ from aggregator.round.compute import (  # noqa: E402
 from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
+from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
+from aggregator.strategies.fltrust_guarded import FLTrustGuarded, gate  # noqa: E402
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
@@ -836,12 +840,78 @@ RACE_LEAD = timedelta(seconds=1)
 HONEST_ARRIVAL = (0.2, 0.9)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A backdoor-defence stage on top of the default rule, evaluated before anything is wired into it
+    (:mod:`aggregator.strategies.targeted`): FLAME's majority-cluster filter (``flame``), Gaussian noise of
+    ``noise`` x the clip norm on the aggregate (``noise=0.01``), RLR's sign-agreement rule reversing
+    (``rlr=0.4``) or dropping (``signmask=0.4``) coordinates fewer than that share of the let-in rows agree on.
+    Spelled as a strategy: ``fltrust_guarded+flame``, ``fltrust_guarded+flame+noise=0.001``, ..."""
+
+    cluster: bool = False
+    noise: float = 0.0
+    agreement: float = 0.0  # RLR's sign-agreement fraction (0: off)
+    reverse: bool = True  # RLR reverses the disagreed coordinates; signmask drops them
+
+    @classmethod
+    def parse(cls, spec: str) -> Stage:
+        stage = cls()
+        for part in spec.split("+"):
+            if part == "flame":
+                stage = replace(stage, cluster=True)
+            elif part.startswith(("rlr=", "signmask=")):
+                name, _, value = part.partition("=")
+                stage = replace(stage, agreement=float(value), reverse=name == "rlr")
+            elif part.startswith("noise="):
+                stage = replace(stage, noise=float(part[len("noise=") :]))
+            else:
+                raise ValueError(
+                    f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
+                    "rlr=<agreeing fraction>, signmask=<agreeing fraction>"
+                )
+        return stage
+
+
+class StagedGuarded(FLTrustGuarded):
+    """The default rule with a :class:`Stage` after it (same name in the round's record)."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        result = super().aggregate(X, inputs)
+        assert inputs.reference is not None and result.coefficients is not None
+        g = gate(X, inputs.reference)
+        c = result.coefficients
+        details = dict(result.details)
+        if self.stage.cluster:
+            keep = targeted.majority_cluster(X)
+            c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
+            details["flame_kept"] = int(keep.sum())
+        vector = (c.astype(np.float32) @ X).astype(np.float32)
+        if self.stage.agreement and (c > 0).any():
+            vector = targeted.robust_learning_rate(vector, X[c > 0], self.stage.agreement, self.stage.reverse)
+        if self.stage.noise:
+            assert inputs.rng is not None
+            vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
+        return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+
+
 def run(
     fed: Federation, strategy: str, attack: str, rounds: int, params: dict[str, Any] | None = None
 ) -> RunResult:
     """Train ``rounds`` rounds through the real round computation; see the module docstring."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
+    if "+" in strategy:
+        base, _, spec = strategy.partition("+")
+        if base != "fltrust_guarded":
+            raise ValueError(f"a stage goes on fltrust_guarded only, not {base!r}")
+        staged = StagedGuarded(Stage.parse(spec))
+        build = strategies_package.build
+        # compute_round builds its strategy from the round's parameters; the stage is not a governed rule.
+        with patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)):
+            return run(fed, base, attack, rounds, params)
     started = time.perf_counter()
     if strategy in PLAIN:
         strategy, overrides = PLAIN[strategy]
@@ -1076,12 +1146,8 @@ def report(
         {k[:3] for k in results}, key=lambda s: (TASKS.index(s[0]), PARTITIONS.index(s[1]), s[2])
     )
     for task, partition, n in settings:
-        strategies = [
-            s
-            for s in STRATEGIES
-            if (task, partition, n, s, "none") in results
-            or any(k[:4] == (task, partition, n, s) for k in results)
-        ]
+        present = list(dict.fromkeys(k[3] for k in results if k[:3] == (task, partition, n)))
+        strategies = [s for s in STRATEGIES if s in present] + [s for s in present if s not in STRATEGIES]
         attacks = [a for a in ATTACKS if any(k == (task, partition, n, strategies[0], a) for k in results)]
         label = "IID" if partition == "iid" else f"Dirichlet({alpha:g})"
         out += ["", f"## {task}, {label}, n = {n}", "", "Test accuracy % (mean of seeds):", ""]

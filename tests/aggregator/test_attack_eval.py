@@ -224,3 +224,17 @@ def test_the_fourth_task_is_ten_ordinal_classes_and_learnable() -> None:
     assert sorted(set(task.y_train.tolist())) == list(range(10)) and task.hidden == 64
     fed = ae.make_federation(task, 0, 10, "iid")
     assert ae.run(fed, "fltrust_guarded", "none", 3).accuracy > 0.2  # chance: 0.10
+
+
+def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(federation: Any) -> None:
+    assert ae.Stage.parse("flame+noise=0.001") == ae.Stage(cluster=True, noise=0.001)
+    assert ae.Stage.parse("signmask=0.4") == ae.Stage(agreement=0.4, reverse=False)
+    with pytest.raises(ValueError, match="unknown stage"):
+        ae.Stage.parse("winsorize")
+    with pytest.raises(ValueError, match="on fltrust_guarded only"):
+        ae.run(federation, "median+flame", "none", 1)
+    plain = ae.run(federation, "fltrust_guarded", "backdoor", 2)
+    staged = ae.run(federation, "fltrust_guarded+rlr=0.3", "backdoor", 2)
+    # The stage changed the model (the round's aggregate went through it), and the rule is restored after.
+    assert staged.accuracy_by_round != plain.accuracy_by_round
+    assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
