@@ -49,8 +49,12 @@ def address_of(index: int) -> str:
     return Account.from_key(dev_private_key(index)).address
 
 
-@pytest.fixture
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevChain, Deployments, Path]]:
+@pytest.fixture(scope="session")
+def deployed_chain(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[DevChain, Deployments, Path]]:
+    """One Hardhat node for the session, deployed once; each test gets it back in exactly this state
+    (:func:`chain`): a node start and a deployment per test cost 10-20 s of setup each."""
     workdir = tmp_path_factory.mktemp("worker-chain")
     node = DevChain(port=free_port(), log_path=workdir / "node.log")
     node.start()
@@ -58,6 +62,24 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevChain, 
         yield node, node.deploy(workdir / "deployments.json"), workdir / "deployments.json"
     finally:
         node.stop()
+
+
+@pytest.fixture
+def chain(
+    deployed_chain: tuple[DevChain, Deployments, Path],
+) -> Iterator[tuple[DevChain, Deployments, Path]]:
+    """The session's node, reverted after the test to its state after deployment (nobody enrolled; blocks,
+    balances, stakes, logs and the clock offset a test added), so no test sees another's rounds or
+    slashes. A snapshot is single-use in Hardhat: one is taken per test."""
+    node = deployed_chain[0]
+    w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield deployed_chain
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])  # a test that stopped mining and failed
+        reverted = w3.provider.make_request("evm_revert", [snapshot])
+        assert reverted.get("result") is True, reverted
 
 
 @pytest.fixture
