@@ -24,12 +24,13 @@ of i's secrets from honest members. Every check raises a typed error (:mod:`.err
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -243,33 +244,44 @@ class ShareBundle:
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Step 3: a member's masked vector in Z_{2^32}, its sample claim, and the members it masked with."""
+    """Step 3: a member's masked vector in Z_{2^32} (by its hash), its sample claim, and the members it
+    masked with. ``vector`` is the masked vector itself on the way to the server and None in the signed
+    headers the server shows the survivors at step 4 (they check signatures, not vectors)."""
 
     member: str
-    vector: np.ndarray = field(repr=False)
+    payload_hash: bytes
     num_samples: int
     peers: frozenset[str]
     signature: str
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def message(self, context: GroupContext) -> dict[str, object]:
         """The ``SecAggMasked`` fields this input signs."""
         return {
             **context._base(),
-            "payloadHash": payload_hash(self.vector),
+            "payloadHash": self.payload_hash,
             "numSamples": self.num_samples,
             "peersHash": members_hash(self.peers),
         }
 
+    def header(self) -> MaskedInput:
+        """The signed fields without the vector (what the other survivors are shown)."""
+        return dataclasses.replace(self, vector=None)
+
     def verify(self, context: GroupContext, dealers: frozenset[str]) -> None:
-        """Signed by a member of U2, of the group's dimension, masked with exactly U2."""
+        """Signed by a member of U2, masked with exactly U2; a vector, when present, of the group's
+        dimension and with the signed hash."""
         context.index_of(self.member)
         if self.member.lower() not in dealers:
             raise InvalidMessage(f"{self.member} sent a masked input but no shares: it cannot be unmasked")
-        if self.vector.dtype != np.uint32 or self.vector.shape != (context.dimension,):
-            raise InvalidMessage(
-                f"{self.member}'s masked input must be {context.dimension} uint32 words, got "
-                f"{self.vector.dtype} of shape {self.vector.shape}"
-            )
+        if self.vector is not None:
+            if self.vector.dtype != np.uint32 or self.vector.shape != (context.dimension,):
+                raise InvalidMessage(
+                    f"{self.member}'s masked input must be {context.dimension} uint32 words, got "
+                    f"{self.vector.dtype} of shape {self.vector.shape}"
+                )
+            if payload_hash(self.vector) != self.payload_hash:
+                raise InvalidMessage(f"{self.member}'s masked vector does not have the hash it signed")
         if frozenset(p.lower() for p in self.peers) != dealers:
             raise InvalidMessage(
                 f"{self.member} masked with a different member set than the dealers on record; its masks "
@@ -419,14 +431,14 @@ class GroupMember:
         self._held = held
         self._dealers = frozenset(dealers)
         peers = frozenset(b.dealer for b in dealers.values())
-        message = {
+        message: dict[str, Any] = {
             **self.context._base(),
             "payloadHash": payload_hash(vector),
             "numSamples": num_samples,
             "peersHash": members_hash(peers),
         }
         signature = sign(self._wallet_key, self.context.domain, "SecAggMasked", message)
-        return MaskedInput(self.address, vector, num_samples, peers, signature)
+        return MaskedInput(self.address, message["payloadHash"], num_samples, peers, signature, vector)
 
     def unmask(self, survivors_inputs: Sequence[MaskedInput]) -> UnmaskReveal:
         """Step 4: shown the survivors' signed inputs, reveal seed shares for them and key shares for the rest.
@@ -563,6 +575,8 @@ class GroupTranscript:
         """Record a step-3 message (before any reveal)."""
         if self.reveals:
             raise ProtocolViolation("the masking step is over for this group: unmasking has begun")
+        if masked.vector is None:
+            raise InvalidMessage(f"{masked.member}'s masked input carries no vector")
         masked.verify(self.context, frozenset(self.bundles))
         _record(self.masked, masked.member, masked)
 
@@ -625,7 +639,10 @@ class GroupTranscript:
         d = self.context.dimension
         total = np.zeros(d, dtype=np.uint32)
         for member in survivors:
-            total += self.masked[member].vector
+            vector = self.masked[member].vector
+            if vector is None:
+                raise InvalidMessage(f"{member}'s masked vector is missing from the transcript")
+            total += vector
             seed = combine_shares(
                 [r.seed_shares[self.context.member(member)] for r in self._reveals_for(member, SEED)], t
             )

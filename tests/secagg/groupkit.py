@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from eth_account import Account
@@ -59,6 +61,7 @@ def run_group(
     silent_at_mask: Collection[str] = (),
     silent_at_unmask: Collection[str] = (),
     updates: dict[str, np.ndarray] | None = None,
+    over_the_wire: bool = False,
 ) -> Run:
     """Every step with the server relaying all it holds; a member in ``silent_at_X`` stops before step X."""
     members = {m: GroupMember(ctx, address=m, wallet_key=KEYS[ADDRESSES.index(m)]) for m in ctx.members}
@@ -77,7 +80,7 @@ def run_group(
         )
     gone |= set(silent_at_unmask)
     for m in _live(members, gone):
-        transcript.add_reveal(members[m].unmask(list(transcript.masked.values())))
+        transcript.add_reveal(members[m].unmask([x.header() for x in transcript.masked.values()]))
     return Run(ctx, members, transcript, updates)
 
 
@@ -92,6 +95,19 @@ def quantized_sum(ctx: GroupContext, updates: dict[str, np.ndarray], who: Sequen
 def survivors_of(result: GroupSum) -> list[str]:
     """The survivors, as a list."""
     return list(result.survivors)
+
+
+_T = TypeVar("_T")
+
+
+def _json_relay(
+    message: _T, encode: Callable[[_T], dict[str, Any]], decode: Callable[[dict[str, Any]], _T]
+) -> _T:
+    return decode(json.loads(json.dumps(encode(message))))
+
+
+def _same(message: _T, encode: Callable[[_T], dict[str, Any]], decode: Callable[[dict[str, Any]], _T]) -> _T:
+    return message
 
 
 def _live(members: dict[str, GroupMember], gone: set[str]) -> list[str]:

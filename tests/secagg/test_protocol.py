@@ -46,6 +46,45 @@ def test_members_dropping_after_sharing_leave_the_survivors_sum(dropouts: int) -
     np.testing.assert_allclose(result.mean * len(survivors), result.total.astype(np.float32), rtol=1e-6)
 
 
+def test_every_message_survives_its_json_wire_form() -> None:
+    ctx = context(5, 3)
+    run = run_group(ctx, silent_at_mask=ctx.members[2:3], over_the_wire=True)
+    survivors = [m for m in ctx.members if m != ctx.members[2]]
+    np.testing.assert_array_equal(
+        run.transcript.unmask().ring_sum, quantized_sum(ctx, run.updates, survivors)
+    )
+
+
+def test_malformed_wire_messages_are_typed_errors_naming_the_field() -> None:
+    from fedledger.secagg import wire
+
+    ctx = context(3, 2)
+    run = run_group(ctx)
+    advert = wire.advert_json(next(iter(run.transcript.adverts.values())))
+    with pytest.raises(InvalidMessage, match="exactly the fields"):
+        wire.advert_from({**advert, "extra": 1})
+    with pytest.raises(InvalidMessage, match="mask_key must be 32 bytes"):
+        wire.advert_from({**advert, "mask_key": "0x00"})
+    with pytest.raises(InvalidMessage, match="member must be a 0x address"):
+        wire.advert_from({**advert, "member": "alice"})
+    masked = wire.masked_json(next(iter(run.transcript.masked.values())))
+    with pytest.raises(InvalidMessage, match="num_samples must be an integer"):
+        wire.masked_from({**masked, "num_samples": "10"})
+    with pytest.raises(InvalidMessage, match="256 bytes, got 3"):
+        wire.vector_from(b"abc", 64)
+    reveal = wire.reveal_json(next(iter(run.transcript.reveals.values())))
+    with pytest.raises(InvalidMessage, match="seed_shares must map"):
+        wire.reveal_from({**reveal, "seed_shares": {"x": [1, "0x00"]}})
+    # A vector that is not the one signed is refused by the transcript.
+    header = next(iter(run.transcript.masked.values()))
+    forged = wire.masked_from(masked, np.zeros(ctx.dimension, np.uint32))
+    fresh = GroupTranscript(ctx)
+    fresh.adverts, fresh.bundles = run.transcript.adverts, run.transcript.bundles
+    with pytest.raises(InvalidMessage, match="does not have the hash it signed"):
+        fresh.add_masked(forged)
+    assert header.vector is not None
+
+
 def test_a_member_silent_from_the_start_is_simply_not_in_the_group_sum() -> None:
     ctx = context(4, 3)
     run = run_group(ctx, silent_at_keys=ctx.members[:1])
