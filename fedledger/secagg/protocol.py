@@ -158,7 +158,7 @@ def seed_commitment(context: GroupContext, dealer: str, seed: bytes) -> bytes:
 
 def payload_hash(vector: np.ndarray) -> bytes:
     """SHA-256 of a masked vector as little-endian uint32 words (what ``SecAggMasked.payloadHash`` signs)."""
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<u4").tobytes()).digest()
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<u4").data.cast("B")).digest()
 
 
 # --- messages ---------------------------------------------------------------------------------------
@@ -417,7 +417,8 @@ class GroupMember:
             raise InvalidMessage(
                 f"update has {vector.size} entries; this group aggregates {self.context.dimension}"
             )
-        vector = vector + expand_mask(self._self_seed, self.context.dimension, _SELF_LABEL)
+        # Masks accumulate in place: one pass over d words per mask, no temporary vectors.
+        vector += expand_mask(self._self_seed, self.context.dimension, _SELF_LABEL)
         mine = self.context.index_of(self.address)
         for dealer in dealers:
             if dealer == self.address.lower():

@@ -60,8 +60,15 @@ class Quantizer:
             raise QuantizationError(f"update must be a flat float32 vector, got {x.dtype} of shape {x.shape}")
         if not np.isfinite(x).all():
             raise QuantizationError("update has NaN or infinite entries; only finite updates are quantized")
-        clipped = np.clip(x.astype(np.float64), -self.clip, self.clip)
-        return np.rint(clipped * self.scale).astype(np.int64).astype(np.uint32)
+        # float64 for the product: scale reaches 2^31 / m, past float32's 24-bit mantissa. Clipped after
+        # scaling, so the bound is clip x scale exactly (float32(0.1) is above 0.1: clipping in float32 let
+        # m extreme values wrap). The rounded value fits int32, whose two's complement bits are the element.
+        scaled = np.multiply(x, np.float64(self.scale))
+        bound = self.clip * self.scale
+        np.clip(scaled, -bound, bound, out=scaled)
+        np.rint(scaled, out=scaled)
+        ring: np.ndarray = scaled.astype(np.int32).view(np.uint32)
+        return ring
 
     def decode_sum(self, ring_sum: np.ndarray) -> np.ndarray:
         """The float64 sum a uint32 ring sum of at most ``max_summands`` encodings stands for."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,7 @@ def masked_from(doc: Mapping[str, Any], vector: np.ndarray | None = None) -> Mas
     if not isinstance(samples, int) or isinstance(samples, bool):
         raise InvalidMessage("masked.num_samples must be an integer")
     peers = d["peers"]
-    if not isinstance(peers, list) or not all(is_valid_address(p) for p in peers):
+    if not isinstance(peers, list) or not all(isinstance(p, str) and _valid_address(p) for p in peers):
         raise InvalidMessage("masked.peers must be a list of 0x addresses")
     return MaskedInput(
         _address(d, "member"),
@@ -109,16 +110,16 @@ def masked_from(doc: Mapping[str, Any], vector: np.ndarray | None = None) -> Mas
     )
 
 
-def vector_bytes(vector: np.ndarray) -> bytes:
-    """A masked vector as little-endian uint32 words."""
-    return np.ascontiguousarray(vector, dtype="<u4").tobytes()
+def vector_bytes(vector: np.ndarray) -> memoryview:
+    """A masked vector as little-endian uint32 words (a view of the array's buffer, not a copy)."""
+    return np.ascontiguousarray(vector, dtype="<u4").data.cast("B")
 
 
-def vector_from(raw: bytes, dimension: int) -> np.ndarray:
+def vector_from(raw: bytes | memoryview, dimension: int) -> np.ndarray:
     """A masked vector of ``dimension`` words from its bytes."""
     if len(raw) != 4 * dimension:
         raise InvalidMessage(f"a masked vector of {dimension} words is {4 * dimension} bytes, got {len(raw)}")
-    return np.frombuffer(raw, dtype="<u4").astype(np.uint32)
+    return np.frombuffer(raw, dtype="<u4").astype(np.uint32, copy=False)
 
 
 def reveal_json(reveal: UnmaskReveal) -> Json:
@@ -136,7 +137,9 @@ def reveal_from(doc: Mapping[str, Any]) -> UnmaskReveal:
     """Step 4 from JSON."""
     d = _fields(doc, {"member", "survivors", "seed_shares", "key_shares", "signature"}, "unmask")
     survivors = d["survivors"]
-    if not isinstance(survivors, list) or not all(is_valid_address(p) for p in survivors):
+    if not isinstance(survivors, list) or not all(
+        isinstance(p, str) and _valid_address(p) for p in survivors
+    ):
         raise InvalidMessage("unmask.survivors must be a list of 0x addresses")
     return UnmaskReveal(
         _address(d, "member"),
@@ -158,7 +161,12 @@ def _shares(d: Mapping[str, Any], name: str) -> dict[str, Share]:
         raise InvalidMessage(f"unmask.{name} must map member addresses to [index, 0x share]")
     out = {}
     for owner, pair in raw.items():
-        if not is_valid_address(owner) or not isinstance(pair, list) or len(pair) != 2:
+        if (
+            not isinstance(owner, str)
+            or not _valid_address(owner)
+            or not isinstance(pair, list)
+            or len(pair) != 2
+        ):
             raise InvalidMessage(f"unmask.{name} must map member addresses to [index, 0x share]")
         index, value = pair
         if not isinstance(index, int) or isinstance(index, bool):
@@ -184,9 +192,15 @@ def _text(d: Mapping[str, Any], name: str) -> str:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _valid_address(value: str) -> bool:
+    # EIP-55 checking hashes the address; a round's messages name the same few addresses many times.
+    return is_valid_address(value)
+
+
 def _address(d: Mapping[str, Any], name: str) -> str:
     value = d[name]
-    if not is_valid_address(value):
+    if not isinstance(value, str) or not _valid_address(value):
         raise InvalidMessage(f"{name} must be a 0x address, got {value!r}")
     return str(value)
 

@@ -140,3 +140,42 @@ def test_tiers_keep_members_below_the_minimum_out_of_eligible_groups() -> None:
     assert set(left_out) == set(ADDRESSES[6:8]) and len(groups) == 2
     with pytest.raises(GroupAssignmentError, match="both reputation tiers"):
         assign_tiers(SEED, ADDRESSES[:3], ADDRESSES[2:5], 3)
+
+
+def test_the_mask_keystream_is_aes_256_ctr() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    seed = os.urandom(32)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fedledger/secagg/prg/v1/self").derive(
+        seed
+    )
+    ctr = Cipher(algorithms.AES256(key), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor()
+    expected = np.frombuffer(ctr.update(bytes(4 * 1000)), dtype="<u4")
+    np.testing.assert_array_equal(expand_mask(seed, 1000, b"self"), expected)
+
+
+def test_quantizer_bound_holds_when_the_clip_is_not_a_float32() -> None:
+    # float32(0.1) > 0.1: clipping must use the float64 bound or m extreme values wrap.
+    q = Quantizer(clip=0.1, max_summands=5)
+    ring = np.zeros(4, np.uint32)
+    for _ in range(5):
+        ring += q.encode(np.full(4, 0.1, np.float32))
+    np.testing.assert_allclose(q.decode_sum(ring), 0.5, atol=q.sum_error(5) + 5e-9)
+    assert (ring.view(np.int32) > 0).all()
+
+
+@pytest.mark.parametrize("primary", ["SecAggKeys", "SecAggShares", "SecAggMasked", "SecAggUnmask"])
+def test_hand_encoded_digests_and_signatures_match_eth_accounts_typed_data(primary: str) -> None:
+    from fedledger.crypto.eip712 import recover_typed_data_signer, signature_digest
+    from fedledger.secagg.messages import TYPES, digest, sign, typed_data
+
+    from .groupkit import DOMAIN, KEYS
+
+    message: dict[str, object] = {
+        f["name"]: (os.urandom(32) if f["type"] == "bytes32" else 12345) for f in TYPES[primary]
+    }
+    assert digest(DOMAIN, primary, message) == signature_digest(typed_data(DOMAIN, primary, message))
+    signature = sign(KEYS[0], DOMAIN, primary, message)
+    assert recover_typed_data_signer(signature, typed_data(DOMAIN, primary, message)) == ADDRESSES[0]
