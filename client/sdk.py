@@ -56,7 +56,7 @@ from client.models import ModelVerifier, VerifiedModel
 from client.participation import EventCallback, Participation, Submission
 from client.rewards import ClaimResult, Reward, RewardClaims
 from client.rounds import open_round
-from client.sealing import PreparedUpdate, UpdateSealer
+from client.sealing import Chunking, PreparedUpdate, UpdateSealer
 from client.spool import Spool
 from client.training import EpochCallback, LocalDP, NumpyTrainer, TrainFn
 from client.wallet import Wallet
@@ -97,6 +97,7 @@ class Organization:
         trusted_model_signer: str | None = None,
         org_name: str | None = None,
         compression: Compression = NO_COMPRESSION,
+        chunking: Chunking | None = None,
         dp: LocalDP | None = None,
         trainer_options: Mapping[str, Any] | None = None,
         spool_dir: Path | str | None = None,
@@ -129,7 +130,7 @@ class Organization:
             enrollment_sync_timeout=enrollment_sync_timeout,
             sleep=sleep,
         )
-        self.sealer = UpdateSealer(self.api, self.chain, wallet, compression)
+        self.sealer = UpdateSealer(self.api, self.chain, wallet, compression, chunking)
         self.spool = Spool(spool_dir, wallet.address, self.api.base_url)
         self.claims = RewardClaims(self.api, self.chain)
         self.participation = Participation(

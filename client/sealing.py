@@ -17,10 +17,32 @@ from client.errors import ApiError, ClientError, TrainingError
 from client.wallet import Wallet
 from fedledger.api.client import FedLedgerApi, ProgressCallback
 from fedledger.api.schemas import ReceiptOut
+from fedledger.config import get_settings
+from fedledger.crypto.chunked import coordinate_order, layout_hash, seal_chunked, signed_payload_hash
 from fedledger.crypto.envelope import seal
 from fedledger.crypto.errors import CryptoError
 from fedledger.crypto.keys import key_id_of
-from fedledger.payload import Compression, UpdateFormatError, encode_update
+from fedledger.payload import Compression, UpdateFormatError, encode_update, flatten
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """When the SDK seals an update in chunks (a chunked envelope, which a sharded close reads by coordinate
+    range): dense updates of more than ``threshold_coords`` coordinates, ``chunk_coords`` per chunk."""
+
+    threshold_coords: int
+    chunk_coords: int
+
+    @classmethod
+    def from_settings(cls) -> Chunking:
+        """``FEDLEDGER_UPDATE_CHUNK_THRESHOLD_COORDS`` and ``FEDLEDGER_UPDATE_CHUNK_COORDS``."""
+        settings = get_settings()
+        return cls(settings.update_chunk_threshold_coords, settings.update_chunk_coords)
+
+    def applies(self, delta: Mapping[str, np.ndarray], compression: Compression) -> bool:
+        """Whether this delta is sealed in chunks: dense (top-k is sealed whole) and above the threshold."""
+        size = sum(int(np.asarray(v).size) for v in delta.values())
+        return compression.topk_fraction is None and size > self.threshold_coords
 
 
 @dataclass(frozen=True)
@@ -32,7 +54,7 @@ class PreparedUpdate:
     num_samples: int
     envelope: bytes = field(repr=False)
     signature: str
-    payload_hash: str  # 0x hex SHA-256 of the envelope
+    payload_hash: str  # 0x hex SHA-256 of the envelope (what the receipt names)
     key_id: str
     plaintext_bytes: int
 
@@ -46,31 +68,54 @@ class UpdateSealer:
     """Prepares and submits the organization's updates."""
 
     def __init__(
-        self, api: FedLedgerApi, chain: OrganizationChain, wallet: Wallet, compression: Compression
+        self,
+        api: FedLedgerApi,
+        chain: OrganizationChain,
+        wallet: Wallet,
+        compression: Compression,
+        chunking: Chunking | None = None,
     ) -> None:
         self.api = api
         self.chain = chain
         self.wallet = wallet
         self.compression = compression
+        self.chunking = chunking or Chunking.from_settings()
 
     def prepare(
         self, round_id: int, model_version: int, delta: Mapping[str, np.ndarray], num_samples: int
     ) -> PreparedUpdate:
-        """Compress, seal for the server's current key, and sign with EIP-712."""
+        """Compress, seal for the server's current key (in chunks for a large dense delta), and sign with EIP-712."""
+        pem, key_id = self._server_key()
+        participant = self.wallet.address
         try:
-            payload = encode_update(delta, self.compression)
+            if self.chunking.applies(delta, self.compression):
+                shapes = coordinate_order({name: np.shape(array) for name, array in delta.items()})
+                vector = flatten(delta, shapes)
+                payload_bytes = vector.size * (2 if self.compression.half else 4)
+                envelope = seal_chunked(
+                    vector,
+                    pem,
+                    round_id=round_id,
+                    model_version=model_version,
+                    participant=participant,
+                    num_samples=num_samples,
+                    layout=layout_hash(shapes),
+                    chunk_coords=self.chunking.chunk_coords,
+                    half=self.compression.half,
+                )
+            else:
+                payload = encode_update(delta, self.compression)
+                payload_bytes = len(payload)
+                envelope = seal(
+                    payload,
+                    pem,
+                    round_id=round_id,
+                    model_version=model_version,
+                    participant=participant,
+                    num_samples=num_samples,
+                )
         except UpdateFormatError as exc:
             raise TrainingError(f"the update cannot be encoded: {exc}") from exc
-        pem, key_id = self._server_key()
-        try:
-            envelope = seal(
-                payload,
-                pem,
-                round_id=round_id,
-                model_version=model_version,
-                participant=self.wallet.address,
-                num_samples=num_samples,
-            )
         except CryptoError as exc:
             raise ClientError(f"the update cannot be sealed: {exc}") from exc
         digest = hashlib.sha256(envelope).digest()
@@ -80,7 +125,8 @@ class UpdateSealer:
             verifying_contract=deployments.addresses["ContributionLedger"],
             round_id=round_id,
             model_version=model_version,
-            payload_hash=digest,
+            # A chunked envelope's head (header and chunk table), a version 1 envelope's whole bytes.
+            payload_hash=signed_payload_hash(envelope),
             num_samples=num_samples,
         )
         return PreparedUpdate(
@@ -91,7 +137,7 @@ class UpdateSealer:
             signature,
             "0x" + digest.hex(),
             key_id,
-            len(payload),
+            payload_bytes,
         )
 
     def _server_key(self) -> tuple[bytes, str]:

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # the API at start-up and by `fedledger blobs sweep` once their file is older than this many seconds.
     blob_sweep_grace_seconds: int = Field(default=3600, ge=0)
 
+    # The client SDK seals an update with more coordinates than this in chunks (chunked envelope, version 2:
+    # each chunk sealed and signed on its own, so a sharded close reads only its part); smaller ones whole.
+    # Top-k compressed updates are always sealed whole.
+    update_chunk_threshold_coords: int = Field(default=4 * 1024 * 1024, ge=1)
+    # Coordinates per chunk of a chunked envelope (4 MiB of float32 by default).
+    update_chunk_coords: int = Field(default=1024 * 1024, ge=1)
+
     # --- queue --------------------------------------------------------------------------------
     # Empty means kombu's SQLAlchemy transport on SQLite under data_dir (no server needed).
     broker_url: str = ""

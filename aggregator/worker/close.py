@@ -45,7 +45,8 @@ from db.models import (
     Update,
     UpdateStatus,
 )
-from fedledger.crypto.envelope import open_envelope
+from fedledger.crypto.chunked import ChunkedHeader, coordinate_order, is_chunked, layout_hash, open_chunked
+from fedledger.crypto.envelope import EnvelopeHeader, open_envelope
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain import audit
 from fedledger.domain import keys as key_service
@@ -69,6 +70,12 @@ class Inputs:
     dp_rounds_spent: int
     # The model's parent's weights (None for the first version): the last public change is their difference.
     parent_weights: dict[str, np.ndarray] | None = None
+
+    @property
+    def spec(self) -> dict[str, tuple[int, ...]]:
+        """The model's tensors in the order the close lays out coordinates: by name, as chunked envelopes do
+        (fedledger.crypto.chunked.coordinate_order), whatever order the model version lists them in."""
+        return coordinate_order(self.model.spec)
 
 
 STATUS_OF = {
@@ -128,11 +135,11 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
 
 
 def public_change(inputs: Inputs) -> np.ndarray | None:
-    """The active model minus its parent, flattened in the model's spec order: the last change anyone can
+    """The active model minus its parent, flattened in the close's order: the last change anyone can
     read from the model versions (None for the first version or a parent of another shape)."""
     if inputs.parent_weights is None:
         return None
-    spec = inputs.model.spec
+    spec = inputs.spec
     if set(inputs.parent_weights) != set(spec) or any(
         list(inputs.parent_weights[k].shape) != list(spec[k]) for k in spec
     ):
@@ -146,8 +153,7 @@ def decrypt_all(
 ) -> tuple[list[ClientMeta], np.ndarray, list[tuple[ClientMeta, str]]]:
     """Open every envelope once: the valid updates' metadata and their deltas (one float32 row each, in
     model-spec order), and the updates refused with the reason."""
-    spec = inputs.model.spec
-    shapes = {name: tuple(dims) for name, dims in spec.items()}
+    spec = shapes = inputs.spec
     clients: list[ClientMeta] = []
     rows: list[np.ndarray] = []
     rejected: list[tuple[ClientMeta, str]] = []
@@ -157,10 +163,18 @@ def decrypt_all(
             u.id, participant.id, participant.address, u.num_samples, u.submitted_at, participant.reputation
         )
         try:
-            header, plaintext = open_envelope(blobs.get(u.ciphertext_hash), inputs.private_keys)
+            envelope = blobs.get(u.ciphertext_hash)
+            if is_chunked(envelope):
+                head, vector = open_chunked(envelope, inputs.private_keys)
+                if head.header.layout != layout_hash(spec):
+                    raise UpdateFormatError("the chunked update's layout is not the model's")
+                header: EnvelopeHeader | ChunkedHeader = head.header
+            else:
+                header, plaintext = open_envelope(envelope, inputs.private_keys)
+                vector = flatten(decode_update(plaintext, shapes), spec)
             if header.participant != participant.address or header.round_id != u.round_id:
                 raise UpdateFormatError("envelope header does not match the recorded submission")
-            rows.append(flatten(decode_update(plaintext, shapes), spec))
+            rows.append(vector)
             clients.append(meta)
         except (CryptoError, UpdateFormatError, KeyError) as exc:
             rejected.append((meta, f"{type(exc).__name__}: {exc}"))
@@ -183,7 +197,7 @@ def compute(
     decrypt_ms = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     root, validation = server_data(holdout)
-    reference = reference_update(inputs.weights, list(inputs.model.spec), root, inputs.round.id)
+    reference = reference_update(inputs.weights, list(inputs.spec), root, inputs.round.id)
     reference_ms = (time.perf_counter() - start) * 1e3
     try:
         params = RoundParams.from_snapshot(inputs.round.params)
@@ -206,7 +220,7 @@ def compute(
             deltas=deltas,
             rejected=tuple(rejected),
             weights=inputs.weights,
-            spec=inputs.model.spec,
+            spec=inputs.spec,
             holdout=validation,
             dp_rounds_spent=inputs.dp_rounds_spent,
             reference=reference,

@@ -30,6 +30,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ModelVersion, Round, Update
+from fedledger.crypto.chunked import is_chunked
+from fedledger.crypto.chunked import parse_header as parse_chunked_header
 from fedledger.crypto.envelope import MAX_HEADER_BYTES, TAG_BYTES, parse_header
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain.blobstore import BlobNotFound, BlobStore
@@ -173,6 +175,8 @@ def _named(session: Session, digests: Iterable[str]) -> set[str]:
 def _envelope_round(head: bytes) -> int | None:
     """The round a sealed update's header names, or None when the bytes are not a sealed update."""
     try:
+        if is_chunked(head):
+            return parse_chunked_header(head)[0].round_id
         return parse_header(head).round_id
     except (CryptoError, ValueError):  # any framing or header the envelope parser refuses
         return None

@@ -12,6 +12,7 @@ Then: idempotent replay (same bytes, same receipt) or 409 for a different payloa
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,14 @@ from db.models import (
     UpdateStatus,
 )
 from fedledger.chain.reader import ChainReader, RegistryStatus
+from fedledger.crypto.chunked import (
+    ChunkedHead,
+    ChunkedHeader,
+    ChunkOpener,
+    is_chunked,
+    layout_hash,
+    parse_head,
+)
 from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import EnvelopeHeader, open_parts, split_envelope
 from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
@@ -153,7 +162,7 @@ def _participant(session: Session, chain: ChainReader, address: str) -> Row[Any]
     return participant
 
 
-def _check_round(round_: _RoundState, header: EnvelopeHeader, now: datetime) -> None:
+def _check_round(round_: _RoundState, header: EnvelopeHeader | ChunkedHeader, now: datetime) -> None:
     if round_.status != RoundStatus.open:
         raise Conflict(
             "round_not_open", f"round {round_.id} is {round_.status.value}; submissions are closed"
@@ -180,7 +189,7 @@ class Verified:
     participant_id: int
     subject: str
     digest: str
-    header: EnvelopeHeader
+    header: EnvelopeHeader | ChunkedHeader
     signature: str
     size_bytes: int
 
@@ -199,9 +208,15 @@ def verify(
     no write lock, so checks of concurrent submissions run in parallel). Returns the receipt of an
     idempotent replay, or what :func:`record` needs; raises a domain error for anything refused."""
     participant = _participant(session, chain, subject)
+    head: ChunkedHead | None = None
+    header: EnvelopeHeader | ChunkedHeader
     try:
         # Split once: the header read here and the bytes decrypted below (its AEAD associated data) are the same.
-        header, header_bytes, ciphertext = split_envelope(envelope)
+        if is_chunked(envelope):
+            head = parse_head(envelope)
+            header = head.header
+        else:
+            header, header_bytes, ciphertext = split_envelope(envelope)
     except CryptoError as exc:
         raise Malformed("malformed_envelope", str(exc)) from exc
     if header.round_id != round_id:
@@ -235,7 +250,8 @@ def verify(
             verifying_contract=chain.deployments.addresses["ContributionLedger"],
             round_id=header.round_id,
             model_version=header.model_version,
-            payload_hash=bytes.fromhex(digest),
+            # A chunked envelope's signature covers its head (header and chunk table), version 1's all of it.
+            payload_hash=head.payload_hash if head is not None else bytes.fromhex(digest),
             num_samples=header.num_samples,
         )
     except CryptoError as exc:
@@ -256,18 +272,24 @@ def verify(
             "retired_key",
             f"key {header.key_id} was retired before round {round_id} opened; use the current key",
         )
+    shapes = _shapes(session, round_.model_version_id)
     try:
         pem = keys.private_key(key_directory, header.key_id)
-        _, plaintext = open_parts(
-            header, header_bytes, ciphertext, {header.key_id: pem} if pem is not None else {}
-        )
+        private = {header.key_id: pem} if pem is not None else {}
+        if head is not None:
+            _check_layout(head, shapes, round_.model_version_id)
+            ChunkOpener(head, private).open_range(
+                lambda offset, size: envelope[offset : offset + size], 0, head.header.size
+            )
+            return Verified(round_id, participant.id, subject, digest, header, signature, len(envelope))
+        assert isinstance(header, EnvelopeHeader)  # version 1: split above
+        _, plaintext = open_parts(header, header_bytes, ciphertext, private)
     except UnknownKey as exc:
         raise Invalid("unknown_key", str(exc)) from exc
     except (DecryptionFailed, CryptoError) as exc:
         raise Invalid(
             "undecryptable", f"the envelope does not decrypt with key {header.key_id}: {exc}"
         ) from exc
-    shapes = _shapes(session, round_.model_version_id)
     try:
         decode_update(plaintext, shapes)
     except UnsupportedDtype as exc:
@@ -277,6 +299,18 @@ def verify(
             "shape_mismatch", f"the update does not fit model version {round_.model_version_id}: {exc}"
         ) from exc
     return Verified(round_id, participant.id, subject, digest, header, signature, len(envelope))
+
+
+def _check_layout(head: ChunkedHead, shapes: dict[str, tuple[int, ...]], model_version: int) -> None:
+    """A chunked update's coordinates must be the model's tensors in the model's order."""
+    size = sum(math.prod(shape) for shape in shapes.values())
+    if head.header.layout != layout_hash(shapes) or head.header.size != size:
+        raise Invalid(
+            "shape_mismatch",
+            f"the chunked update's layout ({head.header.size} coordinates) is not model version {model_version}'s "
+            f"({size} coordinates): seal a delta of exactly the tensors and shapes GET /v1/models/{model_version} "
+            "lists, flattened by tensor name",
+        )
 
 
 def record(sessions: sessionmaker[Session], blobs: BlobStore, checked: Verified, envelope: bytes) -> Receipt:

@@ -9,25 +9,29 @@ import numpy as np
 import pytest
 from eth_account import Account
 
-from aggregator.round.compute import CloseStatus
+from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.worker import close as round_close
 from aggregator.worker.close import Inputs
 from db.models import ModelVersion, Participant, Round, Update
+from fedledger.crypto.chunked import coordinate_order, layout_hash, seal_chunked
 from fedledger.crypto.envelope import open_envelope, seal
-from fedledger.crypto.keys import generate_server_key
+from fedledger.crypto.keys import ServerKeyPair, generate_server_key
 from fedledger.domain.blobstore import FilesystemBlobStore
-from fedledger.payload import encode_update
+from fedledger.payload import encode_update, flatten
 from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
 
 
-def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[Inputs, FilesystemBlobStore]:
+def inputs_with_envelopes(
+    tmp_path: Path, params: dict[str, object], *, chunked: bool = False, key: ServerKeyPair | None = None
+) -> tuple[Inputs, FilesystemBlobStore]:
     fed = Federation()
-    key = generate_server_key()
+    key = key or generate_server_key()
     blobs = FilesystemBlobStore(tmp_path)
     deltas = fed.honest(4)
     addresses = [Account.create().address for _ in range(4)]
     participants = {i + 1: Participant(id=i + 1, address=a, reputation=50.0) for i, a in enumerate(addresses)}
     updates = []
+    tensors_shapes = {name: t.shape for name, t in fed.weights.items()}
     for i, row in enumerate(deltas):
         tensors = {}
         offset = 0
@@ -36,14 +40,26 @@ def inputs_with_envelopes(tmp_path: Path, params: dict[str, object]) -> tuple[In
             offset += t.size
         # The last envelope names another participant than the one it was recorded for.
         named = addresses[0] if i == 3 else addresses[i]
-        envelope = seal(
-            encode_update(tensors),
-            key.public_pem,
-            round_id=9,
-            model_version=1,
-            participant=named,
-            num_samples=100,
-        )
+        if chunked:
+            envelope = seal_chunked(
+                flatten(tensors, coordinate_order(tensors_shapes)),
+                key.public_pem,
+                round_id=9,
+                model_version=1,
+                participant=named,
+                num_samples=100,
+                layout=layout_hash(tensors_shapes),
+                chunk_coords=7,
+            )
+        else:
+            envelope = seal(
+                encode_update(tensors),
+                key.public_pem,
+                round_id=9,
+                model_version=1,
+                participant=named,
+                num_samples=100,
+            )
         updates.append(
             Update(
                 id=10 + i,
@@ -88,3 +104,39 @@ def test_an_invalid_parameter_snapshot_fails_the_round_with_the_parameter_named(
     assert result.status == CloseStatus.failed
     assert "'sample_weight_cap' is 0.5" in str(result.reason)
     assert [uid for uid, _ in result.rejected] == [13]
+
+
+def test_a_close_of_chunked_envelopes_equals_the_close_of_whole_ones(tmp_path: Path) -> None:
+    key = generate_server_key()
+    results = []
+    for chunked in (False, True):
+        inputs, blobs = inputs_with_envelopes(
+            tmp_path / str(chunked), snapshot(strategy="fltrust"), chunked=chunked, key=key
+        )
+        results.append(
+            round_close.compute(inputs, blobs, Federation().holdout, np.random.default_rng(0), NOW)
+        )
+    whole, chunked_result = results
+    assert whole.status == chunked_result.status == CloseStatus.aggregated
+    assert whole.new_weights is not None and chunked_result.new_weights is not None
+    for name, array in whole.new_weights.items():
+        assert np.array_equal(array, chunked_result.new_weights[name]), name
+
+    # Each run draws its own organization addresses: everything else of the outcomes is the same.
+    def scores(result: RoundResult) -> list[tuple[object, ...]]:
+        return [
+            (
+                c.update_id,
+                c.quality,
+                c.honesty,
+                c.fitness,
+                c.kept,
+                c.byzantine,
+                c.reward_wei,
+                c.reputation_after,
+            )
+            for c in result.clients
+        ]
+
+    assert scores(whole) == scores(chunked_result)
+    assert [uid for uid, _ in chunked_result.rejected] == [13]

@@ -27,12 +27,14 @@ from client.errors import (
     RoundClosedError,
 )
 from client.sdk import Organization, dev_model_signer
+from client.sealing import Chunking
 from client.training import LocalDP
 from client.wallet import Wallet
 from db.models import ModelVersion
 from fedledger.api.client import FedLedgerApi
 from fedledger.chain.deployments import Deployments
 from fedledger.config import Settings
+from fedledger.crypto.chunked import parse_head
 from fedledger.crypto.eip712 import sign_model
 from fedledger.devkeys import dev_private_key
 from fedledger.payload import Compression, decode_weights, encode_weights
@@ -346,3 +348,23 @@ def test_any_model_with_a_custom_train_function(
     )  # no evaluate(): no metrics
     assert submission.training.delta["linear.offset"].shape == (1, 10) and submission.training.delta_norm > 0
     assert client.get(f"/v1/rounds/{round_['id']}").json()["submissions"] == 1
+
+
+def test_a_model_above_the_chunking_threshold_is_sealed_in_chunks_and_accepted(
+    make_org,
+    open_round: dict[str, Any],
+    digits_parts: list[Dataset],  # type: ignore[no-untyped-def]
+) -> None:
+    """The SDK flattens the delta in the order of the model it pulled: the order the server's layout check
+    expects, so the chunked envelope is accepted as it is."""
+    org: Organization = make_org(CLIENT_ORGS[2], chunking=Chunking(threshold_coords=100, chunk_coords=64))
+    org.setup()
+    model = org.pull_model(open_round["model_version"])
+    training = org.train(model, digits_parts[2], seed=2)
+    prepared = org.prepare_update(open_round["id"], model.version, training.delta, training.num_samples)
+    head = parse_head(prepared.envelope)
+    assert head.header.num_chunks == -(-head.header.size // 64) > 1
+    receipt = org.submit(prepared)
+    assert (
+        receipt.payload_hash == prepared.payload_hash == "0x" + hashlib.sha256(prepared.envelope).hexdigest()
+    )
