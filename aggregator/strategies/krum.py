@@ -114,20 +114,26 @@ def _score_error(D: np.ndarray, err: np.ndarray, f: int) -> np.ndarray:
     return bound
 
 
-def _separated(scores: np.ndarray, bound: np.ndarray, ranking: np.ndarray, cut: int) -> bool:
-    """True if every client ranked before ``cut`` beats every client from ``cut`` on by more than the
-    sum of their error bounds (so the float64 ranking would split them the same way)."""
-    inside, outside = ranking[:cut], ranking[cut:]
-    if outside.size == 0:
-        return True
-    worst_in = (scores[inside] + bound[inside]).max()
-    best_out = (scores[outside] - bound[outside]).min()
-    return bool(worst_in < best_out)
+def _separated(scores: np.ndarray, bound: np.ndarray, ranking: np.ndarray, cut: int, ordered: bool) -> bool:
+    """True if each client ranked before ``cut`` beats each client from ``cut`` on by more than the sum
+    of their error bounds, so the float64 ranking has the same first ``cut`` clients; with ``ordered``,
+    at every cut from 1 to ``cut`` (then it also has them in the same order)."""
+    upper = np.maximum.accumulate((scores + bound)[ranking])
+    lower = np.minimum.accumulate((scores - bound)[ranking][::-1])[::-1]
+    if cut >= ranking.size:
+        cut = ranking.size - 1
+        if not ordered:
+            return True
+    if not ordered:
+        return bool(upper[cut - 1] < lower[cut])
+    return bool((upper[:cut] < lower[1 : cut + 1]).all())
 
 
-def choose(X: np.ndarray, f: int, m: int) -> np.ndarray:
-    """The m clients with the lowest Krum scores (best first for m = 1), as the float64 distances of
-    :func:`pairwise_sq_distances` choose them.
+def choose(X: np.ndarray, f: int, m: int, ordered: bool = True) -> np.ndarray:
+    """The m clients with the lowest Krum scores, best first, as the float64 distances of
+    :func:`pairwise_sq_distances` and :func:`krum_ranking` choose and order them (``ordered`` False: the
+    same set, in an order that may differ where two of them nearly tie, which spares the float64 pass
+    for near ties inside the set).
 
     Distances come from the float32 Gram first; only when the choice is closer than its error bound (a
     near tie, or an exact tie that the secondary key must break) or the float32 products overflowed are
@@ -138,7 +144,7 @@ def choose(X: np.ndarray, f: int, m: int) -> np.ndarray:
         D, err = fast
         scores = krum_scores(D, f)
         ranking = np.argsort(scores, kind="stable")
-        if _separated(scores, _score_error(D, err, f), ranking, m):
+        if _separated(scores, _score_error(D, err, f), ranking, m, ordered):
             return ranking[:m]
     elif not np.isfinite(X).all():
         raise_on_non_finite_rows(X)
@@ -217,7 +223,7 @@ def multi_krum(
     m = m or n - f
     if not (isinstance(m, (int, np.integer)) and 1 <= m <= n - f):
         raise InvalidParameter(f"multi_krum: m must be in [1, n - f] = [1, {n - f}], got {m!r}")
-    chosen = choose(X, f, m)
+    chosen = choose(X, f, m, ordered=False)  # a mean: the order of the set is irrelevant
     w = np.ones(n) if weights is None else as_client_vector(weights, n, "weights")
     # Zero weights for the others instead of copying the chosen rows: one pass over X, no (m, d) copy.
     w_chosen = np.zeros(n)
@@ -274,6 +280,14 @@ class KrumFamily(Strategy):
         check_f(f, n, self.factor, self.name)
         return X, f, pairwise_sq_distances(X)
 
+    def _ranked(self, X: np.ndarray, m: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+        """X as float32, f, and the set of the m (None: n - f) best clients through :func:`choose`: the
+        float32 Gram where its error bound separates them from the rest, the float64 distances otherwise."""
+        X = as_update_matrix(X, check_finite=False)
+        f = self.budget.f_for(X.shape[0])
+        X = _checked(X, f, self.name)
+        return X, f, choose(X, f, X.shape[0] - f if m is None else m, ordered=False)
+
 
 @register
 class Krum(KrumFamily):
@@ -283,8 +297,8 @@ class Krum(KrumFamily):
 
     def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
         """The Krum winner's update; it alone is selected."""
-        X, f, D = self._prepare(X)
-        best = select_krum(D, f)
+        X, f, ranked = self._ranked(X, 1)  # one client: its set is its order
+        best = int(ranked[0])
         coefficients = np.zeros(X.shape[0])
         coefficients[best] = 1.0
         return Aggregated(X[best].copy(), np.array([best]), {"f": f}, coefficients)
@@ -323,14 +337,17 @@ class MultiKrum(KrumFamily):
 
     def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
         """Mean of the m best-scored updates weighted by their (capped) sample counts."""
-        X, f, D = self._prepare(X)
+        X = as_update_matrix(X, check_finite=False)
         n = X.shape[0]
+        f = self.budget.f_for(n)
         m = self.m or n - f
         if m > n - f:
+            as_update_matrix(X)  # non-finite updates are reported first, as by every strategy
             raise TooFewClients(
                 f"multi_krum selects m = {m} but with n = {n}, f = {f} at most n - f = {n - f}"
             )
-        chosen = select_multikrum(D, f, m)
+        X, f, ranked = self._ranked(X, m)
+        chosen = np.sort(ranked)  # index order: the set is the float64 path's, its order need not be
         # Zero weights for the others instead of copying the chosen rows: one pass over X.
         weights = np.zeros(n)
         weights[chosen] = clients.samples[chosen]

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.strategies.krum import choose, fast_distances, krum_ranking, multi_krum, pairwise_sq_distances
+from aggregator.strategies.base import StrategyInputs
+from aggregator.strategies.krum import (
+    Krum,
+    MultiKrum,
+    choose,
+    fast_distances,
+    krum_ranking,
+    multi_krum,
+    pairwise_sq_distances,
+    select_krum,
+    select_multikrum,
+)
 from aggregator.strategies.sorting_network import pruned_comparators, reduce_sorted_columns
 
 
@@ -50,3 +61,21 @@ def test_pruned_network_keeps_only_what_the_needed_positions_depend_on() -> None
         expected = np.sort(X, axis=0)[list(middle)].sum(axis=0)
         np.testing.assert_array_equal(got, expected)
         assert len(pruned_comparators(n, middle)) <= len(pruned_comparators(n, None))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_krum_objects_select_what_the_float64_distances_select(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(5, 30))
+    f = (n - 3) // 2
+    X = rng.standard_normal((n, int(rng.integers(10, 5_000))), dtype=np.float32)
+    X[1] = X[0] + np.float32(1e-6)  # a near tie, which the float32 Gram cannot decide
+    X[3] = X[2]
+    D = pairwise_sq_distances(X)
+    inputs = StrategyInputs.of(n)
+    krum_result = Krum(f).aggregate(X, inputs)
+    assert krum_result.selected.tolist() == [select_krum(D, f)]
+    np.testing.assert_array_equal(krum_result.vector, X[select_krum(D, f)])
+    m = max(1, n - 2 * f - 2)
+    chosen = MultiKrum(f, m).aggregate(X, inputs).selected
+    assert chosen.tolist() == sorted(select_multikrum(D, f, m).tolist())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -98,6 +98,9 @@ def test_fltrust_norm_bounded_and_invariant_to_client_scale(X: np.ndarray, seed:
     # A client rescaling its own update changes nothing (its weight depends on direction only).
     scaled = X.copy()
     scaled[0] *= np.float32(scale)
+    # Subnormal entries lose digits when scaled (1e-45 x 0.5 is 0): that changes the direction itself.
+    tiny = np.finfo(np.float32).tiny
+    assume(all(((row == 0) | (np.abs(row) >= tiny)).all() for row in (X[0], scaled[0])))
     np.testing.assert_allclose(fltrust(scaled, g0), agg, rtol=1e-3, atol=1e-4 * np.linalg.norm(g0))
 
 

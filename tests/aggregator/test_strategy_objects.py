@@ -82,7 +82,7 @@ def test_objects_give_the_same_aggregates_as_the_numeric_functions(X: np.ndarray
     )
 
 
-def test_selection_comes_with_the_aggregate_and_distances_are_computed_once(
+def test_selection_comes_with_the_aggregate_and_distances_are_computed_at_most_once(
     X: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aggregator.strategies import krum as distance_module
@@ -99,7 +99,8 @@ def test_selection_comes_with_the_aggregate_and_distances_are_computed_once(
     for strategy, count in ((Krum(2), 1), (MultiKrum(2), 9), (Bulyan(2), 7)):
         calls.clear()
         result = strategy.aggregate(X, inputs)
-        assert len(calls) == 1
+        # Krum and Multi-Krum need the float64 distances only where the float32 Gram cannot decide.
+        assert len(calls) <= 1
         assert result.selected.size == count and not set(result.selected.tolist()) & {9, 10}
         assert result.details == {"f": 2, **({"m": 9} if strategy.name == "multi_krum" else {})}
 
