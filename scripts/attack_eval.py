@@ -100,7 +100,7 @@ from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
 from fedledger.models import evaluate, init_mlp, init_softmax  # noqa: E402
-from fedledger.payload import flatten  # noqa: E402
+from fedledger.payload import flatten, unflatten  # noqa: E402
 
 WAD_TOKEN = 10**18
 BYZANTINE_FRACTION = 0.3
@@ -913,7 +913,8 @@ def run(
         with patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)):
             return run(fed, base, attack, rounds, params)
     started = time.perf_counter()
-    if strategy in PLAIN:
+    plain = strategy in PLAIN
+    if plain:
         strategy, overrides = PLAIN[strategy]
         params = {**overrides, **(params or {})}
     if attack == "absent":
@@ -1019,6 +1020,9 @@ def run(
             )
             rows = craft(attack, ctx)
         result = trial(rows)
+        if plain and result.aggregate is not None:
+            # Plain FedAvg takes the full aggregate, whatever step the platform's line search would keep.
+            result = replace(result, new_weights=unflatten(base + result.aggregate, spec), activate=True)
         if result.status != CloseStatus.aggregated:
             failed += 1
             curve.append(float(np.mean(_predict(weights, task.x_test) == task.y_test)))
