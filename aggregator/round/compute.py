@@ -41,7 +41,7 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
 from aggregator.round.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
-from aggregator.round.rollback import backtracking_decision
+from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
@@ -182,7 +182,9 @@ class RoundResult:
     clients: tuple[ClientOutcome, ...] = ()
     new_weights: Weights | None = None
     activate: bool = False
+    # The strategy's aggregate (with DP noise when on); the kept model is the base + ``step`` x it.
     aggregate: np.ndarray | None = None
+    step: float = 0.0
     record: AggregationRecord | None = None
 
     @property
@@ -422,17 +424,18 @@ def _score_and_decide(
     # Only updates the aggregate keeps are paid (selected implies eligible).
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, selected & ~byzantine)
 
-    # Per-example losses of the active model, so the rollback is decided by what the validation set
-    # resolves; a refused full step is retried at smaller steps (never a permanent freeze).
+    # The model takes the multiple of the aggregate that lowers the validation loss most, and only if it
+    # lowers it (rollback.line_search_decision): a loss that may rise a little each round is an attacker's
+    # budget; a refused round leaves the next one its own search (never a permanent freeze).
     before = inputs.losses(inputs.weights)
-    decision = backtracking_decision(
+    decision = line_search_decision(
         before,
         lambda step: inputs.losses(unflatten(base + np.float32(step) * aggregate, inputs.spec)),
         params.rollback_threshold,
     )
-    if decision.activate and decision.step != 1.0:
-        aggregate = (np.float32(decision.step) * aggregate).astype(np.float32)
-    new_weights = unflatten(base + aggregate, inputs.spec)
+    # A refused round still records the model of the full step (stored as rolled back).
+    step = np.float32(decision.step if decision.activate else 1.0)
+    new_weights = unflatten(base + step * aggregate, inputs.spec)
     loss_after, accuracy = inputs.metrics(new_weights)
 
     outcomes = _client_outcomes(
@@ -451,6 +454,7 @@ def _score_and_decide(
         new_weights=new_weights,
         activate=decision.activate,
         aggregate=aggregate,
+        step=decision.step,
         record=AggregationRecord(
             strategy=strategy.name,
             params=details,

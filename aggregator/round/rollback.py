@@ -37,13 +37,6 @@ def activation_decision(previous_loss: float, new_loss: float, threshold: float)
     return ActivationDecision(True, change, f"holdout loss changed {change:+.2%}")
 
 
-# Steps tried, largest first, when the full aggregate's loss rises too much: a shrunken step of a descent
-# direction lowers the loss, so a federation whose aggregates overshoot (non-IID clients) still moves.
-BACKTRACK_STEPS = (1.0, 0.5, 0.25)
-# One-sided allowance, in standard errors of the paired per-example loss difference, before a rise counts.
-ROLLBACK_Z = 2.0
-
-
 @dataclass(frozen=True)
 class StepDecision:
     """Which fraction of the aggregate the model takes (0: rolled back), its relative loss change, why."""
@@ -58,54 +51,55 @@ class StepDecision:
         return self.step > 0.0
 
 
-def significant_rise(
-    before: float | np.ndarray, after: float | np.ndarray, threshold: float, z: float = ROLLBACK_Z
-) -> tuple[bool, float]:
-    """(the loss rose by more than ``threshold`` of it plus ``z`` standard errors, the relative change).
-
-    ``before`` and ``after`` are per-example validation losses of the two models (or only their means; then
-    no standard error). The standard error is that of the paired differences: a validation set of a few
-    hundred examples cannot resolve a smaller change, and refusing a model for one would refuse honest
-    rounds for the validation set's noise.
-    """
-    a = np.asarray(before, dtype=np.float64)
-    b = np.asarray(after, dtype=np.float64)
-    loss_before = float(a.mean())
-    if not (math.isfinite(loss_before) and loss_before > 0):
-        raise InvalidParameter(f"previous holdout loss must be finite and positive, got {loss_before}")
-    if threshold < 0 or z < 0:
-        raise InvalidParameter(f"rollback threshold and z must be >= 0, got {threshold}, {z}")
-    loss_after = float(b.mean())
-    if not math.isfinite(loss_after):
-        return True, math.inf
-    change = (loss_after - loss_before) / loss_before
-    se = 0.0
-    if a.ndim == 1 and a.shape == b.shape and a.size > 1:
-        se = float((b - a).std(ddof=1) / math.sqrt(a.size))
-    return loss_after - loss_before > threshold * loss_before + z * se, change
+# Multiples of the round's aggregate the close tries (issue 20). A robust rule's aggregate is short: each
+# row is clipped to the median norm and, on non-IID data, rows that point different ways mostly cancel, so
+# the full step undershoots; longer steps let the validation set recover the honest progress, shorter ones
+# keep an overshooting aggregate from being refused outright.
+LINE_SEARCH_STEPS = (4.0, 2.0, 1.0, 0.5, 0.25)
 
 
-def backtracking_decision(
+def line_search_decision(
     before: float | np.ndarray,
     loss_at: Callable[[float], float | np.ndarray],
     threshold: float,
-    z: float = ROLLBACK_Z,
-    steps: tuple[float, ...] = BACKTRACK_STEPS,
+    steps: tuple[float, ...] = LINE_SEARCH_STEPS,
 ) -> StepDecision:
-    """The largest of ``steps`` whose model (``loss_at(step)``: per-example validation losses of base +
-    step x aggregate) does not raise the loss significantly (:func:`significant_rise`); step 0 (rollback)
-    when none. Never a freeze for honest learning: an aggregate that points downhill passes at a small
-    enough step, whatever the earlier rounds did; only one that raises the loss at every step is refused.
+    """The step of ``steps`` whose model (``loss_at(step)``: per-example validation losses, or their mean,
+    of base + step x aggregate) has the lowest mean validation loss, kept only when that loss is below the
+    active model's plus ``threshold`` of it (the governed ``rollback_threshold``; its default 0 keeps only a
+    decrease); step 0 (rollback) otherwise.
+
+    Why the best step and not the largest tolerable one: a tolerance per round (a rise of a few percent, or
+    of a few standard errors, that the validation set cannot resolve) is a budget an attacker who knows
+    the rule spends every round, and the rises add up (measured: the validation loss of a federation under
+    the reference-aware attack drifted from 1.1 to 1.5 in 20 rounds, each round within the 5 % threshold).
+    With the best step kept only when it lowers the loss, the validation loss never rises, whatever the
+    attackers send. Never a freeze for honest learning: every round's aggregate gets its own search, and a
+    descent direction lowers the loss at a small enough step.
     """
-    change = math.inf
-    for step in steps:
-        rise, change = significant_rise(before, loss_at(step), threshold, z)
-        if not rise:
-            label = "" if step == 1.0 else f" at step {step:g} of the aggregate"
-            return StepDecision(step, change, f"holdout loss changed {change:+.2%}{label}")
+    a = np.asarray(before, dtype=np.float64)
+    loss_before = float(a.mean())
+    if not (math.isfinite(loss_before) and loss_before > 0):
+        raise InvalidParameter(f"previous holdout loss must be finite and positive, got {loss_before}")
+    if threshold < 0 or not math.isfinite(threshold):
+        raise InvalidParameter(f"rollback threshold must be finite and >= 0, got {threshold}")
+    if not steps or any(not (math.isfinite(s) and s > 0) for s in steps):
+        raise InvalidParameter(f"line-search steps must be finite and positive, got {steps}")
+    best_step, best_loss = 0.0, math.inf
+    # Largest step first: on a tie the longer step wins.
+    for step in sorted(steps, reverse=True):
+        loss = float(np.mean(np.asarray(loss_at(step), dtype=np.float64)))
+        if math.isfinite(loss) and loss < best_loss:
+            best_step, best_loss = step, loss
+    if best_step == 0.0:
+        return StepDecision(0.0, math.inf, "holdout loss is not finite at any step of the aggregate")
+    change = (best_loss - loss_before) / loss_before
+    label = f" at step {best_step:g} of the aggregate"
+    if change < threshold:
+        return StepDecision(best_step, change, f"holdout loss changed {change:+.2%}{label}")
     return StepDecision(
         0.0,
         change,
-        f"holdout loss rose {change:.2%} even at step {steps[-1]:g}, beyond the {threshold:.2%} rollback "
-        f"threshold plus {z:g} standard errors",
+        f"holdout loss changed {change:+.2%} at best ({label.strip()}), not below the "
+        f"{threshold:.2%} rollback threshold",
     )

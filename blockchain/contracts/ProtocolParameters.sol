@@ -42,7 +42,7 @@ contract ProtocolParameters is AccessControl {
         RoundDuration, // 22 seconds; time from a round's opening to its deadline
         Quorum, // 23 count; fewest updates the deadline close aggregates; never closes a round early
         MinParticipants, // 24 count; fewer updates at the deadline: the round is extended or fails
-        RollbackThreshold, // 25 WAD; relative holdout-loss increase that rejects a new model
+        RollbackThreshold, // 25 WAD; relative holdout-loss rise a new model must stay below (0: it must lower the loss)
         RoundRewardBudget, // 26 token wei; cap on one round's rewards
         UnbondingPeriod, // 27 seconds; time between an exit request and the stake's withdrawal (3 days)
         Tier1MinFitness, // 28 WAD score 0..100; fitness that earns reward tier 1
@@ -198,7 +198,6 @@ contract ProtocolParameters is AccessControl {
         _values[uint256(Param.RoundDuration)] = 300; // 300
         _values[uint256(Param.Quorum)] = 3; // 3
         _values[uint256(Param.MinParticipants)] = 3; // 3
-        _values[uint256(Param.RollbackThreshold)] = 0.05e18; // 0.05
         _values[uint256(Param.RoundRewardBudget)] = 10000e18; // 10000
         _values[uint256(Param.UnbondingPeriod)] = 259200; // 259200
         _values[uint256(Param.Tier1MinFitness)] = 90e18; // 90

@@ -90,7 +90,25 @@ def test_a_model_that_degrades_the_holdout_is_rolled_back() -> None:
     assert result.status == CloseStatus.aggregated
     assert not result.activate and result.record.rolled_back is True
     assert result.record.holdout_loss_after > result.record.holdout_loss_before * 1.05
-    assert "beyond the 5.00% rollback threshold" in result.record.decision
+    # Refused at every step of the line search; the recorded model is the full step's.
+    assert "at best (at step 0.25 of the aggregate), not below the 5.00% rollback threshold" in (
+        result.record.decision
+    )
+    assert result.step == 0.0
+
+
+def test_the_kept_model_is_the_validated_multiple_of_a_short_aggregate() -> None:
+    from fedledger.payload import flatten
+
+    fed = Federation()
+    # Honest but short steps (a tenth of local training): the line search takes the longest step tried.
+    deltas = 0.1 * fed.honest(4)
+    result = run(fed.inputs(deltas, strategy="fedavg"))
+    assert result.activate and result.step == 4.0 and "at step 4 of the aggregate" in result.record.decision
+    assert result.aggregate is not None and result.new_weights is not None
+    kept = flatten(result.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, 4.0 * result.aggregate, rtol=1e-5, atol=1e-7)
+    assert result.record.holdout_loss_after < result.record.holdout_loss_before
 
 
 def test_too_few_clients_extend_the_deadline_then_fail_the_round() -> None:

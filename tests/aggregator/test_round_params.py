@@ -40,7 +40,7 @@ def test_parameters_added_after_a_round_opened_take_their_genesis_values() -> No
     assert (typed.bucket_size, typed.centered_clip_iterations, typed.centered_clip_tau) == (1, 3, 0.0)
     older = snapshot()
     del older["rollback_threshold"]
-    assert RoundParams.from_snapshot(older).rollback_threshold == 0.05
+    assert RoundParams.from_snapshot(older).rollback_threshold == 0.0
 
 
 def test_every_range_is_the_tables() -> None:
