@@ -11,7 +11,8 @@ these functions, so a loss means the same thing on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -113,6 +114,132 @@ def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, flo
         loss, _ = cross_entropy(z.astype(np.float64), y)
     accuracy = float((z.argmax(axis=1) == y).mean())
     return loss, accuracy
+
+
+# The first layer of each family (its weight matrix, its bias): the part of the model linear in its parameters.
+FIRST_LAYER = {"softmax": ("dense.weight", "dense.bias"), "mlp": ("hidden.weight", "hidden.bias")}
+# Bytes of the validation block one matrix product of :meth:`ValidationBatch.responses` reads: it stays in
+# cache while every row of a chunk is multiplied by it (a narrow first layer, softmax's 10 classes, would
+# otherwise stream the whole validation matrix once per row).
+_BLOCK_BYTES = 1 << 18
+
+
+@dataclass(frozen=True)
+class ValidationBatch:
+    """Per-example losses of many models ``weights + delta`` on one validation batch, each delta read once.
+
+    The first layer is linear in its parameters: the response of ``weights + delta`` is the base response
+    ``X @ W + b`` plus ``X @ dW + db``, the delta's own response (:meth:`responses`). A linear combination of
+    deltas (an aggregate without one client's share, an update rescaled) therefore has the same combination
+    of their responses as its response, and its losses need only the layers after the first (none for
+    softmax, the MLP's output layer): a round's 2n + 3 candidate models cost n + 1 first-layer products
+    instead of 2n + 3 forward passes, and no d-sized model is built for any of them. The losses equal
+    :func:`example_losses` of the same model up to float32 rounding (the sum is associated differently).
+    """
+
+    weights: Weights
+    X: np.ndarray
+    y: np.ndarray
+    spec: Mapping[str, Sequence[int]]
+    family: str = field(init=False)
+    base: np.ndarray = field(init=False)
+    head_index: np.ndarray = field(init=False)
+    _layer: tuple[slice, slice, int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        family = family_of(self.weights)
+        if frozenset(self.spec) != frozenset(self.weights):
+            raise UnknownModelFamily(
+                f"the layout {sorted(self.spec)} is not the model's {sorted(self.weights)}"
+            )
+        offsets: dict[str, slice] = {}
+        start = 0
+        for name, shape in self.spec.items():
+            size = int(np.prod(shape))
+            offsets[name] = slice(start, start + size)
+            start += size
+        weight, bias = FIRST_LAYER[family]
+        features, width = (int(v) for v in self.weights[weight].shape)
+        head = [np.arange(s.start, s.stop) for name, s in offsets.items() if name not in (weight, bias)]
+        X = np.ascontiguousarray(self.X, dtype=np.float32)
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "family", family)
+        object.__setattr__(self, "_layer", (offsets[weight], offsets[bias], features, width))
+        object.__setattr__(self, "head_index", np.concatenate(head) if head else np.zeros(0, dtype=np.int64))
+        with np.errstate(all="ignore"):
+            base = X @ self.weights[weight] + self.weights[bias]
+        object.__setattr__(self, "base", np.asarray(base, dtype=np.float32))
+
+    @property
+    def size(self) -> int:
+        """The flat parameter count of the model (the deltas' length)."""
+        return sum(int(np.prod(shape)) for shape in self.spec.values())
+
+    def responses(self, rows: np.ndarray) -> np.ndarray:
+        """(k, examples, width) float32: ``X @ dW + db`` of each flat delta in ``rows`` (k, d); needs twice
+        the result's bytes.
+
+        A sum over blocks of input features, so a worker holding only some coordinates of the deltas can
+        compute its part and the parts add up.
+        """
+        rows = np.asarray(rows, dtype=np.float32)
+        weight, bias, features, width = self._layer
+        if rows.ndim != 2 or rows.shape[1] != self.size:
+            raise ValueError(f"deltas must be (k, {self.size}), got {rows.shape}")
+        W = rows[:, weight].reshape(rows.shape[0], features, width)
+        out = np.zeros((rows.shape[0], self.X.shape[0], width), dtype=np.float32)
+        part = np.empty_like(out)
+        step = max(16, _BLOCK_BYTES // (4 * max(self.X.shape[0], 1)))
+        with np.errstate(all="ignore"):
+            for f0 in range(0, features, step):
+                np.matmul(self.X[None, :, f0 : f0 + step], W[:, f0 : f0 + step, :], out=part)
+                out += part
+            out += rows[:, bias][:, None, :]
+        return out
+
+    def heads(self, rows: np.ndarray) -> np.ndarray:
+        """(k, h): the parameters after the first layer of each flat delta (empty for softmax)."""
+        return np.asarray(rows, dtype=np.float32)[:, self.head_index]
+
+    def logits(self, response: np.ndarray, head: np.ndarray) -> np.ndarray:
+        """Class scores of ``weights + delta`` from the delta's first-layer response and head (float32)."""
+        with np.errstate(all="ignore"):
+            pre: np.ndarray = self.base + response
+            if self.family == "softmax":
+                return pre
+            hidden = np.maximum(pre, 0)
+            dw, db = self._head_parts(np.asarray(head, dtype=np.float32))
+            z: np.ndarray = hidden @ (self.weights["output.weight"] + dw) + (self.weights["output.bias"] + db)
+        return z
+
+    def _head_parts(self, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The MLP's (output.weight, output.bias) deltas from a head vector (the layout's order)."""
+        parts: dict[str, np.ndarray] = {}
+        offset = 0
+        for name, shape in self.spec.items():
+            if name not in FIRST_LAYER["mlp"]:
+                size = int(np.prod(shape))
+                parts[name] = head[offset : offset + size].reshape(tuple(shape))
+                offset += size
+        return parts["output.weight"], parts["output.bias"]
+
+    def losses(self, response: np.ndarray, head: np.ndarray) -> np.ndarray:
+        """Cross-entropy of every example (float64) of ``weights + delta``, as :func:`example_losses`."""
+        with np.errstate(all="ignore"):
+            z = self.logits(response, head)
+            if not np.isfinite(z).all():
+                return np.full(len(self.y), np.inf)
+            losses: np.ndarray = -log_softmax(z.astype(np.float64))[np.arange(len(self.y)), self.y]
+        return losses
+
+    def metrics(self, response: np.ndarray, head: np.ndarray) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of ``weights + delta``, as :func:`evaluate`."""
+        with np.errstate(all="ignore"):
+            z = self.logits(response, head)
+            if not np.isfinite(z).all():
+                return float("inf"), 0.0
+            loss, _ = cross_entropy(z.astype(np.float64), self.y)
+        return loss, float((z.argmax(axis=1) == self.y).mean())
 
 
 def train_softmax(

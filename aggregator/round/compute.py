@@ -49,7 +49,7 @@ from aggregator.scoring.scores import reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
-from fedledger.models import evaluate, example_losses
+from fedledger.models import UnknownModelFamily, ValidationBatch, evaluate, example_losses
 from fedledger.payload import flatten, unflatten
 
 Spec = Mapping[str, list[int] | tuple[int, ...]]
@@ -119,6 +119,16 @@ class RoundInputs:
         if self.evaluate is not None:
             return self.evaluate(weights)[0]
         return example_losses(weights, *self._holdout())
+
+    def batch(self) -> ValidationBatch | None:
+        """The holdout as a batched evaluator of the built-in model (:class:`ValidationBatch`: many
+        candidate models per pass over the updates), or None for a caller's ``evaluate`` or another model."""
+        if self.evaluate is not None or self.holdout is None:
+            return None
+        try:
+            return ValidationBatch(self.weights, *self.holdout, self.spec)
+        except UnknownModelFamily:
+            return None
 
     def _holdout(self) -> tuple[np.ndarray, np.ndarray]:
         if self.holdout is None:
@@ -247,7 +257,8 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
     start = time.perf_counter()
     try:
         result = strategy.aggregate(
-            X[members],
+            # Every client eligible (the usual round): the matrix itself, not an (n, d) copy of it.
+            X if members.size == n else X[members],
             StrategyInputs(
                 samples.capped[members], reputation[members], reference=inputs.reference, rng=rng.spawn(1)[0]
             ),
@@ -373,6 +384,7 @@ def _scores(
     result: Aggregated,
     eligible: np.ndarray,
     selected: np.ndarray,
+    batch: ValidationBatch | None,
 ) -> RoundScores:
     """Every valid client's scores and reference evidence (:func:`aggregator.scoring.round.score_round`)."""
     params = inputs.params
@@ -396,6 +408,7 @@ def _scores(
         params.scoring,
         params.reputation,
         inputs.public_change,
+        batch,
     )
 
 
@@ -416,8 +429,10 @@ def _score_and_decide(
     params = inputs.params
     base = flatten(inputs.weights, inputs.spec)
     start = time.perf_counter()
-    s = _scores(inputs, base, X, result, eligible, selected)
+    batch = inputs.batch()
+    s = _scores(inputs, base, X, result, eligible, selected, batch)
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
     byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
@@ -427,16 +442,13 @@ def _score_and_decide(
     # The model takes the multiple of the aggregate that lowers the validation loss most, and only if it
     # lowers it (rollback.line_search_decision): a loss that may rise a little each round is an attacker's
     # budget; a refused round leaves the next one its own search (never a permanent freeze).
-    before = inputs.losses(inputs.weights)
-    decision = line_search_decision(
-        before,
-        lambda step: inputs.losses(unflatten(base + np.float32(step) * aggregate, inputs.spec)),
-        params.rollback_threshold,
-    )
+    at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
+    decision = line_search_decision(at_step(0.0), at_step, params.rollback_threshold)
     # A refused round still records the model of the full step (stored as rolled back).
     step = np.float32(decision.step if decision.activate else 1.0)
     new_weights = unflatten(base + step * aggregate, inputs.spec)
-    loss_after, accuracy = inputs.metrics(new_weights)
+    loss_after, accuracy = metrics_at(float(step))
+    timings["decide_ms"] = (time.perf_counter() - start) * 1e3
 
     outcomes = _client_outcomes(
         inputs, strategy.name, s, eligible, selected, byzantine, amounts, tree, reputation_after
@@ -470,6 +482,29 @@ def _score_and_decide(
             durations_ms=timings,
         ),
     )
+
+
+def _step_measures(
+    inputs: RoundInputs, base: np.ndarray, aggregate: np.ndarray, batch: ValidationBatch | None
+) -> tuple[Callable[[float], float | np.ndarray], Callable[[float], tuple[float, float | None]]]:
+    """(per-example losses, (mean loss, accuracy)) of the model ``base + step x aggregate`` as functions of
+    the step. A built-in model computes the aggregate's first-layer response once and scales it for every
+    step (equal to a forward pass of each model up to float32 rounding); any other builds each model."""
+    if batch is not None:
+        response, head = batch.responses(aggregate[None, :])[0], batch.heads(aggregate[None, :])[0]
+
+        def batched(step: float) -> np.ndarray:
+            return batch.losses(np.float32(step) * response, np.float32(step) * head)
+
+        def batched_metrics(step: float) -> tuple[float, float | None]:
+            return batch.metrics(np.float32(step) * response, np.float32(step) * head)
+
+        return batched, batched_metrics
+
+    def model(step: float) -> Weights:
+        return inputs.weights if step == 0.0 else unflatten(base + np.float32(step) * aggregate, inputs.spec)
+
+    return (lambda step: inputs.losses(model(step))), (lambda step: inputs.metrics(model(step)))
 
 
 def _client_outcomes(

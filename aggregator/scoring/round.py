@@ -4,7 +4,8 @@ The round computation calls :func:`score_round` once per close; it composes the 
 :mod:`aggregator.scoring.contribution`, :mod:`aggregator.scoring.scores` and :mod:`aggregator.scoring.reputation`:
 
 - shares: each client's part of the aggregate (``coefficients`` from the strategy, aggregate = sum c_i x_i;
-  a strategy without a linear decomposition is approximated by the plain mean of the clients it selected);
+  a strategy without a linear decomposition is approximated by the plain mean of the clients it selected),
+  known by c alone (:func:`share_coefficients`), never built as an (n, d) matrix;
 - quality: leave-one-out marginal contribution of the share on the validation loss, with its standard error
   over the validation examples (differences the validation set cannot resolve are not ranked);
 - honesty: cosine to the reference (allowing the round's honest scatter) and norm relative to the round's
@@ -22,7 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.scoring.contribution import LossOfDelta, leave_one_out, mean_loss, solo_gains
+from aggregator.scoring.contribution import (
+    LossOfDelta,
+    batched_contributions,
+    leave_one_out,
+    mean_loss,
+    solo_gains,
+)
 from aggregator.scoring.reputation import (
     ReputationConfig,
     direction_evidence,
@@ -38,7 +45,8 @@ from aggregator.scoring.scores import (
     window_timeliness,
 )
 from aggregator.strategies.coordinatewise import median
-from aggregator.strategies.fltrust import cosine_to_reference, row_norms
+from aggregator.strategies.fltrust import norms_and_cosines, row_norms
+from fedledger.models import ValidationBatch
 
 DEFAULT_SCORING = ScoringConfig()
 DEFAULT_REPUTATION = ReputationConfig()
@@ -64,21 +72,20 @@ class RoundScores:
     loss_before: float
 
 
-def shares_of(X: np.ndarray, coefficients: np.ndarray | None, selected: np.ndarray) -> np.ndarray:
-    """Row i = client i's part of the aggregate: c_i x_i, or x_i / |selected| for selected clients when the
-    strategy gives no coefficients (coordinate-wise rules)."""
-    n = X.shape[0]
+def share_coefficients(n: int, coefficients: np.ndarray | None, selected: np.ndarray) -> np.ndarray:
+    """c (float64, one per client) such that client i's part of the aggregate is c_i x_i: the strategy's
+    coefficients, or 1 / |selected| for selected clients when it gives none (coordinate-wise rules). The
+    shares themselves are never built: the contributions need only c and the rows."""
     if coefficients is None:
         c = np.zeros(n)
         chosen = np.asarray(selected, dtype=np.int64)
         if chosen.size:
             c[chosen] = 1.0 / chosen.size
-    else:
-        c = np.asarray(coefficients, dtype=np.float64)
-        if c.shape != (n,) or not np.isfinite(c).all():
-            raise InvalidParameter(f"coefficients must be {n} finite values, got shape {c.shape}")
-    shares: np.ndarray = (c[:, None] * X).astype(np.float32)
-    return shares
+        return c
+    c = np.asarray(coefficients, dtype=np.float64)
+    if c.shape != (n,) or not np.isfinite(c).all():
+        raise InvalidParameter(f"coefficients must be {n} finite values, got shape {c.shape}")
+    return c
 
 
 def score_round(
@@ -92,8 +99,13 @@ def score_round(
     scoring: ScoringConfig = DEFAULT_SCORING,
     reputation: ReputationConfig = DEFAULT_REPUTATION,
     public_change: np.ndarray | None = None,
+    batch: ValidationBatch | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
+
+    ``batch``: the validation data of a built-in model; then the contributions are measured in one pass
+    over the updates (:func:`aggregator.scoring.contribution.batched_contributions`) instead of 2n + 1
+    calls of ``loss_of``, equal up to float32 rounding.
 
     ``public_change``: the last accepted change of the global model (None before any); an update that is
     that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
@@ -105,7 +117,10 @@ def score_round(
     """
     X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
-    loss_before = mean_loss(loss_of(np.zeros(d, dtype=np.float32)))
+    if batch is None:
+        loss_before = mean_loss(loss_of(np.zeros(d, dtype=np.float32)))
+    else:
+        loss_before = mean_loss(batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size)))
     if not (np.isfinite(loss_before) and loss_before > 0):
         raise InvalidParameter(
             f"the current model's validation loss must be finite and positive, got {loss_before}"
@@ -113,13 +128,20 @@ def score_round(
     ref = median(X) if reference is None else np.asarray(reference, dtype=np.float32)
     if not float(np.abs(ref).max(initial=0.0)) > 0:
         # A zero reference points nowhere: no direction evidence this round, honesty from norms only.
+        norms = row_norms(X)
         cosine = np.ones(n)
-        ref_norm = float(np.median(row_norms(X))) or 1.0
+        ref_norm = float(np.median(norms)) or 1.0
     else:
-        cosine = cosine_to_reference(X, ref)
+        # Norms and cosines from one pass over the updates (which also refuses a non-finite row).
+        norms, cosine, _ = norms_and_cosines(X, ref)
         ref_norm = float(row_norms(ref[None, :])[0])
-    _, marginal, stderr = leave_one_out(loss_of, shares_of(X, coefficients, selected))
-    solo = solo_gains(loss_of, loss_before, X, ref_norm)
+    c = share_coefficients(n, coefficients, selected)
+    if batch is None:
+        _, marginal, stderr = leave_one_out(loss_of, X, c)
+        solo = solo_gains(loss_of, loss_before, X, ref_norm, norms)
+    else:
+        measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms)
+        marginal, stderr, solo = measured.marginal, measured.stderr, measured.solo_gain
     quality = contribution_quality(
         marginal,
         loss_before,
@@ -128,7 +150,6 @@ def score_round(
         stderr,
         significance_z(scoring.quality_alpha, n),
     )
-    norms = row_norms(X)
     honesty = reference_honesty(
         cosine,
         norms,
@@ -142,7 +163,7 @@ def score_round(
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(cosine, solo, reputation, loss_before)
-    copied = public_copy_evidence(X, public_change)
+    copied = public_copy_evidence(X, public_change, norms=norms)
     evidence = direction | boosted | copied
     return RoundScores(
         quality=quality,

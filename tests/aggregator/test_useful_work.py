@@ -46,8 +46,9 @@ def test_split_is_stratified_disjoint_and_deterministic() -> None:
 
 def test_leave_one_out_credits_useful_shares_and_blames_harmful_ones() -> None:
     target = np.ones(4)
-    shares = np.array([[0.25] * 4, [0.25] * 4, [0.0] * 4, [-0.25] * 4], np.float32)
-    full, m, se = leave_one_out(quadratic_loss(target), shares)
+    # Shares c_i x_i: 0.25, 0.25, 0 (no weight: a zero coefficient) and -0.25 per coordinate.
+    X = np.array([[1.0] * 4, [0.5] * 4, [3.0] * 4, [-0.5] * 4], np.float32)
+    full, m, se = leave_one_out(quadratic_loss(target), X, np.array([0.25, 0.5, 0.0, 0.5]))
     # A loss function that gives only the mean loss: no standard errors.
     assert not se.any()
     # Aggregate 0.25 per coordinate: loss 1 + 4 * 0.75^2.
@@ -62,7 +63,7 @@ def test_leave_one_out_marks_a_share_that_makes_the_model_diverge() -> None:
     def loss(delta: np.ndarray) -> float:
         return float("inf") if np.abs(delta).max() > 10 else 1.0
 
-    _, m, _ = leave_one_out(loss, np.array([[0.1, 0.1], [100.0, 0.0]], np.float32))
+    _, m, _ = leave_one_out(loss, np.array([[0.1, 0.1], [100.0, 0.0]], np.float32), np.ones(2))
     assert m[1] == -np.inf and m[0] == 0.0
 
 
@@ -74,8 +75,10 @@ def test_leave_one_out_standard_errors_come_from_per_example_losses() -> None:
         # Squared error of a linear model "delta" on targets 1: one loss per example.
         return (examples @ delta.astype(np.float64) - 1.0) ** 2
 
-    shares = np.array([[0.3, 0.1, 0.0], [0.0, 0.0, 0.0], [-0.2, 0.4, 0.1]], np.float32)
-    full, m, se = leave_one_out(per_example, shares)
+    X = np.array([[0.6, 0.2, 0.0], [1.0, -1.0, 2.0], [-0.1, 0.2, 0.05]], np.float32)
+    c = np.array([0.5, 0.0, 2.0])
+    full, m, se = leave_one_out(per_example, X, c)
+    shares = (c[:, None] * X).astype(np.float32)
     total = shares.sum(axis=0)
     assert full == pytest.approx(per_example(total).mean())
     for i in (0, 2):
