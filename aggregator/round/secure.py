@@ -12,8 +12,10 @@ then maps each group's decisions back onto its members:
   ``min_reputation`` is scored but not aggregated. Assignment keeps this rare: members below the minimum
   are grouped among themselves (:func:`fedledger.secagg.groups.assign_tiers`), so they can still be scored
   and climb back, without dragging an honest group out of the aggregate.
-- **Pay.** A group's reward is split among its members by their capped claims (integer wei, the
-  remainder to the largest fractions, ties by address), and the Merkle tree is rebuilt over members.
+- **Pay.** A kept group earns what its ``k`` members would each earn in the clear mode at the group's
+  fitness and reputation (``k`` x base x multipliers, the round budget applied over all groups), split among
+  its members by their capped claims (integer wei, the remainder to the largest fractions, ties by
+  address); the Merkle tree is rebuilt over members.
 - **Evidence.** A flagged group's members are not paid, and each counts a detection and loses the
   Byzantine penalty divided by the group's size (the chance, with one culprit, that it is this member);
   their evidence is :attr:`Evidence.group_flagged`, never conclusive, so no member is slashed on one
@@ -43,6 +45,7 @@ from aggregator.round.compute import (
     compute_round,
 )
 from aggregator.scoring.reputation import update_reputation
+from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
 
@@ -86,14 +89,14 @@ def compute_secure_round(
     if group_result.record is None:
         # Extended or failed: there is nothing per member to decide beyond the individual rejections.
         return group_result
-    by_group = {o.update_id: o for o in group_result.clients if o.update_id < 0}
+    by_group = [
+        next(o for o in group_result.clients if o.update_id == _stand_in_id(k)) for k in range(len(groups))
+    ]
+    group_rewards = _group_rewards(inputs, groups, by_group)
     outcomes: list[ClientOutcome] = []
     amounts: dict[str, int] = {}
-    for k, group in enumerate(groups):
-        outcome = by_group[_stand_in_id(k)]
-        split = split_reward(
-            outcome.reward_wei, [(m.address, claims[m.address.lower()]) for m in group.members]
-        )
+    for group, outcome, reward in zip(groups, by_group, group_rewards, strict=True):
+        split = split_reward(reward, [(m.address, claims[m.address.lower()]) for m in group.members])
         amounts.update({a: w for a, w in split.items() if w > 0})
         outcomes += _member_outcomes(inputs, group, outcome, split)
     tree = RewardTree.build(inputs.round_id, amounts) if amounts else None
@@ -107,9 +110,35 @@ def compute_secure_round(
     record = dataclasses.replace(
         group_result.record,
         rewards_root="0x" + (tree.root.hex() if tree else "00" * 32),
+        total_reward_wei=sum(amounts.values()),
         params={**group_result.record.params, "secure_groups": len(groups), "secure_members": len(members)},
     )
     return dataclasses.replace(group_result, clients=tuple(outcomes), record=record)
+
+
+def _group_rewards(
+    inputs: RoundInputs, groups: Sequence[SecureGroup], outcomes: Sequence[ClientOutcome]
+) -> list[int]:
+    """Each kept group's reward: what its members would earn in the clear mode at the group's fitness and
+    reputation (``k`` x one client's reward, so a member is not paid a k-th for being grouped), all of them
+    scaled down together to the round budget as the clear mode's rewards are."""
+    params = inputs.params
+    rewards = [
+        reward_amounts(
+            [o.fitness], [o.reputation_after], params.base_reward * len(g.members), _NO_BUDGET, params.scoring
+        )[0]
+        if o.kept
+        else 0
+        for g, o in zip(groups, outcomes, strict=True)
+    ]
+    total = sum(rewards)
+    if total > params.round_reward_budget:
+        rewards = [r * params.round_reward_budget // total for r in rewards]
+    return rewards
+
+
+# reward_amounts' budget when the budget is applied afterwards, over all groups at once.
+_NO_BUDGET = 2**256 - 1
 
 
 def split_reward(total: int, claims: Sequence[tuple[str, float]]) -> dict[str, int]:

@@ -10,6 +10,7 @@ import pytest
 from aggregator.errors import InvalidParameter
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs
 from aggregator.round.secure import SecureGroup, compute_secure_round, split_reward
+from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import leaf_hash, verify
 from fedledger.evidence import Evidence, is_conclusive
 from fedledger.secagg.groups import assign_groups
@@ -87,6 +88,13 @@ def test_a_groups_reward_is_split_by_capped_claims_and_every_proof_verifies() ->
         assert sum(paid) > 0
         for reward, claim in zip(paid, claims, strict=True):
             assert reward == pytest.approx(sum(paid) * claim / sum(claims), abs=1)
+        # The group earns what its three members would each earn in the clear mode at its scores.
+        fitness = by_address[group.members[0].address].fitness
+        group_reputation = 0.8 * 50.0 + 0.2 * fitness
+        clear_pay = reward_amounts(
+            [fitness], [group_reputation], inputs.params.base_reward, 2**256, inputs.params.scoring
+        )
+        assert sum(paid) == 3 * clear_pay[0]
     for o in result.clients:
         proof = [bytes.fromhex(p[2:]) for p in o.merkle_proof]
         assert verify(root, leaf_hash(7, o.address, o.reward_wei), proof)
