@@ -60,6 +60,14 @@ omniscient (it sees every honest update of the round) and implemented from its p
 - ``backdoor``, ``backdoor_boost``, ``backdoor_proj``: trigger + target label (see ``stamp``), plain, boosted to
   the largest factor the platform accepts, or projected to the honest median norm and reference cosine.
 
+Secure aggregation (issue 24): a strategy spelled ``<rule>@secure<s>`` (``fltrust_guarded@secure3``) runs the
+same round under the secure mode: each round the present organizations are assigned to groups of at least
+``s`` (``fedledger.secagg.groups.assign_tiers``, seeded per round), every coordinate clipped to the
+quantizer's range (``SECURE_CLIP``), and ``aggregator.round.secure.compute_secure_round`` scores, defends and
+pays the group means, splitting each group's reward among its members. The group mean is taken in floating
+point: the protocol's masking adds at most ``m / (2 scale)`` per coordinate (2e-9 here), far below these
+figures. Attacks see and search against that pipeline, as they do against the clear one.
+
 Reported per (task, partition, n): mean test accuracy over seeds per strategy x attack; for every strategy
 the attackers' total reward / the median honest organization's, flagged and slashed attackers (first round),
 honest organizations flagged / slashed. Everything is seeded from integers: two runs print the same tables.
@@ -68,6 +76,7 @@ honest organizations flagged / slashed. Everything is seeded from integers: two 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
@@ -92,6 +101,7 @@ from aggregator.round.compute import (  # noqa: E402
     compute_round,
 )
 from aggregator.round.params import RoundParams  # noqa: E402
+from aggregator.round.secure import SecureGroup, compute_secure_round  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
@@ -101,6 +111,7 @@ from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
 from fedledger.models import evaluate, init_mlp, init_softmax  # noqa: E402
 from fedledger.payload import flatten, unflatten  # noqa: E402
+from fedledger.secagg.groups import assign_tiers  # noqa: E402
 
 WAD_TOKEN = 10**18
 BYZANTINE_FRACTION = 0.3
@@ -738,16 +749,47 @@ def attack_success_rate(weights: dict[str, np.ndarray], task: Task) -> float:
 
 
 def _trial(
-    template: RoundInputs, attackers: list[int], rng_key: tuple[int, ...], rows: np.ndarray
+    template: RoundInputs,
+    attackers: list[int],
+    rng_key: tuple[int, ...],
+    rows: np.ndarray,
+    secure_groups: int | None = None,
 ) -> RoundResult:
-    """The real round computation on the round's updates with the attackers' rows replaced by ``rows``.
+    """The real round computation on the round's updates with the attackers' rows replaced by ``rows``
+    (in groups of ``secure_groups`` under secure aggregation).
 
     Every trial uses the same generator seed, so trials differ only in what the attackers send.
     """
     X = template.deltas.copy()
     if attackers:
         X[attackers] = rows
+    if secure_groups:
+        return _secure_trial(replace(template, deltas=X), secure_groups, rng_key)
     return compute_round(replace(template, deltas=X), stream(*rng_key), template.deadline)
+
+
+# The secure mode's governed quantization range: every coordinate of an update is clipped to it.
+SECURE_CLIP = 1.0
+
+
+def _secure_trial(inputs: RoundInputs, group_size: int, rng_key: tuple[int, ...]) -> RoundResult:
+    """The round under secure aggregation: groups drawn for the round, their means scored and paid."""
+    seed = hashlib.sha256(repr(("groups", *rng_key)).encode()).digest()
+    floor = inputs.params.min_reputation
+    eligible = [c.address for c in inputs.clients if c.reputation >= floor]
+    below = [c.address for c in inputs.clients if c.reputation < floor]
+    groups, _ = assign_tiers(seed, eligible, below, group_size)
+    row = {c.address.lower(): i for i, c in enumerate(inputs.clients)}
+    clipped = np.clip(inputs.deltas, -SECURE_CLIP, SECURE_CLIP)
+    secure = [
+        SecureGroup(
+            tuple(inputs.clients[row[a.lower()]] for a in g),
+            clipped[[row[a.lower()] for a in g]].mean(axis=0).astype(np.float32),
+        )
+        for g in groups
+    ]
+    empty = replace(inputs, clients=(), deltas=inputs.deltas[:0])
+    return compute_secure_round(empty, secure, stream(*rng_key), inputs.deadline)
 
 
 class CloseRule:
@@ -898,11 +940,21 @@ class StagedGuarded(FLTrustGuarded):
 
 
 def run(
-    fed: Federation, strategy: str, attack: str, rounds: int, params: dict[str, Any] | None = None
+    fed: Federation,
+    strategy: str,
+    attack: str,
+    rounds: int,
+    params: dict[str, Any] | None = None,
+    secure_groups: int | None = None,
 ) -> RunResult:
     """Train ``rounds`` rounds through the real round computation; see the module docstring."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
+    if "@secure" in strategy:
+        base, _, size = strategy.partition("@secure")
+        if not size.isdigit() or int(size) < 3:
+            raise ValueError(f"secure groups are spelled <rule>@secure<s> with s >= 3, not {strategy!r}")
+        return run(fed, base, attack, rounds, params, secure_groups=int(size))
     if "+" in strategy:
         base, _, spec = strategy.partition("+")
         if base != "fltrust_guarded":
@@ -911,7 +963,7 @@ def run(
         build = strategies_package.build
         # compute_round builds its strategy from the round's parameters; the stage is not a governed rule.
         with patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)):
-            return run(fed, base, attack, rounds, params)
+            return run(fed, base, attack, rounds, params, secure_groups)
     started = time.perf_counter()
     plain = strategy in PLAIN
     if plain:
@@ -1004,6 +1056,7 @@ def run(
             ),
             attacker_rows,
             (fed.seed, STREAM_ROUND, r),
+            secure_groups=secure_groups,
         )
         rows = deltas[present][attacker_rows]
         if attacker_rows:

@@ -238,3 +238,13 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     # The stage changed the model (the round's aggregate went through it), and the rule is restored after.
     assert staged.accuracy_by_round != plain.accuracy_by_round
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
+
+
+def test_the_secure_mode_runs_the_same_attacks_over_group_means(federation: Any) -> None:
+    clear = ae.run(federation, "fltrust_guarded", "none", 3)
+    secure = ae.run(federation, "fltrust_guarded@secure3", "none", 3)
+    # Same federation, same attack-free training: the group means learn the task as well.
+    assert secure.accuracy > clear.accuracy - 0.05
+    assert secure.honest_flagged == 0 and min(secure.honest_rewards) > 0
+    with pytest.raises(ValueError, match="s >= 3"):
+        ae.run(federation, "fltrust_guarded@secure2", "none", 1)
