@@ -46,36 +46,38 @@ def private_key_from(raw: bytes) -> x25519.X25519PrivateKey:
     return x25519.X25519PrivateKey.from_private_bytes(raw)
 
 
-def _agree(private: x25519.X25519PrivateKey, peer_public: bytes, label: bytes, context: bytes) -> bytes:
+def exchange(private: x25519.X25519PrivateKey, peer_public: bytes) -> bytes:
+    """The raw X25519 shared secret with a peer's public key; derive every key from it with the functions
+    below (a member computes it once per peer and use)."""
     if len(peer_public) != KEY_BYTES:
         raise InvalidMessage(f"an X25519 public key is {KEY_BYTES} bytes, got {len(peer_public)}")
     try:
-        shared = private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
+        return private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:
         # The all-zero shared secret of a low-order point: a malicious key, refused.
         raise InvalidMessage(f"peer public key is not usable for X25519: {exc}") from exc
+
+
+def _derive(shared: bytes, label: bytes, context: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label + context).derive(shared)
 
 
-def pairwise_seed(private: x25519.X25519PrivateKey, peer_public: bytes, group_id: bytes) -> bytes:
-    """The 32-byte seed two members share for their pairwise mask (symmetric in the two members)."""
-    return _agree(private, peer_public, b"fedledger/secagg/pair/v1/", group_id)
+def pairwise_seed(shared: bytes, group_id: bytes) -> bytes:
+    """The 32-byte seed two members share for their pairwise mask (from their mask keys' exchange)."""
+    return _derive(shared, b"fedledger/secagg/pair/v1/", group_id)
 
 
-def seal_share(
-    private: x25519.X25519PrivateKey, peer_public: bytes, plaintext: bytes, associated: bytes
-) -> bytes:
-    """``nonce || AES-256-GCM(plaintext)`` for one recipient; ``associated`` binds sender, recipient, group."""
-    key = _agree(private, peer_public, b"fedledger/secagg/channel/v1/", associated)
+def seal_share(shared: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """``nonce || AES-256-GCM(plaintext)`` for one recipient (from the channel keys' exchange);
+    ``associated`` binds sender, recipient and group."""
+    key = _derive(shared, b"fedledger/secagg/channel/v1/", associated)
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
 
 
-def open_share(
-    private: x25519.X25519PrivateKey, peer_public: bytes, sealed: bytes, associated: bytes
-) -> bytes:
+def open_share(shared: bytes, sealed: bytes, associated: bytes) -> bytes:
     """The plaintext of :func:`seal_share`; :class:`ForgedShare` if it was altered, swapped or misaddressed."""
-    key = _agree(private, peer_public, b"fedledger/secagg/channel/v1/", associated)
+    key = _derive(shared, b"fedledger/secagg/channel/v1/", associated)
     try:
         return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
     except InvalidTag:

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from eth_keys import keys
-from eth_keys.exceptions import BadSignature
-from eth_keys.exceptions import ValidationError as EthKeysValidationError
+from coincurve import PrivateKey, PublicKey
 from eth_utils import keccak, to_checksum_address
 
 from fedledger.crypto.addresses import is_valid_address
@@ -110,34 +108,41 @@ def digest(domain: Domain, primary_type: str, message: dict[str, Any]) -> bytes:
 
 
 def sign(wallet_key: str, domain: Domain, primary_type: str, message: dict[str, Any]) -> str:
-    """A wallet's 0x-hex ``r || s || v`` signature (v in {27, 28}, low s) over one step's message: what
-    ``eth_signTypedData_v4`` of :func:`typed_data` gives."""
+    """A wallet's 0x-hex ``r || s || v`` signature (v in {27, 28}; libsecp256k1 gives the low s) over one
+    step's message: what ``eth_signTypedData_v4`` of :func:`typed_data` gives."""
     try:
-        private = keys.PrivateKey(bytes.fromhex(wallet_key.removeprefix("0x")))
-    except (ValueError, EthKeysValidationError) as exc:
+        private = PrivateKey(bytes.fromhex(wallet_key.removeprefix("0x")))
+    except ValueError as exc:
         # Never echo the key.
         raise InvalidMessage("wallet key is not a 32-byte secp256k1 key in 0x-hex") from exc
-    raw = private.sign_msg_hash(digest(domain, primary_type, message)).to_bytes()
+    raw = private.sign_recoverable(digest(domain, primary_type, message), hasher=None)
     return "0x" + raw[:64].hex() + f"{raw[64] + 27:02x}"
 
 
 def check_signer(
     signature: str, expected: str, domain: Domain, primary_type: str, message: dict[str, Any]
 ) -> None:
-    """:class:`InvalidMessage` unless ``signature`` over ``message`` is ``expected``'s."""
+    """:class:`InvalidMessage` unless ``signature`` over ``message`` is ``expected``'s (one encoding per
+    signature: 65 bytes, v in {27, 28}, low s, as :func:`fedledger.crypto.eip712.normalize_signature`)."""
     try:
         raw = bytes.fromhex(normalize_signature(signature)[2:])
-        recovered = keys.Signature(signature_bytes=raw[:64] + bytes([raw[64] - 27]))
-        signer = recovered.recover_public_key_from_msg_hash(
-            digest(domain, primary_type, message)
-        ).to_checksum_address()
-    except (SignatureError, BadSignature, EthKeysValidationError, ValueError) as exc:
-        raise InvalidMessage(f"{primary_type} from {expected}: no signer can be recovered ({exc})") from exc
-    if signer.lower() != expected.lower():
-        raise InvalidMessage(
-            f"{primary_type} claims to be from {expected} but was signed by {signer}; the message was "
-            "forged or altered in transit"
+        public = PublicKey.from_signature_and_message(
+            raw[:64] + bytes([raw[64] - 27]), digest(domain, primary_type, message), hasher=None
         )
+        signer = _address_of(public.format(compressed=False))
+    except (SignatureError, ValueError) as exc:
+        raise InvalidMessage(f"{primary_type} from {expected}: no signer can be recovered ({exc})") from exc
+    if signer != expected.lower():
+        raise InvalidMessage(
+            f"{primary_type} claims to be from {expected} but was signed by {to_checksum_address(signer)}; the "
+            "message was forged or altered in transit"
+        )
+
+
+@lru_cache(maxsize=4096)
+def _address_of(uncompressed_public: bytes) -> str:
+    # A round checks each member's signatures many times: hash each public key once.
+    return "0x" + keccak(uncompressed_public[1:])[-20:].hex()
 
 
 _TYPE_HASHES = {

@@ -337,6 +337,8 @@ class GroupMember:
         self._dealers: frozenset[str] | None = None
         self._held: dict[str, tuple[Share, Share]] = {}
         self._survivors: frozenset[str] | None = None
+        # X25519 exchanges by (purpose, peer key): the channel secret seals to a peer and opens its box.
+        self._exchanges: dict[tuple[str, bytes], bytes] = {}
 
     def advertise(self) -> KeyAdvert:
         """Step 1: the signed public keys."""
@@ -368,8 +370,7 @@ class GroupMember:
         for holder, seed_share, key_share in zip(holders, seed_shares, key_shares, strict=True):
             holder_addr = by_member[holder].member
             sealed = agreement.seal_share(
-                self._channel,
-                by_member[holder].channel_key,
+                self._shared("channel", by_member[holder].channel_key),
                 bytes([seed_share.index]) + seed_share.value + key_share.value,
                 self._box_context(self.address, holder_addr),
             )
@@ -423,7 +424,9 @@ class GroupMember:
         for dealer in dealers:
             if dealer == self.address.lower():
                 continue
-            seed = agreement.pairwise_seed(self._mask, self._adverts[dealer].mask_key, self.context.group_id)
+            seed = agreement.pairwise_seed(
+                self._shared("mask", self._adverts[dealer].mask_key), self.context.group_id
+            )
             pair_mask = expand_mask(seed, self.context.dimension, _PAIR_LABEL)
             if mine < self.context.index_of(dealer):
                 vector += pair_mask
@@ -475,6 +478,13 @@ class GroupMember:
         )
         return UnmaskReveal(self.address, peers, seed_shares, key_shares, signature)
 
+    def _shared(self, purpose: str, peer_public: bytes) -> bytes:
+        key = (purpose, peer_public)
+        if key not in self._exchanges:
+            private = self._channel if purpose == "channel" else self._mask
+            self._exchanges[key] = agreement.exchange(private, peer_public)
+        return self._exchanges[key]
+
     def _box_context(self, dealer: str, holder: str) -> bytes:
         return _sha(
             b"fedledger/secagg/box/v1",
@@ -486,8 +496,7 @@ class GroupMember:
     def _open(self, bundle: ShareBundle) -> tuple[Share, Share]:
         box = bundle.box_for(self.address)
         plain = agreement.open_share(
-            self._channel,
-            self._adverts[bundle.dealer.lower()].channel_key,
+            self._shared("channel", self._adverts[bundle.dealer.lower()].channel_key),
             box.sealed,
             self._box_context(bundle.dealer, self.address),
         )
@@ -662,7 +671,9 @@ class GroupTranscript:
                 raise ForgedShare(f"{gone}'s rebuilt mask key does not match its advertised public key")
             position = self.context.index_of(gone)
             for member in survivors:
-                seed = agreement.pairwise_seed(key, self.adverts[member].mask_key, self.context.group_id)
+                seed = agreement.pairwise_seed(
+                    agreement.exchange(key, self.adverts[member].mask_key), self.context.group_id
+                )
                 pair_mask = expand_mask(seed, d, _PAIR_LABEL)
                 # The survivor added +mask when it sorts before the dropped member, -mask otherwise.
                 if self.context.index_of(member) < position:

@@ -165,7 +165,9 @@ def test_a_box_that_opens_but_breaks_its_commitment_is_a_forged_share() -> None:
     box = bundle.box_for(b)
     bad_plain = bytes([transcript.context.index_of(b)]) + bytes(64)
     resealed = agreement.seal_share(
-        dealer._channel, transcript.adverts[b.lower()].channel_key, bad_plain, dealer._box_context(a, b)
+        dealer._shared("channel", transcript.adverts[b.lower()].channel_key),
+        bad_plain,
+        dealer._box_context(a, b),
     )
     with pytest.raises(ForgedShare, match="signed commitment"):
         members[b]._open(
