@@ -10,6 +10,8 @@ sent once per round (fedledger.domain.pipeline), so the broker carries two tasks
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import kombu.transport
 from celery import Celery
 from kombu.transport.sqlalchemy import Transport as SQLTransport
@@ -22,6 +24,13 @@ class FastPollingSQLTransport(SQLTransport):
     """kombu's SQLAlchemy transport, polling every 50 ms instead of every second."""
 
     polling_interval = 0.05
+
+
+def _result_backend(broker_url: str, data_dir: Path) -> str:
+    """Where shard results go: the broker's Redis, or a SQLite file beside the embedded broker's."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    return f"db+sqlite:///{data_dir / 'results.db'}"
 
 
 def make_celery() -> Celery:
@@ -40,6 +49,9 @@ def make_celery() -> Celery:
             "anchor-audit": {"task": ANCHOR_AUDIT_TASK, "schedule": settings.audit_anchor_seconds},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        # Only the shard tasks of a sharded close keep results (they opt in): the closing worker gathers them.
+        result_backend=_result_backend(settings.resolved_broker_url, settings.data_dir),
+        result_expires=3600,
         timezone="UTC",
     )
     if app.conf.broker_url.startswith(("redis://", "rediss://")):

@@ -15,6 +15,7 @@ as it was, and the next tick (after the lease expires) closes it from scratch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -77,6 +78,9 @@ class Inputs:
         (fedledger.crypto.chunked.coordinate_order), whatever order the model version lists them in."""
         return coordinate_order(self.model.spec)
 
+
+# The sharded computation of a round (inputs, rng, now): its result, or None to compute it on this worker.
+ShardedCompute = Callable[[Inputs, np.random.Generator, datetime], "RoundResult | None"]
 
 STATUS_OF = {
     CloseStatus.aggregated: RoundStatus.aggregated,
@@ -384,6 +388,12 @@ def _write_contributions(session: Session, round_id: int, result: RoundResult) -
             p.byzantine_count += 1
 
 
+def round_rng(round_id: int) -> np.random.Generator:
+    """The close's random generator (DP noise, the strategies' draws): seeded by the round, so that every
+    close of it (a retry, an auditor's recomputation) draws the same."""
+    return np.random.default_rng(int.from_bytes(round_id.to_bytes(8, "big") + b"fedledger-dp", "big") % 2**63)
+
+
 def close_round(
     sessions: sessionmaker[Session],
     blobs: BlobStore,
@@ -394,13 +404,20 @@ def close_round(
     holdout: tuple[np.ndarray, np.ndarray],
     signing: Signing,
     now: datetime | None = None,
+    sharded: ShardedCompute | None = None,
 ) -> str:
-    """Close ``round_id`` if this worker can take it. Returns what happened (for logs and tests)."""
+    """Close ``round_id`` if this worker can take it. Returns what happened (for logs and tests).
+
+    ``sharded``: computes the round across workers when it should be (aggregator.worker.shards); its None
+    means this round is computed here, by :func:`compute`."""
     if not acquire(sessions, round_id, owner, lease_seconds):
         return "not-closable"
     inputs = load(sessions, blobs, key_dir, round_id)
-    rng = np.random.default_rng(int.from_bytes(round_id.to_bytes(8, "big") + b"fedledger-dp", "big") % 2**63)
-    result = compute(inputs, blobs, holdout, rng, now or utcnow())
+    rng = round_rng(round_id)
+    when = now or utcnow()
+    result = sharded(inputs, rng, when) if sharded is not None else None
+    if result is None:
+        result = compute(inputs, blobs, holdout, rng, when)
     if not commit(sessions, blobs, round_id, owner, result, signing):
         return "lease-lost"
     return STATUS_OF[result.status].value

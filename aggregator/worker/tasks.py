@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import time
+from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
-from celery import Task
+from celery import Task, group
 from celery.utils.log import get_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
+from aggregator.round.compute import RoundResult
+from aggregator.round.server_update import server_data
+from aggregator.round.sharding import plan_shards
 from aggregator.worker.celery_app import app
-from aggregator.worker.close import Signing, close_round
+from aggregator.worker.close import Inputs, Signing, close_round
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
+from aggregator.worker.shards import (
+    COMBINE,
+    STATISTICS,
+    Domain,
+    compute_sharded,
+    shard_combine,
+    shard_statistics,
+)
 from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes
 from db.base import utcnow
 from db.models import RoundStatus
@@ -25,6 +39,7 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.tx import TransactionReverted
 from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
+from fedledger.domain import keys as key_service
 from fedledger.domain import pipeline
 from fedledger.domain.blobstore import BlobStore, open_blob_store
 from fedledger.domain.tasks import (
@@ -32,6 +47,8 @@ from fedledger.domain.tasks import (
     CLOSE_TASK,
     EXECUTE_SLASHES_TASK,
     POST_TASK,
+    SHARD_COMBINE_TASK,
+    SHARD_STATISTICS_TASK,
     TICK_TASK,
     UPDATE_RECEIVED_TASK,
 )
@@ -93,6 +110,7 @@ def close(self: Task, round_id: int) -> str:
         settings.close_lease_seconds,
         holdout,
         signing,
+        sharded=sharded_close,
     )
     log.info("close round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
     with sessions.begin() as session:
@@ -104,6 +122,66 @@ def close(self: Task, round_id: int) -> str:
     if send_post:
         post.delay(round_id)
     return result
+
+
+def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> RoundResult | None:
+    """The round computed across the workers when the settings split it (None: compute it here)."""
+    settings, _, blobs, *_, holdout = services()
+    size = sum(math.prod(shape) for shape in inputs.model.spec.values())
+    ranges = plan_shards(
+        size, len(inputs.updates), settings.close_max_bytes_per_worker, settings.close_shards
+    )
+    if len(ranges) < 2:
+        return None
+    outcome = compute_sharded(inputs, blobs, holdout, rng, now, ranges, _run_shards)
+    if isinstance(outcome, str):
+        log.info("close round %s on this worker, not in %d shards: %s", inputs.round.id, len(ranges), outcome)
+        return None
+    log.info("close round %s: computed in %d shards", inputs.round.id, len(ranges))
+    return outcome
+
+
+def _run_shards(pass_name: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pass of a sharded close: a group of shard tasks on the broker, their results in order."""
+    settings = services()[0]
+    task = shard_statistics_task if pass_name == STATISTICS else shard_combine_task
+    assert pass_name in (STATISTICS, COMBINE)
+    pending = group(task.s(payload) for payload in payloads).apply_async()
+    try:
+        # The closing task waits for its shards: other worker slots run them (see close_shard_timeout_seconds).
+        results: list[dict[str, Any]] = pending.get(
+            timeout=settings.close_shard_timeout_seconds, disable_sync_subtasks=False
+        )
+    finally:
+        pending.forget()
+    return results
+
+
+def _shard_context() -> tuple[BlobStore, dict[str, bytes], Domain]:
+    settings, sessions, blobs, _, signing, _ = services()
+    with sessions() as session:
+        private = key_service.private_keys(session, settings.resolved_key_dir)
+    return blobs, private, Domain(signing.chain_id, signing.verifying_contract)
+
+
+@lru_cache(maxsize=1)
+def _validation_features() -> np.ndarray:
+    features: np.ndarray = server_data(services()[5])[1][0]
+    return features
+
+
+@app.task(name=SHARD_STATISTICS_TASK, ignore_result=False)
+def shard_statistics_task(job: dict[str, Any]) -> dict[str, Any]:
+    """First pass of a sharded close: this worker's coordinate range of every update, its partial sums."""
+    blobs, private, domain = _shard_context()
+    return shard_statistics(job, blobs, private, domain, _validation_features())
+
+
+@app.task(name=SHARD_COMBINE_TASK, ignore_result=False)
+def shard_combine_task(job: dict[str, Any]) -> dict[str, Any]:
+    """Second pass of a sharded close: this worker's coordinates of the new model, as a blob."""
+    blobs, private, domain = _shard_context()
+    return shard_combine(job, blobs, private, domain)
 
 
 # Seconds before the n-th retry of a post: 1, 2, 4, ... up to this cap.

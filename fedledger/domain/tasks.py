@@ -17,6 +17,9 @@ POST_TASK = "fedledger.rounds.post"
 TICK_TASK = "fedledger.rounds.tick"
 EXECUTE_SLASHES_TASK = "fedledger.chain.execute_slashes"
 ANCHOR_AUDIT_TASK = "fedledger.chain.anchor_audit"
+# The two passes of a close sharded across workers (aggregator.worker.shards); results go to the backend.
+SHARD_STATISTICS_TASK = "fedledger.rounds.shard_statistics"
+SHARD_COMBINE_TASK = "fedledger.rounds.shard_combine"
 
 
 class TaskQueue(Protocol):

@@ -3,7 +3,6 @@ and a real Celery worker process (with its beat), all on one set of settings."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -29,13 +28,14 @@ from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
 from fedledger.config import Settings
+from fedledger.crypto.chunked import coordinate_order, layout_hash, seal_chunked, signed_payload_hash
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.datasets import digits_split, load_holdout
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.models import init_softmax, train_softmax
-from fedledger.payload import decode_weights, encode_update, encode_weights
+from fedledger.payload import decode_weights, encode_update, encode_weights, flatten
 from middleware.app import create_app
 from tests.services import redis_url
 
@@ -137,15 +137,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``fedledger worker`` as its own process group, so a SIGKILL takes the whole worker down."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log = settings, log
+    def __init__(self, settings: Settings, log: Path, *args: str) -> None:
+        self.settings, self.log, self.args = settings, log, args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "INFO"],
+                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "INFO", *self.args],
                 env=settings_env(self.settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -253,6 +253,7 @@ class Platform:
         attack: str | None = None,
         seed: int = 0,
         num_samples: int | None = None,
+        chunked: bool = False,
     ) -> dict:
         weights = self.global_weights()
         X, y = self.partitions[index]
@@ -276,21 +277,30 @@ class Platform:
             delta = misaligned(weights, delta, round_["id"])
         claimed = len(y) if num_samples is None else num_samples
         key = self.client.get("/v1/keys/current").json()
-        envelope = seal(
-            encode_update(delta),
-            key["public_key_pem"].encode(),
-            round_id=round_["id"],
-            model_version=round_["model_version"],
-            participant=address_of(index),
-            num_samples=claimed,
-        )
+        fields = {
+            "round_id": round_["id"],
+            "model_version": round_["model_version"],
+            "participant": address_of(index),
+            "num_samples": claimed,
+        }
+        if chunked:  # as the SDK seals a large model: 100-coordinate chunks, the signature over the head
+            shapes = coordinate_order({k: v.shape for k, v in delta.items()})
+            envelope = seal_chunked(
+                flatten(delta, shapes),
+                key["public_key_pem"].encode(),
+                layout=layout_hash(shapes),
+                chunk_coords=100,
+                **fields,
+            )
+        else:
+            envelope = seal(encode_update(delta), key["public_key_pem"].encode(), **fields)
         signature = sign_update(
             dev_private_key(index),
             chain_id=self.deployments.chain_id,
             verifying_contract=self.deployments.addresses["ContributionLedger"],
             round_id=round_["id"],
             model_version=round_["model_version"],
-            payload_hash=hashlib.sha256(envelope).digest(),
+            payload_hash=signed_payload_hash(envelope),
             num_samples=claimed,
         )
         response = self.client.post(

@@ -1,0 +1,374 @@
+"""A close split by coordinate ranges across workers (issue 25 item 3): the shards' reads and passes, and the
+coordinator that runs :func:`aggregator.round.compute.compute_round` on what they send back.
+
+The coordinator (the worker holding the round's lease) writes the round's extra rows (the server's reference
+update, the last public change) and the base model as raw float32 blobs, then runs two passes over the
+shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`):
+
+1. statistics: each shard reads only its coordinate range of every update (two ranged reads of a chunked
+   envelope: head, then its chunks; a version 1 envelope is read and opened whole, then sliced), checks the
+   organization's signature over the chunked head and each chunk against it, and sends its partial Gram
+   matrix and partial class scores (:class:`aggregator.round.sharding.ShardStatistics`);
+2. combine: once compute_round has decided the aggregate (as weights over the rows), each shard writes its
+   coordinates of the new model as a blob, which the coordinator assembles.
+
+An update that fails to open in any shard is rejected (with the reason, as the single-worker close rejects
+it) and its rows are dropped from the sums. Nothing is written to the database before the commit, as in the
+single-worker close: a coordinator killed mid-way leaves the round to the next lease holder.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from aggregator.errors import InvalidRoundParams
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, RoundResult, compute_round
+from aggregator.round.params import RoundParams
+from aggregator.round.server_update import reference_update, server_data
+from aggregator.round.sharding import (
+    Embedding,
+    ShardStatistics,
+    combine,
+    embedded_evaluation,
+    embedded_inputs,
+    row_weights,
+    why_not_shardable,
+)
+from aggregator.worker.close import Inputs, public_change
+from fedledger.crypto.chunked import ChunkOpener, coordinate_order, is_chunked, layout_hash, read_head
+from fedledger.crypto.eip712 import recover_update_signer
+from fedledger.crypto.envelope import open_envelope
+from fedledger.crypto.errors import CryptoError
+from fedledger.domain.blobstore import BlobStore
+from fedledger.models import logits
+from fedledger.payload import UpdateFormatError, decode_update, flatten, unflatten
+
+# (task name, one payload per shard) -> each shard's result, in the payloads' order.
+ShardRunner = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+STATISTICS = "statistics"
+COMBINE = "combine"
+# A shard reads its range in blocks of about this many bytes of float32 rows, so that its memory is bounded
+# by the block, not by its range (a job may say otherwise: "block_bytes").
+BLOCK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The EIP-712 domain the organizations signed their updates in (the ledger's)."""
+
+    chain_id: int
+    verifying_contract: str
+
+
+def round_params(inputs: Inputs) -> RoundParams:
+    """The round's typed parameter snapshot with its quorum (as the single-worker close types it)."""
+    params = RoundParams.from_snapshot(inputs.round.params)
+    return replace(params, min_participants=max(params.min_participants, inputs.round.quorum))
+
+
+def _encode(array: np.ndarray) -> dict[str, Any]:
+    raw = np.ascontiguousarray(array, "<f8").tobytes()
+    return {"shape": list(array.shape), "data": base64.b64encode(raw).decode()}
+
+
+def _decode(document: Mapping[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(document["data"]), dtype="<f8").reshape(document["shape"])
+
+
+def read_rows(
+    job: Mapping[str, Any],
+    blobs: BlobStore,
+    private_keys: Mapping[str, bytes],
+    domain: Domain,
+    openers: dict[str, ChunkOpener] | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Rows of the shard's range: one per update (zeros for one that failed, with the reason), then the
+    extra rows (raw float32 blobs). Reads only the range of a chunked envelope. ``openers``: the chunked
+    envelopes whose heads this shard already checked (by blob), kept across its blocks."""
+    openers = {} if openers is None else openers
+    start, stop = int(job["start"]), int(job["stop"])
+    spec = coordinate_order(job["spec"])
+    updates = job["updates"]
+    rows = np.zeros((len(updates) + len(job["extra"]), stop - start), dtype=np.float32)
+    failed: dict[int, str] = {}
+    for i, u in enumerate(updates):
+        try:
+            rows[i] = _read_update(u, blobs, private_keys, domain, spec, start, stop, openers)
+        except (CryptoError, UpdateFormatError, KeyError) as exc:
+            failed[int(u["id"])] = f"{type(exc).__name__}: {exc}"
+    for j, digest in enumerate(job["extra"]):
+        raw = blobs.get_range(digest, 4 * start, 4 * (stop - start))
+        rows[len(updates) + j] = np.frombuffer(raw, dtype="<f4")
+    return rows, failed
+
+
+def _read_update(
+    u: Mapping[str, Any],
+    blobs: BlobStore,
+    private_keys: Mapping[str, bytes],
+    domain: Domain,
+    spec: dict[str, tuple[int, ...]],
+    start: int,
+    stop: int,
+    openers: dict[str, ChunkOpener],
+) -> np.ndarray:
+    digest = u["hash"]
+
+    def read(offset: int, size: int) -> bytes:
+        return blobs.get_range(digest, offset, size)
+
+    if digest in openers:
+        return openers[digest].open_range(read, start, stop)
+    if is_chunked(blobs.head(digest, 4)):
+        head = read_head(read)
+        header = head.header
+        if header.layout != layout_hash(spec):
+            raise UpdateFormatError("the chunked update's layout is not the model's")
+        if header.participant != u["participant"] or header.round_id != u["round_id"]:
+            raise UpdateFormatError("envelope header does not match the recorded submission")
+        # What this worker reads is what the organization signed: the head's hash, and each chunk's in it.
+        signer = recover_update_signer(
+            u["signature"],
+            chain_id=domain.chain_id,
+            verifying_contract=domain.verifying_contract,
+            round_id=header.round_id,
+            model_version=header.model_version,
+            payload_hash=head.payload_hash,
+            num_samples=header.num_samples,
+        )
+        if signer != u["participant"]:
+            raise UpdateFormatError("the chunked envelope's head is not the one its organization signed")
+        openers[digest] = ChunkOpener(head, private_keys)
+        return openers[digest].open_range(read, start, stop)
+    header1, plaintext = open_envelope(blobs.get(digest), private_keys)
+    if header1.participant != u["participant"] or header1.round_id != u["round_id"]:
+        raise UpdateFormatError("envelope header does not match the recorded submission")
+    vector: np.ndarray = flatten(decode_update(plaintext, spec), spec)[start:stop]
+    return vector
+
+
+def blocks(job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The job's range cut into blocks of about ``block_bytes`` of rows (each a job of its own range)."""
+    start, stop = int(job["start"]), int(job["stop"])
+    height = len(job["updates"]) + len(job["extra"])
+    width = max(1, int(job.get("block_bytes", BLOCK_BYTES)) // (4 * max(height, 1)))
+    return [{**job, "start": a, "stop": min(a + width, stop)} for a in range(start, stop, width)]
+
+
+def shard_statistics(
+    job: Mapping[str, Any],
+    blobs: BlobStore,
+    private_keys: Mapping[str, bytes],
+    domain: Domain,
+    features: np.ndarray,
+) -> dict[str, Any]:
+    """The first pass of one shard: its partial statistics and the updates that failed in its range, read a
+    block at a time."""
+    spec = coordinate_order(job["spec"])
+    total: ShardStatistics | None = None
+    failed: dict[int, str] = {}
+    read_ms = compute_ms = 0.0
+    openers: dict[str, ChunkOpener] = {}
+    for block in blocks(job):
+        started = time.perf_counter()
+        rows, block_failed = read_rows(block, blobs, private_keys, domain, openers)
+        failed.update(block_failed)
+        read_ms += (time.perf_counter() - started) * 1e3
+        started = time.perf_counter()
+        stats = ShardStatistics.of(spec, features, int(block["start"]), rows)
+        total = stats if total is None else total + stats
+        compute_ms += (time.perf_counter() - started) * 1e3
+    assert total is not None  # a range is never empty
+    return {
+        "gram": _encode(total.gram),
+        "scores": _encode(total.scores),
+        "failed": {str(k): v for k, v in failed.items()},
+        "read_ms": read_ms,
+        "compute_ms": compute_ms,
+    }
+
+
+def shard_combine(
+    job: Mapping[str, Any], blobs: BlobStore, private_keys: Mapping[str, bytes], domain: Domain
+) -> dict[str, Any]:
+    """The second pass of one shard: its coordinates of the new model, written as a raw float32 blob."""
+    weights = np.asarray(job["weights"], dtype=np.float64)
+    parts = []
+    openers: dict[str, ChunkOpener] = {}
+    for block in blocks(job):
+        rows, _ = read_rows(block, blobs, private_keys, domain, openers)
+        start, stop = int(block["start"]), int(block["stop"])
+        base = np.frombuffer(blobs.get_range(job["base"], 4 * start, 4 * (stop - start)), dtype="<f4")
+        parts.append(combine(rows, weights, base))
+    return {"digest": blobs.put(np.concatenate(parts).astype("<f4").tobytes())}
+
+
+def compute_sharded(
+    inputs: Inputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+    ranges: Sequence[tuple[int, int]],
+    run: ShardRunner,
+    block_bytes: int = BLOCK_BYTES,
+) -> RoundResult | str:
+    """The close's computation over ``ranges``: a :class:`RoundResult` as the single-worker
+    :func:`aggregator.worker.close.compute` gives, or why this round cannot be sharded (the caller then
+    closes it on one worker)."""
+    spec = inputs.spec
+    try:
+        params = round_params(inputs)
+    except InvalidRoundParams:
+        return "the round's parameters are invalid (the single-worker close fails it with the reason)"
+    reason = why_not_shardable(params, spec)
+    if reason is not None:
+        return reason
+    started = time.perf_counter()
+    root, (features, labels) = server_data(holdout)
+    reference = reference_update(inputs.weights, list(spec), root, inputs.round.id)
+    if reference is None:
+        return "the server has no reference update to score against"
+    change = public_change(inputs)
+    reference_ms = (time.perf_counter() - started) * 1e3
+    base = flatten(inputs.weights, spec)
+    extra = [reference] + ([change] if change is not None else [])
+    temporary = [blobs.put(np.asarray(v, dtype="<f4").tobytes()) for v in extra]
+    base_digest = blobs.put(base.astype("<f4").tobytes())
+    temporary.append(base_digest)
+    try:
+        return _sharded(
+            inputs,
+            blobs,
+            (features, labels),
+            rng,
+            now,
+            ranges,
+            run,
+            params,
+            temporary[:-1],
+            base_digest,
+            change is not None,
+            reference_ms,
+            block_bytes,
+        )
+    finally:
+        for digest in temporary:
+            blobs.delete(digest)
+
+
+def _sharded(
+    inputs: Inputs,
+    blobs: BlobStore,
+    validation: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+    ranges: Sequence[tuple[int, int]],
+    run: ShardRunner,
+    params: RoundParams,
+    extra: list[str],
+    base_digest: str,
+    has_change: bool,
+    reference_ms: float,
+    block_bytes: int,
+) -> RoundResult:
+    spec = inputs.spec
+    updates = [
+        {
+            "id": u.id,
+            "hash": u.ciphertext_hash,
+            "participant": inputs.participants[u.participant_id].address,
+            "round_id": u.round_id,
+            "signature": u.signature,
+        }
+        for u in inputs.updates
+    ]
+    job: dict[str, Any] = {
+        "block_bytes": block_bytes,
+        "round_id": inputs.round.id,
+        "spec": {k: list(v) for k, v in spec.items()},
+        "updates": updates,
+        "extra": extra,
+    }
+    started = time.perf_counter()
+    results = run(STATISTICS, [{**job, "start": a, "stop": b} for a, b in ranges])
+    statistics_ms = (time.perf_counter() - started) * 1e3
+    failed: dict[int, str] = {}
+    for r in results:
+        failed.update({int(k): v for k, v in r["failed"].items()})
+    total = ShardStatistics(_decode(results[0]["gram"]), _decode(results[0]["scores"]))
+    for r in results[1:]:
+        total = total + ShardStatistics(_decode(r["gram"]), _decode(r["scores"]))
+
+    clients: list[ClientMeta] = []
+    rejected: list[tuple[ClientMeta, str]] = []
+    keep: list[int] = []
+    for i, u in enumerate(inputs.updates):
+        participant = inputs.participants[u.participant_id]
+        meta = ClientMeta(
+            u.id, participant.id, participant.address, u.num_samples, u.submitted_at, participant.reputation
+        )
+        if u.id in failed:
+            rejected.append((meta, failed[u.id]))
+        else:
+            clients.append(meta)
+            keep.append(i)
+    rows = keep + list(range(len(inputs.updates), len(inputs.updates) + len(extra)))
+    gram = total.gram[np.ix_(rows, rows)]
+    scores = total.scores[rows]
+    embedding = Embedding.of(gram)
+    features, labels = validation
+    base_scores = logits(inputs.weights, features.astype(np.float32)).astype(np.float64)
+    evaluate = embedded_evaluation(embedding, base_scores, scores, labels)
+    round_inputs = RoundInputs(
+        round_id=inputs.round.id,
+        params=params,
+        opened_at=inputs.round.opened_at,
+        deadline=inputs.round.deadline,
+        extensions=inputs.round.extensions,
+        clients=tuple(clients),
+        deltas=np.zeros((len(clients), 0), dtype=np.float32),
+        rejected=tuple(rejected),
+        weights=inputs.weights,
+        spec=spec,
+        holdout=None,
+        dp_rounds_spent=inputs.dp_rounds_spent,
+    )
+    result = compute_round(embedded_inputs(round_inputs, embedding, True, has_change, evaluate), rng, now)
+    if result.status != CloseStatus.aggregated:
+        return result
+    assert result.new_weights is not None and result.record is not None
+    # The model compute_round kept, in E's space (its base is zero): the change to apply, step included.
+    weights = np.zeros(len(inputs.updates) + len(extra))
+    weights[rows] = row_weights(embedding, result.new_weights["embedded"])
+    started = time.perf_counter()
+    parts = run(
+        COMBINE,
+        [{**job, "start": a, "stop": b, "weights": weights.tolist(), "base": base_digest} for a, b in ranges],
+    )
+    combine_ms = (time.perf_counter() - started) * 1e3
+    vector = np.concatenate([np.frombuffer(blobs.get(p["digest"]), dtype="<f4") for p in parts])
+    for p in parts:
+        blobs.delete(p["digest"])
+    new_weights = unflatten(vector.copy(), spec)
+    record = replace(
+        result.record,
+        params={**result.record.params, "shards": len(ranges)},
+        durations_ms={
+            **result.record.durations_ms,
+            "reference_ms": reference_ms,
+            "shard_statistics_ms": statistics_ms,
+            "shard_combine_ms": combine_ms,
+            "shard_read_ms_max": max(float(r["read_ms"]) for r in results),
+        },
+    )
+    # ``aggregate`` is the change applied (the step folded in: step 1), as the shards computed only that.
+    change = vector - flatten(inputs.weights, spec)
+    return replace(result, new_weights=new_weights, aggregate=change, step=1.0, record=record)

@@ -1,0 +1,203 @@
+"""The sharded close's computation against the single-worker close of the same round (shards run in-process
+here; tests/worker/test_sharded_close.py runs them as Celery tasks on real workers).
+
+"The same" is aggregator.round.sharding.TOLERANCE: new weights within rtol 1e-4 + atol 1e-6, scores within
+0.01 points, the same decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from eth_account import Account
+
+from aggregator.round.compute import CloseStatus, RoundResult
+from aggregator.round.sharding import SHARDABLE_STRATEGIES, TOLERANCE, plan_shards
+from aggregator.worker import close as round_close
+from aggregator.worker.close import Inputs
+from aggregator.worker.shards import (
+    COMBINE,
+    STATISTICS,
+    Domain,
+    compute_sharded,
+    shard_combine,
+    shard_statistics,
+)
+from db.models import ModelVersion, Participant, Round, Update
+from fedledger.crypto.chunked import coordinate_order, layout_hash, parse_head, seal_chunked
+from fedledger.crypto.eip712 import sign_update
+from fedledger.crypto.envelope import seal
+from fedledger.crypto.keys import ServerKeyPair, generate_server_key
+from fedledger.domain.blobstore import FilesystemBlobStore
+from fedledger.payload import encode_update, flatten
+from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
+
+DOMAIN = Domain(31337, "0x" + "22" * 20)
+
+
+@pytest.fixture(scope="module")
+def key() -> ServerKeyPair:
+    return generate_server_key()
+
+
+def build(
+    tmp_path: Path, key: ServerKeyPair, params: dict[str, object], *, attackers: int = 1, tamper: bool = False
+) -> tuple[Inputs, FilesystemBlobStore, Federation]:
+    """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones."""
+    fed = Federation()
+    blobs = FilesystemBlobStore(tmp_path)
+    deltas = fed.honest(6)
+    deltas = np.concatenate([deltas, -10 * deltas[:attackers]]) if attackers else deltas
+    shapes = {name: t.shape for name, t in fed.weights.items()}
+    order = coordinate_order(shapes)
+    wallets = [Account.create() for _ in deltas]
+    participants, updates = {}, []
+    for i, (row, wallet) in enumerate(zip(deltas, wallets, strict=True)):
+        tensors, offset = {}, 0
+        for name, t in fed.weights.items():
+            tensors[name] = row[offset : offset + t.size].reshape(t.shape)
+            offset += t.size
+        fields: dict[str, Any] = {
+            "round_id": 9,
+            "model_version": 1,
+            "participant": wallet.address,
+            "num_samples": 100,
+        }
+        if i % 2 == 0:
+            envelope = seal_chunked(
+                flatten(tensors, order), key.public_pem, layout=layout_hash(shapes), chunk_coords=13, **fields
+            )
+            signed = parse_head(envelope).payload_hash
+            if tamper and i == 2:
+                altered = bytearray(envelope)
+                altered[parse_head(envelope).chunk_span(1)[0]] ^= 1
+                envelope = bytes(altered)
+        else:
+            envelope = seal(encode_update(tensors), key.public_pem, **fields)
+            signed = __import__("hashlib").sha256(envelope).digest()
+        signature = sign_update(
+            wallet.key.hex(),
+            chain_id=DOMAIN.chain_id,
+            verifying_contract=DOMAIN.verifying_contract,
+            round_id=9,
+            model_version=1,
+            payload_hash=signed,
+            num_samples=100,
+        )
+        participants[i + 1] = Participant(id=i + 1, address=wallet.address, reputation=50.0)
+        updates.append(
+            Update(
+                id=10 + i,
+                round_id=9,
+                participant_id=i + 1,
+                ciphertext_hash=blobs.put(envelope),
+                num_samples=100,
+                submitted_at=OPENED,
+                signature=signature,
+            )
+        )
+    round_ = Round(id=9, opened_at=OPENED, deadline=DEADLINE, extensions=0, quorum=1, params=params)
+    model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in fed.weights.items()})
+    inputs = Inputs(round_, updates, participants, fed.weights, model, {key.key_id: key.private_pem}, 0)
+    return inputs, blobs, fed
+
+
+def in_process(blobs: FilesystemBlobStore, key: ServerKeyPair, features: np.ndarray):  # type: ignore[no-untyped-def]
+    def run(task: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = {key.key_id: key.private_pem}
+        if task == STATISTICS:
+            return [shard_statistics(p, blobs, keys, DOMAIN, features) for p in payloads]
+        assert task == COMBINE
+        return [shard_combine(p, blobs, keys, DOMAIN) for p in payloads]
+
+    return run
+
+
+def both(
+    tmp_path: Path, key: ServerKeyPair, strategy: str, shards: int, block_bytes: int = 1 << 28, **options: Any
+) -> tuple[RoundResult, RoundResult]:
+    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy), **options)
+    single = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
+    from aggregator.round.server_update import server_data
+
+    _, (features, _) = server_data(fed.holdout)
+    size = sum(t.size for t in fed.weights.values())
+    sharded = compute_sharded(
+        inputs,
+        blobs,
+        fed.holdout,
+        np.random.default_rng(0),
+        NOW,
+        plan_shards(size, len(inputs.updates), 0, shards),
+        in_process(blobs, key, features),
+        block_bytes,
+    )
+    assert isinstance(sharded, RoundResult), sharded
+    return single, sharded
+
+
+def assert_same(single: RoundResult, sharded: RoundResult) -> None:
+    assert single.status == sharded.status == CloseStatus.aggregated
+    assert single.new_weights is not None and sharded.new_weights is not None
+    for name, array in single.new_weights.items():
+        np.testing.assert_allclose(
+            sharded.new_weights[name], array, rtol=TOLERANCE["weights_rtol"], atol=TOLERANCE["weights_atol"]
+        )
+    assert single.activate == sharded.activate
+    assert single.rejected == sharded.rejected
+    for a, b in zip(single.clients, sharded.clients, strict=True):
+        assert (a.update_id, a.selected, a.kept, a.byzantine) == (
+            b.update_id,
+            b.selected,
+            b.kept,
+            b.byzantine,
+        )
+        for score in ("quality", "timeliness", "honesty", "fitness"):
+            assert abs(getattr(a, score) - getattr(b, score)) <= TOLERANCE["score_points"], (a, b, score)
+        assert abs(a.reward_wei - b.reward_wei) <= 1e-4 * max(a.reward_wei, 1)
+
+
+@pytest.mark.parametrize("strategy", sorted(SHARDABLE_STRATEGIES))
+def test_the_sharded_close_equals_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, strategy: str
+) -> None:
+    single, sharded = both(tmp_path, key, strategy, shards=3)
+    assert_same(single, sharded)
+    assert sharded.record is not None and sharded.record.params["shards"] == 3
+
+
+def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_it(
+    tmp_path: Path, key: ServerKeyPair
+) -> None:
+    single, sharded = both(tmp_path, key, "fltrust", shards=4, tamper=True)
+    assert [uid for uid, _ in sharded.rejected] == [uid for uid, _ in single.rejected] == [12]
+    assert "ChunkTampered" in dict(sharded.rejected)[12]
+    assert_same(single, sharded)
+
+
+def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
+    tmp_path: Path, key: ServerKeyPair
+) -> None:
+    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median"))
+    reason = compute_sharded(
+        inputs, blobs, fed.holdout, np.random.default_rng(0), NOW, [(0, 5), (5, 10)], None
+    )  # type: ignore[arg-type]
+    assert isinstance(reason, str) and "median reads single coordinates" in reason
+
+
+def test_the_plan_covers_every_coordinate_once() -> None:
+    assert plan_shards(10, 3, 0, 0) == [(0, 10)]
+    assert plan_shards(10, 3, 0, 3) == [(0, 3), (3, 7), (7, 10)]
+    # 100 coordinates x 5 updates x 4 bytes = 2000 bytes; at most 600 per worker: 4 shards.
+    ranges = plan_shards(100, 5, 600, 0)
+    assert len(ranges) == 4 and ranges[0][0] == 0 and ranges[-1][1] == 100
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert plan_shards(2, 3, 0, 8) == [(0, 1), (1, 2)]
+
+
+def test_a_shard_read_in_small_blocks_gives_the_same_close(tmp_path: Path, key: ServerKeyPair) -> None:
+    """A shard bounds its memory by reading its range a block at a time (here 5 coordinates of 9 rows)."""
+    single, sharded = both(tmp_path, key, "fltrust", shards=2, block_bytes=200)
+    assert_same(single, sharded)

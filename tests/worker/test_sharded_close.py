@@ -1,0 +1,120 @@
+"""A round closed in shards across two real Celery workers (Redis broker and results, PostgreSQL, Hardhat, the
+API in-process, blobs in an S3-compatible store both workers share), compared with the single-worker close
+of the same round recomputed from the same database and blobs.
+
+The same means aggregator.round.sharding.TOLERANCE: weights within rtol 1e-4 + atol 1e-6, scores within
+0.01 points, the same decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from aggregator.round.compute import CloseStatus
+from aggregator.round.sharding import TOLERANCE
+from aggregator.worker import close as round_close
+from db.models import Aggregation, Contribution
+from db.session import session_factory
+from fedledger.config import Settings
+from fedledger.datasets import load_holdout
+from fedledger.domain.blobstore import open_blob_store
+from tests.worker.conftest import ORGS, Platform, WorkerProcess, address_of
+
+pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def settings(settings: Settings, s3_endpoint: str) -> Settings:
+    """The worker tests' settings, every close split in two coordinate ranges, blobs in the object store."""
+    return settings.model_copy(
+        update={
+            "close_shards": 2,
+            "close_shard_timeout_seconds": 60.0,
+            "blob_backend": "s3",
+            "s3_endpoint_url": s3_endpoint,
+            "s3_bucket": "fedledger-sharded",
+            "s3_access_key_id": "test",
+            "s3_secret_access_key": SecretStr("test"),
+        }
+    )
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Two worker processes on the same broker: the beat's, and one more (a close holds one while its
+    shards run on the other)."""
+    processes = [
+        WorkerProcess(settings, tmp_path / "worker-1.log"),
+        WorkerProcess(settings, tmp_path / "worker-2.log", "--no-beat"),
+    ]
+    for process in processes:
+        process.start()
+    yield processes
+    for process in processes:
+        process.stop()
+
+
+def test_a_round_closed_in_shards_equals_its_single_worker_close(
+    platform: Platform, workers: list[WorkerProcess], settings: Settings, tmp_path: Path
+) -> None:
+    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
+    honest, attacker = ORGS[:4], ORGS[4]
+    for k, index in enumerate(honest):
+        platform.submit(index, round_, chunked=k % 2 == 0)  # chunked and whole envelopes in one round
+    platform.submit(attacker, round_, attack="scaling", chunked=True)
+    closed = platform.wait_for(round_["id"], {"AGGREGATED", "POSTED", "FAILED"})
+    assert closed["status"] in {"AGGREGATED", "POSTED"}, closed
+
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions() as session:
+        aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_["id"])).one()
+        contributions = {
+            c.update_id: c
+            for c in session.scalars(select(Contribution).where(Contribution.round_id == round_["id"]))
+        }
+    assert aggregation.params["shards"] == 2, "the close did not run in shards: see the workers' logs"
+    assert aggregation.durations_ms["shard_statistics_ms"] > 0
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in (1, 2)]
+    coordinator = next(i for i, log in enumerate(logs) if "computed in 2 shards" in log)
+    # The coordinator's only slot waits for its shards: the other process ran them, reading the shared store.
+    assert "Task fedledger.rounds.shard_statistics" in logs[1 - coordinator]
+    assert "Task fedledger.rounds.shard_combine" in logs[1 - coordinator]
+
+    # The single-worker close of the same round, from the same rows and blobs.
+    blobs = open_blob_store(settings)
+    inputs = round_close.load(sessions, blobs, settings.resolved_key_dir, round_["id"])
+    single = round_close.compute(
+        inputs,
+        blobs,
+        load_holdout(settings.holdout),
+        round_close.round_rng(round_["id"]),
+        inputs.round.deadline,
+    )
+    assert single.status == CloseStatus.aggregated and single.new_weights is not None
+    sharded_weights = platform.global_weights()
+    for name, array in single.new_weights.items():
+        np.testing.assert_allclose(
+            sharded_weights[name], array, rtol=TOLERANCE["weights_rtol"], atol=TOLERANCE["weights_atol"]
+        )
+    for outcome in single.clients:
+        stored = contributions[outcome.update_id]
+        assert (stored.kept, stored.byzantine) == (outcome.kept, outcome.byzantine), outcome.address
+        for score in ("quality", "timeliness", "honesty", "fitness"):
+            assert abs(getattr(stored, score) - getattr(outcome, score)) <= TOLERANCE["score_points"]
+    flagged = {c.address for c in single.clients if c.byzantine}
+    assert flagged == {address_of(attacker)}
