@@ -36,12 +36,22 @@ CLOSEST_TO_MEDIAN = 2
 
 @lru_cache(maxsize=1)
 def kernels() -> ModuleType | None:
-    """The compiled kernels' module, or None where numba cannot be imported."""
+    """The compiled order-statistics kernels' module, or None where numba cannot be imported."""
     try:
         from aggregator.strategies import order_kernels
     except ImportError:  # pragma: no cover - numba is a pinned dependency
         return None
     return order_kernels
+
+
+@lru_cache(maxsize=1)
+def dot_kernels() -> ModuleType | None:
+    """The compiled norm and dot kernel's module, or None where numba cannot be imported."""
+    try:
+        from aggregator.strategies import dot_kernels as module
+    except ImportError:  # pragma: no cover - numba is a pinned dependency
+        return None
+    return module
 
 
 @lru_cache(maxsize=256)

@@ -1,4 +1,4 @@
-"""The blocked norm/dot kernel: float64-grade accuracy from float32 passes, overflow and NaN handling."""
+"""The norm/dot kernel, compiled and NumPy: float64-grade accuracy, overflow and NaN handling."""
 
 from __future__ import annotations
 
@@ -6,11 +6,21 @@ import numpy as np
 import pytest
 
 from aggregator.errors import InvalidUpdates
+from aggregator.strategies import compiled
+from aggregator.strategies.compiled import dot_kernels
+from aggregator.strategies.dot_kernels import CHUNK
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
-from aggregator.strategies.kernels import row_norms, sq_norms_and_dots
+from aggregator.strategies.kernels import numpy_sq_norms_and_dots, row_norms, sq_norms_and_dots
 
 
-def test_squared_norms_and_dots_match_float64_to_1e_7_on_long_rows() -> None:
+@pytest.fixture(params=["compiled", "numpy"])
+def either_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test on the compiled kernel and on the NumPy path (as where numba cannot be imported)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(compiled, "dot_kernels", lambda: None)
+
+
+def test_squared_norms_and_dots_match_float64_to_1e_7_on_long_rows(either_path: None) -> None:
     rng = np.random.default_rng(1)
     # Rows of ~1 + noise: a float32 sum over 2^20 such squares drifts by ~1e-5 relative.
     X = (1.0 + 0.01 * rng.standard_normal((3, 1 << 20))).astype(np.float32)
@@ -25,14 +35,14 @@ def test_squared_norms_and_dots_match_float64_to_1e_7_on_long_rows() -> None:
     )
 
 
-def test_rows_beyond_float32_squares_are_redone_in_float64() -> None:
+def test_rows_beyond_float32_squares_are_redone_in_float64(either_path: None) -> None:
     X = np.ones((2, 5000), dtype=np.float32)
     X[1] *= np.float32(1e30)
     norms = row_norms(X)
     assert np.allclose(norms, [np.sqrt(5000.0), 1e30 * np.sqrt(5000.0)], rtol=1e-6)
 
 
-def test_a_nan_row_stays_non_finite_and_fltrust_names_it() -> None:
+def test_a_nan_row_stays_non_finite_and_fltrust_names_it(either_path: None) -> None:
     X = np.ones((3, 100), dtype=np.float32)
     X[2, 7] = np.nan
     sq, _ = sq_norms_and_dots(X)
@@ -41,7 +51,7 @@ def test_a_nan_row_stays_non_finite_and_fltrust_names_it() -> None:
         fltrust(X, np.ones(100, dtype=np.float32))
 
 
-def test_fltrust_coefficients_match_a_float64_implementation() -> None:
+def test_fltrust_coefficients_match_a_float64_implementation(either_path: None) -> None:
     rng = np.random.default_rng(2)
     X = rng.standard_normal((20, 300_000)).astype(np.float32)
     g0 = (rng.standard_normal(300_000) + X.mean(axis=0) * 3).astype(np.float32)
@@ -52,8 +62,42 @@ def test_fltrust_coefficients_match_a_float64_implementation() -> None:
     assert np.allclose(fltrust_coefficients(X, g0), expected, rtol=1e-5, atol=1e-12)
 
 
-def test_rows_of_subnormal_squares_keep_their_norm_and_trust() -> None:
+def test_rows_of_subnormal_squares_keep_their_norm_and_trust(either_path: None) -> None:
     X = np.full((2, 1000), 1e-25, dtype=np.float32)
     X[1] = 1.0
     assert np.allclose(row_norms(X), [1e-25 * np.sqrt(1000.0), np.sqrt(1000.0)], rtol=1e-6)
     assert (fltrust_coefficients(X, np.ones(1000, dtype=np.float32)) > 0).all()
+
+
+def test_the_compiled_norms_and_dots_are_what_runs_and_agree_with_numpy() -> None:
+    # The compiled pass sums in float64 (~1e-13); the NumPy path in float32 blocks (~3e-8): within 1e-7.
+    assert dot_kernels() is not None
+    rng = np.random.default_rng(4)
+    for n, d in ((1, 1), (2, 7), (5, 1000), (3, CHUNK + 5), (4, 2 * CHUNK)):
+        X = (rng.standard_normal((n, d)) * rng.uniform(0.1, 10, size=(n, 1))).astype(np.float32)
+        v = rng.standard_normal(d).astype(np.float32)
+        sq, dots = sq_norms_and_dots(X, v)
+        ref_sq, ref_dots = numpy_sq_norms_and_dots(X, v)
+        assert dots is not None and ref_dots is not None
+        np.testing.assert_allclose(sq, ref_sq, rtol=1e-7, atol=0.0)
+        assert np.abs(dots - ref_dots).max() <= 1e-7 * np.sqrt(sq.max() * float(v.astype(np.float64) @ v))
+        only_sq, none = sq_norms_and_dots(X)
+        assert none is None and np.array_equal(only_sq, sq)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_compiled_norms_and_dots_of_a_non_finite_row_are_non_finite(bad: float) -> None:
+    X = np.ones((3, CHUNK + 3), dtype=np.float32)
+    X[1, CHUNK + 1] = bad
+    v = np.zeros(CHUNK + 3, dtype=np.float32)  # 0 x Inf is NaN: still non-finite
+    sq, dots = sq_norms_and_dots(X, v)
+    assert dots is not None
+    assert np.isfinite(sq[[0, 2]]).all() and not np.isfinite(sq[1]) and not np.isfinite(dots[1])
+
+
+def test_compiled_norms_of_extreme_float32_rows_are_exact_in_float64() -> None:
+    X = np.full((2, 1000), 3e38, dtype=np.float32)
+    X[1] = np.float32(1e-45)  # the smallest subnormal
+    sq, _ = sq_norms_and_dots(X)
+    X64 = X.astype(np.float64)
+    np.testing.assert_allclose(sq, (X64 * X64).sum(axis=1), rtol=1e-12)
