@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedledger.secagg import agreement
 from fedledger.secagg.errors import (
@@ -281,3 +283,34 @@ def _resign_as(ctx, reveal: UnmaskReveal, address: str) -> str:  # type: ignore[
     from fedledger.secagg.messages import sign
 
     return sign(KEYS[ADDRESSES.index(address)], ctx.domain, "SecAggUnmask", reveal.message(ctx))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(3, 6),
+    data=st.data(),
+)
+def test_any_dropout_pattern_the_threshold_survives_unmasks_exactly(size: int, data: st.DataObject) -> None:
+    threshold = data.draw(st.integers(size // 2 + 1, size), label="threshold")
+    ctx = context(size, threshold, dimension=32)
+    order = data.draw(st.permutations(ctx.members), label="order")
+    # How many fall silent before each step; the rest must stay at or above the threshold to unmask.
+    spare = size - threshold
+    cuts = [data.draw(st.integers(0, spare), label=f"silent before step {i}") for i in range(4)]
+    silent: list[list[str]] = []
+    start = 0
+    for cut in cuts:
+        take = min(cut, spare - sum(len(s) for s in silent))
+        silent.append(list(order[start : start + take]))
+        start += take
+    run = run_group(
+        ctx,
+        silent_at_keys=silent[0],
+        silent_at_shares=silent[1],
+        silent_at_mask=silent[2],
+        silent_at_unmask=silent[3],
+    )
+    result = run.transcript.unmask()
+    survivors = [m for m in ctx.members if m not in silent[0] + silent[1] + silent[2]]
+    assert list(result.survivors) == survivors
+    np.testing.assert_array_equal(result.ring_sum, quantized_sum(ctx, run.updates, survivors))
