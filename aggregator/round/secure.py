@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -48,6 +48,8 @@ from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
+from fedledger.secagg.errors import SecAggError
+from fedledger.secagg.protocol import GroupTranscript
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,38 @@ class SecureGroup:
     def __post_init__(self) -> None:
         if not self.members:
             raise InvalidParameter("a group with no surviving member has no sum; leave it out of the round")
+
+
+@dataclass(frozen=True)
+class FailedGroup:
+    """A group whose sum could not be unmasked (too many dropouts, a forged share): its members' updates
+    are not in the round, which is no evidence against any of them."""
+
+    members: tuple[str, ...]
+    reason: str
+
+
+def unmask_groups(
+    transcripts: Sequence[GroupTranscript], members: Mapping[str, ClientMeta]
+) -> tuple[list[SecureGroup], list[FailedGroup]]:
+    """Each group's unmasked mean with its survivors' metadata (``members`` by lowercase address), and
+    the groups that could not be unmasked with the reason. One group's failure never fails the round: the
+    others are scored and paid as usual (the count check then decides whether enough groups are left)."""
+    unmasked: list[SecureGroup] = []
+    failed: list[FailedGroup] = []
+    for transcript in transcripts:
+        try:
+            result = transcript.unmask()
+        except SecAggError as exc:
+            failed.append(FailedGroup(transcript.context.members, str(exc)))
+            continue
+        missing = [a for a in result.survivors if a.lower() not in members]
+        if missing:
+            raise InvalidParameter(
+                f"no metadata for surviving members {missing}; load every member's update row"
+            )
+        unmasked.append(SecureGroup(tuple(members[a.lower()] for a in result.survivors), result.mean))
+    return unmasked, failed
 
 
 def compute_secure_round(

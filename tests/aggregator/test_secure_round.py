@@ -9,7 +9,7 @@ import pytest
 
 from aggregator.errors import InvalidParameter
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs
-from aggregator.round.secure import SecureGroup, compute_secure_round, split_reward
+from aggregator.round.secure import SecureGroup, compute_secure_round, split_reward, unmask_groups
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import leaf_hash, verify
 from fedledger.evidence import Evidence, is_conclusive
@@ -164,17 +164,19 @@ def test_twelve_organizations_masked_two_dropping_two_poisoned_under_the_default
         a: dataclasses.replace(clear.clients[i], address=a, num_samples=100)
         for i, a in enumerate(ADDRESSES[:12])
     }
-    groups = []
+    transcripts = []
     expected_total = np.zeros(X.shape[1])
     for addresses in assign_groups(SEED, list(ADDRESSES[:12]), 3):
         ctx = GroupContext(DOMAIN, 7, SEED, addresses, 2, X.shape[1], clip=1.0)
         run = run_group(ctx, silent_at_mask=[a for a in addresses if a in dropping], updates=updates)
-        unmasked = run.transcript.unmask()
         survivors = [a for a in addresses if a not in dropping]
-        exact = np.sum([np.clip(updates[a], -1, 1).astype(np.float64) for a in survivors], axis=0)
-        assert np.max(np.abs(unmasked.total - exact)) <= unmasked.max_error
-        expected_total += exact
-        groups.append(SecureGroup(tuple(meta[a] for a in unmasked.survivors), unmasked.mean))
+        expected_total += np.sum([np.clip(updates[a], -1, 1).astype(np.float64) for a in survivors], axis=0)
+        transcripts.append(run.transcript)
+    groups, failed = unmask_groups(transcripts, {a.lower(): m for a, m in meta.items()})
+    assert failed == []
+    unmasked_total = np.sum([g.mean.astype(np.float64) * len(g.members) for g in groups], axis=0)
+    # The sum of the surviving groups' sums equals the survivors' updates within quantization error.
+    assert np.max(np.abs(unmasked_total - expected_total)) < 1e-6
     assert sum(len(g.members) for g in groups) == 10
     inputs = dataclasses.replace(
         clear, clients=(), deltas=np.zeros((0, X.shape[1]), np.float32), reference=reference
@@ -191,3 +193,26 @@ def test_twelve_organizations_masked_two_dropping_two_poisoned_under_the_default
     assert clean and all(o.kept and o.reward_wei > 0 for o in clean)
     assert all(not o.kept and o.reward_wei == 0 for o in result.clients if o.address in poisoned)
     assert result.record.total_reward_wei == sum(o.reward_wei for o in result.clients) > 0
+
+
+def test_a_group_that_cannot_be_unmasked_is_left_out_with_its_reason() -> None:
+    from fedledger.secagg.protocol import GroupContext
+    from tests.secagg.groupkit import ADDRESSES, DOMAIN, run_group
+
+    fed = Federation(seed=7)
+    X = fed.honest(9)
+    clear = fed.inputs(X)
+    meta = {a.lower(): dataclasses.replace(clear.clients[i], address=a) for i, a in enumerate(ADDRESSES[:9])}
+    updates = {a: X[i] for i, a in enumerate(ADDRESSES[:9])}
+    transcripts = []
+    for g, addresses in enumerate(assign_groups(SEED, list(ADDRESSES[:9]), 3)):
+        ctx = GroupContext(DOMAIN, 7, SEED, addresses, 2, X.shape[1], clip=1.0)
+        # Two of the first group's three members vanish after their masked inputs: one reveal is left.
+        silent = addresses[:2] if g == 0 else ()
+        transcripts.append(run_group(ctx, silent_at_unmask=silent, updates=updates).transcript)
+    groups, failed = unmask_groups(transcripts, meta)
+    assert len(groups) == 2 and len(failed) == 1
+    assert failed[0].members == transcripts[0].context.members
+    assert "fewer than the threshold 2" in failed[0].reason
+    with pytest.raises(InvalidParameter, match="no metadata"):
+        unmask_groups(transcripts[1:], {})
