@@ -31,7 +31,7 @@ from aggregator.worker.shards import (
     shard_combine,
     shard_statistics,
 )
-from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes
+from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes, mirror_reinstatements
 from db.base import utcnow
 from db.models import RoundStatus
 from db.session import session_factory
@@ -242,12 +242,16 @@ def tick() -> dict[str, list[int]]:
 
 @app.task(name=EXECUTE_SLASHES_TASK)
 def execute_slashes() -> dict[str, str]:
-    """Execute the queued slashes whose delay is over (a failure waits for the next beat: nothing is lost,
-    the pending slashes stay on-chain)."""
+    """Execute the queued slashes whose delay is over and mirror a guardian's reinstatements (a failure
+    waits for the next beat: nothing is lost, the pending slashes and the registry's standing stay
+    on-chain)."""
     _, sessions, _, gateway, _, _ = services()
     executed = execute_due_slashes(sessions, gateway)
     if executed:
         log.info("executed queued slashes: %s", executed)
+    reinstated = mirror_reinstatements(sessions, gateway)
+    if reinstated:
+        log.info("reinstated on-chain, active again: %s", reinstated)
     return executed
 
 

@@ -1,10 +1,16 @@
-"""The beat's chain upkeep between rounds: queued slashes executed once due, the audit head anchored.
+"""The beat's chain upkeep between rounds: queued slashes executed once due, reinstatements mirrored, the
+audit head anchored.
 
 Slashes above the prompt allowance wait ``slashDelay`` on-chain (a guardian may cancel them meanwhile), and
 anyone may execute them after it; nobody else has a reason to, so the aggregator does. The candidates are the
 organizations the worker ever slashed (its mined ``round:N:slash:ADDR`` transactions): at most one view call
 each per run, and the registry's pending record says what is due. A cancelled or already executed slash
 reads as nothing pending, so a second run sends nothing.
+
+A guardian may reinstate an organization a slash (perhaps by a stolen slasher key) took out; the database
+keeps the standing posting mirrored from the chain, and only the chain can end a slash, so the same run
+mirrors reinstatements back (otherwise the organization would stay "slashed" in every count and listing
+that reads the database, however often it submits again).
 
 The audit log's head is anchored by every round record; entries written between rounds (enrollments, the
 post's own entry) were protected by the hash chain only until the next round, however long that took. The
@@ -17,7 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.worker.gateway import ChainGateway
-from db.models import AuditEntry, ChainTransaction, TxStatus
+from db.models import AuditEntry, ChainTransaction, Participant, ParticipantStatus, TxStatus
+from fedledger.chain.reader import RegistryStatus
 from fedledger.domain import audit
 
 SLASH_PURPOSE = "round:%:slash:%"
@@ -48,6 +55,32 @@ def execute_due_slashes(sessions: sessionmaker[Session], gateway: ChainGateway) 
         if sent is not None and not sent.reused:
             sent_hashes[address] = sent.tx_hash
     return sent_hashes
+
+
+def mirror_reinstatements(sessions: sessionmaker[Session], gateway: ChainGateway) -> list[str]:
+    """Mark active again every organization the database holds as slashed whom the chain has reinstated
+    (a guardian's ``reinstate``), with an audit entry each; the addresses it changed. One view call per
+    slashed organization; a second run changes nothing."""
+    with sessions.begin() as session:
+        slashed = session.scalars(
+            select(Participant)
+            .where(Participant.status == ParticipantStatus.slashed)
+            .order_by(Participant.id)
+        ).all()
+        changed = []
+        for participant in slashed:
+            if gateway.participant(participant.address).status != RegistryStatus.active:
+                continue
+            participant.status = ParticipantStatus.active
+            audit.append(
+                session,
+                "system",
+                "participant.reinstated",
+                participant.address,
+                {"from": ParticipantStatus.slashed.value, "chain_status": RegistryStatus.active.name},
+            )
+            changed.append(participant.address)
+        return changed
 
 
 def last_anchored_count(session: Session) -> int:

@@ -154,7 +154,9 @@ def _participant(session: Session, chain: ChainReader, address: str) -> Row[Any]
             f"participant_{enrollment.status.name}",
             f"participant is {enrollment.status.name} on-chain and may not submit",
         )
-    if participant.status != ParticipantStatus.active:
+    # The chain decides standing (checked above). The database mirrors what posting saw; its "slashed" lags
+    # a guardian's reinstatement until the worker's upkeep mirrors it back, and must not outvote the chain.
+    if participant.status not in (ParticipantStatus.active, ParticipantStatus.slashed):
         raise Forbidden(
             f"participant_{participant.status.value}",
             f"participant is {participant.status.value} and may not submit",

@@ -68,7 +68,9 @@ def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> Par
         reason = "not enrolled on-chain: stake with ParticipantRegistry.enroll"
     elif enrollment.status != RegistryStatus.active:
         reason = f"{enrollment.status.name} on-chain"
-    elif participant.status != ParticipantStatus.active:
+    elif participant.status not in (ParticipantStatus.active, ParticipantStatus.slashed):
+        # "slashed" in the database with an active chain record is a guardian's reinstatement not yet
+        # mirrored: the chain decides (as the submission check does).
         reason = participant.status.value
     return ParticipantStatusOut(
         **to_out(participant).model_dump(),
