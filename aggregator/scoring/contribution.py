@@ -19,7 +19,7 @@ Pure functions over a loss callable, so they work for any model the server can e
 - :func:`batched_contributions`: both of the above for a built-in model in one pass over the updates.
 
 Memory: a share is c_i x_i, and no function here builds the (n, d) matrix of shares or any (n, d)
-temporary: the aggregate of the shares is summed a block of coordinates at a time (:func:`weighted_sum`)
+temporary: the aggregate of the shares is one matrix-vector product (:func:`weighted_sum`)
 and each candidate model exists one at a time (or, batched, only as its first-layer response).
 """
 
@@ -38,9 +38,8 @@ from fedledger.models import ValidationBatch
 # validation example (1-D, its mean is the loss), or only the mean loss when the evaluator cannot give more
 # (a caller's own loss function); then contributions have no standard error.
 LossOfDelta = Callable[[np.ndarray], "float | np.ndarray"]
-# Bytes of the (rows x coordinates) float64 temporary of one block of :func:`weighted_sum`, and at most of
-# the first-layer responses of one chunk of rows in :func:`batched_contributions`: bounded, whatever n and d.
-_BLOCK_BYTES = 1 << 22
+# Bytes at most of the first-layer responses of one chunk of rows in :func:`batched_contributions`, and at
+# most this share of the updates' bytes: bounded, whatever n and d.
 _CHUNK_BYTES = 1 << 25
 _CHUNK_SHARE = 16
 
@@ -92,24 +91,20 @@ def split_holdout(
 
 
 def weighted_sum(X: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """sum_i c_i x_i (float32): the shares c_i x_i rounded to float32 and added in float64, a block of
-    coordinates at a time, so no (n, d) temporary exists. A sum over coordinates: a worker holding a
-    coordinate range computes that range of it."""
+    """sum_i c_i x_i (float32): one float32 matrix-vector product, a single pass over the updates with no
+    (n, d) temporary. Against the float64 sum of the shares it differs by float32 rounding (about 1e-7
+    relative per coordinate at n = 100). A sum over coordinates: a worker holding a coordinate range
+    computes that range of it."""
     X = np.asarray(X, dtype=np.float32)
     c = np.asarray(coefficients, dtype=np.float64)
-    n, d = X.shape
-    if c.shape != (n,):
-        raise InvalidParameter(f"need one coefficient per row ({n}), got shape {c.shape}")
-    out = np.empty(d, dtype=np.float32)
-    block = max(1024, _BLOCK_BYTES // (8 * max(n, 1)))
-    for j in range(0, d, block):
-        shares = (c[:, None] * X[:, j : j + block]).astype(np.float32)
-        out[j : j + block] = shares.sum(axis=0, dtype=np.float64)
+    if X.ndim != 2 or c.shape != (X.shape[0],):
+        raise InvalidParameter(f"need one coefficient per row of a 2-D matrix, got {c.shape} for {X.shape}")
+    out: np.ndarray = c.astype(np.float32) @ X
     return out
 
 
 def _share(X: np.ndarray, c: np.ndarray, i: int) -> np.ndarray:
-    """Client i's share c_i x_i, rounded to float32 as :func:`weighted_sum` adds it."""
+    """Client i's share c_i x_i, rounded to float32."""
     share: np.ndarray = (c[i] * X[i].astype(np.float64)).astype(np.float32)
     return share
 
