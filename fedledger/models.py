@@ -118,10 +118,11 @@ def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
 # The first layer of each family (its weight matrix, its bias): the part of the model linear in its parameters.
 FIRST_LAYER = {"softmax": ("dense.weight", "dense.bias"), "mlp": ("hidden.weight", "hidden.bias")}
-# Bytes of the validation block one matrix product of :meth:`ValidationBatch.responses` reads: it stays in
-# cache while every row of a chunk is multiplied by it (a narrow first layer, softmax's 10 classes, would
-# otherwise stream the whole validation matrix once per row).
-_BLOCK_BYTES = 1 << 18
+# First layers at least this wide get one matrix product per delta in ValidationBatch.responses; narrower
+# ones are multiplied a block of _NARROW_STEP input features of all deltas at a time (measured at n = 100,
+# d = 1M, 200 examples: 35 % faster than blocked per-delta products for softmax's 10 classes).
+_WIDE = 64
+_NARROW_STEP = 1024
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class ValidationBatch:
         return sum(int(np.prod(shape)) for shape in self.spec.values())
 
     def responses(self, rows: np.ndarray) -> np.ndarray:
-        """(k, examples, width) float32: ``X @ dW + db`` of each flat delta in ``rows`` (k, d); needs twice
-        the result's bytes.
+        """(k, examples, width) float32: ``X @ dW + db`` of each flat delta in ``rows`` (k, d); needs about
+        twice the result's bytes.
 
         A sum over blocks of input features, so a worker holding only some coordinates of the deltas can
         compute its part and the parts add up.
@@ -186,14 +187,25 @@ class ValidationBatch:
         weight, bias, features, width = self._layer
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise ValueError(f"deltas must be (k, {self.size}), got {rows.shape}")
-        W = rows[:, weight].reshape(rows.shape[0], features, width)
-        out = np.zeros((rows.shape[0], self.X.shape[0], width), dtype=np.float32)
-        part = np.empty_like(out)
-        step = max(16, _BLOCK_BYTES // (4 * max(self.X.shape[0], 1)))
+        k, m = rows.shape[0], self.X.shape[0]
+        W = rows[:, weight].reshape(k, features, width)
         with np.errstate(all="ignore"):
-            for f0 in range(0, features, step):
-                np.matmul(self.X[None, :, f0 : f0 + step], W[:, f0 : f0 + step, :], out=part)
-                out += part
+            if width >= _WIDE:
+                # A wide layer (an MLP's hidden units): one well-shaped product per row.
+                out = np.empty((k, m, width), dtype=np.float32)
+                for i in range(k):
+                    np.matmul(self.X, W[i], out=out[i])
+            else:
+                # A narrow one (softmax's classes): a product per row would be k x classes columns wide and
+                # stream the validation matrix k times; instead a block of input features of every row is
+                # laid side by side (a copy of the block) and multiplied at once, the block staying in cache.
+                acc = np.zeros((m, k * width), dtype=np.float32)
+                buffer = np.empty((_NARROW_STEP, k, width), dtype=np.float32)
+                for f0 in range(0, features, _NARROW_STEP):
+                    b = min(_NARROW_STEP, features - f0)
+                    np.copyto(buffer[:b], W[:, f0 : f0 + b, :].transpose(1, 0, 2))
+                    acc += self.X[:, f0 : f0 + b] @ buffer[:b].reshape(b, k * width)
+                out = np.ascontiguousarray(acc.reshape(m, k, width).transpose(1, 0, 2))
             out += rows[:, bias][:, None, :]
         return out
 

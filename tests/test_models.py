@@ -90,3 +90,22 @@ def test_a_validation_batch_refuses_unknown_layouts_and_marks_divergence() -> No
     assert batch.metrics(batch.responses(huge)[0], batch.heads(huge)[0]) == (float("inf"), 0.0)
     with pytest.raises(UnknownModelFamily):
         ValidationBatch({"w": np.zeros(3, np.float32)}, X, y, {"w": [3]})
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_responses_of_wide_layers_and_of_many_feature_blocks_match_the_forward_pass(family: str) -> None:
+    rng = np.random.default_rng(2)
+    # softmax: 2,100 features are three blocks of the narrow product, the last one partial; mlp: 64 hidden
+    # units take the one-product-per-delta path.
+    features = 2100 if family == "softmax" else 6
+    weights = init_softmax(features, 3) if family == "softmax" else init_mlp(features, 64, 3, rng)
+    spec = {name: list(t.shape) for name, t in weights.items()}
+    X = rng.normal(size=(25, features)).astype(np.float32)
+    y = rng.integers(0, 3, size=25)
+    batch = ValidationBatch(weights, X, y, spec)
+    base = flatten(weights, spec)
+    deltas = rng.normal(scale=0.05, size=(4, base.size)).astype(np.float32)
+    responses, heads = batch.responses(deltas), batch.heads(deltas)
+    for k in range(4):
+        expected = example_losses(unflatten(base + deltas[k], spec), X, y)
+        np.testing.assert_allclose(batch.losses(responses[k], heads[k]), expected, rtol=1e-5)
