@@ -39,7 +39,7 @@ def reputation_weighted_mean(
     Contract: ``X`` is (n, d) finite floating point; ``reputation`` has n values in [0, 100], not all
     zero. Returns float32 (d,).
     """
-    X = as_update_matrix(X)
+    X = as_update_matrix(X, check_finite=False)  # fedavg checks its sum (NaN x 0 is NaN): one pass
     influence = reputation_influence(as_client_vector(reputation, X.shape[0], "reputations"), cap)
     if influence.sum() <= 0.0:
         raise InvalidParameter("every client has zero reputation; nothing can be aggregated")
@@ -64,7 +64,7 @@ class ReputationWeighted(Strategy):
 
     def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
         """Reputation-weighted mean; clients of zero reputation are not selected."""
-        X = as_update_matrix(X)
+        X = as_update_matrix(X, check_finite=False)  # fedavg checks its sum (NaN x 0 is NaN): one pass
         influence = reputation_influence(clients.reputation, self.cap)
         if influence.shape != (X.shape[0],):
             raise InvalidParameter(f"reputations must have one entry per client ({X.shape[0]})")
