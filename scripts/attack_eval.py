@@ -63,8 +63,9 @@ omniscient (it sees every honest update of the round) and implemented from its p
 Secure aggregation (issue 24): a strategy spelled ``<rule>@secure<s>`` (``fltrust_guarded@secure3``) runs the
 same round under the secure mode: each round the present organizations are assigned to groups of at least
 ``s`` (``fedledger.secagg.groups.assign_tiers``, seeded per round), every coordinate clipped to the
-quantizer's range (``SECURE_CLIP``), and ``aggregator.round.secure.compute_secure_round`` scores, defends and
-pays the group means, splitting each group's reward among its members. The group mean is taken in floating
+quantizer's range (``SECURE_CLIP``; an attacker's are not: it may put any ring element in its masked input, so
+its group's sum reaches k x ``SECURE_CLIP``), and ``aggregator.round.secure.compute_secure_round`` scores,
+defends and pays the group means, splitting each group's reward among its members. The group mean is taken in floating
 point: the protocol's masking adds at most ``m / (2 scale)`` per coordinate (2e-9 here), far below these
 figures. Attacks see and search against that pipeline, as they do against the clear one.
 
@@ -764,7 +765,7 @@ def _trial(
     if attackers:
         X[attackers] = rows
     if secure_groups:
-        return _secure_trial(replace(template, deltas=X), secure_groups, rng_key)
+        return _secure_trial(replace(template, deltas=X), secure_groups, rng_key, attackers)
     return compute_round(replace(template, deltas=X), stream(*rng_key), template.deadline)
 
 
@@ -772,22 +773,33 @@ def _trial(
 SECURE_CLIP = 1.0
 
 
-def _secure_trial(inputs: RoundInputs, group_size: int, rng_key: tuple[int, ...]) -> RoundResult:
-    """The round under secure aggregation: groups drawn for the round, their means scored and paid."""
+def _secure_trial(
+    inputs: RoundInputs, group_size: int, rng_key: tuple[int, ...], attackers: Sequence[int]
+) -> RoundResult:
+    """The round under secure aggregation: groups drawn for the round, their means scored and paid.
+
+    An honest member's update is clipped to the quantizer's range; an attacker need not quantize honestly
+    and may put any ring element in its masked input, so its group's decoded sum can be anywhere in the
+    ring's signed range, k x ``SECURE_CLIP`` per coordinate for a group of k: the attacker's rows are
+    added unclipped and the group's sum is clipped to that range."""
     seed = hashlib.sha256(repr(("groups", *rng_key)).encode()).digest()
     floor = inputs.params.min_reputation
     eligible = [c.address for c in inputs.clients if c.reputation >= floor]
     below = [c.address for c in inputs.clients if c.reputation < floor]
     groups, _ = assign_tiers(seed, eligible, below, group_size)
     row = {c.address.lower(): i for i, c in enumerate(inputs.clients)}
-    clipped = np.clip(inputs.deltas, -SECURE_CLIP, SECURE_CLIP)
-    secure = [
-        SecureGroup(
-            tuple(inputs.clients[row[a.lower()]] for a in g),
-            clipped[[row[a.lower()] for a in g]].mean(axis=0).astype(np.float32),
+    rows = np.asarray(inputs.deltas, dtype=np.float64)
+    honest = np.ones(len(rows), dtype=bool)
+    honest[list(attackers)] = False
+    rows = np.where(honest[:, None], np.clip(rows, -SECURE_CLIP, SECURE_CLIP), rows)
+    secure = []
+    for g in groups:
+        members = [row[a.lower()] for a in g]
+        reach = len(members) * SECURE_CLIP
+        total = np.clip(rows[members].sum(axis=0), -reach, reach)
+        secure.append(
+            SecureGroup(tuple(inputs.clients[i] for i in members), (total / len(members)).astype(np.float32))
         )
-        for g in groups
-    ]
     empty = replace(inputs, clients=(), deltas=inputs.deltas[:0])
     return compute_secure_round(empty, secure, stream(*rng_key), inputs.deadline)
 
