@@ -20,6 +20,10 @@ reference's) where the rule is the same (max |ours - theirs| <= 1e-4 x max |thei
 chosen for Krum). FLTrust's reference update g_0 is a row of the same distribution plus the honest mean
 direction, so that most trust scores are positive; centered clipping starts at the coordinate median.
 
+The row ``bulyan_columns`` times Bulyan's coordinate-wise step alone (the mean of the n - 4f values closest
+to the median of n - 2f rows), against one ``np.sum`` over those n - 2f rows.
+Our compiled (numba) kernels are compiled, or loaded from numba's cache, by one call of every strategy on
+a small matrix before the table (the header says how long that took): it is a one-off cost per process.
 BLAS runs one thread for every contender (threadpoolctl), so no contender spins on a core another holds.
 ``--background N`` starts N busy processes (pure Python loops) for the whole run and stops them after.
 Krum-family rules use f = floor((n - 3) / 4), the largest f Bulyan accepts; multi_krum keeps
@@ -49,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator import strategies  # noqa: E402
 from aggregator.strategies.base import StrategyInputs  # noqa: E402
+from aggregator.strategies.bulyan import closest_to_median_columns  # noqa: E402
 
 try:
     import flwr
@@ -63,6 +68,14 @@ except ImportError:  # pragma: no cover
 PARAM_TABLE = Path(__file__).resolve().parent.parent / "fedledger" / "chain" / "param_table.json"
 
 
+def numba_version() -> str:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a pinned dependency
+        return "absent (NumPy kernels)"
+    return str(numba.__version__)
+
+
 def default_strategy() -> str:
     """The genesis ``strategy`` of the chain's parameter table (the rule every new deployment runs)."""
     table = json.loads(PARAM_TABLE.read_text())
@@ -70,14 +83,22 @@ def default_strategy() -> str:
     return str(row["default"])
 
 
+# Bulyan's coordinate-wise step alone (the mean of the beta values closest to the median of the theta
+# selected rows), held to the same floor as median and trimmed mean: its own row, after bulyan.
+BULYAN_COLUMNS = "bulyan_columns"
+
+
 def all_strategies() -> tuple[str, ...]:
-    """Every registered strategy, the chain's default first."""
+    """Every registered strategy, the chain's default first, Bulyan's coordinate-wise step after Bulyan."""
     first = default_strategy()
-    return (first, *[name for name in strategies.names() if name != first])
+    names = [first, *[name for name in strategies.names() if name != first]]
+    if "bulyan" in names:
+        names.insert(names.index("bulyan") + 1, BULYAN_COLUMNS)
+    return tuple(names)
 
 
 STRATEGIES = all_strategies()
-COORDINATE_WISE = {"fedavg", "median", "trimmed_mean", "reputation"}
+COORDINATE_WISE = {"fedavg", "median", "trimmed_mean", "reputation", BULYAN_COLUMNS}
 SELECTING = {"krum"}
 PEERS = ("flower", "qora", "numpy")
 BETA = 0.2
@@ -99,6 +120,8 @@ def reference_update(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def ours(name: str, X: np.ndarray, f: int, rep: np.ndarray, g0: np.ndarray) -> Callable[[], np.ndarray]:
     """The registered strategy as a round runs it: its object, then ``aggregate`` on checked inputs."""
     n = X.shape[0]
+    if name == BULYAN_COLUMNS:  # theta = n - 2f rows (which ones does not change the time), beta = theta - 2f
+        return partial(closest_to_median_columns, X, np.arange(n - 2 * f), n - 4 * f)
     params = {
         "trimmed_mean": {"beta": BETA},
         "krum": {"f": f},
@@ -205,6 +228,19 @@ def agrees(name: str, mine: np.ndarray, theirs: np.ndarray, X: np.ndarray) -> st
     return "yes" if float(np.abs(mine - theirs).max()) <= 1e-4 * scale else "NO"
 
 
+def compile_kernels(names: list[str]) -> float:
+    """Run every strategy once on a small matrix, so that numba compiles (or loads from its cache) the
+    kernels before any timing: a one-off cost per process, not per call. Returns the seconds it took."""
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    for n in (11, 23):  # odd and even counts take the same kernels; two sizes exercise both
+        X = rng.standard_normal((n, 1000), dtype=np.float32)
+        g0 = reference_update(X, rng)
+        for name in names:
+            ours(name, X, (n - 3) // 4, rng.uniform(20, 100, size=n), g0)()
+    return time.perf_counter() - start
+
+
 def busy_loop() -> None:  # pragma: no cover - runs in a child process
     while True:
         pass
@@ -266,12 +302,17 @@ def main() -> None:
                 for i in threadpool_info()
                 if i["user_api"] == "blas"
             )
+            compiled = compile_kernels(names)
             print(
-                f"# numpy {np.__version__}; flwr {'absent' if flwr is None else flwr.__version__}; "
+                f"# numpy {np.__version__}; numba {numba_version()}; "
+                f"flwr {'absent' if flwr is None else flwr.__version__}; "
                 f"qora-fl {'absent' if qora is None else 'present'}; BLAS {blas}; "
                 f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
                 f"{args.background} busy background processes; {args.repeats} interleaved runs after a "
                 f"warm-up; load average at start {os.getloadavg()[0]:.2f}"
+            )
+            print(
+                f"# compiled kernels loaded or compiled before timing in {compiled:.1f} s (once per process)"
             )
             print()
             print(
@@ -312,7 +353,7 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
                     else:
                         contenders[peer] = call
                 if name in COORDINATE_WISE:
-                    contenders["floor"] = partial(np.sum, X)
+                    contenders["floor"] = partial(np.sum, X[: n - 2 * f] if name == BULYAN_COLUMNS else X)
                 times, outputs = run_cell(contenders, args.repeats, args.peer_budget)
                 for peer in ("flower", "qora"):
                     if peer in times and len(times[peer]) == 1 and d == 100_000:
