@@ -439,9 +439,9 @@ def _score_and_decide(
     # Only updates the aggregate keeps are paid (selected implies eligible).
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, selected & ~byzantine)
 
-    # The model takes the multiple of the aggregate that lowers the validation loss most, and only if it
-    # lowers it (rollback.line_search_decision): a loss that may rise a little each round is an attacker's
-    # budget; a refused round leaves the next one its own search (never a permanent freeze).
+    # The model takes the multiple of the aggregate that lowers the validation loss most, and only if the
+    # loss does not rise (rollback.line_search_decision): a loss that may rise a little each round is an
+    # attacker's budget; a refused round leaves the next one its own search (never a permanent freeze).
     at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
     decision = line_search_decision(at_step(0.0), at_step, params.rollback_threshold)
     # A refused round still records the model of the full step (stored as rolled back).

@@ -65,9 +65,10 @@ def line_search_decision(
     steps: tuple[float, ...] = LINE_SEARCH_STEPS,
 ) -> StepDecision:
     """The step of ``steps`` whose model (``loss_at(step)``: per-example validation losses, or their mean,
-    of base + step x aggregate) has the lowest mean validation loss, kept only when that loss is below the
-    active model's plus ``threshold`` of it (the governed ``rollback_threshold``; its default 0 keeps only a
-    decrease); step 0 (rollback) otherwise.
+    of base + step x aggregate) has the lowest mean validation loss, kept only when that loss is not above
+    the active model's plus ``threshold`` of it (the governed ``rollback_threshold``; at its default 0 the
+    loss may not rise at all; an update that leaves it unchanged, e.g. without validation data, is kept);
+    step 0 (rollback) otherwise.
 
     Why the best step and not the largest tolerable one: a tolerance per round (a rise of a few percent, or
     of a few standard errors, that the validation set cannot resolve) is a budget an attacker who knows
@@ -95,11 +96,11 @@ def line_search_decision(
         return StepDecision(0.0, math.inf, "holdout loss is not finite at any step of the aggregate")
     change = (best_loss - loss_before) / loss_before
     label = f" at step {best_step:g} of the aggregate"
-    if change < threshold:
+    if change <= threshold:
         return StepDecision(best_step, change, f"holdout loss changed {change:+.2%}{label}")
     return StepDecision(
         0.0,
         change,
-        f"holdout loss changed {change:+.2%} at best ({label.strip()}), not below the "
+        f"holdout loss changed {change:+.2%} at best ({label.strip()}), above the "
         f"{threshold:.2%} rollback threshold",
     )

@@ -42,7 +42,7 @@ contract ProtocolParameters is AccessControl {
         RoundDuration, // 22 seconds; time from a round's opening to its deadline
         Quorum, // 23 count; fewest updates the deadline close aggregates; never closes a round early
         MinParticipants, // 24 count; fewer updates at the deadline: the round is extended or fails
-        RollbackThreshold, // 25 WAD; relative holdout-loss rise a new model must stay below (0: it must lower the loss)
+        RollbackThreshold, // 25 WAD; relative holdout-loss rise above which a new model is refused (0: any rise)
         RoundRewardBudget, // 26 token wei; cap on one round's rewards
         UnbondingPeriod, // 27 seconds; time between an exit request and the stake's withdrawal (3 days)
         Tier1MinFitness, // 28 WAD score 0..100; fitness that earns reward tier 1

@@ -91,7 +91,7 @@ def test_a_model_that_degrades_the_holdout_is_rolled_back() -> None:
     assert not result.activate and result.record.rolled_back is True
     assert result.record.holdout_loss_after > result.record.holdout_loss_before * 1.05
     # Refused at every step of the line search; the recorded model is the full step's.
-    assert "at best (at step 0.25 of the aggregate), not below the 5.00% rollback threshold" in (
+    assert "at best (at step 0.25 of the aggregate), above the 5.00% rollback threshold" in (
         result.record.decision
     )
     assert result.step == 0.0
