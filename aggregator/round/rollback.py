@@ -87,8 +87,9 @@ def line_search_decision(
     if not steps or any(not (math.isfinite(s) and s > 0) for s in steps):
         raise InvalidParameter(f"line-search steps must be finite and positive, got {steps}")
     best_step, best_loss = 0.0, math.inf
-    # Largest step first: on a tie the longer step wins.
-    for step in sorted(steps, reverse=True):
+    # The full step first, then the others: another step is kept only when it is strictly better, so a
+    # validation set that cannot tell the steps apart (or none) keeps the aggregate as the rule made it.
+    for step in sorted(steps, key=lambda s: (s != 1.0, -s)):
         loss = float(np.mean(np.asarray(loss_at(step), dtype=np.float64)))
         if math.isfinite(loss) and loss < best_loss:
             best_step, best_loss = step, loss

@@ -39,8 +39,13 @@ def test_multi_krum_federation_excludes_the_attackers(launcher: ModuleType, tmp_
         # Multi-Krum keeps n - f of the eligible clients: once the attackers' reputation is below
         # min_reputation (5 eligible, f = 1) it also leaves out the one honest client furthest from the rest.
         assert attackers <= excluded and len(excluded - attackers) <= 1, entry
+        # Below every honest client's honesty, not a fixed 50: the close's line search (up to 4x the
+        # aggregate) brings the model near convergence by round 3, where honest updates scatter widely
+        # and the honesty score allows for that scatter (a sign-flipped one then scores 60-75 against 100).
+        honest_honesty = min(by_partition[p]["honesty"] for p in range(CLIENTS - BYZANTINE))
         for p in attackers:
-            assert by_partition[p]["honesty"] < 50 and by_partition[p]["fitness"] < by_partition[0]["fitness"]
+            assert by_partition[p]["honesty"] < honest_honesty
+            assert by_partition[p]["fitness"] < by_partition[0]["fitness"]
     accuracies = [r["holdout_accuracy"] for r in report]
     assert accuracies[0] > 0.8 and accuracies[-1] >= 0.88, accuracies
     final = {int(n["metrics"]["partition-id"]): n["reputation"] for n in report[-1]["nodes"]}
