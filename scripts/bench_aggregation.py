@@ -20,6 +20,11 @@ reference's) where the rule is the same (max |ours - theirs| <= 1e-4 x max |thei
 chosen for Krum). FLTrust's reference update g_0 is a row of the same distribution plus the honest mean
 direction, so that most trust scores are positive; centered clipping starts at the coordinate median.
 
+``--clock cpu`` times each call by this process's CPU time instead of elapsed time: on a machine shared
+with other jobs, elapsed time also counts the time the scheduler gave others, more of it the longer a
+call runs, which inflates slow calls against fast ones (the floor); CPU time counts the work, including
+any thread that spins. It sums all threads of the process, so a multi-threaded peer (qora-fl runs a pool
+of worker threads) is charged for every core it used.
 The row ``bulyan_columns`` times Bulyan's coordinate-wise step alone (the mean of the n - 4f values closest
 to the median of n - 2f rows), against one ``np.sum`` over those n - 2f rows.
 Our compiled (numba) kernels are compiled, or loaded from numba's cache, by one call of every strategy on
@@ -252,8 +257,12 @@ def summary(times: list[float]) -> str:
     return f"{statistics.median(times) * 1e3:,.1f} [{min(times) * 1e3:,.1f}-{max(times) * 1e3:,.1f}]"
 
 
+# What a contender's time is: wall-clock time, or the CPU time of this process (all its threads).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def run_cell(
-    contenders: dict[str, Callable[[], object]], repeats: int, budget: float
+    contenders: dict[str, Callable[[], object]], repeats: int, budget: float, clock: Callable[[], float]
 ) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Warm every contender up once (keeping its output), then time them interleaved; one slower than
     ``budget`` seconds in its warm-up is timed by that run alone."""
@@ -261,9 +270,9 @@ def run_cell(
     outputs: dict[str, object] = {}
     repeated = []
     for name, call in contenders.items():
-        start = time.perf_counter()
+        start = clock()
         outputs[name] = call()
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed > budget:
             times[name] = [elapsed]
         else:
@@ -272,9 +281,9 @@ def run_cell(
     for _ in range(repeats):
         for name in repeated:
             call = contenders[name]
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times, outputs
 
 
@@ -287,6 +296,12 @@ def main() -> None:
     parser.add_argument("--background", type=int, default=0, help="busy processes to run alongside")
     parser.add_argument("--peer-budget", type=float, default=10.0, help="seconds; see the module docstring")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: CPU time of this process and its threads (see the module docstring)",
+    )
     args = parser.parse_args()
 
     ns = [10, 50] if args.quick else [10, 50, 100]
@@ -308,7 +323,8 @@ def main() -> None:
                 f"flwr {'absent' if flwr is None else flwr.__version__}; "
                 f"qora-fl {'absent' if qora is None else 'present'}; BLAS {blas}; "
                 f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-                f"{args.background} busy background processes; {args.repeats} interleaved runs after a "
+                f"{args.background} busy background processes; {args.clock} clock; "
+                f"{args.repeats} interleaved runs after a "
                 f"warm-up; load average at start {os.getloadavg()[0]:.2f}"
             )
             print(
@@ -354,7 +370,7 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
                         contenders[peer] = call
                 if name in COORDINATE_WISE:
                     contenders["floor"] = partial(np.sum, X[: n - 2 * f] if name == BULYAN_COLUMNS else X)
-                times, outputs = run_cell(contenders, args.repeats, args.peer_budget)
+                times, outputs = run_cell(contenders, args.repeats, args.peer_budget, CLOCKS[args.clock])
                 for peer in ("flower", "qora"):
                     if peer in times and len(times[peer]) == 1 and d == 100_000:
                         slow_peers[(peer, name, n)] = times[peer][0]
