@@ -1,5 +1,6 @@
-"""The numba kernel behind :func:`aggregator.strategies.kernels.sq_norms_and_dots` (imported on first use,
-like :mod:`aggregator.strategies.order_kernels`).
+"""The numba kernels behind :func:`aggregator.strategies.kernels.sq_norms_and_dots` and, for few rows,
+:func:`aggregator.strategies.krum.gram_float32` (imported on first use, like
+:mod:`aggregator.strategies.order_kernels`).
 
 Squared norms and dots with one vector for every row, in one pass over the matrix, accumulated in float64:
 a float32 product is exact in float64 and a float32 square cannot overflow or underflow there, so no row
@@ -71,3 +72,75 @@ def sq_norms_and_dots(
         else:
             for i in range(n):
                 sq[i] += _sq(X[i, c0:c1])
+
+
+@_compiled
+def centred_gram(X: np.ndarray, block: int, gram: np.ndarray) -> None:
+    """Add to ``gram`` (n x n float64, zeroed by the caller) the Gram matrix of the rows of float32 ``X``
+    centred per block of ``block`` columns on the block's column means (float32), as
+    :func:`aggregator.strategies.krum.gram_float32` defines it: each block's products summed in float32
+    (SIMD lanes, in an order LLVM chooses), the block sums in float64. For few rows, where a BLAS product
+    of n x block by block x n is mostly call overhead."""
+    n, d = X.shape
+    centred = np.empty((n, block), dtype=np.float32)
+    total = np.empty(block, dtype=np.float64)
+    mean = np.empty(block, dtype=np.float32)
+    for c0 in range(0, d, block):
+        w = min(block, d - c0)
+        for j in range(w):
+            total[j] = 0.0
+        for i in range(n):
+            row = X[i, c0 : c0 + w]
+            for j in range(w):
+                total[j] += np.float64(row[j])
+        for j in range(w):
+            mean[j] = np.float32(total[j] / n)
+        for i in range(n):
+            row = X[i, c0 : c0 + w]
+            out = centred[i]
+            for j in range(w):
+                out[j] = row[j] - mean[j]
+        for a in range(n):
+            ra = centred[a, :w]
+            b = a
+            while b + 4 <= n:  # four dots per pass over row a: a quarter of its loads, four sums in flight
+                s0, s1, s2, s3 = _dot32x4(
+                    ra, centred[b, :w], centred[b + 1, :w], centred[b + 2, :w], centred[b + 3, :w]
+                )
+                _add_sym(gram, a, b, s0)
+                _add_sym(gram, a, b + 1, s1)
+                _add_sym(gram, a, b + 2, s2)
+                _add_sym(gram, a, b + 3, s3)
+                b += 4
+            while b < n:
+                _add_sym(gram, a, b, _dot32(ra, centred[b, :w]))
+                b += 1
+
+
+@_compiled
+def _add_sym(gram: np.ndarray, a: int, b: int, s: float) -> None:
+    gram[a, b] += s
+    if b != a:
+        gram[b, a] += s
+
+
+@_compiled
+def _dot32(x: np.ndarray, y: np.ndarray) -> float:
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        s += x[j] * y[j]
+    return np.float64(s)
+
+
+@_compiled
+def _dot32x4(
+    x: np.ndarray, y0: np.ndarray, y1: np.ndarray, y2: np.ndarray, y3: np.ndarray
+) -> tuple[float, float, float, float]:
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    for j in range(x.shape[0]):
+        v = x[j]
+        s0 += v * y0[j]
+        s1 += v * y1[j]
+        s2 += v * y2[j]
+        s3 += v * y3[j]
+    return np.float64(s0), np.float64(s1), np.float64(s2), np.float64(s3)

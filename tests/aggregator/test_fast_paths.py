@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aggregator.errors import InvalidUpdates
+from aggregator.strategies import compiled
 from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.krum import (
+    COMPILED_GRAM_ROWS,
+    FLOAT32_ERROR,
     Krum,
     MultiKrum,
     choose,
+    distances_from_gram,
     fast_distances,
+    gram_float32,
     krum_ranking,
     multi_krum,
     pairwise_sq_distances,
@@ -79,3 +85,30 @@ def test_krum_objects_select_what_the_float64_distances_select(seed: int) -> Non
     m = max(1, n - 2 * f - 2)
     chosen = MultiKrum(f, m).aggregate(X, inputs).selected
     assert chosen.tolist() == sorted(select_multikrum(D, f, m).tolist())
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 1), (2, 3), (5, 4095), (10, 2 * 4096 + 5), (16, 9000)])
+def test_the_compiled_float32_gram_is_within_the_bound_and_agrees_with_blas(
+    n: int, d: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert n <= COMPILED_GRAM_ROWS and compiled.dot_kernels() is not None
+    rng = np.random.default_rng(n + d)
+    X = rng.standard_normal((n, d), dtype=np.float32) * np.float32(3) + np.float32(300)
+    gram = gram_float32(X)
+    monkeypatch.setattr(compiled, "dot_kernels", lambda: None)
+    blas = gram_float32(X)
+    assert gram is not None and blas is not None
+    centred = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    exact = distances_from_gram(centred @ centred.T)
+    sq = np.diag(gram)
+    bound = FLOAT32_ERROR * (sq[:, None] + sq[None, :])
+    assert (np.abs(distances_from_gram(gram) - exact) <= bound).all()
+    assert (np.abs(distances_from_gram(blas) - exact) <= bound).all()
+
+
+def test_the_compiled_gram_reports_non_finite_updates_as_the_blas_one_does() -> None:
+    X = np.ones((4, 50), np.float32)
+    X[2, 3] = np.nan
+    assert gram_float32(X) is None
+    with pytest.raises(InvalidUpdates, match=r"clients \[2\]"):
+        Krum(0).aggregate(X, StrategyInputs.of(4))
