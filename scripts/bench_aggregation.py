@@ -292,6 +292,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="n in {10, 50}, d = 100K only")
+    parser.add_argument("--ns", default="10,50,100", help="client counts n, comma-separated")
+    parser.add_argument("--ds", default="100000,1000000", help="parameter counts d, comma-separated")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--background", type=int, default=0, help="busy processes to run alongside")
     parser.add_argument("--peer-budget", type=float, default=10.0, help="seconds; see the module docstring")
@@ -304,8 +306,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    ns = [10, 50] if args.quick else [10, 50, 100]
-    ds = [100_000] if args.quick else [100_000, 1_000_000]
+    ns = [10, 50] if args.quick else [int(n) for n in args.ns.split(",")]
+    ds = [100_000] if args.quick else [int(d) for d in args.ds.split(",")]
     names = [s for s in args.strategies.split(",") if s]
     background = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(args.background)]
     for process in background:
