@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -236,9 +237,22 @@ def test_the_stored_transcript_does_not_unmask_any_single_member() -> None:
     result = t.unmask()
     for m in result.survivors:
         member = run.members[m]
-        # No secret key of any member, nor any box's contents, is in what the server stores.
-        for secret in (agreement.private_bytes(member._mask), agreement.private_bytes(member._channel)):
-            assert secret not in stored
+        # No secret of any survivor (its keys, its self seed, its pairwise seeds, the shares of survivors'
+        # mask keys it holds) is in what the server stores, raw or as hex.
+        secrets = [
+            agreement.private_bytes(member._mask),
+            agreement.private_bytes(member._channel),
+            member._self_seed,
+        ]
+        secrets += [
+            agreement.pairwise_seed(member._shared("mask", a.mask_key), ctx.group_id)
+            for a in t.adverts.values()
+            if a.member != m
+        ]
+        # (A dropped member's mask-key shares are revealed by design; a survivor's never are.)
+        secrets += [member._held[o.lower()][1].value for o in result.survivors]
+        for secret in secrets:
+            assert secret not in stored and secret.hex().encode() not in stored
         # No share of a survivor's mask key was revealed: it cannot be rebuilt (t needed, 0 held).
         assert all(m not in r.key_shares for r in t.reveals.values())
         # The self mask is removable by design; what remains is still hidden by the pairwise masks.
@@ -259,20 +273,16 @@ def _rebuild_seed(t: GroupTranscript, member: str) -> bytes:
 
 
 def _stored_bytes(t: GroupTranscript) -> bytes:
-    parts: list[bytes] = []
-    for advert in t.adverts.values():
-        parts += [advert.channel_key, advert.mask_key, advert.signature.encode()]
-    for bundle in t.bundles.values():
-        parts += [bundle.self_seed_commitment, bundle.signature.encode()]
-        for box in bundle.boxes:
-            parts += [box.sealed, box.seed_commitment, box.key_commitment]
-    for masked in t.masked.values():
-        parts += [masked.vector.tobytes(), masked.signature.encode()]
-    for reveal in t.reveals.values():
-        parts += [s.value for s in reveal.seed_shares.values()] + [
-            s.value for s in reveal.key_shares.values()
-        ]
-    return b"".join(parts)
+    """Everything the server keeps of the group, as the API would store it: each message's JSON wire form
+    (bytes as hex) and each masked vector's raw bytes."""
+    from fedledger.secagg import wire
+
+    docs = [wire.advert_json(a) for a in t.adverts.values()]
+    docs += [wire.bundle_json(b) for b in t.bundles.values()]
+    docs += [wire.masked_json(m) for m in t.masked.values()]
+    docs += [wire.reveal_json(r) for r in t.reveals.values()]
+    vectors = [bytes(wire.vector_bytes(m.vector)) for m in t.masked.values() if m.vector is not None]
+    return b"".join(json.dumps(d).encode() for d in docs) + b"".join(vectors)
 
 
 def _others(transcript: GroupTranscript, dealer: str) -> list[ShareBundle]:
