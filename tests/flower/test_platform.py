@@ -18,7 +18,13 @@ from web3 import Web3
 from client.sdk import Organization
 from client.wallet import Wallet
 from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
-from tests.worker.conftest import chain, database_url, settings, worker  # noqa: F401 - fixtures
+from tests.worker.conftest import (  # noqa: F401 - fixtures
+    chain,
+    database_url,
+    deployed_chain,
+    settings,
+    worker,
+)
 from tests.worker.test_simulation import api_url  # noqa: F401 - fixture: the API served over HTTP
 
 pytestmark = [
