@@ -1,0 +1,425 @@
+"""Issue 25 item 4: a round's close sharded by coordinate ranges across worker processes, each under a memory
+limit it cannot exceed (``prlimit --as``), at sizes one worker cannot close.
+
+What runs: the real sharded close (aggregator.worker.shards.compute_sharded, the platform's genesis rule
+fltrust_guarded, chunked envelopes sealed and signed as the SDK does) with real Celery workers on a Redis
+broker (results in Redis), blobs in a filesystem store; only the database and the chain are left out (the
+close reads no more of them than its rows, built here). Each worker is ``prlimit --as=<limit> celery worker``
+with one process and one BLAS thread; the coordinator (in production: the worker holding the round's lease)
+is this process.
+
+    .venv/bin/python scripts/bench_scale.py big --n 100 --d 20000000 --workers 4      # 8 GB of updates
+    .venv/bin/python scripts/bench_scale.py big --n 1000 --d 2000000 --workers 4
+    .venv/bin/python scripts/bench_scale.py scaling --n 100 --d 2000000 --repeats 3   # 1, 2, 4 workers
+    .venv/bin/python scripts/bench_scale.py single --n 100 --d 20000000               # one worker, same limit
+
+Each prints its figures (time per phase, peak RSS per worker, the load average). The model is softmax
+regression with ``classes`` classes and d / classes features; the validation data are synthetic (the close's
+cost does not depend on what they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from celery import Celery, group  # noqa: E402
+from eth_account import Account  # noqa: E402
+
+from aggregator.round.compute import RoundResult  # noqa: E402
+from aggregator.round.sharding import plan_shards  # noqa: E402
+from aggregator.worker import close as round_close  # noqa: E402
+from aggregator.worker.close import Inputs  # noqa: E402
+from aggregator.worker.shards import (  # noqa: E402
+    COMBINE,
+    STATISTICS,
+    Domain,
+    compute_sharded,
+    shard_combine,
+    shard_statistics,
+)
+from db.models import ModelVersion, Participant, Round, Update  # noqa: E402
+from fedledger.crypto.chunked import coordinate_order, layout_hash, parse_head, seal_chunked  # noqa: E402
+from fedledger.crypto.eip712 import sign_update  # noqa: E402
+from fedledger.crypto.keys import KeyAlgorithm, generate_server_key  # noqa: E402
+from fedledger.domain.blobstore import FilesystemBlobStore  # noqa: E402
+from fedledger.models import init_softmax  # noqa: E402
+
+DOMAIN = Domain(31337, "0x" + "22" * 20)
+EXAMPLES = 240  # holdout: half root (the reference update), half validation
+CHUNK = 1 << 20
+GB = 1024**3
+BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/7")  # a Redis of your own: BENCH_BROKER
+
+app = Celery("bench_scale", broker=BROKER, backend=BROKER)
+app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, result_expires=3600)
+
+
+def _context(workdir: str) -> tuple[FilesystemBlobStore, dict[str, bytes], np.ndarray]:
+    meta = json.loads((Path(workdir) / "meta.json").read_text())
+    features = np.load(Path(workdir) / "validation.npy", mmap_mode="r")
+    return (
+        FilesystemBlobStore(Path(workdir) / "blobs"),
+        {meta["key_id"]: meta["private_pem"].encode()},
+        features,
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@app.task(name="bench.statistics")
+def statistics_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    blobs, keys, features = _context(workdir)
+    out = shard_statistics(job, blobs, keys, DOMAIN, features)
+    return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
+
+
+@app.task(name="bench.combine")
+def combine_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    blobs, keys, _ = _context(workdir)
+    out = shard_combine(job, blobs, keys, DOMAIN)
+    return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+
+def build(workdir: Path, n: int, d: int, classes: int, seed: int = 0) -> dict[str, Any]:
+    """n chunked, signed updates of a softmax model of about d parameters, the holdout and the server key."""
+    if (workdir / "meta.json").exists():
+        meta: dict[str, Any] = json.loads((workdir / "meta.json").read_text())
+        if (meta["n"], meta["d_requested"], meta["classes"]) == (n, d, classes):
+            return meta
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    features = max(1, (d - classes) // classes)
+    weights = init_softmax(features, classes)
+    shapes = coordinate_order({k: v.shape for k, v in weights.items()})
+    size = sum(int(np.prod(s)) for s in shapes.values())
+    X = rng.random((EXAMPLES, features), dtype=np.float32)
+    y = rng.integers(0, classes, EXAMPLES)
+    np.save(workdir / "holdout_x.npy", X)
+    np.save(workdir / "holdout_y.npy", y)
+    from aggregator.round.server_update import server_data
+
+    _, (validation, _) = server_data((X, y))
+    np.save(workdir / "validation.npy", np.ascontiguousarray(validation))
+    del X, validation
+    key = generate_server_key(KeyAlgorithm.x25519)
+    blobs = FilesystemBlobStore(workdir / "blobs")
+    # Honest updates share a direction (a common signal plus each one's noise), as trained deltas do.
+    signal = rng.standard_normal(size, dtype=np.float32) * np.float32(0.01)
+    updates = []
+    for _ in range(n):
+        wallet = Account.create()
+        row = signal + rng.standard_normal(size, dtype=np.float32) * np.float32(0.01)
+        envelope = seal_chunked(
+            row,
+            key.public_pem,
+            round_id=1,
+            model_version=1,
+            participant=wallet.address,
+            num_samples=100,
+            layout=layout_hash(shapes),
+            chunk_coords=CHUNK,
+        )
+        signature = sign_update(
+            wallet.key.hex(),
+            chain_id=DOMAIN.chain_id,
+            verifying_contract=DOMAIN.verifying_contract,
+            round_id=1,
+            model_version=1,
+            payload_hash=parse_head(envelope).payload_hash,
+            num_samples=100,
+        )
+        updates.append({"hash": blobs.put(envelope), "address": wallet.address, "signature": signature})
+        del row, envelope
+    meta = {
+        "n": n,
+        "d_requested": d,
+        "d": size,
+        "classes": classes,
+        "features": features,
+        "key_id": key.key_id,
+        "private_pem": key.private_pem.decode(),
+        "updates": updates,
+        "build_s": time.perf_counter() - started,
+    }
+    (workdir / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+def inputs_of(workdir: Path, meta: dict[str, Any]) -> tuple[Inputs, tuple[np.ndarray, np.ndarray]]:
+    """The close's inputs as load() reads them from the database (detached rows), and the holdout."""
+    opened = datetime(2026, 12, 1, tzinfo=UTC)
+    weights = init_softmax(meta["features"], meta["classes"])
+    participants, updates = {}, []
+    for i, u in enumerate(meta["updates"]):
+        participants[i + 1] = Participant(id=i + 1, address=u["address"], reputation=50.0)
+        updates.append(
+            Update(
+                id=i + 1,
+                round_id=1,
+                participant_id=i + 1,
+                ciphertext_hash=u["hash"],
+                num_samples=100,
+                submitted_at=opened + timedelta(minutes=1),
+                signature=u["signature"],
+            )
+        )
+    round_ = Round(
+        id=1, opened_at=opened, deadline=opened + timedelta(hours=1), extensions=0, quorum=3, params={}
+    )
+    model = ModelVersion(id=1, spec={k: list(v.shape) for k, v in weights.items()})
+    inputs = Inputs(
+        round_, updates, participants, weights, model, {meta["key_id"]: meta["private_pem"].encode()}, 0
+    )
+    holdout = (np.load(workdir / "holdout_x.npy"), np.load(workdir / "holdout_y.npy"))
+    return inputs, holdout
+
+
+# ---- workers ----------------------------------------------------------------------------------------------
+
+
+class Workers:
+    """``count`` Celery worker processes, each under ``prlimit --as=limit``, one process and BLAS thread each."""
+
+    def __init__(self, count: int, limit: int, logdir: Path) -> None:
+        self.processes = []
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "BENCH_BROKER": BROKER}
+        env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'scripts'}"
+        for i in range(count):
+            log = (logdir / f"worker-{i}.log").open("wb")
+            command = [
+                "prlimit",
+                f"--as={limit}",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench_scale",
+                "worker",
+                "--concurrency=1",
+                "--pool=solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                f"--hostname=shard{i}@%h",
+                "--loglevel=WARNING",
+            ]
+            self.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+        time.sleep(3)
+        for _ in range(60):
+            if len(app.control.ping(timeout=1.0)) >= count:
+                return
+        raise RuntimeError("the bench workers did not start; see their logs")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=30)
+
+
+def runner(workdir: Path, seen: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    def run(pass_name: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        task = statistics_task if pass_name == STATISTICS else combine_task
+        assert pass_name in (STATISTICS, COMBINE)
+        results: list[dict[str, Any]] = (
+            group(task.s(p, str(workdir)) for p in payloads).apply_async().get(timeout=3600)
+        )
+        seen.extend({"pass": pass_name, **{k: r[k] for k in ("host", "peak_rss_mb")}} for r in results)
+        return results
+
+    return run
+
+
+def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes: int) -> dict[str, Any]:
+    """One sharded close: its phases, the workers' peak RSS, the coordinator's."""
+    app.control.purge()
+    inputs, holdout = inputs_of(workdir, meta)
+    seen: list[dict[str, Any]] = []
+    ranges = plan_shards(meta["d"], meta["n"], 0, shards)
+    started = time.perf_counter()
+    result = compute_sharded(
+        inputs,
+        FilesystemBlobStore(workdir / "blobs"),
+        holdout,
+        round_close.round_rng(1),
+        inputs.round.deadline,
+        ranges,
+        runner(workdir, seen),
+        block_bytes,
+    )
+    total = time.perf_counter() - started
+    assert isinstance(result, RoundResult) and result.record is not None, result
+    peaks: dict[str, float] = {}
+    for s in seen:
+        peaks[s["host"]] = max(peaks.get(s["host"], 0.0), s["peak_rss_mb"])
+    durations = result.record.durations_ms
+    return {
+        "status": result.status.value,
+        "kept": len(result.kept),
+        "total_s": total,
+        "statistics_pass_s": durations["shard_statistics_ms"] / 1e3,
+        "combine_pass_s": durations["shard_combine_ms"] / 1e3,
+        "reference_s": durations["reference_ms"] / 1e3,
+        "aggregate_and_scores_s": (durations.get("aggregate_ms", 0) + durations.get("score_ms", 0)) / 1e3,
+        "worker_peak_rss_mb": sorted(peaks.values()),
+        "coordinator_peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_big(args: argparse.Namespace) -> None:
+    workdir = Path(args.workdir)
+    meta = build(workdir, args.n, args.d, args.classes)
+    gb = meta["n"] * meta["d"] * 4 / 1e9
+    print(f"n={meta['n']} d={meta['d']} ({gb:.2f} GB of float32 updates; built in {meta['build_s']:.0f} s)")
+    workers = Workers(args.workers, int(args.limit_gb * GB), workdir)
+    try:
+        out = sharded_close(workdir, meta, args.workers, args.block_mb << 20)
+    finally:
+        workers.stop()
+    print(json.dumps(out, indent=1))
+    print(f"load average: {load()}")
+
+
+def cmd_scaling(args: argparse.Namespace) -> None:
+    """1, 2, 4 workers (each its own pool, started before and stopped after each run, outside its timing)
+    and the single-worker close, interleaved after a warm-up round."""
+    workdir = Path(args.workdir)
+    meta = build(workdir, args.n, args.d, args.classes)
+    print(f"n={meta['n']} d={meta['d']} ({meta['n'] * meta['d'] * 4 / 1e9:.2f} GB of updates)")
+    counts = [int(c) for c in args.counts.split(",")]
+    times: dict[str, list[float]] = {str(c): [] for c in counts}
+    times["single"] = []
+    phases: dict[str, list[dict[str, Any]]] = {str(c): [] for c in counts}
+    for repeat in range(args.repeats + 1):  # the first round is the warm-up
+        for c in counts:
+            workers = Workers(c, int(args.limit_gb * GB), workdir)
+            try:
+                out = sharded_close(workdir, meta, c, args.block_mb << 20)
+            finally:
+                workers.stop()
+            if repeat:
+                times[str(c)].append(out["total_s"])
+                phases[str(c)].append(out)
+        inputs, holdout = inputs_of(workdir, meta)
+        started = time.perf_counter()
+        single = round_close.compute(
+            inputs,
+            FilesystemBlobStore(workdir / "blobs"),
+            holdout,
+            round_close.round_rng(1),
+            inputs.round.deadline,
+        )
+        assert single.status.value == "aggregated"
+        if repeat:
+            times["single"].append(time.perf_counter() - started)
+    for name, values in times.items():
+        label = "single-worker close (one process)" if name == "single" else f"sharded, {name} worker(s)"
+        extra = ""
+        if name in phases:
+            runs = phases[name]
+            extra = (
+                f"  statistics pass {statistics.median(r['statistics_pass_s'] for r in runs):.1f} s,"
+                f" combine pass {statistics.median(r['combine_pass_s'] for r in runs):.1f} s,"
+                f" worker peak RSS {max(max(r['worker_peak_rss_mb']) for r in runs):.0f} MB"
+            )
+        print(
+            f"{label:36s} median {statistics.median(values):6.1f} s  min {min(values):6.1f}  max {max(values):6.1f}"
+            + extra
+        )
+    print(f"peak RSS of this process (coordinator and single-worker close): {_peak_rss_mb():.0f} MB")
+    print(f"load average: {load()}")
+
+
+def cmd_single(args: argparse.Namespace) -> None:
+    """The single-worker close of the big round under the same memory limit (run as its own process)."""
+    workdir = Path(args.workdir)
+    meta = build(workdir, args.n, args.d, args.classes)
+    if os.environ.get("BENCH_LIMITED") != "1":
+        command = ["prlimit", f"--as={int(args.limit_gb * GB)}", sys.executable, __file__, *sys.argv[1:]]
+        started = time.perf_counter()
+        done = subprocess.run(
+            command, env={**os.environ, "BENCH_LIMITED": "1"}, capture_output=True, text=True
+        )
+        tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or [""]
+        print(
+            f"single-worker close under {args.limit_gb:g} GB: exit {done.returncode} after "
+            f"{time.perf_counter() - started:.0f} s: {tail[0]}"
+        )
+        print(f"load average: {load()}")
+        return
+    inputs, holdout = inputs_of(workdir, meta)
+    started = time.perf_counter()
+    try:
+        result = round_close.compute(
+            inputs,
+            FilesystemBlobStore(workdir / "blobs"),
+            holdout,
+            round_close.round_rng(1),
+            inputs.round.deadline,
+        )
+    except MemoryError:
+        print(f"MemoryError after {time.perf_counter() - started:.0f} s (peak RSS {_peak_rss_mb():.0f} MB)")
+        sys.exit(3)
+    print(
+        f"closed: {result.status.value} in {time.perf_counter() - started:.0f} s, peak RSS {_peak_rss_mb():.0f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, handler in (("big", cmd_big), ("scaling", cmd_scaling), ("single", cmd_single)):
+        p = sub.add_parser(name)
+        p.set_defaults(handler=handler)
+        p.add_argument("--n", type=int, default=100)
+        p.add_argument("--d", type=int, default=20_000_000)
+        p.add_argument("--classes", type=int, default=100)
+        p.add_argument("--workers", type=int, default=4)
+        p.add_argument("--limit-gb", type=float, default=4.0)
+        p.add_argument("--block-mb", type=int, default=64)
+        p.add_argument("--workdir", default=str(ROOT / "var" / "bench-scale"))
+        p.add_argument("--counts", default="1,2,4")
+        p.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    args.workdir = str(Path(args.workdir) / f"n{args.n}-d{args.d}-c{args.classes}")
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()
