@@ -6,6 +6,7 @@ here; tests/worker/test_sharded_close.py runs them as Celery tasks on real worke
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from eth_account import Account
 
 from aggregator.round.compute import CloseStatus, RoundResult
+from aggregator.round.server_update import server_data
 from aggregator.round.sharding import SHARDABLE_STRATEGIES, TOLERANCE, plan_shards
 from aggregator.worker import close as round_close
 from aggregator.worker.close import Inputs
@@ -76,7 +78,7 @@ def build(
                 envelope = bytes(altered)
         else:
             envelope = seal(encode_update(tensors), key.public_pem, **fields)
-            signed = __import__("hashlib").sha256(envelope).digest()
+            signed = hashlib.sha256(envelope).digest()
         signature = sign_update(
             wallet.key.hex(),
             chain_id=DOMAIN.chain_id,
@@ -120,8 +122,6 @@ def both(
 ) -> tuple[RoundResult, RoundResult]:
     inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy), **options)
     single = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
-    from aggregator.round.server_update import server_data
-
     _, (features, _) = server_data(fed.holdout)
     size = sum(t.size for t in fed.weights.values())
     sharded = compute_sharded(
