@@ -95,8 +95,8 @@ def test_nobody_passing_leaves_the_model_unchanged() -> None:
 
 def test_half_the_wallets_sending_zero_updates_cannot_make_honest_norms_conclusive() -> None:
     # Honest norms differ (a larger shard takes longer steps); half the wallets send near-zero updates:
-    # the round's median is then half the smallest honest norm, and the largest honest one is "10x" it.
-    honest = np.array([1.0, 1.2, 1.5, 2.0, 6.0])
+    # the round's median is then half the smallest honest norm, and the largest honest one is "20x" it.
+    honest = np.array([1.0, 1.2, 1.5, 2.0, 12.0])
     norms = np.concatenate([honest, np.full(5, 1e-6)])
     assert norm_evidence(norms)[4]
     # With the server's reference norm as the floor, no honest row is conclusive.

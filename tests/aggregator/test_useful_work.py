@@ -212,8 +212,9 @@ def test_evidence_needs_both_reference_signals() -> None:
     assert np.flatnonzero(direction_evidence(cos, gain, config)).tolist() == [8, 9]
     # Harm below the floor (a fraction of the loss) is noise, not evidence.
     assert not direction_evidence(cos, gain, loss=100.0).any()
-    # A boosted update (10x the round's median norm) is evidence whatever its direction.
-    norms = [1.0, 1.2, 0.9, 1.0, 1.1, 1.0, 0.95, 1.0, 1.0, 15.0]
+    # A boosted update (20x the round's median norm) is evidence whatever its direction; an honest spike
+    # of 13x the median (measured after a 4x validated step) is not.
+    norms = [1.0, 1.2, 0.9, 1.0, 1.1, 1.0, 0.95, 1.0, 13.0, 25.0]
     assert np.flatnonzero(direction_evidence(cos, gain) | norm_evidence(norms)).tolist() == [8, 9]
     with pytest.raises(InvalidParameter):
         direction_evidence([0.1], [0.1, 0.2])
