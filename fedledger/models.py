@@ -98,7 +98,7 @@ def example_losses(weights: Weights, X: np.ndarray, y: np.ndarray) -> np.ndarray
     between two models says which differences the validation set can resolve at all.
     """
     with np.errstate(all="ignore"):
-        z = logits(weights, X.astype(np.float32))
+        z = logits(weights, X.astype(np.float32, copy=False))
         if not np.isfinite(z).all():
             return np.full(len(y), np.inf)
         losses: np.ndarray = -log_softmax(z.astype(np.float64))[np.arange(len(y)), y]
@@ -108,7 +108,7 @@ def example_losses(weights: Weights, X: np.ndarray, y: np.ndarray) -> np.ndarray
 def evaluate(weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy and accuracy. A model with non-finite weights or outputs scores (inf, 0)."""
     with np.errstate(all="ignore"):
-        z = logits(weights, X.astype(np.float32))
+        z = logits(weights, X.astype(np.float32, copy=False))
         if not np.isfinite(z).all():
             return float("inf"), 0.0
         loss, _ = cross_entropy(z.astype(np.float64), y)

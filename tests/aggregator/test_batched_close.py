@@ -117,3 +117,33 @@ def test_a_close_decides_the_same_batched_or_one_candidate_at_a_time(
         assert a.reputation_after == pytest.approx(b.reputation_after, abs=1e-6)
         # Rewards are floored integer wei of multipliers quantized to 1e-6: equal scores pay the same.
         assert a.reward_wei == b.reward_wei
+
+
+def test_a_close_allocates_a_small_fraction_of_the_updates() -> None:
+    """No (n, d) temporary: the close's peak allocation stays under a quarter of the update matrix (the
+    old scores built the shares as an n x d float64 product: 2x the updates)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    fed = Federation(seed=1)
+    features, classes = 20_000, 3
+    fed.weights = init_softmax(features, classes)
+    fed.spec = {name: list(t.shape) for name, t in fed.weights.items()}
+    Xv = rng.normal(size=(60, features)).astype(np.float32)
+    fed.holdout = (Xv, rng.integers(0, classes, size=60))
+    direction = rng.normal(scale=1e-3, size=features * classes + classes).astype(np.float32)
+    deltas = (direction + rng.normal(scale=1e-3, size=(40, direction.size))).astype(np.float32)
+    deltas[:4] *= -1.0
+    inputs = replace(
+        fed.inputs(deltas, strategy="fltrust_guarded"), reference=direction, public_change=direction * 2
+    )
+    compute_round(inputs, np.random.default_rng(1), NOW)  # warm-up: kernels, caches
+    for measured in (inputs, _one_candidate_at_a_time(inputs)):
+        tracemalloc.start()
+        try:
+            result = compute_round(measured, np.random.default_rng(1), NOW)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.record is not None
+        assert peak < 0.25 * deltas.nbytes, (peak, deltas.nbytes)
