@@ -68,6 +68,8 @@ def test_the_close_reads_the_public_change_from_the_model_versions() -> None:
     def inputs(parent_weights: dict[str, np.ndarray] | None) -> Inputs:
         return Inputs(None, [], {}, weights, model, {}, 0, parent_weights)  # type: ignore[arg-type]
 
-    np.testing.assert_array_equal(public_change(inputs(parent)), [0, 1, 2, 3, 0.5, 0.5])
+    # Laid out as the close lays out every update's coordinates: tensors by name ("b" before "w"), not in
+    # the model version's listing order, so the change lines up with the updates it is compared with.
+    np.testing.assert_array_equal(public_change(inputs(parent)), [0.5, 0.5, 0, 1, 2, 3])
     assert public_change(inputs(None)) is None  # the first model has no public change
     assert public_change(inputs({"w": np.zeros((3, 2), np.float32), "b": parent["b"]})) is None
