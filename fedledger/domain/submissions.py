@@ -154,9 +154,16 @@ def _participant(session: Session, chain: ChainReader, address: str) -> Row[Any]
             f"participant_{enrollment.status.name}",
             f"participant is {enrollment.status.name} on-chain and may not submit",
         )
-    # The chain decides standing (checked above). The database mirrors what posting saw; its "slashed" lags
-    # a guardian's reinstatement until the worker's upkeep mirrors it back, and must not outvote the chain.
-    if participant.status not in (ParticipantStatus.active, ParticipantStatus.slashed):
+    # The chain decides standing. The database mirrors what posting saw: its "slashed" is fresher than a
+    # cached "active" read (a slash the worker just posted), but lags a guardian's reinstatement until the
+    # upkeep mirrors it back; so a "slashed" row is settled by a fresh read of the chain.
+    if participant.status == ParticipantStatus.slashed:
+        current = chain.enrollment(address, fresh=True).status
+        if current != RegistryStatus.active:
+            raise Forbidden(
+                f"participant_{current.name}", f"participant is {current.name} on-chain and may not submit"
+            )
+    elif participant.status != ParticipantStatus.active:
         raise Forbidden(
             f"participant_{participant.status.value}",
             f"participant is {participant.status.value} and may not submit",
@@ -310,8 +317,8 @@ def _check_layout(head: ChunkedHead, shapes: dict[str, tuple[int, ...]], model_v
         raise Invalid(
             "shape_mismatch",
             f"the chunked update's layout ({head.header.size} coordinates) is not model version {model_version}'s "
-            f"({size} coordinates): seal a delta of exactly the tensors and shapes GET /v1/models/{model_version} "
-            "lists, flattened by tensor name",
+            f"({size} coordinates): seal a delta of exactly the tensors and shapes the model version lists "
+            "(its spec), flattened by tensor name",
         )
 
 

@@ -68,9 +68,13 @@ def me(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> Par
         reason = "not enrolled on-chain: stake with ParticipantRegistry.enroll"
     elif enrollment.status != RegistryStatus.active:
         reason = f"{enrollment.status.name} on-chain"
-    elif participant.status not in (ParticipantStatus.active, ParticipantStatus.slashed):
-        # "slashed" in the database with an active chain record is a guardian's reinstatement not yet
-        # mirrored: the chain decides (as the submission check does).
+    elif participant.status == ParticipantStatus.slashed:
+        # Fresher than a cached "active" (a slash just posted), older than a guardian's reinstatement: a
+        # fresh read of the chain settles it, as the submission check does.
+        current = state.chain().enrollment(principal.address, fresh=True).status
+        if current != RegistryStatus.active:
+            reason = f"{current.name} on-chain"
+    elif participant.status != ParticipantStatus.active:
         reason = participant.status.value
     return ParticipantStatusOut(
         **to_out(participant).model_dump(),
