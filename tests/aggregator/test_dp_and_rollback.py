@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
+from aggregator.errors import PrivacyBudgetExceeded
 from aggregator.round.dp import (
     PrivacyAccountant,
     clip_rows,
     gaussian_noise_std,
     private_mean,
 )
-from aggregator.round.rollback import activation_decision
 from fedledger.privacy import InvalidPrivacyParameter, epsilon_after, gaussian_rdp, rdp_to_epsilon
 
 ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240), [128, 256, 512, 1024]])
@@ -72,13 +71,3 @@ def test_private_mean_adds_noise_of_the_calibrated_size() -> None:
     assert result.noise_std == gaussian_noise_std(2.0, 1.5, 10) == pytest.approx(0.3)
     assert result.aggregate.std() == pytest.approx(0.3, rel=0.01)
     assert result.clipped == 0
-
-
-def test_rollback_refuses_a_degrading_or_broken_model() -> None:
-    assert activation_decision(1.0, 1.04, 0.05).activate
-    assert activation_decision(1.0, 0.5, 0.05).activate
-    refused = activation_decision(1.0, 1.06, 0.05)
-    assert not refused.activate and "beyond the 5.00% rollback threshold" in refused.reason
-    assert not activation_decision(1.0, float("nan"), 0.05).activate
-    with pytest.raises(InvalidParameter):
-        activation_decision(0.0, 1.0, 0.05)
