@@ -96,8 +96,10 @@ class Settings(BaseSettings):
     # each chunk sealed and signed on its own, so a sharded close reads only its part); smaller ones whole.
     # Top-k compressed updates are always sealed whole.
     update_chunk_threshold_coords: int = Field(default=4 * 1024 * 1024, ge=1)
-    # Coordinates per chunk of a chunked envelope (4 MiB of float32 by default).
-    update_chunk_coords: int = Field(default=1024 * 1024, ge=1)
+    # Coordinates per chunk of a chunked envelope (256 KiB of float32 by default). A sharded close reads whole
+    # chunks: a chunk wider than its blocks (64 MiB of rows: 16K coordinates at 1,000 updates) is read and
+    # decrypted once per block, so chunks stay small.
+    update_chunk_coords: int = Field(default=64 * 1024, ge=1)
 
     # --- queue --------------------------------------------------------------------------------
     # Empty means kombu's SQLAlchemy transport on SQLite under data_dir (no server needed).
