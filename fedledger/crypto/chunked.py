@@ -45,12 +45,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils import to_checksum_address
 
 from fedledger.crypto.addresses import is_valid_address
 from fedledger.crypto.envelope import (
     _OAEP,
-    _WRAPPED_KEY_BYTES,
     AES_KEY_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADER_INT,
@@ -58,6 +57,7 @@ from fedledger.crypto.envelope import (
     _b64decode,
     _check_int,
     _is_int,
+    check_routing_fields,
 )
 from fedledger.crypto.errors import CryptoError, DecryptionFailed, InvalidKey, MalformedEnvelope, UnknownKey
 from fedledger.crypto.keys import KeyAlgorithm, PublicKey, load_private_key, load_public_key, public_key_id
@@ -122,28 +122,9 @@ class ChunkedHeader:
             raise MalformedEnvelope(
                 f"chunked envelope version {self.version!r} is not supported; this server reads {CHUNKED_VERSION}"
             )
-        try:
-            object.__setattr__(self, "algorithm", KeyAlgorithm(self.algorithm))
-        except (ValueError, TypeError):
-            names = ", ".join(a.value for a in KeyAlgorithm)
-            raise MalformedEnvelope(
-                f"unknown algorithm {self.algorithm!r}; expected one of {names}"
-            ) from None
-        if not isinstance(self.key_id, str) or len(self.key_id) != 32 or not _is_hex(self.key_id):
-            raise MalformedEnvelope(f"key_id must be 32 lowercase hex characters, got {self.key_id!r}")
-        _check_int("round_id", self.round_id, minimum=1)
-        _check_int("model_version", self.model_version, minimum=0)
-        _check_int("num_samples", self.num_samples, minimum=1)
+        check_routing_fields(self)
         _check_int("size", self.size, minimum=1)
         _check_int("chunk_coords", self.chunk_coords, minimum=1)
-        if not isinstance(self.participant, str) or not is_checksum_address(self.participant):
-            raise MalformedEnvelope(
-                f"participant must be an EIP-55 checksummed 0x address, got {self.participant!r}"
-            )
-        allowed = _WRAPPED_KEY_BYTES[self.algorithm]
-        if not isinstance(self.wrapped_key, bytes) or len(self.wrapped_key) not in allowed:
-            sizes = " or ".join(str(n) for n in sorted(allowed))
-            raise MalformedEnvelope(f"wrapped_key for {self.algorithm.value} must be {sizes} bytes")
         if self.dtype not in DTYPES:
             raise MalformedEnvelope(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.layout, str) or len(self.layout) != 64 or not _is_hex(self.layout):

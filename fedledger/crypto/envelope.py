@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -84,6 +84,48 @@ _DECRYPTION_FAILED = (
 )
 
 
+class _RoutedHeader(Protocol):
+    """The header fields every envelope format shares: which key, round, model, wallet and claim."""
+
+    @property
+    def algorithm(self) -> KeyAlgorithm: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def round_id(self) -> int: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
+    def participant(self) -> str: ...
+    @property
+    def num_samples(self) -> int: ...
+    @property
+    def wrapped_key(self) -> bytes: ...
+
+
+def check_routing_fields(header: _RoutedHeader) -> None:
+    """Validate the fields every envelope format shares, in a frozen header's ``__post_init__``, turning its
+    ``algorithm`` into a :class:`KeyAlgorithm`; :class:`MalformedEnvelope` names the first bad field."""
+    try:
+        object.__setattr__(header, "algorithm", KeyAlgorithm(header.algorithm))
+    except (ValueError, TypeError):
+        names = ", ".join(a.value for a in KeyAlgorithm)
+        raise MalformedEnvelope(f"unknown algorithm {header.algorithm!r}; expected one of {names}") from None
+    if not isinstance(header.key_id, str) or not _KEY_ID_RE.fullmatch(header.key_id):
+        raise MalformedEnvelope(f"key_id must be 32 lowercase hex characters, got {header.key_id!r}")
+    _check_int("round_id", header.round_id, minimum=1)
+    _check_int("model_version", header.model_version, minimum=0)
+    _check_int("num_samples", header.num_samples, minimum=1)
+    if not isinstance(header.participant, str) or not is_checksum_address(header.participant):
+        raise MalformedEnvelope(
+            f"participant must be an EIP-55 checksummed 0x address, got {header.participant!r}"
+        )
+    allowed = _WRAPPED_KEY_BYTES[header.algorithm]
+    if not isinstance(header.wrapped_key, bytes) or len(header.wrapped_key) not in allowed:
+        sizes = " or ".join(str(n) for n in sorted(allowed))
+        raise MalformedEnvelope(f"wrapped_key for {header.algorithm.value} must be {sizes} bytes")
+
+
 @dataclass(frozen=True)
 class EnvelopeHeader:
     """The cleartext header of an envelope. Constructing one validates every field."""
@@ -103,28 +145,9 @@ class EnvelopeHeader:
             raise MalformedEnvelope(
                 f"envelope version {self.version!r} is not supported; this server reads version {ENVELOPE_VERSION}"
             )
-        try:
-            object.__setattr__(self, "algorithm", KeyAlgorithm(self.algorithm))
-        except (ValueError, TypeError):
-            names = ", ".join(a.value for a in KeyAlgorithm)
-            raise MalformedEnvelope(
-                f"unknown algorithm {self.algorithm!r}; expected one of {names}"
-            ) from None
-        if not isinstance(self.key_id, str) or not _KEY_ID_RE.fullmatch(self.key_id):
-            raise MalformedEnvelope(f"key_id must be 32 lowercase hex characters, got {self.key_id!r}")
-        _check_int("round_id", self.round_id, minimum=1)
-        _check_int("model_version", self.model_version, minimum=0)
-        _check_int("num_samples", self.num_samples, minimum=1)
-        if not isinstance(self.participant, str) or not is_checksum_address(self.participant):
-            raise MalformedEnvelope(
-                f"participant must be an EIP-55 checksummed 0x address, got {self.participant!r}"
-            )
+        check_routing_fields(self)
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_BYTES:
             raise MalformedEnvelope(f"nonce must be {NONCE_BYTES} bytes")
-        allowed = _WRAPPED_KEY_BYTES[self.algorithm]
-        if not isinstance(self.wrapped_key, bytes) or len(self.wrapped_key) not in allowed:
-            sizes = " or ".join(str(n) for n in sorted(allowed))
-            raise MalformedEnvelope(f"wrapped_key for {self.algorithm.value} must be {sizes} bytes")
 
     def to_bytes(self) -> bytes:
         """The canonical header bytes: what goes on the wire and into AES-GCM's associated data."""
