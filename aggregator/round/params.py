@@ -18,6 +18,7 @@ from aggregator.errors import AggregationError, InvalidRoundParams
 from aggregator.scoring.reputation import ReputationConfig
 from aggregator.scoring.scores import ScoringConfig
 from fedledger.chain.param_table import Kind, ParamDef, param
+from fedledger.secagg.groups import MIN_GROUP_SIZE
 
 _FIX = "fix it through governance (ProtocolParameters) before the next round opens"
 
@@ -63,6 +64,14 @@ class RoundParams:
     centered_clip_iterations: int
     bucket_size: int
     server_momentum: float
+    # Secure aggregation (issue 24): 0 = the clear mode; else the group size s (>= 3) and the quantizer's clip.
+    secure_group_size: int = 0
+    secure_clip: float = 1.0
+
+    @property
+    def secure(self) -> bool:
+        """The round runs in the secure-aggregation mode (the server learns only group sums)."""
+        return self.secure_group_size > 0
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> RoundParams:
@@ -118,6 +127,8 @@ class RoundParams:
             centered_clip_iterations=s.integer("centered_clip_iterations"),
             bucket_size=s.integer("bucket_size"),
             server_momentum=s.real("server_momentum"),
+            secure_group_size=s.group_size("secure_group_size"),
+            secure_clip=s.real("secure_clip"),
         )
 
 
@@ -147,6 +158,15 @@ class _Snapshot:
         value: int = raw
         if value not in p.interval:
             raise self._bad(name, value, f"an integer in {p.interval}")
+        return value
+
+    def group_size(self, name: str) -> int:
+        # The table's interval syntax cannot say "0 or at least 3": the chain accepts 0..128, and 1 and 2 are
+        # refused here, at the close, because a group of two shows each member the other's update (its sum
+        # minus its own) and a group of one is no masking at all.
+        value = self.integer(name)
+        if 0 < value < MIN_GROUP_SIZE:
+            raise self._bad(name, value, f"0 (the clear mode) or a group size of at least {MIN_GROUP_SIZE}")
         return value
 
     def real(self, name: str) -> float:

@@ -64,11 +64,13 @@ contract ProtocolParameters is AccessControl {
         EmissionCapPerPeriod, // 44 token wei; rewards roots posted in one emission period sum to at most this
         EmissionPeriod, // 45 seconds; length of an emission period (1 day)
         DisputeWindow, // 46 seconds; time a rewards root waits before it can be claimed, and can be cancelled (1 day)
-        MaxPostingBacklog // 47 count; aggregated rounds that may wait for their on-chain record before the API refuses to open another
+        MaxPostingBacklog, // 47 count; aggregated rounds that may wait for their on-chain record before the API refuses to open another
+        SecureGroupSize, // 48 count; secure aggregation's group size s (0: the clear mode; 1 and 2 are refused at the close: a pair's sum reveals each update to the other); groups hold s to 2s - 1 members
+        SecureClip // 49 WAD; secure aggregation: each update coordinate is clipped to [-clip, clip] before it is quantized and masked
     }
 
     /// @notice Number of parameters (uint256(type(Param).max) + 1; a literal because array lengths need one).
-    uint256 public constant PARAM_COUNT = 48;
+    uint256 public constant PARAM_COUNT = 50;
     /// @dev Bit i set: parameter i is a retired slot that nothing reads; setParameter refuses it.
     uint256 private constant RESERVED = (1 << uint256(Param.Reserved4)) | (1 << uint256(Param.Reserved5));
     /// @dev Bit i set: parameter i changes only through {setFitnessWeights}.
@@ -218,6 +220,7 @@ contract ProtocolParameters is AccessControl {
         _values[uint256(Param.EmissionPeriod)] = 86400; // 86400
         _values[uint256(Param.DisputeWindow)] = 86400; // 86400
         _values[uint256(Param.MaxPostingBacklog)] = 2; // 2
+        _values[uint256(Param.SecureClip)] = 1e18; // 1
     }
 
     /// @notice The names of the parameters in {Param} order, so off-chain readers can check their mapping.
@@ -270,7 +273,9 @@ contract ProtocolParameters is AccessControl {
             "emission_cap_per_period",
             "emission_period",
             "dispute_window",
-            "max_posting_backlog"
+            "max_posting_backlog",
+            "secure_group_size",
+            "secure_clip"
         ];
     }
 
@@ -326,7 +331,9 @@ contract ProtocolParameters is AccessControl {
             0,
             1,
             0,
-            0
+            0,
+            0,
+            1
         ];
         hi = [
             uint256(type(uint256).max),
@@ -376,7 +383,9 @@ contract ProtocolParameters is AccessControl {
             type(uint96).max,
             type(uint32).max,
             type(uint32).max,
-            100
+            100,
+            128,
+            1000e18
         ];
     }
     // </generated:param-functions>

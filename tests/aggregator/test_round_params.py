@@ -84,3 +84,16 @@ def test_invalid_values_are_refused_with_the_parameter_and_the_fix(
     with pytest.raises(InvalidRoundParams, match=message) as caught:
         RoundParams.from_snapshot(snapshot(**change))
     assert "through governance" in str(caught.value)
+
+
+def test_secure_group_size_is_zero_or_at_least_three() -> None:
+    """The table's range (0..128) cannot say "0 or >= 3": a group of one or two is refused here, by name."""
+    assert RoundParams.from_snapshot(snapshot()).secure is False
+    typed = RoundParams.from_snapshot(snapshot(secure_group_size=3, secure_clip=0.5))
+    assert typed.secure and (typed.secure_group_size, typed.secure_clip) == (3, 0.5)
+    for size in (1, 2):
+        with pytest.raises(InvalidRoundParams, match=r"'secure_group_size' is \d, expected 0 \(the clear"):
+            RoundParams.from_snapshot(snapshot(secure_group_size=size))
+    for name, value in [("secure_group_size", 129), ("secure_clip", 0.0)]:
+        with pytest.raises(InvalidRoundParams, match=name):
+            RoundParams.from_snapshot(snapshot(**{name: value}))
