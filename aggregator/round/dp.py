@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
-from fedledger.privacy import epsilon_after
+from fedledger.privacy import epsilon_of
 
 
 def clip_rows(X: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,33 +45,45 @@ def add_gaussian_noise(aggregate: np.ndarray, std: float, rng: np.random.Generat
 
 @dataclass(frozen=True)
 class PrivacyAccountant:
-    """The privacy spent by one training run; ``charge`` refuses a round that would exceed the budget."""
+    """The privacy spent by one training run; ``charge`` refuses a round that would exceed the budget.
+
+    ``rounds_spent`` rounds at ``noise_multiplier``, then ``charged`` rounds at a multiplier of their own (a
+    secure round is charged at its worst group's effective multiplier, :mod:`aggregator.round.secure`)."""
 
     noise_multiplier: float
     sampling_rate: float
     delta: float
     epsilon_budget: float
     rounds_spent: int = 0
+    charged: tuple[float, ...] = ()
 
     @property
     def epsilon_spent(self) -> float:
         """ε spent by the rounds charged so far, at this accountant's δ."""
-        return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent, self.delta)
+        return self._epsilon(())
 
-    def epsilon_if_charged(self) -> float:
-        """ε that one more round would bring the total to."""
-        return epsilon_after(self.noise_multiplier, self.sampling_rate, self.rounds_spent + 1, self.delta)
+    def epsilon_if_charged(self, noise_multiplier: float | None = None) -> float:
+        """ε that one more round (at ``noise_multiplier``, default this accountant's) would bring the total to."""
+        return self._epsilon((self.noise_multiplier if noise_multiplier is None else noise_multiplier,))
 
-    def charge(self) -> PrivacyAccountant:
-        """The accountant after one more round, or :class:`PrivacyBudgetExceeded` (nothing is spent)."""
-        after = self.epsilon_if_charged()
+    def charge(self, noise_multiplier: float | None = None) -> PrivacyAccountant:
+        """The accountant after one more round at ``noise_multiplier`` (default: this accountant's), or
+        :class:`PrivacyBudgetExceeded` (nothing is spent)."""
+        z = self.noise_multiplier if noise_multiplier is None else noise_multiplier
+        after = self.epsilon_if_charged(z)
         if after > self.epsilon_budget:
             raise PrivacyBudgetExceeded(
-                f"round {self.rounds_spent + 1} would bring epsilon to {after:.4f}, over the governed budget "
-                f"{self.epsilon_budget:.4f} (noise multiplier {self.noise_multiplier}, delta {self.delta}); "
+                f"round {self.rounds_spent + len(self.charged) + 1} would bring epsilon to {after:.4f}, over "
+                f"the governed budget {self.epsilon_budget:.4f} (noise multiplier {z:g}, delta {self.delta}); "
                 "raise the noise multiplier or the budget through governance, or stop training"
             )
-        return replace(self, rounds_spent=self.rounds_spent + 1)
+        if z == self.noise_multiplier:
+            return replace(self, rounds_spent=self.rounds_spent + 1)
+        return replace(self, charged=(*self.charged, z))
+
+    def _epsilon(self, more: tuple[float, ...]) -> float:
+        rounds = [(self.noise_multiplier, self.rounds_spent), *((z, 1) for z in (*self.charged, *more))]
+        return epsilon_of(rounds, self.sampling_rate, self.delta)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ then maps each group's decisions back onto its members:
   group's evidence. Slashing needs ``byzantine_threshold`` detections and a reputation below the minimum;
   groups are redrawn every round from fresh randomness, so repeated detections come from different groups:
   an attacker is in every flagged group it makes, an honest member only in those it is drawn into.
+- **Differential privacy** (distributed: the server never holds a sum before its noise). Each member clips
+  its update to the governed DP clip and adds its share of the noise before masking
+  (:class:`fedledger.secagg.noise.MemberNoise`); the server adds none and clips nothing. A group's sum of m
+  survivors is one Gaussian mechanism at multiplier z sqrt(m / t) (>= z: a sum is only unmasked with m >= t);
+  each member is in one group, so the round is charged at the worst group's multiplier (:func:`privacy_charge`).
 """
 
 from __future__ import annotations
@@ -35,19 +40,23 @@ from fractions import Fraction
 
 import numpy as np
 
-from aggregator.errors import InvalidParameter
+from aggregator.errors import InvalidParameter, PrivacyBudgetExceeded
 from aggregator.round.compute import (
     ClientMeta,
     ClientOutcome,
+    CloseStatus,
+    Detail,
     RoundInputs,
     RoundResult,
     SampleWeights,
     compute_round,
 )
+from aggregator.round.dp import PrivacyAccountant
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
+from fedledger.privacy import group_noise_multiplier, member_noise_std
 from fedledger.secagg.errors import SecAggError
 from fedledger.secagg.protocol import GroupTranscript
 
@@ -58,6 +67,9 @@ class SecureGroup:
 
     members: tuple[ClientMeta, ...]
     mean: np.ndarray
+    # The group's Shamir threshold: under DP each member added sigma^2 / threshold of noise variance, so
+    # the sum's noise multiplier depends on it (None: unknown, refused in a DP round).
+    threshold: int | None = None
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -92,7 +104,13 @@ def unmask_groups(
             raise InvalidParameter(
                 f"no metadata for surviving members {missing}; load every member's update row"
             )
-        unmasked.append(SecureGroup(tuple(members[a.lower()] for a in result.survivors), result.mean))
+        unmasked.append(
+            SecureGroup(
+                tuple(members[a.lower()] for a in result.survivors),
+                result.mean,
+                transcript.context.threshold,
+            )
+        )
     return unmasked, failed
 
 
@@ -109,6 +127,16 @@ def compute_secure_round(
     members = [m for g in groups for m in g.members]
     if len({m.address.lower() for m in members}) != len(members):
         raise InvalidParameter("a member appears in two groups; each member's update is in one group sum")
+    charge: PrivacyCharge | None = None
+    if inputs.params.dp is not None and groups:
+        charged = privacy_charge(inputs, groups)
+        if isinstance(charged, str):
+            rejected = tuple((c.update_id, reason) for c, reason in inputs.rejected)
+            return RoundResult(CloseStatus.failed, charged, rejected=rejected)
+        charge = charged
+        # The members clipped and noised before masking: the server neither clips the group means (their
+        # noise is far above the clip norm) nor adds noise of its own.
+        inputs = dataclasses.replace(inputs, params=dataclasses.replace(inputs.params, dp=None))
     cap = inputs.params.sample_weight_cap
     capped = SampleWeights.of(np.array([m.num_samples for m in members], dtype=np.float64), cap).capped
     claims = {m.address.lower(): float(c) for m, c in zip(members, capped, strict=True)}
@@ -141,13 +169,73 @@ def compute_secure_round(
         for o in outcomes
     ]
     outcomes += [o for o in group_result.clients if o.update_id >= 0]
+    details = {**group_result.record.params, "secure_groups": len(groups), "secure_members": len(members)}
     record = dataclasses.replace(
         group_result.record,
         rewards_root="0x" + (tree.root.hex() if tree else "00" * 32),
         total_reward_wei=sum(amounts.values()),
-        params={**group_result.record.params, "secure_groups": len(groups), "secure_members": len(members)},
+        params=details if charge is None else {**details, **charge.details()},
+        dp_noise_std=None if charge is None else charge.mean_noise_std,
+        epsilon_spent=None if charge is None else charge.accountant.epsilon_spent,
     )
     return dataclasses.replace(group_result, clients=tuple(outcomes), record=record)
+
+
+@dataclass(frozen=True)
+class PrivacyCharge:
+    """A secure round's DP accounting: each group's release is one Gaussian mechanism at the noise
+    multiplier of its survivors (:func:`fedledger.privacy.group_noise_multiplier`); a member is in one group,
+    so the round costs each member its own group's release, at most the worst group's, which is charged."""
+
+    accountant: PrivacyAccountant
+    worst_multiplier: float
+    worst_survivors: int
+    worst_threshold: int
+    member_std: float
+    clip_norm: float
+
+    @property
+    def mean_noise_std(self) -> float:
+        """The noise std on the charged group's mean (what ``dp_noise_std`` records in the clear mode)."""
+        return self.worst_multiplier * self.clip_norm / self.worst_survivors
+
+    def details(self) -> dict[str, Detail]:
+        """The accounting's figures for the round's record."""
+        return {
+            "dp_mode": "distributed",
+            "dp_effective_noise_multiplier": self.worst_multiplier,
+            "dp_worst_group_survivors": self.worst_survivors,
+            "dp_worst_group_threshold": self.worst_threshold,
+            "dp_member_noise_std": self.member_std,
+        }
+
+
+def privacy_charge(inputs: RoundInputs, groups: Sequence[SecureGroup]) -> PrivacyCharge | str:
+    """The accountant charged with the round's worst group, or why the round must fail (over budget).
+
+    Earlier rounds are composed at the governed multiplier (``dp_rounds_spent``): a secure round's groups
+    never carry less noise than it (survivors >= threshold), so this bounds what they spent from above."""
+    dp = inputs.params.dp
+    if dp is None:
+        raise InvalidParameter("privacy_charge is for rounds with differential privacy on")
+    multipliers = []
+    for g in groups:
+        if g.threshold is None:
+            raise InvalidParameter(
+                "a DP secure round needs each group's threshold (the members' noise shares depend on it)"
+            )
+        multipliers.append((group_noise_multiplier(dp.noise_multiplier, len(g.members), g.threshold), g))
+    worst, group = min(multipliers, key=lambda zg: zg[0])
+    assert group.threshold is not None
+    accountant = PrivacyAccountant(
+        dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, inputs.dp_rounds_spent
+    )
+    try:
+        accountant = accountant.charge(worst)
+    except PrivacyBudgetExceeded as exc:
+        return str(exc)
+    member_std = member_noise_std(dp.noise_multiplier * dp.clip_norm, len(group.members), group.threshold)
+    return PrivacyCharge(accountant, worst, len(group.members), group.threshold, member_std, dp.clip_norm)
 
 
 def _group_rewards(

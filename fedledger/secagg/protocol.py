@@ -44,6 +44,7 @@ from fedledger.secagg.errors import (
     TooManyDropouts,
 )
 from fedledger.secagg.messages import Domain, check_signer, sign
+from fedledger.secagg.noise import MemberNoise
 from fedledger.secagg.prg import expand_mask
 from fedledger.secagg.quantize import Quantizer
 from fedledger.secagg.shamir import Share, combine_shares, split_secret
@@ -392,12 +393,26 @@ class GroupMember:
         )
         return ShareBundle(unsigned.dealer, unsigned.boxes, unsigned.self_seed_commitment, signature)
 
-    def mask(self, update: np.ndarray, num_samples: int, bundles: Sequence[ShareBundle]) -> MaskedInput:
-        """Step 3: open this member's boxes, check them, and mask the quantized update for U2."""
+    def mask(
+        self,
+        update: np.ndarray,
+        num_samples: int,
+        bundles: Sequence[ShareBundle],
+        *,
+        noise: MemberNoise | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> MaskedInput:
+        """Step 3: open this member's boxes, check them, and mask the quantized update for U2.
+
+        With ``noise`` (differential privacy in this mode) the update is first clipped and given this
+        member's share of the group's Gaussian noise (:mod:`.noise`), drawn from ``rng`` (default: fresh
+        OS entropy); a group whose quantizer would cut or round the noise off is refused before anything."""
         if not self._adverts:
             raise ProtocolViolation("deal shares (step 2) before masking")
         if self._dealers is not None:
             raise ProtocolViolation("this member already sent its masked input for the round; send it once")
+        if noise is not None:
+            noise.check_fits(self.context.quantizer, self.context.dimension)
         dealers: dict[str, ShareBundle] = {}
         for bundle in bundles:
             bundle.verify(self.context, self._adverts)
@@ -413,11 +428,14 @@ class GroupMember:
         held: dict[str, tuple[Share, Share]] = {}
         for dealer, bundle in dealers.items():
             held[dealer] = self._open(bundle)
-        vector = self.context.quantizer.encode(np.asarray(update, dtype=np.float32).ravel())
-        if vector.shape != (self.context.dimension,):
+        flat = np.asarray(update, dtype=np.float32).ravel()
+        if flat.shape != (self.context.dimension,):
             raise InvalidMessage(
-                f"update has {vector.size} entries; this group aggregates {self.context.dimension}"
+                f"update has {flat.size} entries; this group aggregates {self.context.dimension}"
             )
+        if noise is not None:
+            flat = noise.apply(flat, rng if rng is not None else np.random.default_rng())
+        vector = self.context.quantizer.encode(flat)
         # Masks accumulate in place: one pass over d words per mask, no temporary vectors.
         vector += expand_mask(self._self_seed, self.context.dimension, _SELF_LABEL)
         mine = self.context.index_of(self.address)

@@ -14,7 +14,13 @@ from aggregator.round.dp import (
     gaussian_noise_std,
     private_mean,
 )
-from fedledger.privacy import InvalidPrivacyParameter, epsilon_after, gaussian_rdp, rdp_to_epsilon
+from fedledger.privacy import (
+    InvalidPrivacyParameter,
+    epsilon_after,
+    epsilon_of,
+    gaussian_rdp,
+    rdp_to_epsilon,
+)
 
 ORDERS = np.concatenate([np.linspace(1.02, 2.0, 50), np.linspace(2.05, 64, 1240), [128, 256, 512, 1024]])
 
@@ -71,3 +77,29 @@ def test_private_mean_adds_noise_of_the_calibrated_size() -> None:
     assert result.noise_std == gaussian_noise_std(2.0, 1.5, 10) == pytest.approx(0.3)
     assert result.aggregate.std() == pytest.approx(0.3, rel=0.01)
     assert result.clipped == 0
+
+
+def test_rounds_at_differing_multipliers_compose_like_their_rdp_sum() -> None:
+    # Gaussian RDP adds up over rounds: alpha / 2 x sum of 1 / z_i^2.
+    rounds = [(1.0, 2), (1.5, 1), (3.0, 4)]
+    rdp = sum(count * gaussian_rdp(z, ORDERS) for z, count in rounds)
+    assert epsilon_of(rounds, 1.0, 1e-5) == pytest.approx(rdp_to_epsilon(ORDERS, rdp, 1e-5), rel=0.01)
+    assert epsilon_of([(1.0, 2), (1.0, 1)], 1.0, 1e-5) == pytest.approx(epsilon_after(1.0, 1.0, 3, 1e-5))
+    assert epsilon_of([(1.0, 0)], 1.0, 1e-5) == 0.0
+    with pytest.raises(InvalidPrivacyParameter, match="rounds"):
+        epsilon_of([(1.0, -1)], 1.0, 1e-5)
+
+
+def test_the_accountant_charges_a_round_at_its_own_multiplier() -> None:
+    accountant = PrivacyAccountant(noise_multiplier=1.0, sampling_rate=1.0, delta=1e-5, epsilon_budget=10.0)
+    after = accountant.charge().charge(math.sqrt(5 / 3))
+    assert after.rounds_spent == 1 and after.charged == (math.sqrt(5 / 3),)
+    assert after.epsilon_spent == pytest.approx(epsilon_of([(1.0, 1), (math.sqrt(5 / 3), 1)], 1.0, 1e-5))
+    # More noise costs less than a round at the governed multiplier, never more.
+    assert (
+        accountant.charge().epsilon_spent < after.epsilon_spent < accountant.charge().charge().epsilon_spent
+    )
+    # The same multiplier as the accountant's is counted as a uniform round.
+    assert accountant.charge(1.0) == accountant.charge()
+    with pytest.raises(PrivacyBudgetExceeded, match="noise multiplier 0.5"):
+        accountant.charge(0.5)

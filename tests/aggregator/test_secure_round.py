@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from aggregator.round.secure import SecureGroup, compute_secure_round, split_rew
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import leaf_hash, verify
 from fedledger.evidence import Evidence, is_conclusive
+from fedledger.privacy import epsilon_after, epsilon_of
 from fedledger.secagg.groups import assign_groups
 
 from .roundkit import NOW, Federation
@@ -216,3 +218,55 @@ def test_a_group_that_cannot_be_unmasked_is_left_out_with_its_reason() -> None:
     assert "fewer than the threshold 2" in failed[0].reason
     with pytest.raises(InvalidParameter, match="no metadata"):
         unmask_groups(transcripts[1:], {})
+
+
+DP = {"dp_enabled": True, "dp_clip_norm": 0.5, "dp_noise_multiplier": 1.2, "dp_epsilon_budget": 40.0}
+
+
+def _with_thresholds(groups: list[SecureGroup], threshold: int) -> list[SecureGroup]:
+    return [dataclasses.replace(g, threshold=threshold) for g in groups]
+
+
+def test_a_dp_secure_round_is_charged_at_its_worst_groups_multiplier_and_adds_no_server_noise() -> None:
+    fed = Federation(seed=8)
+    X = fed.honest(12)
+    inputs, groups, _ = _round(fed, X, **DP)
+    # One member of the first group dropped out: that group's sum has 2 survivors at threshold 2.
+    groups = _with_thresholds(groups, 2)
+    groups[0] = dataclasses.replace(groups[0], members=groups[0].members[:2])
+    inputs = dataclasses.replace(inputs, dp_rounds_spent=3)
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.aggregated and result.record is not None
+    worst = 1.2 * math.sqrt(2 / 2)  # the dropped-out group: exactly the governed multiplier
+    assert result.record.params["dp_effective_noise_multiplier"] == pytest.approx(worst)
+    assert result.record.params["dp_worst_group_survivors"] == 2
+    assert result.record.params["dp_member_noise_std"] == pytest.approx(1.2 * 0.5 / math.sqrt(2))
+    assert result.record.epsilon_spent == pytest.approx(epsilon_of([(1.2, 3), (worst, 1)], 1.0, 1e-5))
+    assert result.record.dp_noise_std == pytest.approx(worst * 0.5 / 2)
+    # The members noised their sums: the server's aggregate is the one without DP, bit for bit.
+    plain, _, _ = _round(fed, X)
+    clear = compute_secure_round(plain, groups, np.random.default_rng(0), NOW)
+    assert clear.aggregate is not None and result.aggregate is not None
+    np.testing.assert_array_equal(result.aggregate, clear.aggregate)
+    assert clear.record is not None and clear.record.epsilon_spent is None
+
+
+def test_without_dropouts_a_secure_round_spends_less_than_the_clear_modes_round() -> None:
+    fed = Federation(seed=9)
+    X = fed.honest(9)
+    inputs, groups, _ = _round(fed, X, **DP)
+    result = compute_secure_round(inputs, _with_thresholds(groups, 2), np.random.default_rng(0), NOW)
+    assert result.record is not None and result.record.epsilon_spent is not None
+    assert result.record.params["dp_effective_noise_multiplier"] == pytest.approx(1.2 * math.sqrt(3 / 2))
+    assert result.record.epsilon_spent < epsilon_after(1.2, 1.0, 1, 1e-5)
+
+
+def test_a_dp_secure_round_over_budget_fails_and_needs_every_groups_threshold() -> None:
+    fed = Federation(seed=10)
+    X = fed.honest(9)
+    inputs, groups, _ = _round(fed, X, **{**DP, "dp_epsilon_budget": 1.0})
+    result = compute_secure_round(inputs, _with_thresholds(groups, 2), np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.failed and result.record is None
+    assert "over the governed budget" in (result.reason or "")
+    with pytest.raises(InvalidParameter, match="threshold"):
+        compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)

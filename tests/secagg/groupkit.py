@@ -12,6 +12,7 @@ from eth_account import Account
 
 from fedledger.devkeys import dev_private_keys
 from fedledger.secagg.messages import Domain
+from fedledger.secagg.noise import MemberNoise
 from fedledger.secagg.protocol import GroupContext, GroupMember, GroupSum, GroupTranscript
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
@@ -62,8 +63,10 @@ def run_group(
     silent_at_unmask: Collection[str] = (),
     updates: dict[str, np.ndarray] | None = None,
     over_the_wire: bool = False,
+    noise: MemberNoise | None = None,
 ) -> Run:
-    """Every step with the server relaying all it holds; a member in ``silent_at_X`` stops before step X."""
+    """Every step with the server relaying all it holds; a member in ``silent_at_X`` stops before step X.
+    With ``noise``, each member noises its update from :func:`noise_rng` (so a test can redraw it)."""
     members = {m: GroupMember(ctx, address=m, wallet_key=KEYS[ADDRESSES.index(m)]) for m in ctx.members}
     transcript = GroupTranscript(ctx)
     updates = updates if updates is not None else updates_for(ctx)
@@ -76,12 +79,23 @@ def run_group(
     gone |= set(silent_at_mask)
     for m in _live(members, gone):
         transcript.add_masked(
-            members[m].mask(updates[m], 10 + ADDRESSES.index(m), list(transcript.bundles.values()))
+            members[m].mask(
+                updates[m],
+                10 + ADDRESSES.index(m),
+                list(transcript.bundles.values()),
+                noise=noise,
+                rng=noise_rng(m) if noise is not None else None,
+            )
         )
     gone |= set(silent_at_unmask)
     for m in _live(members, gone):
         transcript.add_reveal(members[m].unmask([x.header() for x in transcript.masked.values()]))
     return Run(ctx, members, transcript, updates)
+
+
+def noise_rng(member: str) -> np.random.Generator:
+    """The generator a member of :func:`run_group` draws its DP noise from (seeded by its position)."""
+    return np.random.default_rng([99, ADDRESSES.index(member)])
 
 
 def quantized_sum(ctx: GroupContext, updates: dict[str, np.ndarray], who: Sequence[str]) -> np.ndarray:
