@@ -199,7 +199,9 @@ class Update(Base):
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
     # SHA-256 of the envelope bytes: the blob key and the EIP-712 payloadHash the participant signed.
     ciphertext_hash: Mapped[str] = mapped_column(String(64))
-    key_id: Mapped[str] = mapped_column(ForeignKey("server_keys.kid"))
+    # The server key it was sealed to; null for a secure-aggregation masked input (sealed to no server key:
+    # the blob is the masked vector, which no key opens; see SecAggMessage).
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("server_keys.kid"), default=None)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     num_samples: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # self-reported
@@ -338,3 +340,105 @@ class DeploymentBinding(Base):
     genesis_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     deploy_block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     bound_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SecAggPhase(enum.StrEnum):
+    """Where a secure-aggregation round is (fedledger.domain.secagg): members join, groups are drawn, then the
+    protocol's four steps, each ending when every expected member sent it or at its deadline."""
+
+    joining = "join"  # members commit (signed join); then the seed block is fixed and awaited
+    keys = "keys"  # step 1: key adverts
+    shares = "shares"  # step 2: share bundles
+    masked = "masked"  # step 3: masked inputs
+    unmask = "unmask"  # step 4: share reveals
+    closed = "closed"  # the protocol is over: the round's close unmasks the groups
+
+
+class SecAggStep(enum.StrEnum):
+    """The four kinds of message a member sends (fedledger.secagg.wire)."""
+
+    keys = "keys"
+    shares = "shares"
+    masked = "masked"
+    unmask = "unmask"
+
+
+class SecAggRound(Base):
+    """A round in the secure-aggregation mode: its snapshot of the mode, its phase, and its group seed."""
+
+    __tablename__ = "secagg_rounds"
+
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    group_size: Mapped[int] = mapped_column(Integer)
+    clip: Mapped[float] = mapped_column(Float)
+    dimension: Mapped[int] = mapped_column(Integer)  # coordinates of the model's update
+    phase: Mapped[SecAggPhase] = mapped_column(_enum(SecAggPhase), default=SecAggPhase.joining)
+    phase_deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The block whose hash seeds the groups: the chain's next block when the join phase ended, so nobody
+    # who joined could know it; null until then. The seed is group_seed(block hash, round id), 0x hex.
+    seed_block: Mapped[int | None] = mapped_column(Integer, default=None)
+    seed_block_hash: Mapped[str | None] = mapped_column(String(66), default=None)
+    seed: Mapped[str | None] = mapped_column(String(66), default=None)
+    # Members no group took (a reputation tier smaller than one group), and why the protocol stopped early.
+    left_out: Mapped[list[str]] = mapped_column(JSON, default=list)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SecAggMember(Base):
+    """An organization that joined a secure round (its signed ``SecAggJoin``) and the group it was drawn into."""
+
+    __tablename__ = "secagg_members"
+    __table_args__ = (
+        UniqueConstraint("round_id", "participant_id", name="uq_secagg_members_round_participant"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
+    address: Mapped[str] = mapped_column(String(42))
+    signature: Mapped[str] = mapped_column(String(132))
+    group_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SecAggGroup(Base):
+    """One group of a secure round: its members (checksummed, sorted) and, once closed, what unmasking gave."""
+
+    __tablename__ = "secagg_groups"
+    __table_args__ = (UniqueConstraint("round_id", "group_index", name="uq_secagg_groups_round_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    group_index: Mapped[int] = mapped_column(Integer)
+    members: Mapped[list[str]] = mapped_column(JSON)
+    threshold: Mapped[int] = mapped_column(Integer)
+    group_id: Mapped[str] = mapped_column(String(66))  # GroupContext.group_id, 0x hex
+    # Written by the round's close: the survivors whose updates are in the sum, the members left out of
+    # it, the sum's mean (float32 blob: what the server learns of the group), or why it failed.
+    survivors: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    dropped: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    mean_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SecAggMessage(Base):
+    """One protocol message exactly as its member sent it (wire JSON; a masked vector as a blob by hash).
+    Only what members send: never a plaintext update, never a secret the protocol keeps from the server."""
+
+    __tablename__ = "secagg_messages"
+    __table_args__ = (
+        UniqueConstraint("round_id", "sender", "step", name="uq_secagg_messages_round_sender_step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    group_index: Mapped[int] = mapped_column(Integer)
+    sender: Mapped[str] = mapped_column(String(42))
+    step: Mapped[SecAggStep] = mapped_column(_enum(SecAggStep))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # SHA-256 of the canonical body (and the vector's blob hash): the same message again is a no-op.
+    body_hash: Mapped[str] = mapped_column(String(64))
+    blob_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
