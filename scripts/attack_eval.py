@@ -69,6 +69,13 @@ defends and pays the group means, splitting each group's reward among its member
 point: the protocol's masking adds at most ``m / (2 scale)`` per coordinate (2e-9 here), far below these
 figures. Attacks see and search against that pipeline, as they do against the clear one.
 
+Differential privacy: a strategy suffixed ``:dp=<z>`` (and optionally ``:clip=<C>``, default the governed
+``dp_clip_norm``) turns on the governed DP with noise multiplier z and an unlimited budget (the spent epsilon
+is reported): ``fltrust_guarded:dp=1`` clips at the server and adds central noise to the aggregate (the clear
+mode); ``fltrust_guarded@secure3:dp=1`` has every honest member clip and add its share sigma^2 / t of the
+noise before masking (``fedledger.secagg.noise.MemberNoise``, t the group's strict-majority threshold; the
+range then holds the noise), the server adding none and charging each round at its worst group.
+
 Reported per (task, partition, n): mean test accuracy over seeds per strategy x attack; for every strategy
 the attackers' total reward / the median honest organization's, flagged and slashed attackers (first round),
 honest organizations flagged / slashed. Everything is seeded from integers: two runs print the same tables.
@@ -112,7 +119,9 @@ from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
 from fedledger.models import evaluate, init_mlp, init_softmax  # noqa: E402
 from fedledger.payload import flatten, unflatten  # noqa: E402
+from fedledger.privacy import epsilon_of  # noqa: E402
 from fedledger.secagg.groups import assign_tiers  # noqa: E402
+from fedledger.secagg.noise import MemberNoise  # noqa: E402
 
 WAD_TOKEN = 10**18
 BYZANTINE_FRACTION = 0.3
@@ -184,7 +193,8 @@ DEFAULT_PARAMS: dict[str, Any] = param_table.genesis() | {
     STREAM_ATTACK,
     STREAM_ROUND,
     STREAM_ARRIVAL,
-) = range(1, 8)
+    STREAM_NOISE,
+) = range(1, 9)
 
 
 def stream(*key: int) -> np.random.Generator:
@@ -730,6 +740,8 @@ class RunResult:
     accuracy_by_round: list[float] = field(default_factory=list)
     # Share of triggered test inputs (true class not the target) the final model sends to the target class.
     attack_success: float = 0.0
+    # Under DP: the epsilon spent after the last aggregated round (at the governed delta).
+    epsilon: float | None = None
 
 
 TRIGGER_FEATURES = 3
@@ -791,14 +803,30 @@ def _secure_trial(
     rows = np.asarray(inputs.deltas, dtype=np.float64)
     honest = np.ones(len(rows), dtype=bool)
     honest[list(attackers)] = False
-    rows = np.where(honest[:, None], np.clip(rows, -SECURE_CLIP, SECURE_CLIP), rows)
+    dp = inputs.params.dp
     secure = []
     for g in groups:
         members = [row[a.lower()] for a in g]
-        reach = len(members) * SECURE_CLIP
-        total = np.clip(rows[members].sum(axis=0), -reach, reach)
+        threshold = len(members) // 2 + 1
+        span = SECURE_CLIP
+        group_rows = rows[members].copy()
+        if dp is not None:
+            # Each honest member clips and adds its share of the group's noise; the group's range holds it.
+            noise = MemberNoise.for_group(dp.clip_norm, dp.noise_multiplier, len(members), threshold)
+            span = noise.required_range(rows.shape[1])
+            for k, i in enumerate(members):
+                if honest[i]:
+                    group_rows[k] = noise.apply(rows[i], stream(*rng_key, STREAM_NOISE, i))
+        honest_in = honest[members]
+        group_rows[honest_in] = np.clip(group_rows[honest_in], -span, span)
+        reach = len(members) * span
+        total = np.clip(group_rows.sum(axis=0), -reach, reach)
         secure.append(
-            SecureGroup(tuple(inputs.clients[i] for i in members), (total / len(members)).astype(np.float32))
+            SecureGroup(
+                tuple(inputs.clients[i] for i in members),
+                (total / len(members)).astype(np.float32),
+                threshold,
+            )
         )
     empty = replace(inputs, clients=(), deltas=inputs.deltas[:0])
     return compute_secure_round(empty, secure, stream(*rng_key), inputs.deadline)
@@ -962,6 +990,9 @@ def run(
     """Train ``rounds`` rounds through the real round computation; see the module docstring."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
+    if ":" in strategy:
+        base, _, options = strategy.partition(":")
+        return run(fed, base, attack, rounds, {**(params or {}), **dp_params(options)}, secure_groups)
     if "@secure" in strategy:
         base, _, size = strategy.partition("@secure")
         if not size.isdigit() or int(size) < 3:
@@ -998,6 +1029,7 @@ def run(
     flagged_at: list[int | None] = [None] * n
     slashed_at: list[int | None] = [None] * n
     rollbacks = failed = 0
+    charged: list[float] = []
     opened = datetime(2026, 1, 1, tzinfo=UTC)
     curve = []
     last_change: np.ndarray | None = None
@@ -1065,6 +1097,7 @@ def run(
                 holdout=task.validation,
                 reference=reference,
                 public_change=last_change,
+                dp_rounds_spent=len(charged),
             ),
             attacker_rows,
             (fed.seed, STREAM_ROUND, r),
@@ -1088,6 +1121,10 @@ def run(
         if plain and result.aggregate is not None:
             # Plain FedAvg takes the full aggregate, whatever step the platform's line search would keep.
             result = replace(result, new_weights=unflatten(base + result.aggregate, spec), activate=True)
+        if result.record is not None and round_params.dp is not None:
+            # Each aggregated round at its own multiplier (a secure round: its worst group's).
+            z = result.record.params.get("dp_effective_noise_multiplier", round_params.dp.noise_multiplier)
+            charged.append(float(z))  # type: ignore[arg-type]
         if result.status != CloseStatus.aggregated:
             failed += 1
             curve.append(float(np.mean(_predict(weights, task.x_test) == task.y_test)))
@@ -1127,7 +1164,29 @@ def run(
         seconds=time.perf_counter() - started,
         accuracy_by_round=curve,
         attack_success=attack_success_rate(weights, task),
+        epsilon=(
+            epsilon_of([(z, 1) for z in charged], 1.0, round_params.dp.delta) if round_params.dp else None
+        ),
     )
+
+
+def dp_params(options: str) -> dict[str, Any]:
+    """The governed DP settings a strategy's ``:dp=<z>[:clip=<C>]`` suffix stands for (unlimited budget)."""
+    settings: dict[str, Any] = {"dp_enabled": True, "dp_epsilon_budget": 1e9}
+    for option in options.split(":"):
+        name, _, value = option.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name not in ("dp", "clip") or not number > 0:
+            raise ValueError(
+                f"DP is spelled <strategy>:dp=<z>[:clip=<C>] with positive numbers, not {option!r}"
+            )
+        settings["dp_noise_multiplier" if name == "dp" else "dp_clip_norm"] = number
+    if "dp_noise_multiplier" not in settings:
+        raise ValueError(f"a DP suffix needs dp=<noise multiplier>, got {options!r}")
+    return settings
 
 
 def _predict(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -1273,6 +1332,23 @@ def report(
                     f"{_pct([r.attack_success for r in runs]):.1f} | "
                     f"{max(reward_ratio([r]) for r in runs):.2f} |"
                 )
+        private = {
+            s: [
+                r.epsilon
+                for a in attacks
+                for r in results[(task, partition, n, s, a)]
+                if r.epsilon is not None
+            ]
+            for s in strategies
+        }
+        if any(private.values()):
+            out += [
+                "",
+                "Differential privacy: epsilon spent by the last round (mean over runs, governed delta):",
+                "",
+            ]
+            out += ["| strategy | epsilon |", "| --- | ---: |"]
+            out += [f"| {s} | {float(np.mean(e)):.2f} |" for s, e in private.items() if e]
     return "\n".join(out)
 
 

@@ -248,3 +248,21 @@ def test_the_secure_mode_runs_the_same_attacks_over_group_means(federation: Any)
     assert secure.honest_flagged == 0 and min(secure.honest_rewards) > 0
     with pytest.raises(ValueError, match="s >= 3"):
         ae.run(federation, "fltrust_guarded@secure2", "none", 1)
+
+
+def test_dp_is_a_strategy_suffix_and_the_secure_mode_is_charged_at_its_worst_group(federation: Any) -> None:
+    from fedledger.privacy import epsilon_after
+
+    clear = ae.run(federation, "fltrust_guarded:dp=1", "none", 2)
+    secure = ae.run(federation, "fltrust_guarded@secure3:dp=1", "none", 2)
+    plain = ae.run(federation, "fltrust_guarded@secure3", "none", 2)
+    assert plain.epsilon is None
+    assert clear.epsilon == pytest.approx(epsilon_after(1.0, 1.0, 2, 1e-5))
+    # Groups of 3 (threshold 2) and 4 (threshold 3) with no dropout: the worst multiplier is between
+    # sqrt(4/3) and sqrt(3/2), above the governed 1: the same z spends less than the clear mode.
+    assert epsilon_after(1.5**0.5, 1.0, 2, 1e-5) <= secure.epsilon < clear.epsilon
+    # The members' noise reaches the model: not the noiseless secure run's accuracy curve.
+    assert secure.accuracy_by_round != plain.accuracy_by_round
+    for bad in ("fltrust_guarded:dp=-1", "fltrust_guarded:clip=1", "fltrust_guarded:dp=1:z=2"):
+        with pytest.raises(ValueError, match="dp="):
+            ae.run(federation, bad, "none", 1)
