@@ -106,6 +106,10 @@ class RoundInputs:
     # The last accepted change of the global model (active model minus its parent), flattened like the
     # deltas; None before the first. An update that is it again is evidence (free riders resend it).
     public_change: np.ndarray | None = None
+    # The rule to run instead of the one ``params.strategy`` names: a sharded close passes the round's own
+    # rule wrapped so that it returns what its shards computed over the real coordinates
+    # (aggregator.round.sharding.ShardedRule); None for every other close.
+    strategy: Strategy | None = None
 
     def metrics(self, weights: Weights) -> tuple[float, float | None]:
         """(mean loss, accuracy) of ``weights`` on the server's data."""
@@ -229,7 +233,7 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
     params = inputs.params
     rejected = tuple((c.update_id, reason) for c, reason in inputs.rejected)
     try:
-        strategy = strategies.build(params)
+        strategy = inputs.strategy if inputs.strategy is not None else strategies.build(params)
     except AggregationError as exc:
         return RoundResult(CloseStatus.failed, f"{params.strategy}: {exc}", rejected=rejected)
 

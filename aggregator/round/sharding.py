@@ -19,27 +19,47 @@ only), both summed over shards by the coordinator. With ``G = U diag(l) U^T`` th
 as ``A(Y^T w(e))  = sum_i w_i A(y_i)``, ``w(e) = U diag(1 / sqrt l) e``. The aggregate it decides maps back
 to ``Y^T w``: the second pass, in which each shard writes its coordinates of the new model.
 
+Rules that look at single coordinates (median, trimmed mean, Bulyan's second step, the coordinate median
+centered clipping starts from) need one more pass: once the first pass's Gram matrix has decided what only
+distances decide (Bulyan's selection, the rows a rule reads), each shard computes the rule's row over its
+coordinates exactly as the single worker computes it over all of them (:func:`derive`; a coordinate-wise
+rule reads column by column, so a range of columns is a range of the result), and sends that row's partial
+inner products with Y's rows and its partial class scores. Y gains the row (the aggregate, or the centre),
+E is built from the larger Gram matrix, and :class:`ShardedRule` makes compute_round take the row as the
+rule's aggregate (median, trimmed mean, Bulyan) or as its starting centre (centered clipping: every
+iteration after the start moves the centre by a linear combination of the rows, with weights from distances
+to the centre, so E's space holds the whole iteration and no pass per iteration is needed).
+
 The same result as the single-worker close up to float rounding (sums in another order, float64 partials):
-:data:`TOLERANCE` states the bound the tests check. Rules that look at single coordinates (median, trimmed
-mean, Bulyan, centered clipping around the coordinate median), DP noise (a d-dimensional draw) and models
-whose class scores are not linear in their parameters are not sharded: :func:`why_not_shardable` says why
-and the worker closes such a round on one worker.
+:data:`TOLERANCE` states the bound the tests check. DP noise (a d-dimensional draw) and models whose class
+scores are not linear in their parameters are not sharded: :func:`why_not_shardable` says why and the
+worker closes such a round on one worker.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import numpy as np
 
-from aggregator.errors import InvalidParameter
+from aggregator.errors import AggregationError, InvalidParameter
 from aggregator.round.compute import Evaluation, RoundInputs
 from aggregator.round.params import RoundParams
+from aggregator.strategies import Aggregated, Strategy, StrategyInputs
+from aggregator.strategies.base import Detail
+from aggregator.strategies.bulyan import closest_to_median_columns
+from aggregator.strategies.centered_clip import CenteredClip, bucket_means
+from aggregator.strategies.coordinatewise import TrimmedMean, median, trimmed_mean
 
 # Rules that read the updates only through inner products and linear combinations (see the module docstring).
-SHARDABLE_STRATEGIES = frozenset({"fedavg", "fltrust", "fltrust_guarded", "krum", "multi_krum", "reputation"})
+LINEAR_STRATEGIES = frozenset({"fedavg", "fltrust", "fltrust_guarded", "krum", "multi_krum", "reputation"})
+# Rules with a coordinate-wise step: one more pass computes its row (see the module docstring).
+COORDINATE_STRATEGIES = frozenset({"median", "trimmed_mean", "bulyan", "centered_clip"})
+SHARDABLE_STRATEGIES = LINEAR_STRATEGIES | COORDINATE_STRATEGIES
 SOFTMAX_TENSORS = ("dense.bias", "dense.weight")  # the softmax family, in coordinate (name) order
 # What "the same result" means (checked by tests against the single-worker close): new weights within
 # rtol 1e-4 + atol 1e-6 of each other, scores within 0.01 points, the same decisions (kept, flagged, paid).
@@ -65,7 +85,7 @@ def plan_shards(size: int, updates: int, max_bytes: int, shards: int) -> list[tu
 def why_not_shardable(params: RoundParams, spec: Mapping[str, Sequence[int]]) -> str | None:
     """None when a round with these parameters and this model can be closed in shards, else why not."""
     if params.strategy not in SHARDABLE_STRATEGIES:
-        return f"{params.strategy} reads single coordinates; only {', '.join(sorted(SHARDABLE_STRATEGIES))} are sharded"
+        return f"{params.strategy} has no sharded form; only {', '.join(sorted(SHARDABLE_STRATEGIES))} are sharded"
     if params.dp is not None:
         return "DP noise is a draw over every coordinate"
     if tuple(sorted(spec)) != SOFTMAX_TENSORS:
@@ -207,3 +227,171 @@ def combine(rows: np.ndarray, weights: np.ndarray, base: np.ndarray) -> np.ndarr
     change = (np.asarray(weights, dtype=np.float64) @ rows.astype(np.float64)).astype(np.float32)
     out: np.ndarray = base.astype(np.float32) + change
     return out
+
+
+# What the second pass computes, per row: a JSON document (it travels in the shard's task message).
+# ``rule``: "median" | "trimmed_mean" (with "beta") | "closest_to_median" (Bulyan's step, with the int
+# "beta") | "bucket_median" (the median of the means of "buckets", lists of positions in "rows");
+# ``rows``: Y's row indices the rule reads, in the order the single-worker close stacks them.
+Derivation = dict[str, Any]
+
+
+def derive(rows: np.ndarray, derivations: Sequence[Derivation]) -> np.ndarray:
+    """The derived rows over one block of coordinates: (len(derivations), width) float32, each computed by
+    the same function the single-worker close calls, on the same rows in the same order."""
+    out = np.empty((len(derivations), rows.shape[1]), dtype=np.float32)
+    for j, spec in enumerate(derivations):
+        X = rows[np.asarray(spec["rows"], dtype=np.int64)]
+        rule = spec["rule"]
+        if rule == "median":
+            out[j] = median(X)
+        elif rule == "trimmed_mean":
+            out[j] = trimmed_mean(X, float(spec["beta"]))
+        elif rule == "closest_to_median":
+            out[j] = closest_to_median_columns(X, np.arange(X.shape[0]), int(spec["beta"]))
+        elif rule == "bucket_median":
+            order = _Fixed(spec["buckets"])
+            out[j] = median(bucket_means(X, len(spec["buckets"][0]), order))  # type: ignore[arg-type]
+        else:
+            raise InvalidParameter(f"unknown derived row {rule!r}")
+    return out
+
+
+class _Fixed:
+    """Stands in for the round's generator in :func:`bucket_means`: the permutation the coordinator drew
+    with a copy of it (the buckets, concatenated), so that every shard groups the rows alike."""
+
+    def __init__(self, buckets: Sequence[Sequence[int]]) -> None:
+        self.order = np.asarray([i for bucket in buckets for i in bucket], dtype=np.int64)
+
+    def permutation(self, n: int) -> np.ndarray:
+        assert n == self.order.size
+        return self.order
+
+
+@dataclass(frozen=True)
+class DerivedStatistics:
+    """What one shard sends back from the second pass: the derived rows' partial inner products with Y's
+    rows (m, r) and with each other (m, m), and their partial class scores (m, examples, classes)."""
+
+    cross: np.ndarray
+    gram: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def of(
+        spec: Mapping[str, Sequence[int]],
+        features: np.ndarray,
+        start: int,
+        rows: np.ndarray,
+        derived: np.ndarray,
+    ) -> DerivedStatistics:
+        """The statistics of ``derived`` ((m, width) float32) against ``rows`` ((r, width)) from ``start``."""
+        d64 = derived.astype(np.float64)
+        return DerivedStatistics(
+            d64 @ rows.astype(np.float64).T, d64 @ d64.T, partial_scores(spec, features, start, derived)
+        )
+
+    def __add__(self, other: DerivedStatistics) -> DerivedStatistics:
+        return DerivedStatistics(self.cross + other.cross, self.gram + other.gram, self.scores + other.scores)
+
+
+def augment(statistics: ShardStatistics, derived: DerivedStatistics, rows: Sequence[int]) -> ShardStatistics:
+    """The statistics of Y's ``rows`` followed by the derived rows: the larger Gram matrix and scores."""
+    index = list(rows)
+    gram = statistics.gram[np.ix_(index, index)]
+    cross = derived.cross[:, index]
+    return ShardStatistics(
+        np.block([[gram, cross.T], [cross, derived.gram]]),
+        np.concatenate([statistics.scores[index], derived.scores]),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a coordinate-wise rule needs from the second pass, decided from the first pass's E: the rows to
+    derive, and what compute_round's rule then does with the first of them (``mode``: "aggregate": it is
+    the aggregate, with ``selected`` and ``details`` as the rule decided them; "center": centered clipping
+    starts from it). ``failure``: the rule refused these clients (compute_round reports it; no pass)."""
+
+    derivations: tuple[Derivation, ...] = ()
+    mode: str | None = None
+    selected: np.ndarray | None = None
+    details: Mapping[str, Detail] | None = None
+    failure: AggregationError | None = None
+
+
+def plan_derivations(
+    strategy: Strategy,
+    members: np.ndarray,
+    member_rows: Sequence[int],
+    inputs: StrategyInputs,
+    rng: np.random.Generator,
+) -> Plan:
+    """The second pass of a close under ``strategy``: ``members`` are the eligible clients' rows in E's space
+    (what the rule would aggregate), ``member_rows`` their indices among Y's rows, ``inputs`` as
+    compute_round builds them, ``rng`` the generator compute_round will be given (copied, not drawn from)."""
+    rows = [int(i) for i in member_rows]
+    if strategy.name not in COORDINATE_STRATEGIES:
+        return Plan()
+    if strategy.name == "centered_clip":
+        # compute_round hands the rule ``rng.spawn(1)[0]``; bucketing draws the permutation from it first.
+        bucket_size = strategy.bucket_size if isinstance(strategy, CenteredClip) else 1
+        if bucket_size == 1:
+            return Plan(({"rule": "median", "rows": rows},), "center")
+        order = copy.deepcopy(rng).spawn(1)[0].permutation(len(rows)).tolist()
+        buckets = [order[b : b + bucket_size] for b in range(0, len(rows), bucket_size)]
+        return Plan(({"rule": "bucket_median", "rows": rows, "buckets": buckets},), "center")
+    try:
+        # In E's space the rule decides what distances decide (Bulyan's selection) and its details; its
+        # vector there is not the coordinate-wise one and is dropped.
+        result = strategy.aggregate(members, replace(inputs, rng=copy.deepcopy(rng).spawn(1)[0]))
+    except AggregationError as exc:
+        return Plan(failure=exc)
+    if strategy.name == "median":
+        spec: Derivation = {"rule": "median", "rows": rows}
+    elif isinstance(strategy, TrimmedMean):
+        spec = {"rule": "trimmed_mean", "rows": rows, "beta": strategy.beta}
+    else:  # bulyan: the mean of the n - 4f selected values closest to their median, per coordinate
+        chosen = np.sort(result.selected)
+        f = int(result.details["f"] or 0)
+        spec = {"rule": "closest_to_median", "rows": [rows[i] for i in chosen], "beta": chosen.size - 2 * f}
+    return Plan((spec,), "aggregate", result.selected, dict(result.details))
+
+
+class ShardedRule(Strategy):
+    """The round's rule in E's space, for compute_round (:attr:`RoundInputs.strategy`): under its name and
+    with its parameters, it returns the derived row ``row`` (E's coordinates) as the aggregate, or runs the
+    rule from it as the centre; without a derived row it is the rule itself (linear rules)."""
+
+    name = "sharded"
+
+    def __init__(self, inner: Strategy, plan: Plan, row: np.ndarray | None) -> None:
+        self.inner, self.plan, self.row = inner, plan, row
+        self.__dict__["name"] = inner.name  # the round's record and reasons name the real rule
+
+    @classmethod
+    def from_params(cls, params: RoundParams) -> Self:
+        """Never built from parameters: the sharded close builds it around the round's rule."""
+        raise InvalidParameter(
+            "a sharded rule wraps the round's strategy; build that one from the parameters"
+        )
+
+    def required_clients(self) -> int:
+        """As the rule."""
+        return self.inner.required_clients()
+
+    def describe(self) -> dict[str, Detail]:
+        """As the rule."""
+        return self.inner.describe()
+
+    def aggregate(self, X: np.ndarray, clients: StrategyInputs) -> Aggregated:
+        """The rule's result with the shards' row in it (see the class docstring)."""
+        if self.plan.failure is not None:
+            raise self.plan.failure
+        if self.plan.mode == "aggregate":
+            assert self.row is not None and self.plan.selected is not None and self.plan.details is not None
+            return Aggregated(self.row.astype(np.float32), self.plan.selected, self.plan.details)
+        if self.plan.mode == "center":
+            clients = replace(clients, center=self.row)
+        return self.inner.aggregate(X, clients)

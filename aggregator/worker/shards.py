@@ -2,15 +2,18 @@
 coordinator that runs :func:`aggregator.round.compute.compute_round` on what they send back.
 
 The coordinator (the worker holding the round's lease) writes the round's extra rows (the server's reference
-update, the last public change) and the base model as raw float32 blobs, then runs two passes over the
-shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`):
+update, the last public change) and the base model as raw float32 blobs, then runs two or three passes over
+the shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`):
 
 1. statistics: each shard reads only its coordinate range of every update (two ranged reads of a chunked
    envelope: head, then its chunks; a version 1 envelope is read and opened whole, then sliced), checks the
    organization's signature over the chunked head and each chunk against it, and sends its partial Gram
    matrix and partial class scores (:class:`aggregator.round.sharding.ShardStatistics`);
-2. combine: once compute_round has decided the aggregate (as weights over the rows), each shard writes its
-   coordinates of the new model as a blob, which the coordinator assembles.
+2. derive (coordinate-wise rules only): each shard computes the rule's row over its range
+   (:func:`aggregator.round.sharding.derive`), keeps it as temporary blobs and sends its partial inner
+   products and class scores (:class:`aggregator.round.sharding.DerivedStatistics`);
+3. combine: once compute_round has decided the aggregate (as weights over the rows, derived ones included),
+   each shard writes its coordinates of the new model as a blob, which the coordinator assembles.
 
 An update that fails to open in any shard is rejected (with the reason, as the single-worker close rejects
 it) and its rows are dropped from the sums. Nothing is written to the database before the commit, as in the
@@ -28,16 +31,30 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.errors import InvalidRoundParams
-from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, RoundResult, compute_round
+from aggregator import strategies
+from aggregator.errors import AggregationError, InvalidRoundParams
+from aggregator.round.compute import (
+    ClientMeta,
+    CloseStatus,
+    RoundInputs,
+    RoundResult,
+    SampleWeights,
+    compute_round,
+)
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.round.sharding import (
+    DerivedStatistics,
     Embedding,
+    Plan,
+    ShardedRule,
     ShardStatistics,
+    augment,
     combine,
+    derive,
     embedded_evaluation,
     embedded_inputs,
+    plan_derivations,
     row_weights,
     why_not_shardable,
 )
@@ -53,6 +70,7 @@ from fedledger.payload import UpdateFormatError, decode_update, flatten, unflatt
 # (task name, one payload per shard) -> each shard's result, in the payloads' order.
 ShardRunner = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 STATISTICS = "statistics"
+DERIVE = "derive"
 COMBINE = "combine"
 # A shard reads its range in blocks of about this many bytes of float32 rows, so that its memory is bounded
 # by the block, not by its range (a job may say otherwise: "block_bytes").
@@ -195,16 +213,59 @@ def shard_statistics(
     }
 
 
+def shard_derive(
+    job: Mapping[str, Any],
+    blobs: BlobStore,
+    private_keys: Mapping[str, bytes],
+    domain: Domain,
+    features: np.ndarray,
+) -> dict[str, Any]:
+    """The second pass of one shard (coordinate-wise rules): the derived rows over its range, a block at a
+    time, each block's kept as a temporary blob for the combine (``pieces``: start, stop, digest), and
+    their partial statistics."""
+    spec = coordinate_order(job["spec"])
+    derivations = job["derivations"]
+    total: DerivedStatistics | None = None
+    pieces: list[list[Any]] = []
+    openers: dict[str, ChunkOpener] = {}
+    try:
+        for block in blocks(job):
+            rows, _ = read_rows(block, blobs, private_keys, domain, openers)
+            derived = derive(rows, derivations)
+            start, stop = int(block["start"]), int(block["stop"])
+            pieces.append([start, stop, blobs.put(np.ascontiguousarray(derived, "<f4").tobytes())])
+            stats = DerivedStatistics.of(spec, features, start, rows, derived)
+            total = stats if total is None else total + stats
+    except BaseException:
+        for _, _, digest in pieces:
+            blobs.delete(digest)
+        raise
+    assert total is not None  # a range is never empty
+    return {
+        "cross": _encode(total.cross),
+        "gram": _encode(total.gram),
+        "scores": _encode(total.scores),
+        "pieces": pieces,
+    }
+
+
 def shard_combine(
     job: Mapping[str, Any], blobs: BlobStore, private_keys: Mapping[str, bytes], domain: Domain
 ) -> dict[str, Any]:
-    """The second pass of one shard: its coordinates of the new model, written as a raw float32 blob."""
+    """The last pass of one shard: its coordinates of the new model, written as a raw float32 blob. The
+    weights cover Y's rows, then the derived rows the second pass kept in ``pieces`` (the same blocks)."""
     weights = np.asarray(job["weights"], dtype=np.float64)
+    pieces = {int(start): (int(stop), digest) for start, stop, digest in job.get("pieces", [])}
     parts = []
     openers: dict[str, ChunkOpener] = {}
     for block in blocks(job):
         rows, _ = read_rows(block, blobs, private_keys, domain, openers)
         start, stop = int(block["start"]), int(block["stop"])
+        if pieces:
+            piece_stop, digest = pieces[start]
+            assert piece_stop == stop, "the second pass cut the range into other blocks"
+            derived = np.frombuffer(blobs.get(digest), dtype="<f4").reshape(-1, stop - start)
+            rows = np.concatenate([rows, derived])
         base = np.frombuffer(blobs.get_range(job["base"], 4 * start, 4 * (stop - start)), dtype="<f4")
         parts.append(combine(rows, weights, base))
     return {"digest": blobs.put(np.concatenate(parts).astype("<f4").tobytes())}
@@ -321,12 +382,10 @@ def _sharded(
             clients.append(meta)
             keep.append(i)
     rows = keep + list(range(len(inputs.updates), len(inputs.updates) + len(extra)))
-    gram = total.gram[np.ix_(rows, rows)]
-    scores = total.scores[rows]
-    embedding = Embedding.of(gram)
+    statistics = ShardStatistics(total.gram[np.ix_(rows, rows)], total.scores[rows])
+    embedding = Embedding.of(statistics.gram)
     features, labels = validation
     base_scores = logits(inputs.weights, features.astype(np.float32)).astype(np.float64)
-    evaluate = embedded_evaluation(embedding, base_scores, scores, labels)
     round_inputs = RoundInputs(
         round_id=inputs.round.id,
         params=params,
@@ -341,19 +400,56 @@ def _sharded(
         holdout=None,
         dp_rounds_spent=inputs.dp_rounds_spent,
     )
-    result = compute_round(embedded_inputs(round_inputs, embedding, True, has_change, evaluate), rng, now)
-    if result.status != CloseStatus.aggregated:
-        return result
-    assert result.new_weights is not None and result.record is not None
-    # The model compute_round kept, in E's space (its base is zero): the change to apply, step included.
-    weights = np.zeros(len(inputs.updates) + len(extra))
-    weights[rows] = row_weights(embedding, result.new_weights["embedded"])
-    started = time.perf_counter()
-    parts = run(
-        COMBINE,
-        [{**job, "start": a, "stop": b, "weights": weights.tolist(), "base": base_digest} for a, b in ranges],
-    )
-    combine_ms = (time.perf_counter() - started) * 1e3
+    rule, plan = _plan(round_inputs, embedding, rows, rng)
+    height = len(inputs.updates) + len(extra)
+    pieces: list[list[list[Any]]] = [[] for _ in ranges]
+    derive_ms = 0.0
+    try:
+        if plan.derivations:
+            started = time.perf_counter()
+            derived = run(
+                DERIVE,
+                [{**job, "start": a, "stop": b, "derivations": list(plan.derivations)} for a, b in ranges],
+            )
+            pieces = [d["pieces"] for d in derived]
+            parts_of = [
+                DerivedStatistics(_decode(d["cross"]), _decode(d["gram"]), _decode(d["scores"]))
+                for d in derived
+            ]
+            extra_statistics = parts_of[0]
+            for more in parts_of[1:]:
+                extra_statistics = extra_statistics + more
+            statistics = augment(total, extra_statistics, rows)
+            embedding = Embedding.of(statistics.gram)
+            derive_ms = (time.perf_counter() - started) * 1e3
+        evaluate = embedded_evaluation(embedding, base_scores, statistics.scores, labels)
+        embedded = embedded_inputs(round_inputs, embedding, True, has_change, evaluate)
+        if rule is not None:
+            row = embedding.rows[len(rows)] if plan.derivations else None
+            embedded = replace(embedded, strategy=ShardedRule(rule, plan, row))
+        result = compute_round(embedded, rng, now)
+        if result.status != CloseStatus.aggregated:
+            return result
+        assert result.new_weights is not None and result.record is not None
+        # The model compute_round kept, in E's space (its base is zero): the change to apply, step included,
+        # as weights over Y's rows and then the derived rows.
+        w = row_weights(embedding, result.new_weights["embedded"])
+        weights = np.zeros(height + len(plan.derivations))
+        weights[rows] = w[: len(rows)]
+        weights[height:] = w[len(rows) :]
+        started = time.perf_counter()
+        parts = run(
+            COMBINE,
+            [
+                {**job, "start": a, "stop": b, "weights": weights.tolist(), "base": base_digest, "pieces": p}
+                for (a, b), p in zip(ranges, pieces, strict=True)
+            ],
+        )
+        combine_ms = (time.perf_counter() - started) * 1e3
+    finally:
+        for shard in pieces:
+            for _, _, digest in shard:
+                blobs.delete(digest)
     vector = np.concatenate([np.frombuffer(blobs.get(p["digest"]), dtype="<f4") for p in parts])
     for p in parts:
         blobs.delete(p["digest"])
@@ -365,6 +461,7 @@ def _sharded(
             **result.record.durations_ms,
             "reference_ms": reference_ms,
             "shard_statistics_ms": statistics_ms,
+            "shard_derive_ms": derive_ms,
             "shard_combine_ms": combine_ms,
             "shard_read_ms_max": max(float(r["read_ms"]) for r in results),
         },
@@ -372,3 +469,26 @@ def _sharded(
     # ``aggregate`` is the change applied (the step folded in: step 1), as the shards computed only that.
     change = vector - flatten(inputs.weights, spec)
     return replace(result, new_weights=new_weights, aggregate=change, step=1.0, record=record)
+
+
+def _plan(
+    inputs: RoundInputs, embedding: Embedding, rows: Sequence[int], rng: np.random.Generator
+) -> tuple[strategies.Strategy | None, Plan]:
+    """The round's rule and what its second pass derives, from the first pass's E (as compute_round will
+    pick the eligible clients). None: the parameters name no valid rule (compute_round fails the round)."""
+    params = inputs.params
+    try:
+        rule = strategies.build(params)
+    except AggregationError:
+        return None, Plan()
+    reputation = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
+    members = np.flatnonzero(reputation >= params.min_reputation)
+    if members.size < max(params.min_participants, rule.required_clients()):
+        return rule, Plan()  # compute_round extends or fails the round before the rule runs
+    samples = SampleWeights.of(
+        np.array([c.num_samples for c in inputs.clients], dtype=np.float64), params.sample_weight_cap
+    )
+    E = embedding.rows.astype(np.float32)
+    n = len(inputs.clients)
+    rule_inputs = strategies.StrategyInputs(samples.capped[members], reputation[members], reference=E[n])
+    return rule, plan_derivations(rule, E[members], [rows[int(i)] for i in members], rule_inputs, rng)

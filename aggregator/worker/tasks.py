@@ -25,10 +25,12 @@ from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
 from aggregator.worker.shards import (
     COMBINE,
+    DERIVE,
     STATISTICS,
     Domain,
     compute_sharded,
     shard_combine,
+    shard_derive,
     shard_statistics,
 )
 from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes, mirror_reinstatements
@@ -48,6 +50,7 @@ from fedledger.domain.tasks import (
     EXECUTE_SLASHES_TASK,
     POST_TASK,
     SHARD_COMBINE_TASK,
+    SHARD_DERIVE_TASK,
     SHARD_STATISTICS_TASK,
     TICK_TASK,
     UPDATE_RECEIVED_TASK,
@@ -144,8 +147,9 @@ def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> Ro
 def _run_shards(pass_name: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One pass of a sharded close: a group of shard tasks on the broker, their results in order."""
     settings = services()[0]
-    task = shard_statistics_task if pass_name == STATISTICS else shard_combine_task
-    assert pass_name in (STATISTICS, COMBINE)
+    task = {STATISTICS: shard_statistics_task, DERIVE: shard_derive_task, COMBINE: shard_combine_task}[
+        pass_name
+    ]
     pending = group(task.s(payload) for payload in payloads).apply_async()
     try:
         # The closing task waits for its shards: other worker slots run them (see close_shard_timeout_seconds).
@@ -177,9 +181,16 @@ def shard_statistics_task(job: dict[str, Any]) -> dict[str, Any]:
     return shard_statistics(job, blobs, private, domain, _validation_features())
 
 
+@app.task(name=SHARD_DERIVE_TASK, ignore_result=False)
+def shard_derive_task(job: dict[str, Any]) -> dict[str, Any]:
+    """Second pass of a sharded close under a coordinate-wise rule: the rule's row over this range."""
+    blobs, private, domain = _shard_context()
+    return shard_derive(job, blobs, private, domain, _validation_features())
+
+
 @app.task(name=SHARD_COMBINE_TASK, ignore_result=False)
 def shard_combine_task(job: dict[str, Any]) -> dict[str, Any]:
-    """Second pass of a sharded close: this worker's coordinates of the new model, as a blob."""
+    """Last pass of a sharded close: this worker's coordinates of the new model, as a blob."""
     blobs, private, domain = _shard_context()
     return shard_combine(job, blobs, private, domain)
 

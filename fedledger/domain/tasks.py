@@ -19,6 +19,7 @@ EXECUTE_SLASHES_TASK = "fedledger.chain.execute_slashes"
 ANCHOR_AUDIT_TASK = "fedledger.chain.anchor_audit"
 # The two passes of a close sharded across workers (aggregator.worker.shards); results go to the backend.
 SHARD_STATISTICS_TASK = "fedledger.rounds.shard_statistics"
+SHARD_DERIVE_TASK = "fedledger.rounds.shard_derive"
 SHARD_COMBINE_TASK = "fedledger.rounds.shard_combine"
 
 

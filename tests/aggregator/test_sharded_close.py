@@ -16,15 +16,17 @@ from eth_account import Account
 
 from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.round.server_update import server_data
-from aggregator.round.sharding import SHARDABLE_STRATEGIES, TOLERANCE, plan_shards
+from aggregator.round.sharding import COORDINATE_STRATEGIES, SHARDABLE_STRATEGIES, TOLERANCE, plan_shards
 from aggregator.worker import close as round_close
 from aggregator.worker.close import Inputs
 from aggregator.worker.shards import (
     COMBINE,
+    DERIVE,
     STATISTICS,
     Domain,
     compute_sharded,
     shard_combine,
+    shard_derive,
     shard_statistics,
 )
 from db.models import ModelVersion, Participant, Round, Update
@@ -111,6 +113,8 @@ def in_process(blobs: FilesystemBlobStore, key: ServerKeyPair, features: np.ndar
         keys = {key.key_id: key.private_pem}
         if task == STATISTICS:
             return [shard_statistics(p, blobs, keys, DOMAIN, features) for p in payloads]
+        if task == DERIVE:
+            return [shard_derive(p, blobs, keys, DOMAIN, features) for p in payloads]
         assert task == COMBINE
         return [shard_combine(p, blobs, keys, DOMAIN) for p in payloads]
 
@@ -118,9 +122,15 @@ def in_process(blobs: FilesystemBlobStore, key: ServerKeyPair, features: np.ndar
 
 
 def both(
-    tmp_path: Path, key: ServerKeyPair, strategy: str, shards: int, block_bytes: int = 1 << 28, **options: Any
+    tmp_path: Path,
+    key: ServerKeyPair,
+    strategy: str,
+    shards: int,
+    block_bytes: int = 1 << 28,
+    params: dict[str, Any] | None = None,
+    **options: Any,
 ) -> tuple[RoundResult, RoundResult]:
-    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy), **options)
+    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy, **(params or {})), **options)
     single = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
     _, (features, _) = server_data(fed.holdout)
     size = sum(t.size for t in fed.weights.values())
@@ -166,6 +176,28 @@ def test_the_sharded_close_equals_the_single_worker_close(
     single, sharded = both(tmp_path, key, strategy, shards=3)
     assert_same(single, sharded)
     assert sharded.record is not None and sharded.record.params["shards"] == 3
+    # A coordinate-wise rule takes the one more pass that computes its row; a linear rule does not.
+    assert (sharded.record.durations_ms["shard_derive_ms"] > 0) == (strategy in COORDINATE_STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [
+        ("centered_clip", {"bucket_size": 2, "centered_clip_iterations": 5}),
+        ("centered_clip", {"centered_clip_tau": 0.05}),
+        ("trimmed_mean", {"trim_fraction": 0.0}),
+        ("bulyan", {"krum_f": 0}),
+    ],
+)
+def test_coordinate_wise_rules_with_their_parameters_equal_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, strategy: str, params: dict[str, Any]
+) -> None:
+    """Bucketing (the permutation drawn as compute_round draws it), a fixed radius, no trimming, Bulyan
+    with f = 0; each in blocks of a few coordinates, so the second pass keeps several pieces per shard."""
+    single, sharded = both(tmp_path, key, strategy, shards=2, block_bytes=300, params=params)
+    assert_same(single, sharded)
+    assert single.record is not None and sharded.record is not None
+    assert sharded.record.params == {**single.record.params, "shards": 2}
 
 
 def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_it(
@@ -180,11 +212,11 @@ def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_
 def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
     tmp_path: Path, key: ServerKeyPair
 ) -> None:
-    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median"))
+    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median", dp_enabled=True))
     reason = compute_sharded(
         inputs, blobs, fed.holdout, np.random.default_rng(0), NOW, [(0, 5), (5, 10)], None
     )  # type: ignore[arg-type]
-    assert isinstance(reason, str) and "median reads single coordinates" in reason
+    assert isinstance(reason, str) and "DP noise" in reason
 
 
 def test_the_plan_covers_every_coordinate_once() -> None:

@@ -1,4 +1,4 @@
-"""A round closed in shards across two real Celery workers (Redis broker and results, PostgreSQL, Hardhat, the
+"""Rounds closed in shards across two real Celery workers (Redis broker and results, PostgreSQL, Hardhat, the
 API in-process, blobs in an S3-compatible store both workers share), compared with the single-worker close
 of the same round recomputed from the same database and blobs.
 
@@ -17,14 +17,18 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from aggregator.round.compute import CloseStatus
-from aggregator.round.sharding import TOLERANCE
+from aggregator.round.sharding import COORDINATE_STRATEGIES, TOLERANCE
 from aggregator.worker import close as round_close
 from db.models import Aggregation, Contribution
 from db.session import session_factory
+from fedledger.chain import governance
+from fedledger.chain.params import STRATEGY_NAMES
 from fedledger.config import Settings
 from fedledger.datasets import load_holdout
+from fedledger.devkeys import dev_private_key
 from fedledger.domain.blobstore import open_blob_store
 from tests.worker.conftest import ORGS, Platform, WorkerProcess, address_of
+from tests.worker.test_governance_and_faults import mine
 
 pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
@@ -69,14 +73,36 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[list[WorkerProcess]]
         process.stop()
 
 
-def test_a_round_closed_in_shards_equals_its_single_worker_close(
-    platform: Platform, workers: list[WorkerProcess], settings: Settings, tmp_path: Path
+def govern_strategy(platform: Platform, name: str) -> None:
+    """Pass and execute the proposal that makes ``name`` the next rounds' strategy (as in
+    tests/worker/test_governance_and_faults.py)."""
+    w3, deployments = platform.w3, platform.deployments
+    proposal = governance.parameter_change(
+        w3, deployments, "strategy", STRATEGY_NAMES.index(name), f"Aggregate with {name}"
+    )
+    proposer = dev_private_key(ORGS[0])
+    pid = governance.propose(w3, deployments, proposer, proposal)
+    mine(platform, 2)
+    for index in ORGS[:5]:
+        governance.vote(w3, deployments, dev_private_key(index), pid, governance.VoteType.For)
+    mine(platform, 21)
+    governance.queue(w3, deployments, proposer, proposal)
+    w3.provider.make_request("evm_increaseTime", [11])
+    mine(platform, 1)
+    governance.execute(w3, deployments, proposer, proposal)
+
+
+def close_a_round_in_shards(
+    platform: Platform, settings: Settings, tmp_path: Path, attacker: int, seed: int
 ) -> None:
-    round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
-    honest, attacker = ORGS[:4], ORGS[4]
+    """Four honest updates and one scaled attacker, chunked and whole envelopes in one round, closed in two
+    shards by the other worker's slots; then the same round's single-worker close from the same database
+    rows and blobs, and the two compared."""
+    honest = ORGS[:4]
+    round_ = platform.open_round(quorum=5, cohort=[*honest, attacker])
     for k, index in enumerate(honest):
-        platform.submit(index, round_, chunked=k % 2 == 0)  # chunked and whole envelopes in one round
-    platform.submit(attacker, round_, attack="scaling", chunked=True)
+        platform.submit(index, round_, chunked=k % 2 == 0, seed=seed)
+    platform.submit(attacker, round_, attack="scaling", chunked=True, seed=seed)
     closed = platform.wait_for(round_["id"], {"AGGREGATED", "POSTED", "FAILED"})
     assert closed["status"] in {"AGGREGATED", "POSTED"}, closed
 
@@ -87,13 +113,17 @@ def test_a_round_closed_in_shards_equals_its_single_worker_close(
             c.update_id: c
             for c in session.scalars(select(Contribution).where(Contribution.round_id == round_["id"]))
         }
+    assert aggregation.strategy == round_["strategy"]
     assert aggregation.params["shards"] == 2, "the close did not run in shards: see the workers' logs"
     assert aggregation.durations_ms["shard_statistics_ms"] > 0
+    coordinate_wise = round_["strategy"] in COORDINATE_STRATEGIES
+    assert (aggregation.durations_ms["shard_derive_ms"] > 0) == coordinate_wise
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in (1, 2)]
-    coordinator = next(i for i, log in enumerate(logs) if "computed in 2 shards" in log)
+    coordinator = next(i for i, log in enumerate(logs) if f"close round {round_['id']}: computed in 2" in log)
     # The coordinator's only slot waits for its shards: the other process ran them, reading the shared store.
     assert "Task fedledger.rounds.shard_statistics" in logs[1 - coordinator]
     assert "Task fedledger.rounds.shard_combine" in logs[1 - coordinator]
+    assert ("Task fedledger.rounds.shard_derive" in logs[1 - coordinator]) == coordinate_wise
 
     # The single-worker close of the same round, from the same rows and blobs.
     blobs = open_blob_store(settings)
@@ -106,6 +136,7 @@ def test_a_round_closed_in_shards_equals_its_single_worker_close(
         inputs.round.deadline,
     )
     assert single.status == CloseStatus.aggregated and single.new_weights is not None
+    assert single.activate, "the comparison reads the active model"
     sharded_weights = platform.global_weights()
     for name, array in single.new_weights.items():
         np.testing.assert_allclose(
@@ -118,3 +149,13 @@ def test_a_round_closed_in_shards_equals_its_single_worker_close(
             assert abs(getattr(stored, score) - getattr(outcome, score)) <= TOLERANCE["score_points"]
     flagged = {c.address for c in single.clients if c.byzantine}
     assert flagged == {address_of(attacker)}
+
+
+def test_rounds_closed_in_shards_equal_their_single_worker_close(
+    platform: Platform, workers: list[WorkerProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """The genesis rule (linear: two passes), then a coordinate-wise one passed by governance (three)."""
+    close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[4], seed=0)
+    govern_strategy(platform, "trimmed_mean")
+    # The first attacker is slashed by now and may not submit: another wallet attacks.
+    close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[5], seed=1)
