@@ -8,6 +8,11 @@ messages, each message through its JSON wire form; the server checks every messa
 each group. ``--dropouts`` members per group fall silent after dealing their shares (the server then
 rebuilds their mask keys and removes their pairwise masks).
 
+With ``--dp Z`` differential privacy is on in both modes (noise multiplier Z, clip ``--dp-clip``): the clear
+mode's server clips every decoded update and adds one noise draw to the round's sum; in the secure mode each
+member clips and adds its share of the noise before masking (``fedledger.secagg.noise.MemberNoise``, drawn
+from fresh OS entropy as the SDK does) into a group whose quantizer range holds it, and the server adds none.
+
 Client time is one organization's own work (the median organization of a round); server time is the
 whole round's. Rounds alternate between the modes after a warm-up; figures are the median (min-max) over
 ``--repeats`` rounds. Network and database time are not included (the same in both modes per byte).
@@ -36,6 +41,7 @@ from fedledger.payload import decode_update, encode_update
 from fedledger.secagg import wire
 from fedledger.secagg.groups import assign_groups
 from fedledger.secagg.messages import Domain
+from fedledger.secagg.noise import MemberNoise
 from fedledger.secagg.protocol import GroupContext, GroupMember, GroupTranscript
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
@@ -66,11 +72,12 @@ def delta_of(i: int, d: int) -> np.ndarray:
     return np.random.default_rng(i).normal(0.0, 0.01, d).astype(np.float32)
 
 
-def clear_round(orgs: list[tuple[str, str]], d: int) -> RoundCost:
-    """Seal, sign, recover, open and decode every update."""
+def clear_round(orgs: list[tuple[str, str]], d: int, dp: Dp | None = None) -> RoundCost:
+    """Seal, sign, recover, open and decode every update (under DP the server clips each and noises the sum)."""
     server_key = generate_server_key()
     cost = RoundCost()
     shapes = {"w": (d,)}
+    rng = np.random.default_rng()
     for i, (address, key) in enumerate(orgs):
         delta = delta_of(i, d)
         start = time.perf_counter()
@@ -106,13 +113,41 @@ def clear_round(orgs: list[tuple[str, str]], d: int) -> RoundCost:
         )
         _, plaintext = open_envelope(envelope, {server_key.key_id: server_key.private_pem})
         decoded = decode_update(plaintext, shapes)
+        if dp is not None:
+            clip_in_place(decoded["w"], dp.clip)
         cost.server_s += time.perf_counter() - start
         assert signer == address and decoded["w"].shape == (d,)
+    if dp is not None:
+        # The central noise on the sum: one draw of d coordinates per round.
+        start = time.perf_counter()
+        noise = rng.standard_normal(d, dtype=np.float32)
+        noise *= np.float32(dp.multiplier * dp.clip)
+        cost.server_s += time.perf_counter() - start
     return cost
 
 
+@dataclass(frozen=True)
+class Dp:
+    """The governed DP settings of a benchmarked round."""
+
+    multiplier: float
+    clip: float
+
+
+def clip_in_place(x: np.ndarray, clip: float) -> None:
+    """Scale ``x`` down to L2 norm ``clip`` (the clear mode's server-side DP clip)."""
+    norm = float(np.sqrt(np.einsum("i,i->", x, x, dtype=np.float64)))
+    if norm > clip:
+        x *= np.float32(clip / norm)
+
+
 def secure_round(
-    orgs: list[tuple[str, str]], d: int, group_size: int, threshold: int, dropouts: int
+    orgs: list[tuple[str, str]],
+    d: int,
+    group_size: int,
+    threshold: int,
+    dropouts: int,
+    dp: Dp | None = None,
 ) -> RoundCost:
     """Every group through the four steps over JSON; the server checks and unmasks each group."""
     keys = dict(orgs)
@@ -121,8 +156,12 @@ def secure_round(
     seed = hashlib.sha256(b"bench-secagg-seed").digest()
     for members in assign_groups(seed, [a for a, _ in orgs], group_size):
         k = len(members)
-        ctx = GroupContext(DOMAIN, 1, seed, members, max(threshold, k // 2 + 1), d, clip=1.0)
-        group_cost = secure_group(ctx, keys, index, dropouts)
+        t = max(threshold, k // 2 + 1)
+        noise = None if dp is None else MemberNoise.for_group(dp.clip, dp.multiplier, k, t)
+        # Under DP the group's range holds a clipped coordinate plus the noise's tail.
+        span = 1.0 if noise is None else noise.required_range(d)
+        ctx = GroupContext(DOMAIN, 1, seed, members, t, d, clip=span)
+        group_cost = secure_group(ctx, keys, index, dropouts, noise)
         cost.client_s += group_cost.client_s
         cost.sent += group_cost.sent
         cost.received += group_cost.received
@@ -130,7 +169,13 @@ def secure_round(
     return cost
 
 
-def secure_group(ctx: GroupContext, keys: dict[str, str], index: dict[str, int], dropouts: int) -> RoundCost:
+def secure_group(
+    ctx: GroupContext,
+    keys: dict[str, str],
+    index: dict[str, int],
+    dropouts: int,
+    noise: MemberNoise | None = None,
+) -> RoundCost:
     """One group's four steps; per-member client time and bytes, and the server's time for the group."""
     members = ctx.members
     d = ctx.dimension
@@ -175,7 +220,7 @@ def secure_group(ctx: GroupContext, keys: dict[str, str], index: dict[str, int],
         masked = timed(
             m,
             lambda member=member, update=update: member.mask(
-                update, 100, [wire.bundle_from(b) for b in bundles]
+                update, 100, [wire.bundle_from(b) for b in bundles], noise=noise
             ),
         )
         assert masked.vector is not None
@@ -226,18 +271,24 @@ def main() -> None:
         "--dropouts", type=int, default=0, help="members per group silent after dealing shares"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dp", type=float, default=None, help="DP noise multiplier (default: DP off)")
+    parser.add_argument("--dp-clip", type=float, default=1.0, help="DP L2 clip norm")
     args = parser.parse_args()
+    dp = None if args.dp is None else Dp(args.dp, args.dp_clip)
     orgs = wallets(args.n)
-    clear_round(orgs[:3], 1000)
-    secure_round(orgs[:3], 1000, 3, 2, 0)
+    start_load = os.getloadavg()
+    clear_round(orgs[:3], 1000, dp)
+    secure_round(orgs[:3], 1000, 3, 2, 0, dp)
     runs: dict[str, list[RoundCost]] = {"clear": [], "secure": []}
     for _ in range(args.repeats):
-        runs["clear"].append(clear_round(orgs, args.d))
-        runs["secure"].append(secure_round(orgs, args.d, args.group_size, args.threshold, args.dropouts))
+        runs["clear"].append(clear_round(orgs, args.d, dp))
+        runs["secure"].append(secure_round(orgs, args.d, args.group_size, args.threshold, args.dropouts, dp))
     load = os.getloadavg()
+    privacy = "DP off" if dp is None else f"DP on (z={dp.multiplier:g}, clip {dp.clip:g})"
     print(
         f"n={args.n} d={args.d} groups of {args.group_size} (t={args.threshold}), {args.dropouts} dropout(s) per "
-        f"group, {args.repeats} rounds per mode, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"group, {privacy}, {args.repeats} rounds per mode, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} (at start {start_load[0]:.2f})"
     )
     print("| mode | client s (median org) | server s (round) | client sent bytes | client received bytes |")
     print("| --- | --- | --- | --- | --- |")

@@ -58,7 +58,7 @@ def test_apply_clips_to_the_l2_norm_then_adds_noise_of_the_share() -> None:
     assert (noised - clipped).std() == pytest.approx(0.25, rel=0.02)
     assert abs((noised - clipped).mean()) < 5 * 0.25 / math.sqrt(update.size)
     small = np.full(4, 0.1, dtype=np.float32)  # norm 0.2: left as it is
-    redrawn = np.random.default_rng(1).normal(0.0, 0.25, 4)
+    redrawn = np.random.default_rng(1).standard_normal(4, dtype=np.float32) * np.float32(0.25)
     np.testing.assert_allclose(noise.apply(small, np.random.default_rng(1)), 0.1 + redrawn, rtol=1e-6)
     with pytest.raises(QuantizationError, match="NaN"):
         noise.apply(np.array([np.nan], dtype=np.float32), np.random.default_rng(0))
