@@ -30,10 +30,19 @@ rule's aggregate (median, trimmed mean, Bulyan) or as its starting centre (cente
 iteration after the start moves the centre by a linear combination of the rows, with weights from distances
 to the centre, so E's space holds the whole iteration and no pass per iteration is needed).
 
+DP: the clip factors come from the rows' norms (the Gram matrix's diagonal), so the clipped rows are
+rescaled rows of E (and the coordinate-wise rules' shards scale theirs alike). The Gaussian noise is one
+more derived row: each shard draws its coordinates from a seed the coordinator takes from a copy of the
+round's generator, per block of :data:`NOISE_BLOCK` coordinates (:func:`block_noise`), so the noise does
+not depend on how the close is split and a recomputation draws it again. It is not the single close's
+draw (that one takes d values from the round's generator in one sequence), so a DP close in shards equals
+the single close in everything but the noise: same clipping, aggregate, scores and decisions, and noise of
+the same distribution.
+
 The same result as the single-worker close up to float rounding (sums in another order, float64 partials):
-:data:`TOLERANCE` states the bound the tests check. DP noise (a d-dimensional draw) and models whose class
-scores are not linear in their parameters are not sharded: :func:`why_not_shardable` says why and the
-worker closes such a round on one worker.
+:data:`TOLERANCE` states the bound the tests check. Models whose class scores are not linear in their
+parameters are not sharded: :func:`why_not_shardable` says why and the worker closes such a round on one
+worker.
 """
 
 from __future__ import annotations
@@ -86,8 +95,6 @@ def why_not_shardable(params: RoundParams, spec: Mapping[str, Sequence[int]]) ->
     """None when a round with these parameters and this model can be closed in shards, else why not."""
     if params.strategy not in SHARDABLE_STRATEGIES:
         return f"{params.strategy} has no sharded form; only {', '.join(sorted(SHARDABLE_STRATEGIES))} are sharded"
-    if params.dp is not None:
-        return "DP noise is a draw over every coordinate"
     if tuple(sorted(spec)) != SOFTMAX_TENSORS:
         return "only the softmax model's class scores are linear in its parameters"
     return None
@@ -231,18 +238,44 @@ def combine(rows: np.ndarray, weights: np.ndarray, base: np.ndarray) -> np.ndarr
 
 # What the second pass computes, per row: a JSON document (it travels in the shard's task message).
 # ``rule``: "median" | "trimmed_mean" (with "beta") | "closest_to_median" (Bulyan's step, with the int
-# "beta") | "bucket_median" (the median of the means of "buckets", lists of positions in "rows");
-# ``rows``: Y's row indices the rule reads, in the order the single-worker close stacks them.
+# "beta") | "bucket_median" (the median of the means of "buckets", lists of positions in "rows") | "noise"
+# (with "seed" and "std": DP's Gaussian noise); ``rows``: Y's row indices the rule reads, in the order the
+# single-worker close stacks them; ``scale``: DP's clip factor of each of them (float32), when clipped.
 Derivation = dict[str, Any]
+# DP noise is drawn per block of this many coordinates, each from (seed, block index): the same noise for
+# any split of the coordinates into shards and blocks.
+NOISE_BLOCK = 1 << 16
 
 
-def derive(rows: np.ndarray, derivations: Sequence[Derivation]) -> np.ndarray:
-    """The derived rows over one block of coordinates: (len(derivations), width) float32, each computed by
-    the same function the single-worker close calls, on the same rows in the same order."""
+def block_noise(seed: int, std: float, start: int, stop: int) -> np.ndarray:
+    """N(0, std²) float32 noise of the coordinates ``[start, stop)`` of the round's noise vector."""
+    out = np.empty(stop - start, dtype=np.float32)
+    for block in range(start // NOISE_BLOCK, -(-stop // NOISE_BLOCK)):
+        lo = block * NOISE_BLOCK
+        draw = np.random.default_rng([seed, block]).normal(0.0, std, NOISE_BLOCK).astype(np.float32)
+        a, b = max(lo, start), min(lo + NOISE_BLOCK, stop)
+        out[a - start : b - start] = draw[a - lo : b - lo]
+    return out
+
+
+def noise_seed(rng: np.random.Generator) -> int:
+    """The seed of a sharded close's DP noise: drawn from a copy of the round's generator, which the
+    close's compute_round then gets untouched (so the rules draw as in the single close)."""
+    return int(copy.deepcopy(rng).integers(2**63))
+
+
+def derive(rows: np.ndarray, derivations: Sequence[Derivation], start: int) -> np.ndarray:
+    """The derived rows over one block of coordinates from ``start``: (len(derivations), width) float32,
+    each computed by the same function the single-worker close calls, on the same rows in the same order."""
     out = np.empty((len(derivations), rows.shape[1]), dtype=np.float32)
     for j, spec in enumerate(derivations):
-        X = rows[np.asarray(spec["rows"], dtype=np.int64)]
         rule = spec["rule"]
+        if rule == "noise":
+            out[j] = block_noise(int(spec["seed"]), float(spec["std"]), start, start + rows.shape[1])
+            continue
+        X = rows[np.asarray(spec["rows"], dtype=np.int64)]
+        if "scale" in spec:  # DP's clipping, as dp.clip_rows does it: float32 rows times float32 factors
+            X = X * np.asarray(spec["scale"], dtype=np.float32)[:, None]
         if rule == "median":
             out[j] = median(X)
         elif rule == "trimmed_mean":
@@ -327,21 +360,24 @@ def plan_derivations(
     member_rows: Sequence[int],
     inputs: StrategyInputs,
     rng: np.random.Generator,
+    scale: np.ndarray | None = None,
 ) -> Plan:
     """The second pass of a close under ``strategy``: ``members`` are the eligible clients' rows in E's space
-    (what the rule would aggregate), ``member_rows`` their indices among Y's rows, ``inputs`` as
-    compute_round builds them, ``rng`` the generator compute_round will be given (copied, not drawn from)."""
+    (what the rule would aggregate, clipped under DP), ``member_rows`` their indices among Y's rows,
+    ``inputs`` as compute_round builds them, ``rng`` the generator compute_round will be given (copied, not
+    drawn from), ``scale`` the members' DP clip factors (None: no DP)."""
     rows = [int(i) for i in member_rows]
+    clip = {} if scale is None else {"scale": [float(f) for f in np.asarray(scale, dtype=np.float32)]}
     if strategy.name not in COORDINATE_STRATEGIES:
         return Plan()
     if strategy.name == "centered_clip":
         # compute_round hands the rule ``rng.spawn(1)[0]``; bucketing draws the permutation from it first.
         bucket_size = strategy.bucket_size if isinstance(strategy, CenteredClip) else 1
         if bucket_size == 1:
-            return Plan(({"rule": "median", "rows": rows},), "center")
+            return Plan(({"rule": "median", "rows": rows, **clip},), "center")
         order = copy.deepcopy(rng).spawn(1)[0].permutation(len(rows)).tolist()
         buckets = [order[b : b + bucket_size] for b in range(0, len(rows), bucket_size)]
-        return Plan(({"rule": "bucket_median", "rows": rows, "buckets": buckets},), "center")
+        return Plan(({"rule": "bucket_median", "rows": rows, "buckets": buckets, **clip},), "center")
     try:
         # In E's space the rule decides what distances decide (Bulyan's selection) and its details; its
         # vector there is not the coordinate-wise one and is dropped.
@@ -349,25 +385,31 @@ def plan_derivations(
     except AggregationError as exc:
         return Plan(failure=exc)
     if strategy.name == "median":
-        spec: Derivation = {"rule": "median", "rows": rows}
+        spec: Derivation = {"rule": "median", "rows": rows, **clip}
     elif isinstance(strategy, TrimmedMean):
-        spec = {"rule": "trimmed_mean", "rows": rows, "beta": strategy.beta}
+        spec = {"rule": "trimmed_mean", "rows": rows, "beta": strategy.beta, **clip}
     else:  # bulyan: the mean of the n - 4f selected values closest to their median, per coordinate
         chosen = np.sort(result.selected)
         f = int(result.details["f"] or 0)
         spec = {"rule": "closest_to_median", "rows": [rows[i] for i in chosen], "beta": chosen.size - 2 * f}
+        if scale is not None:
+            spec["scale"] = [clip["scale"][i] for i in chosen]
     return Plan((spec,), "aggregate", result.selected, dict(result.details))
 
 
 class ShardedRule(Strategy):
     """The round's rule in E's space, for compute_round (:attr:`RoundInputs.strategy`): under its name and
     with its parameters, it returns the derived row ``row`` (E's coordinates) as the aggregate, or runs the
-    rule from it as the centre; without a derived row it is the rule itself (linear rules)."""
+    rule from it as the centre; without a derived row it is the rule itself (linear rules). ``noise``: DP's
+    noise row in E's coordinates, added to the aggregate as the single close adds its draw (the close then
+    runs compute_round without DP: clipping and accounting are the coordinator's)."""
 
     name = "sharded"
 
-    def __init__(self, inner: Strategy, plan: Plan, row: np.ndarray | None) -> None:
-        self.inner, self.plan, self.row = inner, plan, row
+    def __init__(
+        self, inner: Strategy, plan: Plan, row: np.ndarray | None, noise: np.ndarray | None = None
+    ) -> None:
+        self.inner, self.plan, self.row, self.noise = inner, plan, row, noise
         self.__dict__["name"] = inner.name  # the round's record and reasons name the real rule
 
     @classmethod
@@ -391,7 +433,11 @@ class ShardedRule(Strategy):
             raise self.plan.failure
         if self.plan.mode == "aggregate":
             assert self.row is not None and self.plan.selected is not None and self.plan.details is not None
-            return Aggregated(self.row.astype(np.float32), self.plan.selected, self.plan.details)
-        if self.plan.mode == "center":
-            clients = replace(clients, center=self.row)
-        return self.inner.aggregate(X, clients)
+            result = Aggregated(self.row.astype(np.float32), self.plan.selected, self.plan.details)
+        else:
+            if self.plan.mode == "center":
+                clients = replace(clients, center=self.row)
+            result = self.inner.aggregate(X, clients)
+        if self.noise is None:
+            return result
+        return replace(result, vector=result.vector + self.noise.astype(np.float32))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from aggregator import strategies
-from aggregator.errors import AggregationError, InvalidRoundParams
+from aggregator.errors import AggregationError, InvalidRoundParams, PrivacyBudgetExceeded
 from aggregator.round.compute import (
     ClientMeta,
     CloseStatus,
@@ -41,6 +41,7 @@ from aggregator.round.compute import (
     SampleWeights,
     compute_round,
 )
+from aggregator.round.dp import PrivacyAccountant, gaussian_noise_std
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.round.sharding import (
@@ -54,6 +55,7 @@ from aggregator.round.sharding import (
     derive,
     embedded_evaluation,
     embedded_inputs,
+    noise_seed,
     plan_derivations,
     row_weights,
     why_not_shardable,
@@ -231,7 +233,7 @@ def shard_derive(
     try:
         for block in blocks(job):
             rows, _ = read_rows(block, blobs, private_keys, domain, openers)
-            derived = derive(rows, derivations)
+            derived = derive(rows, derivations, int(block["start"]))
             start, stop = int(block["start"]), int(block["stop"])
             pieces.append([start, stop, blobs.put(np.ascontiguousarray(derived, "<f4").tobytes())])
             stats = DerivedStatistics.of(spec, features, start, rows, derived)
@@ -400,16 +402,21 @@ def _sharded(
         holdout=None,
         dp_rounds_spent=inputs.dp_rounds_spent,
     )
-    rule, plan = _plan(round_inputs, embedding, rows, rng)
+    dp = _privacy(round_inputs, statistics.gram, rng)
+    if isinstance(dp, str):
+        return RoundResult(CloseStatus.failed, dp, rejected=tuple((c.update_id, r) for c, r in rejected))
+    rule, plan = _plan(round_inputs, embedding, rows, rng, dp)
+    derivations = list(plan.derivations)
+    if dp is not None:
+        derivations.append({"rule": "noise", "seed": dp.seed, "std": dp.std})
     height = len(inputs.updates) + len(extra)
     pieces: list[list[list[Any]]] = [[] for _ in ranges]
     derive_ms = 0.0
     try:
-        if plan.derivations:
+        if derivations:
             started = time.perf_counter()
             derived = run(
-                DERIVE,
-                [{**job, "start": a, "stop": b, "derivations": list(plan.derivations)} for a, b in ranges],
+                DERIVE, [{**job, "start": a, "stop": b, "derivations": derivations} for a, b in ranges]
             )
             pieces = [d["pieces"] for d in derived]
             parts_of = [
@@ -424,9 +431,15 @@ def _sharded(
             derive_ms = (time.perf_counter() - started) * 1e3
         evaluate = embedded_evaluation(embedding, base_scores, statistics.scores, labels)
         embedded = embedded_inputs(round_inputs, embedding, True, has_change, evaluate)
+        if dp is not None:
+            # Clipped here (the factors from the norms); compute_round then runs without DP, the noise
+            # being the last derived row that the rule adds.
+            clipped = embedded.deltas * dp.scale[:, None]
+            embedded = replace(embedded, deltas=clipped, params=replace(params, dp=None))
         if rule is not None:
             row = embedding.rows[len(rows)] if plan.derivations else None
-            embedded = replace(embedded, strategy=ShardedRule(rule, plan, row))
+            noise = embedding.rows[len(rows) + len(derivations) - 1] if dp is not None else None
+            embedded = replace(embedded, strategy=ShardedRule(rule, plan, row, noise))
         result = compute_round(embedded, rng, now)
         if result.status != CloseStatus.aggregated:
             return result
@@ -434,7 +447,7 @@ def _sharded(
         # The model compute_round kept, in E's space (its base is zero): the change to apply, step included,
         # as weights over Y's rows and then the derived rows.
         w = row_weights(embedding, result.new_weights["embedded"])
-        weights = np.zeros(height + len(plan.derivations))
+        weights = np.zeros(height + len(derivations))
         weights[rows] = w[: len(rows)]
         weights[height:] = w[len(rows) :]
         started = time.perf_counter()
@@ -456,6 +469,8 @@ def _sharded(
     new_weights = unflatten(vector.copy(), spec)
     record = replace(
         result.record,
+        dp_noise_std=None if dp is None else dp.std,
+        epsilon_spent=None if dp is None else dp.accountant.epsilon_spent,
         params={**result.record.params, "shards": len(ranges)},
         durations_ms={
             **result.record.durations_ms,
@@ -471,24 +486,72 @@ def _sharded(
     return replace(result, new_weights=new_weights, aggregate=change, step=1.0, record=record)
 
 
-def _plan(
-    inputs: RoundInputs, embedding: Embedding, rows: Sequence[int], rng: np.random.Generator
-) -> tuple[strategies.Strategy | None, Plan]:
-    """The round's rule and what its second pass derives, from the first pass's E (as compute_round will
-    pick the eligible clients). None: the parameters name no valid rule (compute_round fails the round)."""
+@dataclass(frozen=True)
+class _Privacy:
+    """DP of a sharded close: each client's clip factor, the noise's std and seed, the accountant after it."""
+
+    scale: np.ndarray  # (n,) float32
+    std: float
+    seed: int
+    accountant: PrivacyAccountant
+
+
+def _members(inputs: RoundInputs) -> tuple[strategies.Strategy | None, np.ndarray, bool]:
+    """The round's rule (None: the parameters name no valid one), its eligible clients, and whether they
+    are enough for compute_round to run the rule (else it extends or fails the round before, as here)."""
     params = inputs.params
     try:
         rule = strategies.build(params)
     except AggregationError:
-        return None, Plan()
+        return None, np.zeros(0, dtype=np.int64), False
     reputation = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     members = np.flatnonzero(reputation >= params.min_reputation)
-    if members.size < max(params.min_participants, rule.required_clients()):
+    return rule, members, members.size >= max(params.min_participants, rule.required_clients())
+
+
+def _privacy(inputs: RoundInputs, gram: np.ndarray, rng: np.random.Generator) -> _Privacy | str | None:
+    """The round's DP, as compute_round would apply it to the same clients (None: no DP, or a round that
+    does not get as far; a string: the budget refuses the round)."""
+    dp = inputs.params.dp
+    rule, members, enough = _members(inputs)
+    if dp is None or rule is None or not enough:
+        return None
+    try:
+        accountant = PrivacyAccountant(
+            dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, inputs.dp_rounds_spent
+        ).charge()
+    except PrivacyBudgetExceeded as exc:
+        return str(exc)
+    # dp.clip_rows's factors, from the norms the Gram matrix holds.
+    n = len(inputs.clients)
+    norms = np.sqrt(np.maximum(np.diag(gram)[:n], 0.0))
+    scale = np.minimum(1.0, dp.clip_norm / np.maximum(norms, 1e-30)).astype(np.float32)
+    std = gaussian_noise_std(dp.clip_norm, dp.noise_multiplier, members.size)
+    return _Privacy(scale, std, noise_seed(rng), accountant)
+
+
+def _plan(
+    inputs: RoundInputs,
+    embedding: Embedding,
+    rows: Sequence[int],
+    rng: np.random.Generator,
+    dp: _Privacy | None,
+) -> tuple[strategies.Strategy | None, Plan]:
+    """The round's rule and what its second pass derives, from the first pass's E (as compute_round will
+    pick the eligible clients). None: the parameters name no valid rule (compute_round fails the round)."""
+    params = inputs.params
+    rule, members, enough = _members(inputs)
+    if rule is None or not enough:
         return rule, Plan()  # compute_round extends or fails the round before the rule runs
     samples = SampleWeights.of(
         np.array([c.num_samples for c in inputs.clients], dtype=np.float64), params.sample_weight_cap
     )
+    reputation = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     E = embedding.rows.astype(np.float32)
     n = len(inputs.clients)
+    clients = E[:n] if dp is None else E[:n] * dp.scale[:, None]
+    scale = None if dp is None else dp.scale[members]
     rule_inputs = strategies.StrategyInputs(samples.capped[members], reputation[members], reference=E[n])
-    return rule, plan_derivations(rule, E[members], [rows[int(i)] for i in members], rule_inputs, rng)
+    return rule, plan_derivations(
+        rule, clients[members], [rows[int(i)] for i in members], rule_inputs, rng, scale
+    )

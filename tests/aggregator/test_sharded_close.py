@@ -7,6 +7,8 @@ here; tests/worker/test_sharded_close.py runs them as Celery tasks on real worke
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,15 @@ from eth_account import Account
 
 from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.round.server_update import server_data
-from aggregator.round.sharding import COORDINATE_STRATEGIES, SHARDABLE_STRATEGIES, TOLERANCE, plan_shards
+from aggregator.round.sharding import (
+    COORDINATE_STRATEGIES,
+    NOISE_BLOCK,
+    SHARDABLE_STRATEGIES,
+    TOLERANCE,
+    block_noise,
+    noise_seed,
+    plan_shards,
+)
 from aggregator.worker import close as round_close
 from aggregator.worker.close import Inputs
 from aggregator.worker.shards import (
@@ -35,6 +45,7 @@ from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.crypto.keys import ServerKeyPair, generate_server_key
 from fedledger.domain.blobstore import FilesystemBlobStore
+from fedledger.models import init_mlp
 from fedledger.payload import encode_update, flatten
 from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
 
@@ -156,6 +167,11 @@ def assert_same(single: RoundResult, sharded: RoundResult) -> None:
             sharded.new_weights[name], array, rtol=TOLERANCE["weights_rtol"], atol=TOLERANCE["weights_atol"]
         )
     assert single.activate == sharded.activate
+    assert_scores_same(single, sharded)
+
+
+def assert_scores_same(single: RoundResult, sharded: RoundResult) -> None:
+    assert single.status == sharded.status == CloseStatus.aggregated
     assert single.rejected == sharded.rejected
     for a, b in zip(single.clients, sharded.clients, strict=True):
         assert (a.update_id, a.selected, a.kept, a.byzantine) == (
@@ -212,11 +228,56 @@ def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_
 def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
     tmp_path: Path, key: ServerKeyPair
 ) -> None:
-    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median", dp_enabled=True))
+    inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median"))
+    mlp = init_mlp(4, 5, 3, np.random.default_rng(0))
+    model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in mlp.items()})
     reason = compute_sharded(
-        inputs, blobs, fed.holdout, np.random.default_rng(0), NOW, [(0, 5), (5, 10)], None
-    )  # type: ignore[arg-type]
-    assert isinstance(reason, str) and "DP noise" in reason
+        replace(inputs, weights=mlp, model=model),
+        blobs,
+        fed.holdout,
+        np.random.default_rng(0),
+        NOW,
+        [(0, 5), (5, 10)],
+        None,  # type: ignore[arg-type]
+    )
+    assert isinstance(reason, str) and "linear in its parameters" in reason
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "median", "bulyan", "centered_clip"])
+def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
+    tmp_path: Path, key: ServerKeyPair, strategy: str
+) -> None:
+    """Same clipping, aggregate, scores and decisions as the single close; the noise is the seeded
+    block_noise of the round's generator (the same for any split), not the single close's draw."""
+    dp = {"dp_enabled": True, "dp_clip_norm": 0.05, "dp_noise_multiplier": 0.5, "dp_epsilon_budget": 100.0}
+    single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp)
+    assert single.record is not None and sharded.record is not None and sharded.aggregate is not None
+    assert single.aggregate is not None and single.new_weights is not None
+    assert sharded.record.dp_noise_std == pytest.approx(single.record.dp_noise_std)
+    assert sharded.record.epsilon_spent == pytest.approx(single.record.epsilon_spent)
+    assert_scores_same(single, sharded)
+    # The single close's noise, redrawn as compute_round draws it: the rule's generator is spawned first.
+    rng = np.random.default_rng(0)
+    rng.spawn(1)
+    size = single.aggregate.size
+    std = single.record.dp_noise_std
+    assert std is not None
+    drawn = rng.normal(0.0, std, size=size).astype(np.float32)
+    clean = single.aggregate - drawn  # the clipped rule's aggregate, before noise
+    noise = block_noise(noise_seed(np.random.default_rng(0)), std, 0, size)
+    expected = clean + noise
+    step = float(sharded.aggregate @ expected) / float(expected @ expected)  # the kept multiple
+    assert step > 0
+    np.testing.assert_allclose(sharded.aggregate, step * expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_dp_noise_is_the_same_for_any_split_of_the_coordinates() -> None:
+    seed, size = 12345, 3 * NOISE_BLOCK + 17
+    whole = block_noise(seed, 0.5, 0, size)
+    cuts = [0, 5, NOISE_BLOCK - 1, NOISE_BLOCK + 3, 2 * NOISE_BLOCK + 100, size]
+    assert np.array_equal(whole, np.concatenate([block_noise(seed, 0.5, a, b) for a, b in pairwise(cuts)]))
+    assert abs(float(whole.std()) - 0.5) < 0.01 and abs(float(whole.mean())) < 0.01
+    assert not np.array_equal(whole, block_noise(seed + 1, 0.5, 0, size))
 
 
 def test_the_plan_covers_every_coordinate_once() -> None:
