@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 def as_reference(reference: np.ndarray, d: int) -> np.ndarray:
     """Check the server's reference update: a finite float vector of length d with a positive norm."""
-    return _reference_and_norm(reference, d)[0]
+    return reference_and_norm(reference, d)[0]
 
 
-def _reference_and_norm(reference: np.ndarray, d: int) -> tuple[np.ndarray, float]:
+def reference_and_norm(reference: np.ndarray, d: int) -> tuple[np.ndarray, float]:
     """The checked float32 reference and its norm, from one pass over it (it is a row's size: at n = 10
     the old six casts and passes over it cost as much as the whole matrix)."""
     g0 = np.asarray(reference)
@@ -52,11 +52,19 @@ def _reference_and_norm(reference: np.ndarray, d: int) -> tuple[np.ndarray, floa
 def norms_and_cosines(X: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Row norms, cos(x_i, g_0) and ||g_0|| from one blocked pass over float32 ``X``, which also serves
     as its finiteness check (a NaN/Inf row has a non-finite norm)."""
-    g0, ref_norm = _reference_and_norm(reference, X.shape[1])
+    g0, ref_norm = reference_and_norm(reference, X.shape[1])
     sq, dots = sq_norms_and_dots(X, g0)
+    assert dots is not None
+    return cosines_from(X, sq, dots, ref_norm)
+
+
+def cosines_from(
+    X: np.ndarray, sq: np.ndarray, dots: np.ndarray, ref_norm: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`norms_and_cosines` from the rows' squared norms and dots with g_0 (a pass that computed
+    them); raises :class:`InvalidUpdates` naming the rows of ``X`` with NaN or Inf if a norm is not finite."""
     if not np.isfinite(sq).all():
         raise_on_non_finite_rows(X)
-    assert dots is not None
     norms = np.sqrt(sq)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(norms > 0.0, dots / (norms * ref_norm), 0.0)

@@ -162,3 +162,31 @@ def test_fltrust_is_the_papers_rule_and_the_guarded_rule_has_its_own_name() -> N
     np.testing.assert_allclose(guarded.vector, hardened_fltrust(X, reference), rtol=1e-5, atol=1e-7)
     # The chain keeps every earlier code and appends the guarded rule.
     assert STRATEGY_NAMES.index("fltrust") == 7 and STRATEGY_NAMES.index("fltrust_guarded") == 9
+
+
+@pytest.mark.parametrize("n", [9, 23, 60])
+def test_the_one_pass_gate_equals_the_numpy_gate(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compiled pass (Gram in float32 tiles, norms and dots in float64) against the NumPy path (one
+    # float32 BLAS Gram): cosines within 1e-6, the same rows through each test.
+    from aggregator.strategies import compiled
+
+    H, reference = crowd(h=n, d=5000, seed=n)
+    X = np.vstack([H, orthogonal_attackers(H, reference, n // 4, 0.3)])
+    fast = gate(X, reference)
+    monkeypatch.setattr(compiled, "dot_kernels", lambda: None)
+    slow = gate(X, reference)
+    assert np.abs(fast.cos_center - slow.cos_center).max() <= 1e-6
+    assert np.abs(fast.cos_reference - slow.cos_reference).max() <= 1e-6
+    assert np.array_equal(fast.passed, slow.passed) and not fast.passed[n:].any()
+    assert fast.clip_norm == pytest.approx(slow.clip_norm, rel=1e-6)
+
+
+def test_the_rules_medians_are_numpys() -> None:
+    from aggregator.strategies.fltrust_guarded import _median, _medians
+
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 7, 8, 99):
+        values = rng.standard_normal((6, m))
+        values[0, 0] = values[0, -1]  # a tie
+        assert np.array_equal(_medians(values), np.median(values, axis=1))
+        assert _median(values[1]) == float(np.median(values[1]))

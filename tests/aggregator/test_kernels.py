@@ -10,7 +10,12 @@ from aggregator.strategies import compiled
 from aggregator.strategies.compiled import dot_kernels
 from aggregator.strategies.dot_kernels import CHUNK
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
-from aggregator.strategies.kernels import numpy_sq_norms_and_dots, row_norms, sq_norms_and_dots
+from aggregator.strategies.kernels import (
+    gram_sq_and_dots,
+    numpy_sq_norms_and_dots,
+    row_norms,
+    sq_norms_and_dots,
+)
 
 
 @pytest.fixture(params=["compiled", "numpy"])
@@ -101,3 +106,34 @@ def test_compiled_norms_of_extreme_float32_rows_are_exact_in_float64() -> None:
     sq, _ = sq_norms_and_dots(X)
     X64 = X.astype(np.float64)
     np.testing.assert_allclose(sq, (X64 * X64).sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 13, 17, 50])
+def test_the_one_pass_gram_matches_float64_within_its_stated_tolerance(either_path: None, n: int) -> None:
+    # Rows of every count modulo the 4 x 4 tiles, several blocks (8,192 columns up to 16 rows, else 1,024)
+    # and a ragged last one, a shared direction (cosines ~0.5).
+    rng = np.random.default_rng(n)
+    d = 2 * 8192 + 77
+    X = (rng.standard_normal((n, d)) + rng.standard_normal(d)).astype(np.float32)
+    v = rng.standard_normal(d).astype(np.float32)
+    gram, sq, dots = gram_sq_and_dots(X, v)
+    X64 = X.astype(np.float64)
+    exact = X64 @ X64.T
+    scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
+    # Off the diagonal: float32 products summed in float32 within each block (about 1e-6 of
+    # |x_a| |x_b|); the diagonal and the dots are those of sq_norms_and_dots (float64 compiled, float32
+    # BLAS blocks summed in float64 on the NumPy path).
+    assert np.abs(gram - exact).max() <= 1e-5 * scale.max()
+    assert np.array_equal(gram, gram.T)
+    assert np.array_equal(np.diag(gram), sq)
+    assert np.allclose(sq, np.diag(exact), rtol=1e-6, atol=0.0)
+    assert np.abs(dots - X64 @ v.astype(np.float64)).max() <= 1e-6 * np.sqrt(
+        np.diag(exact).max() * float(v.astype(np.float64) @ v)
+    )
+
+
+def test_the_one_pass_gram_leaves_a_nan_rows_norm_non_finite(either_path: None) -> None:
+    X = np.ones((6, 3000), dtype=np.float32)
+    X[4, 2999] = np.inf
+    _, sq, _ = gram_sq_and_dots(X, np.ones(3000, dtype=np.float32))
+    assert np.isfinite(sq[[0, 1, 2, 3, 5]]).all() and not np.isfinite(sq[4])
