@@ -39,7 +39,7 @@ import numpy as np
 
 from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
-from aggregator.round.dp import PrivacyAccountant, clip_rows, gaussian_noise_std
+from aggregator.round.dp import PrivacyAccountant, clip_rows_in_place, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
 from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.contribution import mean_loss
@@ -84,6 +84,8 @@ class RoundInputs:
     """Everything the computation reads. ``deltas`` row i is ``clients[i]``'s decrypted update, flattened
     in ``spec`` order; ``rejected`` are updates that failed decryption or validation, with the reason.
     ``reference``: the server's own update on its root data (FLTrust), flattened like the deltas.
+    Under differential privacy :func:`compute_round` clips ``deltas``' rows in place (no copy of the
+    updates): a float32 ``deltas`` holds the clipped updates afterwards.
     ``evaluate``: (loss, accuracy) of a model on the server's data, for models the built-in forward pass
     does not know (e.g. a Flower federation's): the loss per example (the quality scores then get standard
     errors) or only its mean, the accuracy None when the model has none; None = the built-in forward pass
@@ -255,7 +257,8 @@ def compute_round(inputs: RoundInputs, rng: np.random.Generator, now: datetime) 
             accountant = _charge_privacy(params.dp, inputs.dp_rounds_spent)
         except PrivacyBudgetExceeded as exc:
             return RoundResult(CloseStatus.failed, str(exc), rejected=rejected)
-        X, _ = clip_rows(X, params.dp.clip_norm)
+        # In place: no clipped copy of the updates (the caller's float32 deltas hold the clipped rows).
+        clip_rows_in_place(X, params.dp.clip_norm)
 
     members = np.flatnonzero(eligible)
     start = time.perf_counter()

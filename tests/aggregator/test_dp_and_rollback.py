@@ -11,6 +11,7 @@ from aggregator.errors import PrivacyBudgetExceeded
 from aggregator.round.dp import (
     PrivacyAccountant,
     clip_rows,
+    clip_rows_in_place,
     gaussian_noise_std,
     private_mean,
 )
@@ -103,3 +104,37 @@ def test_the_accountant_charges_a_round_at_its_own_multiplier() -> None:
     assert accountant.charge(1.0) == accountant.charge()
     with pytest.raises(PrivacyBudgetExceeded, match="noise multiplier 0.5"):
         accountant.charge(0.5)
+
+
+def test_clipping_in_place_scales_the_rows_as_the_copy_does() -> None:
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((12, 5000)) * rng.uniform(0.1, 3.0, (12, 1))).astype(np.float32)
+    copy, norms = clip_rows(X, 40.0)
+    expected = (
+        X * np.minimum(1.0, 40.0 / np.linalg.norm(X.astype(np.float64), axis=1)).astype(np.float32)[:, None]
+    )
+    inside = X.copy()
+    in_place_norms = clip_rows_in_place(inside, 40.0)
+    np.testing.assert_array_equal(inside, copy)
+    np.testing.assert_array_equal(inside, expected)  # the same float32 factors as the einsum norms give
+    np.testing.assert_allclose(in_place_norms, norms, rtol=1e-12)
+    assert (np.linalg.norm(inside.astype(np.float64), axis=1) <= 40.0 * (1 + 1e-6)).all()
+    assert ((norms > 40.0) == (np.linalg.norm(inside.astype(np.float64), axis=1) < norms)).all()
+
+
+def test_a_private_close_clips_the_updates_where_they_lie() -> None:
+    # No clipped copy (a second n x d matrix at the close's peak): the float32 deltas are clipped in place
+    # and the strategy aggregates them there.
+    from aggregator.round.compute import compute_round
+    from tests.aggregator.roundkit import NOW, Federation
+
+    fed = Federation()
+    deltas = fed.honest(6)
+    before = deltas.copy()
+    inputs = fed.inputs(deltas, strategy="fedavg", dp_enabled=True, dp_clip_norm=1e-3)
+    result = compute_round(inputs, np.random.default_rng(0), NOW)
+    expected, norms = clip_rows(before, 1e-3)
+    assert (norms > 1e-3).all()
+    assert np.shares_memory(inputs.deltas, deltas)
+    np.testing.assert_array_equal(deltas, expected)
+    assert result.record is not None and result.record.dp_noise_std is not None
