@@ -133,6 +133,15 @@ class Api:
                 return None
             raise
 
+    def round(self, round_id: int) -> RoundOut | None:
+        """A round's public record (its parameter snapshot says its mode); None for an unknown round."""
+        try:
+            return self._api.round(round_id)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def current_model(self) -> ModelOut | None:
         """The active model's metadata; None before the genesis model is uploaded."""
         try:

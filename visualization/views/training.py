@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from visualization import charts, tables
+from visualization import charts, secure, tables
+from visualization.data import fmt_amount
 from visualization.session import Context
 
 
@@ -52,6 +53,7 @@ def render(ctx: Context) -> None:
     with right:
         _privacy(ctx, rounds)
     _round_table(rounds)
+    _mode(ctx, rounds)
 
 
 def _privacy(ctx: Context, rounds: pd.DataFrame) -> None:
@@ -72,6 +74,43 @@ def _privacy(ctx: Context, rounds: pd.DataFrame) -> None:
         st.progress(
             min(float(spent.iloc[-1]) / budget, 1.0),
             text=f"ε spent {spent.iloc[-1]:.3g} of budget {budget:g}",
+        )
+
+
+def _mode(ctx: Context, rounds: pd.DataFrame) -> None:
+    """One round's aggregation mode and, under secure aggregation, its members' outcomes."""
+    st.subheader("Aggregation mode")
+    ids = sorted((int(r) for r in rounds["round"]), reverse=True)
+    chosen = st.selectbox("Round", ids, key="mode-round")
+    round_ = ctx.api.round(int(chosen)) if chosen is not None else None
+    if round_ is None:
+        st.info("Pick a round to see how it was aggregated.")
+        return
+    mode = secure.RoundMode.of(round_.params)
+    st.markdown(f"Round {round_.id}: **{mode.label()}**")
+    if not mode.secure:
+        st.caption("Each organization's update was sealed to the server, which scored each one.")
+        return
+    st.caption(
+        f"The server learned only the sum of each group of at least {mode.group_size} members; each member's "
+        "scores, flag and reward are its group's (the reward split by capped sample claims)"
+        + (". The members added their differential-privacy noise before masking." if mode.dp else ".")
+    )
+    names = tables.organizations(ctx.api.participants())
+    members = secure.members_frame(ctx.api.contributions(round_id=round_.id), names, round_.id)
+    if members.empty:
+        st.info("No member has been scored yet: the groups' sums are unmasked when the round closes.")
+    else:
+        cols = st.columns(4)
+        cols[0].metric("Members in a group sum", len(members))
+        cols[1].metric("Kept", int(members["kept"].sum()))
+        cols[2].metric("Flagged (with their group)", int(members["flagged"].sum()))
+        symbol = ctx.symbol
+        cols[3].metric(
+            f"Rewards ({symbol})" if symbol else "Rewards", fmt_amount(int(members["reward_wei"].sum()))
+        )
+        st.dataframe(
+            secure.members_table(members, symbol), hide_index=True, width="stretch", key="mode-members"
         )
 
 

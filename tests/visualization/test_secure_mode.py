@@ -1,0 +1,78 @@
+"""The Training page's aggregation mode (issue 24): clear or secure with its group size, and under secure
+aggregation the members' outcomes, rendered by Streamlit's AppTest against a real API and the dev chain."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Contribution, Participant, Round
+from db.session import session_factory
+from fedledger.chain.params import WAD
+from fedledger.evidence import Evidence
+from tests.middleware.conftest import World
+from tests.visualization.conftest import ApiServer, close_round_as_the_worker_would
+from tests.visualization.test_pages import run_page, texts
+from visualization.secure import RoundMode, group_outcome, members_frame
+
+pytestmark = pytest.mark.chain
+
+
+def test_a_clear_round_says_so(world: World, dashboard_env: ApiServer) -> None:
+    closed = close_round_as_the_worker_would(world, dashboard_env.settings)
+    at = run_page("Training")
+    assert f"Round {closed.round_id}: **clear**" in texts(at)
+    assert "sealed to the server" in texts(at)
+    # No members' table: the rounds table is the only one.
+    assert len(at.dataframe) == 1
+
+
+def test_a_secure_round_shows_its_group_size_and_each_members_outcome(
+    world: World, dashboard_env: ApiServer
+) -> None:
+    settings = dashboard_env.settings
+    closed = close_round_as_the_worker_would(world, settings)
+    flagged = closed.excluded[0]
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:  # the round opened in the mode and its close wrote group outcomes
+        round_ = session.get(Round, closed.round_id)
+        assert round_ is not None
+        round_.params = {**round_.params, "secure_group_size": 3, "secure_clip": 8.0, "dp_enabled": True}
+        participant = session.scalars(select(Participant).where(Participant.address == flagged)).one()
+        contribution = session.scalars(
+            select(Contribution).where(
+                Contribution.round_id == closed.round_id, Contribution.participant_id == participant.id
+            )
+        ).one()
+        contribution.evidence = [Evidence.group_flagged.value]
+        contribution.evidence_detail = {Evidence.group_flagged.value: "group of 3: direction_outlier"}
+    at = run_page("Training")
+    shown = texts(at)
+    assert f"Round {closed.round_id}: **secure aggregation, groups of 3 + DP**" in shown
+    assert "only the sum of each group of at least 3 members" in shown
+    assert "noise before masking" in shown
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["Members in a group sum"] == "3"
+    assert figures["Kept"] == "2"
+    assert figures["Flagged (with their group)"] == "1"
+    assert figures["Rewards (DALLA)"] == f"{sum(closed.reward_wei.values()) / WAD:,.2f}"
+    members = at.dataframe[1].value
+    assert sorted(members["Flagged"]) == ["no", "no", "yes"]
+    row = members[members["Flagged"] == "yes"].iloc[0]
+    assert "secure-aggregation group's sum was flagged" in row["Evidence or reason"]
+    assert "group of 3: direction_outlier" in row["Evidence or reason"]
+    assert row["Kept"] == "no" and row["Reward (DALLA)"] == "0"
+    kept = members[members["Kept"] == "yes"]
+    assert sorted(kept["Reward (DALLA)"]) == ["150", "75"]
+
+
+def test_the_mode_reads_old_snapshots_as_clear_and_a_members_own_group_joins_the_scores() -> None:
+    assert RoundMode.of({}) == RoundMode(0, None, False)
+    assert RoundMode.of({"secure_group_size": 0, "secure_clip": 1.0}).label() == "clear"
+    mode = RoundMode.of({"secure_group_size": 5, "secure_clip": 2.5, "dp_enabled": False})
+    assert (mode.secure, mode.clip, mode.label()) == (True, 2.5, "secure aggregation, groups of 5")
+    scored = members_frame([], {}, 1)
+    assert scored.empty
+    outcome = group_outcome(["0xA", "0xB", "0xC"], 2, scored.assign(), {"0xa": "org a"})
+    assert (outcome.in_sum, outcome.left_out, outcome.reward_wei) == (0, 3, 0)
+    assert list(outcome.members["organization"]) == ["org a", "0xB", "0xC"]

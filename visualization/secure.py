@@ -1,0 +1,136 @@
+"""The secure-aggregation mode as the dashboard shows it (issue 24), from what the API serves: a round's mode
+from its public parameter snapshot, its members' outcomes from the scored contributions (no I/O here, no
+invented rows).
+
+Under the mode the server scores, flags and pays each group's sum, and every member of a group gets the
+group's scores, flag and a share of its reward (split by capped sample claims). Which members formed a group
+is served to each member only (``GET /v1/rounds/{id}/secagg``, signed in), so the public view lists the
+members' outcomes and a signed-in organization also sees its own group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from fedledger.api.schemas import ContributionOut
+from fedledger.evidence import in_words
+from visualization.data import fmt_exact
+from visualization.tables import MISSING, short
+
+
+@dataclass(frozen=True)
+class RoundMode:
+    """How a round aggregates: ``group_size`` 0 for the clear mode, else the governed group size; ``clip``
+    the quantizer's range per coordinate; ``dp`` differential privacy on (noise added by the members before
+    masking in the secure mode, by the server in the clear mode)."""
+
+    group_size: int
+    clip: float | None
+    dp: bool
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> RoundMode:
+        """From a round's parameter snapshot; a snapshot from before the mode existed is the clear mode."""
+        size = params.get("secure_group_size")
+        clip = params.get("secure_clip")
+        return cls(
+            group_size=int(size) if isinstance(size, int | float) else 0,
+            clip=float(clip) if isinstance(clip, int | float) and size else None,
+            dp=params.get("dp_enabled") is True,
+        )
+
+    @property
+    def secure(self) -> bool:
+        return self.group_size > 0
+
+    def label(self) -> str:
+        """``clear`` or ``secure aggregation, groups of 3``, with ``+ DP`` when privacy is on."""
+        text = f"secure aggregation, groups of {self.group_size}" if self.secure else "clear"
+        return text + (" + DP" if self.dp else "")
+
+
+MEMBER_COLUMNS = ["organization", "participant", "kept", "flagged", "reward_wei", "why"]
+
+
+def members_frame(
+    contributions: Sequence[ContributionOut], names: Mapping[str, str], round_id: int
+) -> pd.DataFrame:
+    """One row per scored member of the round: kept, flagged, reward, and the evidence or the reason its
+    group was not kept (a member's outcome is its group's)."""
+    rows = [
+        {
+            "organization": names.get(c.participant.lower(), c.participant),
+            "participant": c.participant,
+            "kept": c.kept,
+            "flagged": c.byzantine,
+            "reward_wei": int(c.reward_wei),
+            "why": in_words(e.model_dump(mode="json") for e in c.evidence) or c.excluded_reason or "",
+        }
+        for c in contributions
+        if c.round_id == round_id
+    ]
+    frame = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+    return frame.sort_values("organization").reset_index(drop=True)
+
+
+def members_table(members: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """The members as people read them: short wallets, exact rewards, a dash for no evidence."""
+    unit = f" ({symbol})" if symbol else ""
+    return pd.DataFrame(
+        {
+            "Organization": members["organization"],
+            "Wallet": members["participant"].map(short),
+            "Kept": members["kept"].map(lambda v: "yes" if v else "no"),
+            "Flagged": members["flagged"].map(lambda v: "yes" if v else "no"),
+            f"Reward{unit}": members["reward_wei"].map(fmt_exact),
+            "Evidence or reason": members["why"].map(lambda v: v or MISSING),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """A member's own group: its members, threshold, and what the round did with each of them."""
+
+    members: pd.DataFrame  # MEMBER_COLUMNS + "in_sum"
+    threshold: int
+
+    @property
+    def in_sum(self) -> int:
+        return int(self.members["in_sum"].sum())
+
+    @property
+    def left_out(self) -> int:
+        return len(self.members) - self.in_sum
+
+    @property
+    def reward_wei(self) -> int:
+        return int(self.members["reward_wei"].sum())
+
+
+def group_outcome(
+    group_members: Sequence[str], threshold: int, scored: pd.DataFrame, names: Mapping[str, str]
+) -> GroupOutcome:
+    """``group_members`` (the group as the API serves it to a member) joined with the round's scored
+    members: a member with no score is not in the group's sum (it dropped out, or the group could not be
+    unmasked)."""
+    by_address = {str(row["participant"]).lower(): row for row in scored.to_dict("records")}
+    rows = []
+    for address in group_members:
+        row = by_address.get(address.lower())
+        rows.append(
+            {
+                "organization": names.get(address.lower(), address),
+                "participant": address,
+                "kept": bool(row["kept"]) if row else False,
+                "flagged": bool(row["flagged"]) if row else False,
+                "reward_wei": int(row["reward_wei"]) if row else 0,
+                "why": (row["why"] if row else "no update in the group's sum"),
+                "in_sum": row is not None,
+            }
+        )
+    return GroupOutcome(pd.DataFrame(rows, columns=[*MEMBER_COLUMNS, "in_sum"]), threshold)
