@@ -215,18 +215,38 @@ def privacy_charge(inputs: RoundInputs, groups: Sequence[SecureGroup]) -> Privac
 
     Earlier rounds are composed at the governed multiplier (``dp_rounds_spent``): a secure round's groups
     never carry less noise than it (survivors >= threshold), so this bounds what they spent from above."""
-    dp = inputs.params.dp
-    if dp is None:
-        raise InvalidParameter("privacy_charge is for rounds with differential privacy on")
-    multipliers = []
+    releases = []
     for g in groups:
         if g.threshold is None:
             raise InvalidParameter(
                 "a DP secure round needs each group's threshold (the members' noise shares depend on it)"
             )
-        multipliers.append((group_noise_multiplier(dp.noise_multiplier, len(g.members), g.threshold), g))
-    worst, group = min(multipliers, key=lambda zg: zg[0])
-    assert group.threshold is not None
+        releases.append((len(g.members), g.threshold))
+    return _charge(inputs, releases)
+
+
+def privacy_charge_before_unmasking(
+    inputs: RoundInputs, transcripts: Sequence[GroupTranscript]
+) -> PrivacyCharge | str | None:
+    """:func:`privacy_charge` from the transcripts, before any sum is unmasked: unmasking is the release
+    (the server learns each group's noised sum then, whatever the round's close decides afterwards), so a
+    close checks the budget with this first and unmasks nothing when it says why not. A group with fewer
+    masked inputs than its threshold releases nothing; None when no group would release a sum."""
+    releases = [
+        (len(t.masked), t.context.threshold) for t in transcripts if len(t.masked) >= t.context.threshold
+    ]
+    return _charge(inputs, releases) if releases else None
+
+
+def _charge(inputs: RoundInputs, releases: Sequence[tuple[int, int]]) -> PrivacyCharge | str:
+    dp = inputs.params.dp
+    if dp is None:
+        raise InvalidParameter("a privacy charge is for rounds with differential privacy on")
+    if not releases:
+        raise InvalidParameter("a privacy charge needs at least one released group sum")
+    worst, survivors, threshold = min(
+        (group_noise_multiplier(dp.noise_multiplier, m, t), m, t) for m, t in releases
+    )
     accountant = PrivacyAccountant(
         dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, inputs.dp_rounds_spent
     )
@@ -234,8 +254,8 @@ def privacy_charge(inputs: RoundInputs, groups: Sequence[SecureGroup]) -> Privac
         accountant = accountant.charge(worst)
     except PrivacyBudgetExceeded as exc:
         return str(exc)
-    member_std = member_noise_std(dp.noise_multiplier * dp.clip_norm, len(group.members), group.threshold)
-    return PrivacyCharge(accountant, worst, len(group.members), group.threshold, member_std, dp.clip_norm)
+    member_std = member_noise_std(dp.noise_multiplier * dp.clip_norm, survivors, threshold)
+    return PrivacyCharge(accountant, worst, survivors, threshold, member_std, dp.clip_norm)
 
 
 def _group_rewards(

@@ -20,7 +20,9 @@ members' noise, as in Kairouz et al. (ICML 2021, the distributed discrete Gaussi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,3 +99,25 @@ class MemberNoise:
         else:
             noised += x
         return noised
+
+
+def noise_for_round(params: Mapping[str, Any], group_size: int, threshold: int) -> MemberNoise | None:
+    """The noise share a round's parameter snapshot asks each member of a group for (None with DP off).
+
+    The one reading of the snapshot's DP settings on both sides: the SDK noises with it, the server widens
+    the group's range with it (:func:`group_range`) and charges the accountant for it."""
+    if params.get("dp_enabled") is not True:
+        return None
+    try:
+        clip, multiplier = float(params["dp_clip_norm"]), float(params["dp_noise_multiplier"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidPrivacyParameter(
+            f"a round with DP on needs numeric dp_clip_norm and dp_noise_multiplier in its snapshot: {exc}"
+        ) from exc
+    return MemberNoise.for_group(clip, multiplier, group_size, threshold)
+
+
+def group_range(clip: float, noise: MemberNoise | None, dimension: int) -> float:
+    """The quantizer range a group needs: the governed ``secure_clip``, widened under DP to hold a clipped
+    update plus its member's noise (:meth:`MemberNoise.required_range`), so no member refuses the group."""
+    return clip if noise is None else max(clip, noise.required_range(dimension))

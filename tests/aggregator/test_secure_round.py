@@ -270,3 +270,29 @@ def test_a_dp_secure_round_over_budget_fails_and_needs_every_groups_threshold() 
     assert "over the governed budget" in (result.reason or "")
     with pytest.raises(InvalidParameter, match="threshold"):
         compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+
+
+def test_the_budget_is_checked_from_the_transcripts_before_any_sum_is_unmasked() -> None:
+    from aggregator.round.secure import privacy_charge_before_unmasking
+    from fedledger.secagg.protocol import GroupContext
+    from tests.secagg.groupkit import ADDRESSES, DOMAIN, run_group
+
+    fed = Federation(seed=11)
+    X = fed.honest(9)
+    inputs, _, _ = _round(fed, X, **DP)
+    transcripts = []
+    updates = {a: X[i] for i, a in enumerate(ADDRESSES[:9])}
+    # Group 0: every member; group 1: one silent before masking; group 2: two silent (cannot be unmasked).
+    for g, addresses in enumerate(assign_groups(SEED, list(ADDRESSES[:9]), 3)):
+        ctx = GroupContext(DOMAIN, 7, SEED, addresses, 2, X.shape[1], clip=1.0)
+        silent = {"silent_at_mask": addresses[:g], "silent_at_unmask": addresses[2:] if g == 2 else ()}
+        transcripts.append(run_group(ctx, updates=updates, **silent).transcript)
+    charge = privacy_charge_before_unmasking(inputs, transcripts)
+    assert charge is not None and not isinstance(charge, str)
+    # The worst released sum is group 1's: 2 survivors at threshold 2, the governed multiplier exactly.
+    assert (charge.worst_survivors, charge.worst_multiplier) == (2, pytest.approx(1.2))
+    assert charge.accountant.epsilon_spent == pytest.approx(epsilon_after(1.2, 1.0, 1, 1e-5))
+    assert privacy_charge_before_unmasking(inputs, transcripts[2:]) is None
+    poor = dataclasses.replace(inputs, dp_rounds_spent=50)
+    refused = privacy_charge_before_unmasking(poor, transcripts)
+    assert isinstance(refused, str) and "over the governed budget" in refused

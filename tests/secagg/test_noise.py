@@ -122,3 +122,20 @@ def test_a_member_refuses_to_noise_into_a_group_whose_range_is_too_small() -> No
         run_group(ctx, noise=noise)
     # Without noise the same group runs (existing callers are unchanged).
     assert run_group(ctx).transcript.unmask().survivors == ctx.members
+
+
+def test_a_rounds_snapshot_gives_each_member_its_share_and_the_group_its_range() -> None:
+    from fedledger.secagg.noise import group_range, noise_for_round
+
+    off = {"dp_enabled": False, "dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0}
+    assert noise_for_round(off, 3, 2) is None and noise_for_round({}, 3, 2) is None
+    assert group_range(1.0, None, 1000) == 1.0
+    on = {"dp_enabled": True, "dp_clip_norm": 0.5, "dp_noise_multiplier": 2}
+    noise = noise_for_round(on, 5, 3)
+    assert noise == MemberNoise(0.5, 1.0 / math.sqrt(3))
+    # The governed range is widened to hold the noise, never narrowed.
+    assert group_range(1.0, noise, 1000) == noise.required_range(1000) > 1.0
+    assert group_range(100.0, noise, 1000) == 100.0
+    noise.check_fits(Quantizer(group_range(1.0, noise, 1000), 5), 1000)
+    with pytest.raises(InvalidPrivacyParameter, match="dp_noise_multiplier"):
+        noise_for_round({"dp_enabled": True, "dp_clip_norm": 1.0}, 3, 2)
