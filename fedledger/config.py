@@ -172,15 +172,14 @@ class Settings(BaseSettings):
     # How long a worker may hold a round it is closing before another worker may take it over.
     close_lease_seconds: int = 300
     # A close whose updates (float32) exceed this many bytes is split by coordinate ranges across the workers
-    # (each shard reads and decrypts only its range); 0: no limit. Only rules that read updates through inner
-    # products (fedavg, fltrust, fltrust_guarded, krum, multi_krum, reputation) on the softmax model, without
-    # DP, are sharded; any other round is closed on one worker.
+    # (each shard reads and decrypts only its range); 0: no limit. Every rule, with or without DP, on the
+    # softmax model is sharded; a round of another model is closed on one worker.
     close_max_bytes_per_worker: int = Field(default=0, ge=0)
     # Split every shardable close into this many coordinate ranges (2 or more); 0: by close_max_bytes_per_worker.
     close_shards: int = Field(default=0, ge=0)
-    # How long the closing worker waits for each pass of its shards before giving the round up (the lease then
-    # lets another worker close it). A sharded close needs a second worker slot free for the shards.
-    close_shard_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Seconds between the beat's sweeps of the temporary blobs of sharded closes that ended without deleting
+    # them (a coordinator killed mid-way): those of rounds no longer closing, older than close_lease_seconds.
+    shard_sweep_seconds: float = Field(default=600.0, gt=0)
     # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.
     tick_seconds: float = 5.0
     # Seconds between the beat's runs that execute queued slashes whose on-chain delay is over.

@@ -17,7 +17,7 @@ from celery import Celery
 from kombu.transport.sqlalchemy import Transport as SQLTransport
 
 from fedledger.config import get_settings
-from fedledger.domain.tasks import ANCHOR_AUDIT_TASK, EXECUTE_SLASHES_TASK, TICK_TASK
+from fedledger.domain.tasks import ANCHOR_AUDIT_TASK, EXECUTE_SLASHES_TASK, SWEEP_TEMPORARIES_TASK, TICK_TASK
 
 
 class FastPollingSQLTransport(SQLTransport):
@@ -47,9 +47,10 @@ def make_celery() -> Celery:
             "tick": {"task": TICK_TASK, "schedule": settings.tick_seconds},
             "execute-slashes": {"task": EXECUTE_SLASHES_TASK, "schedule": settings.slash_execute_seconds},
             "anchor-audit": {"task": ANCHOR_AUDIT_TASK, "schedule": settings.audit_anchor_seconds},
+            "sweep-temporaries": {"task": SWEEP_TEMPORARIES_TASK, "schedule": settings.shard_sweep_seconds},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
-        # Only the shard tasks of a sharded close keep results (they opt in): the closing worker gathers them.
+        # Only the shard tasks of a sharded close keep results (they opt in): each pass's chord gathers them.
         result_backend=_result_backend(settings.resolved_broker_url, settings.data_dir),
         result_expires=3600,
         timezone="UTC",

@@ -80,7 +80,9 @@ class Inputs:
 
 
 # The sharded computation of a round (inputs, rng, now): its result, or None to compute it on this worker.
-ShardedCompute = Callable[[Inputs, np.random.Generator, datetime], "RoundResult | None"]
+# A sharded close: the result, None (compute it here), or a string: the close goes on elsewhere (its passes
+# are chords whose last callback commits it: see aggregator.worker.tasks) and this is what to report.
+ShardedCompute = Callable[[Inputs, np.random.Generator, datetime], "RoundResult | str | None"]
 
 STATUS_OF = {
     CloseStatus.aggregated: RoundStatus.aggregated,
@@ -416,8 +418,22 @@ def close_round(
     rng = round_rng(round_id)
     when = now or utcnow()
     result = sharded(inputs, rng, when) if sharded is not None else None
+    if isinstance(result, str):
+        return result
     if result is None:
         result = compute(inputs, blobs, holdout, rng, when)
+    return finish(sessions, blobs, round_id, owner, result, signing)
+
+
+def finish(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    round_id: int,
+    owner: str,
+    result: RoundResult,
+    signing: Signing,
+) -> str:
+    """Commit the close's result if ``owner`` still holds the round; the round's new status, or lease-lost."""
     if not commit(sessions, blobs, round_id, owner, result, signing):
         return "lease-lost"
     return STATUS_OF[result.status].value

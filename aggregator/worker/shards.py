@@ -23,6 +23,8 @@ single-worker close: a coordinator killed mid-way leaves the round to the next l
 from __future__ import annotations
 
 import base64
+import copy
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +47,7 @@ from aggregator.round.dp import PrivacyAccountant, gaussian_noise_std
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.round.sharding import (
+    Derivation,
     DerivedStatistics,
     Embedding,
     Plan,
@@ -61,6 +64,7 @@ from aggregator.round.sharding import (
     why_not_shardable,
 )
 from aggregator.worker.close import Inputs, public_change
+from aggregator.worker.temporaries import get_temporary, get_temporary_range, put_temporary
 from fedledger.crypto.chunked import ChunkOpener, coordinate_order, is_chunked, layout_hash, read_head
 from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import open_envelope
@@ -124,7 +128,7 @@ def read_rows(
         except (CryptoError, UpdateFormatError, KeyError) as exc:
             failed[int(u["id"])] = f"{type(exc).__name__}: {exc}"
     for j, digest in enumerate(job["extra"]):
-        raw = blobs.get_range(digest, 4 * start, 4 * (stop - start))
+        raw = get_temporary_range(blobs, digest, 4 * start, 4 * (stop - start))
         rows[len(updates) + j] = np.frombuffer(raw, dtype="<f4")
     return rows, failed
 
@@ -235,7 +239,7 @@ def shard_derive(
             rows, _ = read_rows(block, blobs, private_keys, domain, openers)
             derived = derive(rows, derivations, int(block["start"]))
             start, stop = int(block["start"]), int(block["stop"])
-            pieces.append([start, stop, blobs.put(np.ascontiguousarray(derived, "<f4").tobytes())])
+            pieces.append([start, stop, put_temporary(blobs, int(job["round_id"]), derived)])
             stats = DerivedStatistics.of(spec, features, start, rows, derived)
             total = stats if total is None else total + stats
     except BaseException:
@@ -266,11 +270,21 @@ def shard_combine(
         if pieces:
             piece_stop, digest = pieces[start]
             assert piece_stop == stop, "the second pass cut the range into other blocks"
-            derived = np.frombuffer(blobs.get(digest), dtype="<f4").reshape(-1, stop - start)
+            derived = np.frombuffer(get_temporary(blobs, digest), dtype="<f4").reshape(-1, stop - start)
             rows = np.concatenate([rows, derived])
-        base = np.frombuffer(blobs.get_range(job["base"], 4 * start, 4 * (stop - start)), dtype="<f4")
+        base = np.frombuffer(get_temporary_range(blobs, job["base"], 4 * start, 4 * (stop - start)), "<f4")
         parts.append(combine(rows, weights, base))
-    return {"digest": blobs.put(np.concatenate(parts).astype("<f4").tobytes())}
+    return {"digest": put_temporary(blobs, int(job["round_id"]), np.concatenate(parts))}
+
+
+@dataclass(frozen=True)
+class Pass:
+    """The next pass of a sharded close: the shard task to run on each payload, and the close's state (JSON)
+    that :func:`advance` continues from with their results (in the payloads' order)."""
+
+    name: str
+    payloads: list[dict[str, Any]]
+    state: dict[str, Any]
 
 
 def compute_sharded(
@@ -283,9 +297,30 @@ def compute_sharded(
     run: ShardRunner,
     block_bytes: int = BLOCK_BYTES,
 ) -> RoundResult | str:
-    """The close's computation over ``ranges``: a :class:`RoundResult` as the single-worker
-    :func:`aggregator.worker.close.compute` gives, or why this round cannot be sharded (the caller then
-    closes it on one worker)."""
+    """The close's computation over ``ranges``, each pass run by ``run`` and waited for: a
+    :class:`RoundResult` as the single-worker :func:`aggregator.worker.close.compute` gives, or why this
+    round cannot be sharded (the caller then closes it on one worker). The platform's worker does not wait:
+    it sends each pass as a Celery chord whose callback calls :func:`advance` (aggregator.worker.tasks)."""
+    step: Pass | RoundResult | str = begin(inputs, blobs, holdout, ranges, block_bytes)
+    while isinstance(step, Pass):
+        try:
+            results = run(step.name, step.payloads)
+        except BaseException:
+            discard(blobs, step.state)
+            raise
+        step = advance(inputs, blobs, holdout, rng, now, step.state, results)
+    return step
+
+
+def begin(
+    inputs: Inputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    ranges: Sequence[tuple[int, int]],
+    block_bytes: int = BLOCK_BYTES,
+) -> Pass | str:
+    """The first pass of the close over ``ranges`` (its extra rows and base model written as temporary
+    blobs), or why this round cannot be sharded."""
     spec = inputs.spec
     try:
         params = round_params(inputs)
@@ -295,54 +330,17 @@ def compute_sharded(
     if reason is not None:
         return reason
     started = time.perf_counter()
-    root, (features, labels) = server_data(holdout)
+    root, _ = server_data(holdout)
     reference = reference_update(inputs.weights, list(spec), root, inputs.round.id)
     if reference is None:
         return "the server has no reference update to score against"
     change = public_change(inputs)
     reference_ms = (time.perf_counter() - started) * 1e3
-    base = flatten(inputs.weights, spec)
-    extra = [reference] + ([change] if change is not None else [])
-    temporary = [blobs.put(np.asarray(v, dtype="<f4").tobytes()) for v in extra]
-    base_digest = blobs.put(base.astype("<f4").tobytes())
-    temporary.append(base_digest)
-    try:
-        return _sharded(
-            inputs,
-            blobs,
-            (features, labels),
-            rng,
-            now,
-            ranges,
-            run,
-            params,
-            temporary[:-1],
-            base_digest,
-            change is not None,
-            reference_ms,
-            block_bytes,
-        )
-    finally:
-        for digest in temporary:
-            blobs.delete(digest)
-
-
-def _sharded(
-    inputs: Inputs,
-    blobs: BlobStore,
-    validation: tuple[np.ndarray, np.ndarray],
-    rng: np.random.Generator,
-    now: datetime,
-    ranges: Sequence[tuple[int, int]],
-    run: ShardRunner,
-    params: RoundParams,
-    extra: list[str],
-    base_digest: str,
-    has_change: bool,
-    reference_ms: float,
-    block_bytes: int,
-) -> RoundResult:
-    spec = inputs.spec
+    round_id = inputs.round.id
+    extra = [
+        put_temporary(blobs, round_id, v) for v in [reference] + ([change] if change is not None else [])
+    ]
+    base = put_temporary(blobs, round_id, flatten(inputs.weights, spec))
     updates = [
         {
             "id": u.id,
@@ -355,21 +353,162 @@ def _sharded(
     ]
     job: dict[str, Any] = {
         "block_bytes": block_bytes,
-        "round_id": inputs.round.id,
+        "round_id": round_id,
         "spec": {k: list(v) for k, v in spec.items()},
         "updates": updates,
         "extra": extra,
     }
-    started = time.perf_counter()
-    results = run(STATISTICS, [{**job, "start": a, "stop": b} for a, b in ranges])
-    statistics_ms = (time.perf_counter() - started) * 1e3
-    failed: dict[int, str] = {}
-    for r in results:
-        failed.update({int(k): v for k, v in r["failed"].items()})
-    total = ShardStatistics(_decode(results[0]["gram"]), _decode(results[0]["scores"]))
-    for r in results[1:]:
-        total = total + ShardStatistics(_decode(r["gram"]), _decode(r["scores"]))
+    state: dict[str, Any] = {
+        "job": job,
+        "ranges": [list(r) for r in ranges],
+        "base": base,
+        "has_change": change is not None,
+        "temporary": [*extra, base],
+        "durations_ms": {"reference_ms": reference_ms},
+        "sent_at": time.time(),
+    }
+    return Pass(
+        STATISTICS, [{**job, "start": a, "stop": b} for a, b in ranges], {**state, "stage": STATISTICS}
+    )
 
+
+def discard(blobs: BlobStore, state: Mapping[str, Any]) -> None:
+    """Delete the close's temporary blobs (idempotent: a blob already gone is skipped)."""
+    for digest in state.get("temporary", []):
+        blobs.delete(digest)
+
+
+def advance(
+    inputs: Inputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+    state: dict[str, Any],
+    results: list[dict[str, Any]],
+) -> Pass | RoundResult:
+    """The close after the pass ``state["stage"]`` returned ``results``: the next pass, or the round's result
+    (its temporary blobs then deleted). Everything it decides is recomputed from ``inputs``, the state and
+    the blobs it names, so it may run in any worker; ``rng`` is only copied (the round's generator, as given
+    to every step)."""
+    state = {**state, "temporary": list(state["temporary"])}
+    stage = state.pop("stage")
+    state["durations_ms"] = {
+        **state["durations_ms"],
+        f"shard_{stage}_ms": (time.time() - state["sent_at"]) * 1e3,
+    }
+    try:
+        if stage == STATISTICS:
+            state["failed"] = {k: v for r in results for k, v in r["failed"].items()}
+            state["read_ms_max"] = max(float(r["read_ms"]) for r in results)
+            state["statistics"] = _keep(blobs, state, _sum(results, ("gram", "scores")))
+            state["durations_ms"]["shard_derive_ms"] = 0.0
+        elif stage == DERIVE:
+            pieces = [r["pieces"] for r in results]
+            state["temporary"] += [digest for shard in pieces for _, _, digest in shard]
+            state["pieces"] = pieces
+            state["derived"] = _keep(blobs, state, _sum(results, ("cross", "gram", "scores")))
+        else:
+            assert stage == COMBINE
+            state["temporary"] += [r["digest"] for r in results]
+        decision = _decide(inputs, blobs, holdout, copy.deepcopy(rng), now, state)
+        if isinstance(decision, RoundResult):
+            discard(blobs, state)
+            return decision
+        if stage == STATISTICS and decision.derivations:
+            state["sent_at"] = time.time()
+            payloads = [
+                {**state["job"], "start": a, "stop": b, "derivations": decision.derivations}
+                for a, b in state["ranges"]
+            ]
+            return Pass(DERIVE, payloads, {**state, "stage": DERIVE})
+        if stage != COMBINE:
+            state["sent_at"] = time.time()
+            pieces = state.get("pieces") or [[] for _ in state["ranges"]]
+            payloads = [
+                {**state["job"], "start": a, "stop": b, "weights": decision.weights, "base": state["base"]}
+                | {"pieces": p}
+                for (a, b), p in zip(state["ranges"], pieces, strict=True)
+            ]
+            return Pass(COMBINE, payloads, {**state, "stage": COMBINE})
+        vector = np.concatenate(
+            [np.frombuffer(get_temporary(blobs, r["digest"]), dtype="<f4") for r in results]
+        )
+    except BaseException:
+        discard(blobs, state)
+        raise
+    discard(blobs, state)
+    result = decision.result
+    assert result is not None and result.record is not None
+    record = replace(
+        result.record,
+        dp_noise_std=decision.noise_std,
+        epsilon_spent=decision.epsilon_spent,
+        params={**result.record.params, "shards": len(state["ranges"])},
+        durations_ms={
+            **result.record.durations_ms,
+            **state["durations_ms"],
+            "shard_read_ms_max": state["read_ms_max"],
+        },
+    )
+    spec = inputs.spec
+    # ``aggregate`` is the change applied (the step folded in: step 1), as the shards computed only that.
+    change = vector - flatten(inputs.weights, spec)
+    return replace(
+        result, new_weights=unflatten(vector.copy(), spec), aggregate=change, step=1.0, record=record
+    )
+
+
+def _sum(results: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The shards' partial statistics, summed (in the shards' order, whichever finished first)."""
+    return {
+        key: sum((_decode(r[key]) for r in results[1:]), start=_decode(results[0][key]).copy())
+        for key in keys
+    }
+
+
+def _keep(blobs: BlobStore, state: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+    """Summed statistics as a temporary blob (the state that travels between passes names it)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    digest = put_temporary(blobs, int(state["job"]["round_id"]), buffer.getvalue())
+    state["temporary"].append(digest)
+    return digest
+
+
+def _kept(blobs: BlobStore, digest: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(get_temporary(blobs, digest))) as data:
+        return {key: data[key] for key in data.files}
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What the coordinator decided from the passes so far: the derived rows the second pass computes (none
+    yet computed), or compute_round's result and the weights of the combine."""
+
+    derivations: list[Derivation]
+    result: RoundResult | None
+    weights: list[float]
+    noise_std: float | None
+    epsilon_spent: float | None
+
+
+def _decide(
+    inputs: Inputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+    state: Mapping[str, Any],
+) -> _Decision | RoundResult:
+    """compute_round in E's space (see aggregator.round.sharding), from the statistics the state names; a
+    RoundResult when the round ends here (failed, extended, or its budget refuses it)."""
+    spec = inputs.spec
+    params = round_params(inputs)
+    sums = _kept(blobs, state["statistics"])
+    total = ShardStatistics(sums["gram"], sums["scores"])
+    failed = {int(k): v for k, v in state["failed"].items()}
+    height = len(inputs.updates) + len(state["job"]["extra"])
     clients: list[ClientMeta] = []
     rejected: list[tuple[ClientMeta, str]] = []
     keep: list[int] = []
@@ -383,10 +522,10 @@ def _sharded(
         else:
             clients.append(meta)
             keep.append(i)
-    rows = keep + list(range(len(inputs.updates), len(inputs.updates) + len(extra)))
+    rows = keep + list(range(len(inputs.updates), height))
     statistics = ShardStatistics(total.gram[np.ix_(rows, rows)], total.scores[rows])
     embedding = Embedding.of(statistics.gram)
-    features, labels = validation
+    _, (features, labels) = server_data(holdout)
     base_scores = logits(inputs.weights, features.astype(np.float32)).astype(np.float64)
     round_inputs = RoundInputs(
         round_id=inputs.round.id,
@@ -409,81 +548,40 @@ def _sharded(
     derivations = list(plan.derivations)
     if dp is not None:
         derivations.append({"rule": "noise", "seed": dp.seed, "std": dp.std})
-    height = len(inputs.updates) + len(extra)
-    pieces: list[list[list[Any]]] = [[] for _ in ranges]
-    derive_ms = 0.0
-    try:
-        if derivations:
-            started = time.perf_counter()
-            derived = run(
-                DERIVE, [{**job, "start": a, "stop": b, "derivations": derivations} for a, b in ranges]
-            )
-            pieces = [d["pieces"] for d in derived]
-            parts_of = [
-                DerivedStatistics(_decode(d["cross"]), _decode(d["gram"]), _decode(d["scores"]))
-                for d in derived
-            ]
-            extra_statistics = parts_of[0]
-            for more in parts_of[1:]:
-                extra_statistics = extra_statistics + more
-            statistics = augment(total, extra_statistics, rows)
-            embedding = Embedding.of(statistics.gram)
-            derive_ms = (time.perf_counter() - started) * 1e3
-        evaluate = embedded_evaluation(embedding, base_scores, statistics.scores, labels)
-        embedded = embedded_inputs(round_inputs, embedding, True, has_change, evaluate)
-        if dp is not None:
-            # Clipped here (the factors from the norms); compute_round then runs without DP, the noise
-            # being the last derived row that the rule adds.
-            clipped = embedded.deltas * dp.scale[:, None]
-            embedded = replace(embedded, deltas=clipped, params=replace(params, dp=None))
-        if rule is not None:
-            row = embedding.rows[len(rows)] if plan.derivations else None
-            noise = embedding.rows[len(rows) + len(derivations) - 1] if dp is not None else None
-            embedded = replace(embedded, strategy=ShardedRule(rule, plan, row, noise))
-        result = compute_round(embedded, rng, now)
-        if result.status != CloseStatus.aggregated:
-            return result
-        assert result.new_weights is not None and result.record is not None
-        # The model compute_round kept, in E's space (its base is zero): the change to apply, step included,
-        # as weights over Y's rows and then the derived rows.
-        w = row_weights(embedding, result.new_weights["embedded"])
-        weights = np.zeros(height + len(derivations))
-        weights[rows] = w[: len(rows)]
-        weights[height:] = w[len(rows) :]
-        started = time.perf_counter()
-        parts = run(
-            COMBINE,
-            [
-                {**job, "start": a, "stop": b, "weights": weights.tolist(), "base": base_digest, "pieces": p}
-                for (a, b), p in zip(ranges, pieces, strict=True)
-            ],
-        )
-        combine_ms = (time.perf_counter() - started) * 1e3
-    finally:
-        for shard in pieces:
-            for _, _, digest in shard:
-                blobs.delete(digest)
-    vector = np.concatenate([np.frombuffer(blobs.get(p["digest"]), dtype="<f4") for p in parts])
-    for p in parts:
-        blobs.delete(p["digest"])
-    new_weights = unflatten(vector.copy(), spec)
-    record = replace(
-        result.record,
-        dp_noise_std=None if dp is None else dp.std,
-        epsilon_spent=None if dp is None else dp.accountant.epsilon_spent,
-        params={**result.record.params, "shards": len(ranges)},
-        durations_ms={
-            **result.record.durations_ms,
-            "reference_ms": reference_ms,
-            "shard_statistics_ms": statistics_ms,
-            "shard_derive_ms": derive_ms,
-            "shard_combine_ms": combine_ms,
-            "shard_read_ms_max": max(float(r["read_ms"]) for r in results),
-        },
+    if derivations and "derived" not in state:
+        return _Decision(derivations, None, [], None, None)
+    if derivations:
+        d = _kept(blobs, state["derived"])
+        statistics = augment(total, DerivedStatistics(d["cross"], d["gram"], d["scores"]), rows)
+        embedding = Embedding.of(statistics.gram)
+    evaluate = embedded_evaluation(embedding, base_scores, statistics.scores, labels)
+    embedded = embedded_inputs(round_inputs, embedding, True, state["has_change"], evaluate)
+    if dp is not None:
+        # Clipped here (the factors from the norms); compute_round then runs without DP, the noise being
+        # the last derived row, which the rule adds.
+        clipped = embedded.deltas * dp.scale[:, None]
+        embedded = replace(embedded, deltas=clipped, params=replace(params, dp=None))
+    if rule is not None:
+        row = embedding.rows[len(rows)] if plan.derivations else None
+        noise = embedding.rows[len(rows) + len(derivations) - 1] if dp is not None else None
+        embedded = replace(embedded, strategy=ShardedRule(rule, plan, row, noise))
+    result = compute_round(embedded, rng, now)
+    if result.status != CloseStatus.aggregated:
+        return result
+    assert result.new_weights is not None
+    # The model compute_round kept, in E's space (its base is zero): the change to apply, step included, as
+    # weights over Y's rows and then the derived rows.
+    w = row_weights(embedding, result.new_weights["embedded"])
+    weights = np.zeros(height + len(derivations))
+    weights[rows] = w[: len(rows)]
+    weights[height:] = w[len(rows) :]
+    return _Decision(
+        [],
+        result,
+        weights.tolist(),
+        None if dp is None else dp.std,
+        None if dp is None else dp.accountant.epsilon_spent,
     )
-    # ``aggregate`` is the change applied (the step folded in: step 1), as the shards computed only that.
-    change = vector - flatten(inputs.weights, spec)
-    return replace(result, new_weights=new_weights, aggregate=change, step=1.0, record=record)
 
 
 @dataclass(frozen=True)

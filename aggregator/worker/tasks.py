@@ -12,15 +12,14 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from celery import Task, group
+from celery import Task, chord
 from celery.utils.log import get_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from aggregator.round.compute import RoundResult
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import plan_shards
 from aggregator.worker.celery_app import app
-from aggregator.worker.close import Inputs, Signing, close_round
+from aggregator.worker.close import Inputs, Signing, close_round, finish, load, round_rng
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
 from aggregator.worker.shards import (
@@ -28,11 +27,14 @@ from aggregator.worker.shards import (
     DERIVE,
     STATISTICS,
     Domain,
-    compute_sharded,
+    Pass,
+    advance,
+    begin,
     shard_combine,
     shard_derive,
     shard_statistics,
 )
+from aggregator.worker.temporaries import sweep_temporaries
 from aggregator.worker.upkeep import anchor_audit_head, execute_due_slashes, mirror_reinstatements
 from db.base import utcnow
 from db.models import RoundStatus
@@ -52,12 +54,16 @@ from fedledger.domain.tasks import (
     SHARD_COMBINE_TASK,
     SHARD_DERIVE_TASK,
     SHARD_STATISTICS_TASK,
+    SHARD_STEP_TASK,
+    SWEEP_TEMPORARIES_TASK,
     TICK_TASK,
     UPDATE_RECEIVED_TASK,
 )
 
 log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
+# What the close task reports for a round whose sharded close went on in chords.
+SHARDING = "sharding"
 
 
 Services = tuple[
@@ -101,7 +107,7 @@ def update_received(round_id: int) -> str:
 @app.task(name=CLOSE_TASK, bind=True, max_retries=10, retry_backoff=True, retry_backoff_max=60)
 def close(self: Task, round_id: int) -> str:
     """Close the round if it is due (deadline, or every active organization submitted; see ``close.acquire``), then request its
-    post once."""
+    post once. A sharded close only sends its first pass here: the chord callbacks go on with it."""
     settings, sessions, blobs, gateway, signing, holdout = services()
     started = time.perf_counter()
     result = close_round(
@@ -116,6 +122,13 @@ def close(self: Task, round_id: int) -> str:
         sharded=sharded_close,
     )
     log.info("close round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
+    _after_close(round_id, result)
+    return result
+
+
+def _after_close(round_id: int, result: str) -> None:
+    """Release a round the close left open (extended), request the post of an aggregated one once."""
+    _, sessions, *_ = services()
     with sessions.begin() as session:
         if result == RoundStatus.open.value:
             pipeline.release_close(session, round_id)
@@ -124,11 +137,11 @@ def close(self: Task, round_id: int) -> str:
         )
     if send_post:
         post.delay(round_id)
-    return result
 
 
-def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> RoundResult | None:
-    """The round computed across the workers when the settings split it (None: compute it here)."""
+def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> str | None:
+    """Send the round's first pass across the workers when the settings split it ("sharding"; the chord
+    callbacks, :func:`shard_step`, go on with it and commit it); None: compute it here."""
     settings, _, blobs, *_, holdout = services()
     size = sum(math.prod(shape) for shape in inputs.model.spec.values())
     ranges = plan_shards(
@@ -136,29 +149,43 @@ def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> Ro
     )
     if len(ranges) < 2:
         return None
-    outcome = compute_sharded(inputs, blobs, holdout, rng, now, ranges, _run_shards)
-    if isinstance(outcome, str):
-        log.info("close round %s on this worker, not in %d shards: %s", inputs.round.id, len(ranges), outcome)
+    step = begin(inputs, blobs, holdout, ranges)
+    if isinstance(step, str):
+        log.info("close round %s on this worker, not in %d shards: %s", inputs.round.id, len(ranges), step)
         return None
-    log.info("close round %s: computed in %d shards", inputs.round.id, len(ranges))
-    return outcome
+    _send(step, inputs.round.id, OWNER, now)
+    return SHARDING
 
 
-def _run_shards(pass_name: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One pass of a sharded close: a group of shard tasks on the broker, their results in order."""
-    settings = services()[0]
+def _send(step: Pass, round_id: int, owner: str, now: datetime) -> None:
+    """One pass of a sharded close as a chord: its shard tasks, then :func:`shard_step` with their results
+    (no worker waits for them)."""
     task = {STATISTICS: shard_statistics_task, DERIVE: shard_derive_task, COMBINE: shard_combine_task}[
-        pass_name
+        step.name
     ]
-    pending = group(task.s(payload) for payload in payloads).apply_async()
-    try:
-        # The closing task waits for its shards: other worker slots run them (see close_shard_timeout_seconds).
-        results: list[dict[str, Any]] = pending.get(
-            timeout=settings.close_shard_timeout_seconds, disable_sync_subtasks=False
-        )
-    finally:
-        pending.forget()
-    return results
+    callback = shard_step.s(step.state, round_id, owner, now.isoformat())
+    chord([task.s(payload) for payload in step.payloads])(callback)
+
+
+@app.task(name=SHARD_STEP_TASK)
+def shard_step(
+    results: list[dict[str, Any]], state: dict[str, Any], round_id: int, owner: str, now: str
+) -> str:
+    """A pass of a sharded close is done: send the next one, or commit the round (as ``owner``, the worker
+    that took its lease) and request its post. A failure leaves the round to the lease's expiry (the beat's
+    tick closes it again) and its temporary blobs to the sweep."""
+    settings, sessions, blobs, _, signing, holdout = services()
+    inputs = load(sessions, blobs, settings.resolved_key_dir, round_id)
+    when = datetime.fromisoformat(now)
+    step = advance(inputs, blobs, holdout, round_rng(round_id), when, state, results)
+    if isinstance(step, Pass):
+        _send(step, round_id, owner, when)
+        return f"sent {step.name}"
+    log.info("close round %s: computed in %d shards", round_id, len(state["ranges"]))
+    result = finish(sessions, blobs, round_id, owner, step, signing)
+    log.info("close round %s: %s", round_id, result)
+    _after_close(round_id, result)
+    return result
 
 
 def _shard_context() -> tuple[BlobStore, dict[str, bytes], Domain]:
@@ -275,3 +302,13 @@ def anchor_audit() -> dict[str, int | str]:
         return {}
     log.info("anchored the audit head at entry %d: %s", sent[1], sent[0])
     return {"tx_hash": sent[0], "count": sent[1]}
+
+
+@app.task(name=SWEEP_TEMPORARIES_TASK)
+def sweep_shard_temporaries() -> int:
+    """Delete the temporary blobs of sharded closes that ended without deleting them (a killed coordinator)."""
+    settings, sessions, blobs, *_ = services()
+    report = sweep_temporaries(sessions, blobs, settings.close_lease_seconds)
+    if report.deleted:
+        log.info("swept %d temporary blobs of ended sharded closes", len(report.deleted))
+    return len(report.deleted)

@@ -17,10 +17,14 @@ POST_TASK = "fedledger.rounds.post"
 TICK_TASK = "fedledger.rounds.tick"
 EXECUTE_SLASHES_TASK = "fedledger.chain.execute_slashes"
 ANCHOR_AUDIT_TASK = "fedledger.chain.anchor_audit"
-# The two passes of a close sharded across workers (aggregator.worker.shards); results go to the backend.
+# The passes of a close sharded across workers (aggregator.worker.shards); results go to the backend, and
+# each pass's chord calls SHARD_STEP_TASK with them.
 SHARD_STATISTICS_TASK = "fedledger.rounds.shard_statistics"
 SHARD_DERIVE_TASK = "fedledger.rounds.shard_derive"
 SHARD_COMBINE_TASK = "fedledger.rounds.shard_combine"
+SHARD_STEP_TASK = "fedledger.rounds.shard_step"
+# The beat's sweep of the temporary blobs a crashed sharded close left (aggregator.worker.temporaries).
+SWEEP_TEMPORARIES_TASK = "fedledger.blobs.sweep_temporaries"
 
 
 class TaskQueue(Protocol):

@@ -39,6 +39,7 @@ from aggregator.worker.shards import (
     shard_derive,
     shard_statistics,
 )
+from aggregator.worker.temporaries import round_of
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.chunked import coordinate_order, layout_hash, parse_head, seal_chunked
 from fedledger.crypto.eip712 import sign_update
@@ -156,6 +157,8 @@ def both(
         block_bytes,
     )
     assert isinstance(sharded, RoundResult), sharded
+    # However it ended, the close deleted its temporary blobs (rows, statistics, derived rows, parts).
+    assert [b for b in blobs.stored() if round_of(blobs.head(b.digest, 16)) is not None] == []
     return single, sharded
 
 
