@@ -195,6 +195,11 @@ class Settings(BaseSettings):
     # otherwise fall ever further behind. Governance sets the bound (max_posting_backlog on-chain); this
     # setting may only make it stricter (the smaller of the two applies).
     max_posting_backlog: int = Field(default=100, ge=0)
+    # Secure aggregation (governed secure_group_size >= 3): seconds the join phase waits for every expected
+    # organization, and each of the protocol's four steps (keys, shares, masked, unmask) for its senders.
+    # A phase ends early once everyone expected has sent; at its deadline it ends with whoever did.
+    secagg_join_seconds: int = Field(default=300, ge=1)
+    secagg_step_seconds: int = Field(default=120, ge=1)
 
     # --- dashboard ----------------------------------------------------------------------------
     dashboard_host: str = "127.0.0.1"

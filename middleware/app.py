@@ -31,7 +31,19 @@ from fedledger.domain.tasks import TaskQueue
 from middleware.docs import install_docs
 from middleware.errors import install_error_handlers
 from middleware.metrics import MetricsMiddleware
-from middleware.routes import audit, auth, chain, health, keys, models, participants, rewards, rounds, stats
+from middleware.routes import (
+    audit,
+    auth,
+    chain,
+    health,
+    keys,
+    models,
+    participants,
+    rewards,
+    rounds,
+    secagg,
+    stats,
+)
 from middleware.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -80,7 +92,7 @@ def create_app(settings: Settings | None = None, queue: TaskQueue | None = None)
     if settings.trusted_proxies:
         # Added last, so it runs first: every later layer (rate limits included) sees the real client.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    for module in (health, auth, participants, keys, models, rounds, rewards, audit, stats, chain):
+    for module in (health, auth, participants, keys, models, rounds, secagg, rewards, audit, stats, chain):
         app.include_router(module.router)
     install_docs(app)
     return app

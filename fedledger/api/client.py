@@ -57,6 +57,8 @@ from fedledger.api.schemas import (
     RewardsPage,
     RoundOut,
     RoundStatsOut,
+    SecAggAcceptedOut,
+    SecAggOut,
     ServerKeyOut,
     TokenFiguresOut,
     TokenResponse,
@@ -466,6 +468,23 @@ class FedLedgerApi:
             progress=progress,
         )
         return self._parse(response, ReceiptOut)
+
+    def secagg(self, round_id: int) -> SecAggOut:
+        """The round's secure-aggregation state as this organization sees it (``mode`` "clear" otherwise)."""
+        return self._get(f"{paths.round_path(round_id)}/secagg", SecAggOut, auth=True)
+
+    def secagg_join(self, round_id: int, signature: str) -> SecAggAcceptedOut:
+        """Join a secure round with the signed ``SecAggJoin``."""
+        response = self._request(
+            "POST", f"{paths.round_path(round_id)}/secagg/join", json={"signature": signature}
+        )
+        return self._parse(response, SecAggAcceptedOut)
+
+    def secagg_send(self, round_id: int, step: str, body: dict[str, Any]) -> SecAggAcceptedOut:
+        """One protocol message (``keys``, ``shares``, ``unmask``; ``masked`` with its vector): retried with the
+        same body, which the server takes once (the same message again is a no-op)."""
+        response = self._request("POST", f"{paths.round_path(round_id)}/secagg/{step}", json=body)
+        return self._parse(response, SecAggAcceptedOut)
 
     def rewards(self, address: str) -> list[RewardOut]:
         """``address``'s rewards in posted rounds, every page followed, with the Merkle proof to claim each

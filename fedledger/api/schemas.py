@@ -346,3 +346,64 @@ class ContributionOut(BaseModel):
     reputation_after: float
     evidence: list[EvidenceOut]
     excluded_reason: str | None = Field(description="Why the update is not in the aggregate; null when kept")
+
+
+class SecAggGroupOut(BaseModel):
+    """A member's secure-aggregation group: its members (checksummed, sorted), threshold and group id."""
+
+    index: int
+    members: list[str]
+    threshold: int
+    group_id: str
+
+
+class SecAggOut(BaseModel):
+    """A round's secure-aggregation state as one member sees it (``mode`` "clear": the rest is absent).
+
+    ``adverts`` (shares and masked phases), ``bundles`` (masked phase: every box is sealed; each member opens
+    its own) and ``masked`` (unmask phase: the survivors' signed headers) are the member's group's messages
+    as their senders sent them (fedledger.secagg.wire JSON)."""
+
+    round_id: int
+    mode: str
+    model_version: int | None = None
+    group_size: int | None = None
+    clip: float | None = None
+    dimension: int | None = None
+    phase: str | None = None
+    phase_deadline: datetime | None = None
+    seed_block: int | None = None
+    seed_block_hash: str | None = None
+    seed: str | None = None
+    failure_reason: str | None = None
+    chain_id: int | None = None
+    verifying_contract: str | None = None
+    joined: bool = False
+    group: SecAggGroupOut | None = None
+    adverts: list[dict[str, Any]] = Field(default_factory=list)
+    bundles: list[dict[str, Any]] = Field(default_factory=list)
+    masked: list[dict[str, Any]] = Field(default_factory=list)
+    sent: list[str] = Field(default_factory=list)
+
+
+class SecAggJoinRequest(BaseModel):
+    """The member's EIP-712 ``SecAggJoin(roundId, modelVersion)`` signature (0x hex)."""
+
+    signature: str = Field(max_length=200)
+
+
+class SecAggMaskedRequest(BaseModel):
+    """Step 3: the signed header (wire JSON) and the masked vector's little-endian uint32 words, base64."""
+
+    masked: dict[str, Any]
+    vector: str
+
+
+class SecAggAcceptedOut(BaseModel):
+    """A protocol message stored, or found stored (``replayed``: the same message again, a no-op)."""
+
+    round_id: int
+    step: str
+    sender: str
+    replayed: bool
+    receipt_id: str | None = None

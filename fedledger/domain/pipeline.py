@@ -29,7 +29,7 @@ from typing import cast
 from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from db.models import Participant, ParticipantStatus, Round, RoundStatus, Update
+from db.models import Participant, ParticipantStatus, Round, RoundStatus, SecAggPhase, SecAggRound, Update
 
 
 def submissions_of_round() -> ColumnElement[int]:
@@ -83,11 +83,22 @@ def _early_close(rounds: Table) -> ColumnElement[bool]:
     return (count >= rounds.c.quorum) & (whole_cohort | every_active)
 
 
+def _secure(rounds: Table, closed: bool) -> ColumnElement[bool]:
+    """Correlated: the round runs in the secure-aggregation mode and its protocol is (not) over."""
+    secure = cast(Table, SecAggRound.__table__)
+    phase = secure.c.phase == SecAggPhase.closed if closed else secure.c.phase != SecAggPhase.closed
+    return select(secure.c.round_id).where(secure.c.round_id == rounds.c.id, phase).correlate(rounds).exists()
+
+
 def close_due(now: datetime) -> ColumnElement[bool]:
     """A round may be closed: OPEN and past its deadline or with every active organization's update (see the
-    module docstring), or CLOSING with its lease expired (a worker died mid-close)."""
+    module docstring), or CLOSING with its lease expired (a worker died mid-close).
+
+    A secure-aggregation round closes once its protocol is over (every phase ended: fedledger.domain.secagg)
+    and never before, deadline or not: its masked inputs cannot be unmasked before the reveals are in."""
     rounds = cast(Table, Round.__table__)
-    return ((Round.status == RoundStatus.open) & ((Round.deadline <= now) | _early_close(rounds))) | (
+    ready = (Round.deadline <= now) | _early_close(rounds) | _secure(rounds, closed=True)
+    return ((Round.status == RoundStatus.open) & ~_secure(rounds, closed=False) & ready) | (
         (Round.status == RoundStatus.closing) & (Round.lease_until.is_(None) | (Round.lease_until < now))
     )
 

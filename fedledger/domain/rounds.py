@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.base import utcnow
 from db.models import Round, RoundStatus, Update
 from fedledger.chain.params import ProtocolParams
-from fedledger.domain import audit
+from fedledger.domain import audit, secagg
 from fedledger.domain import model_versions as models
 from fedledger.domain.errors import Conflict, Invalid, NotFound
 
@@ -57,13 +57,15 @@ def open_round(
     max_posting_backlog: int | None = None,
     cohort: list[str] | None = None,
     server_data: ServerData | None = None,
+    secagg_timing: secagg.Timing | None = None,
 ) -> Round:
     """Open a round on the active model. The governed parameters in force now are what its close uses,
     so a governance change mid-round never alters a round already under way. Refused while more rounds than
     the governed ``max_posting_backlog`` (or the operator's stricter setting) are aggregated but not yet
     recorded on-chain. With ``cohort`` (wallet addresses), only those organizations may submit and the round
     closes early once all of them have (fedledger.domain.pipeline); without, early only once every active
-    organization has."""
+    organization has. With the governed ``secure_group_size`` >= 3 the round runs in the secure-aggregation
+    mode (:mod:`fedledger.domain.secagg`, phases timed by ``secagg_timing``)."""
     if server_data is not None:
         server_data.check()
     busy = in_progress(session)
@@ -84,6 +86,7 @@ def open_round(
             "open the next round once posting has caught up",
         )
     model = models.require_active(session)
+    secure_size = secagg.group_size_of(params)
     duration = duration_seconds or params.integer("round_duration")
     if duration <= 0:
         raise Invalid("invalid_duration", "duration must be positive")
@@ -114,6 +117,8 @@ def open_round(
     )
     session.add(round_)
     session.flush()
+    if secure_size:
+        secagg.start(session, round_, params, model, secagg_timing or secagg.Timing(300, 120))
     audit.append(
         session,
         actor,
@@ -125,6 +130,7 @@ def open_round(
             "quorum": round_.quorum,
             "strategy": round_.strategy,
             "cohort": invited,
+            "secure_group_size": secure_size,
         },
     )
     return round_

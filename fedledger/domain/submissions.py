@@ -31,6 +31,7 @@ from db.models import (
     ParticipantStatus,
     Round,
     RoundStatus,
+    SecAggRound,
     ServerKey,
     Update,
     UpdateStatus,
@@ -84,6 +85,7 @@ _SELECT_PARTICIPANT = select(_participants.c.id, _participants.c.status).where(
 )
 _SELECT_ROUND = select(*_ROUND_COLUMNS).where(_rounds.c.id == bindparam("b_round"))
 _LOCK_ROUND = _SELECT_ROUND.with_for_update()
+_SELECT_SECURE = select(SecAggRound.round_id).where(SecAggRound.round_id == bindparam("b_round"))
 _SELECT_KEY = select(_server_keys.c.retired_at).where(_server_keys.c.kid == bindparam("b_kid"))
 _SELECT_SPEC = select(_model_versions.c.spec).where(_model_versions.c.id == bindparam("b_model_version"))
 _SELECT_ACCEPTED = select(*_REPLAY_COLUMNS).where(
@@ -245,6 +247,12 @@ def verify(
     if existing is not None:
         return _replay(existing, subject, digest)
     _check_round(round_, header, utcnow())
+    if session.scalar(_SELECT_SECURE, {"b_round": round_id}) is not None:
+        raise Conflict(
+            "secure_round",
+            f"round {round_id} runs in the secure-aggregation mode: the server must never see an update, so "
+            "take part through the round's secure-aggregation steps (the SDK's participate runs them)",
+        )
     if round_.cohort is not None and subject.lower() not in round_.cohort:
         raise Forbidden(
             "not_in_cohort",

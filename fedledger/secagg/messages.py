@@ -5,6 +5,8 @@ chain id, the ledger's address). Every type names the round and the group (``gro
 round, the assignment seed, the threshold and the members), so a message cannot be replayed into another
 round or shown to another group:
 
+- ``SecAggJoin(uint256 roundId,uint256 modelVersion)``: a member's commitment to the round, before the
+  groups are drawn (the join phase of the live stack, :mod:`fedledger.domain.secagg`);
 - ``SecAggKeys(uint256 roundId,bytes32 groupId,bytes32 channelKey,bytes32 maskKey)``: the two X25519
   public keys;
 - ``SecAggShares(uint256 roundId,bytes32 groupId,bytes32 sharesHash)``: the share boxes and the commitments
@@ -36,6 +38,8 @@ TYPES: dict[str, tuple[dict[str, str], ...]] = {
         {"name": "channelKey", "type": "bytes32"},
         {"name": "maskKey", "type": "bytes32"},
     ),
+    # Before any group exists: a member's commitment to take part in the round on its model version.
+    "SecAggJoin": ({"name": "roundId", "type": "uint256"}, {"name": "modelVersion", "type": "uint256"}),
     "SecAggShares": (*_ROUND_GROUP, {"name": "sharesHash", "type": "bytes32"}),
     "SecAggMasked": (
         *_ROUND_GROUP,

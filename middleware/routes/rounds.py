@@ -9,7 +9,7 @@ from starlette.status import HTTP_202_ACCEPTED
 from db.models import Round
 from fedledger.api.schemas import OpenRoundRequest, ReceiptOut, RoundOut
 from fedledger.datasets import holdout_size
-from fedledger.domain import pipeline, rounds, submissions
+from fedledger.domain import pipeline, rounds, secagg, submissions
 from fedledger.domain.errors import DomainError
 from middleware.deps import (
     CurrentPrincipal,
@@ -74,6 +74,7 @@ def open_round(
             max_posting_backlog=state.settings.max_posting_backlog,
             cohort=body.cohort,
             server_data=server_data,
+            secagg_timing=secagg.Timing(settings.secagg_join_seconds, settings.secagg_step_seconds),
         ),
     )
 

@@ -44,6 +44,11 @@ CALLS: dict[str, Callable[[FedLedgerApi], Any]] = {
     "contributions": lambda api: api.contributions(round_id=7, address=ADDRESS),
     "participants": lambda api: api.participants(),
     "token": lambda api: api.token(),
+    "secagg": lambda api: api.secagg(7),
+    "secagg_join": lambda api: api.secagg_join(7, "0x00"),
+    "secagg_send": lambda api: [
+        api.secagg_send(7, step, {}) for step in ("keys", "shares", "masked", "unmask")
+    ],
 }
 # The transport, sign-in and lifecycle methods: they call no route of their own.
 NOT_ENDPOINTS = {"send", "login", "logout", "use_token", "close", "signed_in", "base_url"}

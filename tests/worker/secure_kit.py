@@ -1,0 +1,71 @@
+"""Helpers of the secure-aggregation tests on the live stack: governance of the mode, a member's view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedledger.chain import governance
+from fedledger.devkeys import dev_private_key
+from fedledger.secagg.messages import Domain
+from fedledger.secagg.protocol import GroupContext
+from tests.worker.conftest import ORGS, Platform, login
+
+
+def mine(platform: Platform, blocks: int = 1) -> None:
+    for _ in range(blocks):
+        platform.w3.provider.make_request("evm_mine", [])
+
+
+def govern(platform: Platform, name: str, raw: int) -> None:
+    """Pass a governance proposal setting ``name`` to ``raw`` (propose, vote, queue, execute)."""
+    w3, deployments = platform.w3, platform.deployments
+    proposal = governance.parameter_change(w3, deployments, name, raw, f"Set {name} to {raw}")
+    proposer = dev_private_key(ORGS[0])
+    pid = governance.propose(w3, deployments, proposer, proposal)
+    mine(platform, 2)
+    for index in ORGS[:5]:
+        governance.vote(w3, deployments, dev_private_key(index), pid, governance.VoteType.For)
+    mine(platform, 21)
+    governance.queue(w3, deployments, proposer, proposal)
+    w3.provider.make_request("evm_increaseTime", [11])
+    mine(platform, 1)
+    governance.execute(w3, deployments, proposer, proposal)
+    assert governance.state(w3, deployments, pid) == governance.ProposalState.Executed
+
+
+class Members:
+    """Signed-in organizations of one secure round, reading and posting through the API."""
+
+    def __init__(self, platform: Platform, round_id: int, indices: tuple[int, ...]) -> None:
+        self.platform, self.round_id = platform, round_id
+        self.headers = {i: login(platform.client, i) for i in indices}
+
+    def view(self, index: int) -> dict[str, Any]:
+        response = self.platform.client.get(f"/v1/rounds/{self.round_id}/secagg", headers=self.headers[index])
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def post(self, index: int, step: str, body: dict[str, Any]) -> Any:
+        return self.platform.client.post(
+            f"/v1/rounds/{self.round_id}/secagg/{step}", json=body, headers=self.headers[index]
+        )
+
+
+def context_of(view: dict[str, Any]) -> GroupContext:
+    """The group context a member builds from its view of the round."""
+    group = view["group"]
+    return GroupContext(
+        Domain(view["chain_id"], view["verifying_contract"]),
+        view["round_id"],
+        bytes.fromhex(view["seed"][2:]),
+        tuple(group["members"]),
+        group["threshold"],
+        view["dimension"],
+        view["clip"],
+    )
+
+
+def small_update(dimension: int, seed: int, scale: float = 0.01) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(dimension) * scale).astype(np.float32)
