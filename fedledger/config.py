@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8501", "http://localhost:8501"]
     )
     max_update_bytes: int = 64 * 1024 * 1024
+    # Largest accepted chunked (FLE2) update: the API authenticates and decrypts it a chunk at a time, never
+    # holding its whole plaintext (it does hold the ciphertext while it checks it), so it may exceed
+    # max_update_bytes, which bounds a version 1 envelope (decrypted whole).
+    max_chunked_update_bytes: int = Field(default=4 * 1024**3, ge=0)
     rate_limit_per_minute_address: int = 600
     rate_limit_per_minute_ip: int = 1200
     # Tighter per-IP limits on the two calls that write a row for a caller who may have no stake: a login

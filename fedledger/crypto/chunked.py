@@ -350,6 +350,12 @@ class ChunkOpener:
         lo = start - chunks.start * self.head.header.chunk_coords
         return values[lo : lo + (stop - start)].astype(np.float32, copy=False)
 
+    def check(self, read: RangeReader) -> None:
+        """Authenticate and decrypt every chunk, one at a time: the checks of :meth:`open_range` over the whole
+        update without ever holding its whole plaintext (what the API does at submission)."""
+        for k in range(self.head.header.num_chunks):
+            self._open(k, read(*self.head.chunk_span(k)))
+
     def _open(self, k: int, sealed: bytes) -> np.ndarray:
         if (
             len(sealed) != self.head.chunk_span(k)[1]

@@ -295,9 +295,8 @@ def verify(
         private = {header.key_id: pem} if pem is not None else {}
         if head is not None:
             _check_layout(head, shapes, round_.model_version_id)
-            ChunkOpener(head, private).open_range(
-                lambda offset, size: envelope[offset : offset + size], 0, head.header.size
-            )
+            # A chunk at a time: the whole plaintext (larger than max_update_bytes allows) is never held.
+            ChunkOpener(head, private).check(lambda offset, size: envelope[offset : offset + size])
             return Verified(round_id, participant.id, subject, digest, header, signature, len(envelope))
         assert isinstance(header, EnvelopeHeader)  # version 1: split above
         _, plaintext = open_parts(header, header_bytes, ciphertext, private)

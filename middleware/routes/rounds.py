@@ -8,6 +8,7 @@ from starlette.status import HTTP_202_ACCEPTED
 
 from db.models import Round
 from fedledger.api.schemas import OpenRoundRequest, ReceiptOut, RoundOut
+from fedledger.crypto.chunked import is_chunked
 from fedledger.datasets import holdout_size
 from fedledger.domain import pipeline, rounds, secagg, submissions
 from fedledger.domain.errors import DomainError
@@ -124,17 +125,30 @@ async def submit_update(
 
     The same bytes again return the same receipt; a different payload for the same round is refused (409).
     """
-    limit = state.settings.max_update_bytes
+    whole = state.settings.max_update_bytes
+    # A chunked envelope is checked a chunk at a time (never decrypted whole): it has its own, larger limit.
+    largest = max(whole, state.settings.max_chunked_update_bytes)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > largest:
         state.metrics.rejections.labels("too_large").inc()
-        raise ApiError(413, "too_large", f"update of {declared} bytes exceeds the limit of {limit}")
+        raise ApiError(413, "too_large", f"update of {declared} bytes exceeds the limit of {largest}")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
+        chunked = is_chunked(bytes(body[:4]))
+        limit = largest if chunked else whole
         if len(body) > limit:
             state.metrics.rejections.labels("too_large").inc()
-            raise ApiError(413, "too_large", f"update exceeds the limit of {limit} bytes")
+            if chunked:
+                raise ApiError(413, "too_large", f"a chunked update may have at most {limit} bytes")
+            raise ApiError(
+                413,
+                "too_large",
+                f"an unchunked (version 1) update may have at most {limit} bytes; seal a larger one in chunks "
+                f"(the SDK's chunked envelope), which may have up to {largest}",
+            )
+    envelope = bytes(body)
+    body.clear()  # one copy of the ciphertext, not two, while it is checked
     chain = state.chain()
     # The checks and the durable write are blocking (signature recovery, decryption, fsync, commit): they run
     # in the thread pool so the event loop keeps answering other requests (health checks) during a burst.
@@ -148,7 +162,7 @@ async def submit_update(
             key_directory=state.settings.resolved_key_dir,
             subject=principal.address,
             round_id=round_id,
-            envelope=bytes(body),
+            envelope=envelope,
             signature=x_update_signature,
         )
     except DomainError as exc:
