@@ -58,6 +58,7 @@ from fedledger.secagg import wire
 from fedledger.secagg.errors import SecAggError
 from fedledger.secagg.groups import MIN_GROUP_SIZE, assign_tiers, group_seed
 from fedledger.secagg.messages import Domain, check_signer
+from fedledger.secagg.noise import group_range, noise_for_round
 from fedledger.secagg.protocol import GroupContext, GroupTranscript, MaskedInput
 
 ORDER = (SecAggPhase.keys, SecAggPhase.shares, SecAggPhase.masked, SecAggPhase.unmask)
@@ -141,10 +142,14 @@ def start(
     if size == 0:
         return None
     dimension = sum(math.prod(int(d) for d in shape) for shape in model.spec.values())
+    clip = float(params.real("secure_clip")) if "secure_clip" in params else 1.0
+    # Under DP each member adds its share of the noise before masking, so the range must hold it too; the
+    # share is largest in the smallest groups (size s, the smallest threshold), which sizes it for all.
+    noise = noise_for_round(params, size, threshold_of(size))
     state = SecAggRound(
         round_id=round_.id,
         group_size=size,
-        clip=float(params.real("secure_clip")) if "secure_clip" in params else 1.0,
+        clip=group_range(clip, noise, dimension),
         dimension=dimension,
         phase=SecAggPhase.joining,
         phase_deadline=round_.opened_at + timedelta(seconds=timing.join_seconds),
