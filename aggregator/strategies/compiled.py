@@ -55,8 +55,10 @@ def dot_kernels() -> ModuleType | None:
 
 
 @lru_cache(maxsize=256)
-def _comparator_arrays(n: int, needed: tuple[int, ...] | None) -> tuple[np.ndarray, np.ndarray]:
-    pairs = np.asarray(pruned_comparators(n, needed), dtype=np.intp).reshape(-1, 2)
+def _comparator_arrays(
+    n: int, needed: tuple[int, ...] | None, as_set: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.asarray(pruned_comparators(n, needed, as_set), dtype=np.intp).reshape(-1, 2)
     return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
 
 
@@ -66,9 +68,10 @@ def network_reduce(
     k: int = 0,
     needed: tuple[int, ...] | None = None,
     rows: np.ndarray | None = None,
+    as_set: bool = False,
 ) -> np.ndarray | None:
     """:func:`~aggregator.strategies.order_kernels.order_reduce` over the rows ``rows`` (None: all) of a C-contiguous float32 ``X``, through the
-    comparators of :func:`pruned_comparators` for ``needed``; None where it does not apply (numba missing,
+    comparators of :func:`pruned_comparators` for ``needed`` (and ``as_set``); None where it does not apply (numba missing,
     or more rows than :data:`MAX_NETWORK_CLIENTS`: the caller then takes the NumPy path).
 
     Raises :class:`InvalidUpdates` naming the clients whose updates hold NaN or Inf. For TRIMMED_MEAN,
@@ -79,7 +82,7 @@ def network_reduce(
     compiled = kernels()
     if compiled is None or m > MAX_NETWORK_CLIENTS:
         return None
-    ca, cb = _comparator_arrays(m, needed)
+    ca, cb = _comparator_arrays(m, needed, as_set)
     scale = np.float32(1.0 / (m - 2 * k)) if mode == TRIMMED_MEAN else np.float32(1.0)
     out = np.empty(X.shape[1], dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the caller's to report

@@ -59,7 +59,8 @@ def order_reduce(
     """Sort every column of ``X[rows]`` by the comparators (``ca[c]``, ``cb[c]``) and reduce it into ``out``.
 
     ``mode`` MEDIAN: the middle value (the float32 mean of the two middle values for an even count);
-    TRIMMED_MEAN: the float32 sum of sorted positions k .. m - k - 1 in order, times ``scale``;
+    TRIMMED_MEAN: the float32 sum of positions k .. m - k - 1 in position order, times ``scale`` (a
+    network pruned ``as_set`` leaves the middle values there unsorted);
     CLOSEST_TO_MEDIAN: the mean of the ``k`` values closest to the median (Bulyan), from float64 window
     sums as :func:`aggregator.strategies.bulyan.closest_to_median_mean` computes them. Returns True if
     any value read is NaN or Inf (``out`` is then meaningless).

@@ -44,7 +44,7 @@ def numpy_trimmed(X: np.ndarray, k: int) -> np.ndarray:
             total += row
         return total * scale
 
-    return reduce_sorted_columns(X, mean_of_middle, tuple(range(k, n - k)))
+    return reduce_sorted_columns(X, mean_of_middle, tuple(range(k, n - k)), as_set=True)
 
 
 def test_the_compiled_kernels_are_what_runs() -> None:
@@ -112,3 +112,18 @@ def test_more_clients_than_the_network_takes_use_the_numpy_sort() -> None:
     X = awkward(300, 50, seed=5)
     assert compiled.network_reduce(X, compiled.MEDIAN, needed=(149, 150)) is None
     assert np.array_equal(median(X), np.median(X, axis=0))
+
+
+@pytest.mark.parametrize("n", [3, 4, 10, 17, 32, 50, 100, 101, 256])
+def test_a_network_pruned_as_a_set_leaves_the_middle_values_in_the_middle(n: int) -> None:
+    from aggregator.strategies.sorting_network import pruned_comparators, sorted_rows
+
+    for k in sorted({1, n // 10, n // 5, (n - 1) // 2} - {0}):
+        middle = tuple(range(k, n - k))
+        block = awkward(n, 300, seed=n + k)
+        expected = np.sort(block, axis=0)[k : n - k]
+        got = np.stack(sorted_rows(block.copy(), middle, as_set=True))[k : n - k]
+        # The same values in the middle positions (as a set per column), -0.0 and +0.0 alike.
+        assert np.array_equal(np.sort(got, axis=0), expected)
+        assert len(pruned_comparators(n, middle, as_set=True)) <= len(pruned_comparators(n, middle))
+    assert len(pruned_comparators(100, tuple(range(20, 80)), as_set=True)) == 931
