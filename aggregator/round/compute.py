@@ -41,7 +41,7 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
 from aggregator.round.dp import PrivacyAccountant, clip_rows_in_place, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
-from aggregator.round.rollback import line_search_decision
+from aggregator.round.rollback import StepDecision, line_search_decision
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
@@ -198,7 +198,8 @@ class RoundResult:
     clients: tuple[ClientOutcome, ...] = ()
     new_weights: Weights | None = None
     activate: bool = False
-    # The strategy's aggregate (with DP noise when on); the kept model is the base + ``step`` x it.
+    # The strategy's aggregate (with DP noise when on); the kept model is the base + ``step`` x it, or, when
+    # the close kept the server's own step (the record's decision says so), the base + the reference.
     aggregate: np.ndarray | None = None
     step: float = 0.0
     record: AggregationRecord | None = None
@@ -449,12 +450,9 @@ def _score_and_decide(
     # The model takes the multiple of the aggregate that lowers the validation loss most, and only if the
     # loss does not rise (rollback.line_search_decision): a loss that may rise a little each round is an
     # attacker's budget; a refused round leaves the next one its own search (never a permanent freeze).
-    at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
-    decision = line_search_decision(at_step(0.0), at_step, params.rollback_threshold)
-    # A refused round still records the model of the full step (stored as rolled back).
-    step = np.float32(decision.step if decision.activate else 1.0)
-    new_weights = unflatten(base + step * aggregate, inputs.spec)
-    loss_after, accuracy = metrics_at(float(step))
+    # The server's own reference step is the floor: it replaces an aggregate it beats by a resolved margin.
+    decision, change, loss_after, accuracy = _decide(inputs, base, aggregate, batch)
+    new_weights = unflatten(base + change, inputs.spec)
     timings["decide_ms"] = (time.perf_counter() - start) * 1e3
 
     outcomes = _client_outcomes(
@@ -489,6 +487,31 @@ def _score_and_decide(
             durations_ms=timings,
         ),
     )
+
+
+def _decide(
+    inputs: RoundInputs, base: np.ndarray, aggregate: np.ndarray, batch: ValidationBatch | None
+) -> tuple[StepDecision, np.ndarray, float, float | None]:
+    """The line search's decision, the model's change it keeps (the aggregate's full step when refused: a
+    refused round still records that model, stored as rolled back), and that model's validation loss and
+    accuracy. The server's reference step, when the round has one, is the search's descent floor
+    (:func:`aggregator.round.rollback.line_search_decision`)."""
+    at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
+    floor: tuple[np.ndarray, Callable[[float], tuple[float, float | None]]] | None = None
+    reference_losses = None
+    if inputs.reference is not None:
+        reference = np.asarray(inputs.reference, dtype=np.float32).reshape(-1)
+        at_reference, reference_metrics = _step_measures(inputs, base, reference, batch)
+        floor, reference_losses = (reference, reference_metrics), at_reference(1.0)
+    decision = line_search_decision(
+        at_step(0.0), at_step, inputs.params.rollback_threshold, reference=reference_losses
+    )
+    if decision.reference and floor is not None:
+        loss_after, accuracy = floor[1](decision.step)
+        return decision, np.float32(decision.step) * floor[0], loss_after, accuracy
+    step = np.float32(decision.step if decision.activate else 1.0)
+    loss_after, accuracy = metrics_at(float(step))
+    return decision, step * aggregate, loss_after, accuracy
 
 
 def _step_measures(

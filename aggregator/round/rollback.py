@@ -18,10 +18,12 @@ class StepDecision:
     step: float
     relative_change: float
     reason: str
+    # True: the kept model is base + step x the server's reference step (the descent floor), not the aggregate.
+    reference: bool = False
 
     @property
     def activate(self) -> bool:
-        """Whether the round's model (base + step x aggregate) replaces the active one."""
+        """Whether the round's model (base + step x aggregate, or x the reference) replaces the active one."""
         return self.step > 0.0
 
 
@@ -31,18 +33,30 @@ class StepDecision:
 # keep an overshooting aggregate from being refused outright.
 LINE_SEARCH_STEPS = (4.0, 2.0, 1.0, 0.5, 0.25)
 
+# The server's own step (its reference update, trained on its root data) replaces the federation's best step
+# when the validation set resolves it as better: its mean per-example loss lower by more than this many
+# standard errors of the paired per-example difference (issue 20's descent floor).
+FLOOR_STANDARD_ERRORS = 1.0
+
 
 def line_search_decision(
     before: float | np.ndarray,
     loss_at: Callable[[float], float | np.ndarray],
     threshold: float,
     steps: tuple[float, ...] = LINE_SEARCH_STEPS,
+    reference: float | np.ndarray | None = None,
+    z: float = FLOOR_STANDARD_ERRORS,
 ) -> StepDecision:
     """The step of ``steps`` whose model (``loss_at(step)``: per-example validation losses, or their mean,
     of base + step x aggregate) has the lowest mean validation loss, kept only when that loss is not above
     the active model's plus ``threshold`` of it (the governed ``rollback_threshold``; at its default 0 the
     loss may not rise at all; an update that leaves it unchanged, e.g. without validation data, is kept);
     step 0 (rollback) otherwise.
+
+    ``reference``: the per-example losses of base + the server's own reference step, the descent floor. It
+    replaces the federation's best step when its mean loss is lower by more than ``z`` standard errors of
+    the paired difference (:func:`floor_wins`); the same no-rise test then decides
+    (``StepDecision.reference``).
 
     Why the best step and not the largest tolerable one: a tolerance per round (a rise of a few percent, or
     of a few standard errors, that the validation set cannot resolve) is a budget an attacker who knows
@@ -51,6 +65,13 @@ def line_search_decision(
     With the best step kept only when it lowers the loss, the validation loss never rises, whatever the
     attackers send. Never a freeze for honest learning: every round's aggregate gets its own search, and a
     descent direction lowers the loss at a small enough step.
+
+    Why the floor: the line search refuses a rise but not a slower descent; attackers who know the reference
+    cancel the honest progress while the aggregate still descends a little (measured: synthetic
+    Dirichlet(0.5), the oracle search took accuracy from 62 to 51 %). The server's own step is trained on
+    data no organization controls, so the round's progress is at least the server's alone. Why a margin of
+    standard errors: a federation's step carries more data than the server's root set; while the validation
+    set cannot tell them apart the federation's step stays, so honest rounds are as before.
     """
     a = np.asarray(before, dtype=np.float64)
     loss_before = float(a.mean())
@@ -60,13 +81,30 @@ def line_search_decision(
         raise InvalidParameter(f"rollback threshold must be finite and >= 0, got {threshold}")
     if not steps or any(not (math.isfinite(s) and s > 0) for s in steps):
         raise InvalidParameter(f"line-search steps must be finite and positive, got {steps}")
-    best_step, best_loss = 0.0, math.inf
+    if z < 0 or not math.isfinite(z):
+        raise InvalidParameter(f"the floor's margin must be finite and >= 0 standard errors, got {z}")
+    best_step, best_losses, best_loss = 0.0, np.full(1, math.inf), math.inf
     # The full step first, then the others: another step is kept only when it is strictly better, so a
     # validation set that cannot tell the steps apart (or none) keeps the aggregate as the rule made it.
     for step in sorted(steps, key=lambda s: (s != 1.0, -s)):
-        loss = float(np.mean(np.asarray(loss_at(step), dtype=np.float64)))
+        losses = np.asarray(loss_at(step), dtype=np.float64)
+        loss = float(np.mean(losses))
         if math.isfinite(loss) and loss < best_loss:
-            best_step, best_loss = step, loss
+            best_step, best_losses, best_loss = step, losses, loss
+    ceiling = loss_before * (1.0 + threshold)
+    if reference is not None and floor_wins(best_losses, np.asarray(reference, dtype=np.float64), z):
+        best_loss = float(np.mean(reference))
+        change = (best_loss - loss_before) / loss_before
+        if best_loss <= ceiling:
+            return StepDecision(
+                1.0, change, f"holdout loss changed {change:+.2%} at the server's own step", True
+            )
+        return StepDecision(
+            0.0,
+            change,
+            f"holdout loss changed {change:+.2%} at best (the server's own step), above the "
+            f"{threshold:.2%} rollback threshold",
+        )
     if best_step == 0.0:
         return StepDecision(0.0, math.inf, "holdout loss is not finite at any step of the aggregate")
     change = (best_loss - loss_before) / loss_before
@@ -79,3 +117,23 @@ def line_search_decision(
         f"holdout loss changed {change:+.2%} at best ({label.strip()}), above the "
         f"{threshold:.2%} rollback threshold",
     )
+
+
+def floor_wins(federation: np.ndarray, server: np.ndarray, z: float) -> bool:
+    """Whether the server's own step (per-example validation losses ``server``) replaces the federation's
+    best step (``federation``): its mean loss is finite and lower by more than ``z`` standard errors of the
+    paired per-example difference, or the federation's loss is not finite at any step. Only means (one
+    value each): no standard error, the federation's step stays.
+
+    A federation's step that would be refused (its loss rises) is not replaced by a server's step the
+    validation set cannot tell from it either: the round is then rolled back, as without the floor."""
+    theirs = float(np.mean(server))
+    if not math.isfinite(theirs):
+        return False
+    if not math.isfinite(float(np.mean(federation))):
+        return True
+    if federation.ndim != 1 or federation.shape != server.shape or federation.size < 2:
+        return False
+    difference = federation - server
+    se = float(difference.std(ddof=1)) / math.sqrt(difference.size)
+    return float(difference.mean()) > z * se

@@ -148,6 +148,62 @@ def test_a_step_whose_loss_is_not_finite_is_skipped_and_bad_inputs_are_refused()
         line_search_decision(before, lambda s: before, 0.0, steps=(1.0, 0.0))
 
 
+def test_the_servers_own_step_is_the_floor_only_when_the_validation_set_resolves_it() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(400) * 0.2
+    noise -= noise.mean()
+    before = np.full(400, 2.0)
+
+    # The federation's aggregate descends slowly (cancelled by attackers): 1.95 at its best step, 4.
+    def slow(step: float) -> np.ndarray:
+        return 2.0 - 0.0125 * step + noise
+
+    # The server's step descends to 1.8 on the same examples: resolved, so the server's step is kept.
+    floor = line_search_decision(before, slow, 0.0, reference=1.8 + noise + rng.standard_normal(400) * 0.05)
+    assert floor.activate and floor.reference and floor.step == 1.0
+    assert "at the server's own step" in floor.reason and floor.relative_change == pytest.approx(
+        -0.1, abs=0.01
+    )
+    # The federation's step is the better one: it stays (honest rounds are as without the floor).
+    fast = line_search_decision(before, lambda s: 2.0 - 0.1 * s + noise, 0.0, reference=1.8 + noise)
+    assert fast.activate and not fast.reference and fast.step == 4.0
+    # Lower on average, but by less than a standard error of the paired difference: the federation's step.
+    tied = 1.95 + noise + rng.standard_normal(400)
+    tied -= tied.mean() - 1.949
+    close = line_search_decision(before, slow, 0.0, reference=tied)
+    assert not close.reference and close.step == 4.0
+    # With no margin, any lower mean wins; with only mean losses (no standard error), the federation's step.
+    assert line_search_decision(before, slow, 0.0, reference=tied, z=0.0).reference
+    assert not line_search_decision(2.0, lambda s: 2.0 - 0.0125 * s, 0.0, reference=1.8).reference
+
+
+def test_the_floor_refuses_a_rise_and_never_replaces_a_refused_aggregate_by_an_unresolved_step() -> None:
+    before = np.full(100, 1.0)
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(100)
+    noise -= noise.mean()
+    # The aggregate rises at every step; the server's step rises less but is not resolved better: rolled back.
+    rising = line_search_decision(
+        before, lambda s: 1.02 + s / 100 + noise, 0.0, reference=1.025 + noise * 1.5
+    )
+    assert not rising.activate and not rising.reference
+    # Resolved better but still a rise: refused; the reason says the server's step was the best.
+    worse = line_search_decision(
+        before, lambda s: np.full(100, 1.5 + s / 100), 0.0, reference=np.full(100, 1.2)
+    )
+    assert not worse.activate and "at best (the server's own step)" in worse.reason
+    assert not worse.reference  # a refused round records the aggregate's full step, as without the floor
+    # An aggregate not finite at any step: the server's step when it is finite and does not rise.
+    broken = line_search_decision(before, lambda s: np.full(100, np.nan), 0.0, reference=np.full(100, 0.9))
+    assert broken.activate and broken.reference
+    nothing = line_search_decision(
+        before, lambda s: np.full(100, np.nan), 0.0, reference=np.full(100, np.inf)
+    )
+    assert not nothing.activate and not nothing.reference and "not finite" in nothing.reason
+    with pytest.raises(Exception, match="standard errors"):
+        line_search_decision(before, lambda s: before, 0.0, reference=before, z=-1.0)
+
+
 def test_fltrust_is_the_papers_rule_and_the_guarded_rule_has_its_own_name() -> None:
     from aggregator import strategies
     from aggregator.strategies.base import StrategyInputs

@@ -111,6 +111,29 @@ def test_the_kept_model_is_the_validated_multiple_of_a_short_aggregate() -> None
     assert result.record.holdout_loss_after < result.record.holdout_loss_before
 
 
+def test_an_aggregate_slower_than_the_servers_own_step_loses_to_it() -> None:
+    from dataclasses import replace
+
+    from fedledger.payload import flatten
+
+    fed = Federation()
+    server = fed.honest(1)[0]
+    # The organizations' steps cancel to almost nothing (what attackers who know the reference aim at): even
+    # at step 4 the aggregate descends far less than the server's own step on its root data.
+    slow = 0.002 * fed.honest(4)
+    result = run(replace(fed.inputs(slow, strategy="fedavg"), reference=server))
+    assert result.activate and "at the server's own step" in result.record.decision
+    assert result.new_weights is not None and result.aggregate is not None
+    kept = flatten(result.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, server, rtol=1e-6, atol=1e-8)
+    assert result.record.holdout_loss_after < result.record.holdout_loss_before
+    # Honest steps that descend faster than the server's (a tenth of one honest step): the aggregate stays.
+    honest = run(replace(fed.inputs(fed.honest(4), strategy="fedavg"), reference=0.1 * server))
+    assert honest.activate and "of the aggregate" in honest.record.decision
+    kept = flatten(honest.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, honest.step * honest.aggregate, rtol=1e-5, atol=1e-7)
+
+
 def test_too_few_clients_extend_the_deadline_then_fail_the_round() -> None:
     fed = Federation()
     deltas = fed.honest(2)

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from eth_account import Account
 
+from aggregator.round import compute
 from aggregator.round.compute import CloseStatus, RoundResult
+from aggregator.round.rollback import line_search_decision
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import (
     COORDINATE_STRATEGIES,
@@ -253,7 +257,18 @@ def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
     """Same clipping, aggregate, scores and decisions as the single close; the noise is the seeded
     block_noise of the round's generator (the same for any split), not the single close's draw."""
     dp = {"dp_enabled": True, "dp_clip_norm": 0.05, "dp_noise_multiplier": 0.5, "dp_epsilon_budget": 100.0}
-    single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp)
+    # Rows clipped to 0.05 descend far less than the server's own step: both closes keep that step (the line
+    # search's descent floor), the same model whatever the noise.
+    floor_single, floor_sharded = both(
+        tmp_path / "floor", key, strategy, shards=3, block_bytes=300, params=dp
+    )
+    assert floor_single.record is not None and floor_sharded.record is not None
+    assert "at the server's own step" in floor_single.record.decision
+    assert floor_sharded.record.decision == floor_single.record.decision
+    assert_same(floor_single, floor_sharded)
+    # The noise itself, seen in the kept change only when the aggregate's step is kept: the floor held off.
+    with patch.object(compute, "line_search_decision", partial(line_search_decision, z=1e9)):
+        single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp)
     assert single.record is not None and sharded.record is not None and sharded.aggregate is not None
     assert single.aggregate is not None and single.new_weights is not None
     assert sharded.record.dp_noise_std == pytest.approx(single.record.dp_noise_std)
