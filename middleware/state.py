@@ -12,7 +12,8 @@ from fedledger.chain.deployments import Deployments
 from fedledger.chain.reader import ChainReader
 from fedledger.config import Settings
 from fedledger.domain import deployment
-from fedledger.domain.blobstore import BlobStore, open_blob_store
+from fedledger.domain.blob_backends import open_blob_store
+from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.tasks import CeleryTaskQueue, TaskQueue
 from middleware.errors import ApiError
 from middleware.metrics import Metrics

@@ -45,7 +45,8 @@ from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import keys as key_service
 from fedledger.domain import pipeline
-from fedledger.domain.blobstore import BlobStore, open_blob_store
+from fedledger.domain.blob_backends import open_blob_store
+from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.tasks import (
     ANCHOR_AUDIT_TASK,
     CLOSE_TASK,

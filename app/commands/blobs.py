@@ -38,7 +38,7 @@ def sweep(
 
     from db.session import read_session_factory, session_factory
     from fedledger.config import get_settings
-    from fedledger.domain.blobstore import open_blob_store
+    from fedledger.domain.blob_backends import open_blob_store
     from fedledger.domain.blobsweep import sweep_orphans
 
     settings = get_settings()

@@ -9,7 +9,8 @@
 The promises, whatever the backend: a blob appears under its key whole or not at all (a reader never sees
 a partial write), writing the same bytes twice stores them once, reading a key that holds nothing raises
 :class:`BlobNotFound`, and a failure of the store itself is an :class:`OSError` (so callers that already
-handle a disk's errors handle an object store's). :func:`open_blob_store` picks the backend from the settings.
+handle a disk's errors handle an object store's). :func:`fedledger.domain.blob_backends.open_blob_store` picks the backend
+from the settings.
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from fedledger.config import Settings
+from typing import Protocol
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_PREFIX = ".tmp-"
@@ -104,16 +102,6 @@ def check_range(start: int, size: int) -> None:
     """A byte range's offset and length must be non-negative integers."""
     if start < 0 or size < 0:
         raise ValueError(f"a byte range needs a non-negative offset and size, got {start} and {size}")
-
-
-def open_blob_store(settings: Settings) -> BlobStore:
-    """The store the settings name: ``FEDLEDGER_BLOB_BACKEND=filesystem`` (the default) or ``s3``."""
-    if settings.blob_backend == "s3":
-        # Imported only here: boto3 costs a few hundred milliseconds to import, and the default needs none.
-        from fedledger.domain.blobstore_s3 import S3BlobStore
-
-        return S3BlobStore.from_settings(settings)
-    return FilesystemBlobStore(settings.resolved_blob_dir)
 
 
 class FilesystemBlobStore:

@@ -15,12 +15,12 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from fedledger.config import Settings
+from fedledger.domain.blob_backends import open_blob_store
 from fedledger.domain.blobstore import (
     BlobNotFound,
     BlobStore,
     BlobStoreUnavailable,
     FilesystemBlobStore,
-    open_blob_store,
 )
 from fedledger.domain.blobstore_s3 import S3BlobStore
 from fedledger.domain.blobsweep import sweep_orphans

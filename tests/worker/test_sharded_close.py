@@ -26,7 +26,7 @@ from fedledger.chain.params import STRATEGY_NAMES
 from fedledger.config import Settings
 from fedledger.datasets import load_holdout
 from fedledger.devkeys import dev_private_key
-from fedledger.domain.blobstore import open_blob_store
+from fedledger.domain.blob_backends import open_blob_store
 from tests.worker.conftest import ORGS, Platform, WorkerProcess, address_of
 from tests.worker.test_governance_and_faults import mine
 
