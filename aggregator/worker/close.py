@@ -115,6 +115,20 @@ def acquire(sessions: sessionmaker[Session], round_id: int, owner: str, lease_se
         return _rowcount(taken) == 1
 
 
+def renew(sessions: sessionmaker[Session], round_id: int, owner: str, lease_seconds: int) -> bool:
+    """Extend ``owner``'s lease on the round it is closing (a sharded close, at each of its passes, so that
+    a close longer than one lease is not taken over while it goes on); False if it holds it no more."""
+    now = utcnow()
+    with sessions.begin() as session:
+        renewed = session.execute(
+            update(Round)
+            .where(Round.id == round_id, Round.status == RoundStatus.closing, Round.lease_owner == owner)
+            .values(lease_until=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(renewed) == 1
+
+
 def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round_id: int) -> Inputs:
     """Read the round, its updates, their participants, the model and the server keys (detached)."""
     with sessions() as session:

@@ -359,9 +359,12 @@ def begin(
     )
 
 
-def discard(blobs: BlobStore, state: Mapping[str, Any]) -> None:
-    """Delete the close's temporary blobs (idempotent: a blob already gone is skipped)."""
-    for digest in state.get("temporary", []):
+def discard(blobs: BlobStore, state: Mapping[str, Any], results: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Delete the close's temporary blobs, and those a pass's ``results`` name (its shards' statistics,
+    parts and pieces) when the close stops before taking them in (idempotent)."""
+    named = [r[key] for r in results for key in ("statistics", "digest") if key in r]
+    named += [piece[2] for r in results for piece in r.get("pieces", [])]
+    for digest in [*state.get("temporary", []), *named]:
         blobs.delete(digest)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import plan_shards
 from aggregator.worker.celery_app import app
-from aggregator.worker.close import Inputs, Signing, close_round, finish, load, round_rng
+from aggregator.worker.close import Inputs, Signing, close_round, finish, load, renew, round_rng
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
 from aggregator.worker.shards import (
@@ -30,6 +30,7 @@ from aggregator.worker.shards import (
     Pass,
     advance,
     begin,
+    discard,
     shard_combine,
     shard_derive,
     shard_statistics,
@@ -173,9 +174,15 @@ def shard_step(
     results: list[dict[str, Any]], state: dict[str, Any], round_id: int, owner: str, now: str
 ) -> str:
     """A pass of a sharded close is done: send the next one, or commit the round (as ``owner``, the worker
-    that took its lease) and request its post. A failure leaves the round to the lease's expiry (the beat's
-    tick closes it again) and its temporary blobs to the sweep."""
+    that took its lease) and request its post. Each step renews the lease first (a pass longer than
+    close_lease_seconds lets another worker take the round over: this one then stops). A failure leaves the
+    round to the lease's expiry (the beat's tick closes it again) and its temporary blobs to the sweep."""
     settings, sessions, blobs, _, signing, holdout = services()
+    if not renew(sessions, round_id, owner, settings.close_lease_seconds):
+        # Taken over (its lease ran out during a pass): the new holder closes it; this one stops here.
+        discard(blobs, state, results)
+        log.info("close round %s: lease lost during a sharded pass", round_id)
+        return "lease-lost"
     inputs = load(sessions, blobs, settings.resolved_key_dir, round_id)
     when = datetime.fromisoformat(now)
     step = advance(inputs, blobs, holdout, round_rng(round_id), when, state, results)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from aggregator.worker.close import renew
 from aggregator.worker.temporaries import (
     get_temporary,
     get_temporary_range,
@@ -90,3 +91,16 @@ def test_the_sweep_deletes_old_temporaries_of_rounds_no_longer_closing(
     assert not any(blobs.exists(d) for d in gone)
     assert all(blobs.exists(d) for d in (kept_running, kept_young, kept_other))
     assert sweep_temporaries(sessions, blobs, GRACE).deleted == []  # idempotent
+
+
+def test_a_sharded_close_renews_only_the_lease_it_holds(sessions: sessionmaker[Session]) -> None:
+    """Each pass's callback renews the lease: the holder can, another worker or a closed round cannot."""
+    closing = add_round(sessions, RoundStatus.closing, 5)
+    closed = add_round(sessions, RoundStatus.aggregated, None)
+    assert renew(sessions, closing, "host:1", 600)
+    with sessions() as session:
+        round_ = session.get(Round, closing)
+        assert round_ is not None and round_.lease_until is not None
+        assert round_.lease_until > utcnow() + timedelta(seconds=500)
+    assert not renew(sessions, closing, "host:2", 600)
+    assert not renew(sessions, closed, "host:1", 600)
