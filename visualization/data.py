@@ -29,6 +29,7 @@ from fedledger.api.schemas import (
     RewardOut,
     RoundOut,
     RoundStatsOut,
+    SecAggOut,
     TokenFiguresOut,
     TokenResponse,
 )
@@ -174,6 +175,17 @@ class Api:
             return self._api.me()
         except ApiError as exc:
             if exc.status == 404 and exc.code == "not_registered":
+                return None
+            raise
+
+    def secagg(self, round_id: int, token: str) -> SecAggOut | None:
+        """The signed-in organization's view of a round's secure aggregation (mode, phase, its own group);
+        None when the API has no such route or cannot reach the chain it needs for the view."""
+        self._api.use_token(token)
+        try:
+            return self._api.secagg(round_id)
+        except ApiError as exc:
+            if (exc.status == 404 and exc.code == NO_ROUTE) or exc.status == 503:
                 return None
             raise
 

@@ -78,18 +78,26 @@ def members_frame(
 
 
 def members_table(members: pd.DataFrame, symbol: str) -> pd.DataFrame:
-    """The members as people read them: short wallets, exact rewards, a dash for no evidence."""
+    """The members as people read them: short wallets, exact rewards, a dash for no evidence (and whether
+    each is in its group's sum, for a group's own table)."""
     unit = f" ({symbol})" if symbol else ""
-    return pd.DataFrame(
-        {
-            "Organization": members["organization"],
-            "Wallet": members["participant"].map(short),
-            "Kept": members["kept"].map(lambda v: "yes" if v else "no"),
-            "Flagged": members["flagged"].map(lambda v: "yes" if v else "no"),
-            f"Reward{unit}": members["reward_wei"].map(fmt_exact),
-            "Evidence or reason": members["why"].map(lambda v: v or MISSING),
-        }
-    )
+    columns = {
+        "Organization": members["organization"],
+        "Wallet": members["participant"].map(short),
+    }
+    if "in_sum" in members:
+        columns["In the sum"] = members["in_sum"].map(_yes_no)
+    columns |= {
+        "Kept": members["kept"].map(_yes_no),
+        "Flagged": members["flagged"].map(_yes_no),
+        f"Reward{unit}": members["reward_wei"].map(fmt_exact),
+        "Evidence or reason": members["why"].map(lambda v: v or MISSING),
+    }
+    return pd.DataFrame(columns)
+
+
+def _yes_no(value: Any) -> str:
+    return "yes" if value else "no"
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,22 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from db.models import Contribution, Participant, Round
+from db.base import utcnow
+from db.models import (
+    Contribution,
+    Participant,
+    Round,
+    SecAggGroup,
+    SecAggMember,
+    SecAggPhase,
+    SecAggRound,
+)
 from db.session import session_factory
 from fedledger.chain.params import WAD
 from fedledger.evidence import Evidence
-from tests.middleware.conftest import World
+from tests.middleware.conftest import ORGS, World, address_of
 from tests.visualization.conftest import ApiServer, close_round_as_the_worker_would
-from tests.visualization.test_pages import run_page, texts
+from tests.visualization.test_pages import http_login, run_page, texts
 from visualization.secure import RoundMode, group_outcome, members_frame
 
 pytestmark = pytest.mark.chain
@@ -76,3 +85,67 @@ def test_the_mode_reads_old_snapshots_as_clear_and_a_members_own_group_joins_the
     outcome = group_outcome(["0xA", "0xB", "0xC"], 2, scored.assign(), {"0xa": "org a"})
     assert (outcome.in_sum, outcome.left_out, outcome.reward_wei) == (0, 3, 0)
     assert list(outcome.members["organization"]) == ["org a", "0xB", "0xC"]
+
+
+def test_a_signed_in_member_sees_its_own_group_its_sum_and_its_reward_split(
+    world: World, dashboard_env: ApiServer
+) -> None:
+    settings = dashboard_env.settings
+    closed = close_round_as_the_worker_would(world, settings)
+    # ORGS[3] was drawn into the group with the three scored organizations and dropped out.
+    group = sorted([*closed.kept, *closed.excluded, address_of(ORGS[3])], key=str.lower)
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:  # the rows a closed secure round has (fedledger.domain.secagg)
+        round_ = session.get(Round, closed.round_id)
+        assert round_ is not None
+        round_.params = {**round_.params, "secure_group_size": 3}
+        session.add(
+            SecAggRound(
+                round_id=closed.round_id,
+                group_size=3,
+                clip=1.0,
+                dimension=650,
+                phase=SecAggPhase.closed,
+                phase_deadline=utcnow(),
+                seed_block=1,
+                seed_block_hash="0x" + "11" * 32,
+                seed="0x" + "22" * 32,
+                left_out=[],
+            )
+        )
+        for address in group:
+            participant = session.scalars(select(Participant).where(Participant.address == address)).one()
+            session.add(
+                SecAggMember(
+                    round_id=closed.round_id,
+                    participant_id=participant.id,
+                    address=address,
+                    signature="0x",
+                    group_index=0,
+                )
+            )
+        session.add(
+            SecAggGroup(
+                round_id=closed.round_id,
+                group_index=0,
+                members=group,
+                threshold=3,
+                group_id="0x" + "33" * 32,
+            )
+        )
+    signed_out = run_page("Training")
+    assert "Sign in with your organization's wallet to see your own group." in texts(signed_out)
+
+    at = run_page("Training", auth=http_login(dashboard_env, ORGS[0]))
+    assert "**Your group**: 4 members, threshold 3" in texts(at)
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["In the group's sum"] == "3"
+    assert figures["Not in the sum"] == "1"
+    assert figures["Group reward (DALLA)"] == f"{sum(closed.reward_wei.values()) / WAD:,.2f}"
+    own = at.dataframe[2].value
+    assert list(own["In the sum"]) == ["no" if a == address_of(ORGS[3]) else "yes" for a in group]
+    dropped = own[own["In the sum"] == "no"].iloc[0]
+    assert (dropped["Reward (DALLA)"], dropped["Evidence or reason"]) == ("0", "no update in the group's sum")
+
+    outsider = run_page("Training", auth=http_login(dashboard_env, ORGS[4]))
+    assert "Your organization was in no group of this round." in texts(outsider)

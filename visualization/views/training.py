@@ -112,6 +112,37 @@ def _mode(ctx: Context, rounds: pd.DataFrame) -> None:
         st.dataframe(
             secure.members_table(members, symbol), hide_index=True, width="stretch", key="mode-members"
         )
+    _own_group(ctx, round_.id, members, names)
+
+
+def _own_group(ctx: Context, round_id: int, members: pd.DataFrame, names: dict[str, str]) -> None:
+    """The signed-in organization's group: who was in it, who is in its sum, and how its reward was split
+    (the API serves a group's members to its members only)."""
+    auth = ctx.auth
+    if auth is None:
+        st.caption("Sign in with your organization's wallet to see your own group.")
+        return
+    view = ctx.api.secagg(round_id, str(auth["token"]))
+    if view is None or view.group is None:
+        st.caption("Your organization was in no group of this round.")
+        return
+    outcome = secure.group_outcome(view.group.members, view.group.threshold, members, names)
+    st.markdown(
+        f"**Your group**: {len(outcome.members)} members, threshold {outcome.threshold} "
+        f"(its sum is unmasked with at least {outcome.threshold} of them)"
+    )
+    symbol = ctx.symbol
+    cols = st.columns(3)
+    cols[0].metric("In the group's sum", outcome.in_sum)
+    cols[1].metric("Not in the sum", outcome.left_out, help="Dropped out, or the group could not be unmasked")
+    cols[2].metric(
+        f"Group reward ({symbol})" if symbol else "Group reward",
+        fmt_amount(outcome.reward_wei),
+        help="Split among the members in the sum by their capped sample claims",
+    )
+    st.dataframe(
+        secure.members_table(outcome.members, symbol), hide_index=True, width="stretch", key="mode-group"
+    )
 
 
 def _round_table(rounds: pd.DataFrame) -> None:
