@@ -767,9 +767,11 @@ def _trial(
     rng_key: tuple[int, ...],
     rows: np.ndarray,
     secure_groups: int | None = None,
+    deviating: bool = True,
 ) -> RoundResult:
     """The real round computation on the round's updates with the attackers' rows replaced by ``rows``
-    (in groups of ``secure_groups`` under secure aggregation).
+    (in groups of ``secure_groups`` under secure aggregation; ``deviating``: the attackers break the secure
+    protocol, skipping the clip and their DP noise, rather than only sending what they trained).
 
     Every trial uses the same generator seed, so trials differ only in what the attackers send.
     """
@@ -777,12 +779,17 @@ def _trial(
     if attackers:
         X[attackers] = rows
     if secure_groups:
-        return _secure_trial(replace(template, deltas=X), secure_groups, rng_key, attackers)
+        return _secure_trial(
+            replace(template, deltas=X), secure_groups, rng_key, attackers if deviating else []
+        )
     return compute_round(replace(template, deltas=X), stream(*rng_key), template.deadline)
 
 
 # The secure mode's governed quantization range: every coordinate of an update is clipped to it.
 SECURE_CLIP = 1.0
+# Attacks whose wallets send honestly trained updates (attack-free, count poisoning): they run the secure
+# protocol as written, clip and DP noise included; every other attack may break it.
+FOLLOW_PROTOCOL = ("none", "countpoison")
 
 
 def _secure_trial(
@@ -1102,6 +1109,7 @@ def run(
             attacker_rows,
             (fed.seed, STREAM_ROUND, r),
             secure_groups=secure_groups,
+            deviating=attack not in FOLLOW_PROTOCOL,
         )
         rows = deltas[present][attacker_rows]
         if attacker_rows:

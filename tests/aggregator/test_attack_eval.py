@@ -268,3 +268,21 @@ def test_dp_is_a_strategy_suffix_and_the_secure_mode_is_charged_at_its_worst_gro
     for bad in ("fltrust_guarded:dp=-1", "fltrust_guarded:clip=1", "fltrust_guarded:dp=1:z=2"):
         with pytest.raises(ValueError, match="dp="):
             ae.run(federation, bad, "none", 1)
+
+
+def test_attack_free_wallets_add_their_dp_noise_and_attackers_may_skip_it(
+    federation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    noised: list[int] = []
+    apply = ae.MemberNoise.apply
+
+    def counted(self: Any, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        noised.append(1)
+        return apply(self, update, rng)
+
+    monkeypatch.setattr(ae.MemberNoise, "apply", counted)
+    ae.run(federation, "fedavg@secure3:dp=1", "none", 1)
+    assert len(noised) == federation.n  # every member, the designated attackers included
+    noised.clear()
+    ae.run(federation, "fedavg@secure3:dp=1", "ipm_100", 1)
+    assert len(noised) == federation.n - len(federation.attackers)
