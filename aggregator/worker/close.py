@@ -56,6 +56,7 @@ from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.pipeline import close_due
 from fedledger.evidence import codes_of, details_of
 from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights, flatten
+from fedledger.secagg.messages import Domain
 
 
 @dataclass
@@ -271,8 +272,10 @@ def commit(
     owner: str,
     result: RoundResult,
     signing: Signing,
+    also: Callable[[Session], None] | None = None,
 ) -> bool:
-    """Write the result in one transaction, if this worker still holds the round. False if it lost it."""
+    """Write the result in one transaction, if this worker still holds the round. False if it lost it.
+    ``also`` writes more in the same transaction (a secure round's group outcomes) unless it was extended."""
     now = utcnow()
     with sessions.begin() as session:
         held = session.execute(
@@ -304,6 +307,8 @@ def commit(
             u = session.get(Update, update_id)
             assert u is not None
             u.status, u.rejection_reason = UpdateStatus.rejected, reason
+        if also is not None:
+            also(session)
         if result.status == CloseStatus.failed:
             round_.status, round_.failure_reason, round_.closed_at = RoundStatus.failed, result.reason, now
             audit.append(session, "worker", "round.fail", str(round_id), {"reason": result.reason})
@@ -431,6 +436,20 @@ def close_round(
     inputs = load(sessions, blobs, key_dir, round_id)
     rng = round_rng(round_id)
     when = now or utcnow()
+    # Imported here: the secure close builds on this module's Inputs.
+    from aggregator.worker import secure_close
+
+    secure = secure_close.load_secure(sessions, round_id)
+    if secure is not None:
+        domain = Domain(signing.chain_id, signing.verifying_contract)
+        secure_result, outcomes = secure_close.compute_secure(
+            inputs, secure, blobs, holdout, rng, when, domain
+        )
+
+        def also(session: Session) -> None:
+            secure_close.write_outcomes(session, round_id, outcomes)
+
+        return finish(sessions, blobs, round_id, owner, secure_result, signing, also)
     result = sharded(inputs, rng, when) if sharded is not None else None
     if isinstance(result, str):
         return result
@@ -446,8 +465,10 @@ def finish(
     owner: str,
     result: RoundResult,
     signing: Signing,
+    also: Callable[[Session], None] | None = None,
 ) -> str:
-    """Commit the close's result if ``owner`` still holds the round; the round's new status, or lease-lost."""
-    if not commit(sessions, blobs, round_id, owner, result, signing):
+    """Commit the close's result if ``owner`` still holds the round; the round's new status, or lease-lost.
+    ``also``: more to write in the same transaction (a secure round's group outcomes)."""
+    if not commit(sessions, blobs, round_id, owner, result, signing, also):
         return "lease-lost"
     return STATUS_OF[result.status].value

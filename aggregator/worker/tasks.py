@@ -45,7 +45,7 @@ from fedledger.chain.tx import TransactionReverted
 from fedledger.config import Settings, get_settings
 from fedledger.datasets import load_holdout
 from fedledger.domain import keys as key_service
-from fedledger.domain import pipeline
+from fedledger.domain import pipeline, secagg
 from fedledger.domain.blob_backends import open_blob_store
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.tasks import (
@@ -61,6 +61,7 @@ from fedledger.domain.tasks import (
     TICK_TASK,
     UPDATE_RECEIVED_TASK,
 )
+from fedledger.secagg.messages import Domain as SigningDomain
 
 log = get_task_logger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -274,8 +275,20 @@ def post(self: Task, round_id: int) -> str:
 def tick() -> dict[str, list[int]]:
     """Find work from the database: closes due (deadline, every active organization submitted, expired lease) and unposted rounds,
     each sent only if no request for it is outstanding (see fedledger.domain.pipeline)."""
-    settings, sessions, *_ = services()
+    settings, sessions, _, gateway, signing, _ = services()
     now = utcnow()
+    try:
+        # Secure rounds' phases that ended (deadline, or everyone sent) move on; one whose protocol is over is
+        # then due for its close below.
+        env = secagg.Env(
+            SigningDomain(signing.chain_id, signing.verifying_contract),
+            secagg.Web3Blocks(gateway.w3),
+            secagg.Timing(settings.secagg_join_seconds, settings.secagg_step_seconds),
+        )
+        with sessions.begin() as session:
+            secagg.advance_all(session, env, now)
+    except Exception as exc:  # noqa: BLE001 - the node may be down; closes and posts go on regardless
+        log.warning("advancing secure rounds failed (%s: %s); next tick retries", type(exc).__name__, exc)
     with sessions.begin() as session:
         closes = pipeline.claim_closes(session, now, settings.close_lease_seconds)
         posts = pipeline.claim_posts(session, now, settings.close_lease_seconds)

@@ -1,0 +1,215 @@
+"""Closing a round in the secure-aggregation mode (issue 24): unmask each group, then the round over groups.
+
+The close of :mod:`aggregator.worker.close` with another ``compute``: the worker rebuilds each group's
+:class:`~fedledger.secagg.protocol.GroupTranscript` from the stored messages (every signature, commitment and
+vector hash checked again, as on arrival), unmasks it (the survivors' sum, never one update), and runs
+:func:`aggregator.round.secure.compute_secure_round` over the group means. A group that cannot be unmasked
+(too many dropouts, a forged share) is left out of the round, which is no evidence against its members.
+The commit, the contributions and the on-chain post are the clear mode's; each group's outcome (survivors,
+dropped members, its mean as a float32 blob, or why it failed) is written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from aggregator.errors import InvalidRoundParams
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, RoundResult
+from aggregator.round.params import RoundParams
+from aggregator.round.secure import SecureGroup, compute_secure_round
+from aggregator.round.server_update import reference_update, server_data
+from aggregator.worker.close import Inputs, public_change
+from db.models import Participant, SecAggGroup, SecAggMessage, SecAggRound, SecAggStep, Update, UpdateStatus
+from fedledger.domain import secagg
+from fedledger.domain.blobstore import BlobStore
+from fedledger.secagg import wire
+from fedledger.secagg.errors import SecAggError
+from fedledger.secagg.messages import Domain
+
+
+@dataclass
+class SecureInputs:
+    """A secure round's protocol state as stored (detached rows)."""
+
+    state: SecAggRound
+    groups: list[SecAggGroup]
+    messages: dict[int, list[SecAggMessage]]
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """What the close learned of one group: its survivors and its mean (by blob hash), or why it failed."""
+
+    group_index: int
+    members: tuple[str, ...]
+    survivors: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    mean_hash: str | None = None
+    failure_reason: str | None = None
+
+
+def load_secure(sessions: sessionmaker[Session], round_id: int) -> SecureInputs | None:
+    """The round's secure-aggregation state, groups and messages (None for a clear round)."""
+    with sessions() as session:
+        state = secagg.state_of(session, round_id)
+        if state is None:
+            return None
+        groups = secagg.groups_of(session, round_id)
+        messages: dict[int, list[SecAggMessage]] = {g.group_index: [] for g in groups}
+        for m in secagg.messages_of(session, round_id):
+            messages.setdefault(m.group_index, []).append(m)
+        session.expunge_all()
+    return SecureInputs(state, groups, messages)
+
+
+def unmask_all(
+    secure: SecureInputs, blobs: BlobStore, domain: Domain, members: dict[str, ClientMeta]
+) -> tuple[list[SecureGroup], list[GroupOutcome]]:
+    """Each group rebuilt from its messages and unmasked; a group's mean is stored as a blob (what the server
+    learns of it), a failure is recorded with its reason."""
+    state = secure.state
+    unmasked: list[SecureGroup] = []
+    outcomes: list[GroupOutcome] = []
+    for group in secure.groups:
+        stored = secure.messages.get(group.group_index, [])
+        members_ = tuple(group.members)
+        try:
+            vectors = {
+                m.blob_hash: wire.vector_from(blobs.get(m.blob_hash), state.dimension)
+                for m in stored
+                if m.step is SecAggStep.masked and m.blob_hash is not None
+            }
+            context = secagg.context_of(state, group, domain)
+            result = secagg.transcript(context, stored, vectors).unmask()
+        except (SecAggError, KeyError) as exc:
+            outcomes.append(
+                GroupOutcome(group.group_index, members_, failure_reason=f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        missing = [a for a in result.survivors if a.lower() not in members]
+        if missing:
+            reason = f"no update row for surviving members {missing}"
+            outcomes.append(GroupOutcome(group.group_index, members_, failure_reason=reason))
+            continue
+        mean = result.mean
+        mean_hash = blobs.put(np.ascontiguousarray(mean, dtype="<f4").tobytes())
+        unmasked.append(
+            SecureGroup(tuple(members[a.lower()] for a in result.survivors), mean, context.threshold)
+        )
+        outcomes.append(
+            GroupOutcome(group.group_index, members_, result.survivors, result.dropped, mean_hash)
+        )
+    return unmasked, outcomes
+
+
+def compute_secure(
+    inputs: Inputs,
+    secure: SecureInputs,
+    blobs: BlobStore,
+    holdout: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    now: datetime,
+    domain: Domain,
+) -> tuple[RoundResult, list[GroupOutcome]]:
+    """Unmask the groups and compute the round over their means (see the module)."""
+    if secure.state.failure_reason is not None:
+        return RoundResult(CloseStatus.failed, secure.state.failure_reason), []
+    try:
+        params = RoundParams.from_snapshot(inputs.round.params)
+    except InvalidRoundParams as exc:
+        return RoundResult(CloseStatus.failed, str(exc)), []
+    members = {
+        inputs.participants[u.participant_id].address.lower(): ClientMeta(
+            u.id,
+            u.participant_id,
+            inputs.participants[u.participant_id].address,
+            u.num_samples,
+            u.submitted_at,
+            inputs.participants[u.participant_id].reputation,
+        )
+        for u in inputs.updates
+    }
+    start = time.perf_counter()
+    groups, outcomes = unmask_all(secure, blobs, domain, members)
+    unmask_ms = (time.perf_counter() - start) * 1e3
+    counted = sum(len(g.members) for g in groups)
+    needed = max(params.min_participants, inputs.round.quorum)
+    if counted < needed:
+        failed = [o for o in outcomes if o.failure_reason]
+        why = "; ".join(f"group {o.group_index}: {o.failure_reason}" for o in failed)
+        reason = (
+            f"{counted} updates were unmasked in {len(groups)} groups, fewer than the {needed} the round needs"
+            + (f" ({why})" if why else "")
+        )
+        return RoundResult(CloseStatus.failed, reason), outcomes
+    start = time.perf_counter()
+    root, validation = server_data(holdout)
+    reference = reference_update(inputs.weights, list(inputs.spec), root, inputs.round.id)
+    reference_ms = (time.perf_counter() - start) * 1e3
+    size = sum(int(np.prod(dims)) for dims in inputs.spec.values())
+    # The count check above is over members; the protocol cannot run twice, so a short round fails rather
+    # than waiting for an extension.
+    params = replace(params, min_participants=1, max_round_extensions=inputs.round.extensions)
+    result = compute_secure_round(
+        RoundInputs(
+            round_id=inputs.round.id,
+            params=params,
+            opened_at=inputs.round.opened_at,
+            deadline=inputs.round.deadline,
+            extensions=inputs.round.extensions,
+            clients=(),
+            deltas=np.zeros((0, size), dtype=np.float32),
+            rejected=(),
+            weights=inputs.weights,
+            spec=inputs.spec,
+            holdout=validation,
+            dp_rounds_spent=inputs.dp_rounds_spent,
+            reference=reference,
+            public_change=public_change(inputs),
+        ),
+        groups,
+        rng,
+        now,
+    )
+    if result.record is not None:
+        result.record.durations_ms["unmask_ms"] = unmask_ms
+        result.record.durations_ms["reference_ms"] = reference_ms
+    return result, outcomes
+
+
+def write_outcomes(session: Session, round_id: int, outcomes: list[GroupOutcome]) -> None:
+    """In the close's transaction: each group's outcome; a failed group's masked inputs are excluded with
+    the reason (their members are scored on nothing: no contribution, no evidence)."""
+    for o in outcomes:
+        session.execute(
+            update(SecAggGroup)
+            .where(SecAggGroup.round_id == round_id, SecAggGroup.group_index == o.group_index)
+            .values(
+                survivors=list(o.survivors) if o.failure_reason is None else None,
+                dropped=list(o.dropped) if o.failure_reason is None else None,
+                mean_hash=o.mean_hash,
+                failure_reason=o.failure_reason,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if o.failure_reason is None:
+            continue
+        for u in session.scalars(
+            select(Update)
+            .join(Participant, Participant.id == Update.participant_id)
+            .where(
+                Update.round_id == round_id,
+                Update.status == UpdateStatus.received,
+                Participant.address.in_(list(o.members)),
+            )
+        ):
+            u.status = UpdateStatus.excluded
+            u.rejection_reason = (
+                f"your secure-aggregation group of {len(o.members)} could not be unmasked: {o.failure_reason}"
+            )
