@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,14 @@ from client.models import ModelVerifier, VerifiedModel
 from client.rewards import RewardClaims
 from client.rounds import open_round, wait_for_round
 from client.sealing import PreparedUpdate, UpdateSealer
+from client.secure import SecureRound, SecureRoundError, run_secure
 from client.spool import Spool, round_scope
 from client.training import EpochCallback, LocalDP, TrainFn
 from fedledger.api.client import FedLedgerApi, ProgressCallback
 from fedledger.api.schemas import ReceiptOut, RoundOut
+from fedledger.crypto.chunked import coordinate_order
+from fedledger.payload import flatten
+from fedledger.secagg import wire
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -180,6 +185,21 @@ class Participation:
         )
         # Before anything is sent, spooled or not: data the model cannot use must not reach the round.
         self.check_data(model, data, train_fn)
+        if int(round_.params.get("secure_group_size") or 0) > 0:
+            # Secure aggregation: the update is masked within a group, never sealed to the server.
+            return self._participate_secure(
+                round_,
+                model,
+                data,
+                train_fn,
+                seed=seed,
+                num_samples=num_samples,
+                eval_data=eval_data,
+                wait=wait,
+                timeout=timeout,
+                timings=timings,
+                started=started,
+            )
         chain = self.sealer.chain
         with chain_errors("reading the deployment's block hashes"):
             identity = chain.deployments.identity(chain.w3)
@@ -234,6 +254,71 @@ class Participation:
             timings["wait"] = time.perf_counter() - started - timings["total"]
             contribution = self.contribution(round_id)
         return Submission(round_id, receipt, prepared, training, timings, final, contribution)
+
+    def _participate_secure(
+        self,
+        round_: RoundOut,
+        model: VerifiedModel,
+        data: Any,
+        train_fn: TrainFn,
+        *,
+        seed: int | None,
+        num_samples: int | None,
+        eval_data: Any,
+        wait: bool,
+        timeout: float,
+        timings: dict[str, float],
+        started: float,
+    ) -> Submission:
+        """One contribution to a secure-aggregation round: train, then the protocol's steps (client.secure),
+        polling between them; the group member's secrets stay in memory and go when this returns."""
+        training = self.train(model, data, train_fn, seed=seed, num_samples=num_samples, eval_data=eval_data)
+        timings["train"] = training.seconds
+        mark = time.perf_counter()
+        wallet = self.sealer.wallet
+        secure = SecureRound(
+            self.api,
+            round_.id,
+            wallet.address,
+            wallet.private_key,
+            flatten(training.delta, coordinate_order(model.spec)),
+            training.num_samples,
+        )
+        run_secure(secure, timeout=timeout, poll_interval=self.poll_interval, sleep=self._sleep)
+        timings["secure_aggregation"] = time.perf_counter() - mark
+        if secure.receipt is None or secure.masked is None or secure.masked.vector is None:
+            raise RoundClosedError(
+                409,
+                "secure_round_missed",
+                f"round {round_.id}'s secure aggregation ended before this organization's masked update was "
+                f"taken (phase {secure.last.phase if secure.last else '?'})",
+            )
+        vector = bytes(wire.vector_bytes(secure.masked.vector))
+        payload_hash = "0x" + secure.masked.payload_hash.hex()
+        receipt = ReceiptOut(
+            receipt_id=secure.receipt.receipt_id or "",
+            round_id=round_.id,
+            participant=wallet.address,
+            payload_hash=payload_hash,
+            num_samples=training.num_samples,
+            received_at=datetime.now(UTC),
+            replayed=secure.receipt.replayed,
+        )
+        prepared = PreparedUpdate(
+            round_.id,
+            round_.model_version,
+            training.num_samples,
+            vector,
+            secure.masked.signature,
+            payload_hash,
+            "secagg",
+            4 * secure.update.size,
+        )
+        self.submitted_rounds.add(round_.id)
+        timings["total"] = time.perf_counter() - started
+        final = self.wait_for_round(round_.id, timeout=timeout) if wait else None
+        contribution = self.contribution(round_.id) if final is not None else None
+        return Submission(round_.id, receipt, prepared, training, timings, final, contribution)
 
     def contribution(self, round_id: int) -> dict[str, Any] | None:
         """This organization's scored contribution to ``round_id`` (None before the round is aggregated)."""
@@ -301,7 +386,7 @@ class Participation:
                             train_progress=train_progress,
                             upload_progress=upload_progress,
                         )
-                    except (RoundClosedError, NoOpenRoundError) as exc:
+                    except (RoundClosedError, NoOpenRoundError, SecureRoundError) as exc:
                         emit("round_missed", {"round_id": round_id, "reason": str(exc)})
                     except ConflictError as exc:
                         emit("already_submitted", {"round_id": round_id, "reason": str(exc)})
