@@ -1,0 +1,335 @@
+"""A secure-aggregation round end to end on the live stack (issue 24): API, Celery worker, Hardhat,
+PostgreSQL, Redis. Twelve organizations take part through the SDK's :class:`client.secure.SecureRound`;
+one drops out after its keys, one after its shares, two send poisoned updates. The close unmasks each
+group, the round is computed over group means and its rewards are posted; nothing the server stores lets
+it recover one organization's update."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import sqlalchemy as sa
+
+from aggregator.worker import tasks
+from client.secure import SecureRound, SecureRoundError
+from client.wallet import Wallet
+from db.models import (
+    Aggregation,
+    AuditEntry,
+    Contribution,
+    Participant,
+    SecAggGroup,
+    SecAggMessage,
+    SecAggStep,
+    Update,
+    UpdateStatus,
+)
+from fedledger.api.client import NO_RETRY, FedLedgerApi
+from fedledger.config import Settings
+from fedledger.datasets import digits_split
+from fedledger.devkeys import dev_private_key
+from fedledger.domain.blob_backends import open_blob_store
+from fedledger.models import train_softmax
+from fedledger.payload import flatten
+from fedledger.secagg import wire
+from fedledger.secagg.quantize import Quantizer
+from tests.worker.conftest import ORGS, Platform, address_of, ensure_enrolled, login
+from tests.worker.secure_kit import govern, mine
+
+pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
+
+EXTRA = (13, 14)
+TWELVE = (*ORGS, *EXTRA)
+STEP_SECONDS = 15
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Short phases: the two dropouts hold their phases until the deadline.
+    return settings.model_copy(update={"secagg_step_seconds": STEP_SECONDS, "secagg_join_seconds": 60})
+
+
+@pytest.fixture
+def twelve(platform: Platform) -> Iterator[Platform]:
+    for index in EXTRA:
+        ensure_enrolled(platform.w3, platform.deployments, index)
+        response = platform.client.post(
+            "/v1/participants", json={"org_name": f"org {index}"}, headers=login(platform.client, index)
+        )
+        assert response.status_code == 200, response.text
+        # Data of their own (halves of the digits test split): no two organizations train on the same examples.
+        _, _, X_test, y_test = digits_split()
+        half = np.array_split(np.arange(len(y_test)), len(EXTRA))[EXTRA.index(index)]
+        platform.partitions[index] = (X_test[half], y_test[half])
+    yield platform
+
+
+def trained_update(platform: Platform, index: int, spec: dict[str, Any]) -> tuple[np.ndarray, int]:
+    weights = platform.global_weights()
+    X, y = platform.partitions[index]
+    local = train_softmax(weights, X, y, epochs=2, lr=0.5, batch=32, rng=np.random.default_rng(index))
+    return flatten({k: local[k] - weights[k] for k in weights}, spec), len(y)
+
+
+def test_a_secure_round_with_dropouts_and_poison_is_aggregated_paid_and_private(
+    twelve: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    platform = twelve
+    govern(platform, "secure_group_size", 3)
+    round_ = platform.open_round(duration=600, quorum=6, cohort=TWELVE)
+    rid = round_["id"]
+    assert round_["params"]["secure_group_size"] == 3
+    spec = dict(sorted({k: v.shape for k, v in platform.global_weights().items()}.items()))
+    apis = {
+        i: FedLedgerApi(
+            http=platform.client, wallet=Wallet(dev_private_key(i)), retry=NO_RETRY, siwe_domain="testserver"
+        )
+        for i in TWELVE
+    }
+    updates: dict[int, np.ndarray] = {}
+    claims: dict[int, int] = {}
+    for i in TWELVE:
+        updates[i], claims[i] = trained_update(platform, i, spec)
+    members = {
+        i: SecureRound(apis[i], rid, address_of(i), dev_private_key(i), updates[i], claims[i]) for i in TWELVE
+    }
+
+    # Join; the groups are drawn once the next block is mined.
+    for i in TWELVE:
+        assert members[i].step() is False
+    mine(platform)
+    views = {i: apis[i].secagg(rid) for i in TWELVE}
+    assert {v.phase for v in views.values()} == {"keys"}
+    groups: dict[int, list[int]] = {}
+    for i, v in views.items():
+        assert v.group is not None
+        groups.setdefault(v.group.index, []).append(i)
+    assert sorted(len(g) for g in groups.values()) == [3, 3, 3, 3]
+    # Roles chosen once the groups are known: one dropout in each of groups 0 and 1, both poisoners in group 3.
+    after_keys, after_shares = groups[0][0], groups[1][0]
+    poisoners = groups[3][:2]
+    for p in poisoners:
+        members[p].update = (-10 * updates[p]).astype(np.float32)
+        updates[p] = members[p].update
+    stops = {after_keys: {"join", "keys"}, after_shares: {"join", "keys", "shares"}}
+
+    assert drive(members, stops) == {}
+    assert members[after_keys].receipt is None and members[after_shares].receipt is None
+
+    final = platform.wait_for(rid, {"POSTED", "FAILED"}, timeout=180)
+    assert final["status"] == "POSTED", final
+
+    engine = sa.create_engine(platform.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            _check_aggregate(platform, conn, rid, groups, updates, claims, {after_keys, after_shares})
+            _check_nothing_stored_reveals_an_update(platform, conn, rid, updates, {after_keys, after_shares})
+    finally:
+        engine.dispose()
+
+
+def drive(members: dict[int, SecureRound], stops: dict[int, set[str]]) -> dict[int, Exception]:
+    """Step every member until each is done, dropped out (``stops``: the phases it still takes part in)
+    or refused by its own checks (returned with the error)."""
+    active, refused = set(members), {}
+    deadline = time.monotonic() + 240
+    while any(not members[i].done for i in active):
+        assert time.monotonic() < deadline, {
+            i: members[i].last.phase if members[i].last else None for i in active
+        }
+        for i in sorted(active):
+            member = members[i]
+            if i in stops and member.api.secagg(member.round_id).phase not in stops[i]:
+                active.discard(i)  # dropped out: it never sends again
+                continue
+            try:
+                member.step()
+            except SecureRoundError as exc:
+                refused[i] = exc
+                active.discard(i)
+        time.sleep(0.5)
+    return refused
+
+
+def groups_of(members: dict[int, SecureRound]) -> dict[int, list[int]]:
+    """Members by group index, once the groups are drawn (after the seed block is mined)."""
+    groups: dict[int, list[int]] = {}
+    for i, m in members.items():
+        view = m.api.secagg(m.round_id)
+        assert view.phase == "keys" and view.group is not None
+        groups.setdefault(view.group.index, []).append(i)
+    return groups
+
+
+def test_a_group_with_too_many_dropouts_is_left_out_and_the_rest_is_aggregated(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    govern(platform, "secure_group_size", 3)
+    six = ORGS[:6]
+    round_ = platform.open_round(duration=600, quorum=3, cohort=six)
+    rid = round_["id"]
+    spec = dict(sorted({k: v.shape for k, v in platform.global_weights().items()}.items()))
+    members = {}
+    for i in six:
+        api = FedLedgerApi(
+            http=platform.client, wallet=Wallet(dev_private_key(i)), retry=NO_RETRY, siwe_domain="testserver"
+        )
+        update, claim = trained_update(platform, i, spec)
+        members[i] = SecureRound(api, rid, address_of(i), dev_private_key(i), update, claim)
+    for m in members.values():
+        m.step()
+    mine(platform)
+    groups = groups_of(members)
+    assert sorted(len(g) for g in groups.values()) == [3, 3]
+    # Two of group 0's three members vanish after dealing their shares: one survivor is below the threshold.
+    lone, *gone = groups[0]
+    refused = drive(members, {g: {"join", "keys", "shares"} for g in gone})
+    # The lone survivor's own check refuses to reveal anything: unmasking would expose its update.
+    assert list(refused) == [lone] and "TooManyDropouts" in str(refused[lone])
+
+    final = platform.wait_for(rid, {"POSTED", "FAILED"}, timeout=180)
+    assert final["status"] == "POSTED", final
+    engine = sa.create_engine(platform.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = {
+                g.group_index: g
+                for g in conn.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid))
+            }
+            assert "TooManyDropouts" in stored[0].failure_reason and stored[0].mean_hash is None
+            assert stored[1].failure_reason is None and len(stored[1].survivors) == 3
+            rows = {
+                r.address: r
+                for r in conn.execute(
+                    sa.select(Update.status, Update.rejection_reason, Participant.address)
+                    .join(Participant, Participant.id == Update.participant_id)
+                    .where(Update.round_id == rid)
+                )
+            }
+            assert rows[address_of(lone)].status == UpdateStatus.excluded
+            assert "could not be unmasked" in rows[address_of(lone)].rejection_reason
+            scored = (
+                conn.execute(
+                    sa.select(Participant.address)
+                    .join(Contribution, Contribution.participant_id == Participant.id)
+                    .where(Contribution.round_id == rid)
+                )
+                .scalars()
+                .all()
+            )
+            assert sorted(scored) == sorted(address_of(i) for i in groups[1])
+    finally:
+        engine.dispose()
+
+
+def _check_aggregate(
+    platform: Platform,
+    conn: sa.Connection,
+    rid: int,
+    groups: dict[int, list[int]],
+    updates: dict[int, np.ndarray],
+    claims: dict[int, int],
+    dropped: set[int],
+) -> None:
+    stored = {
+        g.group_index: g for g in conn.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid))
+    }
+    for index, orgs in groups.items():
+        group = stored[index]
+        survivors = [i for i in orgs if i not in dropped]
+        assert group.failure_reason is None, group.failure_reason
+        assert sorted(a.lower() for a in group.survivors) == sorted(address_of(i).lower() for i in survivors)
+        assert sorted(a.lower() for a in group.dropped) == sorted(
+            address_of(i).lower() for i in orgs if i in dropped
+        )
+        # The aggregate the round used: the survivors' mean of their updates (each clipped to the governed
+        # secure_clip, 1.0), within the quantizer's error.
+        mean = np.frombuffer(platform_blob(platform, group.mean_hash), dtype="<f4")
+        expected = np.mean([np.clip(updates[i], -1.0, 1.0) for i in survivors], axis=0)
+        error = Quantizer(1.0, len(orgs)).sum_error(len(survivors)) / len(survivors)
+        assert np.max(np.abs(mean - expected)) <= error + 1e-6
+    # Pay: every kept member is paid by its group's split, the root is on chain exactly as computed.
+    record = conn.execute(sa.select(Aggregation).where(Aggregation.round_id == rid)).one()
+    assert record.params["secure_groups"] == 4 and record.params["secure_members"] == 10
+    contributions = conn.execute(
+        sa.select(Contribution.reward_wei, Contribution.kept, Participant.address)
+        .join(Participant, Participant.id == Contribution.participant_id)
+        .where(Contribution.round_id == rid)
+    ).all()
+    assert len(contributions) == 10
+    paid = sum(int(c.reward_wei) for c in contributions)
+    assert paid == int(record.total_reward_wei) > 0
+    # The poisoned group (two sign-flipped, 10x updates in it) is left out and unpaid; honest groups are paid.
+    by_address = {c.address.lower(): c for c in contributions}
+    poisoned = [by_address[address_of(i).lower()] for i in groups[3]]
+    assert all(not c.kept and int(c.reward_wei) == 0 for c in poisoned)
+    assert any(
+        by_address[address_of(i).lower()].kept for g in (0, 1, 2) for i in groups[g] if i not in dropped
+    )
+    ledger = platform.deployments.contract(platform.w3, "ContributionLedger")
+    onchain = ledger.functions.roundOf(rid).call()
+    assert "0x" + bytes(onchain[1]).hex() == record.rewards_root and onchain[2] == paid
+    # The dropouts are not scored: no contribution, no update row.
+    addresses = set(by_address)
+    assert all(address_of(i).lower() not in addresses for i in dropped)
+    statuses = {u.status for u in conn.execute(sa.select(Update).where(Update.round_id == rid))}
+    assert statuses <= {UpdateStatus.aggregated, UpdateStatus.excluded}
+
+
+def platform_blob(platform: Platform, digest: str) -> bytes:
+    return open_blob_store(platform.settings).get(digest)
+
+
+def _check_nothing_stored_reveals_an_update(
+    platform: Platform, conn: sa.Connection, rid: int, updates: dict[int, np.ndarray], dropped: set[int]
+) -> None:
+    survivors = {address_of(i).lower() for i in updates if i not in dropped}
+    gone = {address_of(i).lower() for i in dropped}
+    # Every vector the server holds for the round: masked inputs, group means, the new model's change.
+    vectors: list[np.ndarray] = []
+    messages = conn.execute(sa.select(SecAggMessage).where(SecAggMessage.round_id == rid)).all()
+    quantizer = Quantizer(1.0, 3)
+    for m in messages:
+        if m.blob_hash is not None:
+            raw = np.frombuffer(platform_blob(platform, m.blob_hash), dtype="<u4")
+            vectors.append(quantizer.decode_sum(raw))
+    for group in conn.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid)):
+        vectors.append(np.frombuffer(platform_blob(platform, group.mean_hash), dtype="<f4"))
+    for (digest,) in conn.execute(sa.select(Update.ciphertext_hash).where(Update.round_id == rid)):
+        vectors.append(quantizer.decode_sum(np.frombuffer(platform_blob(platform, digest), dtype="<u4")))
+    for i, update in updates.items():
+        tolerance = 0.05 * float(np.max(np.abs(update)))
+        for v in vectors:
+            assert v.shape == update.shape
+            assert np.max(np.abs(v - update)) > tolerance, f"a stored vector reveals org {i}'s update"
+    # No survivor's mask key share is on record (the reveals hold key shares of dropped members only), so
+    # no combination of what is stored removes a single survivor's pairwise masks.
+    for m in messages:
+        if m.step is not SecAggStep.unmask:
+            continue
+        reveal = wire.reveal_from(m.body)
+        assert {o.lower() for o in reveal.key_shares} <= gone
+        assert not ({o.lower() for o in reveal.key_shares} & survivors)
+    # Only members' messages and group outcomes: the rows' bodies hold no float update, and the audit log
+    # of the round records phases and the seed only.
+    for entry in conn.execute(sa.select(AuditEntry).where(AuditEntry.subject == str(rid))):
+        assert len(str(entry.details)) < 2000
+    # The tasks the server sends carry the round id, nothing else; the broker holds no update-sized value.
+    assert list(inspect.signature(tasks.close).parameters) == ["round_id"]
+    assert list(inspect.signature(tasks.post).parameters) == ["round_id"]
+    broker = redis.Redis.from_url(platform.settings.resolved_broker_url)
+    dimension = next(iter(updates.values())).size
+    for key in broker.scan_iter(count=1000):
+        kind = broker.type(key)
+        if kind == b"string":
+            assert len(broker.get(key) or b"") < 4 * dimension, key
+        elif kind == b"list":
+            assert all(len(item) < 4 * dimension for item in broker.lrange(key, 0, -1)), key
