@@ -7,6 +7,7 @@ it recover one organization's update."""
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ import redis
 import sqlalchemy as sa
 
 from aggregator.worker import tasks
+from client.data import Dataset
+from client.sdk import Organization
 from client.secure import SecureRound, SecureRoundError
 from client.wallet import Wallet
 from db.models import (
@@ -333,3 +336,46 @@ def _check_nothing_stored_reveals_an_update(
             assert len(broker.get(key) or b"") < 4 * dimension, key
         elif kind == b"list":
             assert all(len(item) < 4 * dimension for item in broker.lrange(key, 0, -1)), key
+
+
+def test_organizations_take_part_through_the_sdk_without_seeing_the_extra_steps(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    """``Organization.participate`` is the whole client side: it sees the round's mode and runs the steps,
+    each organization in its own thread as each would on its own machine."""
+    govern(platform, "secure_group_size", 3)
+    trio = ORGS[:3]
+    round_ = platform.open_round(duration=600, quorum=3, cohort=trio)
+    orgs = {
+        i: Organization(Wallet(dev_private_key(i)), http=platform.client, w3=platform.w3, poll_interval=0.3)
+        for i in trio
+    }
+    results: dict[int, Any] = {}
+    errors: dict[int, BaseException] = {}
+
+    def take_part(i: int) -> None:
+        X, y = platform.partitions[i]
+        try:
+            results[i] = orgs[i].participate(Dataset(X.astype(np.float32), y), seed=i, timeout=240)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors[i] = exc
+
+    threads = [threading.Thread(target=take_part, args=(i,)) for i in trio]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 240
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        mine(platform)  # a chain that mines on its own would draw the groups from its next block
+        time.sleep(1.0)
+    for t in threads:
+        t.join(timeout=5)
+    assert errors == {} and sorted(results) == list(trio), errors
+    assert {r.round_id for r in results.values()} == {round_["id"]}
+    assert all(r.prepared.key_id == "secagg" and r.receipt.receipt_id for r in results.values())
+    final = platform.wait_for(round_["id"], {"POSTED", "FAILED"}, timeout=180)
+    assert final["status"] == "POSTED", final
+    for org in orgs.values():
+        scored = org.participation.contribution(round_["id"])
+        assert scored is not None and scored["kept"] is True, scored
+        org.close()
