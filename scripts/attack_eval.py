@@ -109,7 +109,7 @@ from aggregator.round.compute import (  # noqa: E402
     compute_round,
 )
 from aggregator.round.params import RoundParams  # noqa: E402
-from aggregator.round.secure import SecureGroup, compute_secure_round  # noqa: E402
+from aggregator.round.secure import SecureGroup, compute_secure_round, split_noiseless  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
@@ -836,6 +836,8 @@ def _secure_trial(
             )
         )
     empty = replace(inputs, clients=(), deltas=inputs.deltas[:0])
+    # Under DP a group of attackers who all skip their noise is left out, as the close leaves it out.
+    secure, _ = split_noiseless(empty, secure)
     return compute_secure_round(empty, secure, stream(*rng_key), inputs.deadline)
 
 

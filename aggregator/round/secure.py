@@ -58,6 +58,7 @@ from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
 from fedledger.privacy import group_noise_multiplier, member_noise_std
 from fedledger.secagg.errors import SecAggError
+from fedledger.secagg.noise import MemberNoise, noise_evident
 from fedledger.secagg.protocol import GroupTranscript
 
 
@@ -210,19 +211,56 @@ class PrivacyCharge:
         }
 
 
-def privacy_charge(inputs: RoundInputs, groups: Sequence[SecureGroup]) -> PrivacyCharge | str:
-    """The accountant charged with the round's worst group, or why the round must fail (over budget).
+def split_noiseless(
+    inputs: RoundInputs, groups: Sequence[SecureGroup]
+) -> tuple[list[SecureGroup], list[FailedGroup]]:
+    """Under DP, the groups whose sums carry not even one member's noise share left out, with the reason.
 
-    Earlier rounds are composed at the governed multiplier (``dp_rounds_spent``): a secure round's groups
-    never carry less noise than it (survivors >= threshold), so this bounds what they spent from above."""
-    releases = []
+    Every member of such a group skipped its share (one share would show), so its sum is not private and is
+    not aggregated; leaving the group out rather than failing the round keeps a group of attackers from
+    stopping every round this way. A close calls this after :func:`unmask_groups`; without DP it keeps all."""
+    dp = inputs.params.dp
+    if dp is None:
+        return list(groups), []
+    kept: list[SecureGroup] = []
+    noiseless: list[FailedGroup] = []
     for g in groups:
         if g.threshold is None:
             raise InvalidParameter(
                 "a DP secure round needs each group's threshold (the members' noise shares depend on it)"
             )
-        releases.append((len(g.members), g.threshold))
-    return _charge(inputs, releases)
+        m = len(g.members)
+        noise = MemberNoise(
+            dp.clip_norm, member_noise_std(dp.noise_multiplier * dp.clip_norm, m, g.threshold)
+        )
+        if noise_evident(g.mean, m, noise):
+            kept.append(g)
+        else:
+            noiseless.append(
+                FailedGroup(
+                    tuple(member.address for member in g.members),
+                    "differential privacy is on, but this group's sum carries not even one member's share of "
+                    "the noise: its members' client does not add it before masking; the sum is left out",
+                )
+            )
+    return kept, noiseless
+
+
+def privacy_charge(inputs: RoundInputs, groups: Sequence[SecureGroup]) -> PrivacyCharge | str:
+    """The accountant charged with the round's worst group, or why the round must fail (over budget, or a
+    group whose sum carries no noise: a close leaves those out first with :func:`split_noiseless`).
+
+    Earlier rounds are composed at the governed multiplier (``dp_rounds_spent``): a secure round's groups
+    never carry less noise than it (survivors >= threshold), so this bounds what they spent from above."""
+    if inputs.params.dp is None:
+        raise InvalidParameter("a privacy charge is for rounds with differential privacy on")
+    kept, noiseless = split_noiseless(inputs, groups)
+    if noiseless:
+        return (
+            f"{len(noiseless)} of {len(groups)} group sums carry no noise ({noiseless[0].reason}), so the "
+            "round cannot be charged as private; update the clients or turn DP off through governance"
+        )
+    return _charge(inputs, [(len(g.members), g.threshold or 0) for g in kept])
 
 
 def privacy_charge_before_unmasking(

@@ -121,3 +121,21 @@ def group_range(clip: float, noise: MemberNoise | None, dimension: int) -> float
     """The quantizer range a group needs: the governed ``secure_clip``, widened under DP to hold a clipped
     update plus its member's noise (:meth:`MemberNoise.required_range`), so no member refuses the group."""
     return clip if noise is None else max(clip, noise.required_range(dimension))
+
+
+def noise_evident(mean: np.ndarray, survivors: int, noise: MemberNoise) -> bool:
+    """Whether a group's unmasked mean of ``survivors`` updates carries at least one member's noise share.
+
+    With DP on, every honest member adds N(0, std^2) per coordinate, so the mean holds at least one share,
+    N(0, (std / m)^2), whatever the other members did: its squared norm is then above
+    (d - 6 sqrt(2 d)) (std / m)^2 - 12 C std / m except with 6-sigma odds (the chi-square's spread, and the
+    cross term with the survivors' clipped mean, of norm at most C). Below that, no member noised: a client
+    that does not implement the mode's DP, whose round must not be charged as private. True when d is too
+    small to tell (the bound is not positive)."""
+    if survivors < 1:
+        raise InvalidPrivacyParameter(f"a group mean needs at least one survivor, got {survivors}")
+    x = np.asarray(mean, dtype=np.float64).ravel()
+    d = x.size
+    share = noise.std / survivors
+    floor = (d - 6.0 * math.sqrt(2.0 * d)) * share * share - 12.0 * noise.clip_norm * share
+    return floor <= 0 or float(np.dot(x, x)) >= floor

@@ -296,3 +296,36 @@ def test_the_budget_is_checked_from_the_transcripts_before_any_sum_is_unmasked()
     poor = dataclasses.replace(inputs, dp_rounds_spent=50)
     refused = privacy_charge_before_unmasking(poor, transcripts)
     assert isinstance(refused, str) and "over the governed budget" in refused
+
+
+def test_a_dp_round_whose_groups_carry_no_noise_fails_instead_of_being_charged() -> None:
+    from aggregator.round.secure import privacy_charge, split_noiseless
+
+    fed = Federation(seed=12)
+    X = fed.honest(9)
+    inputs, groups, _ = _round(fed, X, **DP)
+    rng = np.random.default_rng(0)
+    d = 5_000
+    # Means of a larger model: the members clipped (norm <= 0.5) but, in the first case, added no noise.
+    signal = [rng.normal(0.0, 0.5 / math.sqrt(d), d).astype(np.float32) for _ in groups]
+    bare = [dataclasses.replace(g, mean=s, threshold=2) for g, s in zip(groups, signal, strict=True)]
+    refused = privacy_charge(inputs, bare)
+    assert (
+        isinstance(refused, str) and "carry no noise" in refused and "not even one member's share" in refused
+    )
+    member_std = 1.2 * 0.5 / math.sqrt(2)
+    noised = [
+        dataclasses.replace(g, mean=s + rng.normal(0.0, member_std, (3, d)).sum(axis=0) / 3, threshold=2)
+        for g, s in zip(groups, signal, strict=True)
+    ]
+    charged = privacy_charge(inputs, noised)
+    assert not isinstance(charged, str)
+    assert charged.worst_multiplier == pytest.approx(1.2 * math.sqrt(3 / 2))
+    # A close leaves the noiseless group out (its members skipped their shares) and charges the others.
+    kept, out = split_noiseless(inputs, [bare[0], *noised[1:]])
+    assert kept == noised[1:] and [f.members for f in out] == [tuple(m.address for m in bare[0].members)]
+    assert "left out" in out[0].reason
+    assert not isinstance(privacy_charge(inputs, kept), str)
+    # Without DP nothing is left out.
+    plain, _, _ = _round(fed, X)
+    assert split_noiseless(plain, bare) == (bare, [])

@@ -139,3 +139,22 @@ def test_a_rounds_snapshot_gives_each_member_its_share_and_the_group_its_range()
     noise.check_fits(Quantizer(group_range(1.0, noise, 1000), 5), 1000)
     with pytest.raises(InvalidPrivacyParameter, match="dp_noise_multiplier"):
         noise_for_round({"dp_enabled": True, "dp_clip_norm": 1.0}, 3, 2)
+
+
+def test_a_group_mean_without_any_members_noise_is_told_apart() -> None:
+    from fedledger.secagg.noise import noise_evident
+
+    noise = MemberNoise(clip_norm=1.0, std=0.5)
+    rng = np.random.default_rng(4)
+    d, m = 10_000, 3
+    signal = rng.normal(0.0, 1.0, d)
+    signal *= 0.9 / np.linalg.norm(signal)  # the survivors' clipped mean: norm at most the clip
+    full = signal + rng.normal(0.0, noise.std, (m, d)).sum(axis=0) / m
+    one_share = signal + rng.normal(0.0, noise.std, d) / m  # the other members skipped theirs
+    assert noise_evident(full, m, noise) and noise_evident(one_share, m, noise)
+    assert not noise_evident(signal, m, noise)
+    assert not noise_evident(np.zeros(d), m, noise)
+    # Too few coordinates to tell: never refused.
+    assert noise_evident(np.zeros(20), m, noise)
+    with pytest.raises(InvalidPrivacyParameter):
+        noise_evident(full, 0, noise)
