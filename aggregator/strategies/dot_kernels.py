@@ -259,3 +259,35 @@ def _tile44(
         s32 += x3 * y2
         s33 += x3 * y3
     return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+
+
+@_compiled
+def fltrust_rows(
+    X: np.ndarray, v: np.ndarray, ref_norm: float, out: np.ndarray, sq: np.ndarray, dots: np.ndarray
+) -> bool:
+    """FLTrust in one pass over the rows of float32 ``X``: each row's ||x_i||^2 and x_i . v (float64, into
+    ``sq`` and ``dots``), then, while the row is still in cache, ``out += float32(w_i) x_i`` (float32) with
+    FLTrust's unnormalized weight w_i = max(cos(x_i, v), 0) ||v|| / ||x_i||; the caller divides by the sum
+    of the trusts. Returns False (``out`` then incomplete) if some w_i is 1e30 or more (a row of subnormal
+    entries): the caller then weighs the rows in float64."""
+    n, d = X.shape
+    for j in range(d):
+        out[j] = 0.0
+    for i in range(n):
+        row = X[i]
+        s, t = _sq_and_dot(row, v)
+        sq[i] = s
+        dots[i] = t
+        norm = np.sqrt(s)
+        if not norm > 0.0:
+            continue
+        cos = min(max(t / (norm * ref_norm), -1.0), 1.0)
+        if not cos > 0.0:
+            continue
+        w = cos * (ref_norm / norm)
+        if not w < 1e30:
+            return False
+        f = np.float32(w)
+        for j in range(d):
+            out[j] += f * row[j]
+    return True

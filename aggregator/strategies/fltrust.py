@@ -14,6 +14,7 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.strategies.base import Aggregated, Strategy, StrategyInputs
+from aggregator.strategies.compiled import dot_kernels as _compiled_kernels
 from aggregator.strategies.kernels import row_norms as row_norms  # re-exported: callers import it here
 from aggregator.strategies.kernels import sq_norms_and_dots
 from aggregator.strategies.registry import register
@@ -150,6 +151,46 @@ class FLTrust(Strategy):
                 "inputs; none was given"
             )
         X = as_update_matrix(X, check_finite=False)
-        # Once: the coefficients are positive exactly where the trust is (a zero row has cosine 0).
-        coefficients = fltrust_coefficients(X, inputs.reference)
-        return Aggregated(_apply(coefficients, X), np.flatnonzero(coefficients > 0), {}, coefficients)
+        one_pass = _one_pass(X, inputs.reference)
+        if one_pass is not None:
+            vector, coefficients = one_pass
+        else:
+            # Once: the coefficients are positive exactly where the trust is (a zero row has cosine 0).
+            coefficients = fltrust_coefficients(X, inputs.reference)
+            vector = _apply(coefficients, X)
+        return Aggregated(vector, np.flatnonzero(coefficients > 0), {}, coefficients)
+
+
+# Below this size X stays in the last-level cache between the two passes, and one BLAS product over all
+# rows at once beats adding them row by row (measured: n = 10, d = 100K, 4 MB: 0.16 ms two-pass against
+# 0.20 ms; 20 MB and more: the one pass 15-30 % faster).
+ONE_PASS_BYTES = 8 << 20
+
+
+def _one_pass(X: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(aggregate, coefficients) from one pass over ``X`` (compiled: each row's norm and dot, then its
+    weighted row added while the row is in cache), or None where the compiled kernel does not apply or
+    ``X`` is smaller than :data:`ONE_PASS_BYTES` (the caller then takes the two-pass path: norms and
+    cosines, then one matrix-vector product, whose second pass then reads ``X`` from cache).
+
+    The aggregate is sum_i float32(w_i) x_i summed in float32 row by row, times float32(1 / sum_j trust_j),
+    w_i = trust_i ||g_0|| / ||x_i||: the two-pass path's sum_i float32(c_i) x_i up to float32 rounding
+    (about 1e-7 relative per term; tests/aggregator/test_kernels.py holds them within 1e-5)."""
+    compiled = _compiled_kernels()
+    if compiled is None or X.nbytes < ONE_PASS_BYTES:
+        return None
+    g0, ref_norm = reference_and_norm(reference, X.shape[1])
+    n, d = X.shape
+    out = np.empty(d, dtype=np.float32)
+    sq, dots = np.empty(n), np.empty(n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        complete = compiled.fltrust_rows(X, g0, ref_norm, out, sq, dots)
+    norms, cos, _ = cosines_from(X, sq, dots, ref_norm)  # raises on NaN/Inf rows
+    coefficients = _coefficients_of(norms, cos, ref_norm)
+    if not complete:
+        return _apply(coefficients, X), coefficients
+    total = float(np.maximum(cos, 0.0).sum())
+    if not total > 0.0:
+        return np.zeros(d, dtype=np.float32), coefficients
+    out *= np.float32(1.0 / total)
+    return out, coefficients

@@ -137,3 +137,50 @@ def test_the_one_pass_gram_leaves_a_nan_rows_norm_non_finite(either_path: None) 
     X[4, 2999] = np.inf
     _, sq, _ = gram_sq_and_dots(X, np.ones(3000, dtype=np.float32))
     assert np.isfinite(sq[[0, 1, 2, 3, 5]]).all() and not np.isfinite(sq[4])
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_the_one_pass_fltrust_equals_the_two_pass_rule(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.strategies import fltrust as fltrust_module
+    from aggregator.strategies.base import StrategyInputs
+
+    monkeypatch.setattr(fltrust_module, "ONE_PASS_BYTES", 0)  # the one pass at every size
+    rng = np.random.default_rng(n)
+    d = 70_001
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[0] *= -1.0  # at least one row with no trust when n > 1
+    g0 = (rng.standard_normal(d) + 2.0 * X.mean(axis=0)).astype(np.float32)
+    result = fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(n, reference=g0))
+    two_pass = fltrust_coefficients(X, g0)
+    # Row sums of the norms and dots over the whole row instead of 64K-column chunks: float64 rounding.
+    np.testing.assert_allclose(result.coefficients, two_pass, rtol=1e-12, atol=0.0)
+    expected = two_pass @ X.astype(np.float64)
+    assert np.abs(result.vector - expected).max() <= 1e-5 * np.abs(expected).max() + 1e-30
+    assert result.vector.dtype == np.float32
+    # No row trusted: the model stays where it is.
+    assert (
+        not fltrust_module.FLTrust()
+        .aggregate(-np.abs(X), StrategyInputs.of(n, reference=np.abs(g0)))
+        .vector.any()
+    )
+
+
+def test_the_one_pass_fltrust_names_a_nan_row_and_weighs_subnormal_rows_in_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aggregator.strategies import fltrust as fltrust_module
+    from aggregator.strategies.base import StrategyInputs
+
+    monkeypatch.setattr(fltrust_module, "ONE_PASS_BYTES", 0)
+
+    X = np.ones((3, 1000), dtype=np.float32)
+    X[1, 5] = np.nan
+    with pytest.raises(InvalidUpdates, match=r"clients \[1\]"):
+        fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(3, reference=np.ones(1000, dtype=np.float32)))
+    tiny = np.full((2, 1000), 1e-40, dtype=np.float32)  # subnormal: weight ||g0|| / ||x|| beyond 1e30
+    tiny[1] = 1.0
+    out = fltrust_module.FLTrust().aggregate(
+        tiny, StrategyInputs.of(2, reference=np.ones(1000, dtype=np.float32))
+    )
+    np.testing.assert_allclose(out.vector, fltrust(tiny, np.ones(1000, dtype=np.float32)), rtol=1e-6)
+    assert np.isfinite(out.vector).all()
