@@ -13,6 +13,10 @@ prints per close: the phases the close records (``durations_ms``: aggregate, sco
 the close over its aggregation, the RSS held before the close (the updates, the holdout, the interpreter),
 the peak RSS during it, and the peak's excess over the held RSS as a share of the updates' bytes.
 
+``--clock cpu`` times the close and its phases by the child's CPU time (``time.process_time`` stands in for
+``time.perf_counter`` in the child, which the close's phase timings read): on a machine shared with other
+jobs, elapsed time also counts the time the scheduler gave others (at a load of 20 on 2 cores, most of it).
+
 ``--trees`` runs the same child against several source trees (e.g. main before a change, this checkout
 after it), interleaved within every repeat after one warm-up close per tree, so contenders see the same load.
 
@@ -53,6 +57,8 @@ def _status() -> dict[str, int]:
 def child(args: argparse.Namespace) -> None:
     """Build one synthetic round, close it once, print a JSON line of figures."""
     sys.path.insert(0, str(Path(args.tree).resolve()))
+    if args.clock == "cpu":
+        time.perf_counter = time.process_time  # the close's phase timings read time.perf_counter
     if args.d > WARM_UP_D:
         # A worker process has closed rounds before: the first close pays one-time costs (numba compiling
         # or loading the kernels, about 130 MB of RSS) that are not the close's memory. A small round of
@@ -169,6 +175,8 @@ def run_child(args: argparse.Namespace, tree: str, d: int, family: str) -> dict[
         str(args.val),
         "--seed",
         str(args.seed),
+        "--clock",
+        args.clock,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -191,6 +199,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trees", nargs="+", default=[str(HERE)], help="source trees to compare")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: the child's CPU time",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(HERE), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,7 +217,7 @@ def main() -> None:
     print(
         f"# n = {args.n}, {args.val} validation examples, genesis parameters; OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; one warm-up close per tree, then "
-        f"{args.repeats} interleaved; times in ms as median (min-max); load average at start "
+        f"{args.repeats} interleaved; {args.clock} clock; times in ms as median (min-max); load average at start "
         f"{os.getloadavg()[0]:.2f}"
     )
     for family in args.family:
