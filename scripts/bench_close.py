@@ -17,6 +17,8 @@ the peak RSS during it, and the peak's excess over the held RSS as a share of th
 ``time.perf_counter`` in the child, which the close's phase timings read): on a machine shared with other
 jobs, elapsed time also counts the time the scheduler gave others (at a load of 20 on 2 cores, most of it).
 
+``--dp`` turns differential privacy on (clip norm: the reference's norm, so every update is clipped).
+
 ``--trees`` runs the same child against several source trees (e.g. main before a change, this checkout
 after it), interleaved within every repeat after one warm-up close per tree, so contenders see the same load.
 
@@ -115,6 +117,9 @@ def child(args: argparse.Namespace) -> None:
         for i in range(n)
     )
     snapshot: dict[str, Any] = param_table.genesis()
+    if args.dp:
+        # Differential privacy on, clipping every update (their norms are about 1.4x the reference's).
+        snapshot.update(dp_enabled=True, dp_clip_norm=ref_norm)
     inputs = RoundInputs(
         round_id=1,
         params=RoundParams.from_snapshot(snapshot),
@@ -177,6 +182,7 @@ def run_child(args: argparse.Namespace, tree: str, d: int, family: str) -> dict[
         str(args.seed),
         "--clock",
         args.clock,
+        *(["--dp"] if args.dp else []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -205,6 +211,7 @@ def main() -> None:
         default="wall",
         help="wall: elapsed time; cpu: the child's CPU time",
     )
+    parser.add_argument("--dp", action="store_true", help="differential privacy on, every update clipped")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(HERE), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,7 +222,8 @@ def main() -> None:
         return
 
     print(
-        f"# n = {args.n}, {args.val} validation examples, genesis parameters; OPENBLAS_NUM_THREADS="
+        f"# n = {args.n}, {args.val} validation examples, genesis parameters"
+        f"{' with DP (clip norm = the reference norm)' if args.dp else ''}; OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; one warm-up close per tree, then "
         f"{args.repeats} interleaved; {args.clock} clock; times in ms as median (min-max); load average at start "
         f"{os.getloadavg()[0]:.2f}"
