@@ -22,6 +22,7 @@ from fedledger.api.schemas import SecAggAcceptedOut, SecAggOut
 from fedledger.secagg import wire
 from fedledger.secagg.errors import SecAggError
 from fedledger.secagg.messages import Domain, sign
+from fedledger.secagg.noise import MemberNoise, noise_for_round
 from fedledger.secagg.protocol import GroupContext, GroupMember, MaskedInput
 
 
@@ -86,7 +87,7 @@ class SecureRound:
                 self.api.secagg_send(self.round_id, "shares", wire.bundle_json(member.deal(adverts)))
             elif phase == "masked" and "masked" not in sent and "shares" in sent:
                 bundles = [wire.bundle_from(b) for b in view.bundles]
-                masked = member.mask(self.update, self.num_samples, bundles)
+                masked = member.mask(self.update, self.num_samples, bundles, noise=self._noise(view))
                 assert masked.vector is not None
                 self.masked = masked
                 body = {
@@ -104,6 +105,16 @@ class SecureRound:
         except SecAggError as exc:
             raise SecureRoundError(f"round {self.round_id}: {type(exc).__name__}: {exc}") from exc
         return self.done
+
+    def _noise(self, view: SecAggOut) -> MemberNoise | None:
+        """This member's share of the round's DP noise (None with DP off), from the round's parameter
+        snapshot through the function the server charges with (fedledger.secagg.noise.noise_for_round)."""
+        assert view.group is not None
+        params = self.api.round(self.round_id).params
+        try:
+            return noise_for_round(params, len(view.group.members), view.group.threshold)
+        except ValueError as exc:
+            raise SecureRoundError(f"round {self.round_id}: its DP settings are unusable: {exc}") from exc
 
     def _member(self, view: SecAggOut) -> GroupMember:
         if self.member is None:

@@ -52,6 +52,7 @@ from aggregator.round.compute import (
     compute_round,
 )
 from aggregator.round.dp import PrivacyAccountant
+from aggregator.round.params import RoundParams
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import RewardTree
@@ -270,14 +271,30 @@ def privacy_charge_before_unmasking(
     (the server learns each group's noised sum then, whatever the round's close decides afterwards), so a
     close checks the budget with this first and unmasks nothing when it says why not. A group with fewer
     masked inputs than its threshold releases nothing; None when no group would release a sum."""
-    releases = [
-        (len(t.masked), t.context.threshold) for t in transcripts if len(t.masked) >= t.context.threshold
-    ]
-    return _charge(inputs, releases) if releases else None
+    counts = [(len(t.masked), t.context.threshold) for t in transcripts]
+    return release_charge(inputs.params, inputs.dp_rounds_spent, counts)
+
+
+def release_charge(
+    params: RoundParams, dp_rounds_spent: int, counts: Sequence[tuple[int, int]]
+) -> PrivacyCharge | str | None:
+    """:func:`privacy_charge_before_unmasking` from each group's (masked inputs, threshold) as stored, for a
+    close that has not rebuilt its transcripts yet. A group with fewer masked inputs than its threshold
+    releases nothing; None when no group would release a sum."""
+    releases = [(m, t) for m, t in counts if m >= t]
+    if not releases:
+        return None
+    return _charge_at(params, dp_rounds_spent, releases)
 
 
 def _charge(inputs: RoundInputs, releases: Sequence[tuple[int, int]]) -> PrivacyCharge | str:
-    dp = inputs.params.dp
+    return _charge_at(inputs.params, inputs.dp_rounds_spent, releases)
+
+
+def _charge_at(
+    params: RoundParams, dp_rounds_spent: int, releases: Sequence[tuple[int, int]]
+) -> PrivacyCharge | str:
+    dp = params.dp
     if dp is None:
         raise InvalidParameter("a privacy charge is for rounds with differential privacy on")
     if not releases:
@@ -285,9 +302,7 @@ def _charge(inputs: RoundInputs, releases: Sequence[tuple[int, int]]) -> Privacy
     worst, survivors, threshold = min(
         (group_noise_multiplier(dp.noise_multiplier, m, t), m, t) for m, t in releases
     )
-    accountant = PrivacyAccountant(
-        dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, inputs.dp_rounds_spent
-    )
+    accountant = PrivacyAccountant(dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, dp_rounds_spent)
     try:
         accountant = accountant.charge(worst)
     except PrivacyBudgetExceeded as exc:

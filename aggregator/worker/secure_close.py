@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregator.errors import InvalidRoundParams
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, RoundResult
 from aggregator.round.params import RoundParams
-from aggregator.round.secure import SecureGroup, compute_secure_round
+from aggregator.round.secure import SecureGroup, compute_secure_round, release_charge, split_noiseless
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.worker.close import Inputs, public_change
 from db.models import Participant, SecAggGroup, SecAggMessage, SecAggRound, SecAggStep, Update, UpdateStatus
@@ -135,9 +135,23 @@ def compute_secure(
         )
         for u in inputs.updates
     }
+    if params.dp is not None:
+        # Unmasking releases each group's noised sum to the server: the budget is checked before it.
+        counts = [
+            (
+                sum(1 for m in secure.messages.get(g.group_index, []) if m.step is SecAggStep.masked),
+                g.threshold,
+            )
+            for g in secure.groups
+        ]
+        charge = release_charge(params, inputs.dp_rounds_spent, counts)
+        if isinstance(charge, str):
+            return RoundResult(CloseStatus.failed, f"nothing was unmasked: {charge}"), []
     start = time.perf_counter()
     groups, outcomes = unmask_all(secure, blobs, domain, members)
     unmask_ms = (time.perf_counter() - start) * 1e3
+    if params.dp is not None:
+        groups, outcomes = _leave_out_noiseless(inputs, params, groups, outcomes)
     counted = sum(len(g.members) for g in groups)
     needed = max(params.min_participants, inputs.round.quorum)
     if counted < needed:
@@ -181,6 +195,33 @@ def compute_secure(
         result.record.durations_ms["unmask_ms"] = unmask_ms
         result.record.durations_ms["reference_ms"] = reference_ms
     return result, outcomes
+
+
+def _leave_out_noiseless(
+    inputs: Inputs, params: RoundParams, groups: list[SecureGroup], outcomes: list[GroupOutcome]
+) -> tuple[list[SecureGroup], list[GroupOutcome]]:
+    """Under DP, the groups whose sums carry no member's noise left out, as failed groups with the reason."""
+    probe = RoundInputs(
+        round_id=inputs.round.id,
+        params=params,
+        opened_at=inputs.round.opened_at,
+        deadline=inputs.round.deadline,
+        extensions=inputs.round.extensions,
+        clients=(),
+        deltas=np.zeros((0, 0), dtype=np.float32),
+        rejected=(),
+        weights=inputs.weights,
+        spec=inputs.spec,
+        holdout=None,
+        dp_rounds_spent=inputs.dp_rounds_spent,
+    )
+    kept, noiseless = split_noiseless(probe, groups)
+    reasons = {frozenset(a.lower() for a in f.members): f.reason for f in noiseless}
+    marked = []
+    for o in outcomes:
+        reason = reasons.get(frozenset(a.lower() for a in o.survivors)) if o.failure_reason is None else None
+        marked.append(o if reason is None else replace(o, failure_reason=reason, mean_hash=None))
+    return kept, marked
 
 
 def write_outcomes(session: Session, round_id: int, outcomes: list[GroupOutcome]) -> None:
