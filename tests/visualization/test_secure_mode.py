@@ -60,6 +60,7 @@ def test_a_secure_round_shows_its_group_size_and_each_members_outcome(
     assert f"Round {closed.round_id}: **secure aggregation, groups of 3 + DP**" in shown
     assert "only the sum of each group of at least 3 members" in shown
     assert "noise before masking" in shown
+    assert "ε spent after this round: 1.25" in shown
     figures = {m.label: m.value for m in at.metric}
     assert figures["Members in a group sum"] == "3"
     assert figures["Kept"] == "2"

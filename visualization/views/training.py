@@ -88,6 +88,9 @@ def _mode(ctx: Context, rounds: pd.DataFrame) -> None:
         return
     mode = secure.RoundMode.of(round_.params)
     st.markdown(f"Round {round_.id}: **{mode.label()}**")
+    spent = rounds.loc[rounds["round"] == round_.id, "epsilon_spent"].dropna()
+    if mode.dp and not spent.empty:
+        st.caption(f"ε spent after this round: {float(spent.iloc[0]):.3g} (the accountant's total so far)")
     if not mode.secure:
         st.caption("Each organization's update was sealed to the server, which scored each one.")
         return
