@@ -251,6 +251,4 @@ def write_outcomes(session: Session, round_id: int, outcomes: list[GroupOutcome]
             )
         ):
             u.status = UpdateStatus.excluded
-            u.rejection_reason = (
-                f"your secure-aggregation group of {len(o.members)} could not be unmasked: {o.failure_reason}"
-            )
+            u.rejection_reason = f"your secure-aggregation group of {len(o.members)} was left out of the round: {o.failure_reason}"

@@ -41,6 +41,7 @@ from fedledger.domain.blob_backends import open_blob_store
 from fedledger.models import train_softmax
 from fedledger.payload import flatten
 from fedledger.secagg import wire
+from fedledger.secagg.noise import MemberNoise
 from fedledger.secagg.quantize import Quantizer
 from tests.worker.conftest import ORGS, Platform, address_of, ensure_enrolled, login
 from tests.worker.secure_kit import govern, mine
@@ -218,7 +219,7 @@ def test_a_group_with_too_many_dropouts_is_left_out_and_the_rest_is_aggregated(
                 )
             }
             assert rows[address_of(lone)].status == UpdateStatus.excluded
-            assert "could not be unmasked" in rows[address_of(lone)].rejection_reason
+            assert "was left out of the round: TooManyDropouts" in rows[address_of(lone)].rejection_reason
             scored = (
                 conn.execute(
                     sa.select(Participant.address)
@@ -379,3 +380,113 @@ def test_organizations_take_part_through_the_sdk_without_seeing_the_extra_steps(
         scored = org.participation.contribution(round_["id"])
         assert scored is not None and scored["kept"] is True, scored
         org.close()
+
+
+def test_under_dp_each_member_adds_its_share_of_the_noise_before_masking(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    """With DP governed on, the SDK clips each update to the DP clip norm and adds its share of the noise
+    before masking: the group's unmasked mean carries the noise the accountant charges for, no more, no less."""
+    govern(platform, "secure_group_size", 3)
+    govern(platform, "dp_enabled", 1)
+    trio = ORGS[:3]
+    round_ = platform.open_round(duration=600, quorum=3, cohort=trio)
+    rid = round_["id"]
+    spec = dict(sorted({k: v.shape for k, v in platform.global_weights().items()}.items()))
+    members, updates = {}, {}
+    for i in trio:
+        api = FedLedgerApi(
+            http=platform.client, wallet=Wallet(dev_private_key(i)), retry=NO_RETRY, siwe_domain="testserver"
+        )
+        updates[i], claim = trained_update(platform, i, spec)
+        members[i] = SecureRound(api, rid, address_of(i), dev_private_key(i), updates[i], claim)
+    for m in members.values():
+        m.step()
+    mine(platform)
+    assert drive(members, {}) == {}
+    final = platform.wait_for(rid, {"POSTED", "FAILED"}, timeout=180)
+    engine = sa.create_engine(platform.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            group = conn.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid)).one()
+            mean = np.frombuffer(platform_blob(platform, group.mean_hash), dtype="<f4")
+            record = conn.execute(sa.select(Aggregation).where(Aggregation.round_id == rid)).one_or_none()
+    finally:
+        engine.dispose()
+    # The genesis DP settings (clip norm 1, multiplier 1), a group of 3 at threshold 2.
+    clipped = [u * min(1.0, 1.0 / float(np.linalg.norm(u))) for u in updates.values()]
+    residual = mean - np.mean(clipped, axis=0)
+    member_std = MemberNoise.for_group(1.0, 1.0, 3, 2).std
+    expected = member_std * np.sqrt(3) / 3
+    assert 0.85 * expected < float(np.std(residual)) < 1.15 * expected, (np.std(residual), expected)
+    assert abs(float(np.mean(residual))) < 4 * expected / np.sqrt(residual.size)
+    # The round is posted and charged at its group's noise multiplier (z sqrt(m / t) = sqrt(3 / 2) here).
+    assert final["status"] == "POSTED", final
+    assert record is not None and record.epsilon_spent is not None and record.epsilon_spent > 0
+    assert record.params["dp_effective_noise_multiplier"] == pytest.approx(np.sqrt(3 / 2))
+
+
+class NoiselessRound(SecureRound):
+    """A client that does not implement the mode's DP: it masks its update without its noise share."""
+
+    def _noise(self, view: Any) -> None:
+        return None
+
+
+def test_under_dp_a_group_whose_sum_carries_no_noise_is_left_out(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    govern(platform, "secure_group_size", 3)
+    govern(platform, "dp_enabled", 1)
+    six = ORGS[:6]
+    round_ = platform.open_round(duration=600, quorum=3, cohort=six)
+    rid = round_["id"]
+    spec = dict(sorted({k: v.shape for k, v in platform.global_weights().items()}.items()))
+    apis = {
+        i: FedLedgerApi(
+            http=platform.client, wallet=Wallet(dev_private_key(i)), retry=NO_RETRY, siwe_domain="testserver"
+        )
+        for i in six
+    }
+    for i in six:
+        SecureRound(apis[i], rid, address_of(i), dev_private_key(i), np.zeros(1, np.float32), 1).step()
+    mine(platform)
+    probe = {
+        i: SecureRound(apis[i], rid, address_of(i), dev_private_key(i), np.zeros(1, np.float32), 1)
+        for i in six
+    }
+    groups = groups_of(probe)
+    members: dict[int, SecureRound] = {}
+    for index, orgs in groups.items():
+        kind = NoiselessRound if index == 0 else SecureRound
+        for i in orgs:
+            update, claim = trained_update(platform, i, spec)
+            members[i] = kind(apis[i], rid, address_of(i), dev_private_key(i), update, claim)
+    assert drive(members, {}) == {}
+    final = platform.wait_for(rid, {"POSTED", "FAILED"}, timeout=180)
+    assert final["status"] == "POSTED", final
+    engine = sa.create_engine(platform.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = {
+                g.group_index: g
+                for g in conn.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid))
+            }
+            assert "carries not even one member's share of the noise" in stored[0].failure_reason
+            assert stored[1].failure_reason is None and stored[1].mean_hash is not None
+            scored = (
+                conn.execute(
+                    sa.select(Participant.address)
+                    .join(Contribution, Contribution.participant_id == Participant.id)
+                    .where(Contribution.round_id == rid)
+                )
+                .scalars()
+                .all()
+            )
+            assert sorted(scored) == sorted(address_of(i) for i in groups[1])
+            record = conn.execute(sa.select(Aggregation).where(Aggregation.round_id == rid)).one()
+            assert record.epsilon_spent is not None and record.epsilon_spent > 0
+    finally:
+        engine.dispose()
