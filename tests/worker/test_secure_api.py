@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from db.models import SecAggMessage, SecAggRound, Update
+from fedledger.crypto.chunked import signed_payload_hash
+from fedledger.crypto.eip712 import sign_update
+from fedledger.crypto.envelope import seal
 from fedledger.devkeys import dev_private_key
+from fedledger.payload import encode_update
 from fedledger.secagg import wire
 from fedledger.secagg.groups import group_seed
 from fedledger.secagg.messages import Domain, sign
@@ -40,12 +45,32 @@ def test_a_secure_round_runs_its_four_steps_through_the_api(platform: Platform) 
     join = {"roundId": rid, "modelVersion": round_["model_version"]}
 
     # A clear submission is refused: the server must never hold an update of this round.
+    # (A well-formed update, sealed to the server's key and signed, so only the mode check stands before it.)
+    weights = platform.global_weights()
+    delta = {k: np.zeros_like(v) for k, v in weights.items()}
+    key = platform.client.get("/v1/keys/current").json()
+    fields = {
+        "round_id": rid,
+        "model_version": round_["model_version"],
+        "participant": address_of(trio[0]),
+        "num_samples": 10,
+    }
+    envelope = seal(encode_update(delta), key["public_key_pem"].encode(), **fields)
+    signature = sign_update(
+        dev_private_key(trio[0]),
+        chain_id=platform.deployments.chain_id,
+        verifying_contract=platform.deployments.addresses["ContributionLedger"],
+        round_id=rid,
+        model_version=round_["model_version"],
+        payload_hash=signed_payload_hash(envelope),
+        num_samples=10,
+    )
     clear = platform.client.post(
         f"/v1/rounds/{rid}/updates",
-        content=b"FLE1",
-        headers={**api.headers[trio[0]], "X-Update-Signature": "0x00"},
+        content=envelope,
+        headers={**api.headers[trio[0]], "X-Update-Signature": signature},
     )
-    assert clear.status_code in (400, 409, 422), clear.text
+    assert clear.status_code == 409 and clear.json()["error"] == "secure_round", clear.text
 
     forged = api.post(
         trio[0], "join", {"signature": sign(dev_private_key(trio[1]), domain, "SecAggJoin", join)}
