@@ -135,8 +135,10 @@ def compute_secure(
         )
         for u in inputs.updates
     }
+    needed = max(params.min_participants, inputs.round.quorum)
     if params.dp is not None:
-        # Unmasking releases each group's noised sum to the server: the budget is checked before it.
+        # Unmasking releases each group's noised sum to the server: the budget is checked before it, and a
+        # round that could not be aggregated even if every group were unmasked unmasks none.
         counts = [
             (
                 sum(1 for m in secure.messages.get(g.group_index, []) if m.step is SecAggStep.masked),
@@ -144,6 +146,13 @@ def compute_secure(
             )
             for g in secure.groups
         ]
+        possible = sum(m for m, t in counts if m >= t)
+        if possible < needed:
+            reason = (
+                f"nothing was unmasked: at most {possible} updates could be, in groups that reached their "
+                f"threshold, fewer than the {needed} the round needs (under DP each unmasked sum is a release)"
+            )
+            return RoundResult(CloseStatus.failed, reason), []
         charge = release_charge(params, inputs.dp_rounds_spent, counts)
         if isinstance(charge, str):
             return RoundResult(CloseStatus.failed, f"nothing was unmasked: {charge}"), []
@@ -153,7 +162,6 @@ def compute_secure(
     if params.dp is not None:
         groups, outcomes = _leave_out_noiseless(inputs, params, groups, outcomes)
     counted = sum(len(g.members) for g in groups)
-    needed = max(params.min_participants, inputs.round.quorum)
     if counted < needed:
         failed = [o for o in outcomes if o.failure_reason]
         why = "; ".join(f"group {o.group_index}: {o.failure_reason}" for o in failed)
