@@ -188,7 +188,8 @@ def posting_backlog(session: Session) -> int:
 
 def close_now(session: Session, round_id: int, actor: str) -> Round:
     """End an OPEN round now (operator): its deadline becomes now and no extension follows, so the close
-    aggregates the updates it has, or fails the round if they are too few. The caller sends the close
+    aggregates the updates it has, or fails the round if they are too few (a secure round: its current
+    phase ends now; the close follows once its protocol is over). The caller sends the close
     after the commit (the beat sends it too, the deadline having passed)."""
     round_ = session.get(Round, round_id, with_for_update=True)
     if round_ is None:
@@ -201,6 +202,11 @@ def close_now(session: Session, round_id: int, actor: str) -> Round:
     round_.deadline = min(round_.deadline, now)
     # The snapshot of the governed parameters is what the close reads: no extension past this one.
     round_.params = {**round_.params, "max_round_extensions": round_.extensions}
+    secure = secagg.state_of(session, round_id, lock=True)
+    if secure is not None:
+        # A secure round closes once its protocol is over: its current phase ends now, with whoever sent
+        # (the later steps keep their own deadlines, or the groups could not be unmasked at all).
+        secure.phase_deadline = min(secure.phase_deadline, now)
     audit.append(
         session,
         actor,

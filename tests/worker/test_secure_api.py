@@ -164,3 +164,32 @@ def test_a_secure_round_runs_its_four_steps_through_the_api(platform: Platform) 
             == "closed"
         )
     engine.dispose()
+
+
+def test_an_operator_close_ends_the_current_phase_and_a_round_short_of_a_group_fails(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    govern(platform, "secure_group_size", 3)
+    trio = ORGS[:3]
+    round_ = platform.open_round(duration=600, quorum=3, cohort=trio)
+    rid = round_["id"]
+    api = Members(platform, rid, trio[:2])
+    view = api.view(trio[0])
+    domain = Domain(view["chain_id"], view["verifying_contract"])
+    join = {"roundId": rid, "modelVersion": round_["model_version"]}
+    for index in trio[:2]:
+        assert (
+            api.post(
+                index, "join", {"signature": sign(dev_private_key(index), domain, "SecAggJoin", join)}
+            ).status_code
+            == 200
+        )
+    # The join phase waits for the third cohort member (300 s by default) until the operator closes.
+    assert api.view(trio[0])["phase"] == "join"
+    closed = platform.client.post(f"/v1/rounds/{rid}/close", headers=platform.operator)
+    assert closed.status_code == 200, closed.text
+    view = api.view(trio[0])
+    assert view["phase"] == "closed" and "fewer than one group of 3" in view["failure_reason"]
+    final = platform.wait_for(rid, {"FAILED", "POSTED"}, timeout=120)
+    assert final["status"] == "FAILED" and "fewer than one group of 3" in final["failure_reason"], final
