@@ -22,9 +22,15 @@ Decisions documented here:
   every honest count "over the cap"), so it may limit a weight but never turn a claim into a flag, an
   unpaid round or a slash. The lower median (the smaller middle claim) keeps the bound at an honest claim
   with up to half the wallets claiming more.
-- An update the strategy leaves out of the aggregate, or that is flagged, is not paid: a reward is for an
-  update the new model keeps. Why it was left out is on its outcome (``excluded_reason``) and is shown to
-  its organization.
+- A flagged update, or one below ``min_reputation``, is not paid. Every other update is paid by its fitness,
+  whose quality is the validation value of what the update adds beyond the aggregate's direction and the
+  server's reference (:mod:`aggregator.scoring.novelty`): a copy of the mean adds nothing (the line search
+  scales the aggregate anyway), a 1-sample claim's share is tiny. An update the strategy leaves out is
+  valued with the share it would have had and paid only if that adds something (quality > 0): issue 20,
+  the guarded gate leaves out 0-6 of 7 honest non-IID rows a round and never a copy of the mean, and
+  paying only the rows it keeps paid conformity, up to 2.03x the median honest organization; a row left
+  out that would have added nothing (or harm) is paid nothing, as before (issue 22.2). Why it was left
+  out is on its outcome (``excluded_reason``).
 """
 
 from __future__ import annotations
@@ -393,6 +399,7 @@ def _scores(
     eligible: np.ndarray,
     selected: np.ndarray,
     batch: ValidationBatch | None,
+    claims: np.ndarray,
 ) -> RoundScores:
     """Every valid client's scores and reference evidence (:func:`aggregator.scoring.round.score_round`)."""
     params = inputs.params
@@ -417,6 +424,7 @@ def _scores(
         params.reputation,
         inputs.public_change,
         batch,
+        claims,
     )
 
 
@@ -438,14 +446,17 @@ def _score_and_decide(
     base = flatten(inputs.weights, inputs.spec)
     start = time.perf_counter()
     batch = inputs.batch()
-    s = _scores(inputs, base, X, result, eligible, selected, batch)
+    s = _scores(inputs, base, X, result, eligible, selected, batch, samples.capped)
     timings["score_ms"] = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
-    # Only updates the aggregate keeps are paid (selected implies eligible).
-    amounts, tree = _rewards(inputs, s.fitness, reputation_after, selected & ~byzantine)
+    # Every eligible update without evidence is paid by its fitness, whose quality is what the update adds
+    # to the aggregate; one the strategy left out only if it would have added something (quality > 0):
+    # see the module docstring.
+    payable = eligible & ~byzantine & (selected | (s.quality > 0))
+    amounts, tree = _rewards(inputs, s.fitness, reputation_after, payable)
 
     # The model takes the multiple of the aggregate that lowers the validation loss most, and only if the
     # loss does not rise (rollback.line_search_decision): a loss that may rise a little each round is an

@@ -30,6 +30,7 @@ from aggregator.scoring.contribution import (
     mean_loss,
     solo_gains,
 )
+from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients, novel_gains
 from aggregator.scoring.reputation import (
     ReputationConfig,
     direction_evidence,
@@ -38,10 +39,9 @@ from aggregator.scoring.reputation import (
 )
 from aggregator.scoring.scores import (
     ScoringConfig,
-    contribution_quality,
     fitness_scores,
+    novelty_quality,
     reference_honesty,
-    significance_z,
     window_timeliness,
 )
 from aggregator.strategies.coordinatewise import median
@@ -70,6 +70,8 @@ class RoundScores:
     marginal_stderr: np.ndarray
     solo_gain: np.ndarray
     loss_before: float
+    # What the row adds beyond the aggregate's direction and the server's reference (quality's measure).
+    novel_gain: np.ndarray | None = None
 
 
 def share_coefficients(n: int, coefficients: np.ndarray | None, selected: np.ndarray) -> np.ndarray:
@@ -100,12 +102,18 @@ def score_round(
     reputation: ReputationConfig = DEFAULT_REPUTATION,
     public_change: np.ndarray | None = None,
     batch: ValidationBatch | None = None,
+    claims: np.ndarray | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
     ``batch``: the validation data of a built-in model; then the contributions are measured in one pass
     over the updates (:func:`aggregator.scoring.contribution.batched_contributions`) instead of 2n + 1
     calls of ``loss_of``, equal up to float32 rounding.
+
+    ``claims``: the rows' sample claims as the strategy weighed them (capped); a row the strategy left out
+    (also one below ``min_reputation``: it is scored so that its reputation can climb back, not paid) is
+    valued with the share those give it (:func:`aggregator.scoring.novelty.nominal_coefficients`). None:
+    rows left out are worth 0.
 
     ``public_change``: the last accepted change of the global model (None before any); an update that is
     that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
@@ -142,13 +150,15 @@ def score_round(
     else:
         measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms)
         marginal, stderr, solo = measured.marginal, measured.stderr, measured.solo_gain
-    quality = contribution_quality(
-        marginal,
-        loss_before,
-        scoring.quality_share,
-        scoring.quality_floor,
-        stderr,
-        significance_z(scoring.quality_alpha, n),
+    k = np.zeros(n) if claims is None else nominal_coefficients(c, norms, claims, np.ones(n, dtype=bool))
+    if batch is None:
+        novel, novel_se = novel_gains(loss_of, X, c, k, ref)
+        context, _ = novel_gains(loss_of, X, c, k, ref, residual=False)
+    else:
+        novel, novel_se = batched_novel_gains(batch, X, c, k, ref)
+        context, _ = batched_novel_gains(batch, X, c, k, ref, residual=False)
+    quality = novelty_quality(
+        novel, loss_before, scoring.quality_share, scoring.quality_floor, novel_se, scoring.novelty_z
     )
     honesty = reference_honesty(
         cosine,
@@ -162,7 +172,9 @@ def score_round(
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
-    direction = direction_evidence(cosine, solo, reputation, loss_before)
+    direction = direction_evidence(
+        cosine, solo, reputation, loss_before, context if claims is not None else None
+    )
     copied = public_copy_evidence(X, public_change, norms=norms)
     evidence = direction | boosted | copied
     return RoundScores(
@@ -180,4 +192,5 @@ def score_round(
         marginal_stderr=stderr,
         solo_gain=solo,
         loss_before=loss_before,
+        novel_gain=novel,
     )

@@ -189,7 +189,7 @@ def assert_scores_same(single: RoundResult, sharded: RoundResult) -> None:
         )
         for score in ("quality", "timeliness", "honesty", "fitness"):
             assert abs(getattr(a, score) - getattr(b, score)) <= TOLERANCE["score_points"], (a, b, score)
-        assert abs(a.reward_wei - b.reward_wei) <= 1e-4 * max(a.reward_wei, 1)
+        assert abs(a.reward_wei - b.reward_wei) <= TOLERANCE["reward_rtol"] * max(a.reward_wei, 1)
 
 
 @pytest.mark.parametrize("strategy", sorted(SHARDABLE_STRATEGIES))

@@ -254,11 +254,19 @@ def test_score_round_credits_useful_updates_and_finds_evidence_against_the_refer
     from aggregator.strategies.fltrust import fltrust_coefficients
 
     rng = np.random.default_rng(0)
-    target = rng.standard_normal(50)
+    target = rng.standard_normal(60)
     loss = quadratic_loss(target)
-    reference = (0.3 * target).astype(np.float32)
-    honest = (0.3 * target + 0.05 * rng.standard_normal((6, 50))).astype(np.float32)
-    X = np.vstack([honest, -honest[:2] * 5]).astype(np.float32)
+    # The server's root data shows the last 12 coordinates of the target; each organization's data shows a
+    # block of 8 only it has, and some of the server's: quality is what an update adds beyond the others and
+    # the reference (issue 20), honesty its agreement with the reference.
+    reference = np.zeros(60, dtype=np.float32)
+    reference[48:] = 0.3 * target[48:]
+    own = np.zeros((6, 60))
+    for i in range(6):
+        own[i, 8 * i : 8 * i + 8] = 0.3 * target[8 * i : 8 * i + 8]
+    honest = (reference + own + 0.02 * rng.standard_normal((6, 60))).astype(np.float32)
+    attackers = -5.0 * (reference + 0.05 * rng.standard_normal((2, 60)))
+    X = np.vstack([honest, attackers]).astype(np.float32)
     s = score_round(
         loss,
         X,

@@ -194,7 +194,9 @@ def test_an_inflated_sample_claim_is_capped_and_the_signflip_flagged(platform: P
 
 def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platform: Platform, worker) -> None:  # type: ignore[no-untyped-def]
     """Issue 22.2: an update the rule leaves out of the aggregate (kept: false) without any evidence against it
-    was paid at fitness 100 / honesty 100. It is paid nothing, and the reason is stored and served."""
+    was paid at fitness 100 / honesty 100. Since issue 20 one left out is paid only for what it would have
+    added to the aggregate (quality > 0): this one would have added nothing, it is paid nothing, and the
+    reason is stored and served."""
     round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     honest, excluded = ORGS[:4], ORGS[4]
     for index in honest:
@@ -209,7 +211,7 @@ def test_an_excluded_update_is_not_paid_and_its_organization_is_told_why(platfor
     }
     left_out = scores[address_of(excluded)]
     assert not left_out["kept"] and not left_out["byzantine"] and not left_out["evidence"], left_out
-    assert left_out["reward_wei"] == "0", left_out
+    assert left_out["reward_wei"] == "0" and left_out["quality"] == 0, left_out
     assert "fltrust_guarded rule left the update out of the aggregate" in left_out["excluded_reason"], (
         left_out
     )

@@ -1,0 +1,191 @@
+"""What a client's update adds that the round does not already have: the novel part of its share, and its
+value on the validation data (issue 20: pay by contribution to the accepted step).
+
+Why not the plain leave-one-out of the share (:func:`aggregator.scoring.contribution.leave_one_out`):
+copies add nothing. Three attackers sending one vector (ALIE: the honest mean less a little), an update
+that is the honest mean, or one that repeats the server's own reference update (an attacker who knows the
+root data), each has a leave-one-out gain as large as an honest row's: removing one copy leaves the others
+(and the line search rescales the aggregate anyway). Here a row's share is reduced to its *novel part*,
+r_i: the row less its least-squares fit by every other row and the reference
+(:func:`residual_coefficients`; ridge-regularised so duplicates give ~0), and the row is worth what k_i r_i does to the validation loss (k_i its coefficient):
+
+- a row in the aggregate: v_i = loss(a - k_i r_i) - loss(a);
+- a row the strategy left out: v_i = loss(a) - loss(a + k_i r_i), k_i the share it would have had
+  (:func:`nominal_coefficients`), so an honest organization the robust rule leaves out because its data
+  is unlike its peers' is valued by what it would have added, not by its absence.
+
+The residuals come from the Gram matrix of the rows and the reference (n + 1 square, the inner products
+the guarded rule's peer test already takes) and are built a chunk of rows at a time (r = M Z, chunk x d
+float32): no (n, d) temporary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from aggregator.errors import InvalidParameter
+from aggregator.scoring.contribution import LossOfDelta, _difference, weighted_sum
+from fedledger.models import ValidationBatch
+
+# The ridge on the Gram matrix, relative to its mean diagonal: small enough that an honest row's own
+# direction is kept whole (rows of a round are far from collinear), large enough that exact copies
+# (a singular Gram matrix) have a residual of about 1e-4 of their norm instead of a division by zero.
+RIDGE = 1e-4
+# Bytes at most of one chunk of residual rows (float32, d each), and at most this share of the updates' bytes.
+_CHUNK_BYTES = 1 << 25
+_CHUNK_SHARE = 16
+
+
+def residual_coefficients(gram: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """M (m, m) with r_i = sum_j M_ij z_j the residual of row i of Z after its ridge least-squares fit by
+    the other rows (``gram`` = Z Z^T): M = diag(P)^-1 P, P = (G + lambda I)^-1, the leave-one-out identity
+    of least squares. A zero row has a zero residual."""
+    G = np.asarray(gram, dtype=np.float64)
+    if G.ndim != 2 or G.shape[0] != G.shape[1] or not np.isfinite(G).all():
+        raise InvalidParameter(f"need a finite square Gram matrix, got shape {G.shape}")
+    m = G.shape[0]
+    if m == 0:
+        return np.zeros((0, 0))
+    diag = np.diag(G).copy()
+    lam = ridge * max(float(diag.mean()), 1e-300)
+    P = np.linalg.inv(G + lam * np.eye(m))
+    M: np.ndarray = P / np.diag(P)[:, None]
+    M[diag <= 0.0] = 0.0
+    return M
+
+
+def nominal_coefficients(
+    coefficients: np.ndarray, norms: np.ndarray, claims: np.ndarray, eligible: np.ndarray
+) -> np.ndarray:
+    """The share a row outside the aggregate would have had, as a coefficient on the row: the median share
+    norm |c_j| ||x_j|| of the rows inside it, times the row's claim relative to their median claim (at most
+    1: a large claim buys no more than the median's weight, as every weighting caps it), over its norm.
+    0 for rows inside, rows not eligible and zero rows."""
+    c = np.asarray(coefficients, dtype=np.float64)
+    r = np.asarray(norms, dtype=np.float64)
+    w = np.asarray(claims, dtype=np.float64)
+    ok = np.asarray(eligible, dtype=bool)
+    if not (r.shape == w.shape == ok.shape == c.shape):
+        raise InvalidParameter("one norm, claim and eligibility flag per coefficient is needed")
+    nominal = np.zeros(c.shape[0])
+    inside = c != 0.0
+    if not inside.any():
+        return nominal
+    share_norm = float(np.median(np.abs(c[inside]) * r[inside]))
+    median_claim = float(np.median(w[inside]))
+    if not (share_norm > 0 and median_claim > 0):
+        return nominal
+    outside = ~inside & ok & (r > 0.0) & np.isfinite(r)
+    weight = np.minimum(1.0, np.maximum(w[outside], 0.0) / median_claim)
+    nominal[outside] = weight * share_norm / r[outside]
+    return nominal
+
+
+def _gram_with_reference(X: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The (n + 1)-square Gram matrix of the rows and the reference (last), float64, from float32 products
+    (X X^T, X g, g . g) without stacking them into a new matrix."""
+    n = X.shape[0]
+    G = np.empty((n + 1, n + 1))
+    G[:n, :n] = (X @ X.T).astype(np.float64)
+    xg = (X @ g).astype(np.float64)
+    G[:n, n] = G[n, :n] = xg
+    g64 = g.astype(np.float64)
+    G[n, n] = float(g64 @ g64)
+    return G
+
+
+def _residual_chunks(
+    X: np.ndarray, g: np.ndarray, M: np.ndarray | None, rows: np.ndarray, row_bytes: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row indices, their residuals as float32 (k, d)), a chunk at a time: k rows of d floats and of
+    ``row_bytes`` more each (what the caller derives from a residual) within :data:`_CHUNK_BYTES` and a
+    16th of the updates' bytes. ``M`` None: the rows themselves (no copy)."""
+    n, d = X.shape
+    budget = min(_CHUNK_BYTES, max(X.nbytes // _CHUNK_SHARE, 1))
+    chunk = max(1, budget // (4 * max(d, 1) + max(row_bytes, 0)))
+    for j0 in range(0, rows.size, chunk):
+        idx = rows[j0 : j0 + chunk]
+        if M is None:
+            for i in idx.tolist():
+                yield np.array([i]), X[i : i + 1]
+            continue
+        coef = M[idx]
+        res: np.ndarray = coef[:, :n].astype(np.float32) @ X
+        for j in range(idx.size):
+            # In place, one d-vector at a time: the chunk is the only (k, d) array.
+            res[j] += np.float32(coef[j, n]) * g
+        yield idx, res
+
+
+def _prepare(
+    X: np.ndarray, coefficients: np.ndarray, nominal: np.ndarray, reference: np.ndarray, residual: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    X = np.asarray(X, dtype=np.float32)
+    n, d = X.shape
+    c = np.asarray(coefficients, dtype=np.float64)
+    k_out = np.asarray(nominal, dtype=np.float64)
+    g = np.asarray(reference, dtype=np.float32).reshape(-1)
+    if c.shape != (n,) or k_out.shape != (n,) or g.shape != (d,):
+        raise InvalidParameter("one coefficient and nominal weight per row and a reference of the rows' size")
+    if not (np.isfinite(c).all() and np.isfinite(k_out).all() and (k_out >= 0).all()):
+        raise InvalidParameter("coefficients must be finite and nominal weights finite and non-negative")
+    k = np.where(c != 0.0, c, k_out)
+    # Without the residual each row stands for itself (M None).
+    M = residual_coefficients(_gram_with_reference(X, g)) if residual else None
+    return X, g, c, k, M, np.flatnonzero(k != 0.0)
+
+
+def novel_gains(
+    loss_of: LossOfDelta,
+    X: np.ndarray,
+    coefficients: np.ndarray,
+    nominal: np.ndarray,
+    reference: np.ndarray,
+    residual: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(v_i, its standard error over the validation examples) for every row; see the module docstring.
+    ``nominal``: coefficients of the rows with no coefficient (:func:`nominal_coefficients`).
+    ``residual`` False: the whole share instead of its novel part (what the row does in the round's
+    context: the evidence test of :func:`aggregator.scoring.reputation.direction_evidence`)."""
+    X, g, c, k, M, rows = _prepare(X, coefficients, nominal, reference, residual)
+    a = weighted_sum(X, c)
+    full = loss_of(a)
+    value, stderr = np.zeros(X.shape[0]), np.zeros(X.shape[0])
+    for idx, res in _residual_chunks(X, g, M, rows):
+        for r, i in zip(res, idx.tolist(), strict=True):
+            part = np.float32(k[i]) * r
+            if c[i] != 0.0:
+                value[i], stderr[i] = _difference(loss_of(a - part), full)
+            else:
+                value[i], stderr[i] = _difference(full, loss_of(a + part))
+    return value, stderr
+
+
+def batched_novel_gains(
+    batch: ValidationBatch,
+    X: np.ndarray,
+    coefficients: np.ndarray,
+    nominal: np.ndarray,
+    reference: np.ndarray,
+    residual: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`novel_gains` of a built-in model: a candidate's first-layer response is the aggregate's
+    plus or minus the residual's (:class:`fedledger.models.ValidationBatch`), a chunk of residuals at a
+    time. Equal to :func:`novel_gains` up to float32 rounding of the logits."""
+    X, g, c, k, M, rows = _prepare(X, coefficients, nominal, reference, residual)
+    a = weighted_sum(X, c)
+    ra, ha = batch.responses(a[None, :])[0], batch.heads(a[None, :])[0]
+    full = batch.losses(ra, ha)
+    value, stderr = np.zeros(X.shape[0]), np.zeros(X.shape[0])
+    for idx, res in _residual_chunks(X, g, M, rows, 8 * ra.size):
+        responses, heads = batch.responses(res), batch.heads(res)
+        for j, i in enumerate(idx.tolist()):
+            ki = np.float32(k[i])
+            rq, hq = ki * responses[j], ki * heads[j]
+            if c[i] != 0.0:
+                value[i], stderr[i] = _difference(batch.losses(ra - rq, ha - hq), full)
+            else:
+                value[i], stderr[i] = _difference(full, batch.losses(ra + rq, ha + hq))
+    return value, stderr
