@@ -52,9 +52,10 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     assert not any(c.byzantine for c in good)
     assert all(c.honesty > 0 for c in good)
     assert sum(c.kept for c in good) == kept
-    # Every honest update is paid (one the rule leaves out by what it would have added, issue 20), and one
-    # left out is told why.
-    assert all(c.reward_wei > 0 and (c.excluded_reason is None) == c.kept for c in good)
+    # A kept honest update is paid; one the rule leaves out is paid when it would have added something
+    # (quality > 0, issue 20), and is told why it was left out.
+    assert all((c.reward_wei > 0) == (c.kept or c.quality > 0) for c in good)
+    assert all((c.excluded_reason is None) == c.kept for c in good)
     assert all(
         f"the {strategy} rule left the update out" in str(c.excluded_reason) for c in good if not c.kept
     )
@@ -334,3 +335,33 @@ def test_wallets_claiming_one_sample_cannot_turn_honest_counts_into_evidence(
     assert not any(c.kept for c in bad if c.byzantine)
     # Honest claims only lose weight: each counts at most the cap x the lower median claim (1 here).
     assert result.record.params["sample_weight_bound"] == result.record.params["sample_weight_cap"] * 1.0
+
+
+def test_an_update_left_out_is_paid_only_for_what_it_would_have_added() -> None:
+    """Issue 20: a row the guarded rule leaves out is scored with the share it would have had. One that is
+    an honest organization's update with its reference component turned slightly negative (left out by
+    the reference filter, not evidence) adds nothing that update and the reference do not already give:
+    quality about 0, not paid. The honest rows are paid."""
+    from dataclasses import replace
+
+    fed = Federation()
+    honest = fed.honest(6)
+    reference = honest.mean(axis=0)
+    g = reference / np.linalg.norm(reference)
+    h = honest[0].astype(np.float64)
+    perp = h - float(h @ g) * g
+    # In the span of honest[0] and the reference: cosine -0.05 to the reference, honest[0]'s norm.
+    twin = float(np.linalg.norm(h)) * (np.sqrt(1 - 0.05**2) * perp / np.linalg.norm(perp) - 0.05 * g)
+    inputs = replace(
+        fed.inputs(np.vstack([honest, twin[None, :]]).astype(np.float32), strategy="fltrust_guarded"),
+        reference=reference.astype(np.float32),
+    )
+    result = run(inputs)
+    assert result.status == CloseStatus.aggregated
+    clients = by_participant(result)
+    left_out = clients[7]
+    assert not left_out.selected and not left_out.byzantine and not left_out.evidence
+    # Not quite 0: the ridge of the fit and the allowance of the round's typical error.
+    assert left_out.quality < 10.0 and left_out.reward_wei == 0
+    assert left_out.excluded_reason is not None and "left the update out" in left_out.excluded_reason
+    assert all(clients[i].reward_wei > 0 for i in range(1, 7))
