@@ -71,10 +71,12 @@ COORDINATE_STRATEGIES = frozenset({"median", "trimmed_mean", "bulyan", "centered
 SHARDABLE_STRATEGIES = LINEAR_STRATEGIES | COORDINATE_STRATEGIES
 SOFTMAX_TENSORS = ("dense.bias", "dense.weight")  # the softmax family, in coordinate (name) order
 # What "the same result" means (checked by tests against the single-worker close): new weights within
-# rtol 1e-4 + atol 1e-6 of each other, scores within 0.01 points, the same decisions (kept, flagged, paid),
-# rewards within 1e-3 of each other: 0.01 point of fitness moves the tier multiplier (>= 0.5) by up to 5e-4,
-# and quality is a difference of two validation losses (issue 20), measured up to 0.008 points apart.
-TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.01, "reward_rtol": 1e-3}
+# rtol 1e-4 + atol 1e-6 of each other, the same decisions (kept, flagged, paid), scores within 0.05 points
+# and rewards within 2e-3 of each other. Quality is a difference of two validation losses over the round's
+# median such difference (issue 20): the float32 rounding of the aggregate (a derived row in shards) moves
+# it by up to about 4e-4 of itself, measured 0.015 points apart (trimmed mean); 0.05 point of quality is
+# 0.02 of fitness, which moves the tier multiplier (>= 0.5) by up to 1e-3.
+TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "reward_rtol": 2e-3}
 # Eigenvalues of the Gram matrix below this fraction of the largest are rank deficiency (two equal rows, a
 # zero public change), not directions of the updates.
 RANK_TOLERANCE = 1e-10
