@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     # Seconds between the beat's sweeps of the temporary blobs of sharded closes that ended without deleting
     # them (a coordinator killed mid-way): those of rounds no longer closing, older than close_lease_seconds.
     shard_sweep_seconds: float = Field(default=600.0, gt=0)
+    # Bytes of float32 rows a shard reads, decrypts and multiplies at a time (its memory, with about twice
+    # that for the float64 products); rounded down to whole chunks of update_chunk_coords, at least one chunk
+    # of every row (263 MB at 1,000 updates and 64 Ki-coordinate chunks).
+    close_block_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.
     tick_seconds: float = 5.0
     # Seconds between the beat's runs that execute queued slashes whose on-chain delay is over.

@@ -268,7 +268,8 @@ def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes:
     app.control.purge()
     inputs, holdout = inputs_of(workdir, meta)
     seen: list[dict[str, Any]] = []
-    ranges = plan_shards(meta["d"], meta["n"], 0, shards)
+    chunk = int(meta.get("chunk", CHUNK))
+    ranges = plan_shards(meta["d"], meta["n"], 0, shards, chunk)
     started = time.perf_counter()
     result = compute_sharded(
         inputs,
@@ -279,6 +280,7 @@ def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes:
         ranges,
         runner(workdir, seen),
         block_bytes,
+        chunk,
     )
     total = time.perf_counter() - started
     assert isinstance(result, RoundResult) and result.record is not None, result

@@ -82,17 +82,24 @@ TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "
 RANK_TOLERANCE = 1e-10
 
 
-def plan_shards(size: int, updates: int, max_bytes: int, shards: int) -> list[tuple[int, int]]:
+def plan_shards(
+    size: int, updates: int, max_bytes: int, shards: int, align: int = 1
+) -> list[tuple[int, int]]:
     """Coordinate ranges ``[start, stop)`` covering ``[0, size)``: ``shards`` of them when that is 2 or more,
     else as many as keep each shard's float32 slice of the ``updates`` under ``max_bytes`` (0: no limit, one
-    range). One range means: close on one worker."""
-    if size < 1 or updates < 0 or max_bytes < 0 or shards < 0:
+    range). One range means: close on one worker. ``align``: the envelopes' coordinates per chunk; the ranges
+    then start at whole chunks, so that no two shards read and decrypt the same chunk (when there are
+    fewer chunks than shards, fewer ranges)."""
+    if size < 1 or updates < 0 or max_bytes < 0 or shards < 0 or align < 1:
         raise InvalidParameter(f"cannot plan shards of {size} coordinates x {updates} updates")
     if shards < 2:
         shards = 1 if max_bytes == 0 else math.ceil(4 * size * max(updates, 1) / max_bytes)
     shards = max(1, min(shards, size))
     bounds = np.linspace(0, size, shards + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if align > 1:
+        inner = np.round(bounds[1:-1] / align).astype(np.int64) * align
+        bounds = np.unique(np.concatenate([[0], inner[(inner > 0) & (inner < size)], [size]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 def why_not_shardable(params: RoundParams, spec: Mapping[str, Sequence[int]]) -> str | None:

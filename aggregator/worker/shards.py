@@ -169,11 +169,19 @@ def _read_update(
 
 
 def blocks(job: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The job's range cut into blocks of about ``block_bytes`` of rows (each a job of its own range)."""
+    """The job's range cut into blocks of about ``block_bytes`` of rows (each a job of its own range). With
+    ``align`` (the envelopes' coordinates per chunk) a block is whole chunks, at least one, and its edges are
+    chunk edges: a chunk is read and decrypted by one block only (narrower blocks read each chunk once per
+    block, 4x at 1,000 updates with 64 MiB blocks and 64 Ki-coordinate chunks), at the price of a block of at
+    least one chunk of every row."""
     start, stop = int(job["start"]), int(job["stop"])
     height = len(job["updates"]) + len(job["extra"])
     width = max(1, int(job.get("block_bytes", BLOCK_BYTES)) // (4 * max(height, 1)))
-    return [{**job, "start": a, "stop": min(a + width, stop)} for a in range(start, stop, width)]
+    align = int(job.get("align", 1))
+    if align > 1:
+        width = max(1, width // align) * align
+    edges = [start, *range((start // width + 1) * width, stop, width), stop]
+    return [{**job, "start": a, "stop": b} for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def shard_statistics(
@@ -283,12 +291,13 @@ def compute_sharded(
     ranges: Sequence[tuple[int, int]],
     run: ShardRunner,
     block_bytes: int = BLOCK_BYTES,
+    align: int = 1,
 ) -> RoundResult | str:
     """The close's computation over ``ranges``, each pass run by ``run`` and waited for: a
     :class:`RoundResult` as the single-worker :func:`aggregator.worker.close.compute` gives, or why this
     round cannot be sharded (the caller then closes it on one worker). The platform's worker does not wait:
     it sends each pass as a Celery chord whose callback calls :func:`advance` (aggregator.worker.tasks)."""
-    step: Pass | RoundResult | str = begin(inputs, blobs, holdout, ranges, block_bytes)
+    step: Pass | RoundResult | str = begin(inputs, blobs, holdout, ranges, block_bytes, align)
     while isinstance(step, Pass):
         try:
             results = run(step.name, step.payloads)
@@ -305,6 +314,7 @@ def begin(
     holdout: tuple[np.ndarray, np.ndarray],
     ranges: Sequence[tuple[int, int]],
     block_bytes: int = BLOCK_BYTES,
+    align: int = 1,
 ) -> Pass | str:
     """The first pass of the close over ``ranges`` (its extra rows and base model written as temporary
     blobs), or why this round cannot be sharded."""
@@ -340,6 +350,7 @@ def begin(
     ]
     job: dict[str, Any] = {
         "block_bytes": block_bytes,
+        "align": align,
         "round_id": round_id,
         "spec": {k: list(v) for k, v in spec.items()},
         "updates": updates,

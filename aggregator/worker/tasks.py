@@ -147,12 +147,13 @@ def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> st
     callbacks, :func:`shard_step`, go on with it and commit it); None: compute it here."""
     settings, _, blobs, *_, holdout = services()
     size = sum(math.prod(shape) for shape in inputs.model.spec.values())
+    align = settings.update_chunk_coords  # what the SDK seals: shards and blocks at whole chunks
     ranges = plan_shards(
-        size, len(inputs.updates), settings.close_max_bytes_per_worker, settings.close_shards
+        size, len(inputs.updates), settings.close_max_bytes_per_worker, settings.close_shards, align
     )
     if len(ranges) < 2:
         return None
-    step = begin(inputs, blobs, holdout, ranges)
+    step = begin(inputs, blobs, holdout, ranges, settings.close_block_bytes, align)
     if isinstance(step, str):
         log.info("close round %s on this worker, not in %d shards: %s", inputs.round.id, len(ranges), step)
         return None

@@ -38,6 +38,7 @@ from aggregator.worker.shards import (
     DERIVE,
     STATISTICS,
     Domain,
+    blocks,
     compute_sharded,
     shard_combine,
     shard_derive,
@@ -144,6 +145,7 @@ def both(
     shards: int,
     block_bytes: int = 1 << 28,
     params: dict[str, Any] | None = None,
+    align: int = 1,
     **options: Any,
 ) -> tuple[RoundResult, RoundResult]:
     inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy, **(params or {})), **options)
@@ -156,9 +158,10 @@ def both(
         fed.holdout,
         np.random.default_rng(0),
         NOW,
-        plan_shards(size, len(inputs.updates), 0, shards),
+        plan_shards(size, len(inputs.updates), 0, shards, align),
         in_process(blobs, key, features),
         block_bytes,
+        align,
     )
     assert isinstance(sharded, RoundResult), sharded
     # However it ended, the close deleted its temporary blobs (rows, statistics, derived rows, parts).
@@ -298,7 +301,24 @@ def test_the_dp_noise_is_the_same_for_any_split_of_the_coordinates() -> None:
     assert not np.array_equal(whole, block_noise(seed + 1, 0.5, 0, size))
 
 
+@pytest.mark.parametrize("strategy", ["fltrust_guarded", "bulyan"])
+def test_shards_and_blocks_at_whole_chunks_give_the_same_close(
+    tmp_path: Path, key: ServerKeyPair, strategy: str
+) -> None:
+    """Ranges and blocks cut at the envelopes' chunk edges (13 coordinates here) so that no chunk is read
+    twice; a block narrower than a chunk grows to one."""
+    single, sharded = both(tmp_path, key, strategy, shards=2, block_bytes=100, align=13)
+    assert_same(single, sharded)
+    job = {"start": 5, "stop": 40, "updates": [{}] * 6, "extra": ["r"], "block_bytes": 100, "align": 13}
+    assert [(b["start"], b["stop"]) for b in blocks(job)] == [(5, 13), (13, 26), (26, 39), (39, 40)]
+    job["block_bytes"] = 4 * 7 * 30  # 30 coordinates of 7 rows: two chunks
+    assert [(b["start"], b["stop"]) for b in blocks(job)] == [(5, 26), (26, 40)]
+
+
 def test_the_plan_covers_every_coordinate_once() -> None:
+    assert plan_shards(15, 7, 0, 2, 13) == [(0, 13), (13, 15)]
+    assert plan_shards(100, 3, 0, 4, 64) == [(0, 64), (64, 100)]  # fewer chunks than shards
+    assert plan_shards(10, 3, 0, 3, 16) == [(0, 10)]
     assert plan_shards(10, 3, 0, 0) == [(0, 10)]
     assert plan_shards(10, 3, 0, 3) == [(0, 3), (3, 7), (7, 10)]
     # 100 coordinates x 5 updates x 4 bytes = 2000 bytes; at most 600 per worker: 4 shards.

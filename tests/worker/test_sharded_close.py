@@ -48,6 +48,7 @@ def settings(settings: Settings, s3_endpoint: str) -> Settings:
     return settings.model_copy(
         update={
             "close_shards": 2,
+            "update_chunk_coords": 100,  # as Platform.submit seals: the shards split at a chunk edge
             "blob_backend": "s3",
             "s3_endpoint_url": s3_endpoint,
             "s3_bucket": "fedledger-sharded",
