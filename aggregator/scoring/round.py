@@ -6,13 +6,16 @@ The round computation calls :func:`score_round` once per close; it composes the 
 - shares: each client's part of the aggregate (``coefficients`` from the strategy, aggregate = sum c_i x_i;
   a strategy without a linear decomposition is approximated by the plain mean of the clients it selected),
   known by c alone (:func:`share_coefficients`), never built as an (n, d) matrix;
-- quality: leave-one-out marginal contribution of the share on the validation loss, with its standard error
-  over the validation examples (differences the validation set cannot resolve are not ranked);
+- quality: the validation value of what the row adds, its novel part (:mod:`aggregator.scoring.novelty`;
+  a row the strategy left out valued with the share it would have had), with an allowance of the round's
+  typical standard error (:func:`aggregator.scoring.scores.novelty_quality`); the leave-one-out marginal
+  of the whole share is still measured (``marginal``) and the row's effect in the round's context is the
+  direction evidence's third test;
 - honesty: cosine to the reference (allowing the round's honest scatter) and norm relative to the round's
   median;
 - timeliness: inside the window or not;
 - evidence: pointing away from the reference (an outlier of the round's cosines) AND harmful alone on the
-  validation data, or a norm of
+  validation data AND harmful in the round's aggregate (when the caller gives the claims), or a norm of
   ``evidence_norm_ratio`` x the round's median or more, or a copy of the last public model change.
 """
 

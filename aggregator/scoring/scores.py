@@ -5,8 +5,9 @@ governed parameters by the service; nothing here reads the chain.
 
 The scores measure useful work against what the server trusts, not closeness to the crowd:
 
-- quality (:func:`contribution_quality`): the client's marginal contribution to the validation loss
-  (``aggregator.scoring.contribution.leave_one_out``), relative to the round's median contribution;
+- quality (:func:`novelty_quality`, the round's; :func:`contribution_quality` for a plain leave-one-out
+  gain): the validation value of what the client's update adds (``aggregator.scoring.novelty``), relative
+  to the round's median value;
 - honesty (:func:`reference_honesty`): agreement of the update's direction with the server's reference
   update, relative to the round's median agreement, and a plausible norm;
 - timeliness (:func:`window_timeliness`): full inside the submission window, whenever in it; arriving
