@@ -56,12 +56,19 @@ def _accepted(state: AppState, round_id: int, accepted: secagg.Accepted) -> SecA
     )
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def _json(request: Request, state: AppState) -> dict[str, Any]:
     # Read here rather than by a body parameter: a request whose body is not JSON gets a 4xx with the reason
-    # (FastAPI's own decoding fails with a 500 on binary bodies), after the path's range checks.
-    raw = await request.body()
-    if len(raw) > _MAX_JSON:
-        raise ApiError(413, "too_large", f"a secure-aggregation message exceeds {_MAX_JSON} bytes")
+    # (FastAPI's own decoding fails with a 500 on binary bodies), after the path's range checks. The size
+    # is bounded while reading, so an oversized body is refused without being buffered whole.
+    limit = max_message_bytes(state)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"a secure-aggregation message of {declared} bytes exceeds {limit}")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise ApiError(413, "too_large", f"a secure-aggregation message exceeds {limit} bytes")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -89,8 +96,12 @@ def _body_of(model: type[BaseModel]) -> dict[str, Any]:
 
 _ANY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 _STEP_RESPONSES = responses(400, 401, 403, 404, 409, 413, 422, 429)
-# A masked vector of the largest update the API takes, base64 (4/3) in JSON, and room for the header.
-_MAX_JSON = 64 * 1024 * 1024 * 4 // 3 + 1024 * 1024
+
+
+def max_message_bytes(state: AppState) -> int:
+    """The largest message body: a masked vector of the largest update the API takes
+    (``max_update_bytes``), base64 (4/3) in JSON, and room for its signed header or a share bundle."""
+    return state.settings.max_update_bytes * 4 // 3 + 256 * 1024
 
 
 @router.post(
@@ -103,7 +114,7 @@ async def join(
     round_id: PathId, request: Request, principal: CurrentPrincipal, state: StateDep
 ) -> SecAggAcceptedOut:
     """Join the round (before the groups are drawn) with a signed ``SecAggJoin(roundId, modelVersion)``."""
-    body = _model(SecAggJoinRequest, await _json(request))
+    body = _model(SecAggJoinRequest, await _json(request, state))
 
     def run() -> secagg.Accepted:
         env = env_of(state)
@@ -137,7 +148,7 @@ async def keys(
     round_id: PathId, request: Request, principal: CurrentPrincipal, state: StateDep
 ) -> SecAggAcceptedOut:
     """Step 1: the signed key advert (``fedledger.secagg.wire.advert_json``)."""
-    body = await _json(request)
+    body = await _json(request, state)
     return await run_in_threadpool(_receive, state, round_id, principal.address, SecAggStep.keys, body)
 
 
@@ -151,7 +162,7 @@ async def shares(
     round_id: PathId, request: Request, principal: CurrentPrincipal, state: StateDep
 ) -> SecAggAcceptedOut:
     """Step 2: the signed share bundle, one sealed box per group-mate (``wire.bundle_json``)."""
-    body = await _json(request)
+    body = await _json(request, state)
     return await run_in_threadpool(_receive, state, round_id, principal.address, SecAggStep.shares, body)
 
 
@@ -166,7 +177,7 @@ async def masked(
 ) -> SecAggAcceptedOut:
     """Step 3: the signed masked-input header and the masked vector (base64 of its uint32 words, exactly
     4 x the model's dimension bytes)."""
-    body = _model(SecAggMaskedRequest, await _json(request))
+    body = _model(SecAggMaskedRequest, await _json(request, state))
     vector = secagg.decode_vector(body.vector, state.settings.max_update_bytes)
     return await run_in_threadpool(
         _receive, state, round_id, principal.address, SecAggStep.masked, body.masked, vector
@@ -183,5 +194,5 @@ async def unmask(
     round_id: PathId, request: Request, principal: CurrentPrincipal, state: StateDep
 ) -> SecAggAcceptedOut:
     """Step 4: the signed reveal: shares of each survivor's self seed and each dropped member's mask key."""
-    body = await _json(request)
+    body = await _json(request, state)
     return await run_in_threadpool(_receive, state, round_id, principal.address, SecAggStep.unmask, body)

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from db.models import SecAggMessage, SecAggRound, Update
+from fedledger.config import Settings
 from fedledger.crypto.chunked import signed_payload_hash
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
@@ -23,6 +24,23 @@ from tests.worker.conftest import ORGS, Platform, address_of
 from tests.worker.secure_kit import Members, context_of, govern, mine, small_update
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Small updates only (the model has 650 coordinates), so a message's size bound is cheap to cross.
+    return settings.model_copy(update={"max_update_bytes": 8192})
+
+
+def test_an_oversized_message_is_refused_before_it_is_read_whole(platform: Platform) -> None:
+    api = Members(platform, 1, ORGS[:1])
+    body = {"member": address_of(ORGS[0]), "padding": "0" * 300_000}
+    response = api.post(ORGS[0], "keys", body)
+    assert response.status_code == 413 and response.json()["error"] == "too_large", response.text
+    garbage = platform.client.post(
+        "/v1/rounds/1/secagg/keys", content=b"\xff\xfe not json", headers=api.headers[ORGS[0]]
+    )
+    assert garbage.status_code == 400 and garbage.json()["error"] == "invalid_json", garbage.text
 
 
 def test_group_sizes_one_and_two_are_refused_at_the_opening(platform: Platform) -> None:
