@@ -47,7 +47,7 @@ from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
 from aggregator.round.dp import PrivacyAccountant, clip_rows_in_place, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
-from aggregator.round.rollback import StepDecision, line_search_decision
+from aggregator.round.rollback import FLOOR_STANDARD_ERRORS, StepDecision, line_search_decision
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
@@ -514,9 +514,19 @@ def _decide(
         reference = np.asarray(inputs.reference, dtype=np.float32).reshape(-1)
         at_reference, reference_metrics = _step_measures(inputs, base, reference, batch)
         floor, reference_losses = (reference, reference_metrics), at_reference(1.0)
+    empty = not np.any(aggregate)
     decision = line_search_decision(
-        at_step(0.0), at_step, inputs.params.rollback_threshold, reference=reference_losses
+        at_step(0.0),
+        at_step,
+        inputs.params.rollback_threshold,
+        reference=reference_losses,
+        # No update entered the aggregate: no federation's data for the margin to protect.
+        z=0.0 if empty else FLOOR_STANDARD_ERRORS,
     )
+    if empty and decision.activate and not decision.reference:
+        # Keeping a zero change would publish a version equal to its parent and erase the last public
+        # change (what the free-rider test compares against): refused, the active model stays.
+        decision = StepDecision(0.0, 0.0, "the aggregate is zero (no update entered it): nothing to keep")
     if decision.reference and floor is not None:
         loss_after, accuracy = floor[1](decision.step)
         return decision, np.float32(decision.step) * floor[0], loss_after, accuracy

@@ -136,6 +136,28 @@ def test_an_aggregate_slower_than_the_servers_own_step_loses_to_it() -> None:
     np.testing.assert_allclose(kept, honest.step * honest.aggregate, rtol=1e-5, atol=1e-7)
 
 
+def test_a_zero_aggregate_is_not_kept_and_the_servers_step_needs_no_margin_against_it() -> None:
+    from dataclasses import replace
+
+    from fedledger.payload import flatten
+
+    fed = Federation()
+    # Nothing to aggregate (every update zero) and no reference: refused, the active model stays; keeping
+    # it would publish a version equal to its parent and erase the last public change.
+    nothing = run(fed.inputs(np.zeros((4, fed.base.size), np.float32), strategy="fedavg"))
+    assert not nothing.activate and nothing.record.rolled_back
+    assert "the aggregate is zero" in nothing.record.decision
+    # Every update points away from the server's reference: the guarded rule lets none in. No federation's
+    # data to protect: the server's step is kept as soon as it lowers the validation loss.
+    server = fed.honest(1)[0]
+    away = -fed.honest(5)
+    result = run(replace(fed.inputs(away, strategy="fltrust_guarded"), reference=server))
+    assert result.aggregate is not None and not result.aggregate.any()
+    assert result.activate and "at the server's own step" in result.record.decision
+    kept = flatten(result.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, server, rtol=1e-6, atol=1e-8)
+
+
 def test_too_few_clients_extend_the_deadline_then_fail_the_round() -> None:
     fed = Federation()
     deltas = fed.honest(2)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from eth_account import Account
 
 from aggregator.round import compute
 from aggregator.round.compute import CloseStatus, RoundResult
-from aggregator.round.rollback import line_search_decision
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import (
     COORDINATE_STRATEGIES,
@@ -270,7 +268,7 @@ def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
     assert floor_sharded.record.decision == floor_single.record.decision
     assert_same(floor_single, floor_sharded)
     # The noise itself, seen in the kept change only when the aggregate's step is kept: the floor held off.
-    with patch.object(compute, "line_search_decision", partial(line_search_decision, z=1e9)):
+    with patch.object(compute, "FLOOR_STANDARD_ERRORS", 1e9):
         single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp)
     assert single.record is not None and sharded.record is not None and sharded.aggregate is not None
     assert single.aggregate is not None and single.new_weights is not None
