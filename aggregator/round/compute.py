@@ -380,7 +380,9 @@ def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int)
             )
         )
     if s.copied[i]:
-        out.append(Finding(Evidence.public_copy, "cosine of at least 0.995 to the last public model change"))
+        of_reference = s.copies_reference is not None and bool(s.copies_reference[i])
+        what = "the server's reference update" if of_reference else "the last public model change"
+        out.append(Finding(Evidence.public_copy, f"cosine of at least 0.995 to {what}"))
     if not eligible[i]:
         out.append(
             Finding(

@@ -16,7 +16,8 @@ The round computation calls :func:`score_round` once per close; it composes the 
 - timeliness: inside the window or not;
 - evidence: pointing away from the reference (an outlier of the round's cosines) AND harmful alone on the
   validation data AND harmful in the round's aggregate (when the caller gives the claims), or a norm of
-  ``evidence_norm_ratio`` x the round's median or more, or a copy of the last public model change.
+  ``evidence_norm_ratio`` x the round's median or more, or a copy of the last public model change or of
+  the server's reference update.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class RoundScores:
     loss_before: float
     # What the row adds beyond the aggregate's direction and the server's reference (quality's measure).
     novel_gain: np.ndarray | None = None
+    # Which of ``copied`` repeat the server's reference update (the rest repeat the last public change).
+    copies_reference: np.ndarray | None = None
 
 
 def share_coefficients(n: int, coefficients: np.ndarray | None, selected: np.ndarray) -> np.ndarray:
@@ -178,7 +181,14 @@ def score_round(
     direction = direction_evidence(
         cosine, solo, reputation, loss_before, context if claims is not None else None
     )
-    copied = public_copy_evidence(X, public_change, norms=norms)
+    # The server's own reference is public too (Kerckhoffs: the root data and the code are known): an update
+    # that is it again is a free ride on the server's work. Honest local training measured at most 0.895 to
+    # it (attack_eval, digits and synthetic, IID and Dirichlet(0.5), n = 10 and 30, 20 rounds; the issue-20
+    # pay section of docs/benchmarks.md). Not the coordinate median that stands in without a reference.
+    copies_reference = (
+        public_copy_evidence(X, reference, norms=norms) if reference is not None else np.zeros(n, dtype=bool)
+    )
+    copied = public_copy_evidence(X, public_change, norms=norms) | copies_reference
     evidence = direction | boosted | copied
     return RoundScores(
         quality=quality,
@@ -190,6 +200,7 @@ def score_round(
         direction=direction,
         boosted=boosted,
         copied=copied,
+        copies_reference=copies_reference,
         norms=norms,
         marginal=marginal,
         marginal_stderr=stderr,

@@ -138,9 +138,10 @@ def test_quick_mode_prints_the_tables(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_free_riders_are_flagged_and_paid_less_than_the_median_honest_organization(federation: Any) -> None:
-    # Round 1 has no public change yet (they resend the reference); from round 2 they resend the last one.
+    # Round 1 has no public change yet: they resend the server's reference, itself public-copy evidence
+    # (issue 20); from round 2 they resend the last public change.
     result = ae.run(federation, "fltrust_guarded", "freeride", 4)
-    assert result.attacker_first_flag == [2, 2, 2]
+    assert result.attacker_first_flag == [1, 1, 1]
     assert result.honest_flagged == 0 and result.honest_slashed == 0
     assert result.attacker_reward < 0.5 * float(np.median(result.honest_rewards))
 

@@ -73,3 +73,22 @@ def test_the_close_reads_the_public_change_from_the_model_versions() -> None:
     np.testing.assert_array_equal(public_change(inputs(parent)), [0.5, 0.5, 0, 1, 2, 3])
     assert public_change(inputs(None)) is None  # the first model has no public change
     assert public_change(inputs({"w": np.zeros((3, 2), np.float32), "b": parent["b"]})) is None
+
+
+def test_an_update_that_is_the_servers_reference_again_is_a_public_copy() -> None:
+    """Issue 20: free riders who resend the server's own reference update (public under Kerckhoffs; what
+    they fell back to when the last public change was zero) add nothing and are evidence, not paid;
+    honest updates are not (measured at most 0.895 to the reference)."""
+    rng = np.random.default_rng(2)
+    target = rng.standard_normal(50)
+    honest = (0.3 * target + 0.05 * rng.standard_normal((6, 50))).astype(np.float32)
+    reference = (0.3 * target + 0.02 * rng.standard_normal(50)).astype(np.float32)
+    rider = (2.0 * reference).astype(np.float32)
+    X = np.vstack([honest, rider[None, :]]).astype(np.float32)
+    s = score_round(quadratic_loss(target), X, reference, np.full(7, 1 / 7), np.arange(7), np.zeros(7), 300.0)
+    assert s.copied.tolist() == [False] * 6 + [True] and s.evidence.tolist() == [False] * 6 + [True]
+    assert s.copies_reference is not None and s.copies_reference.tolist() == [False] * 6 + [True]
+    # Without a reference the coordinate median stands in, and a row near it is no copy of anything public.
+    assert not score_round(
+        quadratic_loss(target), X, None, np.full(7, 1 / 7), np.arange(7), np.zeros(7), 300.0
+    ).copies_reference.any()

@@ -368,7 +368,12 @@ def test_an_update_left_out_is_paid_only_for_what_it_would_have_added() -> None:
 
     fed = Federation()
     honest = fed.honest(6)
-    reference = honest.mean(axis=0)
+    # The server's step: the honest direction and its own (root data), cosine about 0.95 to their mean (an
+    # update at 0.995 to the reference is a copy of it, evidence).
+    mean = honest.mean(axis=0).astype(np.float64)
+    own = np.random.default_rng(3).standard_normal(mean.size)
+    own -= (own @ mean) / (mean @ mean) * mean
+    reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
     g = reference / np.linalg.norm(reference)
     h = honest[0].astype(np.float64)
     perp = h - float(h @ g) * g
