@@ -18,39 +18,11 @@ import pandas as pd
 
 from fedledger.api.schemas import ContributionOut
 from fedledger.evidence import in_words
+from fedledger.secagg.mode import RoundMode
 from visualization.data import fmt_exact
 from visualization.tables import MISSING, short
 
-
-@dataclass(frozen=True)
-class RoundMode:
-    """How a round aggregates: ``group_size`` 0 for the clear mode, else the governed group size; ``clip``
-    the quantizer's range per coordinate; ``dp`` differential privacy on (noise added by the members before
-    masking in the secure mode, by the server in the clear mode)."""
-
-    group_size: int
-    clip: float | None
-    dp: bool
-
-    @classmethod
-    def of(cls, params: Mapping[str, Any]) -> RoundMode:
-        """From a round's parameter snapshot; a snapshot from before the mode existed is the clear mode."""
-        size = params.get("secure_group_size")
-        clip = params.get("secure_clip")
-        return cls(
-            group_size=int(size) if isinstance(size, int | float) else 0,
-            clip=float(clip) if isinstance(clip, int | float) and size else None,
-            dp=params.get("dp_enabled") is True,
-        )
-
-    @property
-    def secure(self) -> bool:
-        return self.group_size > 0
-
-    def label(self) -> str:
-        """``clear`` or ``secure aggregation, groups of 3``, with ``+ DP`` when privacy is on."""
-        text = f"secure aggregation, groups of {self.group_size}" if self.secure else "clear"
-        return text + (" + DP" if self.dp else "")
+__all__ = ["GroupOutcome", "RoundMode", "group_outcome", "members_frame", "members_table"]
 
 
 MEMBER_COLUMNS = ["organization", "participant", "kept", "flagged", "reward_wei", "why"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fedledger.config import Environment, get_settings
+from fedledger.secagg.mode import RoundMode
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -109,7 +110,8 @@ def open_round(
         round_ = client.open_round(duration, quorum)
     typer.echo(
         f"round {round_.id} is OPEN on model v{round_.model_version}: strategy {round_.strategy}, "
-        f"quorum {round_.quorum}, deadline {_when(round_.deadline)} UTC"
+        f"mode {RoundMode.of(round_.params).label()}, quorum {round_.quorum}, "
+        f"deadline {_when(round_.deadline)} UTC"
     )
     typer.echo(
         "organizations can now submit (`fedledger client train-and-submit`, or `fedledger client run`)"

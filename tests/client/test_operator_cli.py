@@ -56,6 +56,7 @@ def test_open_list_and_the_model_from_the_cli(live_api: str, settings: Settings,
     assert opened.exit_code == 0, opened.output
     round_id = int(opened.stdout.split()[1])
     assert f"round {round_id} is OPEN on model v1" in opened.stdout and "quorum 2" in opened.stdout
+    assert "mode clear," in opened.stdout  # secure_group_size 0 and DP off at genesis
     current = httpx.get(f"{live_api}/v1/rounds/current").json()
     assert current["id"] == round_id and current["quorum"] == 2
 
