@@ -35,8 +35,10 @@ LINE_SEARCH_STEPS = (4.0, 2.0, 1.0, 0.5, 0.25)
 
 # The server's own step (its reference update, trained on its root data) replaces the federation's best step
 # when the validation set resolves it as better: its mean per-example loss lower by more than this many
-# standard errors of the paired per-example difference (issue 20's descent floor).
-FLOOR_STANDARD_ERRORS = 1.0
+# standard errors of the paired per-example difference (issue 20's descent floor). Two, not one: over seeds
+# 0-6 one standard error cost 1.0 point attack-free on the synthetic MLP task, two 0.5 or less, keeping most
+# of its gain under the attacks (docs/benchmarks.md, "the server's own step as the descent floor").
+FLOOR_STANDARD_ERRORS = 2.0
 
 
 def line_search_decision(
@@ -69,9 +71,9 @@ def line_search_decision(
     Why the floor: the line search refuses a rise but not a slower descent; attackers who know the reference
     cancel the honest progress while the aggregate still descends a little (measured: synthetic
     Dirichlet(0.5), the oracle search took accuracy from 62 to 51 %). The server's own step is trained on
-    data no organization controls, so the round's progress is at least the server's alone. Why a margin of
-    standard errors: a federation's step carries more data than the server's root set; while the validation
-    set cannot tell them apart the federation's step stays, so honest rounds are as before.
+    data no organization controls, so the round's progress is at least about the server's alone. Why a
+    margin of standard errors: a federation's step carries more data than the server's root set; while the
+    validation set cannot tell them apart the federation's step stays, so honest rounds are as before.
     """
     a = np.asarray(before, dtype=np.float64)
     loss_before = float(a.mean())
