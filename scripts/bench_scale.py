@@ -48,7 +48,7 @@ from eth_account import Account  # noqa: E402
 from aggregator.round.compute import RoundResult  # noqa: E402
 from aggregator.round.sharding import plan_shards  # noqa: E402
 from aggregator.worker import close as round_close  # noqa: E402
-from aggregator.worker.close import Inputs  # noqa: E402
+from aggregator.worker.close_inputs import Inputs  # noqa: E402
 from aggregator.worker.shards import (  # noqa: E402
     COMBINE,
     STATISTICS,

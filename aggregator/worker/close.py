@@ -35,6 +35,8 @@ from aggregator.round.compute import (
 )
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
+from aggregator.worker import secure_close
+from aggregator.worker.close_inputs import Inputs, public_change
 from db.base import utcnow
 from db.models import (
     Aggregation,
@@ -46,7 +48,7 @@ from db.models import (
     Update,
     UpdateStatus,
 )
-from fedledger.crypto.chunked import ChunkedHeader, coordinate_order, is_chunked, layout_hash, open_chunked
+from fedledger.crypto.chunked import ChunkedHeader, is_chunked, layout_hash, open_chunked
 from fedledger.crypto.envelope import EnvelopeHeader, open_envelope
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain import audit
@@ -57,28 +59,6 @@ from fedledger.domain.pipeline import close_due
 from fedledger.evidence import codes_of, details_of
 from fedledger.payload import UpdateFormatError, decode_update, decode_weights, encode_weights, flatten
 from fedledger.secagg.messages import Domain
-
-
-@dataclass
-class Inputs:
-    """What ``load`` reads (detached ORM rows), before decryption."""
-
-    round: Round
-    updates: list[Update]
-    participants: dict[int, Participant]
-    weights: dict[str, np.ndarray]
-    model: ModelVersion
-    private_keys: dict[str, bytes]
-    dp_rounds_spent: int
-    # The model's parent's weights (None for the first version): the last public change is their difference.
-    parent_weights: dict[str, np.ndarray] | None = None
-
-    @property
-    def spec(self) -> dict[str, tuple[int, ...]]:
-        """The model's tensors in the order the close lays out coordinates: by name, as chunked envelopes do
-        (fedledger.crypto.chunked.coordinate_order), whatever order the model version lists them in."""
-        return coordinate_order(self.model.spec)
-
 
 # The sharded computation of a round (inputs, rng, now): its result, or None to compute it on this worker.
 # A sharded close: the result, None (compute it here), or a string: the close goes on elsewhere (its passes
@@ -153,20 +133,6 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
     weights = decode_weights(blobs.get(model.weights_hash))
     parent_weights = decode_weights(blobs.get(parent.weights_hash)) if parent is not None else None
     return Inputs(round_, updates, participants, weights, model, private, int(dp_rounds or 0), parent_weights)
-
-
-def public_change(inputs: Inputs) -> np.ndarray | None:
-    """The active model minus its parent, flattened in the close's order: the last change anyone can
-    read from the model versions (None for the first version or a parent of another shape)."""
-    if inputs.parent_weights is None:
-        return None
-    spec = inputs.spec
-    if set(inputs.parent_weights) != set(spec) or any(
-        list(inputs.parent_weights[k].shape) != list(spec[k]) for k in spec
-    ):
-        return None
-    change: np.ndarray = flatten(inputs.weights, spec) - flatten(inputs.parent_weights, spec)
-    return change
 
 
 def decrypt_all(
@@ -436,9 +402,6 @@ def close_round(
     inputs = load(sessions, blobs, key_dir, round_id)
     rng = round_rng(round_id)
     when = now or utcnow()
-    # Imported here: the secure close builds on this module's Inputs.
-    from aggregator.worker import secure_close
-
     secure = secure_close.load_secure(sessions, round_id)
     if secure is not None:
         domain = Domain(signing.chain_id, signing.verifying_contract)

@@ -24,7 +24,7 @@ from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, Round
 from aggregator.round.params import RoundParams
 from aggregator.round.secure import SecureGroup, compute_secure_round, release_charge, split_noiseless
 from aggregator.round.server_update import reference_update, server_data
-from aggregator.worker.close import Inputs, public_change
+from aggregator.worker.close_inputs import Inputs, public_change
 from db.models import Participant, SecAggGroup, SecAggMessage, SecAggRound, SecAggStep, Update, UpdateStatus
 from fedledger.domain import secagg
 from fedledger.domain.blobstore import BlobStore

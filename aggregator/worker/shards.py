@@ -62,7 +62,7 @@ from aggregator.round.sharding import (
     row_weights,
     why_not_shardable,
 )
-from aggregator.worker.close import Inputs, public_change
+from aggregator.worker.close_inputs import Inputs, public_change
 from aggregator.worker.temporaries import get_temporary, get_temporary_range, put_temporary
 from fedledger.crypto.chunked import ChunkOpener, coordinate_order, is_chunked, layout_hash, read_head
 from fedledger.crypto.eip712 import recover_update_signer

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import plan_shards
 from aggregator.worker.celery_app import app
-from aggregator.worker.close import Inputs, Signing, close_round, finish, load, renew, round_rng
+from aggregator.worker.close import Signing, close_round, finish, load, renew, round_rng
+from aggregator.worker.close_inputs import Inputs
 from aggregator.worker.gateway import ChainGateway, ChainWriteError
 from aggregator.worker.posting import post_round
 from aggregator.worker.shards import (

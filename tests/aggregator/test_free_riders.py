@@ -57,7 +57,7 @@ def test_score_round_flags_the_free_rider_as_non_conclusive_evidence() -> None:
 
 
 def test_the_close_reads_the_public_change_from_the_model_versions() -> None:
-    from aggregator.worker.close import Inputs, public_change
+    from aggregator.worker.close_inputs import Inputs, public_change
     from db.models import ModelVersion
 
     spec = {"w": [2, 2], "b": [2]}

@@ -11,7 +11,7 @@ from eth_account import Account
 
 from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.worker import close as round_close
-from aggregator.worker.close import Inputs
+from aggregator.worker.close_inputs import Inputs
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.chunked import coordinate_order, layout_hash, seal_chunked
 from fedledger.crypto.envelope import open_envelope, seal

@@ -30,7 +30,7 @@ from aggregator.round.sharding import (
     plan_shards,
 )
 from aggregator.worker import close as round_close
-from aggregator.worker.close import Inputs
+from aggregator.worker.close_inputs import Inputs
 from aggregator.worker.shards import (
     COMBINE,
     DERIVE,

@@ -10,7 +10,7 @@ import pytest
 
 from aggregator.round.compute import CloseStatus
 from aggregator.worker import secure_close
-from aggregator.worker.close import Inputs
+from aggregator.worker.close_inputs import Inputs
 from aggregator.worker.secure_close import SecureInputs, compute_secure
 from db.models import ModelVersion, Round, SecAggGroup, SecAggMessage, SecAggRound, SecAggStep
 from fedledger.secagg.messages import Domain

@@ -1,0 +1,50 @@
+"""What a close reads before it decrypts anything, shared by the clear close and the secure one.
+
+Apart from :mod:`aggregator.worker.close` so that :mod:`aggregator.worker.secure_close`, which the close
+calls for a secure round, does not import the module that imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from db.models import ModelVersion, Participant, Round, Update
+from fedledger.crypto.chunked import coordinate_order
+from fedledger.payload import flatten
+
+
+@dataclass
+class Inputs:
+    """What ``load`` reads (detached ORM rows), before decryption."""
+
+    round: Round
+    updates: list[Update]
+    participants: dict[int, Participant]
+    weights: dict[str, np.ndarray]
+    model: ModelVersion
+    private_keys: dict[str, bytes]
+    dp_rounds_spent: int
+    # The model's parent's weights (None for the first version): the last public change is their difference.
+    parent_weights: dict[str, np.ndarray] | None = None
+
+    @property
+    def spec(self) -> dict[str, tuple[int, ...]]:
+        """The model's tensors in the order the close lays out coordinates: by name, as chunked envelopes do
+        (fedledger.crypto.chunked.coordinate_order), whatever order the model version lists them in."""
+        return coordinate_order(self.model.spec)
+
+
+def public_change(inputs: Inputs) -> np.ndarray | None:
+    """The active model minus its parent, flattened in the close's order: the last change anyone can
+    read from the model versions (None for the first version or a parent of another shape)."""
+    if inputs.parent_weights is None:
+        return None
+    spec = inputs.spec
+    if set(inputs.parent_weights) != set(spec) or any(
+        list(inputs.parent_weights[k].shape) != list(spec[k]) for k in spec
+    ):
+        return None
+    change: np.ndarray = flatten(inputs.weights, spec) - flatten(inputs.parent_weights, spec)
+    return change
