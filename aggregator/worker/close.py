@@ -29,7 +29,6 @@ from aggregator.errors import InvalidRoundParams
 from aggregator.round.compute import (
     ClientMeta,
     CloseStatus,
-    RoundInputs,
     RoundResult,
     compute_round,
 )
@@ -197,19 +196,12 @@ def compute(
             CloseStatus.failed, str(exc), rejected=tuple((c.update_id, reason) for c, reason in rejected)
         )
     result = compute_round(
-        RoundInputs(
-            round_id=inputs.round.id,
-            params=params,
-            opened_at=inputs.round.opened_at,
-            deadline=inputs.round.deadline,
-            extensions=inputs.round.extensions,
+        inputs.round_inputs(
+            params,
             clients=tuple(clients),
             deltas=deltas,
             rejected=tuple(rejected),
-            weights=inputs.weights,
-            spec=inputs.spec,
             holdout=validation,
-            dp_rounds_spent=inputs.dp_rounds_spent,
             reference=reference,
             public_change=public_change(inputs),
         ),

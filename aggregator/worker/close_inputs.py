@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aggregator.round.compute import ClientMeta, RoundInputs
+from aggregator.round.params import RoundParams
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.chunked import coordinate_order
 from fedledger.payload import flatten
@@ -34,6 +36,36 @@ class Inputs:
         """The model's tensors in the order the close lays out coordinates: by name, as chunked envelopes do
         (fedledger.crypto.chunked.coordinate_order), whatever order the model version lists them in."""
         return coordinate_order(self.model.spec)
+
+    def round_inputs(
+        self,
+        params: RoundParams,
+        *,
+        deltas: np.ndarray,
+        holdout: tuple[np.ndarray, np.ndarray] | None,
+        clients: tuple[ClientMeta, ...] = (),
+        rejected: tuple[tuple[ClientMeta, str], ...] = (),
+        reference: np.ndarray | None = None,
+        public_change: np.ndarray | None = None,
+    ) -> RoundInputs:
+        """The pure computation's inputs: this round's identity, model and DP history as ``load`` read
+        them, with what the caller's close decrypted, unmasked or trained."""
+        return RoundInputs(
+            round_id=self.round.id,
+            params=params,
+            opened_at=self.round.opened_at,
+            deadline=self.round.deadline,
+            extensions=self.round.extensions,
+            clients=clients,
+            deltas=deltas,
+            rejected=rejected,
+            weights=self.weights,
+            spec=self.spec,
+            holdout=holdout,
+            dp_rounds_spent=self.dp_rounds_spent,
+            reference=reference,
+            public_change=public_change,
+        )
 
 
 def public_change(inputs: Inputs) -> np.ndarray | None:

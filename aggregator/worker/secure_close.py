@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.errors import InvalidRoundParams
-from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs, RoundResult
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundResult
 from aggregator.round.params import RoundParams
 from aggregator.round.secure import SecureGroup, compute_secure_round, release_charge, split_noiseless
 from aggregator.round.server_update import reference_update, server_data
@@ -179,19 +179,10 @@ def compute_secure(
     # than waiting for an extension.
     params = replace(params, min_participants=1, max_round_extensions=inputs.round.extensions)
     result = compute_secure_round(
-        RoundInputs(
-            round_id=inputs.round.id,
-            params=params,
-            opened_at=inputs.round.opened_at,
-            deadline=inputs.round.deadline,
-            extensions=inputs.round.extensions,
-            clients=(),
+        inputs.round_inputs(
+            params,
             deltas=np.zeros((0, size), dtype=np.float32),
-            rejected=(),
-            weights=inputs.weights,
-            spec=inputs.spec,
             holdout=validation,
-            dp_rounds_spent=inputs.dp_rounds_spent,
             reference=reference,
             public_change=public_change(inputs),
         ),
@@ -209,20 +200,7 @@ def _leave_out_noiseless(
     inputs: Inputs, params: RoundParams, groups: list[SecureGroup], outcomes: list[GroupOutcome]
 ) -> tuple[list[SecureGroup], list[GroupOutcome]]:
     """Under DP, the groups whose sums carry no member's noise left out, as failed groups with the reason."""
-    probe = RoundInputs(
-        round_id=inputs.round.id,
-        params=params,
-        opened_at=inputs.round.opened_at,
-        deadline=inputs.round.deadline,
-        extensions=inputs.round.extensions,
-        clients=(),
-        deltas=np.zeros((0, 0), dtype=np.float32),
-        rejected=(),
-        weights=inputs.weights,
-        spec=inputs.spec,
-        holdout=None,
-        dp_rounds_spent=inputs.dp_rounds_spent,
-    )
+    probe = inputs.round_inputs(params, deltas=np.zeros((0, 0), dtype=np.float32), holdout=None)
     kept, noiseless = split_noiseless(probe, groups)
     reasons = {frozenset(a.lower() for a in f.members): f.reason for f in noiseless}
     marked = []

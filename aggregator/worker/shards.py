@@ -516,7 +516,6 @@ def _decide(
 ) -> _Decision | RoundResult:
     """compute_round in E's space (see aggregator.round.sharding), from the statistics the state names; a
     RoundResult when the round ends here (failed, extended, or its budget refuses it)."""
-    spec = inputs.spec
     params = round_params(inputs)
     sums = _kept(blobs, state["statistics"])
     total = ShardStatistics(sums["gram"], sums["scores"])
@@ -540,19 +539,12 @@ def _decide(
     embedding = Embedding.of(statistics.gram)
     _, (features, labels) = server_data(holdout)
     base_scores = logits(inputs.weights, features.astype(np.float32)).astype(np.float64)
-    round_inputs = RoundInputs(
-        round_id=inputs.round.id,
-        params=params,
-        opened_at=inputs.round.opened_at,
-        deadline=inputs.round.deadline,
-        extensions=inputs.round.extensions,
+    round_inputs = inputs.round_inputs(
+        params,
         clients=tuple(clients),
         deltas=np.zeros((len(clients), 0), dtype=np.float32),
         rejected=tuple(rejected),
-        weights=inputs.weights,
-        spec=spec,
         holdout=None,
-        dp_rounds_spent=inputs.dp_rounds_spent,
     )
     dp = _privacy(round_inputs, statistics.gram, rng)
     if isinstance(dp, str):
