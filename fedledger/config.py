@@ -176,8 +176,9 @@ class Settings(BaseSettings):
     # How long a worker may hold a round it is closing before another worker may take it over.
     close_lease_seconds: int = 300
     # A close whose updates (float32) exceed this many bytes is split by coordinate ranges across the workers
-    # (each shard reads and decrypts only its range); 0: no limit. Every rule, with or without DP, on the
-    # softmax model is sharded; a round of another model is closed on one worker.
+    # (each shard reads and decrypts only its range); 0: no limit. Every rule, with or without DP, on either
+    # built-in model (softmax, mlp) is sharded; a round of another model, or an MLP whose summed first-layer
+    # responses exceed aggregator.round.sharding.MAX_RESPONSE_BYTES, is closed on one worker.
     close_max_bytes_per_worker: int = Field(default=0, ge=0)
     # Split every shardable close into this many coordinate ranges (2 or more); 0: by close_max_bytes_per_worker.
     close_shards: int = Field(default=0, ge=0)

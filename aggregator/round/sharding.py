@@ -10,14 +10,32 @@ Y ((n + 2) x d). Every step of the round that the rules below take reads Y only 
 - linear combinations of its rows: the aggregate, each leave-one-out aggregate, each solo step, each
   rollback step,
 
-and the model (softmax regression) maps a parameter change to class scores linearly. So each shard s sends
-the partial Gram matrix ``Y_s Y_s^T`` and the partial class scores ``A_s(y_i)`` of every row (A: a change
-of the parameters -> the change of the validation examples' class scores; partial: from its coordinates
-only), both summed over shards by the coordinator. With ``G = U diag(l) U^T`` the rows of
-``E = U diag(sqrt l)`` have exactly Y's inner products: the coordinator runs the unchanged
+and the model's first layer maps a parameter change to a change of its responses linearly. So each shard s
+sends the partial Gram matrix ``Y_s Y_s^T`` and the partial first-layer responses ``A_s(y_i)`` of every row
+(A: a change of the first layer's parameters -> the change of the validation examples' responses; partial:
+from its coordinates only), both summed over shards by the coordinator. With ``G = U diag(l) U^T`` the rows
+of ``E = U diag(sqrt l)`` have exactly Y's inner products: the coordinator runs the unchanged
 ``compute_round`` on E (k <= n + 2 coordinates) with an ``evaluate`` that scores a change ``e`` of E's space
-as ``A(Y^T w(e))  = sum_i w_i A(y_i)``, ``w(e) = U diag(1 / sqrt l) e``. The aggregate it decides maps back
-to ``Y^T w``: the second pass, in which each shard writes its coordinates of the new model.
+from ``A(Y^T w(e)) = sum_i w_i A(y_i)``, ``w(e) = U diag(1 / sqrt l) e``. The aggregate it decides maps
+back to ``Y^T w``: the last pass, in which each shard writes its coordinates of the new model.
+
+The two built-in families (:class:`Layout`; coordinates in name order, as the single close lays them out):
+
+- softmax regression: ``dense.bias`` then ``dense.weight``; the responses are the class scores, and the
+  model's change is ``base_scores + sum_i w_i A(y_i)``.
+- the MLP: ``hidden.bias`` then ``hidden.weight`` (the first layer: responses are the hidden
+  pre-activations), then ``output.bias`` and ``output.weight`` (the head, hidden x classes + classes
+  coordinates). The responses of the combination are still ``sum_i w_i A(y_i)``; the ReLU and the output
+  layer are not linear, so the coordinator gathers every row's head whole (each shard sends the head
+  coordinates in its range, zeros elsewhere, and the sum is the head: ``O_i``) and evaluates any
+  combination as ``ReLU(base_pre + sum_i w_i A(y_i)) @ (W_out + sum_i w_i O_i) + ...``: exactly the
+  single close's batched scores (:class:`fedledger.models.ValidationBatch`, whose ``logits`` both call),
+  so every score and decision (line search, rollback, descent floor, quality) sees the same model.
+
+Memory: the coordinator holds the summed responses, rows x validation examples x first-layer width float64
+(100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB), and up to about four
+copies of them while it sums and embeds; :data:`MAX_RESPONSE_BYTES` bounds them and
+:func:`why_not_shardable` refuses a wider round with its size.
 
 Rules that look at single coordinates (median, trimmed mean, Bulyan's second step, the coordinate median
 centered clipping starts from) need one more pass: once the first pass's Gram matrix has decided what only
@@ -40,9 +58,9 @@ the single close in everything but the noise: same clipping, aggregate, scores a
 the same distribution.
 
 The same result as the single-worker close up to float rounding (sums in another order, float64 partials):
-:data:`TOLERANCE` states the bound the tests check. Models whose class scores are not linear in their
-parameters are not sharded: :func:`why_not_shardable` says why and the worker closes such a round on one
-worker.
+:data:`TOLERANCE` states the bound the tests check, for both families. A model of other tensors (whose
+responses are not known to be linear in its parameters), or one whose summed responses exceed the bound,
+is not sharded: :func:`why_not_shardable` says why and the worker closes such a round on one worker.
 """
 
 from __future__ import annotations
@@ -63,13 +81,13 @@ from aggregator.strategies.base import Detail
 from aggregator.strategies.bulyan import closest_to_median_columns
 from aggregator.strategies.centered_clip import CenteredClip, bucket_means
 from aggregator.strategies.coordinatewise import TrimmedMean, median, trimmed_mean
+from fedledger.models import FIRST_LAYER, MLP_TENSORS, SOFTMAX_TENSORS, UnknownModelFamily, ValidationBatch
 
 # Rules that read the updates only through inner products and linear combinations (see the module docstring).
 LINEAR_STRATEGIES = frozenset({"fedavg", "fltrust", "fltrust_guarded", "krum", "multi_krum", "reputation"})
 # Rules with a coordinate-wise step: one more pass computes its row (see the module docstring).
 COORDINATE_STRATEGIES = frozenset({"median", "trimmed_mean", "bulyan", "centered_clip"})
 SHARDABLE_STRATEGIES = LINEAR_STRATEGIES | COORDINATE_STRATEGIES
-SOFTMAX_TENSORS = ("dense.bias", "dense.weight")  # the softmax family, in coordinate (name) order
 # What "the same result" means (checked by tests against the single-worker close): new weights within
 # rtol 1e-4 + atol 1e-6 of each other, the same decisions (kept, flagged, paid), scores within 0.05 points
 # and rewards within 2e-3 of each other. Quality is a difference of two validation losses over the round's
@@ -77,6 +95,10 @@ SOFTMAX_TENSORS = ("dense.bias", "dense.weight")  # the softmax family, in coord
 # it by up to about 4e-4 of itself, measured 0.015 points apart (trimmed mean); 0.05 point of quality is
 # 0.02 of fitness, which moves the tier multiplier (>= 0.5) by up to 1e-3.
 TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "reward_rtol": 2e-3}
+# The coordinator's summed float64 first-layer responses (rows x validation examples x first-layer width) at
+# most: it holds up to about four copies of them while it sums the shards' and embeds (2 GiB at the limit,
+# half a 4 GiB worker). 100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB.
+MAX_RESPONSE_BYTES = 512 * 2**20
 # Eigenvalues of the Gram matrix below this fraction of the largest are rank deficiency (two equal rows, a
 # zero public change), not directions of the updates.
 RANK_TOLERANCE = 1e-10
@@ -102,51 +124,111 @@ def plan_shards(
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def why_not_shardable(params: RoundParams, spec: Mapping[str, Sequence[int]]) -> str | None:
-    """None when a round with these parameters and this model can be closed in shards, else why not."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a built-in model's coordinates (in name order) sit for the shards: ``[0, linear)`` is its first
+    layer, its bias (``width``) then its weight (features x ``width``, row-major), whose responses on the
+    validation examples are linear in them; ``[linear, size)`` is the head (the MLP's output layer:
+    ``output.bias``, then ``output.weight``; nothing for softmax), which the coordinator gathers whole."""
+
+    family: str
+    width: int  # the first layer's outputs: softmax's classes, the MLP's hidden units
+    linear: int
+    size: int
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Sequence[int]]) -> Layout:
+        """The layout of ``spec`` (:class:`UnknownModelFamily` for a model of other tensors)."""
+        names = frozenset(spec)
+        family = "softmax" if names == SOFTMAX_TENSORS else "mlp" if names == MLP_TENSORS else None
+        if family is None:
+            raise UnknownModelFamily(f"tensors {sorted(names)} match no built-in model family (softmax, mlp)")
+        weight, bias = FIRST_LAYER[family]
+        features, width = (int(v) for v in spec[weight])
+        size = sum(math.prod(int(v) for v in shape) for shape in spec.values())
+        # Name order puts each family's first-layer bias, then its weight, first (dense.*, hidden.* < output.*).
+        assert sorted(names)[:2] == [bias, weight]
+        return cls(family, width, width * (features + 1), size)
+
+    @property
+    def head(self) -> int:
+        """The head's coordinates (``hidden x classes + classes`` for the MLP, 0 for softmax)."""
+        return self.size - self.linear
+
+    def response_bytes(self, rows: int, examples: int) -> int:
+        """Bytes of the summed float64 first-layer responses of ``rows`` rows on ``examples`` examples."""
+        return 8 * rows * examples * self.width
+
+
+def why_not_shardable(
+    params: RoundParams, spec: Mapping[str, Sequence[int]], rows: int = 0, examples: int = 0
+) -> str | None:
+    """None when a round with these parameters and this model can be closed in shards, else why not. ``rows``
+    (updates, extra and derived rows) and ``examples`` (validation examples) bound the coordinator's summed
+    responses by :data:`MAX_RESPONSE_BYTES`."""
     if params.strategy not in SHARDABLE_STRATEGIES:
         return f"{params.strategy} has no sharded form; only {', '.join(sorted(SHARDABLE_STRATEGIES))} are sharded"
-    if tuple(sorted(spec)) != SOFTMAX_TENSORS:
-        return "only the softmax model's class scores are linear in its parameters"
+    try:
+        layout = Layout.of(spec)
+    except UnknownModelFamily:
+        return (
+            "only the built-in models (softmax, mlp) have first-layer responses linear in their parameters; "
+            f"tensors {sorted(spec)} are neither"
+        )
+    need = layout.response_bytes(rows, examples)
+    if need > MAX_RESPONSE_BYTES:
+        return (
+            f"the summed first-layer responses ({rows} rows x {examples} validation examples x {layout.width} "
+            f"units, float64) take {need / 2**20:.0f} MiB, over the coordinator's "
+            f"{MAX_RESPONSE_BYTES / 2**20:.0f} MiB: use fewer validation examples or a narrower first layer"
+        )
     return None
 
 
-def partial_scores(
+def partial_responses(
     spec: Mapping[str, Sequence[int]], features: np.ndarray, start: int, rows: np.ndarray
-) -> np.ndarray:
-    """``A_s`` of each row: the change of the validation examples' class scores that the coordinates
-    ``[start, start + rows.shape[1])`` of each row make (softmax regression, coordinates in name order:
-    ``dense.bias`` (C), then ``dense.weight`` (F x C) row-major). Returns (rows, examples, C) float64."""
-    classes = int(spec["dense.bias"][0])
-    n, width = rows.shape
-    stop = start + width
-    out = np.zeros((n, features.shape[0], classes))
-    # The bias part: added to every example's scores.
-    b0, b1 = start, min(stop, classes)
+) -> tuple[np.ndarray, np.ndarray]:
+    """``A_s`` of each row: the change of the validation examples' first-layer responses (softmax: its class
+    scores; MLP: its hidden pre-activations) that the coordinates ``[start, start + rows.shape[1])`` of each
+    row make, (rows, examples, width) float64, and the row's head coordinates in that range (rows, head)
+    float64, zero elsewhere: summed over the shards, every row's whole head (see :class:`Layout`)."""
+    layout = Layout.of(spec)
+    width = layout.width
+    n, span = rows.shape
+    stop = start + span
+    out = np.zeros((n, features.shape[0], width))
+    heads = np.zeros((n, layout.head))
+    # The bias part: added to every example's response.
+    b0, b1 = start, min(stop, width)
     if b1 > b0:
-        bias = np.zeros((n, classes))
+        bias = np.zeros((n, width))
         bias[:, b0:b1] = rows[:, : b1 - b0]
         out += bias[:, None, :]
-    w0 = max(start, classes)
-    if stop > w0:
+    w0, w1 = max(start, width), min(stop, layout.linear)
+    if w1 > w0:
         # The weight part, padded to whole feature rows (at most one partial row at each end).
-        first, last = (w0 - classes) // classes, -(-(stop - classes) // classes)
-        block = np.zeros((n, (last - first) * classes))
-        lo = w0 - classes - first * classes
-        block[:, lo : lo + stop - w0] = rows[:, w0 - start :]
-        block3 = block.reshape(n, last - first, classes)
+        first, last = (w0 - width) // width, -(-(w1 - width) // width)
+        block = np.zeros((n, (last - first) * width))
+        lo = w0 - width - first * width
+        block[:, lo : lo + w1 - w0] = rows[:, w0 - start : w1 - start]
+        block3 = block.reshape(n, last - first, width)
         x = features[:, first:last].astype(np.float64)
         out += np.einsum("ef,nfc->nec", x, block3, optimize=True)
-    return out
+    h0 = max(start, layout.linear)
+    if stop > h0:
+        heads[:, h0 - layout.linear : stop - layout.linear] = rows[:, h0 - start :]
+    return out, heads
 
 
 @dataclass(frozen=True)
 class ShardStatistics:
-    """What one shard sends back from the first pass: the partial Gram matrix of its rows and the partial
-    class scores of each row, over the same row order (updates, then reference, then public change)."""
+    """What one shard sends back from the first pass: the partial Gram matrix of its rows, the partial
+    first-layer responses of each row and its part of each row's head, over the same row order (updates,
+    then reference, then public change)."""
 
     gram: np.ndarray  # (r, r) float64
-    scores: np.ndarray  # (r, examples, classes) float64
+    scores: np.ndarray  # (r, examples, width) float64
+    heads: np.ndarray  # (r, head) float64
 
     @staticmethod
     def of(
@@ -154,10 +236,10 @@ class ShardStatistics:
     ) -> ShardStatistics:
         """The statistics of ``rows`` ((r, width) float32: every row's coordinates from ``start``)."""
         block = rows.astype(np.float64)
-        return ShardStatistics(block @ block.T, partial_scores(spec, features, start, rows))
+        return ShardStatistics(block @ block.T, *partial_responses(spec, features, start, rows))
 
     def __add__(self, other: ShardStatistics) -> ShardStatistics:
-        return ShardStatistics(self.gram + other.gram, self.scores + other.scores)
+        return ShardStatistics(self.gram + other.gram, self.scores + other.scores, self.heads + other.heads)
 
 
 @dataclass(frozen=True)
@@ -183,22 +265,25 @@ class Embedding:
 
 
 def embedded_evaluation(
-    embedding: Embedding, base_scores: np.ndarray, row_scores: np.ndarray, labels: np.ndarray
+    embedding: Embedding, batch: ValidationBatch, row_scores: np.ndarray, row_heads: np.ndarray
 ) -> Evaluation:
     """``evaluate`` for :class:`RoundInputs` in E's space: (loss of every validation example, accuracy) of the
-    model base + Y^T w(e), from the base model's class scores and each row's (summed over shards)."""
+    model base + Y^T w(e), from each row's first-layer responses and head (summed over shards): the
+    combination's are ``sum_i w_i`` of the rows', and ``batch`` (the base model on the validation examples)
+    runs the layers after the first on them, as the single close's batched scores do."""
 
     def evaluate(weights: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float | None]:
         e = np.asarray(weights["embedded"], dtype=np.float64)
+        w = embedding.to_weights @ e
         with np.errstate(all="ignore"):
-            z = base_scores + np.tensordot(embedding.to_weights @ e, row_scores, axes=1)
+            z = batch.logits(np.tensordot(w, row_scores, axes=1), w @ row_heads)
             z32 = z.astype(np.float32)
             if not np.isfinite(z32).all():
-                return np.full(len(labels), np.inf), 0.0
+                return np.full(len(batch.y), np.inf), 0.0
             shifted = z32.astype(np.float64) - z32.max(axis=1, keepdims=True)
             log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        losses: np.ndarray = -log_probs[np.arange(len(labels)), labels]
-        return losses, float((z32.argmax(axis=1) == labels).mean())
+        losses: np.ndarray = -log_probs[np.arange(len(batch.y)), batch.y]
+        return losses, float((z32.argmax(axis=1) == batch.y).mean())
 
     return evaluate
 
@@ -316,11 +401,13 @@ class _Fixed:
 @dataclass(frozen=True)
 class DerivedStatistics:
     """What one shard sends back from the second pass: the derived rows' partial inner products with Y's
-    rows (m, r) and with each other (m, m), and their partial class scores (m, examples, classes)."""
+    rows (m, r) and with each other (m, m), their partial first-layer responses (m, examples, width) and
+    their part of their heads (m, head)."""
 
     cross: np.ndarray
     gram: np.ndarray
     scores: np.ndarray
+    heads: np.ndarray
 
     @staticmethod
     def of(
@@ -333,11 +420,16 @@ class DerivedStatistics:
         """The statistics of ``derived`` ((m, width) float32) against ``rows`` ((r, width)) from ``start``."""
         d64 = derived.astype(np.float64)
         return DerivedStatistics(
-            d64 @ rows.astype(np.float64).T, d64 @ d64.T, partial_scores(spec, features, start, derived)
+            d64 @ rows.astype(np.float64).T, d64 @ d64.T, *partial_responses(spec, features, start, derived)
         )
 
     def __add__(self, other: DerivedStatistics) -> DerivedStatistics:
-        return DerivedStatistics(self.cross + other.cross, self.gram + other.gram, self.scores + other.scores)
+        return DerivedStatistics(
+            self.cross + other.cross,
+            self.gram + other.gram,
+            self.scores + other.scores,
+            self.heads + other.heads,
+        )
 
 
 def augment(statistics: ShardStatistics, derived: DerivedStatistics, rows: Sequence[int]) -> ShardStatistics:
@@ -348,6 +440,7 @@ def augment(statistics: ShardStatistics, derived: DerivedStatistics, rows: Seque
     return ShardStatistics(
         np.block([[gram, cross.T], [cross, derived.gram]]),
         np.concatenate([statistics.scores[index], derived.scores]),
+        np.concatenate([statistics.heads[index], derived.heads]),
     )
 
 

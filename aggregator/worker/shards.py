@@ -69,7 +69,7 @@ from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import open_envelope
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain.blobstore import BlobStore
-from fedledger.models import logits
+from fedledger.models import ValidationBatch
 from fedledger.payload import UpdateFormatError, decode_update, flatten, unflatten
 
 # (task name, one payload per shard) -> each shard's result, in the payloads' order.
@@ -209,7 +209,7 @@ def shard_statistics(
         compute_ms += (time.perf_counter() - started) * 1e3
     assert total is not None  # a range is never empty
     return {
-        "statistics": _store(blobs, job, {"gram": total.gram, "scores": total.scores}),
+        "statistics": _store(blobs, job, {"gram": total.gram, "scores": total.scores, "heads": total.heads}),
         "failed": {str(k): v for k, v in failed.items()},
         "read_ms": read_ms,
         "compute_ms": compute_ms,
@@ -245,7 +245,11 @@ def shard_derive(
         raise
     assert total is not None  # a range is never empty
     return {
-        "statistics": _store(blobs, job, {"cross": total.cross, "gram": total.gram, "scores": total.scores}),
+        "statistics": _store(
+            blobs,
+            job,
+            {"cross": total.cross, "gram": total.gram, "scores": total.scores, "heads": total.heads},
+        ),
         "pieces": pieces,
     }
 
@@ -323,7 +327,10 @@ def begin(
         params = round_params(inputs)
     except InvalidRoundParams:
         return "the round's parameters are invalid (the single-worker close fails it with the reason)"
-    reason = why_not_shardable(params, spec)
+    _, (features, _) = server_data(holdout)
+    # The rows the coordinator sums responses of: the updates, the reference and public change, and up to
+    # two derived rows (a coordinate-wise rule's, DP's noise).
+    reason = why_not_shardable(params, spec, len(inputs.updates) + 4, int(features.shape[0]))
     if reason is not None:
         return reason
     started = time.perf_counter()
@@ -518,7 +525,7 @@ def _decide(
     RoundResult when the round ends here (failed, extended, or its budget refuses it)."""
     params = round_params(inputs)
     sums = _kept(blobs, state["statistics"])
-    total = ShardStatistics(sums["gram"], sums["scores"])
+    total = ShardStatistics(sums["gram"], sums["scores"], sums["heads"])
     failed = {int(k): v for k, v in state["failed"].items()}
     height = len(inputs.updates) + len(state["job"]["extra"])
     clients: list[ClientMeta] = []
@@ -535,10 +542,13 @@ def _decide(
             clients.append(meta)
             keep.append(i)
     rows = keep + list(range(len(inputs.updates), height))
-    statistics = ShardStatistics(total.gram[np.ix_(rows, rows)], total.scores[rows])
+    if rows == list(range(height)):
+        statistics = total  # no update failed: no copy of the responses
+    else:
+        statistics = ShardStatistics(total.gram[np.ix_(rows, rows)], total.scores[rows], total.heads[rows])
     embedding = Embedding.of(statistics.gram)
     _, (features, labels) = server_data(holdout)
-    base_scores = logits(inputs.weights, features.astype(np.float32)).astype(np.float64)
+    batch = ValidationBatch(inputs.weights, features, labels, inputs.spec)
     round_inputs = inputs.round_inputs(
         params,
         clients=tuple(clients),
@@ -557,9 +567,10 @@ def _decide(
         return _Decision(derivations, None, [], None, None)
     if derivations:
         d = _kept(blobs, state["derived"])
-        statistics = augment(total, DerivedStatistics(d["cross"], d["gram"], d["scores"]), rows)
+        derived = DerivedStatistics(d["cross"], d["gram"], d["scores"], d["heads"])
+        statistics = augment(total, derived, rows)
         embedding = Embedding.of(statistics.gram)
-    evaluate = embedded_evaluation(embedding, base_scores, statistics.scores, labels)
+    evaluate = embedded_evaluation(embedding, batch, statistics.scores, statistics.heads)
     embedded = embedded_inputs(round_inputs, embedding, True, state["has_change"], evaluate)
     if dp is not None:
         # Clipped here (the factors from the norms); compute_round then runs without DP, the noise being

@@ -1,4 +1,5 @@
-"""Small synthetic rounds for the pure round computation's tests: a softmax model on three Gaussian blobs."""
+"""Small synthetic rounds for the pure round computation's tests: a softmax model (or an MLP) on three
+Gaussian blobs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from aggregator.round.compute import ClientMeta, RoundInputs
 from aggregator.round.params import RoundParams
-from fedledger.models import init_softmax, train_softmax
+from fedledger.models import init_mlp, init_softmax, train
 from fedledger.payload import flatten
 
 OPENED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,9 +66,13 @@ def blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 class Federation:
     """A base model, a holdout, and honest updates (one local epoch each on fresh data)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, family: str = "softmax", hidden: int = 8) -> None:
         self.rng = np.random.default_rng(seed)
-        self.weights = init_softmax(FEATURES, CLASSES)
+        self.weights = (
+            init_softmax(FEATURES, CLASSES)
+            if family == "softmax"
+            else init_mlp(FEATURES, hidden, CLASSES, np.random.default_rng([seed, 1]))
+        )
         self.spec = {name: list(t.shape) for name, t in self.weights.items()}
         self.holdout = blobs(300, self.rng)
         self.base = flatten(self.weights, self.spec)
@@ -76,7 +81,7 @@ class Federation:
         rows = []
         for _ in range(n):
             X, y = blobs(100, self.rng)
-            trained = train_softmax(self.weights, X, y, epochs=1, lr=0.1, batch=20, rng=self.rng)
+            trained = train(self.weights, X, y, epochs=1, lr=0.1, batch=20, rng=self.rng)
             rows.append(flatten(trained, self.spec) - self.base)
         return np.stack(rows).astype(np.float32)
 

@@ -19,15 +19,20 @@ from eth_account import Account
 
 from aggregator.round import compute
 from aggregator.round.compute import CloseStatus, RoundResult
+from aggregator.round.params import RoundParams
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import (
     COORDINATE_STRATEGIES,
+    MAX_RESPONSE_BYTES,
     NOISE_BLOCK,
     SHARDABLE_STRATEGIES,
     TOLERANCE,
+    Layout,
     block_noise,
     noise_seed,
+    partial_responses,
     plan_shards,
+    why_not_shardable,
 )
 from aggregator.worker import close as round_close
 from aggregator.worker.close_inputs import Inputs
@@ -62,10 +67,18 @@ def key() -> ServerKeyPair:
 
 
 def build(
-    tmp_path: Path, key: ServerKeyPair, params: dict[str, object], *, attackers: int = 1, tamper: bool = False
+    tmp_path: Path,
+    key: ServerKeyPair,
+    params: dict[str, object],
+    *,
+    attackers: int = 1,
+    tamper: bool = False,
+    family: str = "softmax",
 ) -> tuple[Inputs, FilesystemBlobStore, Federation]:
-    """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones."""
-    fed = Federation()
+    """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones, of the
+    softmax model or of an MLP (4 features, 8 hidden units, 3 classes: 67 coordinates, the first layer's 40
+    first in name order, then the output layer's)."""
+    fed = Federation(family=family)
     blobs = FilesystemBlobStore(tmp_path)
     deltas = fed.honest(6)
     deltas = np.concatenate([deltas, -10 * deltas[:attackers]]) if attackers else deltas
@@ -193,11 +206,15 @@ def assert_scores_same(single: RoundResult, sharded: RoundResult) -> None:
         assert abs(a.reward_wei - b.reward_wei) <= TOLERANCE["reward_rtol"] * max(a.reward_wei, 1)
 
 
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
 @pytest.mark.parametrize("strategy", sorted(SHARDABLE_STRATEGIES))
 def test_the_sharded_close_equals_the_single_worker_close(
-    tmp_path: Path, key: ServerKeyPair, strategy: str
+    tmp_path: Path, key: ServerKeyPair, strategy: str, family: str
 ) -> None:
-    single, sharded = both(tmp_path, key, strategy, shards=3)
+    """Every shardable rule, on both built-in model families. The MLP's 67 coordinates in three shards cut
+    once inside its first layer's weight (22) and once inside its output layer (45): the first shard's
+    responses are partial, the second's and third's heads are."""
+    single, sharded = both(tmp_path, key, strategy, shards=3, family=family)
     assert_same(single, sharded)
     assert sharded.record is not None and sharded.record.params["shards"] == 3
     # A coordinate-wise rule takes the one more pass that computes its row; a linear rule does not.
@@ -233,14 +250,12 @@ def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_
     assert_same(single, sharded)
 
 
-def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
-    tmp_path: Path, key: ServerKeyPair
-) -> None:
+def refusal(tmp_path: Path, key: ServerKeyPair, weights: dict[str, np.ndarray]) -> str:
+    """Why compute_sharded leaves the round of the model ``weights`` to one worker (it runs no pass)."""
     inputs, blobs, fed = build(tmp_path, key, snapshot(strategy="median"))
-    mlp = init_mlp(4, 5, 3, np.random.default_rng(0))
-    model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in mlp.items()})
+    model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in weights.items()})
     reason = compute_sharded(
-        replace(inputs, weights=mlp, model=model),
+        replace(inputs, weights=weights, model=model),
         blobs,
         fed.holdout,
         np.random.default_rng(0),
@@ -248,12 +263,64 @@ def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
         [(0, 5), (5, 10)],
         None,  # type: ignore[arg-type]
     )
-    assert isinstance(reason, str) and "linear in its parameters" in reason
+    assert isinstance(reason, str)
+    return reason
 
 
+def test_rounds_the_shards_cannot_compute_exactly_are_left_to_one_worker(
+    tmp_path: Path, key: ServerKeyPair
+) -> None:
+    """A model of other tensors: its responses are not known to be linear in its parameters."""
+    other = {"conv.weight": np.zeros((3, 3), np.float32), "conv.bias": np.zeros(3, np.float32)}
+    reason = refusal(tmp_path, key, other)
+    assert "linear in their parameters" in reason and "conv.weight" in reason
+
+
+def test_an_mlp_whose_summed_responses_exceed_the_coordinators_bound_is_left_to_one_worker(
+    tmp_path: Path, key: ServerKeyPair
+) -> None:
+    """The coordinator sums rows x validation examples x hidden units float64 responses: an MLP wide enough
+    to take them past MAX_RESPONSE_BYTES is refused with the size, the bound and what to change."""
+    _, (features, _) = server_data(Federation().holdout)
+    rows = 7 + 4  # build's seven updates; the reference, the public change and two derived rows at most
+    wide = MAX_RESPONSE_BYTES // (8 * rows * features.shape[0]) + 1
+    reason = refusal(tmp_path / "wide", key, init_mlp(4, wide, 3, np.random.default_rng(0)))
+    assert f"{rows} rows x {features.shape[0]} validation examples x {wide} units" in reason
+    assert "over the coordinator's 512 MiB" in reason and "narrower first layer" in reason
+    # One hidden unit fewer fits the bound.
+    fits = init_mlp(4, wide - 1, 3, np.random.default_rng(0))
+    spec = {name: t.shape for name, t in fits.items()}
+    params = RoundParams.from_snapshot(snapshot(strategy="median"))
+    assert why_not_shardable(params, spec, rows, features.shape[0]) is None
+    assert Layout.of(spec).response_bytes(rows, features.shape[0]) <= MAX_RESPONSE_BYTES
+
+
+def test_the_layout_puts_each_familys_first_layer_first_in_name_order() -> None:
+    """Softmax: dense.bias (3) then dense.weight (4 x 3), no head. MLP: hidden.bias (8), hidden.weight
+    (4 x 8), then the head: output.bias (3), output.weight (8 x 3)."""
+    softmax = Federation().spec
+    mlp = Federation(family="mlp").spec
+    assert Layout.of(softmax) == Layout("softmax", 3, 15, 15)
+    assert Layout.of(mlp) == Layout("mlp", 8, 40, 67) and Layout.of(mlp).head == 27
+    # A shard's partial responses and heads add up to the whole row's, wherever the ranges cut.
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((3, 67)).astype(np.float32)
+    X = rng.standard_normal((5, 4)).astype(np.float32)
+    whole, head = partial_responses(mlp, X, 0, rows)
+    cuts = [0, 3, 8, 21, 40, 41, 50, 67]
+    parts = [partial_responses(mlp, X, a, rows[:, a:b]) for a, b in pairwise(cuts)]
+    np.testing.assert_allclose(sum(p[0] for p in parts), whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(sum(p[1] for p in parts), head)
+    np.testing.assert_array_equal(head, rows[:, 40:])
+    # The whole row's response is the first layer's: X @ dW + db (hidden.weight row-major after the bias).
+    expected = X.astype(np.float64) @ rows[:, 8:40].reshape(3, 4, 8).astype(np.float64) + rows[:, None, :8]
+    np.testing.assert_allclose(whole, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
 @pytest.mark.parametrize("strategy", ["fedavg", "median", "bulyan", "centered_clip"])
 def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
-    tmp_path: Path, key: ServerKeyPair, strategy: str
+    tmp_path: Path, key: ServerKeyPair, strategy: str, family: str
 ) -> None:
     """Same clipping, aggregate, scores and decisions as the single close; the noise is the seeded
     block_noise of the round's generator (the same for any split), not the single close's draw."""
@@ -261,7 +328,7 @@ def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
     # Rows clipped to 0.05 descend far less than the server's own step: both closes keep that step (the line
     # search's descent floor), the same model whatever the noise.
     floor_single, floor_sharded = both(
-        tmp_path / "floor", key, strategy, shards=3, block_bytes=300, params=dp
+        tmp_path / "floor", key, strategy, shards=3, block_bytes=300, params=dp, family=family
     )
     assert floor_single.record is not None and floor_sharded.record is not None
     assert "at the server's own step" in floor_single.record.decision
@@ -269,7 +336,7 @@ def test_a_dp_close_in_shards_is_the_single_close_with_its_own_seeded_noise(
     assert_same(floor_single, floor_sharded)
     # The noise itself, seen in the kept change only when the aggregate's step is kept: the floor held off.
     with patch.object(compute, "FLOOR_STANDARD_ERRORS", 1e9):
-        single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp)
+        single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=300, params=dp, family=family)
     assert single.record is not None and sharded.record is not None and sharded.aggregate is not None
     assert single.aggregate is not None and single.new_weights is not None
     assert sharded.record.dp_noise_std == pytest.approx(single.record.dp_noise_std)
