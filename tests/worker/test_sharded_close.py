@@ -27,6 +27,7 @@ from fedledger.config import Settings
 from fedledger.datasets import load_holdout
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.blob_backends import open_blob_store
+from fedledger.models import family_of, init_mlp
 from tests.worker.conftest import ORGS, Platform, WorkerProcess, address_of
 from tests.worker.test_governance_and_faults import mine
 
@@ -162,3 +163,18 @@ def test_rounds_closed_in_shards_equal_their_single_worker_close(
     govern_strategy(platform, "trimmed_mean")
     # The first attacker is slashed by now and may not submit: another wallet attacks.
     close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[5], seed=1)
+
+
+@pytest.mark.parametrize("genesis", [init_mlp(64, 16, 10, np.random.default_rng(7))], ids=["mlp"])
+def test_an_mlp_round_closed_in_shards_equals_its_single_worker_close(
+    platform: Platform,
+    workers: list[WorkerProcess],
+    settings: Settings,
+    tmp_path: Path,
+    genesis: dict[str, np.ndarray],
+) -> None:
+    """The MLP (64 features, 16 hidden units, 10 classes: 1,210 coordinates in name order, the first layer's
+    1,040 then the output layer's 170) in two shards cut at 600, inside hidden.weight: the first shard
+    sends partial hidden responses only, the second the rest of them and every row's output layer."""
+    assert family_of(genesis) == family_of(platform.global_weights()) == "mlp"
+    close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[4], seed=0)
