@@ -209,6 +209,31 @@ class ValidationBatch:
             out += rows[:, bias][:, None, :]
         return out
 
+    def stacked_responses(self, rows: np.ndarray) -> np.ndarray:
+        """:meth:`responses` for a few examples: a narrow layer is multiplied one batched product per block
+        of input features (each row's block against the examples', no copy of the rows' blocks side by
+        side; that copy costs a pass over the rows whatever the examples: n = 100, d = 1M, 32 examples,
+        measured 0.12 s against 0.23-0.37 s). Equal to :meth:`responses` up to float32 rounding (the sum is
+        associated differently); a wide layer is computed as there."""
+        rows = np.asarray(rows, dtype=np.float32)
+        weight, bias, features, width = self._layer
+        if width >= _WIDE:
+            return self.responses(rows)
+        if rows.ndim != 2 or rows.shape[1] != self.size:
+            raise ValueError(f"deltas must be (k, {self.size}), got {rows.shape}")
+        k, m = rows.shape[0], self.X.shape[0]
+        W = rows[:, weight].reshape(k, features, width)
+        out = np.zeros((k, m, width), dtype=np.float32)
+        with np.errstate(all="ignore"):
+            for f0 in range(0, features, _NARROW_STEP):
+                out += np.matmul(self.X[None, :, f0 : f0 + _NARROW_STEP], W[:, f0 : f0 + _NARROW_STEP, :])
+            out += rows[:, bias][:, None, :]
+        return out
+
+    def subset(self, examples: np.ndarray) -> ValidationBatch:
+        """The same model on the validation examples ``examples`` (indices) only."""
+        return ValidationBatch(self.weights, self.X[examples], self.y[examples], self.spec)
+
     def heads(self, rows: np.ndarray) -> np.ndarray:
         """(k, h): the parameters after the first layer of each flat delta (empty for softmax)."""
         return np.asarray(rows, dtype=np.float32)[:, self.head_index]

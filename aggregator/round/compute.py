@@ -48,6 +48,7 @@ from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetE
 from aggregator.round.dp import PrivacyAccountant, clip_rows_in_place, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
 from aggregator.round.rollback import FLOOR_STANDARD_ERRORS, StepDecision, line_search_decision
+from aggregator.scoring.budget import ScoreBudget, default_budget, round_seed, score_sample
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
@@ -118,6 +119,23 @@ class RoundInputs:
     # rule wrapped so that it returns what its shards computed over the real coordinates
     # (aggregator.round.sharding.ShardedRule); None for every other close.
     strategy: Strategy | None = None
+    # The parameter count of the model the deltas stand for, when they are not its coordinates (a sharded
+    # close runs on an embedding of k <= n + 2 coordinates); None: the deltas' own length. The score budget
+    # is judged on it, so both closes of a round score on the same examples.
+    model_size: int | None = None
+    # The per-row scores' budget (aggregator.scoring.budget): above it they use a seeded subsample of the
+    # validation examples; the decision (line search, rollback) always uses all of them. None: the
+    # module's defaults (aggregator.scoring.budget.default_budget).
+    score_budget: ScoreBudget | None = None
+
+    def score_sample(self, examples: int) -> np.ndarray | None:
+        """The validation examples the per-row scores use, of ``examples`` (None: all of them)."""
+        n = len(self.clients)
+        size = self.model_size if self.model_size is not None else int(np.size(self.deltas)) // max(n, 1)
+        budget = self.score_budget if self.score_budget is not None else default_budget()
+        used = budget.size(n, size, examples)
+        seed = round_seed(self.round_id, [(c.update_id, c.submitted_at) for c in self.clients])
+        return score_sample(seed, examples, used)
 
     def metrics(self, weights: Weights) -> tuple[float, float | None]:
         """(mean loss, accuracy) of ``weights`` on the server's data."""
@@ -427,6 +445,9 @@ def _scores(
         inputs.public_change,
         batch,
         claims,
+        inputs.score_sample,
+        # The rule's inner products describe X's rows only when it aggregated all of them.
+        result.products if bool(eligible.all()) else None,
     )
 
 
@@ -477,6 +498,10 @@ def _score_and_decide(
     details["sample_weight_bound"] = samples.bound
     details["sample_claims_capped"] = int(samples.above.sum())
     details["min_reputation"] = params.min_reputation
+    # The per-row scores' examples (a subsample above the score budget: their standard errors are the
+    # subsample's) of the validation examples the decision used.
+    details["validation_examples"] = s.examples
+    details["score_examples"] = s.examples_used
     return RoundResult(
         CloseStatus.aggregated,
         rejected=rejected,

@@ -22,6 +22,7 @@ The round computation calls :func:`score_round` once per close; it composes the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +37,13 @@ from aggregator.scoring.contribution import (
 )
 from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients, novel_gains
 from aggregator.scoring.reputation import (
+    PUBLIC_COPY_COSINE,
     ReputationConfig,
     direction_evidence,
     norm_evidence,
     public_copy_evidence,
 )
+from aggregator.scoring.responses import fits, response_measures
 from aggregator.scoring.scores import (
     ScoringConfig,
     fitness_scores,
@@ -48,8 +51,9 @@ from aggregator.scoring.scores import (
     reference_honesty,
     window_timeliness,
 )
+from aggregator.strategies.base import InnerProducts
 from aggregator.strategies.coordinatewise import median
-from aggregator.strategies.fltrust import norms_and_cosines, row_norms
+from aggregator.strategies.fltrust import cosines_from, norms_and_cosines, row_norms
 from fedledger.models import ValidationBatch
 
 DEFAULT_SCORING = ScoringConfig()
@@ -76,8 +80,15 @@ class RoundScores:
     loss_before: float
     # What the row adds beyond the aggregate's direction and the server's reference (quality's measure).
     novel_gain: np.ndarray | None = None
+    # Its standard error over the validation examples used.
+    novel_stderr: np.ndarray | None = None
     # Which of ``copied`` repeat the server's reference update (the rest repeat the last public change).
     copies_reference: np.ndarray | None = None
+    # The validation examples the per-row measures used (marginal, solo, novel and context gains) of the
+    # ``examples`` the loss was measured on: all of them, or a subsample when the round is above the score
+    # budget (aggregator.scoring.budget); 0 and 0 when the loss is only a mean.
+    examples: int = 0
+    examples_used: int = 0
 
 
 def share_coefficients(n: int, coefficients: np.ndarray | None, selected: np.ndarray) -> np.ndarray:
@@ -109,6 +120,8 @@ def score_round(
     public_change: np.ndarray | None = None,
     batch: ValidationBatch | None = None,
     claims: np.ndarray | None = None,
+    sample: Callable[[int], np.ndarray | None] | None = None,
+    products: InnerProducts | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
@@ -124,6 +137,15 @@ def score_round(
     ``public_change``: the last accepted change of the global model (None before any); an update that is
     that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
 
+    ``sample``: given the number of validation examples, the indices of those the per-row measures use
+    (None: all; :mod:`aggregator.scoring.budget`). With a subsample the marginals, solo, novel and context
+    gains and their standard errors are the subsample's (an unbiased estimate whose standard error grows
+    as it shrinks), measured against the current model's loss on the same subsample; ``loss_before``
+    stays the whole validation set's. A ``loss_of`` that gives only the mean loss is never subsampled.
+    ``products``: the strategy's inner products over the rows of ``X`` and ``reference``
+    (:class:`aggregator.strategies.base.InnerProducts`); used only with a subsample (they equal the
+    scores' own passes up to float32 rounding).
+
     ``loss_of(delta)`` is the validation loss of the current model plus ``delta`` (per example, or only its
     mean; see :data:`aggregator.scoring.contribution.LossOfDelta`). Without a reference
     (a server with no root data) the coordinate median of the updates stands in for it: honesty then
@@ -132,39 +154,72 @@ def score_round(
     X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
     if batch is None:
-        loss_before = mean_loss(loss_of(np.zeros(d, dtype=np.float32)))
+        before = np.asarray(loss_of(np.zeros(d, dtype=np.float32)), dtype=np.float64)
     else:
-        loss_before = mean_loss(batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size)))
+        before = batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size))
+    loss_before = mean_loss(before)
     if not (np.isfinite(loss_before) and loss_before > 0):
         raise InvalidParameter(
             f"the current model's validation loss must be finite and positive, got {loss_before}"
         )
+    examples = int(before.size) if before.ndim == 1 else 0
+    chosen = sample(examples) if sample is not None and examples > 0 else None
     ref = median(X) if reference is None else np.asarray(reference, dtype=np.float32)
+    # Above the score budget, the rule's inner products over these rows and the reference (when it
+    # computed them: the guarded default's one-pass Gram) stand in for the scores' own passes over the
+    # updates: norms, cosines, the free-rider test against the reference and the novelty's Gram matrix.
+    reuse = products if chosen is not None and reference is not None and products is not None else None
+    if reuse is not None and reuse.sq.shape != (n,):
+        raise InvalidParameter(f"the rule's inner products are of {reuse.sq.shape} rows, not {n}")
     if not float(np.abs(ref).max(initial=0.0)) > 0:
         # A zero reference points nowhere: no direction evidence this round, honesty from norms only.
         norms = row_norms(X)
         cosine = np.ones(n)
         ref_norm = float(np.median(norms)) or 1.0
+        reuse = None
+    elif reuse is not None:
+        ref_norm = float(row_norms(ref[None, :])[0])
+        norms, cosine, _ = cosines_from(X, reuse.sq, reuse.dots, ref_norm)
     else:
         # Norms and cosines from one pass over the updates (which also refuses a non-finite row).
         norms, cosine, _ = norms_and_cosines(X, ref)
         ref_norm = float(row_norms(ref[None, :])[0])
     c = share_coefficients(n, coefficients, selected)
-    if batch is None:
-        _, marginal, stderr = leave_one_out(loss_of, X, c)
-        solo = solo_gains(loss_of, loss_before, X, ref_norm, norms)
-    else:
-        measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms)
-        marginal, stderr, solo = measured.marginal, measured.stderr, measured.solo_gain
     k = np.zeros(n) if claims is None else nominal_coefficients(c, norms, claims, np.ones(n, dtype=bool))
-    if batch is None:
-        novel, novel_se = novel_gains(loss_of, X, c, k, ref)
-        context, _ = novel_gains(loss_of, X, c, k, ref, residual=False)
+    if chosen is None:
+        loss_scale = loss_before
+        marginal, stderr, solo, novel, novel_se, context = _row_measures(
+            loss_of, batch, X, c, k, ref, loss_before, ref_norm, norms
+        )
     else:
-        novel, novel_se = batched_novel_gains(batch, X, c, k, ref)
-        context, _ = batched_novel_gains(batch, X, c, k, ref, residual=False)
+        # Above the score budget: the per-row measures on the subsample, against the current model's loss
+        # on the same examples.
+        loss_scale = mean_loss(before[chosen])
+        if batch is not None and fits(sub := batch.subset(chosen), X):
+            gram = None if reuse is None else _with_reference(reuse, ref_norm)
+            m = response_measures(sub, X, c, k, ref, loss_scale, ref_norm, norms, gram)
+            marginal, stderr, solo, novel, novel_se, context = (
+                m.marginal,
+                m.stderr,
+                m.solo_gain,
+                m.novel,
+                m.novel_stderr,
+                m.context,
+            )
+        else:
+            marginal, stderr, solo, novel, novel_se, context = _row_measures(
+                _subsampled(loss_of, chosen, examples),
+                None if batch is None else batch.subset(chosen),
+                X,
+                c,
+                k,
+                ref,
+                loss_scale,
+                ref_norm,
+                norms,
+            )
     quality = novelty_quality(
-        novel, loss_before, scoring.quality_share, scoring.quality_floor, novel_se, scoring.novelty_z
+        novel, loss_scale, scoring.quality_share, scoring.quality_floor, novel_se, scoring.novelty_z
     )
     honesty = reference_honesty(
         cosine,
@@ -179,15 +234,18 @@ def score_round(
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(
-        cosine, solo, reputation, loss_before, context if claims is not None else None
+        cosine, solo, reputation, loss_scale, context if claims is not None else None
     )
     # The server's own reference is public too (Kerckhoffs: the root data and the code are known): an update
     # that is it again is a free ride on the server's work. Honest local training measured at most 0.895 to
     # it (attack_eval, digits and synthetic, IID and Dirichlet(0.5), n = 10 and 30, 20 rounds; the issue-20
     # pay section of docs/benchmarks.md). Not the coordinate median that stands in without a reference.
-    copies_reference = (
-        public_copy_evidence(X, reference, norms=norms) if reference is not None else np.zeros(n, dtype=bool)
-    )
+    if reuse is not None:
+        copies_reference = cosine >= PUBLIC_COPY_COSINE
+    elif reference is not None:
+        copies_reference = public_copy_evidence(X, reference, norms=norms)
+    else:
+        copies_reference = np.zeros(n, dtype=bool)
     copied = public_copy_evidence(X, public_change, norms=norms) | copies_reference
     evidence = direction | boosted | copied
     return RoundScores(
@@ -207,4 +265,59 @@ def score_round(
         solo_gain=solo,
         loss_before=loss_before,
         novel_gain=novel,
+        novel_stderr=novel_se,
+        examples=examples,
+        examples_used=examples if chosen is None else int(chosen.size),
     )
+
+
+def _with_reference(products: InnerProducts, ref_norm: float) -> np.ndarray:
+    """The (n + 1)-square Gram matrix of the rows and the reference (last) from the rule's inner products."""
+    n = products.sq.size
+    G = np.empty((n + 1, n + 1))
+    G[:n, :n] = products.gram
+    G[:n, n] = G[n, :n] = products.dots
+    G[n, n] = ref_norm * ref_norm
+    return G
+
+
+def _row_measures(
+    loss_of: LossOfDelta,
+    batch: ValidationBatch | None,
+    X: np.ndarray,
+    c: np.ndarray,
+    k: np.ndarray,
+    ref: np.ndarray,
+    loss_before: float,
+    ref_norm: float,
+    norms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(marginal, its standard error, solo gain, novel gain, its standard error, context gain) of every row:
+    one candidate at a time through ``loss_of``, or batched on ``batch``."""
+    if batch is None:
+        _, marginal, stderr = leave_one_out(loss_of, X, c)
+        solo = solo_gains(loss_of, loss_before, X, ref_norm, norms)
+        novel, novel_se = novel_gains(loss_of, X, c, k, ref)
+        context, _ = novel_gains(loss_of, X, c, k, ref, residual=False)
+    else:
+        measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms)
+        marginal, stderr, solo = measured.marginal, measured.stderr, measured.solo_gain
+        novel, novel_se = batched_novel_gains(batch, X, c, k, ref)
+        context, _ = batched_novel_gains(batch, X, c, k, ref, residual=False)
+    return marginal, stderr, solo, novel, novel_se, context
+
+
+def _subsampled(loss_of: LossOfDelta, chosen: np.ndarray, examples: int) -> LossOfDelta:
+    """``loss_of`` on the examples ``chosen`` only (its per-example losses, indexed)."""
+
+    def loss(delta: np.ndarray) -> float | np.ndarray:
+        value = np.asarray(loss_of(delta), dtype=np.float64)
+        if value.shape != (examples,):
+            raise InvalidParameter(
+                f"the loss of a candidate must have one value per validation example ({examples}), "
+                f"got shape {value.shape}"
+            )
+        out: np.ndarray = value[chosen]
+        return out
+
+    return loss

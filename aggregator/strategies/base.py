@@ -61,6 +61,17 @@ class StrategyInputs:
 
 
 @dataclass(frozen=True)
+class InnerProducts:
+    """Inner products a rule computed over every row it was given and the server's reference (float64):
+    the Gram matrix of the rows, their squared norms and their dots with the reference. The close's scores
+    reuse them above their budget instead of another pass over the updates."""
+
+    gram: np.ndarray
+    sq: np.ndarray
+    dots: np.ndarray
+
+
+@dataclass(frozen=True)
 class Aggregated:
     """A strategy's result: the aggregate (float32, d), the row indices that entered it, and the values
     the strategy actually used this round (e.g. the f derived for this n), for the round's record.
@@ -74,6 +85,8 @@ class Aggregated:
     selected: np.ndarray
     details: Mapping[str, Detail]
     coefficients: np.ndarray | None = None
+    # The rule's inner products over the rows it was given, when it computed them all (the guarded default).
+    products: InnerProducts | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Self
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.strategies.base import Aggregated, Detail, Strategy, StrategyInputs
+from aggregator.strategies.base import Aggregated, Detail, InnerProducts, Strategy, StrategyInputs
 from aggregator.strategies.blas import single_threaded
 from aggregator.strategies.fltrust import cosines_from, reference_and_norm
 from aggregator.strategies.kernels import gram_sq_and_dots
@@ -43,6 +43,9 @@ class Gate:
     by_center: np.ndarray
     center_level: float
     clip_norm: float
+    # The Gram matrix, squared norms and dots with the reference the gate computed (the close's scores
+    # reuse them).
+    products: InnerProducts | None = None
 
     @property
     def passed(self) -> np.ndarray:
@@ -120,7 +123,7 @@ def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
     by_center = cos_c >= level
     candidates = norms[by_reference & (norms > 0)]
     clip = _median(candidates) if candidates.size else 0.0
-    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip)
+    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, InnerProducts(gram, sq, dots))
 
 
 def hardened_coefficients(
@@ -203,4 +206,6 @@ class FLTrustGuarded(Strategy):
             "center_cosine_level": g.center_level,
             "clip_norm": g.clip_norm,
         }
-        return Aggregated(_combine(coefficients, X), np.flatnonzero(coefficients > 0), details, coefficients)
+        return Aggregated(
+            _combine(coefficients, X), np.flatnonzero(coefficients > 0), details, coefficients, g.products
+        )

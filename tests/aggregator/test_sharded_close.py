@@ -34,6 +34,7 @@ from aggregator.round.sharding import (
     plan_shards,
     why_not_shardable,
 )
+from aggregator.scoring import budget
 from aggregator.worker import close as round_close
 from aggregator.worker.close_inputs import Inputs
 from aggregator.worker.shards import (
@@ -239,6 +240,21 @@ def test_coordinate_wise_rules_with_their_parameters_equal_the_single_worker_clo
     assert_same(single, sharded)
     assert single.record is not None and sharded.record is not None
     assert sharded.record.params == {**single.record.params, "shards": 2}
+
+
+@pytest.mark.parametrize("strategy", ["fltrust_guarded", "fltrust", "median"])
+def test_above_the_score_budget_both_closes_score_on_the_same_subsample(
+    tmp_path: Path, key: ServerKeyPair, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget is judged on the real model in both closes (the sharded one scores in E's k coordinates)
+    and the subsample is seeded by the round: the same examples, so the same scores within the tolerance."""
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    single, sharded = both(tmp_path, key, strategy, shards=3)
+    assert_same(single, sharded)
+    assert single.record is not None and sharded.record is not None
+    assert single.record.params["score_examples"] == sharded.record.params["score_examples"] == 12
+    assert sharded.record.params["validation_examples"] == single.record.params["validation_examples"] > 12
 
 
 def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_it(
