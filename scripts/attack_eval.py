@@ -742,6 +742,9 @@ class RunResult:
     attack_success: float = 0.0
     # Under DP: the epsilon spent after the last aggregated round (at the governed delta).
     epsilon: float | None = None
+    # Under the ``cleanse`` stage: rounds in which Neural Cleanse flagged a class, rows it left out in them.
+    cleanse_rounds: int | None = None
+    cleanse_rows_out: int = 0
 
 
 TRIGGER_FEATURES = 3
@@ -936,13 +939,20 @@ class Stage:
     """A backdoor-defence stage on top of the default rule, evaluated before anything is wired into it
     (:mod:`aggregator.strategies.targeted`): FLAME's majority-cluster filter (``flame``), Gaussian noise of
     ``noise`` x the clip norm on the aggregate (``noise=0.01``), RLR's sign-agreement rule reversing
-    (``rlr=0.4``) or dropping (``signmask=0.4``) coordinates fewer than that share of the let-in rows agree on.
+    (``rlr=0.4``) or dropping (``signmask=0.4``) coordinates fewer than that share of the let-in rows agree on,
+    trigger reversal (``cleanse``: Neural Cleanse on the candidate model and the server's root data; when a
+    class's mask is an anomaly, the let-in rows whose own model sends more root examples stamped with the
+    reversed trigger to it are left out) and unlearning (``unlearn=10``: the server trains the candidate model
+    on its root data and that many out-of-range copies of it, ``share=0.5`` of that step kept).
     Spelled as a strategy: ``fltrust_guarded+flame``, ``fltrust_guarded+flame+noise=0.001``, ..."""
 
     cluster: bool = False
     noise: float = 0.0
     agreement: float = 0.0  # RLR's sign-agreement fraction (0: off)
     reverse: bool = True  # RLR reverses the disagreed coordinates; signmask drops them
+    cleanse: bool = False
+    unlearn: int = -1  # out-of-range copies of the root data in the server's unlearning step (-1: off)
+    share: float = 1.0  # how much of the unlearning step is kept
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -955,10 +965,17 @@ class Stage:
                 stage = replace(stage, agreement=float(value), reverse=name == "rlr")
             elif part.startswith("noise="):
                 stage = replace(stage, noise=float(part[len("noise=") :]))
+            elif part == "cleanse":
+                stage = replace(stage, cleanse=True)
+            elif part.startswith("unlearn="):
+                stage = replace(stage, unlearn=int(part[len("unlearn=") :]))
+            elif part.startswith("share="):
+                stage = replace(stage, share=float(part[len("share=") :]))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
-                    "rlr=<agreeing fraction>, signmask=<agreeing fraction>"
+                    "rlr=<agreeing fraction>, signmask=<agreeing fraction>, cleanse, "
+                    "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>"
                 )
         return stage
 
@@ -966,8 +983,15 @@ class Stage:
 class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
         self.stage = stage
+        self.task = task
+        self.seed = seed
+        # The round's model (weights, layout, round number), set before each round computation by ``run``:
+        # trigger reversal and unlearning need the model, which a strategy's inputs do not carry.
+        self.model: tuple[dict[str, np.ndarray], dict[str, list[int]], int] | None = None
+        # Per round: the class Neural Cleanse flagged (or None) and the rows it left out, for the report.
+        self.flags: dict[int, tuple[int | None, tuple[int, ...]]] = {}
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         result = super().aggregate(X, inputs)
@@ -979,13 +1003,87 @@ class StagedGuarded(FLTrustGuarded):
             keep = targeted.majority_cluster(X)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
             details["flame_kept"] = int(keep.sum())
+        if self.stage.cleanse and (c > 0).any():
+            keep = self._cleanse(X, c, g.norms, g.clip_norm, inputs.reference)
+            c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
         vector = (c.astype(np.float32) @ X).astype(np.float32)
         if self.stage.agreement and (c > 0).any():
             vector = targeted.robust_learning_rate(vector, X[c > 0], self.stage.agreement, self.stage.reverse)
+        if self.stage.unlearn >= 0:
+            vector = self._unlearn(vector)
         if self.stage.noise:
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+
+    def _round_model(self) -> tuple[dict[str, np.ndarray], dict[str, list[int]], int, Task]:
+        if self.model is None or self.task is None:
+            raise ValueError(
+                "trigger reversal and unlearning need the round's model and the task's root data"
+            )
+        return (*self.model, self.task)
+
+    def _cleanse(
+        self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float, reference: np.ndarray
+    ) -> np.ndarray:
+        """Neural Cleanse on the candidate (base + the let-in rows' aggregate): with a class flagged (anomaly
+        index > ``CLEANSE_ANOMALY``), every let-in row whose own clipped step sends more of the root examples
+        stamped with the reversed trigger to that class than the server's reference step does, by more than
+        ``CLEANSE_MARGIN``, is left out; True for the rows kept."""
+        weights, spec, r, task = self._round_model()
+        base = flatten(weights, spec)
+        candidate = unflatten(base + (c.astype(np.float32) @ X), spec)
+        x_root, y_root = task.root
+        norms_c, masks, patterns = targeted.reverse_triggers(
+            candidate, x_root, y_root, bound=CLEANSE_BOUND, rng=stream(self.seed, STREAM_NOISE, r, 1)
+        )
+        index = targeted.anomaly_index(norms_c)
+        keep = np.ones(X.shape[0], dtype=bool)
+        target = int(np.argmax(index))
+        if not index[target] > CLEANSE_ANOMALY:
+            self.flags[r] = (None, ())
+            return keep
+        stamped = targeted.apply_trigger(x_root[y_root != target], masks[target], patterns[target])
+        floor = targeted.flip_rate(unflatten(base + reference, spec), stamped, target)
+        for i in np.flatnonzero(c > 0):
+            scale = min(1.0, clip / max(float(norms[i]), 1e-30))
+            own = targeted.flip_rate(unflatten(base + np.float32(scale) * X[i], spec), stamped, target)
+            keep[i] = own <= floor + CLEANSE_MARGIN
+        self.flags[r] = (target, tuple(int(i) for i in np.flatnonzero(~keep)))
+        return keep
+
+    def _unlearn(self, vector: np.ndarray) -> np.ndarray:
+        """The server's unlearning step: from the candidate, train on the root data and ``unlearn`` copies of
+        it each with one feature out of range (:func:`targeted.out_of_range_copies`), with the clients'
+        procedure; ``share`` of that step added to the aggregate."""
+        weights, spec, r, task = self._round_model()
+        base = flatten(weights, spec)
+        candidate = base + vector
+        rng = stream(self.seed, STREAM_NOISE, r, 2)
+        x_root, y_root = task.root
+        x_copies, y_copies = targeted.out_of_range_copies(
+            x_root, y_root, self.stage.unlearn, *UNLEARN_RANGE, rng
+        )
+        tuned = train_local(
+            unflatten(candidate, spec),
+            np.concatenate([x_root, x_copies]),
+            np.concatenate([y_root, y_copies]),
+            task.train,
+            rng,
+        )
+        step = flatten(tuned, spec) - candidate
+        out: np.ndarray = (vector + np.float32(self.stage.share) * step).astype(np.float32)
+        return out
+
+
+# Trigger reversal: the pattern's range (standardized units; the trigger's 4.0 is inside it), Neural Cleanse's
+# anomaly threshold, and by how much a row's own step may raise the reversed trigger's flip rate above the
+# server's reference step before it is left out.
+CLEANSE_BOUND = 5.0
+CLEANSE_ANOMALY = 2.0
+CLEANSE_MARGIN = 0.2
+# Unlearning: the out-of-range values (standardized units) one feature of each copy is set to, either sign.
+UNLEARN_RANGE = (3.0, 6.0)
 
 
 def run(
@@ -1011,11 +1109,24 @@ def run(
         base, _, spec = strategy.partition("+")
         if base != "fltrust_guarded":
             raise ValueError(f"a stage goes on fltrust_guarded only, not {base!r}")
-        staged = StagedGuarded(Stage.parse(spec))
+        staged = StagedGuarded(Stage.parse(spec), fed.task, fed.seed)
         build = strategies_package.build
+        real = compute_round
+
+        def round_with_model(inputs: RoundInputs, rng: np.random.Generator, now: datetime) -> RoundResult:
+            staged.model = (dict(inputs.weights), dict(inputs.spec), inputs.round_id)
+            return real(inputs, rng, now)
+
         # compute_round builds its strategy from the round's parameters; the stage is not a governed rule.
-        with patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)):
-            return run(fed, base, attack, rounds, params, secure_groups)
+        with (
+            patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)),
+            patch.object(sys.modules[__name__], "compute_round", round_with_model),
+        ):
+            result = run(fed, base, attack, rounds, params, secure_groups)
+        if not staged.stage.cleanse:
+            return result
+        flagged = [out for target, out in staged.flags.values() if target is not None]
+        return replace(result, cleanse_rounds=len(flagged), cleanse_rows_out=sum(len(o) for o in flagged))
     started = time.perf_counter()
     plain = strategy in PLAIN
     if plain:
@@ -1359,6 +1470,26 @@ def report(
             ]
             out += ["| strategy | epsilon |", "| --- | ---: |"]
             out += [f"| {s} | {float(np.mean(e)):.2f} |" for s, e in private.items() if e]
+        cleansed = [
+            (s, a, runs)
+            for s in strategies
+            for a in attacks
+            if (runs := results[(task, partition, n, s, a)]) and runs[0].cleanse_rounds is not None
+        ]
+        if cleansed:
+            out += [
+                "",
+                f"Trigger reversal: rounds in which a class was flagged, of {rounds} per seed, and rows left out "
+                "in them (sums over seeds):",
+                "",
+                "| strategy | attack | rounds flagged | rows left out |",
+                "| --- | --- | ---: | ---: |",
+            ]
+            out += [
+                f"| {s} | {a} | {sum(r.cleanse_rounds or 0 for r in runs)} | "
+                f"{sum(r.cleanse_rows_out for r in runs)} |"
+                for s, a, runs in cleansed
+            ]
     return "\n".join(out)
 
 

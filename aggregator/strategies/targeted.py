@@ -7,15 +7,23 @@
 - The robust learning rate (RLR, Ozdayi et al., AAAI 2021): per coordinate, unless enough of the rows agree
   on the sign of their change, the aggregate's step is reversed (or, milder, dropped): a backdoor lives in
   coordinates that only its few senders push, honest data having no reason to move them.
+- Trigger reversal (Neural Cleanse, Wang et al., S&P 2019): on a model and the server's clean examples, the
+  smallest input mask and pattern sending the examples to each class; a class reachable with a far smaller
+  mask than the others (MAD anomaly index > 2) is backdoored, and the reversed trigger can score updates.
+- Unlearning against out-of-range triggers: copies of the server's root data each with one feature set far
+  outside the standardized range, labels kept, for the server to train the candidate model on (Neural
+  Cleanse's unlearning, with generic triggers instead of reversed ones).
 
 The default rule (:mod:`aggregator.strategies.fltrust_guarded`) already clips to the passers' median norm;
 these functions act on its coefficients and aggregate, so ``scripts/attack_eval.py`` (strategies spelled
-``fltrust_guarded+flame``, ``+noise=0.01``, ``+rlr=0.4``, ``+signmask=0.4``) measures what each buys
-before anything is wired into a rule. None is in the default: see docs/benchmarks.md (issue 20, targeted
+``fltrust_guarded+flame``, ``+noise=0.01``, ``+rlr=0.4``, ``+signmask=0.4``, ``+cleanse``, ``+unlearn=10``)
+measures what each buys before anything is wired into a rule. None is in the default: see docs/benchmarks.md (issue 20, targeted
 poisoning) for what each costs and where it fails.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -107,3 +115,151 @@ def add_noise(aggregate: np.ndarray, clip_norm: float, level: float, rng: np.ran
         np.float32
     )
     return noisy
+
+
+# --- trigger reversal (Neural Cleanse, Wang et al., S&P 2019) -------------------------------------------
+
+
+def _input_gradient(
+    weights: Mapping[str, np.ndarray], X: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For inputs ``X`` (C, m, F), batch c aimed at class ``targets[c]``: the per-example cross-entropy's
+    gradient with respect to the inputs (C, m, F, divided by m) and the predicted classes (C, m)."""
+    if "dense.weight" in weights:
+        W, b = weights["dense.weight"], weights["dense.bias"]
+        z = X @ W + b
+    else:
+        W1, b1, W2, b2 = (
+            weights[k] for k in ("hidden.weight", "hidden.bias", "output.weight", "output.bias")
+        )
+        pre = X @ W1 + b1
+        z = np.maximum(pre, 0.0) @ W2 + b2
+    z = z - z.max(axis=2, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=2, keepdims=True)
+    predicted = p.argmax(axis=2)
+    g = p
+    g[np.arange(len(targets)), :, targets] -= 1.0
+    g /= X.shape[1]
+    # Back through the model to its inputs: the weights' transpose (softmax) or through the ReLU (MLP).
+    gx: np.ndarray = g @ W.T if "dense.weight" in weights else ((g @ W2.T) * (pre > 0)) @ W1.T
+    return gx, predicted
+
+
+def reverse_triggers(
+    weights: Mapping[str, np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    bound: float,
+    steps: int = 60,
+    lr: float = 0.1,
+    l1: float = 0.01,
+    success: float = 0.9,
+    max_examples: int = 128,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neural Cleanse's reverse engineering, per class, on clean examples: the smallest input mask ``m``
+    (in [0, 1] per feature) and pattern ``p`` (in [-``bound``, ``bound``]) such that ``(1 - m) x + m p``
+    sends at least ``success`` of the examples not of class c to c. Adam on cross-entropy + ``l1`` x |m|_1,
+    the penalty raised while the target is met and lowered while it is not (the paper's schedule).
+
+    Returns (mask L1 norms (C,), masks (C, F), patterns (C, F)); a class whose target is never met has the
+    norm F (every feature), its last mask and pattern. A backdoored class is reachable with a far smaller
+    mask than the others: see :func:`anomaly_index`.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if rng is not None and len(y) > max_examples:
+        pick = rng.choice(len(y), max_examples, replace=False)
+        X, y = X[pick], y[pick]
+    else:
+        X, y = X[:max_examples], y[:max_examples]
+    model = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    classes = int((model["dense.bias"] if "dense.bias" in model else model["output.bias"]).shape[0])
+    features = X.shape[1]
+    targets = np.arange(classes)
+    others = (y[None, :] != targets[:, None]).astype(np.float64)  # (C, m): examples counted per class
+    a = np.full((classes, features), -3.0)  # mask logits: start nearly empty
+    b = np.zeros((classes, features))  # pattern, through tanh
+    state = [np.zeros_like(a), np.zeros_like(a), np.zeros_like(b), np.zeros_like(b)]
+    penalty = np.full(classes, l1)
+    best_norm = np.full(classes, float(features))
+    best_mask = np.zeros((classes, features))
+    best_pattern = np.zeros((classes, features))
+    beta1, beta2 = 0.9, 0.999
+    for t in range(1, steps + 1):
+        m = 1.0 / (1.0 + np.exp(-a))
+        p = bound * np.tanh(b)
+        Xs = (1.0 - m[:, None, :]) * X[None, :, :] + m[:, None, :] * p[:, None, :]
+        gx, predicted = _input_gradient(model, Xs, targets)
+        gx *= others[:, :, None] * (len(y) / np.maximum(others.sum(axis=1), 1.0))[:, None, None]
+        rate = ((predicted == targets[:, None]) * others).sum(axis=1) / np.maximum(others.sum(axis=1), 1.0)
+        norm = m.sum(axis=1)
+        better = (rate >= success) & (norm < best_norm)
+        best_norm = np.where(better, norm, best_norm)
+        best_mask[better], best_pattern[better] = m[better], p[better]
+        penalty = np.where(rate >= success, penalty * 1.2, penalty / 1.2)
+        grad_m = (gx * (p[:, None, :] - X[None, :, :])).sum(axis=1) + penalty[:, None]
+        grad_a = grad_m * m * (1.0 - m)
+        grad_b = (gx * m[:, None, :]).sum(axis=1) * bound * (1.0 - np.tanh(b) ** 2)
+        for k, (param, grad) in enumerate(((a, grad_a), (b, grad_b))):
+            first, second = state[2 * k], state[2 * k + 1]
+            first *= beta1
+            first += (1 - beta1) * grad
+            second *= beta2
+            second += (1 - beta2) * grad * grad
+            param -= lr * (first / (1 - beta1**t)) / (np.sqrt(second / (1 - beta2**t)) + 1e-8)
+    return best_norm, best_mask, best_pattern
+
+
+def anomaly_index(norms: np.ndarray) -> np.ndarray:
+    """Neural Cleanse's anomaly index of each class: how many consistency-scaled MADs (1.4826 x the median
+    absolute deviation) its mask norm lies below the median norm; positive below, negative above (only a
+    small mask is a backdoor). 0 everywhere when the norms do not vary."""
+    norms = np.asarray(norms, dtype=np.float64)
+    median = float(np.median(norms))
+    mad = 1.4826 * float(np.median(np.abs(norms - median)))
+    if not mad > 0:
+        return np.zeros_like(norms)
+    out: np.ndarray = (median - norms) / mad
+    return out
+
+
+def apply_trigger(X: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """``(1 - mask) x + mask pattern`` for every row of ``X`` (float32)."""
+    out: np.ndarray = ((1.0 - mask) * np.asarray(X, dtype=np.float64) + mask * pattern).astype(np.float32)
+    return out
+
+
+def flip_rate(weights: Mapping[str, np.ndarray], X: np.ndarray, target: int) -> float:
+    """Share of the rows of ``X`` the model sends to class ``target`` (0 for no rows)."""
+    if len(X) == 0:
+        return 0.0
+    from fedledger.models import logits
+
+    with np.errstate(all="ignore"):
+        z = logits(weights, np.asarray(X, dtype=np.float32))
+    return float(np.mean(z.argmax(axis=1) == target))
+
+
+def out_of_range_copies(
+    X: np.ndarray, y: np.ndarray, copies: int, low: float, high: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unlearning data against out-of-range triggers: ``copies`` copies of the (standardized) examples, each
+    with one feature drawn at random set to +-U(``low``, ``high``), keeping their labels. Training on them
+    teaches the model that one feature far outside the data's range does not decide the class, which is what
+    a trigger of a few such features relies on. Returns (copies x m, F) float32 rows and their labels."""
+    if copies < 0 or not 0 <= low <= high:
+        raise InvalidParameter(
+            f"out-of-range copies need copies >= 0 and 0 <= low <= high, got {copies}, {low}, {high}"
+        )
+    X = np.asarray(X, dtype=np.float32)
+    m, features = X.shape
+    out = np.tile(X, (copies, 1))
+    rows = np.arange(out.shape[0])
+    columns = rng.integers(0, features, size=out.shape[0])
+    out[rows, columns] = rng.choice([-1.0, 1.0], size=out.shape[0]) * rng.uniform(
+        low, high, size=out.shape[0]
+    )
+    return out, np.tile(np.asarray(y), copies)

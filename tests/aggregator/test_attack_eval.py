@@ -243,6 +243,27 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
 
 
+def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
+    assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
+    assert ae.Stage.parse("unlearn=3+share=0.5") == ae.Stage(unlearn=3, share=0.5)
+    plain = ae.run(federation, "fltrust_guarded", "backdoor", 2)
+    cleansed = ae.run(federation, "fltrust_guarded+cleanse", "backdoor", 2)
+    # Every round went through Neural Cleanse (a count of flagged rounds, 0..2, is reported); with nothing
+    # left out the model is the default's.
+    assert cleansed.cleanse_rounds is not None and 0 <= cleansed.cleanse_rounds <= 2
+    assert plain.cleanse_rounds is None
+    if cleansed.cleanse_rows_out == 0:
+        assert cleansed.accuracy_by_round == plain.accuracy_by_round
+    unlearned = ae.run(federation, "fltrust_guarded+unlearn=2", "backdoor", 2)
+    assert unlearned.accuracy_by_round != plain.accuracy_by_round
+    # The round computation and the rule are restored after a staged run.
+    assert ae.compute_round.__module__ == "aggregator.round.compute"
+    assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
+    staged = ae.StagedGuarded(ae.Stage(unlearn=1))
+    with pytest.raises(ValueError, match="need the round's model"):
+        staged._round_model()
+
+
 def test_the_secure_mode_runs_the_same_attacks_over_group_means(federation: Any) -> None:
     clear = ae.run(federation, "fltrust_guarded", "none", 3)
     secure = ae.run(federation, "fltrust_guarded@secure3", "none", 3)

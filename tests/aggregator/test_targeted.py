@@ -58,3 +58,66 @@ def test_the_noise_is_the_level_times_the_clip_norm() -> None:
     assert noisy.dtype == np.float32 and float(noisy.std()) == pytest.approx(0.03, rel=0.01)
     with pytest.raises(InvalidParameter, match="noise level"):
         targeted.add_noise(np.zeros(3, dtype=np.float32), 1.0, -0.1, np.random.default_rng(1))
+
+
+def planted_backdoor(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A softmax model whose classes each need many features moved, except class 0, which one feature far
+    out of range (the last, weight 3) reaches: a one-feature backdoor; and clean examples it labels."""
+    rng = np.random.default_rng(seed)
+    features, classes = 10, 6
+    W = rng.normal(0.0, 0.3, (features, classes)).astype(np.float32)
+    W[-1, :] = 0.0
+    W[-1, 0] = 3.0
+    model = {"dense.weight": W, "dense.bias": np.zeros(classes, np.float32)}
+    X = rng.normal(0.0, 1.0, (200, features)).astype(np.float32)
+    X[:, -1] = np.clip(X[:, -1], -1.0, 1.0)  # the trigger feature stays in range on clean data
+    y = (X @ W).argmax(axis=1)
+    return model, X, y
+
+
+def test_neural_cleanse_finds_a_planted_one_feature_trigger_and_flags_its_class() -> None:
+    model, X, y = planted_backdoor()
+    norms, masks, patterns = targeted.reverse_triggers(
+        model, X, y, bound=5.0, steps=150, max_examples=len(y), rng=np.random.default_rng(0)
+    )
+    assert norms.shape == (6,) and masks.shape == patterns.shape == (6, 10)
+    assert int(np.argmax(targeted.anomaly_index(norms))) == 0
+    assert targeted.anomaly_index(norms)[0] > 2.0
+    # The reversed trigger is the planted one: mostly the last feature, pushed high, and it works.
+    assert int(np.argmax(masks[0])) == 9 and patterns[0, 9] > 2.0
+    stamped = targeted.apply_trigger(X[y != 0], masks[0], patterns[0])
+    assert targeted.flip_rate(model, stamped, 0) >= 0.9
+    assert targeted.flip_rate(model, X[y != 0], 0) == 0.0
+
+
+def test_the_anomaly_index_counts_scaled_mads_below_the_median() -> None:
+    norms = np.array([1.0, 4.0, 5.0, 5.0, 6.0])
+    # median 5, MAD 1 (|-4|, |-1|, 0, 0, 1 -> 1), scaled 1.4826.
+    np.testing.assert_allclose(targeted.anomaly_index(norms), (5.0 - norms) / 1.4826)
+    assert not targeted.anomaly_index(np.full(4, 3.0)).any()
+
+
+def test_apply_trigger_blends_the_pattern_in_by_the_mask() -> None:
+    X = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    out = targeted.apply_trigger(X, np.array([0.0, 0.5, 1.0]), np.array([9.0, 4.0, -1.0]))
+    np.testing.assert_allclose(out, [[1.0, 3.0, -1.0]])
+    assert out.dtype == np.float32
+    identity = {"dense.weight": np.eye(3, dtype=np.float32), "dense.bias": np.zeros(3, np.float32)}
+    assert targeted.flip_rate(identity, X, 2) == 1.0 and targeted.flip_rate(identity, X[:0], 0) == 0.0
+
+
+def test_out_of_range_copies_move_exactly_one_feature_each_out_of_range_and_keep_the_labels() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1.0, 1.0, (50, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    copies, labels = targeted.out_of_range_copies(X, y, 3, 3.0, 6.0, np.random.default_rng(1))
+    assert copies.shape == (150, 8) and copies.dtype == np.float32
+    np.testing.assert_array_equal(labels, np.tile(y, 3))
+    changed = copies != np.tile(X, (3, 1))
+    assert (changed.sum(axis=1) == 1).all()
+    moved = np.abs(copies[changed])
+    assert (moved >= 3.0).all() and (moved <= 6.0).all()
+    assert (copies[changed] > 0).any() and (copies[changed] < 0).any()
+    assert targeted.out_of_range_copies(X, y, 0, 3.0, 6.0, np.random.default_rng(1))[0].shape == (0, 8)
+    with pytest.raises(InvalidParameter, match="out-of-range copies"):
+        targeted.out_of_range_copies(X, y, 1, 6.0, 3.0, np.random.default_rng(1))
