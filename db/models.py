@@ -383,6 +383,12 @@ class SecAggRound(Base):
     left_out: Mapped[list[str]] = mapped_column(JSON, default=list)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A round that failed after some groups were unmasked under DP: what the released sums cost, written with
+    # the failure (the accountant's epsilon after it, the noise on the charged group's mean, the charge's
+    # figures). An aggregated round's charge is its aggregation row's; the close counts both.
+    epsilon_spent: Mapped[float | None] = mapped_column(Float, default=None)
+    dp_noise_std: Mapped[float | None] = mapped_column(Float, default=None)
+    dp_charge: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class SecAggMember(Base):

@@ -93,6 +93,13 @@ class PrivacyAccountant:
                 f"the governed budget {self.epsilon_budget:.4f} (noise multiplier {z:g}, delta {self.delta}); "
                 "raise the noise multiplier or the budget through governance, or stop training"
             )
+        return self.spend(z)
+
+    def spend(self, noise_multiplier: float | None = None) -> PrivacyAccountant:
+        """The accountant after one more round at ``noise_multiplier``, whatever the budget: for a release
+        that already happened (a secure round's sums unmasked before it failed), which only :meth:`charge`'s
+        check before it could have prevented."""
+        z = self.noise_multiplier if noise_multiplier is None else noise_multiplier
         if z == self.noise_multiplier:
             return replace(self, rounds_spent=self.rounds_spent + 1)
         return replace(self, charged=(*self.charged, z))

@@ -287,6 +287,31 @@ def release_charge(
     return _charge_at(params, dp_rounds_spent, releases)
 
 
+def released_charge(
+    params: RoundParams, dp_rounds_spent: int, released: Sequence[SecureGroup]
+) -> PrivacyCharge | None:
+    """What the group sums already unmasked under DP cost, for a round that fails after unmasking them:
+    the server learned them, so the accountant is charged whatever the round's fate (None without DP or
+    with nothing unmasked).
+
+    The figures are :func:`release_charge`'s over the released groups (``released``: the groups unmasked
+    whose sums carry their members' noise, the set an aggregated round is charged for), but never refused:
+    past the budget the charge is what was spent. (The check before unmasking charged every group that
+    could be unmasked, a superset at no smaller multiplier, so it keeps this within the budget.)"""
+    if params.dp is None or not released:
+        return None
+    releases = [(len(g.members), _threshold_of(g)) for g in released]
+    return _priced(params, dp_rounds_spent, releases, refuse_over_budget=False)
+
+
+def _threshold_of(group: SecureGroup) -> int:
+    if group.threshold is None:
+        raise InvalidParameter(
+            "a DP secure round needs each group's threshold (the members' noise shares depend on it)"
+        )
+    return group.threshold
+
+
 def _charge(inputs: RoundInputs, releases: Sequence[tuple[int, int]]) -> PrivacyCharge | str:
     return _charge_at(inputs.params, inputs.dp_rounds_spent, releases)
 
@@ -294,6 +319,19 @@ def _charge(inputs: RoundInputs, releases: Sequence[tuple[int, int]]) -> Privacy
 def _charge_at(
     params: RoundParams, dp_rounds_spent: int, releases: Sequence[tuple[int, int]]
 ) -> PrivacyCharge | str:
+    try:
+        return _priced(params, dp_rounds_spent, releases, refuse_over_budget=True)
+    except PrivacyBudgetExceeded as exc:
+        return str(exc)
+
+
+def _priced(
+    params: RoundParams,
+    dp_rounds_spent: int,
+    releases: Sequence[tuple[int, int]],
+    *,
+    refuse_over_budget: bool,
+) -> PrivacyCharge:
     dp = params.dp
     if dp is None:
         raise InvalidParameter("a privacy charge is for rounds with differential privacy on")
@@ -303,10 +341,7 @@ def _charge_at(
         (group_noise_multiplier(dp.noise_multiplier, m, t), m, t) for m, t in releases
     )
     accountant = PrivacyAccountant(dp.noise_multiplier, 1.0, dp.delta, dp.epsilon_budget, dp_rounds_spent)
-    try:
-        accountant = accountant.charge(worst)
-    except PrivacyBudgetExceeded as exc:
-        return str(exc)
+    accountant = accountant.charge(worst) if refuse_over_budget else accountant.spend(worst)
     member_std = member_noise_std(dp.noise_multiplier * dp.clip_norm, survivors, threshold)
     return PrivacyCharge(accountant, worst, survivors, threshold, member_std, dp.clip_norm)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import CursorResult, Result, func, select, update
+from sqlalchemy import CompoundSelect, CursorResult, Result, func, select, union, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.errors import InvalidRoundParams
@@ -44,6 +44,7 @@ from db.models import (
     Participant,
     Round,
     RoundStatus,
+    SecAggRound,
     Update,
     UpdateStatus,
 )
@@ -124,14 +125,22 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
         model = session.get(ModelVersion, round_.model_version_id)
         assert model is not None
         parent = session.get(ModelVersion, model.parent_id) if model.parent_id is not None else None
-        dp_rounds = session.scalar(
-            select(func.count()).select_from(Aggregation).where(Aggregation.dp_noise_std.is_not(None))
-        )
+        dp_rounds = session.scalar(select(func.count()).select_from(charged_rounds().subquery()))
         private = key_service.private_keys(session, key_dir)
         session.expunge_all()
     weights = decode_weights(blobs.get(model.weights_hash))
     parent_weights = decode_weights(blobs.get(parent.weights_hash)) if parent is not None else None
     return Inputs(round_, updates, participants, weights, model, private, int(dp_rounds or 0), parent_weights)
+
+
+def charged_rounds() -> CompoundSelect[tuple[int]]:
+    """The ids of the rounds charged to the privacy accountant: every aggregated DP round (its aggregation
+    row's noise), and every secure round that failed after releasing noised group sums (its
+    ``secagg_rounds`` charge: unmasking was the release, whatever became of the round)."""
+    return union(
+        select(Aggregation.round_id).where(Aggregation.dp_noise_std.is_not(None)),
+        select(SecAggRound.round_id).where(SecAggRound.epsilon_spent.is_not(None)),
+    )
 
 
 def decrypt_all(
@@ -397,14 +406,12 @@ def close_round(
     secure = secure_close.load_secure(sessions, round_id)
     if secure is not None:
         domain = Domain(signing.chain_id, signing.verifying_contract)
-        secure_result, outcomes = secure_close.compute_secure(
-            inputs, secure, blobs, holdout, rng, when, domain
-        )
+        closed = secure_close.compute_secure(inputs, secure, blobs, holdout, rng, when, domain)
 
         def also(session: Session) -> None:
-            secure_close.write_outcomes(session, round_id, outcomes)
+            secure_close.write_outcomes(session, round_id, closed)
 
-        return finish(sessions, blobs, round_id, owner, secure_result, signing, also)
+        return finish(sessions, blobs, round_id, owner, closed.result, signing, also)
     result = sharded(inputs, rng, when) if sharded is not None else None
     if isinstance(result, str):
         return result

@@ -7,6 +7,10 @@ vector hash checked again, as on arrival), unmasks it (the survivors' sum, never
 (too many dropouts, a forged share) is left out of the round, which is no evidence against its members.
 The commit, the contributions and the on-chain post are the clear mode's; each group's outcome (survivors,
 dropped members, its mean as a float32 blob, or why it failed) is written in the same transaction.
+
+Under differential privacy unmasking is the release: a round that fails after some group's noised sum was
+unmasked is still charged to the privacy accountant (:func:`aggregator.round.secure.released_charge`), on
+its ``secagg_rounds`` row in the failure's transaction, and the next close's ``dp_rounds_spent`` counts it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregator.errors import InvalidRoundParams
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundResult
 from aggregator.round.params import RoundParams
-from aggregator.round.secure import SecureGroup, compute_secure_round, release_charge, split_noiseless
+from aggregator.round.secure import (
+    PrivacyCharge,
+    SecureGroup,
+    compute_secure_round,
+    release_charge,
+    released_charge,
+    split_noiseless,
+)
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.worker.close_inputs import Inputs, public_change
 from db.models import Participant, SecAggGroup, SecAggMessage, SecAggRound, SecAggStep, Update, UpdateStatus
-from fedledger.domain import secagg
+from fedledger.domain import audit, secagg
 from fedledger.domain.blobstore import BlobStore
 from fedledger.secagg import wire
 from fedledger.secagg.errors import SecAggError
@@ -52,6 +63,17 @@ class GroupOutcome:
     dropped: tuple[str, ...] = ()
     mean_hash: str | None = None
     failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SecureClose:
+    """What a secure round's close computed: the round's result, each group's outcome, and under DP the
+    charge for the sums unmasked when the round failed after unmasking some (an aggregated round's charge
+    is its aggregation row's; None also when nothing was unmasked)."""
+
+    result: RoundResult
+    outcomes: list[GroupOutcome]
+    failed_release: PrivacyCharge | None = None
 
 
 def load_secure(sessions: sessionmaker[Session], round_id: int) -> SecureInputs | None:
@@ -116,14 +138,14 @@ def compute_secure(
     rng: np.random.Generator,
     now: datetime,
     domain: Domain,
-) -> tuple[RoundResult, list[GroupOutcome]]:
+) -> SecureClose:
     """Unmask the groups and compute the round over their means (see the module)."""
     if secure.state.failure_reason is not None:
-        return RoundResult(CloseStatus.failed, secure.state.failure_reason), []
+        return SecureClose(RoundResult(CloseStatus.failed, secure.state.failure_reason), [])
     try:
         params = RoundParams.from_snapshot(inputs.round.params)
     except InvalidRoundParams as exc:
-        return RoundResult(CloseStatus.failed, str(exc)), []
+        return SecureClose(RoundResult(CloseStatus.failed, str(exc)), [])
     members = {
         inputs.participants[u.participant_id].address.lower(): ClientMeta(
             u.id,
@@ -152,10 +174,10 @@ def compute_secure(
                 f"nothing was unmasked: at most {possible} updates could be, in groups that reached their "
                 f"threshold, fewer than the {needed} the round needs (under DP each unmasked sum is a release)"
             )
-            return RoundResult(CloseStatus.failed, reason), []
+            return SecureClose(RoundResult(CloseStatus.failed, reason), [])
         charge = release_charge(params, inputs.dp_rounds_spent, counts)
         if isinstance(charge, str):
-            return RoundResult(CloseStatus.failed, f"nothing was unmasked: {charge}"), []
+            return SecureClose(RoundResult(CloseStatus.failed, f"nothing was unmasked: {charge}"), [])
     start = time.perf_counter()
     groups, outcomes = unmask_all(secure, blobs, domain, members)
     unmask_ms = (time.perf_counter() - start) * 1e3
@@ -169,7 +191,7 @@ def compute_secure(
             f"{counted} updates were unmasked in {len(groups)} groups, fewer than the {needed} the round needs"
             + (f" ({why})" if why else "")
         )
-        return RoundResult(CloseStatus.failed, reason), outcomes
+        return _failed_after_unmasking(inputs, params, reason, outcomes, groups)
     start = time.perf_counter()
     root, validation = server_data(holdout)
     reference = reference_update(inputs.weights, list(inputs.spec), root, inputs.round.id)
@@ -177,10 +199,10 @@ def compute_secure(
     size = sum(int(np.prod(dims)) for dims in inputs.spec.values())
     # The count check above is over members; the protocol cannot run twice, so a short round fails rather
     # than waiting for an extension.
-    params = replace(params, min_participants=1, max_round_extensions=inputs.round.extensions)
+    computed = replace(params, min_participants=1, max_round_extensions=inputs.round.extensions)
     result = compute_secure_round(
         inputs.round_inputs(
-            params,
+            computed,
             deltas=np.zeros((0, size), dtype=np.float32),
             holdout=validation,
             reference=reference,
@@ -193,7 +215,32 @@ def compute_secure(
     if result.record is not None:
         result.record.durations_ms["unmask_ms"] = unmask_ms
         result.record.durations_ms["reference_ms"] = reference_ms
-    return result, outcomes
+    if result.status is CloseStatus.failed:
+        # E.g. a zero aggregate refused by the round's rules: the sums were unmasked all the same.
+        reason = result.reason or "the round computation failed"
+        return _failed_after_unmasking(inputs, params, reason, outcomes, groups, result)
+    return SecureClose(result, outcomes)
+
+
+def _failed_after_unmasking(
+    inputs: Inputs,
+    params: RoundParams,
+    reason: str,
+    outcomes: list[GroupOutcome],
+    released: list[SecureGroup],
+    result: RoundResult | None = None,
+) -> SecureClose:
+    """A round that fails once groups were unmasked: under DP their sums were released to the server, so
+    the round is charged for them (the groups whose sums carry their members' noise, as an aggregated round
+    is) and the failure says so."""
+    charge = released_charge(params, inputs.dp_rounds_spent, released)
+    if charge is not None:
+        reason += (
+            f"; the {len(released)} group sum(s) unmasked were released, so the round is charged to the "
+            f"privacy accountant: epsilon {charge.accountant.epsilon_spent:.4g} spent after it"
+        )
+    failed = RoundResult(CloseStatus.failed, reason) if result is None else replace(result, reason=reason)
+    return SecureClose(failed, outcomes, charge)
 
 
 def _leave_out_noiseless(
@@ -210,10 +257,25 @@ def _leave_out_noiseless(
     return kept, marked
 
 
-def write_outcomes(session: Session, round_id: int, outcomes: list[GroupOutcome]) -> None:
+def write_outcomes(session: Session, round_id: int, closed: SecureClose) -> None:
     """In the close's transaction: each group's outcome; a failed group's masked inputs are excluded with
-    the reason (their members are scored on nothing: no contribution, no evidence)."""
-    for o in outcomes:
+    the reason (their members are scored on nothing: no contribution, no evidence); and a failed round's
+    charge for the sums it released, which the next close's ``dp_rounds_spent`` counts."""
+    charge = closed.failed_release
+    if charge is not None:
+        state = session.get(SecAggRound, round_id)
+        assert state is not None
+        state.epsilon_spent = charge.accountant.epsilon_spent
+        state.dp_noise_std = charge.mean_noise_std
+        state.dp_charge = dict(charge.details())
+        audit.append(
+            session,
+            "worker",
+            "secagg.released_charge",
+            str(round_id),
+            {"epsilon_spent": state.epsilon_spent, **state.dp_charge},
+        )
+    for o in closed.outcomes:
         session.execute(
             update(SecAggGroup)
             .where(SecAggGroup.round_id == round_id, SecAggGroup.group_index == o.group_index)

@@ -329,3 +329,32 @@ def test_a_dp_round_whose_groups_carry_no_noise_fails_instead_of_being_charged()
     # Without DP nothing is left out.
     plain, _, _ = _round(fed, X)
     assert split_noiseless(plain, bare) == (bare, [])
+
+
+def test_sums_released_before_a_round_fails_are_charged_as_release_charge_prices_them() -> None:
+    from aggregator.round.secure import release_charge, released_charge
+
+    fed = Federation(seed=13)
+    X = fed.honest(9)
+    inputs, groups, _ = _round(fed, X, **DP)
+    groups = _with_thresholds(groups, 2)
+    # Two groups unmasked: one whole (3 of 3), one with a dropout (2 of 3, the governed multiplier exactly).
+    released = [groups[0], dataclasses.replace(groups[1], members=groups[1].members[:2])]
+    params = inputs.params
+    charge = released_charge(params, 4, released)
+    priced = release_charge(params, 4, [(3, 2), (2, 2)])
+    assert charge is not None and priced is not None and not isinstance(priced, str)
+    assert (charge.worst_multiplier, charge.worst_survivors) == (pytest.approx(1.2), 2)
+    assert charge.accountant.epsilon_spent == pytest.approx(priced.accountant.epsilon_spent)
+    assert charge.accountant.epsilon_spent == pytest.approx(epsilon_after(1.2, 1.0, 5, 1e-5))
+    assert charge.mean_noise_std == pytest.approx(priced.mean_noise_std)
+    # Past the budget the release is still what was spent: recorded, never refused.
+    over = released_charge(params, 50, released)
+    assert isinstance(release_charge(params, 50, [(3, 2), (2, 2)]), str)
+    assert over is not None and over.accountant.epsilon_spent > params.dp.epsilon_budget  # type: ignore[union-attr]
+    # Nothing released, or no DP: nothing to charge; a group without its threshold cannot be priced.
+    assert released_charge(params, 4, []) is None
+    plain, _, _ = _round(fed, X)
+    assert released_charge(plain.params, 4, released) is None
+    with pytest.raises(InvalidParameter, match="threshold"):
+        released_charge(params, 4, [dataclasses.replace(groups[0], threshold=None)])

@@ -1,11 +1,14 @@
-"""Helpers of the secure-aggregation tests on the live stack: governance of the mode, a member's view."""
+"""Helpers of the secure-aggregation tests on the live stack: governance of the mode, a member's view,
+stepping members through the protocol."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
+from client.secure import SecureRound, SecureRoundError
 from fedledger.chain import governance
 from fedledger.devkeys import dev_private_key
 from fedledger.secagg.messages import Domain
@@ -69,3 +72,36 @@ def context_of(view: dict[str, Any]) -> GroupContext:
 
 def small_update(dimension: int, seed: int, scale: float = 0.01) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(dimension) * scale).astype(np.float32)
+
+
+def drive(members: dict[int, SecureRound], stops: dict[int, set[str]]) -> dict[int, Exception]:
+    """Step every member until each is done, dropped out (``stops``: the phases it still takes part in)
+    or refused by its own checks (returned with the error)."""
+    active, refused = set(members), {}
+    deadline = time.monotonic() + 240
+    while any(not members[i].done for i in active):
+        assert time.monotonic() < deadline, {
+            i: members[i].last.phase if members[i].last else None for i in active
+        }
+        for i in sorted(active):
+            member = members[i]
+            if i in stops and member.api.secagg(member.round_id).phase not in stops[i]:
+                active.discard(i)  # dropped out: it never sends again
+                continue
+            try:
+                member.step()
+            except SecureRoundError as exc:
+                refused[i] = exc
+                active.discard(i)
+        time.sleep(0.5)
+    return refused
+
+
+def groups_of(members: dict[int, SecureRound]) -> dict[int, list[int]]:
+    """Members by group index, once the groups are drawn (after the seed block is mined)."""
+    groups: dict[int, list[int]] = {}
+    for i, m in members.items():
+        view = m.api.secagg(m.round_id)
+        assert view.phase == "keys" and view.group is not None
+        groups.setdefault(view.group.index, []).append(i)
+    return groups

@@ -1,6 +1,7 @@
 """Differential privacy in the secure-aggregation mode on the live stack (API, Celery worker, Hardhat
 governance, PostgreSQL, Redis): the group range holds the members' noise, the SDK adds each member's share
-before masking, and the worker charges the round at its worst group's multiplier."""
+before masking, the worker charges the round at its worst group's multiplier, and a round that fails after
+unmasking some groups is charged for their release, which the next round's accounting counts."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ import sqlalchemy as sa
 
 from client.data import Dataset
 from client.sdk import Organization
+from client.secure import SecureRound
 from client.wallet import Wallet
-from db.models import Aggregation, SecAggGroup
+from db.models import Aggregation, SecAggGroup, SecAggRound
+from fedledger.api.client import NO_RETRY, FedLedgerApi
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.blob_backends import open_blob_store
-from fedledger.privacy import epsilon_after
+from fedledger.privacy import epsilon_after, epsilon_of
 from fedledger.secagg.noise import MemberNoise, noise_evident
 from fedledger.secagg.quantize import Quantizer
-from tests.worker.conftest import ORGS, Platform
-from tests.worker.secure_kit import Members, govern, mine
+from tests.worker.conftest import ORGS, Platform, address_of
+from tests.worker.secure_kit import Members, drive, govern, groups_of, mine, small_update
 
 pytestmark = [pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
@@ -97,3 +100,89 @@ def test_the_sdk_noises_before_masking_and_the_worker_charges_the_worst_group(
     assert float(np.linalg.norm(mean)) > 5.0
     for org in orgs.values():
         org.close()
+
+
+def _members(platform: Platform, round_id: int, indices: tuple[int, ...]) -> dict[int, SecureRound]:
+    """Members of a secure round with small updates of their own (the SDK's steps, driven one at a time)."""
+    dimension = sum(v.size for v in platform.global_weights().values())
+    members = {}
+    for i in indices:
+        api = FedLedgerApi(
+            http=platform.client, wallet=Wallet(dev_private_key(i)), retry=NO_RETRY, siwe_domain="testserver"
+        )
+        members[i] = SecureRound(
+            api, round_id, address_of(i), dev_private_key(i), small_update(dimension, i), 50
+        )
+    return members
+
+
+@pytest.mark.celery
+def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_and_the_next_round_counts_it(
+    platform: Platform,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    govern(platform, "secure_group_size", 3)
+    govern(platform, "dp_enabled", 1)
+    six = ORGS[:6]
+    failing = platform.open_round(duration=600, quorum=6, cohort=six)
+    rid = failing["id"]
+    members = _members(platform, rid, six)
+    for m in members.values():
+        m.step()  # join
+    mine(platform)
+    groups = groups_of(members)
+    assert sorted(len(g) for g in groups.values()) == [3, 3]
+    # Every member masks, so both groups could be unmasked and the budget check lets the close unmask; then
+    # group 1's members never reveal: group 0's noised sum is unmasked (released), group 1's cannot be, and
+    # 3 members are counted where the round needs 6.
+    assert drive(members, {i: {"join", "keys", "shares", "masked"} for i in groups[1]}) == {}
+    # The operator ends the unmask phase now rather than at its deadline.
+    closed = platform.client.post(f"/v1/rounds/{rid}/close", headers=platform.operator)
+    assert closed.status_code == 200, closed.text
+    final = platform.wait_for(rid, {"POSTED", "FAILED"}, timeout=180)
+    assert final["status"] == "FAILED", final
+    assert "3 updates were unmasked in 1 groups, fewer than the 6" in final["failure_reason"]
+    assert "charged to the privacy accountant" in final["failure_reason"]
+
+    engine = sa.create_engine(platform.settings.resolved_database_url)
+    try:
+        with engine.connect() as connection:
+            state: Any = connection.execute(sa.select(SecAggRound).where(SecAggRound.round_id == rid)).one()
+            stored = {
+                g.group_index: g
+                for g in connection.execute(sa.select(SecAggGroup).where(SecAggGroup.round_id == rid))
+            }
+            assert (
+                connection.execute(sa.select(Aggregation).where(Aggregation.round_id == rid)).first() is None
+            )
+        # Charged exactly as release_charge prices group 0's release: 3 survivors at threshold 2, the only
+        # DP round so far.
+        released = math.sqrt(3 / 2)
+        assert stored[0].mean_hash is not None and stored[0].failure_reason is None
+        assert stored[1].mean_hash is None and "TooManyDropouts" in stored[1].failure_reason
+        assert state.dp_charge["dp_effective_noise_multiplier"] == pytest.approx(released)
+        assert state.dp_charge["dp_worst_group_survivors"] == 3
+        assert state.epsilon_spent == pytest.approx(epsilon_after(released, 1.0, 1, 1e-5))
+        assert state.dp_noise_std == pytest.approx(released / 3)
+
+        # The next round's budget check starts from the failed round's charge: composed with it (at the
+        # governed multiplier, as every earlier round is), not from zero.
+        trio = tuple(groups[0])
+        following = platform.open_round(duration=600, quorum=3, cohort=trio)
+        nxt = _members(platform, following["id"], trio)
+        for m in nxt.values():
+            m.step()
+        mine(platform)
+        assert drive(nxt, {}) == {}
+        final = platform.wait_for(following["id"], {"POSTED", "FAILED"}, timeout=180)
+        assert final["status"] == "POSTED", final
+        with engine.connect() as connection:
+            aggregation: Any = connection.execute(
+                sa.select(Aggregation).where(Aggregation.round_id == following["id"])
+            ).one()
+        worst = aggregation.params["dp_effective_noise_multiplier"]
+        assert worst == pytest.approx(released)
+        assert aggregation.epsilon_spent == pytest.approx(epsilon_of([(1.0, 1), (worst, 1)], 1.0, 1e-5))
+        assert aggregation.epsilon_spent > epsilon_after(worst, 1.0, 1, 1e-5) + 0.1
+    finally:
+        engine.dispose()

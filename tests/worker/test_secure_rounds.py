@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from aggregator.worker import tasks
 from client.data import Dataset
 from client.sdk import Organization
-from client.secure import SecureRound, SecureRoundError
+from client.secure import SecureRound
 from client.wallet import Wallet
 from db.models import (
     Aggregation,
@@ -44,7 +44,7 @@ from fedledger.secagg import wire
 from fedledger.secagg.noise import MemberNoise
 from fedledger.secagg.quantize import Quantizer
 from tests.worker.conftest import ORGS, Platform, address_of, ensure_enrolled, login
-from tests.worker.secure_kit import govern, mine
+from tests.worker.secure_kit import drive, govern, groups_of, mine
 
 pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
 
@@ -137,39 +137,6 @@ def test_a_secure_round_with_dropouts_and_poison_is_aggregated_paid_and_private(
             _check_nothing_stored_reveals_an_update(platform, conn, rid, updates, {after_keys, after_shares})
     finally:
         engine.dispose()
-
-
-def drive(members: dict[int, SecureRound], stops: dict[int, set[str]]) -> dict[int, Exception]:
-    """Step every member until each is done, dropped out (``stops``: the phases it still takes part in)
-    or refused by its own checks (returned with the error)."""
-    active, refused = set(members), {}
-    deadline = time.monotonic() + 240
-    while any(not members[i].done for i in active):
-        assert time.monotonic() < deadline, {
-            i: members[i].last.phase if members[i].last else None for i in active
-        }
-        for i in sorted(active):
-            member = members[i]
-            if i in stops and member.api.secagg(member.round_id).phase not in stops[i]:
-                active.discard(i)  # dropped out: it never sends again
-                continue
-            try:
-                member.step()
-            except SecureRoundError as exc:
-                refused[i] = exc
-                active.discard(i)
-        time.sleep(0.5)
-    return refused
-
-
-def groups_of(members: dict[int, SecureRound]) -> dict[int, list[int]]:
-    """Members by group index, once the groups are drawn (after the seed block is mined)."""
-    groups: dict[int, list[int]] = {}
-    for i, m in members.items():
-        view = m.api.secagg(m.round_id)
-        assert view.phase == "keys" and view.group is not None
-        groups.setdefault(view.group.index, []).append(i)
-    return groups
 
 
 def test_a_group_with_too_many_dropouts_is_left_out_and_the_rest_is_aggregated(
