@@ -12,10 +12,12 @@ is this process.
     .venv/bin/python scripts/bench_scale.py big --n 1000 --d 2000000 --workers 4
     .venv/bin/python scripts/bench_scale.py scaling --n 100 --d 2000000 --repeats 3   # 1, 2, 4 workers
     .venv/bin/python scripts/bench_scale.py single --n 100 --d 20000000               # one worker, same limit
+    .venv/bin/python scripts/bench_scale.py big --family mlp --hidden 1000 --classes 10 --n 100 --d 20000000
 
 Each prints its figures (time per phase, peak RSS per worker, the load average). The model is softmax
-regression with ``classes`` classes and d / classes features; the validation data are synthetic (the close's
-cost does not depend on what they are).
+regression with ``classes`` classes and d / classes features, or (``--family mlp``) an MLP with ``hidden``
+hidden units, ``classes`` classes and as many features as make about d parameters; the validation data are
+synthetic (the close's cost does not depend on what they are).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from fedledger.crypto.chunked import coordinate_order, layout_hash, parse_head, 
 from fedledger.crypto.eip712 import sign_update  # noqa: E402
 from fedledger.crypto.keys import KeyAlgorithm, generate_server_key  # noqa: E402
 from fedledger.domain.blobstore import FilesystemBlobStore  # noqa: E402
-from fedledger.models import init_softmax  # noqa: E402
+from fedledger.models import init_mlp, init_softmax  # noqa: E402
 
 DOMAIN = Domain(31337, "0x" + "22" * 20)
 EXAMPLES = 240  # holdout: half root (the reference update), half validation
@@ -105,23 +107,43 @@ def combine_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
 # ---- data -------------------------------------------------------------------------------------------------
 
 
-def build(workdir: Path, n: int, d: int, classes: int, chunk: int = CHUNK, seed: int = 0) -> dict[str, Any]:
-    """n chunked, signed updates of a softmax model of about d parameters, the holdout and the server key."""
+def model_of(family: str, features: int, classes: int, hidden: int) -> dict[str, np.ndarray]:
+    """The round's base model: softmax regression, or an MLP (its He-scaled initial weights, fixed seed)."""
+    if family == "mlp":
+        return init_mlp(features, hidden, classes, np.random.default_rng(0))
+    return init_softmax(features, classes)
+
+
+def features_for(family: str, d: int, classes: int, hidden: int) -> int:
+    """Input features that make a model of about d parameters."""
+    if family == "mlp":  # hidden x (features + 1) + classes x (hidden + 1)
+        return max(1, (d - classes * (hidden + 1) - hidden) // hidden)
+    return max(1, (d - classes) // classes)
+
+
+def build(
+    workdir: Path,
+    n: int,
+    d: int,
+    classes: int,
+    chunk: int = CHUNK,
+    seed: int = 0,
+    family: str = "softmax",
+    hidden: int = 0,
+) -> dict[str, Any]:
+    """n chunked, signed updates of a model of about d parameters, the holdout and the server key."""
     if (workdir / "meta.json").exists():
         meta: dict[str, Any] = json.loads((workdir / "meta.json").read_text())
-        if (meta["n"], meta["d_requested"], meta["classes"], meta.get("chunk", CHUNK)) == (
-            n,
-            d,
-            classes,
-            chunk,
-        ):
+        stored = (meta["n"], meta["d_requested"], meta["classes"], meta.get("chunk", CHUNK))
+        model = (meta.get("family", "softmax"), meta.get("hidden", 0))
+        if stored == (n, d, classes, chunk) and model == (family, hidden):
             return meta
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    features = max(1, (d - classes) // classes)
-    weights = init_softmax(features, classes)
+    features = features_for(family, d, classes, hidden)
+    weights = model_of(family, features, classes, hidden)
     shapes = coordinate_order({k: v.shape for k, v in weights.items()})
     size = sum(int(np.prod(s)) for s in shapes.values())
     X = rng.random((EXAMPLES, features), dtype=np.float32)
@@ -167,6 +189,8 @@ def build(workdir: Path, n: int, d: int, classes: int, chunk: int = CHUNK, seed:
         "d_requested": d,
         "d": size,
         "classes": classes,
+        "family": family,
+        "hidden": hidden,
         "chunk": chunk,
         "features": features,
         "key_id": key.key_id,
@@ -181,7 +205,9 @@ def build(workdir: Path, n: int, d: int, classes: int, chunk: int = CHUNK, seed:
 def inputs_of(workdir: Path, meta: dict[str, Any]) -> tuple[Inputs, tuple[np.ndarray, np.ndarray]]:
     """The close's inputs as load() reads them from the database (detached rows), and the holdout."""
     opened = datetime(2026, 12, 1, tzinfo=UTC)
-    weights = init_softmax(meta["features"], meta["classes"])
+    weights = model_of(
+        meta.get("family", "softmax"), meta["features"], meta["classes"], meta.get("hidden", 0)
+    )
     participants, updates = {}, []
     for i, u in enumerate(meta["updates"]):
         participants[i + 1] = Participant(id=i + 1, address=u["address"], reputation=50.0)
@@ -295,6 +321,7 @@ def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes:
         "statistics_pass_s": durations["shard_statistics_ms"] / 1e3,
         "combine_pass_s": durations["shard_combine_ms"] / 1e3,
         "reference_s": durations["reference_ms"] / 1e3,
+        "shard_read_s_max": durations["shard_read_ms_max"] / 1e3,
         "aggregate_and_scores_s": (durations.get("aggregate_ms", 0) + durations.get("score_ms", 0)) / 1e3,
         "worker_peak_rss_mb": sorted(peaks.values()),
         "coordinator_peak_rss_mb": _peak_rss_mb(),
@@ -310,9 +337,16 @@ def load() -> str:
 
 def cmd_big(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
-    meta = build(workdir, args.n, args.d, args.classes, args.chunk_coords)
+    meta = build(
+        workdir, args.n, args.d, args.classes, args.chunk_coords, family=args.family, hidden=args.hidden
+    )
     gb = meta["n"] * meta["d"] * 4 / 1e9
-    print(f"n={meta['n']} d={meta['d']} ({gb:.2f} GB of float32 updates; built in {meta['build_s']:.0f} s)")
+    model = f"{args.family} ({meta['features']} features"
+    model += f", {args.hidden} hidden units" if args.family == "mlp" else ""
+    model += f", {meta['classes']} classes)"
+    print(
+        f"n={meta['n']} d={meta['d']} {model} ({gb:.2f} GB of float32 updates; built in {meta['build_s']:.0f} s)"
+    )
     workers = Workers(args.workers, int(args.limit_gb * GB), workdir)
     try:
         out = sharded_close(workdir, meta, args.workers, args.block_mb << 20)
@@ -326,7 +360,9 @@ def cmd_scaling(args: argparse.Namespace) -> None:
     """1, 2, 4 workers (each its own pool, started before and stopped after each run, outside its timing)
     and the single-worker close, interleaved after a warm-up round."""
     workdir = Path(args.workdir)
-    meta = build(workdir, args.n, args.d, args.classes, args.chunk_coords)
+    meta = build(
+        workdir, args.n, args.d, args.classes, args.chunk_coords, family=args.family, hidden=args.hidden
+    )
     print(f"n={meta['n']} d={meta['d']} ({meta['n'] * meta['d'] * 4 / 1e9:.2f} GB of updates)")
     counts = [int(c) for c in args.counts.split(",")]
     times: dict[str, list[float]] = {str(c): [] for c in counts}
@@ -375,7 +411,9 @@ def cmd_scaling(args: argparse.Namespace) -> None:
 def cmd_single(args: argparse.Namespace) -> None:
     """The single-worker close of the big round under the same memory limit (run as its own process)."""
     workdir = Path(args.workdir)
-    meta = build(workdir, args.n, args.d, args.classes, args.chunk_coords)
+    meta = build(
+        workdir, args.n, args.d, args.classes, args.chunk_coords, family=args.family, hidden=args.hidden
+    )
     if os.environ.get("BENCH_LIMITED") != "1":
         command = ["prlimit", f"--as={int(args.limit_gb * GB)}", sys.executable, __file__, *sys.argv[1:]]
         started = time.perf_counter()
@@ -424,9 +462,15 @@ def main() -> None:
         p.add_argument("--chunk-coords", type=int, default=CHUNK)
         p.add_argument("--workdir", default=str(ROOT / "var" / "bench-scale"))
         p.add_argument("--counts", default="1,2,4")
+        p.add_argument("--family", choices=("softmax", "mlp"), default="softmax")
+        p.add_argument("--hidden", type=int, default=1000, help="the MLP's hidden units (--family mlp)")
         p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     suffix = "" if args.chunk_coords == CHUNK else f"-k{args.chunk_coords}"
+    if args.family == "mlp":
+        suffix += f"-mlp{args.hidden}"
+    else:
+        args.hidden = 0
     args.workdir = str(Path(args.workdir) / f"n{args.n}-d{args.d}-c{args.classes}{suffix}")
     args.handler(args)
 
