@@ -242,15 +242,16 @@ def test_coordinate_wise_rules_with_their_parameters_equal_the_single_worker_clo
     assert sharded.record.params == {**single.record.params, "shards": 2}
 
 
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
 @pytest.mark.parametrize("strategy", ["fltrust_guarded", "fltrust", "median"])
 def test_above_the_score_budget_both_closes_score_on_the_same_subsample(
-    tmp_path: Path, key: ServerKeyPair, strategy: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, key: ServerKeyPair, strategy: str, family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The budget is judged on the real model in both closes (the sharded one scores in E's k coordinates)
     and the subsample is seeded by the round: the same examples, so the same scores within the tolerance."""
     monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
     monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
-    single, sharded = both(tmp_path, key, strategy, shards=3)
+    single, sharded = both(tmp_path, key, strategy, shards=3, family=family)
     assert_same(single, sharded)
     assert single.record is not None and sharded.record is not None
     assert single.record.params["score_examples"] == sharded.record.params["score_examples"] == 12
