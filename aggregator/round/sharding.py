@@ -99,6 +99,9 @@ TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "
 # most: it holds up to about four copies of them while it sums the shards' and embeds (2 GiB at the limit,
 # half a 4 GiB worker). 100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB.
 MAX_RESPONSE_BYTES = 512 * 2**20
+# A first layer at least this wide (fedledger.models' threshold: the MLP's hidden units) gets one product per row
+# in partial_responses; a narrower one (softmax's classes) one product of all rows.
+WIDE_LAYER = 64
 # Eigenvalues of the Gram matrix below this fraction of the largest are rank deficiency (two equal rows, a
 # zero public change), not directions of the updates.
 RANK_TOLERANCE = 1e-10
@@ -186,18 +189,24 @@ def why_not_shardable(
 
 
 def partial_responses(
-    spec: Mapping[str, Sequence[int]], features: np.ndarray, start: int, rows: np.ndarray
+    spec: Mapping[str, Sequence[int]],
+    features: np.ndarray,
+    start: int,
+    rows: np.ndarray,
+    into: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``A_s`` of each row: the change of the validation examples' first-layer responses (softmax: its class
     scores; MLP: its hidden pre-activations) that the coordinates ``[start, start + rows.shape[1])`` of each
     row make, (rows, examples, width) float64, and the row's head coordinates in that range (rows, head)
-    float64, zero elsewhere: summed over the shards, every row's whole head (see :class:`Layout`)."""
+    float64, zero elsewhere: summed over the shards, every row's whole head (see :class:`Layout`). ``into``:
+    arrays of those shapes to add them to (a shard's sums over its blocks), returned; else new ones."""
     layout = Layout.of(spec)
     width = layout.width
     n, span = rows.shape
     stop = start + span
-    out = np.zeros((n, features.shape[0], width))
-    heads = np.zeros((n, layout.head))
+    if into is None:
+        into = np.zeros((n, features.shape[0], width)), np.zeros((n, layout.head))
+    out, heads = into
     # The bias part: added to every example's response.
     b0, b1 = start, min(stop, width)
     if b1 > b0:
@@ -208,15 +217,24 @@ def partial_responses(
     if w1 > w0:
         # The weight part, padded to whole feature rows (at most one partial row at each end).
         first, last = (w0 - width) // width, -(-(w1 - width) // width)
-        block = np.zeros((n, (last - first) * width))
         lo = w0 - width - first * width
-        block[:, lo : lo + w1 - w0] = rows[:, w0 - start : w1 - start]
-        block3 = block.reshape(n, last - first, width)
         x = features[:, first:last].astype(np.float64)
-        out += np.einsum("ef,nfc->nec", x, block3, optimize=True)
+        if width >= WIDE_LAYER:
+            # A wide layer (the MLP's hidden units): one product per row, added in place. A product of all
+            # rows at once writes and transposes a rows x examples x width temporary per block (97 MB at
+            # 101 rows x 120 examples x 1,000 units), and its padded float64 copy of the block is as large.
+            padded = np.zeros((last - first) * width)
+            for i in range(n):
+                padded[lo : lo + w1 - w0] = rows[i, w0 - start : w1 - start]
+                out[i] += x @ padded.reshape(last - first, width)
+        else:
+            block = np.zeros((n, (last - first) * width))
+            block[:, lo : lo + w1 - w0] = rows[:, w0 - start : w1 - start]
+            block3 = block.reshape(n, last - first, width)
+            out += np.einsum("ef,nfc->nec", x, block3, optimize=True)
     h0 = max(start, layout.linear)
     if stop > h0:
-        heads[:, h0 - layout.linear : stop - layout.linear] = rows[:, h0 - start :]
+        heads[:, h0 - layout.linear : stop - layout.linear] += rows[:, h0 - start :]
     return out, heads
 
 
@@ -237,6 +255,23 @@ class ShardStatistics:
         """The statistics of ``rows`` ((r, width) float32: every row's coordinates from ``start``)."""
         block = rows.astype(np.float64)
         return ShardStatistics(block @ block.T, *partial_responses(spec, features, start, rows))
+
+    @staticmethod
+    def zeros(spec: Mapping[str, Sequence[int]], rows: int, examples: int) -> ShardStatistics:
+        """Statistics of ``rows`` rows of no coordinates: what :meth:`add` sums a shard's blocks into."""
+        layout = Layout.of(spec)
+        return ShardStatistics(
+            np.zeros((rows, rows)), np.zeros((rows, examples, layout.width)), np.zeros((rows, layout.head))
+        )
+
+    def add(
+        self, spec: Mapping[str, Sequence[int]], features: np.ndarray, start: int, rows: np.ndarray
+    ) -> None:
+        """Add the statistics of ``rows`` (as :meth:`of`) in place: a shard holds one copy of its responses,
+        not one per block."""
+        block = rows.astype(np.float64)
+        self.gram[...] += block @ block.T
+        partial_responses(spec, features, start, rows, (self.scores, self.heads))
 
     def __add__(self, other: ShardStatistics) -> ShardStatistics:
         return ShardStatistics(self.gram + other.gram, self.scores + other.scores, self.heads + other.heads)

@@ -194,7 +194,7 @@ def shard_statistics(
     """The first pass of one shard: its partial statistics and the updates that failed in its range, read a
     block at a time."""
     spec = coordinate_order(job["spec"])
-    total: ShardStatistics | None = None
+    total = ShardStatistics.zeros(spec, len(job["updates"]) + len(job["extra"]), int(features.shape[0]))
     failed: dict[int, str] = {}
     read_ms = compute_ms = 0.0
     openers: dict[str, ChunkOpener] = {}
@@ -204,10 +204,8 @@ def shard_statistics(
         failed.update(block_failed)
         read_ms += (time.perf_counter() - started) * 1e3
         started = time.perf_counter()
-        stats = ShardStatistics.of(spec, features, int(block["start"]), rows)
-        total = stats if total is None else total + stats
+        total.add(spec, features, int(block["start"]), rows)
         compute_ms += (time.perf_counter() - started) * 1e3
-    assert total is not None  # a range is never empty
     return {
         "statistics": _store(blobs, job, {"gram": total.gram, "scores": total.scores, "heads": total.heads}),
         "failed": {str(k): v for k, v in failed.items()},
@@ -475,7 +473,8 @@ def _sum(blobs: BlobStore, state: dict[str, Any], results: list[dict[str, Any]])
     total: dict[str, np.ndarray] = {}
     for digest in digests:
         for key, value in _kept(blobs, digest).items():
-            total[key] = value.copy() if key not in total else total[key] + value
+            # In place: each load is a fresh array, and the sum holds one copy (an MLP's responses are large).
+            total[key] = value if key not in total else np.add(total[key], value, out=total[key])
     for digest in set(digests):  # after the sum: two shards with equal statistics share one blob
         blobs.delete(digest)
     return total

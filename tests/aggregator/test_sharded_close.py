@@ -27,7 +27,9 @@ from aggregator.round.sharding import (
     NOISE_BLOCK,
     SHARDABLE_STRATEGIES,
     TOLERANCE,
+    WIDE_LAYER,
     Layout,
+    ShardStatistics,
     block_noise,
     noise_seed,
     partial_responses,
@@ -75,11 +77,12 @@ def build(
     attackers: int = 1,
     tamper: bool = False,
     family: str = "softmax",
+    hidden: int = 8,
 ) -> tuple[Inputs, FilesystemBlobStore, Federation]:
     """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones, of the
     softmax model or of an MLP (4 features, 8 hidden units, 3 classes: 67 coordinates, the first layer's 40
     first in name order, then the output layer's)."""
-    fed = Federation(family=family)
+    fed = Federation(family=family, hidden=hidden)
     blobs = FilesystemBlobStore(tmp_path)
     deltas = fed.honest(6)
     deltas = np.concatenate([deltas, -10 * deltas[:attackers]]) if attackers else deltas
@@ -332,6 +335,36 @@ def test_the_layout_puts_each_familys_first_layer_first_in_name_order() -> None:
     # The whole row's response is the first layer's: X @ dW + db (hidden.weight row-major after the bias).
     expected = X.astype(np.float64) @ rows[:, 8:40].reshape(3, 4, 8).astype(np.float64) + rows[:, None, :8]
     np.testing.assert_allclose(whole, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_wide_first_layer_sums_its_blocks_in_place_to_the_whole_rows_responses() -> None:
+    """70 hidden units (>= WIDE_LAYER: one product per row, added in place, as a shard sums its blocks) against
+    the whole rows' X @ dW + db, cut inside the bias, inside a feature row, at a row's edge and in the head."""
+    spec = Federation(family="mlp", hidden=70).spec
+    layout = Layout.of(spec)
+    assert layout.width == 70 >= WIDE_LAYER and layout.linear == 350 and layout.head == 3 + 70 * 3
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((4, layout.size)).astype(np.float32)
+    X = rng.standard_normal((6, 4)).astype(np.float32)
+    total = ShardStatistics.zeros(spec, 4, 6)
+    for a, b in pairwise([0, 30, 70, 105, 140, 351, 400, layout.size]):
+        total.add(spec, X, a, rows[:, a:b])
+    W = rows[:, 70:350].reshape(4, 4, 70).astype(np.float64)
+    np.testing.assert_allclose(
+        total.scores, X.astype(np.float64) @ W + rows[:, None, :70], rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_array_equal(total.heads, rows[:, 350:])
+    np.testing.assert_allclose(total.gram, rows.astype(np.float64) @ rows.T.astype(np.float64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["fltrust_guarded", "median", "centered_clip"])
+def test_a_wide_mlp_in_shards_and_small_blocks_equals_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, strategy: str
+) -> None:
+    """The MLP with 70 hidden units (563 coordinates), three shards read in blocks of a few feature rows: the
+    per-row products summed in place over the blocks give the single close's result."""
+    single, sharded = both(tmp_path, key, strategy, shards=3, block_bytes=4000, family="mlp", hidden=70)
+    assert_same(single, sharded)
 
 
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
