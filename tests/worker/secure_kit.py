@@ -74,26 +74,49 @@ def small_update(dimension: int, seed: int, scale: float = 0.01) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(dimension) * scale).astype(np.float32)
 
 
+class _DroppedOut(Exception):
+    """The member's view shows a phase it no longer takes part in: it stops before sending anything."""
+
+
+def _stopping_at(member: SecureRound, phases: set[str]) -> None:
+    # The dropout is decided on the very view the member's step acts on: a check on an earlier read would
+    # race with a phase that ends (at its deadline) between that read and the step's own.
+    read = member.api.secagg
+
+    def view(round_id: int) -> Any:
+        seen = read(round_id)
+        if seen.phase not in phases:
+            raise _DroppedOut(seen.phase)
+        return seen
+
+    member.api.secagg = view  # type: ignore[method-assign]  # undone when the drive ends
+
+
 def drive(members: dict[int, SecureRound], stops: dict[int, set[str]]) -> dict[int, Exception]:
     """Step every member until each is done, dropped out (``stops``: the phases it still takes part in)
     or refused by its own checks (returned with the error)."""
-    active, refused = set(members), {}
+    for i, phases in stops.items():
+        _stopping_at(members[i], phases)
+    active: set[int] = set(members)
+    refused: dict[int, Exception] = {}
     deadline = time.monotonic() + 240
-    while any(not members[i].done for i in active):
-        assert time.monotonic() < deadline, {
-            i: members[i].last.phase if members[i].last else None for i in active
-        }
-        for i in sorted(active):
-            member = members[i]
-            if i in stops and member.api.secagg(member.round_id).phase not in stops[i]:
-                active.discard(i)  # dropped out: it never sends again
-                continue
-            try:
-                member.step()
-            except SecureRoundError as exc:
-                refused[i] = exc
-                active.discard(i)
-        time.sleep(0.5)
+    try:
+        while any(not members[i].done for i in active):
+            assert time.monotonic() < deadline, {
+                i: members[i].last.phase if members[i].last else None for i in active
+            }
+            for i in sorted(active):
+                try:
+                    members[i].step()
+                except _DroppedOut:
+                    active.discard(i)  # dropped out: it never sends again
+                except SecureRoundError as exc:
+                    refused[i] = exc
+                    active.discard(i)
+            time.sleep(0.5)
+    finally:
+        for i in stops:
+            del members[i].api.secagg  # the instance's wrapper: the class's method again
     return refused
 
 
