@@ -58,6 +58,7 @@ from fedledger.api.schemas import (
     RoundOut,
     RoundStatsOut,
     SecAggAcceptedOut,
+    SecAggGroupsOut,
     SecAggOut,
     ServerKeyOut,
     TokenFiguresOut,
@@ -472,6 +473,11 @@ class FedLedgerApi:
     def secagg(self, round_id: int) -> SecAggOut:
         """The round's secure-aggregation state as this organization sees it (``mode`` "clear" otherwise)."""
         return self._get(f"{paths.round_path(round_id)}/secagg", SecAggOut, auth=True)
+
+    def secagg_groups(self, round_id: int) -> SecAggGroupsOut:
+        """A secure round's groups and their outcomes, as everyone sees them (409 ``clear_round`` for a
+        round in the clear mode)."""
+        return self._get(f"{paths.round_path(round_id)}/secagg/groups", SecAggGroupsOut)
 
     def secagg_join(self, round_id: int, signature: str) -> SecAggAcceptedOut:
         """Join a secure round with the signed ``SecAggJoin``."""

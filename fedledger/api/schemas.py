@@ -8,7 +8,7 @@ so a field renamed on the server is renamed for every caller (and strict mypy fo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -384,6 +384,49 @@ class SecAggOut(BaseModel):
     bundles: list[dict[str, Any]] = Field(default_factory=list)
     masked: list[dict[str, Any]] = Field(default_factory=list)
     sent: list[str] = Field(default_factory=list)
+
+
+class SecAggGroupReportOut(BaseModel):
+    """One group of a secure round as everyone sees it: its size, threshold and outcome, never its mean."""
+
+    index: int
+    size: int = Field(description="Members drawn into the group")
+    threshold: int = Field(description="Survivors needed to unmask its sum (a strict majority)")
+    status: Literal["pending", "unmasked", "failed"] = Field(
+        description="pending until the round's close; unmasked: its sum was computed; failed: see the reason"
+    )
+    members: list[str] | None = Field(
+        description="The group's wallets, once the round is closed (withheld while the protocol runs)"
+    )
+    survivors: int | None = Field(description="Members whose updates are in the unmasked sum")
+    dropped: int | None = Field(description="Members of an unmasked group left out of its sum")
+    failure_reason: str | None = Field(description="Why the group's sum was not unmasked or not used")
+    kept: bool | None = Field(description="Whether the round's rules let the group's sum into the aggregate")
+    flagged: bool | None = Field(description="Whether the group's sum was flagged as Byzantine")
+    reward_wei: str = Field(description="The group's members' rewards together (each is on chain)")
+
+
+class SecAggGroupsOut(BaseModel):
+    """A secure round's groups and their outcomes, public: what the chain and the round's public record
+    show already (no group mean, no mean hash, no member's amount beyond its on-chain reward)."""
+
+    round_id: int
+    round_status: str
+    group_size: int
+    phase: str
+    seed_block: int | None = Field(description="The block whose hash seeded the draw of the groups")
+    seed_block_hash: str | None
+    seed: str | None
+    failure_reason: str | None = Field(description="Why the protocol ended before any group was drawn")
+    left_out: int = Field(description="Joined members no group took (a reputation tier smaller than a group)")
+    epsilon_spent: float | None = Field(
+        description="Under DP, the privacy accountant's epsilon after this round (a failed round's too, when "
+        "it had released noised group sums)"
+    )
+    charged_on_failure: bool = Field(
+        description="The round failed after unmasking groups under DP and was charged for their release"
+    )
+    groups: list[SecAggGroupReportOut]
 
 
 class SecAggJoinRequest(BaseModel):

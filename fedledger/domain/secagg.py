@@ -29,13 +29,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import (
+    Aggregation,
+    Contribution,
     ModelVersion,
     Participant,
     ParticipantStatus,
@@ -691,6 +693,122 @@ def view(session: Session, env: Env, round_id: int, address: str, now: datetime)
     if phase is SecAggPhase.unmask:
         out["masked"] = [m.body for m in messages if m.step is SecAggStep.masked]
     return out
+
+
+# --- what everyone reads ---------------------------------------------------------------------------
+
+
+GroupStatus = Literal["pending", "unmasked", "failed"]
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """One group of a secure round as the public sees it: no mean, no mean hash, no per-member amount.
+
+    ``status``: ``pending`` (not closed yet), ``unmasked`` (its sum was computed) or ``failed`` (with
+    ``failure_reason``). ``members`` is None until the round is closed (see :func:`groups_report`);
+    ``survivors`` / ``dropped`` count the members in / out of an unmasked group's sum; ``kept`` / ``flagged``
+    are its scored members' (each member of a group shares them), None when no member was scored;
+    ``reward_wei`` is the sum of its members' rewards (each on chain with its contribution)."""
+
+    index: int
+    size: int
+    threshold: int
+    status: GroupStatus
+    members: tuple[str, ...] | None
+    survivors: int | None
+    dropped: int | None
+    failure_reason: str | None
+    kept: bool | None
+    flagged: bool | None
+    reward_wei: int
+
+
+@dataclass(frozen=True)
+class RoundGroups:
+    """A secure round's public outcome: its phase, seed block and groups, and under DP its privacy charge
+    (the accountant's epsilon after the round: its aggregation's, or a failed round's release charge)."""
+
+    round_id: int
+    round_status: str
+    group_size: int
+    phase: str
+    seed_block: int | None
+    seed_block_hash: str | None
+    seed: str | None
+    failure_reason: str | None
+    left_out: int
+    epsilon_spent: float | None
+    charged_on_failure: bool
+    groups: tuple[GroupReport, ...]
+
+
+def groups_report(session: Session, round_id: int) -> RoundGroups:
+    """The public outcome of a secure round's groups (:class:`NotFound` for no such round,
+    :class:`Conflict` ``clear_round`` for a round in the clear mode).
+
+    What it shows is public already or decided by public data: the groups are a function of a block hash and
+    the members who joined; after the close a group's scored members carry the same scores, flag and evidence
+    in the public contributions (and each member's reward is on chain), so the grouping of the scored members
+    is readable there. It never shows a group's mean or its hash. While the round is open or closing the
+    members of each group are withheld: nobody outside a group learns whom to keep offline to fail it."""
+    round_ = session.get(Round, round_id)
+    if round_ is None:
+        raise NotFound("unknown_round", f"round {round_id} does not exist")
+    state = state_of(session, round_id)
+    if state is None:
+        raise Conflict(
+            "clear_round",
+            f"round {round_id} ran in the clear mode: it has no groups (each organization's update was sealed "
+            "to the server and scored alone); read its contributions instead",
+        )
+    over = round_.status not in (RoundStatus.open, RoundStatus.closing)
+    scored: dict[str, tuple[bool, bool, int]] = {
+        address.lower(): (c.kept, c.byzantine, int(c.reward_wei))
+        for c, address in session.execute(
+            select(Contribution, Participant.address)
+            .join(Participant, Participant.id == Contribution.participant_id)
+            .where(Contribution.round_id == round_id)
+        ).all()
+    }
+    reports = []
+    for g in groups_of(session, round_id):
+        unmasked = g.failure_reason is None and g.survivors is not None
+        status: GroupStatus = (
+            "failed" if g.failure_reason is not None else "unmasked" if unmasked else "pending"
+        )
+        outcomes = [scored[a.lower()] for a in (g.survivors or []) if a.lower() in scored]
+        reports.append(
+            GroupReport(
+                index=g.group_index,
+                size=len(g.members),
+                threshold=g.threshold,
+                status=status,
+                members=tuple(g.members) if over else None,
+                survivors=len(g.survivors) if unmasked and g.survivors is not None else None,
+                dropped=len(g.dropped) if unmasked and g.dropped is not None else None,
+                failure_reason=g.failure_reason,
+                kept=outcomes[0][0] if outcomes else None,
+                flagged=outcomes[0][1] if outcomes else None,
+                reward_wei=sum(o[2] for o in outcomes),
+            )
+        )
+    aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_id)).first()
+    epsilon = aggregation.epsilon_spent if aggregation is not None else state.epsilon_spent
+    return RoundGroups(
+        round_id=round_id,
+        round_status=round_.status.value,
+        group_size=state.group_size,
+        phase=state.phase.value,
+        seed_block=state.seed_block,
+        seed_block_hash=state.seed_block_hash,
+        seed=state.seed,
+        failure_reason=state.failure_reason,
+        left_out=len(state.left_out or []),
+        epsilon_spent=epsilon,
+        charged_on_failure=aggregation is None and state.epsilon_spent is not None,
+        groups=tuple(reports),
+    )
 
 
 def decode_vector(encoded: str, limit: int) -> bytes:

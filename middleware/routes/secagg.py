@@ -11,10 +11,17 @@ from starlette.concurrency import run_in_threadpool
 
 from db.base import utcnow
 from db.models import SecAggStep
-from fedledger.api.schemas import SecAggAcceptedOut, SecAggJoinRequest, SecAggMaskedRequest, SecAggOut
+from fedledger.api.schemas import (
+    SecAggAcceptedOut,
+    SecAggGroupReportOut,
+    SecAggGroupsOut,
+    SecAggJoinRequest,
+    SecAggMaskedRequest,
+    SecAggOut,
+)
 from fedledger.domain import secagg
 from fedledger.secagg.messages import Domain
-from middleware.deps import CurrentPrincipal, PathId, RateLimited, StateDep
+from middleware.deps import CurrentPrincipal, PathId, RateLimited, SessionDep, StateDep
 from middleware.errors import ApiError, responses
 from middleware.routes.rounds import request_close
 from middleware.state import AppState
@@ -41,6 +48,44 @@ def view(round_id: PathId, principal: CurrentPrincipal, state: StateDep) -> SecA
     env = env_of(state)
     with state.sessions.begin() as session:
         return SecAggOut(**secagg.view(session, env, round_id, principal.address, utcnow()))
+
+
+@router.get("/{round_id}/secagg/groups", response_model=SecAggGroupsOut, responses=responses(404, 409, 429))
+def groups(round_id: PathId, session: SessionDep) -> SecAggGroupsOut:
+    """A secure round's groups and their outcomes, for everyone: size, threshold, survivors and dropped
+    counts, unmasked or failed with the reason, kept or flagged, the group's reward. Never a group's mean;
+    members once the round is closed (docs/architecture.md, "Secure aggregation"). 409 ``clear_round``
+    for a round in the clear mode, which has no groups."""
+    report = secagg.groups_report(session, round_id)
+    return SecAggGroupsOut(
+        round_id=report.round_id,
+        round_status=report.round_status,
+        group_size=report.group_size,
+        phase=report.phase,
+        seed_block=report.seed_block,
+        seed_block_hash=report.seed_block_hash,
+        seed=report.seed,
+        failure_reason=report.failure_reason,
+        left_out=report.left_out,
+        epsilon_spent=report.epsilon_spent,
+        charged_on_failure=report.charged_on_failure,
+        groups=[
+            SecAggGroupReportOut(
+                index=g.index,
+                size=g.size,
+                threshold=g.threshold,
+                status=g.status,
+                members=list(g.members) if g.members is not None else None,
+                survivors=g.survivors,
+                dropped=g.dropped,
+                failure_reason=g.failure_reason,
+                kept=g.kept,
+                flagged=g.flagged,
+                reward_wei=str(g.reward_wei),
+            )
+            for g in report.groups
+        ],
+    )
 
 
 def _accepted(state: AppState, round_id: int, accepted: secagg.Accepted) -> SecAggAcceptedOut:

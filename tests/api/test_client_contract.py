@@ -45,6 +45,7 @@ CALLS: dict[str, Callable[[FedLedgerApi], Any]] = {
     "participants": lambda api: api.participants(),
     "token": lambda api: api.token(),
     "secagg": lambda api: api.secagg(7),
+    "secagg_groups": lambda api: api.secagg_groups(7),
     "secagg_join": lambda api: api.secagg_join(7, "0x00"),
     "secagg_send": lambda api: [
         api.secagg_send(7, step, {}) for step in ("keys", "shares", "masked", "unmask")

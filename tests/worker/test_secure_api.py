@@ -41,6 +41,13 @@ def test_an_oversized_message_is_refused_before_it_is_read_whole(platform: Platf
         "/v1/rounds/1/secagg/keys", content=b"\xff\xfe not json", headers=api.headers[ORGS[0]]
     )
     assert garbage.status_code == 400 and garbage.json()["error"] == "invalid_json", garbage.text
+    # The public groups report: 404 for no such round, 409 with the reason for a round in the clear mode.
+    unknown = platform.client.get("/v1/rounds/1/secagg/groups")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_round", unknown.text
+    clear = platform.open_round(duration=600, quorum=3)
+    response = platform.client.get(f"/v1/rounds/{clear['id']}/secagg/groups")
+    assert response.status_code == 409 and response.json()["error"] == "clear_round", response.text
+    assert "clear mode" in response.json()["detail"]
 
 
 def test_group_sizes_one_and_two_are_refused_at_the_opening(platform: Platform) -> None:
@@ -117,6 +124,15 @@ def test_a_secure_round_runs_its_four_steps_through_the_api(platform: Platform) 
     assert sorted(a.lower() for a in view["group"]["members"]) == sorted(address_of(i).lower() for i in trio)
     context = context_of(view)
     members = {i: GroupMember(context, address=address_of(i), wallet_key=dev_private_key(i)) for i in trio}
+    # Everyone (no sign-in) sees the group drawn, its size and threshold, but not who is in it while the
+    # protocol runs: an outsider learns no one to keep offline to fail it.
+    public = platform.client.get(f"/v1/rounds/{rid}/secagg/groups")
+    assert public.status_code == 200, public.text
+    report = public.json()
+    assert (report["phase"], report["round_status"], report["seed"]) == ("keys", "OPEN", view["seed"])
+    assert [(g["size"], g["threshold"], g["status"], g["members"]) for g in report["groups"]] == [
+        (3, 2, "pending", None)
+    ]
 
     # Step 1, with the refusals: wrong phase, a stranger, a forged advert, a different second advert.
     early = api.post(trio[0], "shares", {"dealer": address_of(trio[0])})
@@ -164,6 +180,14 @@ def test_a_secure_round_runs_its_four_steps_through_the_api(platform: Platform) 
         assert len(headers) == 3
         assert api.post(i, "unmask", wire.reveal_json(m.unmask(headers))).status_code == 200
     assert api.view(trio[0])["phase"] == "closed"
+    # The protocol is over but the round is not closed (no worker here): still no members, no outcome.
+    pending = platform.client.get(f"/v1/rounds/{rid}/secagg/groups").json()["groups"][0]
+    assert (pending["status"], pending["members"], pending["survivors"], pending["kept"]) == (
+        "pending",
+        None,
+        None,
+        None,
+    )
 
     engine = sa.create_engine(platform.settings.database_url)
     with engine.connect() as conn:

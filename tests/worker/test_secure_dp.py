@@ -164,6 +164,11 @@ def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_and_the_next_r
         assert state.dp_charge["dp_worst_group_survivors"] == 3
         assert state.epsilon_spent == pytest.approx(epsilon_after(released, 1.0, 1, 1e-5))
         assert state.dp_noise_std == pytest.approx(released / 3)
+        # Everyone reads the charge with the round's groups.
+        public = platform.client.get(f"/v1/rounds/{rid}/secagg/groups").json()
+        assert public["charged_on_failure"] is True
+        assert public["epsilon_spent"] == pytest.approx(state.epsilon_spent)
+        assert [g["status"] for g in public["groups"]] == ["unmasked", "failed"]
 
         # The next round's budget check starts from the failed round's charge: composed with it (at the
         # governed multiplier, as every earlier round is), not from zero.

@@ -135,8 +135,17 @@ def test_a_secure_round_with_dropouts_and_poison_is_aggregated_paid_and_private(
         with engine.connect() as conn:
             _check_aggregate(platform, conn, rid, groups, updates, claims, {after_keys, after_shares})
             _check_nothing_stored_reveals_an_update(platform, conn, rid, updates, {after_keys, after_shares})
+            public = check_public_groups(platform, conn, rid)
     finally:
         engine.dispose()
+    # What everyone sees: the dropouts counted in their groups, the poisoned group flagged and unpaid.
+    outcome = {
+        g["index"]: (g["status"], g["survivors"], g["dropped"], g["kept"], g["flagged"])
+        for g in public["groups"]
+    }
+    assert outcome[0][:3] == outcome[1][:3] == ("unmasked", 2, 1)
+    assert outcome[3][:4] == ("unmasked", 3, 0, False)
+    assert int(next(g for g in public["groups"] if g["index"] == 3)["reward_wei"]) == 0
 
 
 def test_a_group_with_too_many_dropouts_is_left_out_and_the_rest_is_aggregated(
@@ -197,8 +206,59 @@ def test_a_group_with_too_many_dropouts_is_left_out_and_the_rest_is_aggregated(
                 .all()
             )
             assert sorted(scored) == sorted(address_of(i) for i in groups[1])
+            public = check_public_groups(platform, conn, rid)
     finally:
         engine.dispose()
+    failed, unmasked = public["groups"]
+    assert failed["status"] == "failed" and "TooManyDropouts" in failed["failure_reason"]
+    assert (failed["survivors"], failed["kept"], failed["reward_wei"]) == (None, None, "0")
+    assert (unmasked["status"], unmasked["survivors"], unmasked["dropped"]) == ("unmasked", 3, 0)
+    assert unmasked["kept"] is True and unmasked["flagged"] is False and int(unmasked["reward_wei"]) > 0
+
+
+def check_public_groups(platform: Platform, conn: sa.Connection, rid: int) -> dict[str, Any]:
+    """The public groups report of a closed round against what the close stored: the same groups, members,
+    counts and outcomes, each group's reward the sum of its members' contributions, and nothing that points
+    at a group's mean (no mean, no blob hash the server keeps)."""
+    response = platform.client.get(f"/v1/rounds/{rid}/secagg/groups")
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    stored = list(
+        conn.execute(
+            sa.select(SecAggGroup).where(SecAggGroup.round_id == rid).order_by(SecAggGroup.group_index)
+        )
+    )
+    scored = {
+        c.address.lower(): c
+        for c in conn.execute(
+            sa.select(Contribution.kept, Contribution.byzantine, Contribution.reward_wei, Participant.address)
+            .join(Participant, Participant.id == Contribution.participant_id)
+            .where(Contribution.round_id == rid)
+        )
+    }
+    assert report["round_status"] == "POSTED" and len(report["groups"]) == len(stored)
+    for shown, group in zip(report["groups"], stored, strict=True):
+        assert (shown["index"], shown["members"], shown["threshold"]) == (
+            group.group_index,
+            group.members,
+            group.threshold,
+        )
+        assert shown["size"] == len(group.members)
+        assert shown["failure_reason"] == group.failure_reason
+        in_sum = [scored[a.lower()] for a in group.survivors or [] if a.lower() in scored]
+        assert shown["reward_wei"] == str(sum(int(c.reward_wei) for c in in_sum))
+        if group.failure_reason is None:
+            assert (shown["survivors"], shown["dropped"]) == (len(group.survivors), len(group.dropped))
+            assert {(c.kept, c.byzantine) for c in in_sum} == {(shown["kept"], shown["flagged"])}
+    blob_hashes = [g.mean_hash for g in stored if g.mean_hash] + [
+        h
+        for (h,) in conn.execute(sa.select(SecAggMessage.blob_hash).where(SecAggMessage.round_id == rid))
+        if h
+    ]
+    assert blob_hashes and not any(h in response.text for h in blob_hashes)
+    fields = set(report) | {k for g in report["groups"] for k in g}
+    assert not [f for f in fields if "mean" in f or f.endswith("_hash") and f != "seed_block_hash"]
+    return report
 
 
 def _check_aggregate(
