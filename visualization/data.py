@@ -29,6 +29,7 @@ from fedledger.api.schemas import (
     RewardOut,
     RoundOut,
     RoundStatsOut,
+    SecAggGroupsOut,
     SecAggOut,
     TokenFiguresOut,
     TokenResponse,
@@ -140,6 +141,16 @@ class Api:
             return self._api.round(round_id)
         except ApiError as exc:
             if exc.status == 404:
+                return None
+            raise
+
+    def secagg_groups(self, round_id: int) -> SecAggGroupsOut | None:
+        """A secure round's groups and their outcomes (public); None for a round in the clear mode, an
+        unknown round, or an API without the route."""
+        try:
+            return self._api.secagg_groups(round_id)
+        except ApiError as exc:
+            if exc.status in (404, 409):
                 return None
             raise
 

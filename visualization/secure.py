@@ -3,9 +3,11 @@ from its public parameter snapshot, its members' outcomes from the scored contri
 invented rows).
 
 Under the mode the server scores, flags and pays each group's sum, and every member of a group gets the
-group's scores, flag and a share of its reward (split by capped sample claims). Which members formed a group
-is served to each member only (``GET /v1/rounds/{id}/secagg``, signed in), so the public view lists the
-members' outcomes and a signed-in organization also sees its own group.
+group's scores, flag and a share of its reward (split by capped sample claims). The public view lists the
+members' outcomes and each group's outcome (the API's public groups report: size, threshold, how many are in
+its sum, unmasked or failed and why, kept or flagged, its reward; its members once the round is closed; never
+its mean); a signed-in organization also sees its own group with its reward split (``GET
+/v1/rounds/{id}/secagg``, signed in).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from fedledger.api.schemas import ContributionOut
+from fedledger.api.schemas import ContributionOut, SecAggGroupReportOut, SecAggGroupsOut
 from fedledger.evidence import in_words
 from fedledger.secagg.mode import RoundMode
 from visualization.data import fmt_exact
 from visualization.tables import MISSING, short
 
-__all__ = ["GroupOutcome", "RoundMode", "group_outcome", "members_frame", "members_table"]
+__all__ = ["GroupOutcome", "RoundMode", "group_outcome", "groups_table", "members_frame", "members_table"]
 
 
 MEMBER_COLUMNS = ["organization", "participant", "kept", "flagged", "reward_wei", "why"]
@@ -114,3 +116,43 @@ def group_outcome(
             }
         )
     return GroupOutcome(pd.DataFrame(rows, columns=[*MEMBER_COLUMNS, "in_sum"]), threshold)
+
+
+def groups_table(report: SecAggGroupsOut, names: Mapping[str, str], symbol: str) -> pd.DataFrame:
+    """One row per group of a secure round, as the API's public report gives it: who (once the round is
+    closed), threshold, how many are in its sum and left out of it, what became of it, and its reward."""
+    unit = f" ({symbol})" if symbol else ""
+    rows = [
+        {
+            "Group": g.index,
+            "Members": _members_of(g, names),
+            "Threshold": f"{g.threshold} of {g.size}",
+            "In the sum": _count_or_dash(g.survivors),
+            "Dropped": _count_or_dash(g.dropped),
+            "Outcome": _status_in_words(g),
+            "Kept": MISSING if g.kept is None else _yes_no(g.kept),
+            "Flagged": MISSING if g.flagged is None else _yes_no(g.flagged),
+            f"Reward{unit}": fmt_exact(g.reward_wei),
+        }
+        for g in report.groups
+    ]
+    columns = ["Group", "Members", "Threshold", "In the sum", "Dropped", "Outcome", "Kept", "Flagged"]
+    return pd.DataFrame(rows, columns=[*columns, f"Reward{unit}"])
+
+
+def _members_of(group: SecAggGroupReportOut, names: Mapping[str, str]) -> str:
+    if group.members is None:
+        return "shown once the round is closed"
+    return ", ".join(names.get(a.lower(), short(a)) for a in group.members)
+
+
+def _count_or_dash(value: int | None) -> str:
+    return MISSING if value is None else str(value)
+
+
+def _status_in_words(group: SecAggGroupReportOut) -> str:
+    if group.status == "failed":
+        return f"failed: {group.failure_reason}" if group.failure_reason else "failed"
+    if group.status == "pending":
+        return "pending: the round's close unmasks it"
+    return "unmasked"

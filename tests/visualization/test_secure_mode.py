@@ -1,16 +1,21 @@
 """The Training page's aggregation mode (issue 24): clear or secure with its group size, and under secure
-aggregation the members' outcomes, rendered by Streamlit's AppTest against a real API and the dev chain."""
+aggregation the members' outcomes and every group's outcome, rendered by Streamlit's AppTest against a real
+API and the dev chain."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from db.base import utcnow
 from db.models import (
+    Aggregation,
     Contribution,
     Participant,
     Round,
+    RoundStatus,
     SecAggGroup,
     SecAggMember,
     SecAggPhase,
@@ -18,10 +23,11 @@ from db.models import (
 )
 from db.session import session_factory
 from fedledger.chain.params import WAD
+from fedledger.config import Settings
 from fedledger.evidence import Evidence
 from tests.middleware.conftest import ORGS, World, address_of
 from tests.visualization.conftest import ApiServer, close_round_as_the_worker_would
-from tests.visualization.test_pages import http_login, run_page, texts
+from tests.visualization.test_pages import assert_readable, http_login, run_page, texts
 from visualization.secure import RoundMode, group_outcome, members_frame
 
 pytestmark = pytest.mark.chain
@@ -143,10 +149,114 @@ def test_a_signed_in_member_sees_its_own_group_its_sum_and_its_reward_split(
     assert figures["In the group's sum"] == "3"
     assert figures["Not in the sum"] == "1"
     assert figures["Group reward (DALLA)"] == f"{sum(closed.reward_wei.values()) / WAD:,.2f}"
-    own = at.dataframe[2].value
+    own = at.dataframe[3].value
     assert list(own["In the sum"]) == ["no" if a == address_of(ORGS[3]) else "yes" for a in group]
     dropped = own[own["In the sum"] == "no"].iloc[0]
     assert (dropped["Reward (DALLA)"], dropped["Evidence or reason"]) == ("0", "no update in the group's sum")
 
     outsider = run_page("Training", auth=http_login(dashboard_env, ORGS[4]))
     assert "Your organization was in no group of this round." in texts(outsider)
+
+
+def _secure_rows(
+    settings: Settings, round_id: int, groups: list[tuple[list[str], dict[str, Any]]], **state: Any
+) -> None:
+    """The rows a closed secure round has (fedledger.domain.secagg, the close's write_outcomes): its state
+    and, per group, its members and outcome."""
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:
+        round_ = session.get(Round, round_id)
+        assert round_ is not None
+        round_.params = {**round_.params, "secure_group_size": 3}
+        session.add(
+            SecAggRound(
+                round_id=round_id,
+                group_size=3,
+                clip=1.0,
+                dimension=650,
+                phase=SecAggPhase.closed,
+                phase_deadline=utcnow(),
+                seed_block=7,
+                seed_block_hash="0x" + "11" * 32,
+                seed="0x" + "22" * 32,
+                left_out=[],
+                **state,
+            )
+        )
+        for index, (members, outcome) in enumerate(groups):
+            session.add(
+                SecAggGroup(
+                    round_id=round_id,
+                    group_index=index,
+                    members=members,
+                    threshold=2,
+                    group_id="0x" + f"{index:064x}",
+                    **outcome,
+                )
+            )
+
+
+def test_everyone_sees_each_groups_outcome_and_no_groups_mean(world: World, dashboard_env: ApiServer) -> None:
+    settings = dashboard_env.settings
+    closed = close_round_as_the_worker_would(world, settings)
+    # Group 0: the two kept organizations in its sum, ORGS[3] dropped out; group 1 (the third scored one with
+    # the two others) could not be unmasked.
+    first = sorted([*closed.kept, address_of(ORGS[3])], key=str.lower)
+    second = sorted([closed.excluded[0], address_of(ORGS[4]), "0x" + "0" * 38 + "a1"], key=str.lower)
+    reason = "TooManyDropouts: only 1 members revealed, fewer than the threshold 2"
+    _secure_rows(
+        settings,
+        closed.round_id,
+        [
+            (first, {"survivors": closed.kept, "dropped": [address_of(ORGS[3])], "mean_hash": "ab" * 32}),
+            (second, {"failure_reason": reason}),
+        ],
+    )
+    at = run_page("Training")  # signed out: the groups are for everyone
+    shown = texts(at)
+    assert "**Groups**: 2 drawn" in shown and "Drawn from the hash of block 7." in shown
+    assert "Sign in with your organization's wallet to see your own group." in shown
+    table = at.dataframe[2].value
+    assert_readable(table)
+    assert list(table["Group"]) == [0, 1]
+    assert list(table["Threshold"]) == ["2 of 3", "2 of 3"]
+    assert list(table["In the sum"]) == ["2", "—"] and list(table["Dropped"]) == ["1", "—"]
+    assert list(table["Outcome"]) == ["unmasked", f"failed: {reason}"]
+    assert list(table["Kept"]) == ["yes", "—"] and list(table["Flagged"]) == ["no", "—"]
+    assert list(table["Reward (DALLA)"]) == ["225", "0"]
+    names = {address_of(i).lower(): f"org {i}" for i in ORGS}
+    assert table["Members"][0] == ", ".join(names.get(a.lower(), a) for a in first)
+    assert "ab" * 32 not in table.to_string() and "mean" not in " ".join(table.columns).lower()
+
+
+def test_a_failed_dp_round_shows_its_charge_and_an_open_round_withholds_members(
+    world: World, dashboard_env: ApiServer
+) -> None:
+    settings = dashboard_env.settings
+    closed = close_round_as_the_worker_would(world, settings)
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:  # the round failed after unmasking: no aggregation, its charge kept
+        round_ = session.get(Round, closed.round_id)
+        assert round_ is not None
+        round_.status, round_.failure_reason = RoundStatus.failed, "3 updates were unmasked in 1 groups"
+        round_.params = {**round_.params, "dp_enabled": True}
+        session.execute(delete(Aggregation).where(Aggregation.round_id == closed.round_id))
+    group = sorted([*closed.kept, closed.excluded[0]], key=str.lower)
+    _secure_rows(
+        settings,
+        closed.round_id,
+        [(group, {"survivors": group, "dropped": []})],
+        epsilon_spent=0.84,
+        dp_noise_std=0.4,
+        dp_charge={"dp_effective_noise_multiplier": 1.22},
+    )
+    shown = texts(run_page("Training"))
+    assert "that release is charged to the privacy budget (ε spent after this round: 0.84)" in shown
+
+    with sessions.begin() as session:  # the same rows while the round is still open
+        round_ = session.get(Round, closed.round_id)
+        assert round_ is not None
+        round_.status = RoundStatus.open
+    at = run_page("Training")
+    table = at.dataframe[-1].value
+    assert list(table["Members"]) == ["shown once the round is closed"]

@@ -22,6 +22,9 @@ def render(ctx: Context) -> None:
                 f"{len(rounds)} round(s) so far, none aggregated yet: charts appear after the first round closes."
             )
         _round_table(rounds)
+        if not rounds.empty:
+            # How each round runs, and a failed secure round's groups and privacy charge, need no aggregation.
+            _mode(ctx, rounds)
         return
 
     latest = aggregated.iloc[-1]
@@ -115,7 +118,39 @@ def _mode(ctx: Context, rounds: pd.DataFrame) -> None:
         st.dataframe(
             secure.members_table(members, symbol), hide_index=True, width="stretch", key="mode-members"
         )
+    _groups(ctx, round_.id, names)
     _own_group(ctx, round_.id, members, names)
+
+
+def _groups(ctx: Context, round_id: int, names: dict[str, str]) -> None:
+    """Every group of the round and its outcome, for everyone (the API's public groups report)."""
+    report = ctx.api.secagg_groups(round_id)
+    if report is None:
+        return
+    st.markdown(f"**Groups**: {len(report.groups)} drawn")
+    drawn = (
+        f"Drawn from the hash of block {report.seed_block}. "
+        if report.seed_block is not None and report.groups
+        else ""
+    )
+    st.caption(
+        drawn + "Members are shown once the round is closed; no group's sum or mean is published, only "
+        "what became of it."
+    )
+    if report.failure_reason:
+        st.info(f"No group was drawn: {report.failure_reason}")
+    if report.charged_on_failure and report.epsilon_spent is not None:
+        st.warning(
+            "The round failed after some groups' noised sums were unmasked: that release is charged to the "
+            f"privacy budget (ε spent after this round: {report.epsilon_spent:.3g})."
+        )
+    if report.groups:
+        st.dataframe(
+            secure.groups_table(report, names, ctx.symbol),
+            hide_index=True,
+            width="stretch",
+            key="mode-groups",
+        )
 
 
 def _own_group(ctx: Context, round_id: int, members: pd.DataFrame, names: dict[str, str]) -> None:
