@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     # Split every shardable close into this many coordinate ranges (2 or more); 0: by close_max_bytes_per_worker.
     close_shards: int = Field(default=0, ge=0)
     # Seconds between the beat's sweeps of the temporary blobs of sharded closes that ended without deleting
-    # them (a coordinator killed mid-way): those of rounds no longer closing, older than close_lease_seconds.
+    # them (a coordinator killed mid-way): those of rounds no longer closing, older than close_lease_seconds;
+    # and of the masked vectors of failed secure rounds and groups closed longer ago than that.
     shard_sweep_seconds: float = Field(default=600.0, gt=0)
     # Bytes of float32 rows a shard reads, decrypts and multiplies at a time (its memory, with about twice
     # that for the float64 products); rounded down to whole chunks of update_chunk_coords, at least one chunk

@@ -329,9 +329,13 @@ def anchor_audit() -> dict[str, int | str]:
 
 @app.task(name=SWEEP_TEMPORARIES_TASK)
 def sweep_shard_temporaries() -> int:
-    """Delete the temporary blobs of sharded closes that ended without deleting them (a killed coordinator)."""
+    """Delete the temporary blobs of sharded closes that ended without deleting them (a killed coordinator),
+    and the masked vectors of secure rounds and groups that failed, which nothing will unmask."""
     settings, sessions, blobs, *_ = services()
     report = sweep_temporaries(sessions, blobs, settings.close_lease_seconds)
     if report.deleted:
         log.info("swept %d temporary blobs of ended sharded closes", len(report.deleted))
-    return len(report.deleted)
+    vectors = secagg.sweep_vectors(sessions, blobs, settings.close_lease_seconds, utcnow())
+    if vectors:
+        log.info("swept %d masked vectors of failed secure rounds and groups", len(vectors))
+    return len(report.deleted) + len(vectors)

@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import (
     Aggregation,
@@ -693,6 +693,80 @@ def view(session: Session, env: Env, round_id: int, address: str, now: datetime)
     if phase is SecAggPhase.unmask:
         out["masked"] = [m.body for m in messages if m.step is SecAggStep.masked]
     return out
+
+
+# --- upkeep ----------------------------------------------------------------------------------------
+
+# Masked messages a sweep handles per transaction (a backlog takes several beats, each one short).
+SWEEP_BATCH = 500
+
+
+def sweep_vectors(
+    sessions: sessionmaker[Session], blobs: BlobStore, grace_seconds: float, now: datetime
+) -> list[str]:
+    """Delete the masked vectors that nothing will unmask any more, closed longer than ``grace_seconds``
+    ago: every one of a secure round that FAILED, and those of a closed round's groups that failed (their
+    shares never reached the threshold, or their sum was left out). The beat runs it beside the sharded
+    close's temporaries; the digests deleted.
+
+    Each message keeps its signed header, whose vector hash records what was sent, and loses the blob's
+    name (``blob_hash`` null) in the transaction that deletes it, so a second run finds nothing; a crash
+    between the two leaves the name and the next run deletes again (idempotent). The members' ``updates``
+    rows keep the hash as their record, as a failed clear round's keep their envelopes' hashes; no close
+    reads them again. A vector whose bytes another row still names (another round's) is left in the store.
+    Unmasked groups' vectors of a closed round stay: with the stored reveals they let anyone check the
+    group's sum."""
+    cutoff = now - timedelta(seconds=grace_seconds)
+    failed_group = (
+        select(SecAggGroup.id)
+        .where(
+            SecAggGroup.round_id == SecAggMessage.round_id,
+            SecAggGroup.group_index == SecAggMessage.group_index,
+            SecAggGroup.failure_reason.is_not(None),
+        )
+        .exists()
+    )
+    ended = (Round.status == RoundStatus.failed) | (
+        Round.status.in_((RoundStatus.aggregated, RoundStatus.posted)) & failed_group
+    )
+    deleted: list[str] = []
+    with sessions.begin() as session:
+        stale = session.scalars(
+            select(SecAggMessage)
+            .join(Round, Round.id == SecAggMessage.round_id)
+            .where(
+                SecAggMessage.step == SecAggStep.masked,
+                SecAggMessage.blob_hash.is_not(None),
+                Round.closed_at.is_not(None),
+                Round.closed_at <= cutoff,
+                ended,
+            )
+            .order_by(SecAggMessage.id)
+            .limit(SWEEP_BATCH)
+            .with_for_update(of=SecAggMessage)
+        ).all()
+        for m in stale:
+            digest = m.blob_hash
+            assert digest is not None
+            m.blob_hash = None
+            if not _named_elsewhere(session, digest, m):
+                blobs.delete(digest)
+                deleted.append(digest)
+    return deleted
+
+
+def _named_elsewhere(session: Session, digest: str, message: SecAggMessage) -> bool:
+    """Whether a row other than ``message`` and its member's own update still names ``digest``."""
+    other_message = select(SecAggMessage.id).where(
+        SecAggMessage.blob_hash == digest, SecAggMessage.id != message.id
+    )
+    other_update = select(Update.id).where(
+        Update.ciphertext_hash == digest, Update.round_id != message.round_id
+    )
+    return (
+        session.scalars(other_message.limit(1)).first() is not None
+        or session.scalars(other_update.limit(1)).first() is not None
+    )
 
 
 # --- what everyone reads ---------------------------------------------------------------------------
