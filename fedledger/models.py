@@ -213,7 +213,7 @@ class ValidationBatch:
         """:meth:`responses` for a few examples: a narrow layer is multiplied one batched product per block
         of input features (each row's block against the examples', no copy of the rows' blocks side by
         side; that copy costs a pass over the rows whatever the examples: n = 100, d = 1M, 32 examples,
-        measured 0.12 s against 0.23-0.37 s). Equal to :meth:`responses` up to float32 rounding (the sum is
+        measured 0.08 s against 0.23-0.37 s). Equal to :meth:`responses` up to float32 rounding (the sum is
         associated differently); a wide layer is computed as there."""
         rows = np.asarray(rows, dtype=np.float32)
         weight, bias, features, width = self._layer
@@ -223,12 +223,17 @@ class ValidationBatch:
             raise ValueError(f"deltas must be (k, {self.size}), got {rows.shape}")
         k, m = rows.shape[0], self.X.shape[0]
         W = rows[:, weight].reshape(k, features, width)
-        out = np.zeros((k, m, width), dtype=np.float32)
+        # Transposed, (width x block) @ (block x examples) per row: measured 0.08 s against 0.13 s for
+        # (examples x block) @ (block x width) at the size above (a product with more than `width` columns).
+        XT = np.ascontiguousarray(self.X.T)
+        out = np.zeros((k, width, m), dtype=np.float32)
         with np.errstate(all="ignore"):
             for f0 in range(0, features, _NARROW_STEP):
-                out += np.matmul(self.X[None, :, f0 : f0 + _NARROW_STEP], W[:, f0 : f0 + _NARROW_STEP, :])
-            out += rows[:, bias][:, None, :]
-        return out
+                block = slice(f0, f0 + _NARROW_STEP)
+                out += np.matmul(W[:, block, :].transpose(0, 2, 1), XT[block])
+            result = np.ascontiguousarray(out.transpose(0, 2, 1))
+            result += rows[:, bias][:, None, :]
+        return result
 
     def subset(self, examples: np.ndarray) -> ValidationBatch:
         """The same model on the validation examples ``examples`` (indices) only."""

@@ -145,6 +145,35 @@ def child(args: argparse.Namespace) -> None:
         return
     record = result.record
     phases = dict(record.durations_ms) if record is not None else {}
+    exact: dict[str, Any] = {}
+    if args.exact and record is not None and "score_examples" in record.params:
+        # The same round with the score budget lifted (every validation example), after the measured close.
+        from aggregator.scoring import budget
+
+        budget.SCORE_WORK_FLOOR = 1e30
+        full = compute_round(inputs, np.random.default_rng(1), opened + timedelta(hours=1))
+        q = np.array([c.quality for c in result.clients]) - np.array([c.quality for c in full.clients])
+        f = np.array([c.fitness for c in result.clients]) - np.array([c.fitness for c in full.clients])
+        paid = np.array([c.reward_wei > 0 for c in result.clients])
+        paid_full = np.array([c.reward_wei > 0 for c in full.clients])
+        flagged = np.array([c.byzantine for c in result.clients])
+        flagged_full = np.array([c.byzantine for c in full.clients])
+        honest = np.arange(len(result.clients)) >= attackers
+        reward = np.array([c.reward_wei for c in result.clients], dtype=float)
+        reward_full = np.array([c.reward_wei for c in full.clients], dtype=float)
+        exact = {
+            "score_examples": record.params["score_examples"],
+            "quality_abs_diff_median": float(np.median(np.abs(q))),
+            "quality_abs_diff_max": float(np.abs(q).max()),
+            "fitness_abs_diff_max": float(np.abs(f).max()),
+            "paid_differs": int((paid != paid_full).sum()),
+            "flagged_differs": int((flagged != flagged_full).sum()),
+            "attackers_paid": int(paid[~honest].sum()),
+            "honest_reward_rel_diff_max": float(
+                np.max(np.abs(reward - reward_full)[honest] / np.maximum(reward_full[honest], 1.0))
+            ),
+            "same_model": bool(np.array_equal(result.aggregate, full.aggregate) and result.step == full.step),
+        }
     print(
         json.dumps(
             {
@@ -158,6 +187,7 @@ def child(args: argparse.Namespace) -> None:
                 "updates": deltas.nbytes,
                 "kept": len(result.kept),
                 "activate": result.activate,
+                "exact": exact,
             }
         )
     )
@@ -183,6 +213,7 @@ def run_child(args: argparse.Namespace, tree: str, d: int, family: str) -> dict[
         "--clock",
         args.clock,
         *(["--dp"] if args.dp else []),
+        *(["--exact"] if args.exact else []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -212,6 +243,12 @@ def main() -> None:
         help="wall: elapsed time; cpu: the child's CPU time",
     )
     parser.add_argument("--dp", action="store_true", help="differential privacy on, every update clipped")
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="after each measured close, close the same round again with every validation example in the "
+        "scores (the score budget lifted) and print how far the budgeted scores and pay are from it",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(HERE), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,6 +303,15 @@ def main() -> None:
             for tree in args.trees:
                 r = rows[tree][-1]
                 print(f"# {tree}: {r['status']}, {r['kept']} kept, activate {r['activate']}")
+                for e in (row["exact"] for row in rows[tree] if row.get("exact")):
+                    print(
+                        f"# {tree}: scores on {e['score_examples']} examples against all of them: quality "
+                        f"|diff| median {e['quality_abs_diff_median']:.2f}, max {e['quality_abs_diff_max']:.2f} "
+                        f"points; fitness max {e['fitness_abs_diff_max']:.2f}; paid decisions differ "
+                        f"{e['paid_differs']}, flags differ {e['flagged_differs']}, attackers paid "
+                        f"{e['attackers_paid']}; honest reward max rel. diff "
+                        f"{e['honest_reward_rel_diff_max']:.3f}; same model {e['same_model']}"
+                    )
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from aggregator.errors import InvalidParameter
 from aggregator.round.compute import compute_round
-from aggregator.scoring import budget
+from aggregator.scoring import budget, responses
+from aggregator.scoring import round as round_module
 from aggregator.scoring.budget import ScoreBudget, round_seed, score_sample
 from aggregator.scoring.contribution import batched_contributions
 from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients
@@ -232,3 +233,32 @@ def test_the_rules_inner_products_stand_in_for_the_scores_passes() -> None:
     assert np.array_equal(reused.evidence, own.evidence) and own.evidence[6]
     with pytest.raises(InvalidParameter, match="inner products"):
         score_round(*args, **kwargs, products=gate(X[:4], reference).products)  # type: ignore[arg-type]
+
+
+def test_responses_too_large_to_hold_fall_back_to_the_chunked_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When every row's responses would not fit the memory bound, the subsample is scored by the chunked
+    functions on the subsample's batch: the same estimate to float32 rounding."""
+    weights, spec, base, Xv, yv, X, reference = _scored_round("mlp")
+    batch = ValidationBatch(weights, Xv, yv, spec)
+    n = X.shape[0]
+
+    def loss_of(delta: np.ndarray) -> np.ndarray:
+        return example_losses(unflatten(base + delta, spec), Xv, yv)
+
+    args = (loss_of, X, reference, np.full(n, 1.0 / n), np.arange(n), np.zeros(n), 1.0)
+    seed = round_seed(2, [])
+    kwargs = {"batch": batch, "claims": np.full(n, 100.0), "sample": lambda m: score_sample(seed, m, 50)}
+    held = score_round(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(responses, "_FLOOR_BYTES", 0)
+    monkeypatch.setattr(responses, "_SHARE", 10**9)
+    calls: list[int] = []
+    measures = responses.response_measures
+    monkeypatch.setattr(
+        round_module, "response_measures", lambda *a, **k: calls.append(1) or measures(*a, **k)
+    )
+    chunked = score_round(*args, **kwargs)  # type: ignore[arg-type]
+    assert calls == [] and chunked.examples_used == held.examples_used == 50
+    for name in ("quality", "marginal", "marginal_stderr", "solo_gain", "novel_gain"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(held, name), rtol=1e-3, atol=1e-6)
