@@ -953,6 +953,7 @@ class Stage:
     cleanse: bool = False
     unlearn: int = -1  # out-of-range copies of the root data in the server's unlearning step (-1: off)
     share: float = 1.0  # how much of the unlearning step is kept
+    quiet: float = 1.0  # share of the features (least important to the model first) the copies may move
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -971,11 +972,14 @@ class Stage:
                 stage = replace(stage, unlearn=int(part[len("unlearn=") :]))
             elif part.startswith("share="):
                 stage = replace(stage, share=float(part[len("share=") :]))
+            elif part.startswith("quiet="):
+                stage = replace(stage, quiet=float(part[len("quiet=") :]))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
                     "rlr=<agreeing fraction>, signmask=<agreeing fraction>, cleanse, "
-                    "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>"
+                    "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
+                    "quiet=<share of the least important features the copies move>"
                 )
         return stage
 
@@ -1061,8 +1065,14 @@ class StagedGuarded(FLTrustGuarded):
         candidate = base + vector
         rng = stream(self.seed, STREAM_NOISE, r, 2)
         x_root, y_root = task.root
+        features = None
+        if self.stage.quiet < 1.0:
+            # Only the features the candidate uses least: moving a feature the task depends on far out of
+            # range changes what the right label is, and teaching the model otherwise costs accuracy.
+            importance = targeted.permutation_importance(unflatten(candidate, spec), x_root, y_root, rng)
+            features = np.argsort(importance)[: max(1, round(self.stage.quiet * importance.size))]
         x_copies, y_copies = targeted.out_of_range_copies(
-            x_root, y_root, self.stage.unlearn, *UNLEARN_RANGE, rng
+            x_root, y_root, self.stage.unlearn, *UNLEARN_RANGE, rng, features
         )
         tuned = train_local(
             unflatten(candidate, spec),

@@ -244,22 +244,48 @@ def flip_rate(weights: Mapping[str, np.ndarray], X: np.ndarray, target: int) -> 
 
 
 def out_of_range_copies(
-    X: np.ndarray, y: np.ndarray, copies: int, low: float, high: float, rng: np.random.Generator
+    X: np.ndarray,
+    y: np.ndarray,
+    copies: int,
+    low: float,
+    high: float,
+    rng: np.random.Generator,
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unlearning data against out-of-range triggers: ``copies`` copies of the (standardized) examples, each
-    with one feature drawn at random set to +-U(``low``, ``high``), keeping their labels. Training on them
-    teaches the model that one feature far outside the data's range does not decide the class, which is what
-    a trigger of a few such features relies on. Returns (copies x m, F) float32 rows and their labels."""
+    with one feature drawn at random (from ``features``, default all) set to +-U(``low``, ``high``), keeping
+    their labels. Training on them teaches the model that one feature far outside the data's range does not
+    decide the class, which is what a trigger of a few such features relies on. Returns (copies x m, F)
+    float32 rows and their labels."""
     if copies < 0 or not 0 <= low <= high:
         raise InvalidParameter(
             f"out-of-range copies need copies >= 0 and 0 <= low <= high, got {copies}, {low}, {high}"
         )
     X = np.asarray(X, dtype=np.float32)
-    m, features = X.shape
+    pool = np.arange(X.shape[1]) if features is None else np.asarray(features, dtype=np.int64)
+    if pool.size == 0 or pool.min() < 0 or pool.max() >= X.shape[1]:
+        raise InvalidParameter(f"the features to move must be column indices of X, got {pool.tolist()}")
     out = np.tile(X, (copies, 1))
     rows = np.arange(out.shape[0])
-    columns = rng.integers(0, features, size=out.shape[0])
+    columns = rng.choice(pool, size=out.shape[0])
     out[rows, columns] = rng.choice([-1.0, 1.0], size=out.shape[0]) * rng.uniform(
         low, high, size=out.shape[0]
     )
     return out, np.tile(np.asarray(y), copies)
+
+
+def permutation_importance(
+    weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Per feature, how much the model's mean cross-entropy on (``X``, ``y``) rises when that feature is
+    shuffled across the examples (F,): near zero for a feature the model does not use to tell the classes."""
+    from fedledger.models import evaluate
+
+    X = np.asarray(X, dtype=np.float32)
+    loss, _ = evaluate(weights, X, y)
+    rises = np.empty(X.shape[1])
+    for j in range(X.shape[1]):
+        shuffled = X.copy()
+        shuffled[:, j] = X[rng.permutation(len(X)), j]
+        rises[j] = evaluate(weights, shuffled, y)[0] - loss
+    return rises

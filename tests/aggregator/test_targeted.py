@@ -121,3 +121,22 @@ def test_out_of_range_copies_move_exactly_one_feature_each_out_of_range_and_keep
     assert targeted.out_of_range_copies(X, y, 0, 3.0, 6.0, np.random.default_rng(1))[0].shape == (0, 8)
     with pytest.raises(InvalidParameter, match="out-of-range copies"):
         targeted.out_of_range_copies(X, y, 1, 6.0, 3.0, np.random.default_rng(1))
+
+
+def test_out_of_range_copies_move_only_the_features_given() -> None:
+    X = np.zeros((40, 6), dtype=np.float32)
+    copies, _ = targeted.out_of_range_copies(
+        X, np.zeros(40), 2, 3.0, 6.0, np.random.default_rng(0), np.array([1, 4])
+    )
+    assert set(np.flatnonzero(copies.any(axis=0)).tolist()) == {1, 4}
+    with pytest.raises(InvalidParameter, match="column indices"):
+        targeted.out_of_range_copies(X, np.zeros(40), 1, 3.0, 6.0, np.random.default_rng(0), np.array([6]))
+
+
+def test_permutation_importance_is_zero_for_a_feature_the_model_ignores() -> None:
+    model, X, y = planted_backdoor()
+    model["dense.weight"][2, :] = 0.0
+    rises = targeted.permutation_importance(model, X, y, np.random.default_rng(0))
+    assert rises.shape == (10,) and rises[2] == 0.0
+    # The planted feature stays in range on clean data, so it matters; the class-deciding ones matter more.
+    assert rises.max() > 0.1 and int(np.argmin(rises)) == 2
