@@ -744,6 +744,7 @@ class RunResult:
     epsilon: float | None = None
     # Under the ``cleanse`` stage: rounds in which Neural Cleanse flagged a class, rows it left out in them.
     cleanse_rounds: int | None = None
+    cleanse_target_rounds: int = 0  # of them, rounds in which the flagged class was the backdoor's target
     cleanse_rows_out: int = 0
 
 
@@ -1136,7 +1137,13 @@ def run(
         if not staged.stage.cleanse:
             return result
         flagged = [out for target, out in staged.flags.values() if target is not None]
-        return replace(result, cleanse_rounds=len(flagged), cleanse_rows_out=sum(len(o) for o in flagged))
+        targets = [target for target, _ in staged.flags.values() if target == BACKDOOR_TARGET]
+        return replace(
+            result,
+            cleanse_rounds=len(flagged),
+            cleanse_target_rounds=len(targets),
+            cleanse_rows_out=sum(len(o) for o in flagged),
+        )
     started = time.perf_counter()
     plain = strategy in PLAIN
     if plain:
@@ -1489,15 +1496,15 @@ def report(
         if cleansed:
             out += [
                 "",
-                f"Trigger reversal: rounds in which a class was flagged, of {rounds} per seed, and rows left out "
-                "in them (sums over seeds):",
+                f"Trigger reversal: rounds in which a class was flagged, of {rounds} per seed, those in which it "
+                "was the backdoor's target, and rows left out (sums over seeds):",
                 "",
-                "| strategy | attack | rounds flagged | rows left out |",
-                "| --- | --- | ---: | ---: |",
+                "| strategy | attack | rounds flagged | target flagged | rows left out |",
+                "| --- | --- | ---: | ---: | ---: |",
             ]
             out += [
                 f"| {s} | {a} | {sum(r.cleanse_rounds or 0 for r in runs)} | "
-                f"{sum(r.cleanse_rows_out for r in runs)} |"
+                f"{sum(r.cleanse_target_rounds for r in runs)} | {sum(r.cleanse_rows_out for r in runs)} |"
                 for s, a, runs in cleansed
             ]
     return "\n".join(out)
