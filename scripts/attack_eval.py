@@ -955,6 +955,7 @@ class Stage:
     unlearn: int = -1  # out-of-range copies of the root data in the server's unlearning step (-1: off)
     share: float = 1.0  # how much of the unlearning step is kept
     quiet: float = 1.0  # share of the features (least important to the model first) the copies may move
+    guard: bool = False  # keep only as much of the unlearning step as does not raise the validation loss
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -969,6 +970,8 @@ class Stage:
                 stage = replace(stage, noise=float(part[len("noise=") :]))
             elif part == "cleanse":
                 stage = replace(stage, cleanse=True)
+            elif part == "guard":
+                stage = replace(stage, guard=True)
             elif part.startswith("unlearn="):
                 stage = replace(stage, unlearn=int(part[len("unlearn=") :]))
             elif part.startswith("share="):
@@ -980,7 +983,7 @@ class Stage:
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
                     "rlr=<agreeing fraction>, signmask=<agreeing fraction>, cleanse, "
                     "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
-                    "quiet=<share of the least important features the copies move>"
+                    "quiet=<share of the least important features the copies move>, guard"
                 )
         return stage
 
@@ -1083,7 +1086,21 @@ class StagedGuarded(FLTrustGuarded):
             rng,
         )
         step = flatten(tuned, spec) - candidate
-        out: np.ndarray = (vector + np.float32(self.stage.share) * step).astype(np.float32)
+        share = self.stage.share
+        if self.stage.guard:
+            # No unlearning that costs clean loss: the largest of share, share / 2, share / 4 whose model has
+            # no higher loss on the server's validation data than the candidate, else none.
+            floor = evaluate(unflatten(candidate, spec), *task.validation)[0]
+            share = next(
+                (
+                    s
+                    for s in (share, share / 2, share / 4)
+                    if evaluate(unflatten(candidate + np.float32(s) * step, spec), *task.validation)[0]
+                    <= floor
+                ),
+                0.0,
+            )
+        out: np.ndarray = (vector + np.float32(share) * step).astype(np.float32)
         return out
 
 

@@ -245,7 +245,9 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
 
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
-    assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4") == ae.Stage(unlearn=3, share=0.5, quiet=0.4)
+    assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard") == ae.Stage(
+        unlearn=3, share=0.5, quiet=0.4, guard=True
+    )
     plain = ae.run(federation, "fltrust_guarded", "backdoor", 2)
     cleansed = ae.run(federation, "fltrust_guarded+cleanse", "backdoor", 2)
     # Every round went through Neural Cleanse (a count of flagged rounds, 0..2, is reported); with nothing
@@ -258,6 +260,10 @@ def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation:
     assert unlearned.accuracy_by_round != plain.accuracy_by_round
     quiet = ae.run(federation, "fltrust_guarded+unlearn=2+quiet=0.3", "backdoor", 2)
     assert quiet.accuracy_by_round != unlearned.accuracy_by_round
+    # The guard keeps no more of the unlearning step than the validation loss allows: never a rollback the
+    # default does not make on its account.
+    guarded = ae.run(federation, "fltrust_guarded+unlearn=2+guard", "backdoor", 2)
+    assert guarded.rollbacks <= plain.rollbacks
     # The round computation and the rule are restored after a staged run.
     assert ae.compute_round.__module__ == "aggregator.round.compute"
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
