@@ -69,7 +69,12 @@ def rounds_frame(rounds: list[RoundStatsOut]) -> pd.DataFrame:
                 "loss_before": a.holdout_loss_before if a else None,
                 "loss_after": a.holdout_loss_after if a else None,
                 "accuracy": a.holdout_accuracy if a else None,
-                "epsilon_spent": a.epsilon_spent if a else None,
+                # A secure round that failed after unmasking groups is charged too (no aggregation).
+                "epsilon_spent": r.epsilon_spent
+                if r.epsilon_spent is not None
+                else a.epsilon_spent
+                if a
+                else None,
                 "reward": tokens(a.total_reward_wei) if a else None,
                 "reward_wei": a.total_reward_wei if a else None,
                 # Only a FAILED round failed: an older close kept its deadline extension's note here.

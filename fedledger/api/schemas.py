@@ -316,6 +316,11 @@ class RoundStatsOut(BaseModel):
     aggregation: AggregationSummaryOut | None = Field(
         description="What the round's close did; null before it"
     )
+    epsilon_spent: float | None = Field(
+        default=None,
+        description="Under DP, the privacy accountant's epsilon after this round: its aggregation's, or the "
+        "release charge of a secure round that failed after unmasking some groups; null when not charged",
+    )
 
 
 class EvidenceOut(BaseModel):

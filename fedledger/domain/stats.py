@@ -15,6 +15,7 @@ from db.models import (
     ParticipantStatus,
     Round,
     RoundStatus,
+    SecAggRound,
     Update,
 )
 from fedledger.domain import model_versions
@@ -56,15 +57,18 @@ def overview(session: Session) -> Overview:
     )
 
 
-def round_history(session: Session, limit: int) -> list[tuple[Round, Aggregation | None]]:
-    """The ``limit`` most recent rounds, newest first, each with its aggregation (None if it has none)."""
+def round_history(session: Session, limit: int) -> list[tuple[Round, Aggregation | None, float | None]]:
+    """The ``limit`` most recent rounds, newest first, each with its aggregation (None if it has none) and
+    the accountant's epsilon after it (its aggregation's, or the release charge of a secure round that
+    failed after unmasking groups; None when it was not charged)."""
     rows = session.execute(
-        select(Round, Aggregation)
+        select(Round, Aggregation, SecAggRound.epsilon_spent)
         .outerjoin(Aggregation, Aggregation.round_id == Round.id)
+        .outerjoin(SecAggRound, SecAggRound.round_id == Round.id)
         .order_by(Round.id.desc())
         .limit(limit)
     ).all()
-    return [(r, a) for r, a in rows]
+    return [(r, a, a.epsilon_spent if a is not None else released) for r, a, released in rows]
 
 
 def contributions(

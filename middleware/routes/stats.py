@@ -108,8 +108,9 @@ def round_history(
                 model_version=a.model_version_id,
                 tx_hashes=a.tx_hashes,
             ),
+            epsilon_spent=epsilon,
         )
-        for r, a in stats.round_history(session, limit)
+        for r, a, epsilon in stats.round_history(session, limit)
     ]
 
 

@@ -250,8 +250,12 @@ def test_a_failed_dp_round_shows_its_charge_and_an_open_round_withholds_members(
         dp_noise_std=0.4,
         dp_charge={"dp_effective_noise_multiplier": 1.22},
     )
-    shown = texts(run_page("Training"))
+    at = run_page("Training")
+    shown = texts(at)
     assert "that release is charged to the privacy budget (ε spent after this round: 0.84)" in shown
+    # The round history counts the charge as spent, though the round has no aggregation.
+    assert "ε spent after this round: 0.84 (the accountant's total so far)" in shown
+    assert list(at.dataframe[0].value["ε spent"]) == ["0.84"]
 
     with sessions.begin() as session:  # the same rows while the round is still open
         round_ = session.get(Round, closed.round_id)

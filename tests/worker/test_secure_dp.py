@@ -169,6 +169,9 @@ def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_and_the_next_r
         assert public["charged_on_failure"] is True
         assert public["epsilon_spent"] == pytest.approx(state.epsilon_spent)
         assert [g["status"] for g in public["groups"]] == ["unmasked", "failed"]
+        history = {r["id"]: r for r in platform.client.get("/v1/stats/rounds").json()}
+        assert history[rid]["aggregation"] is None
+        assert history[rid]["epsilon_spent"] == pytest.approx(state.epsilon_spent)
 
         # The next round's budget check starts from the failed round's charge: composed with it (at the
         # governed multiplier, as every earlier round is), not from zero.
@@ -189,5 +192,7 @@ def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_and_the_next_r
         assert worst == pytest.approx(released)
         assert aggregation.epsilon_spent == pytest.approx(epsilon_of([(1.0, 1), (worst, 1)], 1.0, 1e-5))
         assert aggregation.epsilon_spent > epsilon_after(worst, 1.0, 1, 1e-5) + 0.1
+        history = {r["id"]: r for r in platform.client.get("/v1/stats/rounds").json()}
+        assert history[following["id"]]["epsilon_spent"] == pytest.approx(aggregation.epsilon_spent)
     finally:
         engine.dispose()
