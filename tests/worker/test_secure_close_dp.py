@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aggregator.round.compute import ClientMeta, CloseStatus
+from aggregator.round.compute import ClientMeta, CloseStatus, RoundResult
 from aggregator.round.params import RoundParams
 from aggregator.round.secure import SecureGroup, release_charge
 from aggregator.worker import secure_close
@@ -130,3 +130,39 @@ def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_for_it(
     assert "3 updates were unmasked in 1 groups, fewer than the 6" in (result.reason or "")
     assert "charged to the privacy accountant" in (result.reason or "")
     assert [o.group_index for o in closed.outcomes] == [0, 1]
+
+
+def test_a_dp_round_the_computation_refuses_after_unmasking_is_charged_for_the_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Enough members unmasked, but the round computation fails afterwards (e.g. it refuses a zero
+    aggregate): the sums were released all the same, so the failure carries their charge."""
+    rng = np.random.default_rng(1)
+    groups = []
+    for g in range(2):
+        members = tuple(_member(3 * g + k) for k in (1, 2, 3))
+        noised = rng.normal(0.0, 1.0 / np.sqrt(2), (3, 4_000)).sum(axis=0).astype(np.float32) / 3
+        groups.append(SecureGroup(members, noised, threshold=2))
+
+    def unmask_all(secure: SecureInputs, *args: Any) -> tuple[list[Any], list[Any]]:
+        return groups, [
+            GroupOutcome(g, tuple(m.address for m in s.members), tuple(m.address for m in s.members))
+            for g, s in enumerate(groups)
+        ]
+
+    def refused(*args: Any) -> RoundResult:
+        return RoundResult(CloseStatus.failed, "the aggregate is zero", rejected=((9, "bad"),))
+
+    monkeypatch.setattr(secure_close, "unmask_all", unmask_all)
+    monkeypatch.setattr(secure_close, "server_data", lambda holdout: (holdout, holdout))
+    monkeypatch.setattr(secure_close, "reference_update", lambda *args: None)
+    monkeypatch.setattr(secure_close, "compute_secure_round", refused)
+    closed = _close([3, 3], quorum=6)
+    result, charge = closed.result, closed.failed_release
+    assert result.status is CloseStatus.failed and charge is not None
+    assert result.reason is not None and result.reason.startswith("the aggregate is zero; the 2 group sum(s)")
+    assert result.rejected == ((9, "bad"),)
+    assert charge.worst_multiplier == pytest.approx(np.sqrt(3 / 2))
+    assert charge.accountant.epsilon_spent == pytest.approx(
+        epsilon_of([(float(np.sqrt(3 / 2)), 1)], 1.0, 1e-5)
+    )
