@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,14 @@ from client.data import Dataset
 from client.sdk import Organization
 from client.secure import SecureRound
 from client.wallet import Wallet
-from db.models import Aggregation, SecAggGroup, SecAggRound
+from db.base import utcnow
+from db.models import Aggregation, SecAggGroup, SecAggMessage, SecAggRound
+from db.session import session_factory
 from fedledger.api.client import NO_RETRY, FedLedgerApi
 from fedledger.devkeys import dev_private_key
 from fedledger.domain.blob_backends import open_blob_store
+from fedledger.domain.blobstore import BlobNotFound
+from fedledger.domain.secagg import sweep_vectors
 from fedledger.privacy import epsilon_after, epsilon_of
 from fedledger.secagg.noise import MemberNoise, noise_evident
 from fedledger.secagg.quantize import Quantizer
@@ -194,5 +199,29 @@ def test_a_dp_round_that_fails_after_unmasking_a_group_is_charged_and_the_next_r
         assert aggregation.epsilon_spent > epsilon_after(worst, 1.0, 1, 1e-5) + 0.1
         history = {r["id"]: r for r in platform.client.get("/v1/stats/rounds").json()}
         assert history[following["id"]]["epsilon_spent"] == pytest.approx(aggregation.epsilon_spent)
+
+        # The beat's sweep, once the failed round is past the grace period: its masked vectors go (nothing will
+        # unmask group 1's; group 0's sum is its stored mean), the posted round's stay, and so do the means.
+        blobs = open_blob_store(platform.settings)
+        sessions = session_factory(platform.settings.resolved_database_url)
+        with engine.connect() as connection:
+            masked = connection.execute(
+                sa.select(SecAggMessage.round_id, SecAggMessage.blob_hash).where(
+                    SecAggMessage.blob_hash.is_not(None)
+                )
+            ).all()
+        failed_vectors = sorted(h for r, h in masked if r == rid)
+        assert len(failed_vectors) == 6 and any(r == following["id"] for r, _ in masked)
+        later = utcnow() + timedelta(seconds=2 * platform.settings.close_lease_seconds)
+        assert (
+            sorted(sweep_vectors(sessions, blobs, platform.settings.close_lease_seconds, later))
+            == failed_vectors
+        )
+        for digest in failed_vectors:
+            with pytest.raises(BlobNotFound):
+                blobs.get(digest)
+        assert all(blobs.get(h) for r, h in masked if r != rid)
+        assert blobs.get(stored[0].mean_hash)
+        assert platform.client.get(f"/v1/rounds/{rid}/secagg/groups").json() == public
     finally:
         engine.dispose()
