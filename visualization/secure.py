@@ -60,7 +60,7 @@ def members_table(members: pd.DataFrame, symbol: str) -> pd.DataFrame:
         "Wallet": members["participant"].map(short),
     }
     if "in_sum" in members:
-        columns["In the sum"] = members["in_sum"].map(_yes_no)
+        columns["In the sum"] = members["in_sum"].map(lambda v: MISSING if v is None else _yes_no(v))
     columns |= {
         "Kept": members["kept"].map(_yes_no),
         "Flagged": members["flagged"].map(_yes_no),
@@ -83,7 +83,7 @@ class GroupOutcome:
 
     @property
     def in_sum(self) -> int:
-        return int(self.members["in_sum"].sum())
+        return sum(1 for v in self.members["in_sum"] if v is True)
 
     @property
     def left_out(self) -> int:
@@ -95,11 +95,16 @@ class GroupOutcome:
 
 
 def group_outcome(
-    group_members: Sequence[str], threshold: int, scored: pd.DataFrame, names: Mapping[str, str]
+    group_members: Sequence[str],
+    threshold: int,
+    scored: pd.DataFrame,
+    names: Mapping[str, str],
+    unscored: str | None = None,
 ) -> GroupOutcome:
     """``group_members`` (the group as the API serves it to a member) joined with the round's scored
     members: a member with no score is not in the group's sum (it dropped out, or the group could not be
-    unmasked)."""
+    unmasked), unless ``unscored`` says why nobody was scored (the group's sum was unmasked but the round
+    failed): then whether each member is in the sum is not known here (None)."""
     by_address = {str(row["participant"]).lower(): row for row in scored.to_dict("records")}
     rows = []
     for address in group_members:
@@ -111,8 +116,8 @@ def group_outcome(
                 "kept": bool(row["kept"]) if row else False,
                 "flagged": bool(row["flagged"]) if row else False,
                 "reward_wei": int(row["reward_wei"]) if row else 0,
-                "why": (row["why"] if row else "no update in the group's sum"),
-                "in_sum": row is not None,
+                "why": (row["why"] if row else unscored or "no update in the group's sum"),
+                "in_sum": True if row else None if unscored else False,
             }
         )
     return GroupOutcome(pd.DataFrame(rows, columns=[*MEMBER_COLUMNS, "in_sum"]), threshold)
@@ -129,7 +134,7 @@ def groups_table(report: SecAggGroupsOut, names: Mapping[str, str], symbol: str)
             "Threshold": f"{g.threshold} of {g.size}",
             "In the sum": _count_or_dash(g.survivors),
             "Dropped": _count_or_dash(g.dropped),
-            "Outcome": _status_in_words(g),
+            "Outcome": status_in_words(g),
             "Kept": MISSING if g.kept is None else _yes_no(g.kept),
             "Flagged": MISSING if g.flagged is None else _yes_no(g.flagged),
             f"Reward{unit}": fmt_exact(g.reward_wei),
@@ -150,7 +155,8 @@ def _count_or_dash(value: int | None) -> str:
     return MISSING if value is None else str(value)
 
 
-def _status_in_words(group: SecAggGroupReportOut) -> str:
+def status_in_words(group: SecAggGroupReportOut) -> str:
+    """What became of a group, in words: unmasked, failed with the reason, or pending."""
     if group.status == "failed":
         return f"failed: {group.failure_reason}" if group.failure_reason else "failed"
     if group.status == "pending":

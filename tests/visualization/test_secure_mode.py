@@ -184,6 +184,20 @@ def _secure_rows(
             )
         )
         for index, (members, outcome) in enumerate(groups):
+            for address in members:  # each registered member's join, drawn into this group
+                participant = session.scalars(
+                    select(Participant).where(Participant.address == address)
+                ).first()
+                if participant is not None:
+                    session.add(
+                        SecAggMember(
+                            round_id=round_id,
+                            participant_id=participant.id,
+                            address=address,
+                            signature="0x",
+                            group_index=index,
+                        )
+                    )
             session.add(
                 SecAggGroup(
                     round_id=round_id,
@@ -241,6 +255,7 @@ def test_a_failed_dp_round_shows_its_charge_and_an_open_round_withholds_members(
         round_.status, round_.failure_reason = RoundStatus.failed, "3 updates were unmasked in 1 groups"
         round_.params = {**round_.params, "dp_enabled": True}
         session.execute(delete(Aggregation).where(Aggregation.round_id == closed.round_id))
+        session.execute(delete(Contribution).where(Contribution.round_id == closed.round_id))
     group = sorted([*closed.kept, closed.excluded[0]], key=str.lower)
     _secure_rows(
         settings,
@@ -255,6 +270,16 @@ def test_a_failed_dp_round_shows_its_charge_and_an_open_round_withholds_members(
     assert "that release is charged to the privacy budget (ε spent after this round: 0.84)" in shown
     # The round history counts the charge as spent, though the round has no aggregation.
     assert "ε spent after this round: 0.84 (the accountant's total so far)" in shown
+    # A member's own group: unmasked, its three members in the sum, none scored or paid.
+    own = run_page("Training", auth=http_login(dashboard_env, ORGS[0]))
+    assert "What became of it: unmasked." in texts(own)
+    figures = {m.label: m.value for m in own.metric}
+    assert (figures["In the group's sum"], figures["Not in the sum"]) == ("3", "0")
+    mine = own.dataframe[-1].value
+    assert set(mine["In the sum"]) == {"—"} and set(mine["Reward (DALLA)"]) == {"0"}
+    assert set(mine["Evidence or reason"]) == {
+        "not scored or paid: the round failed after its group's sum was unmasked"
+    }
     assert list(at.dataframe[0].value["ε spent"]) == ["0.84"]
 
     with sessions.begin() as session:  # the same rows while the round is still open

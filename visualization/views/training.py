@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from fedledger.api.schemas import SecAggGroupsOut
 from visualization import charts, secure, tables
 from visualization.data import fmt_amount
 from visualization.session import Context
@@ -118,15 +119,14 @@ def _mode(ctx: Context, rounds: pd.DataFrame) -> None:
         st.dataframe(
             secure.members_table(members, symbol), hide_index=True, width="stretch", key="mode-members"
         )
-    _groups(ctx, round_.id, names)
-    _own_group(ctx, round_.id, members, names)
+    report = ctx.api.secagg_groups(round_.id)
+    if report is not None:
+        _groups(ctx, report, names)
+    _own_group(ctx, round_.id, members, names, report)
 
 
-def _groups(ctx: Context, round_id: int, names: dict[str, str]) -> None:
+def _groups(ctx: Context, report: SecAggGroupsOut, names: dict[str, str]) -> None:
     """Every group of the round and its outcome, for everyone (the API's public groups report)."""
-    report = ctx.api.secagg_groups(round_id)
-    if report is None:
-        return
     st.markdown(f"**Groups**: {len(report.groups)} drawn")
     drawn = (
         f"Drawn from the hash of block {report.seed_block}. "
@@ -153,7 +153,13 @@ def _groups(ctx: Context, round_id: int, names: dict[str, str]) -> None:
         )
 
 
-def _own_group(ctx: Context, round_id: int, members: pd.DataFrame, names: dict[str, str]) -> None:
+def _own_group(
+    ctx: Context,
+    round_id: int,
+    members: pd.DataFrame,
+    names: dict[str, str],
+    report: SecAggGroupsOut | None,
+) -> None:
     """The signed-in organization's group: who was in it, who is in its sum, and how its reward was split
     (the API serves a group's members to its members only)."""
     auth = ctx.auth
@@ -164,15 +170,27 @@ def _own_group(ctx: Context, round_id: int, members: pd.DataFrame, names: dict[s
     if view is None or view.group is None:
         st.caption("Your organization was in no group of this round.")
         return
-    outcome = secure.group_outcome(view.group.members, view.group.threshold, members, names)
+    # The public report says what became of the group; a round that failed after unmasking it scored nobody.
+    public = next((g for g in report.groups if g.index == view.group.index), None) if report else None
+    unscored = None
+    if public is not None and public.status == "unmasked" and report and report.round_status == "FAILED":
+        unscored = "not scored or paid: the round failed after its group's sum was unmasked"
+    outcome = secure.group_outcome(view.group.members, view.group.threshold, members, names, unscored)
     st.markdown(
         f"**Your group**: {len(outcome.members)} members, threshold {outcome.threshold} "
         f"(its sum is unmasked with at least {outcome.threshold} of them)"
     )
+    if public is not None:
+        st.caption(f"What became of it: {secure.status_in_words(public)}.")
+    in_sum = public.survivors if public is not None and public.survivors is not None else outcome.in_sum
     symbol = ctx.symbol
     cols = st.columns(3)
-    cols[0].metric("In the group's sum", outcome.in_sum)
-    cols[1].metric("Not in the sum", outcome.left_out, help="Dropped out, or the group could not be unmasked")
+    cols[0].metric("In the group's sum", in_sum)
+    cols[1].metric(
+        "Not in the sum",
+        len(outcome.members) - in_sum,
+        help="Dropped out, or the group could not be unmasked",
+    )
     cols[2].metric(
         f"Group reward ({symbol})" if symbol else "Group reward",
         fmt_amount(outcome.reward_wei),
