@@ -1000,6 +1000,8 @@ class StagedGuarded(FLTrustGuarded):
         self.model: tuple[dict[str, np.ndarray], dict[str, list[int]], int] | None = None
         # Per round: the class Neural Cleanse flagged (or None) and the rows it left out, for the report.
         self.flags: dict[int, tuple[int | None, tuple[int, ...]]] = {}
+        # Per round: the share of the unlearning step kept (the guard may keep less than ``share``).
+        self.kept: dict[int, float] = {}
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         result = super().aggregate(X, inputs)
@@ -1100,6 +1102,7 @@ class StagedGuarded(FLTrustGuarded):
                 ),
                 0.0,
             )
+        self.kept[r] = share
         out: np.ndarray = (vector + np.float32(share) * step).astype(np.float32)
         return out
 

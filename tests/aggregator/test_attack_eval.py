@@ -260,10 +260,25 @@ def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation:
     assert unlearned.accuracy_by_round != plain.accuracy_by_round
     quiet = ae.run(federation, "fltrust_guarded+unlearn=2+quiet=0.3", "backdoor", 2)
     assert quiet.accuracy_by_round != unlearned.accuracy_by_round
-    # The guard keeps no more of the unlearning step than the validation loss allows: never a rollback the
-    # default does not make on its account.
-    guarded = ae.run(federation, "fltrust_guarded+unlearn=2+guard", "backdoor", 2)
-    assert guarded.rollbacks <= plain.rollbacks
+    # The guard keeps share, share / 2, share / 4 or none of the unlearning step, the largest whose model
+    # has no higher validation loss than the candidate.
+    stage = ae.StagedGuarded(ae.Stage(unlearn=2, guard=True), federation.task, federation.seed)
+    weights = federation.task.init_weights(0)
+    spec = {k: list(v.shape) for k, v in weights.items()}
+    stage.model = (weights, spec, 1)
+    base = ae.flatten(weights, spec)
+    vector = np.zeros_like(base)
+    out = stage._unlearn(vector)
+    kept = stage.kept[1]
+    assert kept in (1.0, 0.5, 0.25, 0.0)
+    loss = ae.evaluate(ae.unflatten(base + out, spec), *federation.task.validation)[0]
+    assert loss <= ae.evaluate(weights, *federation.task.validation)[0]
+    # From the zero model the unlearning step lowers the loss: the guard keeps all of it.
+    assert kept == 1.0 and np.any(out)
+    # A thousand times that step (or 500, 250 times) overshoots: the guard keeps none of it.
+    wild = ae.StagedGuarded(ae.Stage(unlearn=2, share=1000.0, guard=True), federation.task, federation.seed)
+    wild.model = (weights, spec, 1)
+    assert not np.any(wild._unlearn(vector)) and wild.kept[1] == 0.0
     # The round computation and the rule are restored after a staged run.
     assert ae.compute_round.__module__ == "aggregator.round.compute"
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
