@@ -13,6 +13,7 @@ is this process.
     .venv/bin/python scripts/bench_scale.py scaling --n 100 --d 2000000 --repeats 3   # 1, 2, 4 workers
     .venv/bin/python scripts/bench_scale.py single --n 100 --d 20000000               # one worker, same limit
     .venv/bin/python scripts/bench_scale.py big --family mlp --hidden 1000 --classes 10 --n 100 --d 20000000
+    .venv/bin/python scripts/bench_scale.py compare --family mlp --hidden 1000 --classes 10 --n 100 --d 1000000
 
 Each prints its figures (time per phase, peak RSS per worker, the load average). The model is softmax
 regression with ``classes`` classes and d / classes features, or (``--family mlp``) an MLP with ``hidden``
@@ -48,15 +49,17 @@ from celery import Celery, group  # noqa: E402
 from eth_account import Account  # noqa: E402
 
 from aggregator.round.compute import RoundResult  # noqa: E402
-from aggregator.round.sharding import plan_shards  # noqa: E402
+from aggregator.round.sharding import TOLERANCE, plan_shards  # noqa: E402
 from aggregator.worker import close as round_close  # noqa: E402
 from aggregator.worker.close_inputs import Inputs  # noqa: E402
 from aggregator.worker.shards import (  # noqa: E402
     COMBINE,
+    DERIVE,
     STATISTICS,
     Domain,
     compute_sharded,
     shard_combine,
+    shard_derive,
     shard_statistics,
 )
 from db.models import ModelVersion, Participant, Round, Update  # noqa: E402
@@ -94,6 +97,13 @@ def _peak_rss_mb() -> float:
 def statistics_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
     blobs, keys, features = _context(workdir)
     out = shard_statistics(job, blobs, keys, DOMAIN, features)
+    return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
+
+
+@app.task(name="bench.derive")
+def derive_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    blobs, keys, features = _context(workdir)
+    out = shard_derive(job, blobs, keys, DOMAIN, features)
     return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -202,8 +212,11 @@ def build(
     return meta
 
 
-def inputs_of(workdir: Path, meta: dict[str, Any]) -> tuple[Inputs, tuple[np.ndarray, np.ndarray]]:
-    """The close's inputs as load() reads them from the database (detached rows), and the holdout."""
+def inputs_of(
+    workdir: Path, meta: dict[str, Any], params: dict[str, Any] | None = None
+) -> tuple[Inputs, tuple[np.ndarray, np.ndarray]]:
+    """The close's inputs as load() reads them from the database (detached rows), and the holdout. ``params``:
+    the round's parameter snapshot (none: the genesis values, fltrust_guarded)."""
     opened = datetime(2026, 12, 1, tzinfo=UTC)
     weights = model_of(
         meta.get("family", "softmax"), meta["features"], meta["classes"], meta.get("hidden", 0)
@@ -223,7 +236,12 @@ def inputs_of(workdir: Path, meta: dict[str, Any]) -> tuple[Inputs, tuple[np.nda
             )
         )
     round_ = Round(
-        id=1, opened_at=opened, deadline=opened + timedelta(hours=1), extensions=0, quorum=3, params={}
+        id=1,
+        opened_at=opened,
+        deadline=opened + timedelta(hours=1),
+        extensions=0,
+        quorum=3,
+        params=params or {},
     )
     model = ModelVersion(id=1, spec={k: list(v.shape) for k, v in weights.items()})
     inputs = Inputs(
@@ -278,8 +296,7 @@ class Workers:
 
 def runner(workdir: Path, seen: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
     def run(pass_name: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        task = statistics_task if pass_name == STATISTICS else combine_task
-        assert pass_name in (STATISTICS, COMBINE)
+        task = {STATISTICS: statistics_task, DERIVE: derive_task, COMBINE: combine_task}[pass_name]
         results: list[dict[str, Any]] = (
             group(task.s(p, str(workdir)) for p in payloads).apply_async().get(timeout=3600)
         )
@@ -289,10 +306,12 @@ def runner(workdir: Path, seen: list[dict[str, Any]]):  # type: ignore[no-untype
     return run
 
 
-def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes: int) -> dict[str, Any]:
-    """One sharded close: its phases, the workers' peak RSS, the coordinator's."""
+def sharded_close(
+    workdir: Path, meta: dict[str, Any], shards: int, block_bytes: int, params: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], RoundResult]:
+    """One sharded close: its phases, the workers' peak RSS, the coordinator's; and its result."""
     app.control.purge()
-    inputs, holdout = inputs_of(workdir, meta)
+    inputs, holdout = inputs_of(workdir, meta, params)
     seen: list[dict[str, Any]] = []
     chunk = int(meta.get("chunk", CHUNK))
     ranges = plan_shards(meta["d"], meta["n"], 0, shards, chunk)
@@ -314,11 +333,12 @@ def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes:
     for s in seen:
         peaks[s["host"]] = max(peaks.get(s["host"], 0.0), s["peak_rss_mb"])
     durations = result.record.durations_ms
-    return {
+    summary = {
         "status": result.status.value,
         "kept": len(result.kept),
         "total_s": total,
         "statistics_pass_s": durations["shard_statistics_ms"] / 1e3,
+        "derive_pass_s": durations["shard_derive_ms"] / 1e3,
         "combine_pass_s": durations["shard_combine_ms"] / 1e3,
         "reference_s": durations["reference_ms"] / 1e3,
         "shard_read_s_max": durations["shard_read_ms_max"] / 1e3,
@@ -326,6 +346,7 @@ def sharded_close(workdir: Path, meta: dict[str, Any], shards: int, block_bytes:
         "worker_peak_rss_mb": sorted(peaks.values()),
         "coordinator_peak_rss_mb": _peak_rss_mb(),
     }
+    return summary, result
 
 
 def load() -> str:
@@ -349,10 +370,69 @@ def cmd_big(args: argparse.Namespace) -> None:
     )
     workers = Workers(args.workers, int(args.limit_gb * GB), workdir)
     try:
-        out = sharded_close(workdir, meta, args.workers, args.block_mb << 20)
+        out, _ = sharded_close(workdir, meta, args.workers, args.block_mb << 20)
     finally:
         workers.stop()
     print(json.dumps(out, indent=1))
+    print(f"load average: {load()}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """The sharded close on ``workers`` workers against the single-worker close of the same round (this
+    process, no memory limit: a size one worker can close), in the terms of sharding.TOLERANCE."""
+    workdir = Path(args.workdir)
+    meta = build(
+        workdir, args.n, args.d, args.classes, args.chunk_coords, family=args.family, hidden=args.hidden
+    )
+    print(f"n={meta['n']} d={meta['d']} {args.family} ({meta['n'] * meta['d'] * 4 / 1e9:.2f} GB of updates)")
+    params = {"strategy": args.strategy} if args.strategy else None
+    workers = Workers(args.workers, int(args.limit_gb * GB), workdir)
+    try:
+        out, sharded = sharded_close(workdir, meta, args.workers, args.block_mb << 20, params)
+    finally:
+        workers.stop()
+    inputs, holdout = inputs_of(workdir, meta, params)
+    started = time.perf_counter()
+    single = round_close.compute(
+        inputs,
+        FilesystemBlobStore(workdir / "blobs"),
+        holdout,
+        round_close.round_rng(1),
+        inputs.round.deadline,
+    )
+    single_s = time.perf_counter() - started
+    assert single.new_weights is not None and sharded.new_weights is not None
+    rtol, atol = TOLERANCE["weights_rtol"], TOLERANCE["weights_atol"]
+    # <= 1: within the tolerance the tests check (|sharded - single| <= atol + rtol |single|).
+    weights_ratio = max(
+        float(np.max(np.abs(sharded.new_weights[k] - v) / (atol + rtol * np.abs(v))))
+        for k, v in single.new_weights.items()
+    )
+
+    def decisions(r: RoundResult) -> list[tuple[int, bool, bool, bool]]:
+        return [(c.update_id, c.selected, c.kept, c.byzantine) for c in r.clients]
+
+    score_diff = max(
+        abs(getattr(a, s) - getattr(b, s))
+        for a, b in zip(single.clients, sharded.clients, strict=True)
+        for s in ("quality", "timeliness", "honesty", "fitness")
+    )
+    reward_diff = max(
+        abs(a.reward_wei - b.reward_wei) / max(a.reward_wei, 1)
+        for a, b in zip(single.clients, sharded.clients, strict=True)
+    )
+    comparison = {
+        "strategy": inputs.round.params.get("strategy", "fltrust_guarded (genesis)"),
+        "sharded_s": out["total_s"],
+        "single_s": single_s,
+        "kept": [len(single.kept), len(sharded.kept)],
+        "same_decisions": decisions(single) == decisions(sharded) and single.activate == sharded.activate,
+        "weights_error_over_tolerance": weights_ratio,
+        "max_score_difference_points": score_diff,
+        "max_reward_relative_difference": reward_diff,
+        "tolerance": TOLERANCE,
+    }
+    print(json.dumps(comparison, indent=1))
     print(f"load average: {load()}")
 
 
@@ -372,7 +452,7 @@ def cmd_scaling(args: argparse.Namespace) -> None:
         for c in counts:
             workers = Workers(c, int(args.limit_gb * GB), workdir)
             try:
-                out = sharded_close(workdir, meta, c, args.block_mb << 20)
+                out, _ = sharded_close(workdir, meta, c, args.block_mb << 20)
             finally:
                 workers.stop()
             if repeat:
@@ -450,7 +530,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, handler in (("big", cmd_big), ("scaling", cmd_scaling), ("single", cmd_single)):
+    commands = (("big", cmd_big), ("scaling", cmd_scaling), ("single", cmd_single), ("compare", cmd_compare))
+    for name, handler in commands:
         p = sub.add_parser(name)
         p.set_defaults(handler=handler)
         p.add_argument("--n", type=int, default=100)
@@ -463,6 +544,7 @@ def main() -> None:
         p.add_argument("--workdir", default=str(ROOT / "var" / "bench-scale"))
         p.add_argument("--counts", default="1,2,4")
         p.add_argument("--family", choices=("softmax", "mlp"), default="softmax")
+        p.add_argument("--strategy", default="", help="compare: the round's rule (default: the genesis rule)")
         p.add_argument("--hidden", type=int, default=1000, help="the MLP's hidden units (--family mlp)")
         p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
