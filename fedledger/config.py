@@ -177,9 +177,13 @@ class Settings(BaseSettings):
     close_lease_seconds: int = 300
     # A close whose updates (float32) exceed this many bytes is split by coordinate ranges across the workers
     # (each shard reads and decrypts only its range); 0: no limit. Every rule, with or without DP, on either
-    # built-in model (softmax, mlp) is sharded; a round of another model, or an MLP whose summed first-layer
-    # responses exceed aggregator.round.sharding.MAX_RESPONSE_BYTES, is closed on one worker.
+    # built-in model (softmax, mlp) is sharded; a round of another model, or one whose summed first-layer
+    # responses exceed close_max_response_bytes, is closed on one worker.
     close_max_bytes_per_worker: int = Field(default=0, ge=0)
+    # The sharded close's summed float64 first-layer responses (rows x validation examples x the first layer's
+    # width: softmax's classes, the MLP's hidden units) at most this many bytes; the coordinator holds up to
+    # about four copies of them, each shard one. 100 rows x 200 examples x 1,000 hidden units = 160 MB.
+    close_max_response_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     # Split every shardable close into this many coordinate ranges (2 or more); 0: by close_max_bytes_per_worker.
     close_shards: int = Field(default=0, ge=0)
     # Seconds between the beat's sweeps of the temporary blobs of sharded closes that ended without deleting

@@ -34,7 +34,7 @@ The two built-in families (:class:`Layout`; coordinates in name order, as the si
 
 Memory: the coordinator holds the summed responses, rows x validation examples x first-layer width float64
 (100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB), and up to about four
-copies of them while it sums and embeds; :data:`MAX_RESPONSE_BYTES` bounds them and
+copies of them while it sums and embeds; :data:`MAX_RESPONSE_BYTES` (a setting) bounds them and
 :func:`why_not_shardable` refuses a wider round with its size.
 
 Rules that look at single coordinates (median, trimmed mean, Bulyan's second step, the coordinate median
@@ -98,7 +98,7 @@ TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "
 # The coordinator's summed float64 first-layer responses (rows x validation examples x first-layer width) at
 # most: it holds up to about four copies of them while it sums the shards' and embeds (2 GiB at the limit,
 # half a 4 GiB worker). 100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB.
-MAX_RESPONSE_BYTES = 512 * 2**20
+MAX_RESPONSE_BYTES = 512 * 2**20  # the default of FEDLEDGER_CLOSE_MAX_RESPONSE_BYTES
 # A first layer at least this wide (fedledger.models' threshold: the MLP's hidden units) gets one product per row
 # in partial_responses; a narrower one (softmax's classes) one product of all rows.
 WIDE_LAYER = 64
@@ -164,11 +164,15 @@ class Layout:
 
 
 def why_not_shardable(
-    params: RoundParams, spec: Mapping[str, Sequence[int]], rows: int = 0, examples: int = 0
+    params: RoundParams,
+    spec: Mapping[str, Sequence[int]],
+    rows: int = 0,
+    examples: int = 0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> str | None:
     """None when a round with these parameters and this model can be closed in shards, else why not. ``rows``
-    (updates, extra and derived rows) and ``examples`` (validation examples) bound the coordinator's summed
-    responses by :data:`MAX_RESPONSE_BYTES`."""
+    (updates, extra and derived rows) and ``examples`` (validation examples): the coordinator's summed
+    responses, at most ``max_response_bytes`` (FEDLEDGER_CLOSE_MAX_RESPONSE_BYTES)."""
     if params.strategy not in SHARDABLE_STRATEGIES:
         return f"{params.strategy} has no sharded form; only {', '.join(sorted(SHARDABLE_STRATEGIES))} are sharded"
     try:
@@ -179,11 +183,12 @@ def why_not_shardable(
             f"tensors {sorted(spec)} are neither"
         )
     need = layout.response_bytes(rows, examples)
-    if need > MAX_RESPONSE_BYTES:
+    if need > max_response_bytes:
         return (
             f"the summed first-layer responses ({rows} rows x {examples} validation examples x {layout.width} "
             f"units, float64) take {need / 2**20:.0f} MiB, over the coordinator's "
-            f"{MAX_RESPONSE_BYTES / 2**20:.0f} MiB: use fewer validation examples or a narrower first layer"
+            f"{max_response_bytes / 2**20:.0f} MiB (FEDLEDGER_CLOSE_MAX_RESPONSE_BYTES): use fewer validation "
+            "examples or a narrower first layer, or raise the bound on workers with about four times it free"
         )
     return None
 

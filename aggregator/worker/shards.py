@@ -46,6 +46,7 @@ from aggregator.round.dp import PrivacyAccountant, gaussian_noise_std
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
 from aggregator.round.sharding import (
+    MAX_RESPONSE_BYTES,
     Derivation,
     DerivedStatistics,
     Embedding,
@@ -294,12 +295,15 @@ def compute_sharded(
     run: ShardRunner,
     block_bytes: int = BLOCK_BYTES,
     align: int = 1,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> RoundResult | str:
     """The close's computation over ``ranges``, each pass run by ``run`` and waited for: a
     :class:`RoundResult` as the single-worker :func:`aggregator.worker.close.compute` gives, or why this
     round cannot be sharded (the caller then closes it on one worker). The platform's worker does not wait:
     it sends each pass as a Celery chord whose callback calls :func:`advance` (aggregator.worker.tasks)."""
-    step: Pass | RoundResult | str = begin(inputs, blobs, holdout, ranges, block_bytes, align)
+    step: Pass | RoundResult | str = begin(
+        inputs, blobs, holdout, ranges, block_bytes, align, max_response_bytes
+    )
     while isinstance(step, Pass):
         try:
             results = run(step.name, step.payloads)
@@ -317,9 +321,11 @@ def begin(
     ranges: Sequence[tuple[int, int]],
     block_bytes: int = BLOCK_BYTES,
     align: int = 1,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Pass | str:
     """The first pass of the close over ``ranges`` (its extra rows and base model written as temporary
-    blobs), or why this round cannot be sharded."""
+    blobs), or why this round cannot be sharded (``max_response_bytes``: the bound on the summed responses,
+    :func:`aggregator.round.sharding.why_not_shardable`)."""
     spec = inputs.spec
     try:
         params = round_params(inputs)
@@ -328,7 +334,9 @@ def begin(
     _, (features, _) = server_data(holdout)
     # The rows the coordinator sums responses of: the updates, the reference and public change, and up to
     # two derived rows (a coordinate-wise rule's, DP's noise).
-    reason = why_not_shardable(params, spec, len(inputs.updates) + 4, int(features.shape[0]))
+    reason = why_not_shardable(
+        params, spec, len(inputs.updates) + 4, int(features.shape[0]), max_response_bytes
+    )
     if reason is not None:
         return reason
     started = time.perf_counter()

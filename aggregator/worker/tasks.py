@@ -154,7 +154,15 @@ def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> st
     )
     if len(ranges) < 2:
         return None
-    step = begin(inputs, blobs, holdout, ranges, settings.close_block_bytes, align)
+    step = begin(
+        inputs,
+        blobs,
+        holdout,
+        ranges,
+        settings.close_block_bytes,
+        align,
+        settings.close_max_response_bytes,
+    )
     if isinstance(step, str):
         log.info("close round %s on this worker, not in %d shards: %s", inputs.round.id, len(ranges), step)
         return None

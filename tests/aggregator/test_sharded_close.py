@@ -52,6 +52,7 @@ from aggregator.worker.shards import (
 )
 from aggregator.worker.temporaries import round_of
 from db.models import ModelVersion, Participant, Round, Update
+from fedledger.config import Settings
 from fedledger.crypto.chunked import coordinate_order, layout_hash, parse_head, seal_chunked
 from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
@@ -313,6 +314,21 @@ def test_an_mlp_whose_summed_responses_exceed_the_coordinators_bound_is_left_to_
     params = RoundParams.from_snapshot(snapshot(strategy="median"))
     assert why_not_shardable(params, spec, rows, features.shape[0]) is None
     assert Layout.of(spec).response_bytes(rows, features.shape[0]) <= MAX_RESPONSE_BYTES
+    # The bound is the setting's default, and a deployment's own bound is the one applied.
+    assert Settings.model_fields["close_max_response_bytes"].default == MAX_RESPONSE_BYTES
+    inputs, blobs, fed = build(tmp_path / "small", key, snapshot(strategy="median"), family="mlp")
+    need = 8 * rows * features.shape[0] * 8  # build's MLP: 8 hidden units
+    reason = compute_sharded(
+        inputs,
+        blobs,
+        fed.holdout,
+        np.random.default_rng(0),
+        NOW,
+        [(0, 40), (40, 67)],
+        None,  # type: ignore[arg-type]
+        max_response_bytes=need - 1,
+    )
+    assert isinstance(reason, str) and "FEDLEDGER_CLOSE_MAX_RESPONSE_BYTES" in reason
 
 
 def test_the_layout_puts_each_familys_first_layer_first_in_name_order() -> None:
