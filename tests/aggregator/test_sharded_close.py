@@ -79,6 +79,7 @@ def build(
     tamper: bool = False,
     family: str = "softmax",
     hidden: int = 8,
+    parent: bool = False,
 ) -> tuple[Inputs, FilesystemBlobStore, Federation]:
     """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones, of the
     softmax model or of an MLP (4 features, 8 hidden units, 3 classes: 67 coordinates, the first layer's 40
@@ -138,6 +139,12 @@ def build(
     round_ = Round(id=9, opened_at=OPENED, deadline=DEADLINE, extensions=0, quorum=1, params=params)
     model = ModelVersion(id=1, spec={name: list(t.shape) for name, t in fed.weights.items()})
     inputs = Inputs(round_, updates, participants, fed.weights, model, {key.key_id: key.private_pem}, 0)
+    if parent:  # the active model's parent: the last public change is half of the second honest update
+        tensors, offset = {}, 0
+        for name, t in fed.weights.items():
+            tensors[name] = t - 0.5 * deltas[1, offset : offset + t.size].reshape(t.shape)
+            offset += t.size
+        inputs = replace(inputs, parent_weights=tensors)
     return inputs, blobs, fed
 
 
@@ -226,6 +233,7 @@ def test_the_sharded_close_equals_the_single_worker_close(
     assert (sharded.record.durations_ms["shard_derive_ms"] > 0) == (strategy in COORDINATE_STRATEGIES)
 
 
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
 @pytest.mark.parametrize(
     ("strategy", "params"),
     [
@@ -236,11 +244,11 @@ def test_the_sharded_close_equals_the_single_worker_close(
     ],
 )
 def test_coordinate_wise_rules_with_their_parameters_equal_the_single_worker_close(
-    tmp_path: Path, key: ServerKeyPair, strategy: str, params: dict[str, Any]
+    tmp_path: Path, key: ServerKeyPair, strategy: str, params: dict[str, Any], family: str
 ) -> None:
     """Bucketing (the permutation drawn as compute_round draws it), a fixed radius, no trimming, Bulyan
     with f = 0; each in blocks of a few coordinates, so the second pass keeps several pieces per shard."""
-    single, sharded = both(tmp_path, key, strategy, shards=2, block_bytes=300, params=params)
+    single, sharded = both(tmp_path, key, strategy, shards=2, block_bytes=300, params=params, family=family)
     assert_same(single, sharded)
     assert single.record is not None and sharded.record is not None
     assert sharded.record.params == {**single.record.params, "shards": 2}
@@ -260,6 +268,19 @@ def test_above_the_score_budget_both_closes_score_on_the_same_subsample(
     assert single.record is not None and sharded.record is not None
     assert single.record.params["score_examples"] == sharded.record.params["score_examples"] == 12
     assert sharded.record.params["validation_examples"] == single.record.params["validation_examples"] > 12
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_a_public_change_and_a_rejected_update_in_shards_equal_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, family: str
+) -> None:
+    """The last public change (the active model minus its parent) is one more row of Y, and an update
+    altered in one shard drops its row from the sums (its responses and head too), on either family."""
+    single, sharded = both(
+        tmp_path, key, "fltrust_guarded", shards=3, tamper=True, family=family, parent=True
+    )
+    assert [uid for uid, _ in sharded.rejected] == [uid for uid, _ in single.rejected] == [12]
+    assert_same(single, sharded)
 
 
 def test_an_update_altered_in_one_shard_is_rejected_as_the_single_close_rejects_it(
