@@ -714,8 +714,8 @@ def sweep_vectors(
     between the two leaves the name and the next run deletes again (idempotent). The members' ``updates``
     rows keep the hash as their record, as a failed clear round's keep their envelopes' hashes; no close
     reads them again. A vector whose bytes another row still names (another round's) is left in the store.
-    Unmasked groups' vectors of a closed round stay: with the stored reveals they let anyone check the
-    group's sum."""
+    An aggregated round's unmasked groups' vectors stay: with the stored reveals they let anyone check the
+    sums the round was computed from (a failed round's released sums stay as their stored means)."""
     cutoff = now - timedelta(seconds=grace_seconds)
     failed_group = (
         select(SecAggGroup.id)
@@ -756,7 +756,7 @@ def sweep_vectors(
 
 
 def _named_elsewhere(session: Session, digest: str, message: SecAggMessage) -> bool:
-    """Whether a row other than ``message`` and its member's own update still names ``digest``."""
+    """Whether a row other than ``message`` and its round's updates still names ``digest``."""
     other_message = select(SecAggMessage.id).where(
         SecAggMessage.blob_hash == digest, SecAggMessage.id != message.id
     )
