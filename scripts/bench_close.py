@@ -303,7 +303,12 @@ def main() -> None:
             for tree in args.trees:
                 r = rows[tree][-1]
                 print(f"# {tree}: {r['status']}, {r['kept']} kept, activate {r['activate']}")
+                # One line per distinct comparison (a round's comparison is the same every repeat).
+                seen: list[dict[str, Any]] = []
                 for e in (row["exact"] for row in rows[tree] if row.get("exact")):
+                    if e in seen:
+                        continue
+                    seen.append(e)
                     print(
                         f"# {tree}: scores on {e['score_examples']} examples against all of them: quality "
                         f"|diff| median {e['quality_abs_diff_median']:.2f}, max {e['quality_abs_diff_max']:.2f} "
