@@ -956,6 +956,7 @@ class Stage:
     share: float = 1.0  # how much of the unlearning step is kept
     quiet: float = 1.0  # share of the features (least important to the model first) the copies may move
     guard: bool = False  # keep only as much of the unlearning step as does not raise the validation loss
+    split: bool = False  # the stage and the reference step each on their own half of the root data
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -972,6 +973,8 @@ class Stage:
                 stage = replace(stage, cleanse=True)
             elif part == "guard":
                 stage = replace(stage, guard=True)
+            elif part == "split":
+                stage = replace(stage, split=True)
             elif part.startswith("unlearn="):
                 stage = replace(stage, unlearn=int(part[len("unlearn=") :]))
             elif part.startswith("share="):
@@ -983,7 +986,7 @@ class Stage:
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
                     "rlr=<agreeing fraction>, signmask=<agreeing fraction>, cleanse, "
                     "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
-                    "quiet=<share of the least important features the copies move>, guard"
+                    "quiet=<share of the least important features the copies move>, guard, split"
                 )
         return stage
 
@@ -1140,7 +1143,19 @@ def run(
         base, _, spec = strategy.partition("+")
         if base != "fltrust_guarded":
             raise ValueError(f"a stage goes on fltrust_guarded only, not {base!r}")
-        staged = StagedGuarded(Stage.parse(spec), fed.task, fed.seed)
+        stage = Stage.parse(spec)
+        staged = StagedGuarded(stage, fed.task, fed.seed)
+        if stage.split:
+            # The server's root data halved: one half for its stage, the other for its reference step. A
+            # server that trains the model on the root data the reference is trained on uses it up: the
+            # reference step shrinks and turns against every client's (their cosine to it below zero), the
+            # rule lets no update in and the round is refused.
+            x_root, y_root = fed.task.root
+            order = stream(fed.seed, STREAM_NOISE, 3).permutation(len(y_root))
+            half = len(order) // 2
+            own, rest = order[:half], order[half:]
+            staged = StagedGuarded(stage, replace(fed.task, root=(x_root[own], y_root[own])), fed.seed)
+            fed = replace(fed, task=replace(fed.task, root=(x_root[rest], y_root[rest])))
         build = strategies_package.build
         real = compute_round
 

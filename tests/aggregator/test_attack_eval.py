@@ -245,8 +245,8 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
 
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
-    assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard") == ae.Stage(
-        unlearn=3, share=0.5, quiet=0.4, guard=True
+    assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard+split") == ae.Stage(
+        unlearn=3, share=0.5, quiet=0.4, guard=True, split=True
     )
     plain = ae.run(federation, "fltrust_guarded", "backdoor", 2)
     cleansed = ae.run(federation, "fltrust_guarded+cleanse", "backdoor", 2)
@@ -260,6 +260,10 @@ def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation:
     assert unlearned.accuracy_by_round != plain.accuracy_by_round
     quiet = ae.run(federation, "fltrust_guarded+unlearn=2+quiet=0.3", "backdoor", 2)
     assert quiet.accuracy_by_round != unlearned.accuracy_by_round
+    # Split: the reference step trains on the other half of the root data, so with no unlearning kept the
+    # rule still weighs the rows differently (the rewards move).
+    split = ae.run(federation, "fltrust_guarded+unlearn=0+share=0+split", "backdoor", 2)
+    assert split.attacker_reward != plain.attacker_reward
     # The guard keeps share, share / 2, share / 4 or none of the unlearning step, the largest whose model
     # has no higher validation loss than the candidate.
     stage = ae.StagedGuarded(ae.Stage(unlearn=2, guard=True), federation.task, federation.seed)
