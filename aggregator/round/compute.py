@@ -119,6 +119,9 @@ class RoundInputs:
     # rule wrapped so that it returns what its shards computed over the real coordinates
     # (aggregator.round.sharding.ShardedRule); None for every other close.
     strategy: Strategy | None = None
+    # A caller's batched evaluator, used wherever the close scores many candidates (the sharded close's,
+    # over E's coordinates: aggregator.round.sharding.EmbeddedBatch); None: from ``holdout``.
+    validation: ValidationBatch | None = None
     # The parameter count of the model the deltas stand for, when they are not its coordinates (a sharded
     # close runs on an embedding of k <= n + 2 coordinates); None: the deltas' own length. The score budget
     # is judged on it, so both closes of a round score on the same examples.
@@ -152,7 +155,10 @@ class RoundInputs:
 
     def batch(self) -> ValidationBatch | None:
         """The holdout as a batched evaluator of the built-in model (:class:`ValidationBatch`: many
-        candidate models per pass over the updates), or None for a caller's ``evaluate`` or another model."""
+        candidate models per pass over the updates), or None for a caller's ``evaluate`` or another model;
+        ``validation`` when the caller gives one."""
+        if self.validation is not None:
+            return self.validation
         if self.evaluate is not None or self.holdout is None:
             return None
         try:

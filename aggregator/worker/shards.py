@@ -49,6 +49,7 @@ from aggregator.round.sharding import (
     MAX_RESPONSE_BYTES,
     Derivation,
     DerivedStatistics,
+    EmbeddedBatch,
     Embedding,
     Plan,
     ShardedRule,
@@ -70,7 +71,6 @@ from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import open_envelope
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain.blobstore import BlobStore
-from fedledger.models import ValidationBatch
 from fedledger.payload import UpdateFormatError, decode_update, flatten, unflatten
 
 # (task name, one payload per shard) -> each shard's result, in the payloads' order.
@@ -554,8 +554,6 @@ def _decide(
     else:
         statistics = ShardStatistics(total.gram[np.ix_(rows, rows)], total.scores[rows], total.heads[rows])
     embedding = Embedding.of(statistics.gram)
-    _, (features, labels) = server_data(holdout)
-    batch = ValidationBatch(inputs.weights, features, labels, inputs.spec)
     round_inputs = inputs.round_inputs(
         params,
         clients=tuple(clients),
@@ -577,8 +575,21 @@ def _decide(
         derived = DerivedStatistics(d["cross"], d["gram"], d["scores"], d["heads"])
         statistics = augment(total, derived, rows)
         embedding = Embedding.of(statistics.gram)
+    _, (features, labels) = server_data(holdout)
+    # The base model on the validation examples, its deltas E's changes: compute_round's batched scores and
+    # its ``evaluate`` (elsewhere) both combine the rows' summed responses and heads.
+    batch = EmbeddedBatch(
+        inputs.weights,
+        features,
+        labels,
+        inputs.spec,
+        statistics.scores,
+        statistics.heads,
+        embedding.to_weights,
+    )
     evaluate = embedded_evaluation(embedding, batch, statistics.scores, statistics.heads)
     embedded = embedded_inputs(round_inputs, embedding, True, state["has_change"], evaluate)
+    embedded = replace(embedded, validation=batch)
     if dp is not None:
         # Clipped here (the factors from the norms); compute_round then runs without DP, the noise being
         # the last derived row, which the rule adds.
