@@ -194,6 +194,14 @@ class Settings(BaseSettings):
     # that for the float64 products); rounded down to whole chunks of update_chunk_coords, at least one chunk
     # of every row (263 MB at 1,000 updates and 64 Ki-coordinate chunks).
     close_block_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # The per-row scores' budget (issue 25 item 2; aggregator/scoring/budget.py): while the scores' first-layer
+    # responses (n updates x m validation examples x d parameters multiply-adds) are at most
+    # max(score_examples x n x d, score_work_floor) they use every validation example; above it, a seeded
+    # subsample of score_examples of them (an unbiased estimate; its standard error is the subsample's and
+    # quality's allowance widens with it). The close's decision (line search, rollback) always uses every
+    # example. 32 keeps a close at n = 100, d = 1M-10M under 3x its aggregation on one core (docs/benchmarks.md).
+    score_examples: int = Field(default=32, ge=2)
+    score_work_floor: float = Field(default=2e9, ge=0)
     # Seconds between the beat's checks of deadlines, stuck closes and unposted rounds.
     tick_seconds: float = 5.0
     # Seconds between the beat's runs that execute queued slashes whose on-chain delay is over.

@@ -29,6 +29,8 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 
+# The defaults of FEDLEDGER_SCORE_EXAMPLES and FEDLEDGER_SCORE_WORK_FLOOR (a worker sets its own with
+# :func:`configure`).
 # K: the per-row scores may spend K x n x d multiply-adds (K validation examples' worth of first-layer
 # responses of every update), about what the guarded default's aggregation costs at n = 100 (measured:
 # docs/benchmarks.md, issue 25 item 2, "A bounded score budget").
@@ -65,6 +67,14 @@ class ScoreBudget:
         if examples * per_example <= max(self.examples * per_example, self.floor):
             return examples
         return min(examples, max(self.examples, int(self.floor // per_example)))
+
+
+def configure(examples: int, floor: float) -> None:
+    """Set this process's budget (the worker, from ``FEDLEDGER_SCORE_EXAMPLES`` and
+    ``FEDLEDGER_SCORE_WORK_FLOOR``): what :func:`default_budget` returns from now on."""
+    global SCORE_EXAMPLES, SCORE_WORK_FLOOR
+    checked = ScoreBudget(examples, floor)  # refuses a budget that cannot work before anything changes
+    SCORE_EXAMPLES, SCORE_WORK_FLOOR = checked.examples, checked.floor
 
 
 def default_budget() -> ScoreBudget:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import plan_shards
+from aggregator.scoring import budget as score_budget
 from aggregator.worker.celery_app import app
 from aggregator.worker.close import Signing, close_round, finish, load, renew, round_rng
 from aggregator.worker.close_inputs import Inputs
@@ -79,6 +80,8 @@ Services = tuple[
 def services() -> Services:
     """What every task works with, built once per worker process from the settings."""
     settings = get_settings()
+    # Every close this process runs (single, sharded, secure) judges the scores' budget by the settings.
+    score_budget.configure(settings.score_examples, settings.score_work_floor)
     sessions = session_factory(settings.resolved_database_url)
     deployments = Deployments.load(settings.resolved_deployments_file)
     gateway = ChainGateway(settings.chain_rpc_url, deployments, settings.resolved_aggregator_key, sessions)

@@ -19,6 +19,7 @@ from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients
 from aggregator.scoring.responses import response_measures
 from aggregator.scoring.round import score_round
 from aggregator.strategies.fltrust_guarded import gate
+from fedledger.config import Settings
 from fedledger.models import ValidationBatch, example_losses, init_mlp, init_softmax
 from fedledger.payload import flatten, unflatten
 from tests.aggregator.roundkit import NOW, OPENED, Federation
@@ -262,3 +263,25 @@ def test_responses_too_large_to_hold_fall_back_to_the_chunked_functions(
     assert calls == [] and chunked.examples_used == held.examples_used == 50
     for name in ("quality", "marginal", "marginal_stderr", "solo_gain", "novel_gain"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(held, name), rtol=1e-3, atol=1e-6)
+
+
+def test_the_settings_set_the_workers_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings' defaults are the module's; configure (what a worker does with its settings) sets the
+    budget every close of the process judges by, and refuses one that cannot work."""
+    settings = Settings()
+    assert (settings.score_examples, settings.score_work_floor) == (
+        budget.SCORE_EXAMPLES,
+        budget.SCORE_WORK_FLOOR,
+    )
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", budget.SCORE_EXAMPLES)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", budget.SCORE_WORK_FLOOR)
+    budget.configure(8, 0.0)
+    assert budget.default_budget() == ScoreBudget(8, 0.0)
+    fed = Federation(seed=4)
+    inputs = fed.inputs(fed.honest(6))
+    assert inputs.score_sample(150) is not None and inputs.score_sample(150).size == 8  # type: ignore[union-attr]
+    with pytest.raises(InvalidParameter, match="at least 2 examples"):
+        budget.configure(1, 0.0)
+    assert budget.default_budget() == ScoreBudget(8, 0.0)
+    with pytest.raises(ValueError, match="score_examples"):
+        Settings(score_examples=1)
