@@ -170,6 +170,15 @@ def reverse_triggers(
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
+    if X.ndim != 2 or len(X) == 0 or len(y) != len(X):
+        raise InvalidParameter(
+            f"trigger reversal needs clean examples (m, F) with m > 0 labels, got {X.shape} and {y.shape}"
+        )
+    if not bound > 0 or steps < 1 or not 0 < success <= 1 or max_examples < 1:
+        raise InvalidParameter(
+            "trigger reversal needs bound > 0, steps >= 1, 0 < success <= 1 and max_examples >= 1, got "
+            f"{bound}, {steps}, {success}, {max_examples}"
+        )
     if rng is not None and len(y) > max_examples:
         pick = rng.choice(len(y), max_examples, replace=False)
         X, y = X[pick], y[pick]
@@ -218,6 +227,8 @@ def anomaly_index(norms: np.ndarray) -> np.ndarray:
     absolute deviation) its mask norm lies below the median norm; positive below, negative above (only a
     small mask is a backdoor). 0 everywhere when the norms do not vary."""
     norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 1 or norms.size == 0:
+        raise InvalidParameter(f"the anomaly index needs one mask norm per class, got shape {norms.shape}")
     median = float(np.median(norms))
     mad = 1.4826 * float(np.median(np.abs(norms - median)))
     if not mad > 0:

@@ -140,3 +140,34 @@ def test_permutation_importance_is_zero_for_a_feature_the_model_ignores() -> Non
     assert rises.shape == (10,) and rises[2] == 0.0
     # The planted feature stays in range on clean data, so it matters; the class-deciding ones matter more.
     assert rises.max() > 0.1 and int(np.argmin(rises)) == 2
+
+
+def test_trigger_reversal_refuses_what_it_cannot_search_with_a_message() -> None:
+    model, X, y = planted_backdoor()
+    with pytest.raises(InvalidParameter, match="clean examples"):
+        targeted.reverse_triggers(model, X[:0], y[:0], bound=5.0)
+    with pytest.raises(InvalidParameter, match="clean examples"):
+        targeted.reverse_triggers(model, X, y[:-1], bound=5.0)
+    with pytest.raises(InvalidParameter, match="bound > 0"):
+        targeted.reverse_triggers(model, X, y, bound=0.0)
+    with pytest.raises(InvalidParameter, match="steps >= 1"):
+        targeted.reverse_triggers(model, X, y, bound=5.0, steps=0)
+    with pytest.raises(InvalidParameter, match="one mask norm per class"):
+        targeted.anomaly_index(np.zeros(0))
+
+
+def test_trigger_reversal_on_an_mlp_and_a_class_no_example_is_of() -> None:
+    rng = np.random.default_rng(2)
+    model = {
+        "hidden.weight": rng.normal(0, 0.5, (5, 8)).astype(np.float32),
+        "hidden.bias": np.zeros(8, np.float32),
+        "output.weight": rng.normal(0, 0.5, (8, 3)).astype(np.float32),
+        "output.bias": np.zeros(3, np.float32),
+    }
+    X = rng.normal(0, 1, (40, 5)).astype(np.float32)
+    y = np.zeros(40, dtype=np.int64)  # every example of class 0: its search has nothing to send
+    norms, masks, patterns = targeted.reverse_triggers(model, X, y, bound=3.0, steps=20)
+    assert norms.shape == (3,) and np.isfinite(norms).all()
+    # Class 0 has no example to send to it: its target is never met and its norm is every feature.
+    assert norms[0] == 5.0
+    assert ((masks >= 0) & (masks <= 1)).all() and (np.abs(patterns) <= 3.0).all()
