@@ -11,6 +11,7 @@ import pytest
 from aggregator.errors import InvalidParameter
 from aggregator.round.compute import ClientMeta, CloseStatus, RoundInputs
 from aggregator.round.secure import SecureGroup, compute_secure_round, split_reward, unmask_groups
+from aggregator.scoring import budget
 from aggregator.scoring.scores import reward_amounts
 from fedledger.chain.merkle import leaf_hash, verify
 from fedledger.evidence import Evidence, is_conclusive
@@ -358,3 +359,27 @@ def test_sums_released_before_a_round_fails_are_charged_as_release_charge_prices
     assert released_charge(plain.params, 4, released) is None
     with pytest.raises(InvalidParameter, match="threshold"):
         released_charge(params, 4, [dataclasses.replace(groups[0], threshold=None)])
+
+
+def test_above_the_score_budget_a_secure_round_scores_its_groups_on_a_seeded_subsample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The budget applies to the groups compute_round scores (their means stand in for clients): the same
+    subsample on every close of the round, the decision on every example, the boosted group still flagged."""
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", 20)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    fed = Federation(seed=1)
+    X = fed.honest(12)
+    X[4] *= 200.0
+    inputs, groups, row = _round(fed, X, strategy="fedavg")
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    again = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.record is not None and again.record is not None
+    assert (
+        result.record.params["score_examples"] == 20 < int(result.record.params["validation_examples"] or 0)
+    )
+    assert [o.quality for o in result.clients] == [o.quality for o in again.clients]
+    culprit = {m.address for g in groups if any(row[m.address] == 4 for m in g.members) for m in g.members}
+    for outcome in result.clients:
+        assert outcome.byzantine == (outcome.address in culprit)
+        assert (outcome.reward_wei == 0) == (outcome.address in culprit)
