@@ -15,8 +15,10 @@ sends the partial Gram matrix ``Y_s Y_s^T`` and the partial first-layer response
 (A: a change of the first layer's parameters -> the change of the validation examples' responses; partial:
 from its coordinates only), both summed over shards by the coordinator. With ``G = U diag(l) U^T`` the rows
 of ``E = U diag(sqrt l)`` have exactly Y's inner products: the coordinator runs the unchanged
-``compute_round`` on E (k <= n + 2 coordinates) with an ``evaluate`` that scores a change ``e`` of E's space
-from ``A(Y^T w(e)) = sum_i w_i A(y_i)``, ``w(e) = U diag(1 / sqrt l) e``. The aggregate it decides maps
+``compute_round`` on E (k <= n + 2 coordinates) with a batched evaluator (:class:`EmbeddedBatch`, the
+``ValidationBatch`` its scores use, and an ``evaluate`` for the rest) that scores a change ``e`` of E's space
+from ``A(Y^T w(e)) = sum_i w_i A(y_i)``, ``w(e) = U diag(1 / sqrt l) e``: the responses of all rows in one
+product, each candidate of the scores from them, as the single close scores. The aggregate it decides maps
 back to ``Y^T w``: the last pass, in which each shard writes its coordinates of the new model.
 
 The two built-in families (:class:`Layout`; coordinates in name order, as the single close lays them out):
@@ -29,8 +31,9 @@ The two built-in families (:class:`Layout`; coordinates in name order, as the si
   layer are not linear, so the coordinator gathers every row's head whole (each shard sends the head
   coordinates in its range, zeros elsewhere, and the sum is the head: ``O_i``) and evaluates any
   combination as ``ReLU(base_pre + sum_i w_i A(y_i)) @ (W_out + sum_i w_i O_i) + ...``: exactly the
-  single close's batched scores (:class:`fedledger.models.ValidationBatch`, whose ``logits`` both call),
-  so every score and decision (line search, rollback, descent floor, quality) sees the same model.
+  single close's batched scores (:class:`EmbeddedBatch` is a :class:`fedledger.models.ValidationBatch` and
+  both call its ``logits``), so every score and decision (line search, rollback, descent floor, quality)
+  sees the same model.
 
 Memory: the coordinator holds the summed responses, rows x validation examples x first-layer width float64
 (100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB), and up to about four
