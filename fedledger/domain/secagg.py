@@ -837,31 +837,45 @@ def groups_report(session: Session, round_id: int) -> RoundGroups:
             "to the server and scored alone); read its contributions instead",
         )
     over = round_.status not in (RoundStatus.open, RoundStatus.closing)
+    # Columns, not entities: a round of thousands of members is read in one pass without building rows.
     scored: dict[str, tuple[bool, bool, int]] = {
-        address.lower(): (c.kept, c.byzantine, int(c.reward_wei))
-        for c, address in session.execute(
-            select(Contribution, Participant.address)
+        address.lower(): (kept, byzantine, int(reward))
+        for kept, byzantine, reward, address in session.execute(
+            select(Contribution.kept, Contribution.byzantine, Contribution.reward_wei, Participant.address)
             .join(Participant, Participant.id == Contribution.participant_id)
             .where(Contribution.round_id == round_id)
         ).all()
     }
     reports = []
-    for g in groups_of(session, round_id):
-        unmasked = g.failure_reason is None and g.survivors is not None
-        status: GroupStatus = (
-            "failed" if g.failure_reason is not None else "unmasked" if unmasked else "pending"
+    rows = session.execute(
+        select(
+            SecAggGroup.group_index,
+            SecAggGroup.members,
+            SecAggGroup.threshold,
+            SecAggGroup.survivors,
+            SecAggGroup.failure_reason,
         )
-        outcomes = [scored[a.lower()] for a in (g.survivors or []) if a.lower() in scored]
+        .where(SecAggGroup.round_id == round_id)
+        .order_by(SecAggGroup.group_index)
+    ).all()
+    for index, members, threshold, survivors, failure_reason in rows:
+        # The close writes survivors (and the dropped members, the rest of the group) of an unmasked group.
+        unmasked = failure_reason is None and survivors is not None
+        status: GroupStatus = (
+            "failed" if failure_reason is not None else "unmasked" if unmasked else "pending"
+        )
+        in_sum: list[str] = survivors if failure_reason is None and survivors is not None else []
+        outcomes = [o for o in (scored.get(a.lower()) for a in in_sum) if o is not None]
         reports.append(
             GroupReport(
-                index=g.group_index,
-                size=len(g.members),
-                threshold=g.threshold,
+                index=index,
+                size=len(members),
+                threshold=threshold,
                 status=status,
-                members=tuple(g.members) if over else None,
-                survivors=len(g.survivors) if unmasked and g.survivors is not None else None,
-                dropped=len(g.dropped) if unmasked and g.dropped is not None else None,
-                failure_reason=g.failure_reason,
+                members=tuple(members) if over else None,
+                survivors=len(in_sum) if unmasked else None,
+                dropped=len(members) - len(in_sum) if unmasked else None,
+                failure_reason=failure_reason,
                 kept=outcomes[0][0] if outcomes else None,
                 flagged=outcomes[0][1] if outcomes else None,
                 reward_wei=sum(o[2] for o in outcomes),
