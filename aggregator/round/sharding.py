@@ -45,7 +45,7 @@ centered clipping starts from) need one more pass: once the first pass's Gram ma
 distances decide (Bulyan's selection, the rows a rule reads), each shard computes the rule's row over its
 coordinates exactly as the single worker computes it over all of them (:func:`derive`; a coordinate-wise
 rule reads column by column, so a range of columns is a range of the result), and sends that row's partial
-inner products with Y's rows and its partial class scores. Y gains the row (the aggregate, or the centre),
+inner products with Y's rows and its partial responses (and head part). Y gains the row (the aggregate, or the centre),
 E is built from the larger Gram matrix, and :class:`ShardedRule` makes compute_round take the row as the
 rule's aggregate (median, trimmed mean, Bulyan) or as its starting centre (centered clipping: every
 iteration after the start moves the centre by a linear combination of the rows, with weights from distances

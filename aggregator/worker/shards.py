@@ -8,10 +8,11 @@ the shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`)
 1. statistics: each shard reads only its coordinate range of every update (two ranged reads of a chunked
    envelope: head, then its chunks; a version 1 envelope is read and opened whole, then sliced), checks the
    organization's signature over the chunked head and each chunk against it, and sends its partial Gram
-   matrix and partial class scores (:class:`aggregator.round.sharding.ShardStatistics`);
+   matrix and partial first-layer responses, with the MLP's output-layer coordinates in its range
+   (:class:`aggregator.round.sharding.ShardStatistics`);
 2. derive (coordinate-wise rules only): each shard computes the rule's row over its range
    (:func:`aggregator.round.sharding.derive`), keeps it as temporary blobs and sends its partial inner
-   products and class scores (:class:`aggregator.round.sharding.DerivedStatistics`);
+   products and responses (:class:`aggregator.round.sharding.DerivedStatistics`);
 3. combine: once compute_round has decided the aggregate (as weights over the rows, derived ones included),
    each shard writes its coordinates of the new model as a blob, which the coordinator assembles.
 
