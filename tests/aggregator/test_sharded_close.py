@@ -28,12 +28,15 @@ from aggregator.round.sharding import (
     SHARDABLE_STRATEGIES,
     TOLERANCE,
     WIDE_LAYER,
+    EmbeddedBatch,
+    Embedding,
     Layout,
     ShardStatistics,
     block_noise,
     noise_seed,
     partial_responses,
     plan_shards,
+    row_weights,
     why_not_shardable,
 )
 from aggregator.scoring import budget
@@ -58,7 +61,7 @@ from fedledger.crypto.eip712 import sign_update
 from fedledger.crypto.envelope import seal
 from fedledger.crypto.keys import ServerKeyPair, generate_server_key
 from fedledger.domain.blobstore import FilesystemBlobStore
-from fedledger.models import init_mlp
+from fedledger.models import ValidationBatch, init_mlp
 from fedledger.payload import encode_update, flatten
 from tests.aggregator.roundkit import DEADLINE, NOW, OPENED, Federation, snapshot
 
@@ -392,6 +395,40 @@ def test_a_wide_first_layer_sums_its_blocks_in_place_to_the_whole_rows_responses
     )
     np.testing.assert_array_equal(total.heads, rows[:, 350:])
     np.testing.assert_allclose(total.gram, rows.astype(np.float64) @ rows.T.astype(np.float64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_the_embedded_batch_scores_e_space_deltas_as_the_batch_scores_the_real_ones(family: str) -> None:
+    """EmbeddedBatch (what compute_round's scores use in a sharded close): the responses, heads and losses
+    of a change of E's space are those ValidationBatch gives the real change it stands for, Y^T w(e)."""
+    fed = Federation(family=family, hidden=70)
+    spec = coordinate_order(fed.spec)
+    rng = np.random.default_rng(2)
+    Y = rng.standard_normal((5, Layout.of(spec).size)).astype(np.float32) * np.float32(0.1)
+    Y[4] = Y[0] + Y[1]  # rank deficient, as two equal rows or a zero public change make it
+    _, (X, y) = server_data(fed.holdout)
+    weights = {name: fed.weights[name] for name in spec}
+    responses, heads = partial_responses(spec, X, 0, Y)
+    embedding = Embedding.of(Y.astype(np.float64) @ Y.T.astype(np.float64))
+    assert embedding.dimension == 4
+    batch = EmbeddedBatch(weights, X, y, spec, responses, heads, embedding.to_weights)
+    real = ValidationBatch(weights, X, y, spec)
+    assert batch.size == 4 and real.size == Y.shape[1]
+    changes = np.vstack([embedding.rows, 0.3 * embedding.rows[0] - 0.7 * embedding.rows[2]])
+    actual = np.array([row_weights(embedding, e) for e in changes]) @ Y.astype(np.float64)
+    np.testing.assert_allclose(actual[:5], Y, rtol=1e-5, atol=1e-6)  # E's rows stand for Y's
+    got_r, got_h = batch.responses(changes), batch.heads(changes)
+    want_r, want_h = real.responses(actual.astype(np.float32)), real.heads(actual.astype(np.float32))
+    np.testing.assert_allclose(got_r, want_r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_h, want_h, rtol=1e-4, atol=1e-6)
+    for i in range(changes.shape[0]):
+        np.testing.assert_allclose(
+            batch.losses(got_r[i], got_h[i]), real.losses(want_r[i], want_h[i]), rtol=1e-4, atol=1e-6
+        )
+    chosen = np.array([0, 3, 5, 7])
+    sub = batch.subset(chosen)
+    np.testing.assert_allclose(sub.responses(changes), got_r[:, chosen], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(sub.y, y[chosen])
 
 
 @pytest.mark.parametrize("strategy", ["fltrust_guarded", "median", "centered_clip"])
