@@ -156,9 +156,12 @@ def _count_or_dash(value: int | None) -> str:
 
 
 def status_in_words(group: SecAggGroupReportOut) -> str:
-    """What became of a group, in words: unmasked, failed with the reason, or pending."""
+    """What became of a group, in words: unmasked, failed or skipped with the reason, or pending."""
     if group.status == "failed":
         return f"failed: {group.failure_reason}" if group.failure_reason else "failed"
+    if group.status == "skipped":
+        ended = f": {group.failure_reason}" if group.failure_reason else ""
+        return f"not unmasked, the round ended first{ended}"
     if group.status == "pending":
         return "pending: the round's close unmasks it"
     return "unmasked"

@@ -397,15 +397,18 @@ class SecAggGroupReportOut(BaseModel):
     index: int
     size: int = Field(description="Members drawn into the group")
     threshold: int = Field(description="Survivors needed to unmask its sum (a strict majority)")
-    status: Literal["pending", "unmasked", "failed"] = Field(
-        description="pending until the round's close; unmasked: its sum was computed; failed: see the reason"
+    status: Literal["pending", "unmasked", "failed", "skipped"] = Field(
+        description="pending until the round's close; unmasked: its sum was computed; failed: see the reason; "
+        "skipped: the round ended before unmasking it (the reason is the round's)"
     )
     members: list[str] | None = Field(
         description="The group's wallets, once the round is closed (withheld while the protocol runs)"
     )
     survivors: int | None = Field(description="Members whose updates are in the unmasked sum")
     dropped: int | None = Field(description="Members of an unmasked group left out of its sum")
-    failure_reason: str | None = Field(description="Why the group's sum was not unmasked or not used")
+    failure_reason: str | None = Field(
+        description="Why the group's sum was not unmasked or not used (skipped: why the round ended first)"
+    )
     kept: bool | None = Field(description="Whether the round's rules let the group's sum into the aggregate")
     flagged: bool | None = Field(description="Whether the group's sum was flagged as Byzantine")
     reward_wei: str = Field(description="The group's members' rewards together (each is on chain)")

@@ -772,15 +772,16 @@ def _named_elsewhere(session: Session, digest: str, message: SecAggMessage) -> b
 # --- what everyone reads ---------------------------------------------------------------------------
 
 
-GroupStatus = Literal["pending", "unmasked", "failed"]
+GroupStatus = Literal["pending", "unmasked", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
 class GroupReport:
     """One group of a secure round as the public sees it: no mean, no mean hash, no per-member amount.
 
-    ``status``: ``pending`` (not closed yet), ``unmasked`` (its sum was computed) or ``failed`` (with
-    ``failure_reason``). ``members`` is None until the round is closed (see :func:`groups_report`);
+    ``status``: ``pending`` (not closed yet), ``unmasked`` (its sum was computed), ``failed`` (with
+    ``failure_reason``) or ``skipped`` (the round ended before unmasking it, e.g. a DP round whose budget
+    check refused to unmask anything; ``failure_reason`` is the round's). ``members`` is None until the round is closed (see :func:`groups_report`);
     ``survivors`` / ``dropped`` count the members in / out of an unmasked group's sum; ``kept`` / ``flagged``
     are its scored members' (each member of a group shares them), None when no member was scored;
     ``reward_wei`` is the sum of its members' rewards (each on chain with its contribution)."""
@@ -862,7 +863,13 @@ def groups_report(session: Session, round_id: int) -> RoundGroups:
         # The close writes survivors (and the dropped members, the rest of the group) of an unmasked group.
         unmasked = failure_reason is None and survivors is not None
         status: GroupStatus = (
-            "failed" if failure_reason is not None else "unmasked" if unmasked else "pending"
+            "failed"
+            if failure_reason is not None
+            else "unmasked"
+            if unmasked
+            else "skipped"
+            if over
+            else "pending"
         )
         in_sum: list[str] = survivors if failure_reason is None and survivors is not None else []
         outcomes = [o for o in (scored.get(a.lower()) for a in in_sum) if o is not None]
@@ -875,7 +882,7 @@ def groups_report(session: Session, round_id: int) -> RoundGroups:
                 members=tuple(members) if over else None,
                 survivors=len(in_sum) if unmasked else None,
                 dropped=len(members) - len(in_sum) if unmasked else None,
-                failure_reason=failure_reason,
+                failure_reason=round_.failure_reason if status == "skipped" else failure_reason,
                 kept=outcomes[0][0] if outcomes else None,
                 flagged=outcomes[0][1] if outcomes else None,
                 reward_wei=sum(o[2] for o in outcomes),

@@ -289,3 +289,24 @@ def test_a_failed_dp_round_shows_its_charge_and_an_open_round_withholds_members(
     at = run_page("Training")
     table = at.dataframe[-1].value
     assert list(table["Members"]) == ["shown once the round is closed"]
+
+
+def test_groups_of_a_round_that_ended_before_unmasking_read_as_skipped(
+    world: World, dashboard_env: ApiServer
+) -> None:
+    settings = dashboard_env.settings
+    closed = close_round_as_the_worker_would(world, settings)
+    reason = "nothing was unmasked: round 1 would bring epsilon to 10.2, over the governed budget 10"
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:  # a DP round whose budget check refused to unmask any group
+        round_ = session.get(Round, closed.round_id)
+        assert round_ is not None
+        round_.status, round_.failure_reason = RoundStatus.failed, reason
+        session.execute(delete(Aggregation).where(Aggregation.round_id == closed.round_id))
+        session.execute(delete(Contribution).where(Contribution.round_id == closed.round_id))
+    group = sorted([*closed.kept, closed.excluded[0]], key=str.lower)
+    _secure_rows(settings, closed.round_id, [(group, {})])
+    table = run_page("Training").dataframe[-1].value
+    assert list(table["Outcome"]) == [f"not unmasked, the round ended first: {reason}"]
+    assert (list(table["In the sum"]), list(table["Kept"])) == (["—"], ["—"])
+    assert len(table["Members"][0].split(", ")) == 3  # the round is over: its members are shown
