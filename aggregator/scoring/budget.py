@@ -4,7 +4,7 @@ The per-row scores (quality's novel gains, the leave-one-out marginals, the solo
 the direction evidence) need every update's first-layer response on every validation example they use:
 n x m x d multiply-adds for n updates of d parameters and m examples. The aggregation reads the updates a
 few times (the guarded default: one Gram pass), so at a few hundred examples the scores alone cost several
-aggregations (measured at n = 100, d = 1M and 10M, 200 examples: the close 17.9-25.2x its aggregation).
+aggregations (measured at n = 100, d = 1M and 10M, 200 examples: the close 17.9-29.0x its aggregation).
 
 The rule: while n x m x d is at most ``max(examples x n x d, floor)`` multiply-adds (:class:`ScoreBudget`)
 the scores use every example, exactly as before. Above it they use a subsample of ``examples`` of them
