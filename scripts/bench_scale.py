@@ -109,8 +109,8 @@ def derive_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
 
 @app.task(name="bench.combine")
 def combine_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
-    blobs, keys, _ = _context(workdir)
-    out = shard_combine(job, blobs, keys, DOMAIN)
+    blobs, keys, features = _context(workdir)
+    out = shard_combine(job, blobs, keys, DOMAIN, features)
     return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
 
 

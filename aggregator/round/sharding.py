@@ -315,11 +315,20 @@ class EmbeddedBatch(ValidationBatch):
     then scores the sharded close as it scores the single close (``RoundInputs.validation``): the responses
     of every row once (a product over the rows), then each candidate from them, not a pass over the summed
     responses per candidate (about n^2 x examples x width multiply-adds, 135 s of a 1,000-organization MLP
-    round's close)."""
+    round's close).
+
+    Above the score budget the rows' responses are those of the per-row scores' examples only
+    (``examples``, sorted indices of ``X``'s rows): :meth:`subset` on them is a batch like any other, and on
+    every example the batch knows only the changes in the span of ``known`` (E's aggregate and reference,
+    whose responses on every example the combine pass computed: ``known_responses``), which is all the
+    close's decision evaluates there (the line search, the descent floor); any other change raises."""
 
     row_responses: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))  # (r, examples, width)
     row_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (r, head)
     to_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (r, k)
+    examples: np.ndarray | None = None  # the examples row_responses are of; None: every one
+    known: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (j, k) changes of E's space
+    known_responses: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))  # (j, X's rows, width)
 
     @property
     def size(self) -> int:
@@ -335,11 +344,28 @@ class EmbeddedBatch(ValidationBatch):
 
     def responses(self, rows: np.ndarray) -> np.ndarray:
         """(j, examples, width) float32: the first-layer responses of the j deltas of E's space in ``rows``."""
+        if self.examples is not None:
+            return self._known_responses(rows)
         w = self._weights(rows)
         flat = self.row_responses.reshape(self.row_responses.shape[0], -1)
         with np.errstate(all="ignore"):
             out: np.ndarray = (
                 (w @ flat).astype(np.float32).reshape((w.shape[0],) + self.row_responses.shape[1:])
+            )
+        return out
+
+    def _known_responses(self, rows: np.ndarray) -> np.ndarray:
+        """Responses on every example of changes in the span of ``known`` (see the class docstring)."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.size:
+            raise ValueError(f"deltas must be (k, {self.size}), got {rows.shape}")
+        coefficients = np.array([span_coefficients(row, self.known) for row in rows]).reshape(len(rows), -1)
+        flat = self.known_responses.reshape(self.known_responses.shape[0], -1)
+        with np.errstate(all="ignore"):
+            out: np.ndarray = (
+                (coefficients @ flat)
+                .astype(np.float32)
+                .reshape((len(rows),) + self.known_responses.shape[1:])
             )
         return out
 
@@ -354,31 +380,75 @@ class EmbeddedBatch(ValidationBatch):
         return out
 
     def subset(self, examples: np.ndarray) -> EmbeddedBatch:
-        """The same on the validation examples ``examples`` only."""
+        """The same on the validation examples ``examples`` only (above the score budget: exactly the
+        examples the rows' responses are of)."""
+        if self.examples is None:
+            responses = np.ascontiguousarray(self.row_responses[:, examples])
+        elif np.array_equal(examples, self.examples):
+            responses = self.row_responses
+        else:
+            raise InvalidParameter(
+                "the shards computed the rows' responses on other validation examples than the scores use"
+            )
         return EmbeddedBatch(
             self.weights,
             self.X[examples],
             self.y[examples],
             self.spec,
-            np.ascontiguousarray(self.row_responses[:, examples]),
+            responses,
             self.row_heads,
             self.to_weights,
         )
 
 
+# A change the decision evaluates on every example must be in the span of the known changes to this fraction
+# of its norm (float32 rounding of E's rows, and of the aggregate the rule computed in them, is about 1e-7).
+SPAN_TOLERANCE = 1e-5
+
+
+def span_coefficients(change: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """c with ``change = c @ basis`` ((j,) for a (j, k) basis), the first basis row alone when it suffices
+    (the usual decision: a multiple of the aggregate), else a least-squares fit; :class:`InvalidParameter`
+    when ``change`` is not in the span (the sharded close computed nothing else on every example)."""
+    change = np.asarray(change, dtype=np.float64).reshape(-1)
+    basis = np.asarray(basis, dtype=np.float64).reshape(-1, change.size)
+    scale = float(np.linalg.norm(change))
+    c = np.zeros(basis.shape[0])
+    if scale == 0.0:
+        return c
+    for j in range(basis.shape[0]):  # a multiple of one known change: no cross-talk with the others
+        norm2 = float(basis[j] @ basis[j])
+        if norm2 > 0.0:
+            c[:] = 0.0
+            c[j] = float(basis[j] @ change) / norm2
+            if np.linalg.norm(change - c[j] * basis[j]) <= SPAN_TOLERANCE * scale:
+                return c
+    fit: np.ndarray = np.linalg.lstsq(basis.T, change, rcond=None)[0]
+    if not np.linalg.norm(change - fit @ basis) <= SPAN_TOLERANCE * scale:
+        raise InvalidParameter(
+            "the close evaluated a change on every validation example outside the aggregate's and the "
+            "reference's directions; the shards computed responses on every example of those only"
+        )
+    return fit
+
+
 def embedded_evaluation(
-    embedding: Embedding, batch: ValidationBatch, row_scores: np.ndarray, row_heads: np.ndarray
+    embedding: Embedding, batch: EmbeddedBatch, row_scores: np.ndarray, row_heads: np.ndarray
 ) -> Evaluation:
     """``evaluate`` for :class:`RoundInputs` in E's space: (loss of every validation example, accuracy) of the
     model base + Y^T w(e), from each row's first-layer responses and head (summed over shards): the
     combination's are ``sum_i w_i`` of the rows', and ``batch`` (the base model on the validation examples)
-    runs the layers after the first on them, as the single close's batched scores do."""
+    runs the layers after the first on them, as the single close's batched scores do. Above the score
+    budget (the rows' responses on a subsample) the batch's own responses of the known changes."""
 
     def evaluate(weights: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float | None]:
         e = np.asarray(weights["embedded"], dtype=np.float64)
-        w = embedding.to_weights @ e
         with np.errstate(all="ignore"):
-            z = batch.logits(np.tensordot(w, row_scores, axes=1), w @ row_heads)
+            if batch.examples is None:
+                w = embedding.to_weights @ e
+                z = batch.logits(np.tensordot(w, row_scores, axes=1), w @ row_heads)
+            else:
+                z = batch.logits(batch.responses(e[None, :])[0], batch.heads(e[None, :])[0])
             z32 = z.astype(np.float32)
             if not np.isfinite(z32).all():
                 return np.full(len(batch.y), np.inf), 0.0
@@ -395,7 +465,7 @@ def embedded_inputs(
     embedding: Embedding,
     has_reference: bool,
     has_public_change: bool,
-    evaluate: Evaluation,
+    evaluate: Evaluation | None,
 ) -> RoundInputs:
     """``inputs`` (metadata, parameters, times) with E's rows for the updates, reference and public change,
     a zero model of k coordinates and the embedded ``evaluate``: what the coordinator's compute_round runs on."""

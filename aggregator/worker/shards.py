@@ -9,25 +9,33 @@ the shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`)
    envelope: head, then its chunks; a version 1 envelope is read and opened whole, then sliced), checks the
    organization's signature over the chunked head and each chunk against it, and sends its partial Gram
    matrix and partial first-layer responses, with the MLP's output-layer coordinates in its range
-   (:class:`aggregator.round.sharding.ShardStatistics`);
+   (:class:`aggregator.round.sharding.ShardStatistics`). The responses are those of the validation examples
+   the per-row scores use: above the score budget (:mod:`aggregator.scoring.budget`) its seeded subsample,
+   known before the pass (it hashes the round and its updates' ids and arrival times);
 2. derive (coordinate-wise rules only): each shard computes the rule's row over its range
    (:func:`aggregator.round.sharding.derive`), keeps it as temporary blobs and sends its partial inner
    products and responses (:class:`aggregator.round.sharding.DerivedStatistics`);
-3. combine: once compute_round has decided the aggregate (as weights over the rows, derived ones included),
-   each shard writes its coordinates of the new model as a blob, which the coordinator assembles.
+3. combine: the coordinator runs the round's rule in E's space (cheap: k <= n + 4 coordinates) as
+   compute_round will, and each shard writes its coordinates of that aggregate (a combination of the rows,
+   derived ones included) as a blob and, above the score budget, sends the aggregate's and the reference's
+   responses on every validation example: what the close's decision (line search, descent floor) evaluates.
 
-An update that fails to open in any shard is rejected (with the reason, as the single-worker close rejects
-it) and its rows are dropped from the sums. Nothing is written to the database before the commit, as in the
-single-worker close: a coordinator killed mid-way leaves the round to the next lease holder.
+Then compute_round runs once, and the new model is assembled from the base, the shards' aggregate and the
+reference by the decision's step. An update that fails to open in any shard is rejected (with the reason,
+as the single-worker close rejects it) and its rows are dropped from the sums (above the score budget the
+statistics pass runs again when that changes the subsample's seed). Nothing is written to the database
+before the commit, as in the single-worker close: a coordinator killed mid-way leaves the round to the next
+lease holder.
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -61,8 +69,10 @@ from aggregator.round.sharding import (
     embedded_evaluation,
     embedded_inputs,
     noise_seed,
+    partial_responses,
     plan_derivations,
     row_weights,
+    span_coefficients,
     why_not_shardable,
 )
 from aggregator.worker.close_inputs import Inputs, public_change
@@ -186,6 +196,14 @@ def blocks(job: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{**job, "start": a, "stop": b} for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def score_features(job: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
+    """The validation examples the rows' responses are of: the per-row scores' (``job["examples"]``, the
+    budget's subsample), or every one (None)."""
+    examples = job.get("examples")
+    chosen: np.ndarray = features if examples is None else features[np.asarray(examples, dtype=np.int64)]
+    return chosen
+
+
 def shard_statistics(
     job: Mapping[str, Any],
     blobs: BlobStore,
@@ -196,6 +214,7 @@ def shard_statistics(
     """The first pass of one shard: its partial statistics and the updates that failed in its range, read a
     block at a time."""
     spec = coordinate_order(job["spec"])
+    features = score_features(job, features)
     total = ShardStatistics.zeros(spec, len(job["updates"]) + len(job["extra"]), int(features.shape[0]))
     failed: dict[int, str] = {}
     read_ms = compute_ms = 0.0
@@ -227,6 +246,7 @@ def shard_derive(
     time, each block's kept as a temporary blob for the combine (``pieces``: start, stop, digest), and
     their partial statistics."""
     spec = coordinate_order(job["spec"])
+    features = score_features(job, features)
     derivations = job["derivations"]
     total: DerivedStatistics | None = None
     pieces: list[list[Any]] = []
@@ -255,12 +275,21 @@ def shard_derive(
 
 
 def shard_combine(
-    job: Mapping[str, Any], blobs: BlobStore, private_keys: Mapping[str, bytes], domain: Domain
+    job: Mapping[str, Any],
+    blobs: BlobStore,
+    private_keys: Mapping[str, bytes],
+    domain: Domain,
+    features: np.ndarray,
 ) -> dict[str, Any]:
-    """The last pass of one shard: its coordinates of the new model, written as a raw float32 blob. The
-    weights cover Y's rows, then the derived rows the second pass kept in ``pieces`` (the same blocks)."""
+    """The last pass of one shard: its coordinates of the rule's aggregate (``weights`` over Y's rows, then
+    the derived rows the second pass kept in ``pieces``, the same blocks), written as a raw float32 blob;
+    with ``responses`` (above the score budget), the partial first-layer responses on every validation
+    example of the aggregate and of the reference (Y's row after the updates), as a statistics blob."""
+    spec = coordinate_order(job["spec"])
     weights = np.asarray(job["weights"], dtype=np.float64)
     pieces = {int(start): (int(stop), digest) for start, stop, digest in job.get("pieces", [])}
+    reference = len(job["updates"])
+    known = ShardStatistics.zeros(spec, 2, int(features.shape[0])) if job.get("responses") else None
     parts = []
     openers: dict[str, ChunkOpener] = {}
     for block in blocks(job):
@@ -271,9 +300,16 @@ def shard_combine(
             assert piece_stop == stop, "the second pass cut the range into other blocks"
             derived = np.frombuffer(get_temporary(blobs, digest), dtype="<f4").reshape(-1, stop - start)
             rows = np.concatenate([rows, derived])
-        base = np.frombuffer(get_temporary_range(blobs, job["base"], 4 * start, 4 * (stop - start)), "<f4")
-        parts.append(combine(rows, weights, base))
-    return {"digest": put_temporary(blobs, int(job["round_id"]), np.concatenate(parts))}
+        part = combine(rows, weights, np.zeros(stop - start, dtype=np.float32))
+        if known is not None:
+            partial_responses(
+                spec, features, start, np.stack([part, rows[reference]]), (known.scores, known.heads)
+            )
+        parts.append(part)
+    out: dict[str, Any] = {"digest": put_temporary(blobs, int(job["round_id"]), np.concatenate(parts))}
+    if known is not None:
+        out["statistics"] = _store(blobs, job, {"scores": known.scores})
+    return out
 
 
 @dataclass(frozen=True)
@@ -333,10 +369,17 @@ def begin(
     except InvalidRoundParams:
         return "the round's parameters are invalid (the single-worker close fails it with the reason)"
     _, (features, _) = server_data(holdout)
+    # The per-row scores' examples as compute_round will draw them if every update opens (else the
+    # statistics pass runs again with the subsample of the updates that did: see advance).
+    examples = score_examples(inputs, params, int(features.shape[0]))
     # The rows the coordinator sums responses of: the updates, the reference and public change, and up to
-    # two derived rows (a coordinate-wise rule's, DP's noise).
+    # two derived rows (a coordinate-wise rule's, DP's noise), on the scores' examples.
     reason = why_not_shardable(
-        params, spec, len(inputs.updates) + 4, int(features.shape[0]), max_response_bytes
+        params,
+        spec,
+        len(inputs.updates) + 4,
+        int(features.shape[0]) if examples is None else len(examples),
+        max_response_bytes,
     )
     if reason is not None:
         return reason
@@ -369,6 +412,7 @@ def begin(
         "spec": {k: list(v) for k, v in spec.items()},
         "updates": updates,
         "extra": extra,
+        "examples": examples,
     }
     state: dict[str, Any] = {
         "job": job,
@@ -393,6 +437,43 @@ def discard(blobs: BlobStore, state: Mapping[str, Any], results: Sequence[Mappin
         blobs.delete(digest)
 
 
+def score_examples(
+    inputs: Inputs, params: RoundParams, examples: int, failed: Collection[int] = ()
+) -> list[int] | None:
+    """The validation examples the close's per-row scores use when the updates ``failed`` are rejected
+    (None: every one): what compute_round draws (``RoundInputs.score_sample``: the round's seed over the
+    valid updates, the budget judged on the real model's size)."""
+    clients, rejected, _ = _clients(inputs, failed)
+    round_inputs = inputs.round_inputs(
+        params, clients=clients, deltas=np.zeros((len(clients), 0)), rejected=rejected, holdout=None
+    )
+    size = sum(math.prod(int(v) for v in shape) for shape in inputs.spec.values())
+    chosen = replace(round_inputs, model_size=size).score_sample(examples)
+    return None if chosen is None else [int(i) for i in chosen]
+
+
+def _clients(
+    inputs: Inputs, failed: Collection[int]
+) -> tuple[tuple[ClientMeta, ...], tuple[tuple[ClientMeta, str], ...], list[int]]:
+    """The valid updates' metadata, the rejected ones' with their reasons (``failed``: update id -> reason,
+    or ids), and the valid updates' indices among Y's rows."""
+    reasons = failed if isinstance(failed, Mapping) else dict.fromkeys(failed, "")
+    clients: list[ClientMeta] = []
+    rejected: list[tuple[ClientMeta, str]] = []
+    keep: list[int] = []
+    for i, u in enumerate(inputs.updates):
+        participant = inputs.participants[u.participant_id]
+        meta = ClientMeta(
+            u.id, participant.id, participant.address, u.num_samples, u.submitted_at, participant.reputation
+        )
+        if u.id in reasons:
+            rejected.append((meta, reasons[u.id]))
+        else:
+            clients.append(meta)
+            keep.append(i)
+    return tuple(clients), tuple(rejected), keep
+
+
 def advance(
     inputs: Inputs,
     blobs: BlobStore,
@@ -405,19 +486,30 @@ def advance(
     """The close after the pass ``state["stage"]`` returned ``results``: the next pass, or the round's result
     (its temporary blobs then deleted). Everything it decides is recomputed from ``inputs``, the state and
     the blobs it names, so it may run in any worker; ``rng`` is only copied (the round's generator, as given
-    to every step)."""
+    to every step). compute_round runs once, after the combine pass."""
     state = {**state, "temporary": list(state["temporary"])}
     stage = state.pop("stage")
+    key = f"shard_{stage}_ms"
     state["durations_ms"] = {
         **state["durations_ms"],
-        f"shard_{stage}_ms": (time.time() - state["sent_at"]) * 1e3,
+        key: state["durations_ms"].get(key, 0.0) + (time.time() - state["sent_at"]) * 1e3,
     }
     try:
         if stage == STATISTICS:
             state["failed"] = {k: v for r in results for k, v in r["failed"].items()}
             state["read_ms_max"] = max(float(r["read_ms"]) for r in results)
-            state["statistics"] = _keep(blobs, state, _sum(blobs, state, results))
-            state["durations_ms"]["shard_derive_ms"] = 0.0
+            summed = _sum(blobs, state, results)
+            _, (features, _) = server_data(holdout)
+            failed = {int(k) for k in state["failed"]}
+            examples = score_examples(inputs, round_params(inputs), int(features.shape[0]), failed)
+            if examples != state["job"]["examples"]:
+                # An update failed to open: the scores' subsample is seeded by the valid updates only, so
+                # the rows' responses are computed again on it (a rejection is rare: a tampered envelope).
+                del summed
+                state["job"] = {**state["job"], "examples": examples}
+                return _pass(STATISTICS, state, [{} for _ in state["ranges"]])
+            state["statistics"] = _keep(blobs, state, summed)
+            state["durations_ms"].setdefault("shard_derive_ms", 0.0)
         elif stage == DERIVE:
             pieces = [r["pieces"] for r in results]
             state["temporary"] += [digest for shard in pieces for _, _, digest in shard]
@@ -425,36 +517,58 @@ def advance(
             state["derived"] = _keep(blobs, state, _sum(blobs, state, results))
         else:
             assert stage == COMBINE
-            state["temporary"] += [r["digest"] for r in results]
+            state["aggregate"] = [r["digest"] for r in results]
+            state["temporary"] += state["aggregate"]
+            if state["job"]["examples"] is not None:
+                state["known"] = _keep(blobs, state, _sum(blobs, state, results))
         decision = _decide(inputs, blobs, holdout, copy.deepcopy(rng), now, state)
-        if isinstance(decision, RoundResult):
-            discard(blobs, state)
-            return decision
-        if stage == STATISTICS and decision.derivations:
-            state["sent_at"] = time.time()
-            payloads = [
-                {**state["job"], "start": a, "stop": b, "derivations": decision.derivations}
-                for a, b in state["ranges"]
-            ]
-            return Pass(DERIVE, payloads, {**state, "stage": DERIVE})
-        if stage != COMBINE:
-            state["sent_at"] = time.time()
+        if decision.derivations:
+            extra = {"derivations": decision.derivations}
+            return _pass(DERIVE, state, [extra for _ in state["ranges"]])
+        if decision.weights is not None:
+            state["weights"] = decision.weights
             pieces = state.get("pieces") or [[] for _ in state["ranges"]]
-            payloads = [
-                {**state["job"], "start": a, "stop": b, "weights": decision.weights, "base": state["base"]}
-                | {"pieces": p}
-                for (a, b), p in zip(state["ranges"], pieces, strict=True)
-            ]
-            return Pass(COMBINE, payloads, {**state, "stage": COMBINE})
-        vector = np.concatenate(
-            [np.frombuffer(get_temporary(blobs, r["digest"]), dtype="<f4") for r in results]
-        )
+            flags = {"weights": decision.weights, "responses": state["job"]["examples"] is not None}
+            return _pass(COMBINE, state, [flags | {"pieces": p} for p in pieces])
+        assert decision.result is not None
+        if decision.result.status != CloseStatus.aggregated:
+            discard(blobs, state)
+            return decision.result
+        result = _assemble(inputs, blobs, state, decision)
     except BaseException:
         discard(blobs, state)
         raise
     discard(blobs, state)
+    return result
+
+
+def _pass(name: str, state: dict[str, Any], extras: Sequence[Mapping[str, Any]]) -> Pass:
+    """The pass ``name`` over the state's ranges, each shard's job the close's with its range and ``extras``."""
+    state["sent_at"] = time.time()
+    payloads = [
+        {**state["job"], "start": a, "stop": b, **extra}
+        for (a, b), extra in zip(state["ranges"], extras, strict=True)
+    ]
+    return Pass(name, payloads, {**state, "stage": name})
+
+
+def _assemble(inputs: Inputs, blobs: BlobStore, state: Mapping[str, Any], decision: _Decision) -> RoundResult:
+    """The round's result in the real coordinates: the new model is the base plus the decision's multiples
+    of the aggregate the shards wrote and of the reference (as the single close keeps ``step x aggregate``,
+    or the server's own step), in float32 as it computes them."""
     result = decision.result
     assert result is not None and result.record is not None
+    base = np.frombuffer(get_temporary(blobs, state["base"]), dtype="<f4")
+    aggregate = np.concatenate(
+        [np.frombuffer(get_temporary(blobs, digest), dtype="<f4") for digest in state["aggregate"]]
+    )
+    vector = base.copy()
+    on_aggregate, on_reference = decision.kept
+    if on_aggregate != 0.0:
+        vector += np.float32(on_aggregate) * aggregate
+    if on_reference != 0.0:
+        reference = np.frombuffer(get_temporary(blobs, state["job"]["extra"][0]), dtype="<f4")
+        vector += np.float32(on_reference) * reference
     record = replace(
         result.record,
         dp_noise_std=decision.noise_std,
@@ -466,11 +580,8 @@ def advance(
             "shard_read_ms_max": state["read_ms_max"],
         },
     )
-    spec = inputs.spec
-    # ``aggregate`` is the change applied (the step folded in: step 1), as the shards computed only that.
-    change = vector - flatten(inputs.weights, spec)
     return replace(
-        result, new_weights=unflatten(vector.copy(), spec), aggregate=change, step=1.0, record=record
+        result, new_weights=unflatten(vector, inputs.spec), aggregate=aggregate.copy(), record=record
     )
 
 
@@ -511,14 +622,16 @@ def _kept(blobs: BlobStore, digest: str) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Decision:
-    """What the coordinator decided from the passes so far: the derived rows the second pass computes (none
-    yet computed), or compute_round's result and the weights of the combine."""
+    """What the coordinator decided from the passes so far: the derived rows the second pass computes, or
+    the combine's weights over Y's rows and then the derived rows (the rule's aggregate), or the round's
+    result with the new model's multiples of the aggregate and of the reference (``kept``)."""
 
-    derivations: list[Derivation]
-    result: RoundResult | None
-    weights: list[float]
-    noise_std: float | None
-    epsilon_spent: float | None
+    derivations: list[Derivation] = field(default_factory=list)
+    weights: list[float] | None = None
+    result: RoundResult | None = None
+    kept: tuple[float, float] = (0.0, 0.0)
+    noise_std: float | None = None
+    epsilon_spent: float | None = None
 
 
 def _decide(
@@ -528,27 +641,15 @@ def _decide(
     rng: np.random.Generator,
     now: datetime,
     state: Mapping[str, Any],
-) -> _Decision | RoundResult:
-    """compute_round in E's space (see aggregator.round.sharding), from the statistics the state names; a
-    RoundResult when the round ends here (failed, extended, or its budget refuses it)."""
+) -> _Decision:
+    """The rule, then compute_round, in E's space (see aggregator.round.sharding), from the statistics the
+    state names; a result when the round ends here (failed, extended, or its budget refuses it)."""
     params = round_params(inputs)
     sums = _kept(blobs, state["statistics"])
     total = ShardStatistics(sums["gram"], sums["scores"], sums["heads"])
     failed = {int(k): v for k, v in state["failed"].items()}
     height = len(inputs.updates) + len(state["job"]["extra"])
-    clients: list[ClientMeta] = []
-    rejected: list[tuple[ClientMeta, str]] = []
-    keep: list[int] = []
-    for i, u in enumerate(inputs.updates):
-        participant = inputs.participants[u.participant_id]
-        meta = ClientMeta(
-            u.id, participant.id, participant.address, u.num_samples, u.submitted_at, participant.reputation
-        )
-        if u.id in failed:
-            rejected.append((meta, failed[u.id]))
-        else:
-            clients.append(meta)
-            keep.append(i)
+    clients, rejected, keep = _clients(inputs, failed)
     rows = keep + list(range(len(inputs.updates), height))
     if rows == list(range(height)):
         statistics = total  # no update failed: no copy of the responses
@@ -557,40 +658,28 @@ def _decide(
     embedding = Embedding.of(statistics.gram)
     round_inputs = inputs.round_inputs(
         params,
-        clients=tuple(clients),
+        clients=clients,
         deltas=np.zeros((len(clients), 0), dtype=np.float32),
-        rejected=tuple(rejected),
+        rejected=rejected,
         holdout=None,
     )
     dp = _privacy(round_inputs, statistics.gram, rng)
     if isinstance(dp, str):
-        return RoundResult(CloseStatus.failed, dp, rejected=tuple((c.update_id, r) for c, r in rejected))
+        return _Decision(
+            result=RoundResult(CloseStatus.failed, dp, rejected=tuple((c.update_id, r) for c, r in rejected))
+        )
     rule, plan = _plan(round_inputs, embedding, rows, rng, dp)
     derivations = list(plan.derivations)
     if dp is not None:
         derivations.append({"rule": "noise", "seed": dp.seed, "std": dp.std})
     if derivations and "derived" not in state:
-        return _Decision(derivations, None, [], None, None)
+        return _Decision(derivations=derivations)
     if derivations:
         d = _kept(blobs, state["derived"])
         derived = DerivedStatistics(d["cross"], d["gram"], d["scores"], d["heads"])
         statistics = augment(total, derived, rows)
         embedding = Embedding.of(statistics.gram)
-    _, (features, labels) = server_data(holdout)
-    # The base model on the validation examples, its deltas E's changes: compute_round's batched scores and
-    # its ``evaluate`` (elsewhere) both combine the rows' summed responses and heads.
-    batch = EmbeddedBatch(
-        inputs.weights,
-        features,
-        labels,
-        inputs.spec,
-        statistics.scores,
-        statistics.heads,
-        embedding.to_weights,
-    )
-    evaluate = embedded_evaluation(embedding, batch, statistics.scores, statistics.heads)
-    embedded = embedded_inputs(round_inputs, embedding, True, state["has_change"], evaluate)
-    embedded = replace(embedded, validation=batch)
+    embedded = embedded_inputs(round_inputs, embedding, True, state["has_change"], None)
     if dp is not None:
         # Clipped here (the factors from the norms); compute_round then runs without DP, the noise being
         # the last derived row, which the rule adds.
@@ -600,23 +689,94 @@ def _decide(
         row = embedding.rows[len(rows)] if plan.derivations else None
         noise = embedding.rows[len(rows) + len(derivations) - 1] if dp is not None else None
         embedded = replace(embedded, strategy=ShardedRule(rule, plan, row, noise))
-    result = compute_round(embedded, rng, now)
-    if result.status != CloseStatus.aggregated:
-        return result
-    assert result.new_weights is not None
-    # The model compute_round kept, in E's space (its base is zero): the change to apply, step included, as
-    # weights over Y's rows and then the derived rows.
-    w = row_weights(embedding, result.new_weights["embedded"])
-    weights = np.zeros(height + len(derivations))
-    weights[rows] = w[: len(rows)]
-    weights[height:] = w[len(rows) :]
-    return _Decision(
-        [],
-        result,
-        weights.tolist(),
-        None if dp is None else dp.std,
-        None if dp is None else dp.accountant.epsilon_spent,
+    n = len(clients)
+    if "aggregate" not in state:
+        vector = rule_aggregate(embedded, rng)
+        if vector is not None:
+            # The combine pass writes this aggregate in the real coordinates (weights over Y's rows, then
+            # the derived rows): what the decision evaluates and the new model is made of.
+            w = row_weights(embedding, vector)
+            weights = np.zeros(height + len(derivations))
+            weights[rows] = w[: len(rows)]
+            weights[height:] = w[len(rows) :]
+            return _Decision(weights=weights.tolist())
+        # The rule refuses the round (too few clients, its own conditions): compute_round fails or extends
+        # it with the reason before it scores anything.
+        result = compute_round(embedded, rng, now)
+        if result.status == CloseStatus.aggregated:
+            raise AggregationError("the rule refused the round in E's space but compute_round aggregated it")
+        return _Decision(result=result)
+    _, (features, labels) = server_data(holdout)
+    examples = state["job"]["examples"]
+    known, known_responses = np.zeros((0, embedding.dimension)), np.zeros((0, 0, 0))
+    if examples is not None:
+        # On every validation example only the aggregate and the reference are known (the combine pass's).
+        sent = np.asarray(state["weights"], dtype=np.float64)
+        aggregate = embedding.rows.T @ np.concatenate([sent[rows], sent[height:]])
+        known = np.stack([aggregate, embedding.rows[n]])
+        known_responses = _kept(blobs, state["known"])["scores"]
+    # The base model on the validation examples, its deltas E's changes: compute_round's batched scores and
+    # its ``evaluate`` both combine the rows' summed responses and heads.
+    batch = EmbeddedBatch(
+        inputs.weights,
+        features,
+        labels,
+        inputs.spec,
+        statistics.scores,
+        statistics.heads,
+        embedding.to_weights,
+        None if examples is None else np.asarray(examples, dtype=np.int64),
+        known,
+        known_responses,
     )
+    evaluate = embedded_evaluation(embedding, batch, statistics.scores, statistics.heads)
+    result = compute_round(replace(embedded, evaluate=evaluate, validation=batch), rng, now)
+    if result.status != CloseStatus.aggregated:
+        return _Decision(result=result)
+    assert result.new_weights is not None and result.aggregate is not None and embedded.reference is not None
+    # The model compute_round kept, in E's space (its base is zero): a multiple of the aggregate, or of the
+    # reference when the decision keeps the server's own step.
+    kept = span_coefficients(result.new_weights["embedded"], np.stack([result.aggregate, embedded.reference]))
+    return _Decision(
+        result=result,
+        kept=(float(kept[0]), float(kept[1])),
+        noise_std=None if dp is None else dp.std,
+        epsilon_spent=None if dp is None else dp.accountant.epsilon_spent,
+    )
+
+
+def rule_aggregate(inputs: RoundInputs, rng: np.random.Generator) -> np.ndarray | None:
+    """The aggregate compute_round's rule will return on ``inputs`` (E's rows, clipped under DP, the rule
+    :class:`ShardedRule`) given the round's generator ``rng`` (copied, not drawn from): the same clients,
+    claims and call as compute_round's. None: the rule will not run or refuses (compute_round then fails or
+    extends the round)."""
+    params, strategy = inputs.params, inputs.strategy
+    if strategy is None:
+        return None
+    n = len(inputs.clients)
+    reputation = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
+    eligible = reputation >= params.min_reputation
+    if int(eligible.sum()) < max(params.min_participants, strategy.required_clients()):
+        return None
+    X = np.asarray(inputs.deltas, dtype=np.float32).reshape(n, -1)
+    samples = SampleWeights.of(
+        np.array([c.num_samples for c in inputs.clients], dtype=np.float64), params.sample_weight_cap
+    )
+    members = np.flatnonzero(eligible)
+    try:
+        result = strategy.aggregate(
+            X if members.size == n else X[members],
+            strategies.StrategyInputs(
+                samples.capped[members],
+                reputation[members],
+                reference=inputs.reference,
+                rng=copy.deepcopy(rng).spawn(1)[0],
+            ),
+        )
+    except AggregationError:
+        return None
+    vector: np.ndarray = result.vector
+    return vector
 
 
 @dataclass(frozen=True)

@@ -239,9 +239,10 @@ def shard_derive_task(job: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(name=SHARD_COMBINE_TASK, ignore_result=False)
 def shard_combine_task(job: dict[str, Any]) -> dict[str, Any]:
-    """Last pass of a sharded close: this worker's coordinates of the new model, as a blob."""
+    """Last pass of a sharded close: this worker's coordinates of the rule's aggregate, as a blob (and its
+    and the reference's responses on every validation example, above the score budget)."""
     blobs, private, domain = _shard_context()
-    return shard_combine(job, blobs, private, domain)
+    return shard_combine(job, blobs, private, domain, _validation_features())
 
 
 # Seconds before the n-th retry of a post: 1, 2, 4, ... up to this cap.

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from eth_account import Account
 
+from aggregator.errors import InvalidParameter
 from aggregator.round import compute
 from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.round.params import RoundParams
@@ -37,10 +38,12 @@ from aggregator.round.sharding import (
     partial_responses,
     plan_shards,
     row_weights,
+    span_coefficients,
     why_not_shardable,
 )
 from aggregator.scoring import budget
 from aggregator.worker import close as round_close
+from aggregator.worker import shards
 from aggregator.worker.close_inputs import Inputs
 from aggregator.worker.shards import (
     COMBINE,
@@ -151,15 +154,22 @@ def build(
     return inputs, blobs, fed
 
 
-def in_process(blobs: FilesystemBlobStore, key: ServerKeyPair, features: np.ndarray):  # type: ignore[no-untyped-def]
+def in_process(  # type: ignore[no-untyped-def]
+    blobs: FilesystemBlobStore,
+    key: ServerKeyPair,
+    features: np.ndarray,
+    seen: list[tuple[str, list[dict[str, Any]]]] | None = None,
+):
     def run(task: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keys = {key.key_id: key.private_pem}
+        if seen is not None:
+            seen.append((task, payloads))
         if task == STATISTICS:
             return [shard_statistics(p, blobs, keys, DOMAIN, features) for p in payloads]
         if task == DERIVE:
             return [shard_derive(p, blobs, keys, DOMAIN, features) for p in payloads]
         assert task == COMBINE
-        return [shard_combine(p, blobs, keys, DOMAIN) for p in payloads]
+        return [shard_combine(p, blobs, keys, DOMAIN, features) for p in payloads]
 
     return run
 
@@ -172,8 +182,11 @@ def both(
     block_bytes: int = 1 << 28,
     params: dict[str, Any] | None = None,
     align: int = 1,
+    seen: list[tuple[str, list[dict[str, Any]]]] | None = None,
     **options: Any,
 ) -> tuple[RoundResult, RoundResult]:
+    """The single-worker close and the sharded close of one round (``seen``: each pass the sharded close
+    ran, with its shards' jobs)."""
     inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy, **(params or {})), **options)
     single = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
     _, (features, _) = server_data(fed.holdout)
@@ -185,7 +198,7 @@ def both(
         np.random.default_rng(0),
         NOW,
         plan_shards(size, len(inputs.updates), 0, shards, align),
-        in_process(blobs, key, features),
+        in_process(blobs, key, features, seen),
         block_bytes,
         align,
     )
@@ -271,6 +284,100 @@ def test_above_the_score_budget_both_closes_score_on_the_same_subsample(
     assert single.record is not None and sharded.record is not None
     assert single.record.params["score_examples"] == sharded.record.params["score_examples"] == 12
     assert sharded.record.params["validation_examples"] == single.record.params["validation_examples"] > 12
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [
+        ("fltrust_guarded", {}),
+        ("median", {}),
+        ("centered_clip", {}),
+        (
+            "fedavg",
+            {
+                "dp_enabled": True,
+                "dp_clip_norm": 0.05,
+                "dp_noise_multiplier": 0.5,
+                "dp_epsilon_budget": 100.0,
+            },
+        ),
+    ],
+)
+def test_the_sharded_close_runs_compute_round_once(
+    tmp_path: Path, key: ServerKeyPair, strategy: str, params: dict[str, Any], family: str
+) -> None:
+    """compute_round (its scores: most of the coordinator's time, 59 s of a 1,000-organization MLP round) runs
+    once, after the combine pass: the rule's aggregate, which the combine writes, is decided before it in
+    E's space, and the new model is assembled from it by compute_round's decision."""
+    calls: list[int] = []
+    real = shards.compute_round
+
+    def counting(*args: Any, **kwargs: Any) -> RoundResult:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    with patch.object(shards, "compute_round", counting):
+        single, sharded = both(tmp_path, key, strategy, shards=3, params=params, family=family, seen=seen)
+    assert len(calls) == 1
+    third = [DERIVE] if strategy in COORDINATE_STRATEGIES or params else []
+    assert [task for task, _ in seen] == [STATISTICS, *third, COMBINE]
+    assert_scores_same(single, sharded)
+    if not params:  # DP: the sharded close's noise is its own draw (see the DP test)
+        assert_same(single, sharded)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_above_the_score_budget_the_shards_respond_on_the_score_examples_only(
+    tmp_path: Path, key: ServerKeyPair, family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows' responses are computed on the budget's seeded subsample only, known before the shards run
+    (the round's id and its updates' ids and arrival times); every example's only for the aggregate and
+    the reference in the combine pass (what the decision evaluates): still the single close's result."""
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    single, sharded = both(tmp_path, key, "fltrust_guarded", shards=3, family=family, seen=seen)
+    assert_same(single, sharded)
+    examples = int(server_data(Federation().holdout)[1][0].shape[0])
+    seed = budget.round_seed(9, [(10 + i, OPENED) for i in range(7)])  # build's updates
+    drawn = budget.score_sample(seed, examples, 12)
+    assert drawn is not None
+    (first, statistics), (last, combine) = seen
+    assert (first, last) == (STATISTICS, COMBINE)
+    assert all(job["examples"] == drawn.tolist() for job in statistics + combine)
+    assert all(job["responses"] for job in combine)
+    # Below the budget every example, and no responses in the combine pass.
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", 32)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 2e9)
+    seen.clear()
+    single, sharded = both(tmp_path / "all", key, "fltrust_guarded", shards=3, family=family, seen=seen)
+    assert_same(single, sharded)
+    assert all(
+        job["examples"] is None and not job.get("responses", False) for _, jobs in seen for job in jobs
+    )
+
+
+def test_an_update_rejected_above_the_score_budget_reruns_the_statistics_on_its_subsample(
+    tmp_path: Path, key: ServerKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subsample is seeded by the valid updates: one that fails to open in a shard changes it, and the
+    statistics pass runs again on the subsample the single close scores on."""
+    monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    single, sharded = both(tmp_path, key, "median", shards=3, tamper=True, seen=seen)
+    assert [uid for uid, _ in sharded.rejected] == [uid for uid, _ in single.rejected] == [12]
+    assert_same(single, sharded)
+    assert [task for task, _ in seen] == [STATISTICS, STATISTICS, DERIVE, COMBINE]
+    examples = int(server_data(Federation().holdout)[1][0].shape[0])
+    valid = [(10 + i, OPENED) for i in range(7) if 10 + i != 12]
+    drawn = budget.score_sample(budget.round_seed(9, valid), examples, 12)
+    assert drawn is not None
+    assert (
+        seen[0][1][0]["examples"] != drawn.tolist() == seen[1][1][0]["examples"] == seen[3][1][0]["examples"]
+    )
 
 
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
@@ -429,6 +536,25 @@ def test_the_embedded_batch_scores_e_space_deltas_as_the_batch_scores_the_real_o
     sub = batch.subset(chosen)
     np.testing.assert_allclose(sub.responses(changes), got_r[:, chosen], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(sub.y, y[chosen])
+    # Above the score budget: the rows' responses on the chosen examples only, and on every example those of
+    # the known changes (an aggregate and the reference), and of their combinations only.
+    known = changes[[5, 3]]
+    partial = EmbeddedBatch(
+        weights, X, y, spec, responses[:, chosen], heads, embedding.to_weights, chosen, known, got_r[[5, 3]]
+    )
+    np.testing.assert_array_equal(partial.subset(chosen).responses(changes), sub.responses(changes))
+    np.testing.assert_allclose(partial.heads(changes), got_h, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        partial.responses(np.vstack([0.5 * known[0], 2 * known[1], known[0] - known[1], 0 * known[0]])),
+        np.stack([0.5 * got_r[5], 2 * got_r[3], got_r[5] - got_r[3], 0 * got_r[5]]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(InvalidParameter, match="outside the aggregate's and the reference's"):
+        partial.responses(changes[[0]])
+    with pytest.raises(InvalidParameter, match="other validation examples"):
+        partial.subset(np.array([0, 3, 5]))
+    np.testing.assert_allclose(span_coefficients(-3 * known[1], known), [0.0, -3.0], atol=1e-12)
 
 
 @pytest.mark.parametrize("strategy", ["fltrust_guarded", "median", "centered_clip"])
