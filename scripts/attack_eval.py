@@ -944,7 +944,10 @@ class Stage:
     trigger reversal (``cleanse``: Neural Cleanse on the candidate model and the server's root data; when a
     class's mask is an anomaly, the let-in rows whose own model sends more root examples stamped with the
     reversed trigger to it are left out) and unlearning (``unlearn=10``: the server trains the candidate model
-    on its root data and that many out-of-range copies of it, ``share=0.5`` of that step kept).
+    on its root data and that many out-of-range copies of it, ``share=0.5`` of that step kept), coordinate-wise
+    winsorizing of the let-in rows (``winsor=2``: to their coordinate median +- 2 robust spreads) and
+    per-block clipping (``blockclip=1``: each row's block, e.g. one input feature's first-layer weights, to
+    the rows' median norm of that block), both on the rows as clipped by the rule, before its weighted mean.
     Spelled as a strategy: ``fltrust_guarded+flame``, ``fltrust_guarded+flame+noise=0.001``, ..."""
 
     cluster: bool = False
@@ -957,6 +960,9 @@ class Stage:
     quiet: float = 1.0  # share of the features (least important to the model first) the copies may move
     guard: bool = False  # keep only as much of the unlearning step as does not raise the validation loss
     split: bool = False  # the stage and the reference step each on their own half of the root data
+    winsor: float = -1.0  # let-in rows to the coordinate median +- this many robust spreads (-1: off)
+    blockclip: float = 0.0  # each row's block clipped to this multiple of its median norm (0: off)
+    pcmedian: int = 0  # leading principal directions along which the median replaces the mean (0: off)
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -981,12 +987,20 @@ class Stage:
                 stage = replace(stage, share=float(part[len("share=") :]))
             elif part.startswith("quiet="):
                 stage = replace(stage, quiet=float(part[len("quiet=") :]))
+            elif part.startswith("winsor="):
+                stage = replace(stage, winsor=float(part[len("winsor=") :]))
+            elif part.startswith("pcmedian="):
+                stage = replace(stage, pcmedian=int(part[len("pcmedian=") :]))
+            elif part.startswith("blockclip="):
+                stage = replace(stage, blockclip=float(part[len("blockclip=") :]))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
                     "rlr=<agreeing fraction>, signmask=<agreeing fraction>, cleanse, "
                     "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
-                    "quiet=<share of the least important features the copies move>, guard, split"
+                    "quiet=<share of the least important features the copies move>, guard, split, "
+                    "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
+                    "pcmedian=<principal directions>"
                 )
         return stage
 
@@ -1019,7 +1033,10 @@ class StagedGuarded(FLTrustGuarded):
         if self.stage.cleanse and (c > 0).any():
             keep = self._cleanse(X, c, g.norms, g.clip_norm, inputs.reference)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
-        vector = (c.astype(np.float32) @ X).astype(np.float32)
+        if (self.stage.winsor >= 0 or self.stage.blockclip or self.stage.pcmedian) and (c > 0).any():
+            vector = self._robust_mean(X, c, g.norms, g.clip_norm)
+        else:
+            vector = (c.astype(np.float32) @ X).astype(np.float32)
         if self.stage.agreement and (c > 0).any():
             vector = targeted.robust_learning_rate(vector, X[c > 0], self.stage.agreement, self.stage.reverse)
         if self.stage.unlearn >= 0:
@@ -1028,6 +1045,26 @@ class StagedGuarded(FLTrustGuarded):
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+
+    def _robust_mean(self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
+        """The rule's weighted mean of the let-in rows, each as the rule clipped it, after per-block clipping
+        and/or coordinate-wise winsorizing of those rows (:func:`targeted.clip_blocks`,
+        :func:`targeted.winsorize`)."""
+        rows = np.flatnonzero(c > 0)
+        scale = np.minimum(1.0, clip / np.maximum(norms[rows].astype(np.float64), 1e-30))
+        Y = (X[rows].astype(np.float64) * scale[:, None]).astype(np.float32)
+        if self.stage.blockclip:
+            assert self.model is not None, "block clipping needs the round's model layout"
+            Y = targeted.clip_blocks(Y, targeted.block_starts(self.model[1]), self.stage.blockclip)
+        if self.stage.winsor >= 0:
+            Y = targeted.winsorize(Y, self.stage.winsor)
+        weights = c[rows] / scale
+        if self.stage.pcmedian:
+            return targeted.principal_median(Y, weights / weights.sum(), self.stage.pcmedian) * np.float32(
+                weights.sum()
+            )
+        out: np.ndarray = (weights.astype(np.float32) @ Y).astype(np.float32)
+        return out
 
     def _round_model(self) -> tuple[dict[str, np.ndarray], dict[str, list[int]], int, Task]:
         if self.model is None or self.task is None:

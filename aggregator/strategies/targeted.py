@@ -13,17 +13,23 @@
 - Unlearning against out-of-range triggers: copies of the server's root data each with one feature set far
   outside the standardized range, labels kept, for the server to train the candidate model on (Neural
   Cleanse's unlearning, with generic triggers instead of reversed ones).
+- Coordinate-wise robustness restricted to outliers: each let-in row's coordinates winsorized to the
+  coordinate-wise median +- k robust spreads of the let-in rows (:func:`winsorize`), or each row's parameter
+  blocks (a first-layer row is one input feature's weights) clipped to the rows' median block norm
+  (:func:`clip_blocks`): a minority pushing weights the majority leaves at noise is an outlier there every
+  round, however ordinary its update's norm and cosines are.
 
 The default rule (:mod:`aggregator.strategies.fltrust_guarded`) already clips to the passers' median norm;
 these functions act on its coefficients and aggregate, so ``scripts/attack_eval.py`` (strategies spelled
-``fltrust_guarded+flame``, ``+noise=0.01``, ``+rlr=0.4``, ``+signmask=0.4``, ``+cleanse``, ``+unlearn=10``)
+``fltrust_guarded+flame``, ``+noise=0.01``, ``+rlr=0.4``, ``+signmask=0.4``, ``+cleanse``, ``+unlearn=10``,
+``+winsor=2``, ``+blockclip=1``)
 measures what each buys before anything is wired into a rule. None is in the default: see docs/benchmarks.md (issue 20, targeted
 poisoning) for what each costs and where it fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -104,6 +110,101 @@ def robust_learning_rate(
     other = -aggregate if reverse else np.zeros_like(aggregate)
     out: np.ndarray = np.where(agreed, aggregate, other).astype(np.float32)
     return out
+
+
+def winsorize(Y: np.ndarray, k: float) -> np.ndarray:
+    """Each coordinate of the rows ``Y`` (m x d) clipped to [median - k s, median + k s], the median and the
+    robust spread s = 1.4826 MAD taken over the rows per coordinate; ``k`` = 0 replaces every value by the
+    coordinate's median. While fewer than half the rows push a coordinate the rest leave at noise, the median
+    and the spread are the majority's and what the minority adds there is capped at k spreads a round; where
+    the majority moves together (the task's learning) the interval moves with it. Float32, a new array."""
+    if not k >= 0:
+        raise InvalidParameter(f"the winsorizing width must be >= 0 robust spreads, got {k}")
+    Y = as_update_matrix(Y).astype(np.float64)
+    if Y.shape[0] < 3:
+        return Y.astype(np.float32)
+    median = np.median(Y, axis=0)
+    spread = 1.4826 * np.median(np.abs(Y - median), axis=0)
+    out: np.ndarray = np.clip(Y, median - k * spread, median + k * spread).astype(np.float32)
+    return out
+
+
+def block_starts(shapes: Mapping[str, Sequence[int]]) -> np.ndarray:
+    """Where each parameter block of a flattened model starts (:func:`fedledger.payload.flatten` order):
+    each row of a 2-D tensor (for a first layer, one input feature's outgoing weights; for the output layer,
+    one hidden unit's) is a block, a vector is one block."""
+    starts: list[int] = []
+    offset = 0
+    for shape in shapes.values():
+        dims = [int(s) for s in shape]
+        if len(dims) == 2:
+            starts.extend(offset + r * dims[1] for r in range(dims[0]))
+        elif int(np.prod(dims)) > 0:
+            starts.append(offset)
+        offset += int(np.prod(dims))
+    return np.asarray(starts, dtype=np.int64)
+
+
+def clip_blocks(Y: np.ndarray, starts: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """Each row's block (coordinates ``starts[b]`` to ``starts[b + 1]``) scaled down to at most ``factor`` x
+    the median of that block's norm over the rows (m x d in, float32 out). A whole-update clip bounds what a
+    row moves in total; a row that spends its norm on the few weights of one input feature (a trigger's) is
+    not an outlier in total, but is in that feature's block."""
+    if not factor > 0:
+        raise InvalidParameter(f"the block clip must be a positive multiple of the median, got {factor}")
+    Y = as_update_matrix(Y).astype(np.float64)
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= Y.shape[1]:
+        raise InvalidParameter("block starts must begin at 0, increase and lie inside the update")
+    norms = np.sqrt(np.add.reduceat(Y * Y, starts, axis=1))  # (m, blocks)
+    bound = factor * np.median(norms, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(norms > bound, bound / norms, 1.0)
+    sizes = np.diff(np.append(starts, Y.shape[1]))
+    out: np.ndarray = (Y * np.repeat(scale, sizes, axis=1)).astype(np.float32)
+    return out
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The lower weighted median: the smallest value whose cumulative weight reaches half the total."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if values.ndim != 1 or values.shape != weights.shape or values.size == 0 or not weights.sum() > 0:
+        raise InvalidParameter("a weighted median needs one positive-total weight per value")
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def principal_median(Y: np.ndarray, weights: np.ndarray, directions: int) -> np.ndarray:
+    """The weighted mean of the rows ``Y`` (m x d, ``weights`` summing to one), with its component along each
+    of the ``directions`` leading principal directions of the rows' deviations from it replaced by the
+    weighted median of the rows' components there.
+
+    Coordinate-wise robustness in the basis where the rows disagree most: a minority that pushes one
+    direction together (a backdoor's, shared by its senders and by no honest row) makes it a leading
+    direction of the deviations, and along it the median is the majority's, while the mean moves by the
+    minority's share of the push. Everywhere else the aggregate is the mean. Float32 (d,)."""
+    if directions < 0:
+        raise InvalidParameter(f"the number of principal directions must be >= 0, got {directions}")
+    Y = as_update_matrix(Y).astype(np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (Y.shape[0],) or np.any(w < 0) or not w.sum() > 0:
+        raise InvalidParameter("principal_median needs one non-negative weight per row, not all zero")
+    w = w / w.sum()
+    mean: np.ndarray = w @ Y
+    k = min(directions, Y.shape[0] - 1)
+    if k < 1:
+        return mean.astype(np.float32)
+    deviations = Y - mean
+    _, singular, Vt = np.linalg.svd(deviations, full_matrices=False)
+    out: np.ndarray = mean.copy()
+    for v, sigma in zip(Vt[:k], singular[:k], strict=True):
+        if not sigma > 0:
+            break
+        # The mean's component along v is w @ (deviations @ v) = 0: the shift is the median itself.
+        out += weighted_median(deviations @ v, w) * v
+    return out.astype(np.float32)
 
 
 def add_noise(aggregate: np.ndarray, clip_norm: float, level: float, rng: np.random.Generator) -> np.ndarray:

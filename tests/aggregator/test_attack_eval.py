@@ -243,6 +243,38 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
 
 
+def test_the_coordinate_stages_act_on_the_let_in_rows_as_the_rule_clipped_them(federation: Any) -> None:
+    assert ae.Stage.parse("winsor=2+blockclip=1.5+pcmedian=3") == ae.Stage(
+        winsor=2.0, blockclip=1.5, pcmedian=3
+    )
+    weights = federation.task.init_weights(0)
+    spec = {k: list(v.shape) for k, v in weights.items()}
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, sum(int(np.prod(s)) for s in spec.values()))).astype(np.float32)
+    norms = np.linalg.norm(X, axis=1)
+    clip = float(np.median(norms))
+    scale = np.minimum(1.0, clip / norms)
+    c = scale * np.array([0.2, 0.2, 0.2, 0.2, 0.2, 0.0])  # the last row was not let in
+    clipped = X[:5] * scale[:5, None]
+
+    def robust(stage: ae.Stage) -> np.ndarray:
+        staged = ae.StagedGuarded(stage, federation.task)
+        staged.model = (weights, spec, 1)
+        return staged._robust_mean(X, c, norms, clip)
+
+    # Loose bounds: the rule's own weighted mean.
+    np.testing.assert_allclose(robust(ae.Stage(winsor=1e9)), c @ X, atol=1e-5)
+    np.testing.assert_allclose(robust(ae.Stage(blockclip=1e9)), c @ X, atol=1e-5)
+    # Zero width: the coordinate-wise median of the let-in rows as clipped (equal weights summing to one).
+    np.testing.assert_allclose(robust(ae.Stage(winsor=0.0)), np.median(clipped, axis=0), atol=1e-5)
+    # A block clip at the median moves the aggregate; the principal median along every direction of five
+    # rows differs from the mean too.
+    assert not np.allclose(robust(ae.Stage(blockclip=1.0)), c @ X, atol=1e-4)
+    assert not np.allclose(robust(ae.Stage(pcmedian=4)), c @ X, atol=1e-4)
+    staged = ae.run(federation, "fltrust_guarded+winsor=1", "backdoor", 2)
+    assert staged.accuracy_by_round != ae.run(federation, "fltrust_guarded", "backdoor", 2).accuracy_by_round
+
+
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
     assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard+split") == ae.Stage(

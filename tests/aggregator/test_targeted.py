@@ -171,3 +171,68 @@ def test_trigger_reversal_on_an_mlp_and_a_class_no_example_is_of() -> None:
     # Class 0 has no example to send to it: its target is never met and its norm is every feature.
     assert norms[0] == 5.0
     assert ((masks >= 0) & (masks <= 1)).all() and (np.abs(patterns) <= 3.0).all()
+
+
+def test_winsorizing_caps_a_coherent_minority_at_the_majoritys_spread_and_keeps_a_shared_step() -> None:
+    rng = np.random.default_rng(0)
+    honest = rng.normal(0.0, 1.0, size=(7, 2))
+    honest[:, 1] += 5.0  # coordinate 1: every row moves together (the task's learning)
+    minority = np.array([[40.0, 5.0]] * 3)  # coordinate 0: only the minority pushes it
+    Y = np.vstack([honest, minority]).astype(np.float32)
+    out = targeted.winsorize(Y, 2.0)
+    median = np.median(Y, axis=0)
+    spread = 1.4826 * np.median(np.abs(Y - median), axis=0)
+    np.testing.assert_allclose(out[7:, 0], median[0] + 2.0 * spread[0], rtol=1e-6)
+    # The pushed coordinate's mean falls from the minority's 3 x 40 / 10 to a few honest spreads.
+    assert float(Y[:, 0].mean()) > 11.0 and float(out[:, 0].mean()) < 1.5
+    # Where the rows agree nothing is cut: the honest rows inside the interval are unchanged.
+    inside = np.abs(Y - median) <= 2.0 * spread
+    np.testing.assert_array_equal(out[inside], Y[inside])
+    np.testing.assert_allclose(targeted.winsorize(Y, 0.0), np.broadcast_to(median, Y.shape), rtol=1e-6)
+    with pytest.raises(InvalidParameter, match="winsorizing width"):
+        targeted.winsorize(Y, -1.0)
+
+
+def test_the_blocks_are_the_rows_of_each_matrix_and_each_vector_whole() -> None:
+    starts = targeted.block_starts({"hidden.weight": [3, 2], "hidden.bias": [2], "output.weight": [2, 4]})
+    assert starts.tolist() == [0, 2, 4, 6, 8, 12]
+
+
+def test_a_block_is_clipped_to_its_median_norm_over_the_rows_whatever_the_rows_total_norm() -> None:
+    starts = np.array([0, 2])
+    # Row 2 spends its norm on block 0 (a trigger's feature); its total norm is the others'.
+    Y = np.array([[0.6, 0.0, 3.0, 0.0], [0.0, 0.8, 0.0, 3.0], [3.0, 0.0, 0.6, 0.0]], dtype=np.float32)
+    out = targeted.clip_blocks(Y, starts)
+    # Block 0 norms 0.6, 0.8, 3 -> median 0.8; block 1 norms 3, 3, 0.6 -> median 3.
+    np.testing.assert_allclose(out[2], [0.8, 0.0, 0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(out[:2], Y[:2], rtol=1e-6)
+    np.testing.assert_allclose(targeted.clip_blocks(Y, starts, 2.0)[2], [1.6, 0.0, 0.6, 0.0], rtol=1e-6)
+    with pytest.raises(InvalidParameter, match="block starts"):
+        targeted.clip_blocks(Y, np.array([1, 2]))
+    with pytest.raises(InvalidParameter, match="positive multiple"):
+        targeted.clip_blocks(Y, starts, 0.0)
+
+
+def test_the_weighted_median_is_the_value_where_half_the_weight_is_reached() -> None:
+    assert targeted.weighted_median(np.array([3.0, 1.0, 2.0]), np.ones(3)) == 2.0
+    assert targeted.weighted_median(np.array([3.0, 1.0, 2.0]), np.array([0.6, 0.2, 0.2])) == 3.0
+    with pytest.raises(InvalidParameter, match="weighted median"):
+        targeted.weighted_median(np.array([1.0]), np.array([0.0]))
+
+
+def test_the_principal_median_removes_a_minoritys_shared_push_and_is_the_mean_elsewhere() -> None:
+    rng = np.random.default_rng(1)
+    d = 50
+    honest = 0.1 * rng.normal(size=(7, d)) + 1.0  # every row shares the all-ones step
+    push = np.zeros(d)
+    push[-3:] = 3.0  # the minority's shared direction, no honest row's
+    Y = np.vstack([honest, honest[:3] + push]).astype(np.float32)
+    w = np.full(10, 0.1)
+    mean = w @ Y
+    out = targeted.principal_median(Y, w, 1)
+    # The mean carries 0.3 of the push; along the leading direction the median is the majority's.
+    assert float(mean[-3:].mean()) > 1.8 and abs(float(out[-3:].mean()) - 1.0) < 0.15
+    np.testing.assert_allclose(out[:-3], mean[:-3], atol=0.05)
+    np.testing.assert_allclose(targeted.principal_median(Y, w, 0), mean, rtol=1e-6)
+    with pytest.raises(InvalidParameter, match="principal directions"):
+        targeted.principal_median(Y, w, -1)
