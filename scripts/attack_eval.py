@@ -224,6 +224,8 @@ class Task:
     hidden: int  # 0 = softmax regression
     train: TrainConfig
     classes: int = 10
+    # Under the ``clamp`` stage: per-feature bounds every input is clamped to (the model's first step).
+    bounds: tuple[np.ndarray, np.ndarray] | None = None
 
     def init_weights(self, seed: int) -> dict[str, np.ndarray]:
         features = self.x_train.shape[1]
@@ -752,17 +754,18 @@ TRIGGER_FEATURES = 3
 TRIGGER_VALUE = 4.0
 
 
-def stamp(x: np.ndarray) -> np.ndarray:
+def stamp(x: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The backdoor trigger: the last ``TRIGGER_FEATURES`` (standardized) features set to a value far out
-    in their distribution (on digits, bright pixels in the bottom-right corner)."""
+    in their distribution (on digits, bright pixels in the bottom-right corner); under the ``clamp`` stage
+    the model clamps its inputs first, so the trigger it sees is those features at their upper bound."""
     out = np.array(x, dtype=np.float32, copy=True)
     out[:, -TRIGGER_FEATURES:] = TRIGGER_VALUE
-    return out
+    return out if bounds is None else targeted.clamp_inputs(out, bounds)
 
 
 def attack_success_rate(weights: dict[str, np.ndarray], task: Task) -> float:
     victims = task.y_test != BACKDOOR_TARGET
-    return float(np.mean(_predict(weights, stamp(task.x_test[victims])) == BACKDOOR_TARGET))
+    return float(np.mean(_predict(weights, stamp(task.x_test[victims], task.bounds)) == BACKDOOR_TARGET))
 
 
 def _trial(
@@ -963,6 +966,7 @@ class Stage:
     winsor: float = -1.0  # let-in rows to the coordinate median +- this many robust spreads (-1: off)
     blockclip: float = 0.0  # each row's block clipped to this multiple of its median norm (0: off)
     pcmedian: int = 0  # leading principal directions along which the median replaces the mean (0: off)
+    clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -989,6 +993,8 @@ class Stage:
                 stage = replace(stage, quiet=float(part[len("quiet=") :]))
             elif part.startswith("winsor="):
                 stage = replace(stage, winsor=float(part[len("winsor=") :]))
+            elif part.startswith("clamp="):
+                stage = replace(stage, clamp=float(part[len("clamp=") :]))
             elif part.startswith("pcmedian="):
                 stage = replace(stage, pcmedian=int(part[len("pcmedian=") :]))
             elif part.startswith("blockclip="):
@@ -1000,7 +1006,7 @@ class Stage:
                     "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
                     "quiet=<share of the least important features the copies move>, guard, split, "
                     "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
-                    "pcmedian=<principal directions>"
+                    "pcmedian=<principal directions>, clamp=<tail quantile of the root data>"
                 )
         return stage
 
@@ -1157,6 +1163,25 @@ CLEANSE_MARGIN = 0.2
 UNLEARN_RANGE = (3.0, 6.0)
 
 
+def clamped(task: Task, tail: float) -> Task:
+    """The task as a model that clamps its inputs to the server's root data range sees it (the bounds
+    the ``tail`` and 1 - ``tail`` quantiles of the root data per feature): every split clamped, and the
+    trigger stamped, then clamped (:func:`stamp`)."""
+    bounds = targeted.input_bounds(task.root[0], tail)
+
+    def clamp(x: np.ndarray) -> np.ndarray:
+        return targeted.clamp_inputs(x, bounds)
+
+    return replace(
+        task,
+        x_train=clamp(task.x_train),
+        x_test=clamp(task.x_test),
+        root=(clamp(task.root[0]), task.root[1]),
+        validation=(clamp(task.validation[0]), task.validation[1]),
+        bounds=bounds,
+    )
+
+
 def run(
     fed: Federation,
     strategy: str,
@@ -1181,6 +1206,8 @@ def run(
         if base != "fltrust_guarded":
             raise ValueError(f"a stage goes on fltrust_guarded only, not {base!r}")
         stage = Stage.parse(spec)
+        if stage.clamp >= 0:
+            fed = replace(fed, task=clamped(fed.task, stage.clamp))
         staged = StagedGuarded(stage, fed.task, fed.seed)
         if stage.split:
             # The server's root data halved: one half for its stage, the other for its reference step. A
@@ -1275,7 +1302,7 @@ def run(
             labels = flipped if attack == "labelflip" and i in fed.attackers else task.y_train
             x_local, y_local = task.x_train[shard], labels[shard]
             if attack in BACKDOORS and i in fed.attackers:
-                x_local = np.concatenate([x_local, stamp(x_local)])
+                x_local = np.concatenate([x_local, stamp(x_local, task.bounds)])
                 y_local = np.concatenate([y_local, np.full(len(shard), BACKDOOR_TARGET, dtype=y_local.dtype)])
             local = train_local(weights, x_local, y_local, task.train, stream(fed.seed, STREAM_TRAIN, r, i))
             deltas[i] = flatten(local, spec) - base

@@ -207,6 +207,25 @@ def principal_median(Y: np.ndarray, weights: np.ndarray, directions: int) -> np.
     return out.astype(np.float32)
 
 
+def input_bounds(X: np.ndarray, tail: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the ``tail`` and 1 - ``tail`` quantiles of the examples ``X`` (the server's root data;
+    ``tail`` = 0: their minimum and maximum): the range a model that clamps its inputs to it sees."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) == 0 or not 0 <= tail < 0.5:
+        raise InvalidParameter(
+            f"input bounds need examples (m > 0, F) and 0 <= tail < 0.5, got {X.shape}, {tail}"
+        )
+    return np.quantile(X, tail, axis=0), np.quantile(X, 1.0 - tail, axis=0)
+
+
+def clamp_inputs(X: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Every feature of ``X`` clamped to its bounds (float32): a ReLU network extrapolates linearly, so a
+    trigger far outside the data's range reaches a region no honest example constrains; clamped, it is a
+    point of the range, where the honest organizations' data has a say."""
+    out: np.ndarray = np.clip(np.asarray(X, dtype=np.float32), bounds[0], bounds[1]).astype(np.float32)
+    return out
+
+
 def add_noise(aggregate: np.ndarray, clip_norm: float, level: float, rng: np.random.Generator) -> np.ndarray:
     """FLAME's noise: N(0, (``level`` x ``clip_norm``)^2) on every coordinate of the aggregate (the paper's
     lambda is 0.001 for its image and text tasks); a new float32 array."""

@@ -275,6 +275,25 @@ def test_the_coordinate_stages_act_on_the_let_in_rows_as_the_rule_clipped_them(f
     assert staged.accuracy_by_round != ae.run(federation, "fltrust_guarded", "backdoor", 2).accuracy_by_round
 
 
+def test_the_clamp_stage_clamps_every_split_and_the_trigger_to_the_root_datas_range(federation: Any) -> None:
+    assert ae.Stage.parse("clamp=0.01+winsor=0") == ae.Stage(clamp=0.01, winsor=0.0)
+    task = ae.load_task("friedman", 0)
+    clamped = ae.clamped(task, 0.0)
+    assert clamped.bounds is not None
+    lo, hi = clamped.bounds
+    for x in (clamped.x_train, clamped.x_test, clamped.root[0], clamped.validation[0]):
+        assert (x >= lo).all() and (x <= hi).all()
+    np.testing.assert_array_equal(clamped.root[0], task.root[0])  # the bounds are the root data's own
+    # Friedman's features are uniform (standardized, at most about 1.73): the trigger's 4.0 becomes the bound.
+    stamped = ae.stamp(task.x_test[:5], clamped.bounds)
+    np.testing.assert_allclose(
+        stamped[:, -ae.TRIGGER_FEATURES :], np.broadcast_to(hi[-ae.TRIGGER_FEATURES :], (5, 3))
+    )
+    assert (ae.stamp(task.x_test[:5])[:, -ae.TRIGGER_FEATURES :] == ae.TRIGGER_VALUE).all()
+    run = ae.run(federation, "fltrust_guarded+clamp=0", "backdoor", 2)
+    assert run.accuracy_by_round != ae.run(federation, "fltrust_guarded", "backdoor", 2).accuracy_by_round
+
+
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
     assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard+split") == ae.Stage(

@@ -236,3 +236,18 @@ def test_the_principal_median_removes_a_minoritys_shared_push_and_is_the_mean_el
     np.testing.assert_allclose(targeted.principal_median(Y, w, 0), mean, rtol=1e-6)
     with pytest.raises(InvalidParameter, match="principal directions"):
         targeted.principal_median(Y, w, -1)
+
+
+def test_inputs_are_clamped_to_the_root_datas_range_or_its_inner_quantiles() -> None:
+    X = np.array([[0.0, -1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 5.0], [4.0, 2.0]])
+    lo, hi = targeted.input_bounds(X)
+    np.testing.assert_allclose(lo, [0.0, -1.0])
+    np.testing.assert_allclose(hi, [4.0, 5.0])
+    lo25, hi25 = targeted.input_bounds(X, 0.25)
+    np.testing.assert_allclose(lo25, [1.0, 0.0])
+    np.testing.assert_allclose(hi25, [3.0, 2.0])
+    out = targeted.clamp_inputs(np.array([[9.0, -9.0], [2.0, 1.5]]), (lo25, hi25))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[3.0, 0.0], [2.0, 1.5]])
+    with pytest.raises(InvalidParameter, match="input bounds"):
+        targeted.input_bounds(X, 0.5)
