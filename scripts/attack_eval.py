@@ -226,6 +226,9 @@ class Task:
     classes: int = 10
     # Under the ``clamp`` stage: per-feature bounds every input is clamped to (the model's first step).
     bounds: tuple[np.ndarray, np.ndarray] | None = None
+    # Under the ``augment`` stage: out-of-range copies per example every honest organization (and the
+    # server's reference step) trains on besides its data, labels kept.
+    augment: int = 0
 
     def init_weights(self, seed: int) -> dict[str, np.ndarray]:
         features = self.x_train.shape[1]
@@ -967,6 +970,7 @@ class Stage:
     blockclip: float = 0.0  # each row's block clipped to this multiple of its median norm (0: off)
     pcmedian: int = 0  # leading principal directions along which the median replaces the mean (0: off)
     clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
+    augment: int = 0  # out-of-range copies per example in every honest organization's training (0: off)
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -993,6 +997,8 @@ class Stage:
                 stage = replace(stage, quiet=float(part[len("quiet=") :]))
             elif part.startswith("winsor="):
                 stage = replace(stage, winsor=float(part[len("winsor=") :]))
+            elif part.startswith("augment="):
+                stage = replace(stage, augment=int(part[len("augment=") :]))
             elif part.startswith("clamp="):
                 stage = replace(stage, clamp=float(part[len("clamp=") :]))
             elif part.startswith("pcmedian="):
@@ -1006,7 +1012,8 @@ class Stage:
                     "unlearn=<out-of-range copies>, share=<kept share of the unlearning step>, "
                     "quiet=<share of the least important features the copies move>, guard, split, "
                     "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
-                    "pcmedian=<principal directions>, clamp=<tail quantile of the root data>"
+                    "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
+                    "augment=<out-of-range copies per example in honest training>"
                 )
         return stage
 
@@ -1163,6 +1170,17 @@ CLEANSE_MARGIN = 0.2
 UNLEARN_RANGE = (3.0, 6.0)
 
 
+def augmented(
+    x: np.ndarray, y: np.ndarray, copies: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """An organization's training data under the ``augment`` stage: its examples and ``copies`` copies of
+    them each with one feature out of range (:func:`targeted.out_of_range_copies`, ``UNLEARN_RANGE``), the
+    labels kept: honest organizations then teach the model that one feature far out does not decide the
+    class, where otherwise only a trigger's senders say anything."""
+    x_copies, y_copies = targeted.out_of_range_copies(x, y, copies, *UNLEARN_RANGE, rng)
+    return np.concatenate([x, x_copies]), np.concatenate([y, y_copies])
+
+
 def clamped(task: Task, tail: float) -> Task:
     """The task as a model that clamps its inputs to the server's root data range sees it (the bounds
     the ``tail`` and 1 - ``tail`` quantiles of the root data per feature): every split clamped, and the
@@ -1208,6 +1226,8 @@ def run(
         stage = Stage.parse(spec)
         if stage.clamp >= 0:
             fed = replace(fed, task=clamped(fed.task, stage.clamp))
+        if stage.augment:
+            fed = replace(fed, task=replace(fed.task, augment=stage.augment))
         staged = StagedGuarded(stage, fed.task, fed.seed)
         if stage.split:
             # The server's root data halved: one half for its stage, the other for its reference step. A
@@ -1304,10 +1324,19 @@ def run(
             if attack in BACKDOORS and i in fed.attackers:
                 x_local = np.concatenate([x_local, stamp(x_local, task.bounds)])
                 y_local = np.concatenate([y_local, np.full(len(shard), BACKDOOR_TARGET, dtype=y_local.dtype)])
+            elif task.augment:
+                x_local, y_local = augmented(
+                    x_local, y_local, task.augment, stream(fed.seed, STREAM_TRAIN, r, i, 1)
+                )
             local = train_local(weights, x_local, y_local, task.train, stream(fed.seed, STREAM_TRAIN, r, i))
             deltas[i] = flatten(local, spec) - base
+        x_root, y_root = task.root
+        if task.augment:
+            x_root, y_root = augmented(
+                x_root, y_root, task.augment, stream(fed.seed, STREAM_TRAIN, r, 10_000, 1)
+            )
         reference_weights = train_local(
-            weights, *task.root, task.train, stream(fed.seed, STREAM_TRAIN, r, 10_000)
+            weights, x_root, y_root, task.train, stream(fed.seed, STREAM_TRAIN, r, 10_000)
         )
         reference = flatten(reference_weights, spec) - base
         deadline = opened_r + duration
@@ -1655,6 +1684,7 @@ def honest_report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global TRIGGER_VALUE  # --trigger sets it for the whole run (stamp reads it)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1683,7 +1713,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"server root data: half its holdout, {SMALL_ROOT} examples of it, or classes 0-4 only",
     )
     parser.add_argument("--alpha", type=float, default=DIRICHLET_ALPHA, help="Dirichlet concentration")
+    parser.add_argument(
+        "--trigger",
+        type=float,
+        default=TRIGGER_VALUE,
+        help="the value (standardized) the backdoor's trigger sets its features to; e.g. 1.5, inside every "
+        "task's range (the attack adapted to a defence keyed on out-of-range inputs)",
+    )
     args = parser.parse_args(argv)
+    if args.trigger != TRIGGER_VALUE:
+        TRIGGER_VALUE = args.trigger
+        print(f"# backdoor trigger: the last {TRIGGER_FEATURES} features set to {TRIGGER_VALUE}\n")
     start = time.perf_counter()
     progress = lambda msg: print(f"[{msg} {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)  # noqa: E731
     if args.quick:

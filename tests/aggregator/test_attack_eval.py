@@ -294,6 +294,31 @@ def test_the_clamp_stage_clamps_every_split_and_the_trigger_to_the_root_datas_ra
     assert run.accuracy_by_round != ae.run(federation, "fltrust_guarded", "backdoor", 2).accuracy_by_round
 
 
+def test_the_augment_stage_adds_out_of_range_copies_to_honest_training_only(federation: Any) -> None:
+    assert ae.Stage.parse("augment=2") == ae.Stage(augment=2)
+    x, y = federation.task.root
+    xa, ya = ae.augmented(x, y, 2, np.random.default_rng(0))
+    assert xa.shape == (3 * len(x), x.shape[1]) and ya.tolist() == np.tile(y, 3).tolist()
+    np.testing.assert_array_equal(xa[: len(x)], x)
+    # Each copy differs from its example in exactly one feature, moved 3-6 standardized units out.
+    changed = xa[len(x) :] != np.tile(x, (2, 1))
+    assert (changed.sum(axis=1) <= 1).all()
+    assert (np.abs(xa[len(x) :][changed]) >= ae.UNLEARN_RANGE[0]).all()
+    plain = ae.run(federation, "fltrust_guarded", "backdoor", 2)
+    augmented = ae.run(federation, "fltrust_guarded+augment=1", "backdoor", 2)
+    assert augmented.accuracy_by_round != plain.accuracy_by_round
+
+
+def test_the_trigger_value_comes_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ae, "TRIGGER_VALUE", ae.TRIGGER_VALUE)  # restored after the test
+    argv = "--tasks digits --partitions iid --n 10 --seeds 0 --rounds 1 --strategies fltrust_guarded"
+    ae.main([*argv.split(), "--attacks", "none", "--trigger", "1.5"])
+    assert "features set to 1.5" in capsys.readouterr().out
+    assert (ae.stamp(np.zeros((2, 5), dtype=np.float32))[:, -ae.TRIGGER_FEATURES :] == 1.5).all()
+
+
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
     assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard+split") == ae.Stage(
