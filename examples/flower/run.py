@@ -33,10 +33,14 @@ APP_DIR = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports. Every socket stays bound until all are chosen: closed one by one, the
+    kernel may hand the same port out again, and the second SuperNode given it dies on start."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def _toml_value(value: Any) -> str:
@@ -80,7 +84,7 @@ class Federation:
         )
 
     def start(self) -> None:
-        fleet, appio, self_control = free_port(), free_port(), free_port()
+        fleet, appio, self_control, *clientappio = free_ports(3 + len(self.nodes))
         self.control = f"127.0.0.1:{self_control}"
         home = self.workdir / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
@@ -100,29 +104,45 @@ class Federation:
         )
         for port in (fleet, self_control):
             _wait_for_port(port, self.processes[0], self.workdir / "superlink.log")
-        for i, node_config in enumerate(self.nodes):
+        for i, (node_config, port) in enumerate(zip(self.nodes, clientappio, strict=True)):
             self._spawn(
                 f"supernode-{i}",
                 [
                     str(BIN / "flower-supernode"),
                     "--insecure",
                     f"--superlink=127.0.0.1:{fleet}",
-                    f"--clientappio-api-address=127.0.0.1:{free_port()}",
+                    f"--clientappio-api-address=127.0.0.1:{port}",
                     f"--node-config={config_string(node_config)}",
                 ],
             )
 
     def run(self, run_config: dict[str, Any], timeout: float) -> None:
-        """``flwr run`` with --stream: returns when the run has finished; raises if it failed."""
+        """``flwr run`` with --stream: returns when the run has finished; raises if it failed, or at once if
+        the SuperLink or a SuperNode exits meanwhile (the ServerApp would wait for that node until the
+        timeout)."""
         argv = [str(BIN / "flwr"), "run", str(APP_DIR), "federation", "--stream"]
         if run_config:
             argv += ["--run-config", config_string(run_config)]
         with (self.workdir / "flwr-run.log").open("ab") as log:
-            result = subprocess.run(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, timeout=timeout, check=False
-            )
-        if result.returncode != 0:
-            raise RuntimeError(f"flwr run exited with {result.returncode}; see {self.workdir}/flwr-run.log")
+            run = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            deadline = time.monotonic() + timeout
+            try:
+                while run.poll() is None:
+                    exited = [p for p in self.processes if p.poll() is not None]
+                    if exited:
+                        raise RuntimeError(
+                            f"{Path(str(exited[0].args[0])).name} exited with {exited[0].returncode} during "
+                            f"the run; see the logs in {self.workdir}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(argv, timeout)
+                    time.sleep(0.2)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+        if run.returncode != 0:
+            raise RuntimeError(f"flwr run exited with {run.returncode}; see {self.workdir}/flwr-run.log")
 
     def stop(self) -> None:
         for process in reversed(self.processes):
