@@ -971,6 +971,8 @@ class Stage:
     pcmedian: int = 0  # leading principal directions along which the median replaces the mean (0: off)
     clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
     augment: int = 0  # out-of-range copies per example in every honest organization's training (0: off)
+    # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``; None: > 0).
+    crowd: float | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1005,6 +1007,8 @@ class Stage:
                 stage = replace(stage, pcmedian=int(part[len("pcmedian=") :]))
             elif part.startswith("blockclip="):
                 stage = replace(stage, blockclip=float(part[len("blockclip=") :]))
+            elif part.startswith("crowd="):
+                stage = replace(stage, crowd=float(part[len("crowd=") :]))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
@@ -1013,7 +1017,8 @@ class Stage:
                     "quiet=<share of the least important features the copies move>, guard, split, "
                     "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
                     "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
-                    "augment=<out-of-range copies per example in honest training>"
+                    "augment=<out-of-range copies per example in honest training>, "
+                    "crowd=<robust spreads of the reference test relative to the crowd>"
                 )
         return stage
 
@@ -1022,6 +1027,7 @@ class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
+        super().__init__(stage.crowd)
         self.stage = stage
         self.task = task
         self.seed = seed
@@ -1036,7 +1042,7 @@ class StagedGuarded(FLTrustGuarded):
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         result = super().aggregate(X, inputs)
         assert inputs.reference is not None and result.coefficients is not None
-        g = gate(X, inputs.reference)
+        g = gate(X, inputs.reference, reference_z=self.reference_z)
         c = result.coefficients
         details = dict(result.details)
         if self.stage.cluster:

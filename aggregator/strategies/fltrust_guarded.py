@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 # robust spreads (1.4826 MAD) below the round's median such value.
 CENTER_Z = 2.0
 
+# The reference test relative to the crowd (``reference_z``, an option; None: cosine > 0): a row passes when
+# its cosine to the reference is above min(0, the median of the centre-test passers' cosines minus this many
+# of their robust spreads). Measured (docs/benchmarks.md, "the reference test relative to the crowd"): once
+# the model fits the root data (attackers who know the reference push it along it), the reference turns
+# against every honest update and a fixed "> 0" lets nobody in for the rest of the run.
+CROWD_REFERENCE_Z = 2.0
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -43,6 +50,8 @@ class Gate:
     by_center: np.ndarray
     center_level: float
     clip_norm: float
+    # The level the reference test used: 0, or below it when the honest crowd itself sits below zero.
+    reference_level: float = 0.0
     # The Gram matrix, squared norms and dots with the reference the gate computed (the close's scores
     # reuse them).
     products: InnerProducts | None = None
@@ -99,7 +108,7 @@ def _median(values: np.ndarray) -> float:
     return float(_medians(np.asarray(values, dtype=np.float64)))
 
 
-def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
+def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, reference_z: float | None = None) -> Gate:
     """Which updates the hardened rule lets in, and the norm they are clipped to.
 
     Two tests, both needed (Kerckhoffs: the attacker may know the reference, so agreeing with it must not
@@ -108,6 +117,14 @@ def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
     the round's such values (below their median by more than ``z`` robust spreads). Fewer than half the rows
     cannot move these medians or the spread far: an update that pushes against what the majority does fails it however well
     it agrees with the reference. The clip norm is the median norm of the rows passing the reference test.
+
+    ``reference_z`` (None: the fixed test, cosine > 0): the reference test's level is min(0, m - reference_z
+    x s), m and s the median and robust spread of the cosines to the reference of the rows passing the
+    centre test (:func:`reference_level`). It only ever lowers the level below 0, and only when the honest
+    majority itself disagrees with the reference: the server's root data has then been fitted (measured:
+    attackers who know the reference push the model along it until every honest update has a negative
+    cosine to it, and the fixed test lets no update in for the rest of the run). A row far below the
+    crowd still fails; an attacker who knows the reference never needed a lower level.
     """
     X = as_update_matrix(X, check_finite=False)
     # The Gram matrix, norms, dots with g_0 and the finiteness check in one blocked pass over X
@@ -119,11 +136,24 @@ def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z) -> Gate:
     center = _median(cos_c)
     spread = 1.4826 * _median(np.abs(cos_c - center))
     level = center - z * spread
-    by_reference = cos_ref > 0.0
     by_center = cos_c >= level
+    ref_level = 0.0 if reference_z is None else reference_level(cos_ref[by_center], reference_z)
+    by_reference = cos_ref > ref_level
     candidates = norms[by_reference & (norms > 0)]
     clip = _median(candidates) if candidates.size else 0.0
-    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, InnerProducts(gram, sq, dots))
+    products = InnerProducts(gram, sq, dots)
+    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, ref_level, products)
+
+
+def reference_level(crowd: np.ndarray, z: float) -> float:
+    """min(0, median - z x robust spread) of ``crowd`` (the centre-test passers' cosines to the reference);
+    0 for an empty crowd. While fewer than half the rows are adversarial the median and spread are an honest
+    majority's, so the level falls below 0 only when honest updates themselves disagree with the reference."""
+    if not crowd.size:
+        return 0.0
+    center = _median(crowd)
+    spread = 1.4826 * _median(np.abs(crowd - center))
+    return min(0.0, center - z * spread)
 
 
 def hardened_coefficients(
@@ -185,6 +215,12 @@ class FLTrustGuarded(Strategy):
 
     name = "fltrust_guarded"
 
+    def __init__(self, reference_z: float | None = None) -> None:
+        """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: cosine > 0."""
+        if reference_z is not None and not (np.isfinite(reference_z) and reference_z >= 0):
+            raise InvalidParameter(f"fltrust_guarded: reference_z must be finite and >= 0, got {reference_z}")
+        self.reference_z = reference_z
+
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
         """No governed parameter; the reference comes with the round's inputs."""
@@ -198,12 +234,13 @@ class FLTrustGuarded(Strategy):
                 "round's inputs; none was given"
             )
         X = as_update_matrix(X, check_finite=False)  # gate() checks it in its norm pass
-        g = gate(X, inputs.reference)
+        g = gate(X, inputs.reference, reference_z=self.reference_z)
         coefficients = _coefficients(g, inputs.samples)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),
             "passed_center": int(g.by_center.sum()),
             "center_cosine_level": g.center_level,
+            "reference_cosine_level": g.reference_level,
             "clip_norm": g.clip_norm,
         }
         return Aggregated(

@@ -232,6 +232,9 @@ def test_the_fourth_task_is_ten_ordinal_classes_and_learnable() -> None:
 def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(federation: Any) -> None:
     assert ae.Stage.parse("flame+noise=0.001") == ae.Stage(cluster=True, noise=0.001)
     assert ae.Stage.parse("signmask=0.4") == ae.Stage(agreement=0.4, reverse=False)
+    assert ae.Stage.parse("crowd=2") == ae.Stage(crowd=2.0)
+    assert ae.StagedGuarded(ae.Stage(crowd=2.0)).reference_z == 2.0
+    assert ae.StagedGuarded(ae.Stage()).reference_z is None
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):

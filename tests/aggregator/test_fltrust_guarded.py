@@ -7,14 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aggregator.errors import InvalidParameter
 from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.reputation import norm_evidence
+from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
+    FLTrustGuarded,
     gate,
     hardened_coefficients,
     hardened_fltrust,
     median_peer_cosine,
+    reference_level,
 )
 
 
@@ -91,6 +95,59 @@ def test_nobody_passing_leaves_the_model_unchanged() -> None:
     H, reference = crowd()
     X = np.vstack([-reference, -reference * 2]).astype(np.float32)
     assert not hardened_fltrust(X, reference).any()
+
+
+def reference_turned_against(H: np.ndarray, seed: int = 1) -> np.ndarray:
+    """A reference every honest update disagrees with a little (the server's root data fitted): minus a
+    third of the honest mean's direction plus a larger unrelated part."""
+    rng = np.random.default_rng(seed)
+    mean = H.mean(axis=0, dtype=np.float64)
+    mean /= np.linalg.norm(mean)
+    e = rng.normal(size=H.shape[1])
+    e -= (e @ mean) * mean
+    e /= np.linalg.norm(e)
+    return (-0.3 * mean + 0.5 * e).astype(np.float32)
+
+
+def test_the_reference_test_relative_to_the_crowd_lets_honest_rows_in_when_the_reference_turns() -> None:
+    H, _ = crowd()
+    reference = reference_turned_against(H)
+    X = np.vstack([H, -reference[None, :]]).astype(np.float32)  # the last row: far below the crowd
+    fixed = gate(X, reference)
+    assert (fixed.cos_reference[:7] < 0).all() and not fixed.passed.any()  # the run would freeze here
+    relative = gate(X, reference, reference_z=2.0)
+    assert fixed.reference_level == 0.0
+    assert relative.reference_level < relative.cos_reference[:7].min()
+    assert relative.by_reference[:7].all() and not relative.by_reference[7]
+    # The centre test is unchanged; the clip norm is the median over the rows the reference test lets in.
+    assert np.array_equal(relative.by_center, fixed.by_center)
+    assert relative.clip_norm == pytest.approx(float(np.median(relative.norms[:7])))
+    assert (hardened_coefficients(X, reference) == 0).all()
+
+
+def test_the_reference_test_relative_to_the_crowd_is_the_fixed_test_while_the_crowd_agrees() -> None:
+    H, _ = crowd()
+    reference = -reference_turned_against(H)  # agrees with every honest update
+    X = np.vstack([H, orthogonal_attackers(H, reference, 3, 0.3), -reference[None, :]]).astype(np.float32)
+    fixed, relative = gate(X, reference), gate(X, reference, reference_z=2.0)
+    assert (fixed.cos_reference[:7] > 0).all() and relative.reference_level == 0.0
+    assert np.array_equal(fixed.by_reference, relative.by_reference) and fixed.clip_norm == relative.clip_norm
+    assert (
+        reference_level(np.array([0.5, 0.45, 0.55]), 2.0) == 0.0 and reference_level(np.zeros(0), 2.0) == 0.0
+    )
+    # Below zero only as far as the crowd's own spread: median -0.2, robust spread 1.4826 x 0.1.
+    assert reference_level(np.array([-0.1, -0.2, -0.3]), 2.0) == pytest.approx(-0.2 - 2 * 1.4826 * 0.1)
+
+
+def test_the_rule_takes_the_relative_reference_test_as_an_option_and_records_its_level() -> None:
+    H, _ = crowd()
+    reference = reference_turned_against(H)
+    inputs = StrategyInputs.of(7, reference=reference)
+    assert FLTrustGuarded().aggregate(H, inputs).selected.size == 0
+    result = FLTrustGuarded(reference_z=2.0).aggregate(H, inputs)
+    assert result.selected.size > 0 and result.details["reference_cosine_level"] < 0
+    with pytest.raises(InvalidParameter, match="reference_z"):
+        FLTrustGuarded(reference_z=-1.0)
 
 
 def test_half_the_wallets_sending_zero_updates_cannot_make_honest_norms_conclusive() -> None:
