@@ -17,14 +17,18 @@
   coordinate-wise median +- k robust spreads of the let-in rows (:func:`winsorize`), or each row's parameter
   blocks (a first-layer row is one input feature's weights) clipped to the rows' median block norm
   (:func:`clip_blocks`): a minority pushing weights the majority leaves at noise is an outlier there every
-  round, however ordinary its update's norm and cosines are.
+  round, however ordinary its update's norm and cosines are; or the aggregate's component along the rows'
+  leading principal directions replaced by the median there (:func:`principal_median`).
+- Clamped inputs: the model clamps every feature to the server's root data range (:func:`input_bounds`,
+  :func:`clamp_inputs`), so a trigger beyond it is seen as a point of the range, where honest data has a say.
 
 The default rule (:mod:`aggregator.strategies.fltrust_guarded`) already clips to the passers' median norm;
 these functions act on its coefficients and aggregate, so ``scripts/attack_eval.py`` (strategies spelled
 ``fltrust_guarded+flame``, ``+noise=0.01``, ``+rlr=0.4``, ``+signmask=0.4``, ``+cleanse``, ``+unlearn=10``,
-``+winsor=2``, ``+blockclip=1``)
+``+winsor=2``, ``+blockclip=1``, ``+pcmedian=3``, ``+clamp=0``)
 measures what each buys before anything is wired into a rule. None is in the default: see docs/benchmarks.md (issue 20, targeted
-poisoning) for what each costs and where it fails.
+poisoning; trigger reversal; coordinate-wise robustness and clamped inputs) for what each costs and where it
+fails.
 """
 
 from __future__ import annotations
