@@ -58,7 +58,9 @@ omniscient (it sees every honest update of the round) and implemented from its p
 - ``countpoison``: count poisoning: the attackers train honestly but claim one sample each (with
   ``--fraction 0.5``, half the wallets).
 - ``backdoor``, ``backdoor_boost``, ``backdoor_proj``: trigger + target label (see ``stamp``), plain, boosted to
-  the largest factor the platform accepts, or projected to the honest median norm and reference cosine.
+  the largest factor the platform accepts, or projected to the honest median norm and reference cosine;
+  ``backdoor_decor``: projected, each attacker's part orthogonal to the reference mixed with its own noise so
+  that the attackers' rows are as mutually unrelated as honest ones (against similarity-based defences).
 
 Secure aggregation (issue 24): a strategy spelled ``<rule>@secure<s>`` (``fltrust_guarded@secure3``) runs the
 same round under the secure mode: each round the present organizations are assigned to groups of at least
@@ -157,9 +159,10 @@ ATTACKS = (
     "backdoor",
     "backdoor_boost",
     "backdoor_proj",
+    "backdoor_decor",
 )
 # Attacks whose attack success rate (triggered test inputs sent to the target class) is reported.
-BACKDOORS = ("backdoor", "backdoor_boost", "backdoor_proj")
+BACKDOORS = ("backdoor", "backdoor_boost", "backdoor_proj", "backdoor_decor")
 BACKDOOR_TARGET = 0
 # "fedavg_plain": the sample-weighted mean with no rollback, the attack-free reference of what robustness
 # costs (issue 20: the default must stay within 2 points of it when nobody attacks).
@@ -605,6 +608,33 @@ def backdoor_project(ctx: AttackContext) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def backdoor_decorrelated(ctx: AttackContext) -> np.ndarray:
+    """:func:`backdoor_project`'s rows with each attacker's part orthogonal to the reference, h_i, mixed with
+    its own unit noise xi_i (orthogonal to the reference and to h_i) as a h_i + b xi_i, a^2 + b^2 = 1, a
+    chosen so that the attackers' rows have about the honest updates' median pairwise cosine (the way
+    ``orthogonal_noise`` hides from FoolsGold-style similarity); the shared backdoor push is a x what it was."""
+    assert ctx.reference is not None
+    rows = backdoor_project(ctx).astype(np.float64)
+    g = _unit(ctx.reference)
+    c = float(np.median(rows @ g) / max(float(np.linalg.norm(rows[0])), 1e-30)) if len(rows) else 0.0
+    s2 = max(1.0 - c * c, 1e-12)
+    H = rows - np.outer(rows @ g, g)
+    U = H / np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-30)
+    if len(U) < 2:
+        return rows.astype(np.float32)
+    shared = float(np.mean((U @ U.T)[~np.eye(len(U), dtype=bool)]))
+    target = _peer_cosine(ctx)
+    a = float(np.sqrt(np.clip((target - c * c) / (s2 * max(shared, 1e-12)), 0.0, 1.0)))
+    b = np.sqrt(1.0 - a * a)
+    out = np.empty_like(rows)
+    for i, (row, h) in enumerate(zip(rows, U, strict=True)):
+        xi = ctx.rng.standard_normal(g.size)
+        xi -= float(xi @ g) * g + float(xi @ h) * h
+        norm = float(np.linalg.norm(row))
+        out[i] = norm * (c * g + np.sqrt(s2) * (a * h + b * _unit(xi)))
+    return out.astype(np.float32)
+
+
 def alie_z(n: int, f: int) -> float:
     # With half the organizations or more attacking the paper's s is below 1; it stays 1 (z finite).
     s = max(n // 2 + 1 - f, 1)
@@ -705,6 +735,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return backdoor_boost(ctx)
     if attack == "backdoor_proj":
         return backdoor_project(ctx)
+    if attack == "backdoor_decor":
+        return backdoor_decorrelated(ctx)
     if attack == "orthogonal":
         return orthogonal(ctx)
     if attack == "orthogonal_noise":
@@ -971,6 +1003,7 @@ class Stage:
     pcmedian: int = 0  # leading principal directions along which the median replaces the mean (0: off)
     clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
     augment: int = 0  # out-of-range copies per example in every honest organization's training (0: off)
+    foolsgold: bool = False  # the let-in rows reweighted by FoolsGold on their histories minus the median
     # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``; None: > 0).
     crowd: float | None = None
 
@@ -999,6 +1032,8 @@ class Stage:
                 stage = replace(stage, quiet=float(part[len("quiet=") :]))
             elif part.startswith("winsor="):
                 stage = replace(stage, winsor=float(part[len("winsor=") :]))
+            elif part == "foolsgold":
+                stage = replace(stage, foolsgold=True)
             elif part.startswith("augment="):
                 stage = replace(stage, augment=int(part[len("augment=") :]))
             elif part.startswith("clamp="):
@@ -1023,6 +1058,17 @@ class Stage:
         return stage
 
 
+def _reweighted(c: np.ndarray, weights: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
+    """The rule's coefficients (c_i = min(1, clip / ||x_i||) w_i / sum w) with each w_i multiplied by
+    ``weights``, renormalised, each row keeping its clip scale; all zero if no weight is left."""
+    scale = np.minimum(1.0, clip / np.maximum(np.asarray(norms, dtype=np.float64), 1e-300))
+    w = np.where(c > 0, c / scale, 0.0) * weights
+    if not w.sum() > 0:
+        return np.zeros_like(c)
+    out: np.ndarray = scale * w / w.sum()
+    return out
+
+
 class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
@@ -1038,6 +1084,9 @@ class StagedGuarded(FLTrustGuarded):
         self.flags: dict[int, tuple[int | None, tuple[int, ...]]] = {}
         # Per round: the share of the unlearning step kept (the guard may keep less than ``share``).
         self.kept: dict[int, float] = {}
+        # FoolsGold's server state: each row's sum of its clipped updates so far (rows are organizations in
+        # index order when everyone is present, as in every attack that is not the race).
+        self.history: np.ndarray | None = None
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         result = super().aggregate(X, inputs)
@@ -1049,6 +1098,13 @@ class StagedGuarded(FLTrustGuarded):
             keep = targeted.majority_cluster(X)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
             details["flame_kept"] = int(keep.sum())
+        if self.stage.foolsgold and (c > 0).any():
+            scale = np.minimum(1.0, g.clip_norm / np.maximum(g.norms, 1e-30))
+            clipped = X.astype(np.float64) * scale[:, None]
+            self.history = clipped if self.history is None else self.history + clipped
+            weights = targeted.foolsgold_weights(self.history - np.median(self.history, axis=0))
+            details["foolsgold_min_weight"] = float(weights[c > 0].min())
+            c = _reweighted(c, weights, g.norms, g.clip_norm)
         if self.stage.cleanse and (c > 0).any():
             keep = self._cleanse(X, c, g.norms, g.clip_norm, inputs.reference)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)

@@ -230,6 +230,35 @@ def clamp_inputs(X: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> np.nda
     return out
 
 
+def foolsgold_weights(H: np.ndarray, kappa: float = 1.0) -> np.ndarray:
+    """FoolsGold's weights (Fung et al., RAID 2020) from each organization's history ``H`` (n x d, e.g. the
+    sum of its updates so far, here minus the coordinate median of the histories): cosine similarity between
+    histories, each row's largest similarity pardoned by the ratio of the rows' own largest, weight
+    1 - largest similarity, scaled so the top weight is just under one, then the logit
+    kappa (ln(w / (1 - w)) + 0.5) clipped to [0, 1]. Rows that keep pushing one direction together (sybils)
+    get weights near zero; a lone row keeps about one. Float64 (n,); all ones for fewer than two rows."""
+    H = as_update_matrix(H).astype(np.float64)
+    n = H.shape[0]
+    if n < 2:
+        return np.ones(n)
+    cs = 1.0 - cosine_distances(H)
+    np.fill_diagonal(cs, -np.inf)
+    top = np.maximum(cs.max(axis=1), 0.0)
+    np.fill_diagonal(cs, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pardon = np.where(top[None, :] > top[:, None], top[:, None] / np.maximum(top[None, :], 1e-30), 1.0)
+    cs = cs * pardon
+    np.fill_diagonal(cs, -np.inf)
+    w = np.clip(1.0 - cs.max(axis=1), 0.0, 1.0)
+    if not w.max() > 0:
+        return np.zeros(n)
+    w = 0.99 * w / w.max()
+    with np.errstate(divide="ignore"):
+        logit = kappa * (np.log(w / (1.0 - w)) + 0.5)
+    out: np.ndarray = np.clip(np.where(w > 0, logit, 0.0), 0.0, 1.0)
+    return out
+
+
 def add_noise(aggregate: np.ndarray, clip_norm: float, level: float, rng: np.random.Generator) -> np.ndarray:
     """FLAME's noise: N(0, (``level`` x ``clip_norm``)^2) on every coordinate of the aggregate (the paper's
     lambda is 0.001 for its image and text tasks); a new float32 array."""

@@ -322,6 +322,36 @@ def test_the_trigger_value_comes_from_the_command_line(
     assert (ae.stamp(np.zeros((2, 5), dtype=np.float32))[:, -ae.TRIGGER_FEATURES :] == 1.5).all()
 
 
+def test_the_foolsgold_stage_reweights_the_let_in_rows_from_their_histories(federation: Any) -> None:
+    assert ae.Stage.parse("foolsgold+winsor=0") == ae.Stage(foolsgold=True, winsor=0.0)
+    norms = np.array([1.0, 4.0, 2.0, 1.0])
+    c = np.minimum(1.0, 2.0 / norms) * np.array([0.25, 0.25, 0.25, 0.25])
+    out = ae._reweighted(c, np.array([1.0, 1.0, 0.0, 0.5]), norms, 2.0)
+    np.testing.assert_allclose(out, np.minimum(1.0, 2.0 / norms) * np.array([0.4, 0.4, 0.0, 0.2]))
+    assert not ae._reweighted(c, np.zeros(4), norms, 2.0).any()
+    staged = ae.run(federation, "fltrust_guarded+foolsgold", "backdoor", 2)
+    assert staged.accuracy_by_round != ae.run(federation, "fltrust_guarded", "backdoor", 2).accuracy_by_round
+
+
+def test_the_decorrelated_backdoor_keeps_the_projection_and_the_honest_peer_cosine() -> None:
+    rng = np.random.default_rng(3)
+    d = 400
+    honest = (rng.normal(size=(7, d)) + 0.5).astype(np.float32)
+    own = (0.3 * rng.normal(size=(3, d)) + rng.normal(size=d)).astype(np.float32)  # a shared push
+    reference = (honest.mean(axis=0) + rng.normal(size=d)).astype(np.float32)
+    ctx = ae.AttackContext(honest, own, 10, np.random.default_rng(4), lambda rows: None, (7, 8, 9), reference)  # type: ignore[arg-type, return-value]
+    projected = ae.backdoor_project(ctx)
+    rows = ae.backdoor_decorrelated(ctx)
+    g = reference / np.linalg.norm(reference)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), np.linalg.norm(projected, axis=1), rtol=1e-4)
+    np.testing.assert_allclose(rows @ g, projected @ g, rtol=1e-3, atol=1e-4)
+    U = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    pairwise = (U @ U.T)[~np.eye(3, dtype=bool)]
+    P = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+    assert float(((P @ P.T)[~np.eye(3, dtype=bool)]).mean()) > ae._peer_cosine(ctx) + 0.1
+    assert abs(float(pairwise.mean()) - ae._peer_cosine(ctx)) < 0.05
+
+
 def test_trigger_reversal_and_unlearning_stages_see_the_rounds_model(federation: Any) -> None:
     assert ae.Stage.parse("cleanse") == ae.Stage(cleanse=True)
     assert ae.Stage.parse("unlearn=3+share=0.5+quiet=0.4+guard+split") == ae.Stage(

@@ -251,3 +251,14 @@ def test_inputs_are_clamped_to_the_root_datas_range_or_its_inner_quantiles() -> 
     np.testing.assert_allclose(out, [[3.0, 0.0], [2.0, 1.5]])
     with pytest.raises(InvalidParameter, match="input bounds"):
         targeted.input_bounds(X, 0.5)
+
+
+def test_foolsgold_silences_rows_that_push_together_and_keeps_lone_rows() -> None:
+    rng = np.random.default_rng(2)
+    lone = rng.normal(size=(5, 40))
+    shared = rng.normal(size=40)
+    sybils = shared + 0.1 * rng.normal(size=(3, 40))
+    w = targeted.foolsgold_weights(np.vstack([lone, sybils]))
+    assert w.shape == (8,) and (w >= 0).all() and (w <= 1).all()
+    assert w[5:].max() < 0.05 and w[:5].min() > 0.5
+    assert targeted.foolsgold_weights(lone[:1]).tolist() == [1.0]
