@@ -95,22 +95,28 @@ def _peak_rss_mb() -> float:
 
 @app.task(name="bench.statistics")
 def statistics_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    cpu = time.process_time()
     blobs, keys, features = _context(workdir)
     out = shard_statistics(job, blobs, keys, DOMAIN, features)
+    out["cpu_s"] = time.process_time() - cpu
     return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
 
 
 @app.task(name="bench.derive")
 def derive_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    cpu = time.process_time()
     blobs, keys, features = _context(workdir)
     out = shard_derive(job, blobs, keys, DOMAIN, features)
+    out["cpu_s"] = time.process_time() - cpu
     return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
 
 
 @app.task(name="bench.combine")
 def combine_task(job: dict[str, Any], workdir: str) -> dict[str, Any]:
+    cpu = time.process_time()
     blobs, keys, features = _context(workdir)
     out = shard_combine(job, blobs, keys, DOMAIN, features)
+    out["cpu_s"] = time.process_time() - cpu
     return {**out, "host": socket.gethostname() + f":{os.getpid()}", "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -300,7 +306,9 @@ def runner(workdir: Path, seen: list[dict[str, Any]]):  # type: ignore[no-untype
         results: list[dict[str, Any]] = (
             group(task.s(p, str(workdir)) for p in payloads).apply_async().get(timeout=3600)
         )
-        seen.extend({"pass": pass_name, **{k: r[k] for k in ("host", "peak_rss_mb")}} for r in results)
+        seen.extend(
+            {"pass": pass_name, **{k: r[k] for k in ("host", "peak_rss_mb", "cpu_s")}} for r in results
+        )
         return results
 
     return run
@@ -316,6 +324,7 @@ def sharded_close(
     chunk = int(meta.get("chunk", CHUNK))
     ranges = plan_shards(meta["d"], meta["n"], 0, shards, chunk)
     started = time.perf_counter()
+    cpu = time.process_time()
     result = compute_sharded(
         inputs,
         FilesystemBlobStore(workdir / "blobs"),
@@ -343,7 +352,13 @@ def sharded_close(
         "reference_s": durations["reference_ms"] / 1e3,
         "shard_read_s_max": durations["shard_read_ms_max"] / 1e3,
         "aggregate_and_scores_s": (durations.get("aggregate_ms", 0) + durations.get("score_ms", 0)) / 1e3,
+        # What the coordinator spent between and after the passes (its steps: sums, the rule, compute_round).
+        "coordinator_s": total
+        - sum(durations.get(f"shard_{name}_ms", 0.0) for name in ("statistics", "derive", "combine")) / 1e3,
         "worker_peak_rss_mb": sorted(peaks.values()),
+        # CPU seconds: every shard task summed, and this process (the coordinator's steps).
+        "shard_cpu_s": sum(s["cpu_s"] for s in seen),
+        "coordinator_cpu_s": time.process_time() - cpu,
         "coordinator_peak_rss_mb": _peak_rss_mb(),
     }
     return summary, result
@@ -431,6 +446,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         "max_score_difference_points": score_diff,
         "max_reward_relative_difference": reward_diff,
         "tolerance": TOLERANCE,
+        "sharded": out,
     }
     print(json.dumps(comparison, indent=1))
     print(f"load average: {load()}")

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from aggregator.round.compute import CloseStatus
 from aggregator.round.sharding import COORDINATE_STRATEGIES, TOLERANCE
+from aggregator.scoring import budget
 from aggregator.worker import close as round_close
 from db.models import Aggregation, Contribution
 from db.session import session_factory
@@ -44,19 +45,34 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(settings: Settings, s3_endpoint: str) -> Settings:
+def score_budget() -> tuple[int, float] | None:
+    """The closes' score budget (examples, work floor); None: the settings' defaults (every example here)."""
+    return None
+
+
+@pytest.fixture
+def settings(
+    settings: Settings,
+    s3_endpoint: str,
+    score_budget: tuple[int, float] | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Settings:
     """The worker tests' settings, every close split in two coordinate ranges, blobs in the object store."""
-    return settings.model_copy(
-        update={
-            "close_shards": 2,
-            "update_chunk_coords": 100,  # as Platform.submit seals: the shards split at a chunk edge
-            "blob_backend": "s3",
-            "s3_endpoint_url": s3_endpoint,
-            "s3_bucket": "fedledger-sharded",
-            "s3_access_key_id": "test",
-            "s3_secret_access_key": SecretStr("test"),
-        }
-    )
+    update: dict[str, object] = {
+        "close_shards": 2,
+        "update_chunk_coords": 100,  # as Platform.submit seals: the shards split at a chunk edge
+        "blob_backend": "s3",
+        "s3_endpoint_url": s3_endpoint,
+        "s3_bucket": "fedledger-sharded",
+        "s3_access_key_id": "test",
+        "s3_secret_access_key": SecretStr("test"),
+    }
+    if score_budget is not None:
+        update |= {"score_examples": score_budget[0], "score_work_floor": score_budget[1]}
+        # The single-worker recomputation in this process judges the budget as the workers do.
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", score_budget[0])
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", score_budget[1])
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture
@@ -94,10 +110,10 @@ def govern_strategy(platform: Platform, name: str) -> None:
 
 def close_a_round_in_shards(
     platform: Platform, settings: Settings, tmp_path: Path, attacker: int, seed: int
-) -> None:
+) -> dict[str, object]:
     """Four honest updates and one scaled attacker, chunked and whole envelopes in one round, closed in two
     shards by the other worker's slots; then the same round's single-worker close from the same database
-    rows and blobs, and the two compared."""
+    rows and blobs, and the two compared. Returns the sharded close's aggregation parameters."""
     honest = ORGS[:4]
     round_ = platform.open_round(quorum=5, cohort=[*honest, attacker])
     for k, index in enumerate(honest):
@@ -150,6 +166,10 @@ def close_a_round_in_shards(
             assert abs(getattr(stored, score) - getattr(outcome, score)) <= TOLERANCE["score_points"]
     flagged = {c.address for c in single.clients if c.byzantine}
     assert flagged == {address_of(attacker)}
+    assert single.record is not None
+    for examples in ("validation_examples", "score_examples"):
+        assert aggregation.params[examples] == single.record.params[examples], examples
+    return dict(aggregation.params)
 
 
 def test_rounds_closed_in_shards_equal_their_single_worker_close(
@@ -165,6 +185,7 @@ def test_rounds_closed_in_shards_equal_their_single_worker_close(
     close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[5], seed=1)
 
 
+@pytest.mark.parametrize("score_budget", [(8, 0.0)], ids=["above-the-score-budget"])
 @pytest.mark.parametrize("genesis", [init_mlp(64, 16, 10, np.random.default_rng(7))], ids=["mlp"])
 def test_an_mlp_round_closed_in_shards_equals_its_single_worker_close(
     platform: Platform,
@@ -175,6 +196,9 @@ def test_an_mlp_round_closed_in_shards_equals_its_single_worker_close(
 ) -> None:
     """The MLP (64 features, 16 hidden units, 10 classes: 1,210 coordinates in name order, the first layer's
     1,040 then the output layer's 170) in two shards cut at 600, inside hidden.weight: the first shard
-    sends partial hidden responses only, the second the rest of them and every row's output layer."""
+    sends partial hidden responses only, the second the rest of them and every row's output layer. Above
+    the score budget (8 examples, no floor): the shards respond on the scores' 8 examples, the combine pass
+    on every one for the aggregate and the reference only."""
     assert family_of(genesis) == family_of(platform.global_weights()) == "mlp"
-    close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[4], seed=0)
+    params = close_a_round_in_shards(platform, settings, tmp_path, attacker=ORGS[4], seed=0)
+    assert params["score_examples"] == 8 < int(str(params["validation_examples"]))
