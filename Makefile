@@ -37,16 +37,29 @@ $(STAMPS)/node: blockchain/package.json blockchain/package-lock.json
 	@touch $@
 
 # The contract suite runs once, instrumented (solidity-coverage), and fails below 100 % lines / 95 % branches;
-# the gas bounds need the real bytecode, so the gas test runs on its own; the last compile restores the
-# uninstrumented artifacts the Python tests deploy.
+# the gas bounds need the real bytecode, so the gas test runs on its own. The instrumented build goes to
+# blockchain/.coverage_build (HARDHAT_BUILD_DIR), never to the artifacts/ the Python tests deploy.
 test-contracts: install-node
-	cd blockchain && npx hardhat coverage && node scripts/checkCoverage.js
-	cd blockchain && npx hardhat test test/Gas.test.js && npx hardhat compile --quiet
+	cd blockchain && HARDHAT_BUILD_DIR=.coverage_build npx hardhat coverage && node scripts/checkCoverage.js
+	cd blockchain && npx hardhat test test/Gas.test.js
 
 test-python: install install-browser
 	$(PY) -m pytest
 
-test: lint test-contracts test-python
+# Lint and the contract suite share nothing with the Python suite (see test-contracts), so they run beside it:
+# the Python tests spend much of their time waiting on their services and subprocesses, which leaves a core
+# to the others. The contracts are compiled first, so that nobody writes artifacts/ while the Python tests
+# deploy it. Lint's and the contracts' output is kept in var/test-side.log and printed after pytest's
+# (`make lint` alone for a quick check).
+test: install install-browser
+	cd blockchain && npx hardhat compile --quiet
+	@mkdir -p var
+	@echo "==> lint and the contract tests (coverage, gas) beside the Python tests; their output follows pytest's"
+	@$(MAKE) --no-print-directory -k lint test-contracts > var/test-side.log 2>&1 & side=$$!; \
+	$(PY) -m pytest; python=$$?; \
+	wait $$side; side=$$?; \
+	echo "==> lint and contract tests (var/test-side.log): exit status $$side"; cat var/test-side.log; \
+	exit $$(( python != 0 || side != 0 ))
 
 run: install
 	$(VENV)/bin/fedledger run

@@ -9,6 +9,10 @@ require("solidity-coverage");
 
 const SOLC_VERSION = require("solc/package.json").version;
 
+// HARDHAT_BUILD_DIR moves the artifacts and the compile cache (`make test` runs solidity-coverage with it):
+// the instrumented build then never replaces artifacts/, which the Python tests deploy meanwhile.
+const BUILD_DIR = process.env.HARDHAT_BUILD_DIR;
+
 subtask(TASK_COMPILE_SOLIDITY_GET_SOLC_BUILD, async ({ solcVersion }) => {
   if (solcVersion !== SOLC_VERSION) {
     throw new Error(`only solc ${SOLC_VERSION} (npm package "solc") is available offline; config asks ${solcVersion}`);
@@ -42,4 +46,7 @@ module.exports = {
     },
   },
   mocha: { timeout: 120000 },
+  paths: BUILD_DIR
+    ? { artifacts: path.resolve(__dirname, BUILD_DIR, "artifacts"), cache: path.resolve(__dirname, BUILD_DIR, "cache") }
+    : {},
 };
