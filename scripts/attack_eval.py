@@ -115,7 +115,7 @@ from aggregator.round.secure import SecureGroup, compute_secure_round, split_noi
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
-from aggregator.strategies.fltrust_guarded import FLTrustGuarded, gate  # noqa: E402
+from aggregator.strategies.fltrust_guarded import CROWD_REFERENCE_Z, FLTrustGuarded, gate  # noqa: E402
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
@@ -1004,8 +1004,9 @@ class Stage:
     clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
     augment: int = 0  # out-of-range copies per example in every honest organization's training (0: off)
     foolsgold: bool = False  # the let-in rows reweighted by FoolsGold on their histories minus the median
-    # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``; None: > 0).
-    crowd: float | None = None
+    # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``, the rule's
+    # default level unless given; ``crowd=off``: the fixed test, cosine > 0).
+    crowd: float | None = CROWD_REFERENCE_Z
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1043,7 +1044,8 @@ class Stage:
             elif part.startswith("blockclip="):
                 stage = replace(stage, blockclip=float(part[len("blockclip=") :]))
             elif part.startswith("crowd="):
-                stage = replace(stage, crowd=float(part[len("crowd=") :]))
+                value = part[len("crowd=") :]
+                stage = replace(stage, crowd=None if value == "off" else float(value))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
@@ -1053,7 +1055,7 @@ class Stage:
                     "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
                     "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
                     "augment=<out-of-range copies per example in honest training>, "
-                    "crowd=<robust spreads of the reference test relative to the crowd>"
+                    "crowd=<robust spreads of the reference test relative to the crowd, or off>"
                 )
         return stage
 

@@ -3,8 +3,9 @@
 FLTrust (Cao et al., NDSS 2021) weighs each update by its cosine to the server's reference: an attacker who
 knows the root data (Kerckhoffs: a public benchmark, a member's contribution, a leak) buys weight by agreeing
 with the reference more than honest updates do (late in training they sit at cosine 0.01-0.1). This rule
-passes the reference only as a filter and adds an honest-majority test the reference cannot give; passers
-get weights that do not grow with any cosine, each clipped to the passers' median norm (FLAME).
+passes the reference only as a filter, at a level relative to the honest crowd's own cosines, and adds an
+honest-majority test the reference cannot give; passers get weights that do not grow with any cosine, each
+clipped to the passers' median norm (FLAME).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ if TYPE_CHECKING:
 # robust spreads (1.4826 MAD) below the round's median such value.
 CENTER_Z = 2.0
 
-# The reference test relative to the crowd (``reference_z``, an option; None: cosine > 0): a row passes when
-# its cosine to the reference is above min(0, the median of the centre-test passers' cosines minus this many
-# of their robust spreads). Measured (docs/benchmarks.md, "the reference test relative to the crowd"): late
-# in training honest cosines to the reference sit near 0 and a fixed "> 0" leaves out honest rows for being
-# just below it; once the model fits the root data (attackers who know the reference push it along it), the
-# reference turns against every honest update and the fixed test lets nobody in for the rest of the run.
+# The reference test relative to the crowd (``reference_z``; the default since issue 20's evaluation, None
+# selects the fixed test, cosine > 0): a row passes when its cosine to the reference is above min(0, the
+# median of the centre-test passers' cosines minus this many of their robust spreads). Measured
+# (docs/benchmarks.md, "the reference test relative to the crowd"): late in training honest cosines to the
+# reference sit near 0 and a fixed "> 0" leaves out honest rows for being just below it; once the model fits
+# the root data (attackers who know the reference push it along it), the reference turns against every
+# honest update and the fixed test lets nobody in for the rest of the run.
 CROWD_REFERENCE_Z = 2.0
 
 
@@ -109,23 +111,27 @@ def _median(values: np.ndarray) -> float:
     return float(_medians(np.asarray(values, dtype=np.float64)))
 
 
-def gate(X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, reference_z: float | None = None) -> Gate:
+def gate(
+    X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, reference_z: float | None = CROWD_REFERENCE_Z
+) -> Gate:
     """Which updates the hardened rule lets in, and the norm they are clipped to.
 
     Two tests, both needed (Kerckhoffs: the attacker may know the reference, so agreeing with it must not
-    be enough): the reference as a filter (cosine > 0), and an honest-majority test the reference cannot
-    give, the median cosine to the round's other updates (:func:`median_peer_cosine`) not a low outlier of
-    the round's such values (below their median by more than ``z`` robust spreads). Fewer than half the rows
-    cannot move these medians or the spread far: an update that pushes against what the majority does fails it however well
-    it agrees with the reference. The clip norm is the median norm of the rows passing the reference test.
+    be enough): the reference as a filter (a cosine above a level of at most 0, below), and an
+    honest-majority test the reference cannot give, the median cosine to the round's other updates
+    (:func:`median_peer_cosine`) not a low outlier of the round's such values (below their median by more
+    than ``z`` robust spreads). Fewer than half the rows cannot move these medians or the spread far: an
+    update that pushes against what the majority does fails it however well it agrees with the reference.
+    The clip norm is the median norm of the rows passing the reference test.
 
-    ``reference_z`` (None: the fixed test, cosine > 0): the reference test's level is min(0, m - reference_z
-    x s), m and s the median and robust spread of the cosines to the reference of the rows passing the
-    centre test (:func:`reference_level`). It only ever lowers the level below 0, and only as far as the
-    honest majority's own cosines reach: a row just below 0 while its peers sit near 0 is no outlier, and
-    once the server's root data has been fitted every honest row is such a row (measured: attackers who
-    know the reference push the model along it until every honest update has a negative cosine to it, and
-    the fixed test lets no update in for the rest of the run). A row far below the crowd still fails; an
+    ``reference_z`` (default :data:`CROWD_REFERENCE_Z`; None: the fixed test, cosine > 0): the reference
+    test's level is min(0, m - reference_z x s), m and s the median and robust spread of the cosines to the
+    reference of the rows passing the centre test (:func:`reference_level`). It only ever lowers the level
+    below 0, and only as far as the honest majority's own cosines reach: a row just below 0 while its peers
+    sit near 0 is no outlier, and once the server's root data has been fitted every honest row is such a row
+    (measured: attackers who know the reference push the model along it until every honest update has a
+    negative cosine to it, and the fixed test lets no update in for the rest of the run). A row far below
+    the crowd still fails; an
     attacker who knows the reference never needed a lower level.
     """
     X = as_update_matrix(X, check_finite=False)
@@ -210,15 +216,17 @@ def hardened_fltrust(
 
 @register
 class FLTrustGuarded(Strategy):
-    """FLTrust's server reference as a filter, guarded for an attacker who knows it: rows with a positive
-    cosine to the reference AND not a low outlier of the round's median cosines to peers enter, weighted by
+    """FLTrust's server reference as a filter, guarded for an attacker who knows it: rows whose cosine to
+    the reference is not below the honest crowd's (above 0, or above the crowd's own level when it sits below
+    0) AND not a low outlier of the round's median cosines to peers enter, weighted by
     their sample claims capped at the passers' median claim, each clipped to the passers' median norm
     (:func:`gate`). Needs ``StrategyInputs.reference``."""
 
     name = "fltrust_guarded"
 
-    def __init__(self, reference_z: float | None = None) -> None:
-        """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: cosine > 0."""
+    def __init__(self, reference_z: float | None = CROWD_REFERENCE_Z) -> None:
+        """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
+        cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison)."""
         if reference_z is not None and not (np.isfinite(reference_z) and reference_z >= 0):
             raise InvalidParameter(f"fltrust_guarded: reference_z must be finite and >= 0, got {reference_z}")
         self.reference_z = reference_z

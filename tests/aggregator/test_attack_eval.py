@@ -234,7 +234,9 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.Stage.parse("signmask=0.4") == ae.Stage(agreement=0.4, reverse=False)
     assert ae.Stage.parse("crowd=2") == ae.Stage(crowd=2.0)
     assert ae.StagedGuarded(ae.Stage(crowd=2.0)).reference_z == 2.0
-    assert ae.StagedGuarded(ae.Stage()).reference_z is None
+    assert ae.StagedGuarded(ae.Stage()).reference_z == ae.FLTrustGuarded().reference_z == 2.0
+    assert ae.Stage.parse("crowd=off") == ae.Stage(crowd=None)
+    assert ae.StagedGuarded(ae.Stage.parse("crowd=off")).reference_z is None
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):

@@ -13,6 +13,7 @@ from aggregator.scoring.reputation import norm_evidence
 from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
+    CROWD_REFERENCE_Z,
     FLTrustGuarded,
     gate,
     hardened_coefficients,
@@ -113,23 +114,27 @@ def test_the_reference_test_relative_to_the_crowd_lets_honest_rows_in_when_the_r
     H, _ = crowd()
     reference = reference_turned_against(H)
     X = np.vstack([H, -reference[None, :]]).astype(np.float32)  # the last row: far below the crowd
-    fixed = gate(X, reference)
+    fixed = gate(X, reference, reference_z=None)
     assert (fixed.cos_reference[:7] < 0).all() and not fixed.passed.any()  # the run would freeze here
-    relative = gate(X, reference, reference_z=2.0)
+    relative = gate(X, reference)  # the default
+    assert relative.reference_level == gate(X, reference, reference_z=CROWD_REFERENCE_Z).reference_level
     assert fixed.reference_level == 0.0
     assert relative.reference_level < relative.cos_reference[:7].min()
     assert relative.by_reference[:7].all() and not relative.by_reference[7]
     # The centre test is unchanged; the clip norm is the median over the rows the reference test lets in.
     assert np.array_equal(relative.by_center, fixed.by_center)
     assert relative.clip_norm == pytest.approx(float(np.median(relative.norms[:7])))
-    assert (hardened_coefficients(X, reference) == 0).all()
+    coefficients = hardened_coefficients(X, reference)
+    # Every row both tests let in gets weight (the honest crowd but its centre-test outliers); the far row none.
+    assert np.array_equal(coefficients > 0, relative.passed) and relative.passed[:7].sum() >= 6
+    assert coefficients[7] == 0
 
 
 def test_the_reference_test_relative_to_the_crowd_is_the_fixed_test_while_the_crowd_agrees() -> None:
     H, _ = crowd()
     reference = -reference_turned_against(H)  # agrees with every honest update
     X = np.vstack([H, orthogonal_attackers(H, reference, 3, 0.3), -reference[None, :]]).astype(np.float32)
-    fixed, relative = gate(X, reference), gate(X, reference, reference_z=2.0)
+    fixed, relative = gate(X, reference, reference_z=None), gate(X, reference)
     assert (fixed.cos_reference[:7] > 0).all() and relative.reference_level == 0.0
     assert np.array_equal(fixed.by_reference, relative.by_reference) and fixed.clip_norm == relative.clip_norm
     assert (
@@ -139,12 +144,13 @@ def test_the_reference_test_relative_to_the_crowd_is_the_fixed_test_while_the_cr
     assert reference_level(np.array([-0.1, -0.2, -0.3]), 2.0) == pytest.approx(-0.2 - 2 * 1.4826 * 0.1)
 
 
-def test_the_rule_takes_the_relative_reference_test_as_an_option_and_records_its_level() -> None:
+def test_the_rule_uses_the_relative_reference_test_by_default_and_records_its_level() -> None:
     H, _ = crowd()
     reference = reference_turned_against(H)
     inputs = StrategyInputs.of(7, reference=reference)
-    assert FLTrustGuarded().aggregate(H, inputs).selected.size == 0
-    result = FLTrustGuarded(reference_z=2.0).aggregate(H, inputs)
+    assert FLTrustGuarded(reference_z=None).aggregate(H, inputs).selected.size == 0
+    result = FLTrustGuarded().aggregate(H, inputs)
+    assert FLTrustGuarded().reference_z == CROWD_REFERENCE_Z == 2.0
     assert result.selected.size > 0 and result.details["reference_cosine_level"] < 0
     with pytest.raises(InvalidParameter, match="reference_z"):
         FLTrustGuarded(reference_z=-1.0)

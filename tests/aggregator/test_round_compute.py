@@ -147,10 +147,11 @@ def test_a_zero_aggregate_is_not_kept_and_the_servers_step_needs_no_margin_again
     nothing = run(fed.inputs(np.zeros((4, fed.base.size), np.float32), strategy="fedavg"))
     assert not nothing.activate and nothing.record.rolled_back
     assert "the aggregate is zero" in nothing.record.decision
-    # Every update points away from the server's reference: the guarded rule lets none in. No federation's
-    # data to protect: the server's step is kept as soon as it lowers the validation loss.
+    # Every update points away from the server's reference, all at the same cosine (the crowd's level is
+    # theirs, and the test is strict): the guarded rule lets none in. No federation's data to protect: the
+    # server's step is kept as soon as it lowers the validation loss.
     server = fed.honest(1)[0]
-    away = -fed.honest(5)
+    away = -np.repeat(fed.honest(1), 5, axis=0)
     result = run(replace(fed.inputs(away, strategy="fltrust_guarded"), reference=server))
     assert result.aggregate is not None and not result.aggregate.any()
     assert result.activate and "at the server's own step" in result.record.decision
