@@ -43,8 +43,13 @@ test-contracts: install-node
 	cd blockchain && HARDHAT_BUILD_DIR=.coverage_build npx hardhat coverage && node scripts/checkCoverage.js
 	cd blockchain && npx hardhat test test/Gas.test.js
 
+# Two pytest-xdist workers: the tests of shared services in one, in the usual order, and the modules that use
+# none taken by either (tests/conftest.py, pytest_xdist_make_scheduler). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS)
+
 test-python: install install-browser
-	$(PY) -m pytest
+	$(PYTEST)
 
 # Lint and the contract suite share nothing with the Python suite (see test-contracts), so they run beside it:
 # the Python tests spend much of their time waiting on their services and subprocesses, which leaves a core
@@ -56,7 +61,7 @@ test: install install-browser
 	@mkdir -p var
 	@echo "==> lint and the contract tests (coverage, gas) beside the Python tests; their output follows pytest's"
 	@$(MAKE) --no-print-directory -k lint test-contracts > var/test-side.log 2>&1 & side=$$!; \
-	$(PY) -m pytest; python=$$?; \
+	$(PYTEST); python=$$?; \
 	wait $$side; side=$$?; \
 	echo "==> lint and contract tests (var/test-side.log): exit status $$side"; cat var/test-side.log; \
 	exit $$(( python != 0 || side != 0 ))

@@ -1,15 +1,65 @@
-"""Shared fixtures: one real Hardhat node per test session, deployed with the project's own deploy script."""
+"""Shared fixtures: one real Hardhat node per test session, deployed with the project's own deploy script; and
+which tests pytest-xdist workers may run side by side (`make test` runs `pytest -n 2`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import Web3
 
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Test modules that use no shared service: no Redis, PostgreSQL or session Hardhat node, no file outside their
+# tmp_path; the processes they start (a Hardhat node of their own, a Flower federation) listen on free ports
+# only. Each passes in a network namespace of its own, where the machine's Redis and PostgreSQL are out of
+# reach (`unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m pytest <modules>'`).
+ISOLATED = (
+    "tests/aggregator/",
+    "tests/crypto/",
+    "tests/secagg/",
+    "tests/test_evidence.py",
+    "tests/test_layering.py",
+    "tests/test_models.py",
+    "tests/test_payload.py",
+    "tests/client/test_api_retries.py",
+    "tests/client/test_data_and_wallet.py",
+    "tests/client/test_status_format.py",
+    "tests/client/test_training.py",
+    "tests/deploy/test_devgov.py",
+    "tests/domain/test_server_data.py",
+    "tests/flower/test_federation.py",
+    "tests/flower/test_launcher.py",
+    "tests/flower/test_legacy.py",
+    "tests/flower/test_reply_signature.py",
+    "tests/flower/test_strategy.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """What one pytest-xdist worker runs as a whole: an isolated module, or every other test together."""
+    module = nodeid.split("::", 1)[0]
+    return module if module.startswith(ISOLATED) else "services"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `pytest -n N` (`make test`), the tests of shared services all run in one worker, in the usual
+    order: no two of them ever share a Redis database or a chain at once, and those that rely on the
+    session's chain state (e.g. an organization slashed earlier) still see it. The isolated modules are
+    units any worker takes, largest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServicesInOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ServicesInOneWorker(config, log)
 
 
 @pytest.fixture(scope="session")
