@@ -21,6 +21,7 @@ from fedledger.crypto.envelope import (
 )
 from fedledger.crypto.errors import DecryptionFailed, InvalidKey, MalformedEnvelope, UnknownKey
 from fedledger.crypto.keys import KeyAlgorithm, ServerKeyPair, generate_server_key
+from fedledger.devkeys import FIRST_ORGANIZATION_INDEX, dev_private_key
 from fedledger.payload import decode_update, model_shapes
 
 from .conftest import ORG_ADDRESS
@@ -152,7 +153,8 @@ def test_another_key_of_the_same_id_cannot_decrypt(server_key: ServerKeyPair) ->
         ("num_samples", 1_000_000),
         ("round_id", 6),
         ("model_version", 3),
-        ("participant", Account.create().address),
+        # Another organization, named the same in every process (pytest-xdist workers collect alike).
+        ("participant", Account.from_key(dev_private_key(FIRST_ORGANIZATION_INDEX + 1)).address),
     ],
 )
 def test_changing_a_header_field_fails_decryption(
