@@ -241,6 +241,11 @@ def model_shapes(weights: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]
     return {name: tuple(array.shape) for name, array in weights.items()}
 
 
+def parameter_count(shapes: Mapping[str, Sequence[int]]) -> int:
+    """Entries of a model whose tensors have ``shapes``: the length of its :func:`flatten` vector."""
+    return sum(math.prod(int(v) for v in shape) for shape in shapes.values())
+
+
 def flatten(tensors: Mapping[str, np.ndarray], names: Iterable[str]) -> np.ndarray:
     """The tensors ``names`` (a list, or a mapping of names to shapes) as one float32 vector, in that order:
     how the aggregation sees an update."""

@@ -85,6 +85,7 @@ from aggregator.strategies.bulyan import closest_to_median_columns
 from aggregator.strategies.centered_clip import CenteredClip, bucket_means
 from aggregator.strategies.coordinatewise import TrimmedMean, median, trimmed_mean
 from fedledger.models import FIRST_LAYER, MLP_TENSORS, SOFTMAX_TENSORS, UnknownModelFamily, ValidationBatch
+from fedledger.payload import parameter_count
 
 # Rules that read the updates only through inner products and linear combinations (see the module docstring).
 LINEAR_STRATEGIES = frozenset({"fedavg", "fltrust", "fltrust_guarded", "krum", "multi_krum", "reputation"})
@@ -151,7 +152,7 @@ class Layout:
             raise UnknownModelFamily(f"tensors {sorted(names)} match no built-in model family (softmax, mlp)")
         weight, bias = FIRST_LAYER[family]
         features, width = (int(v) for v in spec[weight])
-        size = sum(math.prod(int(v) for v in shape) for shape in spec.values())
+        size = parameter_count(spec)
         # Name order puts each family's first-layer bias, then its weight, first (dense.*, hidden.* < output.*).
         assert sorted(names)[:2] == [bias, weight]
         return cls(family, width, width * (features + 1), size)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -82,7 +81,7 @@ from fedledger.crypto.eip712 import recover_update_signer
 from fedledger.crypto.envelope import open_envelope
 from fedledger.crypto.errors import CryptoError
 from fedledger.domain.blobstore import BlobStore
-from fedledger.payload import UpdateFormatError, decode_update, flatten, unflatten
+from fedledger.payload import UpdateFormatError, decode_update, flatten, parameter_count, unflatten
 
 # (task name, one payload per shard) -> each shard's result, in the payloads' order.
 ShardRunner = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
@@ -447,7 +446,7 @@ def score_examples(
     round_inputs = inputs.round_inputs(
         params, clients=clients, deltas=np.zeros((len(clients), 0)), rejected=rejected, holdout=None
     )
-    size = sum(math.prod(int(v) for v in shape) for shape in inputs.spec.values())
+    size = parameter_count(inputs.spec)
     chosen = replace(round_inputs, model_size=size).score_sample(examples)
     return None if chosen is None else [int(i) for i in chosen]
 

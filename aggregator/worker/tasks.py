@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import time
@@ -63,6 +62,7 @@ from fedledger.domain.tasks import (
     TICK_TASK,
     UPDATE_RECEIVED_TASK,
 )
+from fedledger.payload import parameter_count
 from fedledger.secagg.messages import Domain as SigningDomain
 
 log = get_task_logger(__name__)
@@ -150,7 +150,7 @@ def sharded_close(inputs: Inputs, rng: np.random.Generator, now: datetime) -> st
     """Send the round's first pass across the workers when the settings split it ("sharding"; the chord
     callbacks, :func:`shard_step`, go on with it and commit it); None: compute it here."""
     settings, _, blobs, *_, holdout = services()
-    size = sum(math.prod(shape) for shape in inputs.model.spec.values())
+    size = parameter_count(inputs.model.spec)
     align = settings.update_chunk_coords  # what the SDK seals: shards and blocks at whole chunks
     ranges = plan_shards(
         size, len(inputs.updates), settings.close_max_bytes_per_worker, settings.close_shards, align

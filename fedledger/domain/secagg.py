@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +55,7 @@ from fedledger.crypto.addresses import checksummed
 from fedledger.domain import audit
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from fedledger.payload import parameter_count
 from fedledger.secagg import wire
 from fedledger.secagg.errors import SecAggError
 from fedledger.secagg.groups import MIN_GROUP_SIZE, assign_tiers, group_seed
@@ -143,7 +143,7 @@ def start(
     size = group_size_of(params)
     if size == 0:
         return None
-    dimension = sum(math.prod(int(d) for d in shape) for shape in model.spec.values())
+    dimension = parameter_count(model.spec)
     clip = float(params.real("secure_clip")) if "secure_clip" in params else 1.0
     # Under DP each member adds its share of the noise before masking, so the range must hold it too; the
     # share is largest in the smallest groups (size s, the smallest threshold), which sizes it for all.

@@ -12,7 +12,6 @@ Then: idempotent replay (same bytes, same receipt) or 409 for a different payloa
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +50,7 @@ from fedledger.crypto.errors import CryptoError, DecryptionFailed, UnknownKey
 from fedledger.domain import audit, keys, pipeline
 from fedledger.domain.blobstore import BlobStore
 from fedledger.domain.errors import Conflict, Forbidden, Invalid, Malformed, NotFound, Unauthenticated
-from fedledger.payload import UnsupportedDtype, UpdateFormatError, decode_update
+from fedledger.payload import UnsupportedDtype, UpdateFormatError, decode_update, parameter_count
 
 MAX_SAMPLES = 10**9
 
@@ -319,7 +318,7 @@ def verify(
 
 def _check_layout(head: ChunkedHead, shapes: dict[str, tuple[int, ...]], model_version: int) -> None:
     """A chunked update's coordinates must be the model's tensors in the model's order."""
-    size = sum(math.prod(shape) for shape in shapes.values())
+    size = parameter_count(shapes)
     if head.header.layout != layout_hash(shapes) or head.header.size != size:
         raise Invalid(
             "shape_mismatch",
