@@ -28,9 +28,10 @@ from datetime import datetime
 import numpy as np
 
 from aggregator.errors import InvalidParameter
+from fedledger.config import Settings
 
-# The defaults of FEDLEDGER_SCORE_EXAMPLES and FEDLEDGER_SCORE_WORK_FLOOR (a worker sets its own with
-# :func:`configure`).
+# The defaults of FEDLEDGER_SCORE_EXAMPLES and FEDLEDGER_SCORE_WORK_FLOOR (a worker's own settings reach its
+# closes through :func:`settings_budget`).
 # K: the per-row scores may spend K x n x d multiply-adds (K validation examples' worth of first-layer
 # responses of every update), about what the guarded default's aggregation costs at n = 100 (measured:
 # docs/benchmarks.md, issue 25 item 2, "A bounded score budget").
@@ -69,18 +70,16 @@ class ScoreBudget:
         return min(examples, max(self.examples, int(self.floor // per_example)))
 
 
-def configure(examples: int, floor: float) -> None:
-    """Set this process's budget (the worker, from ``FEDLEDGER_SCORE_EXAMPLES`` and
-    ``FEDLEDGER_SCORE_WORK_FLOOR``): what :func:`default_budget` returns from now on."""
-    global SCORE_EXAMPLES, SCORE_WORK_FLOOR
-    checked = ScoreBudget(examples, floor)  # refuses a budget that cannot work before anything changes
-    SCORE_EXAMPLES, SCORE_WORK_FLOOR = checked.examples, checked.floor
-
-
 def default_budget() -> ScoreBudget:
     """The budget of a close that names none: :data:`SCORE_EXAMPLES` and :data:`SCORE_WORK_FLOOR`, read
     when called."""
     return ScoreBudget(SCORE_EXAMPLES, SCORE_WORK_FLOOR)
+
+
+def settings_budget(settings: Settings) -> ScoreBudget:
+    """A worker's budget: its settings' ``FEDLEDGER_SCORE_EXAMPLES`` and ``FEDLEDGER_SCORE_WORK_FLOOR``
+    (the close carries it with the round's inputs; nothing is set on the process)."""
+    return ScoreBudget(settings.score_examples, settings.score_work_floor)
 
 
 def round_seed(round_id: int, updates: Sequence[tuple[int, datetime]]) -> bytes:

@@ -34,6 +34,7 @@ from aggregator.round.compute import (
 )
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import reference_update, server_data
+from aggregator.scoring.budget import ScoreBudget
 from aggregator.worker import secure_close
 from aggregator.worker.close_inputs import Inputs, public_change
 from db.base import utcnow
@@ -110,8 +111,15 @@ def renew(sessions: sessionmaker[Session], round_id: int, owner: str, lease_seco
         return _rowcount(renewed) == 1
 
 
-def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round_id: int) -> Inputs:
-    """Read the round, its updates, their participants, the model and the server keys (detached)."""
+def load(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    key_dir: Path,
+    round_id: int,
+    score_budget: ScoreBudget | None = None,
+) -> Inputs:
+    """Read the round, its updates, their participants, the model and the server keys (detached);
+    ``score_budget`` (the worker's settings; None: the module's defaults) goes with them to every close."""
     with sessions() as session:
         round_ = session.get(Round, round_id)
         assert round_ is not None
@@ -130,7 +138,17 @@ def load(sessions: sessionmaker[Session], blobs: BlobStore, key_dir: Path, round
         session.expunge_all()
     weights = decode_weights(blobs.get(model.weights_hash))
     parent_weights = decode_weights(blobs.get(parent.weights_hash)) if parent is not None else None
-    return Inputs(round_, updates, participants, weights, model, private, int(dp_rounds or 0), parent_weights)
+    return Inputs(
+        round_,
+        updates,
+        participants,
+        weights,
+        model,
+        private,
+        int(dp_rounds or 0),
+        parent_weights,
+        score_budget,
+    )
 
 
 def charged_rounds() -> CompoundSelect[tuple[int]]:
@@ -393,14 +411,16 @@ def close_round(
     signing: Signing,
     now: datetime | None = None,
     sharded: ShardedCompute | None = None,
+    score_budget: ScoreBudget | None = None,
 ) -> str:
     """Close ``round_id`` if this worker can take it. Returns what happened (for logs and tests).
 
     ``sharded``: computes the round across workers when it should be (aggregator.worker.shards); its None
-    means this round is computed here, by :func:`compute`."""
+    means this round is computed here, by :func:`compute`. ``score_budget``: the per-row scores' budget
+    (the worker's settings; None: the module's defaults)."""
     if not acquire(sessions, round_id, owner, lease_seconds):
         return "not-closable"
-    inputs = load(sessions, blobs, key_dir, round_id)
+    inputs = load(sessions, blobs, key_dir, round_id, score_budget)
     rng = round_rng(round_id)
     when = now or utcnow()
     secure = secure_close.load_secure(sessions, round_id)

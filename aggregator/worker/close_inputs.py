@@ -12,6 +12,7 @@ import numpy as np
 
 from aggregator.round.compute import ClientMeta, RoundInputs
 from aggregator.round.params import RoundParams
+from aggregator.scoring.budget import ScoreBudget
 from db.models import ModelVersion, Participant, Round, Update
 from fedledger.crypto.chunked import coordinate_order
 from fedledger.payload import flatten
@@ -30,6 +31,10 @@ class Inputs:
     dp_rounds_spent: int
     # The model's parent's weights (None for the first version): the last public change is their difference.
     parent_weights: dict[str, np.ndarray] | None = None
+    # The per-row scores' budget of the worker that loaded the round (its settings' FEDLEDGER_SCORE_EXAMPLES
+    # and FEDLEDGER_SCORE_WORK_FLOOR); None: the module's defaults. Carried with the round, not set on the
+    # process, so that every close of it (single, sharded, secure) and a test comparing them judge alike.
+    score_budget: ScoreBudget | None = None
 
     @property
     def spec(self) -> dict[str, tuple[int, ...]]:
@@ -65,6 +70,7 @@ class Inputs:
             dp_rounds_spent=self.dp_rounds_spent,
             reference=reference,
             public_change=public_change,
+            score_budget=self.score_budget,
         )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.round.server_update import server_data
 from aggregator.round.sharding import plan_shards
-from aggregator.scoring import budget as score_budget
+from aggregator.scoring.budget import settings_budget
 from aggregator.worker.celery_app import app
 from aggregator.worker.close import Signing, close_round, finish, load, renew, round_rng
 from aggregator.worker.close_inputs import Inputs
@@ -80,8 +80,6 @@ Services = tuple[
 def services() -> Services:
     """What every task works with, built once per worker process from the settings."""
     settings = get_settings()
-    # Every close this process runs (single, sharded, secure) judges the scores' budget by the settings.
-    score_budget.configure(settings.score_examples, settings.score_work_floor)
     sessions = session_factory(settings.resolved_database_url)
     deployments = Deployments.load(settings.resolved_deployments_file)
     gateway = ChainGateway(settings.chain_rpc_url, deployments, settings.resolved_aggregator_key, sessions)
@@ -127,6 +125,7 @@ def close(self: Task, round_id: int) -> str:
         holdout,
         signing,
         sharded=sharded_close,
+        score_budget=settings_budget(settings),
     )
     log.info("close round %s: %s in %.0f ms", round_id, result, (time.perf_counter() - started) * 1e3)
     _after_close(round_id, result)
@@ -197,7 +196,7 @@ def shard_step(
         discard(blobs, state, results)
         log.info("close round %s: lease lost during a sharded pass", round_id)
         return "lease-lost"
-    inputs = load(sessions, blobs, settings.resolved_key_dir, round_id)
+    inputs = load(sessions, blobs, settings.resolved_key_dir, round_id, settings_budget(settings))
     when = datetime.fromisoformat(now)
     step = advance(inputs, blobs, holdout, round_rng(round_id), when, state, results)
     if isinstance(step, Pass):

@@ -13,7 +13,7 @@ from aggregator.errors import InvalidParameter
 from aggregator.round.compute import compute_round
 from aggregator.scoring import budget, responses
 from aggregator.scoring import round as round_module
-from aggregator.scoring.budget import ScoreBudget, round_seed, score_sample
+from aggregator.scoring.budget import ScoreBudget, round_seed, score_sample, settings_budget
 from aggregator.scoring.contribution import batched_contributions
 from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients
 from aggregator.scoring.responses import response_measures
@@ -265,23 +265,24 @@ def test_responses_too_large_to_hold_fall_back_to_the_chunked_functions(
         np.testing.assert_allclose(getattr(chunked, name), getattr(held, name), rtol=1e-3, atol=1e-6)
 
 
-def test_the_settings_set_the_workers_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The settings' defaults are the module's; configure (what a worker does with its settings) sets the
-    budget every close of the process judges by, and refuses one that cannot work."""
+def test_the_settings_set_the_workers_budget() -> None:
+    """The settings' defaults are the module's; a worker's settings give the budget its closes carry with
+    the round's inputs (nothing set on the process), and a budget that cannot work is refused."""
     settings = Settings()
-    assert (settings.score_examples, settings.score_work_floor) == (
-        budget.SCORE_EXAMPLES,
-        budget.SCORE_WORK_FLOOR,
+    assert (
+        settings_budget(settings)
+        == budget.default_budget()
+        == ScoreBudget(budget.SCORE_EXAMPLES, budget.SCORE_WORK_FLOOR)
     )
-    monkeypatch.setattr(budget, "SCORE_EXAMPLES", budget.SCORE_EXAMPLES)
-    monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", budget.SCORE_WORK_FLOOR)
-    budget.configure(8, 0.0)
-    assert budget.default_budget() == ScoreBudget(8, 0.0)
+    chosen = settings_budget(settings.model_copy(update={"score_examples": 8, "score_work_floor": 0.0}))
+    assert chosen == ScoreBudget(8, 0.0)
     fed = Federation(seed=4)
     inputs = fed.inputs(fed.honest(6))
-    assert inputs.score_sample(150) is not None and inputs.score_sample(150).size == 8  # type: ignore[union-attr]
+    assert inputs.score_sample(150) is None  # the defaults: every example at this size
+    sampled = replace(inputs, score_budget=chosen).score_sample(150)
+    assert sampled is not None and sampled.size == 8
+    assert budget.default_budget() == ScoreBudget(32, 2e9)  # the module's defaults did not move
     with pytest.raises(InvalidParameter, match="at least 2 examples"):
-        budget.configure(1, 0.0)
-    assert budget.default_budget() == ScoreBudget(8, 0.0)
+        ScoreBudget(1, 0.0)
     with pytest.raises(ValueError, match="score_examples"):
         Settings(score_examples=1)

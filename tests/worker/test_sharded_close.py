@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from aggregator.round.compute import CloseStatus
 from aggregator.round.sharding import COORDINATE_STRATEGIES, TOLERANCE
-from aggregator.scoring import budget
+from aggregator.scoring.budget import settings_budget
 from aggregator.worker import close as round_close
 from db.models import Aggregation, Contribution
 from db.session import session_factory
@@ -55,7 +55,6 @@ def settings(
     settings: Settings,
     s3_endpoint: str,
     score_budget: tuple[int, float] | None,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
     """The worker tests' settings, every close split in two coordinate ranges, blobs in the object store."""
     update: dict[str, object] = {
@@ -69,9 +68,6 @@ def settings(
     }
     if score_budget is not None:
         update |= {"score_examples": score_budget[0], "score_work_floor": score_budget[1]}
-        # The single-worker recomputation in this process judges the budget as the workers do.
-        monkeypatch.setattr(budget, "SCORE_EXAMPLES", score_budget[0])
-        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", score_budget[1])
     return settings.model_copy(update=update)
 
 
@@ -144,7 +140,10 @@ def close_a_round_in_shards(
 
     # The single-worker close of the same round, from the same rows and blobs.
     blobs = open_blob_store(settings)
-    inputs = round_close.load(sessions, blobs, settings.resolved_key_dir, round_["id"])
+    # Judged by the settings' score budget, as the workers judge it.
+    inputs = round_close.load(
+        sessions, blobs, settings.resolved_key_dir, round_["id"], settings_budget(settings)
+    )
     single = round_close.compute(
         inputs,
         blobs,
