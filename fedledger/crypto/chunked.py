@@ -32,7 +32,6 @@ matches what its organization signed).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -41,27 +40,23 @@ from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_utils import to_checksum_address
 
 from fedledger.crypto.addresses import is_valid_address
-from fedledger.crypto.envelope import (
-    _OAEP,
-    AES_KEY_BYTES,
-    MAX_HEADER_BYTES,
+from fedledger.crypto.canonical import (
     MAX_HEADER_INT,
-    TAG_BYTES,
-    _b64decode,
-    _check_int,
-    _is_int,
-    check_routing_fields,
+    b64_field,
+    canonical_json,
+    check_int,
+    header_document,
+    is_json_int,
+    require_canonical,
 )
-from fedledger.crypto.errors import CryptoError, DecryptionFailed, InvalidKey, MalformedEnvelope, UnknownKey
-from fedledger.crypto.keys import KeyAlgorithm, PublicKey, load_private_key, load_public_key, public_key_id
-from fedledger.crypto.strictjson import loads_strict
+from fedledger.crypto.envelope import MAX_HEADER_BYTES, TAG_BYTES, check_routing_fields
+from fedledger.crypto.errors import CryptoError, DecryptionFailed, MalformedEnvelope
+from fedledger.crypto.keys import KeyAlgorithm, load_public_key, public_key_id
+from fedledger.crypto.keywrap import unwrap_key, wrap_new_key
 
 CHUNKED_MAGIC = b"FLE2"
 CHUNKED_VERSION = 2
@@ -118,13 +113,13 @@ class ChunkedHeader:
     layout: str
 
     def __post_init__(self) -> None:
-        if not _is_int(self.version) or self.version != CHUNKED_VERSION:
+        if not is_json_int(self.version) or self.version != CHUNKED_VERSION:
             raise MalformedEnvelope(
                 f"chunked envelope version {self.version!r} is not supported; this server reads {CHUNKED_VERSION}"
             )
         check_routing_fields(self)
-        _check_int("size", self.size, minimum=1)
-        _check_int("chunk_coords", self.chunk_coords, minimum=1)
+        check_int("size", self.size, minimum=1)
+        check_int("chunk_coords", self.chunk_coords, minimum=1)
         if self.dtype not in DTYPES:
             raise MalformedEnvelope(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.layout, str) or len(self.layout) != 64 or not _is_hex(self.layout):
@@ -157,15 +152,7 @@ class ChunkedHeader:
 
     def to_bytes(self) -> bytes:
         """The canonical header bytes: on the wire, in the signed head, and in every chunk's associated data."""
-        document: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bytes):
-                value = base64.b64encode(value).decode("ascii")
-            elif isinstance(value, KeyAlgorithm):
-                value = value.value
-            document[f.name] = value
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return canonical_json(self)
 
 
 _HEADER_FIELDS = frozenset(f.name for f in fields(ChunkedHeader))
@@ -211,7 +198,7 @@ class ChunkedHead:
     def chunks_of(self, start: int, stop: int) -> range:
         """The chunks holding coordinates ``[start, stop)``; :class:`InvalidRange` for a range outside the update."""
         size = self.header.size
-        if not (_is_int(start) and _is_int(stop) and 0 <= start < stop <= size):
+        if not (is_json_int(start) and is_json_int(stop) and 0 <= start < stop <= size):
             raise InvalidRange(
                 f"coordinates [{start}, {stop}) are not a non-empty range inside this update's [0, {size})"
             )
@@ -252,7 +239,7 @@ def seal_chunked(
         )
     dtype = "F16" if half else "F32"
     algorithm, public = load_public_key(public_pem)
-    aes_key, wrapped_key = _wrap_new_key(public)
+    aes_key, wrapped_key = wrap_new_key(public, HKDF_INFO_V2)
     header = ChunkedHeader(
         version=CHUNKED_VERSION,
         algorithm=algorithm,
@@ -331,7 +318,7 @@ class ChunkOpener:
 
     def __init__(self, head: ChunkedHead, private_keys: Mapping[str, bytes]) -> None:
         self.head = head
-        self._aead = AESGCM(_unwrap(head.header, private_keys))
+        self._aead = AESGCM(unwrap_key(head.header, private_keys, HKDF_INFO_V2, _DECRYPTION_FAILED))
 
     def open_range(self, read: RangeReader, start: int, stop: int) -> np.ndarray:
         """Coordinates ``[start, stop)`` as float32, reading only the chunks that hold them. Raises
@@ -399,80 +386,14 @@ def _aad(header_bytes: bytes, k: int) -> bytes:
     return header_bytes + k.to_bytes(8, "big")
 
 
-def _wrap_new_key(public: PublicKey) -> tuple[bytes, bytes]:
-    if isinstance(public, rsa.RSAPublicKey):
-        aes_key = AESGCM.generate_key(bit_length=AES_KEY_BYTES * 8)
-        return aes_key, public.encrypt(aes_key, _OAEP)
-    ephemeral = x25519.X25519PrivateKey.generate()
-    ephemeral_public = ephemeral.public_key().public_bytes_raw()
-    try:
-        shared = ephemeral.exchange(public)
-    except ValueError as exc:
-        raise InvalidKey("the server's X25519 public key is a low-order point; it cannot be used") from exc
-    return _derive(shared, ephemeral_public, public.public_bytes_raw()), ephemeral_public
-
-
-def _unwrap(header: ChunkedHeader, private_keys: Mapping[str, bytes]) -> bytes:
-    private_pem = private_keys.get(header.key_id)
-    if private_pem is None:
-        raise UnknownKey(header.key_id)
-    algorithm, private = load_private_key(private_pem)
-    actual_id = public_key_id(private.public_key())
-    if actual_id != header.key_id:
-        raise InvalidKey(
-            f"the server key map stores key {actual_id} under key id {header.key_id}; "
-            "rebuild the map with key_id_of(public key) as each key's id"
-        )
-    if algorithm is not header.algorithm:
-        raise DecryptionFailed(_DECRYPTION_FAILED)
-    if isinstance(private, rsa.RSAPrivateKey):
-        if len(header.wrapped_key) != private.key_size // 8:
-            raise DecryptionFailed(_DECRYPTION_FAILED)
-        try:
-            aes_key = private.decrypt(header.wrapped_key, _OAEP)
-        except ValueError:
-            raise DecryptionFailed(_DECRYPTION_FAILED) from None
-        if len(aes_key) != AES_KEY_BYTES:
-            raise DecryptionFailed(_DECRYPTION_FAILED)
-        return aes_key
-    try:
-        shared = private.exchange(x25519.X25519PublicKey.from_public_bytes(header.wrapped_key))
-    except ValueError:
-        raise DecryptionFailed(_DECRYPTION_FAILED) from None
-    return _derive(shared, header.wrapped_key, private.public_key().public_bytes_raw())
-
-
-def _derive(shared: bytes, ephemeral_public: bytes, server_public: bytes) -> bytes:
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(),
-        length=AES_KEY_BYTES,
-        salt=None,
-        info=HKDF_INFO_V2 + ephemeral_public + server_public,
-    )
-    return hkdf.derive(shared)
-
-
 def _decode_header(raw: bytes) -> ChunkedHeader:
-    try:
-        document = loads_strict(raw.decode("ascii"), allow_floats=False)
-    except UnicodeDecodeError:
-        raise MalformedEnvelope("header is not ASCII JSON") from None
-    except ValueError as exc:
-        raise MalformedEnvelope(f"header is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise MalformedEnvelope("header must be a JSON object")
-    missing = sorted(_HEADER_FIELDS - document.keys())
-    unexpected = sorted(document.keys() - _HEADER_FIELDS)
-    if missing or unexpected:
-        raise MalformedEnvelope(
-            f"header fields do not match version 2: missing {missing}, unexpected {unexpected}"
-        )
+    document = header_document(raw, _HEADER_FIELDS, CHUNKED_VERSION)
     values: dict[str, Any] = {}
     for name, value in document.items():
         if name == "wrapped_key":
-            values[name] = _b64decode(name, value)
+            values[name] = b64_field(name, value)
         elif name in _INT_FIELDS:
-            if not _is_int(value) or not 0 <= value <= MAX_HEADER_INT:
+            if not is_json_int(value) or not 0 <= value <= MAX_HEADER_INT:
                 raise MalformedEnvelope(f"header field {name} must be a JSON integer, got {value!r}")
             values[name] = value
         elif not isinstance(value, str):
@@ -480,8 +401,7 @@ def _decode_header(raw: bytes) -> ChunkedHeader:
         else:
             values[name] = value
     header = ChunkedHeader(**values)
-    if header.to_bytes() != raw:
-        raise MalformedEnvelope("header is not canonical JSON (sorted keys, no whitespace, padded base64)")
+    require_canonical(header, raw)
     return header
 
 

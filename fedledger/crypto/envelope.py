@@ -29,9 +29,6 @@ a (key, nonce) pair never repeats.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -39,34 +36,29 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_utils import is_checksum_address, to_checksum_address
 
 from fedledger.crypto.addresses import is_valid_address
-from fedledger.crypto.errors import DecryptionFailed, InvalidKey, MalformedEnvelope, UnknownKey
-from fedledger.crypto.keys import (
-    RSA_ACCEPTED_BITS,
-    KeyAlgorithm,
-    PublicKey,
-    load_private_key,
-    load_public_key,
-    public_key_id,
+from fedledger.crypto.canonical import (
+    b64_field,
+    canonical_json,
+    check_int,
+    header_document,
+    is_json_int,
+    require_canonical,
 )
-from fedledger.crypto.strictjson import loads_strict
+from fedledger.crypto.errors import DecryptionFailed, MalformedEnvelope
+from fedledger.crypto.keys import RSA_ACCEPTED_BITS, KeyAlgorithm, load_public_key, public_key_id
+from fedledger.crypto.keywrap import unwrap_key, wrap_new_key
 
 ENVELOPE_MAGIC = b"FLE1"
 ENVELOPE_VERSION = 1
 MAX_HEADER_BYTES = 4 * 1024
 NONCE_BYTES = 12
 TAG_BYTES = 16
-AES_KEY_BYTES = 32
 X25519_KEY_BYTES = 32
 HKDF_INFO = b"fedledger update v1"
-# Integers must fit the database's signed 64-bit columns (they also fit EIP-712's uint256).
-MAX_HEADER_INT = 2**63 - 1
 # AES-GCM in `cryptography` takes at most 2**31 - 1 bytes per call; updates are far smaller.
 MAX_PLAINTEXT_BYTES = 2**31 - 1
 
@@ -76,7 +68,6 @@ _WRAPPED_KEY_BYTES: dict[KeyAlgorithm, frozenset[int]] = {
     KeyAlgorithm.rsa_oaep_sha256: frozenset(bits // 8 for bits in RSA_ACCEPTED_BITS),
     KeyAlgorithm.x25519: frozenset({X25519_KEY_BYTES}),
 }
-_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 # One message for every decryption failure, so a failure reveals nothing about where it happened.
 _DECRYPTION_FAILED = (
     "decryption failed: the envelope was sealed to a different key, or its header or ciphertext was "
@@ -113,9 +104,9 @@ def check_routing_fields(header: _RoutedHeader) -> None:
         raise MalformedEnvelope(f"unknown algorithm {header.algorithm!r}; expected one of {names}") from None
     if not isinstance(header.key_id, str) or not _KEY_ID_RE.fullmatch(header.key_id):
         raise MalformedEnvelope(f"key_id must be 32 lowercase hex characters, got {header.key_id!r}")
-    _check_int("round_id", header.round_id, minimum=1)
-    _check_int("model_version", header.model_version, minimum=0)
-    _check_int("num_samples", header.num_samples, minimum=1)
+    check_int("round_id", header.round_id, minimum=1)
+    check_int("model_version", header.model_version, minimum=0)
+    check_int("num_samples", header.num_samples, minimum=1)
     if not isinstance(header.participant, str) or not is_checksum_address(header.participant):
         raise MalformedEnvelope(
             f"participant must be an EIP-55 checksummed 0x address, got {header.participant!r}"
@@ -141,7 +132,7 @@ class EnvelopeHeader:
     wrapped_key: bytes
 
     def __post_init__(self) -> None:
-        if not _is_int(self.version) or self.version != ENVELOPE_VERSION:
+        if not is_json_int(self.version) or self.version != ENVELOPE_VERSION:
             raise MalformedEnvelope(
                 f"envelope version {self.version!r} is not supported; this server reads version {ENVELOPE_VERSION}"
             )
@@ -151,15 +142,7 @@ class EnvelopeHeader:
 
     def to_bytes(self) -> bytes:
         """The canonical header bytes: what goes on the wire and into AES-GCM's associated data."""
-        document: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bytes):
-                value = base64.b64encode(value).decode("ascii")
-            elif isinstance(value, KeyAlgorithm):
-                value = value.value
-            document[f.name] = value
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return canonical_json(self)
 
 
 _HEADER_FIELDS = frozenset(f.name for f in fields(EnvelopeHeader))
@@ -191,7 +174,7 @@ def seal(
             f"participant must be a 0x address (EIP-55 if mixed case), got {participant!r}"
         )
     algorithm, public = load_public_key(public_pem)
-    aes_key, wrapped_key = _wrap_new_key(algorithm, public)
+    aes_key, wrapped_key = wrap_new_key(public, HKDF_INFO)
     nonce = os.urandom(NONCE_BYTES)
     header = EnvelopeHeader(
         version=ENVELOPE_VERSION,
@@ -257,19 +240,7 @@ def open_parts(
     """:func:`open_envelope` of an envelope already split by :func:`split_envelope` (a server that read the
     header before decrypting does not parse it twice). The header bytes are the AEAD associated data, so a
     header that does not belong to the ciphertext fails to decrypt."""
-    private_pem = private_keys.get(header.key_id)
-    if private_pem is None:
-        raise UnknownKey(header.key_id)
-    algorithm, private = load_private_key(private_pem)
-    actual_id = public_key_id(private.public_key())
-    if actual_id != header.key_id:
-        raise InvalidKey(
-            f"the server key map stores key {actual_id} under key id {header.key_id}; "
-            "rebuild the map with key_id_of(public key) as each key's id"
-        )
-    if algorithm is not header.algorithm:
-        raise DecryptionFailed(_DECRYPTION_FAILED)
-    aes_key = _unwrap_key(private, header.wrapped_key)
+    aes_key = unwrap_key(header, private_keys, HKDF_INFO, _DECRYPTION_FAILED)
     try:
         plaintext = AESGCM(aes_key).decrypt(header.nonce, ciphertext, header_bytes)
     except InvalidTag:
@@ -277,70 +248,14 @@ def open_parts(
     return header, plaintext
 
 
-def _wrap_new_key(algorithm: KeyAlgorithm, public: PublicKey) -> tuple[bytes, bytes]:
-    """A fresh AES key and what the server needs to recover it."""
-    if isinstance(public, rsa.RSAPublicKey):
-        aes_key = AESGCM.generate_key(bit_length=AES_KEY_BYTES * 8)
-        return aes_key, public.encrypt(aes_key, _OAEP)
-    ephemeral = x25519.X25519PrivateKey.generate()
-    ephemeral_public = ephemeral.public_key().public_bytes_raw()
-    try:
-        shared = ephemeral.exchange(public)
-    except ValueError as exc:  # the all-zero shared secret of a low-order point
-        raise InvalidKey("the server's X25519 public key is a low-order point; it cannot be used") from exc
-    return _derive_x25519_key(shared, ephemeral_public, public.public_bytes_raw()), ephemeral_public
-
-
-def _unwrap_key(private: rsa.RSAPrivateKey | x25519.X25519PrivateKey, wrapped_key: bytes) -> bytes:
-    if isinstance(private, rsa.RSAPrivateKey):
-        if len(wrapped_key) != private.key_size // 8:
-            raise DecryptionFailed(_DECRYPTION_FAILED)
-        try:
-            aes_key = private.decrypt(wrapped_key, _OAEP)
-        except ValueError:
-            raise DecryptionFailed(_DECRYPTION_FAILED) from None
-        if len(aes_key) != AES_KEY_BYTES:
-            raise DecryptionFailed(_DECRYPTION_FAILED)
-        return aes_key
-    try:
-        shared = private.exchange(x25519.X25519PublicKey.from_public_bytes(wrapped_key))
-    except ValueError:  # low-order ephemeral point: all-zero shared secret
-        raise DecryptionFailed(_DECRYPTION_FAILED) from None
-    return _derive_x25519_key(shared, wrapped_key, private.public_key().public_bytes_raw())
-
-
-def _derive_x25519_key(shared: bytes, ephemeral_public: bytes, server_public: bytes) -> bytes:
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(),
-        length=AES_KEY_BYTES,
-        salt=None,
-        info=HKDF_INFO + ephemeral_public + server_public,
-    )
-    return hkdf.derive(shared)
-
-
 def _decode_header(raw: bytes) -> EnvelopeHeader:
-    try:
-        text = raw.decode("ascii")
-        document = loads_strict(text, allow_floats=False)
-    except UnicodeDecodeError:
-        raise MalformedEnvelope("header is not ASCII JSON") from None
-    except ValueError as exc:  # JSONDecodeError and the hooks' refusals
-        raise MalformedEnvelope(f"header is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise MalformedEnvelope("header must be a JSON object")
-    missing = sorted(_HEADER_FIELDS - document.keys())
-    unexpected = sorted(document.keys() - _HEADER_FIELDS)
-    if missing or unexpected:
-        raise MalformedEnvelope(
-            f"header fields do not match version 1: missing {missing}, unexpected {unexpected}"
-        )
+    document = header_document(raw, _HEADER_FIELDS, ENVELOPE_VERSION)
     values: dict[str, Any] = {}
     for name, value in document.items():
         if name in _BYTES_FIELDS:
-            values[name] = _b64decode(name, value)
+            values[name] = b64_field(name, value)
         elif name in _INT_FIELDS:
-            if not _is_int(value):
+            if not is_json_int(value):
                 raise MalformedEnvelope(f"header field {name} must be a JSON integer, got {value!r}")
             values[name] = value
         else:
@@ -348,27 +263,8 @@ def _decode_header(raw: bytes) -> EnvelopeHeader:
                 raise MalformedEnvelope(f"header field {name} must be a string, got {value!r}")
             values[name] = value
     header = EnvelopeHeader(**values)
-    if header.to_bytes() != raw:
-        raise MalformedEnvelope("header is not canonical JSON (sorted keys, no whitespace, padded base64)")
+    require_canonical(header, raw)
     return header
-
-
-def _b64decode(name: str, value: object) -> bytes:
-    if not isinstance(value, str):
-        raise MalformedEnvelope(f"header field {name} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedEnvelope(f"header field {name} is not valid padded base64") from None
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if not _is_int(value) or not minimum <= value <= MAX_HEADER_INT:  # type: ignore[operator]
-        raise MalformedEnvelope(f"{name} must be an integer in {minimum}..{MAX_HEADER_INT}, got {value!r}")
 
 
 def _as_bytes(data: object, name: str) -> bytes:

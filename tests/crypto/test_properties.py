@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedledger.crypto.addresses import is_valid_address
-from fedledger.crypto.envelope import MAX_HEADER_INT, open_envelope, parse_header, seal
+from fedledger.crypto.canonical import MAX_HEADER_INT
+from fedledger.crypto.envelope import open_envelope, parse_header, seal
 from fedledger.crypto.errors import DecryptionFailed, MalformedEnvelope, UnknownKey
 from fedledger.crypto.keys import KeyAlgorithm, ServerKeyPair
 
