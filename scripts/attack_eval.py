@@ -1007,6 +1007,9 @@ class Stage:
     # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``, the rule's
     # default level unless given; ``crowd=off``: the fixed test, cosine > 0).
     crowd: float | None = CROWD_REFERENCE_Z
+    # Passers weighted by their margin above the centre test's level, full weight that share of the way to the
+    # median (``soft=<share>``, ``soft`` = 1; fltrust_guarded's ``soft``; 0: equal weights).
+    soft: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1046,6 +1049,10 @@ class Stage:
             elif part.startswith("crowd="):
                 value = part[len("crowd=") :]
                 stage = replace(stage, crowd=None if value == "off" else float(value))
+            elif part == "soft":
+                stage = replace(stage, soft=1.0)
+            elif part.startswith("soft="):
+                stage = replace(stage, soft=float(part[len("soft=") :]))
             else:
                 raise ValueError(
                     f"unknown stage {part!r}; valid: flame, noise=<multiple of the clip norm>, "
@@ -1055,7 +1062,8 @@ class Stage:
                     "winsor=<robust spreads>, blockclip=<multiple of the median block norm>, "
                     "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
                     "augment=<out-of-range copies per example in honest training>, "
-                    "crowd=<robust spreads of the reference test relative to the crowd, or off>"
+                    "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
+                    "soft[=<share of the way to the median row's margin at full weight>]"
                 )
         return stage
 
@@ -1075,7 +1083,7 @@ class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
-        super().__init__(stage.crowd)
+        super().__init__(stage.crowd, stage.soft)
         self.stage = stage
         self.task = task
         self.seed = seed

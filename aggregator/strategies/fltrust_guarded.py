@@ -179,15 +179,34 @@ def hardened_coefficients(
     return _coefficients(gate(X, reference, z), samples)
 
 
-def _coefficients(g: Gate, samples: np.ndarray | None = None) -> np.ndarray:
+def center_margins(g: Gate, width: float = 1.0) -> np.ndarray:
+    """Each row's margin above the centre test's level as a share of ``width`` x the median row's margin:
+    min(1, max(0, (cos_c - level) / (width (median - level)))), cos_c the row's median cosine to its peers
+    and median the round's median such value; 1 for every row when those values do not spread (nothing to
+    grade). With width 1 a row at or above the crowd's typical agreement keeps its full weight, a row just
+    above the level almost none: an attacker must agree with its peers as much as the median honest row
+    does to weigh as much, which bounds the harmful component it can carry (issue 20: on Dirichlet(0.5) the
+    attackers who know the reference sit just above the level with a third of the weight)."""
+    center = _median(g.cos_center)
+    ramp = width * (center - g.center_level)
+    if not ramp > 0:
+        return np.ones(g.cos_center.shape[0])
+    margins: np.ndarray = np.clip((g.cos_center - g.center_level) / ramp, 0.0, 1.0)
+    return margins
+
+
+def _coefficients(g: Gate, samples: np.ndarray | None = None, grade: np.ndarray | None = None) -> np.ndarray:
     """Weights of the passers: their sample counts capped at the passers' median count (a large claim buys
-    no more than the median organization's weight; small shards count as FedAvg counts them), normalised."""
+    no more than the median organization's weight; small shards count as FedAvg counts them), times
+    ``grade`` (None: 1; :func:`center_margins`), normalised."""
     passed = g.passed & (g.norms > 0)
     if not passed.any() or not g.clip_norm > 0:
         return np.zeros(g.norms.shape[0])
     weight = np.ones(g.norms.shape[0]) if samples is None else np.asarray(samples, dtype=np.float64)
     cap = _median(weight[passed])
     weight = np.where(passed, np.minimum(weight, cap), 0.0)
+    if grade is not None:
+        weight = weight * grade
     if not weight.sum() > 0:
         weight = passed.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -224,12 +243,17 @@ class FLTrustGuarded(Strategy):
 
     name = "fltrust_guarded"
 
-    def __init__(self, reference_z: float | None = CROWD_REFERENCE_Z) -> None:
+    def __init__(self, reference_z: float | None = CROWD_REFERENCE_Z, soft: float = 0.0) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
-        cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison)."""
+        cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
+        each passer's weight times its :func:`center_margins` at that width (an option under evaluation; 0,
+        the default: equal weights)."""
         if reference_z is not None and not (np.isfinite(reference_z) and reference_z >= 0):
             raise InvalidParameter(f"fltrust_guarded: reference_z must be finite and >= 0, got {reference_z}")
         self.reference_z = reference_z
+        if not (np.isfinite(soft) and soft >= 0):
+            raise InvalidParameter(f"fltrust_guarded: soft must be finite and >= 0, got {soft}")
+        self.soft = soft
 
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
@@ -245,7 +269,7 @@ class FLTrustGuarded(Strategy):
             )
         X = as_update_matrix(X, check_finite=False)  # gate() checks it in its norm pass
         g = gate(X, inputs.reference, reference_z=self.reference_z)
-        coefficients = _coefficients(g, inputs.samples)
+        coefficients = _coefficients(g, inputs.samples, center_margins(g, self.soft) if self.soft else None)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),
             "passed_center": int(g.by_center.sum()),

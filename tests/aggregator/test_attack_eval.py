@@ -237,6 +237,9 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.StagedGuarded(ae.Stage()).reference_z == ae.FLTrustGuarded().reference_z == 2.0
     assert ae.Stage.parse("crowd=off") == ae.Stage(crowd=None)
     assert ae.StagedGuarded(ae.Stage.parse("crowd=off")).reference_z is None
+    assert ae.Stage.parse("soft") == ae.Stage(soft=1.0) and ae.Stage.parse("soft=0.5") == ae.Stage(soft=0.5)
+    assert ae.StagedGuarded(ae.Stage(soft=0.5)).soft == 0.5 and ae.StagedGuarded(ae.Stage()).soft == 0.0
+    assert ae.Stage.parse("crowd=off+soft=2") == ae.Stage(crowd=None, soft=2.0)
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):

@@ -15,6 +15,7 @@ from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
     FLTrustGuarded,
+    center_margins,
     gate,
     hardened_coefficients,
     hardened_fltrust,
@@ -154,6 +155,46 @@ def test_the_rule_uses_the_relative_reference_test_by_default_and_records_its_le
     assert result.selected.size > 0 and result.details["reference_cosine_level"] < 0
     with pytest.raises(InvalidParameter, match="reference_z"):
         FLTrustGuarded(reference_z=-1.0)
+
+
+def attackers_at_the_level() -> tuple[np.ndarray, np.ndarray]:
+    """Seven honest rows and three decorrelated orthogonal attackers at cosine 0.8 to the reference that
+    pass both tests just above the centre test's level (as on Dirichlet(0.5) data)."""
+    H, reference = crowd(signal=0.2)
+    A = orthogonal_attackers(H, reference, 3, 0.8)
+    A = A + np.random.default_rng(3).normal(0, 0.7 * np.linalg.norm(A[0]) / np.sqrt(200), A.shape)
+    return np.vstack([H, A]).astype(np.float32), reference
+
+
+def test_soft_centre_weights_grade_each_passer_by_its_margin_above_the_level() -> None:
+    X, reference = attackers_at_the_level()
+    g = gate(X, reference)
+    assert g.passed.all()  # equal weights: the attackers get 3 of 10 shares
+    margins = center_margins(g)
+    center = float(np.median(g.cos_center))
+    at_or_above = g.cos_center >= center
+    assert (margins[at_or_above] == 1.0).all() and at_or_above.sum() >= 5
+    below = np.flatnonzero(~at_or_above)
+    expected = (g.cos_center[below] - g.center_level) / (center - g.center_level)
+    np.testing.assert_allclose(margins[below], expected)
+    assert (margins[7:] < 0.3).all()  # the attackers sit just above the level
+    inputs = StrategyInputs.of(10, reference=reference)
+    equal = FLTrustGuarded().aggregate(X, inputs).coefficients
+    soft = FLTrustGuarded(soft=1.0).aggregate(X, inputs).coefficients
+    assert equal is not None and soft is not None and FLTrustGuarded().soft == 0.0
+    assert equal[7:].sum() / equal.sum() > 0.2  # their clipped equal shares
+    assert soft[7:].sum() / soft.sum() < 0.1
+    # The aggregate moves toward the honest direction.
+    H = X[:7]
+    assert honest_component(soft @ X, H) > honest_component(equal @ X, H)
+    # A narrower ramp: full weight half way to the median, twice the grade below it.
+    half = center_margins(g, 0.5)
+    np.testing.assert_allclose(half, np.minimum(1.0, 2 * margins))
+    with pytest.raises(InvalidParameter, match="soft"):
+        FLTrustGuarded(soft=-1.0)
+    # Rows that do not spread are not graded.
+    same = np.repeat(X[:1], 4, axis=0)
+    assert (center_margins(gate(same, reference)) == 1.0).all()
 
 
 def test_half_the_wallets_sending_zero_updates_cannot_make_honest_norms_conclusive() -> None:
