@@ -103,6 +103,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator import strategies as strategies_package  # noqa: E402
+from aggregator.round import rollback  # noqa: E402
 from aggregator.round.compute import (  # noqa: E402
     ClientMeta,
     CloseStatus,
@@ -1010,6 +1011,8 @@ class Stage:
     # Passers weighted by their margin above the centre test's level, full weight that share of the way to the
     # median (``soft=<share>``, ``soft`` = 1; fltrust_guarded's ``soft``; 0: equal weights).
     soft: float = 0.0
+    # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
+    lengthen: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1049,6 +1052,8 @@ class Stage:
             elif part.startswith("crowd="):
                 value = part[len("crowd=") :]
                 stage = replace(stage, crowd=None if value == "off" else float(value))
+            elif part.startswith("lengthen="):
+                stage = replace(stage, lengthen=int(part[len("lengthen=") :]))
             elif part == "soft":
                 stage = replace(stage, soft=1.0)
             elif part.startswith("soft="):
@@ -1063,7 +1068,8 @@ class Stage:
                     "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
-                    "soft[=<share of the way to the median row's margin at full weight>]"
+                    "soft[=<share of the way to the median row's margin at full weight>], "
+                    "lengthen=<doublings of the close's longest line-search step>"
                 )
         return stage
 
@@ -1323,6 +1329,7 @@ def run(
         with (
             patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)),
             patch.object(sys.modules[__name__], "compute_round", round_with_model),
+            patch.object(rollback, "LENGTHEN_DOUBLINGS", stage.lengthen),
         ):
             result = run(fed, base, attack, rounds, params, secure_groups)
         if not staged.stage.cleanse:

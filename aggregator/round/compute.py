@@ -45,6 +45,7 @@ import numpy as np
 
 from aggregator import strategies
 from aggregator.errors import AggregationError, InvalidParameter, PrivacyBudgetExceeded, TooFewClients
+from aggregator.round import rollback
 from aggregator.round.dp import PrivacyAccountant, clip_rows_in_place, gaussian_noise_std
 from aggregator.round.params import DpParams, RoundParams
 from aggregator.round.rollback import FLOOR_STANDARD_ERRORS, StepDecision, line_search_decision
@@ -555,6 +556,8 @@ def _decide(
         reference=reference_losses,
         # No update entered the aggregate: no federation's data for the margin to protect.
         z=0.0 if empty else FLOOR_STANDARD_ERRORS,
+        # Read at each round (an option under evaluation; scripts/attack_eval.py sets it per run).
+        lengthen=rollback.LENGTHEN_DOUBLINGS,
     )
     if empty and decision.activate and not decision.reference:
         # Keeping a zero change would publish a version equal to its parent and erase the last public

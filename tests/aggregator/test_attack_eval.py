@@ -240,6 +240,7 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.Stage.parse("soft") == ae.Stage(soft=1.0) and ae.Stage.parse("soft=0.5") == ae.Stage(soft=0.5)
     assert ae.StagedGuarded(ae.Stage(soft=0.5)).soft == 0.5 and ae.StagedGuarded(ae.Stage()).soft == 0.0
     assert ae.Stage.parse("crowd=off+soft=2") == ae.Stage(crowd=None, soft=2.0)
+    assert ae.Stage.parse("lengthen=3") == ae.Stage(lengthen=3) and ae.Stage().lengthen == 0
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):
@@ -249,6 +250,25 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     # The stage changed the model (the round's aggregate went through it), and the rule is restored after.
     assert staged.accuracy_by_round != plain.accuracy_by_round
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
+
+
+def test_the_lengthen_stage_reaches_the_close_for_its_run_only(
+    federation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aggregator.round.compute as compute
+
+    seen: list[int] = []
+    search = compute.line_search_decision
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["lengthen"])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(compute, "line_search_decision", spy)
+    ae.run(federation, "fltrust_guarded+lengthen=3", "none", 2)
+    assert seen == [3, 3] and ae.rollback.LENGTHEN_DOUBLINGS == 0
+    ae.run(federation, "fltrust_guarded", "none", 1)
+    assert seen[-1] == 0
 
 
 def test_the_coordinate_stages_act_on_the_let_in_rows_as_the_rule_clipped_them(federation: Any) -> None:

@@ -252,6 +252,37 @@ def test_a_step_whose_loss_is_not_finite_is_skipped_and_bad_inputs_are_refused()
         line_search_decision(before, lambda s: before, 0.0, steps=(1.0, 0.0))
 
 
+def test_the_line_search_lengthens_past_its_longest_step_only_while_each_doubling_is_resolved() -> None:
+    rng = np.random.default_rng(2)
+    noise = rng.standard_normal(400) * 0.2
+    before = np.full(400, 3.0)
+
+    # Lowest near step 10 (3 - s/10 + s^2/200 on every example, plus that example's noise): 8 of 4, 8, 16.
+    def short(step: float) -> np.ndarray:
+        return 3.0 - step / 10 + step * step / 200 + noise
+
+    assert line_search_decision(before, short, 0.0).step == 4.0  # off by default
+    lengthened = line_search_decision(before, short, 0.0, lengthen=3)
+    assert lengthened.step == 8.0 and "at step 8" in lengthened.reason
+    assert lengthened.relative_change == pytest.approx(float(np.mean(short(8.0))) / 3.0 - 1.0)
+    # Still descending at 32 (a short aggregate): as far as the doublings allowed.
+    assert line_search_decision(before, lambda s: 3.0 - s / 100 + noise, 0.0, lengthen=3).step == 32.0
+
+    # A longer step lower on average by less than z standard errors of the paired difference: not taken.
+    jitter = rng.standard_normal(400)
+
+    def flat(step: float) -> np.ndarray:
+        return 3.0 - 0.001 * step + noise + (jitter if step > 4 else 0.0)
+
+    assert line_search_decision(before, flat, 0.0, lengthen=3).step == 4.0
+    assert line_search_decision(before, flat, 0.0, lengthen=3, z=0.0).step >= 8.0  # any lower mean
+    # Not when a shorter step is best, nor with only mean losses (no standard error).
+    assert line_search_decision(before, lambda s: 1.0 - s + 1.5 * s * s + noise, 0.0, lengthen=3).step == 0.25
+    assert line_search_decision(3.0, lambda s: 3.0 - s / 100, 0.0, lengthen=3).step == 4.0
+    with pytest.raises(Exception, match="doublings"):
+        line_search_decision(before, short, 0.0, lengthen=-1)
+
+
 def test_the_servers_own_step_is_the_floor_only_when_the_validation_set_resolves_it() -> None:
     rng = np.random.default_rng(0)
     noise = rng.standard_normal(400) * 0.2
