@@ -105,10 +105,12 @@ def gram_sq_and_dots(X: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """(Gram matrix x_a . x_b, ||x_i||^2, x_i . v) of the rows of float32 ``X`` (n, d) and float32 ``v``
     (d,), all float64, from one pass over ``X``.
 
-    The diagonal and the dots are those of :func:`sq_norms_and_dots` (float64 throughout on the compiled
-    path); off the diagonal, float32 products summed in float32 within blocks of columns and in float64
-    across them (a relative error of about 1e-6 of |x_a| |x_b|, as a float32 BLAS Gram's). A row holding
-    NaN or Inf has a non-finite squared norm (the caller's finiteness check).
+    Compiled path: every entry, the squared norms and the dots included, float32 products summed in
+    float32 within blocks of columns and in float64 across them (a relative error of about 1e-6 of
+    |x_a| |x_b|, as a float32 BLAS Gram's; the norms within about 1e-7 relative, as the NumPy path's), rows
+    whose float32 sums overflow or underflow redone in float64. NumPy path: the diagonal and the dots
+    from :func:`numpy_sq_norms_and_dots`, the rest one float32 BLAS product. A row holding NaN or Inf has
+    a non-finite squared norm (the caller's finiteness check).
     """
     n, d = X.shape
     compiled = _compiled.dot_kernels()
@@ -126,9 +128,9 @@ def gram_sq_and_dots(X: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
             gram = (X @ X.T).astype(np.float64)
         np.fill_diagonal(gram, sq)
         return gram, sq, dots
-    gram = np.zeros((n, n))
-    sq = np.zeros(n)
-    dots = np.zeros(n)
+    gram = np.empty((n, n))
+    sq = np.empty(n)
+    dots = np.empty(n)
     with np.errstate(over="ignore", invalid="ignore"):
         compiled.gram_sq_and_dots(X, v, FEW_ROWS_GRAM_BLOCK if n <= FEW_ROWS else GRAM_BLOCK, gram, sq, dots)
     return gram, sq, dots

@@ -132,6 +132,20 @@ def test_the_one_pass_gram_matches_float64_within_its_stated_tolerance(either_pa
     )
 
 
+def test_the_one_pass_grams_norms_and_dots_of_extreme_rows_are_redone_in_float64() -> None:
+    # The compiled Gram sums norms and dots in float32 within a block: a row whose squares overflow
+    # float32 (3e38) or are subnormal (1e-45), and the dots with a vector that small, are redone in float64.
+    d = 3000
+    X = np.ones((6, d), dtype=np.float32)
+    X[1] = np.float32(3e38)
+    X[4] = np.float32(1e-45)
+    X64 = X.astype(np.float64)
+    for v in (np.full(d, 0.5, dtype=np.float32), np.full(d, 1e-30, dtype=np.float32)):
+        _, sq, dots = gram_sq_and_dots(X, v)
+        np.testing.assert_allclose(sq, (X64 * X64).sum(axis=1), rtol=1e-12, atol=0.0)
+        np.testing.assert_allclose(dots, X64 @ v.astype(np.float64), rtol=1e-12, atol=0.0)
+
+
 def test_the_one_pass_gram_leaves_a_nan_rows_norm_non_finite(either_path: None) -> None:
     X = np.ones((6, 3000), dtype=np.float32)
     X[4, 2999] = np.inf
