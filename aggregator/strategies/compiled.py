@@ -54,6 +54,17 @@ def dot_kernels() -> ModuleType | None:
     return module
 
 
+@lru_cache(maxsize=1)
+def gate_kernels() -> ModuleType | None:
+    """The guarded default's compiled statistics (:mod:`aggregator.strategies.gate_kernels`), or None
+    where numba cannot be imported."""
+    try:
+        from aggregator.strategies import gate_kernels as module
+    except ImportError:  # pragma: no cover - numba is a pinned dependency
+        return None
+    return module
+
+
 @lru_cache(maxsize=256)
 def _comparator_arrays(
     n: int, needed: tuple[int, ...] | None, as_set: bool = False

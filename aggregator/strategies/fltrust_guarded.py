@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Self
 import numpy as np
 
 from aggregator.errors import InvalidParameter
+from aggregator.strategies import compiled as _compiled
 from aggregator.strategies.base import Aggregated, Detail, InnerProducts, Strategy, StrategyInputs
 from aggregator.strategies.blas import single_threaded
-from aggregator.strategies.fltrust import cosines_from, reference_and_norm
+from aggregator.strategies.fltrust import reference_and_norm
 from aggregator.strategies.kernels import gram_sq_and_dots
 from aggregator.strategies.registry import register
-from aggregator.strategies.validation import as_update_matrix
+from aggregator.strategies.validation import as_update_matrix, raise_on_non_finite_rows
 
 if TYPE_CHECKING:
     from aggregator.round.params import RoundParams
@@ -139,7 +140,30 @@ def gate(
     # (aggregator.strategies.kernels), instead of a norm pass and a Gram pass.
     g0, ref_norm = reference_and_norm(reference, X.shape[1])
     gram, sq, dots = gram_sq_and_dots(X, g0)
-    norms, cos_ref, _ = cosines_from(X, sq, dots, ref_norm)
+    if not np.isfinite(sq).all():
+        raise_on_non_finite_rows(X)
+    kernels = _compiled.gate_kernels()
+    if kernels is None:
+        statistics = numpy_gate_statistics(gram, sq, dots, ref_norm, z, reference_z)
+    else:  # the same values in one compiled call (aggregator.strategies.gate_kernels)
+        relative = reference_z is not None
+        statistics = kernels.gate_statistics(
+            gram, sq, dots, float(ref_norm), float(z), float(reference_z or 0.0), relative
+        )
+    norms, cos_ref, cos_c, by_center, by_reference, level, ref_level, clip = statistics
+    products = InnerProducts(gram, sq, dots)
+    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, ref_level, products)
+
+
+def numpy_gate_statistics(
+    gram: np.ndarray, sq: np.ndarray, dots: np.ndarray, ref_norm: float, z: float, reference_z: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, float]:
+    """(norms, cos_ref, cos_center, by_center, by_reference, centre level, reference level, clip norm) of
+    :func:`gate` from the rows' Gram matrix, finite squared norms and dots with the reference: the NumPy
+    path, where numba cannot be imported, and the reference the compiled one is held to bit for bit."""
+    norms = np.sqrt(sq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_ref = np.clip(np.where(norms > 0.0, dots / (norms * ref_norm), 0.0), -1.0, 1.0)
     cos_c = peer_cosine_medians(gram, norms)
     center = _median(cos_c)
     spread = 1.4826 * _median(np.abs(cos_c - center))
@@ -149,8 +173,7 @@ def gate(
     by_reference = cos_ref > ref_level
     candidates = norms[by_reference & (norms > 0)]
     clip = _median(candidates) if candidates.size else 0.0
-    products = InnerProducts(gram, sq, dots)
-    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, ref_level, products)
+    return norms, cos_ref, cos_c, by_center, by_reference, level, ref_level, clip
 
 
 def reference_level(crowd: np.ndarray, z: float) -> float:

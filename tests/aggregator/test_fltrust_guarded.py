@@ -357,19 +357,52 @@ def test_fltrust_is_the_papers_rule_and_the_guarded_rule_has_its_own_name() -> N
 
 @pytest.mark.parametrize("n", [9, 23, 60])
 def test_the_one_pass_gate_equals_the_numpy_gate(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The compiled pass (Gram in float32 tiles, norms and dots in float64) against the NumPy path (one
-    # float32 BLAS Gram): cosines within 1e-6, the same rows through each test.
+    # The compiled pass (Gram, norms and dots in float32 tiles summed in float64 across blocks, statistics
+    # in one compiled call) against the NumPy path (one float32 BLAS Gram, float64 norms from float32 BLAS
+    # blocks): cosines within 1e-6, the same rows through each test.
     from aggregator.strategies import compiled
 
     H, reference = crowd(h=n, d=5000, seed=n)
     X = np.vstack([H, orthogonal_attackers(H, reference, n // 4, 0.3)])
     fast = gate(X, reference)
     monkeypatch.setattr(compiled, "dot_kernels", lambda: None)
+    monkeypatch.setattr(compiled, "gate_kernels", lambda: None)
     slow = gate(X, reference)
     assert np.abs(fast.cos_center - slow.cos_center).max() <= 1e-6
     assert np.abs(fast.cos_reference - slow.cos_reference).max() <= 1e-6
     assert np.array_equal(fast.passed, slow.passed) and not fast.passed[n:].any()
     assert fast.clip_norm == pytest.approx(slow.clip_norm, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 23])
+@pytest.mark.parametrize("reference_z", [CROWD_REFERENCE_Z, 0.5, None])
+def test_the_compiled_gate_statistics_are_the_numpy_paths_to_the_bit(
+    n: int, reference_z: float | None
+) -> None:
+    # Same inner products in, the same cosines, levels, decisions and clip norm out, bit for bit: a zero
+    # row, two equal rows (ties in every median), a reference most rows point away from (a relative level
+    # below 0) and rows whose cosines land exactly on +-1.
+    from aggregator.strategies.fltrust_guarded import numpy_gate_statistics
+    from aggregator.strategies.gate_kernels import gate_statistics
+
+    rng = np.random.default_rng(n)
+    Y = rng.standard_normal((n, 40)) + 0.5 * rng.standard_normal(40)
+    if n >= 3:
+        Y[1] = 0.0
+        Y[2] = Y[0]
+    v = -Y.mean(axis=0) + 0.3 * rng.standard_normal(40)
+    gram = Y @ Y.T
+    sq = np.diag(gram).copy()
+    dots = Y @ v
+    dots[0] = np.sqrt(sq[0]) * np.linalg.norm(v) * 1.0000001  # rounds past 1: clipped
+    ref_norm = float(np.linalg.norm(v))
+    expected = numpy_gate_statistics(gram, sq, dots, ref_norm, 2.0, reference_z)
+    got = gate_statistics(gram, sq, dots, ref_norm, 2.0, float(reference_z or 0.0), reference_z is not None)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert np.array_equal(np.asarray(mine), np.asarray(theirs))
+        assert np.asarray(mine).dtype == np.asarray(theirs).dtype
+    if n == 23 and reference_z == CROWD_REFERENCE_Z:
+        assert expected[6] < 0.0  # the relative level did go below 0
 
 
 def test_the_rules_medians_are_numpys() -> None:
