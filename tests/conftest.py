@@ -12,6 +12,7 @@ from web3 import Web3
 
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
+from tests.databases import MigratedDatabases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,16 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCha
         yield node, node.deploy(workdir / "deployments.json")
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedDatabases]:
+    """Copies of databases migrated once per session (tests/databases.py), for the tests that start the API."""
+    databases = MigratedDatabases(tmp_path_factory.mktemp("migrated"))
+    try:
+        yield databases
+    finally:
+        databases.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import sqlalchemy as sa
 from eth_account import Account
 from fastapi.testclient import TestClient
 from web3 import Web3
 
-from db.session import engine_for
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.params import WAD
 from fedledger.chain.tx import send_transaction
@@ -29,9 +27,9 @@ from fedledger.domain import submissions
 from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.payload import encode_update, encode_weights
 from middleware.app import create_app
+from tests.databases import MigratedDatabases
 from tests.services import redis_url
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_RATE_DB = redis_url(15)
 REDIS_BROKER_DB = redis_url(14)
 
@@ -49,24 +47,15 @@ def address_of(index: int) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_databases: MigratedDatabases
+) -> Iterator[str]:
+    """A migrated database of the test's own: a copy, not a migration (tests/databases.py)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'api.db'}"
+        yield migrated_databases.sqlite_url(tmp_path / "api.db")
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    try:
+    with migrated_databases.postgres_url() as url:
         yield url
-    finally:
-        # The engine is cached per URL for the process: close its pooled connections now, or every test
-        # keeps some open and the shared server runs out of connection slots.
-        engine_for(url).dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 @pytest.fixture

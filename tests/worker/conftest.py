@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import sqlalchemy as sa
 from eth_account import Account
 from fastapi.testclient import TestClient
 from web3 import Web3
 
 from aggregator.round.server_update import reference_update, server_data
-from db.session import engine_for
 from fedledger.chain.deployments import Deployments
 from fedledger.chain.devnode import DevChain, free_port
 from fedledger.chain.params import WAD
@@ -37,9 +35,9 @@ from fedledger.domain.tasks import CeleryTaskQueue
 from fedledger.models import init_softmax, train
 from fedledger.payload import decode_weights, encode_update, encode_weights, flatten
 from middleware.app import create_app
+from tests.databases import MigratedDatabases
 from tests.services import redis_url
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BROKER = redis_url(13)
 OPERATOR = 2  # the model signer's account doubles as operator here; on-chain it only signs
 ORGS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
@@ -83,19 +81,10 @@ def chain(
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    schema = f"w_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = f"{PG}?options=-csearch_path%3D{schema}"
-    yield url
-    # The in-process API pooled connections to this schema (db.session caches one engine per URL): close
-    # them, or a long suite holds PostgreSQL's connections until max_connections refuses new ones.
-    engine_for(url).dispose()
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+def database_url(migrated_databases: MigratedDatabases) -> Iterator[str]:
+    """A migrated PostgreSQL schema of the test's own: a copy, not a migration (tests/databases.py)."""
+    with migrated_databases.postgres_url() as url:
+        yield url
 
 
 @pytest.fixture
