@@ -43,8 +43,9 @@ test-contracts: install-node
 	cd blockchain && HARDHAT_BUILD_DIR=.coverage_build npx hardhat coverage && node scripts/checkCoverage.js
 	cd blockchain && npx hardhat test test/Gas.test.js
 
-# Two pytest-xdist workers: the tests of shared services in one, in the usual order, and the modules that use
-# none taken by either (tests/conftest.py, pytest_xdist_make_scheduler). TEST_WORKERS=0: one process.
+# Two pytest-xdist workers: the tests of shared services in one, in the usual order, the worker platform's (their
+# own chain and Redis) in the other at the same time, and the modules that use none taken by either
+# (tests/conftest.py, pytest_xdist_make_scheduler). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS)
 

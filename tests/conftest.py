@@ -42,23 +42,42 @@ ISOLATED = (
 )
 
 
+# Tests of shared services that share nothing with the others: their own Hardhat node and Redis server
+# (tests/worker/conftest.py) and PostgreSQL schemas of their own. They are a unit of their own, which runs
+# beside the other tests of shared services.
+WORKER_PLATFORM = ("tests/worker/", "tests/flower/test_platform.py")
+SHARED_UNITS = ("services", "worker platform")
+
+
 def work_unit(nodeid: str) -> str:
-    """What one pytest-xdist worker runs as a whole: an isolated module, or every other test together."""
+    """What one pytest-xdist worker runs as a whole: an isolated module, the worker platform's tests, or every
+    other test together."""
     module = nodeid.split("::", 1)[0]
-    return module if module.startswith(ISOLATED) else "services"
+    if module.startswith(ISOLATED):
+        return module
+    return "worker platform" if module.startswith(WORKER_PLATFORM) else "services"
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With `pytest -n N` (`make test`), the tests of shared services all run in one worker, in the usual
-    order: no two of them ever share a Redis database or a chain at once, and those that rely on the
-    session's chain state (e.g. an organization slashed earlier) still see it. The isolated modules are
-    units any worker takes, largest first."""
+    """With `pytest -n N` (`make test`), the tests of shared services run in one worker, in the usual order:
+    no two of them ever share a Redis database or a chain at once, and those that rely on the session's chain
+    state (e.g. an organization slashed earlier) still see it. The worker platform's tests, in order too, run
+    in another worker at the same time. The isolated modules are units any worker takes, largest first."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ServicesInOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The two units of shared services first, so that they start at once on two workers: by size
+            # alone the worker platform's few (long) tests would come after bigger isolated modules, and
+            # often to the worker that runs "services", after it.
+            for unit in reversed(SHARED_UNITS):
+                if unit in self.workqueue:
+                    self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
 
     return ServicesInOneWorker(config, log)
 

@@ -22,6 +22,7 @@ from tests.worker.conftest import (  # noqa: F401 - fixtures
     chain,
     database_url,
     deployed_chain,
+    redis_port,
     settings,
     worker,
 )

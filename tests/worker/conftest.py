@@ -1,8 +1,9 @@
-"""A whole platform for the worker tests: its own Hardhat node, PostgreSQL, Redis, the API in-process
+"""A whole platform for the worker tests: its own Hardhat node and Redis server, PostgreSQL, the API in-process
 and a real Celery worker process (with its beat), all on one set of settings."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,7 +39,6 @@ from middleware.app import create_app
 from tests.databases import MigratedDatabases
 from tests.services import redis_url
 
-BROKER = redis_url(13)
 OPERATOR = 2  # the model signer's account doubles as operator here; on-chain it only signs
 ORGS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
@@ -60,6 +60,43 @@ def deployed_chain(
         yield node, node.deploy(workdir / "deployments.json"), workdir / "deployments.json"
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Redis server of the worker tests' own, on a free port: they run beside the other tests of shared
+    services, in the other xdist worker (tests/conftest.py), and one of them restarts its server."""
+    workdir = tmp_path_factory.mktemp("worker-redis")
+    port = free_port()
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(
+        [*command, "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError as exc:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"redis-server did not start on port {port}; see {workdir / 'redis.log'}"
+                ) from exc
+            time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        # Whichever server listens there now: this one, or the one the restart test started in its place.
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture
@@ -88,13 +125,14 @@ def database_url(migrated_databases: MigratedDatabases) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, chain) -> Settings:  # type: ignore[no-untyped-def]
-    redis.Redis.from_url(BROKER).flushdb()
+def settings(tmp_path: Path, database_url: str, chain, redis_port: int) -> Settings:  # type: ignore[no-untyped-def]
+    broker = redis_url(13, redis_port)
+    redis.Redis.from_url(broker).flushdb()
     return Settings(
         data_dir=tmp_path / "var",
         database_url=database_url,
-        broker_url=BROKER,
-        redis_url=redis_url(12),
+        broker_url=broker,
+        redis_url=redis_url(12, redis_port),
         redis_namespace=f"w-{uuid.uuid4().hex[:8]}",
         chain_rpc_url=chain[0].rpc_url,
         deployments_file=chain[2],

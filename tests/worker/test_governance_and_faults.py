@@ -10,7 +10,7 @@ import redis
 
 from fedledger.chain import governance
 from fedledger.devkeys import dev_private_key
-from tests.services import REDIS_PORT, redis_url
+from tests.services import redis_url
 from tests.worker.conftest import ORGS, Platform
 
 pytestmark = [pytest.mark.celery, pytest.mark.chain, pytest.mark.postgres, pytest.mark.redis]
@@ -56,11 +56,13 @@ def test_a_passed_proposal_changes_the_strategy_of_the_next_round(platform: Plat
     )
 
 
-def test_a_round_completes_across_a_redis_restart(platform: Platform, worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_round_completes_across_a_redis_restart(
+    platform: Platform, worker, tmp_path, redis_port: int
+) -> None:  # type: ignore[no-untyped-def]
     round_ = platform.open_round(quorum=5, cohort=ORGS[:5])
     for index in ORGS[:2]:
         platform.submit(index, round_)
-    client = redis.Redis.from_url(redis_url(0))
+    client = redis.Redis.from_url(redis_url(0, redis_port))
     client.shutdown(nosave=True)
     subprocess.run(
         [
@@ -71,7 +73,7 @@ def test_a_round_completes_across_a_redis_restart(platform: Platform, worker, tm
             "127.0.0.1",
             "-::1",
             "--port",
-            str(REDIS_PORT),
+            str(redis_port),
             "--save",
             "",
             "--appendonly",
