@@ -1005,6 +1005,10 @@ class Stage:
     clamp: float = -1.0  # inputs clamped to the root data's clamp..1-clamp quantiles per feature (-1: off)
     augment: int = 0  # out-of-range copies per example in every honest organization's training (0: off)
     foolsgold: bool = False  # the let-in rows reweighted by FoolsGold on their histories minus the median
+    # FoolsGold before the rule (``foolsgold=first``): every row's history (its updates clipped to the
+    # round's median norm, the rounds' final computations only) gives FoolsGold weights; rows under
+    # ``SYBIL_CUT`` are left out before the rule's tests, the rule's coefficients on the rest times them.
+    sybil: bool = False
     # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``, the rule's
     # default level unless given; ``crowd=off``: the fixed test, cosine > 0).
     crowd: float | None = CROWD_REFERENCE_Z
@@ -1041,6 +1045,8 @@ class Stage:
                 stage = replace(stage, winsor=float(part[len("winsor=") :]))
             elif part == "foolsgold":
                 stage = replace(stage, foolsgold=True)
+            elif part == "foolsgold=first":
+                stage = replace(stage, sybil=True)
             elif part.startswith("augment="):
                 stage = replace(stage, augment=int(part[len("augment=") :]))
             elif part.startswith("clamp="):
@@ -1069,7 +1075,7 @@ class Stage:
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
                     "soft[=<share of the way to the median row's margin at full weight>], "
-                    "lengthen=<doublings of the close's longest line-search step>"
+                    "lengthen=<doublings of the close's longest line-search step>, foolsgold=first"
                 )
         return stage
 
@@ -1083,6 +1089,10 @@ def _reweighted(c: np.ndarray, weights: np.ndarray, norms: np.ndarray, clip: flo
         return np.zeros_like(c)
     out: np.ndarray = scale * w / w.sum()
     return out
+
+
+# ``foolsgold=first``: rows whose FoolsGold weight is under this are left out before the rule's tests.
+SYBIL_CUT = 0.05
 
 
 class StagedGuarded(FLTrustGuarded):
@@ -1103,8 +1113,15 @@ class StagedGuarded(FLTrustGuarded):
         # FoolsGold's server state: each row's sum of its clipped updates so far (rows are organizations in
         # index order when everyone is present, as in every attack that is not the race).
         self.history: np.ndarray | None = None
+        # ``foolsgold=first``: the histories through the last round (committed when the next round's first
+        # computation arrives: the oracle's trials compute a round many times, the last one is the round's)
+        # and this round's latest, with its round number.
+        self.committed: np.ndarray | None = None
+        self.pending: tuple[int, np.ndarray] | None = None
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        if self.stage.sybil:
+            return self._foolsgold_first(X, inputs)
         result = super().aggregate(X, inputs)
         assert inputs.reference is not None and result.coefficients is not None
         g = gate(X, inputs.reference, reference_z=self.reference_z)
@@ -1136,6 +1153,36 @@ class StagedGuarded(FLTrustGuarded):
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+
+    def _foolsgold_first(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        """FoolsGold before the rule (``foolsgold=first``): rows whose FoolsGold weight on the histories is
+        under ``SYBIL_CUT`` are left out before the rule's tests (copies near the honest mean otherwise
+        narrow the centre test and crowd honest rows out, as ALIE's do), the rule's coefficients on the rest
+        times their weights, each row keeping its clip scale (:func:`_reweighted`)."""
+        r = self.model[2] if self.model is not None else 0
+        if self.pending is not None and self.pending[0] != r:
+            self.committed = self.pending[1] if self.pending[0] < r else None  # a new run starts at round 1
+        norms = np.linalg.norm(X.astype(np.float64), axis=1)
+        median = float(np.median(norms))
+        clipped = X.astype(np.float64) * np.minimum(1.0, median / np.maximum(norms, 1e-30))[:, None]
+        before = self.committed
+        history = clipped if before is None or before.shape != clipped.shape else before + clipped
+        self.pending = (r, history)
+        weights = targeted.foolsgold_weights(history - np.median(history, axis=0))
+        keep = weights >= SYBIL_CUT
+        if keep.sum() < 2:
+            keep = np.ones(X.shape[0], dtype=bool)
+        rows = np.flatnonzero(keep)
+        inner = StrategyInputs(
+            inputs.samples[rows], inputs.reputation[rows], reference=inputs.reference, rng=inputs.rng
+        )
+        result = super().aggregate(X[rows], inner)
+        assert result.coefficients is not None
+        c = np.zeros(X.shape[0])
+        c[rows] = result.coefficients
+        c = _reweighted(c, weights, norms, float(result.details["clip_norm"]))  # type: ignore[arg-type]
+        details = {**result.details, "foolsgold_left_out": int((~keep).sum())}
+        return Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
 
     def _robust_mean(self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
         """The rule's weighted mean of the let-in rows, each as the rule clipped it, after per-block clipping

@@ -252,6 +252,35 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.strategies_package.build.__module__ == "aggregator.strategies.registry"
 
 
+def test_foolsgold_first_leaves_copies_out_before_the_rule_and_keeps_only_a_rounds_last_computation() -> None:
+    rng = np.random.default_rng(0)
+    d = 300
+    reference = (rng.normal(size=d) / np.sqrt(d)).astype(np.float32)
+    honest = rng.normal(size=(7, d)) / np.sqrt(d) + 0.3 * reference
+    copy = honest.mean(axis=0) - 0.5 * honest.std(axis=0)  # ALIE-like: identical rows near the mean
+    X = np.vstack([honest, np.repeat(copy[None, :], 3, axis=0)]).astype(np.float32)
+    assert ae.Stage.parse("foolsgold=first") == ae.Stage(sybil=True)
+    staged = ae.StagedGuarded(ae.Stage(sybil=True))
+    inputs = ae.StrategyInputs.of(10, reference=reference)
+    staged.model = ({}, {}, 1)
+    trial = staged.aggregate(X[::-1].copy(), inputs)  # a trial the round does not keep
+    kept = staged.aggregate(X, inputs)
+    assert (
+        staged.pending is not None and staged.committed is None and trial.details["foolsgold_left_out"] == 3
+    )
+    staged.model = ({}, {}, 2)
+    result = staged.aggregate(X, inputs)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    clipped = X * np.minimum(1.0, np.median(norms) / norms)[:, None]
+    np.testing.assert_allclose(staged.committed, clipped, rtol=1e-6)  # round 1's last computation only
+    assert result.coefficients is not None and kept.coefficients is not None
+    assert result.details["foolsgold_left_out"] == 3 and not result.coefficients[7:].any()
+    assert (result.coefficients[:7] > 0).sum() >= 5
+    # Without the stage the copies are let in.
+    plain = ae.FLTrustGuarded().aggregate(X, inputs).coefficients
+    assert plain is not None and (plain[7:] > 0).all()
+
+
 def test_the_lengthen_stage_reaches_the_close_for_its_run_only(
     federation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
