@@ -7,6 +7,10 @@ a float32 product is exact in float64 and a float32 square cannot overflow or un
 needs a second, wider pass. ``fastmath={"reassoc"}`` lets LLVM split each sum into SIMD lanes (the
 order of additions, not the precision: about 1e-16 relative per addition); no other fast-math flag is
 set, so NaN and Inf still propagate into the sums, which callers use as their finiteness check.
+
+:func:`gram_sq_and_dots` (the guarded default's one pass) is the exception: its Gram, norms and dots are
+float32 within a block of columns and float64 across blocks, rows whose float32 sums cannot be trusted
+redone in float64 (see its docstring).
 """
 
 from __future__ import annotations
