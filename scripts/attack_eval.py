@@ -1009,6 +1009,8 @@ class Stage:
     # round's median norm, the rounds' final computations only) gives FoolsGold weights; rows under
     # ``SYBIL_CUT`` are left out before the rule's tests, the rule's coefficients on the rest times them.
     sybil: bool = False
+    # ``foolsgold=cut``: the same rows left out, the rule's weights on the rest unchanged (no reweighting).
+    sybil_cut_only: bool = False
     # The reference test relative to the crowd (``crowd=<z>``, fltrust_guarded's ``reference_z``, the rule's
     # default level unless given; ``crowd=off``: the fixed test, cosine > 0).
     crowd: float | None = CROWD_REFERENCE_Z
@@ -1047,6 +1049,8 @@ class Stage:
                 stage = replace(stage, foolsgold=True)
             elif part == "foolsgold=first":
                 stage = replace(stage, sybil=True)
+            elif part == "foolsgold=cut":
+                stage = replace(stage, sybil=True, sybil_cut_only=True)
             elif part.startswith("augment="):
                 stage = replace(stage, augment=int(part[len("augment=") :]))
             elif part.startswith("clamp="):
@@ -1075,7 +1079,7 @@ class Stage:
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
                     "soft[=<share of the way to the median row's margin at full weight>], "
-                    "lengthen=<doublings of the close's longest line-search step>, foolsgold=first"
+                    "lengthen=<doublings of the close's longest line-search step>, foolsgold=first, foolsgold=cut"
                 )
         return stage
 
@@ -1158,7 +1162,8 @@ class StagedGuarded(FLTrustGuarded):
         """FoolsGold before the rule (``foolsgold=first``): rows whose FoolsGold weight on the histories is
         under ``SYBIL_CUT`` are left out before the rule's tests (copies near the honest mean otherwise
         narrow the centre test and crowd honest rows out, as ALIE's do), the rule's coefficients on the rest
-        times their weights, each row keeping its clip scale (:func:`_reweighted`)."""
+        times their weights, each row keeping its clip scale (:func:`_reweighted`; ``foolsgold=cut``: not
+        reweighted)."""
         r = self.model[2] if self.model is not None else 0
         if self.pending is not None and self.pending[0] != r:
             self.committed = self.pending[1] if self.pending[0] < r else None  # a new run starts at round 1
@@ -1180,7 +1185,8 @@ class StagedGuarded(FLTrustGuarded):
         assert result.coefficients is not None
         c = np.zeros(X.shape[0])
         c[rows] = result.coefficients
-        c = _reweighted(c, weights, norms, float(result.details["clip_norm"]))  # type: ignore[arg-type]
+        if not self.stage.sybil_cut_only:
+            c = _reweighted(c, weights, norms, float(result.details["clip_norm"]))  # type: ignore[arg-type]
         details = {**result.details, "foolsgold_left_out": int((~keep).sum())}
         return Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
 

@@ -276,6 +276,14 @@ def test_foolsgold_first_leaves_copies_out_before_the_rule_and_keeps_only_a_roun
     assert result.coefficients is not None and kept.coefficients is not None
     assert result.details["foolsgold_left_out"] == 3 and not result.coefficients[7:].any()
     assert (result.coefficients[:7] > 0).sum() >= 5
+    # foolsgold=cut: the same rows left out, the rule's own weights on the rest.
+    assert ae.Stage.parse("foolsgold=cut") == ae.Stage(sybil=True, sybil_cut_only=True)
+    cut = ae.StagedGuarded(ae.Stage(sybil=True, sybil_cut_only=True))
+    cut.model = ({}, {}, 1)
+    only = cut.aggregate(X, inputs).coefficients
+    rule = ae.FLTrustGuarded().aggregate(X[:7], ae.StrategyInputs.of(7, reference=reference)).coefficients
+    assert only is not None and rule is not None and not only[7:].any()
+    np.testing.assert_allclose(only[:7], rule)
     # Without the stage the copies are let in.
     plain = ae.FLTrustGuarded().aggregate(X, inputs).coefficients
     assert plain is not None and (plain[7:] > 0).all()
