@@ -401,6 +401,40 @@ def _tile44(
 
 
 @_compiled
+def fltrust_coefficients(X: np.ndarray, v: np.ndarray, ref_norm: float, c: np.ndarray) -> bool:
+    """FLTrust's coefficients into ``c`` (float64, one per row of float32 ``X``): the norms and dots of
+    :func:`sq_norms_and_dots`, then c_i = max(cos_i, 0) (||v|| / ||x_i||) / sum_j max(cos_j, 0), all zero
+    when no cosine is positive, as ``fltrust._coefficients_of`` computes them (the sum of the trusts added
+    in row order instead of NumPy's pairwise order: equal up to float64 rounding). Returns False, ``c``
+    incomplete, if a row's squared norm is not finite (NaN or Inf in it): the caller names the rows."""
+    n = X.shape[0]
+    sq = np.empty(n)
+    dots = np.empty(n)
+    sq_norms_and_dots(X, v, True, sq, dots)
+    total = 0.0
+    for i in range(n):
+        if not np.isfinite(sq[i]):
+            return False
+        norm = np.sqrt(sq[i])
+        trust = 0.0
+        scale = 0.0
+        if norm > 0.0:
+            cos = dots[i] / (norm * ref_norm)
+            # np.clip and np.maximum pass NaN through (a norm product that underflows): so does this.
+            trust = cos if cos != cos else min(max(cos, 0.0), 1.0)
+            scale = ref_norm / norm
+        c[i] = trust * scale
+        total += trust
+    if total <= 0.0:
+        for i in range(n):
+            c[i] = 0.0
+        return True
+    for i in range(n):
+        c[i] = c[i] / total
+    return True
+
+
+@_compiled
 def fltrust_rows(
     X: np.ndarray, v: np.ndarray, ref_norm: float, out: np.ndarray, sq: np.ndarray, dots: np.ndarray
 ) -> bool:

@@ -156,9 +156,24 @@ class FLTrust(Strategy):
             vector, coefficients = one_pass
         else:
             # Once: the coefficients are positive exactly where the trust is (a zero row has cosine 0).
-            coefficients = fltrust_coefficients(X, inputs.reference)
+            coefficients = _two_pass_coefficients(X, inputs.reference)
             vector = _apply(coefficients, X)
         return Aggregated(vector, np.flatnonzero(coefficients > 0), {}, coefficients)
+
+
+def _two_pass_coefficients(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """:func:`fltrust_coefficients` for the two-pass path: the norm and dot pass and the coefficients in one
+    compiled call (``dot_kernels.fltrust_coefficients``) instead of a dozen small NumPy calls, a tenth of
+    the rule at n = 10, d = 100K (measured: 0.15 -> 0.12 ms); the NumPy path where numba cannot be imported."""
+    compiled = _compiled_kernels()
+    if compiled is None:
+        return fltrust_coefficients(X, reference)
+    g0, ref_norm = reference_and_norm(reference, X.shape[1])
+    coefficients = np.empty(X.shape[0])
+    if not compiled.fltrust_coefficients(X, g0, ref_norm, coefficients):
+        raise_on_non_finite_rows(X)
+        return fltrust_coefficients(X, reference)  # not reached: a non-finite norm means a NaN/Inf entry
+    return coefficients
 
 
 # Below this size X stays in the last-level cache between the two passes, and one BLAS product over all

@@ -179,6 +179,31 @@ def test_the_one_pass_fltrust_equals_the_two_pass_rule(n: int, monkeypatch: pyte
     )
 
 
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_the_compiled_two_pass_fltrust_coefficients_are_the_numpy_paths(n: int) -> None:
+    # Below ONE_PASS_BYTES the rule's coefficients come from one compiled call: the NumPy path's up to
+    # float64 rounding (the trusts summed in row order, not pairwise), with a zero row, rows pointing away
+    # from the reference, and a reference every row points away from (all zero).
+    from aggregator.strategies import fltrust as fltrust_module
+    from aggregator.strategies.base import StrategyInputs
+
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 5001)).astype(np.float32)
+    g0 = (rng.standard_normal(5001) + 2.0 * X.mean(axis=0)).astype(np.float32)
+    if n >= 3:
+        X[1] = 0.0
+        X[2] *= -1.0
+    assert X.nbytes < fltrust_module.ONE_PASS_BYTES
+    away = np.ascontiguousarray(-X.sum(axis=0) - 10.0 * np.sign(X.sum(axis=0)), dtype=np.float32)
+    for reference, trusted in ((g0, True), (away, False)):
+        got = fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(n, reference=reference)).coefficients
+        assert got is not None and bool(got.any()) is trusted
+        np.testing.assert_allclose(got, fltrust_coefficients(X, reference), rtol=1e-14, atol=0.0)
+    X[n - 1, 7] = np.nan
+    with pytest.raises(InvalidUpdates, match=rf"clients \[{n - 1}\]"):
+        fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(n, reference=g0))
+
+
 def test_the_one_pass_fltrust_names_a_nan_row_and_weighs_subnormal_rows_in_float64(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
