@@ -278,6 +278,22 @@ def gram_sq_and_dots(
 
 
 @_fused
+def _row_times4(
+    x: np.float32,
+    y0: np.float32,
+    y1: np.float32,
+    y2: np.float32,
+    y3: np.float32,
+    s0: np.float32,
+    s1: np.float32,
+    s2: np.float32,
+    s3: np.float32,
+) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """One row's four multiply-adds of a tile step (inlined by LLVM: the sums stay in registers)."""
+    return s0 + x * y0, s1 + x * y1, s2 + x * y2, s3 + x * y3
+
+
+@_fused
 def _tile64(
     a0: np.ndarray,
     a1: np.ndarray,
@@ -300,36 +316,12 @@ def _tile64(
         y1 = b1[j]
         y2 = b2[j]
         y3 = b3[j]
-        x = a0[j]
-        s00 += x * y0
-        s01 += x * y1
-        s02 += x * y2
-        s03 += x * y3
-        x = a1[j]
-        s10 += x * y0
-        s11 += x * y1
-        s12 += x * y2
-        s13 += x * y3
-        x = a2[j]
-        s20 += x * y0
-        s21 += x * y1
-        s22 += x * y2
-        s23 += x * y3
-        x = a3[j]
-        s30 += x * y0
-        s31 += x * y1
-        s32 += x * y2
-        s33 += x * y3
-        x = a4[j]
-        s40 += x * y0
-        s41 += x * y1
-        s42 += x * y2
-        s43 += x * y3
-        x = a5[j]
-        s50 += x * y0
-        s51 += x * y1
-        s52 += x * y2
-        s53 += x * y3
+        s00, s01, s02, s03 = _row_times4(a0[j], y0, y1, y2, y3, s00, s01, s02, s03)
+        s10, s11, s12, s13 = _row_times4(a1[j], y0, y1, y2, y3, s10, s11, s12, s13)
+        s20, s21, s22, s23 = _row_times4(a2[j], y0, y1, y2, y3, s20, s21, s22, s23)
+        s30, s31, s32, s33 = _row_times4(a3[j], y0, y1, y2, y3, s30, s31, s32, s33)
+        s40, s41, s42, s43 = _row_times4(a4[j], y0, y1, y2, y3, s40, s41, s42, s43)
+        s50, s51, s52, s53 = _row_times4(a5[j], y0, y1, y2, y3, s50, s51, s52, s53)
     return (
         s00,
         s01,
