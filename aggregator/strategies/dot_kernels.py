@@ -187,8 +187,9 @@ def gram_sq_and_dots(
 
     A block of every row (n x ``block`` float32) stays in the second-level cache while the dots with v and
     every product read it: X is read from memory once. The products run in tiles of 6 x 4 rows (24 sums in
-    registers per pass over 10 rows' blocks; 4 x 4 where the row count leaves a remainder), the last tile
-    padded with a repeated row whose products are dropped, so no row takes a slower path. The norms come
+    registers per pass over 10 rows' blocks), the last ones padded with a repeated row whose products are
+    dropped (the last 6 rows meet only the last 4-row tiles: a few padded products), so no row takes a
+    slower path. The norms come
     from the tiles' diagonal and the dots from one pass of v against every row per block (measured,
     n = 50, d = 100K: the float64 norm and dot pass this replaces cost a quarter of the Gram).
     A row whose float32 sums overflow, hold NaN/Inf or are so small (below :data:`TINY`) that subnormal
@@ -198,8 +199,7 @@ def gram_sq_and_dots(
     n, d = X.shape
     last = n - 1
     rows = n + (-n) % 4  # padded to whole 4-row tiles; rows past the last repeat it
-    six = rows - (8 if rows % 6 == 2 else rows % 6)  # 6-row tiles below ``six``, 4-row tiles above
-    acc = np.zeros((rows, rows))
+    acc = np.zeros((n + (-n) % 6, rows))  # and to whole 6-row tiles down the side
     vdots = np.zeros(rows)
     v_sq = 0.0
     for c0 in range(0, d, block):
@@ -218,7 +218,7 @@ def gram_sq_and_dots(
             vdots[b + 1] += s1
             vdots[b + 2] += s2
             vdots[b + 3] += s3
-        for a in range(0, six, 6):
+        for a in range(0, n, 6):
             a0 = X[min(a, last), c0:c1]
             a1 = X[min(a + 1, last), c0:c1]
             a2 = X[min(a + 2, last), c0:c1]
@@ -240,26 +240,6 @@ def gram_sq_and_dots(
                     X[min(b + 3, last), c0:c1],
                 )
                 for p in range(6):
-                    for q in range(4):
-                        if b + q >= a + p:
-                            acc[a + p, b + q] += np.float64(t[4 * p + q])
-        for a in range(six, rows, 4):
-            a0 = X[min(a, last), c0:c1]
-            a1 = X[min(a + 1, last), c0:c1]
-            a2 = X[min(a + 2, last), c0:c1]
-            a3 = X[min(a + 3, last), c0:c1]
-            for b in range(a, rows, 4):
-                t = _tile44(
-                    a0,
-                    a1,
-                    a2,
-                    a3,
-                    X[b, c0:c1],
-                    X[min(b + 1, last), c0:c1],
-                    X[min(b + 2, last), c0:c1],
-                    X[min(b + 3, last), c0:c1],
-                )
-                for p in range(4):
                     for q in range(4):
                         if b + q >= a + p:
                             acc[a + p, b + q] += np.float64(t[4 * p + q])
@@ -348,48 +328,6 @@ def _tile64(
         s52,
         s53,
     )
-
-
-@_fused
-def _tile44(
-    a0: np.ndarray,
-    a1: np.ndarray,
-    a2: np.ndarray,
-    a3: np.ndarray,
-    b0: np.ndarray,
-    b1: np.ndarray,
-    b2: np.ndarray,
-    b3: np.ndarray,
-) -> tuple[np.float32, ...]:
-    z = np.float32(0.0)
-    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
-    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
-    for j in range(a0.shape[0]):
-        x0 = a0[j]
-        x1 = a1[j]
-        x2 = a2[j]
-        x3 = a3[j]
-        y0 = b0[j]
-        y1 = b1[j]
-        y2 = b2[j]
-        y3 = b3[j]
-        s00 += x0 * y0
-        s01 += x0 * y1
-        s02 += x0 * y2
-        s03 += x0 * y3
-        s10 += x1 * y0
-        s11 += x1 * y1
-        s12 += x1 * y2
-        s13 += x1 * y3
-        s20 += x2 * y0
-        s21 += x2 * y1
-        s22 += x2 * y2
-        s23 += x2 * y3
-        s30 += x3 * y0
-        s31 += x3 * y1
-        s32 += x3 * y2
-        s33 += x3 * y3
-    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
 
 
 @_compiled
