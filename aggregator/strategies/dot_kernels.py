@@ -15,36 +15,20 @@ redone in float64 (see its docstring).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+from aggregator.strategies.jit import compiled
 
 # Columns per chunk: the vector's chunk (256 KB) stays in the second-level cache while every row's chunk
 # streams past it; measured: 4K-16K-column chunks ran 1.6-2x slower at n = 50-100, d = 1M.
 CHUNK = 1 << 16
 
 
-def _compiled(fn: _F) -> _F:
-    """numba's ``njit`` (cached, GIL released, additions reassociable), typed as the function it wraps."""
-    return cast(
-        _F,
-        numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False, fastmath={"reassoc"})(fn),
-    )
-
-
-def _fused(fn: _F) -> _F:
-    """:func:`_compiled` that may also fuse a multiply and an add (one rounding instead of two): for the
-    Gram's float32 tiles, whose sums carry a stated tolerance, not a bit-exact contract."""
-    return cast(
-        _F,
-        numba.njit(
-            cache=True, nogil=True, error_model="numpy", boundscheck=False, fastmath={"reassoc", "contract"}
-        )(fn),
-    )
+# Additions reassociable (the dot products' sums carry a tolerance).
+_compiled = compiled(fastmath=frozenset({"reassoc"}))
+# Also a multiply and an add fused (one rounding instead of two): for the Gram's float32 tiles, whose sums
+# carry a stated tolerance, not a bit-exact contract.
+_fused = compiled(fastmath=frozenset({"reassoc", "contract"}))
 
 
 @_compiled

@@ -12,21 +12,16 @@ whether numba is installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+from aggregator.strategies.jit import compiled
 
 # The robust spread's factor (1.4826 MAD), as fltrust_guarded.SPREAD.
 SPREAD = 1.4826
 
 
-def _compiled(fn: _F) -> _F:
-    """numba's ``njit`` (cached, GIL released, IEEE arithmetic: no fast-math), typed as ``fn``."""
-    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)(fn))
+# No fast-math: the NumPy path's values to the bit.
+_compiled = compiled()
 
 
 @_compiled

@@ -7,18 +7,12 @@ fast-math (no reassociation, no fused multiply-add), so their results are bit-id
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+from aggregator.strategies.jit import compiled
 
-
-def _compiled(fn: _F) -> _F:
-    """numba's ``njit`` (cached, GIL released, NumPy's float error model), typed as the function it wraps."""
-    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)(fn))
+# IEEE arithmetic in the source's order: bit-identical to the NumPy reference.
+_compiled = compiled()
 
 
 # Columns per block: n x 128 float32 (51 KB at n = 100) stays near the first-level cache, and each
