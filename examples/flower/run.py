@@ -145,17 +145,23 @@ class Federation:
             raise RuntimeError(f"flwr run exited with {run.returncode}; see {self.workdir}/flwr-run.log")
 
     def stop(self) -> None:
+        """SIGTERM to every process group, then SIGKILL to whatever is left in them. Each group, not only
+        each leader: the SuperLink's ServerApp processes (flower-superexec, flwr-serverapp) live in its
+        group and may outlive it, and a group whose leader has already exited still holds them."""
         for process in reversed(self.processes):
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        for process in self.processes:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # A group of which nobody is left is gone: nothing to do.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
