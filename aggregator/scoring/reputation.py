@@ -51,11 +51,6 @@ class ReputationConfig:
     # n = 30: a 17-example shard's update at 13x the round's median norm and 10.9x the reference's. Boosted
     # attacks stay far above it (IPM x100: flagged and slashed in round 1 at 20x on every task tried).
     evidence_norm_ratio: float = 20.0
-    # ... and at least this many times the last accepted change of the global model (see norm_evidence).
-    # Measured (attack_eval, issue 20): the honest update that walked back after a 16x step was 3.78x the
-    # last change; IPM x100 sent from round 2 on is 1.4-45x it (10th percentile 12.6), and at 20 (the same
-    # ratio as the median's) the conclusive slash of those attackers came rounds later.
-    evidence_change_ratio: float = 10.0
     # The solo step must raise the validation loss by more than this fraction of it: a converged model's
     # loss moves by noise under any step, and noise is not evidence.
     evidence_harm_floor: float = 1e-3
@@ -127,29 +122,26 @@ def norm_evidence(
     floor: float = 0.0,
     last_change: float = 0.0,
 ) -> np.ndarray:
-    """A norm of at least ``evidence_norm_ratio`` x max(the round's median norm, ``floor``) and at least
-    ``evidence_change_ratio`` x ``last_change``: no honest organization's local training produces it, and a
-    plain mean would follow it. Conclusive.
+    """A norm of at least ``evidence_norm_ratio`` x the round's typical norm: the largest of its median
+    norm, ``floor`` and ``last_change``. No honest organization's local training produces it, and a plain
+    mean would follow it. Conclusive.
 
     ``floor`` is the server's own reference norm: half the wallets sending near-zero updates can drag the
     round's median down until every honest norm is "20x the median"; they cannot shrink the server's step.
 
     ``last_change`` is the norm of the last accepted change of the global model (0 before any). A long
     line-search step (16x the aggregate, issue 20) can carry the model far from an honest organization's
-    data; its next local training then walks back across it: 20.6x the round's median and 3.78x that change
-    measured (digits, Dirichlet(0.5), n = 30). No honest update is both 20x the round's usual size and many
-    times the model's own last move. A boosted attacker is clipped to the passers' median norm by the rule
-    anyway, so this test only narrows when a norm is conclusive (a slash), not what an update weighs; its
-    ratio is lower than the median's because a large last change would otherwise hide a boosted update
-    (measured: IPM x100 from round 2 on, slashed rounds later at 20).
+    data; its next local training then walks back about that distance, 20.6x the round's median measured
+    (digits, Dirichlet(0.5), n = 30). No honest update exceeds 20x the larger of the model's own last move
+    and its usual size. A boosted attacker is clipped to the passers' median norm by the rule anyway, so
+    this floor only narrows when a norm is conclusive (a slash), not what an update weighs.
     """
     nrm = np.asarray(norms, dtype=np.float64)
-    typical = max(float(np.median(nrm)) if nrm.size else 0.0, floor if np.isfinite(floor) else 0.0)
+    floors = [f for f in (floor, last_change) if np.isfinite(f)]
+    typical = max([float(np.median(nrm)) if nrm.size else 0.0, *floors])
     if not (typical > 0 and np.isfinite(typical)):
         return np.zeros(nrm.shape, dtype=bool)
     boosted: np.ndarray = nrm >= config.evidence_norm_ratio * typical
-    if np.isfinite(last_change) and last_change > 0:
-        boosted &= nrm >= config.evidence_change_ratio * last_change
     return boosted
 
 
