@@ -401,8 +401,7 @@ def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int)
             Finding(
                 Evidence.norm_outlier,
                 f"norm {s.norms[i]:.3g}, at least {inputs.params.reputation.evidence_norm_ratio:g} x "
-                "the round's typical norm (the largest of its median, the reference's and the last "
-                "model change's)",
+                "the round's median norm",
             )
         )
     if s.copied[i]:

@@ -117,28 +117,16 @@ def direction_evidence(
 
 
 def norm_evidence(
-    norms: np.ndarray | list[float],
-    config: ReputationConfig = ReputationConfig(),
-    floor: float = 0.0,
-    last_change: float = 0.0,
+    norms: np.ndarray | list[float], config: ReputationConfig = ReputationConfig(), floor: float = 0.0
 ) -> np.ndarray:
-    """A norm of at least ``evidence_norm_ratio`` x the round's typical norm: the largest of its median
-    norm, ``floor`` and ``last_change``. No honest organization's local training produces it, and a plain
-    mean would follow it. Conclusive.
+    """A norm of at least ``evidence_norm_ratio`` x max(the round's median norm, ``floor``): no honest
+    organization's local training produces it, and a plain mean would follow it. Conclusive.
 
     ``floor`` is the server's own reference norm: half the wallets sending near-zero updates can drag the
     round's median down until every honest norm is "20x the median"; they cannot shrink the server's step.
-
-    ``last_change`` is the norm of the last accepted change of the global model (0 before any). A long
-    line-search step (16x the aggregate, issue 20) can carry the model far from an honest organization's
-    data; its next local training then walks back about that distance, 20.6x the round's median measured
-    (digits, Dirichlet(0.5), n = 30). No honest update exceeds 20x the larger of the model's own last move
-    and its usual size. A boosted attacker is clipped to the passers' median norm by the rule anyway, so
-    this floor only narrows when a norm is conclusive (a slash), not what an update weighs.
     """
     nrm = np.asarray(norms, dtype=np.float64)
-    floors = [f for f in (floor, last_change) if np.isfinite(f)]
-    typical = max([float(np.median(nrm)) if nrm.size else 0.0, *floors])
+    typical = max(float(np.median(nrm)) if nrm.size else 0.0, floor if np.isfinite(floor) else 0.0)
     if not (typical > 0 and np.isfinite(typical)):
         return np.zeros(nrm.shape, dtype=bool)
     boosted: np.ndarray = nrm >= config.evidence_norm_ratio * typical

@@ -16,8 +16,7 @@ The round computation calls :func:`score_round` once per close; it composes the 
 - timeliness: inside the window or not;
 - evidence: pointing away from the reference (an outlier of the round's cosines) AND harmful alone on the
   validation data AND harmful in the round's aggregate (when the caller gives the claims), or a norm of
-  ``evidence_norm_ratio`` x the round's median (or the reference's norm or the last model change's, when
-  larger) or more, or a copy of the last public model change or of
+  ``evidence_norm_ratio`` x the round's median or more, or a copy of the last public model change or of
   the server's reference update.
 """
 
@@ -136,8 +135,7 @@ def score_round(
     rows left out are worth 0.
 
     ``public_change``: the last accepted change of the global model (None before any); an update that is
-    that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence, and its
-    norm floors the typical norm of the norm evidence (:func:`aggregator.scoring.reputation.norm_evidence`).
+    that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
 
     ``sample``: given the number of validation examples, the indices of those the per-row measures use
     (None: all; :mod:`aggregator.scoring.budget`). With a subsample the marginals, solo, novel and context
@@ -234,10 +232,7 @@ def score_round(
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
-    # The last model change floors the typical norm too: after a long step an honest organization walks
-    # back about that distance (norm_evidence).
-    moved = 0.0 if public_change is None else float(np.linalg.norm(np.asarray(public_change, np.float64)))
-    boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0, moved)
+    boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(
         cosine, solo, reputation, loss_scale, context if claims is not None else None
     )
