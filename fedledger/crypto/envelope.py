@@ -50,7 +50,7 @@ from fedledger.crypto.canonical import (
 )
 from fedledger.crypto.errors import DecryptionFailed, MalformedEnvelope
 from fedledger.crypto.keys import RSA_ACCEPTED_BITS, KeyAlgorithm, load_public_key, public_key_id
-from fedledger.crypto.keywrap import unwrap_key, wrap_new_key
+from fedledger.crypto.keywrap import KeyHeader, unwrap_key, wrap_new_key
 
 ENVELOPE_MAGIC = b"FLE1"
 ENVELOPE_VERSION = 1
@@ -75,13 +75,10 @@ _DECRYPTION_FAILED = (
 )
 
 
-class _RoutedHeader(Protocol):
-    """The header fields every envelope format shares: which key, round, model, wallet and claim."""
+class _RoutedHeader(KeyHeader, Protocol):
+    """The header fields every envelope format shares: which key (:class:`KeyHeader`), round, model,
+    wallet and claim."""
 
-    @property
-    def algorithm(self) -> KeyAlgorithm: ...
-    @property
-    def key_id(self) -> str: ...
     @property
     def round_id(self) -> int: ...
     @property
@@ -90,8 +87,6 @@ class _RoutedHeader(Protocol):
     def participant(self) -> str: ...
     @property
     def num_samples(self) -> int: ...
-    @property
-    def wrapped_key(self) -> bytes: ...
 
 
 def check_routing_fields(header: _RoutedHeader) -> None:

@@ -22,15 +22,21 @@ AES_KEY_BYTES = 32
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
-class _KeyHeader(Protocol):
-    """What a header says about its key: the server key it was sealed to, and the wrapped AES key."""
+class KeyHeader(Protocol):
+    """What a header of either format says about its key: the server key it was sealed to, and the wrapped
+    AES key (the envelope modules' headers carry these and their routing fields)."""
 
     @property
-    def algorithm(self) -> KeyAlgorithm: ...
+    def algorithm(self) -> KeyAlgorithm:
+        """How the AES key is wrapped (RSA-OAEP or X25519)."""
+
     @property
-    def key_id(self) -> str: ...
+    def key_id(self) -> str:
+        """The server key's id (:func:`fedledger.crypto.keys.public_key_id`)."""
+
     @property
-    def wrapped_key(self) -> bytes: ...
+    def wrapped_key(self) -> bytes:
+        """The RSA-OAEP ciphertext of the AES key, or the ephemeral X25519 public key."""
 
 
 def wrap_new_key(public: PublicKey, info: bytes) -> tuple[bytes, bytes]:
@@ -48,7 +54,7 @@ def wrap_new_key(public: PublicKey, info: bytes) -> tuple[bytes, bytes]:
     return _derive(shared, ephemeral_public, public.public_bytes_raw(), info), ephemeral_public
 
 
-def unwrap_key(header: _KeyHeader, private_keys: Mapping[str, bytes], info: bytes, failure: str) -> bytes:
+def unwrap_key(header: KeyHeader, private_keys: Mapping[str, bytes], info: bytes, failure: str) -> bytes:
     """The AES key of ``header``, with the server key it names (``private_keys``: key id to PKCS8 PEM).
 
     Raises :class:`UnknownKey` for a key id not in the map, :class:`InvalidKey` when the map stores a key
