@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 
 
 # A client passes the honest-majority gate when its median cosine to its peers is not more than this many
-# robust spreads (1.4826 MAD) below the round's median such value.
+# robust spreads (SPREAD x MAD) below the round's median such value.
 CENTER_Z = 2.0
+
+# The robust spread's factor: SPREAD x the median absolute deviation is the standard deviation of normal data.
+SPREAD = 1.4826
 
 # The reference test relative to the crowd (``reference_z``; the default since issue 20's evaluation, None
 # selects the fixed test, cosine > 0): a row passes when its cosine to the reference is above min(0, the
@@ -165,9 +168,7 @@ def numpy_gate_statistics(
     with np.errstate(divide="ignore", invalid="ignore"):
         cos_ref = np.clip(np.where(norms > 0.0, dots / (norms * ref_norm), 0.0), -1.0, 1.0)
     cos_c = peer_cosine_medians(gram, norms)
-    center = _median(cos_c)
-    spread = 1.4826 * _median(np.abs(cos_c - center))
-    level = center - z * spread
+    level = _robust_level(cos_c, z)
     by_center = cos_c >= level
     ref_level = 0.0 if reference_z is None else reference_level(cos_ref[by_center], reference_z)
     by_reference = cos_ref > ref_level
@@ -182,9 +183,15 @@ def reference_level(crowd: np.ndarray, z: float) -> float:
     majority's, so the level falls below 0 only as far as honest updates' own cosines reach."""
     if not crowd.size:
         return 0.0
-    center = _median(crowd)
-    spread = 1.4826 * _median(np.abs(crowd - center))
-    return min(0.0, center - z * spread)
+    return min(0.0, _robust_level(crowd, z))
+
+
+def _robust_level(values: np.ndarray, z: float) -> float:
+    """median - z x robust spread of a non-empty vector: both tests' level (the compiled twin is
+    ``gate_kernels._level``, held to it bit for bit)."""
+    center = _median(values)
+    spread = SPREAD * _median(np.abs(values - center))
+    return center - z * spread
 
 
 def hardened_coefficients(

@@ -16,7 +16,8 @@ import numpy as np
 
 from aggregator.strategies.jit import compiled
 
-# The robust spread's factor (1.4826 MAD), as fltrust_guarded.SPREAD.
+# The robust spread's factor, fltrust_guarded.SPREAD's value (not imported: the NumPy path's module loads
+# this one; the equality test of the two paths fails if they part).
 SPREAD = 1.4826
 
 
@@ -46,7 +47,7 @@ def _median(values: np.ndarray) -> float:
 
 @_compiled
 def _level(values: np.ndarray, z: float) -> float:
-    """median - z x 1.4826 x median absolute deviation of a non-empty vector."""
+    """fltrust_guarded._robust_level: median - z x SPREAD x median absolute deviation of a non-empty vector."""
     center = _median(values)
     spread = SPREAD * _median(np.abs(values - center))
     return float(center - z * spread)
