@@ -145,17 +145,6 @@ def _dot32x4(
     return np.float64(s0), np.float64(s1), np.float64(s2), np.float64(s3)
 
 
-@_compiled
-def add_sq_and_dots(X: np.ndarray, v: np.ndarray, c0: int, c1: int, sq: np.ndarray, dots: np.ndarray) -> None:
-    """Add to ``sq[i]`` and ``dots[i]`` the float64 sums of x_ij^2 and x_ij v_j over columns c0 .. c1 - 1
-    (as :func:`sq_norms_and_dots` does over all of them): one block of a blocked pass."""
-    u = v[c0:c1]
-    for i in range(X.shape[0]):
-        s, t = _sq_and_dot(X[i, c0:c1], u)
-        sq[i] += s
-        dots[i] += t
-
-
 # Below this float32-summed square a row (or the vector) may hold float32 subnormals that lost digits:
 # :func:`gram_sq_and_dots` then redoes its norm and dot in float64, as it does for a non-finite sum.
 TINY = 1e-20
