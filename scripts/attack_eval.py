@@ -1099,6 +1099,12 @@ def _reweighted(c: np.ndarray, weights: np.ndarray, norms: np.ndarray, clip: flo
 SYBIL_CUT = 0.05
 
 
+def _centred_foolsgold(history: np.ndarray) -> np.ndarray:
+    """FoolsGold's weights of the organizations' update histories minus their coordinate median (what
+    honest histories share is not similarity between sybils), for both FoolsGold stages."""
+    return targeted.foolsgold_weights(history - np.median(history, axis=0))
+
+
 class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
@@ -1139,7 +1145,7 @@ class StagedGuarded(FLTrustGuarded):
             scale = np.minimum(1.0, g.clip_norm / np.maximum(g.norms, 1e-30))
             clipped = X.astype(np.float64) * scale[:, None]
             self.history = clipped if self.history is None else self.history + clipped
-            weights = targeted.foolsgold_weights(self.history - np.median(self.history, axis=0))
+            weights = _centred_foolsgold(self.history)
             details["foolsgold_min_weight"] = float(weights[c > 0].min())
             c = _reweighted(c, weights, g.norms, g.clip_norm)
         if self.stage.cleanse and (c > 0).any():
@@ -1167,13 +1173,14 @@ class StagedGuarded(FLTrustGuarded):
         r = self.model[2] if self.model is not None else 0
         if self.pending is not None and self.pending[0] != r:
             self.committed = self.pending[1] if self.pending[0] < r else None  # a new run starts at round 1
-        norms = np.linalg.norm(X.astype(np.float64), axis=1)
+        wide = X.astype(np.float64)
+        norms = np.linalg.norm(wide, axis=1)
         median = float(np.median(norms))
-        clipped = X.astype(np.float64) * np.minimum(1.0, median / np.maximum(norms, 1e-30))[:, None]
+        clipped = wide * np.minimum(1.0, median / np.maximum(norms, 1e-30))[:, None]
         before = self.committed
         history = clipped if before is None or before.shape != clipped.shape else before + clipped
         self.pending = (r, history)
-        weights = targeted.foolsgold_weights(history - np.median(history, axis=0))
+        weights = _centred_foolsgold(history)
         keep = weights >= SYBIL_CUT
         if keep.sum() < 2:
             keep = np.ones(X.shape[0], dtype=bool)
