@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from db.base import Base, utcnow
 from db.migrate import alembic_config
 from db.models import ModelVersion, Participant, Round
-from tests.databases import MigratedDatabases
+from tests.databases import PG_ADMIN_URL, MigratedDatabases
 
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
@@ -86,7 +86,7 @@ def test_a_postgres_schema_comes_back_empty_with_its_sequences_restarted(tmp_pat
 
 def test_a_postgres_schema_a_test_changed_is_dropped_not_served_again(tmp_path: Path) -> None:
     databases = MigratedDatabases(tmp_path)
-    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    admin = sa.create_engine(PG_ADMIN_URL)
     try:
         for change in (
             "ALTER TABLE rounds ADD COLUMN extra INTEGER",
