@@ -58,6 +58,22 @@ def schema_url(schema: str) -> str:
     return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
 
 
+@contextmanager
+def empty_schema(prefix: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL schema (for tests that build their own tables or run Alembic
+    themselves), dropped with everything in it afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        yield schema_url(schema)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        admin.dispose()
+
+
 class MigratedDatabases:
     """The session's migrated SQLite template and PostgreSQL schemas (made on first use), handed to tests."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ from db.base import Base
 from db.migrate import downgrade, upgrade
 from db.session import make_engine
 from fedledger.evidence import Evidence, parse_codes
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.databases import empty_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -25,14 +23,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-unty
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.db'}"
         return
-    schema = f"m_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    with empty_schema("m") as pg_url:
+        yield pg_url
 
 
 def test_migrations_match_the_models_and_run_both_ways(url: str) -> None:

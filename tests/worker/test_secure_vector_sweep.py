@@ -5,14 +5,12 @@ the real filesystem blob store and database; the rest stay."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,11 +28,9 @@ from db.models import (
 from db.session import make_engine
 from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.domain.secagg import sweep_vectors
+from tests.databases import empty_schema
 
 GRACE = 300.0
-
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,14 +39,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 't.db'}"
         return
-    schema = f"v_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    with empty_schema("v") as pg_url:
+        yield pg_url
 
 
 @pytest.fixture
