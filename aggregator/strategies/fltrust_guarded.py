@@ -10,7 +10,7 @@ clipped to the passers' median norm (FLAME).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
@@ -62,6 +62,10 @@ class Gate:
     # The Gram matrix, squared norms and dots with the reference the gate computed (the close's scores
     # reuse them).
     products: InnerProducts | None = None
+    # With the consensus test in place of the centre test (:func:`consensus_gate`): each row's cosine to
+    # the consensus of the other rows and that test's level (``by_center`` is then who passed it).
+    cos_consensus: np.ndarray | None = None
+    consensus_level: float | None = None
 
     @property
     def passed(self) -> np.ndarray:
@@ -194,6 +198,62 @@ def _robust_level(values: np.ndarray, z: float) -> float:
     return center - z * spread
 
 
+def consensus_cosines(cos: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each row's cosine to the consensus of the other rows: sum_{j != i} w_j u_j, u_j the unit rows, from
+    their cosine matrix ``cos`` (n x n, ones on the diagonal) and non-negative ``weights`` w; 0 where the
+    other rows' weights leave no consensus. O(n^2) from the cosines (no pass over the updates): with
+    s = C w and q = w' C w, the leave-self-out numerator is s_i - w_i and the squared norm of the
+    consensus q - 2 w_i s_i + w_i^2."""
+    w = np.asarray(weights, dtype=np.float64)
+    s = cos @ w
+    q = float(w @ s)
+    numerator = s - w * np.diag(cos)
+    squared = q - 2.0 * w * s + w * w * np.diag(cos)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(
+            squared > 1e-12 * max(q, 1e-300), numerator / np.sqrt(np.maximum(squared, 0.0)), 0.0
+        )
+    out: np.ndarray = np.clip(values, -1.0, 1.0)
+    return out
+
+
+def consensus_gate(g: Gate, z: float = CENTER_Z, reference_z: float | None = CROWD_REFERENCE_Z) -> Gate:
+    """The gate with the consensus test in place of the centre test (``FLTrustGuarded(consensus=True)``,
+    an option since issue 20's consensus screen, docs/benchmarks.md "Issue 20: consensus tests").
+
+    A row passes when its cosine to the consensus of the other centre-test passers
+    (:func:`consensus_cosines`, each weighted by its margin above the centre test's level, max(0, cos_c -
+    level)) is not below the round's median such value by more than ``z`` robust spreads. What it reads
+    is a row's agreement with what the others share, not with its median peer: rows pushing against the
+    honest mean score far below honest rows, and attackers who keep to the centre test's level to pass it
+    get almost no weight in the consensus the others are read against. The reference test's level is then
+    computed on this test's passers and the clip norm on the reference test's, as :func:`gate` does."""
+    if g.products is None:
+        raise InvalidParameter("consensus_gate needs the gate's inner products")
+    norms = g.norms
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cos = g.products.gram / np.outer(norms, norms)
+    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    np.fill_diagonal(cos, 1.0)
+    weights = np.where(g.by_center, np.maximum(g.cos_center - g.center_level, 0.0), 0.0)
+    values = consensus_cosines(cos, weights)
+    level = _robust_level(values, z)
+    by_consensus = values >= level
+    ref_level = 0.0 if reference_z is None else reference_level(g.cos_reference[by_consensus], reference_z)
+    by_reference = g.cos_reference > ref_level
+    candidates = norms[by_reference & (norms > 0)]
+    clip = _median(candidates) if candidates.size else 0.0
+    return replace(
+        g,
+        by_center=by_consensus,
+        by_reference=by_reference,
+        reference_level=ref_level,
+        clip_norm=clip,
+        cos_consensus=values,
+        consensus_level=level,
+    )
+
+
 def hardened_coefficients(
     X: np.ndarray, reference: np.ndarray, z: float = CENTER_Z, samples: np.ndarray | None = None
 ) -> np.ndarray:
@@ -273,17 +333,21 @@ class FLTrustGuarded(Strategy):
 
     name = "fltrust_guarded"
 
-    def __init__(self, reference_z: float | None = CROWD_REFERENCE_Z, soft: float = 0.0) -> None:
+    def __init__(
+        self, reference_z: float | None = CROWD_REFERENCE_Z, soft: float = 0.0, consensus: bool = False
+    ) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
         cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
         each passer's weight times its :func:`center_margins` at that width (an option under evaluation; 0,
-        the default: equal weights)."""
+        the default: equal weights). ``consensus``: the consensus test in place of the centre test
+        (:func:`consensus_gate`; an option, off by default)."""
         if reference_z is not None and not (np.isfinite(reference_z) and reference_z >= 0):
             raise InvalidParameter(f"fltrust_guarded: reference_z must be finite and >= 0, got {reference_z}")
         self.reference_z = reference_z
         if not (np.isfinite(soft) and soft >= 0):
             raise InvalidParameter(f"fltrust_guarded: soft must be finite and >= 0, got {soft}")
         self.soft = soft
+        self.consensus = consensus
 
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
@@ -299,6 +363,8 @@ class FLTrustGuarded(Strategy):
             )
         X = as_update_matrix(X, check_finite=False)  # gate() checks it in its norm pass
         g = gate(X, inputs.reference, reference_z=self.reference_z)
+        if self.consensus:
+            g = consensus_gate(g, reference_z=self.reference_z)
         coefficients = _coefficients(g, inputs.samples, center_margins(g, self.soft) if self.soft else None)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),
@@ -307,6 +373,8 @@ class FLTrustGuarded(Strategy):
             "reference_cosine_level": g.reference_level,
             "clip_norm": g.clip_norm,
         }
+        if g.consensus_level is not None:
+            details["consensus_cosine_level"] = g.consensus_level
         return Aggregated(
             _combine(coefficients, X), np.flatnonzero(coefficients > 0), details, coefficients, g.products
         )

@@ -4,6 +4,8 @@ error with backtracking."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,8 @@ from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
     FLTrustGuarded,
     center_margins,
+    consensus_cosines,
+    consensus_gate,
     gate,
     hardened_coefficients,
     hardened_fltrust,
@@ -195,6 +199,59 @@ def test_soft_centre_weights_grade_each_passer_by_its_margin_above_the_level() -
     # Rows that do not spread are not graded.
     same = np.repeat(X[:1], 4, axis=0)
     assert (center_margins(gate(same, reference)) == 1.0).all()
+
+
+def test_consensus_cosines_are_each_rows_cosine_to_the_weighted_sum_of_the_others() -> None:
+    rng = np.random.default_rng(11)
+    Y = rng.standard_normal((8, 30)) + 0.4 * rng.standard_normal(30)
+    U = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    weights = np.abs(rng.standard_normal(8))
+    weights[[2, 5]] = 0.0  # rows outside the crowd
+    got = consensus_cosines(U @ U.T, weights)
+    for i in range(8):
+        w = weights.copy()
+        w[i] = 0.0
+        v = w @ U
+        assert got[i] == pytest.approx(float(U[i] @ v / np.linalg.norm(v)), abs=1e-12)
+    # A row whose peers carry no weight has no consensus to be read against.
+    only = np.zeros(8)
+    only[3] = 1.0
+    lone = consensus_cosines(U @ U.T, only)
+    assert lone[3] == 0.0 and lone[0] == pytest.approx(float(U[0] @ U[3]), abs=1e-12)
+
+
+def test_the_consensus_test_leaves_out_attackers_the_centre_test_lets_in() -> None:
+    X, reference = attackers_at_the_level()
+    g = gate(X, reference)
+    assert g.passed.all()  # the centre test lets the attackers in, with 3 of 10 shares
+    c = consensus_gate(g)
+    assert c.cos_consensus is not None and c.consensus_level is not None
+    # They push against what the others share: far below every honest row, below the level.
+    assert c.cos_consensus[7:].max() < c.consensus_level < c.cos_consensus[:7].min()
+    assert c.passed[:7].all() and not c.passed[7:].any()
+    assert np.array_equal(c.by_center, c.cos_consensus >= c.consensus_level)
+    # The attackers, just above the centre test's level, carry almost no weight in the consensus.
+    margins = g.cos_center - g.center_level
+    assert margins[7:].max() < 0.3 * np.median(margins[:7])
+    inputs = StrategyInputs.of(10, reference=reference)
+    plain = FLTrustGuarded().aggregate(X, inputs)
+    guarded = FLTrustGuarded(consensus=True).aggregate(X, inputs)
+    assert FLTrustGuarded().consensus is False and "consensus_cosine_level" not in plain.details
+    assert guarded.details["consensus_cosine_level"] == c.consensus_level
+    assert list(guarded.selected) == list(range(7))
+    H = X[:7]
+    assert honest_component(guarded.vector, H) > honest_component(plain.vector, H)
+
+
+def test_the_consensus_test_keeps_every_row_of_an_honest_crowd_the_centre_test_keeps() -> None:
+    for seed in range(5):
+        H, reference = crowd(h=10, seed=seed)
+        g = gate(H, reference)
+        c = consensus_gate(g)
+        assert c.passed.sum() >= g.passed.sum() - 1
+        assert c.reference_level <= 0.0 and c.clip_norm > 0
+        with pytest.raises(InvalidParameter, match="inner products"):
+            consensus_gate(replace(g, products=None))
 
 
 def test_half_the_wallets_sending_zero_updates_cannot_make_honest_norms_conclusive() -> None:
