@@ -116,7 +116,17 @@ from aggregator.round.secure import SecureGroup, compute_secure_round, split_noi
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
-from aggregator.strategies.fltrust_guarded import CROWD_REFERENCE_Z, FLTrustGuarded, gate  # noqa: E402
+from aggregator.strategies.fltrust_guarded import (  # noqa: E402
+    CENTER_Z,
+    CROWD_REFERENCE_Z,
+    FLTrustGuarded,
+    Gate,
+    _coefficients,
+    _robust_level,
+    consensus_gate,
+    gate,
+    reference_level,
+)
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
@@ -1019,6 +1029,18 @@ class Stage:
     soft: float = 0.0
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
     lengthen: int = 0
+    # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
+    # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
+    consensus: str = ""
+    consensus_replace: bool = False
+    # The centre test on each row's this-quantile peer cosine instead of its median (``peerq=<q>``).
+    peer_quantile: float = 0.5
+
+    @property
+    def rule_consensus(self) -> bool:
+        """The screened variant fltrust_guarded has as its option (``FLTrustGuarded(consensus=True)``):
+        ``consensus`` = ``consensus=mmean/replace``."""
+        return self.consensus == "mmean" and self.consensus_replace
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1064,6 +1086,13 @@ class Stage:
                 stage = replace(stage, crowd=None if value == "off" else float(value))
             elif part.startswith("lengthen="):
                 stage = replace(stage, lengthen=int(part[len("lengthen=") :]))
+            elif part == "consensus":
+                stage = replace(stage, consensus="mmean", consensus_replace=True)
+            elif part.startswith("consensus="):
+                mode, _, role = part[len("consensus=") :].partition("/")
+                stage = replace(stage, consensus=mode, consensus_replace=role == "replace")
+            elif part.startswith("peerq="):
+                stage = replace(stage, peer_quantile=float(part[len("peerq=") :]))
             elif part == "soft":
                 stage = replace(stage, soft=1.0)
             elif part.startswith("soft="):
@@ -1079,6 +1108,8 @@ class Stage:
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
                     "soft[=<share of the way to the median row's margin at full weight>], "
+                    "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
+                    "peerq=<quantile of the peer cosines in the centre test>, "
                     "lengthen=<doublings of the close's longest line-search step>, foolsgold=first, foolsgold=cut"
                 )
         return stage
@@ -1105,11 +1136,58 @@ def _centred_foolsgold(history: np.ndarray) -> np.ndarray:
     return targeted.foolsgold_weights(history - np.median(history, axis=0))
 
 
+def consensus_cosines(
+    X: np.ndarray, cos: np.ndarray, norms: np.ndarray, crowd: np.ndarray, peer: np.ndarray, mode: str
+) -> np.ndarray:
+    """Each row's cosine to a consensus of the ``crowd`` rows other than itself: ``mean`` of their unit
+    vectors, ``wmean`` the same weighted by max(0, their peer cosine ``peer``), ``median`` their coordinate
+    median (issue 20, consensus screen)."""
+    n = X.shape[0]
+    out = np.zeros(n)
+    if mode in ("mean", "wmean", "mmean"):
+        if mode == "mean":
+            w = crowd.astype(np.float64)
+        elif mode == "wmean":
+            w = np.where(crowd, np.maximum(peer, 0.0), 0.0)
+        else:  # margin above the centre test's level
+            w = np.where(crowd, np.maximum(peer - _robust_level(peer, CENTER_Z), 0.0), 0.0)
+        for i in range(n):
+            wi = w.copy()
+            wi[i] = 0.0
+            denom = float(wi @ cos @ wi)
+            out[i] = float(cos[i] @ wi) / np.sqrt(denom) if denom > 0 else 0.0
+        return out
+    if mode == "dnc":
+        # Divide-and-Conquer's spectral score (Shejwalkar & Houmansadr, NDSS 2021): each row, clipped to the
+        # crowd's median norm, centred on the crowd's mean, projected on the top right singular vector of the
+        # crowd's centred rows; returned negated (|projection|), so that the common low-outlier level applies.
+        wide = X.astype(np.float64)
+        clip = float(np.median(norms[crowd])) if crowd.any() else float(np.median(norms))
+        clipped = wide * np.minimum(1.0, clip / np.maximum(norms, 1e-300))[:, None]
+        rows = clipped[crowd] if crowd.sum() >= 2 else clipped
+        centre = rows.mean(axis=0)
+        _, _, vt = np.linalg.svd(rows - centre, full_matrices=False)
+        projection = (clipped - centre) @ vt[0]
+        return -np.abs(projection) / max(clip, 1e-300)
+    if mode == "median":
+        wide = X.astype(np.float64)
+        for i in range(n):
+            rows = crowd.copy()
+            rows[i] = False
+            if not rows.any():
+                continue
+            centre = np.median(wide[rows], axis=0)
+            scale = float(np.linalg.norm(centre)) * norms[i]
+            out[i] = float(wide[i] @ centre) / scale if scale > 0 else 0.0
+        return out
+    raise ValueError(f"unknown consensus {mode!r}; valid: mean, wmean, mmean, median, dnc")
+
+
 class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
-        super().__init__(stage.crowd, stage.soft)
+        super().__init__(stage.crowd, stage.soft, stage.rule_consensus)
         self.stage = stage
         self.task = task
         self.seed = seed
@@ -1137,6 +1215,13 @@ class StagedGuarded(FLTrustGuarded):
         g = gate(X, inputs.reference, reference_z=self.reference_z)
         c = result.coefficients
         details = dict(result.details)
+        if self.consensus:
+            g = consensus_gate(g, reference_z=self.reference_z)
+        elif self.stage.consensus or self.stage.peer_quantile != 0.5:
+            g = self._consensus_gate(X, g)
+            c = _coefficients(g, inputs.samples)
+            details["passed_center"] = int(g.by_center.sum())
+            details["passed_reference"] = int(g.by_reference.sum())
         if self.stage.cluster:
             keep = targeted.majority_cluster(X)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
@@ -1163,6 +1248,41 @@ class StagedGuarded(FLTrustGuarded):
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+
+    def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:
+        """The gate with the screened honest-majority tests (issue 20, consensus screen)."""
+        assert g.products is not None
+        norms = g.norms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = g.products.gram / np.outer(norms, norms)
+        cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+        peer, by_center = g.cos_center, g.by_center
+        if self.stage.peer_quantile != 0.5:
+            n = X.shape[0]
+            off = ~np.eye(n, dtype=bool)
+            peer = np.quantile(cos[off].reshape(n, n - 1), self.stage.peer_quantile, axis=1)
+            by_center = peer >= _robust_level(peer, CENTER_Z)
+        passed = by_center
+        if self.stage.consensus:
+            values = consensus_cosines(X, cos, norms, by_center, peer, self.stage.consensus)
+            by_consensus = values >= _robust_level(values, CENTER_Z)
+            passed = by_consensus if self.stage.consensus_replace else by_center & by_consensus
+        ref_level = (
+            reference_level(g.cos_reference[passed], self.reference_z)
+            if self.reference_z is not None
+            else 0.0
+        )
+        by_reference = g.cos_reference > ref_level
+        candidates = norms[by_reference & (norms > 0)]
+        clip = float(np.median(candidates)) if candidates.size else 0.0
+        return replace(
+            g,
+            by_center=passed,
+            by_reference=by_reference,
+            reference_level=ref_level,
+            clip_norm=clip,
+            cos_center=peer,
+        )
 
     def _foolsgold_first(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         """FoolsGold before the rule (``foolsgold=first``): rows whose FoolsGold weight on the histories is

@@ -241,6 +241,12 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.StagedGuarded(ae.Stage(soft=0.5)).soft == 0.5 and ae.StagedGuarded(ae.Stage()).soft == 0.0
     assert ae.Stage.parse("crowd=off+soft=2") == ae.Stage(crowd=None, soft=2.0)
     assert ae.Stage.parse("lengthen=3") == ae.Stage(lengthen=3) and ae.Stage().lengthen == 0
+    # The consensus screen: the rule's option, and the screened variants the harness computes itself.
+    assert ae.Stage.parse("consensus") == ae.Stage.parse("consensus=mmean/replace")
+    assert ae.StagedGuarded(ae.Stage.parse("consensus")).consensus is True
+    assert ae.Stage.parse("consensus=median") == ae.Stage(consensus="median", consensus_replace=False)
+    assert ae.StagedGuarded(ae.Stage.parse("consensus=median/replace")).consensus is False
+    assert ae.Stage.parse("peerq=0.25") == ae.Stage(peer_quantile=0.25)
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):
@@ -506,3 +512,28 @@ def test_attack_free_wallets_add_their_dp_noise_and_attackers_may_skip_it(
     noised.clear()
     ae.run(federation, "fedavg@secure3:dp=1", "ipm_100", 1)
     assert len(noised) == federation.n - len(federation.attackers)
+
+
+def test_the_screened_consensus_variants_read_each_row_against_the_others(federation: Any) -> None:
+    from aggregator.strategies.fltrust_guarded import consensus_cosines
+
+    rng = np.random.default_rng(4)
+    X = (rng.standard_normal((7, 50)) + 0.5 * rng.standard_normal(50)).astype(np.float32)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    cos = (X.astype(np.float64) @ X.T.astype(np.float64)) / np.outer(norms, norms)
+    crowd = np.array([True, True, True, False, True, True, True])
+    peer = rng.uniform(-0.2, 0.5, 7)
+    # The unweighted mean of the unit rows is the rule's consensus with equal weights over the crowd.
+    mean = ae.consensus_cosines(X, cos, norms, crowd, peer, "mean")
+    np.testing.assert_allclose(mean, consensus_cosines(cos, crowd.astype(float)), atol=1e-9)
+    # The coordinate median of the other crowd rows.
+    median = ae.consensus_cosines(X, cos, norms, crowd, peer, "median")
+    others = np.median(X[[1, 2, 4, 5, 6]].astype(np.float64), axis=0)
+    assert median[0] == pytest.approx(float(X[0] @ others / (norms[0] * np.linalg.norm(others))))
+    # DnC's score: minus the absolute projection, at most 0, lowest for the row furthest along.
+    dnc = ae.consensus_cosines(X, cos, norms, crowd, peer, "dnc")
+    assert (dnc <= 0).all()
+    with pytest.raises(ValueError, match="unknown consensus"):
+        ae.consensus_cosines(X, cos, norms, crowd, peer, "mode")
+    for spec in ("consensus", "consensus=median", "peerq=0.4"):
+        assert 0.0 < ae.run(federation, f"fltrust_guarded+{spec}", "none", 1).accuracy <= 1.0
