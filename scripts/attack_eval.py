@@ -1035,12 +1035,17 @@ class Stage:
     consensus_replace: bool = False
     # The centre test on each row's this-quantile peer cosine instead of its median (``peerq=<q>``).
     peer_quantile: float = 0.5
+    # The consensus test's level: median - this many robust spreads (``cz=<z>``), the spread from the values
+    # above the median only (``clevel=upper``: a block of attackers at the low tail cannot widen it).
+    consensus_z: float = 2.0
+    consensus_upper: bool = False
 
     @property
     def rule_consensus(self) -> bool:
         """The screened variant fltrust_guarded has as its option (``FLTrustGuarded(consensus=True)``):
-        ``consensus`` = ``consensus=mmean/replace``."""
-        return self.consensus == "mmean" and self.consensus_replace
+        ``consensus`` = ``consensus=mmean/replace`` at the default level."""
+        default_level = self.consensus_z == 2.0 and not self.consensus_upper
+        return self.consensus == "mmean" and self.consensus_replace and default_level
 
     @classmethod
     def parse(cls, spec: str) -> Stage:
@@ -1091,6 +1096,10 @@ class Stage:
             elif part.startswith("consensus="):
                 mode, _, role = part[len("consensus=") :].partition("/")
                 stage = replace(stage, consensus=mode, consensus_replace=role == "replace")
+            elif part.startswith("cz="):
+                stage = replace(stage, consensus_z=float(part[len("cz=") :]))
+            elif part == "clevel=upper":
+                stage = replace(stage, consensus_upper=True)
             elif part.startswith("peerq="):
                 stage = replace(stage, peer_quantile=float(part[len("peerq=") :]))
             elif part == "soft":
@@ -1110,6 +1119,7 @@ class Stage:
                     "soft[=<share of the way to the median row's margin at full weight>], "
                     "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
                     "peerq=<quantile of the peer cosines in the centre test>, "
+                    "cz=<robust spreads of the consensus test>, clevel=upper, "
                     "lengthen=<doublings of the close's longest line-search step>, foolsgold=first, foolsgold=cut"
                 )
         return stage
@@ -1181,6 +1191,16 @@ def consensus_cosines(
             out[i] = float(wide[i] @ centre) / scale if scale > 0 else 0.0
         return out
     raise ValueError(f"unknown consensus {mode!r}; valid: mean, wmean, mmean, median, dnc")
+
+
+def consensus_level(values: np.ndarray, z: float, upper: bool) -> float:
+    """median - z robust spreads of ``values``; ``upper``: the spread (1.4826 x the median deviation) taken over
+    the values at or above the median only, which a block below it cannot widen."""
+    if not upper:
+        return _robust_level(values, z)
+    centre = float(np.median(values))
+    above = values[values >= centre] - centre
+    return centre - z * 1.4826 * float(np.median(above))
 
 
 class StagedGuarded(FLTrustGuarded):
@@ -1265,7 +1285,9 @@ class StagedGuarded(FLTrustGuarded):
         passed = by_center
         if self.stage.consensus:
             values = consensus_cosines(X, cos, norms, by_center, peer, self.stage.consensus)
-            by_consensus = values >= _robust_level(values, CENTER_Z)
+            by_consensus = values >= consensus_level(
+                values, self.stage.consensus_z, self.stage.consensus_upper
+            )
             passed = by_consensus if self.stage.consensus_replace else by_center & by_consensus
         ref_level = (
             reference_level(g.cos_reference[passed], self.reference_z)

@@ -247,6 +247,13 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.Stage.parse("consensus=median") == ae.Stage(consensus="median", consensus_replace=False)
     assert ae.StagedGuarded(ae.Stage.parse("consensus=median/replace")).consensus is False
     assert ae.Stage.parse("peerq=0.25") == ae.Stage(peer_quantile=0.25)
+    upper = ae.Stage.parse("consensus=mmean/replace+clevel=upper+cz=2.5")
+    assert upper.consensus_upper and upper.consensus_z == 2.5 and not upper.rule_consensus
+    # A block of three values at the low tail widens the MAD but not the spread of the values above the median.
+    values = np.array([0.4, 0.42, 0.05, 0.22, 0.06, 0.32, -0.04, -0.79, -0.79, -0.79])
+    assert ae.consensus_level(values, 2.0, upper=False) < -0.79 < ae.consensus_level(values, 2.0, upper=True)
+    honest = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert ae.consensus_level(honest, 2.0, upper=True) == pytest.approx(0.3 - 2 * 1.4826 * 0.1)
     with pytest.raises(ValueError, match="unknown stage"):
         ae.Stage.parse("winsorize")
     with pytest.raises(ValueError, match="on fltrust_guarded only"):
