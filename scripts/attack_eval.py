@@ -48,6 +48,10 @@ omniscient (it sees every honest update of the round) and implemented from its p
   honest mean's opposite made orthogonal to g, m the honest median norm, c searched each round against the
   real round computation. ``orthogonal_noise``: the same, each attacker adding independent noise so that the
   attackers' pairwise cosine is the honest one (defeats weight sharing among similar rows).
+  ``orthogonal_pay``: the same family searched for pay instead of harm (Kerckhoffs: the attacker knows the
+  scoring): c in ``PAY_C`` and each attacker's row jittered by independent noise of ``PAY_JITTER`` x its
+  norm (0: exact copies; a little: near-copies that are not copies), the candidate under which the
+  attackers' total reward is largest sent (no attacker flagged, no rollback).
 - ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
   coordinate-search steps, every candidate through the real round computation, the most damaging one the
   platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
@@ -163,6 +167,7 @@ ATTACKS = (
     "adaptive",
     "orthogonal",
     "orthogonal_noise",
+    "orthogonal_pay",
     "oracle",
     "freeride",
     "race",
@@ -536,6 +541,40 @@ def orthogonal(ctx: AttackContext, noise: bool = False) -> np.ndarray:
     return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
 
 
+PAY_C = (0.05, 0.2, 0.5)
+PAY_JITTER = (0.0, 0.01, 0.1, 0.3)
+
+
+def orthogonal_pay(ctx: AttackContext) -> np.ndarray:
+    """The orthogonal family searched for the attackers' own pay (see the module docstring): at each c of
+    ``PAY_C`` and jitter of ``PAY_JITTER``, each attacker's row plus independent noise (orthogonal to the
+    reference) of that fraction of its norm, rescaled to the honest median norm; the candidate the platform
+    accepts with the largest total attacker reward is sent (the honest mean if none is)."""
+    f = ctx.own.shape[0]
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    m = _honest_norm(ctx)
+    candidates = []
+    for c in PAY_C:
+        base = _orthogonal_rows(ctx, c).astype(np.float64)
+        for jitter in PAY_JITTER:
+            rows = base.copy()
+            if jitter > 0:
+                for i in range(f):
+                    xi = ctx.rng.standard_normal(g.size)
+                    xi -= float(xi @ g) * g
+                    rows[i] += jitter * m * _unit(xi)
+                    rows[i] *= m / max(float(np.linalg.norm(rows[i])), 1e-30)
+            candidates.append(rows.astype(np.float32))
+    attackers = set(ctx.attacker_rows)
+
+    def pay(result: RoundResult) -> float:
+        return float(sum(c.reward_wei for c in result.clients if c.participant_id in attackers))
+
+    best, _ = _most_damaging(ctx, candidates, pay)
+    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), f)
+
+
 ALIE_SCALES = (0.5, 1.0, 2.0, 4.0)
 MINMAX_SCALES = (0.5, 1.0, 2.0)
 ORACLE_C = (0.05, 0.15, 0.3, 0.5)
@@ -752,6 +791,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return orthogonal(ctx)
     if attack == "orthogonal_noise":
         return orthogonal(ctx, noise=True)
+    if attack == "orthogonal_pay":
+        return orthogonal_pay(ctx)
     if attack == "oracle":
         return oracle(ctx)
     if attack in ("freeride", "race"):
@@ -794,6 +835,8 @@ class RunResult:
     cleanse_rounds: int | None = None
     cleanse_target_rounds: int = 0  # of them, rounds in which the flagged class was the backdoor's target
     cleanse_rows_out: int = 0
+    # Each attacker's total reward, tokens (``attacker_reward`` is their mean).
+    attacker_rewards: list[float] = field(default_factory=list)
 
 
 TRIGGER_FEATURES = 3
@@ -1701,6 +1744,7 @@ def run(
     return RunResult(
         accuracy=curve[-1] if curve else 0.0,
         attacker_reward=float(np.mean(rewards[attackers])) if attackers else 0.0,
+        attacker_rewards=[float(rewards[i]) for i in attackers],
         honest_rewards=[float(rewards[i]) for i in honest_idx],
         attacker_first_flag=[flagged_at[i] for i in attackers],
         attacker_first_slash=[slashed_at[i] for i in attackers],
@@ -1796,6 +1840,14 @@ def reward_ratio(runs: Sequence[RunResult]) -> float:
     return float(np.mean(ratios))
 
 
+def single_ratio(run: RunResult) -> float:
+    """The best-paid attacker's total reward over the median honest organization's (issue 20: no attacker's
+    total above it); 0 without attackers or rewards."""
+    top = max(run.attacker_rewards, default=0.0)
+    median = float(np.median(run.honest_rewards)) if run.honest_rewards else 0.0
+    return top / median if median > 0 else (0.0 if top == 0 else float(np.inf))
+
+
 def _rounds(values: Sequence[int | None]) -> str:
     hit = [v for v in values if v is not None]
     if not values:
@@ -1846,14 +1898,17 @@ def report(
             "away), attacker/median-honest reward, attackers flagged (first-last round), attackers slashed, "
             "honest flagged/slashed (total over seeds), rollbacks, backdoor attack success rate % (ASR: "
             "triggered test inputs sent to the target class; for every attack, so attack-free is the baseline), "
-            "max reward ratio over seeds:",
+            "max reward ratio over seeds, and the best-paid single attacker's over the median honest (max over "
+            "seeds):",
             "",
         ]
         out.append(
             "| strategy | attack | acc % | drop | cost | reward ratio | flagged | slashed | honest flagged "
-            "| honest slashed | rollbacks | ASR % | max ratio |"
+            "| honest slashed | rollbacks | ASR % | max ratio | max single |"
         )
-        out.append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        out.append(
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
         for s in strategies:
             base = (
                 _pct([r.accuracy for r in results[(task, partition, n, s, "none")]])
@@ -1877,7 +1932,8 @@ def report(
                     f"{_rounds(slashes)} | {sum(r.honest_flagged for r in runs)} | "
                     f"{sum(r.honest_slashed for r in runs)} | {sum(r.rollbacks for r in runs)} | "
                     f"{_pct([r.attack_success for r in runs]):.1f} | "
-                    f"{max(reward_ratio([r]) for r in runs):.2f} |"
+                    f"{max(reward_ratio([r]) for r in runs):.2f} | "
+                    f"{max(single_ratio(r) for r in runs):.2f} |"
                 )
         private = {
             s: [

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aggregator.round.compute import ClientOutcome
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attack_eval.py"
 
 
@@ -192,6 +194,47 @@ def test_the_oracle_sends_the_most_damaging_candidate_the_platform_accepts() -> 
     # Every accepted candidate was judged, and the one sent is the most damaging of them.
     assert len(seen) >= 10 and -float(rows[0].astype(np.float64) @ mean) == pytest.approx(max(seen))
     assert max(seen) > -float(mean @ mean)  # worse than sending the honest mean
+
+
+def test_the_pay_search_sends_the_accepted_candidate_that_pays_the_attackers_most() -> None:
+    """``orthogonal_pay`` (Kerckhoffs: the attacker knows the scoring): the orthogonal family at ``PAY_C``,
+    exact copies and jittered near-copies, judged by the attackers' own total reward in the real close."""
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    g = reference / np.linalg.norm(reference)
+    m = float(np.median(np.linalg.norm(H, axis=1)))
+    seen: list[tuple[float, float, float]] = []
+
+    def trial(rows: np.ndarray) -> Any:
+        # The "platform" pays the attackers (participants 0-2) by their cosine to the reference, more for
+        # rows that differ from each other (jitter); it refuses (rollback) a cosine above 0.4.
+        rows = rows.astype(np.float64)
+        cos = float(rows[0] @ g / np.linalg.norm(rows[0]))
+        spread = float(np.linalg.norm(rows[0] - rows[1]) / m)
+        pay = int(1e18 * (cos + spread))
+        seen.append((cos, spread, pay))
+        clients = tuple(
+            ClientOutcome(i, i, f"0x{i:040x}", 0, 0, 0, 0, True, True, False, pay, (), 50.0) for i in range(3)
+        )
+        return ae.RoundResult(ae.CloseStatus.aggregated, clients=clients, activate=cos <= 0.4)
+
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), reference)
+    rows = ae.orthogonal_pay(ctx).astype(np.float64)
+    assert len(seen) == len(ae.PAY_C) * len(ae.PAY_JITTER)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), m, rtol=1e-4)
+    best = max(p for cos, _, p in seen if cos <= 0.4)
+    cos = float(rows[0] @ g / np.linalg.norm(rows[0]))
+    spread = float(np.linalg.norm(rows[0] - rows[1]) / m)
+    assert int(1e18 * (cos + spread)) == best
+    # The largest jitter at the largest accepted c: the rows are no longer copies of each other.
+    assert cos == pytest.approx(0.2, abs=0.05) and spread > 0.2
+
+
+def test_the_best_paid_single_attacker_is_reported_beside_the_mean() -> None:
+    run = ae.RunResult(0.5, 150.0, [100.0, 200.0, 300.0], [], [], 0, 0, 0, 0, attacker_rewards=[100.0, 200.0])
+    assert ae.reward_ratio([run]) == pytest.approx(0.75)
+    assert ae.single_ratio(run) == pytest.approx(1.0)
+    assert ae.single_ratio(ae.RunResult(0.5, 0.0, [0.0], [], [], 0, 0, 0, 0, attacker_rewards=[0.0])) == 0.0
 
 
 def test_the_race_closes_on_the_platforms_rule_with_every_organization_every_round() -> None:
