@@ -22,15 +22,19 @@ Decisions documented here:
   every honest count "over the cap"), so it may limit a weight but never turn a claim into a flag, an
   unpaid round or a slash. The lower median (the smaller middle claim) keeps the bound at an honest claim
   with up to half the wallets claiming more.
-- A flagged update, or one below ``min_reputation``, is not paid. Every other update is paid by its fitness,
-  whose quality is the validation value of what the update adds beyond the aggregate's direction and the
-  server's reference (:mod:`aggregator.scoring.novelty`): a copy of the mean adds nothing (the line search
-  scales the aggregate anyway), a 1-sample claim's share is tiny. An update the strategy leaves out is
-  valued with the share it would have had and paid only if that adds something (quality > 0): issue 20,
-  the guarded gate leaves out 0-6 of 7 honest non-IID rows a round and never a copy of the mean, and
-  paying only the rows it keeps paid conformity, up to 2.03x the median honest organization; a row left
-  out that would have added nothing (or harm) is paid nothing, as before (issue 22.2). Why it was left
-  out is on its outcome (``excluded_reason``).
+- A flagged update, or one below ``min_reputation``, is not paid. Every other update is paid by its fitness
+  if it adds something (quality > 0, or kept with a share not significantly harmful: its leave-one-out
+  gain plus two capped standard errors positive; :func:`aggregator.scoring.scores.payable`), whose
+  quality is the
+  validation value of what the update adds beyond the aggregate's direction and the server's reference
+  (:mod:`aggregator.scoring.novelty`): a copy of the mean adds nothing (the line search scales the
+  aggregate anyway), a 1-sample claim's share is tiny. An update the strategy leaves out is valued with
+  the share it would have had: issue 20, the guarded gate leaves out 0-6 of 7 honest non-IID rows a round
+  and never a copy of the mean, and paying only the rows it keeps paid conformity, up to 2.03x the median
+  honest organization; a row that adds nothing (or harm) is paid nothing, kept or left out (issue 22.2;
+  kept rows too since issue 20's 50 % measurement: five identical attacker rows of ten, harmful shares,
+  were kept and paid the lowest tier on timeliness and honesty alone, 1.14x the median honest
+  organization). Why a row was left out is on its outcome (``excluded_reason``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from aggregator.scoring.budget import ScoreBudget, default_budget, round_seed, s
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
-from aggregator.scoring.scores import reward_amounts
+from aggregator.scoring.scores import payable, reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from fedledger.chain.merkle import RewardTree
 from fedledger.evidence import Evidence, Finding
@@ -482,11 +486,13 @@ def _score_and_decide(
     byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
-    # Every eligible update without evidence is paid by its fitness, whose quality is what the update adds
-    # to the aggregate; one the strategy left out only if it would have added something (quality > 0):
+    # Every eligible update without evidence that adds something (quality > 0, or kept with a share not
+    # significantly harmful to the aggregate) is paid by its fitness (aggregator.scoring.scores.payable):
     # see the module docstring.
-    payable = eligible & ~byzantine & (selected | (s.quality > 0))
-    amounts, tree = _rewards(inputs, s.fitness, reputation_after, payable)
+    paid = payable(
+        eligible, byzantine, s.quality, selected, s.marginal, s.marginal_stderr, params.scoring.novelty_z
+    )
+    amounts, tree = _rewards(inputs, s.fitness, reputation_after, paid)
 
     # The model takes the multiple of the aggregate that lowers the validation loss most, and only if the
     # loss does not rise (rollback.line_search_decision): a loss that may rise a little each round is an

@@ -229,6 +229,8 @@ def score_round(
         scoring.norm_cutoff,
         scoring.honesty_cosine_floor,
         scoring.honesty_z,
+        scoring.honesty_full_cosine,
+        ref_norm if reference is not None else 0.0,
     )
     timeliness = window_timeliness(submitted_at, deadline, scoring.timeliness_at_deadline)
     fitness = fitness_scores(quality, timeliness, honesty, scoring)

@@ -52,9 +52,15 @@ class ScoringConfig:
     # are noise: when the whole round contributes less (a converged model), nobody is ranked by noise.
     quality_share: float = 0.25
     quality_floor: float = 1e-3
-    # Honesty: a cosine to the reference of ``honesty_share`` x the round's median cosine earns 100; a norm
+    # Honesty: a cosine to the reference of ``honesty_share`` x the round's median cosine, at most
+    # ``honesty_full_cosine``, earns 100; a norm
     # up to ``norm_tolerance`` x the round's median norm is plausible, ``norm_cutoff`` x or more earns 0.
     honesty_share: float = 0.25
+    # The highest cosine full direction credit may require (issue 20, 50 % attackers): the round's median
+    # cosine is the attackers' to set when they are half the round (a row at cosine 0.5 each raised it
+    # until honest rows at 0.01-0.1, the typical late-round cosine, lost honesty and with it the lowest
+    # paid tier). 0: an update not pointing away from the reference gets full credit whatever the median.
+    honesty_full_cosine: float = 0.0
     # Cosines between this (at or below: no direction credit) and the full-credit cosine earn partial
     # credit: near a converged model honest updates scatter around the reference's direction.
     honesty_cosine_floor: float = -0.2
@@ -263,6 +269,8 @@ def reference_honesty(
     norm_cutoff: float = 10.0,
     cosine_floor: float = 0.0,
     z: float = 0.0,
+    full_cap: float | None = None,
+    norm_floor: float = 0.0,
 ) -> np.ndarray:
     """Honesty: agreement with the server's reference direction, scale-aware.
 
@@ -275,6 +283,12 @@ def reference_honesty(
     reference itself is then the outlier, not the clients). Scale: the norm relative to the round's median
     norm; up to ``norm_tolerance`` x is full credit, ``norm_cutoff`` x or more none (log-linear between),
     so a 100x boosted update scores 0 whatever its direction. Honesty is the product.
+
+    What half the round can move is bounded by what the server knows (issue 20, 50 % attackers):
+    ``full_cap`` caps the full-credit cosine (attackers at a high cosine raise the median), and
+    ``norm_floor`` (the server's reference norm) floors the typical norm (attackers sending tiny updates
+    drag the median down until honest norms look inflated), as :func:`aggregator.scoring.reputation.
+    norm_evidence` floors it.
     """
     cos = np.asarray(cosine, dtype=np.float64)
     nrm = np.asarray(norms, dtype=np.float64)
@@ -290,12 +304,14 @@ def reference_honesty(
         raise InvalidParameter(f"the spread multiplier z must be non-negative, got {z}")
     typical = float(np.median(cos))
     full = max(share * typical, 0.0)
+    if full_cap is not None:
+        full = min(full, full_cap)
     shifted = cos + z * robust_spread(cos)
     if full > cosine_floor:
         direction = np.clip((shifted - cosine_floor) / (full - cosine_floor), 0.0, 1.0)
     else:
         direction = (shifted > cosine_floor).astype(np.float64)
-    median_norm = float(np.median(nrm))
+    median_norm = max(float(np.median(nrm)), norm_floor if np.isfinite(norm_floor) else 0.0)
     if median_norm > 0 and np.isfinite(median_norm):
         with np.errstate(divide="ignore"):
             log_ratio = np.log(np.maximum(nrm, 1e-300) / median_norm)
@@ -356,6 +372,56 @@ _MULTIPLIER_STEP = Decimal("0.000001")
 
 def _multiplier(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(_MULTIPLIER_STEP, rounding=ROUND_HALF_EVEN)
+
+
+def payable(
+    eligible: np.ndarray | list[bool],
+    flagged: np.ndarray | list[bool],
+    quality: np.ndarray | list[float],
+    kept: np.ndarray | list[bool] | None = None,
+    marginal: np.ndarray | list[float] | None = None,
+    stderr: np.ndarray | list[float] | None = None,
+    z: float = 2.0,
+) -> np.ndarray:
+    """Which updates a round pays (by :func:`reward_amounts`): an eligible update without evidence that
+    adds something: something new (quality > 0, :func:`novelty_quality`), or, when the strategy ``kept``
+    it, a share not significantly harmful to the round's aggregate: its leave-one-out ``marginal`` gain on
+    the validation data plus ``z`` x min(its ``stderr``, the kept rows' median standard error) is positive
+    (the allowance quality has, capped the same way so that noise buys none). Without ``kept`` and
+    ``marginal``: quality alone.
+
+    Why a kept row is not paid for being kept (issue 20, 50 % attackers): timeliness and honesty are the
+    attackers' to take (inside the window, a cosine and a norm the scores accept), and together they make
+    a fitness of ``weight_timeliness + weight_honesty`` = 60, the lowest tier's minimum. Five identical
+    rows of ten (the orthogonal attack) add nothing new (quality 0) and their shares harm the aggregate;
+    the guarded rule kept them every round, and so they were paid that tier while honest rows left out
+    with nothing resolvable to add were not: 1.14x the median honest organization (synthetic
+    Dirichlet(0.5), seed 2). Whether the rule keeps a row is the attackers' to decide when they are half
+    the round; what it adds on the server's validation data is not. A kept honest row whose novel part is
+    below the validation set's resolution but whose share helps (rows that agree with each other, IID) is
+    still paid, unless its share is significantly harmful."""
+    ok = np.asarray(eligible, dtype=bool)
+    bad = np.asarray(flagged, dtype=bool)
+    q = np.asarray(quality, dtype=np.float64)
+    if not (ok.shape == bad.shape == q.shape):
+        raise InvalidParameter("one eligibility flag, evidence flag and quality per update is needed")
+    if np.isnan(q).any():
+        raise InvalidParameter("quality must not be NaN")
+    adds = q > 0
+    if kept is not None or marginal is not None:
+        if kept is None or marginal is None:
+            raise InvalidParameter("a kept row's marginal gain needs both kept and marginal")
+        inside = np.asarray(kept, dtype=bool)
+        m = np.nan_to_num(np.asarray(marginal, dtype=np.float64), nan=-np.inf)
+        se = np.zeros(m.shape) if stderr is None else np.asarray(stderr, dtype=np.float64)
+        if not (inside.shape == m.shape == se.shape == q.shape):
+            raise InvalidParameter("one kept flag, marginal gain and standard error per update is needed")
+        if not (np.isfinite(se).all() and (se >= 0).all() and z >= 0):
+            raise InvalidParameter("standard errors must be finite and non-negative, and z non-negative")
+        typical = float(np.median(se[inside])) if inside.any() else 0.0
+        adds |= inside & (m + z * np.minimum(se, typical) > 0)
+    paid: np.ndarray = ok & ~bad & adds
+    return paid
 
 
 def reward_amounts(

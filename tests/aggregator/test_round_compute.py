@@ -52,8 +52,8 @@ def test_honest_clients_are_kept_and_an_obvious_attacker_is_excluded_and_flagged
     assert not any(c.byzantine for c in good)
     assert all(c.honesty > 0 for c in good)
     assert sum(c.kept for c in good) == kept
-    # A kept honest update is paid; one the rule leaves out is paid when it would have added something
-    # (quality > 0, issue 20), and is told why it was left out.
+    # A kept honest update is paid (its share helps the aggregate); one the rule leaves out is paid when it
+    # would have added something (quality > 0, issue 20), and is told why it was left out.
     assert all((c.reward_wei > 0) == (c.kept or c.quality > 0) for c in good)
     assert all((c.excluded_reason is None) == c.kept for c in good)
     assert all(
@@ -393,3 +393,42 @@ def test_an_update_left_out_is_paid_only_for_what_it_would_have_added() -> None:
     assert left_out.quality < 10.0 and left_out.reward_wei == 0
     assert left_out.excluded_reason is not None and "left the update out" in left_out.excluded_reason
     assert all(clients[i].reward_wei > 0 for i in range(1, 7))
+
+
+def test_identical_rows_the_rule_keeps_are_not_paid_for_timeliness_and_honesty_alone() -> None:
+    """Issue 20 at 50 % attackers: five wallets of ten send one vector u = m (c g + sqrt(1 - c^2) h) (g the
+    unit reference, h the honest mean's opposite made orthogonal to it, m the honest median norm). The
+    guarded rule keeps them and leaves honest rows out; timeliness and honesty are full, so their fitness
+    is the lowest paid tier's minimum (60) with quality 0: they add nothing, and were paid that tier while
+    honest rows left out with nothing resolvable to add were not (1.14x the median honest organization).
+    A row is paid only if it adds something: something new, or, kept, a share not significantly harmful
+    to the aggregate (their shares harm it)."""
+    from dataclasses import replace
+
+    fed = Federation()
+    honest = fed.honest(5)
+    mean = honest.mean(axis=0).astype(np.float64)
+    own = np.random.default_rng(3).standard_normal(mean.size)
+    own -= (own @ mean) / (mean @ mean) * mean
+    reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
+    g = reference / np.linalg.norm(reference)
+    h = -mean + float(mean @ g) * g
+    h /= np.linalg.norm(h)
+    m = float(np.median(np.linalg.norm(honest, axis=1)))
+    u = m * (0.2 * g + np.sqrt(1 - 0.2**2) * h)
+    deltas = np.vstack([honest, np.repeat(u[None, :], 5, axis=0)]).astype(np.float32)
+    inputs = replace(fed.inputs(deltas, strategy="fltrust_guarded"), reference=reference.astype(np.float32))
+    result = run(inputs)
+    assert result.status == CloseStatus.aggregated
+    clients = by_participant(result)
+    copies = [clients[i] for i in range(6, 11)]
+    assert all(c.kept and not c.byzantine for c in copies)
+    # What the old rule paid them for: the lowest tier's fitness without any quality.
+    assert all(c.quality == 0.0 and c.fitness >= 60.0 and c.reward_wei == 0 for c in copies)
+    good = [clients[i] for i in range(1, 6)]
+    assert not any(c.byzantine for c in good)
+    # Honest rows left out are paid for what they would have added; the one kept is paid for its share,
+    # which is not harmful, though its novel part is below the validation set's resolution.
+    assert sum(c.reward_wei > 0 for c in good) >= 3
+    assert all((c.reward_wei > 0) == (c.kept or c.quality > 0) for c in good)
+    assert any(c.kept and c.quality == 0.0 and c.reward_wei > 0 for c in good)

@@ -19,6 +19,7 @@ from aggregator.scoring.scores import (
     consensus_distances,
     fitness_scores,
     honesty_scores,
+    payable,
     quality_scores,
     reward_amounts,
     timeliness_scores,
@@ -73,6 +74,47 @@ def test_rewards_follow_the_tiers_and_reputation_exactly() -> None:
         0,  # below the lowest tier
         base * 7 // 4,  # halfway between tier 2 (1.5) and tier 1 (2.0): 1.75 x 1.0
     ]
+
+
+def test_only_an_update_that_adds_something_is_paid_kept_or_left_out() -> None:
+    """Issue 20 at 50 %: timeliness and honesty alone make the lowest paid tier's fitness (60); whether the
+    rule keeps a row is the attackers' to decide when they are half the round; quality (what the row adds
+    on the server's validation data) is not. Eligible, unflagged and quality > 0: paid."""
+    eligible_ = np.array([True, True, True, True, False, True])
+    flagged = np.array([False, False, False, True, False, False])
+    quality = np.array([0.0, 1e-9, 100.0, 100.0, 100.0, 0.0])
+    assert payable(eligible_, flagged, quality).tolist() == [False, True, True, False, False, False]
+    assert payable([], [], []).shape == (0,)
+    # Kept by the rule: paid also when only its share helps the aggregate (leave-one-out gain > 0), never
+    # for being kept.
+    kept = np.array([True, True, True, True, True, False])
+    marginal = np.array([0.01, -0.01, 0.0, 0.01, 0.01, 0.01])
+    assert payable(eligible_, flagged, quality, kept, marginal).tolist() == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert not payable([True], [False], [0.0], [True], [-1e-9])[0]
+    assert not payable([True], [False], [0.0], [True], [float("nan")])[0]
+    # A share not significantly harmful (within z capped standard errors of 0) is still paid; a clearly
+    # harmful one is not, and a large error of its own buys no more than the kept rows' median error.
+    kept3, flags3, q3 = [True] * 3, [False] * 3, [0.0] * 3
+    se = [0.01, 0.01, 1.0]
+    assert payable(kept3, flags3, q3, kept3, [-0.015, -0.03, -0.03], se).tolist() == [True, False, False]
+    assert not payable(kept3, flags3, q3, kept3, [-0.015, -0.03, -0.03], se, z=0.0).any()
+    with pytest.raises(InvalidParameter):
+        payable([True], [False], [0.0], [True], None)
+    with pytest.raises(InvalidParameter):
+        payable([True], [False], [0.0], [True, False], [0.1, 0.1])
+    with pytest.raises(InvalidParameter):
+        payable([True], [False], [0.0], [True], [0.1], [-1.0])
+    with pytest.raises(InvalidParameter):
+        payable([True], [False, False], [1.0])
+    with pytest.raises(InvalidParameter):
+        payable([True], [False], [float("nan")])
 
 
 def test_rewards_over_the_round_budget_are_scaled_down_not_refused() -> None:

@@ -286,3 +286,31 @@ def test_score_round_credits_useful_updates_and_finds_evidence_against_the_refer
     assert (s2.marginal[6:] == 0).all() and (s2.quality[:6] == 100).all()
     # Without a reference the coordinate median stands in.
     assert score_round(loss, X, None, None, np.arange(6), np.zeros(8), 300.0).evidence[6:].all()
+
+
+def test_half_the_round_cannot_move_honesty_past_what_the_server_knows() -> None:
+    """Issue 20, 50 % attackers: the round's median cosine and median norm are the attackers' to set when
+    they are half the round. Five rows at cosine 0.5 raise the full-credit cosine (share x median) above
+    honest late-round cosines; five near-zero rows drag the median norm down until honest norms look
+    inflated. Capped at cosine 0 (not pointing away from the reference) and floored at the server's
+    reference norm, honest rows keep full honesty; the attackers' rows gain nothing they did not have."""
+    honest_cos = [0.02, 0.05, 0.08, 0.1, 0.0]
+    cos = np.array(honest_cos + [0.5] * 5)
+    norms = np.ones(10)
+    # (z = 0: the spread allowance, which five rows far from the honest ones widen, left aside.)
+    moved = reference_honesty(cos, norms, share=0.5, cosine_floor=-0.2)
+    assert (moved[:5] < 100).all()
+    held = reference_honesty(cos, norms, share=0.5, cosine_floor=-0.2, full_cap=0.0)
+    np.testing.assert_allclose(held, 100.0)
+    # Pointing away from the reference still costs credit under the cap.
+    away = reference_honesty([*honest_cos, -0.5], [1.0] * 6, cosine_floor=-0.2, full_cap=0.0)
+    assert away[-1] == 0.0
+    honest_norms = [1.0, 1.5, 2.0, 2.5, 3.0]
+    norms = np.array(honest_norms + [1e-3] * 5)
+    cos = np.full(10, 0.1)
+    dragged = reference_honesty(cos, norms)
+    assert dragged[3] < 100 and dragged[4] < 100
+    floored = reference_honesty(cos, norms, norm_floor=1.0)
+    np.testing.assert_allclose(floored[:5], 100.0)
+    # A boosted row is still judged against the larger of the two.
+    assert reference_honesty([0.1] * 6, [1.0] * 5 + [100.0], norm_floor=1.0)[-1] == 0.0
