@@ -12,6 +12,7 @@ import pytest
 from aggregator.errors import InvalidParameter
 from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.reputation import norm_evidence
+from aggregator.scoring.round import score_round
 from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
@@ -263,6 +264,30 @@ def test_half_the_wallets_sending_zero_updates_cannot_make_honest_norms_conclusi
     # With the server's reference norm as the floor, no honest row is conclusive.
     assert not norm_evidence(norms, floor=1.5)[:5].any()
     assert norm_evidence(np.append(norms, 50.0), floor=1.5)[-1]
+
+
+def test_a_boosted_update_after_a_large_model_change_stays_conclusive() -> None:
+    # The live sharded-close test's case (tests/worker/test_sharded_close.py): its first round's accepted
+    # change was 3.75x that round's median norm, and honest norms shrank 3.2x by the second, where a 100x
+    # scaling attacker sat at 8.3x the last change. The last change's norm as a floor of the typical norm
+    # (82baa0b, reverted) let it through; the typical norm does not read the last change.
+    rng = np.random.default_rng(3)
+    d = 60
+    target = rng.standard_normal(d)
+    reference = (0.05 * target).astype(np.float32)
+    rows = 0.05 * target + 0.02 * rng.standard_normal((8, d))
+    median = float(np.median(np.linalg.norm(rows, axis=1)))
+    last = (target * (12.0 * median / np.linalg.norm(target))).astype(np.float32)
+    boosted = rows[0] * (100.0 * median / np.linalg.norm(rows[0]))
+    X = np.vstack([rows, boosted[None, :]]).astype(np.float32)
+    assert np.linalg.norm(X[-1]) < 20 * np.linalg.norm(last)
+
+    def loss(delta: np.ndarray) -> float:
+        return float(np.sum((delta - target) ** 2)) + 1.0
+
+    args = (loss, X, reference, np.full(9, 1 / 9), np.arange(9), np.zeros(9), 300.0)
+    assert score_round(*args, public_change=last).boosted.tolist() == [False] * 8 + [True]
+    assert score_round(*args).boosted.tolist() == [False] * 8 + [True]
 
 
 def test_the_line_search_keeps_the_step_with_the_lowest_validation_loss() -> None:
