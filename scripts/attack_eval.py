@@ -1251,6 +1251,13 @@ class StagedGuarded(FLTrustGuarded):
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
         super().__init__(stage.crowd, stage.soft, stage.rule_consensus)
+        screened = (stage.consensus and not stage.rule_consensus) or stage.peer_quantile != 0.5
+        if stage.sybil and screened:
+            # FoolsGold's cut runs the rule itself on the rows it keeps: only the rule's own option
+            # (``consensus``) applies there, not the harness's screening variants.
+            raise ValueError(
+                "foolsgold=first/cut combines with the rule's consensus option only, not a screened variant"
+            )
         self.stage = stage
         self.task = task
         self.seed = seed

@@ -290,6 +290,16 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.Stage.parse("consensus=median") == ae.Stage(consensus="median", consensus_replace=False)
     assert ae.StagedGuarded(ae.Stage.parse("consensus=median/replace")).consensus is False
     assert ae.Stage.parse("peerq=0.25") == ae.Stage(peer_quantile=0.25)
+    # FoolsGold's cut runs the rule on the rows it keeps: the rule's option combines with it, screened
+    # variants (computed after the rule) would be silently skipped, so they are refused.
+    assert ae.StagedGuarded(ae.Stage.parse("foolsgold=cut+consensus")).consensus is True
+    for spec in (
+        "foolsgold=cut+consensus=median",
+        "foolsgold=first+peerq=0.4",
+        "foolsgold=cut+consensus+cz=3",
+    ):
+        with pytest.raises(ValueError, match="screened variant"):
+            ae.StagedGuarded(ae.Stage.parse(spec))
     upper = ae.Stage.parse("consensus=mmean/replace+clevel=upper+cz=2.5")
     assert upper.consensus_upper and upper.consensus_z == 2.5 and not upper.rule_consensus
     # A block of three values at the low tail widens the MAD but not the spread of the values above the median.
