@@ -12,8 +12,9 @@ then maps each group's decisions back onto its members:
   ``min_reputation`` is scored but not aggregated. Assignment keeps this rare: members below the minimum
   are grouped among themselves (:func:`fedledger.secagg.groups.assign_tiers`), so they can still be scored
   and climb back, without dragging an honest group out of the aggregate.
-- **Pay.** A kept group earns what its ``k`` members would each earn in the clear mode at the group's
-  fitness and reputation (``k`` x base x multipliers, the round budget applied over all groups), split among
+- **Pay.** A kept group that the clear mode's rule pays (:func:`aggregator.scoring.scores.payable`: not
+  one whose share is significantly harmful and adds nothing new) earns what its ``k`` members would each
+  earn in the clear mode at the group's fitness and reputation (``k`` x base x multipliers, the round budget applied over all groups), split among
   its members by their capped claims (integer wei, the remainder to the largest fractions, ties by
   address); the Merkle tree is rebuilt over members.
 - **Evidence.** A flagged group's members are not paid, and each counts a detection and loses the
@@ -357,7 +358,9 @@ def _group_rewards(
         reward_amounts(
             [o.fitness], [o.reputation_after], params.base_reward * len(g.members), _NO_BUDGET, params.scoring
         )[0]
-        if o.kept
+        # Kept and payable in the clear mode's round over the groups (aggregator.scoring.scores.payable: a
+        # kept group whose share is significantly harmful and adds nothing new is not paid for being kept).
+        if o.kept and o.reward_wei > 0
         else 0
         for g, o in zip(groups, outcomes, strict=True)
     ]

@@ -383,3 +383,39 @@ def test_above_the_score_budget_a_secure_round_scores_its_groups_on_a_seeded_sub
     for outcome in result.clients:
         assert outcome.byzantine == (outcome.address in culprit)
         assert (outcome.reward_wei == 0) == (outcome.address in culprit)
+
+
+def test_a_kept_group_whose_share_harms_and_adds_nothing_is_not_paid_as_in_the_clear_mode() -> None:
+    """Issue 20 at 50 % attackers: groups that send one vector against the honest mean (plus a little of the
+    reference) are kept by the guarded rule, add nothing new (quality 0) and harm the aggregate; the clear
+    mode no longer pays such rows for being kept (aggregator.scoring.scores.payable), nor does the secure
+    mode pay such groups."""
+    fed = Federation()
+    honest = fed.honest(5)
+    mean = honest.mean(axis=0).astype(np.float64)
+    own = np.random.default_rng(3).standard_normal(mean.size)
+    own -= (own @ mean) / (mean @ mean) * mean
+    reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
+    g = reference / np.linalg.norm(reference)
+    h = -mean + float(mean @ g) * g
+    h /= np.linalg.norm(h)
+    m = float(np.median(np.linalg.norm(honest, axis=1)))
+    u = m * (0.2 * g + np.sqrt(1 - 0.2**2) * h)
+    X = np.vstack([honest, np.repeat(u[None, :], 5, axis=0)]).astype(np.float32)
+    clear = dataclasses.replace(
+        fed.inputs(X, strategy="fltrust_guarded"), reference=reference.astype(np.float32)
+    )
+    members = _members(clear, [100] * 10, [50.0] * 10)
+    # One member per group: each group's mean is its member's update (the pay rule, not the grouping, is
+    # what is tested).
+    groups = [SecureGroup((members[i],), X[i]) for i in range(10)]
+    inputs = dataclasses.replace(clear, clients=(), deltas=np.zeros((0, X.shape[1]), np.float32))
+    result = compute_secure_round(inputs, groups, np.random.default_rng(0), NOW)
+    assert result.status is CloseStatus.aggregated
+    by_address = {o.address: o for o in result.clients}
+    copies = [by_address[members[i].address] for i in range(5, 10)]
+    assert all(o.kept and not o.byzantine and o.quality == 0.0 and o.fitness >= 60.0 for o in copies)
+    assert all(o.reward_wei == 0 for o in copies)
+    # The honest group the rule keeps is paid (the secure mode pays kept groups only, as before).
+    honest_kept = [by_address[members[i].address] for i in range(5) if by_address[members[i].address].kept]
+    assert honest_kept and all(o.reward_wei > 0 for o in honest_kept)
