@@ -1082,6 +1082,8 @@ class Stage:
     # above the median only (``clevel=upper``: a block of attackers at the low tail cannot widen it).
     consensus_z: float = 2.0
     consensus_upper: bool = False
+    # The centre test's level in robust spreads (``centrez=<z>``; the rule's CENTER_Z = 2 unless given).
+    center_z: float = CENTER_Z
 
     @property
     def rule_consensus(self) -> bool:
@@ -1141,6 +1143,8 @@ class Stage:
                 stage = replace(stage, consensus=mode, consensus_replace=role == "replace")
             elif part.startswith("cz="):
                 stage = replace(stage, consensus_z=float(part[len("cz=") :]))
+            elif part.startswith("centrez="):
+                stage = replace(stage, center_z=float(part[len("centrez=") :]))
             elif part == "clevel=upper":
                 stage = replace(stage, consensus_upper=True)
             elif part.startswith("peerq="):
@@ -1163,6 +1167,7 @@ class Stage:
                     "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
                     "peerq=<quantile of the peer cosines in the centre test>, "
                     "cz=<robust spreads of the consensus test>, clevel=upper, "
+                    "centrez=<robust spreads of the centre test>, "
                     "lengthen=<doublings of the close's longest line-search step>, foolsgold=first, foolsgold=cut"
                 )
         return stage
@@ -1251,7 +1256,11 @@ class StagedGuarded(FLTrustGuarded):
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
         super().__init__(stage.crowd, stage.soft, stage.rule_consensus)
-        screened = (stage.consensus and not stage.rule_consensus) or stage.peer_quantile != 0.5
+        screened = (
+            (stage.consensus and not stage.rule_consensus)
+            or stage.peer_quantile != 0.5
+            or stage.center_z != CENTER_Z
+        )
         if stage.sybil and screened:
             # FoolsGold's cut runs the rule itself on the rows it keeps: only the rule's own option
             # (``consensus``) applies there, not the harness's screening variants.
@@ -1287,7 +1296,7 @@ class StagedGuarded(FLTrustGuarded):
         details = dict(result.details)
         if self.consensus:
             g = consensus_gate(g, reference_z=self.reference_z)
-        elif self.stage.consensus or self.stage.peer_quantile != 0.5:
+        elif self.stage.consensus or self.stage.peer_quantile != 0.5 or self.stage.center_z != CENTER_Z:
             g = self._consensus_gate(X, g)
             c = _coefficients(g, inputs.samples)
             details["passed_center"] = int(g.by_center.sum())
@@ -1327,11 +1336,11 @@ class StagedGuarded(FLTrustGuarded):
             cos = g.products.gram / np.outer(norms, norms)
         cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
         peer, by_center = g.cos_center, g.by_center
-        if self.stage.peer_quantile != 0.5:
+        if self.stage.peer_quantile != 0.5 or self.stage.center_z != CENTER_Z:
             n = X.shape[0]
             off = ~np.eye(n, dtype=bool)
             peer = np.quantile(cos[off].reshape(n, n - 1), self.stage.peer_quantile, axis=1)
-            by_center = peer >= _robust_level(peer, CENTER_Z)
+            by_center = peer >= _robust_level(peer, self.stage.center_z)
         passed = by_center
         if self.stage.consensus:
             values = consensus_cosines(X, cos, norms, by_center, peer, self.stage.consensus)

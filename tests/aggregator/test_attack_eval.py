@@ -293,10 +293,12 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     # FoolsGold's cut runs the rule on the rows it keeps: the rule's option combines with it, screened
     # variants (computed after the rule) would be silently skipped, so they are refused.
     assert ae.StagedGuarded(ae.Stage.parse("foolsgold=cut+consensus")).consensus is True
+    assert ae.Stage.parse("centrez=3") == ae.Stage(center_z=3.0) and ae.Stage().center_z == 2.0
     for spec in (
         "foolsgold=cut+consensus=median",
         "foolsgold=first+peerq=0.4",
         "foolsgold=cut+consensus+cz=3",
+        "foolsgold=cut+centrez=3",
     ):
         with pytest.raises(ValueError, match="screened variant"):
             ae.StagedGuarded(ae.Stage.parse(spec))
@@ -595,5 +597,5 @@ def test_the_screened_consensus_variants_read_each_row_against_the_others(federa
     assert (dnc <= 0).all()
     with pytest.raises(ValueError, match="unknown consensus"):
         ae.consensus_cosines(X, cos, norms, crowd, peer, "mode")
-    for spec in ("consensus", "consensus=median", "peerq=0.4"):
+    for spec in ("consensus", "consensus=median", "peerq=0.4", "centrez=3"):
         assert 0.0 < ae.run(federation, f"fltrust_guarded+{spec}", "none", 1).accuracy <= 1.0
