@@ -244,7 +244,7 @@ def test_the_consensus_test_leaves_out_attackers_the_centre_test_lets_in() -> No
     assert honest_component(guarded.vector, H) > honest_component(plain.vector, H)
 
 
-def test_the_consensus_test_keeps_every_row_of_an_honest_crowd_the_centre_test_keeps() -> None:
+def test_the_consensus_test_keeps_an_honest_crowd_within_one_row_of_the_centre_test() -> None:
     for seed in range(5):
         H, reference = crowd(h=10, seed=seed)
         g = gate(H, reference)
