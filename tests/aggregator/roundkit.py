@@ -85,6 +85,24 @@ class Federation:
             rows.append(flatten(trained, self.spec) - self.base)
         return np.stack(rows).astype(np.float32)
 
+    def orthogonal_half(self, honest: int = 5, c: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+        """Issue 20's orthogonal attack at half the round: ``honest`` honest rows, then as many copies of
+        u = m (c g + sqrt(1 - c^2) h), g the unit reference, h the honest mean's opposite made orthogonal to
+        it, m the honest median norm. The reference is the honest mean plus a third of its norm in a fixed
+        orthogonal direction. Returns (the rows, float32; the reference, float32)."""
+        rows = self.honest(honest)
+        mean = rows.mean(axis=0).astype(np.float64)
+        own = np.random.default_rng(3).standard_normal(mean.size)
+        own -= (own @ mean) / (mean @ mean) * mean
+        reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
+        g = reference / np.linalg.norm(reference)
+        h = -mean + float(mean @ g) * g
+        h /= np.linalg.norm(h)
+        m = float(np.median(np.linalg.norm(rows, axis=1)))
+        u = m * (c * g + np.sqrt(1 - c**2) * h)
+        X = np.vstack([rows, np.repeat(u[None, :], honest, axis=0)]).astype(np.float32)
+        return X, reference.astype(np.float32)
+
     def inputs(
         self,
         deltas: np.ndarray,

@@ -406,18 +406,8 @@ def test_identical_rows_the_rule_keeps_are_not_paid_for_timeliness_and_honesty_a
     from dataclasses import replace
 
     fed = Federation()
-    honest = fed.honest(5)
-    mean = honest.mean(axis=0).astype(np.float64)
-    own = np.random.default_rng(3).standard_normal(mean.size)
-    own -= (own @ mean) / (mean @ mean) * mean
-    reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
-    g = reference / np.linalg.norm(reference)
-    h = -mean + float(mean @ g) * g
-    h /= np.linalg.norm(h)
-    m = float(np.median(np.linalg.norm(honest, axis=1)))
-    u = m * (0.2 * g + np.sqrt(1 - 0.2**2) * h)
-    deltas = np.vstack([honest, np.repeat(u[None, :], 5, axis=0)]).astype(np.float32)
-    inputs = replace(fed.inputs(deltas, strategy="fltrust_guarded"), reference=reference.astype(np.float32))
+    deltas, reference = fed.orthogonal_half()
+    inputs = replace(fed.inputs(deltas, strategy="fltrust_guarded"), reference=reference)
     result = run(inputs)
     assert result.status == CloseStatus.aggregated
     clients = by_participant(result)

@@ -391,20 +391,8 @@ def test_a_kept_group_whose_share_harms_and_adds_nothing_is_not_paid_as_in_the_c
     mode no longer pays such rows for being kept (aggregator.scoring.scores.payable), nor does the secure
     mode pay such groups."""
     fed = Federation()
-    honest = fed.honest(5)
-    mean = honest.mean(axis=0).astype(np.float64)
-    own = np.random.default_rng(3).standard_normal(mean.size)
-    own -= (own @ mean) / (mean @ mean) * mean
-    reference = mean + 0.33 * np.linalg.norm(mean) * own / np.linalg.norm(own)
-    g = reference / np.linalg.norm(reference)
-    h = -mean + float(mean @ g) * g
-    h /= np.linalg.norm(h)
-    m = float(np.median(np.linalg.norm(honest, axis=1)))
-    u = m * (0.2 * g + np.sqrt(1 - 0.2**2) * h)
-    X = np.vstack([honest, np.repeat(u[None, :], 5, axis=0)]).astype(np.float32)
-    clear = dataclasses.replace(
-        fed.inputs(X, strategy="fltrust_guarded"), reference=reference.astype(np.float32)
-    )
+    X, reference = fed.orthogonal_half()
+    clear = dataclasses.replace(fed.inputs(X, strategy="fltrust_guarded"), reference=reference)
     members = _members(clear, [100] * 10, [50.0] * 10)
     # One member per group: each group's mean is its member's update (the pay rule, not the grouping, is
     # what is tested).
