@@ -1629,6 +1629,7 @@ def run(
     opened = datetime(2026, 1, 1, tzinfo=UTC)
     curve = []
     last_change: np.ndarray | None = None
+    last_author: int | None = None
     claims = [len(s) for s in fed.shards]
     if attack == "countpoison":
         # Count poisoning (issue 20): the attackers' wallets claim one sample each, pulling the round's median
@@ -1702,6 +1703,7 @@ def run(
                 holdout=task.validation,
                 reference=reference,
                 public_change=last_change,
+                public_change_author=last_author,
                 dp_rounds_spent=len(charged),
             ),
             attacker_rows,
@@ -1738,6 +1740,9 @@ def run(
         if result.activate and result.new_weights is not None:
             weights = {k: np.array(v) for k, v in result.new_weights.items()}
             last_change = flatten(weights, spec) - base
+            # As the worker's close reads it (aggregator.worker.close.sole_kept): the one kept update's sender.
+            kept = [c.participant_id for c in result.clients if c.kept]
+            last_author = kept[0] if len(kept) == 1 else None
         else:
             rollbacks += 1
         conclusive = np.zeros(n, dtype=bool)

@@ -120,6 +120,13 @@ class RoundInputs:
     # The last accepted change of the global model (active model minus its parent), flattened like the
     # deltas; None before the first. An update that is it again is evidence (free riders resend it).
     public_change: np.ndarray | None = None
+    # The participant whose update was the only one kept in the round that made ``public_change`` (None:
+    # several, none, or no change). Its next update is exempt from the public-copy evidence: an organization
+    # whose data pull one way sends that direction again every round (issue 20: at 50 % ALIE on digits
+    # Dirichlet(0.5) the rule kept one honest row alone for rounds, its next update had cosine 0.9975 to
+    # the change its own update had made, and four such flags slashed it). Resending the change is free
+    # riding on others' work; resending one's own is not, and only per-organization history tells them apart.
+    public_change_author: int | None = None
     # The rule to run instead of the one ``params.strategy`` names: a sharded close passes the round's own
     # rule wrapped so that it returns what its shards computed over the real coordinates
     # (aggregator.round.sharding.ShardedRule); None for every other close.
@@ -459,6 +466,7 @@ def _scores(
         inputs.score_sample,
         # The rule's inner products describe X's rows only when it aggregated all of them.
         result.products if bool(eligible.all()) else None,
+        np.array([c.participant_id == inputs.public_change_author for c in inputs.clients], dtype=bool),
     )
 
 

@@ -489,6 +489,7 @@ def embedded_inputs(
         reference=rows[n] if has_reference else None,
         evaluate=evaluate,
         public_change=rows[n + int(has_reference)] if has_public_change else None,
+        public_change_author=inputs.public_change_author if has_public_change else None,
         # The score budget is judged on the real model (E has k coordinates), as the single close judges it.
         model_size=sum(int(np.prod(shape)) for shape in inputs.spec.values()),
         score_budget=inputs.score_budget,

@@ -122,6 +122,7 @@ def score_round(
     claims: np.ndarray | None = None,
     sample: Callable[[int], np.ndarray | None] | None = None,
     products: InnerProducts | None = None,
+    authored_change: np.ndarray | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
@@ -135,7 +136,9 @@ def score_round(
     rows left out are worth 0.
 
     ``public_change``: the last accepted change of the global model (None before any); an update that is
-    that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence.
+    that change again (:func:`aggregator.scoring.reputation.public_copy_evidence`) is evidence, except for
+    the rows ``authored_change`` marks (one per row; None: none): the change was their own update, kept
+    alone (``RoundInputs.public_change_author``). A copy of the server's reference is evidence for every row.
 
     ``sample``: given the number of validation examples, the indices of those the per-row measures use
     (None: all; :mod:`aggregator.scoring.budget`). With a subsample the marginals, solo, novel and context
@@ -248,7 +251,13 @@ def score_round(
         copies_reference = public_copy_evidence(X, reference, norms=norms)
     else:
         copies_reference = np.zeros(n, dtype=bool)
-    copied = public_copy_evidence(X, public_change, norms=norms) | copies_reference
+    copies_change = public_copy_evidence(X, public_change, norms=norms)
+    if authored_change is not None:
+        own = np.asarray(authored_change, dtype=bool)
+        if own.shape != (n,):
+            raise InvalidParameter(f"authored_change needs one flag per row ({n}), got shape {own.shape}")
+        copies_change &= ~own
+    copied = copies_change | copies_reference
     evidence = direction | boosted | copied
     return RoundScores(
         quality=quality,

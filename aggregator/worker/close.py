@@ -133,6 +133,7 @@ def load(
         model = session.get(ModelVersion, round_.model_version_id)
         assert model is not None
         parent = session.get(ModelVersion, model.parent_id) if model.parent_id is not None else None
+        author = sole_kept(session, model.produced_by_round_id) if parent is not None else None
         dp_rounds = session.scalar(select(func.count()).select_from(charged_rounds().subquery()))
         private = key_service.private_keys(session, key_dir)
         session.expunge_all()
@@ -148,7 +149,23 @@ def load(
         int(dp_rounds or 0),
         parent_weights,
         score_budget,
+        author,
     )
+
+
+def sole_kept(session: Session, round_id: int | None) -> int | None:
+    """The participant whose contribution was the only one kept in round ``round_id`` (None: no such
+    round, or not exactly one kept)."""
+    if round_id is None:
+        return None
+    kept = list(
+        session.scalars(
+            select(Contribution.participant_id)
+            .where(Contribution.round_id == round_id, Contribution.kept.is_(True))
+            .limit(2)
+        )
+    )
+    return kept[0] if len(kept) == 1 else None
 
 
 def charged_rounds() -> CompoundSelect[tuple[int]]:

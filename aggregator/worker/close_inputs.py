@@ -35,6 +35,9 @@ class Inputs:
     # and FEDLEDGER_SCORE_WORK_FLOOR); None: the module's defaults. Carried with the round, not set on the
     # process, so that every close of it (single, sharded, secure) and a test comparing them judge alike.
     score_budget: ScoreBudget | None = None
+    # The participant whose update alone was kept in the round that made the model (None: several, none,
+    # or the first model): its next update may repeat that change (RoundInputs.public_change_author).
+    public_change_author: int | None = None
 
     @property
     def spec(self) -> dict[str, tuple[int, ...]]:
@@ -70,6 +73,7 @@ class Inputs:
             dp_rounds_spent=self.dp_rounds_spent,
             reference=reference,
             public_change=public_change,
+            public_change_author=self.public_change_author if public_change is not None else None,
             score_budget=self.score_budget,
         )
 

@@ -92,3 +92,74 @@ def test_an_update_that_is_the_servers_reference_again_is_a_public_copy() -> Non
     assert not score_round(
         quadratic_loss(target), X, None, np.full(7, 1 / 7), np.arange(7), np.zeros(7), 300.0
     ).copies_reference.any()
+
+
+def test_the_sole_author_of_the_last_change_may_send_its_direction_again() -> None:
+    """Issue 20 item 4 (traced at 50 % ALIE, digits Dirichlet(0.5)): the rule kept one honest organization
+    alone for rounds, so the public change was its own update, and its next update (the same class pull)
+    had cosine 0.9975 to it; four such public-copy flags slashed it. The row marked as the change's author
+    is not a public copy; a rider copying the same change still is, and so is a copy of the reference."""
+    rng = np.random.default_rng(3)
+    target = rng.standard_normal(50)
+    public = (0.2 * target + 0.05 * rng.standard_normal(50)).astype(np.float32)
+    honest = (0.3 * target + 0.05 * rng.standard_normal((5, 50))).astype(np.float32)
+    author = (1.5 * public).astype(np.float32)
+    rider = (np.linalg.norm(honest[0]) * public / np.linalg.norm(public)).astype(np.float32)
+    X = np.vstack([honest, author[None, :], rider[None, :]]).astype(np.float32)
+    reference = (0.3 * target).astype(np.float32)
+    args = (quadratic_loss(target), X, reference, np.full(7, 1 / 7), np.arange(7), np.zeros(7), 300.0)
+    assert score_round(*args, public_change=public).copied.tolist() == [False] * 5 + [True, True]
+    marked = np.array([False] * 5 + [True, False])
+    s = score_round(*args, public_change=public, authored_change=marked)
+    assert s.copied.tolist() == [False] * 6 + [True]
+    # The exemption is from the public change only: the author resending the server's reference is a copy.
+    X_ref = np.vstack([honest, (2.0 * reference)[None, :], rider[None, :]]).astype(np.float32)
+    args_ref = (quadratic_loss(target), X_ref, reference) + args[3:]
+    s = score_round(*args_ref, public_change=public, authored_change=marked)
+    assert s.copied.tolist() == [False] * 5 + [True, True]
+    with pytest.raises(InvalidParameter, match="one flag per row"):
+        score_round(*args, public_change=public, authored_change=marked[:3])
+
+
+def test_compute_round_exempts_the_participant_the_inputs_name_as_the_changes_author() -> None:
+    from dataclasses import replace
+
+    from aggregator.round.compute import compute_round
+    from tests.aggregator.roundkit import NOW, Federation
+
+    fed = Federation()
+    X = fed.honest(6)
+    # The last change was participant 1's update alone (roundkit numbers participants from 1).
+    inputs = replace(fed.inputs(X), public_change=(0.5 * X[0]).astype(np.float32))
+
+    def copied(result) -> dict[int, bool]:  # type: ignore[no-untyped-def]
+        return {
+            c.participant_id: any(f.code is Evidence.public_copy for f in c.evidence) for c in result.clients
+        }
+
+    before = copied(compute_round(inputs, np.random.default_rng(0), NOW))
+    assert before[1] and not any(before[p] for p in range(2, 7))
+    after = copied(compute_round(replace(inputs, public_change_author=1), np.random.default_rng(0), NOW))
+    assert not any(after.values())
+    # Another participant named as the author exempts only itself.
+    other = copied(compute_round(replace(inputs, public_change_author=2), np.random.default_rng(0), NOW))
+    assert other[1]
+
+
+def test_the_close_passes_the_changes_author_with_the_change_only() -> None:
+    from aggregator.round.params import RoundParams
+    from aggregator.worker.close_inputs import Inputs
+    from db.models import ModelVersion, Round
+    from tests.aggregator.roundkit import DEADLINE, OPENED, snapshot
+
+    model = ModelVersion(id=2, parent_id=1, weights_hash="x", signature="0x", spec={"w": [2]})
+    round_ = Round(id=5, opened_at=OPENED, deadline=DEADLINE, extensions=0)
+    loaded = Inputs(round_, [], {}, {"w": np.zeros(2, np.float32)}, model, {}, 0, public_change_author=3)
+    params = RoundParams.from_snapshot(snapshot())
+    deltas = np.zeros((0, 2), np.float32)
+    change = np.ones(2, np.float32)
+    assert (
+        loaded.round_inputs(params, deltas=deltas, holdout=None, public_change=change).public_change_author
+        == 3
+    )
+    assert loaded.round_inputs(params, deltas=deltas, holdout=None).public_change_author is None
