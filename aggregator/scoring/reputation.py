@@ -17,7 +17,7 @@ from enum import StrEnum
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.scoring.scores import robust_spread
+from aggregator.scoring.scores import robust_spread, typical_norm
 from aggregator.strategies.kernels import row_norms
 from fedledger.chain.param_table import genesis_int, genesis_real
 
@@ -126,7 +126,7 @@ def norm_evidence(
     round's median down until every honest norm is "20x the median"; they cannot shrink the server's step.
     """
     nrm = np.asarray(norms, dtype=np.float64)
-    typical = max(float(np.median(nrm)) if nrm.size else 0.0, floor if np.isfinite(floor) else 0.0)
+    typical = typical_norm(nrm, floor)
     if not (typical > 0 and np.isfinite(typical)):
         return np.zeros(nrm.shape, dtype=bool)
     boosted: np.ndarray = nrm >= config.evidence_norm_ratio * typical

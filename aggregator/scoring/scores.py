@@ -261,6 +261,16 @@ def novelty_quality(
     return q
 
 
+def typical_norm(norms: np.ndarray, floor: float = 0.0) -> float:
+    """The round's typical update norm: the median of ``norms`` (float64), floored at ``floor`` (the server's
+    reference norm; a non-finite floor counts as none), 0 for no norms. Half the wallets sending near-zero
+    updates can drag the median down until honest norms look inflated; they cannot shrink the server's
+    step. Both honesty's scale (:func:`reference_honesty`) and the norm evidence
+    (:func:`aggregator.scoring.reputation.norm_evidence`) measure against it."""
+    median = float(np.median(norms)) if norms.size else 0.0
+    return max(median, floor if np.isfinite(floor) else 0.0)
+
+
 def reference_honesty(
     cosine: np.ndarray | list[float],
     norms: np.ndarray | list[float],
@@ -311,7 +321,7 @@ def reference_honesty(
         direction = np.clip((shifted - cosine_floor) / (full - cosine_floor), 0.0, 1.0)
     else:
         direction = (shifted > cosine_floor).astype(np.float64)
-    median_norm = max(float(np.median(nrm)), norm_floor if np.isfinite(norm_floor) else 0.0)
+    median_norm = typical_norm(nrm, norm_floor)
     if median_norm > 0 and np.isfinite(median_norm):
         with np.errstate(divide="ignore"):
             log_ratio = np.log(np.maximum(nrm, 1e-300) / median_norm)
