@@ -74,6 +74,17 @@ def empty_schema(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def scratch_url(backend: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """URL of an empty database for a test that builds its own tables or runs Alembic itself: a new SQLite
+    file in ``tmp_path`` (``backend`` "sqlite") or a new PostgreSQL schema (:func:`empty_schema`)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{prefix}.db'}"
+        return
+    with empty_schema(prefix) as url:
+        yield url
+
+
 class MigratedDatabases:
     """The session's migrated SQLite template and PostgreSQL schemas (made on first use), handed to tests."""
 

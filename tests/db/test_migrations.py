@@ -15,16 +15,13 @@ from db.base import Base
 from db.migrate import downgrade, upgrade
 from db.session import make_engine
 from fedledger.evidence import Evidence, parse_codes
-from tests.databases import empty_schema
+from tests.databases import scratch_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-    with empty_schema("m") as pg_url:
-        yield pg_url
+    with scratch_url(request.param, tmp_path, "m") as scratch:
+        yield scratch
 
 
 def test_migrations_match_the_models_and_run_both_ways(url: str) -> None:

@@ -28,7 +28,7 @@ from db.models import (
 from db.session import make_engine
 from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.domain.secagg import sweep_vectors
-from tests.databases import empty_schema
+from tests.databases import scratch_url
 
 GRACE = 300.0
 
@@ -36,11 +36,8 @@ GRACE = 300.0
 @pytest.fixture(params=["sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # PostgreSQL too: the sweep locks the messages it handles (FOR UPDATE OF, over a join and a subquery).
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 't.db'}"
-        return
-    with empty_schema("v") as pg_url:
-        yield pg_url
+    with scratch_url(request.param, tmp_path, "v") as scratch:
+        yield scratch
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from aggregator.worker.close import sole_kept
 from db.base import Base, utcnow
 from db.models import Contribution, ModelVersion, Participant, Round, RoundStatus, Update
 from db.session import make_engine
-from tests.databases import empty_schema
+from tests.databases import scratch_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    def build(url: str) -> Iterator[sessionmaker[Session]]:
+    with scratch_url(request.param, tmp_path, "k") as url:
         engine = make_engine(url)
         Base.metadata.create_all(engine)
         factory = sessionmaker(bind=engine, expire_on_commit=False)
@@ -30,12 +30,6 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[session
                 session.add(Participant(id=k, address="0x" + f"{k:040x}", org_name=f"org {k}"))
         yield factory
         engine.dispose()
-
-    if request.param == "sqlite":
-        yield from build(f"sqlite:///{tmp_path / 's.db'}")
-        return
-    with empty_schema("k") as url:
-        yield from build(url)
 
 
 def closed_round(sessions: sessionmaker[Session], kept: dict[int, bool]) -> int:
