@@ -25,9 +25,8 @@ Decisions documented here:
 - A flagged update, or one below ``min_reputation``, is not paid. Every other update is paid by its fitness
   if it adds something (quality > 0, or kept with a share not significantly harmful: its leave-one-out
   gain plus two capped standard errors positive; :func:`aggregator.scoring.scores.payable`), whose
-  quality is the
-  validation value of what the update adds beyond the aggregate's direction and the server's reference
-  (:mod:`aggregator.scoring.novelty`): a copy of the mean adds nothing (the line search scales the
+  quality is the validation value of what the update adds beyond the aggregate's direction and the
+  server's reference (:mod:`aggregator.scoring.novelty`): a copy of the mean adds nothing (the line search scales the
   aggregate anyway), a 1-sample claim's share is tiny. An update the strategy leaves out is valued with
   the share it would have had: issue 20, the guarded gate leaves out 0-6 of 7 honest non-IID rows a round
   and never a copy of the mean, and paying only the rows it keeps paid conformity, up to 2.03x the median

@@ -14,9 +14,9 @@ then maps each group's decisions back onto its members:
   and climb back, without dragging an honest group out of the aggregate.
 - **Pay.** A kept group that the clear mode's rule pays (:func:`aggregator.scoring.scores.payable`: not
   one whose share is significantly harmful and adds nothing new) earns what its ``k`` members would each
-  earn in the clear mode at the group's fitness and reputation (``k`` x base x multipliers, the round budget applied over all groups), split among
-  its members by their capped claims (integer wei, the remainder to the largest fractions, ties by
-  address); the Merkle tree is rebuilt over members.
+  earn in the clear mode at the group's fitness and reputation (``k`` x base x multipliers, the round
+  budget applied over all groups), split among its members by their capped claims (integer wei, the
+  remainder to the largest fractions, ties by address); the Merkle tree is rebuilt over members.
 - **Evidence.** A flagged group's members are not paid, and each counts a detection and loses the
   Byzantine penalty divided by the group's size (the chance, with one culprit, that it is this member);
   their evidence is :attr:`Evidence.group_flagged`, never conclusive, so no member is slashed on one
