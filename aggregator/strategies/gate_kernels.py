@@ -19,6 +19,11 @@ from aggregator.strategies.jit import compiled
 # The robust spread's factor, fltrust_guarded.SPREAD's value (not imported: the NumPy path's module loads
 # this one; the equality test of the two paths fails if they part).
 SPREAD = 1.4826
+# fltrust_guarded.FLOOR_Z, UPPER_QUARTILE, HALF_NORMAL_SD and FLOOR_MIN_VALUES, likewise.
+FLOOR_Z = 3.0
+UPPER_QUARTILE = 0.6744897501960817
+HALF_NORMAL_SD = 0.6028102749890869
+FLOOR_MIN_VALUES = 3
 
 
 # No fast-math: the NumPy path's values to the bit.
@@ -51,6 +56,31 @@ def _level(values: np.ndarray, z: float) -> float:
     center = _median(values)
     spread = SPREAD * _median(np.abs(values - center))
     return float(center - z * spread)
+
+
+@_compiled
+def _sample_sd(values: np.ndarray) -> float:
+    """fltrust_guarded._sample_sd: the (n - 1) standard deviation, summed in order."""
+    total = 0.0
+    for i in range(values.shape[0]):
+        total += values[i]
+    mean = total / values.shape[0]
+    squares = 0.0
+    for i in range(values.shape[0]):
+        squares += (values[i] - mean) * (values[i] - mean)
+    return float(np.sqrt(squares / (values.shape[0] - 1)))
+
+
+@_compiled
+def _upper_half_floor(values: np.ndarray) -> float:
+    """fltrust_guarded.upper_half_floor of a vector at FLOOR_Z (-inf: no floor)."""
+    ordered = np.sort(values)
+    top = ordered[ordered.shape[0] // 2 :]
+    if top.shape[0] < FLOOR_MIN_VALUES:
+        return -np.inf
+    center = _median(top)
+    anchor = center if center < 0.0 else 0.0  # min(0.0, center)
+    return float(anchor - (UPPER_QUARTILE + FLOOR_Z) / HALF_NORMAL_SD * _sample_sd(top))
 
 
 @_compiled
@@ -87,7 +117,11 @@ def gate_statistics(
     by_center = cos_c >= level
     ref_level = 0.0
     if relative and by_center.any():
-        lowered = _level(cos_ref[by_center], reference_z)
+        crowd = cos_ref[by_center]
+        lowered = _level(crowd, reference_z)
+        floor = _upper_half_floor(crowd)
+        if floor > lowered:  # max(lowered, floor)
+            lowered = floor
         ref_level = lowered if lowered < 0.0 else 0.0  # min(0.0, lowered): NaN gives 0
     by_reference = cos_ref > ref_level
     candidates = norms[by_reference & (norms > 0.0)]

@@ -26,6 +26,7 @@ from aggregator.strategies.fltrust_guarded import (
     hardened_fltrust,
     median_peer_cosine,
     reference_level,
+    upper_half_floor,
 )
 
 
@@ -125,14 +126,20 @@ def test_the_reference_test_relative_to_the_crowd_lets_honest_rows_in_when_the_r
     relative = gate(X, reference)  # the default
     assert relative.reference_level == gate(X, reference, reference_z=CROWD_REFERENCE_Z).reference_level
     assert fixed.reference_level == 0.0
-    assert relative.reference_level < relative.cos_reference[:7].min()
-    assert relative.by_reference[:7].all() and not relative.by_reference[7]
+    # The honest crowd's bulk passes, the far row does not. The crowd's two lowest rows (-0.35 and -0.40,
+    # 0.1-0.15 below the other five, which sit within 0.06 of each other) are below the upper half's
+    # floor (:func:`upper_half_floor`); without the far row the crowd's own level (-0.35) leaves the lowest
+    # out too.
+    honest = relative.cos_reference[:7]
+    assert relative.reference_level < float(np.median(honest)) - 0.05
+    assert relative.by_reference[:7].sum() >= 5 and not relative.by_reference[7]
+    assert relative.by_reference[:7].all() == (relative.reference_level < honest.min())
     # The centre test is unchanged; the clip norm is the median over the rows the reference test lets in.
     assert np.array_equal(relative.by_center, fixed.by_center)
-    assert relative.clip_norm == pytest.approx(float(np.median(relative.norms[:7])))
+    assert relative.clip_norm == pytest.approx(float(np.median(relative.norms[relative.by_reference])))
     coefficients = hardened_coefficients(X, reference)
-    # Every row both tests let in gets weight (the honest crowd but its centre-test outliers); the far row none.
-    assert np.array_equal(coefficients > 0, relative.passed) and relative.passed[:7].sum() >= 6
+    # Every row both tests let in gets weight (the honest crowd but its outliers); the far row none.
+    assert np.array_equal(coefficients > 0, relative.passed) and relative.passed[:7].sum() >= 4
     assert coefficients[7] == 0
 
 
@@ -146,8 +153,93 @@ def test_the_reference_test_relative_to_the_crowd_is_the_fixed_test_while_the_cr
     assert (
         reference_level(np.array([0.5, 0.45, 0.55]), 2.0) == 0.0 and reference_level(np.zeros(0), 2.0) == 0.0
     )
-    # Below zero only as far as the crowd's own spread: median -0.2, robust spread 1.4826 x 0.1.
+    # Below zero only as far as the crowd's own spread: median -0.2, robust spread 1.4826 x 0.1 (an upper
+    # half of two values is too few for a floor).
     assert reference_level(np.array([-0.1, -0.2, -0.3]), 2.0) == pytest.approx(-0.2 - 2 * 1.4826 * 0.1)
+    assert upper_half_floor(np.array([-0.1, -0.2, -0.3, -0.4])) == -np.inf
+
+
+def split_round(h: int = 5, d: int = 200, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Half the rows honest (a shared direction under private noise, the reference agreeing with it), half
+    pushing against it harder under noise of their own (label flipping at 50 %, traced: honest cosines
+    +0.1 to +0.6, flipped ones -0.4 to -0.6, issue 20)."""
+    rng = np.random.default_rng(seed)
+    mu = np.zeros(d)
+    mu[0] = 1.0
+    H = 0.4 * mu + rng.normal(0.0, 1.0 / np.sqrt(d), (h, d))
+    A = -0.6 * mu + rng.normal(0.0, 1.0 / np.sqrt(d), (h, d))
+    reference = mu + rng.normal(0.0, 0.5 / np.sqrt(d), d)
+    return np.vstack([H, A]).astype(np.float32), reference.astype(np.float32)
+
+
+def test_half_the_rows_far_below_the_crowd_cannot_lower_the_reference_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 50 % attackers (issue 20): five honest rows that agree with the reference, five that push against
+    # it. The centre test cannot tell the halves apart; the median of the crowd's cosines fell between the
+    # halves and its spread was half the gap, so the level sank below the flipped rows.
+    X, reference = split_round()
+    g = gate(X, reference)
+    assert (g.cos_reference[:5] > 0.2).all() and (g.cos_reference[5:] < -0.2).all()
+    assert g.by_center.all()  # both halves pass the honest-majority test: the crowd is split 5 / 5
+    assert g.cos_reference[5:].max() < g.reference_level <= 0.0
+    assert g.by_reference[:5].all() and not g.by_reference[5:].any()
+    coefficients = hardened_coefficients(X, reference)
+    assert (coefficients[:5] > 0).all() and not coefficients[5:].any()
+    # The compiled statistics and the NumPy path set the same level.
+    from aggregator.strategies import compiled
+
+    monkeypatch.setattr(compiled, "gate_kernels", lambda: None)
+    assert gate(X, reference).reference_level == g.reference_level
+
+
+def test_rows_below_the_upper_half_cannot_lower_the_level_however_they_sit() -> None:
+    # A traced round (synthetic IID, 50 % label flipping, round 10, at main before the floor: level -1.15):
+    # honest cosines to the reference, and the flipped rows' far below them.
+    from aggregator.strategies.fltrust_guarded import _robust_level
+
+    honest = np.array([0.147, 0.25, 0.251, 0.253, 0.253])
+    flipped = np.array([-0.478, -0.485, -0.489, -0.495, -0.504])
+    values = np.concatenate([honest, flipped])
+    assert _robust_level(values, 2.0) < -1.0 and flipped.max() < reference_level(values, 2.0) <= 0.0
+    # Whatever the lower half sends (anywhere below the upper half), the floor is the upper half's: its
+    # median, capped at 0, less its standard deviation times the normal crowd's factor at FLOOR_Z.
+    from aggregator.strategies.fltrust_guarded import FLOOR_Z, HALF_NORMAL_SD, UPPER_QUARTILE
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top = rng.normal(rng.uniform(-0.3, 0.3), rng.uniform(0.01, 0.2), 5)
+        spread = float(np.std(top, ddof=1))
+        floor = min(0.0, float(np.median(top))) - (UPPER_QUARTILE + FLOOR_Z) / HALF_NORMAL_SD * spread
+        for below in (top.min() - rng.uniform(0.0, 2.0, 5), np.full(5, -1.0), np.repeat(top.min(), 5)):
+            values = np.concatenate([top, below])
+            assert upper_half_floor(values) == pytest.approx(floor, abs=1e-12)
+            assert reference_level(values, 2.0) >= min(0.0, floor) - 1e-12
+
+
+def test_the_upper_half_floor_is_a_normal_crowds_median_less_floor_z_deviations() -> None:
+    # The floor's factor is the normal crowd's: for a large normal crowd below 0 the floor at z is the
+    # median less z standard deviations (at 2, the crowd's own level); the default is FLOOR_Z = 3.
+    from aggregator.strategies.fltrust_guarded import FLOOR_Z, _robust_level
+
+    values = np.random.default_rng(1).normal(-1.0, 0.1, 200_001)
+    assert upper_half_floor(values, 2.0) == pytest.approx(_robust_level(values, 2.0), abs=2e-3)
+    assert upper_half_floor(values) == pytest.approx(-1.0 - FLOOR_Z * 0.1, abs=2e-3)
+    # An honest crowd of 5-30 rows entirely below 0: the floor leaves out few rows more than the crowd's
+    # own level does (measured: 0.5-2 % of them).
+    rng = np.random.default_rng(2)
+    for k in (5, 10, 30):
+        out_crowd = out_floor = 0
+        for _ in range(500):
+            v = rng.normal(-1.0, 0.1, k)
+            out_crowd += int((v <= _robust_level(v, 2.0)).sum())
+            out_floor += int((v <= reference_level(v, 2.0)).sum())
+        assert out_floor - out_crowd <= 0.03 * 500 * k
+    # While the upper half sits above 0 the floor is its spread below 0 (rows just below 0 stay in); an
+    # upper half of fewer than three values sets none.
+    split = np.array([0.10, 0.12, 0.14, 0.16, 0.18, -0.02, -0.03, -0.05, -0.06, -0.08])
+    assert upper_half_floor(split) < -0.08 and reference_level(split, 2.0) < -0.08
+    assert upper_half_floor(np.array([0.3])) == upper_half_floor(np.array([0.3, -0.3, 0.2, 0.1])) == -np.inf
 
 
 def test_the_rule_uses_the_relative_reference_test_by_default_and_records_its_level() -> None:
@@ -485,6 +577,27 @@ def test_the_compiled_gate_statistics_are_the_numpy_paths_to_the_bit(
         assert np.asarray(mine).dtype == np.asarray(theirs).dtype
     if n == 23 and reference_z == CROWD_REFERENCE_Z:
         assert expected[6] < 0.0  # the relative level did go below 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_reference_level_with_a_split_crowd_is_the_numpy_paths_to_the_bit(seed: int) -> None:
+    # Half the rows far below the other half: the upper half's floor sets the level on both paths.
+    from aggregator.strategies.fltrust_guarded import _robust_level, numpy_gate_statistics
+    from aggregator.strategies.gate_kernels import gate_statistics
+
+    X, reference = split_round(h=4 + seed % 3, seed=seed)
+    Y = X.astype(np.float64)
+    gram, v = Y @ Y.T, reference.astype(np.float64)
+    sq, dots, ref_norm = np.diag(gram).copy(), Y @ v, float(np.linalg.norm(v))
+    expected = numpy_gate_statistics(gram, sq, dots, ref_norm, 2.0, CROWD_REFERENCE_Z)
+    got = gate_statistics(gram, sq, dots, ref_norm, 2.0, CROWD_REFERENCE_Z, True)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert np.array_equal(np.asarray(mine), np.asarray(theirs))
+    crowd_cosines = expected[1][expected[3]]
+    assert expected[6] == reference_level(crowd_cosines, CROWD_REFERENCE_Z)
+    floor = upper_half_floor(crowd_cosines)
+    if floor > _robust_level(crowd_cosines, CROWD_REFERENCE_Z):  # the floor sets the level
+        assert expected[6] == min(0.0, floor)
 
 
 def test_the_rules_medians_are_numpys() -> None:
