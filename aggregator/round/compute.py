@@ -466,6 +466,8 @@ def _scores(
         # The rule's inner products describe X's rows only when it aggregated all of them.
         result.products if bool(eligible.all()) else None,
         np.array([c.participant_id == inputs.public_change_author for c in inputs.clients], dtype=bool),
+        # Rows below min_reputation are scored but do not set the round's evidence level.
+        eligible,
     )
 
 

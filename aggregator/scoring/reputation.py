@@ -81,6 +81,7 @@ def direction_evidence(
     config: ReputationConfig = ReputationConfig(),
     loss: float = 0.0,
     context_gain: np.ndarray | list[float] | None = None,
+    among: np.ndarray | None = None,
 ) -> np.ndarray:
     """The update points away from the reference (cosine below ``evidence_cosine_below`` and below the
     round's median cosine by more than ``evidence_outlier_z`` robust spreads) and, applied alone at the
@@ -97,15 +98,30 @@ def direction_evidence(
     its update to the aggregate lowered the validation loss in most of them. Direction measured against a
     biased reference is not evidence; harm to the model the round builds is.
 
+    ``among``: the rows whose cosines set the round's level (one flag per row; None or none set: every
+    row), the close's eligible rows (reputation at least ``min_reputation``). A row the round already
+    leaves out for its record must not decide who else is an outlier: measured (digits Dirichlet(0.5),
+    n = 10, 40 rounds, free riders slashed in round 3 and resending the last change every round after),
+    the three riders' equal cosines sat at the round's median and shrank its robust spread from 0.10 (the
+    seven honest rows') to 0.016, an honest organization 0.22 below the median became an outlier three
+    rounds running and was slashed (docs/benchmarks.md, "the default outside its grid").
+
     Inconclusive alone: an honest organization with very few labels can do the same now and then (see
     :func:`slashing_decisions`)."""
     cos = np.asarray(cosine, dtype=np.float64)
     gain = np.asarray(solo_gain, dtype=np.float64)
     if cos.shape != gain.shape:
         raise InvalidParameter("one solo gain per cosine is needed")
+    crowd = cos
+    if among is not None:
+        counted = np.asarray(among, dtype=bool)
+        if counted.shape != cos.shape:
+            raise InvalidParameter("one eligibility flag per cosine is needed")
+        if counted.any():
+            crowd = cos[counted]
     evidence: np.ndarray = (
         (cos < config.evidence_cosine_below)
-        & (cos < _outlier_below(cos, config.evidence_outlier_z))
+        & (cos < _outlier_below(crowd, config.evidence_outlier_z))
         & (gain < -config.evidence_harm_floor * loss)
     )
     if context_gain is not None:

@@ -123,6 +123,7 @@ def score_round(
     sample: Callable[[int], np.ndarray | None] | None = None,
     products: InnerProducts | None = None,
     authored_change: np.ndarray | None = None,
+    eligible: np.ndarray | None = None,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
@@ -148,6 +149,10 @@ def score_round(
     ``products``: the strategy's inner products over the rows of ``X`` and ``reference``
     (:class:`aggregator.strategies.base.InnerProducts`); used only with a subsample (they equal the
     scores' own passes up to float32 rounding).
+
+    ``eligible``: the rows at or above ``min_reputation`` (one flag per row; None: all): only their cosines
+    set the direction evidence's level (:func:`aggregator.scoring.reputation.direction_evidence`'s
+    ``among``); every row is still scored and may still be flagged.
 
     ``loss_of(delta)`` is the validation loss of the current model plus ``delta`` (per example, or only its
     mean; see :data:`aggregator.scoring.contribution.LossOfDelta`). Without a reference
@@ -239,7 +244,7 @@ def score_round(
     fitness = fitness_scores(quality, timeliness, honesty, scoring)
     boosted = norm_evidence(norms, reputation, ref_norm if reference is not None else 0.0)
     direction = direction_evidence(
-        cosine, solo, reputation, loss_scale, context if claims is not None else None
+        cosine, solo, reputation, loss_scale, context if claims is not None else None, eligible
     )
     # The server's own reference is public too (Kerckhoffs: the root data and the code are known): an update
     # that is it again is a free ride on the server's work. Honest local training measured at most 0.895 to

@@ -158,3 +158,20 @@ def test_direction_evidence_needs_harm_in_the_rounds_aggregate_too() -> None:
     assert flagged.tolist() == [False] * 6 + [True]
     with pytest.raises(InvalidParameter):
         direction_evidence(cosine, solo, loss=1.0, context_gain=context[:3])
+
+
+def test_direction_evidences_level_is_the_counted_rows_own() -> None:
+    """Three equal cosines at the round's median (slashed free riders resending one change) shrink the
+    robust spread: counted, they make an honest row 0.22 below the median an outlier; left out (``among``,
+    the eligible rows), the level is the honest scatter's. No row counted: every row sets the level."""
+    from aggregator.scoring.reputation import direction_evidence
+
+    cosine = np.array([0.13, 0.005, -0.01, -0.018, -0.087, -0.165, -0.22, -0.004, -0.004, -0.004])
+    solo = np.full(10, -0.05)
+    eligible = np.array([True] * 7 + [False] * 3)
+    assert direction_evidence(cosine, solo, loss=1.0).tolist() == [False] * 6 + [True] + [False] * 3
+    assert not direction_evidence(cosine, solo, loss=1.0, among=eligible).any()
+    nobody = direction_evidence(cosine, solo, loss=1.0, among=np.zeros(10, dtype=bool))
+    assert nobody.tolist() == direction_evidence(cosine, solo, loss=1.0).tolist()
+    with pytest.raises(InvalidParameter, match="eligibility flag"):
+        direction_evidence(cosine, solo, loss=1.0, among=eligible[:3])

@@ -422,3 +422,49 @@ def test_identical_rows_the_rule_keeps_are_not_paid_for_timeliness_and_honesty_a
     assert sum(c.reward_wei > 0 for c in good) >= 3
     assert all((c.reward_wei > 0) == (c.kept or c.quality > 0) for c in good)
     assert any(c.kept and c.quality == 0.0 and c.reward_wei > 0 for c in good)
+
+
+def test_rows_below_min_reputation_do_not_set_the_direction_evidences_level() -> None:
+    """Issue 20 (digits Dirichlet(0.5), 40 rounds): free riders slashed early kept resending the last change;
+    their equal cosines to the reference sat at the round's median and shrank its robust spread until an
+    honest organization 0.22 below the median was an outlier three rounds running, and was slashed. Rows
+    the close leaves out for their reputation are scored, but the level is the eligible rows' own."""
+    from dataclasses import replace
+
+    from fedledger.payload import flatten
+
+    fed = Federation()
+    d = fed.base.size
+    axis = np.zeros(d)
+    axis[0] = 1.0
+    # The validation loss: a quadratic bowl around the server's reference direction (every row's step alone
+    # raises it; the test is whether the seventh honest row, at cosine -0.22, is an outlier of the round).
+    target = axis.copy()
+
+    def own(weights: dict[str, np.ndarray]) -> tuple[float, None]:
+        delta = flatten(weights, fed.spec) - fed.base
+        return float(np.sum((delta - target) ** 2)) + 1.0, None
+
+    def row(cosine: float, direction: np.ndarray) -> np.ndarray:
+        return 0.1 * (cosine * axis + np.sqrt(1.0 - cosine * cosine) * direction)
+
+    def away(seed: int) -> np.ndarray:
+        v = np.random.default_rng(seed).standard_normal(d)
+        v[0] = 0.0
+        return v / np.linalg.norm(v)
+
+    honest = [row(c, away(10 + k)) for k, c in enumerate((0.13, 0.005, -0.01, -0.018, -0.087, -0.165, -0.22))]
+    rider = row(-0.004, away(99))
+    X = np.array(honest + [rider] * 3, dtype=np.float32)
+    reputation = [80.0] * 7 + [0.0] * 3  # the riders: slashed, below min_reputation (10)
+    inputs = replace(
+        fed.inputs(X, strategy="fedavg", reputation=reputation),
+        reference=axis.astype(np.float32),
+        evaluate=own,
+    )
+    result = run(inputs)
+    flagged = {c.participant_id for c in result.clients if c.byzantine}
+    assert 7 not in flagged  # the honest row at -0.22: inside the seven eligible rows' scatter
+    # The same round with the riders eligible: their cosines count, and the spread they shrink flags it.
+    counted = run(replace(inputs, clients=tuple(replace(c, reputation=80.0) for c in inputs.clients)))
+    assert 7 in {c.participant_id for c in counted.clients if c.byzantine}
