@@ -65,6 +65,11 @@ omniscient (it sees every honest update of the round) and implemented from its p
   the largest factor the platform accepts, or projected to the honest median norm and reference cosine;
   ``backdoor_decor``: projected, each attacker's part orthogonal to the reference mixed with its own noise so
   that the attackers' rows are as mutually unrelated as honest ones (against similarity-based defences).
+- ``collapse``: against the evidence, not the model: u = m (c g + sqrt(1 - c^2) h), g the unit reference, c the
+  honest rows' median cosine to it, h the honest mean's part orthogonal to g (a benign direction), m the honest
+  median norm, each row jittered by independent noise of 1e-3 of its norm. The attackers' cosines sit at the
+  round's median and shrink the robust spread the direction evidence's level is read from, so that honest
+  organizations below the median become its outliers (docs/benchmarks.md, "the default outside its grid").
 
 Secure aggregation (issue 24): a strategy spelled ``<rule>@secure<s>`` (``fltrust_guarded@secure3``) runs the
 same round under the secure mode: each round the present organizations are assigned to groups of at least
@@ -176,6 +181,7 @@ ATTACKS = (
     "backdoor_boost",
     "backdoor_proj",
     "backdoor_decor",
+    "collapse",
 )
 # Attacks whose attack success rate (triggered test inputs sent to the target class) is reported.
 BACKDOORS = ("backdoor", "backdoor_boost", "backdoor_proj", "backdoor_decor")
@@ -530,6 +536,29 @@ def _validation_loss(result: RoundResult) -> float:
     return result.record.holdout_loss_after
 
 
+def spread_collapse(ctx: AttackContext) -> np.ndarray:
+    """Rows at the honest median cosine to the reference, along the honest mean's part orthogonal to it, at the
+    honest median norm, each jittered by independent noise of ``COLLAPSE_JITTER`` of its norm (see the module
+    docstring's ``collapse``)."""
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    H = ctx.honest.astype(np.float64)
+    norms = np.linalg.norm(H, axis=1)
+    c = float(np.median((H @ g) / np.maximum(norms, 1e-30)))
+    mean = H.mean(axis=0)
+    h = _unit(mean - float(mean @ g) * g)
+    m = float(np.median(norms))
+    u = m * (c * g + np.sqrt(max(0.0, 1.0 - c * c)) * h)
+    f = ctx.own.shape[0]
+    jitter = COLLAPSE_JITTER * m * ctx.rng.standard_normal((f, u.size)) / np.sqrt(u.size)
+    rows: np.ndarray = (u[None, :] + jitter).astype(np.float32)
+    return rows
+
+
+# The collapse attack's per-row noise, a share of the row's norm: rows that are not copies of one another.
+COLLAPSE_JITTER = 1e-3
+
+
 def orthogonal(ctx: AttackContext, noise: bool = False) -> np.ndarray:
     """u = m (c g + sqrt(1 - c^2) h): g the unit reference, h minus the honest mean made orthogonal to g,
     m the honest median norm; c the most damaging of ``ORTHOGONAL_C`` (new validation loss, the real round
@@ -797,6 +826,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return oracle(ctx)
     if attack in ("freeride", "race"):
         return free_ride(ctx)
+    if attack == "collapse":
+        return spread_collapse(ctx)
     if attack == "alie":
         return _repeat(honest.mean(axis=0) - alie_z(ctx.n, f) * honest.std(axis=0), f)
     if attack.startswith("ipm_"):

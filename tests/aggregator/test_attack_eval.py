@@ -169,6 +169,23 @@ def test_orthogonal_rows_have_the_reference_cosine_the_median_norm_and_with_nois
         )
 
 
+def test_collapse_rows_sit_at_the_honest_median_cosine_and_norm_and_are_not_copies() -> None:
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), None, (), reference)
+    rows = ae.craft("collapse", ctx).astype(np.float64)
+    g = reference / np.linalg.norm(reference)
+    honest = H.astype(np.float64)
+    honest_norms = np.linalg.norm(honest, axis=1)
+    norms = np.linalg.norm(rows, axis=1)
+    assert rows.shape == (3, 400)
+    np.testing.assert_allclose(norms, np.median(honest_norms), rtol=1e-2)
+    np.testing.assert_allclose(rows @ g / norms, np.median(honest @ g / honest_norms), atol=1e-2)
+    assert not np.array_equal(rows[0], rows[1])
+    # Along the honest mean's part orthogonal to the reference: it agrees with the honest mean.
+    assert float(rows[0] @ honest.mean(axis=0)) > 0
+
+
 def test_the_oracle_sends_the_most_damaging_candidate_the_platform_accepts() -> None:
     H = honest_updates(h=7, d=40)
     mean = H.mean(axis=0)
