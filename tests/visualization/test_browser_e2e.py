@@ -244,7 +244,8 @@ def test_connect_sign_in_read_balance_propose_and_vote(
         host = dashboard.removeprefix("http://")
         assert signed.startswith(f"{host} wants you to sign in with your Ethereum account:"), signed
         assert address in signed and "URI: http://testserver" in signed
-        assert page.get_by_test_id("stSidebar").get_by_text("Dashboard Clinic").is_visible()
+        # Waits (visible): Streamlit may still be drawing the sidebar after the run that settled.
+        page.get_by_test_id("stSidebar").get_by_text("Dashboard Clinic").wait_for(timeout=TIMEOUT_MS)
 
         # The balance the chain reports for this wallet.
         go_to(page, "Token economics")
@@ -390,7 +391,7 @@ def test_reload_keeps_the_session_proposals_follow_the_chain_and_every_transacti
         page.get_by_role("heading", name="Overview").first.wait_for()
         settle(page)
         sidebar.get_by_text(address).wait_for()
-        assert sidebar.get_by_role("button", name="Sign out").is_visible()
+        sidebar.get_by_role("button", name="Sign out").wait_for(timeout=TIMEOUT_MS)
         assert sum(1 for c in wallet.calls if c["method"] == "personal_sign") == signatures
 
         # Claim all: one claimMany for both rounds, confirmed and listed under "Your transactions".
