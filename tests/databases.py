@@ -25,9 +25,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from db.base import Base
 from db.migrate import upgrade
-from db.session import engine_for
+from db.models import ModelVersion, Participant
+from db.session import engine_for, make_engine
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -83,6 +86,24 @@ def scratch_url(backend: str, tmp_path: Path, prefix: str) -> Iterator[str]:
         return
     with empty_schema(prefix) as url:
         yield url
+
+
+@contextmanager
+def seeded_sessions(url: str, width: int, participants: int = 0) -> Iterator[sessionmaker[Session]]:
+    """Sessions on ``url`` with the ORM's tables (no Alembic), model version 1 (one tensor ``w`` of
+    ``width``) and participants 1 to ``participants`` (address 0x00..0k, "org k"); the engine is disposed
+    afterwards. For the tests of one domain service that need rows to point at, not the API."""
+    engine = make_engine(url)
+    try:
+        Base.metadata.create_all(engine)
+        factory = sessionmaker(bind=engine, expire_on_commit=False)
+        with factory.begin() as session:
+            session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [width]}))
+            for k in range(1, participants + 1):
+                session.add(Participant(id=k, address=f"0x{k:040x}", org_name=f"org {k}"))
+        yield factory
+    finally:
+        engine.dispose()
 
 
 class MigratedDatabases:

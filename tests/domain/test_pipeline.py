@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.base import Base, utcnow
+from db.base import utcnow
 from db.models import (
-    ModelVersion,
     Participant,
     ParticipantStatus,
     Round,
@@ -21,23 +20,18 @@ from db.models import (
     Update,
     UpdateStatus,
 )
-from db.session import make_engine
 from fedledger.domain import pipeline
+from tests.databases import seeded_sessions
 
 LEASE = 60.0
 
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
-    Base.metadata.create_all(engine)
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    with factory.begin() as session:
-        session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [2]}))
-        session.add(ServerKey(kid="k", algorithm="X25519", public_key_pem="-"))
-        session.add_all(Participant(id=i, address=f"0x{i:040x}", org_name=f"o{i}") for i in range(1, 6))
-    yield factory
-    engine.dispose()
+    with seeded_sessions(f"sqlite:///{tmp_path / 'p.db'}", 2, participants=5) as factory:
+        with factory.begin() as session:
+            session.add(ServerKey(kid="k", algorithm="X25519", public_key_pem="-"))
+        yield factory
 
 
 def open_round(

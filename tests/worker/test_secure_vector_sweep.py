@@ -14,10 +14,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.base import Base, utcnow
+from db.base import utcnow
 from db.models import (
-    ModelVersion,
-    Participant,
     Round,
     RoundStatus,
     SecAggGroup,
@@ -25,10 +23,9 @@ from db.models import (
     SecAggStep,
     Update,
 )
-from db.session import make_engine
 from fedledger.domain.blobstore import FilesystemBlobStore
 from fedledger.domain.secagg import sweep_vectors
-from tests.databases import scratch_url
+from tests.databases import scratch_url, seeded_sessions
 
 GRACE = 300.0
 
@@ -42,15 +39,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def sessions(url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    with factory.begin() as session:
-        session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [8]}))
-        for k in range(1, 5):
-            session.add(Participant(id=k, address="0x" + f"{k:040x}", org_name=f"org {k}"))
-    yield factory
-    engine.dispose()
+    with seeded_sessions(url, 8, participants=4) as factory:
+        yield factory
 
 
 def secure_round(

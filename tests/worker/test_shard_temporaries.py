@@ -21,23 +21,18 @@ from aggregator.worker.temporaries import (
     round_of,
     sweep_temporaries,
 )
-from db.base import Base, utcnow
-from db.models import ModelVersion, Round, RoundStatus
-from db.session import make_engine
+from db.base import utcnow
+from db.models import Round, RoundStatus
 from fedledger.domain.blobstore import FilesystemBlobStore
+from tests.databases import seeded_sessions
 
 GRACE = 300.0
 
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
-    Base.metadata.create_all(engine)
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    with factory.begin() as session:
-        session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [2]}))
-    yield factory
-    engine.dispose()
+    with seeded_sessions(f"sqlite:///{tmp_path / 't.db'}", 2) as factory:
+        yield factory
 
 
 def add_round(sessions: sessionmaker[Session], status: RoundStatus, lease_seconds: float | None) -> int:

@@ -12,24 +12,15 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.worker.close import sole_kept
-from db.base import Base, utcnow
-from db.models import Contribution, ModelVersion, Participant, Round, RoundStatus, Update
-from db.session import make_engine
-from tests.databases import scratch_url
+from db.base import utcnow
+from db.models import Contribution, Round, RoundStatus, Update
+from tests.databases import scratch_url, seeded_sessions
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with scratch_url(request.param, tmp_path, "k") as url:
-        engine = make_engine(url)
-        Base.metadata.create_all(engine)
-        factory = sessionmaker(bind=engine, expire_on_commit=False)
-        with factory.begin() as session:
-            session.add(ModelVersion(id=1, weights_hash="0" * 64, signature="0x", spec={"w": [4]}))
-            for k in range(1, 4):
-                session.add(Participant(id=k, address="0x" + f"{k:040x}", org_name=f"org {k}"))
+    with scratch_url(request.param, tmp_path, "k") as url, seeded_sessions(url, 4, participants=3) as factory:
         yield factory
-        engine.dispose()
 
 
 def closed_round(sessions: sessionmaker[Session], kept: dict[int, bool]) -> int:
