@@ -536,6 +536,10 @@ def _validation_loss(result: RoundResult) -> float:
     return result.record.holdout_loss_after
 
 
+# The collapse attack's per-row noise, a share of the row's norm: rows that are not copies of one another.
+COLLAPSE_JITTER = 1e-3
+
+
 def spread_collapse(ctx: AttackContext) -> np.ndarray:
     """Rows at the honest median cosine to the reference, along the honest mean's part orthogonal to it, at the
     honest median norm, each jittered by independent noise of ``COLLAPSE_JITTER`` of its norm (see the module
@@ -547,16 +551,12 @@ def spread_collapse(ctx: AttackContext) -> np.ndarray:
     c = float(np.median((H @ g) / np.maximum(norms, 1e-30)))
     mean = H.mean(axis=0)
     h = _unit(mean - float(mean @ g) * g)
-    m = float(np.median(norms))
+    m = _honest_norm(ctx)
     u = m * (c * g + np.sqrt(max(0.0, 1.0 - c * c)) * h)
     f = ctx.own.shape[0]
     jitter = COLLAPSE_JITTER * m * ctx.rng.standard_normal((f, u.size)) / np.sqrt(u.size)
     rows: np.ndarray = (u[None, :] + jitter).astype(np.float32)
     return rows
-
-
-# The collapse attack's per-row noise, a share of the row's norm: rows that are not copies of one another.
-COLLAPSE_JITTER = 1e-3
 
 
 def orthogonal(ctx: AttackContext, noise: bool = False) -> np.ndarray:
