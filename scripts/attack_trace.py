@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--task", default="synthetic", choices=attack_eval.TASKS)
     parser.add_argument("--partition", default="iid", choices=attack_eval.PARTITIONS)
+    parser.add_argument("--alpha", type=float, default=attack_eval.DIRICHLET_ALPHA)
     parser.add_argument("--attack", default="labelflip", choices=attack_eval.ATTACKS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=10)
@@ -81,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     fltrust_guarded._coefficients = coefficients
     attack_eval._trial = trial
     task = attack_eval.load_task(args.task, args.seed)
-    fed = attack_eval.make_federation(task, args.seed, args.n, args.partition, fraction=args.fraction)
+    fed = attack_eval.make_federation(
+        task, args.seed, args.n, args.partition, alpha=args.alpha, fraction=args.fraction
+    )
     run = attack_eval.run(fed, "fltrust_guarded", args.attack, args.rounds)
     print(
         f"# {args.task} {args.partition} n={args.n} fraction={args.fraction} attack={args.attack} "
