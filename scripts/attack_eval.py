@@ -16,7 +16,9 @@ Tasks (no download): ``digits`` (scikit-learn's 8x8 digits, softmax regression, 
 non-linear task; one-hidden-layer MLP of 32 units, 1,002 parameters) and ``noisy`` (``make_classification``:
 10 classes, 3 clusters per class, 40 features, 5 % random labels; MLP of 64 units, 3,274 parameters) and
 ``friedman`` (regression as ordinal classification: ``make_friedman1``'s target, 10 features of which 5 matter,
-cut at its deciles into 10 classes; MLP of 64 units, 1,354 parameters). Data: 25 % test (reported accuracy),
+cut at its deciles into 10 classes; MLP of 64 units, 1,354 parameters), or a task of your own:
+``--tasks file:path/to/task.npz`` (:func:`task_from_file`: arrays ``X`` and ``y``, optionally the model and its
+training as scalars), run exactly as the built-in ones. Data: 25 % test (reported accuracy),
 20 % of the rest is the server's holdout, split by ``aggregator.scoring.contribution.split_holdout`` into root data
 (the FLTrust reference update is trained on it each round with the clients' own procedure) and
 validation data (scores, rollback). Clients share the rest, IID or Dirichlet(0.5) over labels.
@@ -156,6 +158,13 @@ STAKE = 100 * WAD_TOKEN
 BIG_HIDDEN = 15_000
 
 TASKS = ("digits", "synthetic", "noisy", "friedman")
+# A task of the evaluator's own, spelled ``file:<path>`` wherever a task name goes (:func:`task_from_file`).
+TASK_FILE = "file:"
+# Scalars a task file may carry besides ``X`` and ``y``: the hidden layer's width (0: softmax regression) and
+# the clients' (and the server's) local training.
+TASK_FILE_SCALARS = ("hidden", "epochs", "batch_size", "lr")
+# Each label of a task file at least this often: the test, server and root splits are stratified by label.
+MIN_TASK_FILE_LABEL = 10
 PARTITIONS = ("iid", "dirichlet")
 ATTACKS = (
     "none",
@@ -273,7 +282,11 @@ def load_task(name: str, seed: int, hidden: int | None = None, root: str = "spli
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    if name == "digits":
+    classes = 10
+    if name.startswith(TASK_FILE):
+        X, y, width, config = task_from_file(name[len(TASK_FILE) :])
+        classes = int(y.max()) + 1
+    elif name == "digits":
         data = load_digits()
         X, y, width, config = data.data, data.target, 0, TrainConfig()
     elif name == "synthetic":
@@ -310,7 +323,7 @@ def load_task(name: str, seed: int, hidden: int | None = None, root: str = "spli
         y = np.searchsorted(np.quantile(target, np.linspace(0.1, 0.9, 9)), target)
         width, config = 64, TrainConfig(epochs=2, batch_size=16, lr=0.1)
     else:
-        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, or {TASK_FILE}<path to .npz>")
     width = width if hidden is None else hidden
     x_rest, x_test, y_rest, y_test = train_test_split(
         X, y, test_size=TEST_FRACTION, stratify=y, random_state=seed
@@ -341,7 +354,63 @@ def load_task(name: str, seed: int, hidden: int | None = None, root: str = "spli
         validation,
         width,
         config,
+        classes,
     )
+
+
+def task_from_file(path: str) -> tuple[np.ndarray, np.ndarray, int, TrainConfig]:
+    """A task of one's own from an ``.npz`` file: ``X`` (examples x features, finite numbers; standardized
+    here like the built-in tasks) and ``y`` (integer labels 0 .. k - 1, k >= 2, every label at least
+    ``MIN_TASK_FILE_LABEL`` times so that every split can be stratified); optional scalars ``hidden`` (the
+    MLP's width, 0 = softmax regression; default 32), ``epochs``, ``batch_size`` and ``lr`` (the local
+    training's, :class:`TrainConfig`'s defaults otherwise). The split into clients, root, validation and test
+    data, the partitions and every attack are those of the built-in tasks; the backdoor trigger is the last
+    ``TRIGGER_FEATURES`` features (``--trigger`` sets its value). Raises ``ValueError`` saying what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: np.asarray(data[key]) for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"task file {path!r}: not a readable .npz file ({exc})") from exc
+    missing = [key for key in ("X", "y") if key not in arrays]
+    unknown = sorted(set(arrays) - {"X", "y", *TASK_FILE_SCALARS})
+    if missing or unknown:
+        raise ValueError(
+            f"task file {path!r}: needs arrays X and y (missing: {', '.join(missing) or 'none'}); "
+            f"may carry only {', '.join(TASK_FILE_SCALARS)} besides (unknown: {', '.join(unknown) or 'none'})"
+        )
+    X, y = arrays["X"], arrays["y"]
+    if X.ndim != 2 or not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+        raise ValueError(
+            f"task file {path!r}: X must be a 2-D array of finite numbers, got {X.dtype} {X.shape}"
+        )
+    if y.ndim != 1 or y.shape[0] != X.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"task file {path!r}: y must be 1-D integer labels, one per row of X, got {y.dtype} {y.shape}"
+        )
+    counts = np.bincount(y) if y.size and y.min() >= 0 else np.zeros(0, dtype=np.int64)
+    if counts.size < 2 or counts.min() < MIN_TASK_FILE_LABEL:
+        raise ValueError(
+            f"task file {path!r}: y must hold the labels 0 .. k - 1 (k >= 2), each at least "
+            f"{MIN_TASK_FILE_LABEL} times, got counts {counts.tolist() or 'of negative labels'}"
+        )
+    if X.shape[1] <= TRIGGER_FEATURES:
+        raise ValueError(
+            f"task file {path!r}: needs more than {TRIGGER_FEATURES} features (the backdoor's trigger)"
+        )
+    scalars: dict[str, float] = {}
+    for key in TASK_FILE_SCALARS:
+        if key in arrays:
+            value = arrays[key]
+            if value.shape != () or not np.isfinite(value) or value < 0 or (key != "hidden" and value <= 0):
+                raise ValueError(f"task file {path!r}: {key} must be one finite scalar > 0 (hidden >= 0)")
+            scalars[key] = float(value)
+    defaults = TrainConfig()
+    config = TrainConfig(
+        epochs=int(scalars.get("epochs", defaults.epochs)),
+        batch_size=int(scalars.get("batch_size", defaults.batch_size)),
+        lr=scalars.get("lr", defaults.lr),
+    )
+    return X.astype(np.float64), y.astype(np.int64), int(scalars.get("hidden", 32)), config
 
 
 def train_local(
@@ -1922,7 +1991,7 @@ def report(
         f"root data {root}, default strategy {DEFAULT_STRATEGY}",
     ]
     settings = sorted(
-        {k[:3] for k in results}, key=lambda s: (TASKS.index(s[0]), PARTITIONS.index(s[1]), s[2])
+        {k[:3] for k in results}, key=lambda s: (_task_order(s[0]), PARTITIONS.index(s[1]), s[2])
     )
     for task, partition, n in settings:
         present = list(dict.fromkeys(k[3] for k in results if k[:3] == (task, partition, n)))
@@ -2027,6 +2096,26 @@ def report(
     return "\n".join(out)
 
 
+def _task_order(name: str) -> tuple[int, str]:
+    """Built-in tasks in their order, then task files by name."""
+    return (TASKS.index(name), "") if name in TASKS else (len(TASKS), name)
+
+
+def task_name(value: str) -> str:
+    """``--tasks``' type: a built-in task or ``file:<path>`` to an existing file."""
+    if value in TASKS:
+        return value
+    if not value.startswith(TASK_FILE):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a task ({', '.join(TASKS)}) nor {TASK_FILE}<path> to an .npz file"
+        )
+    try:
+        task_from_file(value[len(TASK_FILE) :])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
 def honest_report(
     tasks: Sequence[str],
     ns: Sequence[int],
@@ -2085,7 +2174,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--big", action="store_true", help="with --honest: add a ~1M-parameter MLP run")
     parser.add_argument("--only-big", action="store_true", help="with --honest: only the ~1M-parameter run")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        type=task_name,
+        metavar="TASK",
+        help=f"{', '.join(TASKS)}, or {TASK_FILE}<path> to an .npz of your own (X, y; see task_from_file)",
+    )
     parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS), choices=PARTITIONS)
     parser.add_argument("--n", nargs="+", type=int, default=[10, 30])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))

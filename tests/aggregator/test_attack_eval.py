@@ -616,3 +616,56 @@ def test_the_screened_consensus_variants_read_each_row_against_the_others(federa
         ae.consensus_cosines(X, cos, norms, crowd, peer, "mode")
     for spec in ("consensus", "consensus=median", "peerq=0.4", "centrez=3"):
         assert 0.0 < ae.run(federation, f"fltrust_guarded+{spec}", "none", 1).accuracy <= 1.0
+
+
+def _task_file(path: Path, **arrays: Any) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_a_task_file_runs_as_the_built_in_tasks_do(tmp_path: Path) -> None:
+    # An evaluator's own task: 4 classes, 12 features, its own model width and training.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 3, (4, 12))
+    y = np.repeat(np.arange(4), 150)
+    X = centres[y] + rng.normal(0, 1, (y.size, 12))
+    name = "file:" + _task_file(tmp_path / "task.npz", X=X, y=y, hidden=np.int64(8), epochs=np.int64(1))
+    task = ae.load_task(name, 0)
+    assert task.classes == 4 and task.hidden == 8 and task.train.epochs == 1
+    assert task.init_weights(0)["output.bias"].shape == (4,)
+    # Every example in exactly one of the clients' data, the server's root and validation data and the test set.
+    sizes = task.x_train.shape[0] + task.root[1].size + task.validation[1].size + task.x_test.shape[0]
+    assert sizes == y.size
+    result = ae.run(ae.make_federation(task, 0, 10, "dirichlet"), "fltrust_guarded", "labelflip", 3)
+    assert len(result.accuracy_by_round) == 3
+    # Label flipping maps each label into the task's own classes (k - 1 - y), not a 10-class task's.
+    assert 0.0 <= result.accuracy <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"X": np.ones((40, 5))}, "needs arrays X and y"),
+        ({"X": np.ones((40, 5)), "y": np.zeros(40), "depth": np.int64(2)}, "unknown: depth"),
+        ({"X": np.ones((40, 5)), "y": np.repeat([0, 1], 20).astype(float)}, "integer labels"),
+        ({"X": np.full((40, 5), np.nan), "y": np.repeat([0, 1], 20)}, "finite numbers"),
+        ({"X": np.ones((40, 5)), "y": np.repeat([0, 2], 20)}, "each at least 10 times"),
+        ({"X": np.ones((40, 3)), "y": np.repeat([0, 1], 20)}, "more than 3 features"),
+        ({"X": np.ones((40, 5)), "y": np.repeat([0, 1], 20), "lr": np.float64(-1)}, "lr must be"),
+    ],
+)
+def test_a_bad_task_file_is_refused_with_its_reason(
+    tmp_path: Path, arrays: dict[str, Any], message: str
+) -> None:
+    path = _task_file(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        ae.task_from_file(path)
+    with pytest.raises(SystemExit):
+        ae.main(["--tasks", "file:" + path, "--rounds", "1"])
+
+
+def test_tasks_accepts_only_known_names_and_task_files(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        ae.main(["--tasks", "mnist", "--rounds", "1"])
+    with pytest.raises(SystemExit):
+        ae.main(["--tasks", "file:" + str(tmp_path / "missing.npz"), "--rounds", "1"])
