@@ -186,6 +186,20 @@ def test_collapse_rows_sit_at_the_honest_median_cosine_and_norm_and_are_not_copi
     assert float(rows[0] @ honest.mean(axis=0)) > 0
 
 
+def test_collapse_up_rows_sit_at_the_honest_upper_quantile_cosine() -> None:
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), None, (), reference)
+    rows = ae.craft("collapse_up", ctx).astype(np.float64)
+    g = reference / np.linalg.norm(reference)
+    honest = H.astype(np.float64)
+    honest_cos = honest @ g / np.linalg.norm(honest, axis=1)
+    norms = np.linalg.norm(rows, axis=1)
+    np.testing.assert_allclose(rows @ g / norms, np.quantile(honest_cos, ae.COLLAPSE_UP_QUANTILE), atol=1e-2)
+    assert float(np.quantile(honest_cos, ae.COLLAPSE_UP_QUANTILE)) > float(np.median(honest_cos)) + 1e-2
+    assert not np.array_equal(rows[0], rows[1])
+
+
 def test_the_oracle_sends_the_most_damaging_candidate_the_platform_accepts() -> None:
     H = honest_updates(h=7, d=40)
     mean = H.mean(axis=0)
