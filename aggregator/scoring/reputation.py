@@ -18,6 +18,7 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.scores import robust_spread, typical_norm
+from aggregator.strategies.fltrust_guarded import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from aggregator.strategies.kernels import row_norms
 from fedledger.chain.param_table import genesis_int, genesis_real
 
@@ -104,7 +105,9 @@ def direction_evidence(
     n = 10, 40 rounds, free riders slashed in round 3 and resending the last change every round after),
     the three riders' equal cosines sat at the round's median and shrank its robust spread from 0.10 (the
     seven honest rows') to 0.016, an honest organization 0.22 below the median became an outlier three
-    rounds running and was slashed (docs/benchmarks.md, "the default outside its grid").
+    rounds running and was slashed (docs/benchmarks.md, "the default outside its grid"). Eligible wallets
+    can do the same on purpose (attack_eval's ``collapse``); the level is :func:`outlier_level`, which
+    they cannot collapse by sitting at the median.
 
     Inconclusive alone: an honest organization with very few labels can do the same now and then (see
     :func:`slashing_decisions`)."""
@@ -121,7 +124,7 @@ def direction_evidence(
             crowd = cos[counted]
     evidence: np.ndarray = (
         (cos < config.evidence_cosine_below)
-        & (cos < _outlier_below(crowd, config.evidence_outlier_z))
+        & (cos < outlier_level(crowd, config.evidence_outlier_z, config.evidence_cosine_below))
         & (gain < -config.evidence_harm_floor * loss)
     )
     if context_gain is not None:
@@ -149,12 +152,79 @@ def norm_evidence(
     return boosted
 
 
-def _outlier_below(values: np.ndarray, z: float) -> float:
-    """The level under which a value is a low outlier of the round: median - z x 1.4826 MAD (robust to any
-    minority of the values, so attackers below half the round cannot move it far)."""
-    if values.size == 0:
+def outlier_level(values: np.ndarray | list[float], z: float, below: float) -> float:
+    """The level under which a cosine is a low outlier of the round's counted cosines ``values``:
+    min(median - ``z`` x 1.4826 MAD, the held level), the held level the higher of
+    :func:`upper_half_level` and :func:`window_level` (``below``: the evidence's cosine threshold); the
+    median level alone when either is undefined; -inf for no values.
+
+    Why not the median level alone: the MAD is robust to attackers far from the median (they cannot widen
+    it much), not to attackers AT it. A coordinated minority that places its cosines at the round's median
+    (attack_eval's ``collapse``: 3 of 10 eligible rows) shrinks the MAD to the honest rows' second to third
+    smallest deviation; measured (digits Dirichlet(0.5), n = 10, 20 rounds, seed 1): the level rose from
+    the seven honest rows' -0.35 to -0.09 and an honest organization at -0.22 was flagged four rounds
+    running and slashed (docs/benchmarks.md, "a spread the attackers cannot collapse").
+
+    The held level reads two spreads that rows at the median cannot shrink: the upper half's standard
+    deviation (rows at or below the median cannot narrow it) and the standard deviation of the cosines in a
+    window about the median (:func:`window_level`; rows added at the median only dilute the honest rows'
+    squared deviations, which they cannot remove). Each alone lets real attackers out, which is why the
+    held level is the higher of the two: the upper half's is widened by a long honest upper tail (digits
+    Dirichlet(0.5), IPM: honest cosines 0.04 to 0.43, attackers at -0.49 flagged by the median level, not
+    by the upper half's -0.53); a window reaching down to ``below`` by attackers just above it (label
+    flipping, digits Dirichlet(0.5): honest 0.24 to 0.66, attackers at -0.23, -0.18 and -0.17), hence the
+    window's bound at the largest cosine. The minimum with the median level means the evidence never
+    flags a row it did not flag before; the held level only stops a collapse. Measured over attack_eval's
+    grid (docs/benchmarks.md, "a spread the attackers cannot collapse"): the collapse's honest slash gone,
+    every attack's flagged and slashed attackers as before.
+
+    What it does not stop: rows placed in the upper half (attack_eval's ``collapse_up``, at the honest 0.8
+    quantile) narrow the upper half's spread and the MAD together and move the median up, and the level is
+    then about the median level's; and in a round whose honest cosines trail far below the median and
+    little above it, the window (bounded by the largest cosine) leaves the low honest rows out of its
+    spread (tests/aggregator/test_round_compute.py, the eligible riders)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
         return float("-inf")
-    return float(np.median(values)) - z * robust_spread(values)
+    level = float(np.median(v)) - z * robust_spread(v)
+    upper, window = upper_half_level(v, z), window_level(v, z, below)
+    if upper is None or window is None:
+        return level
+    return min(level, max(upper, window))
+
+
+def upper_half_level(values: np.ndarray, z: float) -> float | None:
+    """The upper half's median less (UPPER_QUARTILE + ``z``) / HALF_NORMAL_SD of its standard deviations
+    (n - 1), the upper half being the largest ceil(k / 2) of the k values: for a normal crowd its median
+    less ``z`` standard deviations (the calibration of
+    :func:`aggregator.strategies.fltrust_guarded.upper_half_floor`, without that floor's anchor at 0).
+    None when the upper half has fewer than FLOOR_MIN_VALUES values."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    top = ordered[ordered.size // 2 :]
+    if top.size < FLOOR_MIN_VALUES:
+        return None
+    return float(np.median(top)) - (UPPER_QUARTILE + z) / HALF_NORMAL_SD * float(np.std(top, ddof=1))
+
+
+def window_level(values: np.ndarray, z: float, below: float) -> float | None:
+    """The median m less ``z`` standard deviations (n - 1) of the values inside the window [m - w, m + w],
+    w = min(m - ``below``, the largest value - m): the widest window about the median that reaches neither
+    below the evidence's cosine threshold (rows there, the evidence's candidates, do not widen it) nor
+    above the round's largest cosine (a window as wide below the median as above it; rows just above the
+    threshold far below the crowd fall outside it). Uncorrected for the truncation (the level errs toward
+    flagging, which the minimum in :func:`outlier_level` bounds). None when w <= 0 or fewer than
+    FLOOR_MIN_VALUES values are inside."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return None
+    m = float(np.median(v))
+    w = min(m - below, float(v.max()) - m)
+    if not w > 0:
+        return None
+    inside = v[(v >= m - w) & (v <= m + w)]
+    if inside.size < FLOOR_MIN_VALUES:
+        return None
+    return m - z * float(np.std(inside, ddof=1))
 
 
 def update_reputation(
