@@ -116,16 +116,25 @@ def direction_evidence(
     if cos.shape != gain.shape:
         raise InvalidParameter("one solo gain per cosine is needed")
     crowd = cos
+    counted = np.ones(cos.shape, dtype=bool)
     if among is not None:
         counted = np.asarray(among, dtype=bool)
         if counted.shape != cos.shape:
             raise InvalidParameter("one eligibility flag per cosine is needed")
         if counted.any():
             crowd = cos[counted]
+        else:
+            counted = np.ones(cos.shape, dtype=bool)
+    z = config.evidence_outlier_z
+    # Counted rows: the level a collapse cannot raise; rows left out for their record: the median level,
+    # as before (outlier_level's docstring).
+    level = np.where(
+        counted,
+        outlier_level(crowd, z, config.evidence_cosine_below),
+        _median_level(crowd, z),
+    )
     evidence: np.ndarray = (
-        (cos < config.evidence_cosine_below)
-        & (cos < outlier_level(crowd, config.evidence_outlier_z, config.evidence_cosine_below))
-        & (gain < -config.evidence_harm_floor * loss)
+        (cos < config.evidence_cosine_below) & (cos < level) & (gain < -config.evidence_harm_floor * loss)
     )
     if context_gain is not None:
         context = np.asarray(context_gain, dtype=np.float64)
@@ -174,7 +183,12 @@ def outlier_level(values: np.ndarray | list[float], z: float, below: float) -> f
     by the upper half's -0.53); a window reaching down to ``below`` by attackers just above it (label
     flipping, digits Dirichlet(0.5): honest 0.24 to 0.66, attackers at -0.23, -0.18 and -0.17), hence the
     window's bound at the largest cosine. The minimum with the median level means the evidence never
-    flags a row it did not flag before; the held level only stops a collapse. Measured over attack_eval's
+    flags a row it did not flag before; the held level only stops a collapse. :func:`direction_evidence`
+    applies it to the counted rows only: a row the close already leaves out for its record is judged by
+    the median level as before. Measured (digits Dirichlet(0.5), n = 10, seed 1, Min-Max): slashed rows at
+    -0.34 judged by the held level (-0.38: the honest rows 0.08 to 0.40 are spread, their MAD is not) were
+    no longer flagged, climbed back above ``min_reputation``, counted, widened the MAD themselves and were
+    paid (the best attacker 0.43 -> 0.53 of the median honest organization). Measured over attack_eval's
     grid (docs/benchmarks.md, "a spread the attackers cannot collapse"): the collapse's honest slash gone,
     every attack's flagged and slashed attackers as before.
 
@@ -186,11 +200,18 @@ def outlier_level(values: np.ndarray | list[float], z: float, below: float) -> f
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return float("-inf")
-    level = float(np.median(v)) - z * robust_spread(v)
+    level = _median_level(v, z)
     upper, window = upper_half_level(v, z), window_level(v, z, below)
     if upper is None or window is None:
         return level
     return min(level, max(upper, window))
+
+
+def _median_level(values: np.ndarray, z: float) -> float:
+    """median - ``z`` x 1.4826 MAD of the values; -inf for none."""
+    if values.size == 0:
+        return float("-inf")
+    return float(np.median(values)) - z * robust_spread(values)
 
 
 def upper_half_level(values: np.ndarray, z: float) -> float | None:

@@ -90,3 +90,18 @@ def test_the_spreads_are_normal_calibrated_and_undefined_on_too_few_values() -> 
 @given(st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=40))
 def test_the_level_never_flags_a_row_the_median_level_did_not(values: list[float]) -> None:
     assert outlier_level(values, Z, BELOW) <= _median_level(values)
+
+
+def test_rows_left_out_for_their_record_are_judged_by_the_median_level() -> None:
+    """digits Dirichlet(0.5), n = 10, seed 1, Min-Max, round 8: the attackers were slashed in round 4 and
+    resend their rows; the seven honest cosines are spread (0.08 to 0.40) but four of them sit together, so
+    their MAD is small (median level +0.012) and the held level is -0.38. Judged by the held level the
+    slashed rows at -0.336 went unflagged, climbed back above min_reputation and were paid."""
+    cos = [0.279, -0.336, -0.336, 0.084, -0.336, -0.102, 0.396, 0.079, 0.099, 0.107]
+    gain = [0.1, -0.0173, -0.0173, 0.1, -0.0173, 0.1, 0.1, 0.1, 0.1, 0.1]
+    counted = np.ones(10, dtype=bool)
+    counted[[1, 2, 4]] = False
+    honest = np.array(cos)[counted]
+    assert outlier_level(honest, Z, BELOW) < -0.336 < _median_level(list(honest))
+    flagged = direction_evidence(cos, gain, loss=0.36, among=counted)
+    assert np.flatnonzero(flagged).tolist() == [1, 2, 4]
