@@ -1736,7 +1736,7 @@ def run(
     rewards = np.zeros(n)
     flagged_at: list[int | None] = [None] * n
     slashed_at: list[int | None] = [None] * n
-    rollbacks = failed = 0
+    rollbacks = failed = stalled = 0
     charged: list[float] = []
     opened = datetime(2026, 1, 1, tzinfo=UTC)
     curve = []
@@ -1817,6 +1817,7 @@ def run(
                 public_change=last_change,
                 public_change_author=last_author,
                 dp_rounds_spent=len(charged),
+                stalled_rounds=stalled,
             ),
             attacker_rows,
             (fed.seed, STREAM_ROUND, r),
@@ -1849,6 +1850,10 @@ def run(
             failed += 1
             curve.append(float(np.mean(_predict(weights, task.x_test) == task.y_test)))
             continue
+        # As the worker counts them (aggregator.worker.close.stalled_rounds): rounds in a row that kept neither
+        # the rule's aggregate nor the server's step.
+        kept_by = result.record.params.get("kept_by") if result.record is not None else None
+        stalled = 0 if result.activate and kept_by != "fallback" else stalled + 1
         if result.activate and result.new_weights is not None:
             weights = {k: np.array(v) for k, v in result.new_weights.items()}
             last_change = flatten(weights, spec) - base

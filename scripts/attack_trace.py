@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", default="synthetic", choices=attack_eval.TASKS)
+    parser.add_argument("--task", default="synthetic", type=attack_eval.task_name, metavar="TASK")
     parser.add_argument("--partition", default="iid", choices=attack_eval.PARTITIONS)
     parser.add_argument("--alpha", type=float, default=attack_eval.DIRICHLET_ALPHA)
     parser.add_argument("--attack", default="labelflip", choices=attack_eval.ATTACKS)

@@ -20,6 +20,9 @@ class StepDecision:
     reason: str
     # True: the kept model is base + step x the server's reference step (the descent floor), not the aggregate.
     reference: bool = False
+    # True: the kept model is base + step x the round's second candidate (the close's norm-bounded mean of
+    # the counted rows, tried when the rule's aggregate is refused in a stalled federation), not the aggregate.
+    fallback: bool = False
 
     @property
     def activate(self) -> bool:
@@ -46,6 +49,17 @@ FLOOR_STANDARD_ERRORS = 2.0
 # default) is off. An option under issue 20's evaluation: on IID data with n = 30 the search keeps its
 # longest step in every round under attack, and a fixed 8x step helped there but hurt Dirichlet(0.5).
 LENGTHEN_DOUBLINGS = 0
+
+
+# After how many rounds in a row without the rule's aggregate or the server's step kept (refused rounds,
+# and rounds that kept the second candidate) the close tries its second candidate when the rule's aggregate
+# is refused (aggregator.round.compute._decide; RoundInputs.stalled_rounds). Not in the first such round: a
+# candidate the oracle attacker can reach within one round is a candidate it searches for (measured, issue
+# 20, synthetic Dirichlet(0.5), n = 10: with the second candidate in every refused round the
+# reference-aware attack's cost rose from 8.0 to 9.2 points, with none of its rounds refused before);
+# after one refused round the federation has stalled, and the candidate ends the stall. The close reads it
+# at each round.
+FALLBACK_AFTER_STALLED = 1
 
 
 def line_search_decision(

@@ -134,6 +134,7 @@ def load(
         assert model is not None
         parent = session.get(ModelVersion, model.parent_id) if model.parent_id is not None else None
         author = sole_kept(session, model.produced_by_round_id) if parent is not None else None
+        stalled = stalled_rounds(session)
         dp_rounds = session.scalar(select(func.count()).select_from(charged_rounds().subquery()))
         private = key_service.private_keys(session, key_dir)
         session.expunge_all()
@@ -150,6 +151,7 @@ def load(
         parent_weights,
         score_budget,
         author,
+        stalled,
     )
 
 
@@ -166,6 +168,30 @@ def sole_kept(session: Session, round_id: int | None) -> int | None:
         )
     )
     return kept[0] if len(kept) == 1 else None
+
+
+# How far back the close looks for the latest round that kept the rule's aggregate: the second candidate
+# needs rollback.FALLBACK_AFTER_STALLED stalled rounds; the count is only reported beyond that.
+STALL_LOOKBACK = 64
+
+
+def stalled_rounds(session: Session) -> int:
+    """Rounds in a row, the latest aggregated first, whose close kept neither the rule's aggregate nor the
+    server's step: refused (``rolled_back``) or kept the second candidate (``kept_by`` "fallback" in its
+    recorded parameters; :attr:`aggregator.round.compute.RoundInputs.stalled_rounds`). At most
+    :data:`STALL_LOOKBACK`."""
+    records = session.execute(
+        select(Aggregation.rolled_back, Aggregation.params)
+        .order_by(Aggregation.round_id.desc())
+        .limit(STALL_LOOKBACK)
+    )
+    stalled = 0
+    for rolled_back, params in records:
+        kept_by = params.get("kept_by") if isinstance(params, dict) else None
+        if not (rolled_back or kept_by == "fallback"):
+            break
+        stalled += 1
+    return stalled
 
 
 def charged_rounds() -> CompoundSelect[tuple[int]]:

@@ -38,6 +38,8 @@ class Inputs:
     # The participant whose update alone was kept in the round that made the model (None: several, none,
     # or the first model): its next update may repeat that change (RoundInputs.public_change_author).
     public_change_author: int | None = None
+    # Rounds in a row that kept neither the rule's aggregate nor the server's step (RoundInputs.stalled_rounds).
+    stalled_rounds: int = 0
 
     @property
     def spec(self) -> dict[str, tuple[int, ...]]:
@@ -75,6 +77,7 @@ class Inputs:
             public_change=public_change,
             public_change_author=self.public_change_author if public_change is not None else None,
             score_budget=self.score_budget,
+            stalled_rounds=self.stalled_rounds,
         )
 
 

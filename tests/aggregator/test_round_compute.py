@@ -236,11 +236,27 @@ def test_an_inflated_sample_claim_neither_steers_the_aggregate_nor_scores_honest
     weights = np.array([100, 120, 90, 110, 100, 300], dtype=np.float64)
     np.testing.assert_allclose(aggregate, (weights / weights.sum()) @ deltas, rtol=1e-4, atol=1e-7)
 
-    # The same round without an effective cap: the claim steers the aggregate and the model is refused.
-    uncapped = run(
-        fed.inputs(deltas, strategy="fedavg", weighting="samples", samples=claims, sample_weight_cap=1e12)
+    # The same round without an effective cap: the claim steers the rule's aggregate, which is refused; the
+    # round keeps the second candidate, the norm-bounded mean of the rows without evidence (the flagged claim
+    # is not in it).
+    from dataclasses import replace
+
+    from aggregator.round.compute import clipped_mean
+    from fedledger.payload import flatten
+
+    uncapped_inputs = fed.inputs(
+        deltas, strategy="fedavg", weighting="samples", samples=claims, sample_weight_cap=1e12
     )
-    assert not uncapped.activate
+    assert not run(uncapped_inputs).activate
+    # In a stalled federation (a refused round before it) the second candidate is tried and kept.
+    uncapped = run(replace(uncapped_inputs, stalled_rounds=1))
+    assert uncapped.record is not None and "the rule's aggregate refused" in uncapped.record.decision
+    assert uncapped.record.params["kept_by"] == "fallback"
+    assert by_participant(uncapped)[6].byzantine and uncapped.new_weights is not None
+    honest_mean = clipped_mean(deltas, np.array(claims, dtype=np.float64), np.arange(6) < 5)
+    assert honest_mean is not None
+    kept = flatten(uncapped.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, uncapped.step * honest_mean, rtol=1e-5, atol=1e-7)
 
 
 def test_multi_krum_weights_are_capped_too() -> None:
@@ -506,3 +522,79 @@ def test_eligible_rows_at_the_median_do_not_make_an_honest_row_an_outlier() -> N
     far = X.copy()
     far[5] = row(-0.6, 25)
     assert 6 in {c.participant_id for c in run(replace(inputs, deltas=far)).clients if c.byzantine}
+
+
+def test_a_refused_rule_aggregate_gives_way_to_the_norm_bounded_mean() -> None:
+    from dataclasses import replace
+
+    from aggregator.round.compute import clipped_mean
+    from fedledger.payload import flatten
+
+    fed = Federation()
+    # The organizations whose data the model needs (three large shards) point away from the server's
+    # reference, four small ones with it and uphill: the guarded rule lets in only the four, its aggregate
+    # and the server's own step both raise the validation loss (issue 20: on a binary task the holders of one
+    # class were left out and every later round refused).
+    rows = np.vstack([fed.honest(3), -0.6 * fed.honest(4)]).astype(np.float32)
+    samples = [1000, 1000, 1000, 100, 100, 100, 100]
+    inputs = replace(
+        fed.inputs(rows, samples=samples, strategy="fltrust_guarded"),
+        reference=-fed.honest(1)[0],
+        stalled_rounds=1,
+    )
+    # The first refused round of a federation is refused: the second candidate waits for a stall.
+    first = run(replace(inputs, stalled_rounds=0))
+    assert not first.activate and first.record is not None and first.record.params["kept_by"] == "none"
+    result = run(inputs)
+    assert result.record is not None and result.record.params["kept_by"] == "fallback"
+    assert [c.selected for c in by_participant(result).values()] == [False] * 3 + [True] * 4
+    assert result.activate and result.record is not None
+    assert (
+        "of the norm-bounded mean (the rule's aggregate refused: holdout loss changed +"
+        in result.record.decision
+    )
+    assert result.record.holdout_loss_after < result.record.holdout_loss_before
+    # The kept change: the line search's step of the counted rows' claim-weighted mean (the governed bound:
+    # 10 x the lower median claim, 1,000), each row clipped to their median norm; no row had evidence but one.
+    counted = np.array([not c.byzantine for c in by_participant(result).values()])
+    mean = clipped_mean(rows, np.array(samples, dtype=np.float64), counted)
+    assert mean is not None and result.new_weights is not None
+    kept = flatten(result.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, result.step * mean, rtol=1e-5, atol=1e-7)
+    # The same round with the three left out of it entirely: nothing descends, refused as before.
+    uphill = run(
+        replace(
+            fed.inputs(rows[3:], strategy="fltrust_guarded"), reference=-fed.honest(1)[0], stalled_rounds=1
+        )
+    )
+    assert not uphill.activate and "norm-bounded" not in uphill.record.decision
+
+
+def test_the_second_candidate_waits_for_a_stall_and_never_runs_under_differential_privacy() -> None:
+    from dataclasses import replace
+
+    from aggregator.round.compute import _fallback
+
+    fed = Federation()
+    rows = fed.honest(4)
+    counted = np.ones(4, dtype=bool)
+    claims = np.full(4, 100.0)
+    stalled = replace(fed.inputs(rows, strategy="fedavg"), stalled_rounds=1)
+    assert _fallback(stalled, rows, counted, claims) is not None
+    assert _fallback(replace(stalled, stalled_rounds=0), rows, counted, claims) is None
+    private = fed.inputs(rows, strategy="fedavg", dp_enabled=True, dp_noise_multiplier=1.0, dp_clip_norm=1.0)
+    assert private.params.dp is not None
+    assert _fallback(replace(private, stalled_rounds=5), rows, counted, claims) is None
+
+
+def test_the_norm_bounded_mean_weights_claims_and_clips_to_the_median_norm() -> None:
+    from aggregator.round.compute import clipped_mean
+
+    X = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0], [5.0, 5.0]], dtype=np.float32)
+    # Rows 0 and 1 counted with positive norms (median 2): row 0 scaled to norm 2, weights 1 : 3.
+    mean = clipped_mean(X, np.array([1.0, 3.0, 9.0, 9.0]), np.array([True, True, True, False]))
+    assert mean is not None and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, [0.25 * 2.0, 0.75 * 1.0], rtol=1e-6)
+    assert clipped_mean(X, np.ones(4), np.array([False, False, True, False])) is None
+    # Claims of zero: every counted row weighs the same.
+    np.testing.assert_allclose(clipped_mean(X, np.zeros(4), np.array([True, True, False, False])), [1.0, 0.5])
