@@ -21,15 +21,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.base import Base
+from db.base import Base, utcnow
 from db.migrate import upgrade
-from db.models import ModelVersion, Participant
+from db.models import ModelVersion, Participant, Round, RoundStatus
 from db.session import engine_for, make_engine
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -104,6 +105,22 @@ def seeded_sessions(url: str, width: int, participants: int = 0) -> Iterator[ses
         yield factory
     finally:
         engine.dispose()
+
+
+def aggregated_round(session: Session) -> Round:
+    """A new aggregated round of model version 1 under the default rule (opened an hour ago, due now,
+    quorum 1), flushed: its id is set. For the close's readers of past rounds (seeded_sessions' rows)."""
+    round_ = Round(
+        status=RoundStatus.aggregated,
+        model_version_id=1,
+        opened_at=utcnow() - timedelta(hours=1),
+        deadline=utcnow(),
+        quorum=1,
+        strategy="fltrust_guarded",
+    )
+    session.add(round_)
+    session.flush()
+    return round_
 
 
 class MigratedDatabases:

@@ -5,16 +5,14 @@ active model, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.worker.close import sole_kept
-from db.base import utcnow
-from db.models import Contribution, Round, RoundStatus, Update
-from tests.databases import scratch_url, seeded_sessions
+from db.models import Contribution, Update
+from tests.databases import aggregated_round, scratch_url, seeded_sessions
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -26,16 +24,7 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[session
 def closed_round(sessions: sessionmaker[Session], kept: dict[int, bool]) -> int:
     """An aggregated round with one contribution per participant in ``kept`` (kept or not)."""
     with sessions.begin() as session:
-        round_ = Round(
-            status=RoundStatus.aggregated,
-            model_version_id=1,
-            opened_at=utcnow() - timedelta(hours=1),
-            deadline=utcnow(),
-            quorum=1,
-            strategy="fltrust_guarded",
-        )
-        session.add(round_)
-        session.flush()
+        round_ = aggregated_round(session)
         for participant, is_kept in kept.items():
             update = Update(
                 round_id=round_.id,

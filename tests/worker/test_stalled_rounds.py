@@ -5,7 +5,6 @@ records, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.worker.close import STALL_LOOKBACK, stalled_rounds
-from db.base import utcnow
-from db.models import Aggregation, Round, RoundStatus
-from tests.databases import scratch_url, seeded_sessions
+from db.models import Aggregation
+from tests.databases import aggregated_round, scratch_url, seeded_sessions
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,16 +25,7 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[session
 def aggregated(sessions: sessionmaker[Session], rolled_back: bool, **params: Any) -> None:
     """One more aggregated round and its aggregation record."""
     with sessions.begin() as session:
-        round_ = Round(
-            status=RoundStatus.aggregated,
-            model_version_id=1,
-            opened_at=utcnow() - timedelta(hours=1),
-            deadline=utcnow(),
-            quorum=1,
-            strategy="fltrust_guarded",
-        )
-        session.add(round_)
-        session.flush()
+        round_ = aggregated_round(session)
         session.add(
             Aggregation(
                 round_id=round_.id, strategy="fltrust_guarded", params=params, rolled_back=rolled_back
