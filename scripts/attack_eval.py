@@ -1869,7 +1869,9 @@ def run(
             conclusive[i] = c.byzantine and is_conclusive(f.code for f in c.evidence)
             rewards[i] += c.reward_wei / WAD_TOKEN
             if c.byzantine:
-                counts[i] += 1
+                # As the worker counts them: a direction flag on a row that agrees with the other updates is
+                # recorded but does not count toward the slashing threshold (RoundScores.slash_counted).
+                counts[i] += int(c.slash_counted)
                 if flagged_at[i] is None:
                     flagged_at[i] = r + 1
         for decision in slashing_decisions(

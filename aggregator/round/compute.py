@@ -210,6 +210,9 @@ class ClientOutcome:
     merkle_proof: tuple[str, ...]
     reputation_after: float
     evidence: tuple[Finding, ...] = ()
+    # Whether this round's flag (``byzantine``) counts toward the slashing threshold: not when its only
+    # evidence is direction evidence on a row that agrees with the other updates (RoundScores.slash_counted).
+    slash_counted: bool = True
     # Why the update is not in the aggregate (None when kept): shown to its organization.
     excluded_reason: str | None = None
 
@@ -405,11 +408,13 @@ def _evidence(inputs: RoundInputs, s: RoundScores, eligible: np.ndarray, i: int)
     """Why client ``i`` was flagged or left out, beyond its scores (stored on its contribution)."""
     out = []
     if s.direction[i]:
+        confirmed = s.peer_outlier is None or bool(s.peer_outlier[i])
         out.append(
             Finding(
                 Evidence.direction_outlier,
                 f"cosine {s.cosine[i]:.3f} to the server's reference update, "
-                f"solo gain {s.solo_gain[i]:.3g} on the validation data",
+                f"solo gain {s.solo_gain[i]:.3g} on the validation data"
+                + ("" if confirmed else "; not counted toward slashing: it agrees with the other updates"),
             )
         )
     if s.boosted[i]:
@@ -700,6 +705,7 @@ def _client_outcomes(
     reputation_after: np.ndarray,
 ) -> list[ClientOutcome]:
     """One outcome per valid client, with its Merkle proof when it is paid."""
+    counted = s.slash_counted
     return [
         ClientOutcome(
             update_id=c.update_id,
@@ -717,6 +723,7 @@ def _client_outcomes(
             reputation_after=float(reputation_after[i]),
             evidence=_evidence(inputs, s, eligible, i),
             excluded_reason=_excluded_reason(inputs, strategy, s, eligible, selected, byzantine, i),
+            slash_counted=bool(counted[i]),
         )
         for i, c in enumerate(inputs.clients)
     ]

@@ -433,7 +433,7 @@ def _write_contributions(session: Session, round_id: int, result: RoundResult) -
         p = session.get(Participant, c.participant_id)
         assert p is not None
         p.reputation = c.reputation_after
-        if c.byzantine:
+        if c.byzantine and c.slash_counted:
             p.byzantine_count += 1
 
 

@@ -244,3 +244,57 @@ def test_rewards_carry_no_float_dust_into_wei() -> None:
 
     amounts = reward_amounts([100.0, 85.3], [0.1 + 0.2, 67.23200000000002], 100 * 10**18, 10**30)
     assert all(a % 10**12 == 0 for a in amounts), amounts
+
+
+def _peer_rows() -> np.ndarray:
+    """Seven updates around one direction, an eighth that opposes them, a ninth that agrees with them."""
+    rng = np.random.default_rng(11)
+    common = rng.normal(0.0, 1.0, 200)
+    rows = [common + rng.normal(0.0, 1.0, 200) for _ in range(7)]
+    rows.append(-common + rng.normal(0.0, 1.0, 200))
+    rows.append(common + rng.normal(0.0, 1.0, 200))
+    return np.array(rows, dtype=np.float32)
+
+
+def test_peer_outliers_are_the_rows_that_oppose_the_other_updates() -> None:
+    from aggregator.scoring.round import peer_outliers
+
+    X = _peer_rows()
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    everyone = np.ones(9, dtype=bool)
+    asked = np.zeros(9, dtype=bool)
+    asked[[7, 8]] = True
+    assert peer_outliers(X, norms, asked, everyone).tolist() == [False] * 7 + [True, False]
+    # Nobody asked about (no direction evidence): nothing computed, nothing flagged.
+    assert not peer_outliers(X, norms, np.zeros(9, dtype=bool), everyone).any()
+    # Fewer than three counted rows: no crowd to be an outlier of.
+    two = np.zeros(9, dtype=bool)
+    two[:2] = True
+    assert not peer_outliers(X, norms, asked, two).any()
+
+
+def test_only_a_confirmed_direction_flag_counts_toward_slashing() -> None:
+    from aggregator.scoring.round import RoundScores
+
+    n = 5
+    zeros = np.zeros(n)
+    flags = np.array([True, True, True, True, False])
+    direction = np.array([True, True, False, True, False])
+    boosted = np.array([False, False, True, True, False])
+    scores = RoundScores(
+        *(zeros,) * 4,
+        evidence=flags,
+        cosine=zeros,
+        direction=direction,
+        boosted=boosted,
+        copied=np.zeros(n, dtype=bool),
+        norms=zeros,
+        marginal=zeros,
+        marginal_stderr=zeros,
+        solo_gain=zeros,
+        loss_before=1.0,
+        peer_outlier=np.array([True, False, False, False, False]),
+    )
+    # Row 0: direction, a peer outlier; row 1: direction alone, agreeing with its peers (not counted); row 2:
+    # a boosted norm; row 3: direction unconfirmed but also boosted (counted); row 4: no flag.
+    assert scores.slash_counted.tolist() == [True, False, True, True, False]
