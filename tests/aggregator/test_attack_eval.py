@@ -169,13 +169,18 @@ def test_orthogonal_rows_have_the_reference_cosine_the_median_norm_and_with_nois
         )
 
 
-def test_collapse_rows_sit_at_the_honest_median_cosine_and_norm_and_are_not_copies() -> None:
+def collapse_rows(attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the attack's three rows, the seven honest rows, the unit reference), float64: a collapse attack
+    crafted against 7 honest updates of 400 coordinates and a random reference."""
     H = honest_updates(h=7, d=400)
     reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
     ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), None, (), reference)
-    rows = ae.craft("collapse", ctx).astype(np.float64)
-    g = reference / np.linalg.norm(reference)
-    honest = H.astype(np.float64)
+    rows = ae.craft(attack, ctx).astype(np.float64)
+    return rows, H.astype(np.float64), reference / np.linalg.norm(reference)
+
+
+def test_collapse_rows_sit_at_the_honest_median_cosine_and_norm_and_are_not_copies() -> None:
+    rows, honest, g = collapse_rows("collapse")
     honest_norms = np.linalg.norm(honest, axis=1)
     norms = np.linalg.norm(rows, axis=1)
     assert rows.shape == (3, 400)
@@ -187,12 +192,7 @@ def test_collapse_rows_sit_at_the_honest_median_cosine_and_norm_and_are_not_copi
 
 
 def test_collapse_up_rows_sit_at_the_honest_upper_quantile_cosine() -> None:
-    H = honest_updates(h=7, d=400)
-    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
-    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), None, (), reference)
-    rows = ae.craft("collapse_up", ctx).astype(np.float64)
-    g = reference / np.linalg.norm(reference)
-    honest = H.astype(np.float64)
+    rows, honest, g = collapse_rows("collapse_up")
     honest_cos = honest @ g / np.linalg.norm(honest, axis=1)
     norms = np.linalg.norm(rows, axis=1)
     np.testing.assert_allclose(rows @ g / norms, np.quantile(honest_cos, ae.COLLAPSE_UP_QUANTILE), atol=1e-2)
