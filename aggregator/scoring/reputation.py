@@ -18,8 +18,8 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.scores import robust_spread, typical_norm
-from aggregator.strategies.fltrust_guarded import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from aggregator.strategies.kernels import row_norms
+from aggregator.strategies.upper_half import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from fedledger.chain.param_table import genesis_int, genesis_real
 
 

@@ -23,6 +23,7 @@ from aggregator.strategies.blas import single_threaded
 from aggregator.strategies.fltrust import reference_and_norm
 from aggregator.strategies.kernels import gram_sq_and_dots
 from aggregator.strategies.registry import register
+from aggregator.strategies.upper_half import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from aggregator.strategies.validation import as_update_matrix, raise_on_non_finite_rows
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ CROWD_REFERENCE_Z = 2.0
 # own level does (simulated; at two: 2.6-5.1 %; with a median absolute deviation in place of the standard
 # deviation, which collapses on three to five values, calibrated at two: 4-12 %).
 FLOOR_Z = 3.0
-UPPER_QUARTILE = 0.6744897501960817  # Phi^-1(0.75)
-HALF_NORMAL_SD = 0.6028102749890869  # sqrt(1 - 2 / pi)
-# Fewer values in the upper half than this: no floor (a spread of two values is no estimate).
-FLOOR_MIN_VALUES = 3
 
 
 @dataclass(frozen=True)
