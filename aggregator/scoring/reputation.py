@@ -131,7 +131,7 @@ def direction_evidence(
     level = np.where(
         counted,
         outlier_level(crowd, z, config.evidence_cosine_below),
-        _median_level(crowd, z),
+        median_level(crowd, z),
     )
     evidence: np.ndarray = (
         (cos < config.evidence_cosine_below) & (cos < level) & (gain < -config.evidence_harm_floor * loss)
@@ -200,14 +200,14 @@ def outlier_level(values: np.ndarray | list[float], z: float, below: float) -> f
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return float("-inf")
-    level = _median_level(v, z)
+    level = median_level(v, z)
     upper, window = upper_half_level(v, z), window_level(v, z, below)
     if upper is None or window is None:
         return level
     return min(level, max(upper, window))
 
 
-def _median_level(values: np.ndarray, z: float) -> float:
+def median_level(values: np.ndarray, z: float) -> float:
     """median - ``z`` x 1.4826 MAD of the values; -inf for none."""
     if values.size == 0:
         return float("-inf")

@@ -40,6 +40,7 @@ from aggregator.scoring.reputation import (
     PUBLIC_COPY_COSINE,
     ReputationConfig,
     direction_evidence,
+    median_level,
     norm_evidence,
     public_copy_evidence,
 )
@@ -49,7 +50,6 @@ from aggregator.scoring.scores import (
     fitness_scores,
     novelty_quality,
     reference_honesty,
-    robust_spread,
     window_timeliness,
 )
 from aggregator.strategies.base import InnerProducts
@@ -109,11 +109,17 @@ PEER_OUTLIER_Z = 2.0
 
 
 def peer_outliers(
-    X: np.ndarray, norms: np.ndarray, rows: np.ndarray, counted: np.ndarray, z: float = PEER_OUTLIER_Z
+    X: np.ndarray,
+    norms: np.ndarray,
+    rows: np.ndarray,
+    counted: np.ndarray,
+    z: float = PEER_OUTLIER_Z,
+    gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """Which of ``rows`` (a mask) have a median cosine to the other ``counted`` rows below the counted rows'
-    median of that statistic less ``z`` robust spreads (1.4826 MAD). Only computed when some row is asked
-    about: one (n, n) Gram matrix, float32 products.
+    median of that statistic less ``z`` robust spreads (:func:`median_level`). Only computed when some row
+    is asked about, from ``gram`` (the rows' Gram matrix, e.g. the rule's inner products) or else one
+    (n, n) Gram of float32 products.
 
     Why (issue 20, a binary task): direction evidence reads the server's reference, and an honest
     organization whose data disagree with the server's points away from it round after round: on IID binary
@@ -128,8 +134,9 @@ def peer_outliers(
     members = np.asarray(counted, dtype=bool)
     if not ask.any() or int(members.sum()) < 3:
         return out
-    with np.errstate(divide="ignore", invalid="ignore"):
+    if gram is None:
         gram = (X @ X.T).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
         cos = gram / np.outer(norms, norms)
     cos = np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0)
     n = X.shape[0]
@@ -138,9 +145,7 @@ def peer_outliers(
         others = members.copy()
         others[i] = False
         peer[i] = float(np.median(cos[i, others])) if others.any() else 0.0
-    crowd = peer[members]
-    level = float(np.median(crowd)) - z * robust_spread(crowd)
-    out[ask] = peer[ask] < level
+    out[ask] = peer[ask] < median_level(peer[members], z)
     return out
 
 
@@ -342,6 +347,8 @@ def score_round(
             norms,
             direction,
             eligible if eligible is not None and eligible.any() else np.ones(n, dtype=bool),
+            # The rule's Gram over these rows when it computed one: no second pass over the updates.
+            gram=products.gram if products is not None and products.gram.shape == (n, n) else None,
         ),
     )
 
