@@ -519,10 +519,8 @@ def _score_and_decide(
     # attacker's budget; a refused round leaves the next one its own search (never a permanent freeze).
     # The server's own reference step is the floor: it replaces an aggregate it beats by a resolved margin.
     decision, change, loss_after, accuracy = _decide(
-        inputs, base, aggregate, batch, _fallback(inputs, X, eligible & ~byzantine, samples.capped)
+        inputs, base, aggregate, batch, _fallback(inputs, X, s.norms, eligible & ~byzantine, samples.capped)
     )
-    kept_by = "aggregate" if decision.activate else "none"
-    kept_by = "server" if decision.reference else "fallback" if decision.fallback else kept_by
     new_weights = unflatten(base + change, inputs.spec)
     timings["decide_ms"] = (time.perf_counter() - start) * 1e3
 
@@ -537,7 +535,7 @@ def _score_and_decide(
     details["min_reputation"] = params.min_reputation
     # What the round's model is: the rule's aggregate, the server's step, the second candidate, or none
     # (refused); the next close counts its stalled rounds from it (RoundInputs.stalled_rounds).
-    details["kept_by"] = kept_by
+    details["kept_by"] = decision.kept_by
     # The per-row scores' examples (a subsample above the score budget: their standard errors are the
     # subsample's) of the validation examples the decision used.
     details["validation_examples"] = s.examples
@@ -568,7 +566,7 @@ def _score_and_decide(
 
 
 def _fallback(
-    inputs: RoundInputs, X: np.ndarray, counted: np.ndarray, claims: np.ndarray
+    inputs: RoundInputs, X: np.ndarray, norms: np.ndarray, counted: np.ndarray, claims: np.ndarray
 ) -> Callable[[], np.ndarray | None] | None:
     """The second candidate of a round whose rule's aggregate is refused (:func:`_decide`): the mean of
     the ``counted`` rows (eligible, no evidence this round) weighted by their bounded sample ``claims``,
@@ -580,14 +578,17 @@ def _fallback(
         return None
     if inputs.params.dp is not None or getattr(inputs.strategy, "noise", None) is not None:
         return None
-    return lambda: clipped_mean(X, claims, counted)
+    return lambda: clipped_mean(X, claims, counted, norms)
 
 
-def clipped_mean(X: np.ndarray, claims: np.ndarray, counted: np.ndarray) -> np.ndarray | None:
+def clipped_mean(
+    X: np.ndarray, claims: np.ndarray, counted: np.ndarray, norms: np.ndarray | None = None
+) -> np.ndarray | None:
     """sum_i w_i min(1, m / |x_i|) x_i over the ``counted`` rows i of ``X`` with a positive norm, w the
     ``claims`` normalised over them and m their median norm: FedAvg with norm bounding (float32 (d,));
-    None when no counted row has a positive norm."""
-    norms = row_norms(X)
+    None when no counted row has a positive norm. ``norms``: the rows' norms when the caller has them (the
+    scores'), else one pass computes them."""
+    norms = row_norms(X) if norms is None else np.asarray(norms, dtype=np.float64)
     rows = np.asarray(counted, dtype=bool) & (norms > 0) & np.isfinite(norms)
     if not rows.any():
         return None

@@ -25,6 +25,14 @@ class StepDecision:
     fallback: bool = False
 
     @property
+    def kept_by(self) -> str:
+        """What the round's model is: "aggregate", "server" (the descent floor), "fallback" (the second
+        candidate) or "none" (refused); recorded with the round (the next close counts stalled rounds)."""
+        if not self.activate:
+            return "none"
+        return "server" if self.reference else "fallback" if self.fallback else "aggregate"
+
+    @property
     def activate(self) -> bool:
         """Whether the round's model (base + step x aggregate, or x the reference) replaces the active one."""
         return self.step > 0.0

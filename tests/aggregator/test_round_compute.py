@@ -579,12 +579,13 @@ def test_the_second_candidate_waits_for_a_stall_and_never_runs_under_differentia
     rows = fed.honest(4)
     counted = np.ones(4, dtype=bool)
     claims = np.full(4, 100.0)
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
     stalled = replace(fed.inputs(rows, strategy="fedavg"), stalled_rounds=1)
-    assert _fallback(stalled, rows, counted, claims) is not None
-    assert _fallback(replace(stalled, stalled_rounds=0), rows, counted, claims) is None
+    assert _fallback(stalled, rows, norms, counted, claims) is not None
+    assert _fallback(replace(stalled, stalled_rounds=0), rows, norms, counted, claims) is None
     private = fed.inputs(rows, strategy="fedavg", dp_enabled=True, dp_noise_multiplier=1.0, dp_clip_norm=1.0)
     assert private.params.dp is not None
-    assert _fallback(replace(private, stalled_rounds=5), rows, counted, claims) is None
+    assert _fallback(replace(private, stalled_rounds=5), rows, norms, counted, claims) is None
 
 
 def test_the_norm_bounded_mean_weights_claims_and_clips_to_the_median_norm() -> None:
