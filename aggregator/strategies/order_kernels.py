@@ -26,14 +26,20 @@ CLOSEST_TO_MEDIAN = 2
 
 
 @_compiled
-def _sort_block(buf: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> None:
+def _sort_block(buf: np.ndarray, ca: np.ndarray, cb: np.ndarray, scratch: np.ndarray) -> None:
     # A constant trip count (all LANES, also in a ragged last block) compiles to a loop with no remainder
     # code: measured 5-15 % faster than a loop over the block's width.
+    # Row a goes through ``scratch`` first, at the cost of one more load and store per lane: swapping the
+    # two rows in place (each store into a row a later load may read) ran at 1.1 ns per comparator lane
+    # on a znver3 host (n = 50, 403 comparators), through the scratch row at 0.3 ns (vminps/vmaxps on
+    # whole vectors); median and trimmed mean at n = 50, d = 100K fell from 28-34 ms to 8-9 ms.
     for c in range(ca.shape[0]):
         ra = buf[ca[c]]
         rb = buf[cb[c]]
         for j in range(LANES):
-            x = ra[j]
+            scratch[j] = ra[j]
+        for j in range(LANES):
+            x = scratch[j]
             y = rb[j]
             ra[j] = x if x < y else y
             rb[j] = x if x > y else y
@@ -70,6 +76,7 @@ def order_reduce(
     best_sum = np.empty(LANES, dtype=np.float64)
     best_cost = np.empty(LANES, dtype=np.float32)
     med = np.empty(LANES, dtype=np.float32)
+    scratch = np.empty(LANES, dtype=np.float32)  # _sort_block's
     for j0 in range(0, d, LANES):
         w = min(LANES, d - j0)
         for r in range(m):
@@ -81,7 +88,7 @@ def order_reduce(
                 check[j] += x * zero  # NaN once any x is NaN or Inf
             for j in range(w, LANES):
                 dst[j] = zero  # lanes past a ragged end: sorted too, never read
-        _sort_block(buf, ca, cb)
+        _sort_block(buf, ca, cb, scratch)
         o = out[j0 : j0 + w]
         if mode == MEDIAN:
             if m % 2:
