@@ -345,25 +345,29 @@ def fltrust_rows(
     ``sq`` and ``dots``), then, while the row is still in cache, ``out += float32(w_i) x_i`` (float32) with
     FLTrust's unnormalized weight w_i = max(cos(x_i, v), 0) ||v|| / ||x_i||; the caller divides by the sum
     of the trusts. Returns False (``out`` then incomplete) if some w_i is 1e30 or more (a row of subnormal
-    entries): the caller then weighs the rows in float64."""
+    entries): the caller then weighs the rows in float64. ``sq`` and ``dots`` are complete either way:
+    the caller's finiteness check and coefficients read every row's (they once stopped at that row,
+    leaving the later rows' entries as whatever memory held)."""
     n, d = X.shape
     for j in range(d):
         out[j] = 0.0
+    complete = True
     for i in range(n):
         row = X[i]
         s, t = _sq_and_dot(row, v)
         sq[i] = s
         dots[i] = t
         norm = np.sqrt(s)
-        if not norm > 0.0:
+        if not (complete and norm > 0.0):
             continue
         cos = min(max(t / (norm * ref_norm), -1.0), 1.0)
         if not cos > 0.0:
             continue
         w = cos * (ref_norm / norm)
         if not w < 1e30:
-            return False
+            complete = False
+            continue
         f = np.float32(w)
         for j in range(d):
             out[j] += f * row[j]
-    return True
+    return complete

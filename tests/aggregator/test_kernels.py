@@ -223,3 +223,29 @@ def test_the_one_pass_fltrust_names_a_nan_row_and_weighs_subnormal_rows_in_float
     )
     np.testing.assert_allclose(out.vector, fltrust(tiny, np.ones(1000, dtype=np.float32)), rtol=1e-6)
     assert np.isfinite(out.vector).all()
+
+
+def test_the_one_pass_fltrust_reads_every_row_after_a_subnormal_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The one pass stops weighing at a subnormal row (weight beyond 1e30) but must still measure the rows
+    # after it: their norms and dots once stayed whatever memory held, so a NaN row there could pass
+    # unnamed and an honest row's weight came from garbage.
+    from aggregator.strategies import fltrust as fltrust_module
+    from aggregator.strategies.base import StrategyInputs
+
+    monkeypatch.setattr(fltrust_module, "ONE_PASS_BYTES", 0)
+    g0 = np.ones(1000, dtype=np.float32)
+    kernels = dot_kernels()
+    assert kernels is not None
+    X = np.ones((4, 1000), dtype=np.float32)
+    X[0] = np.float32(1e-40)
+    X[2, 9] = np.nan
+    for garbage in (0.0, -157.5, 4.6e-310):
+        out, sq, dots = np.empty(1000, dtype=np.float32), np.full(4, garbage), np.full(4, garbage)
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert not kernels.fltrust_rows(X, g0, float(np.sqrt(1000.0)), out, sq, dots)
+        assert sq[1] == sq[3] == dots[1] == dots[3] == 1000.0 and np.isnan(sq[2])
+    with pytest.raises(InvalidUpdates, match=r"clients \[2\]"):
+        fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(4, reference=g0))
+    X[2, 9] = 1.0
+    result = fltrust_module.FLTrust().aggregate(X, StrategyInputs.of(4, reference=g0))
+    np.testing.assert_allclose(result.vector, fltrust(X, g0), rtol=1e-6)
