@@ -131,6 +131,8 @@ def gram_sq_and_dots(X: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
     gram = np.empty((n, n))
     sq = np.empty(n)
     dots = np.empty(n)
+    # The tiling that fits the vector registers numba compiles for; both give the same bits.
+    kernel = compiled.gram_sq_and_dots if compiled.WIDE_VECTOR_REGISTERS else compiled.gram_sq_and_dots_narrow
     with np.errstate(over="ignore", invalid="ignore"):
-        compiled.gram_sq_and_dots(X, v, FEW_ROWS_GRAM_BLOCK if n <= FEW_ROWS else GRAM_BLOCK, gram, sq, dots)
+        kernel(X, v, FEW_ROWS_GRAM_BLOCK if n <= FEW_ROWS else GRAM_BLOCK, gram, sq, dots)
     return gram, sq, dots

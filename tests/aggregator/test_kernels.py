@@ -132,6 +132,39 @@ def test_the_one_pass_gram_matches_float64_within_its_stated_tolerance(either_pa
     )
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 17, 50])
+def test_the_narrow_and_the_wide_tiles_give_the_same_bits(n: int) -> None:
+    # 4 x 3 tiles (AVX2 hosts) and 6 x 4 (AVX-512): every count modulo both, several blocks and a
+    # ragged last one, an extreme row (its norm redone in float64); the same sums in the same order.
+    kernels = dot_kernels()
+    assert kernels is not None
+    rng = np.random.default_rng(100 + n)
+    d = 2 * 8192 + 77
+    X = (rng.standard_normal((n, d)) + rng.standard_normal(d)).astype(np.float32)
+    if n > 2:
+        X[2] = np.float32(3e38)
+    v = rng.standard_normal(d).astype(np.float32)
+    block = 8192 if n <= 16 else 1024
+    out = []
+    for kernel in (kernels.gram_sq_and_dots, kernels.gram_sq_and_dots_narrow):
+        gram, sq, dots = np.empty((n, n)), np.empty(n), np.empty(n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            kernel(X, v, block, gram, sq, dots)
+        out.append((gram, sq, dots))
+    for wide, narrow in zip(out[0], out[1], strict=True):
+        assert np.array_equal(wide, narrow, equal_nan=True)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_the_host_picks_a_tiling_and_either_redoes_extreme_rows(
+    wide: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernels = dot_kernels()
+    assert kernels is not None
+    monkeypatch.setattr(kernels, "WIDE_VECTOR_REGISTERS", wide)
+    test_the_one_pass_grams_norms_and_dots_of_extreme_rows_are_redone_in_float64()
+
+
 def test_the_one_pass_grams_norms_and_dots_of_extreme_rows_are_redone_in_float64() -> None:
     # The compiled Gram sums norms and dots in float32 within a block: a row whose squares overflow
     # float32 (3e38) or are subnormal (1e-45), and the dots with a vector that small, are redone in float64.
