@@ -643,6 +643,7 @@ def _decide(
         z=0.0 if empty else FLOOR_STANDARD_ERRORS,
         # Read at each round (an option under evaluation; scripts/attack_eval.py sets it per run).
         lengthen=rollback.LENGTHEN_DOUBLINGS,
+        hold=rollback.HOLD_STANDARD_ERRORS,
     )
     if empty and decision.activate and not decision.reference:
         # Keeping a zero change would publish a version equal to its parent and erase the last public

@@ -4,6 +4,7 @@ error with backtracking."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -455,6 +456,38 @@ def test_the_line_search_lengthens_past_its_longest_step_only_while_each_doublin
     assert line_search_decision(3.0, lambda s: 3.0 - s / 100, 0.0, lengthen=3).step == 4.0
     with pytest.raises(Exception, match="doublings"):
         line_search_decision(before, short, 0.0, lengthen=-1)
+
+
+def test_a_shorter_step_than_the_rules_is_kept_only_when_resolved_with_hold() -> None:
+    rng = np.random.default_rng(5)
+    noise = rng.standard_normal(400) * 0.2
+    noise -= noise.mean()
+    jitter = rng.standard_normal(400) * 0.5
+    jitter -= jitter.mean()
+    before = np.full(400, 2.0)
+
+    def losses(by_step: dict[float, object]) -> Callable[[float], np.ndarray]:
+        return lambda step: np.asarray(by_step[step]) + noise
+
+    # Lowest on average at a quarter step, by 0.005 against a paired spread of 0.5 (se 0.025): unresolved.
+    unresolved = losses({4.0: 2.1, 2.0: 2.0, 1.0: 1.905 + jitter, 0.5: 1.91, 0.25: 1.9})
+    assert line_search_decision(before, unresolved, 0.0).step == 0.25  # off by default: the best mean
+    held = line_search_decision(before, unresolved, 0.0, hold=1.0)
+    assert held.step == 1.0 and "at step 1 " in held.reason
+    assert held.relative_change == pytest.approx(float(np.mean(unresolved(1.0))) / 2.0 - 1.0)
+    # The full step resolved worse (by 0.3 on every example), the half step not (0.005 on average): the
+    # longest step up to the full one that the validation set cannot tell from the best, a half.
+    overshoot = losses({4.0: 2.5, 2.0: 2.4, 1.0: 2.2, 0.5: 1.905 + jitter, 0.25: 1.9})
+    assert line_search_decision(before, overshoot, 0.0, hold=1.0).step == 0.5
+    # Never a step whose mean loss rises above the active model's ...
+    rising = losses({4.0: 2.5, 2.0: 2.4, 1.0: 2.02 + jitter, 0.5: 2.01 + jitter, 0.25: 1.99})
+    assert line_search_decision(before, rising, 0.0, hold=1.0).step == 0.25
+    # ... nor with only mean losses (no standard error), and a longer step than the rule's stays the best
+    # mean's, as without the hold.
+    assert line_search_decision(2.0, lambda s: 2.0 - 0.1 * s + 0.2 * s * s, 0.0, hold=5.0).step == 0.25
+    assert line_search_decision(before, lambda s: 2.0 - 0.01 * s + noise, 0.0, hold=1.0).step == 4.0
+    with pytest.raises(Exception, match="hold margin"):
+        line_search_decision(before, unresolved, 0.0, hold=-1.0)
 
 
 def test_the_servers_own_step_is_the_floor_only_when_the_validation_set_resolves_it() -> None:
