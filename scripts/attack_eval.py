@@ -134,6 +134,7 @@ from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: 
 from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     CENTER_Z,
     CROWD_REFERENCE_Z,
+    SPREAD,
     FLTrustGuarded,
     Gate,
     _coefficients,
@@ -1184,6 +1185,11 @@ class Stage:
     soft: float = 0.0
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
     lengthen: int = 0
+    # Standard errors a step shorter than the full one must win by (``hold=<z>``, rollback.HOLD_STANDARD_ERRORS).
+    hold: float = 0.0
+    # The clip norm at the reference-test passers' median norm plus this many robust spreads of their norms
+    # (``normz=<z>``; None: the rule's median norm).
+    norm_z: float | None = None
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1248,6 +1254,10 @@ class Stage:
                 stage = replace(stage, crowd=None if value == "off" else float(value))
             elif part.startswith("lengthen="):
                 stage = replace(stage, lengthen=int(part[len("lengthen=") :]))
+            elif part.startswith("hold="):
+                stage = replace(stage, hold=float(part[len("hold=") :]))
+            elif part.startswith("normz="):
+                stage = replace(stage, norm_z=float(part[len("normz=") :]))
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1280,9 +1290,22 @@ class Stage:
                     "peerq=<quantile of the peer cosines in the centre test>, "
                     "cz=<robust spreads of the consensus test>, clevel=upper, "
                     "centrez=<robust spreads of the centre test>, "
-                    "lengthen=<doublings of the close's longest line-search step>, foolsgold=first, foolsgold=cut"
+                    "lengthen=<doublings of the close's longest line-search step>, "
+                    "hold=<standard errors a shorter step must win by>, "
+                    "normz=<robust spreads of the norms above their median to clip at>, foolsgold=first, foolsgold=cut"
                 )
         return stage
+
+
+def _spread_clip(g: Gate, z: float) -> float:
+    """The median norm of the rows passing the reference test plus ``z`` robust spreads (SPREAD x their
+    median absolute deviation) of those norms: a clip that leaves the honest crowd's larger updates whole
+    where their norms spread (non-IID shards of different sizes), the median where they do not."""
+    candidates = g.norms[g.by_reference & (g.norms > 0)]
+    if not candidates.size:
+        return g.clip_norm
+    center = float(np.median(candidates))
+    return center + z * SPREAD * float(np.median(np.abs(candidates - center)))
 
 
 def _reweighted(c: np.ndarray, weights: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
@@ -1413,6 +1436,10 @@ class StagedGuarded(FLTrustGuarded):
             c = _coefficients(g, inputs.samples)
             details["passed_center"] = int(g.by_center.sum())
             details["passed_reference"] = int(g.by_reference.sum())
+        if self.stage.norm_z is not None:
+            g = replace(g, clip_norm=_spread_clip(g, self.stage.norm_z))
+            c = _coefficients(g, inputs.samples)
+            details["clip_norm"] = g.clip_norm
         if self.stage.cluster:
             keep = targeted.majority_cluster(X)
             c = targeted.keep_only(c, keep, g.norms, g.clip_norm)
@@ -1703,6 +1730,7 @@ def run(
             patch.object(strategies_package, "build", lambda p: staged if p.strategy == base else build(p)),
             patch.object(sys.modules[__name__], "compute_round", round_with_model),
             patch.object(rollback, "LENGTHEN_DOUBLINGS", stage.lengthen),
+            patch.object(rollback, "HOLD_STANDARD_ERRORS", stage.hold),
         ):
             result = run(fed, base, attack, rounds, params, secure_groups)
         if not staged.stage.cleanse:
