@@ -189,11 +189,7 @@ def _held(
         longer = tried[step]
         if longer.shape != losses.shape or not float(np.mean(longer)) <= ceiling:
             continue
-        difference = longer - losses
-        if not np.isfinite(difference).all():
-            continue
-        se = float(difference.std(ddof=1)) / math.sqrt(difference.size)
-        if not float(difference.mean()) > z * se:
+        if np.isfinite(longer).all() and not resolved_lower(longer, losses, z):
             return step, longer
     return best, losses
 
@@ -207,16 +203,21 @@ def _lengthened(
     also multiplies what attackers put into the aggregate, and the validation set must resolve the gain."""
     for _ in range(doublings):
         longer = np.asarray(loss_at(2.0 * step), dtype=np.float64)
-        if losses.ndim != 1 or longer.shape != losses.shape or losses.size < 2:
-            break
-        difference = losses - longer
-        if not np.isfinite(difference).all():
-            break
-        se = float(difference.std(ddof=1)) / math.sqrt(difference.size)
-        if not float(difference.mean()) > z * se:
+        if losses.ndim != 1 or longer.shape != losses.shape or not resolved_lower(losses, longer, z):
             break
         step, losses = 2.0 * step, longer
     return step, losses
+
+
+def resolved_lower(a: np.ndarray, b: np.ndarray, z: float) -> bool:
+    """Whether the per-example losses ``b`` are lower than ``a`` (paired, the same examples) by more than
+    ``z`` standard errors of the paired difference: the validation set resolves the gain. False with fewer
+    than two examples or any difference that is not finite (nothing resolved)."""
+    difference = a - b
+    if difference.size < 2 or not np.isfinite(difference).all():
+        return False
+    se = float(difference.std(ddof=1)) / math.sqrt(difference.size)
+    return float(difference.mean()) > z * se
 
 
 def floor_wins(federation: np.ndarray, server: np.ndarray, z: float) -> bool:
@@ -232,8 +233,6 @@ def floor_wins(federation: np.ndarray, server: np.ndarray, z: float) -> bool:
         return False
     if not math.isfinite(float(np.mean(federation))):
         return True
-    if federation.ndim != 1 or federation.shape != server.shape or federation.size < 2:
+    if federation.ndim != 1 or federation.shape != server.shape:
         return False
-    difference = federation - server
-    se = float(difference.std(ddof=1)) / math.sqrt(difference.size)
-    return float(difference.mean()) > z * se
+    return resolved_lower(federation, server, z)
