@@ -1184,9 +1184,9 @@ class Stage:
     # median (``soft=<share>``, ``soft`` = 1; fltrust_guarded's ``soft``; 0: equal weights).
     soft: float = 0.0
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
-    lengthen: int = 0
+    lengthen: int = rollback.LENGTHEN_DOUBLINGS
     # Standard errors a step shorter than the full one must win by (``hold=<z>``, rollback.HOLD_STANDARD_ERRORS).
-    hold: float = 0.0
+    hold: float = rollback.HOLD_STANDARD_ERRORS
     # The clip norm at the reference-test passers' median norm plus this many robust spreads of their norms
     # (``normz=<z>``; None: the rule's median norm).
     norm_z: float | None = None

@@ -132,6 +132,7 @@ def line_search_decision(
         raise InvalidParameter(f"the floor's margin must be finite and >= 0 standard errors, got {z}")
     if hold < 0 or not math.isfinite(hold):
         raise InvalidParameter(f"the hold margin must be finite and >= 0 standard errors, got {hold}")
+    ceiling = loss_before * (1.0 + threshold)
     best_step, best_losses, best_loss = 0.0, np.full(1, math.inf), math.inf
     tried: dict[float, np.ndarray] = {}
     # The full step first, then the others: another step is kept only when it is strictly better, so a
@@ -143,12 +144,11 @@ def line_search_decision(
         if math.isfinite(loss) and loss < best_loss:
             best_step, best_losses, best_loss = step, losses, loss
     if hold > 0 and 0.0 < best_step < 1.0:
-        best_step, best_losses = _held(tried, best_step, best_losses, loss_before * (1.0 + threshold), hold)
+        best_step, best_losses = _held(tried, best_step, best_losses, ceiling, hold)
         best_loss = float(np.mean(best_losses))
     if lengthen > 0 and best_step == max(steps):
         best_step, best_losses = _lengthened(loss_at, best_step, best_losses, lengthen, z)
         best_loss = float(np.mean(best_losses))
-    ceiling = loss_before * (1.0 + threshold)
     if reference is not None and floor_wins(best_losses, np.asarray(reference, dtype=np.float64), z):
         best_loss = float(np.mean(reference))
         change = (best_loss - loss_before) / loss_before
@@ -188,9 +188,10 @@ def _held(
         return best, losses
     for step in sorted((s for s in tried if best < s <= 1.0), reverse=True):
         longer = tried[step]
+        # A mean within the (finite) ceiling has every example finite, so "not resolved" is a comparison.
         if longer.shape != losses.shape or not float(np.mean(longer)) <= ceiling:
             continue
-        if np.isfinite(longer).all() and not resolved_lower(longer, losses, z):
+        if not resolved_lower(longer, losses, z):
             return step, longer
     return best, losses
 
