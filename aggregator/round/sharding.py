@@ -321,8 +321,10 @@ class EmbeddedBatch(ValidationBatch):
     Above the score budget the rows' responses are those of the per-row scores' examples only
     (``examples``, sorted indices of ``X``'s rows): :meth:`subset` on them is a batch like any other, and on
     every example the batch knows only the changes in the span of ``known`` (E's aggregate and reference,
-    whose responses on every example the combine pass computed: ``known_responses``), which is all the
-    close's decision evaluates there (the line search, the descent floor); any other change raises."""
+    whose responses on every example the combine pass computed, and a stalled round's second candidate
+    once a further combine pass has: ``known_responses``), which is all the close's decision evaluates
+    there (the line search, the descent floor, the second candidate); any other change raises
+    :class:`OutsideSpan` with it, for the coordinator to compute."""
 
     row_responses: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))  # (r, examples, width)
     row_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (r, head)
@@ -407,9 +409,22 @@ class EmbeddedBatch(ValidationBatch):
 SPAN_TOLERANCE = 1e-5
 
 
+class OutsideSpan(InvalidParameter):
+    """A change the sharded close needs on every validation example (or in the real coordinates) that is not
+    in the span of the changes the shards computed there: ``change`` (E's space) is what one more combine
+    pass must compute (:mod:`aggregator.worker.shards`)."""
+
+    def __init__(self, change: np.ndarray) -> None:
+        super().__init__(
+            "the close evaluated a change on every validation example outside the directions the shards "
+            "computed there (the aggregate's, the reference's and any extra combine pass's)"
+        )
+        self.change = np.asarray(change, dtype=np.float64).reshape(-1)
+
+
 def span_coefficients(change: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """c with ``change = c @ basis`` ((j,) for a (j, k) basis), the first basis row alone when it suffices
-    (the usual decision: a multiple of the aggregate), else a least-squares fit; :class:`InvalidParameter`
+    (the usual decision: a multiple of the aggregate), else a least-squares fit; :class:`OutsideSpan`
     when ``change`` is not in the span (the sharded close computed nothing else on every example)."""
     change = np.asarray(change, dtype=np.float64).reshape(-1)
     basis = np.asarray(basis, dtype=np.float64).reshape(-1, change.size)
@@ -424,12 +439,11 @@ def span_coefficients(change: np.ndarray, basis: np.ndarray) -> np.ndarray:
             c[j] = float(basis[j] @ change) / norm2
             if np.linalg.norm(change - c[j] * basis[j]) <= SPAN_TOLERANCE * scale:
                 return c
+    if basis.shape[0] == 0:
+        raise OutsideSpan(change)
     fit: np.ndarray = np.linalg.lstsq(basis.T, change, rcond=None)[0]
     if not np.linalg.norm(change - fit @ basis) <= SPAN_TOLERANCE * scale:
-        raise InvalidParameter(
-            "the close evaluated a change on every validation example outside the aggregate's and the "
-            "reference's directions; the shards computed responses on every example of those only"
-        )
+        raise OutsideSpan(change)
     return fit
 
 
@@ -493,6 +507,9 @@ def embedded_inputs(
         # The score budget is judged on the real model (E has k coordinates), as the single close judges it.
         model_size=sum(int(np.prod(shape)) for shape in inputs.spec.values()),
         score_budget=inputs.score_budget,
+        # The second candidate of a stalled federation is a combination of the rows like the aggregate: the
+        # coordinator computes it in one more combine pass when the decision asks for it.
+        stalled_rounds=inputs.stalled_rounds,
     )
 
 

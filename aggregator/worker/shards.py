@@ -21,7 +21,12 @@ the shards (Celery groups on the round's broker, :mod:`aggregator.worker.tasks`)
    responses on every validation example: what the close's decision (line search, descent floor) evaluates.
 
 Then compute_round runs once, and the new model is assembled from the base, the shards' aggregate and the
-reference by the decision's step. An update that fails to open in any shard is rejected (with the reason,
+reference by the decision's step. One exception: after a stalled round, when the decision refuses the
+rule's aggregate and the server's step, it searches a second candidate (the norm-bounded mean of the
+counted rows, :func:`aggregator.round.compute._fallback`), another combination of the rows; the coordinator
+then runs the combine pass once more for it (its coordinates, and above the score budget its responses on
+every example) and compute_round again with it known, so that the sharded close keeps what the single
+close keeps. An update that fails to open in any shard is rejected (with the reason,
 as the single-worker close rejects it) and its rows are dropped from the sums (above the score budget the
 statistics pass runs again when that changes the subsample's seed). Nothing is written to the database
 before the commit, as in the single-worker close: a coordinator killed mid-way leaves the round to the next
@@ -59,6 +64,7 @@ from aggregator.round.sharding import (
     DerivedStatistics,
     EmbeddedBatch,
     Embedding,
+    OutsideSpan,
     Plan,
     ShardedRule,
     ShardStatistics,
@@ -88,6 +94,9 @@ ShardRunner = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 STATISTICS = "statistics"
 DERIVE = "derive"
 COMBINE = "combine"
+# Changes beyond the rule's aggregate a close may ask the combine pass for: the decision evaluates one (a
+# stalled round's second candidate); a bound, so that a defect ends the close with an error, not in a loop.
+MAX_EXTRA_CHANGES = 2
 # A shard reads its range in blocks of about this many bytes of float32 rows, so that its memory is bounded
 # by the block, not by its range (a job may say otherwise: "block_bytes").
 BLOCK_BYTES = 64 * 1024 * 1024
@@ -485,7 +494,8 @@ def advance(
     """The close after the pass ``state["stage"]`` returned ``results``: the next pass, or the round's result
     (its temporary blobs then deleted). Everything it decides is recomputed from ``inputs``, the state and
     the blobs it names, so it may run in any worker; ``rng`` is only copied (the round's generator, as given
-    to every step). compute_round runs once, after the combine pass."""
+    to every step). compute_round runs once, after the combine pass (twice in a round that keeps a stalled
+    federation's second candidate: see the module docstring)."""
     state = {**state, "temporary": list(state["temporary"])}
     stage = state.pop("stage")
     key = f"shard_{stage}_ms"
@@ -514,18 +524,33 @@ def advance(
             state["temporary"] += [digest for shard in pieces for _, _, digest in shard]
             state["pieces"] = pieces
             state["derived"] = _keep(blobs, state, _sum(blobs, state, results))
-        else:
+        elif "aggregate" not in state:
             assert stage == COMBINE
             state["aggregate"] = [r["digest"] for r in results]
             state["temporary"] += state["aggregate"]
             if state["job"]["examples"] is not None:
                 state["known"] = _keep(blobs, state, _sum(blobs, state, results))
+        else:  # one more change the decision asked for (a stalled round's second candidate)
+            assert stage == COMBINE
+            digests = [r["digest"] for r in results]
+            state["temporary"] += digests
+            extra: dict[str, Any] = {"change": state.pop("pending"), "parts": digests, "known": None}
+            if state["job"]["examples"] is not None:
+                extra["known"] = _keep(blobs, state, _sum(blobs, state, results))
+            state["extra_changes"] = [*state.get("extra_changes", []), extra]
         decision = _decide(inputs, blobs, holdout, copy.deepcopy(rng), now, state)
         if decision.derivations:
             extra = {"derivations": decision.derivations}
             return _pass(DERIVE, state, [extra for _ in state["ranges"]])
         if decision.weights is not None:
-            state["weights"] = decision.weights
+            if decision.pending is not None:
+                if len(state.get("extra_changes", [])) >= MAX_EXTRA_CHANGES:
+                    raise AggregationError(
+                        f"the close asked for more than {MAX_EXTRA_CHANGES} changes beyond the rule's aggregate"
+                    )
+                state["pending"] = decision.pending
+            else:
+                state["weights"] = decision.weights
             pieces = state.get("pieces") or [[] for _ in state["ranges"]]
             flags = {"weights": decision.weights, "responses": state["job"]["examples"] is not None}
             return _pass(COMBINE, state, [flags | {"pieces": p} for p in pieces])
@@ -562,12 +587,18 @@ def _assemble(inputs: Inputs, blobs: BlobStore, state: Mapping[str, Any], decisi
         [np.frombuffer(get_temporary(blobs, digest), dtype="<f4") for digest in state["aggregate"]]
     )
     vector = base.copy()
-    on_aggregate, on_reference = decision.kept
+    on_aggregate, on_reference, *on_extra = decision.kept
     if on_aggregate != 0.0:
         vector += np.float32(on_aggregate) * aggregate
     if on_reference != 0.0:
         reference = np.frombuffer(get_temporary(blobs, state["job"]["extra"][0]), dtype="<f4")
         vector += np.float32(on_reference) * reference
+    for on_change, extra in zip(on_extra, state.get("extra_changes", []), strict=True):
+        if on_change != 0.0:
+            change = np.concatenate(
+                [np.frombuffer(get_temporary(blobs, digest), dtype="<f4") for digest in extra["parts"]]
+            )
+            vector += np.float32(on_change) * change
     record = replace(
         result.record,
         dp_noise_std=decision.noise_std,
@@ -627,8 +658,13 @@ class _Decision:
 
     derivations: list[Derivation] = field(default_factory=list)
     weights: list[float] | None = None
+    # With ``weights``, after the rule's aggregate: the change of E's space those weights make, which the
+    # decision needs on every validation example or in the real coordinates (a stalled round's second
+    # candidate); the combine pass then computes it as one more known change.
+    pending: list[float] | None = None
     result: RoundResult | None = None
-    kept: tuple[float, float] = (0.0, 0.0)
+    # Multiples of the aggregate, of the reference and of each extra change, in that order.
+    kept: tuple[float, ...] = (0.0, 0.0)
     noise_std: float | None = None
     epsilon_spent: float | None = None
 
@@ -694,11 +730,7 @@ def _decide(
         if vector is not None:
             # The combine pass writes this aggregate in the real coordinates (weights over Y's rows, then
             # the derived rows): what the decision evaluates and the new model is made of.
-            w = row_weights(embedding, vector)
-            weights = np.zeros(height + len(derivations))
-            weights[rows] = w[: len(rows)]
-            weights[height:] = w[len(rows) :]
-            return _Decision(weights=weights.tolist())
+            return _Decision(weights=_combine_weights(embedding, vector, rows, height, len(derivations)))
         # The rule refuses the round (too few clients, its own conditions): compute_round fails or extends
         # it with the reason before it scores anything.
         result = compute_round(embedded, rng, now)
@@ -707,13 +739,20 @@ def _decide(
         return _Decision(result=result)
     _, (features, labels) = server_data(holdout)
     examples = state["job"]["examples"]
+    sent = np.asarray(state["weights"], dtype=np.float64)
+    aggregate = embedding.rows.T @ np.concatenate([sent[rows], sent[height:]])
+    # Changes beyond the rule's aggregate that a further combine pass computed (a stalled round's second
+    # candidate): E's vectors, their real coordinates in the shards' blobs.
+    extras = [np.asarray(extra["change"], dtype=np.float64) for extra in state.get("extra_changes", [])]
     known, known_responses = np.zeros((0, embedding.dimension)), np.zeros((0, 0, 0))
     if examples is not None:
-        # On every validation example only the aggregate and the reference are known (the combine pass's).
-        sent = np.asarray(state["weights"], dtype=np.float64)
-        aggregate = embedding.rows.T @ np.concatenate([sent[rows], sent[height:]])
-        known = np.stack([aggregate, embedding.rows[n]])
-        known_responses = _kept(blobs, state["known"])["scores"]
+        # On every validation example only the aggregate and the reference are known (the combine pass's),
+        # and each extra change (its pass's first row; the second is the reference again).
+        known = np.stack([aggregate, embedding.rows[n], *extras])
+        known_responses = np.concatenate(
+            [_kept(blobs, state["known"])["scores"]]
+            + [_kept(blobs, extra["known"])["scores"][:1] for extra in state.get("extra_changes", [])]
+        )
     # The base model on the validation examples, its deltas E's changes: compute_round's batched scores and
     # its ``evaluate`` both combine the rows' summed responses and heads.
     batch = EmbeddedBatch(
@@ -729,19 +768,52 @@ def _decide(
         known_responses,
     )
     evaluate = embedded_evaluation(embedding, batch, statistics.scores, statistics.heads)
-    result = compute_round(replace(embedded, evaluate=evaluate, validation=batch), rng, now)
+    try:
+        result = compute_round(replace(embedded, evaluate=evaluate, validation=batch), rng, now)
+    except OutsideSpan as exc:
+        # Above the score budget the decision evaluated a change the shards know on the scores' examples
+        # only (a stalled round's second candidate): one more combine pass computes it on every example
+        # (and writes its coordinates), and compute_round runs again, as it ran here, with it known.
+        return _extra_change(embedding, exc.change, rows, height, len(derivations))
     if result.status != CloseStatus.aggregated:
         return _Decision(result=result)
     assert result.new_weights is not None and result.aggregate is not None and embedded.reference is not None
-    # The model compute_round kept, in E's space (its base is zero): a multiple of the aggregate, or of the
-    # reference when the decision keeps the server's own step.
-    kept = span_coefficients(result.new_weights["embedded"], np.stack([result.aggregate, embedded.reference]))
+    # The model compute_round kept, in E's space (its base is zero): a multiple of the aggregate, of the
+    # reference when the decision keeps the server's own step, or of an extra change (the second candidate).
+    try:
+        kept = span_coefficients(
+            result.new_weights["embedded"], np.stack([result.aggregate, embedded.reference, *extras])
+        )
+    except OutsideSpan as exc:
+        # Below the score budget the decision could evaluate any combination of the rows, and kept one the
+        # shards have not written (the second candidate): one more combine pass writes it.
+        return _extra_change(embedding, exc.change, rows, height, len(derivations))
     return _Decision(
         result=result,
-        kept=(float(kept[0]), float(kept[1])),
+        kept=tuple(float(c) for c in kept),
         noise_std=None if dp is None else dp.std,
         epsilon_spent=None if dp is None else dp.accountant.epsilon_spent,
     )
+
+
+def _combine_weights(
+    embedding: Embedding, change: np.ndarray, rows: Sequence[int], height: int, derivations: int
+) -> list[float]:
+    """A change of E's space as the combine pass's weights: over Y's rows (zero for a rejected update's),
+    then over the derived rows."""
+    w = row_weights(embedding, change)
+    weights = np.zeros(height + derivations)
+    weights[list(rows)] = w[: len(rows)]
+    weights[height:] = w[len(rows) :]
+    return [float(x) for x in weights]
+
+
+def _extra_change(
+    embedding: Embedding, change: np.ndarray, rows: Sequence[int], height: int, derivations: int
+) -> _Decision:
+    """The combine pass that computes ``change`` (E's space) beyond the rule's aggregate."""
+    weights = _combine_weights(embedding, change, rows, height, derivations)
+    return _Decision(weights=weights, pending=[float(x) for x in change])
 
 
 def rule_aggregate(inputs: RoundInputs, rng: np.random.Generator) -> np.ndarray | None:

@@ -7,6 +7,7 @@ here; tests/worker/test_sharded_close.py runs them as Celery tasks on real worke
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -32,6 +33,7 @@ from aggregator.round.sharding import (
     EmbeddedBatch,
     Embedding,
     Layout,
+    OutsideSpan,
     ShardStatistics,
     block_noise,
     noise_seed,
@@ -191,11 +193,14 @@ def both(
     params: dict[str, Any] | None = None,
     align: int = 1,
     seen: list[tuple[str, list[dict[str, Any]]]] | None = None,
+    stalled: int = 0,
     **options: Any,
 ) -> tuple[RoundResult, RoundResult]:
     """The single-worker close and the sharded close of one round (``seen``: each pass the sharded close
-    ran, with its shards' jobs)."""
+    ran, with its shards' jobs; ``stalled``: the rounds in a row before it that kept neither the rule's
+    aggregate nor the server's step)."""
     inputs, blobs, fed = build(tmp_path, key, snapshot(strategy=strategy, **(params or {})), **options)
+    inputs = replace(inputs, stalled_rounds=stalled)
     single = round_close.compute(inputs, blobs, fed.holdout, np.random.default_rng(0), NOW)
     _, (features, _) = server_data(fed.holdout)
     size = sum(t.size for t in fed.weights.values())
@@ -334,6 +339,61 @@ def test_the_sharded_close_runs_compute_round_once(
     assert_scores_same(single, sharded)
     if not params:  # DP: the sharded close's noise is its own draw (see the DP test)
         assert_same(single, sharded)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+@pytest.mark.parametrize("subsampled", [False, True])
+def test_a_stalled_rounds_second_candidate_in_shards_equals_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, family: str, subsampled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a stalled round, a refused aggregate gives way to the norm-bounded mean of the counted rows
+    (compute._fallback): a combination of the rows the shards had not written. The coordinator asks one
+    more combine pass for it (its coordinates, and above the score budget its responses on every example,
+    which the decision evaluates) and runs compute_round again with it known: the single close's model.
+    The round: FedAvg with two updates -10x honest ones (every step of the aggregate raises the loss) and
+    a server whose own step overshoots (its reference 100x as long: the floor is refused too)."""
+    if subsampled:
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    for module in (round_close, shards):
+        real = module.reference_update
+        monkeypatch.setattr(
+            module,
+            "reference_update",
+            lambda *args, real=real, **kwargs: 100.0 * real(*args, **kwargs),
+        )
+    calls: list[int] = []
+    real_compute, real_advance = shards.compute_round, shards.advance
+
+    def counting(*args: Any, **kwargs: Any) -> RoundResult:
+        calls.append(1)
+        return real_compute(*args, **kwargs)
+
+    def as_celery_carries_it(*args: Any) -> Any:  # the state between passes travels as JSON
+        *first, state, results = args
+        return real_advance(*first, json.loads(json.dumps(state)), json.loads(json.dumps(results)))
+
+    monkeypatch.setattr(shards, "advance", as_celery_carries_it)
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    with patch.object(shards, "compute_round", counting):
+        single, sharded = both(
+            tmp_path, key, "fedavg", shards=3, family=family, attackers=2, stalled=1, seen=seen
+        )
+    assert single.record is not None and sharded.record is not None
+    assert single.record.params["kept_by"] == sharded.record.params["kept_by"] == "fallback"
+    assert single.activate and sharded.activate
+    assert_same(single, sharded)
+    assert [task for task, _ in seen] == [STATISTICS, COMBINE, COMBINE]
+    assert len(calls) == 2
+    # Not stalled before: no second candidate, the round refused in both closes, compute_round once.
+    calls.clear()
+    with patch.object(shards, "compute_round", counting):
+        single, sharded = both(tmp_path / "fresh", key, "fedavg", shards=3, family=family, attackers=2)
+    assert single.record is not None and sharded.record is not None
+    assert single.record.params["kept_by"] == sharded.record.params["kept_by"] == "none"
+    assert not single.activate and not sharded.activate
+    assert_same(single, sharded)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
@@ -577,8 +637,10 @@ def test_the_embedded_batch_scores_e_space_deltas_as_the_batch_scores_the_real_o
         rtol=1e-5,
         atol=1e-6,
     )
-    with pytest.raises(InvalidParameter, match="outside the aggregate's and the reference's"):
+    with pytest.raises(OutsideSpan, match="outside the directions the shards computed") as outside:
         partial.responses(changes[[0]])
+    # It carries the change, for the coordinator's extra combine pass.
+    np.testing.assert_array_equal(outside.value.change, changes[0])
     with pytest.raises(InvalidParameter, match="other validation examples"):
         partial.subset(np.array([0, 3, 5]))
     np.testing.assert_allclose(span_coefficients(-3 * known[1], known), [0.0, -3.0], atol=1e-12)
