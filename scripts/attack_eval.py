@@ -130,11 +130,10 @@ from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.round.secure import SecureGroup, compute_secure_round, split_noiseless  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
-from aggregator.strategies import Aggregated, StrategyInputs, targeted  # noqa: E402
+from aggregator.strategies import Aggregated, StrategyInputs, fltrust_guarded, targeted  # noqa: E402
 from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     CENTER_Z,
     CROWD_REFERENCE_Z,
-    SPREAD,
     FLTrustGuarded,
     Gate,
     _coefficients,
@@ -142,6 +141,7 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     consensus_gate,
     gate,
     reference_level,
+    spread_clip,
 )
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
@@ -1190,6 +1190,10 @@ class Stage:
     # The clip norm at the reference-test passers' median norm plus this many robust spreads of their norms
     # (``normz=<z>``; None: the rule's median norm).
     norm_z: float | None = None
+    # The rule's wider-clip candidate (``wider=<z>``, fltrust_guarded's ``wider_clip_z``; None: the rule's
+    # WIDER_CLIP_Z): the same passers clipped at their median norm plus this many robust spreads, which the
+    # close keeps only when the validation set resolves it as better.
+    wider: float | None = None
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1258,6 +1262,8 @@ class Stage:
                 stage = replace(stage, hold=float(part[len("hold=") :]))
             elif part.startswith("normz="):
                 stage = replace(stage, norm_z=float(part[len("normz=") :]))
+            elif part.startswith("wider="):
+                stage = replace(stage, wider=float(part[len("wider=") :]))
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1292,20 +1298,10 @@ class Stage:
                     "centrez=<robust spreads of the centre test>, "
                     "lengthen=<doublings of the close's longest line-search step>, "
                     "hold=<standard errors a shorter step must win by>, "
-                    "normz=<robust spreads of the norms above their median to clip at>, foolsgold=first, foolsgold=cut"
+                    "normz=<robust spreads of the norms above their median to clip at>, "
+                    "wider=<robust spreads of the close's wider-clip candidate>, foolsgold=first, foolsgold=cut"
                 )
         return stage
-
-
-def _spread_clip(g: Gate, z: float) -> float:
-    """The median norm of the rows passing the reference test plus ``z`` robust spreads (SPREAD x their
-    median absolute deviation) of those norms: a clip that leaves the honest crowd's larger updates whole
-    where their norms spread (non-IID shards of different sizes), the median where they do not."""
-    candidates = g.norms[g.by_reference & (g.norms > 0)]
-    if not candidates.size:
-        return g.clip_norm
-    center = float(np.median(candidates))
-    return center + z * SPREAD * float(np.median(np.abs(candidates - center)))
 
 
 def _reweighted(c: np.ndarray, weights: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
@@ -1390,7 +1386,8 @@ class StagedGuarded(FLTrustGuarded):
     """The default rule with a :class:`Stage` after it (same name in the round's record)."""
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
-        super().__init__(stage.crowd, stage.soft, stage.rule_consensus)
+        wider = stage.wider if stage.wider is not None else fltrust_guarded.WIDER_CLIP_Z
+        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider)
         screened = (
             (stage.consensus and not stage.rule_consensus)
             or stage.peer_quantile != 0.5
@@ -1437,7 +1434,7 @@ class StagedGuarded(FLTrustGuarded):
             details["passed_center"] = int(g.by_center.sum())
             details["passed_reference"] = int(g.by_reference.sum())
         if self.stage.norm_z is not None:
-            g = replace(g, clip_norm=_spread_clip(g, self.stage.norm_z))
+            g = replace(g, clip_norm=spread_clip(g, self.stage.norm_z))
             c = _coefficients(g, inputs.samples)
             details["clip_norm"] = g.clip_norm
         if self.stage.cluster:
@@ -1465,7 +1462,8 @@ class StagedGuarded(FLTrustGuarded):
         if self.stage.noise:
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
-        return Aggregated(vector, np.flatnonzero(c > 0), details, c)
+        # The rule's wider-clip candidate (``wider=<z>``) as the rule computed it, on its own gate.
+        return Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
 
     def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:
         """The gate with the screened honest-majority tests (issue 20, consensus screen)."""

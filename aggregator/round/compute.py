@@ -519,7 +519,12 @@ def _score_and_decide(
     # attacker's budget; a refused round leaves the next one its own search (never a permanent freeze).
     # The server's own reference step is the floor: it replaces an aggregate it beats by a resolved margin.
     decision, change, loss_after, accuracy = _decide(
-        inputs, base, aggregate, batch, _fallback(inputs, X, s.norms, eligible & ~byzantine, samples.capped)
+        inputs,
+        base,
+        aggregate,
+        batch,
+        _fallback(inputs, X, s.norms, eligible & ~byzantine, samples.capped),
+        _wider(inputs, X, result, eligible),
     )
     new_weights = unflatten(base + change, inputs.spec)
     timings["decide_ms"] = (time.perf_counter() - start) * 1e3
@@ -581,6 +586,21 @@ def _fallback(
     return lambda: clipped_mean(X, claims, counted, norms)
 
 
+def _wider(
+    inputs: RoundInputs, X: np.ndarray, result: Aggregated, eligible: np.ndarray
+) -> Callable[[], np.ndarray] | None:
+    """The rule's other aggregate of the same rows (``Aggregated.wider``: the guarded rule's wider clip, an
+    option), built only when asked for; None when the rule offers none, and under differential privacy,
+    whose noise and accounting cover the rule's aggregate only."""
+    if result.wider is None:
+        return None
+    if inputs.params.dp is not None or getattr(inputs.strategy, "noise", None) is not None:
+        return None
+    coefficients = np.zeros(X.shape[0])
+    coefficients[np.flatnonzero(eligible)] = result.wider
+    return lambda: (coefficients.astype(np.float32) @ X).astype(np.float32, copy=False)
+
+
 def clipped_mean(
     X: np.ndarray, claims: np.ndarray, counted: np.ndarray, norms: np.ndarray | None = None
 ) -> np.ndarray | None:
@@ -609,6 +629,7 @@ def _decide(
     aggregate: np.ndarray,
     batch: ValidationBatch | None,
     fallback: Callable[[], np.ndarray | None] | None = None,
+    wider: Callable[[], np.ndarray] | None = None,
 ) -> tuple[StepDecision, np.ndarray, float, float | None]:
     """The line search's decision, the model's change it keeps (the aggregate's full step when refused: a
     refused round still records that model, stored as rolled back), and that model's validation loss and
@@ -624,7 +645,12 @@ def _decide(
     and the model stopped 4.8 points below plain FedAvg; the norm-bounded mean of every counted row lowers
     the loss in those rounds (docs/benchmarks.md, "a second candidate when the rule's aggregate is
     refused"). Only as a second candidate, and only in a federation that has stalled (see
-    :func:`_fallback`): the rule's aggregate, when kept, is what the round keeps."""
+    :func:`_fallback`): the rule's aggregate, when kept, is what the round keeps.
+
+    ``wider``: the rule's other aggregate of the same rows (:func:`_wider`), searched by the same rule
+    (no floor) and kept instead of what the round would keep only when its per-example validation losses
+    are lower by more than :data:`FLOOR_STANDARD_ERRORS` standard errors of the paired difference (the
+    floor's margin): while the validation set cannot tell the two apart the rule's own stays."""
     at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
     floor: tuple[np.ndarray, Callable[[float], tuple[float, float | None]]] | None = None
     reference_losses = None
@@ -649,6 +675,10 @@ def _decide(
         # Keeping a zero change would publish a version equal to its parent and erase the last public
         # change (what the free-rider test compares against): refused, the active model stays.
         decision = StepDecision(0.0, 0.0, "the aggregate is zero (no update entered it): nothing to keep")
+    if wider is not None and not empty:
+        widened = _wider_decision(inputs, base, batch, before, decision, at_step, reference_losses, wider())
+        if widened is not None:
+            return widened
     if decision.reference and floor is not None:
         loss_after, accuracy = floor[1](decision.step)
         return decision, np.float32(decision.step) * floor[0], loss_after, accuracy
@@ -670,6 +700,44 @@ def _decide(
     step = np.float32(decision.step if decision.activate else 1.0)
     loss_after, accuracy = metrics_at(float(step))
     return decision, step * aggregate, loss_after, accuracy
+
+
+def _wider_decision(
+    inputs: RoundInputs,
+    base: np.ndarray,
+    batch: ValidationBatch | None,
+    before: float | np.ndarray,
+    decision: StepDecision,
+    at_step: Callable[[float], float | np.ndarray],
+    reference_losses: float | np.ndarray | None,
+    candidate: np.ndarray,
+) -> tuple[StepDecision, np.ndarray, float, float | None] | None:
+    """The wider-clip candidate's decision (see :func:`_decide`), or None: the round keeps its own."""
+    if not np.any(candidate):
+        return None
+    at_candidate, metrics_candidate = _step_measures(inputs, base, candidate, batch)
+    searched = line_search_decision(before, at_candidate, inputs.params.rollback_threshold)
+    if not searched.activate:
+        return None
+    if not decision.activate:
+        own = before
+    elif decision.reference:
+        assert reference_losses is not None
+        own = reference_losses
+    else:
+        own = at_step(decision.step)
+    theirs = np.asarray(at_candidate(searched.step), dtype=np.float64)
+    if not rollback.resolved_lower(np.asarray(own, dtype=np.float64), theirs, FLOOR_STANDARD_ERRORS):
+        return None
+    kept = StepDecision(
+        searched.step,
+        searched.relative_change,
+        f"{searched.reason.replace('of the aggregate', 'of the wider-clip aggregate')} (resolved better than "
+        f"the round's own: {decision.reason})",
+        wider=True,
+    )
+    loss_after, accuracy = metrics_candidate(searched.step)
+    return kept, np.float32(searched.step) * candidate, loss_after, accuracy
 
 
 def _step_measures(

@@ -23,13 +23,19 @@ class StepDecision:
     # True: the kept model is base + step x the round's second candidate (the close's norm-bounded mean of
     # the counted rows, tried when the rule's aggregate is refused in a stalled federation), not the aggregate.
     fallback: bool = False
+    # True: the kept model is base + step x the rule's aggregate of the same rows with a wider norm clip
+    # (Aggregated.wider, an option), which the validation set resolved as better than the rule's own.
+    wider: bool = False
 
     @property
     def kept_by(self) -> str:
-        """What the round's model is: "aggregate", "server" (the descent floor), "fallback" (the second
-        candidate) or "none" (refused); recorded with the round (the next close counts stalled rounds)."""
+        """What the round's model is: "aggregate", "wider_clip" (the rule's passers under a wider clip),
+        "server" (the descent floor), "fallback" (the second candidate) or "none" (refused); recorded with
+        the round (the next close counts stalled rounds)."""
         if not self.activate:
             return "none"
+        if self.wider:
+            return "wider_clip"
         return "server" if self.reference else "fallback" if self.fallback else "aggregate"
 
     @property

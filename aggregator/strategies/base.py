@@ -87,6 +87,9 @@ class Aggregated:
     coefficients: np.ndarray | None = None
     # The rule's inner products over the rows it was given, when it computed them all (the guarded default).
     products: InnerProducts | None = None
+    # Coefficients over the rows of another aggregate of the same rows that the close validates against the
+    # rule's own (the guarded rule's wider clip, an option: aggregator.round.compute._decide); None: none.
+    wider: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

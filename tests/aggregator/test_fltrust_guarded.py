@@ -642,3 +642,31 @@ def test_the_rules_medians_are_numpys() -> None:
         values[0, 0] = values[0, -1]  # a tie
         assert np.array_equal(_medians(values), np.median(values, axis=1))
         assert _median(values[1]) == float(np.median(values[1]))
+
+
+def test_the_wider_clip_offers_the_passers_clipped_at_their_median_norm_plus_spreads() -> None:
+    from aggregator.strategies.fltrust_guarded import SPREAD, spread_clip
+
+    H, reference = crowd(h=7)
+    # Non-IID shards of different sizes: three honest rows 3x as long as the others.
+    H[:3] *= 3.0
+    inputs = StrategyInputs(np.full(7, 100.0), np.full(7, 50.0), reference=reference)
+    own = FLTrustGuarded().aggregate(H, inputs)
+    assert own.wider is None  # the option off (the default)
+    offered = FLTrustGuarded(wider_clip_z=2.0).aggregate(H, inputs)
+    np.testing.assert_array_equal(offered.vector, own.vector)  # the rule's own aggregate is unchanged
+    g = gate(H, reference)
+    norms = g.norms[g.by_reference]
+    centre = np.median(norms)
+    clip = centre + 2.0 * SPREAD * np.median(np.abs(norms - centre))
+    assert spread_clip(g, 2.0) == pytest.approx(clip) and clip > g.clip_norm
+    assert offered.details["wider_clip_norm"] == pytest.approx(clip)
+    passed = g.passed
+    expected = np.where(passed, np.minimum(1.0, clip / g.norms), 0.0) / passed.sum()
+    assert offered.wider is not None
+    np.testing.assert_allclose(offered.wider, expected, rtol=1e-12)
+    # Norms that do not spread: the wider clip leaves every passer as the median clip does, no candidate.
+    even = H / np.linalg.norm(H, axis=1, keepdims=True)
+    assert FLTrustGuarded(wider_clip_z=2.0).aggregate(even, inputs).wider is None
+    with pytest.raises(InvalidParameter, match="wider_clip_z"):
+        FLTrustGuarded(wider_clip_z=0.0)

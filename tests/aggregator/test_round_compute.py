@@ -599,3 +599,57 @@ def test_the_norm_bounded_mean_weights_claims_and_clips_to_the_median_norm() -> 
     assert clipped_mean(X, np.ones(4), np.array([False, False, True, False])) is None
     # Claims of zero: every counted row weighs the same.
     np.testing.assert_allclose(clipped_mean(X, np.zeros(4), np.array([True, True, False, False])), [1.0, 0.5])
+
+
+class _OffersWider:
+    """A linear rule for the tests below: the rows' mean times ``scale`` as its aggregate, and the plain
+    mean as the other aggregate of the same rows it offers the close (as fltrust_guarded's wider clip)."""
+
+    name = "offers_wider"
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def required_clients(self) -> int:
+        return 1
+
+    def describe(self) -> dict[str, float]:
+        return {}
+
+    def aggregate(self, X: np.ndarray, inputs: object):  # type: ignore[no-untyped-def]
+        from aggregator.strategies import Aggregated
+
+        n = X.shape[0]
+        own = np.full(n, self.scale / n)
+        return Aggregated(
+            (own.astype(np.float32) @ X).astype(np.float32), np.arange(n), {}, own, wider=np.full(n, 1.0 / n)
+        )
+
+
+def test_the_rules_wider_candidate_is_kept_only_when_the_validation_set_resolves_it() -> None:
+    from dataclasses import replace
+
+    from aggregator.round.compute import _wider
+
+    fed = Federation()
+    rows = fed.honest(6)
+    inputs = fed.inputs(rows, strategy="fedavg", rollback_threshold=0.0)
+    # The rule's own aggregate a hundredth of the mean: four times it (the longest step) still descends far
+    # less than the mean does: the validation set resolves the wider candidate, and the round keeps it.
+    short = run(replace(inputs, strategy=_OffersWider(0.01)))  # type: ignore[arg-type]
+    assert short.record is not None and short.record.params["kept_by"] == "wider_clip"
+    assert "of the wider-clip aggregate" in short.record.decision
+    assert short.new_weights is not None
+    from fedledger.payload import flatten
+
+    kept = flatten(short.new_weights, fed.spec) - fed.base
+    np.testing.assert_allclose(kept, short.step * rows.mean(axis=0), rtol=1e-5, atol=1e-7)
+    # Its own aggregate twice the mean: its line search reaches every step of the mean's but the shortest
+    # (and one longer): the wider candidate cannot be resolved as better, and the rule's own stays.
+    close = run(replace(inputs, strategy=_OffersWider(2.0)))  # type: ignore[arg-type]
+    assert close.record is not None and close.record.params["kept_by"] == "aggregate"
+    # Under differential privacy the noise covers the rule's aggregate only: no other candidate.
+    private = fed.inputs(rows, strategy="fedavg", dp_enabled=True, dp_noise_multiplier=1.0, dp_clip_norm=1.0)
+    result = _OffersWider(0.01).aggregate(rows, None)
+    assert _wider(private, rows, result, np.ones(6, dtype=bool)) is None
+    assert _wider(inputs, rows, result, np.ones(6, dtype=bool)) is not None

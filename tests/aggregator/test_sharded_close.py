@@ -44,6 +44,7 @@ from aggregator.round.sharding import (
     why_not_shardable,
 )
 from aggregator.scoring import budget
+from aggregator.strategies import fltrust_guarded
 from aggregator.worker import close as round_close
 from aggregator.worker import shards
 from aggregator.worker.close_inputs import Inputs
@@ -91,14 +92,17 @@ def build(
     parent_scale: float = 0.5,
     parent_of_mean: bool = False,
     walk_back: float = 0.0,
+    longer: float = 1.0,
 ) -> tuple[Inputs, FilesystemBlobStore, Federation]:
     """Six honest updates (half chunked, half whole) and ``attackers`` sign-flipped and scaled ones, of the
     softmax model or of an MLP (4 features, 8 hidden units, 3 classes: 67 coordinates, the first layer's 40
     first in name order, then the output layer's); ``walk_back``: one more, the first honest update that
-    many times over (a boosted update, or an organization training back after a long step)."""
+    many times over (a boosted update, or an organization training back after a long step); ``longer``:
+    the first three honest updates that many times as long."""
     fed = Federation(family=family, hidden=hidden)
     blobs = FilesystemBlobStore(tmp_path)
     deltas = fed.honest(6)
+    deltas[:3] *= longer  # larger shards' longer updates (non-IID shard sizes)
     deltas = np.concatenate([deltas, -10 * deltas[:attackers]]) if attackers else deltas
     if walk_back:
         deltas = np.concatenate([deltas, walk_back * deltas[:1]])
@@ -394,6 +398,34 @@ def test_a_stalled_rounds_second_candidate_in_shards_equals_the_single_worker_cl
     assert not single.activate and not sharded.activate
     assert_same(single, sharded)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+@pytest.mark.parametrize("subsampled", [False, True])
+def test_the_guarded_rules_wider_clip_candidate_in_shards_equals_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, family: str, subsampled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wider clip's candidate (fltrust_guarded.WIDER_CLIP_Z, an option) is the rule's passers under
+    another clip: the rule computes its coefficients in E's space as over the real rows, and the decision
+    evaluates it on every example (above the score budget: one more combine pass) and keeps it or not as
+    the single close does. Three honest shards three times as long as the others, so the clips differ."""
+    monkeypatch.setattr(fltrust_guarded, "WIDER_CLIP_Z", 2.0)
+    if subsampled:
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    single, sharded = both(
+        tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=0, longer=3, seen=seen
+    )
+    assert single.record is not None and sharded.record is not None
+    assert single.record.params["wider_clip_norm"] > single.record.params["clip_norm"]
+    assert single.record.params["kept_by"] == sharded.record.params["kept_by"]
+    assert_same(single, sharded)
+    # A pass for the candidate when its responses on every example are needed, or when it is kept.
+    extra = subsampled or single.record.params["kept_by"] == "wider_clip"
+    if family == "softmax":  # this round keeps it (the MLP's keeps the server's step): the assembly's path
+        assert single.record.params["kept_by"] == "wider_clip"
+    assert [task for task, _ in seen] == [STATISTICS, COMBINE] + [COMBINE] * extra
 
 
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
