@@ -1194,6 +1194,8 @@ class Stage:
     # WIDER_CLIP_Z): the same passers clipped at their median norm plus this many robust spreads, which the
     # close keeps only when the validation set resolves it as better.
     wider: float | None = None
+    # Standard errors it must win by (``widerse=<z>``, rollback.WIDER_STANDARD_ERRORS).
+    wider_se: float = rollback.WIDER_STANDARD_ERRORS
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1264,6 +1266,8 @@ class Stage:
                 stage = replace(stage, norm_z=float(part[len("normz=") :]))
             elif part.startswith("wider="):
                 stage = replace(stage, wider=float(part[len("wider=") :]))
+            elif part.startswith("widerse="):
+                stage = replace(stage, wider_se=float(part[len("widerse=") :]))
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1299,7 +1303,8 @@ class Stage:
                     "lengthen=<doublings of the close's longest line-search step>, "
                     "hold=<standard errors a shorter step must win by>, "
                     "normz=<robust spreads of the norms above their median to clip at>, "
-                    "wider=<robust spreads of the close's wider-clip candidate>, foolsgold=first, foolsgold=cut"
+                    "wider=<robust spreads of the close's wider-clip candidate>, "
+                    "widerse=<standard errors it must win by>, foolsgold=first, foolsgold=cut"
                 )
         return stage
 
@@ -1729,6 +1734,7 @@ def run(
             patch.object(sys.modules[__name__], "compute_round", round_with_model),
             patch.object(rollback, "LENGTHEN_DOUBLINGS", stage.lengthen),
             patch.object(rollback, "HOLD_STANDARD_ERRORS", stage.hold),
+            patch.object(rollback, "WIDER_STANDARD_ERRORS", stage.wider_se),
         ):
             result = run(fed, base, attack, rounds, params, secure_groups)
         if not staged.stage.cleanse:

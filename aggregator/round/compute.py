@@ -649,8 +649,9 @@ def _decide(
 
     ``wider``: the rule's other aggregate of the same rows (:func:`_wider`), searched by the same rule
     (no floor) and kept instead of what the round would keep only when its per-example validation losses
-    are lower by more than :data:`FLOOR_STANDARD_ERRORS` standard errors of the paired difference (the
-    floor's margin): while the validation set cannot tell the two apart the rule's own stays."""
+    are lower by more than :data:`aggregator.round.rollback.WIDER_STANDARD_ERRORS` standard errors of the
+    paired difference (the floor's margin): while the validation set cannot tell the two apart the rule's
+    own stays."""
     at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
     floor: tuple[np.ndarray, Callable[[float], tuple[float, float | None]]] | None = None
     reference_losses = None
@@ -727,7 +728,7 @@ def _wider_decision(
     else:
         own = at_step(decision.step)
     theirs = np.asarray(at_candidate(searched.step), dtype=np.float64)
-    if not rollback.resolved_lower(np.asarray(own, dtype=np.float64), theirs, FLOOR_STANDARD_ERRORS):
+    if not rollback.resolved_lower(np.asarray(own, dtype=np.float64), theirs, rollback.WIDER_STANDARD_ERRORS):
         return None
     kept = StepDecision(
         searched.step,

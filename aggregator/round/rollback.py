@@ -72,6 +72,11 @@ LENGTHEN_DOUBLINGS = 0
 # clip"). The close reads it at each round.
 HOLD_STANDARD_ERRORS = 0.0
 
+# How many standard errors of the paired per-example difference the rule's wider-clip candidate
+# (Aggregated.wider, an option) must beat the round's own model by before the close keeps it
+# (aggregator.round.compute._decide): the floor's margin. The close reads it at each round.
+WIDER_STANDARD_ERRORS = FLOOR_STANDARD_ERRORS
+
 
 # After how many rounds in a row without the rule's aggregate or the server's step kept (refused rounds,
 # and rounds that kept the second candidate) the close tries its second candidate when the rule's aggregate
