@@ -689,15 +689,10 @@ def _decide(
             at_alternative, metrics_alternative = _step_measures(inputs, base, alternative, batch)
             second = line_search_decision(before, at_alternative, inputs.params.rollback_threshold)
             if second.activate:
-                kept = StepDecision(
-                    second.step,
-                    second.relative_change,
-                    f"{second.reason.replace('of the aggregate', 'of the norm-bounded mean')} (the rule's "
-                    f"aggregate refused: {decision.reason})",
-                    fallback=True,
+                why = f"the rule's aggregate refused: {decision.reason}"
+                return _kept_candidate(
+                    second, alternative, metrics_alternative, "norm-bounded mean", why, fallback=True
                 )
-                loss_after, accuracy = metrics_alternative(second.step)
-                return kept, np.float32(second.step) * alternative, loss_after, accuracy
     step = np.float32(decision.step if decision.activate else 1.0)
     loss_after, accuracy = metrics_at(float(step))
     return decision, step * aggregate, loss_after, accuracy
@@ -730,14 +725,30 @@ def _wider_decision(
     theirs = np.asarray(at_candidate(searched.step), dtype=np.float64)
     if not rollback.resolved_lower(np.asarray(own, dtype=np.float64), theirs, rollback.WIDER_STANDARD_ERRORS):
         return None
+    why = f"resolved better than the round's own: {decision.reason}"
+    return _kept_candidate(searched, candidate, metrics_candidate, "wider-clip aggregate", why, wider=True)
+
+
+def _kept_candidate(
+    searched: StepDecision,
+    candidate: np.ndarray,
+    metrics: Callable[[float], tuple[float, float | None]],
+    name: str,
+    why: str,
+    *,
+    fallback: bool = False,
+    wider: bool = False,
+) -> tuple[StepDecision, np.ndarray, float, float | None]:
+    """A candidate other than the rule's aggregate kept at its searched step: the decision (its reason names
+    the candidate and why it replaced the round's own), the model's change, its loss and accuracy."""
     kept = StepDecision(
         searched.step,
         searched.relative_change,
-        f"{searched.reason.replace('of the aggregate', 'of the wider-clip aggregate')} (resolved better than "
-        f"the round's own: {decision.reason})",
-        wider=True,
+        f"{searched.reason.replace('of the aggregate', f'of the {name}')} ({why})",
+        fallback=fallback,
+        wider=wider,
     )
-    loss_after, accuracy = metrics_candidate(searched.step)
+    loss_after, accuracy = metrics(searched.step)
     return kept, np.float32(searched.step) * candidate, loss_after, accuracy
 
 
