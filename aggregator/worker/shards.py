@@ -26,7 +26,8 @@ rule's aggregate and the server's step, it searches a second candidate (the norm
 counted rows, :func:`aggregator.round.compute._fallback`), another combination of the rows; the coordinator
 then runs the combine pass once more for it (its coordinates, and above the score budget its responses on
 every example) and compute_round again with it known, so that the sharded close keeps what the single
-close keeps. An update that fails to open in any shard is rejected (with the reason,
+close keeps; likewise the guarded rule's wider-clip candidate (an option, off in the platform:
+:data:`aggregator.strategies.fltrust_guarded.WIDER_CLIP_Z`). An update that fails to open in any shard is rejected (with the reason,
 as the single-worker close rejects it) and its rows are dropped from the sums (above the score budget the
 statistics pass runs again when that changes the subsample's seed). Nothing is written to the database
 before the commit, as in the single-worker close: a coordinator killed mid-way leaves the round to the next
@@ -94,8 +95,9 @@ ShardRunner = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 STATISTICS = "statistics"
 DERIVE = "derive"
 COMBINE = "combine"
-# Changes beyond the rule's aggregate a close may ask the combine pass for: the decision evaluates one (a
-# stalled round's second candidate); a bound, so that a defect ends the close with an error, not in a loop.
+# Changes beyond the rule's aggregate a close may ask the combine pass for: the decision evaluates at most
+# two (the guarded rule's wider-clip candidate, an option, and a stalled round's second candidate); a bound,
+# so that a defect ends the close with an error, not in a loop.
 MAX_EXTRA_CHANGES = 2
 # A shard reads its range in blocks of about this many bytes of float32 rows, so that its memory is bounded
 # by the block, not by its range (a job may say otherwise: "block_bytes").
@@ -530,7 +532,7 @@ def advance(
             state["temporary"] += state["aggregate"]
             if state["job"]["examples"] is not None:
                 state["known"] = _keep(blobs, state, _sum(blobs, state, results))
-        else:  # one more change the decision asked for (a stalled round's second candidate)
+        else:  # one more change the decision asked for (a second or wider-clip candidate)
             assert stage == COMBINE
             digests = [r["digest"] for r in results]
             state["temporary"] += digests
@@ -660,7 +662,7 @@ class _Decision:
     weights: list[float] | None = None
     # With ``weights``, after the rule's aggregate: the change of E's space those weights make, which the
     # decision needs on every validation example or in the real coordinates (a stalled round's second
-    # candidate); the combine pass then computes it as one more known change.
+    # candidate, the wider-clip candidate); the combine pass then computes it as one more known change.
     pending: list[float] | None = None
     result: RoundResult | None = None
     # Multiples of the aggregate, of the reference and of each extra change, in that order.
@@ -739,13 +741,13 @@ def _decide(
         return _Decision(result=result)
     _, (features, labels) = server_data(holdout)
     examples = state["job"]["examples"]
-    sent = np.asarray(state["weights"], dtype=np.float64)
-    aggregate = embedding.rows.T @ np.concatenate([sent[rows], sent[height:]])
     # Changes beyond the rule's aggregate that a further combine pass computed (a stalled round's second
-    # candidate): E's vectors, their real coordinates in the shards' blobs.
+    # candidate, the wider-clip candidate): E's vectors, their real coordinates in the shards' blobs.
     extras = [np.asarray(extra["change"], dtype=np.float64) for extra in state.get("extra_changes", [])]
     known, known_responses = np.zeros((0, embedding.dimension)), np.zeros((0, 0, 0))
     if examples is not None:
+        sent = np.asarray(state["weights"], dtype=np.float64)
+        aggregate = embedding.rows.T @ np.concatenate([sent[rows], sent[height:]])
         # On every validation example only the aggregate and the reference are known (the combine pass's),
         # and each extra change (its pass's first row; the second is the reference again).
         known = np.stack([aggregate, embedding.rows[n], *extras])
@@ -772,21 +774,21 @@ def _decide(
         result = compute_round(replace(embedded, evaluate=evaluate, validation=batch), rng, now)
     except OutsideSpan as exc:
         # Above the score budget the decision evaluated a change the shards know on the scores' examples
-        # only (a stalled round's second candidate): one more combine pass computes it on every example
+        # only (a second or wider-clip candidate): one more combine pass computes it on every example
         # (and writes its coordinates), and compute_round runs again, as it ran here, with it known.
         return _extra_change(embedding, exc.change, rows, height, len(derivations))
     if result.status != CloseStatus.aggregated:
         return _Decision(result=result)
     assert result.new_weights is not None and result.aggregate is not None and embedded.reference is not None
     # The model compute_round kept, in E's space (its base is zero): a multiple of the aggregate, of the
-    # reference when the decision keeps the server's own step, or of an extra change (the second candidate).
+    # reference when the decision keeps the server's own step, or of an extra change (another candidate).
     try:
         kept = span_coefficients(
             result.new_weights["embedded"], np.stack([result.aggregate, embedded.reference, *extras])
         )
     except OutsideSpan as exc:
         # Below the score budget the decision could evaluate any combination of the rows, and kept one the
-        # shards have not written (the second candidate): one more combine pass writes it.
+        # shards have not written (a second or wider-clip candidate): one more combine pass writes it.
         return _extra_change(embedding, exc.change, rows, height, len(derivations))
     return _Decision(
         result=result,
