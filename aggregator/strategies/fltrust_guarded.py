@@ -464,9 +464,10 @@ class FLTrustGuarded(Strategy):
         }
         if g.consensus_level is not None:
             details["consensus_cosine_level"] = g.consensus_level
-        wider = self.wider_coefficients(g, inputs.samples, grade)
-        if wider is not None:
-            details["wider_clip_norm"] = spread_clip(g, self.wider_clip_z or 0.0)
+        wider: np.ndarray | None = None
+        offered = self._wider(g, inputs.samples, grade)
+        if offered is not None:
+            details["wider_clip_norm"], wider = offered
         return Aggregated(
             _combine(coefficients, X),
             np.flatnonzero(coefficients > 0),
@@ -476,11 +477,11 @@ class FLTrustGuarded(Strategy):
             wider,
         )
 
-    def wider_coefficients(
+    def _wider(
         self, g: Gate, samples: np.ndarray | None, grade: np.ndarray | None = None
-    ) -> np.ndarray | None:
-        """The passers' coefficients under the wider clip (:data:`WIDER_CLIP_Z`), or None: the option off,
-        or the wider clip leaves every passer as the rule's own does (no other candidate)."""
+    ) -> tuple[float, np.ndarray] | None:
+        """The wider clip (:data:`WIDER_CLIP_Z`) and the passers' coefficients under it, or None: the option
+        off, or the wider clip leaves every passer as the rule's own does (no other candidate)."""
         if self.wider_clip_z is None:
             return None
         clip = spread_clip(g, self.wider_clip_z)
@@ -488,4 +489,4 @@ class FLTrustGuarded(Strategy):
         # (rows of equal norm differ by about 1e-7 of it): no other candidate to evaluate.
         if not clip > g.clip_norm * (1.0 + 1e-6) or not (g.passed & (g.norms > g.clip_norm)).any():
             return None
-        return _coefficients(replace(g, clip_norm=clip), samples, grade)
+        return clip, _coefficients(replace(g, clip_norm=clip), samples, grade)
