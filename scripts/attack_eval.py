@@ -142,6 +142,7 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     gate,
     reference_level,
     spread_clip,
+    with_reference_member,
 )
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
@@ -1196,6 +1197,9 @@ class Stage:
     wider: float | None = None
     # Standard errors it must win by (``widerse=<z>``, rollback.WIDER_STANDARD_ERRORS).
     wider_se: float = rollback.WIDER_STANDARD_ERRORS
+    # The server's reference as this many more passers (``refw=<W>``, fltrust_guarded's
+    # ``reference_members``; None: the rule's REFERENCE_MEMBERS), after every other step of the stage.
+    members: float | None = None
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1268,6 +1272,8 @@ class Stage:
                 stage = replace(stage, wider=float(part[len("wider=") :]))
             elif part.startswith("widerse="):
                 stage = replace(stage, wider_se=float(part[len("widerse=") :]))
+            elif part.startswith("refw="):
+                stage = replace(stage, members=float(part[len("refw=") :]))
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1304,7 +1310,9 @@ class Stage:
                     "hold=<standard errors a shorter step must win by>, "
                     "normz=<robust spreads of the norms above their median to clip at>, "
                     "wider=<robust spreads of the close's wider-clip candidate>, "
-                    "widerse=<standard errors it must win by>, foolsgold=first, foolsgold=cut"
+                    "widerse=<standard errors it must win by>, "
+                    "refw=<members' worth of the server's reference in the aggregate>, foolsgold=first, "
+                    "foolsgold=cut"
                 )
         return stage
 
@@ -1392,7 +1400,9 @@ class StagedGuarded(FLTrustGuarded):
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
         wider = stage.wider if stage.wider is not None else fltrust_guarded.WIDER_CLIP_Z
-        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider)
+        # The reference member joins after the stage's own steps (``aggregate``), not inside the rule's.
+        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider, reference_members=0.0)
+        self.members = stage.members if stage.members is not None else fltrust_guarded.REFERENCE_MEMBERS
         screened = (
             (stage.consensus and not stage.rule_consensus)
             or stage.peer_quantile != 0.5
@@ -1468,7 +1478,9 @@ class StagedGuarded(FLTrustGuarded):
             assert inputs.rng is not None
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         # The rule's wider-clip candidate (``wider=<z>``) as the rule computed it, on its own gate.
-        return Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
+        staged = Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
+        wider_clip = float(result.details.get("wider_clip_norm") or 0.0)
+        return with_reference_member(staged, inputs.reference, g.clip_norm, self.members, wider_clip)
 
     def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:
         """The gate with the screened honest-majority tests (issue 20, consensus screen)."""
@@ -1538,7 +1550,10 @@ class StagedGuarded(FLTrustGuarded):
         if not self.stage.sybil_cut_only:
             c = _reweighted(c, weights, norms, float(result.details["clip_norm"]))  # type: ignore[arg-type]
         details = {**result.details, "foolsgold_left_out": int((~keep).sum())}
-        return Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
+        staged = Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
+        clip = float(result.details["clip_norm"])  # type: ignore[arg-type]
+        assert inputs.reference is not None
+        return with_reference_member(staged, inputs.reference, clip, self.members)
 
     def _robust_mean(self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
         """The rule's weighted mean of the let-in rows, each as the rule clipped it, after per-block clipping

@@ -479,6 +479,8 @@ def _scores(
         np.array([c.participant_id == inputs.public_change_author for c in inputs.clients], dtype=bool),
         # Rows below min_reputation are scored but do not set the round's evidence level.
         eligible,
+        # The server's reference as a member of the aggregate (the guarded rule's option): nobody's share.
+        result.reference_coefficient,
     )
 
 
@@ -598,6 +600,10 @@ def _wider(
         return None
     coefficients = np.zeros(X.shape[0])
     coefficients[np.flatnonzero(eligible)] = result.wider
+    part = np.float32(result.wider_reference)
+    if part and inputs.reference is not None:
+        reference = np.asarray(inputs.reference, dtype=np.float32).reshape(-1)
+        return lambda: (coefficients.astype(np.float32) @ X + part * reference).astype(np.float32, copy=False)
     return lambda: (coefficients.astype(np.float32) @ X).astype(np.float32, copy=False)
 
 

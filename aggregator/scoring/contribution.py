@@ -103,6 +103,19 @@ def weighted_sum(X: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return out
 
 
+def aggregate_of(X: np.ndarray, coefficients: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """:func:`weighted_sum` plus ``offset`` (float32 (d,), None: nothing): the aggregate when a part of it is
+    nobody's share (the server's reference as a member of the guarded rule's aggregate)."""
+    total = weighted_sum(X, coefficients)
+    if offset is None:
+        return total
+    part = np.asarray(offset, dtype=np.float32).reshape(-1)
+    if part.shape != total.shape:
+        raise InvalidParameter(f"the aggregate's offset must have {total.size} values, got {part.shape}")
+    out: np.ndarray = total + part
+    return out
+
+
 def _share(X: np.ndarray, c: np.ndarray, i: int) -> np.ndarray:
     """Client i's share c_i x_i, rounded to float32."""
     share: np.ndarray = (c[i] * X[i].astype(np.float64)).astype(np.float32)
@@ -110,7 +123,7 @@ def _share(X: np.ndarray, c: np.ndarray, i: int) -> np.ndarray:
 
 
 def leave_one_out(
-    loss_of: LossOfDelta, X: np.ndarray, coefficients: np.ndarray
+    loss_of: LossOfDelta, X: np.ndarray, coefficients: np.ndarray, offset: np.ndarray | None = None
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """(loss with the full aggregate, marginal contribution of each share, its standard error).
 
@@ -120,10 +133,11 @@ def leave_one_out(
     validation loss, negative when it raises it, zero for a client the strategy gave no weight.
     A non-finite loss (the model diverges) counts as +inf: a client whose share made the model diverge
     has m_i = -inf. The standard error is that of the mean of the paired per-example differences (0 when
-    ``loss_of`` gives only the mean loss, or for a share of zero).
+    ``loss_of`` gives only the mean loss, or for a share of zero). ``offset``: a part of the aggregate that
+    is nobody's share (:func:`aggregate_of`); it stays in every leave-one-out aggregate.
     """
     X, c = _rows_and_coefficients(X, coefficients)
-    total = weighted_sum(X, c)
+    total = aggregate_of(X, c, offset)
     full = loss_of(total)
     marginal = np.zeros(X.shape[0])
     stderr = np.zeros(X.shape[0])
@@ -191,6 +205,7 @@ def batched_contributions(
     loss_before: float,
     scale_to: float,
     norms: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> Contributions:
     """:func:`leave_one_out` and :func:`solo_gains` of a built-in model in one pass over the updates.
 
@@ -199,13 +214,13 @@ def batched_contributions(
     (:class:`fedledger.models.ValidationBatch`): each row's response is computed once, a chunk of rows at a
     time, and both of its candidates are evaluated from it. 2n + 1 candidate models for n + 1 first-layer
     products, with memory of one chunk of responses. Equal to the two functions on the same model up to
-    float32 rounding of the logits.
+    float32 rounding of the logits. ``offset``: as :func:`leave_one_out`'s.
     """
     X, c = _rows_and_coefficients(X, coefficients)
     n = X.shape[0]
     norms = row_norms(X) if norms is None else np.asarray(norms, dtype=np.float64)
     scales = _solo_scales(X, scale_to, norms)
-    total = weighted_sum(X, c)[None, :]
+    total = aggregate_of(X, c, offset)[None, :]
     total_response, total_head = batch.responses(total)[0], batch.heads(total)[0]
     full = batch.losses(total_response, total_head)
     marginal, stderr, solo = np.zeros(n), np.zeros(n), np.zeros(n)

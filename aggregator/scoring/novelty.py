@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from aggregator.errors import InvalidParameter
-from aggregator.scoring.contribution import LossOfDelta, _difference, weighted_sum
+from aggregator.scoring.contribution import LossOfDelta, _difference, aggregate_of
 from fedledger.models import ValidationBatch
 
 # The ridge on the Gram matrix, relative to its mean diagonal: small enough that an honest row's own
@@ -144,13 +144,15 @@ def novel_gains(
     nominal: np.ndarray,
     reference: np.ndarray,
     residual: bool = True,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(v_i, its standard error over the validation examples) for every row; see the module docstring.
     ``nominal``: coefficients of the rows with no coefficient (:func:`nominal_coefficients`).
     ``residual`` False: the whole share instead of its novel part (what the row does in the round's
-    context: the evidence test of :func:`aggregator.scoring.reputation.direction_evidence`)."""
+    context: the evidence test of :func:`aggregator.scoring.reputation.direction_evidence`). ``offset``: a
+    part of the aggregate a that is nobody's share (:func:`aggregator.scoring.contribution.aggregate_of`)."""
     X, g, c, k, M, rows = _prepare(X, coefficients, nominal, reference, residual)
-    a = weighted_sum(X, c)
+    a = aggregate_of(X, c, offset)
     full = loss_of(a)
     value, stderr = np.zeros(X.shape[0]), np.zeros(X.shape[0])
     for idx, res in _residual_chunks(X, g, M, rows):
@@ -170,12 +172,13 @@ def batched_novel_gains(
     nominal: np.ndarray,
     reference: np.ndarray,
     residual: bool = True,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`novel_gains` of a built-in model: a candidate's first-layer response is the aggregate's
     plus or minus the residual's (:class:`fedledger.models.ValidationBatch`), a chunk of residuals at a
     time. Equal to :func:`novel_gains` up to float32 rounding of the logits."""
     X, g, c, k, M, rows = _prepare(X, coefficients, nominal, reference, residual)
-    a = weighted_sum(X, c)
+    a = aggregate_of(X, c, offset)
     ra, ha = batch.responses(a[None, :])[0], batch.heads(a[None, :])[0]
     full = batch.losses(ra, ha)
     value, stderr = np.zeros(X.shape[0]), np.zeros(X.shape[0])

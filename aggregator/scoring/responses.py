@@ -72,11 +72,14 @@ def response_measures(
     scale_to: float,
     norms: np.ndarray,
     gram: np.ndarray | None = None,
+    reference_coefficient: float = 0.0,
 ) -> RowMeasures:
     """The leave-one-out marginals (and standard errors), the solo gains, the novel gains (and standard
     errors) and the context gains of every row, as :func:`~aggregator.scoring.contribution.batched_contributions`
     and :func:`~aggregator.scoring.novelty.batched_novel_gains` (with and without the residual) define them,
-    from one pass of responses over the updates. ``loss_before``: the current model's loss on ``batch``."""
+    from one pass of responses over the updates. ``loss_before``: the current model's loss on ``batch``.
+    ``reference_coefficient``: the aggregate's part that is the reference (nobody's share), in every
+    candidate that holds the aggregate."""
     X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
     c = np.asarray(coefficients, dtype=np.float64)
@@ -96,6 +99,9 @@ def response_measures(
     with np.errstate(all="ignore"):
         ra = np.tensordot(c32, R, axes=1)
         ha = c32 @ H
+        if reference_coefficient:
+            ra = ra + np.float32(reference_coefficient) * Rg
+            ha = ha + np.float32(reference_coefficient) * Hg
     full = batch.losses(ra, ha)
 
     marginal, stderr, solo = np.zeros(n), np.zeros(n), np.zeros(n)

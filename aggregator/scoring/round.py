@@ -182,6 +182,7 @@ def score_round(
     products: InnerProducts | None = None,
     authored_change: np.ndarray | None = None,
     eligible: np.ndarray | None = None,
+    reference_coefficient: float = 0.0,
 ) -> RoundScores:
     """Score every row of ``X`` (n, d) against the server's ``reference`` update.
 
@@ -207,6 +208,11 @@ def score_round(
     ``products``: the strategy's inner products over the rows of ``X`` and ``reference``
     (:class:`aggregator.strategies.base.InnerProducts`); used only with a subsample (they equal the
     scores' own passes up to float32 rounding).
+
+    ``reference_coefficient``: the part of the aggregate that is the server's ``reference`` (the guarded
+    rule's reference member, :attr:`aggregator.strategies.base.Aggregated.reference_coefficient`): nobody's
+    share, it stays in every candidate that holds the aggregate (leave-one-out, novel and context gains),
+    so each row is valued in the aggregate the close actually takes. Needs a reference.
 
     ``eligible``: the rows at or above ``min_reputation`` (one flag per row; None: all): only their cosines
     set the direction evidence's level (:func:`aggregator.scoring.reputation.direction_evidence`'s
@@ -251,11 +257,19 @@ def score_round(
         norms, cosine, _ = norms_and_cosines(X, ref)
         ref_norm = float(row_norms(ref[None, :])[0])
     c = share_coefficients(n, coefficients, selected)
+    offset = None
+    if reference_coefficient:
+        if reference is None or not np.isfinite(reference_coefficient):
+            raise InvalidParameter(
+                "a reference coefficient needs the server's reference and a finite value, got "
+                f"{reference_coefficient} with {'no' if reference is None else 'a'} reference"
+            )
+        offset = (np.float32(reference_coefficient) * ref).astype(np.float32, copy=False)
     k = np.zeros(n) if claims is None else nominal_coefficients(c, norms, claims, np.ones(n, dtype=bool))
     if chosen is None:
         loss_scale = loss_before
         marginal, stderr, solo, novel, novel_se, context = _row_measures(
-            loss_of, batch, X, c, k, ref, loss_before, ref_norm, norms
+            loss_of, batch, X, c, k, ref, loss_before, ref_norm, norms, offset
         )
     else:
         # Above the score budget: the per-row measures on the subsample, against the current model's loss
@@ -263,7 +277,9 @@ def score_round(
         loss_scale = mean_loss(before[chosen])
         if batch is not None and fits(sub := batch.subset(chosen), X):
             gram = None if reuse is None else _with_reference(reuse, ref_norm)
-            m = response_measures(sub, X, c, k, ref, loss_scale, ref_norm, norms, gram)
+            m = response_measures(
+                sub, X, c, k, ref, loss_scale, ref_norm, norms, gram, float(reference_coefficient)
+            )
             marginal, stderr, solo, novel, novel_se, context = (
                 m.marginal,
                 m.stderr,
@@ -283,6 +299,7 @@ def score_round(
                 loss_scale,
                 ref_norm,
                 norms,
+                offset,
             )
     quality = novelty_quality(
         novel, loss_scale, scoring.quality_share, scoring.quality_floor, novel_se, scoring.novelty_z
@@ -373,19 +390,21 @@ def _row_measures(
     loss_before: float,
     ref_norm: float,
     norms: np.ndarray,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(marginal, its standard error, solo gain, novel gain, its standard error, context gain) of every row:
-    one candidate at a time through ``loss_of``, or batched on ``batch``."""
+    one candidate at a time through ``loss_of``, or batched on ``batch``; ``offset`` is the aggregate's part
+    that is nobody's share."""
     if batch is None:
-        _, marginal, stderr = leave_one_out(loss_of, X, c)
+        _, marginal, stderr = leave_one_out(loss_of, X, c, offset)
         solo = solo_gains(loss_of, loss_before, X, ref_norm, norms)
-        novel, novel_se = novel_gains(loss_of, X, c, k, ref)
-        context, _ = novel_gains(loss_of, X, c, k, ref, residual=False)
+        novel, novel_se = novel_gains(loss_of, X, c, k, ref, offset=offset)
+        context, _ = novel_gains(loss_of, X, c, k, ref, residual=False, offset=offset)
     else:
-        measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms)
+        measured = batched_contributions(batch, X, c, loss_before, ref_norm, norms, offset)
         marginal, stderr, solo = measured.marginal, measured.stderr, measured.solo_gain
-        novel, novel_se = batched_novel_gains(batch, X, c, k, ref)
-        context, _ = batched_novel_gains(batch, X, c, k, ref, residual=False)
+        novel, novel_se = batched_novel_gains(batch, X, c, k, ref, offset=offset)
+        context, _ = batched_novel_gains(batch, X, c, k, ref, residual=False, offset=offset)
     return marginal, stderr, solo, novel, novel_se, context
 
 

@@ -78,7 +78,8 @@ class Aggregated:
 
     ``coefficients``: for rules whose aggregate is linear in the rows, c with aggregate = sum_i c_i x_i
     (zeros for rows not selected); None for rules that are not (coordinate-wise statistics, Bulyan,
-    centered clipping). Scores of each client's share use them.
+    centered clipping). Scores of each client's share use them; ``reference_coefficient`` is the part of the
+    aggregate that is the server's reference, nobody's share.
     """
 
     vector: np.ndarray
@@ -90,6 +91,11 @@ class Aggregated:
     # Coefficients over the rows of another aggregate of the same rows that the close validates against the
     # rule's own (the guarded rule's wider clip, an option: aggregator.round.compute._decide); None: none.
     wider: np.ndarray | None = None
+    # The server's reference as a member of the aggregate (the guarded rule's option): the aggregate is
+    # sum_i c_i x_i + reference_coefficient x the round's reference (and the wider candidate sum_i wider_i x_i
+    # + wider_reference x it). The scores value each row in that aggregate, the reference's part included.
+    reference_coefficient: float = 0.0
+    wider_reference: float = 0.0
 
 
 @dataclass(frozen=True)

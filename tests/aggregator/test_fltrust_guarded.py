@@ -670,3 +670,41 @@ def test_the_wider_clip_offers_the_passers_clipped_at_their_median_norm_plus_spr
     assert FLTrustGuarded(wider_clip_z=2.0).aggregate(even, inputs).wider is None
     with pytest.raises(InvalidParameter, match="wider_clip_z"):
         FLTrustGuarded(wider_clip_z=0.0)
+
+
+def test_the_reference_joins_the_aggregate_as_members_worth_of_passers_scaled_to_the_clip() -> None:
+    from aggregator.strategies.fltrust_guarded import reference_member
+
+    H, reference = crowd(h=7)
+    H[:3] *= 3.0
+    attackers = np.vstack([H, -H[:2]])  # two rows against the crowd: left out, no weight
+    inputs = StrategyInputs(np.full(9, 100.0), np.full(9, 50.0), reference=reference)
+    own = FLTrustGuarded().aggregate(attackers, inputs)
+    assert own.reference_coefficient == 0.0 and "reference_share" not in own.details  # off by default
+    joined = FLTrustGuarded(reference_members=1.0).aggregate(attackers, inputs)
+    assert own.coefficients is not None and joined.coefficients is not None
+    k = int((own.coefficients > 0).sum())
+    assert k == 7
+    np.testing.assert_allclose(joined.coefficients, own.coefficients * k / (k + 1), rtol=1e-12)
+    clip = float(own.details["clip_norm"])  # type: ignore[arg-type]
+    # The reference scaled to the clip norm, weighed as one passer of k + 1.
+    assert joined.reference_coefficient * np.linalg.norm(reference) == pytest.approx(clip / (k + 1))
+    assert joined.details["reference_share"] == pytest.approx(1 / (k + 1))
+    expected = joined.coefficients @ attackers.astype(np.float64) + joined.reference_coefficient * reference
+    np.testing.assert_allclose(joined.vector, expected, rtol=1e-5, atol=1e-7 * clip)
+    # Three members' worth, and the wider candidate scaled the same way at its own clip.
+    both = FLTrustGuarded(wider_clip_z=2.0, reference_members=3.0).aggregate(attackers, inputs)
+    wide = FLTrustGuarded(wider_clip_z=2.0).aggregate(attackers, inputs)
+    assert both.wider is not None and wide.wider is not None
+    np.testing.assert_allclose(both.wider, wide.wider * k / (k + 3), rtol=1e-12)
+    wider_clip = float(wide.details["wider_clip_norm"])  # type: ignore[arg-type]
+    assert both.wider_reference * np.linalg.norm(reference) == pytest.approx(3 * wider_clip / (k + 3))
+    # Nobody passes, no clip, a zero reference or no members: nothing to join.
+    assert reference_member(np.zeros(4), 1.0, 1.0, 1.0) == (1.0, 0.0)
+    assert reference_member(np.ones(4), 0.0, 1.0, 1.0) == (1.0, 0.0)
+    assert reference_member(np.ones(4), 1.0, 0.0, 1.0) == (1.0, 0.0)
+    assert reference_member(np.ones(4), 1.0, 1.0, 0.0) == (1.0, 0.0)
+    assert reference_member(np.ones(4), 2.0, 4.0, 1.0) == pytest.approx((0.8, 0.1))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidParameter, match="reference_members"):
+            FLTrustGuarded(reference_members=bad)

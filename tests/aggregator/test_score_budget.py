@@ -14,8 +14,8 @@ from aggregator.round.compute import compute_round
 from aggregator.scoring import budget, responses
 from aggregator.scoring import round as round_module
 from aggregator.scoring.budget import ScoreBudget, round_seed, score_sample, settings_budget
-from aggregator.scoring.contribution import batched_contributions
-from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients
+from aggregator.scoring.contribution import batched_contributions, leave_one_out
+from aggregator.scoring.novelty import batched_novel_gains, nominal_coefficients, novel_gains
 from aggregator.scoring.responses import response_measures
 from aggregator.scoring.round import score_round
 from aggregator.strategies.fltrust_guarded import gate
@@ -286,3 +286,75 @@ def test_the_settings_set_the_workers_budget() -> None:
         ScoreBudget(1, 0.0)
     with pytest.raises(ValueError, match="score_examples"):
         Settings(score_examples=1)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_the_references_part_of_the_aggregate_is_in_every_candidate_and_nobodys_share(family: str) -> None:
+    """With the server's reference as a member of the aggregate (a = sum_i c_i x_i + c_ref g), every path
+    of the per-row measures holds c_ref g in each candidate: the leave-one-out marginals and context gains
+    are those of a round in which the reference were one more row with coefficient c_ref, the solo gains
+    do not move, and the loss-callable, batched and responses-space paths agree."""
+    weights, spec, base, Xv, yv, X, reference = _scored_round(family)
+    batch = ValidationBatch(weights, Xv[:80], yv[:80], spec)
+    c = np.array([0.2, 0.1, 0.0, 0.15, 0.15, 0.2, 0.0, 0.2]) * 0.8
+    ref_norm = float(np.linalg.norm(reference))
+    c_ref = 0.2 * float(np.median(np.linalg.norm(X, axis=1))) / ref_norm
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    k = nominal_coefficients(c, norms, np.full(8, 100.0), np.ones(8, dtype=bool))
+    before = float(batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size)).mean())
+    offset = (np.float32(c_ref) * reference).astype(np.float32)
+
+    def loss_of(delta: np.ndarray) -> np.ndarray:
+        return example_losses(unflatten(base + delta, spec), Xv[:80], yv[:80])
+
+    # The oracle: the reference as a ninth row; rows 0-7 are what the scores value.
+    Xr, cr = np.vstack([X, reference[None, :]]), np.append(c, c_ref)
+    _, oracle_marginal, _ = leave_one_out(loss_of, Xr, cr)
+    oracle_context, _ = novel_gains(loss_of, Xr, cr, np.append(k, 0.0), reference, residual=False)
+    _, marginal, _ = leave_one_out(loss_of, X, c, offset)
+    context, _ = novel_gains(loss_of, X, c, k, reference, residual=False, offset=offset)
+    np.testing.assert_allclose(marginal, oracle_marginal[:8], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(context, oracle_context[:8], rtol=1e-4, atol=1e-7)
+    _, without, _ = leave_one_out(loss_of, X, c)
+    assert np.abs(marginal - without).max() > 1e-4  # the reference's part changes what a row is worth
+
+    batched = batched_contributions(batch, X, c, before, ref_norm, norms, offset)
+    novel, novel_se = novel_gains(loss_of, X, c, k, reference, offset=offset)
+    b_novel, b_novel_se = batched_novel_gains(batch, X, c, k, reference, offset=offset)
+    b_context, _ = batched_novel_gains(batch, X, c, k, reference, residual=False, offset=offset)
+    spaced = response_measures(batch, X, c, k, reference, before, ref_norm, norms, None, c_ref)
+    plain = batched_contributions(batch, X, c, before, ref_norm, norms)
+    for mine, theirs in [
+        (batched.marginal, marginal),
+        (spaced.marginal, marginal),
+        (b_context, context),
+        (spaced.context, context),
+        (b_novel, novel),
+        (spaced.novel, novel),
+        (b_novel_se, novel_se),
+        (spaced.solo_gain, plain.solo_gain),
+        (batched.solo_gain, plain.solo_gain),
+    ]:
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-6)
+
+    # Through score_round, exact and above the budget (the responses space on a subsample, the rule's
+    # inner products in place of the scores' passes): the same marginals as the oracle's paths give.
+    args = (loss_of, X, reference, c, np.flatnonzero(c), np.zeros(8), 1.0)
+    exact = score_round(*args, batch=batch, claims=np.full(8, 100.0), reference_coefficient=c_ref)  # type: ignore[arg-type]
+    np.testing.assert_allclose(exact.marginal, marginal, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(exact.solo_gain, plain.solo_gain, rtol=1e-3, atol=1e-6)
+    seed = round_seed(4, [])
+    chosen = score_sample(seed, 80, 40)
+    assert chosen is not None
+    sub = score_round(
+        *args,  # type: ignore[arg-type]
+        batch=batch,
+        claims=np.full(8, 100.0),
+        sample=lambda m: score_sample(seed, m, 40),
+        products=gate(X, reference).products,
+        reference_coefficient=c_ref,
+    )
+    _, sub_marginal, _ = leave_one_out(lambda d: loss_of(d)[chosen], X, c, offset)
+    np.testing.assert_allclose(sub.marginal, sub_marginal, rtol=1e-3, atol=1e-6)
+    with pytest.raises(InvalidParameter, match="reference coefficient needs"):
+        score_round(loss_of, X, None, c, np.flatnonzero(c), np.zeros(8), 1.0, reference_coefficient=c_ref)

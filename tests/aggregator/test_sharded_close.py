@@ -768,3 +768,29 @@ def test_a_shard_read_in_small_blocks_gives_the_same_close(tmp_path: Path, key: 
     """A shard bounds its memory by reading its range a block at a time (here 5 coordinates of 9 rows)."""
     single, sharded = both(tmp_path, key, "fltrust", shards=2, block_bytes=200)
     assert_same(single, sharded)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+@pytest.mark.parametrize("subsampled", [False, True])
+def test_the_reference_as_a_member_of_the_aggregate_in_shards_equals_the_single_worker_close(
+    tmp_path: Path, key: ServerKeyPair, family: str, subsampled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guarded rule's reference member (fltrust_guarded.REFERENCE_MEMBERS, an option) is E's reference
+    row in the aggregate: the rule adds it in E's space as over the real rows, the scores hold it in every
+    candidate there too, and the combine pass writes it back through the reference's row weight. No extra
+    pass: the aggregate is a combination of Y's rows like any other."""
+    monkeypatch.setattr(fltrust_guarded, "REFERENCE_MEMBERS", 1.0)
+    if subsampled:
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    single, sharded = both(
+        tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=2, longer=3, seen=seen
+    )
+    assert single.record is not None and sharded.record is not None
+    share = single.record.params["reference_share"]
+    assert isinstance(share, float) and 0.0 < share < 0.5
+    assert sharded.record.params["reference_share"] == pytest.approx(share)
+    assert single.record.params["kept_by"] == sharded.record.params["kept_by"]
+    assert_same(single, sharded)
+    assert [task for task, _ in seen] == [STATISTICS, COMBINE]
