@@ -140,6 +140,7 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     _robust_level,
     consensus_gate,
     gate,
+    offer_reference_member,
     reference_level,
     spread_clip,
     with_reference_member,
@@ -1200,6 +1201,9 @@ class Stage:
     # The server's reference as this many more passers (``refw=<W>``, fltrust_guarded's
     # ``reference_members``; None: the rule's REFERENCE_MEMBERS), after every other step of the stage.
     members: float | None = None
+    # The same aggregate offered to the close as its second candidate instead (``refcand=<W>``): kept only
+    # when the validation set resolves it as better than the rule's own (``widerse=<z>`` standard errors).
+    member_candidate: float = 0.0
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1274,6 +1278,8 @@ class Stage:
                 stage = replace(stage, wider_se=float(part[len("widerse=") :]))
             elif part.startswith("refw="):
                 stage = replace(stage, members=float(part[len("refw=") :]))
+            elif part.startswith("refcand="):
+                stage = replace(stage, member_candidate=float(part[len("refcand=") :]))
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1480,6 +1486,10 @@ class StagedGuarded(FLTrustGuarded):
         # The rule's wider-clip candidate (``wider=<z>``) as the rule computed it, on its own gate.
         staged = Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
         wider_clip = float(result.details.get("wider_clip_norm") or 0.0)
+        if self.stage.member_candidate > 0:
+            if result.wider is not None:
+                raise ValueError("refcand=<W> takes the close's second candidate: not with wider=<z>")
+            return offer_reference_member(staged, inputs.reference, g.clip_norm, self.stage.member_candidate)
         return with_reference_member(staged, inputs.reference, g.clip_norm, self.members, wider_clip)
 
     def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:

@@ -527,6 +527,7 @@ def _score_and_decide(
         batch,
         _fallback(inputs, X, s.norms, eligible & ~byzantine, samples.capped),
         _wider(inputs, X, result, eligible),
+        result.wider_kind,
     )
     new_weights = unflatten(base + change, inputs.spec)
     timings["decide_ms"] = (time.perf_counter() - start) * 1e3
@@ -636,6 +637,7 @@ def _decide(
     batch: ValidationBatch | None,
     fallback: Callable[[], np.ndarray | None] | None = None,
     wider: Callable[[], np.ndarray] | None = None,
+    wider_kind: str = "wider_clip",
 ) -> tuple[StepDecision, np.ndarray, float, float | None]:
     """The line search's decision, the model's change it keeps (the aggregate's full step when refused: a
     refused round still records that model, stored as rolled back), and that model's validation loss and
@@ -657,7 +659,7 @@ def _decide(
     (no floor) and kept instead of what the round would keep only when its per-example validation losses
     are lower by more than :data:`aggregator.round.rollback.WIDER_STANDARD_ERRORS` standard errors of the
     paired difference (the floor's margin): while the validation set cannot tell the two apart the rule's
-    own stays."""
+    own stays. ``wider_kind``: what that aggregate is (``Aggregated.wider_kind``), for the record."""
     at_step, metrics_at = _step_measures(inputs, base, aggregate, batch)
     floor: tuple[np.ndarray, Callable[[float], tuple[float, float | None]]] | None = None
     reference_losses = None
@@ -683,7 +685,9 @@ def _decide(
         # change (what the free-rider test compares against): refused, the active model stays.
         decision = StepDecision(0.0, 0.0, "the aggregate is zero (no update entered it): nothing to keep")
     if wider is not None and not empty:
-        widened = _wider_decision(inputs, base, batch, before, decision, at_step, reference_losses, wider())
+        widened = _wider_decision(
+            inputs, base, batch, before, decision, at_step, reference_losses, wider(), wider_kind
+        )
         if widened is not None:
             return widened
     if decision.reference and floor is not None:
@@ -713,8 +717,9 @@ def _wider_decision(
     at_step: Callable[[float], float | np.ndarray],
     reference_losses: float | np.ndarray | None,
     candidate: np.ndarray,
+    kind: str = "wider_clip",
 ) -> tuple[StepDecision, np.ndarray, float, float | None] | None:
-    """The wider-clip candidate's decision (see :func:`_decide`), or None: the round keeps its own."""
+    """The rule's other candidate's decision (see :func:`_decide`), or None: the round keeps its own."""
     if not np.any(candidate):
         return None
     at_candidate, metrics_candidate = _step_measures(inputs, base, candidate, batch)
@@ -732,7 +737,15 @@ def _wider_decision(
     if not rollback.resolved_lower(np.asarray(own, dtype=np.float64), theirs, rollback.WIDER_STANDARD_ERRORS):
         return None
     why = f"resolved better than the round's own: {decision.reason}"
-    return _kept_candidate(searched, candidate, metrics_candidate, "wider-clip aggregate", why, wider=True)
+    name = _CANDIDATE_NAMES.get(kind, kind)
+    return _kept_candidate(searched, candidate, metrics_candidate, name, why, wider=True, kind=kind)
+
+
+# How the round's decision names the rule's other candidate (Aggregated.wider_kind) when it keeps it.
+_CANDIDATE_NAMES = {
+    "wider_clip": "wider-clip aggregate",
+    "reference_member": "aggregate with the server's reference as a member",
+}
 
 
 def _kept_candidate(
@@ -744,6 +757,7 @@ def _kept_candidate(
     *,
     fallback: bool = False,
     wider: bool = False,
+    kind: str = "wider_clip",
 ) -> tuple[StepDecision, np.ndarray, float, float | None]:
     """A candidate other than the rule's aggregate kept at its searched step: the decision (its reason names
     the candidate and why it replaced the round's own), the model's change, its loss and accuracy."""
@@ -753,6 +767,7 @@ def _kept_candidate(
         f"{searched.reason.replace('of the aggregate', f'of the {name}')} ({why})",
         fallback=fallback,
         wider=wider,
+        wider_kind=kind,
     )
     loss_after, accuracy = metrics(searched.step)
     return kept, np.float32(searched.step) * candidate, loss_after, accuracy

@@ -26,16 +26,18 @@ class StepDecision:
     # True: the kept model is base + step x the rule's aggregate of the same rows with a wider norm clip
     # (Aggregated.wider, an option), which the validation set resolved as better than the rule's own.
     wider: bool = False
+    # What that other aggregate is (Aggregated.wider_kind): the record's ``kept_by`` when it is kept.
+    wider_kind: str = "wider_clip"
 
     @property
     def kept_by(self) -> str:
-        """What the round's model is: "aggregate", "wider_clip" (the rule's passers under a wider clip),
-        "server" (the descent floor), "fallback" (the second candidate) or "none" (refused); recorded with
+        """What the round's model is: "aggregate", "wider_clip" (the rule's passers under a wider clip) or
+        "reference_member" (its aggregate with the server's reference as a member), "server" (the descent floor), "fallback" (the second candidate) or "none" (refused); recorded with
         the round (the next close counts stalled rounds)."""
         if not self.activate:
             return "none"
         if self.wider:
-            return "wider_clip"
+            return self.wider_kind
         return "server" if self.reference else "fallback" if self.fallback else "aggregate"
 
     @property

@@ -96,6 +96,10 @@ class Aggregated:
     # + wider_reference x it). The scores value each row in that aggregate, the reference's part included.
     reference_coefficient: float = 0.0
     wider_reference: float = 0.0
+    # What the other aggregate is, as the round's record names it when the close keeps it (``kept_by``):
+    # "wider_clip" (the guarded rule's wider clip) or "reference_member" (its aggregate with the server's
+    # reference as a member, offered as a candidate).
+    wider_kind: str = "wider_clip"
 
 
 @dataclass(frozen=True)

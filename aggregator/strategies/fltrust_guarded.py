@@ -75,6 +75,14 @@ WIDER_CLIP_Z: float | None = None
 # cannot change it: it dilutes their weight. The close builds the rule each round and reads it then.
 REFERENCE_MEMBERS = 0.0
 
+# The same aggregate offered to the close as its second candidate instead (0: not offered): the close keeps
+# it only when its per-example validation losses beat the round's own model by
+# ``rollback.WIDER_STANDARD_ERRORS`` standard errors, as the wider clip's (``kept_by: reference_member``).
+# Why: as the rule's own aggregate the reference member also raises the runs without attackers, and more
+# attacks cost over 3 points beyond them; as a candidate it is taken where the validation set resolves what
+# the server's balanced data add (docs/benchmarks.md, "the reference member, scored, and as a candidate").
+REFERENCE_CANDIDATE = 0.0
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -437,6 +445,26 @@ def with_reference_member(
     )
 
 
+def offer_reference_member(
+    result: Aggregated, reference: np.ndarray, clip_norm: float, members: float
+) -> Aggregated:
+    """``result`` (the rule's own aggregate, unchanged) offering the close :func:`with_reference_member`'s
+    aggregate as its other candidate (``wider``, ``wider_reference``, ``wider_kind`` "reference_member");
+    ``result`` as it is when there is nothing to join (:func:`reference_member`)."""
+    joined = with_reference_member(result, reference, clip_norm, members)
+    if joined.reference_coefficient == 0.0:
+        return result
+    details = dict(result.details)
+    details["reference_candidate_share"] = joined.details["reference_share"]
+    return replace(
+        result,
+        details=details,
+        wider=joined.coefficients,
+        wider_reference=joined.reference_coefficient,
+        wider_kind="reference_member",
+    )
+
+
 def _combine(c: np.ndarray, X: np.ndarray) -> np.ndarray:
     if not c.any():
         return np.zeros(X.shape[1], dtype=np.float32)
@@ -472,6 +500,7 @@ class FLTrustGuarded(Strategy):
         consensus: bool = False,
         wider_clip_z: float | None = None,
         reference_members: float = 0.0,
+        reference_candidate: float = 0.0,
     ) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
         cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
@@ -480,12 +509,23 @@ class FLTrustGuarded(Strategy):
         (:func:`consensus_gate`; an option, off by default). ``wider_clip_z``: offer the close the passers
         clipped at :func:`spread_clip` of that many spreads as ``Aggregated.wider`` (see
         :data:`WIDER_CLIP_Z`; None: no such candidate). ``reference_members``: the server's reference as
-        that many more passers (:data:`REFERENCE_MEMBERS`; 0: not a member)."""
-        if not (np.isfinite(reference_members) and reference_members >= 0):
+        that many more passers (:data:`REFERENCE_MEMBERS`; 0: not a member). ``reference_candidate``: that
+        aggregate with this many members' worth offered to the close as ``Aggregated.wider`` instead
+        (:data:`REFERENCE_CANDIDATE`; 0: not offered)."""
+        for label, value in (
+            ("reference_members", reference_members),
+            ("reference_candidate", reference_candidate),
+        ):
+            if not (np.isfinite(value) and value >= 0):
+                raise InvalidParameter(f"fltrust_guarded: {label} must be finite and >= 0, got {value}")
+        if reference_candidate > 0 and (wider_clip_z is not None or reference_members > 0):
             raise InvalidParameter(
-                f"fltrust_guarded: reference_members must be finite and >= 0, got {reference_members}"
+                "fltrust_guarded: reference_candidate is the close's second candidate; it does not combine "
+                "with wider_clip_z (another second candidate) or reference_members (already in the "
+                "aggregate): set one of them"
             )
         self.reference_members = float(reference_members)
+        self.reference_candidate = float(reference_candidate)
         if wider_clip_z is not None and not (np.isfinite(wider_clip_z) and wider_clip_z > 0):
             raise InvalidParameter(
                 f"fltrust_guarded: wider_clip_z must be finite and > 0, got {wider_clip_z}"
@@ -504,7 +544,11 @@ class FLTrustGuarded(Strategy):
         """No governed parameter; the reference comes with the round's inputs (the wider clip's and the
         reference member's options are this module's :data:`WIDER_CLIP_Z` and :data:`REFERENCE_MEMBERS`,
         read here)."""
-        return cls(wider_clip_z=WIDER_CLIP_Z, reference_members=REFERENCE_MEMBERS)
+        return cls(
+            wider_clip_z=WIDER_CLIP_Z,
+            reference_members=REFERENCE_MEMBERS,
+            reference_candidate=REFERENCE_CANDIDATE,
+        )
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         """The guarded aggregate; the rows that pass both tests are selected."""
@@ -540,6 +584,8 @@ class FLTrustGuarded(Strategy):
             g.products,
             wider,
         )
+        if self.reference_candidate > 0:
+            return offer_reference_member(result, inputs.reference, g.clip_norm, self.reference_candidate)
         wider_clip = float(details.get("wider_clip_norm") or 0.0)
         return with_reference_member(
             result, inputs.reference, g.clip_norm, self.reference_members, wider_clip

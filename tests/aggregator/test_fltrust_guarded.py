@@ -708,3 +708,27 @@ def test_the_reference_joins_the_aggregate_as_members_worth_of_passers_scaled_to
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InvalidParameter, match="reference_members"):
             FLTrustGuarded(reference_members=bad)
+
+
+def test_the_reference_member_offered_as_the_closes_candidate_leaves_the_rules_own_aggregate() -> None:
+    H, reference = crowd(h=7)
+    inputs = StrategyInputs(np.full(7, 100.0), np.full(7, 50.0), reference=reference)
+    own = FLTrustGuarded().aggregate(H, inputs)
+    offered = FLTrustGuarded(reference_candidate=1.0).aggregate(H, inputs)
+    joined = FLTrustGuarded(reference_members=1.0).aggregate(H, inputs)
+    np.testing.assert_array_equal(offered.vector, own.vector)
+    assert offered.coefficients is not None and own.coefficients is not None
+    np.testing.assert_array_equal(offered.coefficients, own.coefficients)
+    assert offered.reference_coefficient == 0.0 and offered.wider_kind == "reference_member"
+    # The candidate is the joined aggregate: the same coefficients and reference part.
+    assert offered.wider is not None and joined.coefficients is not None
+    np.testing.assert_array_equal(offered.wider, joined.coefficients)
+    assert offered.wider_reference == joined.reference_coefficient > 0.0
+    assert offered.details["reference_candidate_share"] == joined.details["reference_share"]
+    # Two second candidates, or the member both in the aggregate and offered: refused with what to do.
+    with pytest.raises(InvalidParameter, match="set one of them"):
+        FLTrustGuarded(wider_clip_z=2.0, reference_candidate=1.0)
+    with pytest.raises(InvalidParameter, match="set one of them"):
+        FLTrustGuarded(reference_members=1.0, reference_candidate=1.0)
+    with pytest.raises(InvalidParameter, match="reference_candidate must be finite"):
+        FLTrustGuarded(reference_candidate=-1.0)

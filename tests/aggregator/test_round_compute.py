@@ -607,8 +607,9 @@ class _OffersWider:
 
     name = "offers_wider"
 
-    def __init__(self, scale: float) -> None:
+    def __init__(self, scale: float, kind: str = "wider_clip") -> None:
         self.scale = scale
+        self.kind = kind
 
     def required_clients(self) -> int:
         return 1
@@ -622,7 +623,12 @@ class _OffersWider:
         n = X.shape[0]
         own = np.full(n, self.scale / n)
         return Aggregated(
-            (own.astype(np.float32) @ X).astype(np.float32), np.arange(n), {}, own, wider=np.full(n, 1.0 / n)
+            (own.astype(np.float32) @ X).astype(np.float32),
+            np.arange(n),
+            {},
+            own,
+            wider=np.full(n, 1.0 / n),
+            wider_kind=self.kind,
         )
 
 
@@ -644,6 +650,10 @@ def test_the_rules_wider_candidate_is_kept_only_when_the_validation_set_resolves
 
     kept = flatten(short.new_weights, fed.spec) - fed.base
     np.testing.assert_allclose(kept, short.step * rows.mean(axis=0), rtol=1e-5, atol=1e-7)
+    # The record names the candidate it kept (the guarded rule's reference member offered as a candidate).
+    named = run(replace(inputs, strategy=_OffersWider(0.01, "reference_member")))  # type: ignore[arg-type]
+    assert named.record is not None and named.record.params["kept_by"] == "reference_member"
+    assert "of the aggregate with the server's reference as a member" in named.record.decision
     # Its own aggregate twice the mean: its line search reaches every step of the mean's but the shortest
     # (and one longer): the wider candidate cannot be resolved as better, and the rule's own stays.
     close = run(replace(inputs, strategy=_OffersWider(2.0)))  # type: ignore[arg-type]
@@ -653,3 +663,10 @@ def test_the_rules_wider_candidate_is_kept_only_when_the_validation_set_resolves
     result = _OffersWider(0.01).aggregate(rows, None)
     assert _wider(private, rows, result, np.ones(6, dtype=bool)) is None
     assert _wider(inputs, rows, result, np.ones(6, dtype=bool)) is not None
+    # A candidate holding a part of the server's reference (the guarded rule's reference member): that too.
+    reference = np.linspace(-1.0, 1.0, rows.shape[1]).astype(np.float32)
+    joined = replace(result, wider_reference=0.5)
+    candidate = _wider(replace(inputs, reference=reference), rows, joined, np.ones(6, dtype=bool))
+    assert candidate is not None
+    expected = rows.astype(np.float64).mean(axis=0) + 0.5 * reference
+    np.testing.assert_allclose(candidate(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())

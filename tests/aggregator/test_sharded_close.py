@@ -19,7 +19,7 @@ import pytest
 from eth_account import Account
 
 from aggregator.errors import InvalidParameter
-from aggregator.round import compute
+from aggregator.round import compute, rollback
 from aggregator.round.compute import CloseStatus, RoundResult
 from aggregator.round.params import RoundParams
 from aggregator.round.server_update import server_data
@@ -794,3 +794,34 @@ def test_the_reference_as_a_member_of_the_aggregate_in_shards_equals_the_single_
     assert single.record.params["kept_by"] == sharded.record.params["kept_by"]
     assert_same(single, sharded)
     assert [task for task, _ in seen] == [STATISTICS, COMBINE]
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+@pytest.mark.parametrize("subsampled", [False, True])
+@pytest.mark.parametrize("kept", [False, True])
+def test_the_reference_member_as_the_closes_candidate_in_shards_equals_the_single_worker_close(
+    tmp_path: Path,
+    key: ServerKeyPair,
+    family: str,
+    subsampled: bool,
+    kept: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference member offered as the close's second candidate (fltrust_guarded.REFERENCE_CANDIDATE,
+    an option): a combination of the rule's aggregate and the reference, both of which the combine pass
+    computes on every example, so the decision keeps it or not in shards as the single close does. ``kept``:
+    with no margin to win by (any descending candidate is kept), the path that writes it back."""
+    monkeypatch.setattr(fltrust_guarded, "REFERENCE_CANDIDATE", 1.0)
+    if kept:
+        monkeypatch.setattr(rollback, "WIDER_STANDARD_ERRORS", -1e9)
+    if subsampled:
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    single, sharded = both(tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=2, longer=3)
+    assert single.record is not None and sharded.record is not None
+    assert single.record.params["reference_candidate_share"] == pytest.approx(
+        sharded.record.params["reference_candidate_share"]
+    )
+    assert single.record.params["kept_by"] == sharded.record.params["kept_by"]
+    assert (single.record.params["kept_by"] == "reference_member") is kept
+    assert_same(single, sharded)
