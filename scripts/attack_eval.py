@@ -1203,7 +1203,7 @@ class Stage:
     members: float | None = None
     # The same aggregate offered to the close as its second candidate instead (``refcand=<W>``): kept only
     # when the validation set resolves it as better than the rule's own (``widerse=<z>`` standard errors).
-    member_candidate: float = 0.0
+    member_candidate: float | None = None
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1409,6 +1409,14 @@ class StagedGuarded(FLTrustGuarded):
         # The reference member joins after the stage's own steps (``aggregate``), not inside the rule's.
         super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider, reference_members=0.0)
         self.members = stage.members if stage.members is not None else fltrust_guarded.REFERENCE_MEMBERS
+        # The rule's REFERENCE_CANDIDATE unless the stage sets it, or takes its place (wider=, refw=).
+        self.member_candidate = (
+            stage.member_candidate
+            if stage.member_candidate is not None
+            else 0.0
+            if wider is not None or self.members > 0
+            else fltrust_guarded.REFERENCE_CANDIDATE
+        )
         screened = (
             (stage.consensus and not stage.rule_consensus)
             or stage.peer_quantile != 0.5
@@ -1486,10 +1494,12 @@ class StagedGuarded(FLTrustGuarded):
         # The rule's wider-clip candidate (``wider=<z>``) as the rule computed it, on its own gate.
         staged = Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
         wider_clip = float(result.details.get("wider_clip_norm") or 0.0)
-        if self.stage.member_candidate > 0:
-            if result.wider is not None:
-                raise ValueError("refcand=<W> takes the close's second candidate: not with wider=<z>")
-            return offer_reference_member(staged, inputs.reference, g.clip_norm, self.stage.member_candidate)
+        if self.member_candidate > 0:
+            if result.wider is not None or self.members > 0:
+                raise ValueError(
+                    "refcand=<W> takes the close's second candidate: not with wider=<z> or refw=<W>"
+                )
+            return offer_reference_member(staged, inputs.reference, g.clip_norm, self.member_candidate)
         return with_reference_member(staged, inputs.reference, g.clip_norm, self.members, wider_clip)
 
     def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:
@@ -1563,6 +1573,8 @@ class StagedGuarded(FLTrustGuarded):
         staged = Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
         clip = float(result.details["clip_norm"])  # type: ignore[arg-type]
         assert inputs.reference is not None
+        if self.member_candidate > 0:
+            return offer_reference_member(staged, inputs.reference, clip, self.member_candidate)
         return with_reference_member(staged, inputs.reference, clip, self.members)
 
     def _robust_mean(self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
