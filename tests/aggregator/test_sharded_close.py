@@ -400,6 +400,28 @@ def test_a_stalled_rounds_second_candidate_in_shards_equals_the_single_worker_cl
     assert len(calls) == 1
 
 
+def guarded_option(
+    tmp_path: Path,
+    key: ServerKeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+    option: tuple[str, float],
+    family: str,
+    subsampled: bool,
+    attackers: int,
+    seen: list[tuple[str, list[dict[str, Any]]]] | None = None,
+) -> tuple[RoundResult, RoundResult]:
+    """:func:`both` for the guarded rule with one of its options set (``option``: a module constant of
+    fltrust_guarded and its value), above the score budget when ``subsampled``; three honest shards three
+    times as long as the others, so that the rule's clips differ."""
+    monkeypatch.setattr(fltrust_guarded, *option)
+    if subsampled:
+        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
+        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
+    return both(
+        tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=attackers, longer=3, seen=seen
+    )
+
+
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
 @pytest.mark.parametrize("subsampled", [False, True])
 def test_the_guarded_rules_wider_clip_candidate_in_shards_equals_the_single_worker_close(
@@ -409,14 +431,9 @@ def test_the_guarded_rules_wider_clip_candidate_in_shards_equals_the_single_work
     another clip: the rule computes its coefficients in E's space as over the real rows, and the decision
     evaluates it on every example (above the score budget: one more combine pass) and keeps it or not as
     the single close does. Three honest shards three times as long as the others, so the clips differ."""
-    monkeypatch.setattr(fltrust_guarded, "WIDER_CLIP_Z", 2.0)
-    if subsampled:
-        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
-        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
     seen: list[tuple[str, list[dict[str, Any]]]] = []
-    single, sharded = both(
-        tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=0, longer=3, seen=seen
-    )
+    option = ("WIDER_CLIP_Z", 2.0)
+    single, sharded = guarded_option(tmp_path, key, monkeypatch, option, family, subsampled, 0, seen)
     assert single.record is not None and sharded.record is not None
     assert single.record.params["wider_clip_norm"] > single.record.params["clip_norm"]
     assert single.record.params["kept_by"] == sharded.record.params["kept_by"]
@@ -779,14 +796,9 @@ def test_the_reference_as_a_member_of_the_aggregate_in_shards_equals_the_single_
     row in the aggregate: the rule adds it in E's space as over the real rows, the scores hold it in every
     candidate there too, and the combine pass writes it back through the reference's row weight. No extra
     pass: the aggregate is a combination of Y's rows like any other."""
-    monkeypatch.setattr(fltrust_guarded, "REFERENCE_MEMBERS", 1.0)
-    if subsampled:
-        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
-        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
     seen: list[tuple[str, list[dict[str, Any]]]] = []
-    single, sharded = both(
-        tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=2, longer=3, seen=seen
-    )
+    option = ("REFERENCE_MEMBERS", 1.0)
+    single, sharded = guarded_option(tmp_path, key, monkeypatch, option, family, subsampled, 2, seen)
     assert single.record is not None and sharded.record is not None
     share = single.record.params["reference_share"]
     assert isinstance(share, float) and 0.0 < share < 0.5
@@ -811,13 +823,10 @@ def test_the_reference_member_as_the_closes_candidate_in_shards_equals_the_singl
     an option): a combination of the rule's aggregate and the reference, both of which the combine pass
     computes on every example, so the decision keeps it or not in shards as the single close does. ``kept``:
     with no margin to win by (any descending candidate is kept), the path that writes it back."""
-    monkeypatch.setattr(fltrust_guarded, "REFERENCE_CANDIDATE", 1.0)
     if kept:
         monkeypatch.setattr(rollback, "WIDER_STANDARD_ERRORS", -1e9)
-    if subsampled:
-        monkeypatch.setattr(budget, "SCORE_EXAMPLES", 12)
-        monkeypatch.setattr(budget, "SCORE_WORK_FLOOR", 0.0)
-    single, sharded = both(tmp_path, key, "fltrust_guarded", shards=3, family=family, attackers=2, longer=3)
+    option = ("REFERENCE_CANDIDATE", 1.0)
+    single, sharded = guarded_option(tmp_path, key, monkeypatch, option, family, subsampled, 2)
     assert single.record is not None and sharded.record is not None
     assert single.record.params["reference_candidate_share"] == pytest.approx(
         sharded.record.params["reference_candidate_share"]
