@@ -128,6 +128,7 @@ from aggregator.round.compute import (  # noqa: E402
 )
 from aggregator.round.params import RoundParams  # noqa: E402
 from aggregator.round.secure import SecureGroup, compute_secure_round, split_noiseless  # noqa: E402
+from aggregator.scoring import novelty  # noqa: E402
 from aggregator.scoring.contribution import split_holdout  # noqa: E402
 from aggregator.scoring.reputation import slashing_decisions  # noqa: E402
 from aggregator.strategies import Aggregated, StrategyInputs, fltrust_guarded, targeted  # noqa: E402
@@ -1204,6 +1205,9 @@ class Stage:
     # The same aggregate offered to the close as its second candidate instead (``refcand=<W>``): kept only
     # when the validation set resolves it as better than the rule's own (``widerse=<z>`` standard errors).
     member_candidate: float | None = None
+    # What the scores measure a row's novel part against (``novelty=rows|aggregate``, the scores'
+    # novelty.NOVELTY_BASIS; None: the platform's).
+    novelty_basis: str | None = None
     # Issue 20 screen: a test of each row's cosine to a consensus of the other centre-test passers
     # (``consensus=mean|wmean|median``; ``/replace``: instead of the centre test, else beside it).
     consensus: str = ""
@@ -1280,6 +1284,8 @@ class Stage:
                 stage = replace(stage, members=float(part[len("refw=") :]))
             elif part.startswith("refcand="):
                 stage = replace(stage, member_candidate=float(part[len("refcand=") :]))
+            elif part in ("novelty=rows", "novelty=aggregate"):
+                stage = replace(stage, novelty_basis=part[len("novelty=") :])
             elif part == "consensus":
                 stage = replace(stage, consensus="mmean", consensus_replace=True)
             elif part.startswith("consensus="):
@@ -1317,7 +1323,9 @@ class Stage:
                     "normz=<robust spreads of the norms above their median to clip at>, "
                     "wider=<robust spreads of the close's wider-clip candidate>, "
                     "widerse=<standard errors it must win by>, "
-                    "refw=<members' worth of the server's reference in the aggregate>, foolsgold=first, "
+                    "refw=<members' worth of the server's reference in the aggregate>, "
+                    "refcand=<the same offered as the close's candidate>, novelty=rows|aggregate, "
+                    "foolsgold=first, "
                     "foolsgold=cut"
                 )
         return stage
@@ -1772,6 +1780,7 @@ def run(
             patch.object(rollback, "LENGTHEN_DOUBLINGS", stage.lengthen),
             patch.object(rollback, "HOLD_STANDARD_ERRORS", stage.hold),
             patch.object(rollback, "WIDER_STANDARD_ERRORS", stage.wider_se),
+            patch.object(novelty, "NOVELTY_BASIS", stage.novelty_basis or novelty.NOVELTY_BASIS),
         ):
             result = run(fed, base, attack, rounds, params, secure_groups)
         if not staged.stage.cleanse:

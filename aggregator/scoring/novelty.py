@@ -36,6 +36,14 @@ RIDGE = 1e-4
 # Bytes at most of one chunk of residual rows (float32, d each), and at most this share of the updates' bytes.
 _CHUNK_BYTES = 1 << 25
 _CHUNK_SHARE = 16
+# What a row's novel part is measured against (an option under issue 20's evaluation): "rows", the default,
+# every other row and the reference (:func:`residual_coefficients`); "aggregate", the reference and the
+# aggregate of the other rows only (:func:`aggregate_residual_coefficients`). Why the option: one row that
+# is the honest rows' mean (the collapse attack) puts every honest row in the span of the others (x_i = n x
+# the mean less the rest), so against every other row no honest row adds anything and quality is about 0 for
+# all of them (traced, docs/benchmarks.md "why consensus rows out-earn the median honest organization"),
+# while the other rows' aggregate is one direction that a single row cannot make contain everyone's.
+NOVELTY_BASIS = "rows"
 
 
 def residual_coefficients(gram: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
@@ -54,6 +62,52 @@ def residual_coefficients(gram: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
     M: np.ndarray = P / np.diag(P)[:, None]
     M[diag <= 0.0] = 0.0
     return M
+
+
+def aggregate_residual_coefficients(
+    gram: np.ndarray, coefficients: np.ndarray, ridge: float = RIDGE
+) -> np.ndarray:
+    """M (n + 1 square) with r_i = sum_j M_ij z_j the residual of row i after its ridge least-squares fit by
+    the reference g (Z's last row) and the aggregate of the other rows, a_-i = sum_{j != i} c_j x_j (``gram``
+    = Z Z^T, Z the n rows and g; ``coefficients`` c, one per row): a row that repeats the direction the round
+    takes without it, or the reference, adds about nothing, and no single row can put another in that span.
+    The reference's own row of M is zero, as is a zero row's."""
+    G = np.asarray(gram, dtype=np.float64)
+    c = np.asarray(coefficients, dtype=np.float64)
+    m = G.shape[0]
+    if G.ndim != 2 or G.shape[1] != m or not np.isfinite(G).all() or c.shape != (m - 1,):
+        raise InvalidParameter(
+            f"need a finite square Gram matrix of n + 1 rows and n coefficients, got {G.shape} and {c.shape}"
+        )
+    n = m - 1
+    M = np.zeros((m, m))
+    lam = ridge * max(float(np.diag(G)[:n].mean()) if n else 0.0, 1e-300)
+    Gc = G[:n, :n] @ c  # <x_i, a> for a = sum_j c_j x_j
+    aa = float(c @ Gc)
+    ag = float(c @ G[:n, n])
+    for i in range(n):
+        if G[i, i] <= 0.0:
+            continue
+        # a_-i = a - c_i x_i: its inner products with x_i, itself and g, from G.
+        xa = Gc[i] - c[i] * G[i, i]
+        aa_i = aa - 2.0 * c[i] * Gc[i] + c[i] * c[i] * G[i, i]
+        ag_i = ag - c[i] * G[i, n]
+        B = np.array([[aa_i + lam, ag_i], [ag_i, G[n, n] + lam]])
+        beta, alpha = np.linalg.solve(B, np.array([xa, G[i, n]]))
+        M[i, :n] = -beta * c
+        M[i, i] = 1.0  # a_-i leaves row i out
+        M[i, n] = -alpha
+    return M
+
+
+def novelty_coefficients(gram: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """The residual coefficients of :data:`NOVELTY_BASIS`: against every other row and the reference, or
+    against the reference and the other rows' aggregate."""
+    if NOVELTY_BASIS == "aggregate":
+        return aggregate_residual_coefficients(gram, coefficients)
+    if NOVELTY_BASIS != "rows":
+        raise InvalidParameter(f"NOVELTY_BASIS must be 'rows' or 'aggregate', got {NOVELTY_BASIS!r}")
+    return residual_coefficients(gram)
 
 
 def nominal_coefficients(
@@ -133,7 +187,7 @@ def _prepare(
         raise InvalidParameter("coefficients must be finite and nominal weights finite and non-negative")
     k = np.where(c != 0.0, c, k_out)
     # Without the residual each row stands for itself (M None).
-    M = residual_coefficients(_gram_with_reference(X, g)) if residual else None
+    M = novelty_coefficients(_gram_with_reference(X, g), c) if residual else None
     return X, g, c, k, M, np.flatnonzero(k != 0.0)
 
 

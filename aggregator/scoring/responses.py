@@ -24,7 +24,7 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.contribution import _difference, _solo_scales, mean_loss
-from aggregator.scoring.novelty import _gram_with_reference, residual_coefficients
+from aggregator.scoring.novelty import _gram_with_reference, novelty_coefficients
 from fedledger.models import ValidationBatch
 
 # The responses of every update are held at once when they take at most this share of the updates' bytes
@@ -115,7 +115,7 @@ def response_measures(
             solo[i] = loss_before - mean_loss(batch.losses(si * R[i], si * H[i]))
 
     k = np.where(c != 0.0, c, k_out)
-    M = residual_coefficients(_gram_with_reference(X, g) if gram is None else gram)
+    M = novelty_coefficients(_gram_with_reference(X, g) if gram is None else gram, c)
     rows = np.flatnonzero(k != 0.0)
     novel, novel_se, context = np.zeros(n), np.zeros(n), np.zeros(n)
     with np.errstate(all="ignore"):

@@ -175,3 +175,53 @@ def test_direction_evidences_level_is_the_counted_rows_own() -> None:
     assert nobody.tolist() == direction_evidence(cosine, solo, loss=1.0).tolist()
     with pytest.raises(InvalidParameter, match="eligibility flag"):
         direction_evidence(cosine, solo, loss=1.0, among=eligible[:3])
+
+
+def test_one_row_that_is_the_mean_of_the_others_erases_their_novelty_but_not_against_the_aggregate() -> None:
+    from aggregator.scoring.novelty import aggregate_residual_coefficients
+
+    rng = np.random.default_rng(1)
+    honest = rng.normal(size=(7, 60))
+    g = rng.normal(size=60)
+    mean = honest.mean(axis=0)
+    # The collapse attack: rows at the honest mean (one of them would do), jittered by 1e-3 of its norm.
+    rows = np.vstack([honest, mean, mean + 1e-3 * np.linalg.norm(mean) * rng.normal(size=60) / np.sqrt(60)])
+    Z = np.vstack([rows, g])
+    c = np.full(9, 1.0 / 9)
+    ratio = lambda M: np.linalg.norm((M @ Z)[:9], axis=1) / np.linalg.norm(rows, axis=1)  # noqa: E731
+    against_rows = ratio(residual_coefficients(Z @ Z.T))
+    against_aggregate = ratio(aggregate_residual_coefficients(Z @ Z.T, c))
+    # Every other row and the reference: each honest row is 7 x the mean less the other six, nothing new.
+    assert against_rows[:7].max() < 0.01
+    # The other rows' aggregate and the reference: the honest rows keep most of themselves, the copies
+    # of the round's direction almost nothing.
+    assert against_aggregate[:7].min() > 0.9 and against_aggregate[7:].max() < 0.01
+    # It is the least-squares residual of each row by (a_-i, g), a_-i the aggregate without the row.
+    M = aggregate_residual_coefficients(Z @ Z.T, c, ridge=0.0)
+    for i in range(9):
+        basis = np.vstack([c @ rows - c[i] * rows[i], g])
+        fit = np.linalg.lstsq(basis.T, rows[i], rcond=None)[0]
+        np.testing.assert_allclose(M[i] @ Z, rows[i] - fit @ basis, atol=1e-9)
+    assert not M[9].any()  # the reference's own row
+    with pytest.raises(InvalidParameter, match="n coefficients"):
+        aggregate_residual_coefficients(Z @ Z.T, c[:5])
+
+
+def test_the_novelty_basis_is_read_at_each_close_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.scoring import novelty
+
+    rng = np.random.default_rng(2)
+    target, A = _task(rng)
+    X = _honest_rows(target, 6, rng)
+    X = np.vstack([X, X.mean(axis=0)])
+    c = np.full(7, 1.0 / 7)
+    g = _server_part(target)
+    rows_gain, _ = novel_gains(_loss_of(target, A), X, c, np.zeros(7), g)
+    monkeypatch.setattr(novelty, "NOVELTY_BASIS", "aggregate")
+    aggregate_gain, _ = novel_gains(_loss_of(target, A), X, c, np.zeros(7), g)
+    # Against every row the mean row erases the honest rows' novel parts; against the aggregate they count.
+    assert np.abs(rows_gain[:6]).max() < 0.05 * aggregate_gain[:6].min()
+    assert aggregate_gain[6] < 0.05 * aggregate_gain[:6].min()
+    monkeypatch.setattr(novelty, "NOVELTY_BASIS", "other")
+    with pytest.raises(InvalidParameter, match="NOVELTY_BASIS"):
+        novel_gains(_loss_of(target, A), X, c, np.zeros(7), g)

@@ -358,3 +358,25 @@ def test_the_references_part_of_the_aggregate_is_in_every_candidate_and_nobodys_
     np.testing.assert_allclose(sub.marginal, sub_marginal, rtol=1e-3, atol=1e-6)
     with pytest.raises(InvalidParameter, match="reference coefficient needs"):
         score_round(loss_of, X, None, c, np.flatnonzero(c), np.zeros(8), 1.0, reference_coefficient=c_ref)
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp"])
+def test_the_responses_space_follows_the_novelty_basis(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the other rows' aggregate (novelty.NOVELTY_BASIS "aggregate") the responses space and the
+    chunked functions still agree, and they differ from the novel gains against every other row."""
+    from aggregator.scoring import novelty
+
+    weights, spec, _, Xv, yv, X, reference = _scored_round(family)
+    batch = ValidationBatch(weights, Xv[:50], yv[:50], spec)
+    c = np.array([0.2, 0.1, 0.0, 0.15, 0.15, 0.2, 0.0, 0.2])
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    k = nominal_coefficients(c, norms, np.full(8, 100.0), np.ones(8, dtype=bool))
+    before = float(batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size)).mean())
+    ref_norm = float(np.linalg.norm(reference))
+    by_rows, _ = batched_novel_gains(batch, X, c, k, reference)
+    monkeypatch.setattr(novelty, "NOVELTY_BASIS", "aggregate")
+    got = response_measures(batch, X, c, k, reference, before, ref_norm, norms)
+    novel, novel_se = batched_novel_gains(batch, X, c, k, reference)
+    np.testing.assert_allclose(got.novel, novel, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(got.novel_stderr, novel_se, rtol=1e-3, atol=1e-6)
+    assert np.abs(novel - by_rows).max() > 1e-4
