@@ -196,13 +196,25 @@ def test_one_row_that_is_the_mean_of_the_others_erases_their_novelty_but_not_aga
     # The other rows' aggregate and the reference: the honest rows keep most of themselves, the copies
     # of the round's direction almost nothing.
     assert against_aggregate[:7].min() > 0.9 and against_aggregate[7:].max() < 0.01
-    # It is the least-squares residual of each row by (a_-i, g), a_-i the aggregate without the row.
+    # It is the least-squares residual of each row by (a_-i, g, its copies), a_-i the aggregate without the
+    # row, its copies the other rows within DUPLICATE_COSINE of it (here the two mean rows of each other).
     M = aggregate_residual_coefficients(Z @ Z.T, c, ridge=0.0)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     for i in range(9):
-        basis = np.vstack([c @ rows - c[i] * rows[i], g])
+        copies = [j for j in range(9) if j != i and abs(unit[i] @ unit[j]) >= 0.9]
+        assert copies == ([8] if i == 7 else [7] if i == 8 else [])
+        basis = np.vstack([c @ rows - c[i] * rows[i], g, *rows[copies]])
         fit = np.linalg.lstsq(basis.T, rows[i], rcond=None)[0]
         np.testing.assert_allclose(M[i] @ Z, rows[i] - fit @ basis, atol=1e-9)
     assert not M[9].any()  # the reference's own row
+    # Copies away from the round's direction (ALIE's, an orthogonal attack's): against the aggregate alone
+    # each would keep its whole self, against its copies too nothing.
+    alie = honest.mean(axis=0) - 2.0 * honest.std(axis=0)
+    spread = np.vstack([honest, alie, alie, alie])
+    Zs = np.vstack([spread, g])
+    kept = np.linalg.norm((aggregate_residual_coefficients(Zs @ Zs.T, np.full(10, 0.1)) @ Zs)[:10], axis=1)
+    assert (kept[7:] < 0.01 * np.linalg.norm(alie)).all()
+    assert (kept[:7] > 0.9 * np.linalg.norm(honest, axis=1)).all()
     with pytest.raises(InvalidParameter, match="n coefficients"):
         aggregate_residual_coefficients(Z @ Z.T, c[:5])
 
