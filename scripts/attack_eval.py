@@ -141,10 +141,8 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     _robust_level,
     consensus_gate,
     gate,
-    offer_reference_member,
     reference_level,
     spread_clip,
-    with_reference_member,
 )
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
@@ -1414,17 +1412,14 @@ class StagedGuarded(FLTrustGuarded):
 
     def __init__(self, stage: Stage, task: Task | None = None, seed: int = 0) -> None:
         wider = stage.wider if stage.wider is not None else fltrust_guarded.WIDER_CLIP_Z
-        # The reference member joins after the stage's own steps (``aggregate``), not inside the rule's.
-        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider, reference_members=0.0)
-        self.members = stage.members if stage.members is not None else fltrust_guarded.REFERENCE_MEMBERS
-        # The rule's REFERENCE_CANDIDATE unless the stage sets it, or takes its place (wider=, refw=).
-        self.member_candidate = (
+        members = stage.members if stage.members is not None else fltrust_guarded.REFERENCE_MEMBERS
+        candidate = (
             stage.member_candidate
             if stage.member_candidate is not None
-            else 0.0
-            if wider is not None or self.members > 0
-            else fltrust_guarded.REFERENCE_CANDIDATE
+            else fltrust_guarded.default_candidate(wider, members)
         )
+        # The reference options join after the stage's own steps (``aggregate``), not inside the rule's.
+        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider, members, candidate)
         screened = (
             (stage.consensus and not stage.rule_consensus)
             or stage.peer_quantile != 0.5
@@ -1458,7 +1453,7 @@ class StagedGuarded(FLTrustGuarded):
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         if self.stage.sybil:
             return self._foolsgold_first(X, inputs)
-        result = super().aggregate(X, inputs)
+        result = self._own_aggregate(X, inputs)
         assert inputs.reference is not None and result.coefficients is not None
         g = gate(X, inputs.reference, reference_z=self.reference_z)
         c = result.coefficients
@@ -1501,14 +1496,7 @@ class StagedGuarded(FLTrustGuarded):
             vector = targeted.add_noise(vector, g.clip_norm, self.stage.noise, inputs.rng)
         # The rule's wider-clip candidate (``wider=<z>``) as the rule computed it, on its own gate.
         staged = Aggregated(vector, np.flatnonzero(c > 0), details, c, wider=result.wider)
-        wider_clip = float(result.details.get("wider_clip_norm") or 0.0)
-        if self.member_candidate > 0:
-            if result.wider is not None or self.members > 0:
-                raise ValueError(
-                    "refcand=<W> takes the close's second candidate: not with wider=<z> or refw=<W>"
-                )
-            return offer_reference_member(staged, inputs.reference, g.clip_norm, self.member_candidate)
-        return with_reference_member(staged, inputs.reference, g.clip_norm, self.members, wider_clip)
+        return self._with_reference(staged, inputs.reference, g.clip_norm)
 
     def _consensus_gate(self, X: np.ndarray, g: Gate) -> Gate:
         """The gate with the screened honest-majority tests (issue 20, consensus screen)."""
@@ -1571,7 +1559,7 @@ class StagedGuarded(FLTrustGuarded):
         inner = StrategyInputs(
             inputs.samples[rows], inputs.reputation[rows], reference=inputs.reference, rng=inputs.rng
         )
-        result = super().aggregate(X[rows], inner)
+        result = self._own_aggregate(X[rows], inner)
         assert result.coefficients is not None
         c = np.zeros(X.shape[0])
         c[rows] = result.coefficients
@@ -1581,9 +1569,7 @@ class StagedGuarded(FLTrustGuarded):
         staged = Aggregated((c.astype(np.float32) @ X).astype(np.float32), np.flatnonzero(c > 0), details, c)
         clip = float(result.details["clip_norm"])  # type: ignore[arg-type]
         assert inputs.reference is not None
-        if self.member_candidate > 0:
-            return offer_reference_member(staged, inputs.reference, clip, self.member_candidate)
-        return with_reference_member(staged, inputs.reference, clip, self.members)
+        return self._with_reference(staged, inputs.reference, clip)
 
     def _robust_mean(self, X: np.ndarray, c: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
         """The rule's weighted mean of the let-in rows, each as the rule clipped it, after per-block clipping

@@ -602,10 +602,15 @@ def _wider(
     coefficients = np.zeros(X.shape[0])
     coefficients[np.flatnonzero(eligible)] = result.wider
     part = np.float32(result.wider_reference)
-    if part and inputs.reference is not None:
-        reference = np.asarray(inputs.reference, dtype=np.float32).reshape(-1)
-        return lambda: (coefficients.astype(np.float32) @ X + part * reference).astype(np.float32, copy=False)
-    return lambda: (coefficients.astype(np.float32) @ X).astype(np.float32, copy=False)
+    reference = None if inputs.reference is None else np.asarray(inputs.reference, dtype=np.float32).ravel()
+
+    def candidate() -> np.ndarray:
+        out: np.ndarray = (coefficients.astype(np.float32) @ X).astype(np.float32, copy=False)
+        if part and reference is not None:  # the reference's part (the guarded rule's reference member)
+            out += part * reference
+        return out
+
+    return candidate
 
 
 def clipped_mean(

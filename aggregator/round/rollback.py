@@ -32,8 +32,9 @@ class StepDecision:
     @property
     def kept_by(self) -> str:
         """What the round's model is: "aggregate", "wider_clip" (the rule's passers under a wider clip) or
-        "reference_member" (its aggregate with the server's reference as a member), "server" (the descent floor), "fallback" (the second candidate) or "none" (refused); recorded with
-        the round (the next close counts stalled rounds)."""
+        "reference_member" (its aggregate with the server's reference as a member), "server" (the descent
+        floor), "fallback" (the second candidate) or "none" (refused); recorded with the round (the next
+        close counts stalled rounds)."""
         if not self.activate:
             return "none"
         if self.wider:

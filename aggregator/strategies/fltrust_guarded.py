@@ -88,6 +88,12 @@ REFERENCE_MEMBERS = 0.0
 REFERENCE_CANDIDATE = 0.0
 
 
+def default_candidate(wider_clip_z: float | None, reference_members: float) -> float:
+    """:data:`REFERENCE_CANDIDATE`, unless the wider clip (another second candidate) or the member inside
+    the aggregate is set, which takes its place."""
+    return 0.0 if wider_clip_z is not None or reference_members > 0 else REFERENCE_CANDIDATE
+
+
 @dataclass(frozen=True)
 class Gate:
     """Per-row signals of the hardened rule: cosine to the reference, median cosine to the round's other
@@ -437,7 +443,7 @@ def with_reference_member(
         s_w, wider_ref = reference_member(wider, wider_clip, g_norm, members)
         wider = wider * s_w
     details = dict(result.details)
-    details["reference_share"] = float(members / (members + np.count_nonzero(result.coefficients > 0)))
+    details["reference_share"] = 1.0 - s  # W / (k + W)
     return replace(
         result,
         vector=vector,
@@ -548,16 +554,31 @@ class FLTrustGuarded(Strategy):
         """No governed parameter; the reference comes with the round's inputs (the wider clip's and the
         reference member's options are this module's :data:`WIDER_CLIP_Z` and :data:`REFERENCE_MEMBERS`,
         read here)."""
-        # The wider clip, or the member inside the aggregate, when set, takes the candidate's place.
-        takes_its_place = WIDER_CLIP_Z is not None or REFERENCE_MEMBERS > 0
         return cls(
             wider_clip_z=WIDER_CLIP_Z,
             reference_members=REFERENCE_MEMBERS,
-            reference_candidate=0.0 if takes_its_place else REFERENCE_CANDIDATE,
+            reference_candidate=default_candidate(WIDER_CLIP_Z, REFERENCE_MEMBERS),
         )
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
         """The guarded aggregate; the rows that pass both tests are selected."""
+        result = self._own_aggregate(X, inputs)
+        assert inputs.reference is not None  # _own_aggregate refuses a round without one
+        clip = float(result.details["clip_norm"])  # type: ignore[arg-type]
+        return self._with_reference(result, inputs.reference, clip)
+
+    def _with_reference(self, result: Aggregated, reference: np.ndarray, clip_norm: float) -> Aggregated:
+        """``result`` with the rule's reference options: the member offered as the close's candidate
+        (:func:`offer_reference_member`), or inside the aggregate (:func:`with_reference_member`; W = 0:
+        ``result`` as it is). ``clip_norm``: the norm the passers were clipped to."""
+        if self.reference_candidate > 0:
+            return offer_reference_member(result, reference, clip_norm, self.reference_candidate)
+        wider_clip = float(result.details.get("wider_clip_norm") or 0.0)
+        return with_reference_member(result, reference, clip_norm, self.reference_members, wider_clip)
+
+    def _own_aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
+        """The aggregate of the rule's tests and clip (and the wider clip's candidate), before the reference
+        options."""
         if inputs.reference is None:
             raise InvalidParameter(
                 "fltrust_guarded needs the server's reference update (trained on its root data) in the "
@@ -582,19 +603,13 @@ class FLTrustGuarded(Strategy):
         offered = self._wider(g, inputs.samples, grade)
         if offered is not None:
             details["wider_clip_norm"], wider = offered
-        result = Aggregated(
+        return Aggregated(
             _combine(coefficients, X),
             np.flatnonzero(coefficients > 0),
             details,
             coefficients,
             g.products,
             wider,
-        )
-        if self.reference_candidate > 0:
-            return offer_reference_member(result, inputs.reference, g.clip_norm, self.reference_candidate)
-        wider_clip = float(details.get("wider_clip_norm") or 0.0)
-        return with_reference_member(
-            result, inputs.reference, g.clip_norm, self.reference_members, wider_clip
         )
 
     def _wider(

@@ -27,9 +27,9 @@ counted rows, :func:`aggregator.round.compute._fallback`), another combination o
 then runs the combine pass once more for it (its coordinates, and above the score budget its responses on
 every example) and compute_round again with it known, so that the sharded close keeps what the single
 close keeps; likewise the guarded rule's wider-clip candidate (an option, off in the platform:
-:data:`aggregator.strategies.fltrust_guarded.WIDER_CLIP_Z`). An update that fails to open in any shard is rejected (with the reason,
-as the single-worker close rejects it) and its rows are dropped from the sums (above the score budget the
-statistics pass runs again when that changes the subsample's seed). Nothing is written to the database
+:data:`aggregator.strategies.fltrust_guarded.WIDER_CLIP_Z`). An update that fails to open in any shard is
+rejected (with the reason, as the single-worker close rejects it) and its rows are dropped from the sums
+(above the score budget the statistics pass runs again when that changes the subsample's seed). Nothing is written to the database
 before the commit, as in the single-worker close: a coordinator killed mid-way leaves the round to the next
 lease holder.
 """
