@@ -93,12 +93,13 @@ LINEAR_STRATEGIES = frozenset({"fedavg", "fltrust", "fltrust_guarded", "krum", "
 COORDINATE_STRATEGIES = frozenset({"median", "trimmed_mean", "bulyan", "centered_clip"})
 SHARDABLE_STRATEGIES = LINEAR_STRATEGIES | COORDINATE_STRATEGIES
 # What "the same result" means (checked by tests against the single-worker close): new weights within
-# rtol 1e-4 + atol 1e-6 of each other, the same decisions (kept, flagged, paid), scores within 0.05 points
+# rtol 1e-4 + atol 1e-6 of each other, the same decisions (kept, flagged, paid), scores within 0.1 point
 # and rewards within 2e-3 of each other. Quality is a difference of two validation losses over the round's
 # median such difference (issue 20): the float32 rounding of the aggregate (a derived row in shards) moves
-# it by up to about 4e-4 of itself, measured 0.015 points apart (trimmed mean); 0.05 point of quality is
-# 0.02 of fitness, which moves the tier multiplier (>= 0.5) by up to 1e-3.
-TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.05, "reward_rtol": 2e-3}
+# it by up to about 7e-4 of itself: measured 0.055 points apart (median, the MLP of 70 hidden units; the
+# aggregate novelty basis fits each row by that derived row); 0.1 point of quality is 0.04 of fitness,
+# which moves the tier multiplier (>= 0.5) by up to 2e-3 (rewards measured 8e-5 apart).
+TOLERANCE = {"weights_rtol": 1e-4, "weights_atol": 1e-6, "score_points": 0.1, "reward_rtol": 2e-3}
 # The coordinator's summed float64 first-layer responses (rows x validation examples x first-layer width) at
 # most: it holds up to about four copies of them while it sums the shards' and embeds (2 GiB at the limit,
 # half a 4 GiB worker). 100 rows x 200 examples x 1,000 hidden units = 160 MB; softmax's 10 classes, 1.6 MB.

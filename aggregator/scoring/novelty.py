@@ -6,8 +6,10 @@ copies add nothing. Three attackers sending one vector (ALIE: the honest mean le
 that is the honest mean, or one that repeats the server's own reference update (an attacker who knows the
 root data), each has a leave-one-out gain as large as an honest row's: removing one copy leaves the others
 (and the line search rescales the aggregate anyway). Here a row's share is reduced to its *novel part*,
-r_i: the row less its least-squares fit by every other row and the reference
-(:func:`residual_coefficients`; ridge-regularised so duplicates give ~0), and the row is worth what k_i r_i does to the validation loss (k_i its coefficient):
+r_i: the row less its least-squares fit by the reference, the other rows' aggregate and its own copies
+(:func:`aggregate_residual_coefficients`; :data:`NOVELTY_BASIS`), a residual below the fit's resolution
+counted as none (:data:`RESOLUTION`), and the row is worth what k_i r_i does to the validation loss (k_i
+its coefficient):
 
 - a row in the aggregate: v_i = loss(a - k_i r_i) - loss(a);
 - a row the strategy left out: v_i = loss(a) - loss(a + k_i r_i), k_i the share it would have had
@@ -36,19 +38,17 @@ RIDGE = 1e-4
 # Bytes at most of one chunk of residual rows (float32, d each), and at most this share of the updates' bytes.
 _CHUNK_BYTES = 1 << 25
 _CHUNK_SHARE = 16
-# What a row's novel part is measured against (an option under issue 20's evaluation): "rows", the default,
-# every other row and the reference (:func:`residual_coefficients`); "aggregate", the reference, the
-# aggregate of the other rows and the row's copies (:func:`aggregate_residual_coefficients`). Why the
-# option: one row that is the honest rows' mean (the collapse attack) puts every honest row in the span of
-# the others (x_i = n x the mean less the rest), so against every other row no honest row adds anything:
-# quality about 0 for every row of every round, every honest organization's pay cut 5-10x, and pay follows
-# only who the gate lets in (the consensus rows always: up to 1.37x the median honest organization).
-# Measured on the 12-cell grid (docs/benchmarks.md, "why consensus rows out-earn the median honest
-# organization"): attackers paid above the median honest in 1 cell instead of 6 (best-paid single attacker
-# 1.11x instead of 1.68x), accuracy, attack costs and flags unchanged. Not the default yet: it pays a row
-# in the span of one honest row and the reference as new (the rows basis does not), and exact copies the
-# rule keeps earn a quality of about 1.6 (the rows basis: 0), which makes them payable.
-NOVELTY_BASIS = "rows"
+# What a row's novel part is measured against: "aggregate", the default, the reference, the aggregate of
+# the other rows and the row's copies (:func:`aggregate_residual_coefficients`); "rows", every other row and
+# the reference (:func:`residual_coefficients`, the default until issue 20's pay trace). Why not every
+# other row: one row that is the honest rows' mean (the collapse attack) puts every honest row in the span
+# of the others (x_i = n x the mean less the rest), so against every other row no honest row adds
+# anything: quality about 0 for every row of every round, every honest organization's pay cut 5-10x, and
+# pay follows only who the gate lets in (the consensus rows always: up to 1.37x the median honest
+# organization). Measured on the 12-cell grid (docs/benchmarks.md, "why consensus rows out-earn the median
+# honest organization" and "the aggregate basis made the default"). What it gives up: a copy (modulo the
+# reference) of an honest update takes that update's novelty with its own, as against every row.
+NOVELTY_BASIS = "aggregate"
 
 
 def residual_coefficients(gram: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
@@ -81,7 +81,7 @@ def aggregate_residual_coefficients(
 ) -> np.ndarray:
     """M (n + 1 square) with r_i = sum_j M_ij z_j the residual of row i after its ridge least-squares fit by
     the reference g (Z's last row), the aggregate of the other rows, a_-i = sum_{j != i} c_j x_j, and the
-    other rows within ``duplicate`` of it in |cosine| (its copies) (``gram`` = Z Z^T, Z the n rows and g;
+    other rows within ``duplicate`` of it in |cosine| of the parts orthogonal to g (its copies) (``gram`` = Z Z^T, Z the n rows and g;
     ``coefficients`` c, one per row): a row that repeats the direction the round takes without it, the
     reference or another row adds about nothing, and no single row can put every other row in that span (a
     row at the mean of the others does against every other row: :func:`residual_coefficients`). The
@@ -96,14 +96,18 @@ def aggregate_residual_coefficients(
     n = m - 1
     M = np.zeros((m, m))
     lam = ridge * max(float(np.diag(G)[:n].mean()) if n else 0.0, 1e-300)
-    norms = np.sqrt(np.maximum(np.diag(G)[:n], 0.0))
+    # Copies are judged on the parts orthogonal to the reference, which the fit holds anyway: a row that is
+    # another row plus some of the reference adds nothing that pair does not.
+    gg = float(G[n, n])
+    perp = G[:n, :n] - (np.outer(G[:n, n], G[:n, n]) / gg if gg > 0.0 else 0.0)
+    perp_norms = np.sqrt(np.maximum(np.diag(perp), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.nan_to_num(G[:n, :n] / np.outer(norms, norms))
+        cos = np.nan_to_num(perp / np.outer(perp_norms, perp_norms))
     for i in range(n):
         if G[i, i] <= 0.0:
             continue
         # The basis as coefficient rows over Z: a_-i, g, then row i's copies.
-        others = np.flatnonzero((np.abs(cos[i]) >= duplicate) & (np.arange(n) != i) & (norms > 0))
+        others = np.flatnonzero((np.abs(cos[i]) >= duplicate) & (np.arange(n) != i) & (perp_norms > 0))
         W = np.zeros((2 + others.size, m))
         W[0, :n] = c
         W[0, i] = 0.0
@@ -119,10 +123,29 @@ def novelty_coefficients(gram: np.ndarray, coefficients: np.ndarray) -> np.ndarr
     """The residual coefficients of :data:`NOVELTY_BASIS`: against every other row and the reference, or
     against the reference and the other rows' aggregate."""
     if NOVELTY_BASIS == "aggregate":
-        return aggregate_residual_coefficients(gram, coefficients)
-    if NOVELTY_BASIS != "rows":
+        M = aggregate_residual_coefficients(gram, coefficients)
+    elif NOVELTY_BASIS == "rows":
+        M = residual_coefficients(gram)
+    else:
         raise InvalidParameter(f"NOVELTY_BASIS must be 'rows' or 'aggregate', got {NOVELTY_BASIS!r}")
-    return residual_coefficients(gram)
+    return below_resolution_cleared(M, gram)
+
+
+# A residual whose energy is below this share of its row's (its norm under 1 % of the row's) is the fit's
+# ridge and float32 rounding, not a direction: a copy's residual is 1e-8-1e-5 of its row's energy, an
+# honest row's 0.1-0.9 (0.002 where a test's rows are nearly collinear). Without the floor a copy's value
+# is the sign of that remainder, and half the copies of a round earn a sliver of quality (1-4 points),
+# which makes them payable.
+RESOLUTION = 1e-4
+
+
+def below_resolution_cleared(M: np.ndarray, gram: np.ndarray, resolution: float = RESOLUTION) -> np.ndarray:
+    """``M`` with the rows whose residual energy (M G M^T)_ii is below ``resolution`` x G_ii set to zero."""
+    G = np.asarray(gram, dtype=np.float64)
+    energy = np.einsum("ij,jk,ik->i", M, G, M)
+    cleared = M.copy()
+    cleared[energy < resolution * np.diag(G)] = 0.0
+    return cleared
 
 
 def nominal_coefficients(

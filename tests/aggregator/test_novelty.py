@@ -228,6 +228,7 @@ def test_the_novelty_basis_is_read_at_each_close_and_checked(monkeypatch: pytest
     X = np.vstack([X, X.mean(axis=0)])
     c = np.full(7, 1.0 / 7)
     g = _server_part(target)
+    monkeypatch.setattr(novelty, "NOVELTY_BASIS", "rows")
     rows_gain, _ = novel_gains(_loss_of(target, A), X, c, np.zeros(7), g)
     monkeypatch.setattr(novelty, "NOVELTY_BASIS", "aggregate")
     aggregate_gain, _ = novel_gains(_loss_of(target, A), X, c, np.zeros(7), g)

@@ -380,7 +380,9 @@ def test_an_update_left_out_is_paid_only_for_what_it_would_have_added() -> None:
     """Issue 20: a row the guarded rule leaves out is scored with the share it would have had. One that is
     an honest organization's update with its reference component turned slightly negative (left out by
     the reference filter, not evidence) adds nothing that update and the reference do not already give:
-    quality about 0, not paid. The honest rows are paid."""
+    quality 0, not paid. Nor does the update it copies (left out too) add anything the copy does not: a
+    copy takes its original's novelty with its own, which is why an attacker gains nothing by it (an
+    update sealed to the server is not there to copy). The other honest rows are paid."""
     from dataclasses import replace
 
     fed = Federation()
@@ -405,10 +407,11 @@ def test_an_update_left_out_is_paid_only_for_what_it_would_have_added() -> None:
     clients = by_participant(result)
     left_out = clients[7]
     assert not left_out.selected and not left_out.byzantine and not left_out.evidence
-    # Not quite 0: the ridge of the fit and the allowance of the round's typical error.
-    assert left_out.quality < 10.0 and left_out.reward_wei == 0
+    assert left_out.quality == 0.0 and left_out.reward_wei == 0
     assert left_out.excluded_reason is not None and "left the update out" in left_out.excluded_reason
-    assert all(clients[i].reward_wei > 0 for i in range(1, 7))
+    copied = clients[1]
+    assert not copied.selected and copied.quality == 0.0 and copied.reward_wei == 0
+    assert all(clients[i].reward_wei > 0 for i in range(2, 7))
 
 
 def test_identical_rows_the_rule_keeps_are_not_paid_for_timeliness_and_honesty_alone() -> None:

@@ -362,7 +362,7 @@ def test_the_references_part_of_the_aggregate_is_in_every_candidate_and_nobodys_
 
 @pytest.mark.parametrize("family", ["softmax", "mlp"])
 def test_the_responses_space_follows_the_novelty_basis(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Against the other rows' aggregate (novelty.NOVELTY_BASIS "aggregate") the responses space and the
+    """Against the other rows' aggregate (novelty.NOVELTY_BASIS "aggregate", the default) the responses space and the
     chunked functions still agree, and they differ from the novel gains against every other row."""
     from aggregator.scoring import novelty
 
@@ -373,6 +373,7 @@ def test_the_responses_space_follows_the_novelty_basis(family: str, monkeypatch:
     k = nominal_coefficients(c, norms, np.full(8, 100.0), np.ones(8, dtype=bool))
     before = float(batch.losses(np.zeros_like(batch.base), np.zeros(batch.head_index.size)).mean())
     ref_norm = float(np.linalg.norm(reference))
+    monkeypatch.setattr(novelty, "NOVELTY_BASIS", "rows")
     by_rows, _ = batched_novel_gains(batch, X, c, k, reference)
     monkeypatch.setattr(novelty, "NOVELTY_BASIS", "aggregate")
     got = response_measures(batch, X, c, k, reference, before, ref_norm, norms)

@@ -3,7 +3,7 @@ API in-process, blobs in an S3-compatible store both workers share), compared wi
 of the same round recomputed from the same database and blobs.
 
 The same means aggregator.round.sharding.TOLERANCE: weights within rtol 1e-4 + atol 1e-6, scores within
-0.05 points, the same decisions."""
+0.1 point, the same decisions."""
 
 from __future__ import annotations
 
