@@ -197,9 +197,11 @@ def test_one_row_that_is_the_mean_of_the_others_erases_their_novelty_but_not_aga
     # of the round's direction almost nothing.
     assert against_aggregate[:7].min() > 0.9 and against_aggregate[7:].max() < 0.01
     # It is the least-squares residual of each row by (a_-i, g, its copies), a_-i the aggregate without the
-    # row, its copies the other rows within DUPLICATE_COSINE of it (here the two mean rows of each other).
+    # row, its copies the other rows within DUPLICATE_COSINE of it once the reference's direction is taken
+    # out (here the two mean rows of each other).
     M = aggregate_residual_coefficients(Z @ Z.T, c, ridge=0.0)
-    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    off = rows - np.outer(rows @ g, g) / (g @ g)
+    unit = off / np.linalg.norm(off, axis=1, keepdims=True)
     for i in range(9):
         copies = [j for j in range(9) if j != i and abs(unit[i] @ unit[j]) >= 0.9]
         assert copies == ([8] if i == 7 else [7] if i == 8 else [])
@@ -217,6 +219,36 @@ def test_one_row_that_is_the_mean_of_the_others_erases_their_novelty_but_not_aga
     assert (kept[:7] > 0.9 * np.linalg.norm(honest, axis=1)).all()
     with pytest.raises(InvalidParameter, match="n coefficients"):
         aggregate_residual_coefficients(Z @ Z.T, c[:5])
+
+
+def test_a_copy_shifted_along_the_reference_is_a_copy_and_a_residual_below_resolution_is_none() -> None:
+    """A row that is another row plus some of the reference (an honest update with its reference part
+    turned down) adds nothing that row and the reference do not: its residual is cleared, as are exact
+    copies' (the fit's ridge leaves them a sliver, which was once their quality). Rows with a direction of
+    their own keep it whole."""
+    from aggregator.scoring.novelty import RESOLUTION, below_resolution_cleared, novelty_coefficients
+
+    rng = np.random.default_rng(4)
+    honest = rng.normal(size=(6, 80))
+    g = rng.normal(size=80)
+    g_unit = g / np.linalg.norm(g)
+    shifted = honest[0] - 1.5 * float(honest[0] @ g_unit) * g_unit - 0.8 * np.linalg.norm(honest[0]) * g_unit
+    raw_cosine = shifted @ honest[0] / np.linalg.norm(shifted) / np.linalg.norm(honest[0])
+    assert raw_cosine < 0.9  # not a copy by its plain cosine
+    rows = np.vstack([honest, shifted, honest[3]])  # and row 7 an exact copy of row 3
+    Z = np.vstack([rows, g])
+    G = Z @ Z.T
+    residual = np.linalg.norm((novelty_coefficients(G, np.full(8, 0.125)) @ Z)[:8], axis=1)
+    assert (residual[[0, 3, 6, 7]] == 0.0).all()
+    norms = np.linalg.norm(rows, axis=1)
+    assert (residual[[1, 2, 4, 5]] > 0.9 * norms[[1, 2, 4, 5]]).all()
+    # The floor alone: rows whose residual energy is below RESOLUTION of their own are zeroed, others kept.
+    M = np.eye(3)
+    M[1] = [0.0, 0.5 * np.sqrt(RESOLUTION), 0.0]  # energy RESOLUTION / 4 of its row's
+    M[2] = [0.0, 0.0, 2.0 * np.sqrt(RESOLUTION)]  # 4 x RESOLUTION
+    cleared = below_resolution_cleared(M, np.eye(3))
+    np.testing.assert_array_equal(cleared[[0, 2]], M[[0, 2]])
+    assert not cleared[1].any()
 
 
 def test_the_novelty_basis_is_read_at_each_close_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
