@@ -507,7 +507,11 @@ def _score_and_decide(
     start = time.perf_counter()
     byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
-    reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation)
+    everyone = np.ones(len(inputs.clients), dtype=bool)
+    adds = payable(
+        everyone, ~everyone, s.quality, selected, s.marginal, s.marginal_stderr, params.scoring.novelty_z
+    )
+    reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation, adds)
     # Every eligible update without evidence that adds something (quality > 0, or kept with a share not
     # significantly harmful to the aggregate) is paid by its fitness (aggregator.scoring.scores.payable):
     # see the module docstring.

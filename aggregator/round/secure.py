@@ -415,8 +415,15 @@ def _member_outcomes(
     config = inputs.params.reputation
     shared = dataclasses.replace(config, byzantine_penalty=config.byzantine_penalty / size)
     before = np.array([m.reputation for m in group.members], dtype=np.float64)
+    # The group's reputation (its members' lowest) rose in the clear round only if the group added
+    # something (aggregator.scoring.reputation.update_reputation); its members' follow it.
+    rose = outcome.reputation_after > float(before.min())
     after = update_reputation(
-        before, np.full(size, outcome.fitness), np.full(size, outcome.byzantine, dtype=bool), shared
+        before,
+        np.full(size, outcome.fitness),
+        np.full(size, outcome.byzantine, dtype=bool),
+        shared,
+        np.full(size, rose),
     )
     against_sum = [f for f in outcome.evidence if f.code is not Evidence.below_min_reputation]
     shared_evidence: tuple[Finding, ...] = ()

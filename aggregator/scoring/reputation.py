@@ -253,10 +253,22 @@ def update_reputation(
     fitness: np.ndarray,
     byzantine: np.ndarray,
     config: ReputationConfig = ReputationConfig(),
+    adds: np.ndarray | None = None,
 ) -> np.ndarray:
-    """New reputations (0..100): EMA toward the round's fitness, minus the penalty for a detection."""
+    """New reputations (0..100): EMA toward the round's fitness, minus the penalty for a detection. A row
+    whose ``adds`` is False (nothing new and no share that helps: :func:`aggregator.scoring.scores.payable`
+    with every row eligible) keeps at most its reputation: fitness without quality is timeliness and
+    honesty, which are the sender's to take (60), and rows below ``min_reputation`` climbed back on them
+    alone. Measured (synthetic Dirichlet(0.5), n = 10, Min-Max): attackers flagged in rounds 1-2 and
+    excluded from round 3 rose from 0 to 12 by round 8, were let in from round 9, and every later round
+    was rolled back (the model frozen at 59.8 %, 4.4 points below their absence)."""
     rep = np.asarray(reputation, dtype=np.float64)
     new = (1 - config.learning_rate) * rep + config.learning_rate * np.asarray(fitness, dtype=np.float64)
+    if adds is not None:
+        add = np.asarray(adds, dtype=bool)
+        if add.shape != rep.shape:
+            raise InvalidParameter("one adds flag per reputation is needed")
+        new = np.where(add, new, np.minimum(new, rep))
     new = new - config.byzantine_penalty * np.asarray(byzantine, dtype=bool)
     return np.clip(new, 0.0, 100.0)
 

@@ -204,6 +204,27 @@ def test_clients_below_min_reputation_are_not_aggregated_nor_paid_but_still_scor
     np.testing.assert_allclose(aggregate, deltas[:4].mean(axis=0), rtol=1e-5, atol=1e-7)
 
 
+def test_a_row_below_min_reputation_that_adds_nothing_does_not_climb_back() -> None:
+    """Issue 20 (Min-Max on synthetic Dirichlet(0.5)): rows excluded for their reputation climbed back on
+    timeliness and honesty alone, were let in again and froze the model. One that adds no direction of its
+    own (the eligible rows' mean at the honest norm: full timeliness and honesty, no evidence) keeps its
+    reputation; the honest row beside it, below the minimum too, climbs."""
+    fed = Federation()
+    honest = fed.honest(5)
+    mean = honest[:4].mean(axis=0)
+    crowd = mean * float(np.median(np.linalg.norm(honest, axis=1)) / np.linalg.norm(mean))
+    deltas = np.vstack([honest, crowd[None, :]]).astype(np.float32)
+    result = run(
+        fed.inputs(deltas, strategy="fedavg", reputation=[50, 50, 50, 50, 5, 5], min_reputation=10.0)
+    )
+    assert result.status == CloseStatus.aggregated
+    clients = by_participant(result)
+    honest_low, attacker = clients[5], clients[6]
+    assert not attacker.kept and not attacker.byzantine and attacker.quality == 0.0 and attacker.fitness >= 60
+    assert attacker.reputation_after <= 5.0
+    assert honest_low.quality > 0 and honest_low.reputation_after > 5.0
+
+
 def test_a_round_short_of_eligible_clients_says_how_many_are_below_min_reputation() -> None:
     fed = Federation()
     result = run(fed.inputs(fed.honest(3), reputation=[50, 5, 5], min_reputation=10.0))

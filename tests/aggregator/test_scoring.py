@@ -132,6 +132,18 @@ def test_reputation_moves_toward_fitness_and_detections_cost_extra() -> None:
     assert eligible(new).tolist() == [True, True, False]
 
 
+def test_a_row_that_adds_nothing_cannot_raise_its_reputation_but_still_loses_it() -> None:
+    """Fitness without quality is timeliness and honesty (60), the sender's to take: a row that adds
+    nothing keeps at most its reputation, and falls as any row does."""
+    before = np.array([5.0, 5.0, 80.0, 50.0])
+    fitness = np.array([60.0, 60.0, 60.0, 60.0])
+    adds = np.array([True, False, False, False])
+    new = update_reputation(before, fitness, np.array([False, False, False, True]), adds=adds)
+    np.testing.assert_allclose(new, [16.0, 5.0, 76.0, 30.0])
+    with pytest.raises(InvalidParameter, match="adds"):
+        update_reputation(before, fitness, np.zeros(4, dtype=bool), adds=adds[:2])
+
+
 def test_slashing_needs_repeated_evidence_or_inactivity_never_one_low_score() -> None:
     decisions = slashing_decisions(
         byzantine_counts=np.array([0, 2, 0, 3, 0]),
