@@ -46,8 +46,8 @@ _CHUNK_SHARE = 16
 # anything: quality about 0 for every row of every round, every honest organization's pay cut 5-10x, and
 # pay follows only who the gate lets in (the consensus rows always: up to 1.37x the median honest
 # organization). Measured on the 12-cell grid (docs/benchmarks.md, "why consensus rows out-earn the median
-# honest organization" and "the aggregate basis made the default"). What it gives up: a copy (modulo the
-# reference) of an honest update takes that update's novelty with its own, as against every row.
+# honest organization" and "the aggregate novelty basis made the default"). What it gives up: a copy
+# (modulo the reference) of an honest update takes that update's novelty with its own, as against every row.
 NOVELTY_BASIS = "aggregate"
 
 
@@ -81,8 +81,8 @@ def aggregate_residual_coefficients(
 ) -> np.ndarray:
     """M (n + 1 square) with r_i = sum_j M_ij z_j the residual of row i after its ridge least-squares fit by
     the reference g (Z's last row), the aggregate of the other rows, a_-i = sum_{j != i} c_j x_j, and the
-    other rows within ``duplicate`` of it in |cosine| of the parts orthogonal to g (its copies) (``gram`` = Z Z^T, Z the n rows and g;
-    ``coefficients`` c, one per row): a row that repeats the direction the round takes without it, the
+    other rows within ``duplicate`` of it in |cosine| of their parts orthogonal to g (its copies)
+    (``gram`` = Z Z^T, Z the n rows and g; ``coefficients`` c, one per row): a row that repeats the direction the round takes without it, the
     reference or another row adds about nothing, and no single row can put every other row in that span (a
     row at the mean of the others does against every other row: :func:`residual_coefficients`). The
     reference's own row of M is zero, as is a zero row's."""
