@@ -507,17 +507,15 @@ def _score_and_decide(
     start = time.perf_counter()
     byzantine = s.evidence
     reputation_before = np.array([c.reputation for c in inputs.clients], dtype=np.float64)
+    # What each update adds (quality > 0, or kept with a share not significantly harmful to the aggregate:
+    # aggregator.scoring.scores.payable with every row eligible): only such an update raises a reputation,
+    # and every eligible one without evidence is paid by its fitness (see the module docstring).
     everyone = np.ones(len(inputs.clients), dtype=bool)
     adds = payable(
         everyone, ~everyone, s.quality, selected, s.marginal, s.marginal_stderr, params.scoring.novelty_z
     )
     reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation, adds)
-    # Every eligible update without evidence that adds something (quality > 0, or kept with a share not
-    # significantly harmful to the aggregate) is paid by its fitness (aggregator.scoring.scores.payable):
-    # see the module docstring.
-    paid = payable(
-        eligible, byzantine, s.quality, selected, s.marginal, s.marginal_stderr, params.scoring.novelty_z
-    )
+    paid = eligible & ~byzantine & adds
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, paid)
 
     # The model takes the multiple of the aggregate that lowers the validation loss most, and only if the
