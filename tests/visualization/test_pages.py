@@ -107,15 +107,26 @@ def _decoded(value: Any) -> Any:
     return value
 
 
+# The live API shares the machine with the suite's other worker and its chain: httpx's default 5 s read
+# timeout was once exceeded by a login under that load (a flake, not a fault of the code under test).
+LIVE_API_TIMEOUT = 30.0
+
+
 def http_login(api: ApiServer, index: int) -> dict[str, Any]:
     """What the wallet flow leaves in the session: a JWT from the real nonce/login exchange."""
     key = dev_private_key(index)
     address = Account.from_key(key).address
-    challenge = httpx.post(f"{api.url}/v1/auth/nonce", json={"address": address}).json()
+    nonce = httpx.post(f"{api.url}/v1/auth/nonce", json={"address": address}, timeout=LIVE_API_TIMEOUT)
+    nonce.raise_for_status()
+    challenge = nonce.json()
     signature = Account.sign_message(encode_defunct(text=challenge["message"]), key).signature.to_0x_hex()
-    token = httpx.post(
-        f"{api.url}/v1/auth/login", json={"message": challenge["message"], "signature": signature}
-    ).json()
+    login = httpx.post(
+        f"{api.url}/v1/auth/login",
+        json={"message": challenge["message"], "signature": signature},
+        timeout=LIVE_API_TIMEOUT,
+    )
+    login.raise_for_status()
+    token = login.json()
     return {
         "token": token["access_token"],
         "address": token["address"],
@@ -360,7 +371,9 @@ def test_token_page_signed_in_shows_the_organizations_account(
     ]
     # Claims: the API's reward proofs (GET /v1/rewards/{address}) drive the Claim buttons.
     route = httpx.get(
-        f"{dashboard_env.url}/v1/rewards/{address}", headers={"Authorization": f"Bearer {auth['token']}"}
+        f"{dashboard_env.url}/v1/rewards/{address}",
+        headers={"Authorization": f"Bearer {auth['token']}"},
+        timeout=LIVE_API_TIMEOUT,
     )
     if route.status_code == 404 and "error" not in route.json():
         assert "does not serve reward proofs yet" in text
