@@ -65,6 +65,14 @@ def gate_kernels() -> ModuleType | None:
     return module
 
 
+@lru_cache(maxsize=1)
+def sort_in_place() -> bool:
+    """Whether the order kernels sort blocks in place on this host (timed once per process, about 10 ms:
+    :func:`~aggregator.strategies.order_kernels.in_place_is_faster`); False where numba is missing."""
+    compiled = kernels()
+    return bool(compiled is not None and compiled.in_place_is_faster())
+
+
 @lru_cache(maxsize=256)
 def _comparator_arrays(
     n: int, needed: tuple[int, ...] | None, as_set: bool = False
@@ -97,7 +105,7 @@ def network_reduce(
     scale = np.float32(1.0 / (m - 2 * k)) if mode == TRIMMED_MEAN else np.float32(1.0)
     out = np.empty(X.shape[1], dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the caller's to report
-        bad = compiled.order_reduce(X, selected, ca, cb, mode, k, scale, out)
+        bad = compiled.order_reduce(X, selected, ca, cb, mode, k, scale, out, sort_in_place())
     if bad:
         raise_on_non_finite_rows(X)
     return out
