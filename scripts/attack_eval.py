@@ -1184,6 +1184,8 @@ class Stage:
     # Passers weighted by their margin above the centre test's level, full weight that share of the way to the
     # median (``soft=<share>``, ``soft`` = 1; fltrust_guarded's ``soft``; 0: equal weights).
     soft: float = 0.0
+    # The rule's standing weights (fltrust_guarded's ``standing``; ``standing=off`` for a comparison).
+    standing: bool = fltrust_guarded.STANDING
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
     lengthen: int = rollback.LENGTHEN_DOUBLINGS
     # Standard errors a step shorter than the full one must win by (``hold=<z>``, rollback.HOLD_STANDARD_ERRORS).
@@ -1297,6 +1299,8 @@ class Stage:
                 stage = replace(stage, consensus_upper=True)
             elif part.startswith("peerq="):
                 stage = replace(stage, peer_quantile=float(part[len("peerq=") :]))
+            elif part in ("standing=on", "standing=off"):
+                stage = replace(stage, standing=part == "standing=on")
             elif part == "soft":
                 stage = replace(stage, soft=1.0)
             elif part.startswith("soft="):
@@ -1311,7 +1315,7 @@ class Stage:
                     "pcmedian=<principal directions>, clamp=<tail quantile of the root data>, "
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
-                    "soft[=<share of the way to the median row's margin at full weight>], "
+                    "soft[=<share of the way to the median row's margin at full weight>], standing=on|off, "
                     "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
                     "peerq=<quantile of the peer cosines in the centre test>, "
                     "cz=<robust spreads of the consensus test>, clevel=upper, "
@@ -1419,7 +1423,9 @@ class StagedGuarded(FLTrustGuarded):
             else fltrust_guarded.default_candidate(wider, members)
         )
         # The reference options join after the stage's own steps (``aggregate``), not inside the rule's.
-        super().__init__(stage.crowd, stage.soft, stage.rule_consensus, wider, members, candidate)
+        super().__init__(
+            stage.crowd, stage.soft, stage.rule_consensus, wider, members, candidate, stage.standing
+        )
         screened = (
             (stage.consensus and not stage.rule_consensus)
             or stage.peer_quantile != 0.5

@@ -56,7 +56,7 @@ from aggregator.scoring.budget import ScoreBudget, default_budget, round_seed, s
 from aggregator.scoring.contribution import mean_loss
 from aggregator.scoring.reputation import update_reputation
 from aggregator.scoring.round import RoundScores, score_round
-from aggregator.scoring.scores import payable, reward_amounts
+from aggregator.scoring.scores import payable, resolved_gains, reward_amounts
 from aggregator.strategies import Aggregated, Strategy, StrategyInputs
 from aggregator.strategies.kernels import row_norms
 from fedledger.chain.merkle import RewardTree
@@ -514,7 +514,15 @@ def _score_and_decide(
     adds = payable(
         everyone, ~everyone, s.quality, selected, s.marginal, s.marginal_stderr, params.scoring.novelty_z
     )
-    reputation_after = update_reputation(reputation_before, s.fitness, byzantine, params.reputation, adds)
+    # Below where everyone starts, only resolvably useful work raises a reputation (update_reputation).
+    resolved = (
+        None
+        if s.novel_gain is None
+        else resolved_gains(s.novel_gain, s.novel_stderr, params.scoring.novelty_z)
+    )
+    reputation_after = update_reputation(
+        reputation_before, s.fitness, byzantine, params.reputation, adds, resolved
+    )
     paid = eligible & ~byzantine & adds
     amounts, tree = _rewards(inputs, s.fitness, reputation_after, paid)
 

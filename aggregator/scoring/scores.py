@@ -261,6 +261,25 @@ def novelty_quality(
     return q
 
 
+def resolved_gains(
+    value: np.ndarray | list[float], stderr: np.ndarray | list[float] | None = None, z: float = 2.0
+) -> np.ndarray:
+    """Which values v_i (what each update adds on the validation data, :func:`novelty_quality`'s measure)
+    are resolvably positive: v_i - z x min(se_i, median se) > 0, the lower end of the interval whose upper
+    end quality credits (the same allowance, capped the same way). Non-finite values are not resolved."""
+    v = np.asarray(value, dtype=np.float64)
+    se = np.zeros_like(v) if stderr is None else np.asarray(stderr, dtype=np.float64)
+    if se.shape != v.shape or not (np.isfinite(se).all() and (se >= 0).all()):
+        raise InvalidParameter("one finite, non-negative standard error per value is needed")
+    if not z >= 0:
+        raise InvalidParameter(f"the confidence multiplier z must be non-negative, got {z}")
+    if v.size == 0:
+        return np.zeros(0, dtype=bool)
+    lower = v - z * np.minimum(se, float(np.median(se)))
+    shown: np.ndarray = np.isfinite(lower) & (lower > 0)
+    return shown
+
+
 def typical_norm(norms: np.ndarray, floor: float = 0.0) -> float:
     """The round's typical update norm: the median of ``norms`` (float64), floored at ``floor`` (the server's
     reference norm; a non-finite floor counts as none), 0 for no norms. Half the wallets sending near-zero

@@ -18,7 +18,14 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.strategies import compiled as _compiled
-from aggregator.strategies.base import Aggregated, Detail, InnerProducts, Strategy, StrategyInputs
+from aggregator.strategies.base import (
+    INITIAL_REPUTATION,
+    Aggregated,
+    Detail,
+    InnerProducts,
+    Strategy,
+    StrategyInputs,
+)
 from aggregator.strategies.blas import single_threaded
 from aggregator.strategies.fltrust import reference_and_norm
 from aggregator.strategies.kernels import gram_sq_and_dots
@@ -86,6 +93,16 @@ REFERENCE_MEMBERS = 0.0
 # task 42.4), honest flags and pay as the default's, but 23 attacks over 3 (friedman attack-free -0.7).
 # Not the default.
 REFERENCE_CANDIDATE = 0.0
+
+
+# Standing weights (issue 20; the default since its evaluation, docs/benchmarks.md "standing that a record
+# of evidence lowers"): each passer's weight times min(1, reputation / INITIAL_REPUTATION)
+# (:func:`standing_grade`). An organization at or above where everyone starts weighs as before; one whose
+# evidence took it below weighs in proportion, and climbs back only on resolvably useful work
+# (aggregator.scoring.reputation.update_reputation). Why: attackers flagged in rounds 1-2 passed both tests
+# from round 4 on (Fang on synthetic Dirichlet(0.5): three rows of cosine 0.97 to each other cancelling
+# the honest mean, cost 7.2). Attackers never flagged are untouched (they weigh as honest rows).
+STANDING = True
 
 
 def default_candidate(wider_clip_z: float | None, reference_members: float) -> float:
@@ -377,6 +394,14 @@ def center_margins(g: Gate, width: float = 1.0) -> np.ndarray:
     return margins
 
 
+def standing_grade(reputation: np.ndarray) -> np.ndarray:
+    """min(1, r / INITIAL_REPUTATION) per row: full weight at or above the reputation every organization
+    starts at, in proportion below it (0 at 0)."""
+    r = np.asarray(reputation, dtype=np.float64)
+    grade: np.ndarray = np.clip(r / INITIAL_REPUTATION, 0.0, 1.0)
+    return grade
+
+
 def spread_clip(g: Gate, z: float) -> float:
     """The median norm of the rows passing the reference test plus ``z`` robust spreads (SPREAD x their
     median absolute deviation) of those norms: a clip that leaves the honest crowd's larger updates whole
@@ -511,6 +536,7 @@ class FLTrustGuarded(Strategy):
         wider_clip_z: float | None = None,
         reference_members: float = 0.0,
         reference_candidate: float = 0.0,
+        standing: bool = False,
     ) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
         cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
@@ -521,7 +547,9 @@ class FLTrustGuarded(Strategy):
         :data:`WIDER_CLIP_Z`; None: no such candidate). ``reference_members``: the server's reference as
         that many more passers (:data:`REFERENCE_MEMBERS`; 0: not a member). ``reference_candidate``: that
         aggregate with this many members' worth offered to the close as ``Aggregated.wider`` instead
-        (:data:`REFERENCE_CANDIDATE`; 0: not offered)."""
+        (:data:`REFERENCE_CANDIDATE`; 0: not offered). ``standing``: each passer's weight times its
+        :func:`standing_grade` (:data:`STANDING`, which the close's rule uses; off here so that a rule
+        built by hand weighs as the paper's)."""
         for label, value in (
             ("reference_members", reference_members),
             ("reference_candidate", reference_candidate),
@@ -548,16 +576,18 @@ class FLTrustGuarded(Strategy):
             raise InvalidParameter(f"fltrust_guarded: soft must be finite and >= 0, got {soft}")
         self.soft = soft
         self.consensus = consensus
+        self.standing = standing
 
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
         """No governed parameter; the reference comes with the round's inputs (the wider clip's and the
         reference member's options are this module's :data:`WIDER_CLIP_Z` and :data:`REFERENCE_MEMBERS`,
-        read here)."""
+        read here, and the standing weights :data:`STANDING`)."""
         return cls(
             wider_clip_z=WIDER_CLIP_Z,
             reference_members=REFERENCE_MEMBERS,
             reference_candidate=default_candidate(WIDER_CLIP_Z, REFERENCE_MEMBERS),
+            standing=STANDING,
         )
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
@@ -589,6 +619,9 @@ class FLTrustGuarded(Strategy):
         if self.consensus:
             g = consensus_gate(g, reference_z=self.reference_z)
         grade = center_margins(g, self.soft) if self.soft else None
+        if self.standing:
+            standing = standing_grade(inputs.reputation)
+            grade = standing if grade is None else grade * standing
         coefficients = _coefficients(g, inputs.samples, grade)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),

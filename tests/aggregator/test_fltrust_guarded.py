@@ -14,7 +14,7 @@ from aggregator.errors import InvalidParameter
 from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.reputation import norm_evidence
 from aggregator.scoring.round import score_round
-from aggregator.strategies.base import StrategyInputs
+from aggregator.strategies.base import INITIAL_REPUTATION, StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
@@ -27,6 +27,7 @@ from aggregator.strategies.fltrust_guarded import (
     hardened_fltrust,
     median_peer_cosine,
     reference_level,
+    standing_grade,
     upper_half_floor,
 )
 
@@ -293,6 +294,40 @@ def test_soft_centre_weights_grade_each_passer_by_its_margin_above_the_level() -
     # Rows that do not spread are not graded.
     same = np.repeat(X[:1], 4, axis=0)
     assert (center_margins(gate(same, reference)) == 1.0).all()
+
+
+def test_standing_weights_a_passer_below_the_initial_reputation_in_proportion() -> None:
+    """Issue 20 (Fang): rows flagged early passed both tests later and weighed as much as honest rows.
+    With standing, a passer's weight is min(1, reputation / 50): at or above where everyone starts, full."""
+    np.testing.assert_allclose(standing_grade(np.array([0.0, 25.0, 50.0, 90.0])), [0.0, 0.5, 1.0, 1.0])
+    assert INITIAL_REPUTATION == 50.0
+    H, reference = crowd(h=8)
+    reputation = np.array([90.0, 60.0, 50.0, 80.0, 70.0, 55.0, 25.0, 10.0])
+    inputs = StrategyInputs.of(8, reputation=reputation, reference=reference)
+    plain = FLTrustGuarded().aggregate(H, inputs)
+    standing = FLTrustGuarded(standing=True).aggregate(H, inputs)
+    assert plain.coefficients is not None and standing.coefficients is not None
+    passed = plain.coefficients > 0
+    assert passed[[0, 6, 7]].all() and ((standing.coefficients > 0) == passed).all()
+    # The same passers (equal sample weights); each weight times its grade, renormalised over the passers.
+    grade = standing_grade(reputation)
+    expected = plain.coefficients * grade * passed.sum() / grade[passed].sum()
+    np.testing.assert_allclose(standing.coefficients, expected, rtol=1e-12)
+    ratio = standing.coefficients[6] / standing.coefficients[0]
+    np.testing.assert_allclose(ratio, 0.5 * plain.coefficients[6] / plain.coefficients[0], rtol=1e-12)
+    # At full standing (the inputs' default) nothing changes.
+    full = StrategyInputs.of(8, reference=reference)
+    np.testing.assert_array_equal(
+        FLTrustGuarded(standing=True).aggregate(H, full).vector, FLTrustGuarded().aggregate(H, full).vector
+    )
+
+
+def test_the_closes_rule_weighs_by_standing() -> None:
+    from aggregator.round.params import RoundParams
+    from tests.aggregator.roundkit import snapshot
+
+    assert FLTrustGuarded.from_params(RoundParams.from_snapshot(snapshot())).standing
+    assert not FLTrustGuarded().standing
 
 
 def test_consensus_cosines_are_each_rows_cosine_to_the_weighted_sum_of_the_others() -> None:

@@ -21,6 +21,7 @@ from aggregator.scoring.scores import (
     honesty_scores,
     payable,
     quality_scores,
+    resolved_gains,
     reward_amounts,
     timeliness_scores,
 )
@@ -142,6 +143,39 @@ def test_a_row_that_adds_nothing_cannot_raise_its_reputation_but_still_loses_it(
     np.testing.assert_allclose(new, [16.0, 5.0, 76.0, 30.0])
     with pytest.raises(InvalidParameter, match="adds"):
         update_reputation(before, fitness, np.zeros(4, dtype=bool), adds=adds[:2])
+
+
+def test_below_where_everyone_starts_a_reputation_climbs_only_on_resolved_work() -> None:
+    """Quality's benefit of the doubt pays a novel part the validation set cannot tell from nothing; it
+    does not rehabilitate: below the initial reputation (50) a row climbs only where ``resolved``."""
+    before = np.array([30.0, 30.0, 50.0, 80.0, 30.0])
+    fitness = np.full(5, 90.0)
+    adds = np.array([True, True, True, True, False])
+    resolved = np.array([True, False, False, False, True])
+    new = update_reputation(before, fitness, np.zeros(5, dtype=bool), adds=adds, resolved=resolved)
+    # 30 -> 42 resolved; 30 kept unresolved; 50 and 80 climb as before; adds still needed (30 kept).
+    np.testing.assert_allclose(new, [42.0, 30.0, 58.0, 82.0, 30.0])
+    # Falling is as before, and evidence still costs its penalty.
+    low = update_reputation(
+        before[:2], np.zeros(2), np.array([False, True]), resolved=np.zeros(2, dtype=bool)
+    )
+    np.testing.assert_allclose(low, [24.0, 4.0])
+    with pytest.raises(InvalidParameter, match="resolved"):
+        update_reputation(before, fitness, np.zeros(5, dtype=bool), resolved=resolved[:2])
+
+
+def test_resolved_gains_are_positive_beyond_quality_s_capped_allowance() -> None:
+    value = np.array([3.0, 3.0, 1.0, -1.0, np.inf, np.nan])
+    stderr = np.array([1.0, 10.0, 1.0, 0.1, 1.0, 1.0])
+    # The allowance z x min(se, median se = 1): 3 - 2 > 0 (a large error is capped at the median's).
+    assert resolved_gains(value, stderr).tolist() == [True, True, False, False, False, False]
+    assert resolved_gains(value[:3], stderr[:3], z=0.5).tolist() == [True, True, True]
+    assert resolved_gains([0.1, -0.1]).tolist() == [True, False]  # no errors: the sign decides
+    assert resolved_gains([]).tolist() == []
+    with pytest.raises(InvalidParameter, match="standard error"):
+        resolved_gains([1.0], [-1.0])
+    with pytest.raises(InvalidParameter, match="non-negative"):
+        resolved_gains([1.0], [1.0], z=-1.0)
 
 
 def test_slashing_needs_repeated_evidence_or_inactivity_never_one_low_score() -> None:
