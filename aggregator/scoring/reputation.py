@@ -18,8 +18,8 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.scoring.scores import robust_spread, typical_norm
-from aggregator.strategies.base import INITIAL_REPUTATION
 from aggregator.strategies.kernels import row_norms
+from aggregator.strategies.standing import INITIAL_REPUTATION
 from aggregator.strategies.upper_half import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from fedledger.chain.param_table import genesis_int, genesis_real
 
@@ -267,7 +267,7 @@ def update_reputation(
 
     ``resolved`` (None: not applied): whether what each row adds is resolvably useful on the validation
     data (:func:`aggregator.scoring.scores.resolved_gains`). A row below
-    :data:`~aggregator.strategies.base.INITIAL_REPUTATION` climbs only on such a round: quality gives the
+    :data:`~aggregator.strategies.standing.INITIAL_REPUTATION` climbs only on such a round: quality gives the
     benefit of the doubt (a value not significantly below the round's typical one earns credit), which is
     right for pay and wrong for rehabilitation, because a row whose novel part the validation set cannot
     tell from nothing earns it every round. Measured (synthetic Dirichlet(0.5), n = 10, Fang, seed 0): the

@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 # JSON-serialisable description values (they are stored in the round's aggregation record).
 Detail = int | float | str | bool | None
 
-# The reputation every organization starts at (``db.models.Participant.reputation``'s default): the line
-# between a standing kept or earned by useful work and one that a record of evidence took below where
-# everyone begins (the guarded rule's standing weights; aggregator.scoring.reputation's rehabilitation).
-INITIAL_REPUTATION = 50.0
-
 
 @dataclass(frozen=True)
 class StrategyInputs:

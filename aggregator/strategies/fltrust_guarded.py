@@ -18,18 +18,12 @@ import numpy as np
 
 from aggregator.errors import InvalidParameter
 from aggregator.strategies import compiled as _compiled
-from aggregator.strategies.base import (
-    INITIAL_REPUTATION,
-    Aggregated,
-    Detail,
-    InnerProducts,
-    Strategy,
-    StrategyInputs,
-)
+from aggregator.strategies.base import Aggregated, Detail, InnerProducts, Strategy, StrategyInputs
 from aggregator.strategies.blas import single_threaded
 from aggregator.strategies.fltrust import reference_and_norm
 from aggregator.strategies.kernels import gram_sq_and_dots
 from aggregator.strategies.registry import register
+from aggregator.strategies.standing import standing_grade
 from aggregator.strategies.upper_half import FLOOR_MIN_VALUES, HALF_NORMAL_SD, UPPER_QUARTILE
 from aggregator.strategies.validation import as_update_matrix, raise_on_non_finite_rows
 
@@ -96,10 +90,10 @@ REFERENCE_CANDIDATE = 0.0
 
 
 # Standing weights (issue 20; the default since its evaluation, docs/benchmarks.md "standing that a record
-# of evidence lowers"): each passer's weight times min(1, reputation / INITIAL_REPUTATION)
-# (:func:`standing_grade`). An organization at or above where everyone starts weighs as before; one whose
-# evidence took it below weighs in proportion, and climbs back only on resolvably useful work
-# (aggregator.scoring.reputation.update_reputation). Why: attackers flagged in rounds 1-2 passed both tests
+# of evidence lowers"): each passer's weight times min(1, reputation / 50), 50 where every organization
+# starts (:func:`aggregator.strategies.standing.standing_grade`). An organization at or above where everyone
+# starts weighs as before; one whose evidence took it below weighs in proportion, and climbs back only on
+# resolvably useful work (aggregator.scoring.reputation.update_reputation). Why: attackers flagged in rounds 1-2 passed both tests
 # from round 4 on (Fang on synthetic Dirichlet(0.5): three rows of cosine 0.97 to each other cancelling
 # the honest mean, cost 7.2). Attackers never flagged are untouched (they weigh as honest rows).
 STANDING = True
@@ -392,14 +386,6 @@ def center_margins(g: Gate, width: float = 1.0) -> np.ndarray:
         return np.ones(g.cos_center.shape[0])
     margins: np.ndarray = np.clip((g.cos_center - g.center_level) / ramp, 0.0, 1.0)
     return margins
-
-
-def standing_grade(reputation: np.ndarray) -> np.ndarray:
-    """min(1, r / INITIAL_REPUTATION) per row: full weight at or above the reputation every organization
-    starts at, in proportion below it (0 at 0)."""
-    r = np.asarray(reputation, dtype=np.float64)
-    grade: np.ndarray = np.clip(r / INITIAL_REPUTATION, 0.0, 1.0)
-    return grade
 
 
 def spread_clip(g: Gate, z: float) -> float:

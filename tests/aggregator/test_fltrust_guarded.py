@@ -14,7 +14,7 @@ from aggregator.errors import InvalidParameter
 from aggregator.round.rollback import line_search_decision
 from aggregator.scoring.reputation import norm_evidence
 from aggregator.scoring.round import score_round
-from aggregator.strategies.base import INITIAL_REPUTATION, StrategyInputs
+from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
@@ -30,6 +30,7 @@ from aggregator.strategies.fltrust_guarded import (
     standing_grade,
     upper_half_floor,
 )
+from aggregator.strategies.standing import INITIAL_REPUTATION
 
 
 def crowd(h: int = 7, d: int = 200, signal: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

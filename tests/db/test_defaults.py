@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aggregator.strategies.base import INITIAL_REPUTATION
+from aggregator.strategies.standing import INITIAL_REPUTATION
 from db.models import Participant
 
 
