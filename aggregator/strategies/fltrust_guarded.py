@@ -4,8 +4,9 @@ FLTrust (Cao et al., NDSS 2021) weighs each update by its cosine to the server's
 knows the root data (Kerckhoffs: a public benchmark, a member's contribution, a leak) buys weight by agreeing
 with the reference more than honest updates do (late in training they sit at cosine 0.01-0.1). This rule
 passes the reference only as a filter, at a level relative to the honest crowd's own cosines, and adds an
-honest-majority test the reference cannot give; passers get weights that do not grow with any cosine, each
-clipped to the passers' median norm (FLAME).
+honest-majority test the reference cannot give; passers get weights that do not grow with any cosine (their
+capped sample claims times, in the close's rule, their standing), each clipped to the passers' median norm
+(FLAME).
 """
 
 from __future__ import annotations
@@ -509,8 +510,9 @@ class FLTrustGuarded(Strategy):
     """FLTrust's server reference as a filter, guarded for an attacker who knows it: rows whose cosine to
     the reference is not below the honest crowd's (above 0, or above the crowd's own level when it sits below
     0) AND not a low outlier of the round's median cosines to peers enter, weighted by
-    their sample claims capped at the passers' median claim, each clipped to the passers' median norm
-    (:func:`gate`). Needs ``StrategyInputs.reference``."""
+    their sample claims capped at the passers' median claim (times their standing, min(1, reputation / 50),
+    with ``standing``: the close's rule), each clipped to the passers' median norm (:func:`gate`). Needs
+    ``StrategyInputs.reference``."""
 
     name = "fltrust_guarded"
 
