@@ -20,7 +20,7 @@ from aggregator.round.compute import CloseStatus
 from aggregator.round.sharding import COORDINATE_STRATEGIES, TOLERANCE
 from aggregator.scoring.budget import settings_budget
 from aggregator.worker import close as round_close
-from db.models import Aggregation, Contribution
+from db.models import Aggregation, Contribution, Participant
 from db.session import session_factory
 from fedledger.chain import governance
 from fedledger.chain.params import STRATEGY_NAMES
@@ -112,13 +112,16 @@ def close_a_round_in_shards(
     rows and blobs, and the two compared. Returns the sharded close's aggregation parameters."""
     honest = ORGS[:4]
     round_ = platform.open_round(quorum=5, cohort=[*honest, attacker])
+    sessions = session_factory(settings.resolved_database_url)
+    # The reputations the close reads (its standing weights use them); posting the round moves them.
+    with sessions() as session:
+        standing = {p.id: p.reputation for p in session.scalars(select(Participant))}
     for k, index in enumerate(honest):
         platform.submit(index, round_, chunked=k % 2 == 0, seed=seed)
     platform.submit(attacker, round_, attack="scaling", chunked=True, seed=seed)
     closed = platform.wait_for(round_["id"], {"AGGREGATED", "POSTED", "FAILED"})
     assert closed["status"] in {"AGGREGATED", "POSTED"}, closed
 
-    sessions = session_factory(settings.resolved_database_url)
     with sessions() as session:
         aggregation = session.scalars(select(Aggregation).where(Aggregation.round_id == round_["id"])).one()
         contributions = {
@@ -144,6 +147,8 @@ def close_a_round_in_shards(
     inputs = round_close.load(
         sessions, blobs, settings.resolved_key_dir, round_["id"], settings_budget(settings)
     )
+    for participant in inputs.participants.values():  # detached rows: the database keeps the new values
+        participant.reputation = standing[participant.id]
     single = round_close.compute(
         inputs,
         blobs,
