@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     dashboard_port: int = 8501
     # Where the dashboard reaches the API (server side).
     api_url: str = "http://127.0.0.1:8000"
+    # Seconds the dashboard's server waits for one API answer before the page shows the failure (a page
+    # never retries); a slow chain or a loaded host may need more.
+    dashboard_api_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator(
         "cors_origins",

@@ -63,16 +63,22 @@ DASHBOARD_ERRORS: tuple[type[Exception], ...] = (DashboardError, ClientError)
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """Where the dashboard reads from: the settings' ``api_url`` and ``chain_rpc_url``."""
+    """Where the dashboard reads from: the settings' ``api_url`` and ``chain_rpc_url``, and how long it
+    waits for one API answer (``dashboard_api_timeout``)."""
 
     api_url: str
     chain_rpc_url: str
+    api_timeout: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> DashboardConfig:
         # A fresh Settings per script run (not the cached one): the environment is read each time.
         settings = settings or Settings()
-        return cls(api_url=settings.api_url.rstrip("/"), chain_rpc_url=settings.chain_rpc_url)
+        return cls(
+            api_url=settings.api_url.rstrip("/"),
+            chain_rpc_url=settings.chain_rpc_url,
+            api_timeout=settings.dashboard_api_timeout,
+        )
 
 
 # --------------------------------------------------------------------------------------------- API

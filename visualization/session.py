@@ -68,17 +68,17 @@ class Context:
 
 
 @st.cache_resource(ttl=30, show_spinner=False)
-def _chain(api_url: str, rpc_url: str) -> Chain:
-    with Api(api_url) as api:
+def _chain(api_url: str, rpc_url: str, timeout: float) -> Chain:
+    with Api(api_url, timeout=timeout) as api:
         deployments = api.deployments()
     return Chain.connect(rpc_url, deployments)
 
 
 def build_context(config: DashboardConfig | None = None) -> Context:
     config = config or DashboardConfig.from_settings()
-    api = Api(config.api_url)
+    api = Api(config.api_url, timeout=config.api_timeout)
     try:
-        chain, error = _chain(config.api_url, config.chain_rpc_url), None
+        chain, error = _chain(config.api_url, config.chain_rpc_url, config.api_timeout), None
     except Exception as exc:  # noqa: BLE001 - shown to the person; the pages that need the chain say so
         chain, error = None, str(exc)
     return Context(config=config, api=api, chain=chain, chain_error=error)

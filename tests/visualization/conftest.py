@@ -100,6 +100,9 @@ def dashboard_env(monkeypatch: pytest.MonkeyPatch, api_server: ApiServer, dev_ch
     """Settings the dashboard reads (it builds a fresh ``Settings()`` per run)."""
     monkeypatch.setenv("FEDLEDGER_API_URL", api_server.url)
     monkeypatch.setenv("FEDLEDGER_CHAIN_RPC_URL", dev_chain[0].rpc_url)
+    # The live API shares the machine with the suite's other worker and the chain: under that load one
+    # answer took longer than the default 10 s (a page's "Chain unreachable", not a fault under test).
+    monkeypatch.setenv("FEDLEDGER_DASHBOARD_API_TIMEOUT", "30")
     return api_server
 
 
