@@ -265,6 +265,9 @@ class Contribution(Base):
     reward_wei: Mapped[str] = mapped_column(String(80), default="0")
     merkle_proof: Mapped[list[str]] = mapped_column(JSON, default=list)  # 0x hex sibling hashes
     reputation_after: Mapped[float] = mapped_column(Float)
+    # The reputation the close read (eligibility, the guarded rule's standing weights): with the round's
+    # rows and blobs, what recomputing the round needs; NULL for rounds closed before it was recorded.
+    reputation_before: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Why the close treated it as it did beyond the scores: evidence codes (fedledger.evidence.Evidence,
     # which this layer does not import), and what was measured for each code, by code.
     evidence: Mapped[list[str] | None] = mapped_column(JSON, default=list)

@@ -210,6 +210,9 @@ class ClientOutcome:
     merkle_proof: tuple[str, ...]
     reputation_after: float
     evidence: tuple[Finding, ...] = ()
+    # The reputation the close read (its eligibility and the guarded rule's standing weights use it): with
+    # the round's rows and blobs, what an audit needs to compute the same round again.
+    reputation_before: float | None = None
     # Whether this round's flag (``byzantine``) counts toward the slashing threshold: not when its only
     # evidence is direction evidence on a row that agrees with the other updates (RoundScores.slash_counted).
     slash_counted: bool = True
@@ -839,6 +842,7 @@ def _client_outcomes(
             reward_wei=amounts[i],
             merkle_proof=tuple("0x" + p.hex() for p in tree.proof(c.address)) if tree and amounts[i] else (),
             reputation_after=float(reputation_after[i]),
+            reputation_before=float(c.reputation),
             evidence=_evidence(inputs, s, eligible, i),
             excluded_reason=_excluded_reason(inputs, strategy, s, eligible, selected, byzantine, i),
             slash_counted=bool(counted[i]),
@@ -895,6 +899,7 @@ def _rejected_outcomes(inputs: RoundInputs) -> list[ClientOutcome]:
             reward_wei=0,
             merkle_proof=(),
             reputation_after=float(after[k]),
+            reputation_before=float(c.reputation),
             evidence=(Finding(Evidence.rejected_update, reason),),
             excluded_reason=f"the update failed validation: {reason}",
         )

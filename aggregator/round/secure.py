@@ -443,6 +443,7 @@ def _member_outcomes(
             reward_wei=split[m.address],
             merkle_proof=(),
             reputation_after=float(after[i]),
+            reputation_before=float(m.reputation),
             evidence=shared_evidence
             + (
                 (Finding(Evidence.below_min_reputation, f"{m.reputation:g} < {floor:g}"),)

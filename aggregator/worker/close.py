@@ -426,6 +426,7 @@ def _write_contributions(session: Session, round_id: int, result: RoundResult) -
                 reward_wei=str(c.reward_wei),
                 merkle_proof=list(c.merkle_proof),
                 reputation_after=c.reputation_after,
+                reputation_before=c.reputation_before,
                 evidence=codes_of(c.evidence),
                 evidence_detail=details_of(c.evidence),
             )

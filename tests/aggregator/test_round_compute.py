@@ -206,6 +206,19 @@ def test_clients_below_min_reputation_are_not_aggregated_nor_paid_but_still_scor
     np.testing.assert_allclose(aggregate, deltas[[0, 1, 3, 4]].mean(axis=0), rtol=1e-5, atol=1e-7)
 
 
+def test_each_outcome_records_the_reputation_the_close_read() -> None:
+    """The guarded rule's standing weights read reputations, and posting the round moves them: each
+    contribution keeps the value the close read, rejected updates' included, so the round can be computed
+    again from its records."""
+    fed = Federation()
+    deltas = fed.honest(5)
+    reputation = [50.0, 62.5, 30.0, 90.0, 12.0]
+    result = run(fed.inputs(deltas, reputation=reputation))
+    assert result.status == CloseStatus.aggregated
+    got = {c.participant_id: c.reputation_before for c in result.clients}
+    assert got == {i + 1: r for i, r in enumerate(reputation)}
+
+
 def test_below_where_everyone_starts_only_resolvably_useful_work_raises_a_reputation() -> None:
     """Issue 20 (Fang on synthetic Dirichlet(0.5)): attackers flagged in rounds 1-2 climbed back on a
     quality the validation set could not tell from nothing (its benefit of the doubt) and were let in

@@ -147,8 +147,12 @@ def close_a_round_in_shards(
     inputs = round_close.load(
         sessions, blobs, settings.resolved_key_dir, round_["id"], settings_budget(settings)
     )
+    # The reputations the close read, as its contributions record them (an audit's source), not the
+    # participants' current ones: posting the round has moved those.
+    read = {c.participant_id: c.reputation_before for c in contributions.values()}
+    assert read == {pid: standing[pid] for pid in read}
     for participant in inputs.participants.values():  # detached rows: the database keeps the new values
-        participant.reputation = standing[participant.id]
+        participant.reputation = read[participant.id]
     single = round_close.compute(
         inputs,
         blobs,
