@@ -222,6 +222,22 @@ def contribution_quality(
     return 100.0 * np.clip(np.nan_to_num(ratio, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
+def capped_allowance(
+    value: np.ndarray, stderr: np.ndarray | list[float] | None = None, z: float = 2.0
+) -> np.ndarray:
+    """z x min(se_i, median se) per value: the allowance for what the validation set cannot resolve, each
+    standard error capped at the round's median (:func:`novelty_quality` credits up to it,
+    :func:`resolved_gains` asks for a value beyond it). ``stderr`` None: no errors, no allowance."""
+    v = np.asarray(value, dtype=np.float64)
+    se = np.zeros_like(v) if stderr is None else np.asarray(stderr, dtype=np.float64)
+    if se.shape != v.shape or not (np.isfinite(se).all() and (se >= 0).all()):
+        raise InvalidParameter("one finite, non-negative standard error per value is needed")
+    if se.size == 0:
+        return se
+    allowance: np.ndarray = z * np.minimum(se, float(np.median(se)))
+    return allowance
+
+
 def novelty_quality(
     value: np.ndarray | list[float],
     loss: float,
@@ -250,13 +266,11 @@ def novelty_quality(
         return v
     if np.isnan(v).any():
         raise InvalidParameter("values must not be NaN")
-    se = np.zeros_like(v) if stderr is None else np.asarray(stderr, dtype=np.float64)
-    if se.shape != v.shape or not (np.isfinite(se).all() and (se >= 0).all()):
-        raise InvalidParameter("one finite, non-negative standard error per value is needed")
+    allowance = capped_allowance(v, stderr, z)
     finite = v[np.isfinite(v)]
     typical = float(np.median(finite)) if finite.size else 0.0
     full = max(share * typical, floor * loss)
-    upper = v + z * np.minimum(se, float(np.median(se)))
+    upper = v + allowance
     q: np.ndarray = 100.0 * np.clip(np.nan_to_num(upper / full, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     return q
 
@@ -266,16 +280,12 @@ def resolved_gains(
 ) -> np.ndarray:
     """Which values v_i (what each update adds on the validation data, :func:`novelty_quality`'s measure)
     are resolvably positive: v_i - z x min(se_i, median se) > 0, the lower end of the interval whose upper
-    end quality credits (the same allowance, capped the same way). Non-finite values are not resolved."""
+    end quality credits (:func:`capped_allowance`, the same for both). Non-finite values are not resolved."""
     v = np.asarray(value, dtype=np.float64)
-    se = np.zeros_like(v) if stderr is None else np.asarray(stderr, dtype=np.float64)
-    if se.shape != v.shape or not (np.isfinite(se).all() and (se >= 0).all()):
-        raise InvalidParameter("one finite, non-negative standard error per value is needed")
+    allowance = capped_allowance(v, stderr, z)
     if not z >= 0:
         raise InvalidParameter(f"the confidence multiplier z must be non-negative, got {z}")
-    if v.size == 0:
-        return np.zeros(0, dtype=bool)
-    lower = v - z * np.minimum(se, float(np.median(se)))
+    lower = v - allowance
     shown: np.ndarray = np.isfinite(lower) & (lower > 0)
     return shown
 
