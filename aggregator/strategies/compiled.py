@@ -20,6 +20,8 @@ NumPy path (the equivalence tests run both).
 
 from __future__ import annotations
 
+import math
+import time
 from functools import lru_cache
 from types import ModuleType
 
@@ -67,10 +69,26 @@ def gate_kernels() -> ModuleType | None:
 
 @lru_cache(maxsize=1)
 def sort_in_place() -> bool:
-    """Whether the order kernels sort blocks in place on this host (timed once per process, about 10 ms:
-    :func:`~aggregator.strategies.order_kernels.in_place_is_faster`); False where numba is missing."""
+    """Whether the order kernels sort blocks in place on this host: the best of five interleaved timings of
+    both forms of ``order_reduce`` (a median through Batcher's full network of 64 rows, 16 blocks of lanes;
+    a few milliseconds in all, once per process); False where numba is missing. Which form LLVM vectorizes
+    depends on the target, not the data; both give the same bits, so a noisy timing can only cost speed,
+    never change a result."""
     compiled = kernels()
-    return bool(compiled is not None and compiled.in_place_is_faster())
+    if compiled is None:
+        return False
+    n = 64
+    ca, cb = _comparator_arrays(n, None)
+    X = np.random.default_rng(0).standard_normal((n, 16 * compiled.LANES)).astype(np.float32)
+    rows = np.arange(n, dtype=np.intp)
+    out = np.empty(X.shape[1], dtype=np.float32)
+    best = [math.inf, math.inf]
+    for _ in range(5):
+        for form in (False, True):
+            start = time.perf_counter()
+            compiled.order_reduce(X, rows, ca, cb, MEDIAN, 0, np.float32(1.0), out, form)
+            best[form] = min(best[form], time.perf_counter() - start)
+    return best[True] < best[False]
 
 
 @lru_cache(maxsize=256)

@@ -7,13 +7,9 @@ fast-math (no reassociation, no fused multiply-add), so their results are bit-id
 
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 
 from aggregator.strategies.jit import compiled
-from aggregator.strategies.sorting_network import batcher_comparators
 
 # IEEE arithmetic in the source's order: bit-identical to the NumPy reference.
 _compiled = compiled()
@@ -53,7 +49,7 @@ def _sort_block(buf: np.ndarray, ca: np.ndarray, cb: np.ndarray, scratch: np.nda
 def _sort_block_in_place(buf: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> None:
     # The same comparators without the scratch row: one load and one store fewer per lane where LLVM
     # vectorizes the swap (it did for a znver5 host: 0.063 against 0.089 ns per comparator lane, n = 100),
-    # 3.7x slower where it does not (znver3). :func:`in_place_is_faster` decides per host.
+    # 3.7x slower where it does not (znver3). ``compiled.sort_in_place`` times both, once per process.
     for c in range(ca.shape[0]):
         ra = buf[ca[c]]
         rb = buf[cb[c]]
@@ -84,7 +80,7 @@ def order_reduce(
     CLOSEST_TO_MEDIAN: the mean of the ``k`` values closest to the median (Bulyan), from float64 window
     sums as :func:`aggregator.strategies.bulyan.closest_to_median_mean` computes them. Returns True if
     any value read is NaN or Inf (``out`` is then meaningless). ``in_place``: sort the blocks with
-    :func:`_sort_block_in_place` (the same comparators, bit for bit; :func:`in_place_is_faster`).
+    :func:`_sort_block_in_place` (the same comparators, bit for bit; ``compiled.sort_in_place`` picks one).
     """
     m = rows.shape[0]
     d = X.shape[1]
@@ -182,23 +178,3 @@ def _closest_to_median(
             if cost < best_cost[j]:
                 best_cost[j] = cost
                 best_sum[j] = window[j]
-
-
-def in_place_is_faster(n: int = 64, blocks: int = 16, rounds: int = 5) -> bool:
-    """Whether :func:`order_reduce` runs faster with ``in_place`` on this host: the best of ``rounds``
-    interleaved timings of both forms on an ``n`` x ``blocks`` blocks matrix through Batcher's full network
-    (a few milliseconds in all, through the kernel already loaded). Which form LLVM vectorizes depends on
-    the target, not on the data; both give the same bits, so a noisy timing can only cost speed, never
-    change a result."""
-    pairs = np.asarray(batcher_comparators(n), dtype=np.intp).reshape(-1, 2)
-    ca, cb = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
-    X = np.random.default_rng(0).standard_normal((n, blocks * LANES)).astype(np.float32)
-    rows = np.arange(n, dtype=np.intp)
-    out = np.empty(X.shape[1], dtype=np.float32)
-    best = [math.inf, math.inf]
-    for _ in range(rounds):
-        for form in (False, True):
-            start = time.perf_counter()
-            order_reduce(X, rows, ca, cb, MEDIAN, 0, np.float32(1.0), out, form)
-            best[form] = min(best[form], time.perf_counter() - start)
-    return best[True] < best[False]
