@@ -68,7 +68,7 @@ class DashboardConfig:
 
     api_url: str
     chain_rpc_url: str
-    api_timeout: float = 10.0
+    api_timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> DashboardConfig:
