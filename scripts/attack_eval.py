@@ -54,6 +54,11 @@ omniscient (it sees every honest update of the round) and implemented from its p
   scoring): c in ``PAY_C`` and each attacker's row jittered by independent noise of ``PAY_JITTER`` x its
   norm (0: exact copies; a little: near-copies that are not copies), the candidate under which the
   attackers' total reward is largest sent (no attacker flagged, no rollback).
+  ``orthogonal_subset``: the orthogonal family against a part of the crowd only: h the opposite of the mean of
+  the k honest updates most aligned with the honest mean (the ones that carry what the crowd shares), made
+  orthogonal to g and to every other honest update, so that the other honest rows' cosines to the attackers,
+  and their agreement with the aggregate, stay as they were; k a share of ``SUBSET_SHARES`` of the honest
+  rows (or all of them, the orthogonal attack) and c in ``SUBSET_C``, searched each round as ``orthogonal``.
 - ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
   coordinate-search steps, every candidate through the real round computation, the most damaging one the
   platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
@@ -188,6 +193,7 @@ ATTACKS = (
     "orthogonal",
     "orthogonal_noise",
     "orthogonal_pay",
+    "orthogonal_subset",
     "oracle",
     "freeride",
     "race",
@@ -651,6 +657,43 @@ def orthogonal(ctx: AttackContext, noise: bool = False) -> np.ndarray:
     return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
 
 
+# orthogonal_subset: the shares of the honest rows it opposes (at least one row each), and its cosines to g.
+SUBSET_SHARES = (0.15, 0.3, 0.45, 0.6)
+SUBSET_C = (0.1, 0.3)
+
+
+def subset_direction(honest: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+    """The unit opposite of the mean of the ``k`` honest rows with the largest cosine to the honest mean,
+    made orthogonal to the unit reference ``g`` and to every other honest row (zero if nothing is left)."""
+    H = honest.astype(np.float64)
+    mean = H.mean(axis=0)
+    cosines = (H @ mean) / np.maximum(np.linalg.norm(H, axis=1) * np.linalg.norm(mean), 1e-30)
+    order = np.argsort(-cosines, kind="stable")
+    target, rest = order[:k], order[k:]
+    h = -H[target].mean(axis=0)
+    basis, _ = np.linalg.qr(np.vstack([g[None, :], H[rest]]).T)
+    return _unit(h - basis @ (basis.T @ h))
+
+
+def orthogonal_subset(ctx: AttackContext) -> np.ndarray:
+    """The orthogonal family against the ``k`` most central honest rows only (see the module docstring):
+    the most damaging candidate the platform accepts (new validation loss, the real round computation as
+    the oracle, as :func:`orthogonal`), the honest mean if none is."""
+    f = ctx.own.shape[0]
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    h_count = ctx.honest.shape[0]
+    m = _honest_norm(ctx)
+    candidates = [_orthogonal_rows(ctx, c) for c in SUBSET_C]
+    for k in sorted({max(1, round(share * h_count)) for share in SUBSET_SHARES if h_count > 1}):
+        if k >= h_count:
+            continue
+        h = subset_direction(ctx.honest, g, k)
+        candidates += [_repeat(m * (c * g + np.sqrt(1.0 - c * c) * h), f) for c in SUBSET_C]
+    best, _ = _most_damaging(ctx, candidates, _validation_loss)
+    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), f)
+
+
 PAY_C = (0.05, 0.2, 0.5)
 PAY_JITTER = (0.0, 0.01, 0.1, 0.3)
 
@@ -903,6 +946,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return orthogonal(ctx, noise=True)
     if attack == "orthogonal_pay":
         return orthogonal_pay(ctx)
+    if attack == "orthogonal_subset":
+        return orthogonal_subset(ctx)
     if attack == "oracle":
         return oracle(ctx)
     if attack in ("freeride", "race"):

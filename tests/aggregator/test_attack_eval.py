@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -167,6 +167,48 @@ def test_orthogonal_rows_have_the_reference_cosine_the_median_norm_and_with_nois
         np.testing.assert_allclose(
             pairwise, 1.0 if peer is None else peer, atol=1e-4 if peer is None else 0.1
         )
+
+
+def test_the_subset_direction_opposes_the_most_central_honest_rows_and_leaves_the_others_alone() -> None:
+    H = honest_updates(h=7, d=400).astype(np.float64)
+    g = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    g /= np.linalg.norm(g)
+    mean = H.mean(axis=0)
+    central = np.argsort(-(H @ mean) / np.linalg.norm(H, axis=1))
+    h = ae.subset_direction(H, g, 2)
+    assert float(np.linalg.norm(h)) == pytest.approx(1.0)
+    # Orthogonal to the reference and to the five honest rows it does not target ...
+    np.testing.assert_allclose(H[central[2:]] @ h, 0.0, atol=1e-9)
+    assert abs(float(h @ g)) < 1e-9
+    # ... and against the two it does.
+    assert (H[central[:2]] @ h < 0).all()
+
+
+def test_the_subset_search_tries_every_share_and_sends_the_most_damaging_accepted_candidate() -> None:
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    m = float(np.median(np.linalg.norm(H, axis=1)))
+    mean = H.mean(axis=0).astype(np.float64)
+    seen: list[tuple[float, bool]] = []
+
+    def trial(rows: np.ndarray) -> Any:
+        # The "platform" refuses rows that push against the honest mean by more than half of its norm;
+        # the damage (the validation loss after) is that push.
+        push = -float(rows[0].astype(np.float64) @ mean) / float(np.linalg.norm(mean))
+        accepted = push <= 0.5 * m
+        seen.append((push, accepted))
+        record = SimpleNamespace(holdout_loss_after=push)
+        return ae.RoundResult(ae.CloseStatus.aggregated, activate=accepted, record=record)  # type: ignore[arg-type]
+
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), reference)
+    rows = ae.orthogonal_subset(ctx).astype(np.float64)
+    shares = {max(1, round(s * 7)) for s in ae.SUBSET_SHARES}
+    assert len(seen) == len(ae.SUBSET_C) * (1 + len(shares))
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), m, rtol=1e-4)
+    sent = -float(rows[0] @ mean) / float(np.linalg.norm(mean))
+    assert sent == pytest.approx(max(p for p, ok in seen if ok), rel=1e-5)
+    # The full orthogonal attack pushes too hard here; a subset candidate is what got through.
+    assert any(not ok for _, ok in seen) and sent > 0
 
 
 def collapse_rows(attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
