@@ -1231,6 +1231,8 @@ class Stage:
     soft: float = 0.0
     # The rule's standing weights (fltrust_guarded's ``standing``; ``standing=off`` for a comparison).
     standing: bool = fltrust_guarded.STANDING
+    # Weights shared among similar passers (fltrust_guarded's ``similar``; ``similar=on|off``).
+    similar: bool = fltrust_guarded.SHARE_SIMILAR
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
     lengthen: int = rollback.LENGTHEN_DOUBLINGS
     # Standard errors a step shorter than the full one must win by (``hold=<z>``, rollback.HOLD_STANDARD_ERRORS).
@@ -1346,6 +1348,8 @@ class Stage:
                 stage = replace(stage, peer_quantile=float(part[len("peerq=") :]))
             elif part in ("standing=on", "standing=off"):
                 stage = replace(stage, standing=part == "standing=on")
+            elif part in ("similar=on", "similar=off"):
+                stage = replace(stage, similar=part == "similar=on")
             elif part == "soft":
                 stage = replace(stage, soft=1.0)
             elif part.startswith("soft="):
@@ -1361,6 +1365,7 @@ class Stage:
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
                     "soft[=<share of the way to the median row's margin at full weight>], standing=on|off, "
+                    "similar=on|off, "
                     "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
                     "peerq=<quantile of the peer cosines in the centre test>, "
                     "cz=<robust spreads of the consensus test>, clevel=upper, "
@@ -1469,7 +1474,14 @@ class StagedGuarded(FLTrustGuarded):
         )
         # The reference options join after the stage's own steps (``aggregate``), not inside the rule's.
         super().__init__(
-            stage.crowd, stage.soft, stage.rule_consensus, wider, members, candidate, stage.standing
+            stage.crowd,
+            stage.soft,
+            stage.rule_consensus,
+            wider,
+            members,
+            candidate,
+            stage.standing,
+            stage.similar,
         )
         screened = (
             (stage.consensus and not stage.rule_consensus)

@@ -100,6 +100,18 @@ REFERENCE_CANDIDATE = 0.0
 STANDING = True
 
 
+# Weights shared among similar passers (issue 20, an option under evaluation; False, the default: off): each
+# passer's weight divided by the sum of its positive cosines to the passers, itself included
+# (:func:`similarity_shares`), so that k copies of one row weigh as that row once. Why: attackers who know
+# the reference send one row many times; the centre and reference tests read each copy as a separate
+# organization's agreement, and the aggregate takes their push k times over while honest rows, which
+# disagree on non-IID data, partly cancel. Rows that differ from one another (honest rows on any data, IID
+# rows at the crowd's own cosines) keep their relative weights; attackers who decorrelate their rows to hide
+# from it keep only the shared part of their push (docs/benchmarks.md, "an attacker who opposes only the
+# crowd's core"). The close builds the rule each round and reads it then.
+SHARE_SIMILAR = False
+
+
 def default_candidate(wider_clip_z: float | None, reference_members: float) -> float:
     """:data:`REFERENCE_CANDIDATE`, unless the wider clip (another second candidate) or the member inside
     the aggregate is set, which takes its place."""
@@ -400,10 +412,26 @@ def spread_clip(g: Gate, z: float) -> float:
     return center + z * SPREAD * _median(np.abs(candidates - center))
 
 
-def _coefficients(g: Gate, samples: np.ndarray | None = None, grade: np.ndarray | None = None) -> np.ndarray:
+def similarity_shares(gram: np.ndarray, norms: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """For each row, the sum of its positive cosines to the ``members`` (a boolean mask), its own 1
+    included when it is one: how many members' worth of the same direction it shares its weight with
+    (:data:`SHARE_SIMILAR`). From the gate's Gram matrix and norms; rows of norm 0 count 1."""
+    safe = np.where(norms > 0, norms, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cos = gram / np.outer(safe, safe)
+    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+    np.fill_diagonal(cos, 1.0)
+    shares: np.ndarray = np.maximum(cos[:, members].sum(axis=1), 1.0)
+    return shares
+
+
+def _coefficients(
+    g: Gate, samples: np.ndarray | None = None, grade: np.ndarray | None = None, similar: bool = False
+) -> np.ndarray:
     """Weights of the passers: their sample counts capped at the passers' median count (a large claim buys
     no more than the median organization's weight; small shards count as FedAvg counts them), times
-    ``grade`` (None: 1; :func:`center_margins`), normalised."""
+    ``grade`` (None: 1; :func:`center_margins`), with ``similar`` each divided by its
+    :func:`similarity_shares` among the passers that weigh, normalised."""
     passed = g.passed & (g.norms > 0)
     if not passed.any() or not g.clip_norm > 0:
         return np.zeros(g.norms.shape[0])
@@ -414,6 +442,12 @@ def _coefficients(g: Gate, samples: np.ndarray | None = None, grade: np.ndarray 
         weight = weight * grade
     if not weight.sum() > 0:
         weight = passed.astype(np.float64)
+    if similar:
+        if g.products is None:
+            raise InvalidParameter(
+                "fltrust_guarded: sharing weights among similar rows needs the gate's Gram"
+            )
+        weight = weight / similarity_shares(g.products.gram, g.norms, weight > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(passed, np.minimum(1.0, g.clip_norm / np.maximum(g.norms, 1e-300)), 0.0)
     c: np.ndarray = scale * weight / weight.sum()
@@ -525,6 +559,7 @@ class FLTrustGuarded(Strategy):
         reference_members: float = 0.0,
         reference_candidate: float = 0.0,
         standing: bool = False,
+        similar: bool = False,
     ) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
         cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
@@ -537,7 +572,8 @@ class FLTrustGuarded(Strategy):
         aggregate with this many members' worth offered to the close as ``Aggregated.wider`` instead
         (:data:`REFERENCE_CANDIDATE`; 0: not offered). ``standing``: each passer's weight times its
         :func:`standing_grade` (:data:`STANDING`, which the close's rule uses; off here so that a rule
-        built by hand weighs as the paper's)."""
+        built by hand weighs as the paper's). ``similar``: weights shared among similar passers
+        (:data:`SHARE_SIMILAR`, :func:`similarity_shares`; off by default)."""
         for label, value in (
             ("reference_members", reference_members),
             ("reference_candidate", reference_candidate),
@@ -565,17 +601,19 @@ class FLTrustGuarded(Strategy):
         self.soft = soft
         self.consensus = consensus
         self.standing = standing
+        self.similar = similar
 
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
         """No governed parameter; the reference comes with the round's inputs (the wider clip's and the
         reference member's options are this module's :data:`WIDER_CLIP_Z` and :data:`REFERENCE_MEMBERS`,
-        read here, and the standing weights :data:`STANDING`)."""
+        read here, and the standing weights :data:`STANDING` and shares :data:`SHARE_SIMILAR`)."""
         return cls(
             wider_clip_z=WIDER_CLIP_Z,
             reference_members=REFERENCE_MEMBERS,
             reference_candidate=default_candidate(WIDER_CLIP_Z, REFERENCE_MEMBERS),
             standing=STANDING,
+            similar=SHARE_SIMILAR,
         )
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
@@ -610,7 +648,7 @@ class FLTrustGuarded(Strategy):
         if self.standing:
             standing = standing_grade(inputs.reputation)
             grade = standing if grade is None else grade * standing
-        coefficients = _coefficients(g, inputs.samples, grade)
+        coefficients = _coefficients(g, inputs.samples, grade, self.similar)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),
             "passed_center": int(g.by_center.sum()),
@@ -645,4 +683,4 @@ class FLTrustGuarded(Strategy):
         # (rows of equal norm differ by about 1e-7 of it): no other candidate to evaluate.
         if not clip > g.clip_norm * (1.0 + 1e-6) or not (g.passed & (g.norms > g.clip_norm)).any():
             return None
-        return clip, _coefficients(replace(g, clip_norm=clip), samples, grade)
+        return clip, _coefficients(replace(g, clip_norm=clip), samples, grade, self.similar)

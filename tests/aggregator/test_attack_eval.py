@@ -358,6 +358,8 @@ def test_a_stage_after_the_default_rule_is_parsed_and_runs_through_the_round(fed
     assert ae.Stage.parse("crowd=off+soft=2") == ae.Stage(crowd=None, soft=2.0)
     assert ae.Stage().standing and ae.StagedGuarded(ae.Stage()).standing  # the default's weights
     assert not ae.StagedGuarded(ae.Stage.parse("standing=off")).standing
+    assert ae.StagedGuarded(ae.Stage.parse("similar=on")).similar
+    assert ae.StagedGuarded(ae.Stage.parse("similar=off")).similar is False
     assert ae.Stage.parse("lengthen=3") == ae.Stage(lengthen=3) and ae.Stage().lengthen == 0
     # The consensus screen: the rule's option, and the screened variants the harness computes itself.
     assert ae.Stage.parse("consensus") == ae.Stage.parse("consensus=mmean/replace")

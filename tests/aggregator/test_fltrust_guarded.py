@@ -27,6 +27,7 @@ from aggregator.strategies.fltrust_guarded import (
     hardened_fltrust,
     median_peer_cosine,
     reference_level,
+    similarity_shares,
     standing_grade,
     upper_half_floor,
 )
@@ -329,6 +330,69 @@ def test_the_closes_rule_weighs_by_standing() -> None:
 
     assert FLTrustGuarded.from_params(RoundParams.from_snapshot(snapshot())).standing
     assert not FLTrustGuarded().standing
+
+
+def test_similarity_shares_count_copies_once_and_ignore_disagreement() -> None:
+    rng = np.random.default_rng(3)
+    base = np.linalg.qr(rng.standard_normal((50, 4)))[0].T  # four orthonormal rows
+    X = np.vstack([base[0], base[0], base[0], base[1], -base[1], base[2]])
+    gram = X @ X.T
+    norms = np.linalg.norm(X, axis=1)
+    members = np.ones(6, dtype=bool)
+    # Three copies share one weight; a row and its opposite do not (negative cosines count 0).
+    np.testing.assert_allclose(similarity_shares(gram, norms, members), [3, 3, 3, 1, 1, 1])
+    # Only members count (a row outside them shares with the members alone).
+    members[1] = False
+    np.testing.assert_allclose(similarity_shares(gram, norms, members), [2, 2, 2, 1, 1, 1])
+
+
+def test_shared_weights_make_copies_of_one_row_weigh_as_that_row_once() -> None:
+    """Issue 20 (orthogonal_subset): k copies of one row took k organizations' weight. With ``similar``
+    they weigh as the row once, and rows that differ from one another keep their relative weights."""
+    rng = np.random.default_rng(4)
+    d = 400
+    basis = np.linalg.qr(rng.standard_normal((d, 9)))[0].T
+    reference = basis[8]
+    # Seven honest rows along their own directions, each agreeing a little with the reference.
+    honest = basis[:7] + 0.3 * reference
+    attacker = 0.6 * basis[7] + 0.3 * reference + 0.3 * basis[:7].mean(axis=0)
+    copies = np.vstack([honest, np.repeat(attacker[None, :], 3, axis=0)])
+    plain = FLTrustGuarded().aggregate(copies, StrategyInputs.of(10, reference=reference))
+    shared = FLTrustGuarded(similar=True).aggregate(copies, StrategyInputs.of(10, reference=reference))
+    assert plain.coefficients is not None and shared.coefficients is not None
+    assert (plain.coefficients > 0).all() and (shared.coefficients > 0).all()
+    # Each passer's weight divided by its share: the ratio to the unshared weights is 1 / share.
+    gram = copies.astype(np.float64) @ copies.T.astype(np.float64)
+    shares = similarity_shares(gram, np.sqrt(np.diag(gram)), np.ones(10, dtype=bool))
+    ratio = shared.coefficients * shares / plain.coefficients
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
+    assert (shares[7:] > 4.0).all() and (shares[:7] < 2.1).all()
+
+    # Without sharing the copies weigh three rows of ten; with it, little more than half that (the honest
+    # rows here share a little with one another through the reference and with the copies).
+    def copies_weight(c: np.ndarray) -> float:
+        return float(c[7:].sum() / c.sum())
+
+    assert copies_weight(plain.coefficients) == pytest.approx(0.3, abs=0.01)
+    assert copies_weight(shared.coefficients) < 0.6 * copies_weight(plain.coefficients)
+    # Rows that share nothing with one another keep equal weights.
+    distinct = basis[:8] + 0.3 * reference
+    a = FLTrustGuarded().aggregate(distinct, StrategyInputs.of(8, reference=reference))
+    b = FLTrustGuarded(similar=True).aggregate(distinct, StrategyInputs.of(8, reference=reference))
+    assert a.coefficients is not None and b.coefficients is not None
+    np.testing.assert_allclose(b.coefficients, a.coefficients, rtol=0.1)
+
+
+def test_the_closes_rule_shares_weights_when_the_option_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.round.params import RoundParams
+    from aggregator.strategies import fltrust_guarded
+    from tests.aggregator.roundkit import snapshot
+
+    params = RoundParams.from_snapshot(snapshot())
+    assert FLTrustGuarded.from_params(params).similar is fltrust_guarded.SHARE_SIMILAR
+    monkeypatch.setattr(fltrust_guarded, "SHARE_SIMILAR", not fltrust_guarded.SHARE_SIMILAR)
+    assert FLTrustGuarded.from_params(params).similar is fltrust_guarded.SHARE_SIMILAR
+    assert not FLTrustGuarded().similar
 
 
 def test_consensus_cosines_are_each_rows_cosine_to_the_weighted_sum_of_the_others() -> None:
