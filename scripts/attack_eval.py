@@ -59,6 +59,9 @@ omniscient (it sees every honest update of the round) and implemented from its p
   orthogonal to g and to every other honest update, so that the other honest rows' cosines to the attackers,
   and their agreement with the aggregate, stay as they were; k a share of ``SUBSET_SHARES`` of the honest
   rows (or all of them, the orthogonal attack) and c in ``SUBSET_C``, searched each round as ``orthogonal``.
+  ``orthogonal_subset_noise``: the same directions with each attacker's h mixed with its own noise, a h + b xi_i
+  (as ``orthogonal_noise``), a matched to the honest median pairwise cosine or one of ``SUBSET_A``: against
+  weights shared among similar rows (fltrust_guarded's ``similar``), which copies cannot pass.
 - ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
   coordinate-search steps, every candidate through the real round computation, the most damaging one the
   platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
@@ -194,6 +197,7 @@ ATTACKS = (
     "orthogonal_noise",
     "orthogonal_pay",
     "orthogonal_subset",
+    "orthogonal_subset_noise",
     "oracle",
     "freeride",
     "race",
@@ -694,6 +698,48 @@ def orthogonal_subset(ctx: AttackContext) -> np.ndarray:
     return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), f)
 
 
+# orthogonal_subset_noise: the share a of each attacker's h beside its own noise (None: matched to the honest
+# median pairwise cosine, as orthogonal_noise; 0.71: the most push a similarity-shared weight leaves).
+SUBSET_A = (None, 0.5, 0.71)
+
+
+def orthogonal_subset_noise(ctx: AttackContext) -> np.ndarray:
+    """:func:`orthogonal_subset`'s directions (the whole honest mean's opposite first), each attacker's h
+    mixed with its own unit noise xi_i (orthogonal to g and h) as a h + b xi_i, a^2 + b^2 = 1, a of
+    ``SUBSET_A``: the most damaging candidate the platform accepts, the honest mean if none is."""
+    f = ctx.own.shape[0]
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    H = ctx.honest.astype(np.float64)
+    mean = H.mean(axis=0)
+    m = _honest_norm(ctx)
+    peer = _peer_cosine(ctx)
+    h_count = H.shape[0]
+    directions = [_unit(-mean + float(mean @ g) * g)]
+    for k in sorted({max(1, round(share * h_count)) for share in SUBSET_SHARES}):
+        if k < h_count:
+            directions.append(subset_direction(H, g, k))
+    candidates = []
+    for h in directions:
+        for c in SUBSET_C:
+            s = np.sqrt(1.0 - c * c)
+            for share in SUBSET_A:
+                a = (
+                    float(np.sqrt(np.clip((peer - c * c) / max(s * s, 1e-12), 0.0, 1.0)))
+                    if share is None
+                    else share
+                )
+                b = np.sqrt(1.0 - a * a)
+                rows = np.empty((f, g.size), dtype=np.float32)
+                for i in range(f):
+                    xi = ctx.rng.standard_normal(g.size)
+                    xi -= float(xi @ g) * g + float(xi @ h) * h
+                    rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
+                candidates.append(rows)
+    best, _ = _most_damaging(ctx, candidates, _validation_loss)
+    return best if best is not None else _repeat(mean, f)
+
+
 PAY_C = (0.05, 0.2, 0.5)
 PAY_JITTER = (0.0, 0.01, 0.1, 0.3)
 
@@ -948,6 +994,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return orthogonal_pay(ctx)
     if attack == "orthogonal_subset":
         return orthogonal_subset(ctx)
+    if attack == "orthogonal_subset_noise":
+        return orthogonal_subset_noise(ctx)
     if attack == "oracle":
         return oracle(ctx)
     if attack in ("freeride", "race"):

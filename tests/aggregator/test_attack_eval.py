@@ -211,6 +211,37 @@ def test_the_subset_search_tries_every_share_and_sends_the_most_damaging_accepte
     assert any(not ok for _, ok in seen) and sent > 0
 
 
+def test_the_decorrelated_subset_rows_share_the_push_and_differ_from_one_another() -> None:
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    g = reference / np.linalg.norm(reference)
+    m = float(np.median(np.linalg.norm(H, axis=1)))
+    pairwise: list[float] = []
+
+    def trial(rows: np.ndarray) -> Any:
+        # Accept every candidate; the "damage" is how much the rows agree with one another.
+        U = rows.astype(np.float64) / np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+        pairwise.append(float((U @ U.T)[0, 1]))
+        record = SimpleNamespace(holdout_loss_after=pairwise[-1])
+        return ae.RoundResult(ae.CloseStatus.aggregated, activate=True, record=record)  # type: ignore[arg-type]
+
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), reference)
+    rows = ae.orthogonal_subset_noise(ctx).astype(np.float64)
+    directions = 1 + len({max(1, round(s * 7)) for s in ae.SUBSET_SHARES})
+    assert len(pairwise) == directions * len(ae.SUBSET_C) * len(ae.SUBSET_A)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), m, rtol=1e-4)
+    U = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    assert float(U[0] @ U[1]) == pytest.approx(max(pairwise))
+    assert float(U[0] @ g) == pytest.approx(float(U[1] @ g), abs=1e-4)
+    assert round(float(U[0] @ g), 4) in ae.SUBSET_C and not np.allclose(rows[0], rows[1])
+    # The first candidate (the whole honest mean's opposite, c = 0.1, a matched): the honest pairwise cosine,
+    # up to the noise's ~1/sqrt(d); the fixed shares give c^2 + (1 - c^2) a^2.
+    assert pairwise[0] == pytest.approx(ae._peer_cosine(ctx), abs=0.1)
+    c = ae.SUBSET_C[0]
+    for share, value in zip(ae.SUBSET_A[1:], pairwise[1:3], strict=True):
+        assert share is not None and value == pytest.approx(c * c + (1 - c * c) * share * share, abs=0.1)
+
+
 def collapse_rows(attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the attack's three rows, the seven honest rows, the unit reference), float64: a collapse attack
     crafted against 7 honest updates of 400 coordinates and a random reference."""
