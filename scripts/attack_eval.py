@@ -62,6 +62,9 @@ omniscient (it sees every honest update of the round) and implemented from its p
   ``orthogonal_subset_noise``: the same directions with each attacker's h mixed with its own noise, a h + b xi_i
   (as ``orthogonal_noise``), a matched to the honest median pairwise cosine or one of ``SUBSET_A``: against
   weights shared among similar rows (fltrust_guarded's ``similar``), which copies cannot pass.
+  ``orthogonal_subset_fixed``: the same, each attacker's noise one fixed direction for the whole run
+  (projected off g and h each round): fresh noise averages out of a history of updates (FoolsGold on
+  histories, the harness's ``foolsgold`` stage), a fixed direction does not.
 - ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
   coordinate-search steps, every candidate through the real round computation, the most damaging one the
   platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
@@ -198,6 +201,7 @@ ATTACKS = (
     "orthogonal_pay",
     "orthogonal_subset",
     "orthogonal_subset_noise",
+    "orthogonal_subset_fixed",
     "oracle",
     "freeride",
     "race",
@@ -703,10 +707,16 @@ def orthogonal_subset(ctx: AttackContext) -> np.ndarray:
 SUBSET_A = (None, 0.5, 0.71)
 
 
-def orthogonal_subset_noise(ctx: AttackContext) -> np.ndarray:
+# orthogonal_subset_fixed: attacker i's noise direction for the whole run, from this seed plus i.
+FIXED_NOISE_SEED = 1000
+
+
+def orthogonal_subset_noise(ctx: AttackContext, fixed: bool = False) -> np.ndarray:
     """:func:`orthogonal_subset`'s directions (the whole honest mean's opposite first), each attacker's h
     mixed with its own unit noise xi_i (orthogonal to g and h) as a h + b xi_i, a^2 + b^2 = 1, a of
-    ``SUBSET_A``: the most damaging candidate the platform accepts, the honest mean if none is."""
+    ``SUBSET_A``: the most damaging candidate the platform accepts, the honest mean if none is. ``fixed``:
+    xi_i is attacker i's one direction for the whole run (``FIXED_NOISE_SEED`` + i), projected off g and h,
+    instead of fresh noise each round."""
     f = ctx.own.shape[0]
     assert ctx.reference is not None
     g = _unit(ctx.reference)
@@ -732,7 +742,11 @@ def orthogonal_subset_noise(ctx: AttackContext) -> np.ndarray:
                 b = np.sqrt(1.0 - a * a)
                 rows = np.empty((f, g.size), dtype=np.float32)
                 for i in range(f):
-                    xi = ctx.rng.standard_normal(g.size)
+                    xi = (
+                        np.random.default_rng(FIXED_NOISE_SEED + i).standard_normal(g.size)
+                        if fixed
+                        else ctx.rng.standard_normal(g.size)
+                    )
                     xi -= float(xi @ g) * g + float(xi @ h) * h
                     rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
                 candidates.append(rows)
@@ -996,6 +1010,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return orthogonal_subset(ctx)
     if attack == "orthogonal_subset_noise":
         return orthogonal_subset_noise(ctx)
+    if attack == "orthogonal_subset_fixed":
+        return orthogonal_subset_noise(ctx, fixed=True)
     if attack == "oracle":
         return oracle(ctx)
     if attack in ("freeride", "race"):

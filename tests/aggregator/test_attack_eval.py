@@ -242,6 +242,34 @@ def test_the_decorrelated_subset_rows_share_the_push_and_differ_from_one_another
         assert share is not None and value == pytest.approx(c * c + (1 - c * c) * share * share, abs=0.1)
 
 
+def test_the_fixed_noise_subset_rows_keep_each_attackers_noise_from_round_to_round() -> None:
+    """``orthogonal_subset_fixed``: each attacker's noise is its own direction for the whole run, so two
+    rounds' rows of one attacker agree beyond their shared push, while ``orthogonal_subset_noise``'s do not."""
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+
+    def rows_of(attack: str, seed: int) -> np.ndarray:
+        H = honest_updates(h=7, d=400, seed=seed)
+
+        def trial(rows: np.ndarray) -> Any:
+            # Every candidate accepted; the "damage" prefers the rows least alike (the most noise).
+            U = rows.astype(np.float64) / np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+            record = SimpleNamespace(holdout_loss_after=-float(U[0] @ U[1]))
+            return ae.RoundResult(ae.CloseStatus.aggregated, activate=True, record=record)  # type: ignore[arg-type]
+
+        ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(seed), trial, (0, 1, 2), reference)
+        out: np.ndarray = ae.craft(attack, ctx).astype(np.float64)
+        return out
+
+    def noise_agreement(attack: str) -> float:
+        a, b = rows_of(attack, 0), rows_of(attack, 1)
+        U, V = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+        # Attacker 0 against itself a round later, less attacker 0 against attacker 1 (the shared part).
+        return float(U[0] @ V[0] - U[0] @ V[1])
+
+    assert noise_agreement("orthogonal_subset_fixed") > 0.3
+    assert abs(noise_agreement("orthogonal_subset_noise")) < 0.2
+
+
 def collapse_rows(attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the attack's three rows, the seven honest rows, the unit reference), float64: a collapse attack
     crafted against 7 honest updates of 400 coordinates and a random reference."""
