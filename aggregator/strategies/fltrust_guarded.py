@@ -163,14 +163,21 @@ def median_peer_cosine(X: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return peer_cosine_medians(gram, norms)
 
 
+def cosine_matrix(gram: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """The rows' pairwise cosines from their Gram matrix (float64 n x n) and norms, in [-1, 1]; 0 where a
+    row has norm 0."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cos = gram / np.outer(norms, norms)
+    clipped: np.ndarray = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    return clipped
+
+
 def peer_cosine_medians(gram: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """:func:`median_peer_cosine` from the rows' Gram matrix (float64 n x n) and norms."""
     n = gram.shape[0]
     if n < 2:
         return np.ones(n)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = gram / np.outer(norms, norms)
-    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    cos = cosine_matrix(gram, norms)
     off = ~np.eye(n, dtype=bool)
     return _medians(cos[off].reshape(n, n - 1))
 
@@ -348,9 +355,7 @@ def consensus_gate(g: Gate, z: float = CENTER_Z, reference_z: float | None = CRO
     if g.products is None:
         raise InvalidParameter("consensus_gate needs the gate's inner products")
     norms = g.norms
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = g.products.gram / np.outer(norms, norms)
-    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    cos = cosine_matrix(g.products.gram, norms)
     np.fill_diagonal(cos, 1.0)
     weights = np.where(g.by_center, np.maximum(g.cos_center - g.center_level, 0.0), 0.0)
     values = consensus_cosines(cos, weights)
@@ -417,10 +422,7 @@ def similarity_shares(gram: np.ndarray, norms: np.ndarray, members: np.ndarray) 
     """For each row, the sum of its positive cosines to the ``members`` (a boolean mask), its own 1
     included when it is one: how many members' worth of the same direction it shares its weight with
     (:data:`SHARE_SIMILAR`). From the gate's Gram matrix and norms; rows of norm 0 count 1."""
-    safe = np.where(norms > 0, norms, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cos = gram / np.outer(safe, safe)
-    cos = np.clip(np.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+    cos = np.maximum(cosine_matrix(gram, norms), 0.0)
     np.fill_diagonal(cos, 1.0)
     shares: np.ndarray = np.maximum(cos[:, members].sum(axis=1), 1.0)
     return shares
