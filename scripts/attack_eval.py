@@ -576,29 +576,63 @@ def _honest_norm(ctx: AttackContext) -> float:
 ORTHOGONAL_C = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)
 
 
+# orthogonal_subset_fixed: attacker i's noise direction for the whole run, from this seed plus i.
+FIXED_NOISE_SEED = 1000
+
+
+def _reference_and_push(ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
+    """(g, h): the unit reference and the unit opposite of the honest mean made orthogonal to it."""
+    assert ctx.reference is not None
+    g = _unit(ctx.reference)
+    mean = ctx.honest.mean(axis=0, dtype=np.float64)
+    return g, _unit(-mean + float(mean @ g) * g)
+
+
+def _peer_share(peer_cosine: float, c: float) -> float:
+    """The share a of the push beside each attacker's noise that gives two attackers' rows at cosine ``c``
+    to the reference the pairwise cosine c^2 + (1 - c^2) a^2 = ``peer_cosine`` (clipped to [0, 1])."""
+    s2 = max(1.0 - c * c, 0.0)
+    return float(np.sqrt(np.clip((peer_cosine - c * c) / max(s2, 1e-12), 0.0, 1.0)))
+
+
+def _pushed_rows(
+    ctx: AttackContext,
+    g: np.ndarray,
+    h: np.ndarray,
+    m: float,
+    c: float,
+    a: float | None = None,
+    fixed: bool = False,
+) -> np.ndarray:
+    """The attackers' rows m (c g + sqrt(1 - c^2) h), identical copies with ``a`` None; otherwise h mixed with
+    each attacker's own unit noise xi_i (orthogonal to g and h) as a h + b xi_i, a^2 + b^2 = 1: fresh from
+    ``ctx.rng``, or with ``fixed`` attacker i's one direction for the whole run (``FIXED_NOISE_SEED`` + i)."""
+    f = ctx.own.shape[0]
+    s = np.sqrt(max(1.0 - c * c, 0.0))
+    if a is None:
+        return _repeat(m * (c * g + s * h), f)
+    b = np.sqrt(1.0 - a * a)
+    rows = np.empty((f, g.size), dtype=np.float32)
+    for i in range(f):
+        xi = (
+            np.random.default_rng(FIXED_NOISE_SEED + i).standard_normal(g.size)
+            if fixed
+            else ctx.rng.standard_normal(g.size)
+        )
+        xi -= float(xi @ g) * g + float(xi @ h) * h
+        rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
+    return rows
+
+
 def _orthogonal_rows(ctx: AttackContext, c: float, peer_cosine: float | None = None) -> np.ndarray:
     """The orthogonal family's rows at cosine ``c`` to the reference: u = m (c g + sqrt(1 - c^2) h) for every
     attacker; with ``peer_cosine``, each attacker's h is mixed with its own independent unit noise xi_i
     (orthogonal to g and h) as a h + b xi_i, a^2 + b^2 = 1, so that two attackers' rows have cosine
     c^2 + (1 - c^2) a^2 = ``peer_cosine``: they look as mutually unrelated as honest updates do, which
     defeats weight sharing among similar rows (FoolsGold-style) while keeping the shared push a h."""
-    f = ctx.own.shape[0]
-    assert ctx.reference is not None
-    g = _unit(ctx.reference)
-    mean = ctx.honest.mean(axis=0, dtype=np.float64)
-    h = _unit(-mean + float(mean @ g) * g)
-    m = _honest_norm(ctx)
-    s = np.sqrt(max(1.0 - c * c, 0.0))
-    if peer_cosine is None:
-        return _repeat(m * (c * g + s * h), f)
-    a = float(np.sqrt(np.clip((peer_cosine - c * c) / max(s * s, 1e-12), 0.0, 1.0)))
-    b = np.sqrt(1.0 - a * a)
-    rows = np.empty((f, g.size), dtype=np.float32)
-    for i in range(f):
-        xi = ctx.rng.standard_normal(g.size)
-        xi -= float(xi @ g) * g + float(xi @ h) * h
-        rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
-    return rows
+    g, h = _reference_and_push(ctx)
+    a = None if peer_cosine is None else _peer_share(peer_cosine, c)
+    return _pushed_rows(ctx, g, h, _honest_norm(ctx), c, a)
 
 
 def _peer_cosine(ctx: AttackContext) -> float:
@@ -683,32 +717,29 @@ def subset_direction(honest: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
     return _unit(h - basis @ (basis.T @ h))
 
 
+def _subset_directions(ctx: AttackContext) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(g, the subset family's pushes): the whole honest mean's opposite first, then :func:`subset_direction`
+    for each k of ``SUBSET_SHARES`` x the honest rows (at least one, fewer than all)."""
+    g, whole = _reference_and_push(ctx)
+    h_count = ctx.honest.shape[0]
+    sizes = sorted({max(1, round(share * h_count)) for share in SUBSET_SHARES})
+    return g, [whole] + [subset_direction(ctx.honest, g, k) for k in sizes if k < h_count]
+
+
 def orthogonal_subset(ctx: AttackContext) -> np.ndarray:
     """The orthogonal family against the ``k`` most central honest rows only (see the module docstring):
     the most damaging candidate the platform accepts (new validation loss, the real round computation as
     the oracle, as :func:`orthogonal`), the honest mean if none is."""
-    f = ctx.own.shape[0]
-    assert ctx.reference is not None
-    g = _unit(ctx.reference)
-    h_count = ctx.honest.shape[0]
+    g, directions = _subset_directions(ctx)
     m = _honest_norm(ctx)
-    candidates = [_orthogonal_rows(ctx, c) for c in SUBSET_C]
-    for k in sorted({max(1, round(share * h_count)) for share in SUBSET_SHARES if h_count > 1}):
-        if k >= h_count:
-            continue
-        h = subset_direction(ctx.honest, g, k)
-        candidates += [_repeat(m * (c * g + np.sqrt(1.0 - c * c) * h), f) for c in SUBSET_C]
+    candidates = [_pushed_rows(ctx, g, h, m, c) for h in directions for c in SUBSET_C]
     best, _ = _most_damaging(ctx, candidates, _validation_loss)
-    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), f)
+    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
 
 
 # orthogonal_subset_noise: the share a of each attacker's h beside its own noise (None: matched to the honest
 # median pairwise cosine, as orthogonal_noise; 0.71: the most push a similarity-shared weight leaves).
 SUBSET_A = (None, 0.5, 0.71)
-
-
-# orthogonal_subset_fixed: attacker i's noise direction for the whole run, from this seed plus i.
-FIXED_NOISE_SEED = 1000
 
 
 def orthogonal_subset_noise(ctx: AttackContext, fixed: bool = False) -> np.ndarray:
@@ -717,41 +748,17 @@ def orthogonal_subset_noise(ctx: AttackContext, fixed: bool = False) -> np.ndarr
     ``SUBSET_A``: the most damaging candidate the platform accepts, the honest mean if none is. ``fixed``:
     xi_i is attacker i's one direction for the whole run (``FIXED_NOISE_SEED`` + i), projected off g and h,
     instead of fresh noise each round."""
-    f = ctx.own.shape[0]
-    assert ctx.reference is not None
-    g = _unit(ctx.reference)
-    H = ctx.honest.astype(np.float64)
-    mean = H.mean(axis=0)
+    g, directions = _subset_directions(ctx)
     m = _honest_norm(ctx)
     peer = _peer_cosine(ctx)
-    h_count = H.shape[0]
-    directions = [_unit(-mean + float(mean @ g) * g)]
-    for k in sorted({max(1, round(share * h_count)) for share in SUBSET_SHARES}):
-        if k < h_count:
-            directions.append(subset_direction(H, g, k))
-    candidates = []
-    for h in directions:
-        for c in SUBSET_C:
-            s = np.sqrt(1.0 - c * c)
-            for share in SUBSET_A:
-                a = (
-                    float(np.sqrt(np.clip((peer - c * c) / max(s * s, 1e-12), 0.0, 1.0)))
-                    if share is None
-                    else share
-                )
-                b = np.sqrt(1.0 - a * a)
-                rows = np.empty((f, g.size), dtype=np.float32)
-                for i in range(f):
-                    xi = (
-                        np.random.default_rng(FIXED_NOISE_SEED + i).standard_normal(g.size)
-                        if fixed
-                        else ctx.rng.standard_normal(g.size)
-                    )
-                    xi -= float(xi @ g) * g + float(xi @ h) * h
-                    rows[i] = m * (c * g + s * (a * h + b * _unit(xi)))
-                candidates.append(rows)
+    candidates = [
+        _pushed_rows(ctx, g, h, m, c, _peer_share(peer, c) if share is None else share, fixed)
+        for h in directions
+        for c in SUBSET_C
+        for share in SUBSET_A
+    ]
     best, _ = _most_damaging(ctx, candidates, _validation_loss)
-    return best if best is not None else _repeat(mean, f)
+    return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
 
 
 PAY_C = (0.05, 0.2, 0.5)
