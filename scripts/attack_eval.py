@@ -65,6 +65,10 @@ omniscient (it sees every honest update of the round) and implemented from its p
   ``orthogonal_subset_fixed``: the same, each attacker's noise one fixed direction for the whole run
   (projected off g and h each round): fresh noise averages out of a history of updates (FoolsGold on
   histories, the harness's ``foolsgold`` stage), a fixed direction does not.
+  ``subset_sleeper``: against standing earned by useful work (fltrust_guarded's ``earned``): each round the
+  attackers read the round's reputations (posted on the chain) and send ``orthogonal_subset`` while the
+  platform's own :func:`~aggregator.strategies.standing.earned_grade` leaves them at least
+  ``SLEEPER_STANDING`` of full weight, else their honest training, which earns it back.
 - ``oracle``: the broad white-box search: ALIE scalings, Min-Max gammas, both orthogonal families and a few
   coordinate-search steps, every candidate through the real round computation, the most damaging one the
   platform accepts sent, judged by the new model's loss on the attackers' own data (which nobody trains on).
@@ -150,10 +154,13 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     Gate,
     _coefficients,
     _robust_level,
-    consensus_gate,
-    gate,
     reference_level,
     spread_clip,
+)
+from aggregator.strategies.standing import (  # noqa: E402
+    INITIAL_REPUTATION,
+    earned_grade,
+    unearned_reputation,
 )
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
@@ -202,6 +209,7 @@ ATTACKS = (
     "orthogonal_subset",
     "orthogonal_subset_noise",
     "orthogonal_subset_fixed",
+    "subset_sleeper",
     "oracle",
     "freeride",
     "race",
@@ -737,6 +745,28 @@ def orthogonal_subset(ctx: AttackContext) -> np.ndarray:
     return best if best is not None else _repeat(ctx.honest.mean(axis=0, dtype=np.float64), ctx.own.shape[0])
 
 
+# subset_sleeper: the share of full standing at which the attackers attack (below it they train honestly).
+SLEEPER_STANDING = 0.5
+
+
+def attacker_standing(ctx: AttackContext) -> float:
+    """The attackers' mean standing this round under the platform's :func:`earned_grade` (the reputations
+    the close reads, public on the chain; those of a trial with their honest rows)."""
+    probe = ctx.trial(ctx.own)
+    reputation = np.array(
+        [INITIAL_REPUTATION if c.reputation_before is None else c.reputation_before for c in probe.clients]
+    )
+    ours = [k for k, c in enumerate(probe.clients) if c.participant_id in ctx.attacker_rows]
+    unearned = unearned_reputation(float(DEFAULT_PARAMS["weight_quality"]))
+    return float(earned_grade(reputation, unearned)[ours].mean()) if ours else 0.0
+
+
+def subset_sleeper(ctx: AttackContext) -> np.ndarray:
+    """:func:`orthogonal_subset` while the attackers' standing (:func:`attacker_standing`) is at least
+    ``SLEEPER_STANDING``, else their own honest rows (see the module docstring)."""
+    return orthogonal_subset(ctx) if attacker_standing(ctx) >= SLEEPER_STANDING else ctx.own
+
+
 # orthogonal_subset_noise: the share a of each attacker's h beside its own noise (None: matched to the honest
 # median pairwise cosine, as orthogonal_noise; 0.71: the most push a similarity-shared weight leaves).
 SUBSET_A = (None, 0.5, 0.71)
@@ -1019,6 +1049,8 @@ def craft(attack: str, ctx: AttackContext) -> np.ndarray:
         return orthogonal_subset_noise(ctx)
     if attack == "orthogonal_subset_fixed":
         return orthogonal_subset_noise(ctx, fixed=True)
+    if attack == "subset_sleeper":
+        return subset_sleeper(ctx)
     if attack == "oracle":
         return oracle(ctx)
     if attack in ("freeride", "race"):
@@ -1304,6 +1336,9 @@ class Stage:
     standing: bool = fltrust_guarded.STANDING
     # Weights shared among similar passers (fltrust_guarded's ``similar``; ``similar=on|off``).
     similar: bool = fltrust_guarded.SHARE_SIMILAR
+    # Standing earned by useful work, the gate's crowd the standing rows (fltrust_guarded's ``earned``, with
+    # ``standing``; ``earned=on|off``).
+    earned: bool = fltrust_guarded.EARNED_STANDING
     # Doublings of the close's longest line-search step (``lengthen=<k>``, rollback.LENGTHEN_DOUBLINGS; 0: off).
     lengthen: int = rollback.LENGTHEN_DOUBLINGS
     # Standard errors a step shorter than the full one must win by (``hold=<z>``, rollback.HOLD_STANDARD_ERRORS).
@@ -1421,6 +1456,8 @@ class Stage:
                 stage = replace(stage, standing=part == "standing=on")
             elif part in ("similar=on", "similar=off"):
                 stage = replace(stage, similar=part == "similar=on")
+            elif part in ("earned=on", "earned=off"):
+                stage = replace(stage, earned=part == "earned=on")
             elif part == "soft":
                 stage = replace(stage, soft=1.0)
             elif part.startswith("soft="):
@@ -1436,7 +1473,7 @@ class Stage:
                     "augment=<out-of-range copies per example in honest training>, "
                     "crowd=<robust spreads of the reference test relative to the crowd, or off>, "
                     "soft[=<share of the way to the median row's margin at full weight>], standing=on|off, "
-                    "similar=on|off, "
+                    "similar=on|off, earned=on|off, "
                     "consensus (the rule's option), consensus=<mean|wmean|mmean|median|dnc>[/replace], "
                     "peerq=<quantile of the peer cosines in the centre test>, "
                     "cz=<robust spreads of the consensus test>, clevel=upper, "
@@ -1553,6 +1590,7 @@ class StagedGuarded(FLTrustGuarded):
             candidate,
             stage.standing,
             stage.similar,
+            stage.standing and stage.earned,
         )
         screened = (
             (stage.consensus and not stage.rule_consensus)
@@ -1589,12 +1627,11 @@ class StagedGuarded(FLTrustGuarded):
             return self._foolsgold_first(X, inputs)
         result = self._own_aggregate(X, inputs)
         assert inputs.reference is not None and result.coefficients is not None
-        g = gate(X, inputs.reference, reference_z=self.reference_z)
+        g, _ = self.gate_and_standing(X, inputs)
         c = result.coefficients
         details = dict(result.details)
-        if self.consensus:
-            g = consensus_gate(g, reference_z=self.reference_z)
-        elif self.stage.consensus or self.stage.peer_quantile != 0.5 or self.stage.center_z != CENTER_Z:
+        screened = self.stage.consensus or self.stage.peer_quantile != 0.5 or self.stage.center_z != CENTER_Z
+        if screened and not self.consensus:  # the rule's own consensus test is in its gate already
             g = self._consensus_gate(X, g)
             c = _coefficients(g, inputs.samples)
             details["passed_center"] = int(g.by_center.sum())
