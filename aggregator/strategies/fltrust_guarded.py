@@ -104,8 +104,8 @@ STANDING = True
 # Standing earned by useful work (issue 20; the default since its evaluation, docs/benchmarks.md "standing
 # earned by useful work"): each row's standing is at most the share of the round's median reputation above
 # what timeliness and honesty alone give that it has earned (:func:`aggregator.strategies.standing.earned_grade`),
-# and rows of no such standing neither weigh nor count in the gate's crowd (its peer medians, levels and
-# clip norm are the standing rows'). Why: 60 of reputation's 100 points are the sender's to take, and
+# and rows below :data:`CROWD_STANDING` of it neither weigh nor count in the gate's crowd (its peer medians,
+# levels and clip norm are the standing rows'). Why: 60 of reputation's 100 points are the sender's to take, and
 # attackers whose rows the validation data scored at quality 0 every round weighed as much as honest
 # organizations at 80-99; given no weight they still moved the gate, leaving out the honest rows they
 # opposed (synthetic Dirichlet(0.5), n = 10: the subset attack cost 9.2 points, 7.0 with the weight alone,
@@ -215,6 +215,13 @@ def _median(values: np.ndarray) -> float:
 
 # The fewest standing rows the gate's crowd is restricted to (``gate(among=...)``): below it, every row.
 MIN_AMONG = 3
+
+# With earned standing, the gate's crowd is the rows of at least this share of full standing; the others
+# neither weigh nor pass. Why not every row of some standing: attackers kept just above nothing still moved
+# the peer medians of the rows they opposed (synthetic Dirichlet(0.5), n = 10: attackers that attack while
+# they keep a tenth of their standing and train honestly otherwise cost 6.3 points with the crowd at any
+# standing, 4.2 at half of it; attackers whose noise earns them a little standing 7.2 -> 4.6).
+CROWD_STANDING = 0.5
 
 
 def gate(
@@ -629,8 +636,8 @@ class FLTrustGuarded(Strategy):
         :func:`standing_grade` (:data:`STANDING`, which the close's rule uses; off here so that a rule
         built by hand weighs as the paper's). ``similar``: weights shared among similar passers
         (:data:`SHARE_SIMILAR`, :func:`similarity_shares`; off by default). ``earned`` (with ``standing``):
-        standing earned by useful work (:data:`EARNED_STANDING`, :func:`earned_grade`), rows of none left out
-        of the gate's crowd; ``unearned``: the reputation timeliness and honesty alone give
+        standing earned by useful work (:data:`EARNED_STANDING`, :func:`earned_grade`), rows below
+        :data:`CROWD_STANDING` of it left out of the gate's crowd; ``unearned``: the reputation timeliness and honesty alone give
         (:func:`unearned_reputation` of the round's quality weight; None: of the genesis weight)."""
         for label, value in (
             ("reference_members", reference_members),
@@ -712,11 +719,11 @@ class FLTrustGuarded(Strategy):
         return standing_grade(inputs.reputation)
 
     def gate_and_standing(self, X: np.ndarray, inputs: StrategyInputs) -> tuple[Gate, np.ndarray | None]:
-        """The rule's gate (its crowd the rows of some standing with ``earned``; the consensus test with
+        """The rule's gate (its crowd the rows of at least :data:`CROWD_STANDING` with ``earned``; the consensus test with
         ``consensus``) and the rows' standing grades (:meth:`standing_of`)."""
         assert inputs.reference is not None
         standing = self.standing_of(inputs)
-        among = standing > 0 if self.earned and standing is not None else None
+        among = standing >= CROWD_STANDING if self.earned and standing is not None else None
         g = gate(X, inputs.reference, reference_z=self.reference_z, among=among)
         if self.consensus:
             g = consensus_gate(g, reference_z=self.reference_z)

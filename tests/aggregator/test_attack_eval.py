@@ -211,6 +211,32 @@ def test_the_subset_search_tries_every_share_and_sends_the_most_damaging_accepte
     assert any(not ok for _, ok in seen) and sent > 0
 
 
+@pytest.mark.parametrize("attacker_reputation, attacks", [(52.0, False), (80.0, True), (95.0, True)])
+def test_the_sleeper_attacks_only_while_its_earned_standing_lasts(
+    attacker_reputation: float, attacks: bool
+) -> None:
+    H = honest_updates(h=7, d=400)
+    reference = np.random.default_rng(5).normal(0.0, 1.0, 400)
+    reputation = {i: 90.0 for i in range(3, 10)} | {i: attacker_reputation for i in range(3)}
+
+    def trial(rows: np.ndarray) -> Any:
+        clients = tuple(
+            SimpleNamespace(participant_id=i, reputation_before=reputation[i], byzantine=False)
+            for i in range(10)
+        )
+        record = SimpleNamespace(holdout_loss_after=-float(rows[0].astype(np.float64) @ H.mean(axis=0)))
+        return ae.RoundResult(ae.CloseStatus.aggregated, activate=True, record=record, clients=clients)  # type: ignore[arg-type]
+
+    ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), reference)
+    # Median 90, 60 earned without quality: 52 is no standing, 80 two thirds of it, 95 full.
+    assert ae.attacker_standing(ctx) == pytest.approx(min(1.0, max(0.0, (attacker_reputation - 60) / 30)))
+    rows = ae.subset_sleeper(ctx)
+    if attacks:
+        np.testing.assert_array_equal(rows, ae.orthogonal_subset(ctx))
+    else:
+        np.testing.assert_array_equal(rows, H[:3])
+
+
 def test_the_decorrelated_subset_rows_share_the_push_and_differ_from_one_another() -> None:
     H = honest_updates(h=7, d=400)
     reference = np.random.default_rng(5).normal(0.0, 1.0, 400)

@@ -18,6 +18,7 @@ from aggregator.strategies.base import StrategyInputs
 from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
+    CROWD_STANDING,
     FLTrustGuarded,
     center_margins,
     consensus_cosines,
@@ -31,7 +32,7 @@ from aggregator.strategies.fltrust_guarded import (
     standing_grade,
     upper_half_floor,
 )
-from aggregator.strategies.standing import INITIAL_REPUTATION
+from aggregator.strategies.standing import INITIAL_REPUTATION, earned_grade, unearned_reputation
 
 
 def crowd(h: int = 7, d: int = 200, signal: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +331,75 @@ def test_the_closes_rule_weighs_by_standing() -> None:
 
     assert FLTrustGuarded.from_params(RoundParams.from_snapshot(snapshot())).standing
     assert not FLTrustGuarded().standing
+
+
+def test_earned_standing_is_the_share_of_the_median_above_what_a_row_gets_without_quality() -> None:
+    """Issue 20: attackers scored at quality 0 every round sat at 52 while honest organizations climbed to
+    80-99; 60 of reputation's 100 points are timeliness and honesty, which the sender takes."""
+    assert unearned_reputation(0.4) == pytest.approx(60.0)
+    assert unearned_reputation(1.0) == 0.0
+    r = np.array([52.0, 52.0, 52.0, 80.0, 90.0, 95.0, 95.0, 97.0, 99.0, 30.0])
+    m = float(np.median(r))  # 85: an honest organization's
+    expected = np.clip((r - 60.0) / (m - 60.0), 0.0, 1.0)
+    np.testing.assert_allclose(earned_grade(r, 60.0), expected)
+    assert (earned_grade(r, 60.0)[:3] == 0).all() and (earned_grade(r, 60.0)[5:9] == 1).all()
+    # Never above the evidence-lowered standing; while nobody has earned anything, that standing alone.
+    low = np.array([30.0, 55.0, 58.0, 60.0])
+    np.testing.assert_allclose(earned_grade(low, 60.0), standing_grade(low))
+    assert earned_grade(np.zeros(0), 60.0).size == 0
+
+
+def test_rows_of_no_earned_standing_neither_weigh_nor_move_the_gate() -> None:
+    H, reference = crowd(h=7, d=200)
+    # Copies that oppose the two honest rows most aligned with the others, orthogonal to the rest: counted
+    # in the crowd they pull those rows' peer medians down and lower the levels.
+    mean = H.mean(axis=0).astype(np.float64)
+    core = np.argsort(-(H @ mean))[:2]
+    push = -H[core].astype(np.float64).mean(axis=0)
+    A = np.repeat((push / np.linalg.norm(push) * np.linalg.norm(H[0]))[None, :], 3, axis=0)
+    X = np.vstack([H, A]).astype(np.float32)
+    # Two attackers at no earned standing, one at a third of it (below the crowd's half).
+    reputation = np.array([90.0] * 7 + [52.0, 52.0, 70.0])
+    inputs = StrategyInputs.of(10, reputation=reputation, reference=reference)
+    earned = FLTrustGuarded(standing=True, earned=True, unearned=60.0)
+    result = earned.aggregate(X, inputs)
+    assert result.coefficients is not None and (result.coefficients[7:] == 0).all()
+    # The honest rows' gate is the one they would have alone: the same tests, levels and clip norm.
+    alone = gate(H, reference)
+    restricted, standing = earned.gate_and_standing(X, inputs)
+    assert standing is not None and (standing[7:9] == 0).all()
+    assert 0 < standing[9] < CROWD_STANDING
+    np.testing.assert_array_equal(restricted.passed[:7], alone.passed)
+    assert not restricted.passed[7:].any()
+    assert restricted.center_level == pytest.approx(alone.center_level)
+    assert restricted.clip_norm == pytest.approx(alone.clip_norm)
+    honest_only = earned.aggregate(H, StrategyInputs.of(7, reputation=reputation[:7], reference=reference))
+    np.testing.assert_allclose(result.vector, honest_only.vector, rtol=1e-5, atol=1e-7)
+    # Counted in the crowd, the same rows move it.
+    counted = gate(X, reference)
+    assert counted.center_level != pytest.approx(alone.center_level)
+    # Fewer than three standing rows: every row counts, as without the option.
+    few = np.array([90.0, 90.0, 52.0, 52.0, 52.0, 52.0, 52.0, 52.0, 52.0, 52.0])
+    g_few, _ = earned.gate_and_standing(X, StrategyInputs.of(10, reputation=few, reference=reference))
+    np.testing.assert_array_equal(g_few.passed, counted.passed)
+    with pytest.raises(InvalidParameter, match="one 'among' flag per row"):
+        gate(X, reference, among=np.ones(3, dtype=bool))
+    with pytest.raises(InvalidParameter, match="set standing too"):
+        FLTrustGuarded(earned=True)
+    with pytest.raises(InvalidParameter, match="unearned must be in"):
+        FLTrustGuarded(standing=True, earned=True, unearned=120.0)
+
+
+def test_the_closes_rule_earns_standing_from_its_quality_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.round.params import RoundParams
+    from aggregator.strategies import fltrust_guarded
+    from tests.aggregator.roundkit import snapshot
+
+    params = RoundParams.from_snapshot(snapshot())
+    rule = FLTrustGuarded.from_params(params)
+    assert rule.earned and rule.unearned == pytest.approx(unearned_reputation(params.scoring.weight_quality))
+    monkeypatch.setattr(fltrust_guarded, "EARNED_STANDING", False)
+    assert not FLTrustGuarded.from_params(params).earned
 
 
 def test_similarity_shares_count_copies_once_and_ignore_disagreement() -> None:
