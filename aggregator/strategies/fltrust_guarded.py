@@ -153,6 +153,9 @@ class Gate:
     # the consensus of the other rows and that test's level (``by_center`` is then who passed it).
     cos_consensus: np.ndarray | None = None
     consensus_level: float | None = None
+    # The rows the tests' levels and the clip norm were computed among (``gate(among=...)``); None: every
+    # row. No other row passes.
+    crowd: np.ndarray | None = None
 
     @property
     def passed(self) -> np.ndarray:
@@ -266,11 +269,14 @@ def gate(
         raise_on_non_finite_rows(X)
     statistics = _gate_statistics(gram, sq, dots, ref_norm, z, reference_z)
     norms, cos_ref, cos_c, by_center, by_reference, level, ref_level, clip = statistics
+    crowd: np.ndarray | None = None
     if among is not None:
         crowd = np.asarray(among, dtype=bool)
         if crowd.shape != sq.shape:
             raise InvalidParameter(f"gate: one 'among' flag per row is needed, got {crowd.shape}")
-        if MIN_AMONG <= int(crowd.sum()) < crowd.size:
+        if not MIN_AMONG <= int(crowd.sum()) < crowd.size:
+            crowd = None
+        else:
             # The crowd's own statistics; the other rows keep their signals for the record and pass nothing.
             sub = _gate_statistics(
                 gram[np.ix_(crowd, crowd)], sq[crowd], dots[crowd], ref_norm, z, reference_z
@@ -283,7 +289,7 @@ def gate(
             by_reference[crowd] = sub[4]
             level, ref_level, clip = sub[5], sub[6], sub[7]
     products = InnerProducts(gram, sq, dots)
-    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, ref_level, products)
+    return Gate(cos_ref, cos_c, norms, by_reference, by_center, level, clip, ref_level, products, crowd=crowd)
 
 
 def _gate_statistics(
@@ -408,7 +414,8 @@ def consensus_gate(g: Gate, z: float = CENTER_Z, reference_z: float | None = CRO
     is a row's agreement with what the others share, not with its median peer: rows pushing against the
     honest mean score far below honest rows, and attackers who keep to the centre test's level to pass it
     get almost no weight in the consensus the others are read against. The reference test's level is then
-    computed on this test's passers and the clip norm on the reference test's, as :func:`gate` does."""
+    computed on this test's passers and the clip norm on the reference test's, as :func:`gate` does; with a
+    restricted crowd (``g.crowd``) this test's level too is the crowd's and no other row passes."""
     if g.products is None:
         raise InvalidParameter("consensus_gate needs the gate's inner products")
     norms = g.norms
@@ -416,10 +423,11 @@ def consensus_gate(g: Gate, z: float = CENTER_Z, reference_z: float | None = CRO
     np.fill_diagonal(cos, 1.0)
     weights = np.where(g.by_center, np.maximum(g.cos_center - g.center_level, 0.0), 0.0)
     values = consensus_cosines(cos, weights)
-    level = _robust_level(values, z)
-    by_consensus = values >= level
+    members = np.ones(values.shape[0], dtype=bool) if g.crowd is None else g.crowd
+    level = _robust_level(values[members], z)
+    by_consensus = (values >= level) & members
     ref_level = 0.0 if reference_z is None else reference_level(g.cos_reference[by_consensus], reference_z)
-    by_reference = g.cos_reference > ref_level
+    by_reference = (g.cos_reference > ref_level) & members
     candidates = norms[by_reference & (norms > 0)]
     clip = _median(candidates) if candidates.size else 0.0
     return replace(
@@ -727,8 +735,6 @@ class FLTrustGuarded(Strategy):
         g = gate(X, inputs.reference, reference_z=self.reference_z, among=among)
         if self.consensus:
             g = consensus_gate(g, reference_z=self.reference_z)
-            if among is not None and int(among.sum()) >= MIN_AMONG:
-                g = replace(g, by_center=g.by_center & among, by_reference=g.by_reference & among)
         return g, standing
 
     def _own_aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:

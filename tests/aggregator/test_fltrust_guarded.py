@@ -375,6 +375,13 @@ def test_rows_of_no_earned_standing_neither_weigh_nor_move_the_gate() -> None:
     assert restricted.clip_norm == pytest.approx(alone.clip_norm)
     honest_only = earned.aggregate(H, StrategyInputs.of(7, reputation=reputation[:7], reference=reference))
     np.testing.assert_allclose(result.vector, honest_only.vector, rtol=1e-5, atol=1e-7)
+    # The consensus option reads the same crowd: its level is the honest rows' own, and no other row passes.
+    with_consensus = FLTrustGuarded(standing=True, earned=True, unearned=60.0, consensus=True)
+    restricted_consensus, _ = with_consensus.gate_and_standing(X, inputs)
+    alone_consensus = consensus_gate(alone)
+    assert restricted_consensus.consensus_level == pytest.approx(alone_consensus.consensus_level)
+    np.testing.assert_array_equal(restricted_consensus.passed[:7], alone_consensus.passed)
+    assert not restricted_consensus.passed[7:].any()
     # Counted in the crowd, the same rows move it.
     counted = gate(X, reference)
     assert counted.center_level != pytest.approx(alone.center_level)
