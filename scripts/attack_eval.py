@@ -120,7 +120,7 @@ import hashlib
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
@@ -157,11 +157,7 @@ from aggregator.strategies.fltrust_guarded import (  # noqa: E402
     reference_level,
     spread_clip,
 )
-from aggregator.strategies.standing import (  # noqa: E402
-    INITIAL_REPUTATION,
-    earned_grade,
-    unearned_reputation,
-)
+from aggregator.strategies.standing import earned_grade, unearned_reputation  # noqa: E402
 from fedledger.chain import param_table  # noqa: E402
 from fedledger.chain import params as chain_params  # noqa: E402
 from fedledger.evidence import is_conclusive  # noqa: E402
@@ -559,6 +555,8 @@ class AttackContext:
     # How much a round's result hurts the attackers' goal, higher is worse for the federation (``oracle``
     # judges candidates by it): the new model's loss on the attackers' own data, which nobody trains on.
     damage: Callable[[RoundResult], float] | None = None
+    # The reputation the close reads for each organization in the round (public on the chain), by index.
+    reputation: Mapping[int, float] | None = None
 
 
 def _accepted(ctx: AttackContext, rows: np.ndarray) -> RoundResult | None:
@@ -753,12 +751,12 @@ SLEEPER_STANDING = 0.5
 
 def attacker_standing(ctx: AttackContext) -> float:
     """The attackers' mean standing this round under the platform's :func:`earned_grade` (the reputations
-    the close reads, public on the chain; those of a trial with their honest rows)."""
-    probe = ctx.trial(ctx.own)
-    reputation = np.array(
-        [INITIAL_REPUTATION if c.reputation_before is None else c.reputation_before for c in probe.clients]
-    )
-    ours = [k for k, c in enumerate(probe.clients) if c.participant_id in ctx.attacker_rows]
+    the close reads, ``ctx.reputation``: public on the chain)."""
+    if ctx.reputation is None:
+        raise ValueError("attacker_standing needs the round's reputations (AttackContext.reputation)")
+    members = list(ctx.reputation)
+    reputation = np.array([ctx.reputation[i] for i in members], dtype=np.float64)
+    ours = [k for k, i in enumerate(members) if i in ctx.attacker_rows]
     unearned = unearned_reputation(float(DEFAULT_PARAMS["weight_quality"]))
     return float(earned_grade(reputation, unearned)[ours].mean()) if ours else 0.0
 
@@ -2073,6 +2071,7 @@ def run(
                 reference,
                 last_change,
                 damage,
+                {i: float(reputation[i]) for i in present},
             )
             rows = craft(attack, ctx)
         result = trial(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -220,14 +221,13 @@ def test_the_sleeper_attacks_only_while_its_earned_standing_lasts(
     reputation = {i: 90.0 for i in range(3, 10)} | {i: attacker_reputation for i in range(3)}
 
     def trial(rows: np.ndarray) -> Any:
-        clients = tuple(
-            SimpleNamespace(participant_id=i, reputation_before=reputation[i], byzantine=False)
-            for i in range(10)
-        )
         record = SimpleNamespace(holdout_loss_after=-float(rows[0].astype(np.float64) @ H.mean(axis=0)))
-        return ae.RoundResult(ae.CloseStatus.aggregated, activate=True, record=record, clients=clients)  # type: ignore[arg-type]
+        return ae.RoundResult(ae.CloseStatus.aggregated, activate=True, record=record)  # type: ignore[arg-type]
 
     ctx = ae.AttackContext(H, H[:3].copy(), 10, np.random.default_rng(0), trial, (0, 1, 2), reference)
+    with pytest.raises(ValueError, match="needs the round's reputations"):
+        ae.attacker_standing(ctx)
+    ctx = replace(ctx, reputation=reputation)
     # Median 90, 60 earned without quality: 52 is no standing, 80 two thirds of it, 95 full.
     assert ae.attacker_standing(ctx) == pytest.approx(min(1.0, max(0.0, (attacker_reputation - 60) / 30)))
     rows = ae.subset_sleeper(ctx)

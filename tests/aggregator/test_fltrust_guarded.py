@@ -19,13 +19,17 @@ from aggregator.strategies.fltrust import fltrust, fltrust_coefficients
 from aggregator.strategies.fltrust_guarded import (
     CROWD_REFERENCE_Z,
     CROWD_STANDING,
+    MIN_AMONG,
     FLTrustGuarded,
     center_margins,
     consensus_cosines,
     consensus_gate,
+    cosine_matrix,
     gate,
     hardened_coefficients,
     hardened_fltrust,
+    judges_gate,
+    median_cosine_to,
     median_peer_cosine,
     reference_level,
     similarity_shares,
@@ -407,6 +411,112 @@ def test_the_closes_rule_earns_standing_from_its_quality_weight(monkeypatch: pyt
     assert rule.earned and rule.unearned == pytest.approx(unearned_reputation(params.scoring.weight_quality))
     monkeypatch.setattr(fltrust_guarded, "EARNED_STANDING", False)
     assert not FLTrustGuarded.from_params(params).earned
+
+
+def test_median_cosine_to_is_each_rows_median_over_the_other_members() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(9, 30))
+    X[3] = X[1]  # a copy: its cosine 1 to the original is a member's like any other
+    X[5] = 0.0  # no direction: cosine 0 to every row, itself included
+    norms = np.linalg.norm(X, axis=1)
+    cos = cosine_matrix(X @ X.T, norms)
+    members = np.array([1, 1, 0, 1, 0, 1, 1, 0, 1], dtype=bool)
+    expected = [
+        float(np.median([cos[i, j] for j in np.flatnonzero(members) if j != i])) for i in range(X.shape[0])
+    ]
+    np.testing.assert_allclose(median_cosine_to(cos, members), expected, rtol=0, atol=1e-15)
+    with pytest.raises(InvalidParameter, match="at least two members"):
+        median_cosine_to(cos, np.eye(9, dtype=bool)[0])
+
+
+def noise_collapse_round(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seven honest rows in a 20-dimensional subspace (their pairwise cosines spread about 0, as non-IID
+    updates late in training) and three rows of noise in all 2,000 dimensions at the same norm (cosine near
+    0 to every row: attack_eval's orthogonal_noise without its push), and a reference."""
+    rng = np.random.default_rng(seed)
+    d, k = 2000, 20
+    basis = np.linalg.qr(rng.normal(size=(d, k)))[0].T
+    H = rng.normal(size=(7, k)) @ basis
+    reference = rng.normal(size=k) @ basis + 0.5 * rng.normal(size=d) / np.sqrt(d)
+    noise = rng.normal(size=(3, d)) / np.sqrt(d) * np.linalg.norm(H[0])
+    return np.vstack([H, noise]).astype(np.float32), reference.astype(np.float32)
+
+
+def test_the_judges_test_gives_back_the_rows_a_collapsed_spread_leaves_out() -> None:
+    """Issue 20 (orthogonal_noise): rows at cosine ~0 to every row pull the peer medians to 0 and shrink
+    the centre test's spread; honest rows that pass among themselves fail among them. Judged by the honest
+    rows they pass again."""
+    lost = 0
+    for seed in range(40):
+        X, reference = noise_collapse_round(seed)
+        alone = gate(X[:7], reference)
+        crowd = gate(X, reference)
+        judged = judges_gate(crowd, np.arange(10) < 7)
+        lost += int((alone.by_center & ~crowd.by_center[:7]).any())
+        assert (judged.by_center[:7] | ~alone.by_center).all()  # every row the honest crowd passes
+        assert judged.judges is not None and judged.cos_judges is not None and judged.judges_level is not None
+    # The collapse is common, not a corner case: a row lost in most such rounds.
+    assert lost >= 15
+
+
+def test_the_judges_test_only_adds_passers_and_recomputes_the_reference_stage() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(rng.integers(5, 16))
+        X = rng.normal(size=(n, 40)).astype(np.float32)
+        X[: n // 2] += rng.normal(size=40).astype(np.float32)  # a crowd that shares a direction
+        reference = rng.normal(size=40).astype(np.float32) + X[0]
+        crowd = rng.random(n) < 0.8 if trial % 2 else None
+        g = gate(X, reference, among=crowd)
+        judges = rng.random(n) < 0.6
+        judged = judges_gate(g, judges)
+        assert (judged.by_center | ~g.by_center).all()  # every centre passer still passes
+        members = np.ones(n, dtype=bool) if g.crowd is None else g.crowd
+        assert not (judged.by_center & ~members).any() and not (judged.by_reference & ~members).any()
+        if judged.judges is None:  # fewer than three judges within the crowd, or the whole crowd
+            assert judged is g
+            assert not MIN_AMONG <= int((judges & members).sum()) < int(members.sum())
+            continue
+        assert not (judged.judges & ~members).any()
+        if (judged.by_center != g.by_center).any():
+            assert judged.reference_level == reference_level(
+                judged.cos_reference[judged.by_center], CROWD_REFERENCE_Z
+            )
+            passing = judged.norms[judged.by_reference & (judged.norms > 0)]
+            assert judged.clip_norm == pytest.approx(float(np.median(passing)))
+        else:
+            assert judged.reference_level == g.reference_level and judged.clip_norm == g.clip_norm
+    X, reference = noise_collapse_round(0)
+    g = gate(X, reference)
+    with pytest.raises(InvalidParameter, match="one judge flag per row"):
+        judges_gate(g, np.ones(3, dtype=bool))
+    with pytest.raises(InvalidParameter, match="inner products"):
+        judges_gate(replace(g, products=None), np.ones(10, dtype=bool))
+
+
+def test_the_closes_rule_judges_by_the_rows_of_full_earned_standing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.round.params import RoundParams
+    from aggregator.strategies import fltrust_guarded
+    from tests.aggregator.roundkit import snapshot
+
+    params = RoundParams.from_snapshot(snapshot())
+    rule = FLTrustGuarded.from_params(params)
+    assert rule.judges
+    X, reference = noise_collapse_round(1)
+    # Honest organizations at the median reputation, the noise rows with four sevenths of it earned (in
+    # the crowd, not judges).
+    reputation = np.array([95.0] * 7 + [80.0] * 3)
+    inputs = StrategyInputs.of(10, reputation=reputation, reference=reference)
+    g, standing = rule.gate_and_standing(X, inputs)
+    assert standing is not None and g.judges is not None
+    np.testing.assert_array_equal(g.judges, standing >= fltrust_guarded.JUDGE_STANDING)
+    assert g.judges[:7].all() and not g.judges[7:].any()
+    np.testing.assert_array_equal(g.by_center[:7], gate(X[:7], reference).by_center)
+    monkeypatch.setattr(fltrust_guarded, "JUDGES", False)
+    off = FLTrustGuarded.from_params(params)
+    assert not off.judges and off.gate_and_standing(X, inputs)[0].judges is None
+    with pytest.raises(InvalidParameter, match="set earned too"):
+        FLTrustGuarded(standing=True, judges=True)
 
 
 def test_similarity_shares_count_copies_once_and_ignore_disagreement() -> None:
