@@ -9,7 +9,8 @@ watches the round the attack sends (the last round computation of each round: an
 candidates first). Per round: test accuracy after it, the step the close kept (``ref``: the server's own
 step, the descent floor; ``RB``: rolled back), the reference test's and the centre test's levels, the
 honest and the attacking rows' cosines to the reference and median cosines to their peers (median [min,
-max]), how many of each pass both tests, the attackers' share of the aggregate's weight, the clip norm.
+max]), how many of each pass both tests (the centre test with the judges' where the rule adds it), the
+attackers' share of the aggregate's weight, the clip norm.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         seen["gate"] = real_gate(*a, **k)
         return seen["gate"]  # type: ignore[no-any-return]
 
-    def coefficients(*a: Any, **k: Any) -> np.ndarray:
-        seen["coefficients"] = real_coefficients(*a, **k)
+    def coefficients(g: fltrust_guarded.Gate, *a: Any, **k: Any) -> np.ndarray:
+        # The gate that weighs the rows, after the tests the rule adds to gate()'s (the judges').
+        seen["gate"] = g
+        seen["coefficients"] = real_coefficients(g, *a, **k)
         return seen["coefficients"]  # type: ignore[no-any-return]
 
     def trial(template: Any, attackers: list[int], *a: Any, **k: Any) -> RoundResult:
@@ -121,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"      row {i} {'A' if attacker[i] else 'H'} cos ref {g.cos_reference[i]:+.3f} "
                     f"peer {g.cos_center[i]:+.3f} norm {g.norms[i]:.3g} passes ref {int(g.by_reference[i])} "
                     f"centre {int(g.by_center[i])} weight {c[i]:.3f}"
+                    + ("" if g.judges is None else f" judge {int(g.judges[i])}")
                 )
             if result.record is not None:
                 print(f"      decision: {result.record.decision}")
