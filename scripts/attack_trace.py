@@ -55,15 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     seen: dict[str, Any] = {}
     rounds: dict[int, tuple[RoundResult, Any, Any, list[int]]] = {}
-    real_gate, real_coefficients, real_trial = (
-        fltrust_guarded.gate,
-        fltrust_guarded._coefficients,
-        attack_eval._trial,
-    )
-
-    def gate(*a: Any, **k: Any) -> fltrust_guarded.Gate:
-        seen["gate"] = real_gate(*a, **k)
-        return seen["gate"]  # type: ignore[no-any-return]
+    real_coefficients, real_trial = fltrust_guarded._coefficients, attack_eval._trial
 
     def coefficients(g: fltrust_guarded.Gate, *a: Any, **k: Any) -> np.ndarray:
         # The gate that weighs the rows, after the tests the rule adds to gate()'s (the judges').
@@ -81,7 +73,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         rounds[template.round_id] = (result, seen.get("gate"), seen.get("coefficients"), among)
         return result
 
-    fltrust_guarded.gate = gate
     fltrust_guarded._coefficients = coefficients
     attack_eval._trial = trial
     task = attack_eval.load_task(args.task, args.seed)

@@ -180,6 +180,11 @@ class Gate:
     judges_level: float | None = None
 
     @property
+    def members(self) -> np.ndarray:
+        """The crowd's rows as flags (``crowd``; every row when None): the only rows that can pass."""
+        return np.ones(self.norms.shape, dtype=bool) if self.crowd is None else self.crowd
+
+    @property
     def passed(self) -> np.ndarray:
         """Rows that enter the aggregate."""
         passed: np.ndarray = self.by_reference & self.by_center
@@ -215,9 +220,7 @@ def peer_cosine_medians(gram: np.ndarray, norms: np.ndarray) -> np.ndarray:
     n = gram.shape[0]
     if n < 2:
         return np.ones(n)
-    cos = cosine_matrix(gram, norms)
-    off = ~np.eye(n, dtype=bool)
-    return _medians(cos[off].reshape(n, n - 1))
+    return median_cosine_to(cosine_matrix(gram, norms), np.ones(n, dtype=bool))
 
 
 def _medians(values: np.ndarray) -> np.ndarray:
@@ -445,21 +448,24 @@ def consensus_gate(g: Gate, z: float = CENTER_Z, reference_z: float | None = CRO
     np.fill_diagonal(cos, 1.0)
     weights = np.where(g.by_center, np.maximum(g.cos_center - g.center_level, 0.0), 0.0)
     values = consensus_cosines(cos, weights)
-    members = np.ones(values.shape[0], dtype=bool) if g.crowd is None else g.crowd
+    members = g.members
     level = _robust_level(values[members], z)
     by_consensus = (values >= level) & members
-    ref_level = 0.0 if reference_z is None else reference_level(g.cos_reference[by_consensus], reference_z)
-    by_reference = (g.cos_reference > ref_level) & members
-    candidates = norms[by_reference & (norms > 0)]
+    return _with_centre_passers(
+        replace(g, cos_consensus=values, consensus_level=level), by_consensus, reference_z
+    )
+
+
+def _with_centre_passers(g: Gate, by_center: np.ndarray, reference_z: float | None) -> Gate:
+    """``g`` with ``by_center`` as the centre test's passers and the stages after it recomputed as
+    :func:`gate` computes them: the reference test's level on those passers, its passers among the crowd
+    (:attr:`Gate.members`), and the clip norm, their median norm."""
+    ref_level = 0.0 if reference_z is None else reference_level(g.cos_reference[by_center], reference_z)
+    by_reference = (g.cos_reference > ref_level) & g.members
+    candidates = g.norms[by_reference & (g.norms > 0)]
     clip = _median(candidates) if candidates.size else 0.0
     return replace(
-        g,
-        by_center=by_consensus,
-        by_reference=by_reference,
-        reference_level=ref_level,
-        clip_norm=clip,
-        cos_consensus=values,
-        consensus_level=level,
+        g, by_center=by_center, by_reference=by_reference, reference_level=ref_level, clip_norm=clip
     )
 
 
@@ -498,7 +504,7 @@ def judges_gate(
     chosen = np.asarray(judges, dtype=bool)
     if chosen.shape != g.norms.shape:
         raise InvalidParameter(f"judges_gate: one judge flag per row is needed, got {chosen.shape}")
-    members = np.ones(chosen.shape, dtype=bool) if g.crowd is None else g.crowd
+    members = g.members
     chosen = chosen & members
     if not MIN_AMONG <= int(chosen.sum()) < int(members.sum()):
         return g
@@ -508,13 +514,7 @@ def judges_gate(
     judged = replace(g, judges=chosen, cos_judges=to_judges, judges_level=level)
     if (by_center == g.by_center).all():
         return judged
-    ref_level = 0.0 if reference_z is None else reference_level(g.cos_reference[by_center], reference_z)
-    by_reference = (g.cos_reference > ref_level) & members
-    candidates = g.norms[by_reference & (g.norms > 0)]
-    clip = _median(candidates) if candidates.size else 0.0
-    return replace(
-        judged, by_center=by_center, by_reference=by_reference, reference_level=ref_level, clip_norm=clip
-    )
+    return _with_centre_passers(judged, by_center, reference_z)
 
 
 def hardened_coefficients(
