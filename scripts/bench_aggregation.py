@@ -5,7 +5,9 @@
     .venv/bin/python scripts/bench_aggregation.py [--quick] [--repeats 5] [--background 2]
 
 Every strategy the registry holds is timed (``aggregator.strategies.names()``), the chain's genesis default
-(``strategy`` in fedledger/chain/param_table.json) first. Rules neither Flower nor qora-fl has (FLTrust,
+(``strategy`` in fedledger/chain/param_table.json) first, built as the close builds it each round
+(``registry.build`` on the genesis parameters: its standing, crowd and judges' test on), on reputations spread
+as a federation's after some rounds (:func:`reputations`), so that every stage it runs in a round is timed. Rules neither Flower nor qora-fl has (FLTrust,
 centered clipping, the guarded default) race a straightforward NumPy implementation written from the
 paper (column "NumPy ref"), whose float32 output is compared with ours like Flower's.
 
@@ -57,8 +59,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator import strategies  # noqa: E402
+from aggregator.round.params import RoundParams  # noqa: E402
+from aggregator.strategies import registry  # noqa: E402
 from aggregator.strategies.base import StrategyInputs  # noqa: E402
 from aggregator.strategies.bulyan import closest_to_median_columns  # noqa: E402
+from fedledger.chain.param_table import genesis, genesis_real  # noqa: E402
 
 try:
     import flwr
@@ -133,7 +138,12 @@ def ours(name: str, X: np.ndarray, f: int, rep: np.ndarray, g0: np.ndarray) -> C
         "multi_krum": {"f": f, "m": keep(n, f)},
         "bulyan": {"f": f},
     }.get(name, {})
-    strategy = strategies.strategy_class(name)(**params)  # type: ignore[arg-type]
+    if name == default_strategy() and not params:
+        # The chain's default as the close builds it each round (its module options, the genesis
+        # parameters): the rule a deployment runs, not the bare class a rule built by hand is.
+        strategy = registry.build(RoundParams.from_snapshot(genesis()))
+    else:
+        strategy = strategies.strategy_class(name)(**params)  # type: ignore[arg-type]
     inputs = StrategyInputs.of(n, reputation=rep, reference=g0, rng=np.random.default_rng(0))
     return lambda: strategy.aggregate(X, inputs).vector
 
@@ -162,33 +172,95 @@ def numpy_centered_clip(X: np.ndarray, iterations: int = 3) -> np.ndarray:
     return np.asarray(v, dtype=np.float32)
 
 
-def numpy_guarded(X: np.ndarray, g0: np.ndarray, z: float = 2.0) -> np.ndarray:
-    """The guarded FLTrust default as its docstring states it: rows with cos(x_i, g_0) > 0 whose median
-    cosine to the other rows is not below the round's median of those by more than z x 1.4826 MAD, equal
-    weights, each clipped to the median norm of the rows passing the reference test."""
+def _robust_level(values: np.ndarray, z: float) -> float:
+    """median - z x 1.4826 MAD: the level of every test of the guarded rule."""
+    center = float(np.median(values))
+    return center - z * 1.4826 * float(np.median(np.abs(values - center)))
+
+
+def _reference_level(values: np.ndarray, z: float = 2.0, floor_z: float = 3.0) -> float:
+    """The guarded rule's reference level: min(0, max(its robust level, the upper half's floor)), the floor
+    min(0, m) - (Phi^-1(0.75) + floor_z) / sqrt(1 - 2 / pi) x s over the upper half's median m and its
+    (n - 1) standard deviation s (no floor with fewer than three values there)."""
+    if not values.size:
+        return 0.0
+    top = np.sort(values)[values.size // 2 :]
+    floor = -np.inf
+    if top.size >= 3:
+        floor = min(0.0, float(np.median(top))) - (0.6744897501960817 + floor_z) / 0.6028102749890869 * float(
+            np.std(top, ddof=1)
+        )
+    return min(0.0, max(_robust_level(values, z), floor))
+
+
+def _medians_without_self(cos: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """For each of ``rows``, the median of its cosines to ``columns`` other than itself."""
+    out = np.empty(rows.size)
+    inside = np.isin(rows, columns)
+    if inside.any():  # rows among the columns: their own column left out of a square block
+        k = columns.size
+        block = cos[np.ix_(rows[inside], columns)]
+        same = rows[inside][:, None] == columns[None, :]
+        out[inside] = np.median(block[~same].reshape(-1, k - 1), axis=1)
+    if (~inside).any():
+        out[~inside] = np.median(cos[np.ix_(rows[~inside], columns)], axis=1)
+    return out
+
+
+def numpy_guarded(
+    X: np.ndarray, g0: np.ndarray, reputation: np.ndarray, unearned: float, z: float = 2.0
+) -> np.ndarray:
+    """The guarded default as the close builds it, from its docstrings (aggregator/strategies/
+    fltrust_guarded.py, standing.py): standing min(1, r / 50), at most (r - u) / (median r - u) once the
+    median reputation is above u (what timeliness and honesty alone give); the crowd the rows of standing
+    >= 0.5 (every row when fewer than three or all). Among the crowd: the centre test (median cosine to the
+    other crowd rows not below their median by more than z robust spreads), or the judges' test (the rows
+    of full standing: median cosine to the other judges not below the judges' own median of those by more
+    than z robust spreads), then the reference test (cosine to g_0 above min(0, max(median - z robust
+    spreads, the upper half's floor)) of the centre passers' cosines). The passers weigh their standing, each
+    clipped to the median norm of the reference test's passers."""
     n = X.shape[0]
-    norms = np.linalg.norm(X, axis=1)
+    r = np.asarray(reputation, dtype=np.float64)
+    grade = np.clip(r / 50.0, 0.0, 1.0)
+    middle = float(np.median(r))
+    if middle > unearned:
+        grade = np.minimum(grade, np.clip((r - unearned) / (middle - unearned), 0.0, 1.0))
+    crowd = grade >= 0.5
+    if not 3 <= int(crowd.sum()) < n:
+        crowd = np.ones(n, dtype=bool)
+    norms = np.linalg.norm(X, axis=1).astype(np.float64)
     cos_ref = (X @ g0) / (norms * np.linalg.norm(g0))
     cos = (X @ X.T) / np.outer(norms, norms)
-    peers = np.median(cos[~np.eye(n, dtype=bool)].reshape(n, n - 1), axis=1)
-    level = np.median(peers) - z * 1.4826 * np.median(np.abs(peers - np.median(peers)))
-    passed = (cos_ref > 0) & (peers >= level)
-    clip = np.median(norms[cos_ref > 0])
-    c = np.where(passed, np.minimum(1.0, clip / norms), 0.0) / max(int(passed.sum()), 1)
-    return np.asarray(c @ X, dtype=np.float32)
+    members = np.flatnonzero(crowd)
+    peers = _medians_without_self(cos, members, members)
+    by_center = np.zeros(n, dtype=bool)
+    by_center[members] = peers >= _robust_level(peers, z)
+    judges = np.flatnonzero(crowd & (grade >= 1.0))
+    if 3 <= judges.size < members.size:
+        to_judges = _medians_without_self(cos, members, judges)
+        level = _robust_level(to_judges[np.isin(members, judges)], z)
+        by_center[members] |= to_judges >= level
+    by_reference = crowd & (cos_ref > _reference_level(cos_ref[by_center], z))
+    clip = np.median(norms[by_reference])
+    passed = by_center & by_reference
+    weight = np.where(passed, grade, 0.0)
+    c = weight / weight.sum() * np.minimum(1.0, clip / norms)
+    return np.asarray(c.astype(np.float32) @ X, dtype=np.float32)
 
 
 # The paper's rule, where the registered one is that rule (the guarded default is its own entry).
-NUMPY_REFERENCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "fltrust": numpy_fltrust,
-    "fltrust_guarded": numpy_guarded,
-    "centered_clip": lambda X, g0: numpy_centered_clip(X),
+NUMPY_REFERENCES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "fltrust": lambda X, g0, rep: numpy_fltrust(X, g0),
+    "fltrust_guarded": lambda X, g0, rep: numpy_guarded(
+        X, g0, rep, 100.0 * (1.0 - genesis_real("weight_quality"))
+    ),
+    "centered_clip": lambda X, g0, rep: numpy_centered_clip(X),
 }
 
 
-def numpy_call(name: str, X: np.ndarray, g0: np.ndarray) -> Callable[[], np.ndarray] | None:
+def numpy_call(name: str, X: np.ndarray, g0: np.ndarray, rep: np.ndarray) -> Callable[[], np.ndarray] | None:
     rule = NUMPY_REFERENCES.get(name)
-    return None if rule is None else partial(rule, X, g0)
+    return None if rule is None else partial(rule, X, g0, rep)
 
 
 def flower_call(name: str, X: np.ndarray, f: int) -> Callable[[], np.ndarray] | None:
@@ -242,7 +314,7 @@ def compile_kernels(names: list[str]) -> float:
         X = rng.standard_normal((n, 1000), dtype=np.float32)
         g0 = reference_update(X, rng)
         for name in names:
-            ours(name, X, (n - 3) // 4, rng.uniform(20, 100, size=n), g0)()
+            ours(name, X, (n - 3) // 4, reputations(n, rng), g0)()
     return time.perf_counter() - start
 
 
@@ -255,6 +327,13 @@ def summary(times: list[float]) -> str:
     if len(times) == 1:
         return f"{times[0] * 1e3:,.1f} (1 run)"
     return f"{statistics.median(times) * 1e3:,.1f} [{min(times) * 1e3:,.1f}-{max(times) * 1e3:,.1f}]"
+
+
+def reputations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Reputations as a federation's after some rounds, spread from 50 to 100: the default's earned
+    standing (above what timeliness and honesty alone give, 60 at genesis) then leaves about a third of
+    the rows out of its crowd and makes about half of them judges, so every stage of the rule runs."""
+    return rng.uniform(50, 100, size=n)
 
 
 # What a contender's time is: wall-clock time, or the CPU time of this process (all its threads).
@@ -352,13 +431,13 @@ def verdict(ns: list[int], ds: list[int], names: list[str], args: argparse.Names
     floor_misses: list[str] = []
     for n in ns:
         f = (n - 3) // 4
-        rep = rng.uniform(20, 100, size=n)
+        rep = reputations(n, rng)
         for d in ds:
             X = rng.standard_normal((n, d), dtype=np.float32)
             g0 = reference_update(X, rng)
             for name in names:
                 contenders: dict[str, Callable[[], object]] = {"ours": ours(name, X, f, rep, g0)}
-                reference = numpy_call(name, X, g0)
+                reference = numpy_call(name, X, g0, rep)
                 if reference is not None:
                     contenders["numpy"] = reference
                 extrapolated: dict[str, float] = {}
