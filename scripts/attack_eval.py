@@ -1591,6 +1591,8 @@ class StagedGuarded(FLTrustGuarded):
             stage.standing,
             stage.similar,
             stage.standing and stage.earned,
+            judges=stage.standing and stage.earned and fltrust_guarded.JUDGES,
+            standing_power=fltrust_guarded.STANDING_POWER,
         )
         screened = (
             (stage.consensus and not stage.rule_consensus)

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator import strategies  # noqa: E402
 from aggregator.round.params import RoundParams  # noqa: E402
-from aggregator.strategies import registry  # noqa: E402
+from aggregator.strategies import fltrust_guarded, registry  # noqa: E402
 from aggregator.strategies.base import StrategyInputs  # noqa: E402
 from aggregator.strategies.bulyan import closest_to_median_columns  # noqa: E402
 from fedledger.chain.param_table import genesis, genesis_real  # noqa: E402
@@ -208,7 +208,7 @@ def _medians_without_self(cos: np.ndarray, rows: np.ndarray, columns: np.ndarray
 
 
 def numpy_guarded(
-    X: np.ndarray, g0: np.ndarray, reputation: np.ndarray, unearned: float, z: float = 2.0
+    X: np.ndarray, g0: np.ndarray, reputation: np.ndarray, unearned: float, power: float, z: float = 2.0
 ) -> np.ndarray:
     """The guarded default as the close builds it, from its docstrings (aggregator/strategies/
     fltrust_guarded.py, standing.py): standing min(1, r / 50), at most (r - u) / (median r - u) once the
@@ -217,8 +217,8 @@ def numpy_guarded(
     other crowd rows not below their median by more than z robust spreads), or the judges' test (the rows
     of full standing: median cosine to the other judges not below the judges' own median of those by more
     than z robust spreads), then the reference test (cosine to g_0 above min(0, max(median - z robust
-    spreads, the upper half's floor)) of the centre passers' cosines). The passers weigh their standing, each
-    clipped to the median norm of the reference test's passers."""
+    spreads, the upper half's floor)) of the centre passers' cosines). The passers weigh their standing to
+    the ``power``, each clipped to the median norm of the reference test's passers."""
     n = X.shape[0]
     r = np.asarray(reputation, dtype=np.float64)
     grade = np.clip(r / 50.0, 0.0, 1.0)
@@ -243,7 +243,7 @@ def numpy_guarded(
     by_reference = crowd & (cos_ref > _reference_level(cos_ref[by_center], z))
     clip = np.median(norms[by_reference])
     passed = by_center & by_reference
-    weight = np.where(passed, grade, 0.0)
+    weight = np.where(passed, grade**power, 0.0)
     c = weight / weight.sum() * np.minimum(1.0, clip / norms)
     return np.asarray(c.astype(np.float32) @ X, dtype=np.float32)
 
@@ -252,7 +252,7 @@ def numpy_guarded(
 NUMPY_REFERENCES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "fltrust": lambda X, g0, rep: numpy_fltrust(X, g0),
     "fltrust_guarded": lambda X, g0, rep: numpy_guarded(
-        X, g0, rep, 100.0 * (1.0 - genesis_real("weight_quality"))
+        X, g0, rep, 100.0 * (1.0 - genesis_real("weight_quality")), fltrust_guarded.STANDING_POWER
     ),
     "centered_clip": lambda X, g0, rep: numpy_centered_clip(X),
 }

@@ -113,6 +113,18 @@ STANDING = True
 EARNED_STANDING = True
 
 
+# The standing weight's power (issue 20; the default since its evaluation, docs/benchmarks.md "standing
+# weights that partial standing buys little of"): each passer's weight times its standing grade to this
+# power, not the grade itself (the crowd and the judges still read the grade). Why: standing bounds how long
+# an attacker can attack, not how hard. Attackers who attack while their earned standing is at least half
+# and train honestly below it (the sleeper) hover at a grade of 0.5-0.65 (a round of honest work lifts them
+# about 6 points of reputation, a round of attack costs them 3) and attack about 60 % of the rounds with
+# that share of an honest row's weight each: 7-11 % of the aggregate per attacker at n = 10 (synthetic
+# Dirichlet(0.5), a 100-example root: cost 6.5). Honest organizations sit at full standing or near it, where
+# the power changes little; what partial standing buys falls from 0.55 to 0.17 of a row at the cube.
+STANDING_POWER = 3.0
+
+
 # The judges' test (issue 20; the default since its evaluation, docs/benchmarks.md "the judges' test"): a row
 # of the gate's crowd that fails the centre test still passes it when its median cosine to the judges, the
 # rows of full earned standing (at or above the round's median reputation), is not a low outlier of the
@@ -708,6 +720,7 @@ class FLTrustGuarded(Strategy):
         earned: bool = False,
         unearned: float | None = None,
         judges: bool = False,
+        standing_power: float = 1.0,
     ) -> None:
         """``reference_z``: the reference test relative to the crowd (:func:`gate`); None: the fixed test,
         cosine > 0 (the default before issue 20's evaluation, kept selectable for comparison). ``soft`` > 0:
@@ -725,7 +738,9 @@ class FLTrustGuarded(Strategy):
         standing earned by useful work (:data:`EARNED_STANDING`, :func:`earned_grade`), rows below
         :data:`CROWD_STANDING` of it left out of the gate's crowd; ``unearned``: the reputation timeliness and honesty alone give
         (:func:`unearned_reputation` of the round's quality weight; None: of the genesis weight). ``judges``
-        (with ``earned``): the judges' test beside the centre test (:data:`JUDGES`, :func:`judges_gate`)."""
+        (with ``earned``): the judges' test beside the centre test (:data:`JUDGES`, :func:`judges_gate`).
+        ``standing_power`` (with ``standing``): each passer's weight times its standing grade to this power
+        (:data:`STANDING_POWER`; 1: the grade itself)."""
         for label, value in (
             ("reference_members", reference_members),
             ("reference_candidate", reference_candidate),
@@ -767,14 +782,20 @@ class FLTrustGuarded(Strategy):
                 "fltrust_guarded: the judges are the rows of full earned standing; set earned too"
             )
         self.judges = judges
+        if not (np.isfinite(standing_power) and standing_power >= 1):
+            raise InvalidParameter(
+                f"fltrust_guarded: standing_power must be finite and >= 1 (1: the standing grade itself), "
+                f"got {standing_power}"
+            )
+        self.standing_power = float(standing_power)
 
     @classmethod
     def from_params(cls, params: RoundParams) -> Self:
         """No governed parameter; the reference comes with the round's inputs (the wider clip's and the
         reference member's options are this module's :data:`WIDER_CLIP_Z` and :data:`REFERENCE_MEMBERS`,
         read here, and the standing weights :data:`STANDING`, :data:`EARNED_STANDING`, the judges' test
-        :data:`JUDGES` and shares :data:`SHARE_SIMILAR`); the reputation earned without quality from the
-        round's governed quality weight."""
+        :data:`JUDGES`, the standing weight's power :data:`STANDING_POWER` and shares :data:`SHARE_SIMILAR`);
+        the reputation earned without quality from the round's governed quality weight."""
         return cls(
             wider_clip_z=WIDER_CLIP_Z,
             reference_members=REFERENCE_MEMBERS,
@@ -784,6 +805,7 @@ class FLTrustGuarded(Strategy):
             earned=STANDING and EARNED_STANDING,
             unearned=unearned_reputation(params.scoring.weight_quality),
             judges=STANDING and EARNED_STANDING and JUDGES,
+            standing_power=STANDING_POWER,
         )
 
     def aggregate(self, X: np.ndarray, inputs: StrategyInputs) -> Aggregated:
@@ -837,7 +859,8 @@ class FLTrustGuarded(Strategy):
         g, standing = self.gate_and_standing(X, inputs)
         grade = center_margins(g, self.soft) if self.soft else None
         if standing is not None:
-            grade = standing if grade is None else grade * standing
+            weight = standing**self.standing_power if self.standing_power != 1.0 else standing
+            grade = weight if grade is None else grade * weight
         coefficients = _coefficients(g, inputs.samples, grade, self.similar)
         details: dict[str, Detail] = {
             "passed_reference": int(g.by_reference.sum()),

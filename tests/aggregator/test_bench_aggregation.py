@@ -71,7 +71,7 @@ def test_the_comparison_sees_the_standing_stages() -> None:
     # its standing stages: the benchmark's comparison must tell it from the default.
     caught = 0
     for X, g0, rep in rounds(20):
-        plain = bench.numpy_guarded(X, g0, np.full_like(rep, 100.0), 60.0)
+        plain = bench.numpy_guarded(X, g0, np.full_like(rep, 100.0), 60.0, fg.STANDING_POWER)
         caught += (
             bench.agrees("fltrust_guarded", bench.ours("fltrust_guarded", X, 0, rep, g0)(), plain, X) == "NO"
         )

@@ -329,6 +329,46 @@ def test_standing_weights_a_passer_below_the_initial_reputation_in_proportion() 
     )
 
 
+def test_a_passer_weighs_its_standing_to_the_rule_s_power(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 (the sleeper): attackers hovering at half their standing attacked with half an honest row's
+    weight. With ``standing_power`` p a passer weighs its grade to the p: the same passers, the same crowd."""
+    from aggregator.round.params import RoundParams
+    from aggregator.strategies import fltrust_guarded
+    from tests.aggregator.roundkit import snapshot
+
+    H, reference = crowd(h=8)
+    reputation = np.array([90.0, 60.0, 50.0, 80.0, 70.0, 55.0, 25.0, 10.0])
+    inputs = StrategyInputs.of(8, reputation=reputation, reference=reference)
+    linear = FLTrustGuarded(standing=True).aggregate(H, inputs)
+    cubed = FLTrustGuarded(standing=True, standing_power=3.0).aggregate(H, inputs)
+    assert linear.coefficients is not None and cubed.coefficients is not None
+    passed = linear.coefficients > 0
+    np.testing.assert_array_equal(cubed.coefficients > 0, passed)
+    grade = standing_grade(reputation)
+    # Each passer's coefficient over the linear one's: its grade squared, over the passers' renormalisation.
+    renormalised = grade[passed].sum() / (grade[passed] ** 3).sum()
+    np.testing.assert_allclose(cubed.coefficients, linear.coefficients * grade**2 * renormalised, rtol=1e-12)
+    # Half the standing (row 6) buys an eighth of a full row's weight, not half.
+    np.testing.assert_allclose(
+        cubed.coefficients[6] / cubed.coefficients[0],
+        0.25 * linear.coefficients[6] / linear.coefficients[0],
+        rtol=1e-12,
+    )
+    # At full standing the power changes nothing.
+    full = StrategyInputs.of(8, reference=reference)
+    np.testing.assert_array_equal(
+        FLTrustGuarded(standing=True, standing_power=3.0).aggregate(H, full).vector,
+        FLTrustGuarded(standing=True).aggregate(H, full).vector,
+    )
+    params = RoundParams.from_snapshot(snapshot())
+    assert FLTrustGuarded.from_params(params).standing_power == fltrust_guarded.STANDING_POWER
+    monkeypatch.setattr(fltrust_guarded, "STANDING_POWER", 2.0)
+    assert FLTrustGuarded.from_params(params).standing_power == 2.0
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(InvalidParameter, match="standing_power"):
+            FLTrustGuarded(standing=True, standing_power=bad)
+
+
 def test_the_closes_rule_weighs_by_standing() -> None:
     from aggregator.round.params import RoundParams
     from tests.aggregator.roundkit import snapshot
