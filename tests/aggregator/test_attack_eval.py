@@ -3,32 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from aggregator.round.compute import ClientOutcome
+from tests.aggregator.scriptkit import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attack_eval.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("attack_eval", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses resolve the module's annotations through sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ae = load_script()
+ae = load_script("attack_eval")
 
 
 def honest_updates(h: int = 7, d: int = 40, seed: int = 0) -> np.ndarray:

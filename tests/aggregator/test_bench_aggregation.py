@@ -3,30 +3,14 @@ written from the rule's docstrings that must give the same aggregate (its "= pee
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pytest
 
 from aggregator.strategies import fltrust_guarded as fg
 from aggregator.strategies.base import StrategyInputs
+from tests.aggregator.scriptkit import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_aggregation.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_aggregation", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+bench = load_script("bench_aggregation")
 
 
 def rounds(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
