@@ -6,10 +6,11 @@
 
 Every strategy the registry holds is timed (``aggregator.strategies.names()``), the chain's genesis default
 (``strategy`` in fedledger/chain/param_table.json) first, built as the close builds it each round
-(``registry.build`` on the genesis parameters: its standing, crowd and judges' test on), on reputations spread
-as a federation's after some rounds (:func:`reputations`), so that every stage it runs in a round is timed. Rules neither Flower nor qora-fl has (FLTrust,
-centered clipping, the guarded default) race a straightforward NumPy implementation written from the
-paper (column "NumPy ref"), whose float32 output is compared with ours like Flower's.
+(``registry.build`` on the genesis parameters: its standing, crowd and judges' test on), on reputations
+spread as a federation's after some rounds (:func:`reputations`), so that every stage it runs in a round is
+timed. Rules neither Flower nor qora-fl has (FLTrust, centered clipping, the guarded default) race a
+straightforward NumPy implementation written from the paper (column "NumPy ref"), whose float32 output is
+compared with ours like Flower's.
 
 For n clients in {10, 50, 100} and d parameters in {100K, 1M} (float32, standard normal), every contender
 of a cell (fedledger, Flower, qora-fl, the NumPy reference, and the bandwidth floor: one ``np.sum`` over
@@ -93,6 +94,8 @@ def default_strategy() -> str:
     return str(row["default"])
 
 
+DEFAULT_STRATEGY = default_strategy()
+
 # Bulyan's coordinate-wise step alone (the mean of the beta values closest to the median of the theta
 # selected rows), held to the same floor as median and trimmed mean: its own row, after bulyan.
 BULYAN_COLUMNS = "bulyan_columns"
@@ -100,7 +103,7 @@ BULYAN_COLUMNS = "bulyan_columns"
 
 def all_strategies() -> tuple[str, ...]:
     """Every registered strategy, the chain's default first, Bulyan's coordinate-wise step after Bulyan."""
-    first = default_strategy()
+    first = DEFAULT_STRATEGY
     names = [first, *[name for name in strategies.names() if name != first]]
     if "bulyan" in names:
         names.insert(names.index("bulyan") + 1, BULYAN_COLUMNS)
@@ -138,7 +141,7 @@ def ours(name: str, X: np.ndarray, f: int, rep: np.ndarray, g0: np.ndarray) -> C
         "multi_krum": {"f": f, "m": keep(n, f)},
         "bulyan": {"f": f},
     }.get(name, {})
-    if name == default_strategy() and not params:
+    if name == DEFAULT_STRATEGY and not params:
         # The chain's default as the close builds it each round (its module options, the genesis
         # parameters): the rule a deployment runs, not the bare class a rule built by hand is.
         strategy = registry.build(RoundParams.from_snapshot(genesis()))

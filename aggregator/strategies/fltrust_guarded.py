@@ -706,8 +706,8 @@ class FLTrustGuarded(Strategy):
     0) AND not a low outlier of the round's median cosines to peers (or, with ``judges``, of the judges'
     median cosines to the judges) enter, weighted by
     their sample claims capped at the passers' median claim (times their standing, min(1, reputation / 50),
-    to the ``standing_power``, with ``standing``: the close's rule), each clipped to the passers' median norm (:func:`gate`). Needs
-    ``StrategyInputs.reference``."""
+    to the ``standing_power``, with ``standing``: the close's rule), each clipped to the passers' median
+    norm (:func:`gate`). Needs ``StrategyInputs.reference``."""
 
     name = "fltrust_guarded"
 
@@ -863,7 +863,7 @@ class FLTrustGuarded(Strategy):
         g, standing = self.gate_and_standing(X, inputs)
         grade = center_margins(g, self.soft) if self.soft else None
         if standing is not None:
-            weight = standing**self.standing_power if self.standing_power != 1.0 else standing
+            weight = standing**self.standing_power  # x ** 1.0 is x exactly: the linear grade as it was
             grade = weight if grade is None else grade * weight
         coefficients = _coefficients(g, inputs.samples, grade, self.similar)
         details: dict[str, Detail] = {

@@ -26,7 +26,7 @@ def rounds(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.n
 
 
 def test_the_default_is_timed_as_the_close_builds_it() -> None:
-    name = bench.default_strategy()
+    name = bench.DEFAULT_STRATEGY
     X, g0, rep = rounds(1)[0]
     timed = bench.ours(name, X, 0, rep, g0)
     built = bench.registry.build(bench.RoundParams.from_snapshot(bench.genesis()))
